@@ -1,0 +1,418 @@
+"""The `consortium` command line: hub, node, org, user, dataset, project, run, model, ledger, demo, bench."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(no_args_is_help=True, help="consortium: federated learning across organisations.",
+                  pretty_exceptions_enable=False)
+org_app = typer.Typer(no_args_is_help=True, help="Organisation keys, admission and node enrolment.")
+user_app = typer.Typer(no_args_is_help=True, help="Users and their API tokens (admin).")
+dataset_app = typer.Typer(no_args_is_help=True, help="Register local datasets (only their cards reach the hub).")
+project_app = typer.Typer(no_args_is_help=True, help="Propose, inspect and approve projects.")
+run_app = typer.Typer(no_args_is_help=True, help="Start and follow runs.")
+model_app = typer.Typer(no_args_is_help=True, help="Download released models with their cards.")
+ledger_app = typer.Typer(no_args_is_help=True, help="Audit the tamper-evident ledger.")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (results go to BENCHMARKS.md).")
+for sub, name in [(org_app, "org"), (user_app, "user"), (dataset_app, "dataset"), (project_app, "project"),
+                  (run_app, "run"), (model_app, "model"), (ledger_app, "ledger"), (bench_app, "bench")]:
+    app.add_typer(sub, name=name)
+
+console = Console()
+err_console = Console(stderr=True)
+
+HubOpt = Annotated[str, typer.Option("--hub", envvar="CONSORTIUM_HUB", help="hub base URL")]
+TokenOpt = Annotated[str | None, typer.Option("--token", envvar="CONSORTIUM_TOKEN", help="API token")]
+OrgDirOpt = Annotated[Path, typer.Option("--org-dir", help="the org's local directory (keys, datasets)")]
+
+
+def fail(message: str) -> NoReturn:
+    err_console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(2)
+
+
+def _user_client(hub: str, token: str | None):
+    from consortium.client import HubClient
+
+    if not token:
+        fail("--token (or CONSORTIUM_TOKEN) is required for this command")
+    return HubClient(hub, token=token)
+
+
+def _org_client(hub: str, org_dir: Path):
+    from consortium.client import HubClient
+    from consortium.crypto import load_org_identity
+
+    try:
+        identity = load_org_identity(org_dir)
+    except (FileNotFoundError, ValueError) as exc:
+        fail(f"--org-dir: {exc}")
+    return HubClient(hub, identity=identity)
+
+
+def _call(fn, *args: Any, **kwargs: Any) -> Any:
+    """Run a hub call; a hub error becomes a clear CLI error instead of a traceback."""
+    from consortium.client import HubError
+
+    import httpx
+
+    try:
+        return fn(*args, **kwargs)
+    except HubError as exc:
+        fail(f"{exc.detail} (HTTP {exc.status_code})")
+    except httpx.HTTPError as exc:
+        fail(f"cannot reach the hub: {exc}")
+
+
+def _print_json(data: Any) -> None:
+    console.print_json(json.dumps(data, default=str))
+
+
+# ------------------------------------------------------------------------------------------------ processes
+
+
+@app.command()
+def hub(
+    db: Annotated[str | None, typer.Option("--db", envvar="CONSORTIUM_DB",
+                                           help="SQLAlchemy URL; default sqlite in --data-dir")] = None,
+    port: Annotated[int, typer.Option(help="TCP port")] = 8700,
+    host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="blob store and default database")] = Path("hub-data"),
+    admin_token: Annotated[str | None, typer.Option("--admin-token", envvar="CONSORTIUM_ADMIN_TOKEN",
+                                                    help="admin API token; generated into data-dir if absent")] = None,
+    max_upload_mb: Annotated[float | None, typer.Option("--max-upload-mb", help="request body limit")] = None,
+    ssl_certfile: Annotated[str | None, typer.Option(help="TLS certificate (deployment)")] = None,
+    ssl_keyfile: Annotated[str | None, typer.Option(help="TLS key (deployment)")] = None,
+) -> None:
+    """Run the hub service (migrations are applied on start)."""
+    import uvicorn
+
+    from consortium.config import HubSettings, torch_threads
+    from consortium.hub.app import admin_token_path, create_app
+
+    import torch
+
+    torch.set_num_threads(torch_threads())
+    settings = HubSettings.from_args(db, data_dir, admin_token, max_upload_mb)
+    application = create_app(settings)
+    if not settings.admin_token:
+        err_console.print(f"admin token: {admin_token_path(settings)}")
+    uvicorn.run(application, host=host, port=port, log_level="warning", ssl_certfile=ssl_certfile,
+                ssl_keyfile=ssl_keyfile, timeout_graceful_shutdown=3)
+
+
+@app.command()
+def node(
+    hub: HubOpt,
+    org_dir: OrgDirOpt,
+    enrol_token: Annotated[str | None, typer.Option("--enrol-token", help="one-time token to enrol first")] = None,
+    poll_wait: Annotated[float, typer.Option("--poll-wait", help="long-poll seconds")] = 25.0,
+) -> None:
+    """Run an organisation's node: long-poll the hub and train locally on approved tasks."""
+    import logging
+
+    import torch
+
+    from consortium.config import torch_threads
+    from consortium.node.agent import NodeAgent
+    from consortium.node.policy import ApprovalBook, NodePolicy
+    from consortium.node.store import LocalRegistry
+
+    torch.set_num_threads(torch_threads())
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if enrol_token:
+        _enrol(hub, org_dir, enrol_token, "node")
+    client = _org_client(hub, org_dir)
+    registry = LocalRegistry(org_dir)
+    policy = NodePolicy(org=client.identity.org, approvals=ApprovalBook(org_dir),
+                        local_datasets={entry.name for entry in registry.all()})
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    agent = NodeAgent(client, registry, policy, poll_wait=poll_wait,
+                      on_task=lambda t, outcome: logging.info("task %s (%s, round %s): %s",
+                                                              t.id, t.kind.value, t.round, outcome))
+    logging.info("node of %s polling %s", client.identity.org, hub)
+    agent.run_forever(stop)
+
+
+# ------------------------------------------------------------------------------------------------ orgs, users
+
+
+def _enrol(hub: str, org_dir: Path, token: str, node_name: str) -> dict:
+    from consortium.client import HubClient
+    from consortium.crypto import load_org_identity
+    from consortium.protocol import EnrolRequest
+
+    identity = load_org_identity(org_dir)
+    with HubClient(hub) as client:
+        return _call(client.enrol, EnrolRequest(org=identity.org, token=token,
+                                                public_key=identity.public_key_b64, node_name=node_name))
+
+
+@org_app.command("init")
+def org_init(
+    name: Annotated[str, typer.Argument(help="organisation name (lowercase, digits, . _ -)")],
+    dir: Annotated[Path, typer.Option("--dir", help="directory for the key pair")] = Path("."),
+) -> None:
+    """Make the organisation's Ed25519 key pair in a local directory."""
+    from consortium.crypto import generate_org_key
+
+    target = dir if dir.name == name else dir / name
+    try:
+        identity = generate_org_key(target, name)
+    except FileExistsError as exc:
+        fail(str(exc))
+    console.print(f"org [bold]{name}[/] key {identity.key_id} in {target}")
+
+
+@org_app.command("create")
+def org_create(name: str, hub: HubOpt, token: TokenOpt = None) -> None:
+    """Admit an organisation (admin)."""
+    with _user_client(hub, token) as client:
+        _print_json(_call(client.create_org, name))
+
+
+@org_app.command("enrolment-token")
+def org_enrolment_token(name: str, hub: HubOpt, token: TokenOpt = None) -> None:
+    """Issue a one-time enrolment token for an organisation's node (admin)."""
+    with _user_client(hub, token) as client:
+        console.print(_call(client.enrolment_token, name))
+
+
+@org_app.command("enrol")
+def org_enrol(hub: HubOpt, org_dir: OrgDirOpt,
+              enrol_token: Annotated[str, typer.Option("--enrol-token")],
+              node_name: Annotated[str, typer.Option("--node-name")] = "node") -> None:
+    """Register this org's public key with the hub using a one-time token."""
+    _print_json(_enrol(hub, org_dir, enrol_token, node_name))
+
+
+@user_app.command("create")
+def user_create(name: str, hub: HubOpt,
+                role: Annotated[str, typer.Option(help="admin, steward or researcher")],
+                org: Annotated[str | None, typer.Option(help="organisation of a steward")] = None,
+                token: TokenOpt = None) -> None:
+    """Create a user and print its API token (shown once)."""
+    with _user_client(hub, token) as client:
+        _print_json(_call(client.create_user, name, role, org))
+
+
+# ------------------------------------------------------------------------------------------------ datasets
+
+
+@dataset_app.command("add")
+def dataset_add(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV, Parquet or .npz file")],
+    hub: HubOpt,
+    org_dir: OrgDirOpt,
+    license: Annotated[str, typer.Option("--license", help="SPDX licence id, e.g. CC-BY-4.0")],
+    target: Annotated[str | None, typer.Option("--target", help="label column")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="dataset name; default: the file stem")] = None,
+    description: Annotated[str, typer.Option("--description")] = "",
+    visibility: Annotated[str, typer.Option("--visibility", help="private, members or public")] = "members",
+    schema: Annotated[str | None, typer.Option("--schema",
+                                               help="declared schema 'col:type,...'; the file must match")] = None,
+) -> None:
+    """Register a local dataset: the hub receives its card (schema, rows, SHA-256, licence), never rows."""
+    from pydantic import ValidationError
+
+    from consortium.node.store import DatasetError, LocalRegistry, build_card, load_table, parse_schema_option
+
+    dataset_name = (name or file.stem).lower().replace(" ", "-")
+    try:
+        declared = parse_schema_option(schema, target) if schema else None
+        loaded = load_table(file, target, declared)
+        card = build_card(loaded, name=dataset_name, license=license, description=description,
+                          visibility=visibility)
+    except DatasetError as exc:
+        fail(str(exc))
+    except ValidationError as exc:
+        fail("; ".join(f"--{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()))
+    with _org_client(hub, org_dir) as client:
+        out = _call(client.register_dataset, card)
+    LocalRegistry(org_dir).add(dataset_name, file.resolve(), target, card)
+    console.print(f"registered [bold]{out['org']}/{out['name']}[/]: {out['rows']} rows, sha256 {out['sha256'][:16]}…")
+
+
+@dataset_app.command("list")
+def dataset_list(hub: HubOpt, token: TokenOpt = None) -> None:
+    """List the dataset cards visible to you."""
+    with _user_client(hub, token) as client:
+        rows = _call(client.datasets)
+    table = Table("dataset", "rows", "licence", "visibility", "sha256")
+    for d in rows:
+        table.add_row(f"{d['org']}/{d['name']}", str(d["rows"]), d["license"], d["visibility"], d["sha256"][:16])
+    console.print(table)
+
+
+@dataset_app.command("croissant")
+def dataset_croissant(ref: Annotated[str, typer.Argument(help="org/name")], hub: HubOpt,
+                      token: TokenOpt = None) -> None:
+    """Print a dataset card as Croissant JSON-LD."""
+    with _user_client(hub, token) as client:
+        _print_json(_call(client.croissant, ref))
+
+
+# ------------------------------------------------------------------------------------------------ projects, runs
+
+
+@project_app.command("create")
+def project_create(
+    spec_file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="project spec JSON")],
+    hub: HubOpt,
+    token: TokenOpt = None,
+    test_set: Annotated[Path | None, typer.Option("--test-set", help="held-out safetensors (x, y) for the hub")] = None,
+) -> None:
+    """Propose a project from a JSON spec (algorithm, hyper-parameters, datasets, rounds, min_nodes...)."""
+    from pydantic import ValidationError
+
+    from consortium.protocol import ProjectCreate
+
+    try:
+        spec = ProjectCreate.model_validate_json(spec_file.read_text())
+    except ValidationError as exc:
+        fail("; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()))
+    with _user_client(hub, token) as client:
+        project = _call(client.create_project, spec)
+        if test_set is not None:
+            _call(client.put_test_set, project["id"], test_set.read_bytes())
+    console.print(f"project {project['id']} [bold]{project['name']}[/] proposed; needs approval from "
+                  f"{', '.join(project['required_orgs'])}")
+
+
+@project_app.command("show")
+def project_show(project_id: int, hub: HubOpt, token: TokenOpt = None) -> None:
+    """Show a project, its spec hash and its approvals."""
+    with _user_client(hub, token) as client:
+        _print_json(_call(client.project, project_id))
+
+
+@project_app.command("approve")
+def project_approve(project_id: int, hub: HubOpt, org_dir: OrgDirOpt) -> None:
+    """Approve a project for your org: checks the spec hash, signs it, and records it for your node."""
+    from consortium.crypto import approval_message
+    from consortium.node.policy import ApprovalBook, spec_hash
+    from consortium.protocol import ApprovalIn, ProjectCreate
+
+    with _org_client(hub, org_dir) as client:
+        project = _call(client.project, project_id)
+        digest = spec_hash(ProjectCreate.model_validate(project["spec"]))
+        if digest != project["spec_hash"]:
+            fail("the hub's spec hash does not match the spec it sent; not approving")
+        signature = client.identity.sign(approval_message(project_id, digest))
+        _call(client.approve, project_id, ApprovalIn(spec_hash=digest, signature=signature))
+    ApprovalBook(org_dir).record(project_id, digest)
+    console.print(f"{client.identity.org} approved project {project_id} (spec {digest[:16]}…)")
+
+
+@run_app.command("start")
+def run_start(project_id: int, hub: HubOpt, token: TokenOpt = None,
+              follow: Annotated[bool, typer.Option("--follow/--no-follow")] = True) -> None:
+    """Start a run of an approved project and follow it with a progress bar."""
+    from consortium.watch import follow_run
+
+    with _user_client(hub, token) as client:
+        run = _call(client.start_run, project_id)
+        if follow:
+            run = _call(follow_run, client, run["id"], run["rounds"], console)
+    _print_json(run)
+    if run["status"] == "failed":
+        raise typer.Exit(1)
+
+
+@run_app.command("watch")
+def run_watch(run_id: int, hub: HubOpt, token: TokenOpt = None) -> None:
+    """Follow a run until it ends."""
+    from consortium.watch import follow_run
+
+    with _user_client(hub, token) as client:
+        run = _call(client.run, run_id)
+        _print_json(_call(follow_run, client, run_id, run["rounds"], console))
+
+
+@model_app.command("download")
+def model_download(model_id: int, hub: HubOpt, token: TokenOpt = None,
+                   out: Annotated[Path, typer.Option("--out", help="directory")] = Path("model")) -> None:
+    """Download a model's weights (safetensors) and card (JSON + Markdown)."""
+    from consortium.model_files import download_model
+
+    with _user_client(hub, token) as client:
+        paths = _call(download_model, client, model_id, out)
+    for kind, path in paths.items():
+        console.print(f"{kind}: {path}")
+
+
+@ledger_app.command("verify")
+def ledger_verify(
+    hub: Annotated[str | None, typer.Option("--hub", envvar="CONSORTIUM_HUB")] = None,
+    token: TokenOpt = None,
+    db: Annotated[str | None, typer.Option("--db", help="verify straight from a database URL")] = None,
+) -> None:
+    """Recompute the hash chain; names the first bad entry."""
+    from consortium.ledger_audit import verify_from_db, verify_from_hub
+
+    if db:
+        report = verify_from_db(db)
+    elif hub:
+        with _user_client(hub, token) as client:
+            report = _call(verify_from_hub, client)
+    else:
+        fail("give --hub (and --token) or --db")
+    if report.ok:
+        console.print(f"[green]ledger OK[/]: {report.checked} entries")
+    else:
+        err_console.print(f"[bold red]ledger BROKEN[/] at entry {report.first_bad_seq}: {report.reason}")
+        raise typer.Exit(1)
+
+
+# ------------------------------------------------------------------------------------------------ demo, bench
+
+
+@app.command()
+def demo(
+    exit_: Annotated[bool, typer.Option("--exit", help="stop when the story is told")] = False,
+    json_path: Annotated[Path | None, typer.Option("--json", help="also write the summary as JSON")] = None,
+    rounds: Annotated[int, typer.Option(help="federated rounds")] = 20,
+    workdir: Annotated[Path, typer.Option(help="where hub, orgs and the model go")] = Path("demo-output"),
+    port: Annotated[int | None, typer.Option(help="hub port (default: a free one)")] = None,
+) -> None:
+    """Three organisations train a digits classifier together: hub on SQLite, three node processes."""
+    from consortium.demo import run_demo
+
+    summary = run_demo(workdir=workdir, rounds=rounds, port=port, console=console,
+                       keep_serving=not exit_, json_path=json_path)
+    if not summary["ledger_ok"] or summary["status"] != "completed":
+        raise typer.Exit(1)
+
+
+@bench_app.command("deploy")
+def bench_deploy(
+    rounds: Annotated[int, typer.Option(help="rounds per repetition")] = 20,
+    repeats: Annotated[int, typer.Option(help="repetitions (median of medians)")] = 3,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write results as JSON")] = None,
+    markdown: Annotated[Path | None, typer.Option("--markdown", help="update this BENCHMARKS.md")] = None,
+) -> None:
+    """Round overhead of a real deployment: 3 node processes on loopback, digits MLP."""
+    from consortium.bench.deploy import run_deploy_bench
+
+    run_deploy_bench(rounds=rounds, repeats=repeats, json_path=json_path, markdown_path=markdown,
+                     console=console)
+
+
+def main() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""HTTP client for the hub: used by the CLI (user tokens) and by nodes (org-signed requests)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from consortium.crypto import OrgIdentity, SignedAuth
+from consortium.protocol import (
+    SAFETENSORS_MEDIA_TYPE,
+    ApprovalIn,
+    DatasetCardIn,
+    EnrolRequest,
+    ProjectCreate,
+    RunProgress,
+    TaskOut,
+    TaskRefusal,
+    TaskResult,
+)
+
+
+class HubError(RuntimeError):
+    """The hub answered with an error status; ``detail`` is its message."""
+
+    def __init__(self, status_code: int, detail: str, method: str = "", path: str = "") -> None:
+        super().__init__(f"hub answered {status_code} to {method} {path}: {detail}")
+        self.status_code = status_code
+        self.detail = detail
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:500]
+    detail = body.get("detail", body) if isinstance(body, dict) else body
+    if isinstance(detail, list):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in item.get('loc', []))}: {item.get('msg')}" for item in detail
+        )
+    return str(detail)
+
+
+class HubClient:
+    """Thin typed wrapper over the hub's REST API (keep-alive connection, clear errors)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str | None = None,
+        identity: OrgIdentity | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        auth = SignedAuth(identity) if identity is not None else None
+        self.identity = identity
+        self.http = httpx.Client(
+            base_url=base_url.rstrip("/"), headers=headers, auth=auth, timeout=timeout, trust_env=False
+        )
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> HubClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def request(self, method: str, path: str, *, timeout: float | None = None, **kwargs: Any) -> httpx.Response:
+        extra = {"timeout": timeout} if timeout is not None else {}
+        response = self.http.request(method, path, **kwargs, **extra)
+        if response.status_code >= 400:
+            raise HubError(response.status_code, _detail(response), method, path)
+        return response
+
+    def get_json(self, path: str, **kwargs: Any) -> Any:
+        return self.request("GET", path, **kwargs).json()
+
+    def post_json(self, path: str, body: Any) -> Any:
+        return self.request("POST", path, json=body).json()
+
+    # ---------------------------------------------------------------- members
+    def health(self) -> dict:
+        return self.get_json("/api/health")
+
+    def create_org(self, name: str, display_name: str = "") -> dict:
+        return self.post_json("/api/orgs", {"name": name, "display_name": display_name})
+
+    def enrolment_token(self, org: str) -> str:
+        return self.post_json(f"/api/orgs/{org}/enrolment-tokens", {})["token"]
+
+    def enrol(self, request: EnrolRequest) -> dict:
+        return self.post_json("/api/enrol", request.model_dump())
+
+    def create_user(self, name: str, role: str, org: str | None = None) -> dict:
+        return self.post_json("/api/users", {"name": name, "role": role, "org": org})
+
+    # ---------------------------------------------------------------- data and projects
+    def register_dataset(self, card: DatasetCardIn) -> dict:
+        return self.post_json("/api/datasets", card.model_dump(mode="json", by_alias=True))
+
+    def datasets(self) -> list[dict]:
+        return self.get_json("/api/datasets")
+
+    def croissant(self, ref: str) -> dict:
+        return self.get_json(f"/api/datasets/{ref}/croissant")
+
+    def create_project(self, spec: ProjectCreate) -> dict:
+        return self.post_json("/api/projects", spec.model_dump(mode="json"))
+
+    def project(self, project_id: int) -> dict:
+        return self.get_json(f"/api/projects/{project_id}")
+
+    def approve(self, project_id: int, body: ApprovalIn) -> dict:
+        return self.post_json(f"/api/projects/{project_id}/approvals", body.model_dump())
+
+    def put_test_set(self, project_id: int, payload: bytes) -> dict:
+        return self.request(
+            "PUT", f"/api/projects/{project_id}/test-set", content=payload,
+            headers={"Content-Type": SAFETENSORS_MEDIA_TYPE},
+        ).json()
+
+    # ---------------------------------------------------------------- runs and models
+    def start_run(self, project_id: int) -> dict:
+        return self.post_json(f"/api/projects/{project_id}/runs", {})
+
+    def run(self, run_id: int) -> dict:
+        return self.get_json(f"/api/runs/{run_id}")
+
+    def progress(self, run_id: int, after_round: int = 0, wait: float = 0.0) -> RunProgress:
+        data = self.get_json(
+            f"/api/runs/{run_id}/progress", params={"after_round": after_round, "wait": wait},
+            timeout=wait + 30.0,
+        )
+        return RunProgress.model_validate(data)
+
+    def model(self, model_id: int) -> dict:
+        return self.get_json(f"/api/models/{model_id}")
+
+    def model_weights(self, model_id: int) -> bytes:
+        return self.request("GET", f"/api/models/{model_id}/weights").content
+
+    def model_card_markdown(self, model_id: int) -> str:
+        return self.request("GET", f"/api/models/{model_id}/card.md").text
+
+    def ledger(self, after: int = 0, limit: int = 1000) -> list[dict]:
+        return self.get_json("/api/ledger", params={"after": after, "limit": limit})
+
+    # ---------------------------------------------------------------- node side
+    def next_task(self, wait: float) -> TaskOut | None:
+        response = self.request("GET", "/api/node/tasks/next", params={"wait": wait}, timeout=wait + 30.0)
+        if response.status_code == 204:
+            return None
+        return TaskOut.model_validate_json(response.content)
+
+    def task_params(self, task_id: int) -> bytes:
+        return self.request("GET", f"/api/node/tasks/{task_id}/params").content
+
+    def post_update(self, task_id: int, payload: bytes) -> None:
+        self.request(
+            "POST", f"/api/node/tasks/{task_id}/update", content=payload,
+            headers={"Content-Type": SAFETENSORS_MEDIA_TYPE},
+        )
+
+    def post_result(self, task_id: int, result: TaskResult) -> None:
+        self.request("POST", f"/api/node/tasks/{task_id}/result", json=result.model_dump())
+
+    def post_refusal(self, task_id: int, reason: str) -> None:
+        self.request("POST", f"/api/node/tasks/{task_id}/refusal", json=TaskRefusal(reason=reason).model_dump())

@@ -1,0 +1,285 @@
+"""A multi-layer perceptron classifier trained with federated averaging.
+
+The model is ``Linear - act - Linear - act - ... - Linear`` with parameter names ``layers.0.weight``,
+``layers.0.bias``, ``layers.2.weight``... (float32). Everything is pure and seeded: the same params, data
+and seed give bitwise the same update on the same machine and thread count.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, field_validator
+from torch import nn
+
+from consortium.fl.core import (
+    Evaluation,
+    FLError,
+    LocalData,
+    Params,
+    TensorSpec,
+    Update,
+    register_algorithm,
+    spec_of,
+)
+from consortium.fl.core import HyperParams as BaseHyperParams
+
+_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "gelu": nn.GELU,
+    "sigmoid": nn.Sigmoid,
+}
+_FUNCTIONAL_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu": torch.relu,
+    "tanh": torch.tanh,
+    "gelu": F.gelu,
+    "sigmoid": torch.sigmoid,
+}
+_EVAL_CHUNK = 8192
+
+
+class ClassifierHyperParams(BaseHyperParams):
+    """Architecture and local-training settings of the MLP classifier."""
+
+    layers: list[int] = Field(
+        description="Layer widths: number of input features, hidden widths..., number of classes."
+    )
+    activation: Literal["relu", "tanh", "gelu", "sigmoid"] = "relu"
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.0, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    local_epochs: int = Field(1, ge=1)
+    batch_size: int = Field(32, ge=1)
+
+    @field_validator("layers")
+    @classmethod
+    def _check_layers(cls, layers: list[int]) -> list[int]:
+        if len(layers) < 2:
+            raise ValueError("needs at least 2 entries: number of input features and number of classes")
+        if any(width < 1 for width in layers):
+            raise ValueError(f"every layer width must be >= 1, got {layers}")
+        return layers
+
+    @property
+    def num_classes(self) -> int:
+        return self.layers[-1]
+
+
+def _linear_names(hp: ClassifierHyperParams) -> list[tuple[str, str, int, int]]:
+    """(weight name, bias name, fan_in, fan_out) of each Linear layer, in forward order."""
+    names = []
+    for i, (fan_in, fan_out) in enumerate(zip(hp.layers[:-1], hp.layers[1:], strict=True)):
+        names.append((f"layers.{2 * i}.weight", f"layers.{2 * i}.bias", fan_in, fan_out))
+    return names
+
+
+def build_mlp(hp: ClassifierHyperParams, params: Params | None = None) -> nn.Sequential:
+    """The MLP as a module whose ``state_dict`` names match the algorithm's params.
+
+    The global random state is not touched: the module's tensors are uninitialised unless ``params`` are
+    given, in which case they are copied in.
+    """
+    modules: list[nn.Module] = []
+    with torch.device("meta"):
+        for i, (fan_in, fan_out) in enumerate(zip(hp.layers[:-1], hp.layers[1:], strict=True)):
+            if i > 0:
+                modules.append(_ACTIVATIONS[hp.activation]())
+            modules.append(nn.Linear(fan_in, fan_out))
+    model = nn.Sequential(OrderedDict(layers=nn.Sequential(*modules))).to_empty(device="cpu")
+    if params is not None:
+        _check_params(hp, params)
+        model.load_state_dict(params)
+    return model
+
+
+def _check_params(hp: ClassifierHyperParams, params: Params) -> None:
+    expected = {}
+    for weight, bias, fan_in, fan_out in _linear_names(hp):
+        expected[weight] = TensorSpec((fan_out, fan_in), torch.float32)
+        expected[bias] = TensorSpec((fan_out,), torch.float32)
+    if spec_of(params) != expected:
+        raise FLError(
+            f"params do not match the MLP {hp.layers}: expected {sorted(expected)} with shapes "
+            f"{[expected[n].shape for n in sorted(expected)]}"
+        )
+
+
+def _features(hp: ClassifierHyperParams, data: LocalData) -> torch.Tensor:
+    x = data.x
+    if x.dim() != 2 or x.shape[1] != hp.layers[0]:
+        raise FLError(f"data has shape {tuple(x.shape)}, the model expects [n, {hp.layers[0]}] features")
+    return x.to(torch.float32).contiguous()
+
+
+def _labels(hp: ClassifierHyperParams, data: LocalData) -> torch.Tensor:
+    y = data.y
+    if y is None:
+        raise FLError("the classifier needs labels (data.y)")
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise FLError(f"labels must be integer class ids, got dtype {y.dtype}")
+    if y.dim() != 1 or y.shape[0] != data.x.shape[0]:
+        raise FLError(f"labels have shape {tuple(y.shape)}, expected [{data.x.shape[0]}]")
+    y = y.to(torch.int64)
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= hp.num_classes):
+        raise FLError(
+            f"labels must lie in [0, {hp.num_classes}) for a model with {hp.num_classes} classes, "
+            f"found values in [{int(y.min())}, {int(y.max())}]"
+        )
+    return y
+
+
+def _forward(
+    weights: Sequence[tuple[torch.Tensor, torch.Tensor]], activation: str, x: torch.Tensor
+) -> torch.Tensor:
+    act = _FUNCTIONAL_ACTIVATIONS[activation]
+    last = len(weights) - 1
+    for i, (weight, bias) in enumerate(weights):
+        x = F.linear(x, weight, bias)
+        if i < last:
+            x = act(x)
+    return x
+
+
+def _loss_and_correct(
+    hp: ClassifierHyperParams, params: Params, x: torch.Tensor, y: torch.Tensor
+) -> tuple[float, int]:
+    """Summed cross-entropy and number of correct predictions, in chunks, without gradients."""
+    weights = [(params[w], params[b]) for w, b, _, _ in _linear_names(hp)]
+    loss_sum = 0.0
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, x.shape[0], _EVAL_CHUNK):
+            xb, yb = x[start : start + _EVAL_CHUNK], y[start : start + _EVAL_CHUNK]
+            logits = _forward(weights, hp.activation, xb)
+            loss_sum += float(F.cross_entropy(logits, yb, reduction="sum"))
+            correct += int((logits.argmax(dim=1) == yb).sum())
+    return loss_sum, correct
+
+
+class _Optimizer:
+    """In-place SGD (momentum, L2 weight decay) or Adam step over a list of tensors.
+
+    Same update rules as ``torch.optim.SGD`` / ``torch.optim.Adam`` with default betas, with less
+    per-step overhead: one fused (foreach) kernel per operation, no parameter groups.
+    """
+
+    _BETAS = (0.9, 0.999)
+    _EPS = 1e-8
+
+    def __init__(self, hp: ClassifierHyperParams, tensors: list[torch.Tensor]) -> None:
+        self.hp = hp
+        self.tensors = tensors
+        self.steps = 0
+        self.first = [torch.zeros_like(t) for t in tensors] if hp.optimizer == "adam" or hp.momentum else []
+        self.second = [torch.zeros_like(t) for t in tensors] if hp.optimizer == "adam" else []
+
+    @torch.no_grad()
+    def __call__(self, grads: Sequence[torch.Tensor]) -> None:
+        hp = self.hp
+        self.steps += 1
+        if hp.weight_decay:
+            grads = torch._foreach_add(grads, self.tensors, alpha=hp.weight_decay)
+        if hp.optimizer == "adam":
+            beta1, beta2 = self._BETAS
+            torch._foreach_lerp_(self.first, grads, 1 - beta1)
+            torch._foreach_mul_(self.second, beta2)
+            torch._foreach_addcmul_(self.second, grads, grads, 1 - beta2)
+            bias1 = 1 - beta1**self.steps
+            bias2_sqrt = math.sqrt(1 - beta2**self.steps)
+            denom = torch._foreach_sqrt(self.second)
+            torch._foreach_div_(denom, bias2_sqrt)
+            torch._foreach_add_(denom, self._EPS)
+            torch._foreach_addcdiv_(self.tensors, self.first, denom, -hp.lr / bias1)
+        elif hp.momentum:
+            torch._foreach_mul_(self.first, hp.momentum)
+            torch._foreach_add_(self.first, grads)
+            torch._foreach_add_(self.tensors, self.first, alpha=-hp.lr)
+        else:
+            torch._foreach_add_(self.tensors, grads, alpha=-hp.lr)
+
+
+@register_algorithm
+class Classifier:
+    """Supervised MLP classifier; the server averages the clients' locally trained weights (FedAvg)."""
+
+    name: ClassVar[str] = "classifier"
+    HyperParams: ClassVar[type[ClassifierHyperParams]] = ClassifierHyperParams
+    default_strategy: ClassVar[str] = "fedavg"
+    needs_client_init: ClassVar[bool] = False
+
+    def init(self, hp: ClassifierHyperParams, num_features: int, seed: int) -> Params:
+        """Fresh weights from ``seed``, distributed like ``nn.Linear``'s: uniform in ±1/sqrt(fan_in)."""
+        if hp.layers[0] != num_features:
+            raise FLError(
+                f"the first layer width ({hp.layers[0]}) must equal the number of input features "
+                f"({num_features})"
+            )
+        generator = torch.Generator().manual_seed(seed)
+        params: Params = {}
+        for weight, bias, fan_in, fan_out in _linear_names(hp):
+            bound = 1.0 / math.sqrt(fan_in)
+            params[weight] = torch.empty(fan_out, fan_in).uniform_(-bound, bound, generator=generator)
+            params[bias] = torch.empty(fan_out).uniform_(-bound, bound, generator=generator)
+        return params
+
+    def client_init(self, hp: ClassifierHyperParams, data: LocalData, seed: int) -> Update:
+        raise FLError("the classifier is initialised by the server (init), not by clients")
+
+    def init_from_updates(self, hp: ClassifierHyperParams, updates: Sequence[Update], seed: int) -> Params:
+        raise FLError("the classifier is initialised by the server (init), not from client updates")
+
+    def client_init_template(self, hp: ClassifierHyperParams, num_features: int) -> dict[str, TensorSpec]:
+        raise FLError("the classifier is initialised by the server (init), not by clients")
+
+    def update_template(self, hp: ClassifierHyperParams, params: Params) -> dict[str, TensorSpec]:
+        """An update carries the new local weights: same names, shapes and dtypes as ``params``."""
+        return spec_of(params)
+
+    def local_update(self, hp: ClassifierHyperParams, params: Params, data: LocalData, seed: int) -> Update:
+        """Train a copy of ``params`` on ``data`` for ``hp.local_epochs`` epochs of shuffled mini-batches.
+
+        The metrics ``train_loss`` and ``train_accuracy`` are those of the trained local model on ``data``.
+        """
+        _check_params(hp, params)
+        x = _features(hp, data)
+        y = _labels(hp, data)
+        n = len(data)
+        names = [name for layer in _linear_names(hp) for name in layer[:2]]
+        tensors = [params[name].detach().clone() for name in names]
+        if n == 0:
+            return Update(dict(zip(names, tensors, strict=True)), 0, {})
+        for tensor in tensors:
+            tensor.requires_grad_(True)
+        weights = list(zip(tensors[0::2], tensors[1::2], strict=True))
+        step = _Optimizer(hp, tensors)
+        generator = torch.Generator().manual_seed(seed)
+        batch = hp.batch_size
+        with torch.enable_grad():
+            for _ in range(hp.local_epochs):
+                order = torch.randperm(n, generator=generator)
+                x_epoch, y_epoch = x[order], y[order]
+                for start in range(0, n, batch):
+                    logits = _forward(weights, hp.activation, x_epoch[start : start + batch])
+                    loss = F.cross_entropy(logits, y_epoch[start : start + batch])
+                    step(torch.autograd.grad(loss, tensors))
+        trained = {name: t.detach() for name, t in zip(names, tensors, strict=True)}
+        loss_sum, correct = _loss_and_correct(hp, trained, x, y)
+        return Update(trained, n, {"train_loss": loss_sum / n, "train_accuracy": correct / n})
+
+    def evaluate(self, hp: ClassifierHyperParams, params: Params, data: LocalData) -> Evaluation:
+        """Mean cross-entropy loss and accuracy of ``params`` on ``data``."""
+        _check_params(hp, params)
+        x = _features(hp, data)
+        y = _labels(hp, data)
+        n = len(data)
+        if n == 0:
+            return Evaluation(0, {})
+        loss_sum, correct = _loss_and_correct(hp, params, x, y)
+        return Evaluation(n, {"loss": loss_sum / n, "accuracy": correct / n})

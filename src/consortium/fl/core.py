@@ -1,0 +1,230 @@
+"""The fl core's contracts: parameters, updates, algorithms and strategies.
+
+Everything here is pure: no I/O, no clocks, no global random state. The hub, the node and the simulator
+all call the same functions, so a simulated run and a real run execute the same math.
+
+An *algorithm* (NN classifier, k-means, GAN, RL policy...) knows how to initialise global parameters, how a
+client turns global parameters plus its local data into an :class:`Update`, and how to evaluate parameters on
+local data. A *strategy* turns the current global parameters and a set of updates into the next global
+parameters. Both are looked up by name in a registry so that a project spec (JSON) can name them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+Params = dict[str, torch.Tensor]
+"""Named tensors: the global model (or any state the server keeps for an algorithm)."""
+
+
+class FLError(ValueError):
+    """A bad spec, bad data or a bad update; the message is meant for the person who caused it."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name-independent description of one tensor: its shape and dtype."""
+
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+    @classmethod
+    def of(cls, tensor: torch.Tensor) -> TensorSpec:
+        return cls(tuple(tensor.shape), tensor.dtype)
+
+
+def spec_of(params: Mapping[str, torch.Tensor]) -> dict[str, TensorSpec]:
+    """The template (names, shapes, dtypes) of a set of named tensors."""
+    return {name: TensorSpec.of(t) for name, t in params.items()}
+
+
+@dataclass(frozen=True)
+class Update:
+    """What one client sends back after local work.
+
+    ``tensors`` follow the algorithm's :meth:`Algorithm.update_template` (the new local params for a
+    classifier, per-centroid sums and counts for k-means...). ``num_examples`` weighs the update.
+    """
+
+    tensors: dict[str, torch.Tensor]
+    num_examples: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    client_id: str = ""
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Metrics of some params on one client's (or the hub's) data."""
+
+    num_examples: int
+    metrics: dict[str, float]
+
+
+@dataclass(frozen=True)
+class LocalData:
+    """A client's local examples as tensors. ``y`` is None for unsupervised algorithms."""
+
+    x: torch.Tensor
+    y: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+
+class HyperParams(BaseModel):
+    """Base for an algorithm's hyper-parameters: unknown keys are an error, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@runtime_checkable
+class Algorithm(Protocol):
+    """One federated learning family. Implementations are stateless; all state lives in Params/Updates."""
+
+    name: ClassVar[str]
+    HyperParams: ClassVar[type[HyperParams]]
+    default_strategy: ClassVar[str]
+    needs_client_init: ClassVar[bool]
+    """True when the initial params come from clients (k-means seeding) rather than from :meth:`init`."""
+
+    def init(self, hp: Any, num_features: int, seed: int) -> Params: ...
+
+    def client_init(self, hp: Any, data: LocalData, seed: int) -> Update: ...
+
+    def init_from_updates(self, hp: Any, updates: Sequence[Update], seed: int) -> Params: ...
+
+    def client_init_template(self, hp: Any, num_features: int) -> dict[str, TensorSpec]: ...
+
+    def update_template(self, hp: Any, params: Params) -> dict[str, TensorSpec]: ...
+
+    def local_update(self, hp: Any, params: Params, data: LocalData, seed: int) -> Update: ...
+
+    def evaluate(self, hp: Any, params: Params, data: LocalData) -> Evaluation: ...
+
+
+class Strategy(Protocol):
+    """Server-side aggregation: pure and independent of the order of ``updates``."""
+
+    name: ClassVar[str]
+
+    def aggregate(self, params: Params, updates: Sequence[Update]) -> Params: ...
+
+
+_ALGORITHMS: dict[str, type] = {}
+_STRATEGIES: dict[str, Callable[..., Strategy]] = {}
+
+
+def register_algorithm(cls: type) -> type:
+    """Class decorator: make an algorithm available to project specs under ``cls.name``."""
+    _ALGORITHMS[cls.name] = cls
+    return cls
+
+
+def register_strategy(cls: type) -> type:
+    """Class decorator: make a strategy available to project specs under ``cls.name``."""
+    _STRATEGIES[cls.name] = cls
+    return cls
+
+
+def _load_builtins() -> None:
+    from consortium.fl import strategies  # noqa: F401
+    from consortium.fl.algorithms import classifier, kmeans  # noqa: F401
+
+    try:
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group="consortium.algorithms"):
+            register_algorithm(ep.load())
+    except Exception:  # pragma: no cover - a broken third-party plugin must not take the core down
+        pass
+
+
+def get_algorithm(name: str) -> Algorithm:
+    """The algorithm registered under ``name``; FLError naming the known ones otherwise."""
+    _load_builtins()
+    if name not in _ALGORITHMS:
+        raise FLError(f"unknown algorithm {name!r}; known: {', '.join(sorted(_ALGORITHMS))}")
+    return _ALGORITHMS[name]()
+
+
+def get_strategy(name: str, **options: Any) -> Strategy:
+    """A strategy instance built from its registered name and options."""
+    _load_builtins()
+    if name not in _STRATEGIES:
+        raise FLError(f"unknown strategy {name!r}; known: {', '.join(sorted(_STRATEGIES))}")
+    try:
+        return _STRATEGIES[name](**options)
+    except TypeError as exc:
+        raise FLError(f"bad options for strategy {name!r}: {exc}") from exc
+
+
+def algorithm_names() -> list[str]:
+    _load_builtins()
+    return sorted(_ALGORITHMS)
+
+
+def strategy_names() -> list[str]:
+    _load_builtins()
+    return sorted(_STRATEGIES)
+
+
+def parse_hyperparams(algorithm: Algorithm, raw: Mapping[str, Any]) -> Any:
+    """Validate a JSON dict of hyper-parameters against the algorithm's schema (FLError on failure)."""
+    from pydantic import ValidationError
+
+    try:
+        return algorithm.HyperParams.model_validate(dict(raw))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}" for err in exc.errors()
+        )
+        raise FLError(f"bad hyper-parameters for {algorithm.name!r}: {problems}") from exc
+
+
+def check_update(template: Mapping[str, TensorSpec], tensors: Mapping[str, torch.Tensor]) -> None:
+    """Raise FLError unless ``tensors`` match ``template`` exactly (names, shapes, dtypes) and are finite."""
+    missing = sorted(set(template) - set(tensors))
+    extra = sorted(set(tensors) - set(template))
+    if missing or extra:
+        raise FLError(f"update tensors differ from the model: missing {missing}, unexpected {extra}")
+    for name, spec in template.items():
+        t = tensors[name]
+        if tuple(t.shape) != spec.shape:
+            raise FLError(f"tensor {name!r} has shape {tuple(t.shape)}, expected {spec.shape}")
+        if t.dtype != spec.dtype:
+            raise FLError(f"tensor {name!r} has dtype {t.dtype}, expected {spec.dtype}")
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise FLError(f"tensor {name!r} contains non-finite values (NaN or inf)")
+
+
+def derive_seed(*parts: object) -> int:
+    """A 63-bit seed derived from any parts (project seed, round, client id...), stable across processes."""
+    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big") & ((1 << 63) - 1)
+
+
+def weighted_metrics(evaluations: Sequence[Evaluation]) -> Evaluation:
+    """Example-weighted mean of each metric over several evaluations (federated evaluation)."""
+    total = sum(e.num_examples for e in evaluations)
+    if total == 0:
+        return Evaluation(0, {})
+    keys = sorted({k for e in evaluations for k in e.metrics})
+    merged = {}
+    for key in keys:
+        pairs = [(e.metrics[key], e.num_examples) for e in evaluations if key in e.metrics]
+        weight = sum(n for _, n in pairs)
+        value = sum(v * n for v, n in pairs) / weight if weight else math.nan
+        merged[key] = float(value)
+    return Evaluation(total, merged)
+
+
+def sorted_updates(updates: Sequence[Update]) -> list[Update]:
+    """Updates in a canonical order (by client id), so float sums do not depend on arrival order."""
+    return sorted(updates, key=lambda u: u.client_id)

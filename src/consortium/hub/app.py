@@ -1,0 +1,122 @@
+"""The hub's FastAPI application: wiring of database, blob store, scheduler and routers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import subprocess
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from consortium import __version__
+from consortium.config import HubSettings
+from consortium.hub.blobs import BlobStore
+from consortium.hub.db.session import make_engine, migrate, session_factory
+from consortium.hub.events import Broker
+from consortium.hub.routers import admin, models, projects, runs
+from consortium.hub.scheduler import HubState, Scheduler
+from consortium.hub.services import identity
+from consortium.hub.services.errors import ServiceError
+from consortium.hub.tensor_cache import TensorCache
+from consortium.hub.limits import BodySizeLimit
+
+log = logging.getLogger("consortium.hub")
+
+
+def code_version() -> str:
+    """``git describe`` of the source checkout when there is one, else the package version."""
+    src = Path(__file__).resolve().parents[3]
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(src), "describe", "--always", "--dirty", "--tags"],
+            capture_output=True, text=True, timeout=5, check=True,
+        )
+        return f"{__version__}+git.{out.stdout.strip()}"
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+
+
+def admin_token_path(settings: HubSettings) -> Path:
+    return settings.data_dir / "admin-token"
+
+
+def _admin_token(settings: HubSettings) -> str:
+    """The admin token from settings, or one generated once and kept (mode 0600) in the data directory."""
+    if settings.admin_token:
+        return settings.admin_token
+    path = admin_token_path(settings)
+    if path.exists():
+        return path.read_text().strip()
+    token = "csm_" + secrets.token_urlsafe(32)
+    path.touch(mode=0o600)
+    path.write_text(token + "\n")
+    return token
+
+
+def create_app(settings: HubSettings) -> FastAPI:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.db_url)
+    migrate(engine)
+    sessions = session_factory(engine)
+    with sessions() as session:
+        identity.ensure_admin(session, _admin_token(settings))
+    blobs = BlobStore(settings.data_dir / "blobs")
+    state = HubState(
+        sessions=sessions, blobs=blobs, cache=TensorCache(blobs), broker=Broker(), code_version=code_version()
+    )
+    sched = Scheduler(state)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state.broker.bind(asyncio.get_running_loop())
+        sched.resume_all()
+        housekeeping = asyncio.create_task(_housekeeping(state))
+        try:
+            yield
+        finally:
+            housekeeping.cancel()
+            sched.stop()
+            engine.dispose()
+
+    app = FastAPI(
+        title="consortium hub",
+        version=__version__,
+        description="Registry, governance and federated-run coordination for a consortium of organisations.",
+        lifespan=lifespan,
+    )
+    app.state.hub = state
+    app.state.scheduler = sched
+    app.state.settings = settings
+
+    @app.exception_handler(ServiceError)
+    async def service_error(_request: Request, exc: ServiceError) -> JSONResponse:
+        return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+
+    @app.get("/api/health", tags=["meta"])
+    def health() -> dict:
+        return {"status": "ok", "version": state.code_version}
+
+    for router in (admin.router, projects.router, runs.router, models.router):
+        app.include_router(router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    return app
+
+
+async def _housekeeping(state: HubState, every_s: float = 60.0) -> None:
+    def prune() -> None:
+        with state.sessions() as session:
+            identity.prune_nonces(session, datetime.now(UTC))
+
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            await run_in_threadpool(prune)
+        except Exception:  # housekeeping must never take the hub down
+            log.exception("nonce pruning failed")

@@ -1,0 +1,77 @@
+"""FastAPI dependencies: the hub state, a database session, and who is calling."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+from fastapi import Request
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from consortium.hub.scheduler import HubState, Scheduler
+from consortium.hub.services import identity
+from consortium.hub.services.errors import Unauthorized
+from consortium.hub.services.identity import Principal
+
+
+def hub_state(request: Request) -> HubState:
+    return request.app.state.hub
+
+
+def scheduler(request: Request) -> Scheduler:
+    return request.app.state.scheduler
+
+
+def db(request: Request) -> Iterator[Session]:
+    with request.app.state.hub.sessions() as session:
+        yield session
+
+
+def signed_path(request: Request) -> str:
+    """Path plus query exactly as the client sent and signed it."""
+    raw = request.scope.get("raw_path")
+    path = raw.decode("latin-1") if raw else request.url.path
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    return f"{path}?{query}" if query else path
+
+
+async def principal(request: Request) -> Principal:
+    """Authenticate a user token (Authorization: Bearer) or an org-signed request (X-Consortium-*)."""
+    state: HubState = request.app.state.hub
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        token = auth[7:].strip()
+
+        def by_token() -> Principal:
+            with state.sessions() as session:
+                return identity.authenticate_token(session, token)
+
+        return await run_in_threadpool(by_token)
+    if any(name.startswith("x-consortium-") for name in request.headers):
+        body = await request.body()
+        path = signed_path(request)
+        headers = dict(request.headers)
+
+        def by_signature() -> Principal:
+            with state.sessions() as session:
+                return identity.authenticate_signature(
+                    session, headers, request.method, path, body, datetime.now(UTC)
+                )
+
+        caller = await run_in_threadpool(by_signature)
+        if caller.org_id is not None:
+            state.seen(caller.org_id)
+        return caller
+    raise Unauthorized(
+        "authentication required: send an API token (Authorization: Bearer ...) or sign the request with "
+        "the organisation key"
+    )
+
+
+async def org_principal(request: Request) -> Principal:
+    """Like :func:`principal` but only an organisation's signed request (node endpoints)."""
+    caller = await principal(request)
+    if caller.kind != "org":
+        raise Unauthorized("node endpoints need a request signed with the organisation key")
+    return caller

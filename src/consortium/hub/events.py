@@ -1,0 +1,55 @@
+"""Wake-ups without polling: long-poll handlers (asyncio) and run drivers (threads) wait on keys."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import defaultdict
+
+
+class Broker:
+    """``notify(key)`` from any thread wakes every waiter on ``key`` at once.
+
+    Waiters take their event *before* checking the database, so a notification that lands between the check
+    and the wait is never lost.
+    """
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._async_events: dict[str, asyncio.Event] = {}
+        self._thread_events: defaultdict[str, threading.Event] = defaultdict(threading.Event)
+        self._lock = threading.Lock()
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def async_event(self, key: str) -> asyncio.Event:
+        """The event the next ``notify(key)`` sets (call from the event loop's thread)."""
+        event = self._async_events.get(key)
+        if event is None:
+            event = self._async_events[key] = asyncio.Event()
+        return event
+
+    def thread_event(self, key: str) -> threading.Event:
+        with self._lock:
+            return self._thread_events[key]
+
+    def notify(self, key: str) -> None:
+        self.thread_event(key).set()
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._fire, key)
+
+    def _fire(self, key: str) -> None:
+        event = self._async_events.pop(key, None)
+        if event is not None:
+            event.set()
+
+
+async def wait_for(event: asyncio.Event, timeout: float) -> bool:
+    """True if ``event`` fired within ``timeout`` seconds."""
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+    except TimeoutError:
+        return False
+    return True

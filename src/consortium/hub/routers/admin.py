@@ -1,0 +1,64 @@
+"""Members: organisations, node enrolment and users."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, Depends
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from consortium.hub.db.models import Org
+from consortium.hub.deps import db, principal
+from consortium.hub.services import identity
+from consortium.hub.services.identity import Principal
+from consortium.protocol import (
+    EnrolmentTokenOut,
+    EnrolRequest,
+    EnrolResponse,
+    OrgCreate,
+    OrgOut,
+    TokenOut,
+    UserCreate,
+    UserOut,
+)
+
+router = APIRouter(prefix="/api", tags=["members"])
+
+
+def _org_out(org: Org) -> OrgOut:
+    return OrgOut(id=org.id, name=org.name, display_name=org.display_name, status=org.status,
+                  public_key=org.public_key, key_id=org.key_id)
+
+
+@router.post("/orgs", response_model=OrgOut, status_code=201)
+def create_org(body: OrgCreate, session: Session = Depends(db), caller: Principal = Depends(principal)):
+    return _org_out(identity.create_org(session, caller, body))
+
+
+@router.get("/orgs", response_model=list[OrgOut])
+def list_orgs(session: Session = Depends(db), caller: Principal = Depends(principal)):
+    return [_org_out(o) for o in session.scalars(select(Org).order_by(Org.id))]
+
+
+@router.post("/orgs/{name}/enrolment-tokens", response_model=EnrolmentTokenOut, status_code=201)
+def issue_enrolment_token(name: str, session: Session = Depends(db), caller: Principal = Depends(principal)):
+    token, expires = identity.issue_enrolment_token(session, caller, name, datetime.now(UTC))
+    return EnrolmentTokenOut(org=name, token=token, expires_at=expires)
+
+
+@router.post("/enrol", response_model=EnrolResponse, status_code=201)
+def enrol(body: EnrolRequest, session: Session = Depends(db)):
+    node = identity.enrol(session, body, datetime.now(UTC))
+    return EnrolResponse(org=body.org, node_id=node.id, key_id=node.key_id)
+
+
+@router.post("/users", response_model=TokenOut, status_code=201)
+def create_user(body: UserCreate, session: Session = Depends(db), caller: Principal = Depends(principal)):
+    user, token = identity.create_user(session, caller, body)
+    return TokenOut(user=UserOut(id=user.id, name=user.name, role=user.role, org=body.org), token=token)
+
+
+@router.get("/me")
+def me(caller: Principal = Depends(principal)) -> dict:
+    return {"kind": caller.kind, "name": caller.name, "role": caller.role.value, "org": caller.org_name}

@@ -1,0 +1,53 @@
+"""Released models (weights + card) and the ledger."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Query, Response
+from sqlalchemy.orm import Session
+
+from consortium.hub.deps import db, hub_state, principal
+from consortium.hub.scheduler import HubState
+from consortium.hub.services import ledger
+from consortium.hub.services import models as model_service
+from consortium.hub.services.identity import Principal
+from consortium.protocol import SAFETENSORS_MEDIA_TYPE, LedgerEntryOut, ModelOut
+
+router = APIRouter(prefix="/api", tags=["models and ledger"])
+
+
+@router.get("/models/{model_id}", response_model=ModelOut)
+def get_model(model_id: int, session: Session = Depends(db), caller: Principal = Depends(principal)):
+    model = model_service.get(session, model_id)
+    return ModelOut(id=model.id, run_id=model.run_id, project=model.project.name,
+                    params_sha256=model.params_sha256, license=model.license, card=model.card,
+                    created_at=model.created_at)
+
+
+@router.get("/models/{model_id}/weights")
+def get_weights(
+    model_id: int,
+    session: Session = Depends(db),
+    state: HubState = Depends(hub_state),
+    caller: Principal = Depends(principal),
+) -> Response:
+    model = model_service.get(session, model_id)
+    return Response(state.blobs.get(model.params_sha256), media_type=SAFETENSORS_MEDIA_TYPE)
+
+
+@router.get("/models/{model_id}/card.md")
+def get_card_markdown(model_id: int, session: Session = Depends(db), caller: Principal = Depends(principal)):
+    return Response(model_service.get(session, model_id).card_markdown, media_type="text/markdown")
+
+
+@router.get("/ledger", response_model=list[LedgerEntryOut])
+def get_ledger(
+    after: int = Query(0, ge=0),
+    limit: int = Query(1000, ge=1, le=10_000),
+    session: Session = Depends(db),
+    caller: Principal = Depends(principal),
+):
+    return [
+        LedgerEntryOut(seq=e.seq, event_type=e.event_type, actor=e.actor, payload=e.payload,
+                       created_at=e.created_at, prev_hash=e.prev_hash, hash=e.hash)
+        for e in ledger.iter_entries(session, after=after, limit=limit)
+    ]

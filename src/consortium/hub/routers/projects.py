@@ -1,0 +1,83 @@
+"""Dataset cards, projects, approvals and test sets."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from consortium.croissant import card_to_croissant
+from consortium.hub.db.models import Project
+from consortium.hub.deps import db, hub_state, principal
+from consortium.hub.scheduler import HubState
+from consortium.hub.services import datasets as dataset_service
+from consortium.hub.services import projects as project_service
+from consortium.hub.services.identity import Principal
+from consortium.protocol import ApprovalIn, ApprovalOut, DatasetCardIn, DatasetCardOut, ProjectCreate, ProjectOut
+
+router = APIRouter(prefix="/api", tags=["data and projects"])
+
+
+@router.post("/datasets", response_model=DatasetCardOut, status_code=201, response_model_by_alias=True)
+def register_dataset(card: DatasetCardIn, session: Session = Depends(db), caller: Principal = Depends(principal)):
+    return dataset_service.to_out(dataset_service.register(session, caller, card))
+
+
+@router.get("/datasets", response_model=list[DatasetCardOut], response_model_by_alias=True)
+def list_datasets(session: Session = Depends(db), caller: Principal = Depends(principal)):
+    return [dataset_service.to_out(d) for d in dataset_service.listing(session, caller)]
+
+
+@router.get("/datasets/{org}/{name}", response_model=DatasetCardOut, response_model_by_alias=True)
+def get_dataset(org: str, name: str, session: Session = Depends(db), caller: Principal = Depends(principal)):
+    return dataset_service.to_out(dataset_service.by_ref(session, caller, f"{org}/{name}"))
+
+
+@router.get("/datasets/{org}/{name}/croissant")
+def get_dataset_croissant(
+    org: str, name: str, request: Request, session: Session = Depends(db), caller: Principal = Depends(principal)
+) -> dict:
+    card = dataset_service.to_out(dataset_service.by_ref(session, caller, f"{org}/{name}"))
+    return card_to_croissant(card, org=org, url=str(request.url).removesuffix("/croissant"))
+
+
+@router.post("/projects", response_model=ProjectOut, status_code=201)
+def create_project(spec: ProjectCreate, session: Session = Depends(db), caller: Principal = Depends(principal)):
+    return project_service.to_out(session, project_service.create(session, caller, spec))
+
+
+@router.get("/projects", response_model=list[ProjectOut])
+def list_projects(session: Session = Depends(db), caller: Principal = Depends(principal)):
+    return [project_service.to_out(session, p) for p in session.scalars(select(Project).order_by(Project.id))]
+
+
+@router.get("/projects/{project_id}", response_model=ProjectOut)
+def get_project(project_id: int, session: Session = Depends(db), caller: Principal = Depends(principal)):
+    return project_service.to_out(session, project_service.get(session, caller, project_id))
+
+
+@router.post("/projects/{project_id}/approvals", response_model=ApprovalOut, status_code=201)
+def approve_project(
+    project_id: int, body: ApprovalIn, session: Session = Depends(db), caller: Principal = Depends(principal)
+):
+    approval = project_service.approve(session, caller, project_id, body)
+    return ApprovalOut(project_id=project_id, org=caller.org_name, spec_hash=approval.spec_hash,
+                       created_at=approval.created_at)
+
+
+@router.put("/projects/{project_id}/test-set")
+async def put_test_set(
+    project_id: int,
+    request: Request,
+    state: HubState = Depends(hub_state),
+    caller: Principal = Depends(principal),
+) -> dict:
+    from starlette.concurrency import run_in_threadpool
+
+    payload = await request.body()
+
+    def store() -> str:
+        with state.sessions() as session:
+            return project_service.set_test_set(session, state.blobs, caller, project_id, payload)
+
+    return {"sha256": await run_in_threadpool(store)}

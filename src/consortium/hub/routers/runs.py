@@ -1,0 +1,148 @@
+"""Runs, their progress, and the node-facing task endpoints (long poll, params, updates, results)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from consortium.hub.deps import db, hub_state, org_principal, principal, scheduler
+from consortium.hub.events import wait_for
+from consortium.hub.scheduler import HubState, Scheduler, org_key, progress_key, run_key
+from consortium.hub.services import runs as run_service
+from consortium.hub.services.identity import Principal
+from consortium.protocol import SAFETENSORS_MEDIA_TYPE, RunOut, RunProgress, TaskOut, TaskRefusal, TaskResult
+
+router = APIRouter(prefix="/api", tags=["runs"])
+
+MAX_WAIT_S = 60.0
+
+
+@router.post("/projects/{project_id}/runs", response_model=RunOut, status_code=201)
+def start_run(
+    project_id: int,
+    session: Session = Depends(db),
+    caller: Principal = Depends(principal),
+    sched: Scheduler = Depends(scheduler),
+):
+    run = run_service.start(session, caller, project_id)
+    sched.ensure(run.id)
+    return run_service.to_out(session, run)
+
+
+@router.get("/runs/{run_id}", response_model=RunOut)
+def get_run(run_id: int, session: Session = Depends(db), caller: Principal = Depends(principal)):
+    return run_service.to_out(session, run_service.get(session, run_id))
+
+
+@router.get("/runs/{run_id}/progress", response_model=RunProgress)
+async def run_progress(
+    run_id: int,
+    after_round: int = Query(0, ge=0),
+    wait: float = Query(0.0, ge=0.0, le=MAX_WAIT_S),
+    state: HubState = Depends(hub_state),
+    caller: Principal = Depends(principal),
+):
+    """Rounds closed after ``after_round``; with ``wait`` it long-polls until there is news."""
+    deadline = asyncio.get_running_loop().time() + wait
+    while True:
+        event = state.broker.async_event(progress_key(run_id))
+
+        def read() -> RunProgress:
+            with state.sessions() as session:
+                return run_service.progress(session, run_service.get(session, run_id), after_round)
+
+        progress = await run_in_threadpool(read)
+        remaining = deadline - asyncio.get_running_loop().time()
+        if progress.rounds or progress.run.status != "running" or remaining <= 0:
+            return progress
+        await wait_for(event, remaining)
+
+
+@router.get("/node/tasks/next", response_model=TaskOut, responses={204: {"description": "no work yet"}})
+async def next_task(
+    wait: float = Query(25.0, ge=0.0, le=MAX_WAIT_S),
+    state: HubState = Depends(hub_state),
+    caller: Principal = Depends(org_principal),
+):
+    """Long poll: answers with a task as soon as one exists for the caller's org, or 204 after ``wait``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    while True:
+        event = state.broker.async_event(org_key(caller.org_id))
+
+        def claim() -> TaskOut | None:
+            with state.sessions() as session:
+                return run_service.claim_next(session, caller, datetime.now(UTC))
+
+        task = await run_in_threadpool(claim)
+        if task is not None:
+            return task
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            return Response(status_code=204)
+        await wait_for(event, remaining)
+        state.seen(caller.org_id)
+
+
+@router.get("/node/tasks/{task_id}/params")
+def task_params(
+    task_id: int,
+    session: Session = Depends(db),
+    state: HubState = Depends(hub_state),
+    caller: Principal = Depends(org_principal),
+) -> Response:
+    task = run_service.own_task(session, caller, task_id)
+    if task.params_sha256 is None:
+        return Response(status_code=204)
+    return Response(state.blobs.get(task.params_sha256), media_type=SAFETENSORS_MEDIA_TYPE,
+                    headers={"X-Params-SHA256": task.params_sha256})
+
+
+@router.post("/node/tasks/{task_id}/update", status_code=202)
+async def post_update(
+    task_id: int,
+    request: Request,
+    state: HubState = Depends(hub_state),
+    caller: Principal = Depends(org_principal),
+) -> dict:
+    payload = await request.body()
+
+    def accept() -> int:
+        with state.sessions() as session:
+            return run_service.submit_update(
+                session, state.blobs, state.cache, caller, task_id, payload, datetime.now(UTC)
+            ).run_id
+
+    run_id = await run_in_threadpool(accept)
+    state.broker.notify(run_key(run_id))
+    return {"status": "accepted"}
+
+
+@router.post("/node/tasks/{task_id}/result", status_code=202)
+def post_result(
+    task_id: int,
+    body: TaskResult,
+    session: Session = Depends(db),
+    state: HubState = Depends(hub_state),
+    caller: Principal = Depends(org_principal),
+) -> dict:
+    task = run_service.submit_result(session, caller, task_id, body, datetime.now(UTC))
+    state.broker.notify(run_key(task.run_id))
+    return {"status": "accepted"}
+
+
+@router.post("/node/tasks/{task_id}/refusal", status_code=202)
+def post_refusal(
+    task_id: int,
+    body: TaskRefusal,
+    session: Session = Depends(db),
+    state: HubState = Depends(hub_state),
+    caller: Principal = Depends(org_principal),
+) -> dict:
+    task = run_service.refuse(session, caller, task_id, body, datetime.now(UTC))
+    state.broker.notify(run_key(task.run_id))
+    return {"status": "refused"}

@@ -1,0 +1,434 @@
+"""The run scheduler: one driver thread per running run, a state machine persisted in the database.
+
+A round: write the global params, open one fit task per active dataset, wait until every node answered or
+the round timeout passed (dropping the late ones), aggregate, open evaluate tasks, evaluate on the hub test
+set, then checkpoint params + metrics + ledger entry in one transaction. After a crash the driver abandons
+the unfinished round and replays it from the last checkpoint; node seeds depend only on the project seed,
+the round and the dataset, so the replay computes exactly what the lost round would have.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from consortium.fl.core import (
+    Evaluation,
+    LocalData,
+    Params,
+    Update,
+    derive_seed,
+    get_algorithm,
+    get_strategy,
+    parse_hyperparams,
+    weighted_metrics,
+)
+from consortium.hub.blobs import BlobStore
+from consortium.hub.db.models import Model, Round, Run, Task
+from consortium.hub.events import Broker
+from consortium.hub.services import ledger
+from consortium.hub.services import models as model_service
+from consortium.hub.services import projects as project_service
+from consortium.hub.tensor_cache import TensorCache
+from consortium.protocol import ProjectCreate, RoundMetrics, TaskKind, decode_tensors, decode_update, encode_tensors
+
+log = logging.getLogger("consortium.scheduler")
+
+
+def run_key(run_id: int) -> str:
+    """Broker key a run driver waits on (task results arrive)."""
+    return f"run:{run_id}"
+
+
+def progress_key(run_id: int) -> str:
+    """Broker key that watchers of a run's progress wait on."""
+    return f"progress:{run_id}"
+
+
+def org_key(org_id: int) -> str:
+    """Broker key that an org's long-polling node waits on."""
+    return f"org:{org_id}"
+
+
+class StopRequested(Exception):
+    pass
+
+
+class RunFailed(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Participant:
+    dataset_id: int
+    ref: str
+    org_id: int
+    org: str
+    license: str
+    sha256: str
+    rows: int
+
+
+@dataclass
+class HubState:
+    """What the scheduler shares with the HTTP layer inside one hub process."""
+
+    sessions: sessionmaker[Session]
+    blobs: BlobStore
+    cache: TensorCache
+    broker: Broker
+    code_version: str
+    presence: dict[int, float] = field(default_factory=dict)
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+
+    def seen(self, org_id: int) -> None:
+        self.presence[org_id] = time.monotonic()
+
+
+class Scheduler:
+    """Starts and tracks one driver thread per running run."""
+
+    def __init__(self, state: HubState) -> None:
+        self.state = state
+        self._threads: dict[int, threading.Thread] = {}
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+
+    def resume_all(self) -> None:
+        with self.state.sessions() as session:
+            ids = list(session.scalars(select(Run.id).where(Run.status == "running")))
+        for run_id in ids:
+            self.ensure(run_id)
+
+    def ensure(self, run_id: int) -> None:
+        with self._lock:
+            thread = self._threads.get(run_id)
+            if thread is not None and thread.is_alive():
+                return
+            driver = RunDriver(self.state, run_id, self._stop)
+            thread = threading.Thread(target=driver, name=f"run-{run_id}", daemon=True)
+            self._threads[run_id] = thread
+            thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        for thread in list(self._threads.values()):
+            thread.join(timeout)
+
+
+class RunDriver:
+    """Drives one run to completion (or failure) from whatever its last checkpoint is."""
+
+    def __init__(self, state: HubState, run_id: int, stop: threading.Event) -> None:
+        self.state = state
+        self.run_id = run_id
+        self.stop = stop
+        self.dropped_at: dict[int, float] = {}
+
+    def __call__(self) -> None:
+        try:
+            self.drive()
+        except StopRequested:
+            return
+        except RunFailed as exc:
+            self._fail(str(exc))
+        except Exception as exc:  # a bug must fail the run visibly, not kill the thread silently
+            log.exception("run %s failed", self.run_id)
+            self._fail(f"internal error: {type(exc).__name__}: {exc}")
+
+    # ------------------------------------------------------------------------------------------ setup
+
+    def drive(self) -> None:
+        sessions = self.state.sessions
+        with sessions() as session:
+            run = session.get(Run, self.run_id)
+            project = run.project
+            self.spec = ProjectCreate.model_validate(project.spec)
+            self.project_id, self.project_name, self.spec_hash = project.id, project.name, project.spec_hash
+            self.participants = [
+                Participant(d.id, f"{d.org.name}/{d.name}", d.org_id, d.org.name, d.license, d.sha256, d.rows)
+                for d in project_service.project_datasets(session, project)
+            ]
+            self.num_features = project_service.num_features(
+                project_service.project_datasets(session, project)[0].schema
+            )
+            test_sha = project.test_set_sha256
+            current, params_sha = run.current_round, run.params_sha256
+            self._abandon_open_rounds(session)
+        self.algorithm = get_algorithm(self.spec.algorithm.name)
+        self.hp = parse_hyperparams(self.algorithm, self.spec.algorithm.hyperparameters)
+        self.strategy = get_strategy(
+            self.spec.strategy.name or self.algorithm.default_strategy, **self.spec.strategy.options
+        )
+        self.test_data = None
+        if test_sha is not None:
+            tensors = decode_tensors(self.state.blobs.get(test_sha))
+            self.test_data = LocalData(tensors["x"], tensors["y"])
+
+        if current < 0 or params_sha is None:
+            params = self._initial_params()
+            self._checkpoint(0, params, None, None)
+        else:
+            params = self.state.cache.get(params_sha)
+        for number in range(max(current, 0) + 1, self.spec.rounds + 1):
+            params = self._round(number, params)
+        self._finish()
+
+    def _abandon_open_rounds(self, session: Session) -> None:
+        open_rounds = list(
+            session.scalars(select(Round).where(Round.run_id == self.run_id, Round.status == "open"))
+        )
+        for rnd in open_rounds:
+            rnd.status = "abandoned"
+            for task in session.scalars(select(Task).where(Task.round_id == rnd.id)):
+                if task.status in ("pending", "claimed"):
+                    task.status = "cancelled"
+            ledger.record(
+                session, "round.abandoned", "hub",
+                {"run_id": self.run_id, "round": rnd.number, "attempt": rnd.attempt,
+                 "reason": "hub restarted; the round is replayed from the last checkpoint"},
+            )
+        session.commit()
+
+    def _initial_params(self) -> Params:
+        if not self.algorithm.needs_client_init:
+            return self.algorithm.init(self.hp, self.num_features, self.spec.seed)
+        round_id, _ = self._open(0, TaskKind.init, None, self.participants)
+        done, _ = self._collect(round_id, self._deadline(), kind=TaskKind.init)
+        updates = self._load_updates(done)
+        if len(updates) < self.spec.min_nodes:
+            raise RunFailed(
+                f"initialisation: {len(updates)} of the required min_nodes={self.spec.min_nodes} nodes answered"
+            )
+        return self.algorithm.init_from_updates(self.hp, updates, self.spec.seed)
+
+    # ------------------------------------------------------------------------------------------ rounds
+
+    def _round(self, number: int, params: Params) -> Params:
+        started, opened_at = time.perf_counter(), time.time()
+        params_sha = self._store_params(params)
+        active = self._active_participants()
+        round_id, _ = self._open(number, TaskKind.fit, params_sha, active)
+        done, dropped = self._collect(round_id, self._deadline(), kind=TaskKind.fit)
+        updates = self._load_updates(done)
+        if len(updates) < self.spec.min_nodes:
+            raise RunFailed(
+                f"round {number}: {len(updates)} of the required min_nodes={self.spec.min_nodes} nodes answered "
+                f"within round_timeout={self.spec.round_timeout}s"
+            )
+        new_params = self.strategy.aggregate(params, updates)
+        new_sha = self._store_params(new_params)
+        responders = [p for p in active if p.dataset_id in {t.dataset_id for t in done}]
+        _, eval_tasks = self._open_tasks(round_id, number, TaskKind.evaluate, new_sha, responders)
+        eval_done, eval_dropped = self._collect(round_id, self._deadline(), kind=TaskKind.evaluate)
+        federated = weighted_metrics(
+            [Evaluation(t.result["num_examples"], t.result["metrics"]) for t in eval_done]
+        )
+        test = self.algorithm.evaluate(self.hp, new_params, self.test_data).metrics if self.test_data else {}
+        train = weighted_metrics([Evaluation(u.num_examples, u.metrics) for u in updates])
+        ref_of = {p.dataset_id: p.ref for p in self.participants}
+        metrics = RoundMetrics(
+            round=number,
+            participants=sorted(ref_of[t.dataset_id] for t in done),
+            dropped=sorted({ref_of[t.dataset_id] for t in dropped + eval_dropped}),
+            train=train.metrics,
+            federated_eval=federated.metrics,
+            test=test,
+            params_sha256=new_sha,
+            opened_at=opened_at,
+            wall_s=time.perf_counter() - started,
+            max_fit_compute_s=max((t.result["compute_s"] for t in done), default=0.0),
+            max_eval_compute_s=max((t.result["compute_s"] for t in eval_done), default=0.0),
+        )
+        self._checkpoint(number, new_params, round_id, metrics)
+        return new_params
+
+    def _deadline(self) -> datetime:
+        return self.state.clock() + timedelta(seconds=self.spec.round_timeout)
+
+    def _active_participants(self) -> list[Participant]:
+        """Datasets whose node has not been dropped, or has polled again since it was."""
+        active = []
+        for p in self.participants:
+            dropped = self.dropped_at.get(p.org_id)
+            if dropped is None or self.state.presence.get(p.org_id, 0.0) > dropped:
+                active.append(p)
+        return active
+
+    def _store_params(self, params: Params) -> str:
+        digest = self.state.blobs.put(encode_tensors(params))
+        self.state.cache.put(digest, params)
+        return digest
+
+    def _open(
+        self, number: int, kind: TaskKind, params_sha: str | None, participants: list[Participant]
+    ) -> tuple[int, list[int]]:
+        with self.state.sessions() as session:
+            attempts = session.scalars(
+                select(Round.attempt).where(Round.run_id == self.run_id, Round.number == number)
+            ).all()
+            rnd = Round(run_id=self.run_id, number=number, attempt=max(attempts, default=0) + 1)
+            session.add(rnd)
+            session.commit()
+            round_id = rnd.id
+        return self._open_tasks(round_id, number, kind, params_sha, participants)
+
+    def _open_tasks(
+        self, round_id: int, number: int, kind: TaskKind, params_sha: str | None, participants: list[Participant]
+    ) -> tuple[int, list[int]]:
+        deadline = self._deadline()
+        with self.state.sessions() as session:
+            tasks = [
+                Task(
+                    run_id=self.run_id,
+                    round_id=round_id,
+                    org_id=p.org_id,
+                    dataset_id=p.dataset_id,
+                    kind=kind.value,
+                    params_sha256=params_sha,
+                    seed=derive_seed(self.spec.seed, kind.value, number, p.ref),
+                    deadline=deadline,
+                )
+                for p in participants
+            ]
+            session.add_all(tasks)
+            session.commit()
+            ids = [t.id for t in tasks]
+        for org_id in {p.org_id for p in participants}:
+            self.state.broker.notify(org_key(org_id))
+        return round_id, ids
+
+    def _collect(
+        self, round_id: int, deadline: datetime, kind: TaskKind | None = None
+    ) -> tuple[list[Task], list[Task]]:
+        """Wait until every task of the round (of ``kind``) is answered or the deadline passes."""
+        wake = self.state.broker.thread_event(run_key(self.run_id))
+        while True:
+            wake.clear()
+            with self.state.sessions() as session:
+                query = select(Task).where(Task.round_id == round_id)
+                if kind is not None:
+                    query = query.where(Task.kind == kind.value)
+                tasks = list(session.scalars(query.order_by(Task.id)))
+                now = self.state.clock()
+                pending = [t for t in tasks if t.status in ("pending", "claimed")]
+                if pending and now >= deadline:
+                    monotonic_now = time.monotonic()
+                    for task in pending:
+                        task.status = "dropped"
+                        self.dropped_at[task.org_id] = monotonic_now
+                        ledger.record(
+                            session, "task.dropped", "hub",
+                            {"run_id": self.run_id, "task_id": task.id, "org": task.org.name,
+                             "reason": "no answer within round_timeout"},
+                        )
+                    session.commit()
+                    pending = []
+                if not pending:
+                    for task in tasks:
+                        session.expunge(task)
+                    done = [t for t in tasks if t.status == "done"]
+                    dropped = [t for t in tasks if t.status in ("dropped", "refused")]
+                    return done, dropped
+            if self.stop.is_set():
+                raise StopRequested
+            remaining = (deadline - self.state.clock()).total_seconds()
+            wake.wait(max(0.0, min(remaining, 1.0)))
+
+    def _load_updates(self, tasks: list[Task]) -> list[Update]:
+        updates = []
+        for task in tasks:
+            tensors, meta = decode_update(self.state.blobs.get(task.update_sha256))
+            updates.append(
+                Update(tensors=tensors, num_examples=meta.num_examples, metrics=meta.metrics,
+                       client_id=f"{task.dataset_id:012d}")
+            )
+        return updates
+
+    # ------------------------------------------------------------------------------------------ persistence
+
+    def _checkpoint(self, number: int, params: Params, round_id: int | None, metrics: RoundMetrics | None) -> None:
+        digest = self._store_params(params)
+        with self.state.sessions() as session:
+            run = session.get(Run, self.run_id)
+            if round_id is None:
+                rnd = Round(run_id=self.run_id, number=number,
+                            attempt=1 + len(session.scalars(select(Round.id).where(
+                                Round.run_id == self.run_id, Round.number == number)).all()))
+                session.add(rnd)
+            else:
+                rnd = session.get(Round, round_id)
+            rnd.status, rnd.closed_at = "closed", self.state.clock()
+            rnd.metrics = metrics.model_dump(mode="json") if metrics else None
+            run.current_round, run.params_sha256 = number, digest
+            payload: dict[str, Any] = {"run_id": self.run_id, "round": number, "params_sha256": digest}
+            if metrics is not None:
+                payload.update(participants=metrics.participants, dropped=metrics.dropped,
+                               test=metrics.test, federated_eval=metrics.federated_eval)
+            ledger.record(session, "round.completed" if number else "run.initialised", "hub", payload)
+            session.commit()
+        self.state.broker.notify(progress_key(self.run_id))
+
+    def _finish(self) -> None:
+        with self.state.sessions() as session:
+            run = session.get(Run, self.run_id)
+            rounds = [
+                RoundMetrics.model_validate(r.metrics)
+                for r in session.scalars(
+                    select(Round).where(Round.run_id == self.run_id, Round.status == "closed", Round.number > 0)
+                    .order_by(Round.number)
+                )
+            ]
+            card = model_service.build_card(
+                project_id=self.project_id,
+                project_name=self.project_name,
+                spec=self.spec,
+                spec_hash=self.spec_hash,
+                run_id=self.run_id,
+                datasets=[
+                    {"ref": p.ref, "org": p.org, "sha256": p.sha256, "license": p.license, "rows": p.rows}
+                    for p in self.participants
+                ],
+                rounds=rounds,
+                params_sha256=run.params_sha256,
+                code_version=self.state.code_version,
+                created_at=self.state.clock(),
+            )
+            model = Model(
+                run_id=self.run_id,
+                project_id=self.project_id,
+                params_sha256=run.params_sha256,
+                license=card["license"],
+                card=card,
+                card_markdown=model_service.render_markdown(card),
+            )
+            session.add(model)
+            run.status, run.finished_at = "completed", self.state.clock()
+            session.flush()
+            ledger.record(
+                session, "run.completed", "hub",
+                {"run_id": self.run_id, "model_id": model.id, "params_sha256": run.params_sha256,
+                 "license": card["license"]},
+            )
+            session.commit()
+        self.state.broker.notify(progress_key(self.run_id))
+
+    def _fail(self, reason: str) -> None:
+        with self.state.sessions() as session:
+            run = session.get(Run, self.run_id)
+            run.status, run.error, run.finished_at = "failed", reason, self.state.clock()
+            for task in session.scalars(
+                select(Task).where(Task.run_id == self.run_id, Task.status.in_(("pending", "claimed")))
+            ):
+                task.status = "cancelled"
+            ledger.record(session, "run.failed", "hub", {"run_id": self.run_id, "reason": reason})
+            session.commit()
+        self.state.broker.notify(progress_key(self.run_id))

@@ -1,0 +1,80 @@
+"""Dataset cards: metadata published by an org about data that stays on its node."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from consortium.hub.db.models import Dataset, Org
+from consortium.hub.services import ledger
+from consortium.hub.services.errors import Conflict, Forbidden, NotFound
+from consortium.hub.services.identity import Principal
+from consortium.protocol import DatasetCardIn, DatasetCardOut, Visibility
+
+
+def register(session: Session, actor: Principal, card: DatasetCardIn) -> Dataset:
+    """Publish a card for the caller's own org (its key, or one of its stewards)."""
+    if actor.org_id is None or not actor.acts_for(actor.org_id):
+        raise Forbidden("only an organisation's node or steward can register its datasets")
+    if session.scalar(select(Dataset).where(Dataset.org_id == actor.org_id, Dataset.name == card.name)):
+        raise Conflict(f"dataset {actor.org_name}/{card.name} already exists")
+    dataset = Dataset(
+        org_id=actor.org_id,
+        name=card.name,
+        description=card.description,
+        schema=card.schema_.model_dump(),
+        rows=card.rows,
+        sha256=card.sha256,
+        license=card.license,
+        visibility=card.visibility.value,
+        file_format=card.file_format,
+    )
+    session.add(dataset)
+    session.flush()
+    ledger.record(
+        session,
+        "dataset.registered",
+        actor.label,
+        {"dataset": f"{actor.org_name}/{card.name}", "sha256": card.sha256, "license": card.license,
+         "rows": card.rows},
+    )
+    session.commit()
+    return dataset
+
+
+def can_see(actor: Principal, dataset: Dataset) -> bool:
+    if dataset.visibility == Visibility.public.value or actor.org_id == dataset.org_id:
+        return True
+    return dataset.visibility == Visibility.members.value
+
+
+def by_ref(session: Session, actor: Principal, ref: str) -> Dataset:
+    """The dataset 'org/name'; a dataset the caller may not see is reported as missing (404)."""
+    org_name, _, name = ref.partition("/")
+    dataset = session.scalar(
+        select(Dataset).join(Org).where(Org.name == org_name, Dataset.name == name)
+    )
+    if dataset is None or not can_see(actor, dataset):
+        raise NotFound(f"no dataset {ref!r}")
+    return dataset
+
+
+def listing(session: Session, actor: Principal) -> list[Dataset]:
+    rows = session.scalars(select(Dataset).order_by(Dataset.id))
+    return [d for d in rows if can_see(actor, d)]
+
+
+def to_out(dataset: Dataset) -> DatasetCardOut:
+    return DatasetCardOut(
+        id=dataset.id,
+        org=dataset.org.name,
+        name=dataset.name,
+        description=dataset.description,
+        schema=dataset.schema,
+        rows=dataset.rows,
+        sha256=dataset.sha256,
+        license=dataset.license,
+        visibility=dataset.visibility,
+        file_format=dataset.file_format,
+        created_at=dataset.created_at,
+    )

@@ -1,0 +1,37 @@
+"""Errors that services raise; the app turns each into an HTTP status with the message as ``detail``."""
+
+
+class ServiceError(Exception):
+    status_code = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(ServiceError):
+    status_code = 422
+
+
+class Unauthorized(ServiceError):
+    status_code = 401
+
+
+class Forbidden(ServiceError):
+    status_code = 403
+
+
+class NotFound(ServiceError):
+    status_code = 404
+
+
+class Conflict(ServiceError):
+    status_code = 409
+
+
+class Gone(ServiceError):
+    status_code = 410
+
+
+class TooLarge(ServiceError):
+    status_code = 413

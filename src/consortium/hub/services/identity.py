@@ -1,0 +1,207 @@
+"""Members, nodes, users and the two ways to prove who you are: API tokens and signed requests."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from consortium import crypto
+from consortium.hub.db.models import ApiToken, EnrolmentToken, Node, Org, SeenNonce, User
+from consortium.hub.services import ledger
+from consortium.hub.services.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
+from consortium.protocol import EnrolRequest, OrgCreate, Role, UserCreate
+
+NONCE_RETENTION = timedelta(seconds=900)
+"""Nonces are remembered longer than the 300 s timestamp window, so a replay can never slip through."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a user with a token, or an organisation (its node or steward) by signature."""
+
+    kind: str
+    name: str
+    role: Role
+    org_id: int | None
+    org_name: str | None
+
+    @property
+    def label(self) -> str:
+        return f"org:{self.name}" if self.kind == "org" else f"user:{self.name}"
+
+    def acts_for(self, org_id: int) -> bool:
+        """True when the caller may act on behalf of ``org_id`` (its key, or one of its stewards)."""
+        if self.org_id != org_id:
+            return False
+        return self.kind == "org" or self.role == Role.steward
+
+
+def require_role(principal: Principal, *roles: Role) -> None:
+    if principal.role not in roles:
+        allowed = ", ".join(r.value for r in roles)
+        raise Forbidden(f"{principal.label} has role {principal.role.value}; this needs one of: {allowed}")
+
+
+def ensure_admin(session: Session, token: str) -> None:
+    """Create the consortium admin with ``token`` unless an admin already exists."""
+    if session.scalar(select(User).where(User.role == Role.admin.value)) is not None:
+        return
+    user = User(name="admin", role=Role.admin.value)
+    session.add(user)
+    session.flush()
+    session.add(ApiToken(user_id=user.id, token_hash=crypto.hash_token(token)))
+    ledger.record(session, "user.created", "hub", {"user": "admin", "role": "admin"})
+    session.commit()
+
+
+def org_by_name(session: Session, name: str) -> Org:
+    org = session.scalar(select(Org).where(Org.name == name))
+    if org is None:
+        raise NotFound(f"no organisation named {name!r}")
+    return org
+
+
+def create_org(session: Session, actor: Principal, body: OrgCreate) -> Org:
+    require_role(actor, Role.admin)
+    if session.scalar(select(Org).where(Org.name == body.name)) is not None:
+        raise Conflict(f"organisation {body.name!r} already exists")
+    org = Org(name=body.name, display_name=body.display_name or body.name, status="admitted")
+    session.add(org)
+    session.flush()
+    ledger.record(session, "org.admitted", actor.label, {"org": org.name})
+    session.commit()
+    return org
+
+
+def issue_enrolment_token(
+    session: Session, actor: Principal, org_name: str, now: datetime, ttl: timedelta = timedelta(hours=24)
+) -> tuple[str, datetime]:
+    """A one-time token with which the org's node registers its public key."""
+    require_role(actor, Role.admin)
+    org = org_by_name(session, org_name)
+    token = crypto.new_api_token()
+    expires = now + ttl
+    session.add(EnrolmentToken(org_id=org.id, token_hash=crypto.hash_token(token), expires_at=expires))
+    ledger.record(session, "org.enrolment_token_issued", actor.label, {"org": org.name})
+    session.commit()
+    return token, expires
+
+
+def enrol(session: Session, body: EnrolRequest, now: datetime) -> Node:
+    """Register a node with its org's public key, consuming the one-time enrolment token."""
+    record = session.scalar(
+        select(EnrolmentToken).where(EnrolmentToken.token_hash == crypto.hash_token(body.token))
+    )
+    org = session.scalar(select(Org).where(Org.name == body.org))
+    if record is None or org is None or record.org_id != org.id:
+        raise Unauthorized("enrolment token is not valid for this organisation")
+    if record.used_at is not None:
+        raise Unauthorized("enrolment token was already used")
+    if record.expires_at < now:
+        raise Unauthorized("enrolment token has expired")
+    try:
+        crypto.public_key_from_b64(body.public_key)
+    except ValueError as exc:
+        raise BadRequest(f"public_key: {exc}") from exc
+    kid = crypto.key_id(body.public_key)
+    if org.public_key is not None and org.public_key != body.public_key:
+        raise Conflict(f"organisation {org.name!r} is already enrolled with a different key")
+    other = session.scalar(select(Org).where(Org.key_id == kid, Org.id != org.id))
+    if other is not None:
+        raise Conflict("this public key is already registered to another organisation")
+    if session.scalar(select(Node).where(Node.org_id == org.id, Node.name == body.node_name)) is not None:
+        raise Conflict(f"node {body.node_name!r} of {org.name!r} is already enrolled")
+    org.public_key, org.key_id = body.public_key, kid
+    record.used_at = now
+    node = Node(org_id=org.id, name=body.node_name, key_id=kid)
+    session.add(node)
+    session.flush()
+    ledger.record(
+        session, "node.enrolled", f"org:{org.name}", {"org": org.name, "node": node.name, "key_id": kid}
+    )
+    session.commit()
+    return node
+
+
+def create_user(session: Session, actor: Principal, body: UserCreate) -> tuple[User, str]:
+    require_role(actor, Role.admin)
+    if session.scalar(select(User).where(User.name == body.name)) is not None:
+        raise Conflict(f"user {body.name!r} already exists")
+    org_id = None
+    if body.org is not None:
+        org_id = org_by_name(session, body.org).id
+    elif body.role == Role.steward:
+        raise BadRequest("org: a steward must belong to an organisation")
+    user = User(name=body.name, role=body.role.value, org_id=org_id)
+    session.add(user)
+    session.flush()
+    token = crypto.new_api_token()
+    session.add(ApiToken(user_id=user.id, token_hash=crypto.hash_token(token)))
+    ledger.record(
+        session, "user.created", actor.label, {"user": user.name, "role": user.role, "org": body.org}
+    )
+    session.commit()
+    return user, token
+
+
+def authenticate_token(session: Session, token: str) -> Principal:
+    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == crypto.hash_token(token)))
+    if row is None or row.revoked_at is not None:
+        raise Unauthorized("API token is not valid")
+    user = row.user
+    return Principal(
+        kind="user",
+        name=user.name,
+        role=Role(user.role),
+        org_id=user.org_id,
+        org_name=user.org.name if user.org else None,
+    )
+
+
+def authenticate_signature(
+    session: Session,
+    headers: Mapping[str, str],
+    method: str,
+    path: str,
+    body: bytes,
+    now: datetime,
+) -> Principal:
+    """Check a signed request (key, time window, signature, nonce); 401 with the reason on failure."""
+
+    def lookup(kid: str) -> str | None:
+        org = session.scalar(select(Org).where(Org.key_id == kid))
+        if org is None or org.status != "admitted":
+            return None
+        return org.public_key
+
+    def seen_nonce(kid: str, nonce: str) -> bool:
+        try:
+            with session.begin_nested():
+                session.add(SeenNonce(key_id=kid, nonce=nonce, seen_at=now))
+        except IntegrityError:
+            return True
+        return False
+
+    try:
+        kid = crypto.verify_request(
+            headers, method, path, body, now=now.timestamp(), lookup_key=lookup, seen_nonce=seen_nonce
+        )
+    except crypto.SignatureError as exc:
+        session.rollback()
+        raise Unauthorized(f"request signature rejected: {exc.reason}") from exc
+    org = session.scalar(select(Org).where(Org.key_id == kid))
+    assert org is not None
+    session.commit()
+    return Principal(kind="org", name=org.name, role=Role.steward, org_id=org.id, org_name=org.name)
+
+
+def prune_nonces(session: Session, now: datetime) -> int:
+    """Forget nonces older than the retention window (their timestamps are already rejected)."""
+    result = session.execute(delete(SeenNonce).where(SeenNonce.seen_at < now - NONCE_RETENTION))
+    session.commit()
+    return int(result.rowcount or 0)

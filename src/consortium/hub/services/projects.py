@@ -1,0 +1,185 @@
+"""Projects: proposals to train on members' datasets, their approvals and their hub-side test sets."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from consortium import crypto
+from consortium.fl.core import FLError, get_algorithm, get_strategy, parse_hyperparams
+from consortium.governance.rules import ApprovalRule, DataOwnersUnanimous, Decision
+from consortium.hub.blobs import BlobStore
+from consortium.hub.db.models import Approval, Dataset, Org, Project, ProjectDataset
+from consortium.hub.services import datasets as dataset_service
+from consortium.hub.services import ledger
+from consortium.hub.services.errors import BadRequest, Conflict, Forbidden, NotFound
+from consortium.hub.services.identity import Principal, require_role
+from consortium.protocol import ApprovalIn, ProjectCreate, ProjectOut, Role, decode_tensors
+
+APPROVAL_RULE: ApprovalRule = DataOwnersUnanimous()
+
+
+def spec_hash(spec: ProjectCreate) -> str:
+    """SHA-256 of the canonical JSON of a project spec: what an org approves when it signs."""
+    return crypto.sha256_hex(crypto.canonical_json(spec.model_dump(mode="json")))
+
+
+def num_features(schema: dict) -> int:
+    """Width of the flattened feature vector described by a dataset schema."""
+    return sum(math.prod(col.get("shape") or [1]) for col in schema["features"])
+
+
+def feature_signature(schema: dict) -> list[tuple[str, str, tuple[int, ...]]]:
+    return [(c["name"], c["dtype"], tuple(c.get("shape") or ())) for c in schema["features"]]
+
+
+def validate_spec(spec: ProjectCreate, datasets: list[Dataset]) -> None:
+    """Check algorithm, hyper-parameters, strategy and data compatibility; BadRequest with the reason."""
+    try:
+        algorithm = get_algorithm(spec.algorithm.name)
+        hp = parse_hyperparams(algorithm, spec.algorithm.hyperparameters)
+        get_strategy(spec.strategy.name or algorithm.default_strategy, **spec.strategy.options)
+    except FLError as exc:
+        raise BadRequest(str(exc)) from exc
+    signatures = {feature_signature(d.schema).__repr__(): d for d in datasets}
+    if len(signatures) > 1:
+        names = ", ".join(f"{d.org.name}/{d.name}" for d in datasets)
+        raise BadRequest(f"datasets: the feature schemas of {names} differ; a project needs one schema")
+    if spec.min_nodes > len(datasets):
+        raise BadRequest(f"min_nodes: {spec.min_nodes} exceeds the {len(datasets)} datasets in the project")
+    if not algorithm.needs_client_init:
+        try:
+            algorithm.init(hp, num_features(datasets[0].schema), spec.seed)
+        except FLError as exc:
+            raise BadRequest(f"algorithm.hyperparameters: {exc}") from exc
+
+
+def create(session: Session, actor: Principal, spec: ProjectCreate) -> Project:
+    require_role(actor, Role.researcher, Role.steward, Role.admin)
+    if session.scalar(select(Project).where(Project.name == spec.name)) is not None:
+        raise Conflict(f"project {spec.name!r} already exists")
+    datasets = [dataset_service.by_ref(session, actor, ref) for ref in spec.datasets]
+    validate_spec(spec, datasets)
+    digest = spec_hash(spec)
+    project = Project(
+        name=spec.name, spec=spec.model_dump(mode="json"), spec_hash=digest, proposer=actor.label
+    )
+    session.add(project)
+    session.flush()
+    for dataset in datasets:
+        session.add(ProjectDataset(project_id=project.id, dataset_id=dataset.id))
+    ledger.record(
+        session, "project.proposed", actor.label,
+        {"project": spec.name, "project_id": project.id, "spec_hash": digest, "datasets": spec.datasets},
+    )
+    session.commit()
+    return project
+
+
+def get(session: Session, actor: Principal, project_id: int) -> Project:
+    project = session.get(Project, project_id)
+    if project is None:
+        raise NotFound(f"no project {project_id}")
+    return project
+
+
+def project_datasets(session: Session, project: Project) -> list[Dataset]:
+    rows = session.scalars(
+        select(ProjectDataset).where(ProjectDataset.project_id == project.id).order_by(ProjectDataset.dataset_id)
+    )
+    return [row.dataset for row in rows]
+
+
+def required_orgs(session: Session, project: Project) -> list[str]:
+    return sorted({d.org.name for d in project_datasets(session, project)})
+
+
+def approving_orgs(session: Session, project: Project) -> list[str]:
+    rows = session.scalars(select(Approval).where(Approval.project_id == project.id))
+    return sorted(a.org.name for a in rows)
+
+
+def decision(session: Session, project: Project) -> Decision:
+    return APPROVAL_RULE.decide(required_orgs(session, project), approving_orgs(session, project))
+
+
+def approve(session: Session, actor: Principal, project_id: int, body: ApprovalIn) -> Approval:
+    """Record an org's signed approval of the exact project spec it has read."""
+    project = get(session, actor, project_id)
+    if actor.org_id is None or not actor.acts_for(actor.org_id):
+        raise Forbidden("only an organisation's key or steward can approve a project")
+    owners = {d.org_id for d in project_datasets(session, project)}
+    if actor.org_id not in owners:
+        raise Forbidden(f"{actor.org_name} owns no dataset in project {project.name!r}; it has nothing to approve")
+    if body.spec_hash != project.spec_hash:
+        raise Conflict("spec_hash does not match the project's current spec; read the project again")
+    public_key = session.get(Org, actor.org_id).public_key
+    if public_key is None or not crypto.verify_signature(
+        public_key, crypto.approval_message(project.id, project.spec_hash), body.signature
+    ):
+        raise BadRequest("signature: not a valid signature of this approval by the organisation's key")
+    existing = session.scalar(
+        select(Approval).where(Approval.project_id == project.id, Approval.org_id == actor.org_id)
+    )
+    if existing is not None:
+        raise Conflict(f"{actor.org_name} has already approved project {project.name!r}")
+    approval = Approval(
+        project_id=project.id, org_id=actor.org_id, spec_hash=body.spec_hash, signature=body.signature
+    )
+    session.add(approval)
+    session.flush()
+    ledger.record(
+        session, "project.approved", actor.label,
+        {"project_id": project.id, "org": actor.org_name, "spec_hash": body.spec_hash,
+         "signature": body.signature},
+    )
+    if decision(session, project).approved and project.status == "proposed":
+        project.status = "approved"
+    session.commit()
+    return approval
+
+
+def set_test_set(
+    session: Session, blobs: BlobStore, actor: Principal, project_id: int, payload: bytes
+) -> str:
+    """Attach a held-out test set (safetensors with ``x`` float32 [n, features] and ``y`` int64 [n])."""
+    project = get(session, actor, project_id)
+    if actor.label != project.proposer and actor.role != Role.admin:
+        raise Forbidden("only the project's proposer can attach its test set")
+    try:
+        tensors = decode_tensors(payload)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from exc
+    if set(tensors) != {"x", "y"}:
+        raise BadRequest(f"test set must hold exactly tensors 'x' and 'y', got {sorted(tensors)}")
+    x, y = tensors["x"], tensors["y"]
+    width = num_features(project_datasets(session, project)[0].schema)
+    if x.dtype != torch.float32 or x.ndim != 2 or x.shape[1] != width:
+        raise BadRequest(f"test set x must be float32 [n, {width}], got {x.dtype} {list(x.shape)}")
+    if y.ndim != 1 or y.shape[0] != x.shape[0]:
+        raise BadRequest(f"test set y must be [n] with n = {x.shape[0]}, got {list(y.shape)}")
+    if not bool(torch.isfinite(x).all()):
+        raise BadRequest("test set x contains non-finite values")
+    digest = blobs.put(payload)
+    project.test_set_sha256 = digest
+    ledger.record(session, "project.test_set", actor.label, {"project_id": project.id, "sha256": digest})
+    session.commit()
+    return digest
+
+
+def to_out(session: Session, project: Project) -> ProjectOut:
+    return ProjectOut(
+        id=project.id,
+        name=project.name,
+        spec=ProjectCreate.model_validate(project.spec),
+        spec_hash=project.spec_hash,
+        status=project.status,
+        proposer=project.proposer,
+        required_orgs=required_orgs(session, project),
+        approved_orgs=approving_orgs(session, project),
+        has_test_set=project.test_set_sha256 is not None,
+        created_at=project.created_at,
+    )

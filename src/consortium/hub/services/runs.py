@@ -1,0 +1,195 @@
+"""Runs and the node-facing task API: start a run, hand out tasks, accept updates and results."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from consortium.fl.core import FLError, check_update, get_algorithm, parse_hyperparams
+from consortium.hub.blobs import BlobStore
+from consortium.hub.db.models import Project, Round, Run, Task
+from consortium.hub.services import ledger
+from consortium.hub.services import projects as project_service
+from consortium.hub.services.errors import BadRequest, Conflict, Forbidden, Gone, NotFound
+from consortium.hub.services.identity import Principal, require_role
+from consortium.hub.tensor_cache import TensorCache
+from consortium.protocol import (
+    ProjectCreate,
+    Role,
+    RoundMetrics,
+    RunOut,
+    RunProgress,
+    TaskKind,
+    TaskOut,
+    TaskRefusal,
+    TaskResult,
+    decode_update,
+)
+
+TERMINAL_TASK_STATES = ("done", "refused", "dropped", "cancelled")
+
+
+def start(session: Session, actor: Principal, project_id: int) -> Run:
+    """Create a run of an approved project; the scheduler drives it from here."""
+    require_role(actor, Role.researcher, Role.steward, Role.admin)
+    project = project_service.get(session, actor, project_id)
+    if actor.label != project.proposer and actor.role != Role.admin:
+        raise Forbidden("only the project's proposer or the consortium admin can start a run")
+    verdict = project_service.decision(session, project)
+    if not verdict.approved:
+        raise Conflict(f"project {project.name!r} cannot run yet: {verdict.reason}")
+    active = session.scalar(select(Run).where(Run.project_id == project.id, Run.status == "running"))
+    if active is not None:
+        raise Conflict(f"project {project.name!r} already has run {active.id} in progress")
+    run = Run(project_id=project.id, status="running")
+    session.add(run)
+    session.flush()
+    ledger.record(
+        session, "run.started", actor.label,
+        {"run_id": run.id, "project_id": project.id, "spec_hash": project.spec_hash},
+    )
+    session.commit()
+    return run
+
+
+def get(session: Session, run_id: int) -> Run:
+    run = session.get(Run, run_id)
+    if run is None:
+        raise NotFound(f"no run {run_id}")
+    return run
+
+
+def to_out(session: Session, run: Run) -> RunOut:
+    from consortium.hub.db.models import Model
+
+    model = session.scalar(select(Model).where(Model.run_id == run.id))
+    spec = ProjectCreate.model_validate(run.project.spec)
+    return RunOut(
+        id=run.id,
+        project_id=run.project_id,
+        status=run.status,
+        current_round=max(run.current_round, 0),
+        rounds=spec.rounds,
+        error=run.error,
+        model_id=model.id if model else None,
+        created_at=run.created_at,
+        finished_at=run.finished_at,
+    )
+
+
+def progress(session: Session, run: Run, after_round: int = 0) -> RunProgress:
+    rows = session.scalars(
+        select(Round)
+        .where(Round.run_id == run.id, Round.status == "closed", Round.number > after_round,
+               Round.number > 0)
+        .order_by(Round.number)
+    )
+    return RunProgress(
+        run=to_out(session, run), rounds=[RoundMetrics.model_validate(r.metrics) for r in rows]
+    )
+
+
+def claim_next(session: Session, actor: Principal, now: datetime) -> TaskOut | None:
+    """The org's oldest open task, marked claimed (a restarted node gets its claimed task again)."""
+    task = session.scalar(
+        select(Task)
+        .where(Task.org_id == actor.org_id, Task.status.in_(("pending", "claimed")), Task.deadline > now)
+        .order_by(Task.id)
+        .limit(1)
+    )
+    if task is None:
+        return None
+    if task.status == "pending":
+        task.status, task.claimed_at = "claimed", now
+        session.commit()
+    run = session.get(Run, task.run_id)
+    project: Project = run.project
+    round_number = session.get(Round, task.round_id).number
+    return TaskOut(
+        id=task.id,
+        kind=TaskKind(task.kind),
+        run_id=task.run_id,
+        round=round_number,
+        project_id=project.id,
+        spec_hash=project.spec_hash,
+        spec=ProjectCreate.model_validate(project.spec),
+        dataset=task.dataset.name,
+        params_sha256=task.params_sha256,
+        seed=task.seed,
+    )
+
+
+def own_task(session: Session, actor: Principal, task_id: int) -> Task:
+    task = session.get(Task, task_id)
+    if task is None or task.org_id != actor.org_id:
+        raise NotFound(f"no task {task_id}")
+    return task
+
+
+def _open_for_results(task: Task, kinds: tuple[str, ...]) -> None:
+    if task.kind not in kinds:
+        raise BadRequest(f"task {task.id} is a {task.kind} task; this endpoint takes {'/'.join(kinds)} results")
+    if task.status == "done":
+        raise Conflict(f"task {task.id} already has a result")
+    if task.status in ("dropped", "cancelled", "refused"):
+        raise Gone(f"task {task.id} was {task.status}; its round has moved on")
+
+
+def submit_update(
+    session: Session,
+    blobs: BlobStore,
+    cache: TensorCache,
+    actor: Principal,
+    task_id: int,
+    payload: bytes,
+    now: datetime,
+) -> Task:
+    """Validate an uploaded update against the model (names, shapes, dtypes, finite) and store it."""
+    task = own_task(session, actor, task_id)
+    _open_for_results(task, (TaskKind.fit.value, TaskKind.init.value))
+    try:
+        tensors, meta = decode_update(payload)
+    except ValueError as exc:
+        raise BadRequest(f"update rejected: {exc}") from exc
+    spec = ProjectCreate.model_validate(session.get(Run, task.run_id).project.spec)
+    algorithm = get_algorithm(spec.algorithm.name)
+    hp = parse_hyperparams(algorithm, spec.algorithm.hyperparameters)
+    try:
+        if task.kind == TaskKind.fit.value:
+            template = algorithm.update_template(hp, cache.get(task.params_sha256))
+        else:
+            template = algorithm.client_init_template(
+                hp, project_service.num_features(task.dataset.schema)
+            )
+        check_update(template, tensors)
+    except FLError as exc:
+        raise BadRequest(f"update rejected: {exc}") from exc
+    task.update_sha256 = blobs.put(payload)
+    task.result = meta.model_dump()
+    task.status, task.done_at = "done", now
+    session.commit()
+    return task
+
+
+def submit_result(session: Session, actor: Principal, task_id: int, body: TaskResult, now: datetime) -> Task:
+    task = own_task(session, actor, task_id)
+    _open_for_results(task, (TaskKind.evaluate.value,))
+    task.result = body.model_dump()
+    task.status, task.done_at = "done", now
+    session.commit()
+    return task
+
+
+def refuse(session: Session, actor: Principal, task_id: int, body: TaskRefusal, now: datetime) -> Task:
+    """A node declines a task (its policy said no); the round goes on without it."""
+    task = own_task(session, actor, task_id)
+    _open_for_results(task, tuple(k.value for k in TaskKind))
+    task.status, task.done_at, task.error = "refused", now, body.reason
+    ledger.record(
+        session, "task.refused", actor.label,
+        {"task_id": task.id, "run_id": task.run_id, "reason": body.reason},
+    )
+    session.commit()
+    return task

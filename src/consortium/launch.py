@@ -1,0 +1,164 @@
+"""Starting real hub and node processes on this machine (demo, benchmarks, end-to-end tests)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+from consortium.client import HubClient
+from consortium.crypto import OrgIdentity, generate_org_key
+from consortium.protocol import EnrolRequest
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("CONSORTIUM_TORCH_THREADS", "1")
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@dataclass
+class Process:
+    """A child process with its log file; ``stop`` is graceful (SIGTERM), ``kill`` is SIGKILL."""
+
+    name: str
+    popen: subprocess.Popen
+    log_path: Path
+    _log: IO[bytes] | None = field(default=None, repr=False)
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.alive():
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        self._close()
+
+    def kill(self) -> None:
+        if self.alive():
+            self.popen.kill()
+            self.popen.wait()
+        self._close()
+
+    def _close(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def _spawn(name: str, args: list[str], log_path: Path) -> Process:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = open(log_path, "ab")
+    popen = subprocess.Popen(
+        [sys.executable, "-m", "consortium", *args],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=child_env(),
+        start_new_session=True,
+    )
+    return Process(name, popen, log_path, log)
+
+
+@dataclass
+class HubProcess(Process):
+    url: str = ""
+    admin_token: str = ""
+    data_dir: Path = Path()
+    db_url: str | None = None
+    port: int = 0
+
+    def client(self) -> HubClient:
+        return HubClient(self.url, token=self.admin_token)
+
+
+def start_hub(
+    data_dir: Path,
+    *,
+    db_url: str | None = None,
+    port: int | None = None,
+    admin_token: str | None = None,
+    max_upload_mb: float | None = None,
+    startup_timeout: float = 60.0,
+) -> HubProcess:
+    """Start ``consortium hub`` as a child process and wait until it answers /api/health."""
+    port = port or free_port()
+    admin_token = admin_token or "csm_" + secrets.token_urlsafe(32)
+    data_dir = Path(data_dir)
+    args = ["hub", "--port", str(port), "--host", "127.0.0.1", "--data-dir", str(data_dir),
+            "--admin-token", admin_token]
+    if db_url:
+        args += ["--db", db_url]
+    if max_upload_mb:
+        args += ["--max-upload-mb", str(max_upload_mb)]
+    proc = _spawn("hub", args, data_dir / "hub.log")
+    hub = HubProcess(proc.name, proc.popen, proc.log_path, proc._log, url=f"http://127.0.0.1:{port}",
+                     admin_token=admin_token, data_dir=data_dir, db_url=db_url, port=port)
+    wait_healthy(hub, startup_timeout)
+    return hub
+
+
+def wait_healthy(hub: HubProcess, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not hub.alive():
+            raise RuntimeError(f"hub exited during start-up:\n{hub.log_tail()}")
+        try:
+            if httpx.get(f"{hub.url}/api/health", timeout=2.0, trust_env=False).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    hub.kill()
+    raise RuntimeError(f"hub did not become healthy within {timeout}s:\n{hub.log_tail()}")
+
+
+def restart_hub(hub: HubProcess, startup_timeout: float = 60.0) -> HubProcess:
+    """Start a hub again on the same port, database and data directory."""
+    return start_hub(hub.data_dir, db_url=hub.db_url, port=hub.port, admin_token=hub.admin_token,
+                     startup_timeout=startup_timeout)
+
+
+def start_node(hub_url: str, org_dir: Path, *, poll_wait: float = 25.0, log_path: Path | None = None) -> Process:
+    """Start ``consortium node`` for an enrolled org directory."""
+    org_dir = Path(org_dir)
+    return _spawn(
+        f"node-{org_dir.name}",
+        ["node", "--hub", hub_url, "--org-dir", str(org_dir), "--poll-wait", str(poll_wait)],
+        log_path or org_dir / "node.log",
+    )
+
+
+def provision_org(admin: HubClient, hub_url: str, org_dir: Path, name: str) -> OrgIdentity:
+    """Make an org key, admit the org on the hub and enrol its node with a one-time token."""
+    identity = generate_org_key(Path(org_dir), name)
+    admin.create_org(name)
+    token = admin.enrolment_token(name)
+    with HubClient(hub_url) as anonymous:
+        anonymous.enrol(EnrolRequest(org=name, token=token, public_key=identity.public_key_b64))
+    return identity

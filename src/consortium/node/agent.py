@@ -1,0 +1,169 @@
+"""The node's agent loop: long-poll the hub, check policy, train or evaluate locally, send results."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from consortium.fl.core import FLError, LocalData, Params, derive_seed, get_algorithm, parse_hyperparams
+from consortium.fl.data import train_validation_split
+from consortium.node.policy import NodePolicy
+from consortium.node.store import LocalRegistry
+from consortium.protocol import TaskKind, TaskOut, TaskResult, UpdateMeta, decode_tensors, encode_update
+
+log = logging.getLogger("consortium.node")
+
+
+class Transport(Protocol):
+    """The one seam between node and hub (HTTP in deployment: :class:`consortium.client.HubClient`)."""
+
+    def next_task(self, wait: float) -> TaskOut | None: ...
+
+    def task_params(self, task_id: int) -> bytes: ...
+
+    def post_update(self, task_id: int, payload: bytes) -> None: ...
+
+    def post_result(self, task_id: int, result: TaskResult) -> None: ...
+
+    def post_refusal(self, task_id: int, reason: str) -> None: ...
+
+
+@dataclass
+class Split:
+    train: LocalData
+    validation: LocalData
+
+
+def split_local(data: LocalData, fraction: float, seed: int) -> Split:
+    train_idx, val_idx = train_validation_split(len(data), fraction, seed)
+
+    def take(idx) -> LocalData:
+        return LocalData(data.x[idx], None if data.y is None else data.y[idx])
+
+    return Split(take(train_idx), take(val_idx))
+
+
+class NodeAgent:
+    """Runs tasks one at a time. Never trusts the hub: every task goes through :class:`NodePolicy`."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        registry: LocalRegistry,
+        policy: NodePolicy,
+        poll_wait: float = 25.0,
+        on_task: Callable[[TaskOut, str], None] | None = None,
+    ) -> None:
+        self.transport = transport
+        self.registry = registry
+        self.policy = policy
+        self.poll_wait = poll_wait
+        self.on_task = on_task
+        self._params: tuple[str, Params] | None = None
+        self._splits: dict[tuple[str, int, float], Split] = {}
+
+    def run_forever(self, stop: threading.Event) -> None:
+        """Poll until ``stop`` is set; back off (up to 5 s) while the hub is unreachable or erroring."""
+        backoff = 0.1
+        while not stop.is_set():
+            try:
+                self.step()
+                backoff = 0.1
+            except Exception as exc:  # the hub may be restarting: keep the node alive
+                log.warning("hub unreachable or refused: %s (retrying in %.1fs)", exc, backoff)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def step(self) -> bool:
+        """One long poll and, if a task came, its execution. True when a task was handled."""
+        task = self.transport.next_task(self.poll_wait)
+        if task is None:
+            return False
+        self.handle(task)
+        return True
+
+    def handle(self, task: TaskOut) -> None:
+        reason = self.policy.refusal(task)
+        if reason is not None:
+            log.warning("refusing task %s: %s", task.id, reason)
+            self._notify(task, f"refused: {reason}")
+            self._post_ignoring_gone(lambda: self.transport.post_refusal(task.id, reason))
+            return
+        try:
+            self._execute(task)
+        except FLError as exc:
+            log.warning("task %s failed on local data: %s", task.id, exc)
+            self._post_ignoring_gone(lambda: self.transport.post_refusal(task.id, f"local error: {exc}"))
+
+    def _execute(self, task: TaskOut) -> None:
+        algorithm = get_algorithm(task.spec.algorithm.name)
+        hp = parse_hyperparams(algorithm, task.spec.algorithm.hyperparameters)
+        split = self._split(task)
+        if task.kind == TaskKind.init:
+            started = time.perf_counter()
+            update = algorithm.client_init(hp, split.train, task.seed)
+            payload = self._encode(update, time.perf_counter() - started)
+            self._post_ignoring_gone(lambda: self.transport.post_update(task.id, payload))
+        elif task.kind == TaskKind.fit:
+            params = self._fetch_params(task)
+            started = time.perf_counter()
+            update = algorithm.local_update(hp, params, split.train, task.seed)
+            payload = self._encode(update, time.perf_counter() - started)
+            self._post_ignoring_gone(lambda: self.transport.post_update(task.id, payload))
+        else:
+            params = self._fetch_params(task)
+            started = time.perf_counter()
+            data = split.validation if len(split.validation) else split.train
+            evaluation = algorithm.evaluate(hp, params, data)
+            result = TaskResult(
+                num_examples=evaluation.num_examples,
+                metrics=evaluation.metrics,
+                compute_s=time.perf_counter() - started,
+            )
+            self._post_ignoring_gone(lambda: self.transport.post_result(task.id, result))
+        self._notify(task, "done")
+
+    @staticmethod
+    def _encode(update, compute_s: float) -> bytes:
+        meta = UpdateMeta(num_examples=update.num_examples, metrics=update.metrics, compute_s=compute_s)
+        return encode_update(update.tensors, meta)
+
+    def _split(self, task: TaskOut) -> Split:
+        key = (task.dataset, task.spec.seed, task.spec.validation_fraction)
+        if key not in self._splits:
+            data = self.registry.load_local(task.dataset)
+            seed = derive_seed(task.spec.seed, "split", f"{self.policy.org}/{task.dataset}")
+            self._splits[key] = split_local(data, task.spec.validation_fraction, seed)
+        return self._splits[key]
+
+    def _fetch_params(self, task: TaskOut) -> Params:
+        if self._params is not None and self._params[0] == task.params_sha256:
+            return self._params[1]
+        payload = self.transport.task_params(task.id)
+        if hashlib.sha256(payload).hexdigest() != task.params_sha256:
+            raise FLError(f"params of task {task.id} do not match the announced SHA-256")
+        params = decode_tensors(payload)
+        self._params = (task.params_sha256, params)
+        return params
+
+    def _notify(self, task: TaskOut, outcome: str) -> None:
+        if self.on_task is not None:
+            self.on_task(task, outcome)
+
+    @staticmethod
+    def _post_ignoring_gone(post: Callable[[], None]) -> None:
+        """Send a result; a 409/410 means the round moved on (e.g. the hub restarted), which is fine."""
+        from consortium.client import HubError
+
+        try:
+            post()
+        except HubError as exc:
+            if exc.status_code in (409, 410):
+                log.info("result not needed any more: %s", exc.detail)
+                return
+            raise

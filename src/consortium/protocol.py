@@ -1,0 +1,340 @@
+"""Wire schemas shared by hub, node and CLI, and the tensor codec.
+
+Every JSON message is a pydantic model (unknown keys rejected); every tensor crosses the network as
+safetensors bytes. Nothing on the network path is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+SPDX_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9.+-]*( (WITH|AND|OR) [A-Za-z0-9][A-Za-z0-9.+-]*)*$"
+SAFETENSORS_MEDIA_TYPE = "application/vnd.safetensors"
+
+
+class Wire(BaseModel):
+    """Base of every wire message: strict about unknown fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Role(StrEnum):
+    admin = "admin"
+    steward = "steward"
+    researcher = "researcher"
+
+
+class Visibility(StrEnum):
+    private = "private"
+    members = "members"
+    public = "public"
+
+
+# ---------------------------------------------------------------------------------------------- identity
+
+
+class OrgCreate(Wire):
+    name: str = Field(pattern=NAME_PATTERN)
+    display_name: str = ""
+
+
+class OrgOut(Wire):
+    id: int
+    name: str
+    display_name: str
+    status: str
+    public_key: str | None
+    key_id: str | None
+
+
+class EnrolmentTokenOut(Wire):
+    org: str
+    token: str
+    expires_at: datetime
+
+
+class EnrolRequest(Wire):
+    org: str = Field(pattern=NAME_PATTERN)
+    token: str = Field(min_length=16, max_length=200)
+    public_key: str = Field(description="Ed25519 public key, raw 32 bytes, base64")
+    node_name: str = Field(default="node", pattern=NAME_PATTERN)
+
+
+class EnrolResponse(Wire):
+    org: str
+    node_id: int
+    key_id: str
+
+
+class UserCreate(Wire):
+    name: str = Field(pattern=NAME_PATTERN)
+    role: Role
+    org: str | None = None
+
+
+class UserOut(Wire):
+    id: int
+    name: str
+    role: Role
+    org: str | None
+
+
+class TokenOut(Wire):
+    user: UserOut
+    token: str
+
+
+# ---------------------------------------------------------------------------------------------- datasets
+
+
+class ColumnSchema(Wire):
+    name: str = Field(min_length=1, max_length=200)
+    dtype: Literal["int64", "float64", "float32", "bool", "string"]
+    shape: list[int] | None = Field(default=None, description="per-example shape for array features (npz)")
+
+
+class DatasetSchema(Wire):
+    features: list[ColumnSchema] = Field(min_length=1)
+    target: ColumnSchema | None = None
+
+
+class DatasetCardIn(Wire):
+    """What a node tells the hub about a local dataset: metadata only, never rows."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str = Field(default="", max_length=10_000)
+    schema_: DatasetSchema = Field(alias="schema")
+    rows: int = Field(ge=1)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    license: str = Field(pattern=SPDX_PATTERN, max_length=200)
+    visibility: Visibility = Visibility.members
+    file_format: Literal["csv", "parquet", "npz"] = "csv"
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class DatasetCardOut(DatasetCardIn):
+    id: int
+    org: str
+    created_at: datetime
+
+
+# ---------------------------------------------------------------------------------------------- projects
+
+
+class AlgorithmSpec(Wire):
+    name: str = Field(min_length=1, max_length=100)
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class StrategySpec(Wire):
+    name: str | None = Field(default=None, description="defaults to the algorithm's default strategy")
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ProjectCreate(Wire):
+    name: str = Field(pattern=NAME_PATTERN)
+    task: str = Field(default="", max_length=2000, description="what the collaboration is for, in words")
+    algorithm: AlgorithmSpec
+    strategy: StrategySpec = Field(default_factory=StrategySpec)
+    datasets: list[str] = Field(min_length=1, description="dataset references as 'org/name'")
+    rounds: int = Field(ge=1, le=100_000)
+    min_nodes: int = Field(default=1, ge=1)
+    round_timeout: float = Field(default=300.0, gt=0, le=86_400)
+    validation_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
+    seed: int = Field(default=0, ge=0, lt=2**63)
+
+    @field_validator("datasets")
+    @classmethod
+    def _refs(cls, refs: list[str]) -> list[str]:
+        for ref in refs:
+            if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*/[a-z0-9][a-z0-9._-]*", ref):
+                raise ValueError(f"dataset reference {ref!r} must look like 'org/dataset'")
+        if len(set(refs)) != len(refs):
+            raise ValueError("a dataset is listed twice")
+        return refs
+
+
+class ProjectOut(Wire):
+    id: int
+    name: str
+    spec: ProjectCreate
+    spec_hash: str
+    status: str
+    proposer: str
+    required_orgs: list[str]
+    approved_orgs: list[str]
+    has_test_set: bool
+    created_at: datetime
+
+
+class ApprovalIn(Wire):
+    spec_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+    signature: str = Field(description="org's Ed25519 signature over 'approve:<project id>:<spec hash>', base64")
+
+
+class ApprovalOut(Wire):
+    project_id: int
+    org: str
+    spec_hash: str
+    created_at: datetime
+
+
+# ---------------------------------------------------------------------------------------------- runs
+
+
+class RunOut(Wire):
+    id: int
+    project_id: int
+    status: str
+    current_round: int
+    rounds: int
+    error: str | None
+    model_id: int | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class RoundMetrics(Wire):
+    round: int
+    participants: list[str]
+    dropped: list[str]
+    train: dict[str, float]
+    federated_eval: dict[str, float]
+    test: dict[str, float]
+    params_sha256: str
+    opened_at: float = Field(description="unix time at which the round started (its params were written)")
+    wall_s: float = Field(description="round start to metrics, before the checkpoint commit")
+    max_fit_compute_s: float
+    max_eval_compute_s: float
+
+
+class RunProgress(Wire):
+    run: RunOut
+    rounds: list[RoundMetrics]
+
+
+class TaskKind(StrEnum):
+    init = "init"
+    fit = "fit"
+    evaluate = "evaluate"
+
+
+class TaskOut(Wire):
+    """A unit of work for one node, delivered by the long poll."""
+
+    id: int
+    kind: TaskKind
+    run_id: int
+    round: int
+    project_id: int
+    spec_hash: str
+    spec: ProjectCreate
+    dataset: str
+    params_sha256: str | None
+    seed: int
+
+
+class TaskResult(Wire):
+    """Result of an evaluate task (JSON); fit/init results travel as safetensors with :class:`UpdateMeta`."""
+
+    num_examples: int = Field(ge=0)
+    metrics: dict[str, float]
+    compute_s: float = Field(ge=0)
+
+
+class TaskRefusal(Wire):
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class UpdateMeta(Wire):
+    """The JSON header (safetensors ``__metadata__``) of an uploaded update."""
+
+    num_examples: int = Field(ge=0)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    compute_s: float = Field(ge=0)
+
+
+# ---------------------------------------------------------------------------------------------- models, ledger
+
+
+class ModelOut(Wire):
+    id: int
+    run_id: int
+    project: str
+    params_sha256: str
+    license: str
+    card: dict[str, Any]
+    created_at: datetime
+
+
+class LedgerEntryOut(Wire):
+    seq: int
+    event_type: str
+    actor: str
+    payload: dict[str, Any]
+    created_at: str
+    prev_hash: str
+    hash: str
+
+
+class ErrorOut(Wire):
+    detail: str
+
+
+# ---------------------------------------------------------------------------------------------- tensors
+
+
+def encode_tensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
+    """Serialise named tensors as safetensors bytes (contiguous CPU copies)."""
+    flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    return st_save(flat, metadata=metadata)
+
+
+def decode_tensors(data: bytes) -> dict[str, torch.Tensor]:
+    """Parse safetensors bytes; raises ValueError on anything malformed."""
+    try:
+        return dict(st_load(data))
+    except Exception as exc:  # safetensors raises its own error types
+        raise ValueError(f"not a valid safetensors payload: {exc}") from exc
+
+
+def safetensors_metadata(data: bytes) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors payload, read from its JSON header without loading tensors."""
+    if len(data) < 8:
+        raise ValueError("not a valid safetensors payload: shorter than its header length")
+    header_len = int.from_bytes(data[:8], "little")
+    if header_len > len(data) - 8 or header_len > 100_000_000:
+        raise ValueError("not a valid safetensors payload: header length out of range")
+    try:
+        header = json.loads(data[8 : 8 + header_len])
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not a valid safetensors payload: header is not JSON ({exc})") from exc
+    meta = header.get("__metadata__") or {}
+    if not isinstance(meta, dict):
+        raise ValueError("not a valid safetensors payload: __metadata__ is not an object")
+    return meta
+
+
+def encode_update(tensors: dict[str, torch.Tensor], meta: UpdateMeta) -> bytes:
+    """An update upload: tensors plus the JSON header under ``__metadata__['update']``."""
+    return encode_tensors(tensors, {"update": meta.model_dump_json()})
+
+
+def decode_update(data: bytes) -> tuple[dict[str, torch.Tensor], UpdateMeta]:
+    """Parse an update upload; ValueError (with the reason) when the bytes or header are bad."""
+    meta_raw = safetensors_metadata(data).get("update")
+    if meta_raw is None:
+        raise ValueError("update has no 'update' metadata in its safetensors header")
+    meta = UpdateMeta.model_validate_json(meta_raw)
+    return decode_tensors(data), meta

@@ -1,0 +1,142 @@
+"""The digits consortium used by the demo, the deployment benchmark and the end-to-end tests.
+
+Three (or more) orgs each hold a label-Dirichlet share of scikit-learn's digits as a local CSV; the project
+keeps the held-out test split on the hub.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from consortium.client import HubClient
+from consortium.crypto import approval_message, load_org_identity
+from consortium.fl.data import dirichlet_label_partition
+from consortium.launch import HubProcess, provision_org
+from consortium.node.policy import ApprovalBook, spec_hash
+from consortium.node.store import LocalRegistry, build_card, load_table
+from consortium.protocol import ApprovalIn, ProjectCreate, encode_tensors
+
+ORGS = ("north-clinic", "south-lab", "east-institute")
+DIGITS_HYPERPARAMETERS: dict[str, Any] = {
+    "layers": [64, 128, 10],
+    "activation": "relu",
+    "optimizer": "sgd",
+    "lr": 0.05,
+    "momentum": 0.9,
+    "local_epochs": 2,
+    "batch_size": 32,
+}
+
+
+def digits_split(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Digits scaled to [0, 1], stratified 80/20 split: (x_train, x_test, y_train, y_test)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    x, y = load_digits(return_X_y=True)
+    x = (x / 16.0).astype(np.float32)
+    return train_test_split(x, y.astype(np.int64), test_size=0.2, random_state=seed, stratify=y)
+
+
+def write_org_csvs(workdir: Path, x: np.ndarray, y: np.ndarray, orgs: Sequence[str], alpha: float,
+                   seed: int) -> dict[str, Path]:
+    """One CSV per org holding its Dirichlet share (features p0..p63, column ``label``)."""
+    parts = dirichlet_label_partition(y, len(orgs), alpha, seed)
+    paths = {}
+    for org, idx in zip(orgs, parts, strict=True):
+        frame = pd.DataFrame(x[idx], columns=[f"p{i}" for i in range(x.shape[1])]).astype("float64")
+        frame["label"] = y[idx]
+        path = Path(workdir) / "data" / f"{org}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(path, index=False)
+        paths[org] = path
+    return paths
+
+
+@dataclass
+class DigitsConsortium:
+    hub: HubProcess
+    org_dirs: dict[str, Path]
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+    def refs(self, dataset: str = "digits") -> list[str]:
+        return [f"{org}/{dataset}" for org in self.org_dirs]
+
+    def org_client(self, org: str) -> HubClient:
+        return HubClient(self.hub.url, identity=load_org_identity(self.org_dirs[org]))
+
+    def test_set_bytes(self) -> bytes:
+        return encode_tensors({"x": torch.from_numpy(self.x_test), "y": torch.from_numpy(self.y_test)})
+
+
+def provision_digits(
+    hub: HubProcess,
+    workdir: Path,
+    orgs: Sequence[str] = ORGS,
+    alpha: float = 0.5,
+    seed: int = 42,
+    report: Callable[[str], None] | None = None,
+) -> DigitsConsortium:
+    """Admit and enrol each org, write its share of digits and register the dataset card."""
+    x_train, x_test, y_train, y_test = digits_split()
+    csvs = write_org_csvs(workdir, x_train, y_train, orgs, alpha=alpha, seed=seed)
+    org_dirs = {org: Path(workdir) / "orgs" / org for org in orgs}
+    with hub.client() as admin:
+        for org in orgs:
+            identity = provision_org(admin, hub.url, org_dirs[org], org)
+            loaded = load_table(csvs[org], "label")
+            card = build_card(loaded, name="digits", license="CC-BY-4.0",
+                              description=f"{org}'s share of the handwritten digits (8x8, scaled to [0,1])")
+            with HubClient(hub.url, identity=identity) as client:
+                client.register_dataset(card)
+            LocalRegistry(org_dirs[org]).add("digits", csvs[org].resolve(), "label", card)
+            if report is not None:
+                counts = np.bincount(loaded.to_local_data().y.numpy(), minlength=10)
+                report(f"{org}: {loaded.rows} rows, examples per class {counts.tolist()}")
+    return DigitsConsortium(hub, org_dirs, x_test, y_test)
+
+
+def approve_as(org_dir: Path, hub_url: str, project: dict) -> None:
+    """What `consortium project approve` does: check the spec hash, sign, send, record for the node."""
+    identity = load_org_identity(org_dir)
+    digest = spec_hash(ProjectCreate.model_validate(project["spec"]))
+    with HubClient(hub_url, identity=identity) as client:
+        client.approve(project["id"], ApprovalIn(
+            spec_hash=digest, signature=identity.sign(approval_message(project["id"], digest))))
+    ApprovalBook(org_dir).record(project["id"], digest)
+
+
+def propose_and_approve(consortium: DigitsConsortium, spec: ProjectCreate, with_test_set: bool = True) -> dict:
+    """Create the project as admin, attach the test set, and have every data owner approve it."""
+    with consortium.hub.client() as admin:
+        project = admin.create_project(spec)
+        if with_test_set:
+            admin.put_test_set(project["id"], consortium.test_set_bytes())
+    for org in project["required_orgs"]:
+        approve_as(consortium.org_dirs[org], consortium.hub.url, project)
+    return project
+
+
+def digits_spec(name: str, orgs: Sequence[str], rounds: int, **overrides: Any) -> ProjectCreate:
+    """The demo's project spec over the given orgs' ``digits`` datasets."""
+    fields: dict[str, Any] = {
+        "name": name,
+        "task": "Classify 8x8 handwritten digits without pooling the organisations' data",
+        "algorithm": {"name": "classifier", "hyperparameters": DIGITS_HYPERPARAMETERS},
+        "strategy": {"name": "fedavg"},
+        "datasets": [f"{org}/digits" for org in orgs],
+        "rounds": rounds,
+        "min_nodes": 2,
+        "round_timeout": 60.0,
+        "seed": 0,
+    }
+    fields.update(overrides)
+    return ProjectCreate.model_validate(fields)

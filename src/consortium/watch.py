@@ -1,0 +1,26 @@
+"""Following a run from the command line: a rich progress bar fed by the hub's progress long poll."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from consortium.client import HubClient
+
+
+def follow_run(client: HubClient, run_id: int, rounds: int, console: Console, quiet: bool = False) -> dict:
+    """Show a progress bar until the run ends; returns the final run record."""
+    columns = (TextColumn("[bold]run {task.fields[run]}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[metric]}"), TimeElapsedColumn())
+    with Progress(*columns, console=console, disable=quiet) as bar:
+        task = bar.add_task("rounds", total=rounds, run=run_id, metric="")
+        seen = 0
+        while True:
+            progress = client.progress(run_id, after_round=seen, wait=30.0)
+            for rnd in progress.rounds:
+                seen = rnd.round
+                shown = rnd.test or rnd.federated_eval
+                metric = "  ".join(f"{k} {v:.4f}" for k, v in sorted(shown.items()))
+                bar.update(task, completed=seen, metric=metric)
+            if progress.run.status != "running":
+                return progress.run.model_dump(mode="json")

@@ -1,0 +1,135 @@
+"""The fl core's contracts: update checks, registries, hyper-parameter parsing, seeds."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+import torch
+
+from consortium.fl.core import (
+    Algorithm,
+    Evaluation,
+    FLError,
+    TensorSpec,
+    Update,
+    algorithm_names,
+    check_update,
+    derive_seed,
+    get_algorithm,
+    get_strategy,
+    parse_hyperparams,
+    sorted_updates,
+    spec_of,
+    strategy_names,
+    weighted_metrics,
+)
+
+TEMPLATE = {"w": TensorSpec((2, 3), torch.float32), "b": TensorSpec((2,), torch.float32)}
+
+
+def good_tensors() -> dict[str, torch.Tensor]:
+    return {"w": torch.zeros(2, 3), "b": torch.ones(2)}
+
+
+def test_check_update_accepts_matching_tensors() -> None:
+    check_update(TEMPLATE, good_tensors())
+
+
+def test_check_update_names_missing_and_unexpected_tensors() -> None:
+    tensors = good_tensors()
+    del tensors["b"]
+    tensors["extra"] = torch.zeros(1)
+    with pytest.raises(FLError, match=r"missing \['b'\], unexpected \['extra'\]"):
+        check_update(TEMPLATE, tensors)
+
+
+def test_check_update_rejects_wrong_shape() -> None:
+    tensors = good_tensors() | {"w": torch.zeros(3, 2)}
+    with pytest.raises(FLError, match=r"'w' has shape \(3, 2\), expected \(2, 3\)"):
+        check_update(TEMPLATE, tensors)
+
+
+def test_check_update_rejects_wrong_dtype() -> None:
+    tensors = good_tensors() | {"b": torch.ones(2, dtype=torch.float64)}
+    with pytest.raises(FLError, match=r"'b' has dtype torch.float64, expected torch.float32"):
+        check_update(TEMPLATE, tensors)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_check_update_rejects_non_finite_values(bad: float) -> None:
+    tensors = good_tensors()
+    tensors["w"][1, 2] = bad
+    with pytest.raises(FLError, match=r"'w' contains non-finite values"):
+        check_update(TEMPLATE, tensors)
+
+
+def test_spec_of_describes_tensors() -> None:
+    assert spec_of(good_tensors()) == TEMPLATE
+
+
+def test_unknown_algorithm_lists_the_known_ones() -> None:
+    with pytest.raises(FLError, match=r"unknown algorithm 'nope'; known: .*classifier.*kmeans"):
+        get_algorithm("nope")
+
+
+def test_unknown_strategy_and_bad_options() -> None:
+    with pytest.raises(FLError, match=r"unknown strategy 'nope'; known: fedavg, kmeans"):
+        get_strategy("nope")
+    with pytest.raises(FLError, match=r"bad options for strategy 'fedavg'"):
+        get_strategy("fedavg", momentum=0.9)
+
+
+def test_builtins_are_registered_and_follow_the_protocol() -> None:
+    assert {"classifier", "kmeans"} <= set(algorithm_names())
+    assert {"fedavg", "kmeans"} <= set(strategy_names())
+    for name in ("classifier", "kmeans"):
+        algorithm = get_algorithm(name)
+        assert isinstance(algorithm, Algorithm)
+        assert algorithm.name == name
+        assert algorithm.default_strategy in strategy_names()
+
+
+def test_parse_hyperparams_unknown_key_names_the_field() -> None:
+    algorithm = get_algorithm("classifier")
+    with pytest.raises(FLError, match=r"bad hyper-parameters for 'classifier': learning_rate: Extra inputs"):
+        parse_hyperparams(algorithm, {"layers": [4, 2], "learning_rate": 0.1})
+
+
+def test_parse_hyperparams_bad_value_names_the_field() -> None:
+    algorithm = get_algorithm("classifier")
+    with pytest.raises(FLError, match=r"lr: Input should be greater than 0"):
+        parse_hyperparams(algorithm, {"layers": [4, 2], "lr": -1})
+    with pytest.raises(FLError, match=r"k: Field required"):
+        parse_hyperparams(get_algorithm("kmeans"), {})
+
+
+def test_parse_hyperparams_fills_defaults() -> None:
+    hp = parse_hyperparams(get_algorithm("classifier"), {"layers": [4, 8, 3]})
+    assert hp.layers == [4, 8, 3] and hp.activation == "relu" and hp.optimizer == "sgd"
+    assert hp.lr == 0.05 and hp.local_epochs == 1 and hp.batch_size == 32
+
+
+def test_derive_seed_is_stable_across_processes_and_versions() -> None:
+    assert derive_seed(42, 3, "org-a") == 1259371070831466945
+    expected = int.from_bytes(hashlib.sha256(b"42\x1f3\x1forg-a").digest()[:8], "big") & ((1 << 63) - 1)
+    assert derive_seed(42, 3, "org-a") == expected
+
+
+def test_derive_seed_separates_its_parts() -> None:
+    seeds = {derive_seed(1, r, c) for r in range(20) for c in ("a", "b", "c")}
+    assert len(seeds) == 60
+    assert all(0 <= s < 2**63 for s in seeds)
+    assert derive_seed("1", "2") != derive_seed("12")
+
+
+def test_weighted_metrics_weights_by_examples() -> None:
+    merged = weighted_metrics([Evaluation(1, {"loss": 1.0, "acc": 0.0}), Evaluation(3, {"loss": 3.0})])
+    assert merged.num_examples == 4
+    assert merged.metrics == {"acc": 0.0, "loss": 2.5}
+    assert weighted_metrics([]) == Evaluation(0, {})
+
+
+def test_sorted_updates_orders_by_client_id() -> None:
+    updates = [Update({}, 1, client_id=c) for c in ("b", "c", "a")]
+    assert [u.client_id for u in sorted_updates(updates)] == ["a", "b", "c"]
