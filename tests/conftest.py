@@ -25,10 +25,23 @@ def _pg_available() -> str | None:
         return str(exc)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=BACKENDS)
 def db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A fresh, empty database: a SQLite file, or a new PostgreSQL database dropped afterwards."""
-    if request.param == "sqlite":
+    """A fresh, empty database per test: a SQLite file, or a new PostgreSQL database dropped afterwards."""
+    yield from _fresh_database(request.param, tmp_path_factory)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def module_db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Like ``db_url`` but shared by the tests of one module."""
+    yield from _fresh_database(request.param, tmp_path_factory)
+
+
+def _fresh_database(kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if kind == "sqlite":
         yield f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'hub.db'}"
         return
     problem = _pg_available()

@@ -58,8 +58,8 @@ CROISSANT_CONTEXT: dict[str, Any] = {
     "subField": "cr:subField",
     "transform": "cr:transform",
 }
-"""The JSON-LD ``@context`` of the Croissant 1.0 specification (with its later additions equivalentProperty and
-samplingRate, which validators such as mlcroissant expect)."""
+"""The JSON-LD ``@context`` of the Croissant 1.0 specification, with its later additions equivalentProperty
+and samplingRate, which validators such as mlcroissant expect."""
 
 DATA_TYPES: dict[str, str] = {
     "int64": "sc:Integer",
@@ -125,8 +125,9 @@ def card_to_croissant(
                 "@id": file_id,
                 "name": file_id,
                 "description": (
-                    f"The {card.file_format} file on {org}'s node; it is never uploaded. Its sha256 is consortium's "
-                    "canonical-content hash of the table (independent of the file format), not of the file's bytes."
+                    f"The {card.file_format} file on {org}'s node; it is never uploaded. Its sha256 is "
+                    "consortium's canonical-content hash of the table (independent of the file format), "
+                    "not a hash of the file's bytes."
                 ),
                 "contentUrl": file_id,
                 "encodingFormat": ENCODING_FORMATS[card.file_format],

@@ -269,7 +269,7 @@ def test_string_feature_must_be_encoded(tmp_path, table):
         load_table(path, "label").to_local_data()
 
 
-# ---------------------------------------------------------------------------------------------- cards, schemas
+# -------------------------------------------------------------------------------------------- cards, schemas
 
 
 def test_build_card(tmp_path, table):
@@ -285,7 +285,7 @@ def test_build_card(tmp_path, table):
         "public",
     )
     assert card.schema_ == loaded.schema
-    with pytest.raises(DatasetError, match="license 'CC BY 4.0!' is not a valid SPDX license"):
+    with pytest.raises(DatasetError, match=r"license 'CC BY 4\.0!' is not a valid SPDX license"):
         build_card(loaded, "ward-visits", "CC BY 4.0!")
     with pytest.raises(DatasetError, match="dataset name 'Ward Visits' is not valid"):
         build_card(loaded, "Ward Visits", "MIT")
@@ -343,7 +343,7 @@ def test_registry_add_get_all(tmp_path, table):
     card2 = build_card(load_table(second, "label"), "second", "MIT")
     LocalRegistry(tmp_path / "org").add("second", second, "label", card2)
     assert [e.name for e in registry.all()] == ["second", "visits"]
-    with pytest.raises(DatasetError, match="no local dataset named 'nope'.*registered: second, visits"):
+    with pytest.raises(DatasetError, match=r"no local dataset named 'nope'.*registered: second, visits"):
         registry.get("nope")
     with pytest.raises(DatasetError, match="does not match the registered name"):
         registry.add("third", second, "label", card2)
@@ -383,7 +383,7 @@ def test_registry_concurrent_adds_lose_nothing(tmp_path, table):
 
 
 def test_load_local_verifies_and_caches(tmp_path, table):
-    registry, path, card = _register(tmp_path, _numeric(table))
+    registry, path, _ = _register(tmp_path, _numeric(table))
     first = registry.load_local("visits")
     assert first.x.shape == (len(table), 9) and first.y.dtype == torch.int64
     assert registry.load_local("visits") is first

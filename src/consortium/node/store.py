@@ -144,7 +144,7 @@ def _reject_nan(values: np.ndarray, path: Path, name: str, role: str) -> None:
             )
 
 
-# ---------------------------------------------------------------------------------------------- canonical hash
+# -------------------------------------------------------------------------------------------- canonical hash
 
 
 def schema_header(schema: DatasetSchema) -> bytes:
@@ -206,10 +206,7 @@ def load_table(
     if not file.is_file():
         raise DatasetError(f"{file}: no such file")
     target = _resolve_target(file, target, declared)
-    if fmt == "npz":
-        raw = _read_npz(file)
-    else:
-        raw = _read_frame(file, fmt, declared)
+    raw = _read_npz(file) if fmt == "npz" else _read_frame(file, fmt, declared)
     if not raw:
         raise DatasetError(f"{file.name}: the file has no columns")
     rows = next(iter(raw.values())).shape[0]
@@ -257,7 +254,8 @@ def _resolve_target(file: Path, target: str | None, declared: DatasetSchema | No
         )
     if declared_target != target:
         raise DatasetError(
-            f"{file.name}: target column '{target}' given but the declared schema's target is '{declared_target}'"
+            f"{file.name}: target column '{target}' given but the declared schema's target "
+            f"is '{declared_target}'"
         )
     return target
 
@@ -344,7 +342,7 @@ def _read_npz(file: Path) -> dict[str, np.ndarray]:
 
 
 def _kind(values: pd.Series | np.ndarray) -> tuple[str, Any]:
-    """Classify raw values: ("int"|"float"|"bool"|"string"|"other", detail). Detail: offending type for other."""
+    """Classify raw values as int, float, bool, string or other (with the offending type as detail)."""
     dtype = values.dtype
     if isinstance(values, np.ndarray):
         if dtype.kind in "iu":
@@ -366,7 +364,7 @@ def _kind(values: pd.Series | np.ndarray) -> tuple[str, Any]:
         return "float", None
     if isinstance(dtype, pd.StringDtype):
         return "string", None
-    if dtype == object:
+    if dtype == np.dtype(object):
         present = [v for v in values.tolist() if not _is_missing(v)]
         if all(isinstance(v, str) for v in present):
             return "string", None
@@ -459,10 +457,10 @@ def _convert(where: str, raw: pd.Series | np.ndarray, kind: str, dtype: Dtype) -
                 raise DatasetError(
                     f"{where} ({dtype}) has a missing value in row {int(np.argmax(missing)) + 1}"
                 )
-            if kind == "int" and dtype == "int64" and pd.api.types.is_unsigned_integer_dtype(raw.dtype):
-                if len(raw) and int(raw.max()) > _INT64_MAX:
-                    raise DatasetError(f"{where} has values larger than the int64 maximum")
-            if dtype == "bool" and raw.dtype == object:
+            unsigned = pd.api.types.is_unsigned_integer_dtype(raw.dtype)
+            if unsigned and dtype == "int64" and len(raw) and int(raw.max()) > _INT64_MAX:
+                raise DatasetError(f"{where} has values larger than the int64 maximum")
+            if dtype == "bool" and raw.dtype == np.dtype(object):
                 values = np.array([bool(v) for v in raw.tolist()], dtype=np.bool_)
             else:
                 fill = {"na_value": np.nan} if dtype in ("float64", "float32") else {}
@@ -481,7 +479,7 @@ def _convert(where: str, raw: pd.Series | np.ndarray, kind: str, dtype: Dtype) -
     return values
 
 
-# ---------------------------------------------------------------------------------------------- cards, schemas
+# -------------------------------------------------------------------------------------------- cards, schemas
 
 
 def build_card(
@@ -596,7 +594,7 @@ def _split_entries(text: str) -> list[str]:
     return [e for e in entries if e]
 
 
-# ---------------------------------------------------------------------------------------------- local registry
+# -------------------------------------------------------------------------------------------- local registry
 
 
 @dataclass(frozen=True)

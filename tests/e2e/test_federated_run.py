@@ -1,0 +1,152 @@
+"""A federated run end to end: a real hub process and three real node processes talking HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from consortium.client import HubClient
+from consortium.ledger_audit import verify_from_db, verify_from_hub
+from consortium.launch import restart_hub
+from consortium.model_files import download_model
+from consortium.protocol import RunProgress, decode_tensors
+from consortium.scenario import ORGS, approve_as, digits_spec, propose_and_approve
+
+pytestmark = pytest.mark.e2e
+
+
+def wait_run(client: HubClient, run_id: int, timeout: float = 240.0) -> RunProgress:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        progress = client.progress(run_id, wait=5.0)
+        if progress.run.status != "running":
+            return client.progress(run_id)
+    raise AssertionError(f"run {run_id} did not finish within {timeout}s")
+
+
+def wait_round(client: HubClient, run_id: int, round_number: int, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if client.run(run_id)["current_round"] >= round_number:
+            return
+        client.progress(run_id, after_round=round_number - 1, wait=2.0)
+    raise AssertionError(f"run {run_id} did not reach round {round_number}")
+
+
+def test_three_nodes_train_a_model_with_card_and_ledger(cluster, tmp_path) -> None:
+    cluster.start_nodes()
+    project = propose_and_approve(cluster.consortium, digits_spec("e2e-digits", ORGS, rounds=5))
+    with cluster.hub.client() as admin:
+        run = admin.start_run(project["id"])
+        progress = wait_run(admin, run["id"])
+        assert progress.run.status == "completed", cluster.logs()
+        assert [r.round for r in progress.rounds] == [1, 2, 3, 4, 5]
+        for rnd in progress.rounds:
+            assert rnd.participants == sorted(f"{org}/digits" for org in ORGS)
+            assert set(rnd.federated_eval) >= {"accuracy", "loss"}
+        assert progress.rounds[-1].test["accuracy"] > 0.85
+
+        paths = download_model(admin, progress.run.model_id, tmp_path / "model")
+        card = json.loads(paths["card"].read_text())
+        weights = paths["weights"].read_bytes()
+        assert hashlib.sha256(weights).hexdigest() == card["weights"]["sha256"]
+        assert set(decode_tensors(weights)) == {"layers.0.weight", "layers.0.bias", "layers.2.weight", "layers.2.bias"}
+        assert card["participating_orgs"] == sorted(ORGS)
+        assert card["license"] == "CC-BY-4.0"
+        assert {d["ref"] for d in card["datasets"]} == {f"{org}/digits" for org in ORGS}
+        assert all(len(d["sha256"]) == 64 for d in card["datasets"])
+        assert len(card["metrics_per_round"]) == 5 and card["seed"] == 0 and card["code_version"]
+        assert "# Model card" in paths["card_markdown"].read_text()
+
+        report = verify_from_hub(admin)
+        assert report.ok, report.reason
+        events = {entry["event_type"] for entry in admin.ledger(limit=10_000)}
+    assert {"org.admitted", "node.enrolled", "dataset.registered", "project.proposed", "project.approved",
+            "run.started", "round.completed", "run.completed"} <= events
+    assert verify_from_db(cluster.hub.db_url or f"sqlite:///{cluster.hub.data_dir / 'hub.db'}").ok
+
+
+def test_a_node_killed_mid_run_is_dropped_and_the_run_finishes(cluster) -> None:
+    cluster.start_nodes(poll_wait=5.0)
+    spec = digits_spec("e2e-node-dies", ORGS, rounds=5, min_nodes=2, round_timeout=3.0)
+    project = propose_and_approve(cluster.consortium, spec)
+    victim = ORGS[2]
+    with cluster.hub.client() as admin:
+        run = admin.start_run(project["id"])
+        wait_round(admin, run["id"], 2)
+        cluster.nodes[victim].kill()
+        progress = wait_run(admin, run["id"])
+    assert progress.run.status == "completed", cluster.logs()
+    assert all(f"{victim}/digits" in r.participants for r in progress.rounds[:2])
+    assert f"{victim}/digits" not in progress.rounds[-1].participants
+    assert len(progress.rounds[-1].participants) == 2
+    assert any(f"{victim}/digits" in r.dropped for r in progress.rounds)
+
+
+def test_hub_sigkilled_mid_run_resumes_to_the_same_params(cluster) -> None:
+    cluster.start_nodes(poll_wait=5.0)
+    base = dict(rounds=6, min_nodes=3, round_timeout=120.0, seed=7)
+    reference = propose_and_approve(cluster.consortium, digits_spec("e2e-reference", ORGS, **base))
+    interrupted = propose_and_approve(cluster.consortium, digits_spec("e2e-interrupted", ORGS, **base))
+    with cluster.hub.client() as admin:
+        ref_run = admin.start_run(reference["id"])
+        ref_progress = wait_run(admin, ref_run["id"])
+        assert ref_progress.run.status == "completed", cluster.logs()
+        run = admin.start_run(interrupted["id"])
+        wait_round(admin, run["id"], 3)
+    cluster.hub.kill()
+    cluster.hub = restart_hub(cluster.hub)
+    with cluster.hub.client() as admin:
+        progress = wait_run(admin, run["id"])
+        assert progress.run.status == "completed", cluster.logs()
+        events = admin.ledger(limit=10_000)
+        assert verify_from_hub(admin).ok
+    assert [r.round for r in progress.rounds] == list(range(1, 7))
+    assert progress.rounds[-1].params_sha256 == ref_progress.rounds[-1].params_sha256
+    assert [r.params_sha256 for r in progress.rounds] == [r.params_sha256 for r in ref_progress.rounds]
+    resumed = [e for e in events if e["event_type"] == "round.abandoned" and e["payload"]["run_id"] == run["id"]]
+    assert len(resumed) <= 1
+
+
+def test_node_refuses_a_project_its_org_did_not_approve_itself(cluster) -> None:
+    """The hub has an approval signed with south-lab's key, but south-lab's node has no record of it."""
+    cluster.start_nodes(poll_wait=5.0)
+    spec = digits_spec("e2e-refused", ORGS, rounds=2, min_nodes=2, round_timeout=30.0)
+    with cluster.hub.client() as admin:
+        project = admin.create_project(spec)
+    for org in ORGS:
+        approve_as(cluster.consortium.org_dirs[org], cluster.hub.url, project)
+    (cluster.consortium.org_dirs["south-lab"] / "approvals.json").unlink()
+    with cluster.hub.client() as admin:
+        run = admin.start_run(project["id"])
+        progress = wait_run(admin, run["id"])
+        refusals = [e for e in admin.ledger(limit=10_000) if e["event_type"] == "task.refused"]
+    assert progress.run.status == "completed", cluster.logs()
+    assert all("south-lab/digits" not in r.participants for r in progress.rounds)
+    assert refusals and "has not approved" in refusals[0]["payload"]["reason"]
+
+
+def test_federated_kmeans_matches_sklearn_inertia(cluster) -> None:
+    from sklearn.cluster import KMeans
+
+    from consortium.scenario import digits_split
+
+    cluster.start_nodes(poll_wait=5.0)
+    spec = digits_spec("e2e-kmeans", ORGS, rounds=15, min_nodes=3, validation_fraction=0.0,
+                       algorithm={"name": "kmeans", "hyperparameters": {"k": 10}}, strategy={})
+    project = propose_and_approve(cluster.consortium, spec, with_test_set=False)
+    with cluster.hub.client() as admin:
+        run = admin.start_run(project["id"])
+        progress = wait_run(admin, run["id"])
+        assert progress.run.status == "completed", cluster.logs()
+        centroids = decode_tensors(admin.model_weights(progress.run.model_id))["centroids"]
+    x_train = digits_split()[0].astype(np.float64)
+    pooled = torch.from_numpy(x_train)
+    federated = float(torch.cdist(pooled, centroids).pow(2).min(dim=1).values.sum())
+    reference = KMeans(n_clusters=10, n_init=10, random_state=0).fit(x_train).inertia_
+    assert federated <= 1.02 * reference, (federated, reference)

@@ -1,0 +1,267 @@
+"""The hub's REST API over real HTTP against a real hub process, on SQLite and PostgreSQL.
+
+Mostly bad input: each case must get a clear 4xx and leave nothing stored. The test itself plays the node
+(signed requests with the org key), so it can send exactly the malformed thing it wants to.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+
+from consortium import crypto
+from consortium.client import HubClient, HubError
+from consortium.launch import HubProcess, start_hub
+from consortium.ledger_audit import verify_from_hub
+from consortium.protocol import UpdateMeta, encode_tensors, encode_update
+from consortium.scenario import ORGS, DigitsConsortium, approve_as, digits_spec, provision_digits
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def env(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DigitsConsortium]:
+    workdir = tmp_path_factory.mktemp("api")
+    hub = start_hub(workdir / "hub", db_url=module_db_url, max_upload_mb=1)
+    try:
+        yield provision_digits(hub, workdir, ORGS)
+    finally:
+        hub.stop()
+
+
+def ledger_size(hub: HubProcess) -> int:
+    with hub.client() as admin:
+        return len(admin.ledger(limit=10_000))
+
+
+def expect_error(status: int, fragment: str, fn, *args, **kwargs) -> HubError:
+    with pytest.raises(HubError) as info:
+        fn(*args, **kwargs)
+    assert info.value.status_code == status, info.value.detail
+    assert fragment.lower() in info.value.detail.lower(), info.value.detail
+    return info.value
+
+
+def raw_signed(env: DigitsConsortium, org: str, method: str, path: str, body: bytes = b"",
+               now: float | None = None, headers: dict | None = None) -> httpx.Response:
+    identity = crypto.load_org_identity(env.org_dirs[org])
+    signed = crypto.sign_request(identity, method, path, body, now=now if now is not None else time.time())
+    signed.update(headers or {})
+    return httpx.request(method, env.hub.url + path, content=body, headers=signed, trust_env=False)
+
+
+# ---------------------------------------------------------------------------------------------- identity
+
+
+def test_openapi_is_served(env: DigitsConsortium) -> None:
+    spec = httpx.get(env.hub.url + "/openapi.json", trust_env=False).json()
+    assert "/api/node/tasks/next" in spec["paths"]
+
+
+def test_unauthenticated_request_is_401(env: DigitsConsortium) -> None:
+    response = httpx.get(env.hub.url + "/api/node/tasks/next?wait=0", trust_env=False)
+    assert response.status_code == 401
+    assert "authentication required" in response.json()["detail"]
+
+
+def test_bad_token_is_401(env: DigitsConsortium) -> None:
+    with HubClient(env.hub.url, token="csm_not-a-real-token") as client:
+        expect_error(401, "token is not valid", client.datasets)
+
+
+def test_badly_signed_request_is_401(env: DigitsConsortium) -> None:
+    identity = crypto.load_org_identity(env.org_dirs[ORGS[0]])
+    headers = crypto.sign_request(identity, "GET", "/api/me", b"", now=time.time())
+    headers["X-Consortium-Signature"] = headers["X-Consortium-Signature"][:-4] + "AAA="
+    response = httpx.get(env.hub.url + "/api/me", headers=headers, trust_env=False)
+    assert response.status_code == 401
+    assert "signature" in response.json()["detail"]
+
+
+def test_signature_over_another_path_is_401(env: DigitsConsortium) -> None:
+    identity = crypto.load_org_identity(env.org_dirs[ORGS[0]])
+    headers = crypto.sign_request(identity, "GET", "/api/datasets", b"", now=time.time())
+    response = httpx.get(env.hub.url + "/api/me", headers=headers, trust_env=False)
+    assert response.status_code == 401
+
+
+def test_stale_timestamp_is_401(env: DigitsConsortium) -> None:
+    response = raw_signed(env, ORGS[0], "GET", "/api/me", now=time.time() - 400)
+    assert response.status_code == 401
+    assert "timestamp" in response.json()["detail"]
+
+
+def test_replayed_request_is_401(env: DigitsConsortium) -> None:
+    identity = crypto.load_org_identity(env.org_dirs[ORGS[0]])
+    headers = crypto.sign_request(identity, "GET", "/api/me", b"", now=time.time())
+    first = httpx.get(env.hub.url + "/api/me", headers=headers, trust_env=False)
+    again = httpx.get(env.hub.url + "/api/me", headers=headers, trust_env=False)
+    assert first.status_code == 200, first.text
+    assert first.json()["name"] == ORGS[0]
+    assert again.status_code == 401
+    assert "nonce" in again.json()["detail"]
+
+
+def test_unknown_key_is_401(env: DigitsConsortium, tmp_path: Path) -> None:
+    stranger = crypto.generate_org_key(tmp_path / "stranger", "stranger")
+    headers = crypto.sign_request(stranger, "GET", "/api/me", b"", now=time.time())
+    response = httpx.get(env.hub.url + "/api/me", headers=headers, trust_env=False)
+    assert response.status_code == 401
+    assert "unknown" in response.json()["detail"]
+
+
+def test_enrolment_token_is_single_use(env: DigitsConsortium, tmp_path: Path) -> None:
+    from consortium.protocol import EnrolRequest
+
+    with env.hub.client() as admin:
+        admin.create_org("west-co")
+        token = admin.enrolment_token("west-co")
+    identity = crypto.generate_org_key(tmp_path / "west-co", "west-co")
+    request = EnrolRequest(org="west-co", token=token, public_key=identity.public_key_b64)
+    with HubClient(env.hub.url) as anonymous:
+        anonymous.enrol(request)
+        expect_error(401, "already used", anonymous.enrol, request.model_copy(update={"node_name": "second"}))
+
+
+# ---------------------------------------------------------------------------------------------- projects
+
+
+def test_project_with_unknown_dataset_is_rejected(env: DigitsConsortium) -> None:
+    before = ledger_size(env.hub)
+    spec = digits_spec("unknown-data", ["north-clinic", "nowhere"], rounds=2)
+    with env.hub.client() as admin:
+        expect_error(404, "no dataset 'nowhere/digits'", admin.create_project, spec)
+        assert all(p["name"] != "unknown-data" for p in admin.get_json("/api/projects"))
+    assert ledger_size(env.hub) == before
+
+
+def test_project_with_unknown_algorithm_is_rejected(env: DigitsConsortium) -> None:
+    spec = digits_spec("unknown-algo", ORGS, rounds=2, algorithm={"name": "telepathy"})
+    with env.hub.client() as admin:
+        expect_error(422, "unknown algorithm 'telepathy'", admin.create_project, spec)
+
+
+def test_project_with_bad_hyperparameters_is_rejected(env: DigitsConsortium) -> None:
+    spec = digits_spec("bad-hp", ORGS, rounds=2,
+                       algorithm={"name": "classifier", "hyperparameters": {"layers": [64, 10], "lr": -1}})
+    with env.hub.client() as admin:
+        expect_error(422, "lr", admin.create_project, spec)
+
+
+def test_second_approval_by_same_org_is_409(env: DigitsConsortium) -> None:
+    with env.hub.client() as admin:
+        project = admin.create_project(digits_spec("approve-twice", ORGS[:2], rounds=2))
+    approve_as(env.org_dirs[ORGS[0]], env.hub.url, project)
+    before = ledger_size(env.hub)
+    err = expect_error(409, "already approved", approve_as, env.org_dirs[ORGS[0]], env.hub.url, project)
+    assert ORGS[0] in err.detail
+    assert ledger_size(env.hub) == before
+
+
+def test_approval_by_org_without_data_is_403(env: DigitsConsortium) -> None:
+    with env.hub.client() as admin:
+        project = admin.create_project(digits_spec("not-yours", ORGS[:2], rounds=2))
+    expect_error(403, "owns no dataset", approve_as, env.org_dirs[ORGS[2]], env.hub.url, project)
+
+
+def test_run_before_approvals_is_409(env: DigitsConsortium) -> None:
+    with env.hub.client() as admin:
+        project = admin.create_project(digits_spec("too-early", ORGS, rounds=2))
+        approve_as(env.org_dirs[ORGS[0]], env.hub.url, project)
+        err = expect_error(409, "waiting for approval", admin.start_run, project["id"])
+        assert ORGS[1] in err.detail and ORGS[2] in err.detail
+        assert admin.get_json(f"/api/projects/{project['id']}")["status"] == "proposed"
+
+
+# ---------------------------------------------------------------------------------------------- updates
+
+
+@pytest.fixture(scope="module")
+def open_task(env: DigitsConsortium) -> dict:
+    """A running one-org project whose round-1 fit task the test claims as the node would."""
+    org = ORGS[0]
+    spec = digits_spec("bad-updates", [org], rounds=1, min_nodes=1, round_timeout=600)
+    with env.hub.client() as admin:
+        project = admin.create_project(spec)
+        approve_as(env.org_dirs[org], env.hub.url, project)
+        admin.start_run(project["id"])
+    with env.org_client(org) as node:
+        task = node.next_task(wait=30)
+        assert task is not None and task.kind.value == "fit"
+        params = node.task_params(task.id)
+    from consortium.protocol import decode_tensors
+
+    return {"task": task, "params": decode_tensors(params), "org": org}
+
+
+def _post_update(env: DigitsConsortium, open_task: dict, payload: bytes) -> None:
+    with env.org_client(open_task["org"]) as node:
+        node.post_update(open_task["task"].id, payload)
+
+
+def _meta() -> UpdateMeta:
+    return UpdateMeta(num_examples=10, metrics={}, compute_s=0.01)
+
+
+def test_update_with_wrong_tensor_names_is_rejected(env: DigitsConsortium, open_task: dict) -> None:
+    tensors = dict(open_task["params"])
+    tensors["extra"] = torch.zeros(3)
+    expect_error(422, "unexpected ['extra']", _post_update, env, open_task, encode_update(tensors, _meta()))
+
+
+def test_update_with_wrong_shape_is_rejected(env: DigitsConsortium, open_task: dict) -> None:
+    tensors = dict(open_task["params"])
+    name = sorted(tensors)[0]
+    tensors[name] = torch.zeros(tensors[name].shape[0] + 1, *tensors[name].shape[1:])
+    expect_error(422, "shape", _post_update, env, open_task, encode_update(tensors, _meta()))
+
+
+def test_update_with_wrong_dtype_is_rejected(env: DigitsConsortium, open_task: dict) -> None:
+    tensors = {k: v.double() for k, v in open_task["params"].items()}
+    expect_error(422, "dtype", _post_update, env, open_task, encode_update(tensors, _meta()))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_update_with_non_finite_values_is_rejected(env: DigitsConsortium, open_task: dict, bad: float) -> None:
+    tensors = {k: v.clone() for k, v in open_task["params"].items()}
+    next(iter(tensors.values())).view(-1)[0] = bad
+    expect_error(422, "non-finite", _post_update, env, open_task, encode_update(tensors, _meta()))
+
+
+def test_update_that_is_not_safetensors_is_rejected(env: DigitsConsortium, open_task: dict) -> None:
+    import pickle
+
+    expect_error(422, "safetensors", _post_update, env, open_task, pickle.dumps({"a": 1}))
+
+
+def test_update_without_metadata_is_rejected(env: DigitsConsortium, open_task: dict) -> None:
+    expect_error(422, "metadata", _post_update, env, open_task, encode_tensors(open_task["params"]))
+
+
+def test_upload_over_the_size_limit_is_413_before_parsing(env: DigitsConsortium, open_task: dict) -> None:
+    payload = b"\0" * (1024 * 1024 + 1)
+    expect_error(413, "exceeds the hub's limit", _post_update, env, open_task, payload)
+
+
+def test_rejected_updates_leave_the_task_open(env: DigitsConsortium, open_task: dict) -> None:
+    """After all the bad uploads, the good one is still accepted, once."""
+    tensors = {k: v.clone() for k, v in open_task["params"].items()}
+    _post_update(env, open_task, encode_update(tensors, _meta()))
+    expect_error(409, "already has a result", _post_update, env, open_task, encode_update(tensors, _meta()))
+
+
+def test_another_orgs_task_is_invisible(env: DigitsConsortium, open_task: dict) -> None:
+    with env.org_client(ORGS[1]) as other:
+        expect_error(404, "no task", other.task_params, open_task["task"].id)
+
+
+def test_ledger_verifies(env: DigitsConsortium) -> None:
+    with env.hub.client() as admin:
+        report = verify_from_hub(admin)
+    assert report.ok, report.reason
+    assert report.checked > 10
