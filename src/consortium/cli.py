@@ -135,14 +135,15 @@ def node(
     registry = LocalRegistry(org_dir)
     policy = NodePolicy(org=client.identity.org, approvals=ApprovalBook(org_dir),
                         local_datasets={entry.name for entry in registry.all()})
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     agent = NodeAgent(client, registry, policy, poll_wait=poll_wait,
                       on_task=lambda t, outcome: logging.info("task %s (%s, round %s): %s",
                                                               t.id, t.kind.value, t.round, outcome))
     logging.info("node of %s polling %s", client.identity.org, hub)
-    agent.run_forever(stop)
+    try:
+        agent.run_forever(threading.Event())
+    except KeyboardInterrupt:
+        logging.info("node of %s stopped", client.identity.org)
 
 
 # ------------------------------------------------------------------------------------------------ orgs, users

@@ -89,6 +89,23 @@ class HubClient:
     def create_org(self, name: str, display_name: str = "") -> dict:
         return self.post_json("/api/orgs", {"name": name, "display_name": display_name})
 
+    def orgs(self) -> list[dict]:
+        return self.get_json("/api/orgs")
+
+    def wait_online(self, orgs: list[str], timeout: float = 60.0, within_s: float = 60.0) -> None:
+        """Block until each named org's node has called the hub in the last ``within_s`` seconds."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            seen = {o["name"]: o["last_seen_s_ago"] for o in self.orgs()}
+            offline = [o for o in orgs if seen.get(o) is None or seen[o] > within_s]
+            if not offline:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nodes not online after {timeout}s: {', '.join(offline)}")
+            time.sleep(0.1)
+
     def enrolment_token(self, org: str) -> str:
         return self.post_json(f"/api/orgs/{org}/enrolment-tokens", {})["token"]
 

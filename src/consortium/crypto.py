@@ -1,7 +1,10 @@
-"""Organisation keys (Ed25519), signed requests, API tokens and canonical hashing.
+"""Organisation keys, request signing, API tokens and canonical hashing.
 
-A node proves it speaks for its organisation by signing every request over its method, path (with query),
-the SHA-256 of its body, a timestamp and a one-time nonce. The hub checks all five.
+Every organisation holds one Ed25519 key pair. The private key lives in ``<dir>/org.key`` (PKCS8 PEM,
+mode 0600) and the public half, with the org's name and key id, in ``<dir>/org.json``. Nodes sign every
+HTTP request with that key; the hub checks the signature, the key's standing, the timestamp and a
+single-use nonce (:func:`verify_request`). Apart from reading and writing those two key files this module
+is pure: the clock is always passed in, the only randomness is key, nonce and token generation.
 """
 
 from __future__ import annotations
@@ -12,10 +15,11 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 import time
 from collections.abc import Callable, Generator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,123 +28,176 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+KEY_FILE = "org.key"
+IDENTITY_FILE = "org.json"
+
 HEADER_KEY = "X-Consortium-Key"
 HEADER_TIMESTAMP = "X-Consortium-Timestamp"
 HEADER_NONCE = "X-Consortium-Nonce"
 HEADER_SIGNATURE = "X-Consortium-Signature"
 SIGNATURE_HEADERS = (HEADER_KEY, HEADER_TIMESTAMP, HEADER_NONCE, HEADER_SIGNATURE)
+
 MAX_CLOCK_SKEW_S = 300.0
-KEY_FILE = "org.key"
-IDENTITY_FILE = "org.json"
+TOKEN_PREFIX = "csm_"
+
+_PUBLIC_KEY_BYTES = 32
+_SIGNATURE_BYTES = 64
+_TIMESTAMP_RE = re.compile(r"[0-9]{1,12}", re.ASCII)
+_NONCE_RE = re.compile(r"[0-9a-f]{32}", re.ASCII)
 
 
-def canonical_json(obj: Any) -> bytes:
-    """Deterministic JSON bytes (sorted keys, no whitespace, no NaN): what gets hashed and signed."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+# ---------------------------------------------------------------------------------------------- hashing
 
 
 def sha256_hex(data: bytes) -> str:
+    """Lower-case hex SHA-256 of ``data``."""
     return hashlib.sha256(data).hexdigest()
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
+def canonical_json(obj: Any) -> bytes:
+    """The one byte encoding used for everything that is hashed or signed.
+
+    Sorted keys, no whitespace, UTF-8 kept as is, and no NaN or infinity (they have no JSON form, so two
+    implementations could disagree on them). Raises ``ValueError`` for NaN/infinity and ``TypeError`` for
+    objects JSON cannot represent.
+    """
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode(
+        "utf-8"
+    )
 
 
-def _unb64(text: str) -> bytes:
-    return base64.b64decode(text.encode("ascii"), validate=True)
+# ---------------------------------------------------------------------------------------------- keys
 
 
-def key_id(public_key_b64: str) -> str:
-    """Short stable identifier of a public key: the first 16 hex digits of SHA-256 of its raw bytes."""
-    return sha256_hex(_unb64(public_key_b64))[:16]
-
-
-def public_key_from_b64(text: str) -> Ed25519PublicKey:
-    """Parse a base64 raw 32-byte Ed25519 public key; ValueError with the reason otherwise."""
+def _b64decode_strict(value: str, what: str) -> bytes:
+    if not isinstance(value, str | bytes):
+        raise ValueError(f"{what} must be a base64 string, not {type(value).__name__}")
     try:
-        raw = _unb64(text)
-    except (binascii.Error, ValueError, UnicodeEncodeError) as exc:
-        raise ValueError(f"not valid base64: {exc}") from exc
-    if len(raw) != 32:
-        raise ValueError(f"an Ed25519 public key has 32 bytes, got {len(raw)}")
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"{what} is not valid base64: {exc}") from None
+
+
+def _raw_public_key(public_key: Ed25519PublicKey) -> bytes:
+    return public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def public_key_from_b64(s: str) -> Ed25519PublicKey:
+    """Parse a base64 raw 32-byte Ed25519 public key; ``ValueError`` on bad base64 or the wrong length."""
+    raw = _b64decode_strict(s, "public key")
+    if len(raw) != _PUBLIC_KEY_BYTES:
+        raise ValueError(f"public key must be {_PUBLIC_KEY_BYTES} raw bytes, got {len(raw)}")
     return Ed25519PublicKey.from_public_bytes(raw)
 
 
+def key_id(public_key_b64: str) -> str:
+    """Short stable name of a public key: the first 16 hex characters of SHA-256 of its raw 32 bytes."""
+    raw = _raw_public_key(public_key_from_b64(public_key_b64))
+    return sha256_hex(raw)[:16]
+
+
 def verify_signature(public_key_b64: str, message: bytes, signature_b64: str) -> bool:
-    """True when ``signature_b64`` is the key's signature of ``message``; False on any bad input."""
+    """True when ``signature_b64`` is a valid Ed25519 signature of ``message``; never raises on bad input."""
     try:
-        public_key_from_b64(public_key_b64).verify(_unb64(signature_b64), message)
-    except (InvalidSignature, ValueError, binascii.Error, UnicodeEncodeError):
+        public_key = public_key_from_b64(public_key_b64)
+        signature = _b64decode_strict(signature_b64, "signature")
+        if len(signature) != _SIGNATURE_BYTES or not isinstance(message, bytes | bytearray):
+            return False
+        public_key.verify(signature, bytes(message))
+    except (InvalidSignature, ValueError, TypeError):
         return False
     return True
 
 
 @dataclass(frozen=True)
 class OrgIdentity:
-    """An organisation's name and key pair, loaded from its local directory."""
+    """An organisation's name and Ed25519 key pair, able to sign."""
 
     org: str
-    private_key: Ed25519PrivateKey
+    private_key: Ed25519PrivateKey = field(repr=False)
     public_key_b64: str
+    key_id: str
 
-    @property
-    def key_id(self) -> str:
-        return key_id(self.public_key_b64)
+    @classmethod
+    def from_private_key(cls, org: str, private_key: Ed25519PrivateKey) -> OrgIdentity:
+        """Build an identity from a key object (derives the public key and its id)."""
+        public_b64 = base64.b64encode(_raw_public_key(private_key.public_key())).decode("ascii")
+        return cls(org=org, private_key=private_key, public_key_b64=public_b64, key_id=key_id(public_b64))
 
     def sign(self, message: bytes) -> str:
-        return _b64(self.private_key.sign(message))
-
-
-def _public_b64(private_key: Ed25519PrivateKey) -> str:
-    raw = private_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return _b64(raw)
+        """Ed25519 signature of ``message``, base64-encoded."""
+        return base64.b64encode(self.private_key.sign(message)).decode("ascii")
 
 
 def generate_org_key(directory: Path, org_name: str) -> OrgIdentity:
-    """Create ``org.key`` (PKCS8 PEM, mode 0600) and ``org.json``; never overwrites an existing key."""
+    """Create a new key pair for ``org_name`` in ``directory`` (``org.key`` mode 0600, ``org.json``).
+
+    Refuses to replace an existing private key (``FileExistsError``): losing it would lock the org out of the
+    hub and orphan every signature it made. The key file is created exclusively, so two concurrent calls
+    cannot both win.
+    """
+    if not isinstance(org_name, str) or not org_name.strip():
+        raise ValueError("organisation name must be a non-empty string")
     directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     key_path = directory / KEY_FILE
-    if key_path.exists():
-        raise FileExistsError(f"{key_path} already exists; refusing to overwrite an organisation key")
-    directory.mkdir(parents=True, exist_ok=True)
-    private_key = Ed25519PrivateKey.generate()
-    pem = private_key.private_bytes(
+    identity = OrgIdentity.from_private_key(org_name, Ed25519PrivateKey.generate())
+    pem = identity.private_key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(pem)
-    identity = OrgIdentity(org_name, private_key, _public_b64(private_key))
-    (directory / IDENTITY_FILE).write_text(
-        json.dumps({"org": org_name, "public_key": identity.public_key_b64, "key_id": identity.key_id}, indent=1)
-        + "\n"
-    )
+    try:
+        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise FileExistsError(
+            f"{key_path} already exists: refusing to overwrite an organisation key "
+            "(move it away first if you really mean to replace it)"
+        ) from None
+    with os.fdopen(fd, "wb") as handle:
+        os.fchmod(handle.fileno(), 0o600)
+        handle.write(pem)
+    public = {"org": identity.org, "public_key": identity.public_key_b64, "key_id": identity.key_id}
+    (directory / IDENTITY_FILE).write_text(json.dumps(public, indent=2) + "\n", encoding="utf-8")
     return identity
 
 
 def load_org_identity(directory: Path) -> OrgIdentity:
-    """Load the key pair made by :func:`generate_org_key` (FileNotFoundError naming what is missing)."""
+    """Load the identity written by :func:`generate_org_key`.
+
+    ``FileNotFoundError`` when either file is missing; ``ValueError`` when they are unreadable or when
+    ``org.json`` does not describe the private key in ``org.key``.
+    """
     directory = Path(directory)
     key_path, info_path = directory / KEY_FILE, directory / IDENTITY_FILE
     for path in (key_path, info_path):
-        if not path.exists():
-            raise FileNotFoundError(f"{path} not found; run `consortium org init NAME --dir ...` first")
-    private_key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"no organisation identity in {directory}: {path.name} is missing "
+                "(create one with `consortium org init`)"
+            )
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+        org = info["org"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{info_path} is not a valid identity file: {exc}") from None
+    try:
+        private_key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{key_path} is not an unencrypted PKCS8 PEM private key: {exc}") from None
     if not isinstance(private_key, Ed25519PrivateKey):
-        raise ValueError(f"{key_path} is not an Ed25519 private key")
-    info = json.loads(info_path.read_text())
-    public = _public_b64(private_key)
-    if info.get("public_key") != public:
-        raise ValueError(f"{info_path} does not describe the key in {key_path}")
-    return OrgIdentity(info["org"], private_key, public)
+        raise ValueError(f"{key_path} holds a {type(private_key).__name__}, expected an Ed25519 key")
+    if not isinstance(org, str) or not org:
+        raise ValueError(f"{info_path}: 'org' must be a non-empty string")
+    identity = OrgIdentity.from_private_key(org, private_key)
+    if info.get("public_key") != identity.public_key_b64:
+        raise ValueError(f"{info_path} names a different public key than the private key in {key_path}")
+    return identity
 
 
 # ---------------------------------------------------------------------------------------------- requests
 
 
 class SignatureError(Exception):
-    """A signed request was rejected; ``reason`` says why, for the 401 message."""
+    """A signed request was rejected; ``reason`` says why in words fit for the caller."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -148,11 +205,15 @@ class SignatureError(Exception):
 
 
 def canonical_request(method: str, path_with_query: str, body: bytes, timestamp: int, nonce: str) -> bytes:
-    return f"{method.upper()}\n{path_with_query}\n{sha256_hex(body)}\n{timestamp}\n{nonce}".encode()
+    """The bytes a request signature covers: method, path and query, body hash, timestamp and nonce."""
+    text = f"{method.upper()}\n{path_with_query}\n{sha256_hex(body)}\n{int(timestamp)}\n{nonce}"
+    return text.encode("utf-8")
 
 
-def sign_request(identity: OrgIdentity, method: str, path_with_query: str, body: bytes, now: float) -> dict[str, str]:
-    """The four signature headers for one request."""
+def sign_request(
+    identity: OrgIdentity, method: str, path_with_query: str, body: bytes, now: float
+) -> dict[str, str]:
+    """The four ``X-Consortium-*`` headers that authenticate one request made at unix time ``now``."""
     timestamp = int(now)
     nonce = secrets.token_hex(16)
     signature = identity.sign(canonical_request(method, path_with_query, body, timestamp, nonce))
@@ -174,40 +235,58 @@ def verify_request(
     seen_nonce: Callable[[str, str], bool],
     max_skew: float = MAX_CLOCK_SKEW_S,
 ) -> str:
-    """Check a signed request and return its key id; SignatureError with the reason otherwise.
+    """Authenticate a signed request and return its key id, or raise :class:`SignatureError`.
 
-    The nonce is recorded only after the signature is valid, so unauthenticated junk cannot burn nonces.
+    Checks, in order: the four headers are present and well formed; the timestamp is within ``max_skew``
+    seconds of ``now``; ``lookup_key`` knows the key id (it returns ``None`` for unknown or revoked keys); the
+    signature is valid over :func:`canonical_request`; and finally ``seen_nonce`` (which records the nonce and
+    says whether it had been used before) accepts it. The replay check comes last so that unauthenticated
+    requests cannot use up nonces. Header names are matched case-insensitively.
     """
-    lowered = {k.lower(): v for k, v in headers.items()}
-    missing = [h for h in SIGNATURE_HEADERS if h.lower() not in lowered]
+    lowered = {str(name).lower(): value for name, value in headers.items()}
+    values: dict[str, str] = {}
+    missing = []
+    for name in SIGNATURE_HEADERS:
+        value = lowered.get(name.lower())
+        if value is None or value == "":
+            missing.append(name)
+        else:
+            values[name] = value
     if missing:
-        raise SignatureError(f"missing header(s): {', '.join(missing)}")
-    kid = lowered[HEADER_KEY.lower()]
-    nonce = lowered[HEADER_NONCE.lower()]
-    try:
-        timestamp = int(lowered[HEADER_TIMESTAMP.lower()])
-    except ValueError as exc:
-        raise SignatureError("timestamp is not an integer number of seconds") from exc
+        raise SignatureError(f"missing signature header(s): {', '.join(missing)}")
+
+    kid, raw_timestamp = values[HEADER_KEY], values[HEADER_TIMESTAMP]
+    nonce, signature = values[HEADER_NONCE], values[HEADER_SIGNATURE]
+    if not _TIMESTAMP_RE.fullmatch(raw_timestamp):
+        raise SignatureError(f"malformed timestamp {raw_timestamp[:32]!r}: expected integer unix seconds")
+    if not _NONCE_RE.fullmatch(nonce):
+        raise SignatureError("malformed nonce: expected 32 lower-case hex characters")
+    timestamp = int(raw_timestamp)
     skew = abs(now - timestamp)
     if skew > max_skew:
         raise SignatureError(
-            f"timestamp is {skew:.0f} s away from the hub clock (limit {max_skew:.0f} s)"
+            f"timestamp is {skew:.0f} s away from the hub clock (limit {max_skew:g} s)"
         )
-    if not 16 <= len(nonce) <= 64:
-        raise SignatureError("nonce must have 16 to 64 characters")
+
     public_key = lookup_key(kid)
     if public_key is None:
-        raise SignatureError(f"unknown or revoked key id {kid!r}")
+        raise SignatureError(f"unknown or revoked key id {kid[:32]!r}")
     message = canonical_request(method, path_with_query, body, timestamp, nonce)
-    if not verify_signature(public_key, message, lowered[HEADER_SIGNATURE.lower()]):
-        raise SignatureError("bad signature for this method, path, body, timestamp and nonce")
+    if not verify_signature(public_key, message, signature):
+        raise SignatureError(
+            "bad signature: it does not match the key, method, path, body, timestamp and nonce"
+        )
     if seen_nonce(kid, nonce):
         raise SignatureError("nonce already used (replayed request)")
     return kid
 
 
 class SignedAuth(httpx.Auth):
-    """httpx authentication that signs every request with the organisation key."""
+    """httpx authentication that signs every request with the org key: ``httpx.Client(auth=SignedAuth(id))``.
+
+    Each attempt (including redirects and retries) is signed afresh with a new nonce. ``clock`` is injectable
+    for tests.
+    """
 
     requires_request_body = True
 
@@ -216,8 +295,10 @@ class SignedAuth(httpx.Auth):
         self.clock = clock
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        path = request.url.raw_path.decode("ascii")
-        request.headers.update(sign_request(self.identity, request.method, path, request.content, self.clock()))
+        """Add the ``X-Consortium-*`` headers to ``request`` and send it."""
+        path = request.url.raw_path.decode("latin-1")
+        headers = sign_request(self.identity, request.method, path, request.content, self.clock())
+        request.headers.update(headers)
         yield request
 
 
@@ -225,19 +306,30 @@ class SignedAuth(httpx.Auth):
 
 
 def new_api_token() -> str:
-    """A fresh 256-bit API token."""
-    return "csm_" + secrets.token_urlsafe(32)
+    """A fresh user API token: ``csm_`` plus 43 URL-safe characters (256 random bits)."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
 def hash_token(token: str) -> str:
-    """How tokens are stored. Tokens carry 256 random bits, so a fast hash cannot be brute-forced."""
-    return sha256_hex(token.encode())
+    """The at-rest form of an API or enrolment token: SHA-256 hex.
+
+    A fast hash is the right tool here, unlike for passwords: tokens carry 256 random bits, so there is no
+    dictionary to try and brute force is out of reach however cheap each guess is; a slow KDF would only add
+    latency to every authenticated request. A stolen hash table still does not reveal usable tokens.
+    """
+    return sha256_hex(token.encode("utf-8"))
 
 
-def constant_time_equal(a: str, b: str) -> bool:
-    return hmac.compare_digest(a.encode(), b.encode())
+def constant_time_equal(a: str | bytes, b: str | bytes) -> bool:
+    """Compare two secrets (or their hashes) without leaking where they first differ."""
+    left = a.encode("utf-8") if isinstance(a, str) else a
+    right = b.encode("utf-8") if isinstance(b, str) else b
+    return hmac.compare_digest(left, right)
+
+
+# ---------------------------------------------------------------------------------------------- approvals
 
 
 def approval_message(project_id: int, spec_hash: str) -> bytes:
-    """What an organisation signs to approve a project spec."""
+    """What an org signs to approve project ``project_id`` with spec hash ``spec_hash``."""
     return f"approve:{project_id}:{spec_hash}".encode()

@@ -61,7 +61,9 @@ def run_demo(
         consortium = provision_digits(hub, workdir, ORGS, report=lambda line: console.print("  " + line))
         for org in ORGS:
             processes.append(start_node(hub.url, consortium.org_dirs[org]))
-        console.print(f"three node processes started: {', '.join(ORGS)}")
+        with hub.client() as admin:
+            admin.wait_online(list(ORGS))
+        console.print(f"three node processes online: {', '.join(ORGS)}")
         project = propose_and_approve(consortium, digits_spec("digits-fedavg", ORGS, rounds))
         console.print(f"project {project['id']} approved by {', '.join(project['required_orgs'])}")
 

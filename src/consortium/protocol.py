@@ -55,6 +55,7 @@ class OrgOut(Wire):
     status: str
     public_key: str | None
     key_id: str | None
+    last_seen_s_ago: float | None = Field(default=None, description="since the org's node last called the hub")
 
 
 class EnrolmentTokenOut(Wire):

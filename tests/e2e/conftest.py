@@ -23,6 +23,8 @@ class Cluster:
     def start_nodes(self, orgs=ORGS, poll_wait: float = 10.0) -> None:
         for org in orgs:
             self.nodes[org] = start_node(self.hub.url, self.consortium.org_dirs[org], poll_wait=poll_wait)
+        with self.hub.client() as admin:
+            admin.wait_online(list(orgs))
 
     def logs(self) -> str:
         parts = [f"--- hub ---\n{self.hub.log_tail(60)}"]

@@ -32,7 +32,9 @@ def wait_run(client: HubClient, run_id: int, timeout: float = 240.0) -> RunProgr
 def wait_round(client: HubClient, run_id: int, round_number: int, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if client.run(run_id)["current_round"] >= round_number:
+        run = client.run(run_id)
+        assert run["status"] == "running", run
+        if run["current_round"] >= round_number:
             return
         client.progress(run_id, after_round=round_number - 1, wait=2.0)
     raise AssertionError(f"run {run_id} did not reach round {round_number}")
@@ -73,7 +75,7 @@ def test_three_nodes_train_a_model_with_card_and_ledger(cluster, tmp_path) -> No
 
 def test_a_node_killed_mid_run_is_dropped_and_the_run_finishes(cluster) -> None:
     cluster.start_nodes(poll_wait=5.0)
-    spec = digits_spec("e2e-node-dies", ORGS, rounds=5, min_nodes=2, round_timeout=3.0)
+    spec = digits_spec("e2e-node-dies", ORGS, rounds=8, min_nodes=2, round_timeout=3.0)
     project = propose_and_approve(cluster.consortium, spec)
     victim = ORGS[2]
     with cluster.hub.client() as admin:

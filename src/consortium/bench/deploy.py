@@ -46,6 +46,8 @@ def _one_repetition(rounds: int, console: Console) -> dict[str, Any]:
         processes.append(hub)
         consortium = provision_digits(hub, workdir, ORGS)
         processes += [start_node(hub.url, consortium.org_dirs[org]) for org in ORGS]
+        with hub.client() as admin:
+            admin.wait_online(list(ORGS))
         spec = digits_spec("bench-deploy", ORGS, rounds, min_nodes=3,
                            algorithm={"name": "classifier", "hyperparameters": {
                                "layers": [64, 128, 10], "lr": 0.05, "local_epochs": 1, "batch_size": 32}})

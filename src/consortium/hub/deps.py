@@ -59,10 +59,7 @@ async def principal(request: Request) -> Principal:
                     session, headers, request.method, path, body, datetime.now(UTC)
                 )
 
-        caller = await run_in_threadpool(by_signature)
-        if caller.org_id is not None:
-            state.seen(caller.org_id)
-        return caller
+        return await run_in_threadpool(by_signature)
     raise Unauthorized(
         "authentication required: send an API token (Authorization: Bearer ...) or sign the request with "
         "the organisation key"
@@ -74,4 +71,5 @@ async def org_principal(request: Request) -> Principal:
     caller = await principal(request)
     if caller.kind != "org":
         raise Unauthorized("node endpoints need a request signed with the organisation key")
+    request.app.state.hub.seen(caller.org_id)
     return caller

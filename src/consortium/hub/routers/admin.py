@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Depends
@@ -9,7 +10,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from consortium.hub.db.models import Org
-from consortium.hub.deps import db, principal
+from consortium.hub.deps import db, hub_state, principal
+from consortium.hub.scheduler import HubState
 from consortium.hub.services import identity
 from consortium.hub.services.identity import Principal
 from consortium.protocol import (
@@ -26,19 +28,23 @@ from consortium.protocol import (
 router = APIRouter(prefix="/api", tags=["members"])
 
 
-def _org_out(org: Org) -> OrgOut:
+def _org_out(org: Org, state: HubState) -> OrgOut:
+    seen = state.presence.get(org.id)
     return OrgOut(id=org.id, name=org.name, display_name=org.display_name, status=org.status,
-                  public_key=org.public_key, key_id=org.key_id)
+                  public_key=org.public_key, key_id=org.key_id,
+                  last_seen_s_ago=None if seen is None else round(time.monotonic() - seen, 3))
 
 
 @router.post("/orgs", response_model=OrgOut, status_code=201)
-def create_org(body: OrgCreate, session: Session = Depends(db), caller: Principal = Depends(principal)):
-    return _org_out(identity.create_org(session, caller, body))
+def create_org(body: OrgCreate, session: Session = Depends(db), caller: Principal = Depends(principal),
+               state: HubState = Depends(hub_state)):
+    return _org_out(identity.create_org(session, caller, body), state)
 
 
 @router.get("/orgs", response_model=list[OrgOut])
-def list_orgs(session: Session = Depends(db), caller: Principal = Depends(principal)):
-    return [_org_out(o) for o in session.scalars(select(Org).order_by(Org.id))]
+def list_orgs(session: Session = Depends(db), caller: Principal = Depends(principal),
+              state: HubState = Depends(hub_state)):
+    return [_org_out(o, state) for o in session.scalars(select(Org).order_by(Org.id))]
 
 
 @router.post("/orgs/{name}/enrolment-tokens", response_model=EnrolmentTokenOut, status_code=201)
