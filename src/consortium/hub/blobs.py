@@ -18,7 +18,8 @@ class BlobStore:
     def path(self, sha256: str) -> Path:
         return self.root / sha256[:2] / sha256
 
-    def put(self, data: bytes) -> str:
+    def put(self, data: bytes, durable: bool = True) -> str:
+        """Store ``data``; ``durable`` fsyncs it (checkpoints) — transient blobs such as updates skip that."""
         digest = hashlib.sha256(data).hexdigest()
         target = self.path(digest)
         if target.exists():
@@ -28,8 +29,9 @@ class BlobStore:
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
+                if durable:
+                    fh.flush()
+                    os.fsync(fh.fileno())
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -166,7 +166,7 @@ def submit_update(
         check_update(template, tensors)
     except FLError as exc:
         raise BadRequest(f"update rejected: {exc}") from exc
-    task.update_sha256 = blobs.put(payload)
+    task.update_sha256 = blobs.put(payload, durable=False)
     task.result = meta.model_dump()
     task.status, task.done_at = "done", now
     session.commit()
