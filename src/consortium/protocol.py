@@ -216,6 +216,9 @@ class RoundMetrics(Wire):
     params_sha256: str
     opened_at: float = Field(description="unix time at which the round started (its params were written)")
     wall_s: float = Field(description="round start to metrics, before the checkpoint commit")
+    federated_eval_pending: bool = Field(
+        default=False, description="federated_eval arrives with the next round's updates (or the final evaluation)"
+    )
     max_fit_compute_s: float
     max_eval_compute_s: float
 
@@ -244,6 +247,11 @@ class TaskOut(Wire):
     dataset: str
     params_sha256: str | None
     seed: int
+    evaluate_first: bool = Field(
+        default=False,
+        description="fit tasks: first evaluate the received params on the validation split and send the "
+        "result with the update (federated evaluation of the previous round without an extra phase)",
+    )
 
 
 class TaskResult(Wire):
@@ -263,7 +271,8 @@ class UpdateMeta(Wire):
 
     num_examples: int = Field(ge=0)
     metrics: dict[str, float] = Field(default_factory=dict)
-    compute_s: float = Field(ge=0)
+    compute_s: float = Field(ge=0, description="local compute of the whole task, evaluation included")
+    evaluation: TaskResult | None = Field(default=None, description="present when the task asked evaluate_first")
 
 
 # ---------------------------------------------------------------------------------------------- models, ledger

@@ -19,7 +19,7 @@ def follow_run(client: HubClient, run_id: int, rounds: int, console: Console, qu
             progress = client.progress(run_id, after_round=seen, wait=30.0)
             for rnd in progress.rounds:
                 seen = rnd.round
-                shown = rnd.test or rnd.federated_eval
+                shown = rnd.test or rnd.federated_eval or rnd.train
                 metric = "  ".join(f"{k} {v:.4f}" for k, v in sorted(shown.items()))
                 bar.update(task, completed=seen, metric=metric)
             if progress.run.status != "running":

@@ -11,6 +11,7 @@ parameters. Both are looked up by name in a registry so that a project spec (JSO
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -133,7 +134,9 @@ def register_strategy(cls: type) -> type:
     return cls
 
 
+@functools.cache
 def _load_builtins() -> None:
+    """Import the built-in algorithms and strategies and any plugins, once per process."""
     from consortium.fl import strategies  # noqa: F401
     from consortium.fl.algorithms import classifier, kmeans  # noqa: F401
 

@@ -1,8 +1,11 @@
 """The run scheduler: one driver thread per running run, a state machine persisted in the database.
 
 A round: write the global params, open one fit task per active dataset, wait until every node answered or
-the round timeout passed (dropping the late ones), aggregate, open evaluate tasks, evaluate on the hub test
-set, then checkpoint params + metrics + ledger entry in one transaction. After a crash the driver abandons
+the round timeout passed (dropping the late ones), aggregate, evaluate on the hub test set, then checkpoint
+params + metrics + ledger entry in one transaction. Federated evaluation costs no extra phase: from round 2 on
+each fit task first evaluates the params it receives (the previous round's aggregate) on the node's
+validation split, and those metrics are stored on the previous round; only the last round's params get an
+evaluate-only phase. After a crash the driver abandons
 the unfinished round and replays it from the last checkpoint; node seeds depend only on the project seed,
 the round and the dataset, so the replay computes exactly what the lost round would have.
 """
@@ -180,17 +183,19 @@ class RunDriver:
             params = self.state.cache.get(params_sha)
         for number in range(max(current, 0) + 1, self.spec.rounds + 1):
             params = self._round(number, params)
+        self._final_evaluation(self.spec.rounds, params)
         self._finish()
 
     def _abandon_open_rounds(self, session: Session) -> None:
         open_rounds = list(
             session.scalars(select(Round).where(Round.run_id == self.run_id, Round.status == "open"))
         )
+        for task in session.scalars(
+            select(Task).where(Task.run_id == self.run_id, Task.status.in_(("pending", "claimed")))
+        ):
+            task.status = "cancelled"
         for rnd in open_rounds:
             rnd.status = "abandoned"
-            for task in session.scalars(select(Task).where(Task.round_id == rnd.id)):
-                if task.status in ("pending", "claimed"):
-                    task.status = "cancelled"
             ledger.record(
                 session, "round.abandoned", "hub",
                 {"run_id": self.run_id, "round": rnd.number, "attempt": rnd.attempt,
@@ -203,7 +208,7 @@ class RunDriver:
             return self.algorithm.init(self.hp, self.num_features, self.spec.seed)
         round_id, _ = self._open(0, TaskKind.init, None, self.participants)
         done, _ = self._collect(round_id, self._deadline(), kind=TaskKind.init)
-        updates = self._load_updates(done)
+        updates, _ = self._load_updates(done)
         if len(updates) < self.spec.min_nodes:
             raise RunFailed(
                 f"initialisation: {len(updates)} of the required min_nodes={self.spec.min_nodes} nodes answered"
@@ -218,7 +223,7 @@ class RunDriver:
         active = self._active_participants()
         round_id, _ = self._open(number, TaskKind.fit, params_sha, active)
         done, dropped = self._collect(round_id, self._deadline(), kind=TaskKind.fit)
-        updates = self._load_updates(done)
+        updates, previous_eval = self._load_updates(done)
         if len(updates) < self.spec.min_nodes:
             raise RunFailed(
                 f"round {number}: {len(updates)} of the required min_nodes={self.spec.min_nodes} nodes answered "
@@ -226,30 +231,60 @@ class RunDriver:
             )
         new_params = self.strategy.aggregate(params, updates)
         new_sha = self._store_params(new_params)
-        responders = [p for p in active if p.dataset_id in {t.dataset_id for t in done}]
-        _, eval_tasks = self._open_tasks(round_id, number, TaskKind.evaluate, new_sha, responders)
-        eval_done, eval_dropped = self._collect(round_id, self._deadline(), kind=TaskKind.evaluate)
-        federated = weighted_metrics(
-            [Evaluation(t.result["num_examples"], t.result["metrics"]) for t in eval_done]
-        )
         test = self.algorithm.evaluate(self.hp, new_params, self.test_data).metrics if self.test_data else {}
         train = weighted_metrics([Evaluation(u.num_examples, u.metrics) for u in updates])
         ref_of = {p.dataset_id: p.ref for p in self.participants}
         metrics = RoundMetrics(
             round=number,
             participants=sorted(ref_of[t.dataset_id] for t in done),
-            dropped=sorted({ref_of[t.dataset_id] for t in dropped + eval_dropped}),
+            dropped=sorted({ref_of[t.dataset_id] for t in dropped}),
             train=train.metrics,
-            federated_eval=federated.metrics,
+            federated_eval={},
+            federated_eval_pending=True,
             test=test,
             params_sha256=new_sha,
             opened_at=opened_at,
             wall_s=time.perf_counter() - started,
             max_fit_compute_s=max((t.result["compute_s"] for t in done), default=0.0),
-            max_eval_compute_s=max((t.result["compute_s"] for t in eval_done), default=0.0),
+            max_eval_compute_s=0.0,
         )
-        self._checkpoint(number, new_params, round_id, metrics)
+        previous = weighted_metrics(previous_eval) if number > 1 else None
+        self._checkpoint(number, new_params, round_id, metrics, previous)
         return new_params
+
+    def _final_evaluation(self, number: int, params: Params) -> None:
+        """Federated evaluation of the last round's params: the one evaluate-only phase of a run."""
+        with self.state.sessions() as session:
+            round_id = session.scalar(
+                select(Round.id).where(Round.run_id == self.run_id, Round.number == number, Round.status == "closed")
+            )
+        responders = self._active_participants()
+        self._open_tasks(round_id, number, TaskKind.evaluate, self._store_params(params), responders)
+        done, _ = self._collect(round_id, self._deadline(), kind=TaskKind.evaluate)
+        evaluation = weighted_metrics([Evaluation(t.result["num_examples"], t.result["metrics"]) for t in done])
+        compute = max((t.result["compute_s"] for t in done), default=0.0)
+        with self.state.sessions() as session:
+            self._store_federated_eval(session, number, evaluation, compute)
+            session.commit()
+        self.state.broker.notify(progress_key(self.run_id))
+
+    def _store_federated_eval(
+        self, session: Session, number: int, evaluation: Evaluation, eval_compute_s: float = 0.0
+    ) -> None:
+        rnd = session.scalar(
+            select(Round).where(Round.run_id == self.run_id, Round.number == number, Round.status == "closed")
+        )
+        if rnd is None or rnd.metrics is None:
+            return
+        metrics = dict(rnd.metrics)
+        metrics.update(federated_eval=evaluation.metrics, federated_eval_pending=False,
+                       max_eval_compute_s=eval_compute_s)
+        rnd.metrics = metrics
+        ledger.record(
+            session, "round.evaluated", "hub",
+            {"run_id": self.run_id, "round": number, "federated_eval": evaluation.metrics,
+             "num_examples": evaluation.num_examples},
+        )
 
     def _deadline(self) -> datetime:
         return self.state.clock() + timedelta(seconds=self.spec.round_timeout)
@@ -343,21 +378,34 @@ class RunDriver:
             remaining = (deadline - self.state.clock()).total_seconds()
             wake.wait(max(0.0, min(remaining, 1.0)))
 
-    def _load_updates(self, tasks: list[Task]) -> list[Update]:
-        updates = []
+    def _load_updates(self, tasks: list[Task]) -> tuple[list[Update], list[Evaluation]]:
+        """The updates of answered tasks, and the evaluations of the received params they carried."""
+        updates, evaluations = [], []
         for task in tasks:
             tensors, meta = decode_update(self.state.blobs.get(task.update_sha256))
             updates.append(
                 Update(tensors=tensors, num_examples=meta.num_examples, metrics=meta.metrics,
                        client_id=f"{task.dataset_id:012d}")
             )
-        return updates
+            if meta.evaluation is not None:
+                evaluations.append(Evaluation(meta.evaluation.num_examples, meta.evaluation.metrics))
+        return updates, evaluations
 
     # ------------------------------------------------------------------------------------------ persistence
 
-    def _checkpoint(self, number: int, params: Params, round_id: int | None, metrics: RoundMetrics | None) -> None:
+    def _checkpoint(
+        self,
+        number: int,
+        params: Params,
+        round_id: int | None,
+        metrics: RoundMetrics | None,
+        previous_eval: Evaluation | None = None,
+    ) -> None:
+        """One transaction: round closed with its metrics, run advanced, ledger entry (+ last round's eval)."""
         digest = self._store_params(params)
         with self.state.sessions() as session:
+            if previous_eval is not None:
+                self._store_federated_eval(session, number - 1, previous_eval)
             run = session.get(Run, self.run_id)
             if round_id is None:
                 rnd = Round(run_id=self.run_id, number=number,
@@ -371,8 +419,7 @@ class RunDriver:
             run.current_round, run.params_sha256 = number, digest
             payload: dict[str, Any] = {"run_id": self.run_id, "round": number, "params_sha256": digest}
             if metrics is not None:
-                payload.update(participants=metrics.participants, dropped=metrics.dropped,
-                               test=metrics.test, federated_eval=metrics.federated_eval)
+                payload.update(participants=metrics.participants, dropped=metrics.dropped, test=metrics.test)
             ledger.record(session, "round.completed" if number else "run.initialised", "hub", payload)
             session.commit()
         self.state.broker.notify(progress_key(self.run_id))

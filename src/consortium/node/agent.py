@@ -112,25 +112,29 @@ class NodeAgent:
         elif task.kind == TaskKind.fit:
             params = self._fetch_params(task)
             started = time.perf_counter()
+            evaluation = self._evaluate(algorithm, hp, params, split) if task.evaluate_first else None
             update = algorithm.local_update(hp, params, split.train, task.seed)
-            payload = self._encode(update, time.perf_counter() - started)
+            payload = self._encode(update, time.perf_counter() - started, evaluation)
             self._post_ignoring_gone(lambda: self.transport.post_update(task.id, payload))
         else:
             params = self._fetch_params(task)
-            started = time.perf_counter()
-            data = split.validation if len(split.validation) else split.train
-            evaluation = algorithm.evaluate(hp, params, data)
-            result = TaskResult(
-                num_examples=evaluation.num_examples,
-                metrics=evaluation.metrics,
-                compute_s=time.perf_counter() - started,
-            )
+            result = self._evaluate(algorithm, hp, params, split)
             self._post_ignoring_gone(lambda: self.transport.post_result(task.id, result))
         self._notify(task, "done")
 
     @staticmethod
-    def _encode(update, compute_s: float) -> bytes:
-        meta = UpdateMeta(num_examples=update.num_examples, metrics=update.metrics, compute_s=compute_s)
+    def _evaluate(algorithm, hp, params: Params, split: Split) -> TaskResult:
+        """Metrics of ``params`` on the validation split (the training split when there is none)."""
+        started = time.perf_counter()
+        data = split.validation if len(split.validation) else split.train
+        evaluation = algorithm.evaluate(hp, params, data)
+        return TaskResult(num_examples=evaluation.num_examples, metrics=evaluation.metrics,
+                          compute_s=time.perf_counter() - started)
+
+    @staticmethod
+    def _encode(update, compute_s: float, evaluation: TaskResult | None = None) -> bytes:
+        meta = UpdateMeta(num_examples=update.num_examples, metrics=update.metrics, compute_s=compute_s,
+                          evaluation=evaluation)
         return encode_update(update.tensors, meta)
 
     def _split(self, task: TaskOut) -> Split:

@@ -31,6 +31,11 @@ from consortium.protocol import (
 TERMINAL_TASK_STATES = ("done", "refused", "dropped", "cancelled")
 
 
+def evaluates_previous_round(kind: str, round_number: int) -> bool:
+    """Fit tasks from round 2 on first evaluate the params they receive (the previous round's aggregate)."""
+    return kind == TaskKind.fit.value and round_number > 1
+
+
 def start(session: Session, actor: Principal, project_id: int) -> Run:
     """Create a run of an approved project; the scheduler drives it from here."""
     require_role(actor, Role.researcher, Role.steward, Role.admin)
@@ -118,6 +123,7 @@ def claim_next(session: Session, actor: Principal, now: datetime) -> TaskOut | N
         dataset=task.dataset.name,
         params_sha256=task.params_sha256,
         seed=task.seed,
+        evaluate_first=evaluates_previous_round(task.kind, round_number),
     )
 
 
