@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import replace
 
 import numpy as np
@@ -17,24 +16,7 @@ from consortium.fl.algorithms.classifier import Classifier, ClassifierHyperParam
 from consortium.fl.core import FLError, LocalData, check_update, derive_seed, get_strategy, parse_hyperparams
 from consortium.fl.data import dirichlet_label_partition
 
-DEMO_HYPERPARAMS = {
-    "layers": [64, 128, 10],
-    "activation": "relu",
-    "optimizer": "sgd",
-    "lr": 0.05,
-    "momentum": 0.9,
-    "local_epochs": 2,
-    "batch_size": 32,
-}
-"""The product demo's settings: 3 clients, Dirichlet(0.5) label skew, 20 FedAvg rounds on digits."""
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from consortium.scenario import DIGITS_HYPERPARAMETERS as DEMO_HYPERPARAMS
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 
 import numpy as np
@@ -24,14 +23,6 @@ from consortium.fl.core import (
     weighted_metrics,
 )
 from consortium.fl.data import dirichlet_label_partition
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def hyperparams(**values: object) -> KMeansHyperParams:
