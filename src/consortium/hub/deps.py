@@ -56,7 +56,7 @@ async def principal(request: Request) -> Principal:
         def by_signature() -> Principal:
             with state.sessions() as session:
                 return identity.authenticate_signature(
-                    session, headers, request.method, path, body, datetime.now(UTC)
+                    session, headers, request.method, path, body, datetime.now(UTC), keys=state.keys
                 )
 
         return await run_in_threadpool(by_signature)

@@ -38,6 +38,7 @@ from consortium.hub.blobs import BlobStore
 from consortium.hub.db.models import Model, Round, Run, Task
 from consortium.hub.events import Broker
 from consortium.hub.services import ledger
+from consortium.hub.services.identity import KeyCache
 from consortium.hub.services import models as model_service
 from consortium.hub.services import projects as project_service
 from consortium.hub.tensor_cache import TensorCache
@@ -90,6 +91,7 @@ class HubState:
     broker: Broker
     code_version: str
     presence: dict[int, float] = field(default_factory=dict)
+    keys: KeyCache = field(default_factory=KeyCache)
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     def seen(self, org_id: int) -> None:

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from consortium import crypto
@@ -163,6 +162,50 @@ def authenticate_token(session: Session, token: str) -> Principal:
     )
 
 
+@dataclass(frozen=True)
+class OrgKey:
+    org_id: int
+    org_name: str
+    public_key: str
+
+
+class KeyCache:
+    """Key id -> admitted org's key, remembered for ``ttl_s`` so that signed requests skip a query.
+
+    Only admitted keys are cached (a newly enrolled key is found at once); a suspension takes effect within
+    ``ttl_s`` seconds, also on other hub replicas.
+    """
+
+    def __init__(self, ttl_s: float = 5.0) -> None:
+        self.ttl_s = ttl_s
+        self._entries: dict[str, tuple[float, OrgKey]] = {}
+
+    def get(self, session: Session, kid: str, clock: float) -> OrgKey | None:
+        hit = self._entries.get(kid)
+        if hit is not None and clock - hit[0] < self.ttl_s:
+            return hit[1]
+        row = session.execute(
+            select(Org.id, Org.name, Org.public_key).where(Org.key_id == kid, Org.status == "admitted")
+        ).first()
+        if row is None or row.public_key is None:
+            self._entries.pop(kid, None)
+            return None
+        key = OrgKey(row.id, row.name, row.public_key)
+        self._entries[kid] = (clock, key)
+        return key
+
+
+def _record_nonce(session: Session, kid: str, nonce: str, now: datetime) -> bool:
+    """Insert the nonce; False when it was already there (one statement, no savepoint)."""
+    values = {"key_id": kid, "nonce": nonce, "seen_at": now}
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    statement = insert(SeenNonce).values(**values).on_conflict_do_nothing().returning(SeenNonce.nonce)
+    return session.connection().execute(statement).first() is not None
+
+
 def authenticate_signature(
     session: Session,
     headers: Mapping[str, str],
@@ -170,34 +213,33 @@ def authenticate_signature(
     path: str,
     body: bytes,
     now: datetime,
+    keys: KeyCache | None = None,
 ) -> Principal:
     """Check a signed request (key, time window, signature, nonce); 401 with the reason on failure."""
+    keys = keys or KeyCache(ttl_s=0.0)
+    clock = now.timestamp()
+    found: dict[str, OrgKey] = {}
 
     def lookup(kid: str) -> str | None:
-        org = session.scalar(select(Org).where(Org.key_id == kid))
-        if org is None or org.status != "admitted":
+        key = keys.get(session, kid, clock)
+        if key is None:
             return None
-        return org.public_key
+        found[kid] = key
+        return key.public_key
 
     def seen_nonce(kid: str, nonce: str) -> bool:
-        try:
-            with session.begin_nested():
-                session.add(SeenNonce(key_id=kid, nonce=nonce, seen_at=now))
-        except IntegrityError:
-            return True
-        return False
+        return not _record_nonce(session, kid, nonce, now)
 
     try:
         kid = crypto.verify_request(
-            headers, method, path, body, now=now.timestamp(), lookup_key=lookup, seen_nonce=seen_nonce
+            headers, method, path, body, now=clock, lookup_key=lookup, seen_nonce=seen_nonce
         )
     except crypto.SignatureError as exc:
         session.rollback()
         raise Unauthorized(f"request signature rejected: {exc.reason}") from exc
-    org = session.scalar(select(Org).where(Org.key_id == kid))
-    assert org is not None
     session.commit()
-    return Principal(kind="org", name=org.name, role=Role.steward, org_id=org.id, org_name=org.name)
+    key = found[kid]
+    return Principal(kind="org", name=key.org_name, role=Role.steward, org_id=key.org_id, org_name=key.org_name)
 
 
 def prune_nonces(session: Session, now: datetime) -> int:
