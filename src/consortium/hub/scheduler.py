@@ -39,10 +39,19 @@ from consortium.hub.db.models import Model, Round, Run, Task
 from consortium.hub.events import Broker
 from consortium.hub.services import ledger
 from consortium.hub.services.identity import KeyCache
+from consortium.hub.services.runs import evaluates_previous_round
 from consortium.hub.services import models as model_service
 from consortium.hub.services import projects as project_service
 from consortium.hub.tensor_cache import TensorCache
-from consortium.protocol import ProjectCreate, RoundMetrics, TaskKind, decode_tensors, decode_update, encode_tensors
+from consortium.protocol import (
+    ProjectCreate,
+    RoundMetrics,
+    TaskKind,
+    TaskOut,
+    decode_tensors,
+    decode_update,
+    encode_tensors,
+)
 
 log = logging.getLogger("consortium.scheduler")
 
@@ -92,6 +101,10 @@ class HubState:
     code_version: str
     presence: dict[int, float] = field(default_factory=dict)
     keys: KeyCache = field(default_factory=KeyCache)
+    task_messages: dict[int, TaskOut] = field(default_factory=dict)
+    """Task messages composed by the drivers when they open a round; the long poll hands them out."""
+    run_algorithms: dict[int, tuple[Any, Any]] = field(default_factory=dict)
+    """(algorithm, hyper-parameters) of each run a driver of this process is driving."""
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     def seen(self, org_id: int) -> None:
@@ -148,6 +161,8 @@ class RunDriver:
         except Exception as exc:  # a bug must fail the run visibly, not kill the thread silently
             log.exception("run %s failed", self.run_id)
             self._fail(f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            self.state.run_algorithms.pop(self.run_id, None)
 
     # ------------------------------------------------------------------------------------------ setup
 
@@ -173,6 +188,7 @@ class RunDriver:
         self.strategy = get_strategy(
             self.spec.strategy.name or self.algorithm.default_strategy, **self.spec.strategy.options
         )
+        self.state.run_algorithms[self.run_id] = (self.algorithm, self.hp)
         self.test_data = None
         if test_sha is not None:
             tensors = decode_tensors(self.state.blobs.get(test_sha))
@@ -339,6 +355,13 @@ class RunDriver:
             session.add_all(tasks)
             session.commit()
             ids = [t.id for t in tasks]
+        for task, participant in zip(tasks, participants, strict=True):
+            self.state.task_messages[task.id] = TaskOut(
+                id=task.id, kind=kind, run_id=self.run_id, round=number, project_id=self.project_id,
+                spec_hash=self.spec_hash, spec=self.spec, dataset=participant.ref.split("/", 1)[1],
+                params_sha256=params_sha, seed=task.seed,
+                evaluate_first=evaluates_previous_round(kind.value, number),
+            )
         for org_id in {p.org_id for p in participants}:
             self.state.broker.notify(org_key(org_id))
         return round_id, ids
@@ -372,6 +395,7 @@ class RunDriver:
                 if not pending:
                     for task in tasks:
                         session.expunge(task)
+                        self.state.task_messages.pop(task.id, None)
                     done = [t for t in tasks if t.status == "done"]
                     dropped = [t for t in tasks if t.status in ("dropped", "refused")]
                     return done, dropped

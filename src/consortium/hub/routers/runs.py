@@ -76,7 +76,7 @@ async def next_task(
 
         def claim() -> TaskOut | None:
             with state.sessions() as session:
-                return run_service.claim_next(session, caller, datetime.now(UTC))
+                return run_service.claim_next(session, caller, datetime.now(UTC), state.task_messages)
 
         task = await run_in_threadpool(claim)
         if task is not None:
@@ -114,7 +114,8 @@ async def post_update(
     def accept() -> int:
         with state.sessions() as session:
             return run_service.submit_update(
-                session, state.blobs, state.cache, caller, task_id, payload, datetime.now(UTC)
+                session, state.blobs, state.cache, caller, task_id, payload, datetime.now(UTC),
+                run_algorithm=state.run_algorithms.get,
             ).run_id
 
     run_id = await run_in_threadpool(accept)

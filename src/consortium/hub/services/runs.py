@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from consortium.fl.core import FLError, check_update, get_algorithm, parse_hyperparams
@@ -96,19 +98,30 @@ def progress(session: Session, run: Run, after_round: int = 0) -> RunProgress:
     )
 
 
-def claim_next(session: Session, actor: Principal, now: datetime) -> TaskOut | None:
-    """The org's oldest open task, marked claimed (a restarted node gets its claimed task again)."""
-    task = session.scalar(
-        select(Task)
+def claim_next(
+    session: Session, actor: Principal, now: datetime, prebuilt: Mapping[int, TaskOut] | None = None
+) -> TaskOut | None:
+    """The org's oldest open task, marked claimed (a restarted node gets its claimed task again).
+
+    ``prebuilt`` holds the task messages the run driver composed when it opened the round; a task not in it
+    (another hub replica opened it, say) is composed from the database.
+    """
+    row = session.execute(
+        select(Task.id, Task.status)
         .where(Task.org_id == actor.org_id, Task.status.in_(("pending", "claimed")), Task.deadline > now)
         .order_by(Task.id)
         .limit(1)
-    )
-    if task is None:
+    ).first()
+    if row is None:
         return None
-    if task.status == "pending":
-        task.status, task.claimed_at = "claimed", now
+    if row.status == "pending":
+        session.execute(
+            update(Task).where(Task.id == row.id, Task.status == "pending").values(status="claimed", claimed_at=now)
+        )
         session.commit()
+    if prebuilt is not None and row.id in prebuilt:
+        return prebuilt[row.id]
+    task = session.get(Task, row.id)
     run = session.get(Run, task.run_id)
     project: Project = run.project
     round_number = session.get(Round, task.round_id).number
@@ -151,17 +164,25 @@ def submit_update(
     task_id: int,
     payload: bytes,
     now: datetime,
+    run_algorithm: Callable[[int], tuple[Any, Any] | None] | None = None,
 ) -> Task:
-    """Validate an uploaded update against the model (names, shapes, dtypes, finite) and store it."""
+    """Validate an uploaded update against the model (names, shapes, dtypes, finite) and store it.
+
+    ``run_algorithm`` may supply a run's (algorithm, hyper-parameters) from memory.
+    """
     task = own_task(session, actor, task_id)
     _open_for_results(task, (TaskKind.fit.value, TaskKind.init.value))
     try:
         tensors, meta = decode_update(payload)
     except ValueError as exc:
         raise BadRequest(f"update rejected: {exc}") from exc
-    spec = ProjectCreate.model_validate(session.get(Run, task.run_id).project.spec)
-    algorithm = get_algorithm(spec.algorithm.name)
-    hp = parse_hyperparams(algorithm, spec.algorithm.hyperparameters)
+    known = run_algorithm(task.run_id) if run_algorithm is not None else None
+    if known is not None:
+        algorithm, hp = known
+    else:
+        spec = ProjectCreate.model_validate(session.get(Run, task.run_id).project.spec)
+        algorithm = get_algorithm(spec.algorithm.name)
+        hp = parse_hyperparams(algorithm, spec.algorithm.hyperparameters)
     try:
         if task.kind == TaskKind.fit.value:
             template = algorithm.update_template(hp, cache.get(task.params_sha256))
