@@ -18,6 +18,8 @@ from consortium.protocol import (
     TaskOut,
     TaskRefusal,
     TaskResult,
+    decode_tensors,
+    safetensors_metadata,
 )
 
 
@@ -172,11 +174,20 @@ class HubClient:
         return self.get_json("/api/ledger", params={"after": after, "limit": limit})
 
     # ---------------------------------------------------------------- node side
-    def next_task(self, wait: float) -> TaskOut | None:
-        response = self.request("GET", "/api/node/tasks/next", params={"wait": wait}, timeout=wait + 30.0)
+    def next_task(self, wait: float, have: str | None = None) -> tuple[TaskOut, dict | None] | None:
+        """Long-poll for a task: (task, its params when the hub sent them along) or None after ``wait``."""
+        query: dict[str, Any] = {"wait": wait}
+        if have:
+            query["have"] = have
+        response = self.request("GET", "/api/node/tasks/next", params=query, timeout=wait + 30.0)
         if response.status_code == 204:
             return None
-        return TaskOut.model_validate_json(response.content)
+        if response.headers.get("content-type", "").startswith(SAFETENSORS_MEDIA_TYPE):
+            task_json = safetensors_metadata(response.content).get("task")
+            if task_json is None:
+                raise ValueError("hub sent params without a task in their metadata")
+            return TaskOut.model_validate_json(task_json), decode_tensors(response.content)
+        return TaskOut.model_validate_json(response.content), None
 
     def task_params(self, task_id: int) -> bytes:
         return self.request("GET", f"/api/node/tasks/{task_id}/params").content

@@ -191,11 +191,14 @@ def open_task(env: DigitsConsortium) -> dict:
         approve_as(env.org_dirs[org], env.hub.url, project)
         admin.start_run(project["id"])
     with env.org_client(org) as node:
-        task = node.next_task(wait=30)
-        assert task is not None and task.kind.value == "fit"
+        delivery = node.next_task(wait=30)
+        assert delivery is not None
+        task, delivered = delivery
+        assert task.kind.value == "fit"
         params = node.task_params(task.id)
-    from consortium.protocol import decode_tensors
+    from consortium.protocol import decode_tensors, encode_tensors
 
+    assert delivered is not None and encode_tensors(delivered) == params
     return {"task": task, "params": decode_tensors(params), "org": org}
 
 
@@ -206,6 +209,14 @@ def _post_update(env: DigitsConsortium, open_task: dict, payload: bytes) -> None
 
 def _meta() -> UpdateMeta:
     return UpdateMeta(num_examples=10, metrics={}, compute_s=0.01)
+
+
+def test_long_poll_leaves_out_params_the_node_already_has(env: DigitsConsortium, open_task: dict) -> None:
+    with env.org_client(open_task["org"]) as node:
+        delivery = node.next_task(wait=0, have=open_task["task"].params_sha256)
+    assert delivery is not None
+    task, params = delivery
+    assert task.id == open_task["task"].id and params is None
 
 
 def test_update_with_wrong_tensor_names_is_rejected(env: DigitsConsortium, open_task: dict) -> None:

@@ -14,7 +14,15 @@ from consortium.fl.core import FLError, LocalData, Params, derive_seed, get_algo
 from consortium.fl.data import train_validation_split
 from consortium.node.policy import NodePolicy
 from consortium.node.store import LocalRegistry
-from consortium.protocol import TaskKind, TaskOut, TaskResult, UpdateMeta, decode_tensors, encode_update
+from consortium.protocol import (
+    TaskKind,
+    TaskOut,
+    TaskResult,
+    UpdateMeta,
+    decode_tensors,
+    encode_tensors,
+    encode_update,
+)
 
 log = logging.getLogger("consortium.node")
 
@@ -22,7 +30,7 @@ log = logging.getLogger("consortium.node")
 class Transport(Protocol):
     """The one seam between node and hub (HTTP in deployment: :class:`consortium.client.HubClient`)."""
 
-    def next_task(self, wait: float) -> TaskOut | None: ...
+    def next_task(self, wait: float, have: str | None = None) -> tuple[TaskOut, Params | None] | None: ...
 
     def task_params(self, task_id: int) -> bytes: ...
 
@@ -81,9 +89,12 @@ class NodeAgent:
 
     def step(self) -> bool:
         """One long poll and, if a task came, its execution. True when a task was handled."""
-        task = self.transport.next_task(self.poll_wait)
-        if task is None:
+        delivery = self.transport.next_task(self.poll_wait, have=self._params[0] if self._params else None)
+        if delivery is None:
             return False
+        task, params = delivery
+        if params is not None:
+            self._accept_params(task, params)
         self.handle(task)
         return True
 
@@ -154,6 +165,11 @@ class NodeAgent:
         params = decode_tensors(payload)
         self._params = (task.params_sha256, params)
         return params
+
+    def _accept_params(self, task: TaskOut, params: Params) -> None:
+        """Keep params delivered with the task if they hash (in canonical safetensors form) as announced."""
+        if hashlib.sha256(encode_tensors(params)).hexdigest() == task.params_sha256:
+            self._params = (task.params_sha256, params)
 
     def _notify(self, task: TaskOut, outcome: str) -> None:
         if self.on_task is not None:

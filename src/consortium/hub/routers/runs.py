@@ -14,7 +14,15 @@ from consortium.hub.events import wait_for
 from consortium.hub.scheduler import HubState, Scheduler, org_key, progress_key, run_key
 from consortium.hub.services import runs as run_service
 from consortium.hub.services.identity import Principal
-from consortium.protocol import SAFETENSORS_MEDIA_TYPE, RunOut, RunProgress, TaskOut, TaskRefusal, TaskResult
+from consortium.protocol import (
+    SAFETENSORS_MEDIA_TYPE,
+    RunOut,
+    RunProgress,
+    TaskOut,
+    TaskRefusal,
+    TaskResult,
+    encode_tensors,
+)
 
 router = APIRouter(prefix="/api", tags=["runs"])
 
@@ -62,13 +70,26 @@ async def run_progress(
         await wait_for(event, remaining)
 
 
-@router.get("/node/tasks/next", response_model=TaskOut, responses={204: {"description": "no work yet"}})
+@router.get(
+    "/node/tasks/next",
+    response_model=TaskOut,
+    responses={
+        204: {"description": "no work yet"},
+        200: {"content": {SAFETENSORS_MEDIA_TYPE: {}},
+              "description": "the task as JSON, or, when the node lacks the task's params, the params as "
+                             "safetensors with the task JSON under __metadata__['task']"},
+    },
+)
 async def next_task(
     wait: float = Query(25.0, ge=0.0, le=MAX_WAIT_S),
+    have: str | None = Query(None, description="SHA-256 of the params the node already holds"),
     state: HubState = Depends(hub_state),
     caller: Principal = Depends(org_principal),
 ):
-    """Long poll: answers with a task as soon as one exists for the caller's org, or 204 after ``wait``."""
+    """Long poll: answers with a task as soon as one exists for the caller's org, or 204 after ``wait``.
+
+    The task's params come in the same answer unless the node says it already has them (``have``).
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     while True:
@@ -80,7 +101,11 @@ async def next_task(
 
         task = await run_in_threadpool(claim)
         if task is not None:
-            return task
+            if task.params_sha256 is None or task.params_sha256 == have:
+                return task
+            params = state.cache.get(task.params_sha256)
+            return Response(encode_tensors(params, {"task": task.model_dump_json()}),
+                            media_type=SAFETENSORS_MEDIA_TYPE)
         remaining = deadline - loop.time()
         if remaining <= 0:
             return Response(status_code=204)
