@@ -55,6 +55,16 @@ def raw_signed(env: DigitsConsortium, org: str, method: str, path: str, body: by
     return httpx.request(method, env.hub.url + path, content=body, headers=signed, trust_env=False)
 
 
+def signed_headers(env: DigitsConsortium, path: str, org: str = ORGS[0]) -> dict[str, str]:
+    """Valid signature headers of ``org`` for ``GET path``, signed now."""
+    identity = crypto.load_org_identity(env.org_dirs[org])
+    return crypto.sign_request(identity, "GET", path, b"", now=time.time())
+
+
+def get_me(env: DigitsConsortium, headers: dict[str, str]) -> httpx.Response:
+    return httpx.get(env.hub.url + "/api/me", headers=headers, trust_env=False)
+
+
 # ---------------------------------------------------------------------------------------------- identity
 
 
@@ -75,18 +85,15 @@ def test_bad_token_is_401(env: DigitsConsortium) -> None:
 
 
 def test_badly_signed_request_is_401(env: DigitsConsortium) -> None:
-    identity = crypto.load_org_identity(env.org_dirs[ORGS[0]])
-    headers = crypto.sign_request(identity, "GET", "/api/me", b"", now=time.time())
+    headers = signed_headers(env, "/api/me")
     headers["X-Consortium-Signature"] = headers["X-Consortium-Signature"][:-4] + "AAA="
-    response = httpx.get(env.hub.url + "/api/me", headers=headers, trust_env=False)
+    response = get_me(env, headers)
     assert response.status_code == 401
     assert "signature" in response.json()["detail"]
 
 
 def test_signature_over_another_path_is_401(env: DigitsConsortium) -> None:
-    identity = crypto.load_org_identity(env.org_dirs[ORGS[0]])
-    headers = crypto.sign_request(identity, "GET", "/api/datasets", b"", now=time.time())
-    response = httpx.get(env.hub.url + "/api/me", headers=headers, trust_env=False)
+    response = get_me(env, signed_headers(env, "/api/datasets"))
     assert response.status_code == 401
 
 
@@ -97,10 +104,9 @@ def test_stale_timestamp_is_401(env: DigitsConsortium) -> None:
 
 
 def test_replayed_request_is_401(env: DigitsConsortium) -> None:
-    identity = crypto.load_org_identity(env.org_dirs[ORGS[0]])
-    headers = crypto.sign_request(identity, "GET", "/api/me", b"", now=time.time())
-    first = httpx.get(env.hub.url + "/api/me", headers=headers, trust_env=False)
-    again = httpx.get(env.hub.url + "/api/me", headers=headers, trust_env=False)
+    headers = signed_headers(env, "/api/me")
+    first = get_me(env, headers)
+    again = get_me(env, headers)
     assert first.status_code == 200, first.text
     assert first.json()["name"] == ORGS[0]
     assert again.status_code == 401
@@ -109,8 +115,7 @@ def test_replayed_request_is_401(env: DigitsConsortium) -> None:
 
 def test_unknown_key_is_401(env: DigitsConsortium, tmp_path: Path) -> None:
     stranger = crypto.generate_org_key(tmp_path / "stranger", "stranger")
-    headers = crypto.sign_request(stranger, "GET", "/api/me", b"", now=time.time())
-    response = httpx.get(env.hub.url + "/api/me", headers=headers, trust_env=False)
+    response = get_me(env, crypto.sign_request(stranger, "GET", "/api/me", b"", now=time.time()))
     assert response.status_code == 401
     assert "unknown" in response.json()["detail"]
 

@@ -196,12 +196,14 @@ class RunDriver:
 
         if current < 0 or params_sha is None:
             params = self._initial_params()
-            self._checkpoint(0, params, None, None)
+            self.params_sha = self._store_params(params)
+            self._checkpoint(0, None, None)
         else:
             params = self.state.cache.get(params_sha)
+            self.params_sha = params_sha
         for number in range(max(current, 0) + 1, self.spec.rounds + 1):
             params = self._round(number, params)
-        self._final_evaluation(self.spec.rounds, params)
+        self._final_evaluation(self.spec.rounds)
         self._finish()
 
     def _abandon_open_rounds(self, session: Session) -> None:
@@ -237,7 +239,7 @@ class RunDriver:
 
     def _round(self, number: int, params: Params) -> Params:
         started, opened_at = time.perf_counter(), time.time()
-        params_sha = self._store_params(params)
+        params_sha = self.params_sha
         active = self._active_participants()
         round_id, _ = self._open(number, TaskKind.fit, params_sha, active)
         done, dropped = self._collect(round_id, self._deadline(), kind=TaskKind.fit)
@@ -267,17 +269,18 @@ class RunDriver:
             max_eval_compute_s=0.0,
         )
         previous = weighted_metrics(previous_eval) if number > 1 else None
-        self._checkpoint(number, new_params, round_id, metrics, previous)
+        self.params_sha = new_sha
+        self._checkpoint(number, round_id, metrics, previous)
         return new_params
 
-    def _final_evaluation(self, number: int, params: Params) -> None:
+    def _final_evaluation(self, number: int) -> None:
         """Federated evaluation of the last round's params: the one evaluate-only phase of a run."""
         with self.state.sessions() as session:
             round_id = session.scalar(
                 select(Round.id).where(Round.run_id == self.run_id, Round.number == number, Round.status == "closed")
             )
         responders = self._active_participants()
-        self._open_tasks(round_id, number, TaskKind.evaluate, self._store_params(params), responders)
+        self._open_tasks(round_id, number, TaskKind.evaluate, self.params_sha, responders)
         done, _ = self._collect(round_id, self._deadline(), kind=TaskKind.evaluate)
         evaluation = weighted_metrics([Evaluation(t.result["num_examples"], t.result["metrics"]) for t in done])
         compute = max((t.result["compute_s"] for t in done), default=0.0)
@@ -422,13 +425,13 @@ class RunDriver:
     def _checkpoint(
         self,
         number: int,
-        params: Params,
         round_id: int | None,
         metrics: RoundMetrics | None,
         previous_eval: Evaluation | None = None,
     ) -> None:
-        """One transaction: round closed with its metrics, run advanced, ledger entry (+ last round's eval)."""
-        digest = self._store_params(params)
+        """One transaction: round closed with its metrics, run advanced to the params already stored under
+        ``self.params_sha``, ledger entry (+ the previous round's federated evaluation)."""
+        digest = self.params_sha
         with self.state.sessions() as session:
             if previous_eval is not None:
                 self._store_federated_eval(session, number - 1, previous_eval)
