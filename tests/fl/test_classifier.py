@@ -15,6 +15,7 @@ from sklearn.model_selection import train_test_split
 from consortium.fl.algorithms.classifier import Classifier, ClassifierHyperParams, build_mlp
 from consortium.fl.core import FLError, LocalData, check_update, derive_seed, get_strategy, parse_hyperparams
 from consortium.fl.data import dirichlet_label_partition
+from consortium.fl.shuffle import permutation
 
 from consortium.scenario import DIGITS_HYPERPARAMETERS as DEMO_HYPERPARAMS
 
@@ -141,9 +142,8 @@ def test_local_update_matches_a_torch_optim_reference(settings: dict) -> None:
         optimizer = torch.optim.SGD(
             model.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay
         )
-    generator = torch.Generator().manual_seed(11)
-    for _ in range(hp.local_epochs):
-        order = torch.randperm(len(data), generator=generator)
+    for epoch in range(hp.local_epochs):
+        order = torch.from_numpy(permutation(len(data), 11, epoch))
         for batch in order.split(hp.batch_size):
             optimizer.zero_grad()
             F.cross_entropy(model(data.x[batch]), data.y[batch]).backward()
@@ -215,6 +215,7 @@ def test_evaluate_hand_case() -> None:
 
 
 def test_local_training_learns_digits(digits: tuple) -> None:
+    """5 epochs on all of digits: test accuracy 0.939 to 0.969 over seeds 0..7 (mean 0.956)."""
     x_train, x_test, y_train, y_test = digits
     hp = parse_hyperparams(Classifier(), DEMO_HYPERPARAMS | {"local_epochs": 5})
     params = Classifier().init(hp, 64, seed=0)
@@ -223,7 +224,7 @@ def test_local_training_learns_digits(digits: tuple) -> None:
     update = Classifier().local_update(hp, params, local(x_train, y_train), seed=0)
     after = Classifier().evaluate(hp, update.tensors, test)
     assert after.metrics["loss"] < before.metrics["loss"] / 4
-    assert after.metrics["accuracy"] >= 0.95
+    assert after.metrics["accuracy"] >= 0.93
     assert update.metrics["train_accuracy"] >= 0.95
 
 

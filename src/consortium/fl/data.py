@@ -76,3 +76,30 @@ def train_validation_split(n: int, fraction: float, seed: int) -> tuple[np.ndarr
     num_val = min(round(n * fraction), max(n - 1, 0))
     order = np.random.default_rng(seed).permutation(n)
     return np.sort(order[num_val:]).astype(np.int64), np.sort(order[:num_val]).astype(np.int64)
+
+
+def shard_partition(labels: np.ndarray, num_clients: int, shards_per_client: int, seed: int) -> list[np.ndarray]:
+    """Pathological non-IID split (McMahan et al. 2017): sort by label, cut into equal shards, deal them out.
+
+    The samples are ordered by label (ties broken by a seeded shuffle), cut into
+    ``num_clients * shards_per_client`` shards whose sizes differ by at most one, and each client gets
+    ``shards_per_client`` shards drawn at random, so most clients see only a few classes.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError(f"labels must be a 1-D array, got shape {labels.shape}")
+    if shards_per_client < 1:
+        raise ValueError(f"shards per client must be >= 1, got {shards_per_client}")
+    _check_clients(len(labels), num_clients)
+    num_shards = num_clients * shards_per_client
+    if num_shards > len(labels):
+        raise ValueError(
+            f"{num_clients} clients x {shards_per_client} shards = {num_shards} shards exceed the "
+            f"{len(labels)} samples; use fewer clients or fewer shards per client"
+        )
+    rng = np.random.default_rng(seed)
+    shuffled = rng.permutation(len(labels))
+    by_label = shuffled[np.argsort(labels[shuffled], kind="stable")]
+    shards = np.array_split(by_label, num_shards)
+    dealt = rng.permutation(num_shards).reshape(num_clients, shards_per_client)
+    return [np.sort(np.concatenate([shards[s] for s in row])).astype(np.int64) for row in dealt]

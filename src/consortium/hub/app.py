@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import secrets
-import subprocess
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,27 +19,16 @@ from consortium.config import HubSettings
 from consortium.hub.blobs import BlobStore
 from consortium.hub.db.session import make_engine, migrate, session_factory
 from consortium.hub.events import Broker
+from consortium.hub.limits import BodySizeLimit
 from consortium.hub.routers import admin, models, projects, runs
 from consortium.hub.scheduler import HubState, Scheduler
 from consortium.hub.services import identity
 from consortium.hub.services.errors import ServiceError
 from consortium.hub.tensor_cache import TensorCache
-from consortium.hub.limits import BodySizeLimit
+from consortium.version import code_version
 
 log = logging.getLogger("consortium.hub")
 
-
-def code_version() -> str:
-    """``git describe`` of the source checkout when there is one, else the package version."""
-    src = Path(__file__).resolve().parents[3]
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(src), "describe", "--always", "--dirty", "--tags"],
-            capture_output=True, text=True, timeout=5, check=True,
-        )
-        return f"{__version__}+git.{out.stdout.strip()}"
-    except (OSError, subprocess.SubprocessError):
-        return __version__
 
 
 def admin_token_path(settings: HubSettings) -> Path:

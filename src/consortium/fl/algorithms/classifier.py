@@ -17,6 +17,15 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 from torch import nn
 
+from consortium.fl.cohort import (
+    Cohort,
+    GroupState,
+    bias_corrections,
+    client_groups,
+    plan_local_steps,
+    stack_params,
+    train_cohort,
+)
 from consortium.fl.core import (
     Evaluation,
     FLError,
@@ -28,6 +37,7 @@ from consortium.fl.core import (
     spec_of,
 )
 from consortium.fl.core import HyperParams as BaseHyperParams
+from consortium.fl.shuffle import permutation
 
 _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
@@ -55,6 +65,9 @@ class ClassifierHyperParams(BaseHyperParams):
     lr: float = Field(0.05, gt=0)
     momentum: float = Field(0.0, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
+    proximal_mu: float = Field(
+        0.0, ge=0, description="FedProx: weight of the proximal term (mu/2)||w - w_global||^2 in local training."
+    )
     local_epochs: int = Field(1, ge=1)
     batch_size: int = Field(32, ge=1)
 
@@ -163,46 +176,64 @@ def _loss_and_correct(
     return loss_sum, correct
 
 
-class _Optimizer:
-    """In-place SGD (momentum, L2 weight decay) or Adam step over a list of tensors.
+_BETAS = (0.9, 0.999)
+_EPS = 1e-8
 
-    Same update rules as ``torch.optim.SGD`` / ``torch.optim.Adam`` with default betas, with less
-    per-step overhead: one fused (foreach) kernel per operation, no parameter groups.
+
+@torch.no_grad()
+def _optimizer_step(
+    hp: ClassifierHyperParams,
+    tensors: Sequence[torch.Tensor],
+    grads: Sequence[torch.Tensor],
+    buffers: dict[str, list[torch.Tensor]],
+    step_number: int,
+    anchor: Sequence[torch.Tensor],
+) -> None:
+    """One in-place SGD (momentum, L2 weight decay) or Adam step; ``step_number`` counts from 1.
+
+    Same update rules as ``torch.optim.SGD`` / ``torch.optim.Adam`` with default betas, plus FedProx's
+    proximal term ``mu * (w - anchor)`` (``anchor`` = the round's global params), with one fused (foreach)
+    kernel per operation. Works unchanged on one client's tensors or on a cohort's stacked tensors
+    (``anchor`` broadcasts over the client axis).
     """
+    if hp.weight_decay:
+        grads = torch._foreach_add(grads, tensors, alpha=hp.weight_decay)
+    if hp.proximal_mu:
+        grads = torch._foreach_add(grads, torch._foreach_sub(tensors, anchor), alpha=hp.proximal_mu)
+    if hp.optimizer == "adam":
+        first, second = buffers["first"], buffers["second"]
+        beta1, beta2 = _BETAS
+        torch._foreach_lerp_(first, grads, 1 - beta1)
+        torch._foreach_mul_(second, beta2)
+        torch._foreach_addcmul_(second, grads, grads, 1 - beta2)
+        bias1, bias2_sqrt = bias_corrections(step_number, _BETAS)
+        denom = torch._foreach_sqrt(second)
+        torch._foreach_div_(denom, bias2_sqrt)
+        torch._foreach_add_(denom, _EPS)
+        torch._foreach_addcdiv_(tensors, first, denom, -hp.lr / bias1)
+    elif hp.momentum:
+        first = buffers["first"]
+        torch._foreach_mul_(first, hp.momentum)
+        torch._foreach_add_(first, grads)
+        torch._foreach_add_(tensors, first, alpha=-hp.lr)
+    else:
+        torch._foreach_add_(tensors, grads, alpha=-hp.lr)
 
-    _BETAS = (0.9, 0.999)
-    _EPS = 1e-8
 
-    def __init__(self, hp: ClassifierHyperParams, tensors: list[torch.Tensor]) -> None:
-        self.hp = hp
-        self.tensors = tensors
-        self.steps = 0
-        self.first = [torch.zeros_like(t) for t in tensors] if hp.optimizer == "adam" or hp.momentum else []
-        self.second = [torch.zeros_like(t) for t in tensors] if hp.optimizer == "adam" else []
+def _optimizer_buffers(hp: ClassifierHyperParams, tensors: Sequence[torch.Tensor]) -> dict[str, list[torch.Tensor]]:
+    """Zeroed optimiser state shaped like ``tensors``: momentum/first moments and Adam's second moments."""
+    buffers = {}
+    if hp.optimizer == "adam" or hp.momentum:
+        buffers["first"] = [torch.zeros_like(t) for t in tensors]
+    if hp.optimizer == "adam":
+        buffers["second"] = [torch.zeros_like(t) for t in tensors]
+    return buffers
 
-    @torch.no_grad()
-    def __call__(self, grads: Sequence[torch.Tensor]) -> None:
-        hp = self.hp
-        self.steps += 1
-        if hp.weight_decay:
-            grads = torch._foreach_add(grads, self.tensors, alpha=hp.weight_decay)
-        if hp.optimizer == "adam":
-            beta1, beta2 = self._BETAS
-            torch._foreach_lerp_(self.first, grads, 1 - beta1)
-            torch._foreach_mul_(self.second, beta2)
-            torch._foreach_addcmul_(self.second, grads, grads, 1 - beta2)
-            bias1 = 1 - beta1**self.steps
-            bias2_sqrt = math.sqrt(1 - beta2**self.steps)
-            denom = torch._foreach_sqrt(self.second)
-            torch._foreach_div_(denom, bias2_sqrt)
-            torch._foreach_add_(denom, self._EPS)
-            torch._foreach_addcdiv_(self.tensors, self.first, denom, -hp.lr / bias1)
-        elif hp.momentum:
-            torch._foreach_mul_(self.first, hp.momentum)
-            torch._foreach_add_(self.first, grads)
-            torch._foreach_add_(self.tensors, self.first, alpha=-hp.lr)
-        else:
-            torch._foreach_add_(self.tensors, grads, alpha=-hp.lr)
+
+def _positions(clients: slice | torch.Tensor, device: torch.device) -> torch.Tensor:
+    if isinstance(clients, slice):
+        return torch.arange(clients.start, clients.stop, device=device)
+    return clients
 
 
 @register_algorithm
@@ -258,20 +289,78 @@ class Classifier:
         for tensor in tensors:
             tensor.requires_grad_(True)
         weights = list(zip(tensors[0::2], tensors[1::2], strict=True))
-        step = _Optimizer(hp, tensors)
-        generator = torch.Generator().manual_seed(seed)
+        anchor = [params[name].detach() for name in names]
+        buffers = _optimizer_buffers(hp, tensors)
+        step_number = 0
         batch = hp.batch_size
         with torch.enable_grad():
-            for _ in range(hp.local_epochs):
-                order = torch.randperm(n, generator=generator)
+            for epoch in range(hp.local_epochs):
+                order = torch.from_numpy(permutation(n, seed, epoch))
                 x_epoch, y_epoch = x[order], y[order]
                 for start in range(0, n, batch):
                     logits = _forward(weights, hp.activation, x_epoch[start : start + batch])
                     loss = F.cross_entropy(logits, y_epoch[start : start + batch])
-                    step(torch.autograd.grad(loss, tensors))
+                    step_number += 1
+                    _optimizer_step(hp, tensors, torch.autograd.grad(loss, tensors), buffers, step_number, anchor)
         trained = {name: t.detach() for name, t in zip(names, tensors, strict=True)}
         loss_sum, correct = _loss_and_correct(hp, trained, x, y)
         return Update(trained, n, {"train_loss": loss_sum / n, "train_accuracy": correct / n})
+
+    def local_update_cohort(
+        self, hp: ClassifierHyperParams, params: Params, data: LocalData, cohort: Cohort
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """:meth:`local_update` for every client of ``cohort`` at once, as batched computation.
+
+        ``data`` holds the rows of all clients (on any device); the result is the trained params stacked
+        ``[C, *shape]`` in cohort order, and per-client metric tensors ``[C]`` (``train_loss``,
+        ``train_accuracy``), equal to what each client's own :meth:`local_update` returns.
+        """
+        _check_params(hp, params)
+        x = _features(hp, data)
+        y = _labels(hp, data)
+        names = [name for layer in _linear_names(hp) for name in layer[:2]]
+        device = x.device
+        stacked = stack_params({k: v.to(device) for k, v in params.items()}, names, len(cohort))
+        anchor = [params[name].to(device) for name in names]
+        buffers = _optimizer_buffers(hp, list(stacked.values()))
+        activation = hp.activation
+
+        def client_loss(p, xb, yb, mask, count):
+            logits = _forward([(p[w], p[b]) for w, b in zip(names[0::2], names[1::2], strict=True)], activation, xb)
+            return (F.cross_entropy(logits, yb, reduction="none") * mask).sum() / count
+
+        def step(tensors, grads, state: GroupState, step_number: int) -> None:
+            _optimizer_step(hp, tensors, grads, state.buffers, step_number, anchor)
+
+        plan = plan_local_steps(cohort, hp.batch_size, hp.local_epochs, device)
+        train_cohort(stacked, client_loss, x, y, plan, step, buffers)
+        return stacked, self._cohort_metrics(hp, stacked, names, x, y, cohort)
+
+    def _cohort_metrics(
+        self, hp: ClassifierHyperParams, stacked: dict[str, torch.Tensor], names: list[str],
+        x: torch.Tensor, y: torch.Tensor, cohort: Cohort,
+    ) -> dict[str, torch.Tensor]:
+        """Each client's mean loss and accuracy of its trained model on its own data."""
+        sizes = torch.as_tensor(cohort.sizes, dtype=torch.float64, device=x.device)
+        loss_sum = torch.zeros(len(cohort), dtype=torch.float64, device=x.device)
+        correct = torch.zeros(len(cohort), dtype=torch.float64, device=x.device)
+
+        def client_sums(p, xb, yb, mask):
+            logits = _forward([(p[w], p[b]) for w, b in zip(names[0::2], names[1::2], strict=True)],
+                              hp.activation, xb)
+            losses = F.cross_entropy(logits, yb, reduction="none")
+            return (losses * mask).sum(), ((logits.argmax(dim=1) == yb).float() * mask).sum()
+
+        sums = torch.func.vmap(client_sums)
+        with torch.no_grad():
+            for group in client_groups(cohort, x.device):
+                group_params = {name: stacked[name][group.clients] for name in names}
+                group_loss, group_correct = sums(group_params, x[group.rows], y[group.rows], group.mask)
+                positions = _positions(group.clients, x.device)
+                loss_sum[positions] = group_loss.to(torch.float64)
+                correct[positions] = group_correct.to(torch.float64)
+        safe = sizes.clamp_min(1)
+        return {"train_loss": loss_sum / safe, "train_accuracy": correct / safe}
 
     def evaluate(self, hp: ClassifierHyperParams, params: Params, data: LocalData) -> Evaluation:
         """Mean cross-entropy loss and accuracy of ``params`` on ``data``."""

@@ -17,6 +17,7 @@ from typing import ClassVar
 import torch
 from pydantic import Field
 
+from consortium.fl.cohort import Cohort
 from consortium.fl.core import (
     Evaluation,
     FLError,
@@ -244,6 +245,34 @@ class KMeans:
         sums, counts = _sums_and_counts(x, torch.ones(n, dtype=torch.float64), labels, hp.k)
         metrics = {"inertia": float(distances.sum()) / n} if n else {}
         return Update({"sums": sums, "counts": counts}, n, metrics)
+
+    def local_update_cohort(
+        self, hp: KMeansHyperParams, params: Params, data: LocalData, cohort: Cohort
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """:meth:`local_update` for every client of ``cohort`` at once: one assignment of all their rows.
+
+        Returns ``sums`` [C, k, d] and ``counts`` [C, k] in cohort order, and the per-client ``inertia``.
+        """
+        centroids = _centroids(hp, params).to(data.x.device)
+        k, d = centroids.shape
+        rows = torch.as_tensor(cohort.rows, device=data.x.device)
+        x = _points(LocalData(data.x[rows]), d)
+        labels, distances = _assign(x, centroids)
+        clients = len(cohort)
+        owner = torch.repeat_interleave(
+            torch.arange(clients, device=x.device), torch.as_tensor(cohort.sizes, device=x.device)
+        )
+        slot = owner * k + labels
+        sums = torch.zeros((clients * k, d), dtype=torch.float64, device=x.device).index_add_(0, slot, x)
+        counts = torch.zeros(clients * k, dtype=torch.float64, device=x.device).index_add_(
+            0, slot, torch.ones_like(distances)
+        )
+        sizes = torch.as_tensor(cohort.sizes, dtype=torch.float64, device=x.device)
+        inertia = torch.zeros(clients, dtype=torch.float64, device=x.device).index_add_(0, owner, distances)
+        return (
+            {"sums": sums.view(clients, k, d), "counts": counts.view(clients, k)},
+            {"inertia": inertia / sizes.clamp_min(1)},
+        )
 
     def evaluate(self, hp: KMeansHyperParams, params: Params, data: LocalData) -> Evaluation:
         """Mean squared distance of each point to its nearest centroid (``inertia_per_sample``)."""
