@@ -23,8 +23,10 @@ run_app = typer.Typer(no_args_is_help=True, help="Start and follow runs.")
 model_app = typer.Typer(no_args_is_help=True, help="Download released models with their cards.")
 ledger_app = typer.Typer(no_args_is_help=True, help="Audit the tamper-evident ledger.")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (results go to BENCHMARKS.md).")
+sim_app = typer.Typer(no_args_is_help=True, help="Simulate a project over many clients in one process or on Ray.")
 for sub, name in [(org_app, "org"), (user_app, "user"), (dataset_app, "dataset"), (project_app, "project"),
-                  (run_app, "run"), (model_app, "model"), (ledger_app, "ledger"), (bench_app, "bench")]:
+                  (run_app, "run"), (model_app, "model"), (ledger_app, "ledger"), (bench_app, "bench"),
+                  (sim_app, "sim")]:
     app.add_typer(sub, name=name)
 
 console = Console()
@@ -61,9 +63,9 @@ def _org_client(hub: str, org_dir: Path):
 
 def _call(fn, *args: Any, **kwargs: Any) -> Any:
     """Run a hub call; a hub error becomes a clear CLI error instead of a traceback."""
-    from consortium.client import HubError
-
     import httpx
+
+    from consortium.client import HubError
 
     try:
         return fn(*args, **kwargs)
@@ -94,12 +96,11 @@ def hub(
     ssl_keyfile: Annotated[str | None, typer.Option(help="TLS key (deployment)")] = None,
 ) -> None:
     """Run the hub service (migrations are applied on start)."""
+    import torch
     import uvicorn
 
     from consortium.config import HubSettings, torch_threads
     from consortium.hub.app import admin_token_path, create_app
-
-    import torch
 
     torch.set_num_threads(torch_threads())
     settings = HubSettings.from_args(db, data_dir, admin_token, max_upload_mb)
@@ -408,6 +409,42 @@ def bench_deploy(
 
     run_deploy_bench(rounds=rounds, repeats=repeats, json_path=json_path, markdown_path=markdown,
                      console=console)
+
+
+@sim_app.command("run")
+def sim_run(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="project spec JSON (see examples/)")],
+    clients: Annotated[int | None, typer.Option("--clients", help="number of simulated clients N")] = None,
+    partition: Annotated[str | None, typer.Option(help="iid | dirichlet:ALPHA | shards:K")] = None,
+    cohort: Annotated[float | None, typer.Option(help="clients per round: fraction in (0, 1] or a count")] = None,
+    engine: Annotated[str | None, typer.Option(help="vectorized | loop | ray")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu | cuda")] = None,
+    dataset: Annotated[str | None, typer.Option(help="digits, iris, wine, breast_cancer, synthetic-images, file:PATH")] = None,
+    target: Annotated[str | None, typer.Option(help="label column of a file dataset")] = None,
+    rounds: Annotated[int | None, typer.Option(help="override the spec's rounds")] = None,
+    chunk_clients: Annotated[int | None, typer.Option(help="vectorised engine: clients per batched chunk")] = None,
+    ray_actors: Annotated[int | None, typer.Option(help="ray engine: number of actors")] = None,
+    ray_address: Annotated[str | None, typer.Option(help="ray engine: address of an existing cluster")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write rounds and final_metrics as JSON")] = None,
+    csv_path: Annotated[Path | None, typer.Option("--csv", help="write per-round metrics as CSV")] = None,
+    out: Annotated[Path, typer.Option(help="directory for the model weights and card")] = Path("sim-output"),
+) -> None:
+    """Run SPEC over N simulated clients with a progress bar; writes the model and its card to --out."""
+    import torch
+
+    from consortium.config import torch_threads
+    from consortium.fl.core import FLError
+    from consortium.sim.runner import run_simulation
+
+    torch.set_num_threads(torch_threads())
+    overrides = {"clients": clients, "partition": partition, "cohort": cohort, "engine": engine, "device": device,
+                 "dataset": dataset, "target": target, "chunk_clients": chunk_clients, "ray_actors": ray_actors,
+                 "ray_address": ray_address}
+    try:
+        run_simulation(spec_path, overrides, rounds=rounds, json_path=json_path, csv_path=csv_path,
+                       out_dir=out, console=console)
+    except FLError as exc:
+        fail(str(exc))
 
 
 def main() -> None:

@@ -67,6 +67,14 @@ class Cohort:
 
     def select(self, positions: np.ndarray) -> Cohort:
         """The sub-cohort of the clients at ``positions`` (in that order)."""
+        positions = np.asarray(positions, dtype=np.int64)
+        if len(positions) and np.array_equal(positions, np.arange(positions[0], positions[0] + len(positions))):
+            first, stop = int(positions[0]), int(positions[-1]) + 1
+            offsets = self.offsets[first : stop + 1]
+            return Cohort(
+                self.client_ids[first:stop], offsets - offsets[0],
+                self.rows[offsets[0] : offsets[-1]], self.seeds[first:stop],
+            )
         parts = [self.rows[self.offsets[p] : self.offsets[p + 1]] for p in positions]
         return Cohort.from_parts(
             [self.client_ids[p] for p in positions], parts, [self.seeds[p] for p in positions]

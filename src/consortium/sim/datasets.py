@@ -1,0 +1,111 @@
+"""Data the simulator can split across clients: scikit-learn's bundled datasets, generated images, local files.
+
+Every source gives a seeded train/test split as tensors. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from consortium.fl.core import FLError, LocalData
+
+
+@dataclass(frozen=True)
+class SimDataset:
+    """A dataset for simulation: training rows to partition across clients and a held-out test set."""
+
+    name: str
+    train: LocalData
+    test: LocalData
+    license: str
+
+    @property
+    def num_features(self) -> int:
+        return int(self.train.x[0].numel())
+
+
+def _sklearn(name: str, scale: str, test_fraction: float, seed: int) -> tuple[np.ndarray, ...]:
+    from sklearn import datasets
+    from sklearn.model_selection import train_test_split
+
+    x, y = getattr(datasets, f"load_{name}")(return_X_y=True)
+    x = x.astype(np.float32)
+    if scale == "digits":
+        x = x / 16.0
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, y.astype(np.int64), test_size=test_fraction, random_state=seed, stratify=y
+    )
+    if scale == "standardise":
+        mean, std = x_train.mean(axis=0), x_train.std(axis=0) + 1e-8
+        x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
+    return x_train.astype(np.float32), x_test.astype(np.float32), y_train, y_test
+
+
+# name -> (how features are scaled, licence of the data as SPDX id)
+_SKLEARN = {
+    "digits": ("digits", "CC-BY-4.0"),
+    "iris": ("standardise", "CC-BY-4.0"),
+    "wine": ("standardise", "CC-BY-4.0"),
+    "breast_cancer": ("standardise", "CC-BY-4.0"),
+}
+
+
+def synthetic_images(samples: int, shape: tuple[int, ...], classes: int, seed: int) -> LocalData:
+    """Learnable synthetic images: each class is a fixed random pattern plus per-sample Gaussian noise."""
+    generator = torch.Generator().manual_seed(seed)
+    patterns = torch.randn((classes, *shape), generator=generator)
+    labels = torch.randint(0, classes, (samples,), generator=generator)
+    noise = torch.randn((samples, *shape), generator=generator)
+    return LocalData((patterns[labels] + 2.0 * noise).to(torch.float32), labels)
+
+
+def builtin_names() -> list[str]:
+    return sorted(_SKLEARN) + ["synthetic-images", "file:PATH"]
+
+
+def load_dataset(
+    source: str, target: str | None = None, test_fraction: float = 0.2, seed: int = 0, samples: int = 50_000
+) -> SimDataset:
+    """The dataset named by ``source``: a bundled one, ``synthetic-images`` (3x32x32, 10 classes) or ``file:PATH``."""
+    if not 0.0 < test_fraction < 1.0:
+        raise FLError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    if source in _SKLEARN:
+        scale, license = _SKLEARN[source]
+        x_train, x_test, y_train, y_test = _sklearn(source, scale, test_fraction, seed)
+        return SimDataset(
+            source,
+            LocalData(torch.from_numpy(x_train), torch.from_numpy(y_train)),
+            LocalData(torch.from_numpy(x_test), torch.from_numpy(y_test)),
+            license,
+        )
+    if source == "synthetic-images":
+        data = synthetic_images(samples, (3, 32, 32), 10, seed)
+        return _split(source, data, test_fraction, seed, "CC0-1.0")
+    if source.startswith("file:"):
+        return _from_file(Path(source.removeprefix("file:")), target, test_fraction, seed)
+    raise FLError(f"unknown dataset {source!r}; known: {', '.join(builtin_names())}")
+
+
+def _split(name: str, data: LocalData, test_fraction: float, seed: int, license: str) -> SimDataset:
+    from consortium.fl.data import train_validation_split
+
+    train_idx, test_idx = train_validation_split(len(data), test_fraction, seed)
+    pick = lambda idx: LocalData(
+        data.x[torch.from_numpy(idx)], None if data.y is None else data.y[torch.from_numpy(idx)]
+    )
+    return SimDataset(name, pick(train_idx), pick(test_idx), license)
+
+
+def _from_file(path: Path, target: str | None, test_fraction: float, seed: int) -> SimDataset:
+    from consortium.node.store import DatasetError, load_table
+
+    try:
+        loaded = load_table(path, target)
+        data = loaded.to_local_data()
+    except (DatasetError, OSError) as exc:
+        raise FLError(f"dataset file:{path}: {exc}") from exc
+    return _split(path.name, data, test_fraction, seed, "NOASSERTION")

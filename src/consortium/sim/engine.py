@@ -1,0 +1,254 @@
+"""Running a project spec over N simulated clients: cohort sampling, local work, aggregation, evaluation.
+
+The round loop is the same for every engine; an engine only decides how the cohort's local work is computed
+and reduced: :class:`LoopEngine` (one client after another through the algorithm's own ``local_update``,
+the reference), :class:`~consortium.sim.vectorized.VectorizedEngine` (the whole cohort as one batched
+computation) and :class:`~consortium.sim.ray_engine.RayEngine` (the cohort sharded over Ray actors).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from consortium.fl.cohort import Cohort, by_decreasing_size
+from consortium.fl.core import (
+    Algorithm,
+    Evaluation,
+    FLError,
+    LocalData,
+    Params,
+    Strategy,
+    Update,
+    derive_seed,
+    get_algorithm,
+    get_strategy,
+    parse_hyperparams,
+    weighted_metrics,
+)
+from consortium.protocol import ProjectCreate
+from consortium.sim.datasets import SimDataset, load_dataset
+from consortium.sim.partition import partition
+from consortium.sim.spec import SimulationSettings
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What every engine needs: the algorithm with its hyper-parameters, the strategy, the training rows."""
+
+    algorithm: Algorithm
+    hp: Any
+    strategy: Strategy
+    train: LocalData
+    device: torch.device
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """The cohort's aggregate (before any server optimiser) and its example-weighted training metrics."""
+
+    aggregated: Params
+    train_metrics: dict[str, float]
+    num_examples: int
+
+
+class Engine(Protocol):
+    name: str
+
+    def fit(self, params: Params, cohort: Cohort) -> FitResult: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    round: int
+    clients: int
+    num_examples: int
+    train: dict[str, float]
+    test: dict[str, float]
+    wall_s: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "round": self.round, "clients": self.clients, "num_examples": self.num_examples,
+            "train": self.train, "test": self.test, "wall_s": self.wall_s,
+        }
+
+
+@dataclass
+class SimResult:
+    spec: ProjectCreate
+    settings: SimulationSettings
+    dataset: SimDataset
+    params: Params
+    rounds: list[RoundRecord] = field(default_factory=list)
+
+    @property
+    def final_metrics(self) -> dict[str, float]:
+        return dict(self.rounds[-1].test) if self.rounds else {}
+
+
+def client_ids(num_clients: int) -> list[str]:
+    width = len(str(num_clients - 1))
+    return [f"client-{i:0{width}d}" for i in range(num_clients)]
+
+
+def weighted_train_metrics(per_client: dict[str, torch.Tensor], num_examples: torch.Tensor) -> dict[str, float]:
+    """Example-weighted mean of each per-client metric tensor ``[C]``."""
+    weights = num_examples.to(torch.float64)
+    total = float(weights.sum())
+    if total == 0:
+        return {}
+    return {name: float((values.to(torch.float64) * weights).sum()) / total for name, values in per_client.items()}
+
+
+class LoopEngine:
+    """The reference: each client's ``local_update`` in turn, then ``strategy.aggregate``."""
+
+    name = "loop"
+
+    def __init__(self, setup: Setup) -> None:
+        self.setup = setup
+
+    def fit(self, params: Params, cohort: Cohort) -> FitResult:
+        setup = self.setup
+        updates = [
+            replace(
+                setup.algorithm.local_update(setup.hp, params, _client_data(setup.train, cohort, c), cohort.seeds[c]),
+                client_id=cohort.client_ids[c],
+            )
+            for c in range(len(cohort))
+        ]
+        return aggregate_updates(setup.strategy, params, updates)
+
+    def close(self) -> None:
+        pass
+
+
+def _client_data(train: LocalData, cohort: Cohort, position: int) -> LocalData:
+    rows = torch.as_tensor(cohort.rows[cohort.offsets[position] : cohort.offsets[position + 1]], device=train.x.device)
+    return LocalData(train.x[rows], None if train.y is None else train.y[rows])
+
+
+def aggregate_updates(strategy: Strategy, params: Params, updates: Sequence[Update]) -> FitResult:
+    """Aggregate per-client updates and weigh their training metrics."""
+    train = weighted_metrics([Evaluation(u.num_examples, u.metrics) for u in updates])
+    return FitResult(strategy.aggregate(params, updates), train.metrics, sum(u.num_examples for u in updates))
+
+
+def make_engine(name: str, setup: Setup, settings: SimulationSettings, dataset_args: dict[str, Any]) -> Engine:
+    """The engine called ``name`` (``vectorized``, ``loop`` or ``ray``)."""
+    if name == "loop":
+        return LoopEngine(setup)
+    if name == "vectorized":
+        from consortium.sim.vectorized import VectorizedEngine
+
+        return VectorizedEngine(setup, settings.chunk_clients)
+    if name == "ray":
+        from consortium.sim.ray_engine import RayEngine
+
+        return RayEngine(setup, settings, dataset_args)
+    raise FLError(f"unknown engine {name!r}; use vectorized, loop or ray")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``cpu`` or ``cuda[:i]``; FLError when CUDA is asked for and not available."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise FLError(f"--device {name!r}: {exc}") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise FLError("--device cuda: no CUDA device is available to torch on this machine")
+    if device.type not in ("cpu", "cuda"):
+        raise FLError(f"--device {name!r}: use cpu or cuda")
+    return device
+
+
+class Simulation:
+    """One simulated run of ``spec``: data, partition, engine and the round loop."""
+
+    def __init__(
+        self,
+        spec: ProjectCreate,
+        settings: SimulationSettings,
+        dataset: SimDataset | None = None,
+        parts: list[np.ndarray] | None = None,
+        initial_params: Params | None = None,
+    ) -> None:
+        self.spec, self.settings = spec, settings
+        self.device = resolve_device(settings.device)
+        self.algorithm = get_algorithm(spec.algorithm.name)
+        self.hp = parse_hyperparams(self.algorithm, spec.algorithm.hyperparameters)
+        self.strategy = get_strategy(spec.strategy.name or self.algorithm.default_strategy, **spec.strategy.options)
+        self.dataset_args = {
+            "source": settings.dataset, "target": settings.target,
+            "test_fraction": settings.test_fraction, "seed": settings.split_seed,
+        }
+        self.dataset = dataset or load_dataset(**self.dataset_args)
+        train = self.dataset.train
+        if parts is None:
+            labels = None if train.y is None or train.y.is_floating_point() else train.y.numpy()
+            parts = partition(settings.partition, labels, len(train), settings.clients, settings.partition_seed)
+        if len(parts) != settings.clients:
+            raise FLError(f"the partition has {len(parts)} clients, the settings say {settings.clients}")
+        self.parts = parts
+        self.ids = client_ids(settings.clients)
+        self.cohort_size = settings.cohort_size()
+        self.train = LocalData(train.x.to(self.device), None if train.y is None else train.y.to(self.device))
+        self.test = LocalData(
+            self.dataset.test.x.to(self.device), None if self.dataset.test.y is None else self.dataset.test.y.to(self.device)
+        )
+        self.setup = Setup(self.algorithm, self.hp, self.strategy, self.train, self.device)
+        self.initial_params = initial_params
+
+    def cohort(self, round_number: int) -> Cohort:
+        """The round's clients (sampled when the cohort is smaller than N), largest first, with their seeds."""
+        chosen = np.arange(self.settings.clients)
+        if self.cohort_size < self.settings.clients:
+            rng = np.random.default_rng(derive_seed(self.spec.seed, "cohort", round_number))
+            chosen = np.sort(rng.choice(self.settings.clients, self.cohort_size, replace=False))
+        chosen = chosen[by_decreasing_size(np.array([len(self.parts[i]) for i in chosen]))]
+        ids = [self.ids[i] for i in chosen]
+        seeds = [derive_seed(self.spec.seed, "fit", round_number, cid) for cid in ids]
+        return Cohort.from_parts(ids, [self.parts[i] for i in chosen], seeds)
+
+    def init_params(self) -> Params:
+        """The global params before round 1: the algorithm's init, or built from every client's init update."""
+        if self.initial_params is not None:
+            return {k: v.to(self.device) for k, v in self.initial_params.items()}
+        if not self.algorithm.needs_client_init:
+            return {k: v.to(self.device) for k, v in
+                    self.algorithm.init(self.hp, self.dataset.num_features, self.spec.seed).items()}
+        everyone = Cohort.from_parts(self.ids, self.parts, [derive_seed(self.spec.seed, "init", 0, c) for c in self.ids])
+        updates = [
+            replace(
+                self.algorithm.client_init(self.hp, _client_data(self.train, everyone, c), everyone.seeds[c]),
+                client_id=everyone.client_ids[c],
+            )
+            for c in range(len(everyone))
+        ]
+        return self.algorithm.init_from_updates(self.hp, updates, self.spec.seed)
+
+    def run(self, engine: Engine, on_round: Callable[[RoundRecord], None] | None = None) -> SimResult:
+        """All rounds of the spec on ``engine``; ``on_round`` sees each round's record as it closes."""
+        params = self.init_params()
+        result = SimResult(self.spec, self.settings, self.dataset, params)
+        for number in range(1, self.spec.rounds + 1):
+            started = time.perf_counter()
+            cohort = self.cohort(number)
+            fitted = engine.fit(params, cohort)
+            params = fitted.aggregated
+            test = self.algorithm.evaluate(self.hp, params, self.test).metrics
+            record = RoundRecord(number, len(cohort), fitted.num_examples, fitted.train_metrics, test,
+                                 time.perf_counter() - started)
+            result.rounds.append(record)
+            if on_round is not None:
+                on_round(record)
+        result.params = params
+        return result

@@ -1,0 +1,127 @@
+"""The vectorised engine: the cohort's local training as one batched computation per chunk of clients.
+
+The algorithm's ``local_update_cohort`` trains a chunk of clients at once (stacked params, vmapped steps).
+Linear strategies (FedAvg, k-means merge) reduce each chunk to partial sums as it finishes, so memory stays
+bounded by the chunk; other strategies see the whole cohort's stacked updates in canonical client order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from consortium.fl.cohort import Cohort
+from consortium.fl.core import FLError, Params, Strategy, Update
+from consortium.sim.engine import FitResult, Setup
+
+DEFAULT_CHUNK_BYTES = {"cpu": 256 * 2**20, "cuda": 4 * 2**30}
+"""Budget for the chunk's stacked params and optimiser state, per device type."""
+
+_COPIES_PER_CLIENT = 5
+"""Stacked params, gradients, up to two optimiser buffers and one gathered copy."""
+
+
+def supports_vectorized(algorithm: Any) -> bool:
+    return callable(getattr(algorithm, "local_update_cohort", None))
+
+
+def default_chunk_clients(params: Params, device: torch.device) -> int:
+    per_client = sum(t.numel() * t.element_size() for t in params.values()) * _COPIES_PER_CLIENT
+    return max(1, DEFAULT_CHUNK_BYTES[device.type] // max(per_client, 1))
+
+
+def chunks(cohort: Cohort, size: int) -> Iterator[Cohort]:
+    """Consecutive sub-cohorts of at most ``size`` clients (a cohort ordered largest first stays so)."""
+    for start in range(0, len(cohort), size):
+        yield cohort.select(np.arange(start, min(start + size, len(cohort))))
+
+
+class VectorizedEngine:
+    name = "vectorized"
+
+    def __init__(self, setup: Setup, chunk_clients: int | None = None) -> None:
+        if not supports_vectorized(setup.algorithm):
+            raise FLError(
+                f"the {setup.algorithm.name!r} algorithm has no batched local update; "
+                "run it with --engine loop (or ray)"
+            )
+        self.setup = setup
+        self.chunk_clients = chunk_clients
+
+    def fit(self, params: Params, cohort: Cohort) -> FitResult:
+        setup = self.setup
+        size = self.chunk_clients or default_chunk_clients(params, setup.device)
+        reducer = CohortReducer(setup.strategy, params)
+        metric_sums: dict[str, float] = {}
+        total = 0
+        for chunk in chunks(cohort, size):
+            stacked, per_client = setup.algorithm.local_update_cohort(setup.hp, params, setup.train, chunk)
+            num_examples = torch.as_tensor(chunk.sizes, device=setup.device)
+            reducer.add(stacked, num_examples, chunk.client_ids)
+            weights = num_examples.to(torch.float64)
+            for name, values in per_client.items():
+                metric_sums[name] = metric_sums.get(name, 0.0) + float((values.to(torch.float64) * weights).sum())
+            total += int(chunk.sizes.sum())
+        train = {name: value / total for name, value in metric_sums.items()} if total else {}
+        return FitResult(reducer.result(), train, total)
+
+    def close(self) -> None:
+        pass
+
+
+class CohortReducer:
+    """Folds stacked client updates into the strategy's aggregate, chunk by chunk.
+
+    Linear strategies keep running partial sums; any other strategy gets all updates at the end, in canonical
+    (client id) order, through ``aggregate_stacked`` or, for a strategy that only has ``aggregate``, as
+    per-client updates.
+    """
+
+    def __init__(self, strategy: Strategy, params: Params) -> None:
+        self.strategy, self.params = strategy, params
+        self.linear = bool(getattr(strategy, "linear", False))
+        self.partial: Params | None = None
+        self.pieces: list[tuple[dict[str, torch.Tensor], torch.Tensor, tuple[str, ...]]] = []
+
+    def add(self, stacked: dict[str, torch.Tensor], num_examples: torch.Tensor, ids: tuple[str, ...]) -> None:
+        if self.linear:
+            from consortium.fl.core import StackedUpdates, merge_partials
+
+            partial = self.strategy.partial(StackedUpdates(stacked, num_examples.to(torch.float64), ids))
+            self.partial = partial if self.partial is None else merge_partials(self.partial, partial)
+        else:
+            self.pieces.append((stacked, num_examples, ids))
+
+    def add_partial(self, partial: Params) -> None:
+        """Fold in partial sums computed elsewhere (a Ray actor's shard)."""
+        from consortium.fl.core import merge_partials
+
+        self.partial = partial if self.partial is None else merge_partials(self.partial, partial)
+
+    def result(self) -> Params:
+        if self.linear:
+            if self.partial is None:
+                raise FLError("no client updates to aggregate")
+            return self.strategy.finish(self.params, self.partial)
+        names = list(self.pieces[0][0])
+        stacked = {name: torch.cat([p[0][name] for p in self.pieces]) for name in names}
+        num_examples = torch.cat([p[1] for p in self.pieces])
+        ids = tuple(cid for p in self.pieces for cid in p[2])
+        order = sorted(range(len(ids)), key=ids.__getitem__)
+        index = torch.as_tensor(order, device=num_examples.device)
+        stacked = {name: t.index_select(0, index) for name, t in stacked.items()}
+        num_examples, ids = num_examples.index_select(0, index), tuple(ids[i] for i in order)
+        if hasattr(self.strategy, "aggregate_stacked"):
+            from consortium.fl.core import StackedUpdates
+
+            return self.strategy.aggregate_stacked(
+                self.params, StackedUpdates(stacked, num_examples.to(torch.float64), ids)
+            )
+        updates = [
+            Update({name: t[c] for name, t in stacked.items()}, int(num_examples[c]), client_id=ids[c])
+            for c in range(len(ids))
+        ]
+        return self.strategy.aggregate(self.params, updates)
