@@ -1,0 +1,96 @@
+"""The vectorised engine computes what the per-client loop computes; specs fail clearly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from consortium.fl.core import FLError
+from consortium.sim.engine import Simulation, make_engine
+from consortium.sim.spec import parse_spec
+
+MLP = {"name": "sim-test", "algorithm": {"name": "classifier",
+                                          "hyperparameters": {"layers": [64, 32, 10], "lr": 0.05}}, "rounds": 10}
+
+
+def simulate(spec: dict, **overrides):
+    project, settings = parse_spec(spec, overrides)
+    simulation = Simulation(project, settings)
+    engine = make_engine(settings.engine, simulation.setup, settings, simulation.dataset_args)
+    try:
+        return simulation.run(engine)
+    finally:
+        engine.close()
+
+
+def max_difference(a: dict, b: dict) -> float:
+    return max(float((a[name] - b[name]).abs().max()) for name in a)
+
+
+@pytest.mark.parametrize("clients", [10, 100, 1000])
+def test_vectorized_equals_loop_after_ten_rounds(clients: int) -> None:
+    loop = simulate(MLP, clients=clients, engine="loop")
+    vectorized = simulate(MLP, clients=clients, engine="vectorized")
+    assert max_difference(loop.params, vectorized.params) <= 1e-5
+    assert vectorized.final_metrics["accuracy"] == pytest.approx(loop.final_metrics["accuracy"], abs=1e-9)
+    assert [r.num_examples for r in vectorized.rounds] == [r.num_examples for r in loop.rounds]
+
+
+def test_sampled_cohorts_momentum_and_chunks_agree_with_loop() -> None:
+    spec = MLP | {"rounds": 4, "algorithm": {"name": "classifier", "hyperparameters": {
+        "layers": [64, 16, 10], "lr": 0.05, "momentum": 0.9, "local_epochs": 2, "batch_size": 16}}}
+    loop = simulate(spec, clients=60, cohort=0.25, partition="shards:2", engine="loop")
+    chunked = simulate(spec, clients=60, cohort=0.25, partition="shards:2", engine="vectorized", chunk_clients=4)
+    assert all(r.clients == 15 for r in loop.rounds)
+    assert max_difference(loop.params, chunked.params) <= 1e-5
+
+
+def test_kmeans_vectorized_equals_loop() -> None:
+    spec = {"name": "km", "algorithm": {"name": "kmeans", "hyperparameters": {"k": 10}}, "rounds": 5}
+    loop = simulate(spec, clients=50, engine="loop")
+    vectorized = simulate(spec, clients=50, engine="vectorized")
+    assert max_difference(loop.params, vectorized.params) <= 1e-9
+    assert loop.final_metrics["inertia_per_sample"] == pytest.approx(vectorized.final_metrics["inertia_per_sample"])
+
+
+def test_same_seed_same_result_and_learning_happens() -> None:
+    first = simulate(MLP | {"rounds": 5}, clients=20, partition="iid")
+    second = simulate(MLP | {"rounds": 5}, clients=20, partition="iid")
+    assert max_difference(first.params, second.params) == 0.0
+    assert first.rounds[-1].test["accuracy"] > first.rounds[0].test["accuracy"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "overrides", "message"),
+    [
+        (MLP | {"algorithm": {"name": "xgboost"}}, {}, "unknown algorithm 'xgboost'; known: "),
+        (MLP, {"partition": "dirichlet:0"}, "alpha must be a finite number > 0"),
+        (MLP, {"partition": "shards:2", "clients": 1000}, "2000 shards exceed the 1437 samples"),
+        (MLP, {"clients": 0}, "clients: Input should be greater than or equal to 1"),
+        (MLP, {"cohort": 2.5}, "cohort: Value error, a cohort above 1 is a count"),
+        (MLP, {"cohort": 50, "clients": 10}, "cohort: 50 clients per round exceed the 10 clients"),
+        (MLP, {"dataset": "imagenet"}, "unknown dataset 'imagenet'"),
+        (MLP, {"device": "tpu"}, "--device 'tpu'"),
+        (MLP | {"rounds": 0}, {}, "rounds: Input should be greater than or equal to 1"),
+        (MLP | {"algorithm": {"name": "classifier", "hyperparameters": {"layers": [64, 10], "lr": -1}}}, {},
+         "lr: Input should be greater than 0"),
+        (MLP | {"strategy": {"name": "fedsgd"}}, {}, "unknown strategy 'fedsgd'"),
+    ],
+)
+def test_bad_specs_fail_with_a_clear_message(spec: dict, overrides: dict, message: str) -> None:
+    with pytest.raises(FLError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        project, settings = parse_spec(spec, overrides)
+        Simulation(project, settings)
+
+
+def test_model_whose_input_width_does_not_fit_the_data_fails_before_training() -> None:
+    spec = MLP | {"algorithm": {"name": "classifier", "hyperparameters": {"layers": [10, 3]}}}
+    with pytest.raises(FLError, match="first layer width"):
+        simulate(spec, clients=5)
+
+
+def test_cuda_request_without_a_gpu_is_refused() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(FLError, match="no CUDA device"):
+        simulate(MLP, device="cuda")
