@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --upgrade pip
 	# The CPU wheel of torch, pinned: a bare `torch` requirement would pull a multi-GB CUDA build.
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev,croissant]'
+	$(PY) -m pip install --quiet -e '.[dev,croissant,ray]'
 	touch $(STAMP)
 
 venv: $(STAMP)

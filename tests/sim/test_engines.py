@@ -16,7 +16,7 @@ MLP = {"name": "sim-test", "algorithm": {"name": "classifier",
 def simulate(spec: dict, **overrides):
     project, settings = parse_spec(spec, overrides)
     simulation = Simulation(project, settings)
-    engine = make_engine(settings.engine, simulation.setup, settings, simulation.dataset_args)
+    engine = make_engine(settings.engine, simulation.setup, settings)
     try:
         return simulation.run(engine)
     finally:
@@ -94,3 +94,13 @@ def test_cuda_request_without_a_gpu_is_refused() -> None:
         pytest.skip("this machine has CUDA")
     with pytest.raises(FLError, match="no CUDA device"):
         simulate(MLP, device="cuda")
+
+
+def test_ray_engine_on_two_actors_equals_loop() -> None:
+    pytest.importorskip("ray", reason="the ray extra is not installed")
+    spec = MLP | {"rounds": 3}
+    loop = simulate(spec, clients=30, engine="loop")
+    on_ray = simulate(spec, clients=30, engine="ray", ray_actors=2)
+    assert max_difference(loop.params, on_ray.params) <= 1e-5
+    assert on_ray.rounds[-1].num_examples == loop.rounds[-1].num_examples
+    assert on_ray.rounds[-1].train == pytest.approx(loop.rounds[-1].train)

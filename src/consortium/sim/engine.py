@@ -46,6 +46,8 @@ class Setup:
     strategy: Strategy
     train: LocalData
     device: torch.device
+    strategy_name: str = "fedavg"
+    strategy_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -99,15 +101,6 @@ def client_ids(num_clients: int) -> list[str]:
     return [f"client-{i:0{width}d}" for i in range(num_clients)]
 
 
-def weighted_train_metrics(per_client: dict[str, torch.Tensor], num_examples: torch.Tensor) -> dict[str, float]:
-    """Example-weighted mean of each per-client metric tensor ``[C]``."""
-    weights = num_examples.to(torch.float64)
-    total = float(weights.sum())
-    if total == 0:
-        return {}
-    return {name: float((values.to(torch.float64) * weights).sum()) / total for name, values in per_client.items()}
-
-
 class LoopEngine:
     """The reference: each client's ``local_update`` in turn, then ``strategy.aggregate``."""
 
@@ -120,7 +113,7 @@ class LoopEngine:
         setup = self.setup
         updates = [
             replace(
-                setup.algorithm.local_update(setup.hp, params, _client_data(setup.train, cohort, c), cohort.seeds[c]),
+                setup.algorithm.local_update(setup.hp, params, client_data(setup.train, cohort, c), cohort.seeds[c]),
                 client_id=cohort.client_ids[c],
             )
             for c in range(len(cohort))
@@ -131,7 +124,8 @@ class LoopEngine:
         pass
 
 
-def _client_data(train: LocalData, cohort: Cohort, position: int) -> LocalData:
+def client_data(train: LocalData, cohort: Cohort, position: int) -> LocalData:
+    """The rows of the client at ``position`` in ``cohort``."""
     rows = torch.as_tensor(cohort.rows[cohort.offsets[position] : cohort.offsets[position + 1]], device=train.x.device)
     return LocalData(train.x[rows], None if train.y is None else train.y[rows])
 
@@ -142,7 +136,7 @@ def aggregate_updates(strategy: Strategy, params: Params, updates: Sequence[Upda
     return FitResult(strategy.aggregate(params, updates), train.metrics, sum(u.num_examples for u in updates))
 
 
-def make_engine(name: str, setup: Setup, settings: SimulationSettings, dataset_args: dict[str, Any]) -> Engine:
+def make_engine(name: str, setup: Setup, settings: SimulationSettings) -> Engine:
     """The engine called ``name`` (``vectorized``, ``loop`` or ``ray``)."""
     if name == "loop":
         return LoopEngine(setup)
@@ -153,7 +147,7 @@ def make_engine(name: str, setup: Setup, settings: SimulationSettings, dataset_a
     if name == "ray":
         from consortium.sim.ray_engine import RayEngine
 
-        return RayEngine(setup, settings, dataset_args)
+        return RayEngine(setup, settings)
     raise FLError(f"unknown engine {name!r}; use vectorized, loop or ray")
 
 
@@ -185,12 +179,11 @@ class Simulation:
         self.device = resolve_device(settings.device)
         self.algorithm = get_algorithm(spec.algorithm.name)
         self.hp = parse_hyperparams(self.algorithm, spec.algorithm.hyperparameters)
-        self.strategy = get_strategy(spec.strategy.name or self.algorithm.default_strategy, **spec.strategy.options)
-        self.dataset_args = {
-            "source": settings.dataset, "target": settings.target,
-            "test_fraction": settings.test_fraction, "seed": settings.split_seed,
-        }
-        self.dataset = dataset or load_dataset(**self.dataset_args)
+        strategy_name = spec.strategy.name or self.algorithm.default_strategy
+        self.strategy = get_strategy(strategy_name, **spec.strategy.options)
+        self.dataset = dataset or load_dataset(
+            settings.dataset, settings.target, test_fraction=settings.test_fraction, seed=settings.split_seed
+        )
         train = self.dataset.train
         if parts is None:
             labels = None if train.y is None or train.y.is_floating_point() else train.y.numpy()
@@ -204,7 +197,8 @@ class Simulation:
         self.test = LocalData(
             self.dataset.test.x.to(self.device), None if self.dataset.test.y is None else self.dataset.test.y.to(self.device)
         )
-        self.setup = Setup(self.algorithm, self.hp, self.strategy, self.train, self.device)
+        self.setup = Setup(self.algorithm, self.hp, self.strategy, self.train, self.device,
+                           strategy_name, dict(spec.strategy.options))
         self.initial_params = initial_params
 
     def cohort(self, round_number: int) -> Cohort:
@@ -228,7 +222,7 @@ class Simulation:
         everyone = Cohort.from_parts(self.ids, self.parts, [derive_seed(self.spec.seed, "init", 0, c) for c in self.ids])
         updates = [
             replace(
-                self.algorithm.client_init(self.hp, _client_data(self.train, everyone, c), everyone.seeds[c]),
+                self.algorithm.client_init(self.hp, client_data(self.train, everyone, c), everyone.seeds[c]),
                 client_id=everyone.client_ids[c],
             )
             for c in range(len(everyone))

@@ -32,7 +32,7 @@ def run_simulation(
     if rounds is not None:
         project = project.model_copy(update={"rounds": rounds})
     simulation = Simulation(project, settings)
-    engine = make_engine(settings.engine, simulation.setup, settings, simulation.dataset_args)
+    engine = make_engine(settings.engine, simulation.setup, settings)
     console.print(
         f"simulating [bold]{project.name}[/]: {project.algorithm.name} on {simulation.dataset.name}, "
         f"{settings.clients} clients ({settings.partition}), {simulation.cohort_size} per round, "

@@ -1,0 +1,133 @@
+"""The Ray engine: the cohort sharded over Ray actors, each reducing its shard, one reduce per round.
+
+Each actor holds one copy of the algorithm and of the training rows (sent once, as safetensors bytes) and
+trains its shard of the cohort, batched when the algorithm supports it and client after client otherwise.
+For a linear strategy (FedAvg, k-means merge) an actor returns only its shard's partial sums; for any other
+strategy it returns its clients' stacked updates. Tensors cross process boundaries as safetensors bytes.
+Ray is an optional extra: ``pip install 'consortium[ray]'``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import torch
+
+from consortium.fl.cohort import Cohort
+from consortium.fl.core import FLError, LocalData, Params, get_algorithm, get_strategy, parse_hyperparams
+from consortium.protocol import decode_tensors, encode_tensors
+from consortium.sim.engine import FitResult, Setup, client_data
+from consortium.sim.spec import SimulationSettings
+from consortium.sim.vectorized import CohortReducer, supports_vectorized
+
+_NUM_EXAMPLES = "__num_examples__"
+
+
+class ShardWorker:
+    """What runs inside one Ray actor: local training and reduction of one shard of each round's cohort."""
+
+    def __init__(self, algorithm: str, hyperparameters: dict[str, Any], strategy: str, options: dict[str, Any],
+                 train_bytes: bytes, device: str, threads: int) -> None:
+        torch.set_num_threads(threads)
+        self.algorithm = get_algorithm(algorithm)
+        self.hp = parse_hyperparams(self.algorithm, hyperparameters)
+        self.strategy = get_strategy(strategy, **options)
+        tensors = decode_tensors(train_bytes)
+        self.device = torch.device(device)
+        self.train = LocalData(tensors["x"].to(self.device), tensors["y"].to(self.device) if "y" in tensors else None)
+        self.vectorized = supports_vectorized(self.algorithm)
+
+    def fit(self, params_bytes: bytes, ids: list[str], offsets: np.ndarray, rows: np.ndarray,
+            seeds: list[int]) -> tuple[bytes, list[str], dict[str, float], int]:
+        """Train the shard; return (tensors as safetensors, their client ids, metric sums, examples)."""
+        params = {k: v.to(self.device) for k, v in decode_tensors(params_bytes).items()}
+        cohort = Cohort(tuple(ids), offsets, rows, tuple(seeds))
+        reducer = CohortReducer(self.strategy, params)
+        metric_sums: dict[str, float] = {}
+        if self.vectorized:
+            stacked, per_client = self.algorithm.local_update_cohort(self.hp, params, self.train, cohort)
+            num_examples = torch.as_tensor(cohort.sizes, device=self.device)
+            metric_sums = {k: float((v.to(torch.float64) * num_examples).sum()) for k, v in per_client.items()}
+        else:
+            updates = [
+                self.algorithm.local_update(self.hp, params, client_data(self.train, cohort, c), cohort.seeds[c])
+                for c in range(len(cohort))
+            ]
+            stacked = {name: torch.stack([u.tensors[name] for u in updates]) for name in updates[0].tensors}
+            num_examples = torch.as_tensor([u.num_examples for u in updates], device=self.device)
+            for u in updates:
+                for k, v in u.metrics.items():
+                    metric_sums[k] = metric_sums.get(k, 0.0) + v * u.num_examples
+        total = int(cohort.sizes.sum())
+        if reducer.linear:
+            reducer.add(stacked, num_examples, cohort.client_ids)
+            return encode_tensors(reducer.partial), [], metric_sums, total
+        return encode_tensors(stacked | {_NUM_EXAMPLES: num_examples}), list(cohort.client_ids), metric_sums, total
+
+
+def _require_ray():
+    try:
+        import ray
+    except ImportError:
+        raise FLError("the ray engine needs Ray: pip install 'consortium[ray]'") from None
+    return ray
+
+
+class RayEngine:
+    name = "ray"
+
+    def __init__(self, setup: Setup, settings: SimulationSettings) -> None:
+        ray = self._ray = _require_ray()
+        self.setup = setup
+        self.started_ray = not ray.is_initialized()
+        if self.started_ray:
+            if settings.ray_address:
+                ray.init(address=settings.ray_address, log_to_driver=False)
+            else:
+                ray.init(num_cpus=max(os.cpu_count() or 1, settings.ray_actors), include_dashboard=False,
+                         log_to_driver=False, configure_logging=False)
+        train = {"x": setup.train.x.cpu()} | ({} if setup.train.y is None else {"y": setup.train.y.cpu()})
+        train_ref = ray.put(encode_tensors(train))
+        worker = ray.remote(num_cpus=1, num_gpus=1 if setup.device.type == "cuda" else 0)(ShardWorker)
+        threads = int(os.environ.get("CONSORTIUM_TORCH_THREADS", "1"))
+        self.actors = [
+            worker.remote(setup.algorithm.name, setup.hp.model_dump(), setup.strategy_name, setup.strategy_options,
+                          train_ref, setup.device.type, threads)
+            for _ in range(settings.ray_actors)
+        ]
+
+    def fit(self, params: Params, cohort: Cohort) -> FitResult:
+        ray = self._ray
+        params_ref = ray.put(encode_tensors(params))
+        shards = np.array_split(np.arange(len(cohort)), len(self.actors))
+        futures = []
+        for actor, positions in zip(self.actors, shards, strict=True):
+            if len(positions) == 0:
+                continue
+            shard = cohort.select(positions)
+            futures.append(actor.fit.remote(params_ref, list(shard.client_ids), shard.offsets, shard.rows,
+                                            list(shard.seeds)))
+        reducer = CohortReducer(self.setup.strategy, params)
+        metric_sums: dict[str, float] = {}
+        total = 0
+        for tensor_bytes, ids, sums, examples in ray.get(futures):
+            tensors = {k: v.to(self.setup.device) for k, v in decode_tensors(tensor_bytes).items()}
+            if reducer.linear:
+                reducer.add_partial(tensors)
+            else:
+                num_examples = tensors.pop(_NUM_EXAMPLES)
+                reducer.add(tensors, num_examples, tuple(ids))
+            for k, v in sums.items():
+                metric_sums[k] = metric_sums.get(k, 0.0) + v
+            total += examples
+        train = {k: v / total for k, v in metric_sums.items()} if total else {}
+        return FitResult(reducer.result(), train, total)
+
+    def close(self) -> None:
+        for actor in self.actors:
+            self._ray.kill(actor)
+        self.actors = []
+        if self.started_ray:
+            self._ray.shutdown()
