@@ -411,6 +411,36 @@ def bench_deploy(
                      console=console)
 
 
+@bench_app.command("sim")
+def bench_sim(
+    clients: Annotated[str, typer.Option(help="comma-separated N values")] = "10,100,1000",
+    engines: Annotated[str, typer.Option(help="comma-separated engines")] = "vectorized,loop,ray",
+    repeats: Annotated[int, typer.Option(help="repetitions (medians are reported)")] = 3,
+    rounds: Annotated[int, typer.Option(help="rounds per run")] = 10,
+    flower_python: Annotated[str | None, typer.Option(help="python of a venv with flwr[simulation]")] = None,
+    workload: Annotated[Path | None, typer.Option(help="directory of the shared reference workload")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write one record per engine and N")] = None,
+    markdown: Annotated[Path | None, typer.Option("--markdown", help="update this BENCHMARKS.md")] = None,
+) -> None:
+    """Simulator engines vs Flower vs a centralized epoch on the shared workload (steady s/round, memory)."""
+    from consortium.bench.sim import DEFAULT_WORKLOAD, run_sim_bench
+
+    try:
+        sizes = [int(n) for n in clients.split(",") if n.strip()]
+    except ValueError:
+        fail(f"--clients: {clients!r} is not a comma-separated list of integers")
+    chosen = [e.strip() for e in engines.split(",") if e.strip()]
+    unknown = sorted(set(chosen) - {"vectorized", "loop", "ray"})
+    if unknown:
+        fail(f"--engines: unknown engine(s) {', '.join(unknown)}; use vectorized, loop, ray")
+    try:
+        run_sim_bench(sizes, chosen, repeats=repeats, rounds=rounds, flower_python=flower_python,
+                      workload=workload or DEFAULT_WORKLOAD, json_path=json_path, markdown_path=markdown,
+                      console=console)
+    except FileNotFoundError as exc:
+        fail(str(exc))
+
+
 @sim_app.command("run")
 def sim_run(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="project spec JSON (see examples/)")],

@@ -26,7 +26,6 @@ from consortium.launch import Process, start_hub, start_node
 from consortium.protocol import RoundMetrics
 from consortium.scenario import ORGS, digits_spec, propose_and_approve, provision_digits
 
-
 FLOWER_DEPLOY_OVERHEAD_S = 12.6
 
 

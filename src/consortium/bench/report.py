@@ -36,6 +36,6 @@ def update_benchmarks_md(path: Path, suite: str, body: str) -> None:
     begin, end = f"<!-- bench:{suite}:begin -->", f"<!-- bench:{suite}:end -->"
     section = f"{begin}\n## `consortium bench {suite}`\n\n{body}\n{end}"
     text = path.read_text() if path.exists() else "# Benchmarks\n\nEvery figure here was measured by the command shown with it.\n"
-    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.DOTALL)
     text = pattern.sub(lambda _m: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
     path.write_text(text)
