@@ -17,7 +17,7 @@ from consortium.fl.cohort import Cohort
 from consortium.fl.core import FLError, Params, Strategy, Update
 from consortium.sim.engine import FitResult, Setup
 
-DEFAULT_CHUNK_BYTES = {"cpu": 256 * 2**20, "cuda": 4 * 2**30}
+DEFAULT_CHUNK_BYTES = {"cpu": 64 * 2**20, "cuda": 4 * 2**30}
 """Budget for the chunk's stacked params and optimiser state, per device type."""
 
 _COPIES_PER_CLIENT = 5
