@@ -138,9 +138,20 @@ class AlgorithmSpec(Wire):
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
 
 
+class ServerOptimizerSpec(Wire):
+    name: str = Field(description="sgd, adam, yogi or adagrad")
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
 class StrategySpec(Wire):
     name: str | None = Field(default=None, description="defaults to the algorithm's default strategy")
     options: dict[str, Any] = Field(default_factory=dict)
+    server_optimizer: ServerOptimizerSpec | None = Field(
+        default=None,
+        # Left out of the JSON when unset: the hash of a spec written before this field existed is unchanged.
+        exclude_if=lambda value: value is None,
+        description="how the global params move towards the aggregate; none means they are replaced by it",
+    )
 
 
 class ProjectCreate(Wire):

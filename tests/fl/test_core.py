@@ -21,6 +21,7 @@ from consortium.fl.core import (
     parse_hyperparams,
     sorted_updates,
     spec_of,
+    stack_updates,
     strategy_names,
     weighted_metrics,
 )
@@ -74,7 +75,8 @@ def test_unknown_algorithm_lists_the_known_ones() -> None:
 
 
 def test_unknown_strategy_and_bad_options() -> None:
-    with pytest.raises(FLError, match=r"unknown strategy 'nope'; known: fedavg, kmeans"):
+    known = "bulyan, centered_clipping, fedavg, kmeans, krum, median, multikrum, trimmed_mean"
+    with pytest.raises(FLError, match=f"unknown strategy 'nope'; known: {known}"):
         get_strategy("nope")
     with pytest.raises(FLError, match=r"bad options for strategy 'fedavg'"):
         get_strategy("fedavg", momentum=0.9)
@@ -133,3 +135,34 @@ def test_weighted_metrics_weights_by_examples() -> None:
 def test_sorted_updates_orders_by_client_id() -> None:
     updates = [Update({}, 1, client_id=c) for c in ("b", "c", "a")]
     assert [u.client_id for u in sorted_updates(updates)] == ["a", "b", "c"]
+
+
+def test_stack_updates_orders_by_client_id_and_stacks() -> None:
+    updates = [
+        Update({"w": torch.tensor([2.0, 2.0]), "b": torch.tensor([2.0])}, 5, client_id="b"),
+        Update({"w": torch.tensor([1.0, 1.0]), "b": torch.tensor([1.0])}, 3, client_id="a"),
+    ]
+    stacked = stack_updates(updates)
+    assert stacked.client_ids == ("a", "b") and len(stacked) == 2
+    assert torch.equal(stacked.tensors["w"], torch.tensor([[1.0, 1.0], [2.0, 2.0]]))
+    assert torch.equal(stacked.tensors["b"], torch.tensor([[1.0], [2.0]]))
+    assert torch.equal(stacked.num_examples, torch.tensor([3.0, 5.0], dtype=torch.float64))
+
+
+def test_stack_updates_with_shapes_takes_only_those_tensors() -> None:
+    updates = [Update({"w": torch.zeros(2), "extra": torch.zeros(1)}, 1, client_id="a")]
+    assert set(stack_updates(updates, {"w": (2,)}).tensors) == {"w"}
+
+
+def test_stack_updates_errors_name_the_client() -> None:
+    with pytest.raises(FLError, match="no updates to stack"):
+        stack_updates([])
+    a = Update({"w": torch.zeros(2)}, 1, client_id="a")
+    with pytest.raises(FLError, match=r"from b has tensors \['v'\], the update from a has \['w'\]"):
+        stack_updates([a, Update({"v": torch.zeros(2)}, 1, client_id="b")])
+    with pytest.raises(FLError, match=r"tensor 'w' from b has shape \(3,\), expected \(2,\)"):
+        stack_updates([a, Update({"w": torch.zeros(3)}, 1, client_id="b")])
+    with pytest.raises(FLError, match="the update from a has no tensor 'b'"):
+        stack_updates([a], {"b": (1,)})
+    with pytest.raises(FLError, match=r"the update from b has a negative number of examples \(-2\)"):
+        stack_updates([a, Update({"w": torch.zeros(2)}, -2, client_id="b")])

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 Params = dict[str, torch.Tensor]
 """Named tensors: the global model (or any state the server keeps for an algorithm)."""
@@ -85,6 +85,12 @@ class HyperParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class Options(BaseModel):
+    """Base for the options of a strategy or a server optimiser: unknown keys are an error."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
 @runtime_checkable
 class Algorithm(Protocol):
     """One federated learning family. Implementations are stateless; all state lives in Params/Updates."""
@@ -110,12 +116,55 @@ class Algorithm(Protocol):
     def evaluate(self, hp: Any, params: Params, data: LocalData) -> Evaluation: ...
 
 
+@dataclass(frozen=True)
+class StackedUpdates:
+    """C clients' updates, each tensor stacked on a leading client axis, in canonical (client id) order."""
+
+    tensors: dict[str, torch.Tensor]
+    """name -> [C, *shape]"""
+    num_examples: torch.Tensor
+    """[C] float64, on the same device as the tensors"""
+    client_ids: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.client_ids)
+
+
+TOTAL_WEIGHT = "__total_weight__"
+"""Reserved tensor name: the summed weight of the updates in a linear strategy's partial aggregate."""
+
+
+@runtime_checkable
 class Strategy(Protocol):
-    """Server-side aggregation: pure and independent of the order of ``updates``."""
+    """Server-side aggregation: pure and independent of the order of ``updates``.
+
+    ``aggregate(params, updates)`` equals ``aggregate_stacked(params, stack_updates(updates))``.
+    """
 
     name: ClassVar[str]
+    linear: ClassVar[bool]
+    """True for rules that are a weighted sum of the updates and so can be reduced in chunks."""
+
+    def check_cohort(self, num_clients: int) -> None:
+        """Raise FLError with the reason when the rule cannot aggregate ``num_clients`` updates."""
+        ...
 
     def aggregate(self, params: Params, updates: Sequence[Update]) -> Params: ...
+
+    def aggregate_stacked(self, params: Params, stacked: StackedUpdates) -> Params: ...
+
+
+@runtime_checkable
+class LinearStrategy(Strategy, Protocol):
+    """A strategy whose aggregate is ``finish`` of a sum of per-chunk ``partial`` results.
+
+    ``partial`` returns float64 sums plus the total weight under :data:`TOTAL_WEIGHT`; it is additive:
+    ``partial(A ∪ B) == merge_partials(partial(A), partial(B))`` up to float64 rounding.
+    """
+
+    def partial(self, stacked: StackedUpdates) -> Params: ...
+
+    def finish(self, params: Params, partial: Params) -> Params: ...
 
 
 _ALGORITHMS: dict[str, type] = {}
@@ -178,17 +227,25 @@ def strategy_names() -> list[str]:
     return sorted(_STRATEGIES)
 
 
-def parse_hyperparams(algorithm: Algorithm, raw: Mapping[str, Any]) -> Any:
-    """Validate a JSON dict of hyper-parameters against the algorithm's schema (FLError on failure)."""
-    from pydantic import ValidationError
-
+def _validated(schema: type[BaseModel], raw: Mapping[str, Any], what: str) -> Any:
+    """``schema`` filled from ``raw``; FLError naming ``what`` and each bad field otherwise."""
     try:
-        return algorithm.HyperParams.model_validate(dict(raw))
+        return schema.model_validate(dict(raw))
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}" for err in exc.errors()
         )
-        raise FLError(f"bad hyper-parameters for {algorithm.name!r}: {problems}") from exc
+        raise FLError(f"{what}: {problems}") from exc
+
+
+def parse_hyperparams(algorithm: Algorithm, raw: Mapping[str, Any]) -> Any:
+    """Validate a JSON dict of hyper-parameters against the algorithm's schema (FLError on failure)."""
+    return _validated(algorithm.HyperParams, raw, f"bad hyper-parameters for {algorithm.name!r}")
+
+
+def parse_options(schema: type[Options], raw: Mapping[str, Any], owner: str) -> Any:
+    """Validate the options of a strategy or server optimiser (``owner``, e.g. "strategy 'krum'")."""
+    return _validated(schema, raw, f"bad options for {owner}")
 
 
 def check_update(template: Mapping[str, TensorSpec], tensors: Mapping[str, torch.Tensor]) -> None:
@@ -231,3 +288,71 @@ def weighted_metrics(evaluations: Sequence[Evaluation]) -> Evaluation:
 def sorted_updates(updates: Sequence[Update]) -> list[Update]:
     """Updates in a canonical order (by client id), so float sums do not depend on arrival order."""
     return sorted(updates, key=lambda u: u.client_id)
+
+
+def _client_label(update: Update) -> str:
+    return update.client_id or "an unnamed client"
+
+
+def _expected_shapes(
+    update: Update, shapes: Mapping[str, tuple[int, ...]] | None
+) -> dict[str, tuple[int, ...]]:
+    if shapes is not None:
+        return dict(shapes)
+    return {name: tuple(t.shape) for name, t in update.tensors.items()}
+
+
+def _check_stackable(
+    update: Update, first: Update, shapes: Mapping[str, tuple[int, ...]], exact_names: bool
+) -> None:
+    """FLError naming the client unless ``update`` carries every tensor of ``shapes`` with its shape."""
+    if exact_names and set(update.tensors) != set(shapes):
+        raise FLError(
+            f"the update from {_client_label(update)} has tensors {sorted(update.tensors)}, "
+            f"the update from {_client_label(first)} has {sorted(shapes)}"
+        )
+    for name, shape in shapes.items():
+        if name not in update.tensors:
+            raise FLError(f"the update from {_client_label(update)} has no tensor {name!r}")
+        got = tuple(update.tensors[name].shape)
+        if got != tuple(shape):
+            client = update.client_id or "a client"
+            raise FLError(f"tensor {name!r} from {client} has shape {got}, expected {tuple(shape)}")
+    if update.num_examples < 0:
+        raise FLError(
+            f"the update from {_client_label(update)} has a negative number of examples "
+            f"({update.num_examples})"
+        )
+
+
+def stack_updates(
+    updates: Sequence[Update], shapes: Mapping[str, tuple[int, ...]] | None = None
+) -> StackedUpdates:
+    """The updates in canonical order (:func:`sorted_updates`), each tensor stacked on a leading client axis.
+
+    With ``shapes`` (name -> per-client shape), exactly those tensors are stacked and other tensors an update
+    carries are left out; without, every update must carry the same tensors with the shapes of the first.
+    FLError naming the client when an update does not fit.
+    """
+    if not updates:
+        raise FLError("there are no updates to stack")
+    ordered = sorted_updates(updates)
+    expected = _expected_shapes(ordered[0], shapes)
+    for update in ordered:
+        _check_stackable(update, ordered[0], expected, exact_names=shapes is None)
+    tensors = {name: torch.stack([u.tensors[name] for u in ordered]) for name in expected}
+    device = next(iter(tensors.values())).device if tensors else None
+    num_examples = torch.tensor([float(u.num_examples) for u in ordered], dtype=torch.float64, device=device)
+    return StackedUpdates(tensors, num_examples, tuple(u.client_id for u in ordered))
+
+
+def merge_partials(a: Params, b: Params) -> Params:
+    """The partial aggregate of two disjoint sets of updates: the elementwise sum of their partials."""
+    if set(a) != set(b):
+        raise FLError(f"the partials hold different tensors: {sorted(set(a) ^ set(b))}")
+    for name in a:
+        if a[name].shape != b[name].shape:
+            raise FLError(
+                f"partial tensor {name!r} has shapes {tuple(a[name].shape)} and {tuple(b[name].shape)}"
+            )
+    return {name: a[name] + b[name] for name in a}

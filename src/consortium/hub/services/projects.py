@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from consortium import crypto
 from consortium.fl.core import FLError, get_algorithm, get_strategy, parse_hyperparams
+from consortium.fl.server_optimizers import get_server_optimizer
 from consortium.governance.rules import ApprovalRule, DataOwnersUnanimous, Decision
 from consortium.hub.blobs import BlobStore
 from consortium.hub.db.models import Approval, Dataset, Org, Project, ProjectDataset
@@ -41,9 +42,18 @@ def validate_spec(spec: ProjectCreate, datasets: list[Dataset]) -> None:
     try:
         algorithm = get_algorithm(spec.algorithm.name)
         hp = parse_hyperparams(algorithm, spec.algorithm.hyperparameters)
-        get_strategy(spec.strategy.name or algorithm.default_strategy, **spec.strategy.options)
+        strategy = get_strategy(spec.strategy.name or algorithm.default_strategy, **spec.strategy.options)
+        optimizer = spec.strategy.server_optimizer
+        if optimizer is not None:
+            get_server_optimizer(optimizer.name, **optimizer.options)
     except FLError as exc:
         raise BadRequest(str(exc)) from exc
+    try:
+        strategy.check_cohort(spec.min_nodes)
+    except FLError as exc:
+        raise BadRequest(
+            f"strategy: {exc}; a round may aggregate as few as min_nodes={spec.min_nodes} updates"
+        ) from exc
     signatures = {feature_signature(d.schema).__repr__(): d for d in datasets}
     if len(signatures) > 1:
         names = ", ".join(f"{d.org.name}/{d.name}" for d in datasets)
