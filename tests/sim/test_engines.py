@@ -104,3 +104,17 @@ def test_ray_engine_on_two_actors_equals_loop() -> None:
     assert max_difference(loop.params, on_ray.params) <= 1e-5
     assert on_ray.rounds[-1].num_examples == loop.rounds[-1].num_examples
     assert on_ray.rounds[-1].train == pytest.approx(loop.rounds[-1].train)
+
+
+def test_server_optimizer_and_robust_rule_run_in_the_vectorized_engine_like_the_loop() -> None:
+    spec = MLP | {"rounds": 3, "strategy": {"name": "trimmed_mean", "options": {"beta": 0.1},
+                                            "server_optimizer": {"name": "adam", "options": {"lr": 0.01}}}}
+    loop = simulate(spec, clients=20, engine="loop")
+    vectorized = simulate(spec, clients=20, engine="vectorized", chunk_clients=6)
+    assert max_difference(loop.params, vectorized.params) <= 1e-5
+
+
+def test_a_rule_that_cannot_work_with_the_cohort_is_refused_before_training() -> None:
+    spec = MLP | {"strategy": {"name": "krum", "options": {"f": 4}}}
+    with pytest.raises(FLError, match="krum"):
+        simulate(spec, clients=8)

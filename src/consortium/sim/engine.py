@@ -31,6 +31,7 @@ from consortium.fl.core import (
     parse_hyperparams,
     weighted_metrics,
 )
+from consortium.fl.server_optimizers import get_server_optimizer
 from consortium.protocol import ProjectCreate
 from consortium.sim.datasets import SimDataset, load_dataset
 from consortium.sim.partition import partition
@@ -181,6 +182,10 @@ class Simulation:
         self.hp = parse_hyperparams(self.algorithm, spec.algorithm.hyperparameters)
         strategy_name = spec.strategy.name or self.algorithm.default_strategy
         self.strategy = get_strategy(strategy_name, **spec.strategy.options)
+        optimizer = spec.strategy.server_optimizer
+        self.server_optimizer = (
+            None if optimizer is None else get_server_optimizer(optimizer.name, **optimizer.options)
+        )
         self.dataset = dataset or load_dataset(
             settings.dataset, settings.target, test_fraction=settings.test_fraction, seed=settings.split_seed
         )
@@ -232,12 +237,17 @@ class Simulation:
     def run(self, engine: Engine, on_round: Callable[[RoundRecord], None] | None = None) -> SimResult:
         """All rounds of the spec on ``engine``; ``on_round`` sees each round's record as it closes."""
         params = self.init_params()
+        self.strategy.check_cohort(self.cohort_size)
+        server_state = self.server_optimizer.init_state(params) if self.server_optimizer else {}
         result = SimResult(self.spec, self.settings, self.dataset, params)
         for number in range(1, self.spec.rounds + 1):
             started = time.perf_counter()
             cohort = self.cohort(number)
             fitted = engine.fit(params, cohort)
-            params = fitted.aggregated
+            if self.server_optimizer is None:
+                params = fitted.aggregated
+            else:
+                params, server_state = self.server_optimizer.step(params, fitted.aggregated, server_state)
             test = self.algorithm.evaluate(self.hp, params, self.test).metrics
             record = RoundRecord(number, len(cohort), fitted.num_examples, fitted.train_metrics, test,
                                  time.perf_counter() - started)
