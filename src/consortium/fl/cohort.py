@@ -196,17 +196,25 @@ def train_cohort(
     optimizer_step: OptimizerStep,
     buffers: dict[str, list[torch.Tensor]],
 ) -> None:
-    """Run every planned local step on ``stacked`` (in place), one vmapped gradient per step group."""
+    """Run every planned local step on ``stacked`` (in place).
+
+    Each step group is one ``vmap`` of the per-client loss over the group's stacked params and batches; the sum
+    of the clients' losses is differentiated with ordinary autograd, which gives every client exactly its own
+    gradient (the clients share no parameters). This avoids ``torch.func.grad``, whose first call imports the
+    compiler stack (~70 MB).
+    """
     names = list(stacked)
-    grad_fn = torch.func.vmap(torch.func.grad(loss), in_dims=(0, 0, 0, 0, 0))
+    losses = torch.func.vmap(loss, in_dims=(0, 0, 0, 0, 0))
     for step_number, groups in enumerate(plan, start=1):
         for group in groups:
             tensors = [stacked[name][group.clients] for name in names]
-            grads = grad_fn(
-                dict(zip(names, tensors, strict=True)), x[group.rows], y[group.rows], group.mask, group.counts
-            )
+            leaves = [t.detach().requires_grad_() for t in tensors]
+            with torch.enable_grad():
+                total = losses(dict(zip(names, leaves, strict=True)), x[group.rows], y[group.rows], group.mask,
+                               group.counts).sum()
+                grads = list(torch.autograd.grad(total, leaves))
             state = GroupState(buffers, group.clients)
-            optimizer_step(tensors, [grads[name] for name in names], state, step_number)
+            optimizer_step(tensors, grads, state, step_number)
             if state.gathered:
                 for name, part in zip(names, tensors, strict=True):
                     stacked[name].index_copy_(0, group.clients, part)

@@ -230,6 +230,11 @@ def _optimizer_buffers(hp: ClassifierHyperParams, tensors: Sequence[torch.Tensor
     return buffers
 
 
+def _cross_entropies(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-row cross-entropy, written with ops that ``vmap`` batches natively (no decomposition fallback)."""
+    return -F.log_softmax(logits, dim=-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+
+
 def _positions(clients: slice | torch.Tensor, device: torch.device) -> torch.Tensor:
     if isinstance(clients, slice):
         return torch.arange(clients.start, clients.stop, device=device)
@@ -327,7 +332,7 @@ class Classifier:
 
         def client_loss(p, xb, yb, mask, count):
             logits = _forward([(p[w], p[b]) for w, b in zip(names[0::2], names[1::2], strict=True)], activation, xb)
-            return (F.cross_entropy(logits, yb, reduction="none") * mask).sum() / count
+            return (_cross_entropies(logits, yb) * mask).sum() / count
 
         def step(tensors, grads, state: GroupState, step_number: int) -> None:
             _optimizer_step(hp, tensors, grads, state.buffers, step_number, anchor)
@@ -348,7 +353,7 @@ class Classifier:
         def client_sums(p, xb, yb, mask):
             logits = _forward([(p[w], p[b]) for w, b in zip(names[0::2], names[1::2], strict=True)],
                               hp.activation, xb)
-            losses = F.cross_entropy(logits, yb, reduction="none")
+            losses = _cross_entropies(logits, yb)
             return (losses * mask).sum(), ((logits.argmax(dim=1) == yb).float() * mask).sum()
 
         sums = torch.func.vmap(client_sums)
