@@ -19,8 +19,9 @@ def make_cohort(sizes: list[int], start: int = 0) -> Cohort:
         parts.append(np.arange(offset, offset + size))
         offset += size
     order = by_decreasing_size(np.array(sizes))
-    return Cohort.from_parts([f"c{i}" for i in order], [parts[i] for i in order],
-                             [derive_seed("test", int(i)) for i in order])
+    return Cohort.from_parts(
+        [f"c{i}" for i in order], [parts[i] for i in order], [derive_seed("test", int(i)) for i in order]
+    )
 
 
 def blobs(n: int = 400, features: int = 6, classes: int = 4, seed: int = 0) -> LocalData:
@@ -38,7 +39,9 @@ def one_by_one(algorithm, hp, params, data: LocalData, cohort: Cohort):
     updates = []
     for c in range(len(cohort)):
         rows = torch.as_tensor(cohort.rows[cohort.offsets[c] : cohort.offsets[c + 1]])
-        updates.append(algorithm.local_update(hp, params, LocalData(data.x[rows], data.y[rows]), cohort.seeds[c]))
+        updates.append(
+            algorithm.local_update(hp, params, LocalData(data.x[rows], data.y[rows]), cohort.seeds[c])
+        )
     return updates
 
 
@@ -87,8 +90,11 @@ def test_plan_groups_cover_each_clients_batches_exactly() -> None:
     seen: dict[int, list[int]] = {}
     for groups in plan:
         for group in groups:
-            positions = (range(group.clients.start, group.clients.stop) if isinstance(group.clients, slice)
-                         else group.clients.tolist())
+            positions = (
+                range(group.clients.start, group.clients.stop)
+                if isinstance(group.clients, slice)
+                else group.clients.tolist()
+            )
             for row, mask, position in zip(group.rows, group.mask, positions, strict=True):
                 seen.setdefault(position, []).extend(row[mask.bool()].tolist())
     for c in range(len(cohort)):

@@ -12,7 +12,9 @@ seeds = st.integers(0, 2**63 - 1)
 
 
 @settings(max_examples=60, deadline=None)
-@given(sizes=st.lists(st.integers(0, 40), min_size=1, max_size=12), seed_list=st.data(), epoch=st.integers(0, 5))
+@given(
+    sizes=st.lists(st.integers(0, 40), min_size=1, max_size=12), seed_list=st.data(), epoch=st.integers(0, 5)
+)
 def test_segments_equal_each_clients_own_permutation(sizes: list[int], seed_list, epoch: int) -> None:
     client_seeds = seed_list.draw(st.lists(seeds, min_size=len(sizes), max_size=len(sizes)))
     together = segment_permutations(np.array(sizes), np.array(client_seeds, dtype=np.uint64), epoch)

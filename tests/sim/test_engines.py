@@ -9,8 +9,11 @@ from consortium.fl.core import FLError
 from consortium.sim.engine import Simulation, make_engine
 from consortium.sim.spec import parse_spec
 
-MLP = {"name": "sim-test", "algorithm": {"name": "classifier",
-                                          "hyperparameters": {"layers": [64, 32, 10], "lr": 0.05}}, "rounds": 10}
+MLP = {
+    "name": "sim-test",
+    "algorithm": {"name": "classifier", "hyperparameters": {"layers": [64, 32, 10], "lr": 0.05}},
+    "rounds": 10,
+}
 
 
 def simulate(spec: dict, **overrides):
@@ -37,10 +40,23 @@ def test_vectorized_equals_loop_after_ten_rounds(clients: int) -> None:
 
 
 def test_sampled_cohorts_momentum_and_chunks_agree_with_loop() -> None:
-    spec = MLP | {"rounds": 4, "algorithm": {"name": "classifier", "hyperparameters": {
-        "layers": [64, 16, 10], "lr": 0.05, "momentum": 0.9, "local_epochs": 2, "batch_size": 16}}}
+    spec = MLP | {
+        "rounds": 4,
+        "algorithm": {
+            "name": "classifier",
+            "hyperparameters": {
+                "layers": [64, 16, 10],
+                "lr": 0.05,
+                "momentum": 0.9,
+                "local_epochs": 2,
+                "batch_size": 16,
+            },
+        },
+    }
     loop = simulate(spec, clients=60, cohort=0.25, partition="shards:2", engine="loop")
-    chunked = simulate(spec, clients=60, cohort=0.25, partition="shards:2", engine="vectorized", chunk_clients=4)
+    chunked = simulate(
+        spec, clients=60, cohort=0.25, partition="shards:2", engine="vectorized", chunk_clients=4
+    )
     assert all(r.clients == 15 for r in loop.rounds)
     assert max_difference(loop.params, chunked.params) <= 1e-5
 
@@ -50,7 +66,9 @@ def test_kmeans_vectorized_equals_loop() -> None:
     loop = simulate(spec, clients=50, engine="loop")
     vectorized = simulate(spec, clients=50, engine="vectorized")
     assert max_difference(loop.params, vectorized.params) <= 1e-9
-    assert loop.final_metrics["inertia_per_sample"] == pytest.approx(vectorized.final_metrics["inertia_per_sample"])
+    assert loop.final_metrics["inertia_per_sample"] == pytest.approx(
+        vectorized.final_metrics["inertia_per_sample"]
+    )
 
 
 def test_same_seed_same_result_and_learning_happens() -> None:
@@ -72,8 +90,11 @@ def test_same_seed_same_result_and_learning_happens() -> None:
         (MLP, {"dataset": "imagenet"}, "unknown dataset 'imagenet'"),
         (MLP, {"device": "tpu"}, "--device 'tpu'"),
         (MLP | {"rounds": 0}, {}, "rounds: Input should be greater than or equal to 1"),
-        (MLP | {"algorithm": {"name": "classifier", "hyperparameters": {"layers": [64, 10], "lr": -1}}}, {},
-         "lr: Input should be greater than 0"),
+        (
+            MLP | {"algorithm": {"name": "classifier", "hyperparameters": {"layers": [64, 10], "lr": -1}}},
+            {},
+            "lr: Input should be greater than 0",
+        ),
         (MLP | {"strategy": {"name": "fedsgd"}}, {}, "unknown strategy 'fedsgd'"),
     ],
 )
@@ -107,8 +128,14 @@ def test_ray_engine_on_two_actors_equals_loop() -> None:
 
 
 def test_server_optimizer_and_robust_rule_run_in_the_vectorized_engine_like_the_loop() -> None:
-    spec = MLP | {"rounds": 3, "strategy": {"name": "trimmed_mean", "options": {"beta": 0.1},
-                                            "server_optimizer": {"name": "adam", "options": {"lr": 0.01}}}}
+    spec = MLP | {
+        "rounds": 3,
+        "strategy": {
+            "name": "trimmed_mean",
+            "options": {"beta": 0.1},
+            "server_optimizer": {"name": "adam", "options": {"lr": 0.01}},
+        },
+    }
     loop = simulate(spec, clients=20, engine="loop")
     vectorized = simulate(spec, clients=20, engine="vectorized", chunk_clients=6)
     assert max_difference(loop.params, vectorized.params) <= 1e-5

@@ -18,7 +18,9 @@ from consortium.sim.partition import partition
     kind=st.sampled_from(["iid", "dirichlet:0.1", "dirichlet:5", "shards:1", "shards:2"]),
     seed=st.integers(0, 2**32),
 )
-def test_every_sample_lands_on_exactly_one_client(labels: list[int], clients: int, kind: str, seed: int) -> None:
+def test_every_sample_lands_on_exactly_one_client(
+    labels: list[int], clients: int, kind: str, seed: int
+) -> None:
     y = np.array(labels)
     parts = partition(kind, y, len(y), clients, seed)
     assert len(parts) == clients

@@ -38,26 +38,62 @@ class Config:
         return f"{self.runner} N={self.clients}" if self.runner != "centralized" else "centralized epoch"
 
 
-def _command(config: Config, workload: Path, rounds: int, out: Path, flower_python: str | None,
-             ray_actors: int) -> list[str]:
+def _command(
+    config: Config, workload: Path, rounds: int, out: Path, flower_python: str | None, ray_actors: int
+) -> list[str]:
     if config.runner == "centralized":
         return [sys.executable, str(workload / "centralized.py"), "--rounds", str(rounds), "--out", str(out)]
     if config.runner == "flower":
-        return [str(flower_python), str(workload / "flower_sim.py"), "--clients", str(config.clients),
-                "--rounds", str(rounds), "--cpus-per-client", "1", "--out", str(out)]
-    return [sys.executable, "-m", "consortium.bench.sim_worker", "--workload", str(workload),
-            "--engine", config.runner, "--clients", str(config.clients), "--rounds", str(rounds),
-            "--ray-actors", str(ray_actors), "--out", str(out)]
+        return [
+            str(flower_python),
+            str(workload / "flower_sim.py"),
+            "--clients",
+            str(config.clients),
+            "--rounds",
+            str(rounds),
+            "--cpus-per-client",
+            "1",
+            "--out",
+            str(out),
+        ]
+    return [
+        sys.executable,
+        "-m",
+        "consortium.bench.sim_worker",
+        "--workload",
+        str(workload),
+        "--engine",
+        config.runner,
+        "--clients",
+        str(config.clients),
+        "--rounds",
+        str(rounds),
+        "--ray-actors",
+        str(ray_actors),
+        "--out",
+        str(out),
+    ]
 
 
-def _run_one(config: Config, workload: Path, rounds: int, flower_python: str | None, ray_actors: int,
-             timeout_s: float) -> dict[str, Any]:
+def _run_one(
+    config: Config, workload: Path, rounds: int, flower_python: str | None, ray_actors: int, timeout_s: float
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="consortium-bench-sim-") as tmp:
         out = Path(tmp) / "result.json"
-        command = [sys.executable, str(workload / "memwatch.py"), "--merge-into", str(out), "--",
-                   *_command(config, workload, rounds, out, flower_python, ray_actors)]
-        env = os.environ | {"ANCHOR_TORCH_THREADS": "1", "CONSORTIUM_TORCH_THREADS": "1",
-                            "FLWR_TELEMETRY_ENABLED": "0", "RAY_DEDUP_LOGS": "0"}
+        command = [
+            sys.executable,
+            str(workload / "memwatch.py"),
+            "--merge-into",
+            str(out),
+            "--",
+            *_command(config, workload, rounds, out, flower_python, ray_actors),
+        ]
+        env = os.environ | {
+            "ANCHOR_TORCH_THREADS": "1",
+            "CONSORTIUM_TORCH_THREADS": "1",
+            "FLWR_TELEMETRY_ENABLED": "0",
+            "RAY_DEDUP_LOGS": "0",
+        }
         completed = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=env)
         if completed.returncode != 0 or not out.exists():
             tail = (completed.stderr or completed.stdout)[-2000:]
@@ -107,12 +143,25 @@ def run_sim_bench(
     records = _records(raw)
     _print_table(records, console)
     if json_path is not None:
-        Path(json_path).write_text(json.dumps(
-            {"suite": "sim", "rounds": rounds, "repeats": repeats, "machine": machine_info(), "records": records},
-            indent=2) + "\n")
+        Path(json_path).write_text(
+            json.dumps(
+                {
+                    "suite": "sim",
+                    "rounds": rounds,
+                    "repeats": repeats,
+                    "machine": machine_info(),
+                    "records": records,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     if markdown_path is not None:
-        update_benchmarks_md(Path(markdown_path), "sim", _markdown(records, clients, engines, repeats, rounds,
-                                                                 flower_python is not None))
+        update_benchmarks_md(
+            Path(markdown_path),
+            "sim",
+            _markdown(records, clients, engines, repeats, rounds, flower_python is not None),
+        )
     return records
 
 
@@ -145,17 +194,38 @@ def _fmt_ratio(value: float | None, suffix: str = "x") -> str:
 
 
 def _print_table(records: list[dict[str, Any]], console: Console) -> None:
-    table = Table("runner", "N", "steady s/round", "peak RSS MB", "peak PSS MB", "final acc", "Flower / ours",
-                  "ours / centralized")
+    table = Table(
+        "runner",
+        "N",
+        "steady s/round",
+        "peak RSS MB",
+        "peak PSS MB",
+        "final acc",
+        "Flower / ours",
+        "ours / centralized",
+    )
     for r in records:
-        table.add_row(r["engine"], str(r["clients"]), f"{r['steady_s_per_round']:.4f}", f"{r['peak_rss_mb']:.0f}",
-                      f"{r['peak_pss_mb']:.0f}", f"{r['final_acc']:.4f}", _fmt_ratio(r["ratio_vs_flower"]),
-                      _fmt_ratio(r["ratio_vs_centralized"]))
+        table.add_row(
+            r["engine"],
+            str(r["clients"]),
+            f"{r['steady_s_per_round']:.4f}",
+            f"{r['peak_rss_mb']:.0f}",
+            f"{r['peak_pss_mb']:.0f}",
+            f"{r['final_acc']:.4f}",
+            _fmt_ratio(r["ratio_vs_flower"]),
+            _fmt_ratio(r["ratio_vs_centralized"]),
+        )
     console.print(table)
 
 
-def _markdown(records: list[dict[str, Any]], clients: list[int], engines: list[str], repeats: int, rounds: int,
-              with_flower: bool) -> str:
+def _markdown(
+    records: list[dict[str, Any]],
+    clients: list[int],
+    engines: list[str],
+    repeats: int,
+    rounds: int,
+    with_flower: bool,
+) -> str:
     m = machine_info()
     flower_flag = " --flower-python /tmp/venv-flower/bin/python" if with_flower else ""
     lines = [

@@ -31,7 +31,9 @@ def shared_workload(workload_dir: Path, clients: int) -> tuple[Any, list, dict[s
     x_train, y_train, x_test, y_test = common.load_data()
     dataset = SimDataset("digits", LocalData(x_train, y_train), LocalData(x_test, y_test), "CC-BY-4.0")
     parts = [p.astype("int64") for p in common.partition(clients)]
-    initial = {f"layers.{name}": tensor.detach().clone() for name, tensor in common.make_model().state_dict().items()}
+    initial = {
+        f"layers.{name}": tensor.detach().clone() for name, tensor in common.make_model().state_dict().items()
+    }
     return dataset, parts, initial
 
 
@@ -39,9 +41,17 @@ def spec(rounds: int) -> dict[str, Any]:
     """The reference workload as a project spec: MLP 64-128-10, SGD lr 0.05, batch 32, 1 local epoch, FedAvg."""
     return {
         "name": "bench-sim",
-        "algorithm": {"name": "classifier", "hyperparameters": {
-            "layers": [64, 128, 10], "activation": "relu", "optimizer": "sgd", "lr": 0.05,
-            "local_epochs": 1, "batch_size": 32}},
+        "algorithm": {
+            "name": "classifier",
+            "hyperparameters": {
+                "layers": [64, 128, 10],
+                "activation": "relu",
+                "optimizer": "sgd",
+                "lr": 0.05,
+                "local_epochs": 1,
+                "batch_size": 32,
+            },
+        },
         "strategy": {"name": "fedavg"},
         "rounds": rounds,
     }
@@ -63,8 +73,15 @@ def main() -> None:
 
     started = time.perf_counter()
     dataset, parts, initial = shared_workload(args.workload, args.clients)
-    project, settings = parse_spec(spec(args.rounds), {
-        "clients": args.clients, "engine": args.engine, "device": args.device, "ray_actors": args.ray_actors})
+    project, settings = parse_spec(
+        spec(args.rounds),
+        {
+            "clients": args.clients,
+            "engine": args.engine,
+            "device": args.device,
+            "ray_actors": args.ray_actors,
+        },
+    )
     simulation = Simulation(project, settings, dataset=dataset, parts=parts, initial_params=initial)
     engine = make_engine(settings.engine, simulation.setup, settings)
     try:

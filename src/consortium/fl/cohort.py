@@ -25,7 +25,9 @@ from consortium.fl.shuffle import segment_permutations
 StackedParams = dict[str, torch.Tensor]
 """Named tensors with a leading client axis: ``[C, *shape]``."""
 
-ClientLoss = Callable[[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+ClientLoss = Callable[
+    [dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor
+]
 """``loss(params, x, y, mask, count)`` for ONE client: the mean loss over the ``count`` unmasked rows."""
 
 OptimizerStep = Callable[[list[torch.Tensor], list[torch.Tensor], "GroupState", int], None]
@@ -68,12 +70,16 @@ class Cohort:
     def select(self, positions: np.ndarray) -> Cohort:
         """The sub-cohort of the clients at ``positions`` (in that order)."""
         positions = np.asarray(positions, dtype=np.int64)
-        if len(positions) and np.array_equal(positions, np.arange(positions[0], positions[0] + len(positions))):
+        if len(positions) and np.array_equal(
+            positions, np.arange(positions[0], positions[0] + len(positions))
+        ):
             first, stop = int(positions[0]), int(positions[-1]) + 1
             offsets = self.offsets[first : stop + 1]
             return Cohort(
-                self.client_ids[first:stop], offsets - offsets[0],
-                self.rows[offsets[0] : offsets[-1]], self.seeds[first:stop],
+                self.client_ids[first:stop],
+                offsets - offsets[0],
+                self.rows[offsets[0] : offsets[-1]],
+                self.seeds[first:stop],
             )
         parts = [self.rows[self.offsets[p] : self.offsets[p + 1]] for p in positions]
         return Cohort.from_parts(
@@ -94,9 +100,16 @@ def shuffled_rows(cohort: Cohort, epochs: int) -> np.ndarray:
     """
     seeds = np.array(cohort.seeds, dtype=np.uint64)
     owner_start = np.repeat(cohort.offsets[:-1], cohort.sizes)
-    return np.stack([
-        cohort.rows[owner_start + segment_permutations(cohort.sizes, seeds, epoch)] for epoch in range(epochs)
-    ]) if len(cohort.rows) else np.zeros((epochs, 0), dtype=np.int64)
+    return (
+        np.stack(
+            [
+                cohort.rows[owner_start + segment_permutations(cohort.sizes, seeds, epoch)]
+                for epoch in range(epochs)
+            ]
+        )
+        if len(cohort.rows)
+        else np.zeros((epochs, 0), dtype=np.int64)
+    )
 
 
 @dataclass(frozen=True)
@@ -155,12 +168,14 @@ def plan_local_steps(
             local = cohort.offsets[active[chosen], None] + start[chosen, None] + columns[None, :]
             local = np.where(valid, local, cohort.offsets[active[chosen], None])
             rows = orders[epoch[chosen, None], local]
-            groups.append(StepGroup(
-                clients=_client_selector(active[chosen], device),
-                rows=torch.as_tensor(rows, device=device),
-                mask=torch.as_tensor(valid, dtype=torch.float32, device=device),
-                counts=torch.as_tensor(batch[chosen], dtype=torch.float32, device=device),
-            ))
+            groups.append(
+                StepGroup(
+                    clients=_client_selector(active[chosen], device),
+                    rows=torch.as_tensor(rows, device=device),
+                    mask=torch.as_tensor(valid, dtype=torch.float32, device=device),
+                    counts=torch.as_tensor(batch[chosen], dtype=torch.float32, device=device),
+                )
+            )
         plan.append(groups)
     return plan
 
@@ -210,8 +225,13 @@ def train_cohort(
             tensors = [stacked[name][group.clients] for name in names]
             leaves = [t.detach().requires_grad_() for t in tensors]
             with torch.enable_grad():
-                total = losses(dict(zip(names, leaves, strict=True)), x[group.rows], y[group.rows], group.mask,
-                               group.counts).sum()
+                total = losses(
+                    dict(zip(names, leaves, strict=True)),
+                    x[group.rows],
+                    y[group.rows],
+                    group.mask,
+                    group.counts,
+                ).sum()
                 grads = list(torch.autograd.grad(total, leaves))
             state = GroupState(buffers, group.clients)
             optimizer_step(tensors, grads, state, step_number)

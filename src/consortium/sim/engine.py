@@ -23,12 +23,14 @@ from consortium.fl.core import (
     FLError,
     LocalData,
     Params,
+    StackedUpdates,
     Strategy,
     Update,
     derive_seed,
     get_algorithm,
     get_strategy,
     parse_hyperparams,
+    stack_updates,
     weighted_metrics,
 )
 from consortium.fl.server_optimizers import get_server_optimizer
@@ -36,6 +38,10 @@ from consortium.protocol import ProjectCreate
 from consortium.sim.datasets import SimDataset, load_dataset
 from consortium.sim.partition import partition
 from consortium.sim.spec import SimulationSettings
+
+
+Tamper = Callable[[Params, StackedUpdates], StackedUpdates]
+"""``tamper(global_params, updates) -> updates``: sees every client's update (canonical order) before aggregation."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,8 @@ class Setup:
     device: torch.device
     strategy_name: str = "fedavg"
     strategy_options: dict[str, Any] = field(default_factory=dict)
+    tamper: Tamper | None = None
+    """Rewrites the cohort's updates before aggregation (the attack harness's malicious clients)."""
 
 
 @dataclass(frozen=True)
@@ -79,8 +87,12 @@ class RoundRecord:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "round": self.round, "clients": self.clients, "num_examples": self.num_examples,
-            "train": self.train, "test": self.test, "wall_s": self.wall_s,
+            "round": self.round,
+            "clients": self.clients,
+            "num_examples": self.num_examples,
+            "train": self.train,
+            "test": self.test,
+            "wall_s": self.wall_s,
         }
 
 
@@ -114,12 +126,22 @@ class LoopEngine:
         setup = self.setup
         updates = [
             replace(
-                setup.algorithm.local_update(setup.hp, params, client_data(setup.train, cohort, c), cohort.seeds[c]),
+                setup.algorithm.local_update(
+                    setup.hp, params, client_data(setup.train, cohort, c), cohort.seeds[c]
+                ),
                 client_id=cohort.client_ids[c],
             )
             for c in range(len(cohort))
         ]
-        return aggregate_updates(setup.strategy, params, updates)
+        if setup.tamper is None:
+            return aggregate_updates(setup.strategy, params, updates)
+        train = weighted_metrics([Evaluation(u.num_examples, u.metrics) for u in updates])
+        stacked = setup.tamper(params, stack_updates(updates))
+        return FitResult(
+            setup.strategy.aggregate_stacked(params, stacked),
+            train.metrics,
+            sum(u.num_examples for u in updates),
+        )
 
     def close(self) -> None:
         pass
@@ -127,7 +149,9 @@ class LoopEngine:
 
 def client_data(train: LocalData, cohort: Cohort, position: int) -> LocalData:
     """The rows of the client at ``position`` in ``cohort``."""
-    rows = torch.as_tensor(cohort.rows[cohort.offsets[position] : cohort.offsets[position + 1]], device=train.x.device)
+    rows = torch.as_tensor(
+        cohort.rows[cohort.offsets[position] : cohort.offsets[position + 1]], device=train.x.device
+    )
     return LocalData(train.x[rows], None if train.y is None else train.y[rows])
 
 
@@ -175,6 +199,7 @@ class Simulation:
         dataset: SimDataset | None = None,
         parts: list[np.ndarray] | None = None,
         initial_params: Params | None = None,
+        tamper: Tamper | None = None,
     ) -> None:
         self.spec, self.settings = spec, settings
         self.device = resolve_device(settings.device)
@@ -192,7 +217,9 @@ class Simulation:
         train = self.dataset.train
         if parts is None:
             labels = None if train.y is None or train.y.is_floating_point() else train.y.numpy()
-            parts = partition(settings.partition, labels, len(train), settings.clients, settings.partition_seed)
+            parts = partition(
+                settings.partition, labels, len(train), settings.clients, settings.partition_seed
+            )
         if len(parts) != settings.clients:
             raise FLError(f"the partition has {len(parts)} clients, the settings say {settings.clients}")
         self.parts = parts
@@ -200,10 +227,19 @@ class Simulation:
         self.cohort_size = settings.cohort_size()
         self.train = LocalData(train.x.to(self.device), None if train.y is None else train.y.to(self.device))
         self.test = LocalData(
-            self.dataset.test.x.to(self.device), None if self.dataset.test.y is None else self.dataset.test.y.to(self.device)
+            self.dataset.test.x.to(self.device),
+            None if self.dataset.test.y is None else self.dataset.test.y.to(self.device),
         )
-        self.setup = Setup(self.algorithm, self.hp, self.strategy, self.train, self.device,
-                           strategy_name, dict(spec.strategy.options))
+        self.setup = Setup(
+            self.algorithm,
+            self.hp,
+            self.strategy,
+            self.train,
+            self.device,
+            strategy_name,
+            dict(spec.strategy.options),
+            tamper,
+        )
         self.initial_params = initial_params
 
     def cohort(self, round_number: int) -> Cohort:
@@ -222,9 +258,13 @@ class Simulation:
         if self.initial_params is not None:
             return {k: v.to(self.device) for k, v in self.initial_params.items()}
         if not self.algorithm.needs_client_init:
-            return {k: v.to(self.device) for k, v in
-                    self.algorithm.init(self.hp, self.dataset.num_features, self.spec.seed).items()}
-        everyone = Cohort.from_parts(self.ids, self.parts, [derive_seed(self.spec.seed, "init", 0, c) for c in self.ids])
+            return {
+                k: v.to(self.device)
+                for k, v in self.algorithm.init(self.hp, self.dataset.num_features, self.spec.seed).items()
+            }
+        everyone = Cohort.from_parts(
+            self.ids, self.parts, [derive_seed(self.spec.seed, "init", 0, c) for c in self.ids]
+        )
         updates = [
             replace(
                 self.algorithm.client_init(self.hp, client_data(self.train, everyone, c), everyone.seeds[c]),
@@ -249,8 +289,14 @@ class Simulation:
             else:
                 params, server_state = self.server_optimizer.step(params, fitted.aggregated, server_state)
             test = self.algorithm.evaluate(self.hp, params, self.test).metrics
-            record = RoundRecord(number, len(cohort), fitted.num_examples, fitted.train_metrics, test,
-                                 time.perf_counter() - started)
+            record = RoundRecord(
+                number,
+                len(cohort),
+                fitted.num_examples,
+                fitted.train_metrics,
+                test,
+                time.perf_counter() - started,
+            )
             result.rounds.append(record)
             if on_round is not None:
                 on_round(record)

@@ -20,8 +20,12 @@ def summary(result: SimResult, engine: str) -> dict[str, Any]:
     return {
         "spec": result.spec.model_dump(mode="json"),
         "simulation": result.settings.model_dump(mode="json") | {"engine": engine},
-        "dataset": {"name": result.dataset.name, "train_rows": len(result.dataset.train),
-                    "test_rows": len(result.dataset.test), "license": result.dataset.license},
+        "dataset": {
+            "name": result.dataset.name,
+            "train_rows": len(result.dataset.train),
+            "test_rows": len(result.dataset.test),
+            "license": result.dataset.license,
+        },
         "rounds": [r.as_dict() for r in result.rounds],
         "final_metrics": result.final_metrics,
         "mean_round_s_after_first": sum(steady) / len(steady) if steady else None,
@@ -42,18 +46,29 @@ def write_csv(path: Path, result: SimResult) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["round", "clients", "num_examples", "wall_s"]
-                        + [f"train_{k.removeprefix('train_')}" for k in train_keys] + [f"test_{k}" for k in test_keys])
+        writer.writerow(
+            ["round", "clients", "num_examples", "wall_s"]
+            + [f"train_{k.removeprefix('train_')}" for k in train_keys]
+            + [f"test_{k}" for k in test_keys]
+        )
         for r in result.rounds:
-            writer.writerow([r.round, r.clients, r.num_examples, f"{r.wall_s:.6f}"]
-                            + [r.train.get(k, "") for k in train_keys] + [r.test.get(k, "") for k in test_keys])
+            writer.writerow(
+                [r.round, r.clients, r.num_examples, f"{r.wall_s:.6f}"]
+                + [r.train.get(k, "") for k in train_keys]
+                + [r.test.get(k, "") for k in test_keys]
+            )
 
 
 def model_card(result: SimResult, engine: str, weights_sha256: str) -> dict[str, Any]:
     """The card of a simulated model, shaped like a real run's: what, on which data, how it went."""
     spec, settings = result.spec, result.settings
-    datasets = [{"ref": f"sim/{result.dataset.name}", "rows": len(result.dataset.train),
-                 "license": result.dataset.license}]
+    datasets = [
+        {
+            "ref": f"sim/{result.dataset.name}",
+            "rows": len(result.dataset.train),
+            "license": result.dataset.license,
+        }
+    ]
     return {
         "schema_version": 1,
         "model": f"sim/{spec.name}",
@@ -81,8 +96,10 @@ def render_card(card: dict[str, Any]) -> str:
         f"- **Task**: {card['task'] or '(not described)'}",
         f"- **Algorithm**: `{card['algorithm']['name']}` with hyper-parameters `{card['algorithm']['hyperparameters']}`",
         f"- **Strategy**: `{card['strategy']['name'] or 'default'}` {card['strategy']['options'] or ''}",
-        (f"- **Simulation**: {sim['clients']} clients, partition `{sim['partition']}`, cohort {sim['cohort']}, "
-         f"engine `{sim['engine']}` on `{sim['device']}`"),
+        (
+            f"- **Simulation**: {sim['clients']} clients, partition `{sim['partition']}`, cohort {sim['cohort']}, "
+            f"engine `{sim['engine']}` on `{sim['device']}`"
+        ),
         f"- **Rounds**: {card['rounds']}, seed {card['seed']}",
         f"- **Data**: {', '.join(d['ref'] for d in card['datasets'])}; licence `{card['license']}`",
         f"- **Weights**: safetensors, SHA-256 `{card['weights']['sha256']}`",
@@ -92,10 +109,17 @@ def render_card(card: dict[str, Any]) -> str:
         lines += ["", "## Samples", "", f"![generated samples]({card['samples_png']})"]
     rounds = card["metrics_per_round"]
     keys = sorted({k for r in rounds for k in r["test"]})
-    lines += ["", "## Metrics per round", "", "| round | clients | " + " | ".join(f"test {k}" for k in keys) + " |",
-              "|---|---|" + "---|" * len(keys)]
+    lines += [
+        "",
+        "## Metrics per round",
+        "",
+        "| round | clients | " + " | ".join(f"test {k}" for k in keys) + " |",
+        "|---|---|" + "---|" * len(keys),
+    ]
     for r in rounds:
-        cells = [str(r["round"]), str(r["clients"])] + [f"{r['test'][k]:.4f}" if k in r["test"] else "" for k in keys]
+        cells = [str(r["round"]), str(r["clients"])] + [
+            f"{r['test'][k]:.4f}" if k in r["test"] else "" for k in keys
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -104,7 +128,11 @@ def write_model(out_dir: Path, result: SimResult, engine: str) -> dict[str, Path
     """``weights.safetensors``, ``card.json`` and ``card.md`` in ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = encode_tensors(result.params)
-    paths = {"weights": out_dir / "weights.safetensors", "card": out_dir / "card.json", "card_md": out_dir / "card.md"}
+    paths = {
+        "weights": out_dir / "weights.safetensors",
+        "card": out_dir / "card.json",
+        "card_md": out_dir / "card.md",
+    }
     paths["weights"].write_bytes(weights)
     card = model_card(result, engine, sha256_hex(weights))
     write_json(paths["card"], card)

@@ -12,7 +12,9 @@ from consortium.fl.data import dirichlet_label_partition, iid_partition, shard_p
 PARTITION_HELP = "iid | dirichlet:ALPHA (label skew, ALPHA > 0) | shards:K (K label-sorted shards per client)"
 
 
-def partition(kind: str, labels: np.ndarray | None, num_samples: int, num_clients: int, seed: int) -> list[np.ndarray]:
+def partition(
+    kind: str, labels: np.ndarray | None, num_samples: int, num_clients: int, seed: int
+) -> list[np.ndarray]:
     """Split ``num_samples`` rows across ``num_clients`` as ``kind`` says; FLError with the reason otherwise."""
     name, _, argument = kind.partition(":")
     try:

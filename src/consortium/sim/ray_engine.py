@@ -28,19 +28,30 @@ _NUM_EXAMPLES = "__num_examples__"
 class ShardWorker:
     """What runs inside one Ray actor: local training and reduction of one shard of each round's cohort."""
 
-    def __init__(self, algorithm: str, hyperparameters: dict[str, Any], strategy: str, options: dict[str, Any],
-                 train_bytes: bytes, device: str, threads: int) -> None:
+    def __init__(
+        self,
+        algorithm: str,
+        hyperparameters: dict[str, Any],
+        strategy: str,
+        options: dict[str, Any],
+        train_bytes: bytes,
+        device: str,
+        threads: int,
+    ) -> None:
         torch.set_num_threads(threads)
         self.algorithm = get_algorithm(algorithm)
         self.hp = parse_hyperparams(self.algorithm, hyperparameters)
         self.strategy = get_strategy(strategy, **options)
         tensors = decode_tensors(train_bytes)
         self.device = torch.device(device)
-        self.train = LocalData(tensors["x"].to(self.device), tensors["y"].to(self.device) if "y" in tensors else None)
+        self.train = LocalData(
+            tensors["x"].to(self.device), tensors["y"].to(self.device) if "y" in tensors else None
+        )
         self.vectorized = supports_vectorized(self.algorithm)
 
-    def fit(self, params_bytes: bytes, ids: list[str], offsets: np.ndarray, rows: np.ndarray,
-            seeds: list[int]) -> tuple[bytes, list[str], dict[str, float], int]:
+    def fit(
+        self, params_bytes: bytes, ids: list[str], offsets: np.ndarray, rows: np.ndarray, seeds: list[int]
+    ) -> tuple[bytes, list[str], dict[str, float], int]:
         """Train the shard; return (tensors as safetensors, their client ids, metric sums, examples)."""
         params = {k: v.to(self.device) for k, v in decode_tensors(params_bytes).items()}
         cohort = Cohort(tuple(ids), offsets, rows, tuple(seeds))
@@ -49,10 +60,14 @@ class ShardWorker:
         if self.vectorized:
             stacked, per_client = self.algorithm.local_update_cohort(self.hp, params, self.train, cohort)
             num_examples = torch.as_tensor(cohort.sizes, device=self.device)
-            metric_sums = {k: float((v.to(torch.float64) * num_examples).sum()) for k, v in per_client.items()}
+            metric_sums = {
+                k: float((v.to(torch.float64) * num_examples).sum()) for k, v in per_client.items()
+            }
         else:
             updates = [
-                self.algorithm.local_update(self.hp, params, client_data(self.train, cohort, c), cohort.seeds[c])
+                self.algorithm.local_update(
+                    self.hp, params, client_data(self.train, cohort, c), cohort.seeds[c]
+                )
                 for c in range(len(cohort))
             ]
             stacked = {name: torch.stack([u.tensors[name] for u in updates]) for name in updates[0].tensors}
@@ -64,7 +79,12 @@ class ShardWorker:
         if reducer.linear:
             reducer.add(stacked, num_examples, cohort.client_ids)
             return encode_tensors(reducer.partial), [], metric_sums, total
-        return encode_tensors(stacked | {_NUM_EXAMPLES: num_examples}), list(cohort.client_ids), metric_sums, total
+        return (
+            encode_tensors(stacked | {_NUM_EXAMPLES: num_examples}),
+            list(cohort.client_ids),
+            metric_sums,
+            total,
+        )
 
 
 def _require_ray():
@@ -79,6 +99,8 @@ class RayEngine:
     name = "ray"
 
     def __init__(self, setup: Setup, settings: SimulationSettings) -> None:
+        if setup.tamper is not None:
+            raise FLError("the ray engine does not run attacks; use --engine vectorized or loop")
         ray = self._ray = _require_ray()
         self.setup = setup
         self.started_ray = not ray.is_initialized()
@@ -86,15 +108,26 @@ class RayEngine:
             if settings.ray_address:
                 ray.init(address=settings.ray_address, log_to_driver=False)
             else:
-                ray.init(num_cpus=max(os.cpu_count() or 1, settings.ray_actors), include_dashboard=False,
-                         log_to_driver=False, configure_logging=False)
+                ray.init(
+                    num_cpus=max(os.cpu_count() or 1, settings.ray_actors),
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    configure_logging=False,
+                )
         train = {"x": setup.train.x.cpu()} | ({} if setup.train.y is None else {"y": setup.train.y.cpu()})
         train_ref = ray.put(encode_tensors(train))
         worker = ray.remote(num_cpus=1, num_gpus=1 if setup.device.type == "cuda" else 0)(ShardWorker)
         threads = int(os.environ.get("CONSORTIUM_TORCH_THREADS", "1"))
         self.actors = [
-            worker.remote(setup.algorithm.name, setup.hp.model_dump(), setup.strategy_name, setup.strategy_options,
-                          train_ref, setup.device.type, threads)
+            worker.remote(
+                setup.algorithm.name,
+                setup.hp.model_dump(),
+                setup.strategy_name,
+                setup.strategy_options,
+                train_ref,
+                setup.device.type,
+                threads,
+            )
             for _ in range(settings.ray_actors)
         ]
 
@@ -107,8 +140,11 @@ class RayEngine:
             if len(positions) == 0:
                 continue
             shard = cohort.select(positions)
-            futures.append(actor.fit.remote(params_ref, list(shard.client_ids), shard.offsets, shard.rows,
-                                            list(shard.seeds)))
+            futures.append(
+                actor.fit.remote(
+                    params_ref, list(shard.client_ids), shard.offsets, shard.rows, list(shard.seeds)
+                )
+            )
         reducer = CohortReducer(self.setup.strategy, params)
         metric_sums: dict[str, float] = {}
         total = 0

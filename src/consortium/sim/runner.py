@@ -39,12 +39,21 @@ def run_simulation(
         f"engine {engine.name} on {simulation.device}"
     )
     try:
-        with Progress(TextColumn("round"), MofNCompleteColumn(), BarColumn(), TextColumn("{task.description}"),
-                      TimeElapsedColumn(), console=console, transient=False) as progress:
+        with Progress(
+            TextColumn("round"),
+            MofNCompleteColumn(),
+            BarColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        ) as progress:
             task = progress.add_task("", total=project.rounds)
 
             def on_round(record: RoundRecord) -> None:
-                progress.update(task, advance=1, description=f"{_headline(record.test)}  ({record.wall_s:.3f} s)")
+                progress.update(
+                    task, advance=1, description=f"{_headline(record.test)}  ({record.wall_s:.3f} s)"
+                )
 
             result = simulation.run(engine, on_round)
     finally:

@@ -63,7 +63,9 @@ def _problems(exc: ValidationError) -> str:
     )
 
 
-def parse_spec(raw: dict[str, Any], overrides: dict[str, Any] | None = None) -> tuple[ProjectCreate, SimulationSettings]:
+def parse_spec(
+    raw: dict[str, Any], overrides: dict[str, Any] | None = None
+) -> tuple[ProjectCreate, SimulationSettings]:
     """Validate a spec dict; ``overrides`` (non-None values only) replace the simulation settings."""
     raw = dict(raw)
     simulation = dict(raw.pop("simulation", None) or {})
@@ -86,7 +88,9 @@ def _ref_name(dataset: str) -> str:
     return cleaned or "data"
 
 
-def load_spec(path: Path, overrides: dict[str, Any] | None = None) -> tuple[ProjectCreate, SimulationSettings]:
+def load_spec(
+    path: Path, overrides: dict[str, Any] | None = None
+) -> tuple[ProjectCreate, SimulationSettings]:
     """Read and validate a spec file (FLError naming the file and the bad field)."""
     try:
         raw = json.loads(Path(path).read_text())

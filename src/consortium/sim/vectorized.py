@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from consortium.fl.cohort import Cohort
-from consortium.fl.core import FLError, Params, Strategy, Update
-from consortium.sim.engine import FitResult, Setup
+from consortium.fl.core import FLError, Params, StackedUpdates, Strategy, Update, merge_partials
+from consortium.sim.engine import FitResult, Setup, Tamper
 
 DEFAULT_CHUNK_BYTES = {"cpu": 64 * 2**20, "cuda": 4 * 2**30}
 """Budget for the chunk's stacked params and optimiser state, per device type."""
@@ -54,7 +54,7 @@ class VectorizedEngine:
     def fit(self, params: Params, cohort: Cohort) -> FitResult:
         setup = self.setup
         size = self.chunk_clients or default_chunk_clients(params, setup.device)
-        reducer = CohortReducer(setup.strategy, params)
+        reducer = CohortReducer(setup.strategy, params, setup.tamper)
         metric_sums: dict[str, float] = {}
         total = 0
         for chunk in chunks(cohort, size):
@@ -63,7 +63,9 @@ class VectorizedEngine:
             reducer.add(stacked, num_examples, chunk.client_ids)
             weights = num_examples.to(torch.float64)
             for name, values in per_client.items():
-                metric_sums[name] = metric_sums.get(name, 0.0) + float((values.to(torch.float64) * weights).sum())
+                metric_sums[name] = metric_sums.get(name, 0.0) + float(
+                    (values.to(torch.float64) * weights).sum()
+                )
             total += int(chunk.sizes.sum())
         train = {name: value / total for name, value in metric_sums.items()} if total else {}
         return FitResult(reducer.result(), train, total)
@@ -80,16 +82,14 @@ class CohortReducer:
     per-client updates.
     """
 
-    def __init__(self, strategy: Strategy, params: Params) -> None:
-        self.strategy, self.params = strategy, params
-        self.linear = bool(getattr(strategy, "linear", False))
+    def __init__(self, strategy: Strategy, params: Params, tamper: Tamper | None = None) -> None:
+        self.strategy, self.params, self.tamper = strategy, params, tamper
+        self.linear = bool(getattr(strategy, "linear", False)) and tamper is None
         self.partial: Params | None = None
         self.pieces: list[tuple[dict[str, torch.Tensor], torch.Tensor, tuple[str, ...]]] = []
 
     def add(self, stacked: dict[str, torch.Tensor], num_examples: torch.Tensor, ids: tuple[str, ...]) -> None:
         if self.linear:
-            from consortium.fl.core import StackedUpdates, merge_partials
-
             partial = self.strategy.partial(StackedUpdates(stacked, num_examples.to(torch.float64), ids))
             self.partial = partial if self.partial is None else merge_partials(self.partial, partial)
         else:
@@ -97,8 +97,6 @@ class CohortReducer:
 
     def add_partial(self, partial: Params) -> None:
         """Fold in partial sums computed elsewhere (a Ray actor's shard)."""
-        from consortium.fl.core import merge_partials
-
         self.partial = partial if self.partial is None else merge_partials(self.partial, partial)
 
     def result(self) -> Params:
@@ -115,11 +113,10 @@ class CohortReducer:
         stacked = {name: t.index_select(0, index) for name, t in stacked.items()}
         num_examples, ids = num_examples.index_select(0, index), tuple(ids[i] for i in order)
         if hasattr(self.strategy, "aggregate_stacked"):
-            from consortium.fl.core import StackedUpdates
-
-            return self.strategy.aggregate_stacked(
-                self.params, StackedUpdates(stacked, num_examples.to(torch.float64), ids)
-            )
+            updates = StackedUpdates(stacked, num_examples.to(torch.float64), ids)
+            if self.tamper is not None:
+                updates = self.tamper(self.params, updates)
+            return self.strategy.aggregate_stacked(self.params, updates)
         updates = [
             Update({name: t[c] for name, t in stacked.items()}, int(num_examples[c]), client_id=ids[c])
             for c in range(len(ids))
