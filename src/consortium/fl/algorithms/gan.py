@@ -17,8 +17,10 @@ Evaluation: always the discriminator's accuracy on the real data and on as many 
 with a fixed seed, so evaluation is a pure function of params and data). When the model is digits-shaped
 (64 features, 10 classes) and the data has labels, also :mod:`consortium.fl.gan_quality`'s
 ``conditioning_accuracy`` and ``frechet_distance`` of samples conditioned on the data's labels, measured
-with a judge classifier trained on scikit-learn's digits. The Fréchet distance is biased upwards on small
-sets, so the example-weighted mean of per-node values is an upper-bound-ish summary, not the pooled value.
+with a judge classifier trained on scikit-learn's digits. Any 64-feature, 10-class model counts as
+digits-shaped; on other data those two numbers are meaningless. The Fréchet distance is biased upwards on
+small sets and is not additive, so the example-weighted mean of per-node values (federated evaluation) is a
+summary, not the distance on the pooled data.
 """
 
 from __future__ import annotations
