@@ -187,7 +187,7 @@ def register_strategy(cls: type) -> type:
 def _load_builtins() -> None:
     """Import the built-in algorithms and strategies and any plugins, once per process."""
     from consortium.fl import strategies  # noqa: F401
-    from consortium.fl.algorithms import classifier, kmeans  # noqa: F401
+    from consortium.fl.algorithms import classifier, gan, kmeans  # noqa: F401
 
     try:
         from importlib.metadata import entry_points
