@@ -314,10 +314,9 @@ def _check_stackable(
     for name, shape in shapes.items():
         if name not in update.tensors:
             raise FLError(f"the update from {_client_label(update)} has no tensor {name!r}")
-        got = tuple(update.tensors[name].shape)
-        if got != tuple(shape):
-            client = update.client_id or "a client"
-            raise FLError(f"tensor {name!r} from {client} has shape {got}, expected {tuple(shape)}")
+        got, want = tuple(update.tensors[name].shape), tuple(shape)
+        if got != want:
+            raise FLError(f"tensor {name!r} from {_client_label(update)} has shape {got}, expected {want}")
     if update.num_examples < 0:
         raise FLError(
             f"the update from {_client_label(update)} has a negative number of examples "
