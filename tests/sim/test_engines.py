@@ -145,3 +145,21 @@ def test_a_rule_that_cannot_work_with_the_cohort_is_refused_before_training() ->
     spec = MLP | {"strategy": {"name": "krum", "options": {"f": 4}}}
     with pytest.raises(FLError, match="krum"):
         simulate(spec, clients=8)
+
+
+def test_an_algorithm_without_a_batched_update_falls_back_to_the_loop_with_a_message(tmp_path) -> None:
+    from consortium.sim.outputs import write_model
+
+    spec = {"name": "gan-small", "rounds": 1, "algorithm": {"name": "gan", "hyperparameters": {
+        "num_features": 64, "num_classes": 10, "latent_dim": 8, "generator_hidden": [16],
+        "discriminator_hidden": [16], "local_steps": 2, "batch_size": 16}}}
+    project, settings = parse_spec(spec, {"clients": 3, "engine": "vectorized"})
+    simulation = Simulation(project, settings)
+    messages: list[str] = []
+    engine = make_engine(settings.engine, simulation.setup, settings, notify=messages.append)
+    assert engine.name == "loop"
+    assert messages and "falling back to the loop engine" in messages[0]
+    result = simulation.run(engine)
+    assert {"conditioning_accuracy", "frechet_distance"} <= set(result.final_metrics)
+    paths = write_model(tmp_path, result, engine.name)
+    assert paths["samples"].read_bytes().startswith(b"\x89PNG")

@@ -161,13 +161,26 @@ def aggregate_updates(strategy: Strategy, params: Params, updates: Sequence[Upda
     return FitResult(strategy.aggregate(params, updates), train.metrics, sum(u.num_examples for u in updates))
 
 
-def make_engine(name: str, setup: Setup, settings: SimulationSettings) -> Engine:
-    """The engine called ``name`` (``vectorized``, ``loop`` or ``ray``)."""
+def make_engine(
+    name: str, setup: Setup, settings: SimulationSettings, notify: Callable[[str], None] | None = None
+) -> Engine:
+    """The engine called ``name`` (``vectorized``, ``loop`` or ``ray``).
+
+    An algorithm without a batched local update runs on the loop engine instead of ``vectorized``; ``notify``
+    (if given) is told so.
+    """
     if name == "loop":
         return LoopEngine(setup)
     if name == "vectorized":
-        from consortium.sim.vectorized import VectorizedEngine
+        from consortium.sim.vectorized import VectorizedEngine, supports_vectorized
 
+        if not supports_vectorized(setup.algorithm):
+            if notify is not None:
+                notify(
+                    f"the {setup.algorithm.name!r} algorithm has no batched local update: "
+                    "falling back to the loop engine (same results, one client at a time)"
+                )
+            return LoopEngine(setup)
         return VectorizedEngine(setup, settings.chunk_clients)
     if name == "ray":
         from consortium.sim.ray_engine import RayEngine

@@ -7,7 +7,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from consortium.crypto import sha256_hex
+from consortium.fl.core import FLError
+from consortium.images import write_png
 from consortium.governance.licences import derive_licence
 from consortium.protocol import encode_tensors
 from consortium.sim.engine import SimResult
@@ -124,8 +128,24 @@ def render_card(card: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def preview_image(result: SimResult) -> np.ndarray | None:
+    """A picture of what the model does, for algorithms that have one (a GAN's sample grid)."""
+    if result.spec.algorithm.name != "gan":
+        return None
+    from consortium.fl.algorithms.gan import GAN
+    from consortium.fl.core import parse_hyperparams
+    from consortium.fl.gan_quality import sample_grid
+
+    hp = parse_hyperparams(GAN(), result.spec.algorithm.hyperparameters)
+    params = {k: v.cpu() for k, v in result.params.items()}
+    try:
+        return sample_grid(hp, params, per_class=10, seed=result.spec.seed)
+    except FLError:
+        return None
+
+
 def write_model(out_dir: Path, result: SimResult, engine: str) -> dict[str, Path]:
-    """``weights.safetensors``, ``card.json`` and ``card.md`` in ``out_dir``."""
+    """``weights.safetensors``, ``card.json`` and ``card.md`` in ``out_dir`` (plus ``samples.png`` for a GAN)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = encode_tensors(result.params)
     paths = {
@@ -135,6 +155,10 @@ def write_model(out_dir: Path, result: SimResult, engine: str) -> dict[str, Path
     }
     paths["weights"].write_bytes(weights)
     card = model_card(result, engine, sha256_hex(weights))
+    image = preview_image(result)
+    if image is not None:
+        paths["samples"] = write_png(out_dir / "samples.png", image)
+        card["samples_png"] = "samples.png"
     write_json(paths["card"], card)
     paths["card_md"].write_text(render_card(card))
     return paths

@@ -32,7 +32,9 @@ def run_simulation(
     if rounds is not None:
         project = project.model_copy(update={"rounds": rounds})
     simulation = Simulation(project, settings)
-    engine = make_engine(settings.engine, simulation.setup, settings)
+    engine = make_engine(
+        settings.engine, simulation.setup, settings, notify=lambda m: console.print(f"[yellow]{m}[/]")
+    )
     console.print(
         f"simulating [bold]{project.name}[/]: {project.algorithm.name} on {simulation.dataset.name}, "
         f"{settings.clients} clients ({settings.partition}), {simulation.cohort_size} per round, "
