@@ -1,0 +1,112 @@
+"""Environments: the RL counterpart of a dataset, a gymnasium environment id plus one organisation's physics.
+
+A :class:`LocalEnvironment` is a pure description; gymnasium is imported only when :func:`make_env` builds
+the environment, so importing this module costs nothing. Physics are the attributes of the environment's
+simulator that an organisation may set (for CartPole: gravity, cart and pole masses, pole half-length, push
+force); keys left out keep gymnasium's defaults.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from consortium.fl.core import FLError
+
+CARTPOLE_PHYSICS: dict[str, float] = {
+    "gravity": 9.8,
+    "masscart": 1.0,
+    "masspole": 0.1,
+    "length": 0.5,
+    "force_mag": 10.0,
+}
+"""gymnasium's CartPole defaults (``length`` is half the pole's length)."""
+
+_DEFAULT_PHYSICS: dict[str, dict[str, float]] = {"CartPole-v1": CARTPOLE_PHYSICS}
+
+VARIED_PHYSICS: tuple[str, ...] = ("length", "masspole", "gravity")
+"""The physics keys :func:`physics_variants` spreads; the others keep their defaults."""
+
+
+@dataclass(frozen=True)
+class LocalEnvironment:
+    """One client's environment: a gymnasium id and the physics it overrides (empty: the standard one)."""
+
+    env_id: str
+    physics: dict[str, float] = field(default_factory=dict)
+
+
+def known_environments() -> list[str]:
+    return sorted(_DEFAULT_PHYSICS)
+
+
+def default_physics(env_id: str) -> dict[str, float]:
+    """The standard physics of ``env_id``; FLError naming the known ids otherwise."""
+    if env_id not in _DEFAULT_PHYSICS:
+        raise FLError(f"unknown environment {env_id!r}; known: {', '.join(known_environments())}")
+    return dict(_DEFAULT_PHYSICS[env_id])
+
+
+def check_environment(environment: LocalEnvironment) -> None:
+    """FLError naming the env id, or the physics key, that is unknown or not a finite positive number."""
+    defaults = default_physics(environment.env_id)
+    for key, value in environment.physics.items():
+        if key not in defaults:
+            raise FLError(
+                f"unknown physics key {key!r} for {environment.env_id}; known: {', '.join(sorted(defaults))}"
+            )
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+            raise FLError(f"physics {key!r} must be a finite number > 0, got {value!r}")
+
+
+def full_physics(environment: LocalEnvironment) -> dict[str, float]:
+    """Every physics value of ``environment``: its overrides on top of the defaults."""
+    check_environment(environment)
+    return default_physics(environment.env_id) | {k: float(v) for k, v in environment.physics.items()}
+
+
+def _apply_cartpole_physics(unwrapped: Any, physics: Mapping[str, float]) -> None:
+    for key, value in physics.items():
+        setattr(unwrapped, key, value)
+    unwrapped.total_mass = unwrapped.masspole + unwrapped.masscart
+    unwrapped.polemass_length = unwrapped.masspole * unwrapped.length
+
+
+def make_env(environment: LocalEnvironment) -> Any:
+    """The gymnasium environment (with its standard wrappers, e.g. the time limit) under the given physics."""
+    physics = full_physics(environment)
+    import gymnasium
+
+    env = gymnasium.make(environment.env_id)
+    _apply_cartpole_physics(env.unwrapped, physics)
+    return env
+
+
+def observation_size(environment: LocalEnvironment) -> int:
+    """Number of numbers in one observation of ``environment``."""
+    env = make_env(environment)
+    try:
+        return int(np.prod(env.observation_space.shape))
+    finally:
+        env.close()
+
+
+def physics_variants(num: int, spread: float, seed: int, env_id: str = "CartPole-v1") -> list[dict[str, float]]:
+    """``num`` seeded physics, each :data:`VARIED_PHYSICS` value drawn uniformly within ±``spread`` of its default.
+
+    Variant ``i`` does not depend on ``num`` (the first variants of a longer list are the same).
+    """
+    if num < 0:
+        raise FLError(f"the number of physics variants must be >= 0, got {num}")
+    if not 0.0 <= spread < 1.0:
+        raise FLError(f"physics_spread must lie in [0, 1), got {spread}")
+    defaults = default_physics(env_id)
+    factors = 1.0 + spread * np.random.default_rng(seed).uniform(-1.0, 1.0, size=(num, len(VARIED_PHYSICS)))
+    return [
+        {key: defaults[key] * float(factor) for key, factor in zip(VARIED_PHYSICS, row, strict=True)}
+        for row in factors
+    ]
