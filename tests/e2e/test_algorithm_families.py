@@ -32,9 +32,10 @@ def test_conditional_gan_trains_across_three_nodes(cluster) -> None:
     assert any(name.startswith("discriminator.") for name in weights)
 
 
-def test_robust_rule_runs_across_three_nodes(cluster) -> None:
+def test_robust_rule_with_server_momentum_runs_across_three_nodes(cluster) -> None:
     cluster.start_nodes(poll_wait=5.0)
-    spec = digits_spec("e2e-median", ORGS, rounds=3, min_nodes=3, strategy={"name": "median"})
+    strategy = {"name": "median", "server_optimizer": {"name": "sgd", "options": {"lr": 1.0, "momentum": 0.5}}}
+    spec = digits_spec("e2e-median", ORGS, rounds=3, min_nodes=3, strategy=strategy)
     project = propose_and_approve(cluster.consortium, spec)
     with cluster.hub.client() as admin:
         run = admin.start_run(project["id"])
@@ -42,3 +43,5 @@ def test_robust_rule_runs_across_three_nodes(cluster) -> None:
         assert progress.run.status == "completed", cluster.logs()
         assert progress.rounds[-1].test["accuracy"] > 0.5
         assert "`median`" in admin.model_card_markdown(progress.run.model_id)
+        checkpoints = [e["payload"] for e in admin.ledger(limit=10_000) if e["event_type"] == "round.completed"]
+    assert len({c["server_state_sha256"] for c in checkpoints}) == 3, "the momentum state moves every round"
