@@ -276,12 +276,16 @@ def project_create(
     test_set: Annotated[Path | None, typer.Option("--test-set", help="held-out safetensors (x, y) for the hub")] = None,
 ) -> None:
     """Propose a project from a JSON spec (algorithm, hyper-parameters, datasets, rounds, min_nodes...)."""
+    import json
+
     from pydantic import ValidationError
 
-    from consortium.protocol import ProjectCreate
+    from consortium.protocol import project_spec_from_json
 
     try:
-        spec = ProjectCreate.model_validate_json(spec_file.read_text())
+        spec = project_spec_from_json(spec_file.read_text())
+    except json.JSONDecodeError as exc:
+        fail(f"{spec_file}: not valid JSON: {exc}")
     except ValidationError as exc:
         fail("; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()))
     with _user_client(hub, token) as client:

@@ -177,6 +177,20 @@ class ProjectCreate(Wire):
         return refs
 
 
+SIMULATION_KEY = "simulation"
+"""A spec file may carry simulator defaults under this key; a real project ignores them."""
+
+
+def project_spec_from_json(text: str | bytes) -> ProjectCreate:
+    """A project spec from a spec file's JSON, leaving out its simulator-only ``"simulation"`` object."""
+    import json
+
+    raw = json.loads(text)
+    if isinstance(raw, dict):
+        raw.pop(SIMULATION_KEY, None)
+    return ProjectCreate.model_validate(raw)
+
+
 class ProjectOut(Wire):
     id: int
     name: str

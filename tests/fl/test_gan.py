@@ -23,7 +23,7 @@ from consortium.fl.core import (
 )
 from consortium.fl.data import dirichlet_label_partition
 from consortium.fl.gan_quality import digits_split
-from consortium.protocol import ProjectCreate
+from consortium.protocol import ProjectCreate, project_spec_from_json
 
 EXAMPLE_SPEC = Path(__file__).resolve().parents[2] / "examples" / "gan-digits.json"
 PARTITION_SEED = 42
@@ -245,7 +245,7 @@ def test_evaluate_reports_discriminator_accuracy_on_other_data() -> None:
 
 
 def example_spec() -> ProjectCreate:
-    return ProjectCreate.model_validate_json(EXAMPLE_SPEC.read_text())
+    return project_spec_from_json(EXAMPLE_SPEC.read_text())
 
 
 def test_example_spec_is_a_valid_gan_project() -> None:

@@ -57,8 +57,10 @@ def _one_repetition(rounds: int, console: Console) -> dict[str, Any]:
         with hub.client() as admin:
             run = admin.start_run(project["id"])
             deadline = time.monotonic() + 600
+            seen = 0
             while True:
-                progress = admin.progress(run["id"], wait=30.0)
+                progress = admin.progress(run["id"], after_round=seen, wait=30.0)
+                seen = max([seen, *(r.round for r in progress.rounds)])
                 if progress.run.status != "running":
                     break
                 if time.monotonic() > deadline:

@@ -116,6 +116,27 @@ class Algorithm(Protocol):
     def evaluate(self, hp: Any, params: Params, data: LocalData) -> Evaluation: ...
 
 
+class ServerInitialised:
+    """Mixin for an algorithm whose initial params come from :meth:`init` on the server, and whose updates
+    carry new local params shaped like the global ones (classifier, GAN, RL policy)."""
+
+    name: ClassVar[str]
+    needs_client_init: ClassVar[bool] = False
+
+    def client_init(self, hp: Any, data: LocalData, seed: int) -> Update:
+        raise FLError(f"the {self.name} algorithm is initialised by the server (init), not by clients")
+
+    def init_from_updates(self, hp: Any, updates: Sequence[Update], seed: int) -> Params:
+        raise FLError(f"the {self.name} algorithm is initialised by the server (init), not from client updates")
+
+    def client_init_template(self, hp: Any, num_features: int) -> dict[str, TensorSpec]:
+        raise FLError(f"the {self.name} algorithm is initialised by the server (init), not by clients")
+
+    def update_template(self, hp: Any, params: Params) -> dict[str, TensorSpec]:
+        """An update carries new local params: the same names, shapes and dtypes as ``params``."""
+        return spec_of(params)
+
+
 @dataclass(frozen=True)
 class StackedUpdates:
     """C clients' updates, each tensor stacked on a leading client axis, in canonical (client id) order."""

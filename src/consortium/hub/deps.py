@@ -15,11 +15,12 @@ from consortium.hub.services.errors import Unauthorized
 from consortium.hub.services.identity import Principal
 
 
-def hub_state(request: Request) -> HubState:
+async def hub_state(request: Request) -> HubState:
+    """The hub's shared state (async: FastAPI would run a plain function in the thread pool)."""
     return request.app.state.hub
 
 
-def scheduler(request: Request) -> Scheduler:
+async def scheduler(request: Request) -> Scheduler:
     return request.app.state.scheduler
 
 

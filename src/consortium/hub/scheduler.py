@@ -34,6 +34,7 @@ from consortium.fl.core import (
     parse_hyperparams,
     weighted_metrics,
 )
+from consortium.fl.server_optimizers import get_server_optimizer
 from consortium.hub.blobs import BlobStore
 from consortium.hub.db.models import Model, Round, Run, Task
 from consortium.hub.events import Broker
@@ -182,12 +183,15 @@ class RunDriver:
             )
             test_sha = project.test_set_sha256
             current, params_sha = run.current_round, run.params_sha256
+            self.server_state_sha = run.server_state_sha256
             self._abandon_open_rounds(session)
         self.algorithm = get_algorithm(self.spec.algorithm.name)
         self.hp = parse_hyperparams(self.algorithm, self.spec.algorithm.hyperparameters)
         self.strategy = get_strategy(
             self.spec.strategy.name or self.algorithm.default_strategy, **self.spec.strategy.options
         )
+        optimizer = self.spec.strategy.server_optimizer
+        self.server_optimizer = None if optimizer is None else get_server_optimizer(optimizer.name, **optimizer.options)
         self.state.run_algorithms[self.run_id] = (self.algorithm, self.hp)
         self.test_data = None
         if test_sha is not None:
@@ -197,6 +201,8 @@ class RunDriver:
         if current < 0 or params_sha is None:
             params = self._initial_params()
             self.params_sha = self._store_params(params)
+            if self.server_optimizer is not None:
+                self.server_state_sha = self._store_params(self.server_optimizer.init_state(params))
             self._checkpoint(0, None, None)
         else:
             params = self.state.cache.get(params_sha)
@@ -250,6 +256,10 @@ class RunDriver:
                 f"within round_timeout={self.spec.round_timeout}s"
             )
         new_params = self.strategy.aggregate(params, updates)
+        if self.server_optimizer is not None:
+            server_state = self.state.cache.get(self.server_state_sha)
+            new_params, server_state = self.server_optimizer.step(params, new_params, server_state)
+            self.server_state_sha = self._store_params(server_state)
         new_sha = self._store_params(new_params)
         test = self.algorithm.evaluate(self.hp, new_params, self.test_data).metrics if self.test_data else {}
         train = weighted_metrics([Evaluation(u.num_examples, u.metrics) for u in updates])
@@ -446,7 +456,10 @@ class RunDriver:
             rnd.status, rnd.closed_at = "closed", self.state.clock()
             rnd.metrics = metrics.model_dump(mode="json") if metrics else None
             run.current_round, run.params_sha256 = number, digest
+            run.server_state_sha256 = self.server_state_sha
             payload: dict[str, Any] = {"run_id": self.run_id, "round": number, "params_sha256": digest}
+            if self.server_state_sha is not None:
+                payload["server_state_sha256"] = self.server_state_sha
             if metrics is not None:
                 payload.update(participants=metrics.participants, dropped=metrics.dropped, test=metrics.test)
             ledger.record(session, "round.completed" if number else "run.initialised", "hub", payload)

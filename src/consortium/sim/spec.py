@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from consortium.fl.core import FLError
-from consortium.protocol import ProjectCreate
+from consortium.protocol import SIMULATION_KEY, ProjectCreate
 
 Engine = Literal["vectorized", "loop", "ray"]
 
@@ -68,7 +68,7 @@ def parse_spec(
 ) -> tuple[ProjectCreate, SimulationSettings]:
     """Validate a spec dict; ``overrides`` (non-None values only) replace the simulation settings."""
     raw = dict(raw)
-    simulation = dict(raw.pop("simulation", None) or {})
+    simulation = dict(raw.pop(SIMULATION_KEY, None) or {})
     simulation.update({k: v for k, v in (overrides or {}).items() if v is not None})
     try:
         settings = SimulationSettings.model_validate(simulation)

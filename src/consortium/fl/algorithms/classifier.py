@@ -31,6 +31,7 @@ from consortium.fl.core import (
     FLError,
     LocalData,
     Params,
+    ServerInitialised,
     TensorSpec,
     Update,
     register_algorithm,
@@ -242,13 +243,12 @@ def _positions(clients: slice | torch.Tensor, device: torch.device) -> torch.Ten
 
 
 @register_algorithm
-class Classifier:
+class Classifier(ServerInitialised):
     """Supervised MLP classifier; the server averages the clients' locally trained weights (FedAvg)."""
 
     name: ClassVar[str] = "classifier"
     HyperParams: ClassVar[type[ClassifierHyperParams]] = ClassifierHyperParams
     default_strategy: ClassVar[str] = "fedavg"
-    needs_client_init: ClassVar[bool] = False
 
     def init(self, hp: ClassifierHyperParams, num_features: int, seed: int) -> Params:
         """Fresh weights from ``seed``, distributed like ``nn.Linear``'s: uniform in ±1/sqrt(fan_in)."""
@@ -264,19 +264,6 @@ class Classifier:
             params[weight] = torch.empty(fan_out, fan_in).uniform_(-bound, bound, generator=generator)
             params[bias] = torch.empty(fan_out).uniform_(-bound, bound, generator=generator)
         return params
-
-    def client_init(self, hp: ClassifierHyperParams, data: LocalData, seed: int) -> Update:
-        raise FLError("the classifier is initialised by the server (init), not by clients")
-
-    def init_from_updates(self, hp: ClassifierHyperParams, updates: Sequence[Update], seed: int) -> Params:
-        raise FLError("the classifier is initialised by the server (init), not from client updates")
-
-    def client_init_template(self, hp: ClassifierHyperParams, num_features: int) -> dict[str, TensorSpec]:
-        raise FLError("the classifier is initialised by the server (init), not by clients")
-
-    def update_template(self, hp: ClassifierHyperParams, params: Params) -> dict[str, TensorSpec]:
-        """An update carries the new local weights: same names, shapes and dtypes as ``params``."""
-        return spec_of(params)
 
     def local_update(self, hp: ClassifierHyperParams, params: Params, data: LocalData, seed: int) -> Update:
         """Train a copy of ``params`` on ``data`` for ``hp.local_epochs`` epochs of shuffled mini-batches.

@@ -38,6 +38,7 @@ from consortium.fl.core import (
     FLError,
     LocalData,
     Params,
+    ServerInitialised,
     TensorSpec,
     Update,
     register_algorithm,
@@ -318,13 +319,12 @@ def _is_digits_shaped(hp: GANHyperParams, labels: torch.Tensor | None) -> bool:
 
 
 @register_algorithm
-class GAN:
+class GAN(ServerInitialised):
     """Conditional MLP GAN; the server averages both networks' locally trained weights (FedAvg)."""
 
     name: ClassVar[str] = "gan"
     HyperParams: ClassVar[type[GANHyperParams]] = GANHyperParams
     default_strategy: ClassVar[str] = "fedavg"
-    needs_client_init: ClassVar[bool] = False
 
     def init(self, hp: GANHyperParams, num_features: int, seed: int) -> Params:
         """Fresh weights of both networks from ``seed`` (``nn.Linear``-like; embedding at zero)."""
@@ -341,19 +341,6 @@ class GAN:
         if embedding is not None:
             params["discriminator.embedding.weight"] = torch.zeros(embedding)
         return params
-
-    def client_init(self, hp: GANHyperParams, data: LocalData, seed: int) -> Update:
-        raise FLError("the GAN is initialised by the server (init), not by clients")
-
-    def init_from_updates(self, hp: GANHyperParams, updates: Sequence[Update], seed: int) -> Params:
-        raise FLError("the GAN is initialised by the server (init), not from client updates")
-
-    def client_init_template(self, hp: GANHyperParams, num_features: int) -> dict[str, TensorSpec]:
-        raise FLError("the GAN is initialised by the server (init), not by clients")
-
-    def update_template(self, hp: GANHyperParams, params: Params) -> dict[str, TensorSpec]:
-        """An update carries both new local networks: same names, shapes and dtypes as ``params``."""
-        return spec_of(params)
 
     def local_update(self, hp: GANHyperParams, params: Params, data: LocalData, seed: int) -> Update:
         """``hp.local_steps`` generator steps, each after ``hp.discriminator_steps`` discriminator steps.

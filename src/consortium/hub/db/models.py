@@ -158,6 +158,8 @@ class Run(Base):
     current_round: Mapped[int] = mapped_column(Integer, default=-1)
     """Last round whose checkpoint is written: -1 none, 0 initial params, r after round r."""
     params_sha256: Mapped[str | None] = mapped_column(String(64))
+    server_state_sha256: Mapped[str | None] = mapped_column(String(64))
+    """The server optimiser's state (momentum, moments) checkpointed with ``params_sha256``; None without one."""
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]

@@ -6,7 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import Insert, delete, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from consortium import crypto
@@ -195,15 +197,24 @@ class KeyCache:
         return key
 
 
+_NONCE_INSERTS: dict[str, Insert] = {}
+
+
+def _nonce_insert(dialect: str) -> Insert:
+    """``INSERT .. ON CONFLICT DO NOTHING RETURNING nonce`` on the table (no ORM), built once per dialect."""
+    statement = _NONCE_INSERTS.get(dialect)
+    if statement is None:
+        insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+        table = SeenNonce.__table__
+        statement = _NONCE_INSERTS[dialect] = insert(table).on_conflict_do_nothing().returning(table.c.nonce)
+    return statement
+
+
 def _record_nonce(session: Session, kid: str, nonce: str, now: datetime) -> bool:
     """Insert the nonce; False when it was already there (one statement, no savepoint)."""
-    values = {"key_id": kid, "nonce": nonce, "seen_at": now}
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    statement = insert(SeenNonce).values(**values).on_conflict_do_nothing().returning(SeenNonce.nonce)
-    return session.connection().execute(statement).first() is not None
+    connection = session.connection()
+    statement = _nonce_insert(connection.dialect.name)
+    return connection.execute(statement, {"key_id": kid, "nonce": nonce, "seen_at": now}).first() is not None
 
 
 def authenticate_signature(
