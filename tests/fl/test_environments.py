@@ -78,7 +78,10 @@ def test_full_physics_fill_in_the_defaults() -> None:
     ("environment", "message"),
     [
         (LocalEnvironment("MountainCar-v0"), "unknown environment 'MountainCar-v0'; known: CartPole-v1"),
-        (LocalEnvironment("CartPole-v1", {"friction": 0.1}), "unknown physics key 'friction' for CartPole-v1"),
+        (
+            LocalEnvironment("CartPole-v1", {"friction": 0.1}),
+            "unknown physics key 'friction' for CartPole-v1",
+        ),
         (LocalEnvironment("CartPole-v1", {"length": 0.0}), "physics 'length' must be a finite number > 0"),
         (LocalEnvironment("CartPole-v1", {"gravity": float("nan")}), "physics 'gravity' must be a finite"),
         (LocalEnvironment("CartPole-v1", {"masspole": "heavy"}), "physics 'masspole' must be a finite"),

@@ -16,10 +16,13 @@ import hashlib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
+
+if TYPE_CHECKING:
+    from consortium.fl.environments import LocalEnvironment
 
 Params = dict[str, torch.Tensor]
 """Named tensors: the global model (or any state the server keeps for an algorithm)."""
@@ -111,9 +114,11 @@ class Algorithm(Protocol):
 
     def update_template(self, hp: Any, params: Params) -> dict[str, TensorSpec]: ...
 
-    def local_update(self, hp: Any, params: Params, data: LocalData, seed: int) -> Update: ...
+    def local_update(
+        self, hp: Any, params: Params, data: LocalData | LocalEnvironment, seed: int
+    ) -> Update: ...
 
-    def evaluate(self, hp: Any, params: Params, data: LocalData) -> Evaluation: ...
+    def evaluate(self, hp: Any, params: Params, data: LocalData | LocalEnvironment) -> Evaluation: ...
 
 
 class ServerInitialised:
@@ -208,7 +213,7 @@ def register_strategy(cls: type) -> type:
 def _load_builtins() -> None:
     """Import the built-in algorithms and strategies and any plugins, once per process."""
     from consortium.fl import strategies  # noqa: F401
-    from consortium.fl.algorithms import classifier, gan, kmeans  # noqa: F401
+    from consortium.fl.algorithms import classifier, gan, kmeans, rl  # noqa: F401
 
     try:
         from importlib.metadata import entry_points

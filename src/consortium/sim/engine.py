@@ -33,9 +33,16 @@ from consortium.fl.core import (
     stack_updates,
     weighted_metrics,
 )
+from consortium.fl.environments import LocalEnvironment
 from consortium.fl.server_optimizers import get_server_optimizer
 from consortium.protocol import ProjectCreate
 from consortium.sim.datasets import SimDataset, load_dataset
+from consortium.sim.environments import (
+    SimEnvironments,
+    check_algorithm_fits,
+    is_environment_source,
+    load_environments,
+)
 from consortium.sim.partition import partition
 from consortium.sim.spec import SimulationSettings
 
@@ -46,12 +53,13 @@ Tamper = Callable[[Params, StackedUpdates], StackedUpdates]
 
 @dataclass(frozen=True)
 class Setup:
-    """What every engine needs: the algorithm with its hyper-parameters, the strategy, the training rows."""
+    """What every engine needs: the algorithm with its hyper-parameters, the strategy, the clients' data."""
 
     algorithm: Algorithm
     hp: Any
     strategy: Strategy
-    train: LocalData
+    train: LocalData | list[LocalEnvironment]
+    """The training rows, or one environment per client."""
     device: torch.device
     strategy_name: str = "fedavg"
     strategy_options: dict[str, Any] = field(default_factory=dict)
@@ -100,7 +108,7 @@ class RoundRecord:
 class SimResult:
     spec: ProjectCreate
     settings: SimulationSettings
-    dataset: SimDataset
+    dataset: SimDataset | SimEnvironments
     params: Params
     rounds: list[RoundRecord] = field(default_factory=list)
 
@@ -147,8 +155,12 @@ class LoopEngine:
         pass
 
 
-def client_data(train: LocalData, cohort: Cohort, position: int) -> LocalData:
-    """The rows of the client at ``position`` in ``cohort``."""
+def client_data(
+    train: LocalData | list[LocalEnvironment], cohort: Cohort, position: int
+) -> LocalData | LocalEnvironment:
+    """The rows of the client at ``position`` in ``cohort``, or its environment if clients are environments."""
+    if not isinstance(train, LocalData):
+        return train[int(cohort.rows[cohort.offsets[position]])]
     rows = torch.as_tensor(
         cohort.rows[cohort.offsets[position] : cohort.offsets[position + 1]], device=train.x.device
     )
@@ -183,6 +195,8 @@ def make_engine(
             return LoopEngine(setup)
         return VectorizedEngine(setup, settings.chunk_clients)
     if name == "ray":
+        if not isinstance(setup.train, LocalData):
+            raise FLError("the ray engine does not run environment clients yet; use --engine loop")
         from consortium.sim.ray_engine import RayEngine
 
         return RayEngine(setup, settings)
@@ -202,6 +216,41 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def load_source(settings: SimulationSettings) -> SimDataset | SimEnvironments:
+    """The dataset the settings name, or one environment per client for an ``env:ID`` source."""
+    if is_environment_source(settings.dataset):
+        return load_environments(
+            settings.dataset, settings.clients, settings.physics_spread, settings.partition_seed
+        )
+    return load_dataset(
+        settings.dataset, settings.target, test_fraction=settings.test_fraction, seed=settings.split_seed
+    )
+
+
+def client_parts(dataset: SimDataset | SimEnvironments, settings: SimulationSettings) -> list[np.ndarray]:
+    """Each client's row indices: the settings' partition of a dataset, or its one environment."""
+    if isinstance(dataset, SimEnvironments):
+        return dataset.parts()
+    train = dataset.train
+    labels = None if train.y is None or train.y.is_floating_point() else train.y.numpy()
+    return partition(settings.partition, labels, len(train), settings.clients, settings.partition_seed)
+
+
+def train_and_test(
+    dataset: SimDataset | SimEnvironments, device: torch.device
+) -> tuple[LocalData | list[LocalEnvironment], LocalData | LocalEnvironment]:
+    """The clients' training data on ``device`` and the data each round is tested on."""
+    if isinstance(dataset, SimEnvironments):
+        if device.type != "cpu":
+            raise FLError("environment clients run on the CPU; use --device cpu")
+        return dataset.train, dataset.test
+    return _on_device(dataset.train, device), _on_device(dataset.test, device)
+
+
+def _on_device(data: LocalData, device: torch.device) -> LocalData:
+    return LocalData(data.x.to(device), None if data.y is None else data.y.to(device))
+
+
 class Simulation:
     """One simulated run of ``spec``: data, partition, engine and the round loop."""
 
@@ -209,7 +258,7 @@ class Simulation:
         self,
         spec: ProjectCreate,
         settings: SimulationSettings,
-        dataset: SimDataset | None = None,
+        dataset: SimDataset | SimEnvironments | None = None,
         parts: list[np.ndarray] | None = None,
         initial_params: Params | None = None,
         tamper: Tamper | None = None,
@@ -224,25 +273,16 @@ class Simulation:
         self.server_optimizer = (
             None if optimizer is None else get_server_optimizer(optimizer.name, **optimizer.options)
         )
-        self.dataset = dataset or load_dataset(
-            settings.dataset, settings.target, test_fraction=settings.test_fraction, seed=settings.split_seed
-        )
-        train = self.dataset.train
+        self.dataset = dataset or load_source(settings)
+        check_algorithm_fits(self.algorithm, self.dataset)
         if parts is None:
-            labels = None if train.y is None or train.y.is_floating_point() else train.y.numpy()
-            parts = partition(
-                settings.partition, labels, len(train), settings.clients, settings.partition_seed
-            )
+            parts = client_parts(self.dataset, settings)
         if len(parts) != settings.clients:
             raise FLError(f"the partition has {len(parts)} clients, the settings say {settings.clients}")
         self.parts = parts
         self.ids = client_ids(settings.clients)
         self.cohort_size = settings.cohort_size()
-        self.train = LocalData(train.x.to(self.device), None if train.y is None else train.y.to(self.device))
-        self.test = LocalData(
-            self.dataset.test.x.to(self.device),
-            None if self.dataset.test.y is None else self.dataset.test.y.to(self.device),
-        )
+        self.train, self.test = train_and_test(self.dataset, self.device)
         self.setup = Setup(
             self.algorithm,
             self.hp,

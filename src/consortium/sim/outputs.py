@@ -15,6 +15,7 @@ from consortium.images import write_png
 from consortium.governance.licences import derive_licence
 from consortium.protocol import encode_tensors
 from consortium.sim.engine import SimResult
+from consortium.sim.environments import SimEnvironments
 from consortium.version import code_version
 
 
@@ -24,15 +25,21 @@ def summary(result: SimResult, engine: str) -> dict[str, Any]:
     return {
         "spec": result.spec.model_dump(mode="json"),
         "simulation": result.settings.model_dump(mode="json") | {"engine": engine},
-        "dataset": {
-            "name": result.dataset.name,
-            "train_rows": len(result.dataset.train),
-            "test_rows": len(result.dataset.test),
-            "license": result.dataset.license,
-        },
+        "dataset": _describe_data(result),
         "rounds": [r.as_dict() for r in result.rounds],
         "final_metrics": result.final_metrics,
         "mean_round_s_after_first": sum(steady) / len(steady) if steady else None,
+    }
+
+
+def _describe_data(result: SimResult) -> dict[str, Any]:
+    if isinstance(result.dataset, SimEnvironments):
+        return result.dataset.describe()
+    return {
+        "name": result.dataset.name,
+        "train_rows": len(result.dataset.train),
+        "test_rows": len(result.dataset.test),
+        "license": result.dataset.license,
     }
 
 
@@ -66,10 +73,11 @@ def write_csv(path: Path, result: SimResult) -> None:
 def model_card(result: SimResult, engine: str, weights_sha256: str) -> dict[str, Any]:
     """The card of a simulated model, shaped like a real run's: what, on which data, how it went."""
     spec, settings = result.spec, result.settings
+    size = "environments" if isinstance(result.dataset, SimEnvironments) else "rows"
     datasets = [
         {
             "ref": f"sim/{result.dataset.name}",
-            "rows": len(result.dataset.train),
+            size: len(result.dataset.train),
             "license": result.dataset.license,
         }
     ]
@@ -89,7 +97,29 @@ def model_card(result: SimResult, engine: str, weights_sha256: str) -> dict[str,
         "final_metrics": {"test": result.final_metrics},
         "weights": {"format": "safetensors", "sha256": weights_sha256},
         "code_version": code_version(),
-    }
+    } | _card_environments(result)
+
+
+def _card_environments(result: SimResult) -> dict[str, Any]:
+    """The clients' physics for the card of a model trained in environments; nothing otherwise."""
+    if isinstance(result.dataset, SimEnvironments):
+        return {"environments": result.dataset.describe()}
+    return {}
+
+
+def _environment_lines(environments: dict[str, Any]) -> list[str]:
+    """A table of each client's physics and the physics of the evaluation environment."""
+    keys = sorted(environments["evaluation"])
+    rows = [(f"client {i}", physics) for i, physics in enumerate(environments["clients"])]
+    rows.append(("evaluation (standard)", environments["evaluation"]))
+    return [
+        "",
+        f"## Environments: `{environments['name']}`, physics within ±{environments['physics_spread']:.0%}",
+        "",
+        "| environment | " + " | ".join(keys) + " |",
+        "|---|" + "---|" * len(keys),
+        *("| " + " | ".join([name] + [f"{physics[k]:.4g}" for k in keys]) + " |" for name, physics in rows),
+    ]
 
 
 def render_card(card: dict[str, Any]) -> str:
@@ -109,6 +139,8 @@ def render_card(card: dict[str, Any]) -> str:
         f"- **Weights**: safetensors, SHA-256 `{card['weights']['sha256']}`",
         f"- **Code version**: `{card['code_version']}`",
     ]
+    if card.get("environments"):
+        lines += _environment_lines(card["environments"])
     if card.get("samples_png"):
         lines += ["", "## Samples", "", f"![generated samples]({card['samples_png']})"]
     rounds = card["metrics_per_round"]

@@ -23,13 +23,18 @@ class SimulationSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    dataset: str = Field("digits", description="a bundled dataset name, synthetic-images, or file:PATH")
+    dataset: str = Field(
+        "digits", description="a bundled dataset, synthetic-images, file:PATH, or env:ID (RL environments)"
+    )
     target: str | None = Field(None, description="label column of a file dataset")
     test_fraction: float = Field(0.2, gt=0, lt=1)
     split_seed: int = Field(0, ge=0)
     clients: int = Field(10, ge=1)
     partition: str = "dirichlet:0.5"
     partition_seed: int = Field(42, ge=0)
+    physics_spread: float = Field(
+        0.3, ge=0, lt=1, description="env:ID: each client's physics within ±this fraction of the defaults"
+    )
     cohort: float = Field(
         1.0, gt=0, description="clients per round: a fraction in (0, 1], or a whole count > 1"
     )
