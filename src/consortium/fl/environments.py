@@ -51,6 +51,12 @@ def default_physics(env_id: str) -> dict[str, float]:
     return dict(_DEFAULT_PHYSICS[env_id])
 
 
+def _is_positive_number(value: object) -> bool:
+    return (
+        isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    )
+
+
 def check_environment(environment: LocalEnvironment) -> None:
     """FLError naming the env id, or the physics key, that is unknown or not a finite positive number."""
     defaults = default_physics(environment.env_id)
@@ -59,7 +65,7 @@ def check_environment(environment: LocalEnvironment) -> None:
             raise FLError(
                 f"unknown physics key {key!r} for {environment.env_id}; known: {', '.join(sorted(defaults))}"
             )
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        if not _is_positive_number(value):
             raise FLError(f"physics {key!r} must be a finite number > 0, got {value!r}")
 
 
@@ -95,8 +101,10 @@ def observation_size(environment: LocalEnvironment) -> int:
         env.close()
 
 
-def physics_variants(num: int, spread: float, seed: int, env_id: str = "CartPole-v1") -> list[dict[str, float]]:
-    """``num`` seeded physics, each :data:`VARIED_PHYSICS` value drawn uniformly within ±``spread`` of its default.
+def physics_variants(
+    num: int, spread: float, seed: int, env_id: str = "CartPole-v1"
+) -> list[dict[str, float]]:
+    """``num`` seeded physics, each :data:`VARIED_PHYSICS` value uniform within ±``spread`` of its default.
 
     Variant ``i`` does not depend on ``num`` (the first variants of a longer list are the same).
     """
