@@ -119,20 +119,23 @@ def _physics_cell(physics: dict[str, float]) -> str:
     return ", ".join(f"{key} {physics[key]:.3g}" for key in ("length", "masspole", "gravity"))
 
 
-def _policy_rows(policies: list[dict[str, Any]]) -> list[str]:
+def _policy_rows(policies: list[dict[str, Any]], last: int = 5) -> list[str]:
     rows = [
         (
             "| policy | env steps per client | mean return, standard CartPole-v1 | first round ≥ 475 "
-            "| mean over the clients' physics | worst client's physics | wall s |"
+            f"| mean / lowest of the last {last} rounds | mean over the clients' physics "
+            "| worst client's physics | wall s |"
         ),
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for policy in policies:
         per_client = policy["mean_return_per_client_physics"]
+        recent = policy["mean_return_per_round"][-last:]
         rows.append(
             f"| {policy['label']} | {policy['steps_per_client']} | **{policy['mean_return_standard']:.2f}** "
-            f"| {policy['first_round_at_least_475'] or 'never'} | {sum(per_client) / len(per_client):.2f} "
-            f"| {min(per_client):.2f} | {policy['wall_s']:.0f} |"
+            f"| {policy['first_round_at_least_475'] or 'never'} "
+            f"| {sum(recent) / len(recent):.1f} / {min(recent):.1f} "
+            f"| {sum(per_client) / len(per_client):.2f} | {min(per_client):.2f} | {policy['wall_s']:.0f} |"
         )
     return rows
 
