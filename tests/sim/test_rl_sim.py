@@ -122,6 +122,7 @@ def test_sim_run_writes_mean_return_and_a_card_with_the_physics(tmp_path: Path) 
     assert card["license"] == "MIT"
     assert card["datasets"] == [{"ref": "sim/env:CartPole-v1", "environments": 3, "license": "MIT"}]
     markdown = (out_dir / "card.md").read_text()
+    assert "3 clients, one physics variant each, cohort 1.0" in markdown
     assert "## Environments: `env:CartPole-v1`, physics within ±30%" in markdown
     assert "| environment | force_mag | gravity | length | masscart | masspole |" in markdown
     assert "| evaluation (standard) | 10 | 9.8 | 0.5 | 1 | 0.1 |" in markdown

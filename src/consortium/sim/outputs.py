@@ -122,6 +122,13 @@ def _environment_lines(environments: dict[str, Any]) -> list[str]:
     ]
 
 
+def _clients_split(card: dict[str, Any]) -> str:
+    """How the clients differ: the data partition, or one physics variant each."""
+    if card.get("environments"):
+        return "one physics variant each"
+    return f"partition `{card['simulation']['partition']}`"
+
+
 def render_card(card: dict[str, Any]) -> str:
     sim = card["simulation"]
     lines = [
@@ -131,7 +138,7 @@ def render_card(card: dict[str, Any]) -> str:
         f"- **Algorithm**: `{card['algorithm']['name']}` with hyper-parameters `{card['algorithm']['hyperparameters']}`",
         f"- **Strategy**: `{card['strategy']['name'] or 'default'}` {card['strategy']['options'] or ''}",
         (
-            f"- **Simulation**: {sim['clients']} clients, partition `{sim['partition']}`, cohort {sim['cohort']}, "
+            f"- **Simulation**: {sim['clients']} clients, {_clients_split(card)}, cohort {sim['cohort']}, "
             f"engine `{sim['engine']}` on `{sim['device']}`"
         ),
         f"- **Rounds**: {card['rounds']}, seed {card['seed']}",
