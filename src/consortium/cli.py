@@ -481,6 +481,52 @@ def sim_run(
         fail(str(exc))
 
 
+def _names(option: str, value: str) -> list[str]:
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if not names:
+        fail(f"{option}: give at least one name")
+    return names
+
+
+@sim_app.command("attack")
+def sim_attack(
+    rules: Annotated[str | None, typer.Option(help="comma-separated rules; default: FedAvg and every "
+                                                   "robust rule")] = None,
+    attacks: Annotated[str | None, typer.Option(help="comma-separated attacks; default: all")] = None,
+    partitions: Annotated[str, typer.Option(help="comma-separated partitions")] = "iid,dirichlet:0.5",
+    seeds: Annotated[int, typer.Option(help="seeds 0..S-1 per cell")] = 3,
+    clients: Annotated[int, typer.Option(help="simulated clients n")] = 20,
+    malicious: Annotated[int, typer.Option(help="malicious clients f (the first f client ids)")] = 4,
+    rounds: Annotated[int | None, typer.Option(help="rounds per run")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write every run, cell and check")] = None,
+    markdown: Annotated[Path | None, typer.Option("--markdown", help="update this BENCHMARKS.md")] = None,
+) -> None:
+    """Attack x rule matrix on the digits MLP (final accuracy, backdoor success; no attack is always run)."""
+    import torch
+
+    from consortium.config import torch_threads
+    from consortium.fl.core import FLError
+    from consortium.sim.attack_matrix import DEFAULT_ROUNDS, MatrixConfig, rule_catalogue, run_attack_suite
+    from consortium.sim.attacks import ATTACK_NAMES
+
+    torch.set_num_threads(torch_threads())
+    if seeds < 1:
+        fail("--seeds: run at least one seed")
+    config = MatrixConfig(clients, malicious, rounds or DEFAULT_ROUNDS)
+    chosen_rules = _names("--rules", rules) if rules else list(rule_catalogue(clients, malicious))
+    chosen_attacks = _names("--attacks", attacks) if attacks else list(ATTACK_NAMES)
+    chosen_partitions = _names("--partitions", partitions)
+    command = (f"consortium sim attack --rules {','.join(chosen_rules)} --attacks {','.join(chosen_attacks)} "
+               f"--partitions {','.join(chosen_partitions)} --seeds {seeds} --clients {clients} "
+               f"--malicious {malicious} --rounds {config.rounds}"
+               + (f" --markdown {markdown.name}" if markdown else ""))
+    try:
+        run_attack_suite(chosen_rules, chosen_attacks, chosen_partitions, list(range(seeds)), config, command,
+                         json_path=json_path, markdown_path=markdown, console=console)
+    except FLError as exc:
+        fail(str(exc))
+
+
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     app()
