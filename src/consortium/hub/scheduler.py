@@ -43,6 +43,7 @@ from consortium.hub.services.identity import KeyCache
 from consortium.hub.services.runs import evaluates_previous_round
 from consortium.hub.services import models as model_service
 from consortium.hub.services import projects as project_service
+from consortium.hub.services import run_store
 from consortium.hub.tensor_cache import TensorCache
 from consortium.protocol import (
     ProjectCreate,
@@ -295,27 +296,12 @@ class RunDriver:
         evaluation = weighted_metrics([Evaluation(t.result["num_examples"], t.result["metrics"]) for t in done])
         compute = max((t.result["compute_s"] for t in done), default=0.0)
         with self.state.sessions() as session:
-            self._store_federated_eval(session, number, evaluation, compute)
+            event = run_store.federated_eval_event(
+                session, self.run_id, number, evaluation.metrics, evaluation.num_examples, compute
+            )
+            ledger.record_many(session, [event] if event else [])
             session.commit()
         self.state.broker.notify(progress_key(self.run_id))
-
-    def _store_federated_eval(
-        self, session: Session, number: int, evaluation: Evaluation, eval_compute_s: float = 0.0
-    ) -> None:
-        rnd = session.scalar(
-            select(Round).where(Round.run_id == self.run_id, Round.number == number, Round.status == "closed")
-        )
-        if rnd is None or rnd.metrics is None:
-            return
-        metrics = dict(rnd.metrics)
-        metrics.update(federated_eval=evaluation.metrics, federated_eval_pending=False,
-                       max_eval_compute_s=eval_compute_s)
-        rnd.metrics = metrics
-        ledger.record(
-            session, "round.evaluated", "hub",
-            {"run_id": self.run_id, "round": number, "federated_eval": evaluation.metrics,
-             "num_examples": evaluation.num_examples},
-        )
 
     def _deadline(self) -> datetime:
         return self.state.clock() + timedelta(seconds=self.spec.round_timeout)
@@ -337,47 +323,31 @@ class RunDriver:
     def _open(
         self, number: int, kind: TaskKind, params_sha: str | None, participants: list[Participant]
     ) -> tuple[int, list[int]]:
-        with self.state.sessions() as session:
-            attempts = session.scalars(
-                select(Round.attempt).where(Round.run_id == self.run_id, Round.number == number)
-            ).all()
-            rnd = Round(run_id=self.run_id, number=number, attempt=max(attempts, default=0) + 1)
-            session.add(rnd)
-            session.commit()
-            round_id = rnd.id
-        return self._open_tasks(round_id, number, kind, params_sha, participants)
+        return self._open_tasks(None, number, kind, params_sha, participants)
 
     def _open_tasks(
-        self, round_id: int, number: int, kind: TaskKind, params_sha: str | None, participants: list[Participant]
+        self, round_id: int | None, number: int, kind: TaskKind, params_sha: str | None,
+        participants: list[Participant],
     ) -> tuple[int, list[int]]:
+        """One transaction: the round (a new attempt unless ``round_id`` is given), one task per participant."""
         deadline = self._deadline()
+        seeds = [derive_seed(self.spec.seed, kind.value, number, p.ref) for p in participants]
         with self.state.sessions() as session:
-            tasks = [
-                Task(
-                    run_id=self.run_id,
-                    round_id=round_id,
-                    org_id=p.org_id,
-                    dataset_id=p.dataset_id,
-                    kind=kind.value,
-                    params_sha256=params_sha,
-                    seed=derive_seed(self.spec.seed, kind.value, number, p.ref),
-                    deadline=deadline,
-                )
-                for p in participants
-            ]
-            session.add_all(tasks)
-            session.commit()
-            ids = [t.id for t in tasks]
-        for task, participant in zip(tasks, participants, strict=True):
-            self.state.task_messages[task.id] = TaskOut(
-                id=task.id, kind=kind, run_id=self.run_id, round=number, project_id=self.project_id,
+            opened = run_store.open_phase(
+                session, self.run_id, number, kind.value, params_sha,
+                [run_store.NewTask(p.org_id, p.dataset_id, s) for p, s in zip(participants, seeds, strict=True)],
+                deadline, round_id=round_id,
+            )
+        for task_id, participant, seed in zip(opened.task_ids, participants, seeds, strict=True):
+            self.state.task_messages[task_id] = TaskOut(
+                id=task_id, kind=kind, run_id=self.run_id, round=number, project_id=self.project_id,
                 spec_hash=self.spec_hash, spec=self.spec, dataset=participant.ref.split("/", 1)[1],
-                params_sha256=params_sha, seed=task.seed,
+                params_sha256=params_sha, seed=seed,
                 evaluate_first=evaluates_previous_round(kind.value, number),
             )
         for org_id in {p.org_id for p in participants}:
             self.state.broker.notify(org_key(org_id))
-        return round_id, ids
+        return opened.round_id, opened.task_ids
 
     def _collect(
         self, round_id: int, deadline: datetime, kind: TaskKind | None = None
@@ -398,11 +368,11 @@ class RunDriver:
                     for task in pending:
                         task.status = "dropped"
                         self.dropped_at[task.org_id] = monotonic_now
-                        ledger.record(
-                            session, "task.dropped", "hub",
-                            {"run_id": self.run_id, "task_id": task.id, "org": task.org.name,
-                             "reason": "no answer within round_timeout"},
-                        )
+                    ledger.record_many(session, [
+                        ("task.dropped", "hub", {"run_id": self.run_id, "task_id": task.id, "org": task.org.name,
+                                                 "reason": "no answer within round_timeout"})
+                        for task in pending
+                    ])
                     session.commit()
                     pending = []
                 if not pending:
@@ -442,28 +412,25 @@ class RunDriver:
         """One transaction: round closed with its metrics, run advanced to the params already stored under
         ``self.params_sha``, ledger entry (+ the previous round's federated evaluation)."""
         digest = self.params_sha
+        payload: dict[str, Any] = {"run_id": self.run_id, "round": number, "params_sha256": digest}
+        if self.server_state_sha is not None:
+            payload["server_state_sha256"] = self.server_state_sha
+        if metrics is not None:
+            payload.update(participants=metrics.participants, dropped=metrics.dropped, test=metrics.test)
         with self.state.sessions() as session:
+            events = []
             if previous_eval is not None:
-                self._store_federated_eval(session, number - 1, previous_eval)
-            run = session.get(Run, self.run_id)
-            if round_id is None:
-                rnd = Round(run_id=self.run_id, number=number,
-                            attempt=1 + len(session.scalars(select(Round.id).where(
-                                Round.run_id == self.run_id, Round.number == number)).all()))
-                session.add(rnd)
-            else:
-                rnd = session.get(Round, round_id)
-            rnd.status, rnd.closed_at = "closed", self.state.clock()
-            rnd.metrics = metrics.model_dump(mode="json") if metrics else None
-            run.current_round, run.params_sha256 = number, digest
-            run.server_state_sha256 = self.server_state_sha
-            payload: dict[str, Any] = {"run_id": self.run_id, "round": number, "params_sha256": digest}
-            if self.server_state_sha is not None:
-                payload["server_state_sha256"] = self.server_state_sha
-            if metrics is not None:
-                payload.update(participants=metrics.participants, dropped=metrics.dropped, test=metrics.test)
-            ledger.record(session, "round.completed" if number else "run.initialised", "hub", payload)
-            session.commit()
+                event = run_store.federated_eval_event(
+                    session, self.run_id, number - 1, previous_eval.metrics, previous_eval.num_examples, 0.0
+                )
+                events += [event] if event else []
+            events.append(("round.completed" if number else "run.initialised", "hub", payload))
+            run_store.close_round(
+                session, self.run_id, number, round_id,
+                metrics=metrics.model_dump(mode="json") if metrics else None,
+                params_sha256=digest, server_state_sha256=self.server_state_sha, now=self.state.clock(),
+                events=events,
+            )
         self.state.broker.notify(progress_key(self.run_id))
 
     def _finish(self) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,32 +15,31 @@ from consortium.ledger.chain import ChainedEntry, LedgerEvent, entry_hash
 
 def record(session: Session, event_type: str, actor: str, payload: dict[str, Any]) -> LedgerEntry:
     """Append one event. Bumping the head row first takes the write lock, so appends never fork."""
-    seq, prev_hash = session.execute(
+    return record_many(session, [(event_type, actor, payload)])[0]
+
+
+def record_many(session: Session, events: Sequence[tuple[str, str, dict[str, Any]]]) -> list[LedgerEntry]:
+    """Append ``(event_type, actor, payload)`` events in order, with two statements on the head row."""
+    if not events:
+        return []
+    last_seq, prev_hash = session.execute(
         update(LedgerHead)
         .where(LedgerHead.id == 1)
-        .values(seq=LedgerHead.seq + 1)
+        .values(seq=LedgerHead.seq + len(events))
         .returning(LedgerHead.seq, LedgerHead.hash)
     ).one()
-    event = LedgerEvent(
-        seq=seq,
-        event_type=event_type,
-        actor=actor,
-        payload=payload,
-        created_at=datetime.now(UTC).isoformat(timespec="microseconds"),
-    )
-    digest = entry_hash(prev_hash, event)
-    session.execute(update(LedgerHead).where(LedgerHead.id == 1).values(hash=digest))
-    entry = LedgerEntry(
-        seq=seq,
-        event_type=event_type,
-        actor=actor,
-        payload=payload,
-        created_at=event.created_at,
-        prev_hash=prev_hash,
-        hash=digest,
-    )
-    session.add(entry)
-    return entry
+    created_at = datetime.now(UTC).isoformat(timespec="microseconds")
+    entries = []
+    for seq, (event_type, actor, payload) in enumerate(events, start=last_seq - len(events) + 1):
+        event = LedgerEvent(seq=seq, event_type=event_type, actor=actor, payload=payload,
+                            created_at=created_at)
+        digest = entry_hash(prev_hash, event)
+        entries.append(LedgerEntry(seq=seq, event_type=event_type, actor=actor, payload=payload,
+                                   created_at=created_at, prev_hash=prev_hash, hash=digest))
+        prev_hash = digest
+    session.execute(update(LedgerHead).where(LedgerHead.id == 1).values(hash=prev_hash))
+    session.add_all(entries)
+    return entries
 
 
 def to_chained(entry: LedgerEntry) -> ChainedEntry:

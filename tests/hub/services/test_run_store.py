@@ -1,0 +1,144 @@
+"""The run store on SQLite and PostgreSQL: a round opens and closes in one transaction each."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import event, func, select
+from sqlalchemy.orm import Session
+
+from consortium.hub.db.models import Dataset, LedgerEntry, Org, Project, Round, Run, Task
+from consortium.hub.db.session import make_engine, migrate, session_factory
+from consortium.hub.services import ledger, run_store
+from consortium.ledger.chain import verify_chain
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def session(db_url: str) -> Iterator[Session]:
+    engine = make_engine(db_url)
+    migrate(engine)
+    with session_factory(engine)() as s:
+        yield s
+    engine.dispose()
+
+
+@pytest.fixture
+def run_with_orgs(session: Session) -> tuple[int, list[tuple[int, int]]]:
+    """A running run and three (org id, dataset id) participants."""
+    participants = []
+    for name in ("north", "south", "east"):
+        org = Org(name=name)
+        session.add(org)
+        session.flush()
+        data = Dataset(org_id=org.id, name="digits", schema={}, rows=10, sha256="0" * 64, license="CC0-1.0",
+                       visibility="private", file_format="csv")
+        session.add(data)
+        session.flush()
+        participants.append((org.id, data.id))
+    project = Project(name="p", spec={}, spec_hash="1" * 64, proposer="admin")
+    session.add(project)
+    session.flush()
+    run = Run(project_id=project.id)
+    session.add(run)
+    session.commit()
+    return run.id, participants
+
+
+def count_commits(session: Session) -> list[int]:
+    commits = [0]
+    event.listen(session, "after_commit", lambda _s: commits.__setitem__(0, commits[0] + 1))
+    return commits
+
+
+def chain(session: Session) -> list:
+    return [ledger.to_chained(e) for e in session.scalars(select(LedgerEntry).order_by(LedgerEntry.seq))]
+
+
+def test_a_round_opens_with_its_tasks_and_ledger_entries_in_one_commit(session, run_with_orgs) -> None:
+    run_id, participants = run_with_orgs
+    commits = count_commits(session)
+    opened = run_store.open_phase(
+        session, run_id, 1, "fit", "a" * 64, [run_store.NewTask(o, d, seed=o) for o, d in participants],
+        NOW + timedelta(seconds=30), events=[("round.opened", "hub", {"round": 1})],
+    )
+    assert commits == [1]
+    tasks = session.scalars(select(Task).where(Task.round_id == opened.round_id).order_by(Task.id)).all()
+    assert [t.id for t in tasks] == opened.task_ids
+    assert [(t.org_id, t.dataset_id, t.seed, t.status, t.kind) for t in tasks] == [
+        (o, d, o, "pending", "fit") for o, d in participants
+    ]
+    assert [e.event_type for e in chain(session)] == ["round.opened"]
+
+
+def test_reopening_a_round_number_makes_a_new_attempt(session, run_with_orgs) -> None:
+    run_id, participants = run_with_orgs
+    tasks = [run_store.NewTask(o, d, seed=0) for o, d in participants]
+    first = run_store.open_phase(session, run_id, 2, "fit", None, tasks, NOW)
+    second = run_store.open_phase(session, run_id, 2, "fit", None, tasks, NOW)
+    attempts = {r.id: r.attempt for r in session.scalars(select(Round))}
+    assert (attempts[first.round_id], attempts[second.round_id]) == (1, 2)
+
+
+def test_tasks_can_join_an_existing_round(session, run_with_orgs) -> None:
+    run_id, participants = run_with_orgs
+    opened = run_store.open_phase(session, run_id, 1, "fit", None, [], NOW)
+    again = run_store.open_phase(session, run_id, 1, "evaluate", "b" * 64,
+                                 [run_store.NewTask(*participants[0], seed=3)], NOW, round_id=opened.round_id)
+    assert again.round_id == opened.round_id
+    assert session.scalar(select(func.count()).select_from(Round)) == 1
+
+
+def test_closing_a_round_checkpoints_the_run_in_one_commit(session, run_with_orgs) -> None:
+    run_id, participants = run_with_orgs
+    first = run_store.open_phase(session, run_id, 1, "fit", None, [], NOW)
+    run_store.close_round(session, run_id, 1, first.round_id, metrics={"round": 1, "federated_eval": {}},
+                          params_sha256="c" * 64, server_state_sha256=None, now=NOW,
+                          events=[("round.completed", "hub", {"round": 1})])
+    second = run_store.open_phase(session, run_id, 2, "fit", None, [], NOW)
+    commits = count_commits(session)
+    evaluated = run_store.federated_eval_event(session, run_id, 1, {"accuracy": 0.5}, 30, 0.25)
+    run_store.close_round(session, run_id, 2, second.round_id, metrics={"round": 2}, params_sha256="d" * 64,
+                          server_state_sha256="e" * 64, now=NOW + timedelta(seconds=1),
+                          events=[evaluated, ("round.completed", "hub", {"round": 2})])
+    assert commits == [1]
+    session.expire_all()
+    run = session.get(Run, run_id)
+    assert (run.current_round, run.params_sha256, run.server_state_sha256) == (2, "d" * 64, "e" * 64)
+    rounds = {r.number: r for r in session.scalars(select(Round))}
+    assert rounds[2].status == "closed" and rounds[2].metrics == {"round": 2}
+    assert rounds[1].metrics["federated_eval"] == {"accuracy": 0.5}
+    assert rounds[1].metrics["max_eval_compute_s"] == 0.25
+    entries = chain(session)
+    assert [e.event_type for e in entries] == ["round.completed", "round.evaluated", "round.completed"]
+    assert verify_chain(entries).ok
+
+
+def test_the_initial_checkpoint_creates_a_closed_round(session, run_with_orgs) -> None:
+    run_id, _ = run_with_orgs
+    round_id = run_store.close_round(session, run_id, 0, None, metrics=None, params_sha256="f" * 64,
+                                     server_state_sha256=None, now=NOW,
+                                     events=[("run.initialised", "hub", {})])
+    rnd = session.get(Round, round_id)
+    assert (rnd.number, rnd.status, rnd.attempt) == (0, "closed", 1)
+    assert session.get(Run, run_id).current_round == 0
+
+
+def test_evaluation_of_an_unknown_round_records_nothing(session, run_with_orgs) -> None:
+    run_id, _ = run_with_orgs
+    assert run_store.federated_eval_event(session, run_id, 7, {"accuracy": 1.0}, 1, 0.0) is None
+
+
+@pytest.mark.parametrize("sizes", [[1], [3], [2, 1, 4]])
+def test_ledger_batches_chain_like_single_appends(session, sizes: list[int]) -> None:
+    for batch, size in enumerate(sizes):
+        ledger.record_many(session, [("test.event", "hub", {"batch": batch, "i": i}) for i in range(size)])
+        session.commit()
+    assert ledger.record_many(session, []) == []
+    entries = chain(session)
+    assert [e.seq for e in entries] == list(range(1, sum(sizes) + 1))
+    report = verify_chain(entries)
+    assert report.ok and report.checked == sum(sizes)
