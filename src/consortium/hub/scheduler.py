@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from consortium.fl.core import (
@@ -38,9 +38,10 @@ from consortium.fl.server_optimizers import get_server_optimizer
 from consortium.hub.blobs import BlobStore
 from consortium.hub.db.models import Model, Round, Run, Task
 from consortium.hub.events import Broker
+from consortium.hub.live import ANSWERED_STATES, Answer, LivePhase
 from consortium.hub.services import ledger
 from consortium.hub.services.identity import KeyCache
-from consortium.hub.services.runs import evaluates_previous_round
+from consortium.hub.services.runs import OPEN_TASK_STATES, evaluates_previous_round
 from consortium.hub.services import models as model_service
 from consortium.hub.services import projects as project_service
 from consortium.hub.services import run_store
@@ -56,11 +57,6 @@ from consortium.protocol import (
 )
 
 log = logging.getLogger("consortium.scheduler")
-
-
-def run_key(run_id: int) -> str:
-    """Broker key a run driver waits on (task results arrive)."""
-    return f"run:{run_id}"
 
 
 def progress_key(run_id: int) -> str:
@@ -92,6 +88,17 @@ class Participant:
     rows: int
 
 
+@dataclass(frozen=True)
+class OpenPhase:
+    """A phase of a round whose tasks are out: its live answers and which participant each task went to."""
+
+    round_id: int
+    kind: TaskKind
+    deadline: datetime
+    live: LivePhase
+    participants: dict[int, Participant]
+
+
 @dataclass
 class HubState:
     """What the scheduler shares with the HTTP layer inside one hub process."""
@@ -107,6 +114,8 @@ class HubState:
     """Task messages composed by the drivers when they open a round; the long poll hands them out."""
     run_algorithms: dict[int, tuple[Any, Any]] = field(default_factory=dict)
     """(algorithm, hyper-parameters) of each run a driver of this process is driving."""
+    live: dict[int, LivePhase] = field(default_factory=dict)
+    """The open phase of each run a driver of this process is driving; handlers hand it their answers."""
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     def seen(self, org_id: int) -> None:
@@ -165,6 +174,7 @@ class RunDriver:
             self._fail(f"internal error: {type(exc).__name__}: {exc}")
         finally:
             self.state.run_algorithms.pop(self.run_id, None)
+            self.state.live.pop(self.run_id, None)
 
     # ------------------------------------------------------------------------------------------ setup
 
@@ -218,7 +228,7 @@ class RunDriver:
             session.scalars(select(Round).where(Round.run_id == self.run_id, Round.status == "open"))
         )
         for task in session.scalars(
-            select(Task).where(Task.run_id == self.run_id, Task.status.in_(("pending", "claimed")))
+            select(Task).where(Task.run_id == self.run_id, Task.status.in_(OPEN_TASK_STATES))
         ):
             task.status = "cancelled"
         for rnd in open_rounds:
@@ -233,9 +243,9 @@ class RunDriver:
     def _initial_params(self) -> Params:
         if not self.algorithm.needs_client_init:
             return self.algorithm.init(self.hp, self.num_features, self.spec.seed)
-        round_id, _ = self._open(0, TaskKind.init, None, self.participants)
-        done, _ = self._collect(round_id, self._deadline(), kind=TaskKind.init)
-        updates, _ = self._load_updates(done)
+        phase = self._open(0, TaskKind.init, None, self.participants)
+        done, _ = self._collect(phase)
+        updates, _ = self._updates(done)
         if len(updates) < self.spec.min_nodes:
             raise RunFailed(
                 f"initialisation: {len(updates)} of the required min_nodes={self.spec.min_nodes} nodes answered"
@@ -248,9 +258,9 @@ class RunDriver:
         started, opened_at = time.perf_counter(), time.time()
         params_sha = self.params_sha
         active = self._active_participants()
-        round_id, _ = self._open(number, TaskKind.fit, params_sha, active)
-        done, dropped = self._collect(round_id, self._deadline(), kind=TaskKind.fit)
-        updates, previous_eval = self._load_updates(done)
+        phase = self._open(number, TaskKind.fit, params_sha, active)
+        done, dropped = self._collect(phase)
+        updates, previous_eval = self._updates(done)
         if len(updates) < self.spec.min_nodes:
             raise RunFailed(
                 f"round {number}: {len(updates)} of the required min_nodes={self.spec.min_nodes} nodes answered "
@@ -264,11 +274,10 @@ class RunDriver:
         new_sha = self._store_params(new_params)
         test = self.algorithm.evaluate(self.hp, new_params, self.test_data).metrics if self.test_data else {}
         train = weighted_metrics([Evaluation(u.num_examples, u.metrics) for u in updates])
-        ref_of = {p.dataset_id: p.ref for p in self.participants}
         metrics = RoundMetrics(
             round=number,
-            participants=sorted(ref_of[t.dataset_id] for t in done),
-            dropped=sorted({ref_of[t.dataset_id] for t in dropped}),
+            participants=sorted(p.ref for p, _ in done),
+            dropped=sorted({p.ref for p in dropped}),
             train=train.metrics,
             federated_eval={},
             federated_eval_pending=True,
@@ -276,12 +285,12 @@ class RunDriver:
             params_sha256=new_sha,
             opened_at=opened_at,
             wall_s=time.perf_counter() - started,
-            max_fit_compute_s=max((t.result["compute_s"] for t in done), default=0.0),
+            max_fit_compute_s=max((a.result["compute_s"] for _, a in done), default=0.0),
             max_eval_compute_s=0.0,
         )
         previous = weighted_metrics(previous_eval) if number > 1 else None
         self.params_sha = new_sha
-        self._checkpoint(number, round_id, metrics, previous)
+        self._checkpoint(number, phase.round_id, metrics, previous)
         return new_params
 
     def _final_evaluation(self, number: int) -> None:
@@ -291,10 +300,12 @@ class RunDriver:
                 select(Round.id).where(Round.run_id == self.run_id, Round.number == number, Round.status == "closed")
             )
         responders = self._active_participants()
-        self._open_tasks(round_id, number, TaskKind.evaluate, self.params_sha, responders)
-        done, _ = self._collect(round_id, self._deadline(), kind=TaskKind.evaluate)
-        evaluation = weighted_metrics([Evaluation(t.result["num_examples"], t.result["metrics"]) for t in done])
-        compute = max((t.result["compute_s"] for t in done), default=0.0)
+        phase = self._open_tasks(round_id, number, TaskKind.evaluate, self.params_sha, responders)
+        done, _ = self._collect(phase)
+        evaluation = weighted_metrics(
+            [Evaluation(a.result["num_examples"], a.result["metrics"]) for _, a in done]
+        )
+        compute = max((a.result["compute_s"] for _, a in done), default=0.0)
         with self.state.sessions() as session:
             event = run_store.federated_eval_event(
                 session, self.run_id, number, evaluation.metrics, evaluation.num_examples, compute
@@ -322,22 +333,29 @@ class RunDriver:
 
     def _open(
         self, number: int, kind: TaskKind, params_sha: str | None, participants: list[Participant]
-    ) -> tuple[int, list[int]]:
+    ) -> OpenPhase:
         return self._open_tasks(None, number, kind, params_sha, participants)
 
     def _open_tasks(
         self, round_id: int | None, number: int, kind: TaskKind, params_sha: str | None,
         participants: list[Participant],
-    ) -> tuple[int, list[int]]:
-        """One transaction: the round (a new attempt unless ``round_id`` is given), one task per participant."""
+    ) -> OpenPhase:
+        """One transaction: the round (a new attempt unless ``round_id`` is given), one task per participant.
+
+        The phase goes live before any node hears of its tasks, so no answer can miss it.
+        """
         deadline = self._deadline()
         seeds = [derive_seed(self.spec.seed, kind.value, number, p.ref) for p in participants]
         with self.state.sessions() as session:
             opened = run_store.open_phase(
                 session, self.run_id, number, kind.value, params_sha,
-                [run_store.NewTask(p.org_id, p.dataset_id, s) for p, s in zip(participants, seeds, strict=True)],
+                [run_store.NewTask(p.org_id, p.dataset_id, seed)
+                 for p, seed in zip(participants, seeds, strict=True)],
                 deadline, round_id=round_id,
             )
+        phase = OpenPhase(opened.round_id, kind, deadline, LivePhase(opened.task_ids),
+                          dict(zip(opened.task_ids, participants, strict=True)))
+        self.state.live[self.run_id] = phase.live
         for task_id, participant, seed in zip(opened.task_ids, participants, seeds, strict=True):
             self.state.task_messages[task_id] = TaskOut(
                 id=task_id, kind=kind, run_id=self.run_id, round=number, project_id=self.project_id,
@@ -347,57 +365,92 @@ class RunDriver:
             )
         for org_id in {p.org_id for p in participants}:
             self.state.broker.notify(org_key(org_id))
-        return opened.round_id, opened.task_ids
+        return phase
 
-    def _collect(
-        self, round_id: int, deadline: datetime, kind: TaskKind | None = None
-    ) -> tuple[list[Task], list[Task]]:
-        """Wait until every task of the round (of ``kind``) is answered or the deadline passes."""
-        wake = self.state.broker.thread_event(run_key(self.run_id))
-        while True:
-            wake.clear()
-            with self.state.sessions() as session:
-                query = select(Task).where(Task.round_id == round_id)
-                if kind is not None:
-                    query = query.where(Task.kind == kind.value)
-                tasks = list(session.scalars(query.order_by(Task.id)))
-                now = self.state.clock()
-                pending = [t for t in tasks if t.status in ("pending", "claimed")]
-                if pending and now >= deadline:
-                    monotonic_now = time.monotonic()
-                    for task in pending:
-                        task.status = "dropped"
-                        self.dropped_at[task.org_id] = monotonic_now
-                    ledger.record_many(session, [
-                        ("task.dropped", "hub", {"run_id": self.run_id, "task_id": task.id, "org": task.org.name,
-                                                 "reason": "no answer within round_timeout"})
-                        for task in pending
-                    ])
-                    session.commit()
-                    pending = []
-                if not pending:
-                    for task in tasks:
-                        session.expunge(task)
-                        self.state.task_messages.pop(task.id, None)
-                    done = [t for t in tasks if t.status == "done"]
-                    dropped = [t for t in tasks if t.status in ("dropped", "refused")]
-                    return done, dropped
-            if self.stop.is_set():
-                raise StopRequested
-            remaining = (deadline - self.state.clock()).total_seconds()
-            wake.wait(max(0.0, min(remaining, 1.0)))
+    def _collect(self, phase: OpenPhase) -> tuple[list[tuple[Participant, Answer]], list[Participant]]:
+        """Wait until every task of the phase is answered or its deadline passes (late tasks are dropped).
 
-    def _load_updates(self, tasks: list[Task]) -> tuple[list[Update], list[Evaluation]]:
+        Returns the done tasks' participants with their answers (in task order) and the participants whose
+        task was dropped or refused. Answers normally arrive in memory; once a second, and at the deadline, the
+        database is asked for answers committed where this driver's live phase did not see them.
+        """
+        try:
+            while True:
+                remaining = (phase.deadline - self.state.clock()).total_seconds()
+                if phase.live.wait(min(remaining, 1.0)):
+                    answers, late = phase.live.close()
+                    break
+                if self.stop.is_set():
+                    raise StopRequested
+                for answer in self._answers_in_database(phase.live.unanswered()):
+                    phase.live.answer(answer)
+                if self.state.clock() >= phase.deadline:
+                    answers, late = phase.live.close()
+                    answers.update((a.task_id, a) for a in self._drop(phase, late))
+                    break
+        finally:
+            if self.state.live.get(self.run_id) is phase.live:
+                del self.state.live[self.run_id]
+            for task_id in phase.participants:
+                self.state.task_messages.pop(task_id, None)
+        done = [(phase.participants[i], a) for i, a in sorted(answers.items()) if a.status == "done"]
+        failed = [phase.participants[i] for i in sorted(phase.participants)
+                  if i not in answers or answers[i].status != "done"]
+        return done, failed
+
+    def _drop(self, phase: OpenPhase, task_ids: set[int]) -> list[Answer]:
+        """Mark the still open ``task_ids`` dropped (ledger entries in the same transaction); the answers of
+        those that were answered after all, just before the deadline."""
+        if not task_ids:
+            return []
+        with self.state.sessions() as session:
+            dropped = set(session.scalars(
+                update(Task)
+                .where(Task.id.in_(task_ids), Task.status.in_(OPEN_TASK_STATES))
+                .values(status="dropped")
+                .returning(Task.id)
+                .execution_options(synchronize_session=False)
+            ))
+            ledger.record_many(session, [
+                ("task.dropped", "hub", {"run_id": self.run_id, "task_id": task_id,
+                                         "org": phase.participants[task_id].org,
+                                         "reason": "no answer within round_timeout"})
+                for task_id in sorted(dropped)
+            ])
+            session.commit()
+        now = time.monotonic()
+        for task_id in dropped:
+            self.dropped_at[phase.participants[task_id].org_id] = now
+        return self._answers_in_database(task_ids - dropped)
+
+    def _answers_in_database(self, task_ids: set[int]) -> list[Answer]:
+        """Answers committed for ``task_ids`` (update tensors read back from the blob store)."""
+        if not task_ids:
+            return []
+        with self.state.sessions() as session:
+            rows = session.execute(
+                select(Task.id, Task.status, Task.result, Task.update_sha256)
+                .where(Task.id.in_(task_ids), Task.status.in_(ANSWERED_STATES))
+            ).all()
+        answers = []
+        for row in rows:
+            tensors = None
+            if row.status == "done" and row.update_sha256 is not None:
+                tensors, _ = decode_update(self.state.blobs.get(row.update_sha256))
+            answers.append(Answer(row.id, row.status, row.result, tensors))
+        return answers
+
+    @staticmethod
+    def _updates(done: list[tuple[Participant, Answer]]) -> tuple[list[Update], list[Evaluation]]:
         """The updates of answered tasks, and the evaluations of the received params they carried."""
         updates, evaluations = [], []
-        for task in tasks:
-            tensors, meta = decode_update(self.state.blobs.get(task.update_sha256))
-            updates.append(
-                Update(tensors=tensors, num_examples=meta.num_examples, metrics=meta.metrics,
-                       client_id=f"{task.dataset_id:012d}")
-            )
-            if meta.evaluation is not None:
-                evaluations.append(Evaluation(meta.evaluation.num_examples, meta.evaluation.metrics))
+        for participant, answer in done:
+            result = answer.result
+            updates.append(Update(tensors=answer.tensors, num_examples=result["num_examples"],
+                                  metrics=result["metrics"], client_id=f"{participant.dataset_id:012d}"))
+            evaluation = result.get("evaluation")
+            if evaluation is not None:
+                evaluations.append(Evaluation(evaluation["num_examples"], evaluation["metrics"]))
         return updates, evaluations
 
     # ------------------------------------------------------------------------------------------ persistence
@@ -482,7 +535,7 @@ class RunDriver:
             run = session.get(Run, self.run_id)
             run.status, run.error, run.finished_at = "failed", reason, self.state.clock()
             for task in session.scalars(
-                select(Task).where(Task.run_id == self.run_id, Task.status.in_(("pending", "claimed")))
+                select(Task).where(Task.run_id == self.run_id, Task.status.in_(OPEN_TASK_STATES))
             ):
                 task.status = "cancelled"
             ledger.record(session, "run.failed", "hub", {"run_id": self.run_id, "reason": reason})

@@ -11,7 +11,8 @@ from starlette.concurrency import run_in_threadpool
 
 from consortium.hub.deps import db, hub_state, org_principal, principal, scheduler
 from consortium.hub.events import wait_for
-from consortium.hub.scheduler import HubState, Scheduler, org_key, progress_key, run_key
+from consortium.hub.live import Answer
+from consortium.hub.scheduler import HubState, Scheduler, org_key, progress_key
 from consortium.hub.services import runs as run_service
 from consortium.hub.services.identity import Principal
 from consortium.protocol import (
@@ -27,6 +28,13 @@ from consortium.protocol import (
 router = APIRouter(prefix="/api", tags=["runs"])
 
 MAX_WAIT_S = 60.0
+
+
+def hand_to_driver(state: HubState, run_id: int, answer: Answer) -> None:
+    """Give a committed answer to the run's driver if it runs in this process (else it finds it in the DB)."""
+    phase = state.live.get(run_id)
+    if phase is not None:
+        phase.answer(answer)
 
 
 @router.post("/projects/{project_id}/runs", response_model=RunOut, status_code=201)
@@ -136,15 +144,15 @@ async def post_update(
 ) -> dict:
     payload = await request.body()
 
-    def accept() -> int:
+    def accept() -> None:
         with state.sessions() as session:
-            return run_service.submit_update(
+            task, answer = run_service.submit_update(
                 session, state.blobs, state.cache, caller, task_id, payload, datetime.now(UTC),
                 run_algorithm=state.run_algorithms.get,
-            ).run_id
+            )
+        hand_to_driver(state, task.run_id, answer)
 
-    run_id = await run_in_threadpool(accept)
-    state.broker.notify(run_key(run_id))
+    await run_in_threadpool(accept)
     return {"status": "accepted"}
 
 
@@ -156,8 +164,8 @@ def post_result(
     state: HubState = Depends(hub_state),
     caller: Principal = Depends(org_principal),
 ) -> dict:
-    task = run_service.submit_result(session, caller, task_id, body, datetime.now(UTC))
-    state.broker.notify(run_key(task.run_id))
+    task, answer = run_service.submit_result(session, caller, task_id, body, datetime.now(UTC))
+    hand_to_driver(state, task.run_id, answer)
     return {"status": "accepted"}
 
 
@@ -169,6 +177,6 @@ def post_refusal(
     state: HubState = Depends(hub_state),
     caller: Principal = Depends(org_principal),
 ) -> dict:
-    task = run_service.refuse(session, caller, task_id, body, datetime.now(UTC))
-    state.broker.notify(run_key(task.run_id))
+    task, answer = run_service.refuse(session, caller, task_id, body, datetime.now(UTC))
+    hand_to_driver(state, task.run_id, answer)
     return {"status": "refused"}

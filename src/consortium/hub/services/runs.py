@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from consortium.fl.core import FLError, check_update, get_algorithm, parse_hyperparams
 from consortium.hub.blobs import BlobStore
 from consortium.hub.db.models import Project, Round, Run, Task
+from consortium.hub.live import Answer
 from consortium.hub.services import ledger
 from consortium.hub.services import projects as project_service
 from consortium.hub.services.errors import BadRequest, Conflict, Forbidden, Gone, NotFound
@@ -30,6 +31,7 @@ from consortium.protocol import (
     decode_update,
 )
 
+OPEN_TASK_STATES = ("pending", "claimed")
 TERMINAL_TASK_STATES = ("done", "refused", "dropped", "cancelled")
 
 
@@ -108,7 +110,7 @@ def claim_next(
     """
     row = session.execute(
         select(Task.id, Task.status)
-        .where(Task.org_id == actor.org_id, Task.status.in_(("pending", "claimed")), Task.deadline > now)
+        .where(Task.org_id == actor.org_id, Task.status.in_(OPEN_TASK_STATES), Task.deadline > now)
         .order_by(Task.id)
         .limit(1)
     ).first()
@@ -150,10 +152,26 @@ def own_task(session: Session, actor: Principal, task_id: int) -> Task:
 def _open_for_results(task: Task, kinds: tuple[str, ...]) -> None:
     if task.kind not in kinds:
         raise BadRequest(f"task {task.id} is a {task.kind} task; this endpoint takes {'/'.join(kinds)} results")
-    if task.status == "done":
-        raise Conflict(f"task {task.id} already has a result")
-    if task.status in ("dropped", "cancelled", "refused"):
-        raise Gone(f"task {task.id} was {task.status}; its round has moved on")
+    _still_open(task.id, task.status)
+
+
+def _still_open(task_id: int, status: str) -> None:
+    if status == "done":
+        raise Conflict(f"task {task_id} already has a result")
+    if status in ("dropped", "cancelled", "refused"):
+        raise Gone(f"task {task_id} was {status}; its round has moved on")
+
+
+def _answer(session: Session, task: Task, **values: Any) -> None:
+    """Write a task's answer only while it is still open: the driver may have dropped it meanwhile."""
+    written = session.execute(
+        update(Task).where(Task.id == task.id, Task.status.in_(OPEN_TASK_STATES)).values(**values)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if not written:
+        session.rollback()
+        _still_open(task.id, session.scalar(select(Task.status).where(Task.id == task.id)))
+        raise Conflict(f"task {task.id} changed state while its answer was stored")
 
 
 def submit_update(
@@ -165,10 +183,11 @@ def submit_update(
     payload: bytes,
     now: datetime,
     run_algorithm: Callable[[int], tuple[Any, Any] | None] | None = None,
-) -> Task:
+) -> tuple[Task, Answer]:
     """Validate an uploaded update against the model (names, shapes, dtypes, finite) and store it.
 
-    ``run_algorithm`` may supply a run's (algorithm, hyper-parameters) from memory.
+    ``run_algorithm`` may supply a run's (algorithm, hyper-parameters) from memory. Returns the task and its
+    committed answer, validated tensors included, for the run driver.
     """
     task = own_task(session, actor, task_id)
     _open_for_results(task, (TaskKind.fit.value, TaskKind.init.value))
@@ -193,30 +212,34 @@ def submit_update(
         check_update(template, tensors)
     except FLError as exc:
         raise BadRequest(f"update rejected: {exc}") from exc
-    task.update_sha256 = blobs.put(payload, durable=False)
-    task.result = meta.model_dump()
-    task.status, task.done_at = "done", now
+    digest = blobs.put(payload, durable=False)
+    result = meta.model_dump()
+    _answer(session, task, update_sha256=digest, result=result, status="done", done_at=now)
     session.commit()
-    return task
+    return task, Answer(task.id, "done", result, tensors)
 
 
-def submit_result(session: Session, actor: Principal, task_id: int, body: TaskResult, now: datetime) -> Task:
+def submit_result(
+    session: Session, actor: Principal, task_id: int, body: TaskResult, now: datetime
+) -> tuple[Task, Answer]:
     task = own_task(session, actor, task_id)
     _open_for_results(task, (TaskKind.evaluate.value,))
-    task.result = body.model_dump()
-    task.status, task.done_at = "done", now
+    result = body.model_dump()
+    _answer(session, task, result=result, status="done", done_at=now)
     session.commit()
-    return task
+    return task, Answer(task.id, "done", result)
 
 
-def refuse(session: Session, actor: Principal, task_id: int, body: TaskRefusal, now: datetime) -> Task:
+def refuse(
+    session: Session, actor: Principal, task_id: int, body: TaskRefusal, now: datetime
+) -> tuple[Task, Answer]:
     """A node declines a task (its policy said no); the round goes on without it."""
     task = own_task(session, actor, task_id)
     _open_for_results(task, tuple(k.value for k in TaskKind))
-    task.status, task.done_at, task.error = "refused", now, body.reason
+    _answer(session, task, status="refused", done_at=now, error=body.reason)
     ledger.record(
         session, "task.refused", actor.label,
         {"task_id": task.id, "run_id": task.run_id, "reason": body.reason},
     )
     session.commit()
-    return task
+    return task, Answer(task.id, "refused")

@@ -1,0 +1,73 @@
+"""The in-memory open phase: answers from handler threads wake the waiting driver exactly when all are in."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from consortium.hub.live import Answer, LivePhase
+
+
+def test_wait_returns_once_every_task_is_answered() -> None:
+    phase = LivePhase([1, 2, 3])
+    for task_id in (3, 1):
+        assert phase.answer(Answer(task_id, "done", {"num_examples": 1}))
+    assert not phase.wait(0.01)
+    assert phase.unanswered() == {2}
+    threading.Timer(0.05, phase.answer, [Answer(2, "refused")]).start()
+    started = time.monotonic()
+    assert phase.wait(5.0)
+    assert time.monotonic() - started < 2.0
+    answers, late = phase.close()
+    assert late == set() and sorted(answers) == [1, 2, 3] and answers[2].status == "refused"
+
+
+def test_answers_for_other_tasks_twice_or_after_close_are_refused() -> None:
+    phase = LivePhase([7, 8])
+    tensors = {"w": torch.ones(2)}
+    assert not phase.answer(Answer(9, "done"))
+    assert phase.answer(Answer(7, "done", {"n": 1}, tensors))
+    assert not phase.answer(Answer(7, "done", {"n": 2}))
+    answers, late = phase.close()
+    assert late == {8} and answers[7].result == {"n": 1} and answers[7].tensors is tensors
+    assert not phase.answer(Answer(8, "done"))
+    assert phase.close() == (answers, {8})
+
+
+def test_an_empty_phase_is_complete_at_once() -> None:
+    assert LivePhase([]).wait(0.0)
+
+
+def test_an_answer_needs_a_known_status() -> None:
+    with pytest.raises(ValueError, match="status"):
+        Answer(1, "dropped")
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(0, 30), min_size=1, max_size=12, unique=True), st.randoms(use_true_random=False))
+def test_concurrent_answers_are_each_kept_once(task_ids: list[int], rng) -> None:
+    phase = LivePhase(task_ids)
+    order = task_ids * 2
+    rng.shuffle(order)
+    accepted: list[int] = []
+    lock = threading.Lock()
+
+    def deliver(task_id: int) -> None:
+        if phase.answer(Answer(task_id, "done", {"task": task_id})):
+            with lock:
+                accepted.append(task_id)
+
+    threads = [threading.Thread(target=deliver, args=(t,)) for t in order]
+    for thread in threads:
+        thread.start()
+    assert phase.wait(10.0)
+    for thread in threads:
+        thread.join()
+    answers, late = phase.close()
+    assert sorted(accepted) == sorted(task_ids) and late == set()
+    assert {t: a.result["task"] for t, a in answers.items()} == {t: t for t in task_ids}
