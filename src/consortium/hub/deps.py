@@ -67,6 +67,31 @@ async def principal(request: Request) -> Principal:
     )
 
 
+async def org_call(request: Request) -> identity.SignedCall:
+    """An organisation's signed request, verified but with its nonce still to be recorded, so that it can
+    ride in the transaction of the request's own write (:func:`identity.in_signed_transaction`).
+
+    A request that FastAPI rejects before its handler runs (a malformed JSON body: 422) leaves no nonce; it
+    changes nothing, however often it is sent.
+    """
+    state: HubState = request.app.state.hub
+    if not any(name.startswith("x-consortium-") for name in request.headers):
+        raise Unauthorized("node endpoints need a request signed with the organisation key")
+    body = await request.body()
+    path = signed_path(request)
+    headers = dict(request.headers)
+
+    def verify() -> identity.SignedCall:
+        with state.sessions() as session:
+            return identity.verify_signature(
+                session, headers, request.method, path, body, datetime.now(UTC), keys=state.keys
+            )
+
+    call = await run_in_threadpool(verify)
+    state.seen(call.principal.org_id)
+    return call
+
+
 async def org_principal(request: Request) -> Principal:
     """Like :func:`principal` but only an organisation's signed request (node endpoints)."""
     caller = await principal(request)

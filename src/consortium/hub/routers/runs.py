@@ -9,12 +9,12 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from consortium.hub.deps import db, hub_state, org_principal, principal, scheduler
+from consortium.hub.deps import db, hub_state, org_call, org_principal, principal, scheduler
 from consortium.hub.events import wait_for
 from consortium.hub.live import Answer
 from consortium.hub.scheduler import HubState, Scheduler, org_key, progress_key
 from consortium.hub.services import runs as run_service
-from consortium.hub.services.identity import Principal
+from consortium.hub.services.identity import Principal, SignedCall, in_signed_transaction
 from consortium.protocol import (
     SAFETENSORS_MEDIA_TYPE,
     RunOut,
@@ -140,16 +140,16 @@ async def post_update(
     task_id: int,
     request: Request,
     state: HubState = Depends(hub_state),
-    caller: Principal = Depends(org_principal),
+    call: SignedCall = Depends(org_call),
 ) -> dict:
     payload = await request.body()
 
     def accept() -> None:
         with state.sessions() as session:
-            task, answer = run_service.submit_update(
-                session, state.blobs, state.cache, caller, task_id, payload, datetime.now(UTC),
-                run_algorithm=state.run_algorithms.get,
-            )
+            task, answer = in_signed_transaction(session, call, lambda: run_service.submit_update(
+                session, state.blobs, state.cache, call.principal, task_id, payload, datetime.now(UTC),
+                run_algorithm=state.run_algorithms.get, signed=call,
+            ))
         hand_to_driver(state, task.run_id, answer)
 
     await run_in_threadpool(accept)
@@ -162,9 +162,11 @@ def post_result(
     body: TaskResult,
     session: Session = Depends(db),
     state: HubState = Depends(hub_state),
-    caller: Principal = Depends(org_principal),
+    call: SignedCall = Depends(org_call),
 ) -> dict:
-    task, answer = run_service.submit_result(session, caller, task_id, body, datetime.now(UTC))
+    task, answer = in_signed_transaction(session, call, lambda: run_service.submit_result(
+        session, call.principal, task_id, body, datetime.now(UTC), signed=call
+    ))
     hand_to_driver(state, task.run_id, answer)
     return {"status": "accepted"}
 
@@ -175,8 +177,10 @@ def post_refusal(
     body: TaskRefusal,
     session: Session = Depends(db),
     state: HubState = Depends(hub_state),
-    caller: Principal = Depends(org_principal),
+    call: SignedCall = Depends(org_call),
 ) -> dict:
-    task, answer = run_service.refuse(session, caller, task_id, body, datetime.now(UTC))
+    task, answer = in_signed_transaction(session, call, lambda: run_service.refuse(
+        session, call.principal, task_id, body, datetime.now(UTC), signed=call
+    ))
     hand_to_driver(state, task.run_id, answer)
     return {"status": "refused"}

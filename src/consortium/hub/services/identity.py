@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from sqlalchemy import Insert, delete, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -16,6 +17,8 @@ from consortium.hub.db.models import ApiToken, EnrolmentToken, Node, Org, SeenNo
 from consortium.hub.services import ledger
 from consortium.hub.services.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 from consortium.protocol import EnrolRequest, OrgCreate, Role, UserCreate
+
+T = TypeVar("T")
 
 NONCE_RETENTION = timedelta(seconds=900)
 """Nonces are remembered longer than the 300 s timestamp window, so a replay can never slip through."""
@@ -217,6 +220,70 @@ def _record_nonce(session: Session, kid: str, nonce: str, now: datetime) -> bool
     return connection.execute(statement, {"key_id": kid, "nonce": nonce, "seen_at": now}).first() is not None
 
 
+class SignedCall:
+    """An org-signed request whose signature verified; its nonce is recorded by :meth:`record_nonce`.
+
+    Deferring the nonce lets it ride in the transaction of the request's own write (one commit instead of
+    two). Whatever the request's outcome, the nonce must be recorded before the answer leaves:
+    :func:`in_signed_transaction` sees to that.
+    """
+
+    def __init__(self, principal: Principal, key_id: str, nonce: str, seen_at: datetime) -> None:
+        self.principal = principal
+        self.key_id = key_id
+        self.nonce = nonce
+        self.seen_at = seen_at
+        self.recorded = False
+
+    def record_nonce(self, session: Session) -> None:
+        """Insert the nonce into the session's transaction (once); 401 when it was used before."""
+        if self.recorded:
+            return
+        if not _record_nonce(session, self.key_id, self.nonce, self.seen_at):
+            raise Unauthorized("request signature rejected: nonce already used (replayed request)")
+        self.recorded = True
+
+
+def verify_signature(
+    session: Session,
+    headers: Mapping[str, str],
+    method: str,
+    path: str,
+    body: bytes,
+    now: datetime,
+    keys: KeyCache | None = None,
+) -> SignedCall:
+    """Check a signed request's key, time window and signature (not yet its nonce); 401 on failure."""
+    keys = keys or KeyCache(ttl_s=0.0)
+    clock = now.timestamp()
+    found: dict[str, OrgKey] = {}
+    nonces: list[str] = []
+
+    def lookup(kid: str) -> str | None:
+        key = keys.get(session, kid, clock)
+        if key is None:
+            return None
+        found[kid] = key
+        return key.public_key
+
+    def defer_nonce(_kid: str, nonce: str) -> bool:
+        nonces.append(nonce)
+        return False
+
+    try:
+        kid = crypto.verify_request(
+            headers, method, path, body, now=clock, lookup_key=lookup, seen_nonce=defer_nonce
+        )
+    except crypto.SignatureError as exc:
+        raise Unauthorized(f"request signature rejected: {exc.reason}") from exc
+    finally:
+        session.rollback()
+    key = found[kid]
+    principal = Principal(kind="org", name=key.org_name, role=Role.steward, org_id=key.org_id,
+                          org_name=key.org_name)
+    return SignedCall(principal, kid, nonces[0], now)
+
+
 def authenticate_signature(
     session: Session,
     headers: Mapping[str, str],
@@ -226,31 +293,36 @@ def authenticate_signature(
     now: datetime,
     keys: KeyCache | None = None,
 ) -> Principal:
-    """Check a signed request (key, time window, signature, nonce); 401 with the reason on failure."""
-    keys = keys or KeyCache(ttl_s=0.0)
-    clock = now.timestamp()
-    found: dict[str, OrgKey] = {}
-
-    def lookup(kid: str) -> str | None:
-        key = keys.get(session, kid, clock)
-        if key is None:
-            return None
-        found[kid] = key
-        return key.public_key
-
-    def seen_nonce(kid: str, nonce: str) -> bool:
-        return not _record_nonce(session, kid, nonce, now)
-
+    """Check a signed request (key, time window, signature, nonce) and commit its nonce; 401 on failure."""
+    call = verify_signature(session, headers, method, path, body, now, keys)
     try:
-        kid = crypto.verify_request(
-            headers, method, path, body, now=clock, lookup_key=lookup, seen_nonce=seen_nonce
-        )
-    except crypto.SignatureError as exc:
+        call.record_nonce(session)
+    except Unauthorized:
         session.rollback()
-        raise Unauthorized(f"request signature rejected: {exc.reason}") from exc
+        raise
     session.commit()
-    key = found[kid]
-    return Principal(kind="org", name=key.org_name, role=Role.steward, org_id=key.org_id, org_name=key.org_name)
+    return call.principal
+
+
+def in_signed_transaction(session: Session, call: SignedCall, work: Callable[[], T]) -> T:
+    """Run ``work`` with the call's nonce recorded in the transaction of its writes.
+
+    ``work`` calls ``call.record_nonce(session)`` just before its writes and commits them. When it fails, the
+    nonce is recorded and committed on its own (it may already be there when the failure came after the
+    commit, or when a replay of this very request won the race; either way the request changed nothing
+    twice). So no request is answered while its nonce could still be used again.
+    """
+    try:
+        result = work()
+    except Exception:
+        session.rollback()
+        _record_nonce(session, call.key_id, call.nonce, call.seen_at)
+        session.commit()
+        raise
+    if not call.recorded:
+        call.record_nonce(session)
+        session.commit()
+    return result
 
 
 def prune_nonces(session: Session, now: datetime) -> int:

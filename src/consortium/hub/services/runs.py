@@ -16,7 +16,7 @@ from consortium.hub.live import Answer
 from consortium.hub.services import ledger
 from consortium.hub.services import projects as project_service
 from consortium.hub.services.errors import BadRequest, Conflict, Forbidden, Gone, NotFound
-from consortium.hub.services.identity import Principal, require_role
+from consortium.hub.services.identity import Principal, SignedCall, require_role
 from consortium.hub.tensor_cache import TensorCache
 from consortium.protocol import (
     ProjectCreate,
@@ -162,8 +162,13 @@ def _still_open(task_id: int, status: str) -> None:
         raise Gone(f"task {task_id} was {status}; its round has moved on")
 
 
-def _answer(session: Session, task: Task, **values: Any) -> None:
-    """Write a task's answer only while it is still open: the driver may have dropped it meanwhile."""
+def _answer(session: Session, task: Task, signed: SignedCall | None, **values: Any) -> None:
+    """Write a task's answer only while it is still open: the driver may have dropped it meanwhile.
+
+    ``signed``: the request's nonce goes into the same transaction.
+    """
+    if signed is not None:
+        signed.record_nonce(session)
     written = session.execute(
         update(Task).where(Task.id == task.id, Task.status.in_(OPEN_TASK_STATES)).values(**values)
         .execution_options(synchronize_session=False)
@@ -183,6 +188,7 @@ def submit_update(
     payload: bytes,
     now: datetime,
     run_algorithm: Callable[[int], tuple[Any, Any] | None] | None = None,
+    signed: SignedCall | None = None,
 ) -> tuple[Task, Answer]:
     """Validate an uploaded update against the model (names, shapes, dtypes, finite) and store it.
 
@@ -214,29 +220,31 @@ def submit_update(
         raise BadRequest(f"update rejected: {exc}") from exc
     digest = blobs.put(payload, durable=False)
     result = meta.model_dump()
-    _answer(session, task, update_sha256=digest, result=result, status="done", done_at=now)
+    _answer(session, task, signed, update_sha256=digest, result=result, status="done", done_at=now)
     session.commit()
     return task, Answer(task.id, "done", result, tensors)
 
 
 def submit_result(
-    session: Session, actor: Principal, task_id: int, body: TaskResult, now: datetime
+    session: Session, actor: Principal, task_id: int, body: TaskResult, now: datetime,
+    signed: SignedCall | None = None,
 ) -> tuple[Task, Answer]:
     task = own_task(session, actor, task_id)
     _open_for_results(task, (TaskKind.evaluate.value,))
     result = body.model_dump()
-    _answer(session, task, result=result, status="done", done_at=now)
+    _answer(session, task, signed, result=result, status="done", done_at=now)
     session.commit()
     return task, Answer(task.id, "done", result)
 
 
 def refuse(
-    session: Session, actor: Principal, task_id: int, body: TaskRefusal, now: datetime
+    session: Session, actor: Principal, task_id: int, body: TaskRefusal, now: datetime,
+    signed: SignedCall | None = None,
 ) -> tuple[Task, Answer]:
     """A node declines a task (its policy said no); the round goes on without it."""
     task = own_task(session, actor, task_id)
     _open_for_results(task, tuple(k.value for k in TaskKind))
-    _answer(session, task, status="refused", done_at=now, error=body.reason)
+    _answer(session, task, signed, status="refused", done_at=now, error=body.reason)
     ledger.record(
         session, "task.refused", actor.label,
         {"task_id": task.id, "run_id": task.run_id, "reason": body.reason},
