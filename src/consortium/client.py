@@ -182,6 +182,10 @@ class HubClient:
         response = self.request("GET", "/api/node/tasks/next", params=query, timeout=wait + 30.0)
         if response.status_code == 204:
             return None
+        return self._task_delivery(response)
+
+    @staticmethod
+    def _task_delivery(response: httpx.Response) -> tuple[TaskOut, dict | None]:
         if response.headers.get("content-type", "").startswith(SAFETENSORS_MEDIA_TYPE):
             task_json = safetensors_metadata(response.content).get("task")
             if task_json is None:
@@ -192,11 +196,23 @@ class HubClient:
     def task_params(self, task_id: int) -> bytes:
         return self.request("GET", f"/api/node/tasks/{task_id}/params").content
 
-    def post_update(self, task_id: int, payload: bytes) -> None:
-        self.request(
-            "POST", f"/api/node/tasks/{task_id}/update", content=payload,
-            headers={"Content-Type": SAFETENSORS_MEDIA_TYPE},
+    def post_update(
+        self, task_id: int, payload: bytes, wait: float = 0.0, have: str | None = None
+    ) -> tuple[TaskOut, dict | None] | None:
+        """Upload an update; with ``wait`` > 0 the hub answers with the next task (as :meth:`next_task`
+        would) when one comes within ``wait`` seconds. None when none did, or the hub does not offer that."""
+        query: dict[str, Any] = {}
+        if wait > 0:
+            query["wait"] = wait
+            if have:
+                query["have"] = have
+        response = self.request(
+            "POST", f"/api/node/tasks/{task_id}/update", content=payload, params=query,
+            headers={"Content-Type": SAFETENSORS_MEDIA_TYPE}, timeout=wait + 30.0,
         )
+        if response.status_code != 200:
+            return None
+        return self._task_delivery(response)
 
     def post_result(self, task_id: int, result: TaskResult) -> None:
         self.request("POST", f"/api/node/tasks/{task_id}/result", json=result.model_dump())

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from consortium.fl.core import FLError, LocalData, Params, derive_seed, get_algorithm, parse_hyperparams
 from consortium.fl.data import train_validation_split
@@ -26,6 +26,8 @@ from consortium.protocol import (
 
 log = logging.getLogger("consortium.node")
 
+T = TypeVar("T")
+
 
 class Transport(Protocol):
     """The one seam between node and hub (HTTP in deployment: :class:`consortium.client.HubClient`)."""
@@ -34,7 +36,11 @@ class Transport(Protocol):
 
     def task_params(self, task_id: int) -> bytes: ...
 
-    def post_update(self, task_id: int, payload: bytes) -> None: ...
+    def post_update(
+        self, task_id: int, payload: bytes, wait: float = 0.0, have: str | None = None
+    ) -> tuple[TaskOut, Params | None] | None:
+        """Send an update; with ``wait`` the answer may carry the next task (as ``next_task`` would)."""
+        ...
 
     def post_result(self, task_id: int, result: TaskResult) -> None: ...
 
@@ -74,6 +80,7 @@ class NodeAgent:
         self.on_task = on_task
         self._params: tuple[str, Params] | None = None
         self._splits: dict[tuple[str, int, float], Split] = {}
+        self._next: tuple[TaskOut, Params | None] | None = None
 
     def run_forever(self, stop: threading.Event) -> None:
         """Poll until ``stop`` is set; back off (up to 5 s) while the hub is unreachable or erroring."""
@@ -88,8 +95,10 @@ class NodeAgent:
                 backoff = min(backoff * 2, 5.0)
 
     def step(self) -> bool:
-        """One long poll and, if a task came, its execution. True when a task was handled."""
-        delivery = self.transport.next_task(self.poll_wait, have=self._params[0] if self._params else None)
+        """Run one task: the one the last update's answer brought, else one long poll's. True if one ran."""
+        delivery, self._next = self._next, None
+        if delivery is None:
+            delivery = self.transport.next_task(self.poll_wait, have=self._held_params())
         if delivery is None:
             return False
         task, params = delivery
@@ -119,19 +128,31 @@ class NodeAgent:
             started = time.perf_counter()
             update = algorithm.client_init(hp, split.train, task.seed)
             payload = self._encode(update, time.perf_counter() - started)
-            self._post_ignoring_gone(lambda: self.transport.post_update(task.id, payload))
+            self._notify(task, "done")
+            self._upload(task, payload)
         elif task.kind == TaskKind.fit:
             params = self._fetch_params(task)
             started = time.perf_counter()
             evaluation = self._evaluate(algorithm, hp, params, split) if task.evaluate_first else None
             update = algorithm.local_update(hp, params, split.train, task.seed)
             payload = self._encode(update, time.perf_counter() - started, evaluation)
-            self._post_ignoring_gone(lambda: self.transport.post_update(task.id, payload))
+            self._notify(task, "done")
+            self._upload(task, payload)
         else:
             params = self._fetch_params(task)
             result = self._evaluate(algorithm, hp, params, split)
+            self._notify(task, "done")
             self._post_ignoring_gone(lambda: self.transport.post_result(task.id, result))
-        self._notify(task, "done")
+
+    def _upload(self, task: TaskOut, payload: bytes) -> None:
+        """Send an update and keep the next task if the hub's answer brought one (one request per round)."""
+        held = self._held_params()
+        self._next = self._post_ignoring_gone(
+            lambda: self.transport.post_update(task.id, payload, wait=self.poll_wait, have=held)
+        )
+
+    def _held_params(self) -> str | None:
+        return self._params[0] if self._params else None
 
     @staticmethod
     def _evaluate(algorithm, hp, params: Params, split: Split) -> TaskResult:
@@ -176,14 +197,14 @@ class NodeAgent:
             self.on_task(task, outcome)
 
     @staticmethod
-    def _post_ignoring_gone(post: Callable[[], None]) -> None:
+    def _post_ignoring_gone(post: Callable[[], T]) -> T | None:
         """Send a result; a 409/410 means the round moved on (e.g. the hub restarted), which is fine."""
         from consortium.client import HubError
 
         try:
-            post()
+            return post()
         except HubError as exc:
             if exc.status_code in (409, 410):
                 log.info("result not needed any more: %s", exc.detail)
-                return
+                return None
             raise

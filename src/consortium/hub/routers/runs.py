@@ -78,26 +78,19 @@ async def run_progress(
         await wait_for(event, remaining)
 
 
-@router.get(
-    "/node/tasks/next",
-    response_model=TaskOut,
-    responses={
-        204: {"description": "no work yet"},
-        200: {"content": {SAFETENSORS_MEDIA_TYPE: {}},
-              "description": "the task as JSON, or, when the node lacks the task's params, the params as "
-                             "safetensors with the task JSON under __metadata__['task']"},
-    },
-)
-async def next_task(
-    wait: float = Query(25.0, ge=0.0, le=MAX_WAIT_S),
-    have: str | None = Query(None, description="SHA-256 of the params the node already holds"),
-    state: HubState = Depends(hub_state),
-    caller: Principal = Depends(org_principal),
-):
-    """Long poll: answers with a task as soon as one exists for the caller's org, or 204 after ``wait``.
+TASK_DELIVERY = {
+    "content": {SAFETENSORS_MEDIA_TYPE: {}},
+    "description": "the task as JSON, or, when the node lacks the task's params, the params as safetensors "
+                   "with the task JSON under __metadata__['task']",
+}
+HAVE_PARAMS = Query(None, description="SHA-256 of the params the node already holds")
 
-    The task's params come in the same answer unless the node says it already has them (``have``).
-    """
+
+async def deliver_next_task(
+    state: HubState, caller: Principal, wait: float, have: str | None
+) -> Response | None:
+    """The caller's next task (claimed) as soon as one exists, with its params unless the node ``have``s them;
+    None after ``wait`` seconds without one."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     while True:
@@ -110,15 +103,34 @@ async def next_task(
         task = await run_in_threadpool(claim)
         if task is not None:
             if task.params_sha256 is None or task.params_sha256 == have:
-                return task
+                return Response(task.model_dump_json(), media_type="application/json")
             params = state.cache.get(task.params_sha256)
             return Response(encode_tensors(params, {"task": task.model_dump_json()}),
                             media_type=SAFETENSORS_MEDIA_TYPE)
         remaining = deadline - loop.time()
         if remaining <= 0:
-            return Response(status_code=204)
+            return None
         await wait_for(event, remaining)
         state.seen(caller.org_id)
+
+
+@router.get(
+    "/node/tasks/next",
+    response_model=TaskOut,
+    responses={204: {"description": "no work yet"}, 200: TASK_DELIVERY},
+)
+async def next_task(
+    wait: float = Query(25.0, ge=0.0, le=MAX_WAIT_S),
+    have: str | None = HAVE_PARAMS,
+    state: HubState = Depends(hub_state),
+    caller: Principal = Depends(org_principal),
+):
+    """Long poll: answers with a task as soon as one exists for the caller's org, or 204 after ``wait``.
+
+    The task's params come in the same answer unless the node says it already has them (``have``).
+    """
+    delivery = await deliver_next_task(state, caller, wait, have)
+    return delivery if delivery is not None else Response(status_code=204)
 
 
 @router.get("/node/tasks/{task_id}/params")
@@ -135,13 +147,23 @@ def task_params(
                     headers={"X-Params-SHA256": task.params_sha256})
 
 
-@router.post("/node/tasks/{task_id}/update", status_code=202)
+@router.post(
+    "/node/tasks/{task_id}/update",
+    status_code=202,
+    responses={202: {"description": "update accepted; no next task within ``wait``"},
+               200: {**TASK_DELIVERY, "description": "update accepted; the next task: "
+                                                      + TASK_DELIVERY["description"]}},
+)
 async def post_update(
     task_id: int,
     request: Request,
+    wait: float = Query(0.0, ge=0.0, le=MAX_WAIT_S, description="then long-poll this long for the next task"),
+    have: str | None = HAVE_PARAMS,
     state: HubState = Depends(hub_state),
     call: SignedCall = Depends(org_call),
-) -> dict:
+):
+    """Accept a fit/init update. With ``wait`` the answer also carries the node's next task, like the long
+    poll, so that a node needs one request per round."""
     payload = await request.body()
 
     def accept() -> None:
@@ -153,6 +175,10 @@ async def post_update(
         hand_to_driver(state, task.run_id, answer)
 
     await run_in_threadpool(accept)
+    if wait > 0:
+        delivery = await deliver_next_task(state, call.principal, wait, have)
+        if delivery is not None:
+            return delivery
     return {"status": "accepted"}
 
 
