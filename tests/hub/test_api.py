@@ -6,6 +6,7 @@ Mostly bad input: each case must get a clear 4xx and leave nothing stored. The t
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from consortium import crypto
 from consortium.client import HubClient, HubError
 from consortium.launch import HubProcess, start_hub
 from consortium.ledger_audit import verify_from_hub
-from consortium.protocol import UpdateMeta, encode_tensors, encode_update
+from consortium.protocol import TaskResult, UpdateMeta, encode_tensors, encode_update
 from consortium.scenario import ORGS, DigitsConsortium, approve_as, digits_spec, provision_digits
 
 pytestmark = pytest.mark.e2e
@@ -265,10 +266,47 @@ def test_upload_over_the_size_limit_is_413_before_parsing(env: DigitsConsortium,
 
 
 def test_rejected_updates_leave_the_task_open(env: DigitsConsortium, open_task: dict) -> None:
-    """After all the bad uploads, the good one is still accepted, once."""
+    """After all the bad uploads, the good one is still accepted, once; its answer brings the next task."""
+    task = open_task["task"]
     tensors = {k: v.clone() for k, v in open_task["params"].items()}
-    _post_update(env, open_task, encode_update(tensors, _meta()))
+    with env.org_client(open_task["org"]) as node:
+        delivery = node.post_update(task.id, encode_update(tensors, _meta()), wait=30,
+                                    have=task.params_sha256)
+    assert delivery is not None
+    evaluate, params = delivery
+    assert (evaluate.kind.value, evaluate.run_id, evaluate.round) == ("evaluate", task.run_id, 1)
+    assert params is not None and evaluate.params_sha256 != task.params_sha256
+    assert hashlib.sha256(encode_tensors(params)).hexdigest() == evaluate.params_sha256
     expect_error(409, "already has a result", _post_update, env, open_task, encode_update(tensors, _meta()))
+
+
+def test_a_refused_upload_still_uses_up_its_nonce(env: DigitsConsortium, open_task: dict) -> None:
+    """The nonce rides in the upload's own transaction; a rejected upload must record it all the same."""
+    path = f"/api/node/tasks/{open_task['task'].id}/update"
+    body = encode_update({k: v.clone() for k, v in open_task["params"].items()}, _meta())
+    identity = crypto.load_org_identity(env.org_dirs[open_task["org"]])
+    headers = crypto.sign_request(identity, "POST", path, body, now=time.time())
+    first = httpx.post(env.hub.url + path, content=body, headers=headers, trust_env=False)
+    again = httpx.post(env.hub.url + path, content=body, headers=headers, trust_env=False)
+    assert first.status_code == 409, first.text
+    assert again.status_code == 401 and "nonce" in again.json()["detail"]
+
+
+def test_the_run_finishes_on_the_evaluation_the_upload_answer_brought(
+    env: DigitsConsortium, open_task: dict
+) -> None:
+    run_id = open_task["task"].run_id
+    with env.org_client(open_task["org"]) as node:
+        delivery = node.next_task(wait=0)
+        assert delivery is not None and delivery[0].kind.value == "evaluate"
+        node.post_result(delivery[0].id, TaskResult(num_examples=5, metrics={"accuracy": 0.5}, compute_s=0))
+    with env.hub.client() as admin:
+        deadline = time.monotonic() + 60
+        while admin.run(run_id)["status"] == "running" and time.monotonic() < deadline:
+            admin.progress(run_id, after_round=1, wait=2)
+        progress = admin.progress(run_id)
+    assert progress.run.status == "completed", progress.run.error
+    assert progress.rounds[-1].federated_eval == {"accuracy": 0.5}
 
 
 def test_another_orgs_task_is_invisible(env: DigitsConsortium, open_task: dict) -> None:

@@ -93,7 +93,6 @@ class OpenPhase:
     """A phase of a round whose tasks are out: its live answers and which participant each task went to."""
 
     round_id: int
-    kind: TaskKind
     deadline: datetime
     live: LivePhase
     participants: dict[int, Participant]
@@ -353,7 +352,7 @@ class RunDriver:
                  for p, seed in zip(participants, seeds, strict=True)],
                 deadline, round_id=round_id,
             )
-        phase = OpenPhase(opened.round_id, kind, deadline, LivePhase(opened.task_ids),
+        phase = OpenPhase(opened.round_id, deadline, LivePhase(opened.task_ids),
                           dict(zip(opened.task_ids, participants, strict=True)))
         self.state.live[self.run_id] = phase.live
         for task_id, participant, seed in zip(opened.task_ids, participants, seeds, strict=True):
