@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, overload
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -89,13 +89,31 @@ class Participant:
 
 
 @dataclass(frozen=True)
+class PhasePlan:
+    """Tasks to open: one of ``kind`` per participant, in round ``number`` (a new attempt of it, or the
+    existing round ``round_id``)."""
+
+    number: int
+    kind: TaskKind
+    params_sha: str | None
+    participants: list[Participant]
+    round_id: int | None = None
+
+
+@dataclass(frozen=True)
 class OpenPhase:
     """A phase of a round whose tasks are out: its live answers and which participant each task went to."""
 
+    number: int
+    kind: TaskKind
     round_id: int
     deadline: datetime
     live: LivePhase
     participants: dict[int, Participant]
+    opened_at: float
+    """Wall-clock time (epoch seconds) just before the phase's transaction."""
+    started: float
+    """``time.perf_counter()`` at the same moment."""
 
 
 @dataclass
@@ -217,9 +235,14 @@ class RunDriver:
         else:
             params = self.state.cache.get(params_sha)
             self.params_sha = params_sha
-        for number in range(max(current, 0) + 1, self.spec.rounds + 1):
-            params = self._round(number, params)
-        self._final_evaluation(self.spec.rounds)
+        current = max(current, 0)
+        if current < self.spec.rounds:
+            phase = self._open(self._fit_plan(current + 1))
+            while phase.kind == TaskKind.fit:
+                params, phase = self._round(phase, params)
+        else:
+            phase = self._open(self._evaluate_plan(current, self._closed_round_id(current)))
+        self._final_evaluation(phase)
         self._finish()
 
     def _abandon_open_rounds(self, session: Session) -> None:
@@ -242,7 +265,7 @@ class RunDriver:
     def _initial_params(self) -> Params:
         if not self.algorithm.needs_client_init:
             return self.algorithm.init(self.hp, self.num_features, self.spec.seed)
-        phase = self._open(0, TaskKind.init, None, self.participants)
+        phase = self._open(PhasePlan(0, TaskKind.init, None, self.participants))
         done, _ = self._collect(phase)
         updates, _ = self._updates(done)
         if len(updates) < self.spec.min_nodes:
@@ -253,11 +276,9 @@ class RunDriver:
 
     # ------------------------------------------------------------------------------------------ rounds
 
-    def _round(self, number: int, params: Params) -> Params:
-        started, opened_at = time.perf_counter(), time.time()
-        params_sha = self.params_sha
-        active = self._active_participants()
-        phase = self._open(number, TaskKind.fit, params_sha, active)
+    def _round(self, phase: OpenPhase, params: Params) -> tuple[Params, OpenPhase]:
+        """Collect and aggregate a round's fit phase; its checkpoint also opens the next phase."""
+        number = phase.number
         done, dropped = self._collect(phase)
         updates, previous_eval = self._updates(done)
         if len(updates) < self.spec.min_nodes:
@@ -282,24 +303,33 @@ class RunDriver:
             federated_eval_pending=True,
             test=test,
             params_sha256=new_sha,
-            opened_at=opened_at,
-            wall_s=time.perf_counter() - started,
+            opened_at=phase.opened_at,
+            wall_s=time.perf_counter() - phase.started,
             max_fit_compute_s=max((a.result["compute_s"] for _, a in done), default=0.0),
             max_eval_compute_s=0.0,
         )
         previous = weighted_metrics(previous_eval) if number > 1 else None
         self.params_sha = new_sha
-        self._checkpoint(number, phase.round_id, metrics, previous)
-        return new_params
+        then = (self._fit_plan(number + 1) if number < self.spec.rounds
+                else self._evaluate_plan(number, phase.round_id))
+        return new_params, self._checkpoint(number, phase.round_id, metrics, previous, then=then)
 
-    def _final_evaluation(self, number: int) -> None:
-        """Federated evaluation of the last round's params: the one evaluate-only phase of a run."""
+    def _fit_plan(self, number: int) -> PhasePlan:
+        return PhasePlan(number, TaskKind.fit, self.params_sha, self._active_participants())
+
+    def _evaluate_plan(self, number: int, round_id: int) -> PhasePlan:
+        """The final federated evaluation: evaluate tasks of the last round's params, added to that round."""
+        return PhasePlan(number, TaskKind.evaluate, self.params_sha, self._active_participants(), round_id)
+
+    def _closed_round_id(self, number: int) -> int:
         with self.state.sessions() as session:
-            round_id = session.scalar(
-                select(Round.id).where(Round.run_id == self.run_id, Round.number == number, Round.status == "closed")
+            return session.scalar(
+                select(Round.id)
+                .where(Round.run_id == self.run_id, Round.number == number, Round.status == "closed")
             )
-        responders = self._active_participants()
-        phase = self._open_tasks(round_id, number, TaskKind.evaluate, self.params_sha, responders)
+
+    def _final_evaluation(self, phase: OpenPhase) -> None:
+        """Federated evaluation of the last round's params: the one evaluate-only phase of a run."""
         done, _ = self._collect(phase)
         evaluation = weighted_metrics(
             [Evaluation(a.result["num_examples"], a.result["metrics"]) for _, a in done]
@@ -307,7 +337,7 @@ class RunDriver:
         compute = max((a.result["compute_s"] for _, a in done), default=0.0)
         with self.state.sessions() as session:
             event = run_store.federated_eval_event(
-                session, self.run_id, number, evaluation.metrics, evaluation.num_examples, compute
+                session, self.run_id, phase.number, evaluation.metrics, evaluation.num_examples, compute
             )
             ledger.record_many(session, [event] if event else [])
             session.commit()
@@ -330,48 +360,50 @@ class RunDriver:
         self.state.cache.put(digest, params)
         return digest
 
-    def _open(
-        self, number: int, kind: TaskKind, params_sha: str | None, participants: list[Participant]
-    ) -> OpenPhase:
-        return self._open_tasks(None, number, kind, params_sha, participants)
-
-    def _open_tasks(
-        self, round_id: int | None, number: int, kind: TaskKind, params_sha: str | None,
-        participants: list[Participant],
-    ) -> OpenPhase:
-        """One transaction: the round (a new attempt unless ``round_id`` is given), one task per participant.
-
-        The phase goes live before any node hears of its tasks, so no answer can miss it.
-        """
-        deadline = self._deadline()
-        seeds = [derive_seed(self.spec.seed, kind.value, number, p.ref) for p in participants]
+    def _open(self, plan: PhasePlan) -> OpenPhase:
+        """One transaction: the round (unless the plan names an existing one) and its tasks."""
         with self.state.sessions() as session:
-            opened = run_store.open_phase(
-                session, self.run_id, number, kind.value, params_sha,
-                [run_store.NewTask(p.org_id, p.dataset_id, seed)
-                 for p, seed in zip(participants, seeds, strict=True)],
-                deadline, round_id=round_id,
-            )
-        phase = OpenPhase(opened.round_id, deadline, LivePhase(opened.task_ids),
-                          dict(zip(opened.task_ids, participants, strict=True)))
-        self.state.live[self.run_id] = phase.live
-        for task_id, participant, seed in zip(opened.task_ids, participants, seeds, strict=True):
-            self.state.task_messages[task_id] = TaskOut(
-                id=task_id, kind=kind, run_id=self.run_id, round=number, project_id=self.project_id,
-                spec_hash=self.spec_hash, spec=self.spec, dataset=participant.ref.split("/", 1)[1],
-                params_sha256=params_sha, seed=seed,
-                evaluate_first=evaluates_previous_round(kind.value, number),
-            )
-        for org_id in {p.org_id for p in participants}:
-            self.state.broker.notify(org_key(org_id))
-        return phase
+            write = self._write_phase(session, plan)
+            session.commit()
+        return write()
+
+    def _write_phase(self, session: Session, plan: PhasePlan) -> Callable[[], OpenPhase]:
+        """Add the plan's round and tasks to ``session``'s transaction; once that is committed, the returned
+        function makes the phase live and tells the nodes. The phase goes live before any node hears of its
+        tasks, so no answer can miss it."""
+        opened_at, started = time.time(), time.perf_counter()
+        deadline = self._deadline()
+        participants = plan.participants
+        seeds = [derive_seed(self.spec.seed, plan.kind.value, plan.number, p.ref) for p in participants]
+        opened = run_store.open_phase(
+            session, self.run_id, plan.number, plan.kind.value, plan.params_sha,
+            [run_store.NewTask(p.org_id, p.dataset_id, s) for p, s in zip(participants, seeds, strict=True)],
+            deadline, round_id=plan.round_id,
+        )
+
+        def go_live() -> OpenPhase:
+            phase = OpenPhase(plan.number, plan.kind, opened.round_id, deadline, LivePhase(opened.task_ids),
+                              dict(zip(opened.task_ids, participants, strict=True)), opened_at, started)
+            self.state.live[self.run_id] = phase.live
+            for task_id, participant, seed in zip(opened.task_ids, participants, seeds, strict=True):
+                self.state.task_messages[task_id] = TaskOut(
+                    id=task_id, kind=plan.kind, run_id=self.run_id, round=plan.number,
+                    project_id=self.project_id, spec_hash=self.spec_hash, spec=self.spec,
+                    dataset=participant.ref.split("/", 1)[1], params_sha256=plan.params_sha, seed=seed,
+                    evaluate_first=evaluates_previous_round(plan.kind.value, plan.number),
+                )
+            for org_id in {p.org_id for p in participants}:
+                self.state.broker.notify(org_key(org_id))
+            return phase
+
+        return go_live
 
     def _collect(self, phase: OpenPhase) -> tuple[list[tuple[Participant, Answer]], list[Participant]]:
         """Wait until every task of the phase is answered or its deadline passes (late tasks are dropped).
 
         Returns the done tasks' participants with their answers (in task order) and the participants whose
-        task was dropped or refused. Answers normally arrive in memory; once a second, and at the deadline, the
-        database is asked for answers committed where this driver's live phase did not see them.
+        task was dropped or refused. Answers normally arrive in memory; once a second, and at the deadline,
+        the database is asked for answers committed where this driver's live phase did not see them.
         """
         try:
             while True:
@@ -454,15 +486,25 @@ class RunDriver:
 
     # ------------------------------------------------------------------------------------------ persistence
 
+    @overload
+    def _checkpoint(self, number: int, round_id: int | None, metrics: RoundMetrics | None,
+                    previous_eval: Evaluation | None = None, then: None = None) -> None: ...
+
+    @overload
+    def _checkpoint(self, number: int, round_id: int | None, metrics: RoundMetrics | None,
+                    previous_eval: Evaluation | None, then: PhasePlan) -> OpenPhase: ...
+
     def _checkpoint(
         self,
         number: int,
         round_id: int | None,
         metrics: RoundMetrics | None,
         previous_eval: Evaluation | None = None,
-    ) -> None:
+        then: PhasePlan | None = None,
+    ) -> OpenPhase | None:
         """One transaction: round closed with its metrics, run advanced to the params already stored under
-        ``self.params_sha``, ledger entry (+ the previous round's federated evaluation)."""
+        ``self.params_sha``, ledger entry (+ the previous round's federated evaluation), and the next phase
+        (``then``) opened; that phase is returned, live."""
         digest = self.params_sha
         payload: dict[str, Any] = {"run_id": self.run_id, "round": number, "params_sha256": digest}
         if self.server_state_sha is not None:
@@ -483,7 +525,11 @@ class RunDriver:
                 params_sha256=digest, server_state_sha256=self.server_state_sha, now=self.state.clock(),
                 events=events,
             )
+            go_live = self._write_phase(session, then) if then is not None else None
+            session.commit()
+        phase = go_live() if go_live is not None else None
         self.state.broker.notify(progress_key(self.run_id))
+        return phase
 
     def _finish(self) -> None:
         with self.state.sessions() as session:

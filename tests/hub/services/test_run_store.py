@@ -1,4 +1,4 @@
-"""The run store on SQLite and PostgreSQL: a round opens and closes in one transaction each."""
+"""The run store on SQLite and PostgreSQL: closing a round and opening the next are one transaction."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from consortium.hub.db.models import Dataset, LedgerEntry, Org, Project, Round, Run, Task
@@ -48,24 +48,17 @@ def run_with_orgs(session: Session) -> tuple[int, list[tuple[int, int]]]:
     return run.id, participants
 
 
-def count_commits(session: Session) -> list[int]:
-    commits = [0]
-    event.listen(session, "after_commit", lambda _s: commits.__setitem__(0, commits[0] + 1))
-    return commits
-
-
 def chain(session: Session) -> list:
     return [ledger.to_chained(e) for e in session.scalars(select(LedgerEntry).order_by(LedgerEntry.seq))]
 
 
-def test_a_round_opens_with_its_tasks_and_ledger_entries_in_one_commit(session, run_with_orgs) -> None:
+def test_a_round_opens_with_its_tasks_and_ledger_entries(session, run_with_orgs) -> None:
     run_id, participants = run_with_orgs
-    commits = count_commits(session)
     opened = run_store.open_phase(
         session, run_id, 1, "fit", "a" * 64, [run_store.NewTask(o, d, seed=o) for o, d in participants],
         NOW + timedelta(seconds=30), events=[("round.opened", "hub", {"round": 1})],
     )
-    assert commits == [1]
+    session.commit()
     tasks = session.scalars(select(Task).where(Task.round_id == opened.round_id).order_by(Task.id)).all()
     assert [t.id for t in tasks] == opened.task_ids
     assert [(t.org_id, t.dataset_id, t.seed, t.status, t.kind) for t in tasks] == [
@@ -79,6 +72,7 @@ def test_reopening_a_round_number_makes_a_new_attempt(session, run_with_orgs) ->
     tasks = [run_store.NewTask(o, d, seed=0) for o, d in participants]
     first = run_store.open_phase(session, run_id, 2, "fit", None, tasks, NOW)
     second = run_store.open_phase(session, run_id, 2, "fit", None, tasks, NOW)
+    session.commit()
     attempts = {r.id: r.attempt for r in session.scalars(select(Round))}
     assert (attempts[first.round_id], attempts[second.round_id]) == (1, 2)
 
@@ -88,23 +82,38 @@ def test_tasks_can_join_an_existing_round(session, run_with_orgs) -> None:
     opened = run_store.open_phase(session, run_id, 1, "fit", None, [], NOW)
     again = run_store.open_phase(session, run_id, 1, "evaluate", "b" * 64,
                                  [run_store.NewTask(*participants[0], seed=3)], NOW, round_id=opened.round_id)
+    session.commit()
     assert again.round_id == opened.round_id
     assert session.scalar(select(func.count()).select_from(Round)) == 1
 
 
-def test_closing_a_round_checkpoints_the_run_in_one_commit(session, run_with_orgs) -> None:
+def close_and_open(session: Session, run_id: int, participants, closing: int, number: int) -> int:
+    """Round ``number - 1`` closed (with round ``number - 2``'s evaluation) and round ``number`` opened."""
+    evaluated = run_store.federated_eval_event(session, run_id, number - 2, {"accuracy": 0.5}, 30, 0.25)
+    run_store.close_round(session, run_id, number - 1, closing, metrics={"round": number - 1},
+                          params_sha256="d" * 64, server_state_sha256="e" * 64, now=NOW,
+                          events=[evaluated, ("round.completed", "hub", {"round": number - 1})])
+    return run_store.open_phase(session, run_id, number, "fit", "d" * 64,
+                                [run_store.NewTask(o, d, seed=0) for o, d in participants], NOW).round_id
+
+
+def test_closing_a_round_and_opening_the_next_is_all_or_nothing(session, run_with_orgs) -> None:
     run_id, participants = run_with_orgs
     first = run_store.open_phase(session, run_id, 1, "fit", None, [], NOW)
     run_store.close_round(session, run_id, 1, first.round_id, metrics={"round": 1, "federated_eval": {}},
                           params_sha256="c" * 64, server_state_sha256=None, now=NOW,
                           events=[("round.completed", "hub", {"round": 1})])
     second = run_store.open_phase(session, run_id, 2, "fit", None, [], NOW)
-    commits = count_commits(session)
-    evaluated = run_store.federated_eval_event(session, run_id, 1, {"accuracy": 0.5}, 30, 0.25)
-    run_store.close_round(session, run_id, 2, second.round_id, metrics={"round": 2}, params_sha256="d" * 64,
-                          server_state_sha256="e" * 64, now=NOW + timedelta(seconds=1),
-                          events=[evaluated, ("round.completed", "hub", {"round": 2})])
-    assert commits == [1]
+    session.commit()
+
+    close_and_open(session, run_id, participants, second.round_id, 3)
+    session.rollback()
+    assert session.get(Run, run_id).current_round == 1
+    assert session.scalar(select(func.count()).select_from(Round).where(Round.number == 3)) == 0
+    assert "federated_eval" not in (session.get(Round, second.round_id).metrics or {})
+
+    third = close_and_open(session, run_id, participants, second.round_id, 3)
+    session.commit()
     session.expire_all()
     run = session.get(Run, run_id)
     assert (run.current_round, run.params_sha256, run.server_state_sha256) == (2, "d" * 64, "e" * 64)
@@ -112,6 +121,8 @@ def test_closing_a_round_checkpoints_the_run_in_one_commit(session, run_with_org
     assert rounds[2].status == "closed" and rounds[2].metrics == {"round": 2}
     assert rounds[1].metrics["federated_eval"] == {"accuracy": 0.5}
     assert rounds[1].metrics["max_eval_compute_s"] == 0.25
+    assert rounds[3].id == third and rounds[3].status == "open"
+    assert session.scalar(select(func.count()).select_from(Task).where(Task.round_id == third)) == 3
     entries = chain(session)
     assert [e.event_type for e in entries] == ["round.completed", "round.evaluated", "round.completed"]
     assert verify_chain(entries).ok
@@ -122,6 +133,7 @@ def test_the_initial_checkpoint_creates_a_closed_round(session, run_with_orgs) -
     round_id = run_store.close_round(session, run_id, 0, None, metrics=None, params_sha256="f" * 64,
                                      server_state_sha256=None, now=NOW,
                                      events=[("run.initialised", "hub", {})])
+    session.commit()
     rnd = session.get(Round, round_id)
     assert (rnd.number, rnd.status, rnd.attempt) == (0, "closed", 1)
     assert session.get(Run, run_id).current_round == 0

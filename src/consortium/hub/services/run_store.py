@@ -1,8 +1,9 @@
-"""A run's rounds in the database: each round opens in one transaction and closes in one transaction.
+"""A run's rounds in the database, written in the caller's transaction (nothing here commits).
 
-Opening writes the round row (unless the phase reuses a closed round, as the final evaluation does), all its
-task rows and any ledger entries; closing writes the round's metrics, the previous round's federated
-evaluation, the run's checkpoint (params and server-state digests) and the ledger entries, together.
+Opening a phase writes the round row (unless the phase joins an existing round, as the final evaluation
+does), all its task rows and any ledger entries; closing a round writes its metrics, the previous round's
+federated evaluation, the run's checkpoint (params and server-state digests) and the ledger entries. The run
+driver commits a round's close together with the next phase's opening: one transaction per round.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def open_phase(
     round_id: int | None = None,
     events: Sequence[LedgerEvent] = (),
 ) -> OpenedPhase:
-    """Open round ``number`` (a new attempt) with ``tasks``, or add them to round ``round_id``; commits."""
+    """Open round ``number`` (a new attempt) with ``tasks``, or add them to round ``round_id``."""
     if round_id is None:
         rnd = Round(run_id=run_id, number=number, attempt=_next_attempt(session, run_id, number))
         session.add(rnd)
@@ -66,8 +67,8 @@ def open_phase(
         for t in tasks
     ]
     session.add_all(rows)
+    session.flush()
     ledger.record_many(session, events)
-    session.commit()
     return OpenedPhase(round_id, [row.id for row in rows])
 
 
@@ -100,7 +101,7 @@ def close_round(
     now: datetime,
     events: Sequence[LedgerEvent],
 ) -> int:
-    """Checkpoint: round closed with its metrics, run advanced to ``params_sha256``, ledger events; commits.
+    """Checkpoint: round closed with its metrics, run advanced to ``params_sha256``, ledger events.
 
     Without ``round_id`` (the initial params, when no init phase ran) a closed round row is created.
     """
@@ -119,5 +120,4 @@ def close_round(
         .values(current_round=number, params_sha256=params_sha256, server_state_sha256=server_state_sha256)
     )
     ledger.record_many(session, events)
-    session.commit()
     return round_id
