@@ -227,11 +227,11 @@ class RunDriver:
             self.test_data = LocalData(tensors["x"], tensors["y"])
 
         if current < 0 or params_sha is None:
-            params = self._initial_params()
+            params, init_round_id = self._initial_params()
             self.params_sha = self._store_params(params)
             if self.server_optimizer is not None:
                 self.server_state_sha = self._store_params(self.server_optimizer.init_state(params))
-            self._checkpoint(0, None, None)
+            self._checkpoint(0, init_round_id, None)
         else:
             params = self.state.cache.get(params_sha)
             self.params_sha = params_sha
@@ -262,9 +262,10 @@ class RunDriver:
             )
         session.commit()
 
-    def _initial_params(self) -> Params:
+    def _initial_params(self) -> tuple[Params, int | None]:
+        """The initial params, and the round 0 the nodes' init phase ran in (None without one)."""
         if not self.algorithm.needs_client_init:
-            return self.algorithm.init(self.hp, self.num_features, self.spec.seed)
+            return self.algorithm.init(self.hp, self.num_features, self.spec.seed), None
         phase = self._open(PhasePlan(0, TaskKind.init, None, self.participants))
         done, _ = self._collect(phase)
         updates, _ = self._updates(done)
@@ -272,7 +273,7 @@ class RunDriver:
             raise RunFailed(
                 f"initialisation: {len(updates)} of the required min_nodes={self.spec.min_nodes} nodes answered"
             )
-        return self.algorithm.init_from_updates(self.hp, updates, self.spec.seed)
+        return self.algorithm.init_from_updates(self.hp, updates, self.spec.seed), phase.round_id
 
     # ------------------------------------------------------------------------------------------ rounds
 
