@@ -268,7 +268,7 @@ def test_upload_over_the_size_limit_is_413_before_parsing(env: DigitsConsortium,
 def test_rejected_updates_leave_the_task_open(env: DigitsConsortium, open_task: dict) -> None:
     """After all the bad uploads, the good one is still accepted, once; its answer brings the next task."""
     task = open_task["task"]
-    tensors = {k: v.clone() for k, v in open_task["params"].items()}
+    tensors = {k: v + 0.01 for k, v in open_task["params"].items()}
     with env.org_client(open_task["org"]) as node:
         delivery = node.post_update(task.id, encode_update(tensors, _meta()), wait=30,
                                     have=task.params_sha256)

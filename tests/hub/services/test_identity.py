@@ -98,6 +98,18 @@ def test_a_failed_request_still_uses_up_its_nonce(session, org_key) -> None:
         identity.in_signed_transaction(session, again, lambda: write_org(session, again, "w3"))
 
 
+def test_a_replay_that_fails_before_its_write_is_still_401(session, org_key) -> None:
+    def already_answered() -> None:
+        raise Conflict("task 1 already has a result")
+
+    headers = signed(org_key)
+    with pytest.raises(Conflict):
+        identity.in_signed_transaction(session, verify(session, headers), already_answered)
+    with pytest.raises(Unauthorized, match="replayed"):
+        identity.in_signed_transaction(session, verify(session, headers), already_answered)
+    assert nonces(session) == 1
+
+
 def test_a_request_without_a_write_gets_its_nonce_committed_alone(session, org_key) -> None:
     headers = signed(org_key)
     call = verify(session, headers)

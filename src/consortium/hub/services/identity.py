@@ -308,16 +308,17 @@ def in_signed_transaction(session: Session, call: SignedCall, work: Callable[[],
     """Run ``work`` with the call's nonce recorded in the transaction of its writes.
 
     ``work`` calls ``call.record_nonce(session)`` just before its writes and commits them. When it fails, the
-    nonce is recorded and committed on its own (it may already be there when the failure came after the
-    commit, or when a replay of this very request won the race; either way the request changed nothing
-    twice). So no request is answered while its nonce could still be used again.
+    nonce is recorded and committed on its own, so no request is answered while its nonce could still be used
+    again; a request whose nonce some other request already used gets 401 rather than its own error.
     """
     try:
         result = work()
     except Exception:
         session.rollback()
-        _record_nonce(session, call.key_id, call.nonce, call.seen_at)
+        inserted = _record_nonce(session, call.key_id, call.nonce, call.seen_at)
         session.commit()
+        if not inserted and not call.recorded:
+            raise Unauthorized("request signature rejected: nonce already used (replayed request)") from None
         raise
     if not call.recorded:
         call.record_nonce(session)
