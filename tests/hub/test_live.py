@@ -1,16 +1,19 @@
-"""The in-memory open phase: answers from handler threads wake the waiting driver exactly when all are in."""
+"""In-memory run state: answers wake the waiting driver when all are in; the board hands out open tasks."""
 
 from __future__ import annotations
 
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consortium.hub.live import Answer, LivePhase
+from consortium.hub.live import Answer, LivePhase, TaskBoard
+from consortium.protocol import TaskKind, TaskOut
+from consortium.scenario import digits_spec
 
 
 def test_wait_returns_once_every_task_is_answered() -> None:
@@ -71,3 +74,30 @@ def test_concurrent_answers_are_each_kept_once(task_ids: list[int], rng) -> None
     answers, late = phase.close()
     assert sorted(accepted) == sorted(task_ids) and late == set()
     assert {t: a.result["task"] for t, a in answers.items()} == {t: t for t in task_ids}
+
+
+def message(task_id: int) -> TaskOut:
+    spec = digits_spec("board", ["north"], rounds=1, min_nodes=1)
+    return TaskOut(id=task_id, kind=TaskKind.fit, run_id=1, round=1, project_id=1, spec_hash="0" * 64,
+                   spec=spec, dataset="digits", params_sha256=None, seed=task_id)
+
+
+def test_the_board_hands_out_an_orgs_oldest_open_task_until_it_is_withdrawn() -> None:
+    board = TaskBoard()
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    board.post(1, message(12), now + timedelta(seconds=30))
+    board.post(1, message(11), now + timedelta(seconds=30))
+    board.post(2, message(13), now + timedelta(seconds=30))
+    assert board.take(3, now) is None
+    assert board.take(1, now).id == 11
+    assert board.take(1, now + timedelta(seconds=1)).id == 11
+    assert board.handed_out_at(11) == now and board.handed_out_at(12) is None
+    assert board.withdraw([11, 12, 99]) == {11: now}
+    assert board.take(1, now) is None and board.message(13).id == 13
+
+
+def test_the_board_does_not_hand_out_a_task_past_its_deadline() -> None:
+    board = TaskBoard()
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    board.post(1, message(5), now)
+    assert board.take(1, now) is None and board.handed_out_at(5) is None

@@ -12,9 +12,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from consortium.fl.core import Params
+from consortium.protocol import TaskOut
 
 ANSWERED_STATES = ("done", "refused")
 
@@ -66,3 +68,58 @@ class LivePhase:
         with self._changed:
             self._closed = True
             return dict(self._answers), set(self._waiting)
+
+
+@dataclass
+class _Posted:
+    org_id: int
+    message: TaskOut
+    deadline: datetime
+    handed_out_at: datetime | None = None
+
+
+class TaskBoard:
+    """The open tasks of this process's run drivers, per organisation: the long poll's query-free fast path.
+
+    Handing a task out is not written to the database at once: when it was handed out goes into the task's
+    row with its answer (or with its drop), in transactions that happen anyway.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tasks: dict[int, _Posted] = {}
+
+    def post(self, org_id: int, message: TaskOut, deadline: datetime) -> None:
+        with self._lock:
+            self._tasks[message.id] = _Posted(org_id, message, deadline)
+
+    def take(self, org_id: int, now: datetime) -> TaskOut | None:
+        """The org's oldest task still before its deadline (the same one again until it is answered)."""
+        with self._lock:
+            open_ids = [i for i, p in self._tasks.items() if p.org_id == org_id and p.deadline > now]
+            if not open_ids:
+                return None
+            posted = self._tasks[min(open_ids)]
+            if posted.handed_out_at is None:
+                posted.handed_out_at = now
+            return posted.message
+
+    def message(self, task_id: int) -> TaskOut | None:
+        with self._lock:
+            posted = self._tasks.get(task_id)
+            return posted.message if posted is not None else None
+
+    def handed_out_at(self, task_id: int) -> datetime | None:
+        with self._lock:
+            posted = self._tasks.get(task_id)
+            return posted.handed_out_at if posted is not None else None
+
+    def withdraw(self, task_ids: Iterable[int]) -> dict[int, datetime]:
+        """Take tasks off the board; when each of them that was handed out was."""
+        handed_out = {}
+        with self._lock:
+            for task_id in task_ids:
+                posted = self._tasks.pop(task_id, None)
+                if posted is not None and posted.handed_out_at is not None:
+                    handed_out[task_id] = posted.handed_out_at
+        return handed_out

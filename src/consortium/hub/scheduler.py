@@ -38,7 +38,7 @@ from consortium.fl.server_optimizers import get_server_optimizer
 from consortium.hub.blobs import BlobStore
 from consortium.hub.db.models import Model, Round, Run, Task
 from consortium.hub.events import Broker
-from consortium.hub.live import ANSWERED_STATES, Answer, LivePhase
+from consortium.hub.live import ANSWERED_STATES, Answer, LivePhase, TaskBoard
 from consortium.hub.services import ledger
 from consortium.hub.services.identity import KeyCache
 from consortium.hub.services.runs import OPEN_TASK_STATES, evaluates_previous_round
@@ -127,8 +127,8 @@ class HubState:
     code_version: str
     presence: dict[int, float] = field(default_factory=dict)
     keys: KeyCache = field(default_factory=KeyCache)
-    task_messages: dict[int, TaskOut] = field(default_factory=dict)
-    """Task messages composed by the drivers when they open a round; the long poll hands them out."""
+    board: TaskBoard = field(default_factory=TaskBoard)
+    """Task messages composed by the drivers when they open a phase; the long poll hands them out."""
     run_algorithms: dict[int, tuple[Any, Any]] = field(default_factory=dict)
     """(algorithm, hyper-parameters) of each run a driver of this process is driving."""
     live: dict[int, LivePhase] = field(default_factory=dict)
@@ -387,12 +387,12 @@ class RunDriver:
                               dict(zip(opened.task_ids, participants, strict=True)), opened_at, started)
             self.state.live[self.run_id] = phase.live
             for task_id, participant, seed in zip(opened.task_ids, participants, seeds, strict=True):
-                self.state.task_messages[task_id] = TaskOut(
+                self.state.board.post(participant.org_id, TaskOut(
                     id=task_id, kind=plan.kind, run_id=self.run_id, round=plan.number,
                     project_id=self.project_id, spec_hash=self.spec_hash, spec=self.spec,
                     dataset=participant.ref.split("/", 1)[1], params_sha256=plan.params_sha, seed=seed,
                     evaluate_first=evaluates_previous_round(plan.kind.value, plan.number),
-                )
+                ), deadline)
             for org_id in {p.org_id for p in participants}:
                 self.state.broker.notify(org_key(org_id))
             return phase
@@ -418,21 +418,23 @@ class RunDriver:
                     phase.live.answer(answer)
                 if self.state.clock() >= phase.deadline:
                     answers, late = phase.live.close()
-                    answers.update((a.task_id, a) for a in self._drop(phase, late))
+                    handed_out = self.state.board.withdraw(late)
+                    answers.update((a.task_id, a) for a in self._drop(phase, late, handed_out))
                     break
         finally:
             if self.state.live.get(self.run_id) is phase.live:
                 del self.state.live[self.run_id]
-            for task_id in phase.participants:
-                self.state.task_messages.pop(task_id, None)
+            self.state.board.withdraw(phase.participants)
         done = [(phase.participants[i], a) for i, a in sorted(answers.items()) if a.status == "done"]
         failed = [phase.participants[i] for i in sorted(phase.participants)
                   if i not in answers or answers[i].status != "done"]
         return done, failed
 
-    def _drop(self, phase: OpenPhase, task_ids: set[int]) -> list[Answer]:
-        """Mark the still open ``task_ids`` dropped (ledger entries in the same transaction); the answers of
-        those that were answered after all, just before the deadline."""
+    def _drop(
+        self, phase: OpenPhase, task_ids: set[int], handed_out: dict[int, datetime]
+    ) -> list[Answer]:
+        """Mark the still open ``task_ids`` dropped (with when they were ``handed_out``, and ledger entries,
+        in one transaction); the answers of those that were answered after all, just before the deadline."""
         if not task_ids:
             return []
         with self.state.sessions() as session:
@@ -449,6 +451,11 @@ class RunDriver:
                                          "reason": "no answer within round_timeout"})
                 for task_id in sorted(dropped)
             ])
+            for task_id in dropped & handed_out.keys():
+                session.execute(
+                    update(Task).where(Task.id == task_id, Task.claimed_at.is_(None))
+                    .values(claimed_at=handed_out[task_id]).execution_options(synchronize_session=False)
+                )
             session.commit()
         now = time.monotonic()
         for task_id in dropped:

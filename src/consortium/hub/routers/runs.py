@@ -31,7 +31,9 @@ MAX_WAIT_S = 60.0
 
 
 def hand_to_driver(state: HubState, run_id: int, answer: Answer) -> None:
-    """Give a committed answer to the run's driver if it runs in this process (else it finds it in the DB)."""
+    """Take the answered task off the board and give its committed answer to the run's driver if it runs in
+    this process (else the driver finds it in the database)."""
+    state.board.withdraw([answer.task_id])
     phase = state.live.get(run_id)
     if phase is not None:
         phase.answer(answer)
@@ -98,9 +100,9 @@ async def deliver_next_task(
 
         def claim() -> TaskOut | None:
             with state.sessions() as session:
-                return run_service.claim_next(session, caller, datetime.now(UTC), state.task_messages)
+                return run_service.claim_next(session, caller, datetime.now(UTC), state.board.message)
 
-        task = await run_in_threadpool(claim)
+        task = state.board.take(caller.org_id, datetime.now(UTC)) or await run_in_threadpool(claim)
         if task is not None:
             if task.params_sha256 is None or task.params_sha256 == have:
                 return Response(task.model_dump_json(), media_type="application/json")
@@ -171,6 +173,7 @@ async def post_update(
             task, answer = in_signed_transaction(session, call, lambda: run_service.submit_update(
                 session, state.blobs, state.cache, call.principal, task_id, payload, datetime.now(UTC),
                 run_algorithm=state.run_algorithms.get, signed=call,
+                handed_out_at=state.board.handed_out_at(task_id),
             ))
         hand_to_driver(state, task.run_id, answer)
 
@@ -191,7 +194,8 @@ def post_result(
     call: SignedCall = Depends(org_call),
 ) -> dict:
     task, answer = in_signed_transaction(session, call, lambda: run_service.submit_result(
-        session, call.principal, task_id, body, datetime.now(UTC), signed=call
+        session, call.principal, task_id, body, datetime.now(UTC), signed=call,
+        handed_out_at=state.board.handed_out_at(task_id),
     ))
     hand_to_driver(state, task.run_id, answer)
     return {"status": "accepted"}
@@ -206,7 +210,8 @@ def post_refusal(
     call: SignedCall = Depends(org_call),
 ) -> dict:
     task, answer = in_signed_transaction(session, call, lambda: run_service.refuse(
-        session, call.principal, task_id, body, datetime.now(UTC), signed=call
+        session, call.principal, task_id, body, datetime.now(UTC), signed=call,
+        handed_out_at=state.board.handed_out_at(task_id),
     ))
     hand_to_driver(state, task.run_id, answer)
     return {"status": "refused"}

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, literal, select, update
 from sqlalchemy.orm import Session
 
 from consortium.fl.core import FLError, check_update, get_algorithm, parse_hyperparams
@@ -101,12 +101,13 @@ def progress(session: Session, run: Run, after_round: int = 0) -> RunProgress:
 
 
 def claim_next(
-    session: Session, actor: Principal, now: datetime, prebuilt: Mapping[int, TaskOut] | None = None
+    session: Session, actor: Principal, now: datetime,
+    prebuilt: Callable[[int], TaskOut | None] | None = None,
 ) -> TaskOut | None:
     """The org's oldest open task, marked claimed (a restarted node gets its claimed task again).
 
-    ``prebuilt`` holds the task messages the run driver composed when it opened the round; a task not in it
-    (another hub replica opened it, say) is composed from the database.
+    ``prebuilt`` gives the task messages the run driver composed when it opened the round; a task it does
+    not know is composed from the database.
     """
     row = session.execute(
         select(Task.id, Task.status)
@@ -121,8 +122,9 @@ def claim_next(
             update(Task).where(Task.id == row.id, Task.status == "pending").values(status="claimed", claimed_at=now)
         )
         session.commit()
-    if prebuilt is not None and row.id in prebuilt:
-        return prebuilt[row.id]
+    message = prebuilt(row.id) if prebuilt is not None else None
+    if message is not None:
+        return message
     task = session.get(Task, row.id)
     run = session.get(Run, task.run_id)
     project: Project = run.project
@@ -162,13 +164,18 @@ def _still_open(task_id: int, status: str) -> None:
         raise Gone(f"task {task_id} was {status}; its round has moved on")
 
 
-def _answer(session: Session, task: Task, signed: SignedCall | None, **values: Any) -> None:
+def _answer(
+    session: Session, task: Task, signed: SignedCall | None, handed_out_at: datetime | None, **values: Any
+) -> None:
     """Write a task's answer only while it is still open: the driver may have dropped it meanwhile.
 
-    ``signed``: the request's nonce goes into the same transaction.
+    ``signed``: the request's nonce goes into the same transaction; ``handed_out_at``: when the long poll
+    handed the task out without writing that down (see :class:`consortium.hub.live.TaskBoard`).
     """
     if signed is not None:
         signed.record_nonce(session)
+    if handed_out_at is not None:
+        values["claimed_at"] = func.coalesce(Task.claimed_at, literal(handed_out_at, Task.claimed_at.type))
     written = session.execute(
         update(Task).where(Task.id == task.id, Task.status.in_(OPEN_TASK_STATES)).values(**values)
         .execution_options(synchronize_session=False)
@@ -189,6 +196,7 @@ def submit_update(
     now: datetime,
     run_algorithm: Callable[[int], tuple[Any, Any] | None] | None = None,
     signed: SignedCall | None = None,
+    handed_out_at: datetime | None = None,
 ) -> tuple[Task, Answer]:
     """Validate an uploaded update against the model (names, shapes, dtypes, finite) and store it.
 
@@ -220,31 +228,32 @@ def submit_update(
         raise BadRequest(f"update rejected: {exc}") from exc
     digest = blobs.put(payload, durable=False)
     result = meta.model_dump()
-    _answer(session, task, signed, update_sha256=digest, result=result, status="done", done_at=now)
+    _answer(session, task, signed, handed_out_at, update_sha256=digest, result=result, status="done",
+            done_at=now)
     session.commit()
     return task, Answer(task.id, "done", result, tensors)
 
 
 def submit_result(
     session: Session, actor: Principal, task_id: int, body: TaskResult, now: datetime,
-    signed: SignedCall | None = None,
+    signed: SignedCall | None = None, handed_out_at: datetime | None = None,
 ) -> tuple[Task, Answer]:
     task = own_task(session, actor, task_id)
     _open_for_results(task, (TaskKind.evaluate.value,))
     result = body.model_dump()
-    _answer(session, task, signed, result=result, status="done", done_at=now)
+    _answer(session, task, signed, handed_out_at, result=result, status="done", done_at=now)
     session.commit()
     return task, Answer(task.id, "done", result)
 
 
 def refuse(
     session: Session, actor: Principal, task_id: int, body: TaskRefusal, now: datetime,
-    signed: SignedCall | None = None,
+    signed: SignedCall | None = None, handed_out_at: datetime | None = None,
 ) -> tuple[Task, Answer]:
     """A node declines a task (its policy said no); the round goes on without it."""
     task = own_task(session, actor, task_id)
     _open_for_results(task, tuple(k.value for k in TaskKind))
-    _answer(session, task, signed, status="refused", done_at=now, error=body.reason)
+    _answer(session, task, signed, handed_out_at, status="refused", done_at=now, error=body.reason)
     ledger.record(
         session, "task.refused", actor.label,
         {"task_id": task.id, "run_id": task.run_id, "reason": body.reason},
