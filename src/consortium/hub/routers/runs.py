@@ -89,12 +89,18 @@ HAVE_PARAMS = Query(None, description="SHA-256 of the params the node already ho
 
 
 async def deliver_next_task(
-    state: HubState, caller: Principal, wait: float, have: str | None
+    state: HubState, caller: Principal, wait: float, have: str | None, query_each_time: bool = True
 ) -> Response | None:
-    """The caller's next task (claimed) as soon as one exists, with its params unless the node ``have``s them;
-    None after ``wait`` seconds without one."""
+    """The caller's next task as soon as one exists, with its params unless the node ``have``s them; None
+    after ``wait`` seconds without one.
+
+    Tasks come off the board of this process's drivers; the database (tasks the board does not know) is
+    asked on every wake-up, or with ``query_each_time=False`` only once ``wait`` is up, which keeps the
+    query off the moments right after an upload, when the driver is busy aggregating.
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
+    query = query_each_time
     while True:
         event = state.broker.async_event(org_key(caller.org_id))
 
@@ -102,7 +108,9 @@ async def deliver_next_task(
             with state.sessions() as session:
                 return run_service.claim_next(session, caller, datetime.now(UTC), state.board.message)
 
-        task = state.board.take(caller.org_id, datetime.now(UTC)) or await run_in_threadpool(claim)
+        task = state.board.take(caller.org_id, datetime.now(UTC))
+        if task is None and query:
+            task = await run_in_threadpool(claim)
         if task is not None:
             if task.params_sha256 is None or task.params_sha256 == have:
                 return Response(task.model_dump_json(), media_type="application/json")
@@ -111,9 +119,13 @@ async def deliver_next_task(
                             media_type=SAFETENSORS_MEDIA_TYPE)
         remaining = deadline - loop.time()
         if remaining <= 0:
+            if not query:
+                query = True
+                continue
             return None
         await wait_for(event, remaining)
         state.seen(caller.org_id)
+        query = query_each_time
 
 
 @router.get(
@@ -179,7 +191,7 @@ async def post_update(
 
     await run_in_threadpool(accept)
     if wait > 0:
-        delivery = await deliver_next_task(state, call.principal, wait, have)
+        delivery = await deliver_next_task(state, call.principal, wait, have, query_each_time=False)
         if delivery is not None:
             return delivery
     return {"status": "accepted"}
