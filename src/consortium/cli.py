@@ -445,6 +445,67 @@ def bench_sim(
         fail(str(exc))
 
 
+def _write_report(report: dict, body: str, suite: str, json_path: Path | None, markdown: Path | None) -> None:
+    """Print a bench's markdown section and write its JSON and BENCHMARKS.md section when asked."""
+    import json
+
+    from consortium.bench.report import update_benchmarks_md
+
+    console.print(body)
+    if json_path is not None:
+        json_path.write_text(json.dumps(report, indent=2) + "\n")
+    if markdown is not None:
+        update_benchmarks_md(markdown, suite, body)
+        console.print(f"section {suite} of {markdown} updated")
+
+
+@bench_app.command("gan")
+def bench_gan(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="GAN spec with a simulation block")] = Path(
+        "examples/gan-digits.json"),
+    rounds: Annotated[int | None, typer.Option(help="override the spec's rounds")] = None,
+    samples: Annotated[Path | None, typer.Option(help="directory for each generator's sample grid PNG")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write every generator's scores")] = None,
+    markdown: Annotated[Path | None, typer.Option("--markdown", help="update this BENCHMARKS.md")] = None,
+) -> None:
+    """Federated conditional GAN across the spec's orgs vs each org alone: conditioning accuracy, Fréchet."""
+    import torch
+
+    from consortium.bench import gan
+    from consortium.fl.core import FLError
+
+    torch.set_num_threads(1)
+    try:
+        report = gan.run_gan_bench(spec_path, rounds, samples)
+    except FLError as exc:
+        fail(str(exc))
+    command = f"consortium bench gan {spec_path}" + (f" --rounds {rounds}" if rounds else "")
+    _write_report(report, gan.markdown(report, command), "gan", json_path, markdown)
+
+
+@bench_app.command("rl")
+def bench_rl(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="RL spec with an env: simulation")] = Path(
+        "examples/rl-cartpole.json"),
+    rounds: Annotated[int | None, typer.Option(help="override the spec's rounds")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write every policy's scores")] = None,
+    markdown: Annotated[Path | None, typer.Option("--markdown", help="update this BENCHMARKS.md")] = None,
+) -> None:
+    """Federated PPO across CartPole physics variants vs each variant alone: mean return on CartPole-v1."""
+    import torch
+
+    from consortium.bench import rl
+    from consortium.fl.core import FLError
+
+    torch.set_num_threads(1)
+    try:
+        report = rl.run_rl_bench(spec_path, rounds)
+    except FLError as exc:
+        fail(str(exc))
+    command = f"consortium bench rl {spec_path}" + (f" --rounds {rounds}" if rounds else "")
+    _write_report(report, rl.markdown(report, command), "rl", json_path, markdown)
+
+
 @sim_app.command("run")
 def sim_run(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="project spec JSON (see examples/)")],

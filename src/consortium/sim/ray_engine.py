@@ -20,6 +20,7 @@ from consortium.fl.core import FLError, LocalData, Params, get_algorithm, get_st
 from consortium.protocol import decode_tensors, encode_tensors
 from consortium.sim.engine import FitResult, Setup, client_data
 from consortium.sim.spec import SimulationSettings
+from consortium.sim.memory import reuse_freed_memory
 from consortium.sim.vectorized import CohortReducer, supports_vectorized
 
 _NUM_EXAMPLES = "__num_examples__"
@@ -48,6 +49,8 @@ class ShardWorker:
             tensors["x"].to(self.device), tensors["y"].to(self.device) if "y" in tensors else None
         )
         self.vectorized = supports_vectorized(self.algorithm)
+        if self.device.type == "cpu":
+            reuse_freed_memory()
 
     def fit(
         self, params_bytes: bytes, ids: list[str], offsets: np.ndarray, rows: np.ndarray, seeds: list[int]

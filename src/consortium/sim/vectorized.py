@@ -16,6 +16,7 @@ import torch
 from consortium.fl.cohort import Cohort
 from consortium.fl.core import FLError, Params, StackedUpdates, Strategy, Update, merge_partials
 from consortium.sim.engine import FitResult, Setup, Tamper
+from consortium.sim.memory import reuse_freed_memory
 
 DEFAULT_CHUNK_BYTES = {"cpu": 64 * 2**20, "cuda": 4 * 2**30}
 """Budget for the chunk's stacked params and optimiser state, per device type."""
@@ -50,6 +51,8 @@ class VectorizedEngine:
             )
         self.setup = setup
         self.chunk_clients = chunk_clients
+        if setup.device.type == "cpu":
+            reuse_freed_memory()
 
     def fit(self, params: Params, cohort: Cohort) -> FitResult:
         setup = self.setup
