@@ -18,7 +18,8 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "scaffold-digits.js
 
 def spec(scaffold_on: bool = True, rounds: int = 10, **hyperparameters) -> dict:
     hp = {"layers": [64, 32, 10], "lr": 0.05, "local_epochs": 2, "scaffold": scaffold_on} | hyperparameters
-    return {"name": "scaffold-test", "algorithm": {"name": "classifier", "hyperparameters": hp}, "rounds": rounds}
+    algorithm = {"name": "classifier", "hyperparameters": hp}
+    return {"name": "scaffold-test", "algorithm": algorithm, "rounds": rounds}
 
 
 def simulate(raw: dict, **overrides):
@@ -62,7 +63,7 @@ def test_vectorized_equals_loop_with_control_variates(overrides: dict) -> None:
 
 
 def test_with_full_participation_the_server_control_is_the_mean_of_the_clients() -> None:
-    result, engine, simulation = simulate(spec(rounds=4), engine="vectorized", clients=12, partition="shards:2")
+    result, engine, _ = simulate(spec(rounds=4), engine="vectorized", clients=12, partition="shards:2")
     _, control = scaffold.split_broadcast(result.server_state)
     for name, rows in engine.client_controls.stacked.items():
         torch.testing.assert_close(control[name], rows.mean(dim=0), atol=1e-6, rtol=1e-5)

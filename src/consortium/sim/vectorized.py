@@ -43,7 +43,8 @@ def default_chunk_clients(params: Params, device: torch.device, scaffold_on: boo
 class ClientControls:
     """Every client's SCAFFOLD control variate ``c_i``, stacked ``[N, *shape]``, rows addressed by client id.
 
-    All start at zero; :meth:`advance` adds the ``delta_c`` a chunk of clients sent (``c_i+ = c_i + delta_c``).
+    All start at zero; :meth:`advance` adds the ``delta_c`` a chunk of clients sent
+    (``c_i+ = c_i + delta_c``).
     """
 
     def __init__(self, client_ids: tuple[str, ...], params: Params) -> None:
@@ -100,7 +101,9 @@ class VectorizedEngine:
         deltas_sum: Params | None = None
         for chunk in chunks(cohort, size):
             if control is None:
-                stacked, per_client = setup.algorithm.local_update_cohort(setup.hp, params, setup.train, chunk)
+                stacked, per_client = setup.algorithm.local_update_cohort(
+                    setup.hp, params, setup.train, chunk
+                )
             else:
                 stacked, per_client, chunk_sum = self._controlled_update(params, chunk, control)
                 deltas_sum = scaffold.merge_sums(deltas_sum, chunk_sum)
@@ -125,7 +128,9 @@ class VectorizedEngine:
             self.client_controls = ClientControls(setup.client_ids, params)
         rows = self.client_controls.rows(chunk.client_ids, setup.device)
         controls = scaffold.Controls(control, self.client_controls.gather(rows))
-        stacked, per_client = setup.algorithm.local_update_cohort(setup.hp, params, setup.train, chunk, controls)
+        stacked, per_client = setup.algorithm.local_update_cohort(
+            setup.hp, params, setup.train, chunk, controls
+        )
         stacked, deltas = scaffold.split_deltas(stacked)
         self.client_controls.advance(rows, deltas)
         return stacked, per_client, scaffold.stacked_delta_sum(deltas)
