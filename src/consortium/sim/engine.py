@@ -70,7 +70,7 @@ class Setup:
     """Every client of the run (SCAFFOLD: the vectorised engine keeps one control variate per client)."""
 
     @property
-    def scaffold(self) -> bool:
+    def uses_scaffold(self) -> bool:
         """True when local training uses SCAFFOLD control variates (the engine keeps each client's c_i)."""
         return scaffold.uses_scaffold(self.algorithm, self.hp)
 
@@ -175,7 +175,9 @@ class LoopEngine:
         if control is None:
             update = setup.algorithm.local_update(setup.hp, params, data, seed)
         else:
-            own = self.client_controls.get(client_id) or scaffold.zero_control(params)
+            own = self.client_controls.get(client_id)
+            if own is None:
+                own = scaffold.zero_control(params)
             controls = scaffold.Controls(control, own)
             update = setup.algorithm.local_update(setup.hp, params, data, seed, controls=controls)
             self.client_controls[client_id] = scaffold.advanced(own, scaffold.split_deltas(update.tensors)[1])
@@ -186,9 +188,9 @@ class LoopEngine:
 
 
 def check_control_given(setup: Setup, control: Params | None) -> None:
-    if setup.scaffold and control is None:
+    if setup.uses_scaffold and control is None:
         raise FLError("SCAFFOLD is on: the engine needs the server's control variate each round")
-    if control is not None and not setup.scaffold:
+    if control is not None and not setup.uses_scaffold:
         raise FLError("a server control variate was given but the algorithm does not use SCAFFOLD")
 
 
@@ -234,7 +236,7 @@ def make_engine(
     if name == "ray":
         if not isinstance(setup.train, LocalData):
             raise FLError("the ray engine does not run environment clients yet; use --engine loop")
-        if setup.scaffold:
+        if setup.uses_scaffold:
             raise FLError(
                 "the ray engine does not keep SCAFFOLD's per-client control variates yet; "
                 "use --engine vectorized or loop"

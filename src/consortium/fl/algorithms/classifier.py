@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator, model_validator
 from torch import nn
 
+from consortium.fl import scaffold
 from consortium.fl.cohort import (
     Cohort,
     GroupState,
@@ -26,7 +27,6 @@ from consortium.fl.cohort import (
     stack_params,
     train_cohort,
 )
-from consortium.fl import scaffold
 from consortium.fl.core import (
     Evaluation,
     FLError,
