@@ -52,7 +52,7 @@ def test_robust_rule_with_server_momentum_runs_across_three_nodes(cluster) -> No
 def test_scaffold_nodes_keep_their_control_variates_across_rounds(cluster) -> None:
     cluster.start_nodes(poll_wait=5.0)
     rounds = 3
-    hyperparameters = DIGITS_HYPERPARAMETERS | {"momentum": 0.0, "lr": 0.1, "scaffold": True}
+    hyperparameters = DIGITS_HYPERPARAMETERS | {"momentum": 0.0, "lr": 0.2, "scaffold": True}
     spec = digits_spec("e2e-scaffold", ORGS, rounds=rounds, min_nodes=3,
                        algorithm={"name": "classifier", "hyperparameters": hyperparameters})
     project = propose_and_approve(cluster.consortium, spec)
