@@ -12,6 +12,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import ClassVar, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field, field_validator
@@ -21,7 +22,6 @@ from consortium.fl.cohort import (
     Cohort,
     GroupState,
     bias_corrections,
-    client_groups,
     plan_local_steps,
     stack_params,
     train_cohort,
@@ -236,10 +236,21 @@ def _cross_entropies(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor
     return -F.log_softmax(logits, dim=-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
 
 
-def _positions(clients: slice | torch.Tensor, device: torch.device) -> torch.Tensor:
-    if isinstance(clients, slice):
-        return torch.arange(clients.start, clients.stop, device=device)
-    return clients
+def _batch_stats(
+    logits: torch.Tensor, labels: torch.Tensor, losses: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``[summed loss, correct predictions]`` of one batch (its unmasked rows)."""
+    correct = (logits.argmax(dim=-1) == labels).to(losses.dtype)
+    if mask is not None:
+        correct = correct * mask
+    return torch.stack([losses.sum(), correct.sum()])
+
+
+def _train_metrics(last_epoch: torch.Tensor, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per client, ``train_loss`` and ``train_accuracy``: means over the last local epoch's batches as they
+    were trained (``last_epoch`` [C, 2]: summed loss, correct predictions; ``rows`` [C] examples)."""
+    safe = rows.clamp_min(1)
+    return {"train_loss": last_epoch[:, 0] / safe, "train_accuracy": last_epoch[:, 1] / safe}
 
 
 @register_algorithm
@@ -268,7 +279,8 @@ class Classifier(ServerInitialised):
     def local_update(self, hp: ClassifierHyperParams, params: Params, data: LocalData, seed: int) -> Update:
         """Train a copy of ``params`` on ``data`` for ``hp.local_epochs`` epochs of shuffled mini-batches.
 
-        The metrics ``train_loss`` and ``train_accuracy`` are those of the trained local model on ``data``.
+        The metrics ``train_loss`` and ``train_accuracy`` are the means over the last local epoch's batches as
+        they were trained (free to compute; a separate pass over ``data`` would cost as much as an epoch).
         """
         _check_params(hp, params)
         x = _features(hp, data)
@@ -285,18 +297,23 @@ class Classifier(ServerInitialised):
         buffers = _optimizer_buffers(hp, tensors)
         step_number = 0
         batch = hp.batch_size
+        last_epoch = torch.zeros(2, dtype=torch.float64)
         with torch.enable_grad():
             for epoch in range(hp.local_epochs):
                 order = torch.from_numpy(permutation(n, seed, epoch))
                 x_epoch, y_epoch = x[order], y[order]
                 for start in range(0, n, batch):
+                    labels = y_epoch[start : start + batch]
                     logits = _forward(weights, hp.activation, x_epoch[start : start + batch])
-                    loss = F.cross_entropy(logits, y_epoch[start : start + batch])
+                    losses = _cross_entropies(logits, labels)
                     step_number += 1
-                    _optimizer_step(hp, tensors, torch.autograd.grad(loss, tensors), buffers, step_number, anchor)
+                    grads = torch.autograd.grad(losses.sum() / labels.shape[0], tensors)
+                    if epoch == hp.local_epochs - 1:
+                        last_epoch += _batch_stats(logits.detach(), labels, losses.detach()).to(torch.float64)
+                    _optimizer_step(hp, tensors, grads, buffers, step_number, anchor)
         trained = {name: t.detach() for name, t in zip(names, tensors, strict=True)}
-        loss_sum, correct = _loss_and_correct(hp, trained, x, y)
-        return Update(trained, n, {"train_loss": loss_sum / n, "train_accuracy": correct / n})
+        metrics = _train_metrics(last_epoch.unsqueeze(0), torch.tensor([float(n)], dtype=torch.float64))
+        return Update(trained, n, {name: float(value[0]) for name, value in metrics.items()})
 
     def local_update_cohort(
         self, hp: ClassifierHyperParams, params: Params, data: LocalData, cohort: Cohort
@@ -319,40 +336,87 @@ class Classifier(ServerInitialised):
 
         def client_loss(p, xb, yb, mask, count):
             logits = _forward([(p[w], p[b]) for w, b in zip(names[0::2], names[1::2], strict=True)], activation, xb)
-            return (_cross_entropies(logits, yb) * mask).sum() / count
+            losses = _cross_entropies(logits, yb) * mask
+            return losses.sum() / count, _batch_stats(logits.detach(), yb, losses.detach(), mask)
 
         def step(tensors, grads, state: GroupState, step_number: int) -> None:
             _optimizer_step(hp, tensors, grads, state.buffers, step_number, anchor)
 
         plan = plan_local_steps(cohort, hp.batch_size, hp.local_epochs, device)
-        train_cohort(stacked, client_loss, x, y, plan, step, buffers)
-        return stacked, self._cohort_metrics(hp, stacked, names, x, y, cohort)
+        last_epoch = torch.zeros(len(cohort), 2, dtype=torch.float64, device=device)
+        train_cohort(stacked, client_loss, x, y, plan, step, buffers, last_epoch)
+        sizes = torch.as_tensor(cohort.sizes, dtype=torch.float64, device=device)
+        return stacked, _train_metrics(last_epoch, sizes)
 
-    def _cohort_metrics(
-        self, hp: ClassifierHyperParams, stacked: dict[str, torch.Tensor], names: list[str],
-        x: torch.Tensor, y: torch.Tensor, cohort: Cohort,
-    ) -> dict[str, torch.Tensor]:
-        """Each client's mean loss and accuracy of its trained model on its own data."""
-        sizes = torch.as_tensor(cohort.sizes, dtype=torch.float64, device=x.device)
-        loss_sum = torch.zeros(len(cohort), dtype=torch.float64, device=x.device)
-        correct = torch.zeros(len(cohort), dtype=torch.float64, device=x.device)
+    def local_update_cohort_summed(
+        self, hp: ClassifierHyperParams, params: Params, data: LocalData, cohort: Cohort
+    ) -> tuple[Params, dict[str, torch.Tensor]]:
+        """``sum_c n_c * params_c`` (float64) over the cohort's trained local params, and per-client metrics
+        ``[C]``: what a FedAvg partial needs, without materialising every client's params when it can.
 
-        def client_sums(p, xb, yb, mask):
-            logits = _forward([(p[w], p[b]) for w, b in zip(names[0::2], names[1::2], strict=True)],
-                              hp.activation, xb)
-            losses = _cross_entropies(logits, yb)
-            return (losses * mask).sum(), ((logits.argmax(dim=1) == yb).float() * mask).sum()
+        A client whose whole local training is ONE plain-SGD step (one epoch, ``n_c <= batch_size``) ends at
+        ``g - lr (grad_c + wd g)`` from the global params ``g``, and ``n_c grad_c`` is the gradient of its
+        summed loss at ``g``. So those clients' weighted sum is ``W (1 - lr wd) g - lr grad(sum of their rows'
+        losses at g)``: one shared forward/backward, like centralized training (momentum's first step equals
+        plain SGD; the proximal term is zero at the first step). The other clients train as in
+        :meth:`local_update_cohort`.
+        """
+        _check_params(hp, params)
+        x = _features(hp, data)
+        y = _labels(hp, data)
+        device = x.device
+        names = [name for layer in _linear_names(hp) for name in layer[:2]]
+        sizes = cohort.sizes
+        one_step = (sizes > 0) & (sizes <= hp.batch_size)
+        if hp.optimizer != "sgd" or hp.local_epochs != 1:
+            one_step[:] = False
+        sums = {name: torch.zeros(params[name].shape, dtype=torch.float64, device=device) for name in names}
+        metrics = {
+            key: torch.zeros(len(cohort), dtype=torch.float64, device=device)
+            for key in ("train_loss", "train_accuracy")
+        }
+        trained = np.flatnonzero(~one_step & (sizes > 0))
+        if len(trained):
+            stacked, trained_metrics = self.local_update_cohort(hp, params, data, cohort.select(trained))
+            weights = torch.as_tensor(sizes[trained], dtype=torch.float64, device=device)
+            positions = torch.as_tensor(trained, device=device)
+            for name in names:
+                sums[name] += torch.tensordot(weights, stacked[name].to(torch.float64), dims=1)
+            for key, values in trained_metrics.items():
+                metrics[key][positions] = values.to(torch.float64)
+        single = np.flatnonzero(one_step)
+        if len(single):
+            self._one_step_sums(hp, params, x, y, cohort, single, sums, metrics)
+        return sums, metrics
 
-        sums = torch.func.vmap(client_sums)
-        with torch.no_grad():
-            for group in client_groups(cohort, x.device):
-                group_params = {name: stacked[name][group.clients] for name in names}
-                group_loss, group_correct = sums(group_params, x[group.rows], y[group.rows], group.mask)
-                positions = _positions(group.clients, x.device)
-                loss_sum[positions] = group_loss.to(torch.float64)
-                correct[positions] = group_correct.to(torch.float64)
-        safe = sizes.clamp_min(1)
-        return {"train_loss": loss_sum / safe, "train_accuracy": correct / safe}
+    def _one_step_sums(
+        self, hp: ClassifierHyperParams, params: Params, x: torch.Tensor, y: torch.Tensor, cohort: Cohort,
+        single: np.ndarray, sums: Params, metrics: dict[str, torch.Tensor],
+    ) -> None:
+        """Add the one-step clients' ``sum_c n_c params_c`` to ``sums`` and write their metrics."""
+        device = x.device
+        owner = np.repeat(np.arange(len(cohort)), cohort.sizes)
+        chosen = np.isin(owner, single)
+        rows = torch.as_tensor(cohort.rows[chosen], device=device)
+        owners = torch.as_tensor(owner[chosen], device=device)
+        names = list(sums)
+        leaves = [params[name].detach().to(device).requires_grad_() for name in names]
+        with torch.enable_grad():
+            logits = _forward(list(zip(leaves[0::2], leaves[1::2], strict=True)), hp.activation, x[rows])
+            losses = _cross_entropies(logits, y[rows])
+            grads = torch.autograd.grad(losses.sum(), leaves)
+        total = float(cohort.sizes[single].sum())
+        shrink = 1.0 - hp.lr * hp.weight_decay
+        for name, leaf, grad in zip(names, leaves, grads, strict=True):
+            sums[name] += total * shrink * leaf.detach().to(torch.float64) - hp.lr * grad.to(torch.float64)
+        loss_sum = torch.zeros(len(cohort), dtype=torch.float64, device=device)
+        correct = torch.zeros(len(cohort), dtype=torch.float64, device=device)
+        loss_sum.index_add_(0, owners, losses.detach().to(torch.float64))
+        correct.index_add_(0, owners, (logits.detach().argmax(dim=-1) == y[rows]).to(torch.float64))
+        positions = torch.as_tensor(single, device=device)
+        counts = torch.as_tensor(cohort.sizes[single], dtype=torch.float64, device=device)
+        metrics["train_loss"][positions] = loss_sum[positions] / counts
+        metrics["train_accuracy"][positions] = correct[positions] / counts
 
     def evaluate(self, hp: ClassifierHyperParams, params: Params, data: LocalData) -> Evaluation:
         """Mean cross-entropy loss and accuracy of ``params`` on ``data``."""
