@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from consortium.fl import scaffold
 from consortium.fl.core import (
     Evaluation,
     LocalData,
@@ -34,7 +35,7 @@ from consortium.fl.core import (
     parse_hyperparams,
     weighted_metrics,
 )
-from consortium.fl.server_optimizers import get_server_optimizer
+from consortium.fl.server_optimizers import server_step
 from consortium.hub.blobs import BlobStore
 from consortium.hub.db.models import Model, Round, Run, Task
 from consortium.hub.events import Broker
@@ -191,7 +192,10 @@ class RunDriver:
             self.spec.strategy.name or self.algorithm.default_strategy, **self.spec.strategy.options
         )
         optimizer = self.spec.strategy.server_optimizer
-        self.server_optimizer = None if optimizer is None else get_server_optimizer(optimizer.name, **optimizer.options)
+        self.server = server_step(
+            optimizer.name if optimizer else None, dict(optimizer.options) if optimizer else {},
+            len(self.participants) if scaffold.uses_scaffold(self.algorithm, self.hp) else None,
+        )
         self.state.run_algorithms[self.run_id] = (self.algorithm, self.hp)
         self.test_data = None
         if test_sha is not None:
@@ -201,8 +205,8 @@ class RunDriver:
         if current < 0 or params_sha is None:
             params = self._initial_params()
             self.params_sha = self._store_params(params)
-            if self.server_optimizer is not None:
-                self.server_state_sha = self._store_params(self.server_optimizer.init_state(params))
+            if self.server.stateful:
+                self.server_state_sha = self._store_params(self.server.init_state(params))
             self._checkpoint(0, None, None)
         else:
             params = self.state.cache.get(params_sha)
@@ -245,7 +249,7 @@ class RunDriver:
 
     def _round(self, number: int, params: Params) -> Params:
         started, opened_at = time.perf_counter(), time.time()
-        params_sha = self.params_sha
+        params_sha = self._fit_params_sha(params)
         active = self._active_participants()
         round_id, _ = self._open(number, TaskKind.fit, params_sha, active)
         done, dropped = self._collect(round_id, self._deadline(), kind=TaskKind.fit)
@@ -256,9 +260,10 @@ class RunDriver:
                 f"within round_timeout={self.spec.round_timeout}s"
             )
         new_params = self.strategy.aggregate(params, updates)
-        if self.server_optimizer is not None:
+        if self.server.stateful:
             server_state = self.state.cache.get(self.server_state_sha)
-            new_params, server_state = self.server_optimizer.step(params, new_params, server_state)
+            deltas = scaffold.delta_sum(updates) if self.server.scaffold_clients else None
+            new_params, server_state = self.server.step(params, new_params, server_state, deltas)
             self.server_state_sha = self._store_params(server_state)
         new_sha = self._store_params(new_params)
         test = self.algorithm.evaluate(self.hp, new_params, self.test_data).metrics if self.test_data else {}
@@ -328,6 +333,13 @@ class RunDriver:
             if dropped is None or self.state.presence.get(p.org_id, 0.0) > dropped:
                 active.append(p)
         return active
+
+    def _fit_params_sha(self, params: Params) -> str:
+        """What the round's fit tasks carry: the global params, plus the server's control variate with
+        SCAFFOLD (rebuilt from the checkpointed server state, so a replayed round carries the same)."""
+        if not self.server.scaffold_clients:
+            return self.params_sha
+        return self._store_params(self.server.broadcast(params, self.state.cache.get(self.server_state_sha)))
 
     def _store_params(self, params: Params) -> str:
         digest = self.state.blobs.put(encode_tensors(params))

@@ -10,10 +10,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from consortium.fl.core import FLError, LocalData, Params, derive_seed, get_algorithm, parse_hyperparams
+from consortium.fl import scaffold
+from consortium.fl.core import (
+    FLError,
+    LocalData,
+    Params,
+    Update,
+    derive_seed,
+    get_algorithm,
+    parse_hyperparams,
+)
 from consortium.fl.data import train_validation_split
 from consortium.node.policy import NodePolicy
-from consortium.node.store import LocalRegistry
+from consortium.node.store import ControlKey, ControlStore, LocalRegistry
 from consortium.protocol import (
     TaskKind,
     TaskOut,
@@ -74,6 +83,7 @@ class NodeAgent:
         self.on_task = on_task
         self._params: tuple[str, Params] | None = None
         self._splits: dict[tuple[str, int, float], Split] = {}
+        self.controls = ControlStore(registry.org_dir)
 
     def run_forever(self, stop: threading.Event) -> None:
         """Poll until ``stop`` is set; back off (up to 5 s) while the hub is unreachable or erroring."""
@@ -121,17 +131,40 @@ class NodeAgent:
             payload = self._encode(update, time.perf_counter() - started)
             self._post_ignoring_gone(lambda: self.transport.post_update(task.id, payload))
         elif task.kind == TaskKind.fit:
-            params = self._fetch_params(task)
+            params, server_control = scaffold.split_broadcast(self._fetch_params(task))
             started = time.perf_counter()
             evaluation = self._evaluate(algorithm, hp, params, split) if task.evaluate_first else None
-            update = algorithm.local_update(hp, params, split.train, task.seed)
+            if scaffold.uses_scaffold(algorithm, hp):
+                update, keep_control = self._scaffold_update(
+                    task, algorithm, hp, params, server_control, split
+                )
+            else:
+                update, keep_control = algorithm.local_update(hp, params, split.train, task.seed), None
             payload = self._encode(update, time.perf_counter() - started, evaluation)
-            self._post_ignoring_gone(lambda: self.transport.post_update(task.id, payload))
+            recorded = self._post_ignoring_gone(lambda: self.transport.post_update(task.id, payload))
+            if recorded and keep_control is not None:
+                keep_control()
         else:
-            params = self._fetch_params(task)
+            params, _ = scaffold.split_broadcast(self._fetch_params(task))
             result = self._evaluate(algorithm, hp, params, split)
             self._post_ignoring_gone(lambda: self.transport.post_result(task.id, result))
         self._notify(task, "done")
+
+    def _scaffold_update(
+        self, task: TaskOut, algorithm, hp, params: Params, server_control: Params | None, split: Split
+    ) -> tuple[Update, Callable[[], None]]:
+        """A SCAFFOLD local update from this node's own ``c_i``, and how to keep ``c_i + delta_c`` once the
+        hub has accepted the update (an update the round no longer wants must not move ``c_i``)."""
+        if server_control is None:
+            raise FLError("the task's params carry no server control variate, which SCAFFOLD needs")
+        key = ControlKey(task.project_id, task.spec_hash, task.run_id, task.dataset)
+        own = self.controls.load(key, task.round)
+        if own is None:
+            own = scaffold.zero_control(params)
+        controls = scaffold.Controls(server_control, own)
+        update = algorithm.local_update(hp, params, split.train, task.seed, controls=controls)
+        after = scaffold.advanced(own, scaffold.split_deltas(update.tensors)[1])
+        return update, lambda: self.controls.save(key, task.round, own, after)
 
     @staticmethod
     def _evaluate(algorithm, hp, params: Params, split: Split) -> TaskResult:
@@ -176,8 +209,12 @@ class NodeAgent:
             self.on_task(task, outcome)
 
     @staticmethod
-    def _post_ignoring_gone(post: Callable[[], None]) -> None:
-        """Send a result; a 409/410 means the round moved on (e.g. the hub restarted), which is fine."""
+    def _post_ignoring_gone(post: Callable[[], None]) -> bool:
+        """Send a result; a 409/410 means the round moved on (e.g. the hub restarted), which is fine.
+
+        True when the hub holds the result: it accepted it now, or (409) it already had it from an earlier
+        attempt of this node; False when the task is gone (410: dropped, cancelled or refused).
+        """
         from consortium.client import HubError
 
         try:
@@ -185,5 +222,6 @@ class NodeAgent:
         except HubError as exc:
             if exc.status_code in (409, 410):
                 log.info("result not needed any more: %s", exc.detail)
-                return
+                return exc.status_code == 409
             raise
+        return True

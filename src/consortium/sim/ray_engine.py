@@ -137,7 +137,9 @@ class RayEngine:
             for _ in range(settings.ray_actors)
         ]
 
-    def fit(self, params: Params, cohort: Cohort) -> FitResult:
+    def fit(self, params: Params, cohort: Cohort, control: Params | None = None) -> FitResult:
+        if control is not None:
+            raise FLError("the ray engine does not run SCAFFOLD yet; use --engine vectorized or loop")
         ray = self._ray
         params_ref = ray.put(encode_tensors(params))
         shards = np.array_split(np.arange(len(cohort)), len(self.actors))

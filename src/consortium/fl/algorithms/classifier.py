@@ -15,9 +15,10 @@ from typing import ClassVar, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from torch import nn
 
+from consortium.fl import scaffold
 from consortium.fl.cohort import (
     Cohort,
     GroupState,
@@ -69,6 +70,11 @@ class ClassifierHyperParams(BaseHyperParams):
     proximal_mu: float = Field(
         0.0, ge=0, description="FedProx: weight of the proximal term (mu/2)||w - w_global||^2 in local training."
     )
+    scaffold: bool = Field(
+        False,
+        description="SCAFFOLD: correct every local gradient with control variates (c - c_i); needs plain "
+        "SGD (optimizer 'sgd', momentum 0)",
+    )
     local_epochs: int = Field(1, ge=1)
     batch_size: int = Field(32, ge=1)
 
@@ -80,6 +86,15 @@ class ClassifierHyperParams(BaseHyperParams):
         if any(width < 1 for width in layers):
             raise ValueError(f"every layer width must be >= 1, got {layers}")
         return layers
+
+    @model_validator(mode="after")
+    def _scaffold_needs_plain_sgd(self) -> ClassifierHyperParams:
+        if self.scaffold and (self.optimizer != "sgd" or self.momentum):
+            raise ValueError(
+                "scaffold needs optimizer 'sgd' with momentum 0: its control variates estimate the gradient "
+                "as (x - y) / (K * lr), which holds for plain SGD steps only"
+            )
+        return self
 
     @property
     def num_classes(self) -> int:
@@ -193,14 +208,16 @@ def _optimizer_step(
     """One in-place SGD (momentum, L2 weight decay) or Adam step; ``step_number`` counts from 1.
 
     Same update rules as ``torch.optim.SGD`` / ``torch.optim.Adam`` with default betas, plus FedProx's
-    proximal term ``mu * (w - anchor)`` (``anchor`` = the round's global params), with one fused (foreach)
-    kernel per operation. Works unchanged on one client's tensors or on a cohort's stacked tensors
-    (``anchor`` broadcasts over the client axis).
+    proximal term ``mu * (w - anchor)`` (``anchor`` = the round's global params) and SCAFFOLD's correction
+    ``c - c_i`` (``buffers["correction"]``), with one fused (foreach) kernel per operation. Works unchanged on
+    one client's tensors or on a cohort's stacked tensors (``anchor`` broadcasts over the client axis).
     """
     if hp.weight_decay:
         grads = torch._foreach_add(grads, tensors, alpha=hp.weight_decay)
     if hp.proximal_mu:
         grads = torch._foreach_add(grads, torch._foreach_sub(tensors, anchor), alpha=hp.proximal_mu)
+    if "correction" in buffers:
+        grads = torch._foreach_add(grads, buffers["correction"])
     if hp.optimizer == "adam":
         first, second = buffers["first"], buffers["second"]
         beta1, beta2 = _BETAS
@@ -221,14 +238,45 @@ def _optimizer_step(
         torch._foreach_add_(tensors, grads, alpha=-hp.lr)
 
 
-def _optimizer_buffers(hp: ClassifierHyperParams, tensors: Sequence[torch.Tensor]) -> dict[str, list[torch.Tensor]]:
-    """Zeroed optimiser state shaped like ``tensors``: momentum/first moments and Adam's second moments."""
+def _optimizer_buffers(
+    hp: ClassifierHyperParams,
+    tensors: Sequence[torch.Tensor],
+    controls: scaffold.Controls | None = None,
+    names: Sequence[str] = (),
+) -> dict[str, list[torch.Tensor]]:
+    """Zeroed optimiser state shaped like ``tensors``: momentum/first moments and Adam's second moments;
+    with SCAFFOLD ``controls``, the constant per-client gradient correction ``c - c_i``."""
     buffers = {}
     if hp.optimizer == "adam" or hp.momentum:
         buffers["first"] = [torch.zeros_like(t) for t in tensors]
     if hp.optimizer == "adam":
         buffers["second"] = [torch.zeros_like(t) for t in tensors]
+    if controls is not None:
+        buffers["correction"] = scaffold.corrections(controls, names)
     return buffers
+
+
+def _check_controls(
+    hp: ClassifierHyperParams, params: Params, controls: scaffold.Controls | None, clients: int | None = None
+) -> None:
+    """FLError unless ``controls`` are given exactly when ``hp.scaffold`` is on, shaped like ``params``
+    (the client's with a leading axis of ``clients`` when that is given)."""
+    if not hp.scaffold:
+        if controls is not None:
+            raise FLError("control variates were given but the hyper-parameter scaffold is off")
+        return
+    if controls is None:
+        raise FLError("scaffold is on: the local update needs the control variates c and c_i")
+    scaffold.check_control(controls.server, params, "the server control variate c")
+    client = controls.client
+    if clients is not None:
+        client = {name: t[0] for name, t in controls.client.items()}
+        for name, t in controls.client.items():
+            if t.shape[0] != clients:
+                raise FLError(
+                    f"the stacked client control {name!r} has {t.shape[0]} rows for {clients} clients"
+                )
+    scaffold.check_control(client, params, "the client control variate c_i")
 
 
 def _cross_entropies(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -276,25 +324,52 @@ class Classifier(ServerInitialised):
             params[bias] = torch.empty(fan_out).uniform_(-bound, bound, generator=generator)
         return params
 
-    def local_update(self, hp: ClassifierHyperParams, params: Params, data: LocalData, seed: int) -> Update:
+    def uses_scaffold(self, hp: ClassifierHyperParams) -> bool:
+        return hp.scaffold
+
+    def update_template(self, hp: ClassifierHyperParams, params: Params) -> dict[str, TensorSpec]:
+        """The trained params (names, shapes, dtypes of the global ones) and, with SCAFFOLD, ``delta_c``.
+
+        ``params`` may be a fit task's broadcast (params plus the server control variate).
+        """
+        model, _ = scaffold.split_broadcast(params)
+        template = spec_of(model)
+        if hp.scaffold:
+            template |= scaffold.prefixed_deltas(template)
+        return template
+
+    def local_update(
+        self,
+        hp: ClassifierHyperParams,
+        params: Params,
+        data: LocalData,
+        seed: int,
+        controls: scaffold.Controls | None = None,
+    ) -> Update:
         """Train a copy of ``params`` on ``data`` for ``hp.local_epochs`` epochs of shuffled mini-batches.
 
         The metrics ``train_loss`` and ``train_accuracy`` are the means over the last local epoch's batches as
         they were trained (free to compute; a separate pass over ``data`` would cost as much as an epoch).
+        With ``hp.scaffold``, ``controls`` (c and this client's c_i) correct every gradient by ``c - c_i`` and
+        the update also carries ``delta_c`` (:mod:`consortium.fl.scaffold`); the client keeps
+        ``c_i + delta_c``.
         """
         _check_params(hp, params)
+        _check_controls(hp, params, controls)
         x = _features(hp, data)
         y = _labels(hp, data)
         n = len(data)
         names = [name for layer in _linear_names(hp) for name in layer[:2]]
         tensors = [params[name].detach().clone() for name in names]
+        anchor = [params[name].detach() for name in names]
+        buffers = _optimizer_buffers(hp, tensors, controls, names)
         if n == 0:
-            return Update(dict(zip(names, tensors, strict=True)), 0, {})
+            untouched = dict(zip(names, tensors, strict=True))
+            no_steps = torch.zeros(1, dtype=torch.int64, device=x.device)
+            return Update(untouched | self._deltas(hp, params, untouched, controls, no_steps), 0)
         for tensor in tensors:
             tensor.requires_grad_(True)
         weights = list(zip(tensors[0::2], tensors[1::2], strict=True))
-        anchor = [params[name].detach() for name in names]
-        buffers = _optimizer_buffers(hp, tensors)
         step_number = 0
         batch = hp.batch_size
         last_epoch = torch.zeros(2, dtype=torch.float64)
@@ -313,25 +388,49 @@ class Classifier(ServerInitialised):
                     _optimizer_step(hp, tensors, grads, buffers, step_number, anchor)
         trained = {name: t.detach() for name, t in zip(names, tensors, strict=True)}
         metrics = _train_metrics(last_epoch.unsqueeze(0), torch.tensor([float(n)], dtype=torch.float64))
-        return Update(trained, n, {name: float(value[0]) for name, value in metrics.items()})
+        deltas = self._deltas(hp, params, trained, controls, torch.tensor([step_number], device=x.device))
+        return Update(trained | deltas, n, {name: float(value[0]) for name, value in metrics.items()})
+
+    @staticmethod
+    def _deltas(
+        hp: ClassifierHyperParams,
+        params: Params,
+        trained: Params,
+        controls: scaffold.Controls | None,
+        steps: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        """One client's ``delta_c`` under its update names (nothing without SCAFFOLD)."""
+        if controls is None:
+            return {}
+        stacked = {name: t.unsqueeze(0) for name, t in trained.items()}
+        deltas = scaffold.control_deltas(controls.server, params, stacked, steps, hp.lr)
+        return scaffold.prefixed_deltas({name: t[0] for name, t in deltas.items()})
 
     def local_update_cohort(
-        self, hp: ClassifierHyperParams, params: Params, data: LocalData, cohort: Cohort
+        self,
+        hp: ClassifierHyperParams,
+        params: Params,
+        data: LocalData,
+        cohort: Cohort,
+        controls: scaffold.Controls | None = None,
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """:meth:`local_update` for every client of ``cohort`` at once, as batched computation.
 
-        ``data`` holds the rows of all clients (on any device); the result is the trained params stacked
+        ``data`` holds the rows of all clients (on any device); the result is the update tensors stacked
         ``[C, *shape]`` in cohort order, and per-client metric tensors ``[C]`` (``train_loss``,
-        ``train_accuracy``), equal to what each client's own :meth:`local_update` returns.
+        ``train_accuracy``), equal to what each client's own :meth:`local_update` returns. With SCAFFOLD,
+        ``controls.client`` holds the cohort's ``c_i`` stacked ``[C, *shape]`` in cohort order.
         """
         _check_params(hp, params)
+        _check_controls(hp, params, controls, clients=len(cohort))
         x = _features(hp, data)
         y = _labels(hp, data)
         names = [name for layer in _linear_names(hp) for name in layer[:2]]
         device = x.device
-        stacked = stack_params({k: v.to(device) for k, v in params.items()}, names, len(cohort))
-        anchor = [params[name].to(device) for name in names]
-        buffers = _optimizer_buffers(hp, list(stacked.values()))
+        params = {k: v.to(device) for k, v in params.items()}
+        stacked = stack_params(params, names, len(cohort))
+        anchor = [params[name] for name in names]
+        buffers = _optimizer_buffers(hp, list(stacked.values()), controls, names)
         activation = hp.activation
 
         def client_loss(p, xb, yb, mask, count):
@@ -346,7 +445,13 @@ class Classifier(ServerInitialised):
         last_epoch = torch.zeros(len(cohort), 2, dtype=torch.float64, device=device)
         train_cohort(stacked, client_loss, x, y, plan, step, buffers, last_epoch)
         sizes = torch.as_tensor(cohort.sizes, dtype=torch.float64, device=device)
-        return stacked, _train_metrics(last_epoch, sizes)
+        metrics = _train_metrics(last_epoch, sizes)
+        if controls is not None:
+            steps = torch.as_tensor(-(-cohort.sizes // hp.batch_size) * hp.local_epochs, device=device)
+            server = {name: t.to(device) for name, t in controls.server.items()}
+            deltas = scaffold.control_deltas(server, params, stacked, steps, hp.lr)
+            stacked |= scaffold.prefixed_deltas(deltas)
+        return stacked, metrics
 
     def local_update_cohort_summed(
         self, hp: ClassifierHyperParams, params: Params, data: LocalData, cohort: Cohort
@@ -367,6 +472,8 @@ class Classifier(ServerInitialised):
         device = x.device
         names = [name for layer in _linear_names(hp) for name in layer[:2]]
         sizes = cohort.sizes
+        if hp.scaffold:
+            raise FLError("SCAFFOLD updates carry each client's delta_c: train them with local_update_cohort")
         one_step = (sizes > 0) & (sizes <= hp.batch_size)
         if hp.optimizer != "sgd" or hp.local_epochs != 1:
             one_step[:] = False
