@@ -94,7 +94,7 @@ def test_build_mlp_matches_the_params() -> None:
     x = toy_data().x
     expected = F.linear(torch.tanh(F.linear(x, *params_of(params, 0))), *params_of(params, 2))
     assert torch.allclose(model(x), expected)
-    with pytest.raises(FLError, match="params do not match the MLP"):
+    with pytest.raises(FLError, match="params do not match the network"):
         build_mlp(hyperparams(layers=[4, 3]), params)
 
 

@@ -50,6 +50,7 @@ SETTINGS = [
     {"momentum": 0.9, "local_epochs": 3, "batch_size": 5},
     {"optimizer": "adam", "lr": 0.01, "weight_decay": 0.01, "local_epochs": 2, "batch_size": 8},
     {"proximal_mu": 0.5, "activation": "tanh", "batch_size": 3},
+    {"conv": {"input_shape": [1, 2, 3], "channels": [3], "kernel_size": 3, "pool": 1}, "local_epochs": 2},
 ]
 
 
@@ -75,6 +76,7 @@ SUMMED_SETTINGS = [
     {"proximal_mu": 0.5, "activation": "tanh"},
     {"optimizer": "adam", "lr": 0.01},
     {"local_epochs": 2},
+    {"conv": {"input_shape": [1, 2, 3], "channels": [3, 2], "kernel_size": 3, "pool": 1}},
 ]
 
 
