@@ -20,7 +20,12 @@ needs_workload = pytest.mark.skipif(
 def test_small_sim_bench_measures_each_engine_and_the_centralized_epoch(tmp_path: Path) -> None:
     out, bench_md = tmp_path / "sim.json", tmp_path / "BENCHMARKS.md"
     records = run_sim_bench(
-        [5], ["vectorized", "loop"], repeats=2, rounds=3, json_path=out, markdown_path=bench_md,
+        [5],
+        ["vectorized", "loop"],
+        repeats=2,
+        rounds=3,
+        json_path=out,
+        markdown_path=bench_md,
         console=Console(file=open(tmp_path / "log.txt", "w")),
     )
     by_engine = {r["engine"]: r for r in records}

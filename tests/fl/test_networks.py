@@ -19,8 +19,11 @@ def reference_module(conv: ConvSpec, layers: list[int], activation: type[nn.Modu
     modules: list[nn.Module] = []
     in_channels = conv.input_shape[0]
     for out_channels in conv.channels:
-        modules += [nn.Conv2d(in_channels, out_channels, conv.kernel_size, padding=conv.kernel_size // 2),
-                    activation(), nn.MaxPool2d(conv.pool)]
+        modules += [
+            nn.Conv2d(in_channels, out_channels, conv.kernel_size, padding=conv.kernel_size // 2),
+            activation(),
+            nn.MaxPool2d(conv.pool),
+        ]
         in_channels = out_channels
     modules.append(nn.Flatten())
     widths = [in_channels * (conv.input_shape[1] // conv.pool ** len(conv.channels)) ** 2, *layers[1:]]
@@ -64,7 +67,7 @@ def test_init_is_bounded_by_the_fan_in_and_seeded() -> None:
     first = networks.init_params(network, torch.Generator().manual_seed(1))
     again = networks.init_params(network, torch.Generator().manual_seed(1))
     for layer in network:
-        assert float(first[layer.weight].abs().max()) <= layer.fan_in ** -0.5
+        assert float(first[layer.weight].abs().max()) <= layer.fan_in**-0.5
         assert torch.equal(first[layer.weight], again[layer.weight])
 
 

@@ -179,7 +179,9 @@ def plan_local_steps(
                     rows=torch.as_tensor(rows, device=device),
                     mask=torch.as_tensor(valid, dtype=torch.float32, device=device),
                     counts=torch.as_tensor(batch[chosen], dtype=torch.float32, device=device),
-                    last_epoch=torch.as_tensor(epoch[chosen] == epochs - 1, dtype=torch.float64, device=device),
+                    last_epoch=torch.as_tensor(
+                        epoch[chosen] == epochs - 1, dtype=torch.float64, device=device
+                    ),
                 )
             )
         plan.append(groups)

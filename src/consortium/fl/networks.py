@@ -107,15 +107,28 @@ def layout(layers: list[int], conv: ConvSpec | None = None) -> list[Layer]:
         in_channels, k = conv.input_shape[0], conv.kernel_size
         for i, out_channels in enumerate(conv.channels):
             result.append(
-                Layer("conv", f"conv.{i}.weight", f"conv.{i}.bias", (out_channels, in_channels, k, k),
-                      (out_channels,), in_channels * k * k)
+                Layer(
+                    "conv",
+                    f"conv.{i}.weight",
+                    f"conv.{i}.bias",
+                    (out_channels, in_channels, k, k),
+                    (out_channels,),
+                    in_channels * k * k,
+                )
             )
             in_channels = out_channels
         head_in = math.prod(conv.output_shape())
     widths = [head_in, *layers[1:]]
     for j, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
         result.append(
-            Layer("linear", f"layers.{2 * j}.weight", f"layers.{2 * j}.bias", (fan_out, fan_in), (fan_out,), fan_in)
+            Layer(
+                "linear",
+                f"layers.{2 * j}.weight",
+                f"layers.{2 * j}.bias",
+                (fan_out, fan_in),
+                (fan_out,),
+                fan_in,
+            )
         )
     return result
 
@@ -136,7 +149,10 @@ def init_params(network: list[Layer], generator: torch.Generator) -> Params:
 
 
 def forward(
-    network: list[Layer], activation: str, params: Mapping[str, torch.Tensor], x: torch.Tensor,
+    network: list[Layer],
+    activation: str,
+    params: Mapping[str, torch.Tensor],
+    x: torch.Tensor,
     conv: ConvSpec | None = None,
 ) -> torch.Tensor:
     """Logits ``[n, classes]`` of flat feature rows ``x`` ``[n, features]``."""

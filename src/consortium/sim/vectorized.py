@@ -170,7 +170,9 @@ class CohortReducer:
     def __init__(self, strategy: Strategy, params: Params, tamper: Tamper | None = None) -> None:
         self.strategy, self.params, self.tamper = strategy, params, tamper
         self.linear = bool(getattr(strategy, "linear", False)) and tamper is None
-        self.takes_weighted_sums = self.linear and callable(getattr(strategy, "partial_of_weighted_sums", None))
+        self.takes_weighted_sums = self.linear and callable(
+            getattr(strategy, "partial_of_weighted_sums", None)
+        )
         """True when the strategy's partial is the example-weighted sum of the updates (FedAvg)."""
         self.partial: Params | None = None
         self.pieces: list[tuple[dict[str, torch.Tensor], torch.Tensor, tuple[str, ...]]] = []

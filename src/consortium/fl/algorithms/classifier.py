@@ -156,7 +156,8 @@ def _features(hp: ClassifierHyperParams, data: LocalData) -> torch.Tensor:
     """The rows as float32 ``[n, layers[0]]``; image rows ``[n, C, H, W]`` are flattened (row-major)."""
     x = data.x
     if x.dim() > 2 and hp.conv is not None and tuple(x.shape[1:]) != hp.conv.input_shape:
-        raise FLError(f"data has shape {tuple(x.shape)}, the model expects [n, {', '.join(map(str, hp.conv.input_shape))}]")
+        expected = ", ".join(map(str, hp.conv.input_shape))
+        raise FLError(f"data has shape {tuple(x.shape)}, the model expects [n, {expected}]")
     if x.dim() > 2:
         x = x.reshape(x.shape[0], -1)
     if x.dim() != 2 or x.shape[1] != hp.layers[0]:
