@@ -506,6 +506,47 @@ def bench_rl(
     _write_report(report, rl.markdown(report, command), "rl", json_path, markdown)
 
 
+@bench_app.command("gpu")
+def bench_gpu(
+    device: Annotated[str, typer.Option(help="cuda (or cpu, to try the suite)")] = "cuda",
+    digits_clients: Annotated[str, typer.Option(help="comma-separated N for the shared digits workload")] = (
+        "1000,10000"),
+    cnn_clients: Annotated[str, typer.Option(help="comma-separated N for the CIFAR-shaped CNN")] = "1000,10000",
+    samples_per_client: Annotated[int, typer.Option(help="CNN training rows per client")] = 50,
+    rounds: Annotated[int, typer.Option(help="rounds per simulation")] = 5,
+    workload: Annotated[Path | None, typer.Option(help="directory of the shared reference workload")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write every configuration's figures")] = None,
+    markdown: Annotated[Path | None, typer.Option("--markdown", help="update this BENCHMARKS.md")] = None,
+) -> None:
+    """The vectorised engine on a GPU vs a centralized epoch on the same GPU (digits workload, CIFAR-sized CNN)."""
+    from consortium.bench import gpu
+    from consortium.bench.sim import DEFAULT_WORKLOAD
+    from consortium.fl.core import FLError
+
+    def sizes(option: str, text: str) -> list[int]:
+        try:
+            return [int(n) for n in text.split(",") if n.strip()]
+        except ValueError:
+            fail(f"{option}: {text!r} is not a comma-separated list of integers")
+
+    workload = workload or DEFAULT_WORKLOAD
+    digits = sizes("--digits-clients", digits_clients)
+    if digits and not (workload / "common.py").exists():
+        fail(f"--workload: {workload} has no common.py (the shared reference workload)")
+    try:
+        report = gpu.run_gpu_bench(
+            device, digits, sizes("--cnn-clients", cnn_clients), samples_per_client, rounds, workload,
+            on_record=lambda r: console.print(
+                f"{r.workload}: {r.steady_s_per_round:.4f} s/round, centralized epoch {r.centralized_epoch_s:.4f} s"
+            ),
+        )
+    except FLError as exc:
+        fail(str(exc))
+    command = (f"consortium bench gpu --device {device} --digits-clients {digits_clients} --cnn-clients "
+               f"{cnn_clients} --samples-per-client {samples_per_client} --rounds {rounds}")
+    _write_report(report, gpu.markdown(report, command), "gpu", json_path, markdown)
+
+
 @sim_app.command("run")
 def sim_run(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="project spec JSON (see examples/)")],

@@ -16,7 +16,11 @@ runner = CliRunner()
 def small_gan_spec(tmp_path: Path) -> Path:
     """The example spec with little local work, so the bench runs in seconds."""
     spec = json.loads((EXAMPLES / "gan-digits.json").read_text())
-    spec["algorithm"]["hyperparameters"] |= {"local_steps": 4, "generator_hidden": [32], "discriminator_hidden": [32]}
+    spec["algorithm"]["hyperparameters"] |= {
+        "local_steps": 4,
+        "generator_hidden": [32],
+        "discriminator_hidden": [32],
+    }
     spec["rounds"] = 2
     path = tmp_path / "gan.json"
     path.write_text(json.dumps(spec))
@@ -27,8 +31,17 @@ def test_bench_gan_judges_the_federated_generator_and_each_org_alone(tmp_path: P
     bench_md, out = tmp_path / "BENCHMARKS.md", tmp_path / "gan.json.out"
     result = runner.invoke(
         app,
-        ["bench", "gan", str(small_gan_spec(tmp_path)), "--samples", str(tmp_path / "png"),
-         "--json", str(out), "--markdown", str(bench_md)],
+        [
+            "bench",
+            "gan",
+            str(small_gan_spec(tmp_path)),
+            "--samples",
+            str(tmp_path / "png"),
+            "--json",
+            str(out),
+            "--markdown",
+            str(bench_md),
+        ],
     )
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
@@ -41,7 +54,10 @@ def test_bench_gan_judges_the_federated_generator_and_each_org_alone(tmp_path: P
         final = generator["final_metrics"]
         assert 0.0 <= final["conditioning_accuracy"] <= 1.0 and final["frechet_distance"] > 0
     assert sorted(p.name for p in (tmp_path / "png").iterdir()) == [
-        "federated.png", "org-0.png", "org-1.png", "org-2.png"
+        "federated.png",
+        "org-0.png",
+        "org-1.png",
+        "org-2.png",
     ]
     section = bench_md.read_text()
     assert "<!-- bench:gan:begin -->" in section and "federated (3 orgs)" in section

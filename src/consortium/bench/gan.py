@@ -81,6 +81,9 @@ def run_gan_bench(
     dataset = load_source(settings)
     parts = client_parts(dataset, settings)
 
+    if samples_dir is not None:
+        samples_dir.mkdir(parents=True, exist_ok=True)
+
     def png(name: str) -> Path | None:
         return None if samples_dir is None else samples_dir / f"{name}.png"
 

@@ -267,7 +267,11 @@ def load_source(settings: SimulationSettings) -> SimDataset | SimEnvironments:
             settings.dataset, settings.clients, settings.physics_spread, settings.partition_seed
         )
     return load_dataset(
-        settings.dataset, settings.target, test_fraction=settings.test_fraction, seed=settings.split_seed
+        settings.dataset,
+        settings.target,
+        test_fraction=settings.test_fraction,
+        seed=settings.split_seed,
+        samples=settings.samples,
     )
 
 

@@ -21,7 +21,7 @@ from consortium.protocol import decode_tensors, encode_tensors
 from consortium.sim.engine import FitResult, Setup, client_data
 from consortium.sim.spec import SimulationSettings
 from consortium.sim.memory import reuse_freed_memory
-from consortium.sim.vectorized import CohortReducer, supports_vectorized
+from consortium.sim.vectorized import CohortReducer, fit_chunk, supports_vectorized
 
 _NUM_EXAMPLES = "__num_examples__"
 
@@ -60,6 +60,9 @@ class ShardWorker:
         cohort = Cohort(tuple(ids), offsets, rows, tuple(seeds))
         reducer = CohortReducer(self.strategy, params)
         metric_sums: dict[str, float] = {}
+        if self.vectorized and reducer.linear:
+            metric_sums = fit_chunk(self.algorithm, self.hp, params, self.train, cohort, reducer)
+            return encode_tensors(reducer.partial), [], metric_sums, int(cohort.sizes.sum())
         if self.vectorized:
             stacked, per_client = self.algorithm.local_update_cohort(self.hp, params, self.train, cohort)
             num_examples = torch.as_tensor(cohort.sizes, device=self.device)

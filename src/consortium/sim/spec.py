@@ -27,6 +27,9 @@ class SimulationSettings(BaseModel):
         "digits", description="a bundled dataset, synthetic-images, file:PATH, or env:ID (RL environments)"
     )
     target: str | None = Field(None, description="label column of a file dataset")
+    samples: int = Field(
+        50_000, ge=2, description="synthetic-images: how many examples to generate (train and test together)"
+    )
     test_fraction: float = Field(0.2, gt=0, lt=1)
     split_seed: int = Field(0, ge=0)
     clients: int = Field(10, ge=1)

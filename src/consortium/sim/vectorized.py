@@ -76,6 +76,30 @@ def chunks(cohort: Cohort, size: int) -> Iterator[Cohort]:
         yield cohort.select(np.arange(start, min(start + size, len(cohort))))
 
 
+def fit_chunk(
+    algorithm: Any, hp: Any, params: Params, train: Any, chunk: Cohort, reducer: CohortReducer
+) -> dict[str, float]:
+    """Train one chunk of clients and fold it into ``reducer``; the chunk's example-weighted metric sums.
+
+    When the reducer only needs example-weighted sums of the clients' params (FedAvg, nothing tampering with
+    updates) and the algorithm can produce them directly, the clients' params are never materialised.
+    """
+    num_examples = torch.as_tensor(chunk.sizes, device=train.x.device)
+    if reducer.takes_weighted_sums and callable(getattr(algorithm, "local_update_cohort_summed", None)):
+        sums, per_client = algorithm.local_update_cohort_summed(hp, params, train, chunk)
+        reducer.add_weighted_sums(sums, num_examples)
+    else:
+        stacked, per_client = algorithm.local_update_cohort(hp, params, train, chunk)
+        reducer.add(stacked, num_examples, chunk.client_ids)
+    return weighted_metric_sums(per_client, num_examples)
+
+
+def weighted_metric_sums(per_client: dict[str, torch.Tensor], num_examples: torch.Tensor) -> dict[str, float]:
+    """``sum_c n_c * metric_c`` of each per-client metric."""
+    weights = num_examples.to(torch.float64)
+    return {name: float((values.to(torch.float64) * weights).sum()) for name, values in per_client.items()}
+
+
 class VectorizedEngine:
     name = "vectorized"
 
@@ -101,19 +125,15 @@ class VectorizedEngine:
         deltas_sum: Params | None = None
         for chunk in chunks(cohort, size):
             if control is None:
-                stacked, per_client = setup.algorithm.local_update_cohort(
-                    setup.hp, params, setup.train, chunk
-                )
+                chunk_metrics = fit_chunk(setup.algorithm, setup.hp, params, setup.train, chunk, reducer)
             else:
                 stacked, per_client, chunk_sum = self._controlled_update(params, chunk, control)
                 deltas_sum = scaffold.merge_sums(deltas_sum, chunk_sum)
-            num_examples = torch.as_tensor(chunk.sizes, device=setup.device)
-            reducer.add(stacked, num_examples, chunk.client_ids)
-            weights = num_examples.to(torch.float64)
-            for name, values in per_client.items():
-                metric_sums[name] = metric_sums.get(name, 0.0) + float(
-                    (values.to(torch.float64) * weights).sum()
-                )
+                num_examples = torch.as_tensor(chunk.sizes, device=setup.device)
+                reducer.add(stacked, num_examples, chunk.client_ids)
+                chunk_metrics = weighted_metric_sums(per_client, num_examples)
+            for name, value in chunk_metrics.items():
+                metric_sums[name] = metric_sums.get(name, 0.0) + value
             total += int(chunk.sizes.sum())
         train = {name: value / total for name, value in metric_sums.items()} if total else {}
         return FitResult(reducer.result(), train, total, deltas_sum)
@@ -150,6 +170,10 @@ class CohortReducer:
     def __init__(self, strategy: Strategy, params: Params, tamper: Tamper | None = None) -> None:
         self.strategy, self.params, self.tamper = strategy, params, tamper
         self.linear = bool(getattr(strategy, "linear", False)) and tamper is None
+        self.takes_weighted_sums = self.linear and callable(
+            getattr(strategy, "partial_of_weighted_sums", None)
+        )
+        """True when the strategy's partial is the example-weighted sum of the updates (FedAvg)."""
         self.partial: Params | None = None
         self.pieces: list[tuple[dict[str, torch.Tensor], torch.Tensor, tuple[str, ...]]] = []
 
@@ -159,6 +183,10 @@ class CohortReducer:
             self.partial = partial if self.partial is None else merge_partials(self.partial, partial)
         else:
             self.pieces.append((stacked, num_examples, ids))
+
+    def add_weighted_sums(self, sums: Params, num_examples: torch.Tensor) -> None:
+        """Fold in ``sum_i n_i t_i`` of some clients (see :attr:`takes_weighted_sums`)."""
+        self.add_partial(self.strategy.partial_of_weighted_sums(sums, num_examples.to(torch.float64).sum()))
 
     def add_partial(self, partial: Params) -> None:
         """Fold in partial sums computed elsewhere (a Ray actor's shard)."""
