@@ -349,7 +349,7 @@ def run_watch(run_id: int, hub: HubOpt, token: TokenOpt = None) -> None:
 @model_app.command("download")
 def model_download(model_id: int, hub: HubOpt, token: TokenOpt = None,
                    out: Annotated[Path, typer.Option("--out", help="directory")] = Path("model")) -> None:
-    """Download a model's weights (safetensors) and card (JSON + Markdown)."""
+    """Download a model's weights (safetensors), card (JSON + Markdown) and files (e.g. samples.png)."""
     from consortium.model_files import download_model
 
     with _user_client(hub, token) as client:
