@@ -141,7 +141,8 @@ class EnvironmentCardIn(Wire):
     description: str = Field(default="", max_length=10_000)
     env_id: str = Field(min_length=1, max_length=100, description="gymnasium id, e.g. CartPole-v1")
     physics: dict[str, float] | None = Field(
-        default=None, description="every physics value (defaults filled in); None when the org keeps them private"
+        default=None,
+        description="every physics value (defaults filled in); None when the org keeps them private",
     )
     physics_salt: str | None = Field(
         default=None, pattern=r"^[0-9a-f]{32}$", description="published with the physics, withheld with them"

@@ -1,7 +1,7 @@
 """Environment cards: the RL counterpart of dataset cards, published by an org whose node plays them.
 
-An environment is stored as a data source of kind "environment" (see :class:`~consortium.hub.db.models.Dataset`),
-so projects, tasks, approvals and licences treat it like a dataset. The hub checks the card: a known
+An environment is stored as a data source of kind "environment" (see
+:class:`~consortium.hub.db.models.Dataset`), so projects, tasks, approvals and licences treat it like a dataset. The hub checks the card: a known
 gymnasium id, and, when the physics are published, valid physics that hash to the card's commitment.
 """
 
@@ -55,7 +55,9 @@ def register(session: Session, actor: Principal, card: EnvironmentCardIn) -> Dat
     if actor.org_id is None or not actor.acts_for(actor.org_id):
         raise Forbidden("only an organisation's node or steward can register its environments")
     size = check_card(card)
-    existing = session.scalar(select(Dataset).where(Dataset.org_id == actor.org_id, Dataset.name == card.name))
+    existing = session.scalar(
+        select(Dataset).where(Dataset.org_id == actor.org_id, Dataset.name == card.name)
+    )
     if existing is not None:
         what = "environment" if existing.kind == KIND else "dataset"
         raise Conflict(f"{actor.org_name}/{card.name} already exists (a {what}); pick another name")

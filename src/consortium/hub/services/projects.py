@@ -160,7 +160,8 @@ def approve(session: Session, actor: Principal, project_id: int, body: ApprovalI
     owners = {d.org_id for d in project_datasets(session, project)}
     if actor.org_id not in owners:
         raise Forbidden(
-            f"{actor.org_name} owns no dataset or environment in project {project.name!r}; it has nothing to approve"
+            f"{actor.org_name} owns no dataset or environment in project {project.name!r}; "
+            "it has nothing to approve"
         )
     if body.spec_hash != project.spec_hash:
         raise Conflict("spec_hash does not match the project's current spec; read the project again")
