@@ -294,24 +294,19 @@ def environment_add(
     from consortium.node.environments import (
         EnvironmentRegistry,
         EnvironmentSetupError,
-        RegisteredEnvironment,
-        build_card,
-        local_environment,
-        new_salt,
         parse_physics_option,
+        prepare_environment,
     )
 
     try:
-        environment = local_environment(gym, parse_physics_option(physics))
-        salt = new_salt()
-        card = build_card(name, environment, salt, license, description=description, visibility=visibility,
-                          private_physics=private_physics)
+        entry = prepare_environment(name, gym, parse_physics_option(physics), license, description, visibility,
+                                    private_physics)
     except EnvironmentSetupError as exc:
         fail(str(exc))
     with _org_client(hub, org_dir) as client:
-        out = _call(client.register_environment, card)
-    EnvironmentRegistry(org_dir).add(RegisteredEnvironment(name, environment, salt, card))
-    values = ", ".join(f"{k}={v:.4g}" for k, v in sorted(environment.physics.items()))
+        out = _call(client.register_environment, entry.card)
+    EnvironmentRegistry(org_dir).add(entry)
+    values = ", ".join(f"{k}={v:.4g}" for k, v in sorted(entry.environment.physics.items()))
     shown = "private" if private_physics else values
     console.print(f"registered environment [bold]{out['org']}/{out['name']}[/]: {gym} ({shown}), "
                   f"physics sha256 {out['physics_sha256'][:16]}…")

@@ -10,13 +10,7 @@ import pytest
 from consortium.fl.algorithms.rl import PPO
 from consortium.fl.core import parse_hyperparams
 from consortium.node.agent import NodeAgent
-from consortium.node.environments import (
-    EnvironmentRegistry,
-    RegisteredEnvironment,
-    build_card,
-    local_environment,
-    new_salt,
-)
+from consortium.node.environments import EnvironmentRegistry, prepare_environment
 from consortium.node.policy import ApprovalBook, NodePolicy, spec_hash
 from consortium.node.store import LocalRegistry
 from consortium.protocol import ProjectCreate, TaskKind, TaskOut, TaskResult, decode_update, encode_tensors
@@ -53,10 +47,9 @@ class MemoryTransport:
 
 @pytest.fixture
 def org_dir(tmp_path: Path) -> Path:
-    environment = local_environment("CartPole-v1", {"length": 0.6, "gravity": 8.5})
-    salt = new_salt()
-    card = build_card("cartpole", environment, salt, "MIT")
-    EnvironmentRegistry(tmp_path).add(RegisteredEnvironment("cartpole", environment, salt, card))
+    EnvironmentRegistry(tmp_path).add(
+        prepare_environment("cartpole", "CartPole-v1", {"length": 0.6, "gravity": 8.5}, "MIT")
+    )
     return tmp_path
 
 

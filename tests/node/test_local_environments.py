@@ -19,6 +19,7 @@ from consortium.node.environments import (
     local_environment,
     new_salt,
     parse_physics_option,
+    prepare_environment,
 )
 
 runner = CliRunner()
@@ -27,10 +28,7 @@ runner = CliRunner()
 def registered(
     name: str = "cartpole", physics: dict | None = None, private: bool = False
 ) -> RegisteredEnvironment:
-    environment = local_environment("CartPole-v1", physics or {"length": 0.6})
-    salt = new_salt()
-    card = build_card(name, environment, salt, "MIT", private_physics=private)
-    return RegisteredEnvironment(name, environment, salt, card)
+    return prepare_environment(name, "CartPole-v1", physics or {"length": 0.6}, "MIT", private_physics=private)
 
 
 def test_physics_option_is_a_json_object() -> None:

@@ -114,6 +114,22 @@ class RegisteredEnvironment:
     card: EnvironmentCardIn
 
 
+def prepare_environment(
+    name: str,
+    env_id: str,
+    physics: Mapping[str, Any],
+    license: str,
+    description: str = "",
+    visibility: Visibility | str = "members",
+    private_physics: bool = False,
+) -> RegisteredEnvironment:
+    """A checked environment with a fresh salt and its card: what the hub gets and the registry keeps."""
+    environment = local_environment(env_id, physics)
+    salt = new_salt()
+    card = build_card(name, environment, salt, license, description, visibility, private_physics)
+    return RegisteredEnvironment(name, environment, salt, card)
+
+
 class EnvironmentRegistry:
     """The node's record of its environments in ``<org_dir>/environments.json`` (atomic, locked writes)."""
 
