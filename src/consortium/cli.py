@@ -299,8 +299,8 @@ def environment_add(
     )
 
     try:
-        entry = prepare_environment(name, gym, parse_physics_option(physics), license, description, visibility,
-                                    private_physics)
+        entry = prepare_environment(name, gym, parse_physics_option(physics), license, description,
+                                    visibility, private_physics)
     except EnvironmentSetupError as exc:
         fail(str(exc))
     with _org_client(hub, org_dir) as client:

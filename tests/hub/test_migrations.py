@@ -30,8 +30,8 @@ def test_datasets_registered_before_environments_become_tables(tmp_path: Path) -
         conn.execute(text("INSERT INTO orgs (name, display_name, status, created_at) "
                           "VALUES ('north', '', 'admitted', '2026-01-01')"))
         conn.execute(text("INSERT INTO datasets (org_id, name, description, schema, rows, sha256, license, "
-                          "visibility, file_format, created_at) VALUES (1, 'digits', '', '{}', 5, :sha, 'MIT', "
-                          "'members', 'csv', '2026-01-01')"), {"sha": "a" * 64})
+                          "visibility, file_format, created_at) VALUES (1, 'digits', '', '{}', 5, :sha, "
+                          "'MIT', 'members', 'csv', '2026-01-01')"), {"sha": "a" * 64})
         command.upgrade(cfg, "head")
         assert conn.execute(text("SELECT kind, environment FROM datasets")).one() == ("table", None)
         command.downgrade(cfg, "0002")

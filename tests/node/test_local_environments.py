@@ -28,7 +28,8 @@ runner = CliRunner()
 def registered(
     name: str = "cartpole", physics: dict | None = None, private: bool = False
 ) -> RegisteredEnvironment:
-    return prepare_environment(name, "CartPole-v1", physics or {"length": 0.6}, "MIT", private_physics=private)
+    physics = physics or {"length": 0.6}
+    return prepare_environment(name, "CartPole-v1", physics, "MIT", private_physics=private)
 
 
 def test_physics_option_is_a_json_object() -> None:

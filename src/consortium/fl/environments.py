@@ -63,7 +63,8 @@ def _is_positive_number(value: object) -> bool:
 
 
 def physics_ranges(env_id: str) -> dict[str, tuple[float, float]]:
-    """The allowed ``[low, high]`` of each physics key: :data:`PHYSICS_RANGE_FACTOR` either way of its default."""
+    """The allowed ``[low, high]`` of each physics key: :data:`PHYSICS_RANGE_FACTOR` either way of the
+    default."""
     return {
         key: (default / PHYSICS_RANGE_FACTOR, default * PHYSICS_RANGE_FACTOR)
         for key, default in default_physics(env_id).items()

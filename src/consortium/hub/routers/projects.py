@@ -64,7 +64,9 @@ def list_environments(session: Session = Depends(db), caller: Principal = Depend
 
 
 @router.get("/environments/{org}/{name}", response_model=EnvironmentCardOut)
-def get_environment(org: str, name: str, session: Session = Depends(db), caller: Principal = Depends(principal)):
+def get_environment(
+    org: str, name: str, session: Session = Depends(db), caller: Principal = Depends(principal)
+):
     return environment_service.to_out(environment_service.by_ref(session, caller, f"{org}/{name}"))
 
 

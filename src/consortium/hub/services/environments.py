@@ -1,8 +1,9 @@
 """Environment cards: the RL counterpart of dataset cards, published by an org whose node plays them.
 
 An environment is stored as a data source of kind "environment" (see
-:class:`~consortium.hub.db.models.Dataset`), so projects, tasks, approvals and licences treat it like a dataset. The hub checks the card: a known
-gymnasium id, and, when the physics are published, valid physics that hash to the card's commitment.
+:class:`~consortium.hub.db.models.Dataset`), so projects, tasks, approvals and licences treat it like a
+dataset. The hub checks the card: a known gymnasium id, and, when the physics are published, valid physics
+that hash to the card's commitment.
 """
 
 from __future__ import annotations
@@ -59,8 +60,8 @@ def register(session: Session, actor: Principal, card: EnvironmentCardIn) -> Dat
         select(Dataset).where(Dataset.org_id == actor.org_id, Dataset.name == card.name)
     )
     if existing is not None:
-        what = "environment" if existing.kind == KIND else "dataset"
-        raise Conflict(f"{actor.org_name}/{card.name} already exists (a {what}); pick another name")
+        what = "an environment" if existing.kind == KIND else "a dataset"
+        raise Conflict(f"{actor.org_name}/{card.name} already exists ({what}); pick another name")
     environment = Dataset(
         org_id=actor.org_id,
         name=card.name,
