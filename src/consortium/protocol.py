@@ -160,10 +160,6 @@ class EnvironmentCardIn(Wire):
             raise ValueError("physics and physics_salt are published together or not at all")
         return self
 
-    @property
-    def physics_private(self) -> bool:
-        return self.physics is None
-
 
 class EnvironmentCardOut(EnvironmentCardIn):
     id: int
@@ -230,11 +226,6 @@ class ProjectCreate(Wire):
         if not self.datasets and not self.environments:
             raise ValueError("a project names at least one dataset (or, for RL, one environment)")
         return self
-
-    @property
-    def sources(self) -> list[str]:
-        """The datasets, or the environments, the project trains on."""
-        return self.datasets + self.environments
 
 
 SIMULATION_KEY = "simulation"
