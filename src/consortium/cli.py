@@ -314,12 +314,21 @@ def environment_add(
 
 @environment_app.command("list")
 def environment_list(hub: HubOpt, token: TokenOpt = None) -> None:
-    """List the environment cards visible to you."""
+    """List the environment cards visible to you (physics: the values that differ from gymnasium's)."""
+    from rich.table import Column
+
+    from consortium.fl.environments import default_physics
+
     with _user_client(hub, token) as client:
         rows = _call(client.environments)
-    table = Table("environment", "gymnasium id", "licence", "visibility", "physics")
+    table = Table(Column("environment", overflow="fold"), "gymnasium id", "licence", "visibility", "physics")
     for e in rows:
-        physics = "private" if e["physics"] is None else json.dumps(e["physics"], sort_keys=True)
+        if e["physics"] is None:
+            physics = "private"
+        else:
+            defaults = default_physics(e["env_id"])
+            changed = {k: v for k, v in sorted(e["physics"].items()) if v != defaults.get(k)}
+            physics = ", ".join(f"{k}={v:.4g}" for k, v in changed.items()) or "standard"
         table.add_row(f"{e['org']}/{e['name']}", e["env_id"], e["license"], e["visibility"], physics)
     console.print(table)
 

@@ -122,6 +122,9 @@ def test_environment_owners_approve_and_no_test_set_is_taken(environments) -> No
 
 def test_environment_list_shows_private_physics_as_private(environments) -> None:
     result = CliRunner().invoke(app, ["environment", "list", "--hub", environments.hub.url,
-                                      "--token", environments.hub.admin_token])
+                                      "--token", environments.hub.admin_token], env={"COLUMNS": "150"})
     assert result.exit_code == 0, result.output
-    assert f"{SOUTH}/cartpole" in result.output and "private" in result.output
+    rows = {line.split("│")[1].strip(): line for line in result.output.splitlines() if line.count("│") > 2}
+    assert "private" in rows[f"{SOUTH}/cartpole"], result.output
+    assert "length=0.6" in rows.get(f"{NORTH}/cartpole", ""), result.output
+    assert "gravity=8" in rows.get(f"{EAST}/cartpole", ""), result.output
