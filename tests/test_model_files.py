@@ -1,4 +1,4 @@
-"""Downloading a released model: weights, card and the card's files, each checked against the card's SHA-256."""
+"""Downloading a released model: weights, card and the card's files, each checked against the card."""
 
 from __future__ import annotations
 
