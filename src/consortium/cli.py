@@ -18,13 +18,16 @@ app = typer.Typer(no_args_is_help=True, help="consortium: federated learning acr
 org_app = typer.Typer(no_args_is_help=True, help="Organisation keys, admission and node enrolment.")
 user_app = typer.Typer(no_args_is_help=True, help="Users and their API tokens (admin).")
 dataset_app = typer.Typer(no_args_is_help=True, help="Register local datasets (only their cards reach the hub).")
+environment_app = typer.Typer(no_args_is_help=True,
+                              help="Register local RL environments (only their cards reach the hub).")
 project_app = typer.Typer(no_args_is_help=True, help="Propose, inspect and approve projects.")
 run_app = typer.Typer(no_args_is_help=True, help="Start and follow runs.")
 model_app = typer.Typer(no_args_is_help=True, help="Download released models with their cards.")
 ledger_app = typer.Typer(no_args_is_help=True, help="Audit the tamper-evident ledger.")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (results go to BENCHMARKS.md).")
 sim_app = typer.Typer(no_args_is_help=True, help="Simulate a project over many clients in one process or on Ray.")
-for sub, name in [(org_app, "org"), (user_app, "user"), (dataset_app, "dataset"), (project_app, "project"),
+for sub, name in [(org_app, "org"), (user_app, "user"), (dataset_app, "dataset"),
+                  (environment_app, "environment"), (project_app, "project"),
                   (run_app, "run"), (model_app, "model"), (ledger_app, "ledger"), (bench_app, "bench"),
                   (sim_app, "sim")]:
     app.add_typer(sub, name=name)
@@ -125,6 +128,7 @@ def node(
 
     from consortium.config import torch_threads
     from consortium.node.agent import NodeAgent
+    from consortium.node.environments import EnvironmentRegistry
     from consortium.node.policy import ApprovalBook, NodePolicy
     from consortium.node.store import LocalRegistry
 
@@ -135,7 +139,8 @@ def node(
     client = _org_client(hub, org_dir)
     registry = LocalRegistry(org_dir)
     policy = NodePolicy(org=client.identity.org, approvals=ApprovalBook(org_dir),
-                        local_datasets={entry.name for entry in registry.all()})
+                        local_datasets={entry.name for entry in registry.all()},
+                        local_environments={entry.name for entry in EnvironmentRegistry(org_dir).all()})
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     agent = NodeAgent(client, registry, policy, poll_wait=poll_wait,
                       on_task=lambda t, outcome: logging.info("task %s (%s, round %s): %s",
@@ -265,6 +270,69 @@ def dataset_croissant(ref: Annotated[str, typer.Argument(help="org/name")], hub:
         _print_json(_call(client.croissant, ref))
 
 
+# ---------------------------------------------------------------------------------------------- environments
+
+
+@environment_app.command("add")
+def environment_add(
+    name: Annotated[str, typer.Argument(help="environment name (lowercase, digits, . _ -)")],
+    hub: HubOpt,
+    org_dir: OrgDirOpt,
+    gym: Annotated[str, typer.Option("--gym", help="gymnasium id, e.g. CartPole-v1")],
+    license: Annotated[str, typer.Option("--license", help="SPDX licence id, e.g. MIT")],
+    physics: Annotated[str | None, typer.Option(
+        "--physics", help='JSON object of physics overrides, e.g. \'{"length": 0.6, "gravity": 9.0}\'',
+    )] = None,
+    private_physics: Annotated[bool, typer.Option(
+        "--private-physics", help="publish only a salted SHA-256 commitment to the physics, not the values",
+    )] = False,
+    description: Annotated[str, typer.Option("--description")] = "",
+    visibility: Annotated[str, typer.Option("--visibility", help="private, members or public")] = "members",
+) -> None:
+    """Register a local RL environment: the hub receives its card (gym id, physics or their commitment,
+    licence); rollouts stay on the node."""
+    from consortium.node.environments import (
+        EnvironmentRegistry,
+        EnvironmentSetupError,
+        parse_physics_option,
+        prepare_environment,
+    )
+
+    try:
+        entry = prepare_environment(name, gym, parse_physics_option(physics), license, description,
+                                    visibility, private_physics)
+    except EnvironmentSetupError as exc:
+        fail(str(exc))
+    with _org_client(hub, org_dir) as client:
+        out = _call(client.register_environment, entry.card)
+    EnvironmentRegistry(org_dir).add(entry)
+    values = ", ".join(f"{k}={v:.4g}" for k, v in sorted(entry.environment.physics.items()))
+    shown = "private" if private_physics else values
+    console.print(f"registered environment [bold]{out['org']}/{out['name']}[/]: {gym} ({shown}), "
+                  f"physics sha256 {out['physics_sha256'][:16]}…")
+
+
+@environment_app.command("list")
+def environment_list(hub: HubOpt, token: TokenOpt = None) -> None:
+    """List the environment cards visible to you (physics: the values that differ from gymnasium's)."""
+    from rich.table import Column
+
+    from consortium.fl.environments import default_physics
+
+    with _user_client(hub, token) as client:
+        rows = _call(client.environments)
+    table = Table(Column("environment", overflow="fold"), "gymnasium id", "licence", "visibility", "physics")
+    for e in rows:
+        if e["physics"] is None:
+            physics = "private"
+        else:
+            defaults = default_physics(e["env_id"])
+            changed = {k: v for k, v in sorted(e["physics"].items()) if v != defaults.get(k)}
+            physics = ", ".join(f"{k}={v:.4g}" for k, v in changed.items()) or "standard"
+        table.add_row(f"{e['org']}/{e['name']}", e["env_id"], e["license"], e["visibility"], physics)
+    console.print(table)
+
+
 # ------------------------------------------------------------------------------------------------ projects, runs
 
 
@@ -349,7 +417,7 @@ def run_watch(run_id: int, hub: HubOpt, token: TokenOpt = None) -> None:
 @model_app.command("download")
 def model_download(model_id: int, hub: HubOpt, token: TokenOpt = None,
                    out: Annotated[Path, typer.Option("--out", help="directory")] = Path("model")) -> None:
-    """Download a model's weights (safetensors) and card (JSON + Markdown)."""
+    """Download a model's weights (safetensors), card (JSON + Markdown) and files (e.g. samples.png)."""
     from consortium.model_files import download_model
 
     with _user_client(hub, token) as client:

@@ -2,16 +2,37 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from consortium.cli import app
 from consortium.node.store import ControlKey, ControlStore
-from consortium.protocol import decode_tensors
+from consortium.protocol import ProjectCreate, decode_tensors
 from consortium.scenario import DIGITS_HYPERPARAMETERS, ORGS, digits_spec, propose_and_approve
 
 from test_federated_run import wait_run
 
 pytestmark = pytest.mark.e2e
+runner = CliRunner()
+
+PPO_HYPERPARAMETERS = {"hidden": [16], "num_envs": 1, "rollout_steps": 64, "epochs": 2,
+                       "minibatch_size": 32, "eval_episodes": 3}
+PHYSICS = {
+    "north-clinic": {"length": 0.4, "gravity": 11.0},
+    "south-lab": {"masspole": 0.13, "length": 0.62},
+    "east-institute": {"gravity": 7.5, "masscart": 1.2},
+}
+PRIVATE_PHYSICS_ORG = "east-institute"
+
+
+def cli(*args: str) -> str:
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
 
 
 def test_conditional_gan_trains_across_three_nodes(cluster) -> None:
@@ -30,8 +51,55 @@ def test_conditional_gan_trains_across_three_nodes(cluster) -> None:
         assert {"conditioning_accuracy", "frechet_distance"} <= set(final.test)
         assert {"generator_loss", "discriminator_loss"} <= set(final.train)
         weights = decode_tensors(admin.model_weights(progress.run.model_id))
+        model = admin.model(progress.run.model_id)
+        assert "![generated samples](samples.png)" in admin.model_card_markdown(progress.run.model_id)
     assert any(name.startswith("generator.") for name in weights)
     assert any(name.startswith("discriminator.") for name in weights)
+    [samples] = model["card"]["files"]
+    assert (samples["name"], samples["media_type"]) == ("samples.png", "image/png")
+    out = cluster.workdir / "gan-model"
+    cli("model", "download", str(progress.run.model_id), "--out", str(out), "--hub", cluster.hub.url,
+        "--token", cluster.hub.admin_token)
+    png = (out / "samples.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and hashlib.sha256(png).hexdigest() == samples["sha256"]
+    assert "![generated samples](samples.png)" in (out / "MODEL_CARD.md").read_text()
+
+
+def test_ppo_trains_across_three_nodes_each_in_its_own_physics(cluster) -> None:
+    for org, physics in PHYSICS.items():
+        private = ["--private-physics"] if org == PRIVATE_PHYSICS_ORG else []
+        cli("environment", "add", "cartpole", "--gym", "CartPole-v1", "--physics", json.dumps(physics),
+            "--license", "MIT", *private, "--hub", cluster.hub.url,
+            "--org-dir", str(cluster.consortium.org_dirs[org]))
+    cluster.start_nodes(poll_wait=5.0)
+    refs = [f"{org}/cartpole" for org in ORGS]
+    spec = ProjectCreate.model_validate({
+        "name": "e2e-ppo", "task": "Balance a pole on carts with different physics",
+        "algorithm": {"name": "ppo", "hyperparameters": PPO_HYPERPARAMETERS},
+        "environments": refs, "rounds": 3, "min_nodes": 3, "round_timeout": 60.0,
+    })
+    project = propose_and_approve(cluster.consortium, spec, with_test_set=False)
+    assert project["required_orgs"] == sorted(ORGS)
+    with cluster.hub.client() as admin:
+        run = admin.start_run(project["id"])
+        progress = wait_run(admin, run["id"])
+        assert progress.run.status == "completed", cluster.logs()
+        assert [r.round for r in progress.rounds] == [1, 2, 3]
+        for rnd in progress.rounds:
+            assert rnd.participants == sorted(refs)
+            assert rnd.train["train_return"] > 0 and "train_episodes" in rnd.train
+            assert rnd.federated_eval["mean_return"] > 0
+            assert not rnd.federated_eval_pending
+        card = admin.model(progress.run.model_id)["card"]
+        markdown = admin.model_card_markdown(progress.run.model_id)
+        weights = decode_tensors(admin.model_weights(progress.run.model_id))
+    assert card["datasets"] == [] and card["license"] == "MIT"
+    physics = {e["org"]: e["physics"] for e in card["environments"]}
+    assert physics[PRIVATE_PHYSICS_ORG] is None
+    assert physics["north-clinic"]["length"] == 0.4 and physics["south-lab"]["masspole"] == 0.13
+    assert "## Training environments" in markdown
+    assert "private (committed: SHA-256" in markdown
+    assert {name.split(".")[0] for name in weights} == {"policy", "value"}
 
 
 def test_robust_rule_with_server_momentum_runs_across_three_nodes(cluster) -> None:

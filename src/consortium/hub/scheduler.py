@@ -494,14 +494,13 @@ class RunDriver:
                 spec=self.spec,
                 spec_hash=self.spec_hash,
                 run_id=self.run_id,
-                datasets=[
-                    {"ref": p.ref, "org": p.org, "sha256": p.sha256, "license": p.license, "rows": p.rows}
-                    for p in self.participants
-                ],
+                datasets=model_service.source_entries(project_service.project_datasets(session, run.project)),
                 rounds=rounds,
                 params_sha256=run.params_sha256,
                 code_version=self.state.code_version,
                 created_at=self.state.clock(),
+                files=model_service.store_files(self.state.blobs, self.algorithm, self.hp,
+                                                self.state.cache.get(run.params_sha256), self.spec.seed),
             )
             model = Model(
                 run_id=self.run_id,

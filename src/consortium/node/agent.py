@@ -21,6 +21,8 @@ from consortium.fl.core import (
     parse_hyperparams,
 )
 from consortium.fl.data import train_validation_split
+from consortium.fl.environments import LocalEnvironment
+from consortium.node.environments import EnvironmentRegistry
 from consortium.node.policy import NodePolicy
 from consortium.node.store import ControlKey, ControlStore, LocalRegistry
 from consortium.protocol import (
@@ -52,8 +54,10 @@ class Transport(Protocol):
 
 @dataclass
 class Split:
-    train: LocalData
-    validation: LocalData
+    """Where a task trains and evaluates: a dataset's two splits, or the node's environment for both."""
+
+    train: LocalData | LocalEnvironment
+    validation: LocalData | LocalEnvironment
 
 
 def split_local(data: LocalData, fraction: float, seed: int) -> Split:
@@ -75,9 +79,11 @@ class NodeAgent:
         policy: NodePolicy,
         poll_wait: float = 25.0,
         on_task: Callable[[TaskOut, str], None] | None = None,
+        environments: EnvironmentRegistry | None = None,
     ) -> None:
         self.transport = transport
         self.registry = registry
+        self.environments = environments or EnvironmentRegistry(registry.org_dir)
         self.policy = policy
         self.poll_wait = poll_wait
         self.on_task = on_task
@@ -170,7 +176,9 @@ class NodeAgent:
     def _evaluate(algorithm, hp, params: Params, split: Split) -> TaskResult:
         """Metrics of ``params`` on the validation split (the training split when there is none)."""
         started = time.perf_counter()
-        data = split.validation if len(split.validation) else split.train
+        data = split.validation
+        if isinstance(data, LocalData) and not len(data):
+            data = split.train
         evaluation = algorithm.evaluate(hp, params, data)
         return TaskResult(num_examples=evaluation.num_examples, metrics=evaluation.metrics,
                           compute_s=time.perf_counter() - started)
@@ -182,6 +190,9 @@ class NodeAgent:
         return encode_update(update.tensors, meta)
 
     def _split(self, task: TaskOut) -> Split:
+        if f"{self.policy.org}/{task.dataset}" in task.spec.environments:
+            environment = self.environments.load_local(task.dataset)
+            return Split(environment, environment)
         key = (task.dataset, task.spec.seed, task.spec.validation_fraction)
         if key not in self._splits:
             data = self.registry.load_local(task.dataset)

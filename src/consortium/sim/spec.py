@@ -1,7 +1,8 @@
 """A simulation spec: the JSON of a real project (algorithm, strategy, rounds, seed) plus how to simulate it.
 
 The file is what ``consortium project create`` takes, optionally with a ``"simulation"`` object (dataset,
-clients, partition, cohort); ``datasets`` may be left out. Command-line flags override the file.
+clients, partition, cohort); ``datasets`` (or an RL project's ``environments``) may be left out.
+Command-line flags override the file.
 """
 
 from __future__ import annotations
@@ -82,7 +83,8 @@ def parse_spec(
         settings = SimulationSettings.model_validate(simulation)
     except ValidationError as exc:
         raise FLError(f"bad simulation settings: {_problems(exc)}") from exc
-    raw.setdefault("datasets", [f"sim/{_ref_name(settings.dataset)}"])
+    if not raw.get("environments"):
+        raw.setdefault("datasets", [f"sim/{_ref_name(settings.dataset)}"])
     try:
         project = ProjectCreate.model_validate(raw)
     except ValidationError as exc:

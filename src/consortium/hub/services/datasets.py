@@ -11,13 +11,16 @@ from consortium.hub.services.errors import Conflict, Forbidden, NotFound
 from consortium.hub.services.identity import Principal
 from consortium.protocol import DatasetCardIn, DatasetCardOut, Visibility
 
+TABLE = "table"
+"""The ``kind`` of a data source that is rows of data (the other kind is an RL environment)."""
+
 
 def register(session: Session, actor: Principal, card: DatasetCardIn) -> Dataset:
     """Publish a card for the caller's own org (its key, or one of its stewards)."""
     if actor.org_id is None or not actor.acts_for(actor.org_id):
         raise Forbidden("only an organisation's node or steward can register its datasets")
     if session.scalar(select(Dataset).where(Dataset.org_id == actor.org_id, Dataset.name == card.name)):
-        raise Conflict(f"dataset {actor.org_name}/{card.name} already exists")
+        raise Conflict(f"{actor.org_name}/{card.name} already exists; pick another name")
     dataset = Dataset(
         org_id=actor.org_id,
         name=card.name,
@@ -52,7 +55,7 @@ def by_ref(session: Session, actor: Principal, ref: str) -> Dataset:
     """The dataset 'org/name'; a dataset the caller may not see is reported as missing (404)."""
     org_name, _, name = ref.partition("/")
     dataset = session.scalar(
-        select(Dataset).join(Org).where(Org.name == org_name, Dataset.name == name)
+        select(Dataset).join(Org).where(Org.name == org_name, Dataset.name == name, Dataset.kind == TABLE)
     )
     if dataset is None or not can_see(actor, dataset):
         raise NotFound(f"no dataset {ref!r}")
@@ -60,7 +63,7 @@ def by_ref(session: Session, actor: Principal, ref: str) -> Dataset:
 
 
 def listing(session: Session, actor: Principal) -> list[Dataset]:
-    rows = session.scalars(select(Dataset).order_by(Dataset.id))
+    rows = session.scalars(select(Dataset).where(Dataset.kind == TABLE).order_by(Dataset.id))
     return [d for d in rows if can_see(actor, d)]
 
 
