@@ -257,9 +257,12 @@ def _markdown(
         "spec seed k, which sets the clients' local shuffles (the peers' shuffles are fixed by the workload), "
         "so *final acc* is the median over those shuffles and its range shows how much the shuffle alone moves it.",
         "",
+        "*other load* is how many cores other processes of the machine kept busy while the configuration ran "
+        "(median over repetitions): above 0 the machine was shared and every time in that row is inflated.",
+        "",
         "| runner | N | steady s/round | per repetition | peak RSS MB | peak PSS MB | final acc (per repetition) "
-        "| Flower / ours | ours / centralized |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| Flower / ours | ours / centralized | other load (cores) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
         reps = ", ".join(f"{v:.4f}" for v in r["per_repetition_s_per_round"])
@@ -267,7 +270,7 @@ def _markdown(
         lines.append(
             f"| {r['engine']} | {r['clients']} | {r['steady_s_per_round']:.4f} | {reps} | {r['peak_rss_mb']:.0f} | "
             f"{r['peak_pss_mb']:.0f} | {r['final_acc']:.4f} ({accs}) | {_fmt_ratio(r['ratio_vs_flower'])} | "
-            f"{_fmt_ratio(r['ratio_vs_centralized'])} |"
+            f"{_fmt_ratio(r['ratio_vs_centralized'])} | {r['contention_cores']:.2f} |"
         )
     lines += ["", *_accuracy_lines(records)]
     return "\n".join(lines)
