@@ -51,20 +51,30 @@ def can_see(actor: Principal, dataset: Dataset) -> bool:
     return dataset.visibility == Visibility.members.value
 
 
+def source_by_ref(session: Session, actor: Principal, ref: str, kind: str, noun: str) -> Dataset:
+    """The data source 'org/name' of ``kind``; one the caller may not see is reported as missing (404)."""
+    org_name, _, name = ref.partition("/")
+    source = session.scalar(
+        select(Dataset).join(Org).where(Org.name == org_name, Dataset.name == name, Dataset.kind == kind)
+    )
+    if source is None or not can_see(actor, source):
+        raise NotFound(f"no {noun} {ref!r}")
+    return source
+
+
+def sources_listing(session: Session, actor: Principal, kind: str) -> list[Dataset]:
+    """Every data source of ``kind`` the caller may see, oldest first."""
+    rows = session.scalars(select(Dataset).where(Dataset.kind == kind).order_by(Dataset.id))
+    return [d for d in rows if can_see(actor, d)]
+
+
 def by_ref(session: Session, actor: Principal, ref: str) -> Dataset:
     """The dataset 'org/name'; a dataset the caller may not see is reported as missing (404)."""
-    org_name, _, name = ref.partition("/")
-    dataset = session.scalar(
-        select(Dataset).join(Org).where(Org.name == org_name, Dataset.name == name, Dataset.kind == TABLE)
-    )
-    if dataset is None or not can_see(actor, dataset):
-        raise NotFound(f"no dataset {ref!r}")
-    return dataset
+    return source_by_ref(session, actor, ref, TABLE, "dataset")
 
 
 def listing(session: Session, actor: Principal) -> list[Dataset]:
-    rows = session.scalars(select(Dataset).where(Dataset.kind == TABLE).order_by(Dataset.id))
-    return [d for d in rows if can_see(actor, d)]
+    return sources_listing(session, actor, TABLE)
 
 
 def to_out(dataset: Dataset) -> DatasetCardOut:

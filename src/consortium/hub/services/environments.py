@@ -19,10 +19,10 @@ from consortium.fl.environments import (
     observation_size,
     physics_digest,
 )
-from consortium.hub.db.models import Dataset, Org
+from consortium.hub.db.models import Dataset
 from consortium.hub.services import ledger
-from consortium.hub.services.datasets import can_see
-from consortium.hub.services.errors import BadRequest, Conflict, Forbidden, NotFound
+from consortium.hub.services.datasets import source_by_ref, sources_listing
+from consortium.hub.services.errors import BadRequest, Conflict, Forbidden
 from consortium.hub.services.identity import Principal
 from consortium.protocol import EnvironmentCardIn, EnvironmentCardOut
 
@@ -91,18 +91,11 @@ def register(session: Session, actor: Principal, card: EnvironmentCardIn) -> Dat
 
 def by_ref(session: Session, actor: Principal, ref: str) -> Dataset:
     """The environment 'org/name'; one the caller may not see is reported as missing (404)."""
-    org_name, _, name = ref.partition("/")
-    environment = session.scalar(
-        select(Dataset).join(Org).where(Org.name == org_name, Dataset.name == name, Dataset.kind == KIND)
-    )
-    if environment is None or not can_see(actor, environment):
-        raise NotFound(f"no environment {ref!r}")
-    return environment
+    return source_by_ref(session, actor, ref, KIND, "environment")
 
 
 def listing(session: Session, actor: Principal) -> list[Dataset]:
-    rows = session.scalars(select(Dataset).where(Dataset.kind == KIND).order_by(Dataset.id))
-    return [e for e in rows if can_see(actor, e)]
+    return sources_listing(session, actor, KIND)
 
 
 def to_out(environment: Dataset) -> EnvironmentCardOut:
