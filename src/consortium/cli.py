@@ -18,13 +18,16 @@ app = typer.Typer(no_args_is_help=True, help="consortium: federated learning acr
 org_app = typer.Typer(no_args_is_help=True, help="Organisation keys, admission and node enrolment.")
 user_app = typer.Typer(no_args_is_help=True, help="Users and their API tokens (admin).")
 dataset_app = typer.Typer(no_args_is_help=True, help="Register local datasets (only their cards reach the hub).")
+environment_app = typer.Typer(no_args_is_help=True,
+                              help="Register local RL environments (only their cards reach the hub).")
 project_app = typer.Typer(no_args_is_help=True, help="Propose, inspect and approve projects.")
 run_app = typer.Typer(no_args_is_help=True, help="Start and follow runs.")
 model_app = typer.Typer(no_args_is_help=True, help="Download released models with their cards.")
 ledger_app = typer.Typer(no_args_is_help=True, help="Audit the tamper-evident ledger.")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (results go to BENCHMARKS.md).")
 sim_app = typer.Typer(no_args_is_help=True, help="Simulate a project over many clients in one process or on Ray.")
-for sub, name in [(org_app, "org"), (user_app, "user"), (dataset_app, "dataset"), (project_app, "project"),
+for sub, name in [(org_app, "org"), (user_app, "user"), (dataset_app, "dataset"),
+                  (environment_app, "environment"), (project_app, "project"),
                   (run_app, "run"), (model_app, "model"), (ledger_app, "ledger"), (bench_app, "bench"),
                   (sim_app, "sim")]:
     app.add_typer(sub, name=name)
@@ -125,6 +128,7 @@ def node(
 
     from consortium.config import torch_threads
     from consortium.node.agent import NodeAgent
+    from consortium.node.environments import EnvironmentRegistry
     from consortium.node.policy import ApprovalBook, NodePolicy
     from consortium.node.store import LocalRegistry
 
@@ -135,7 +139,8 @@ def node(
     client = _org_client(hub, org_dir)
     registry = LocalRegistry(org_dir)
     policy = NodePolicy(org=client.identity.org, approvals=ApprovalBook(org_dir),
-                        local_datasets={entry.name for entry in registry.all()})
+                        local_datasets={entry.name for entry in registry.all()},
+                        local_environments={entry.name for entry in EnvironmentRegistry(org_dir).all()})
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     agent = NodeAgent(client, registry, policy, poll_wait=poll_wait,
                       on_task=lambda t, outcome: logging.info("task %s (%s, round %s): %s",
@@ -265,6 +270,69 @@ def dataset_croissant(ref: Annotated[str, typer.Argument(help="org/name")], hub:
         _print_json(_call(client.croissant, ref))
 
 
+# ---------------------------------------------------------------------------------------------- environments
+
+
+@environment_app.command("add")
+def environment_add(
+    name: Annotated[str, typer.Argument(help="environment name (lowercase, digits, . _ -)")],
+    hub: HubOpt,
+    org_dir: OrgDirOpt,
+    gym: Annotated[str, typer.Option("--gym", help="gymnasium id, e.g. CartPole-v1")],
+    license: Annotated[str, typer.Option("--license", help="SPDX licence id, e.g. MIT")],
+    physics: Annotated[str | None, typer.Option(
+        "--physics", help='JSON object of physics overrides, e.g. \'{"length": 0.6, "gravity": 9.0}\'',
+    )] = None,
+    private_physics: Annotated[bool, typer.Option(
+        "--private-physics", help="publish only a salted SHA-256 commitment to the physics, not the values",
+    )] = False,
+    description: Annotated[str, typer.Option("--description")] = "",
+    visibility: Annotated[str, typer.Option("--visibility", help="private, members or public")] = "members",
+) -> None:
+    """Register a local RL environment: the hub receives its card (gym id, physics or their commitment,
+    licence); rollouts stay on the node."""
+    from consortium.node.environments import (
+        EnvironmentRegistry,
+        EnvironmentSetupError,
+        parse_physics_option,
+        prepare_environment,
+    )
+
+    try:
+        entry = prepare_environment(name, gym, parse_physics_option(physics), license, description,
+                                    visibility, private_physics)
+    except EnvironmentSetupError as exc:
+        fail(str(exc))
+    with _org_client(hub, org_dir) as client:
+        out = _call(client.register_environment, entry.card)
+    EnvironmentRegistry(org_dir).add(entry)
+    values = ", ".join(f"{k}={v:.4g}" for k, v in sorted(entry.environment.physics.items()))
+    shown = "private" if private_physics else values
+    console.print(f"registered environment [bold]{out['org']}/{out['name']}[/]: {gym} ({shown}), "
+                  f"physics sha256 {out['physics_sha256'][:16]}…")
+
+
+@environment_app.command("list")
+def environment_list(hub: HubOpt, token: TokenOpt = None) -> None:
+    """List the environment cards visible to you (physics: the values that differ from gymnasium's)."""
+    from rich.table import Column
+
+    from consortium.fl.environments import default_physics
+
+    with _user_client(hub, token) as client:
+        rows = _call(client.environments)
+    table = Table(Column("environment", overflow="fold"), "gymnasium id", "licence", "visibility", "physics")
+    for e in rows:
+        if e["physics"] is None:
+            physics = "private"
+        else:
+            defaults = default_physics(e["env_id"])
+            changed = {k: v for k, v in sorted(e["physics"].items()) if v != defaults.get(k)}
+            physics = ", ".join(f"{k}={v:.4g}" for k, v in changed.items()) or "standard"
+        table.add_row(f"{e['org']}/{e['name']}", e["env_id"], e["license"], e["visibility"], physics)
+    console.print(table)
+
+
 # ------------------------------------------------------------------------------------------------ projects, runs
 
 
@@ -349,7 +417,7 @@ def run_watch(run_id: int, hub: HubOpt, token: TokenOpt = None) -> None:
 @model_app.command("download")
 def model_download(model_id: int, hub: HubOpt, token: TokenOpt = None,
                    out: Annotated[Path, typer.Option("--out", help="directory")] = Path("model")) -> None:
-    """Download a model's weights (safetensors) and card (JSON + Markdown)."""
+    """Download a model's weights (safetensors), card (JSON + Markdown) and files (e.g. samples.png)."""
     from consortium.model_files import download_model
 
     with _user_client(hub, token) as client:
@@ -443,6 +511,108 @@ def bench_sim(
                       console=console)
     except FileNotFoundError as exc:
         fail(str(exc))
+
+
+def _write_report(report: dict, body: str, suite: str, json_path: Path | None, markdown: Path | None) -> None:
+    """Print a bench's markdown section and write its JSON and BENCHMARKS.md section when asked."""
+    import json
+
+    from consortium.bench.report import update_benchmarks_md
+
+    console.print(body)
+    if json_path is not None:
+        json_path.write_text(json.dumps(report, indent=2) + "\n")
+    if markdown is not None:
+        update_benchmarks_md(markdown, suite, body)
+        console.print(f"section {suite} of {markdown} updated")
+
+
+@bench_app.command("gan")
+def bench_gan(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="GAN spec with a simulation block")] = Path(
+        "examples/gan-digits.json"),
+    rounds: Annotated[int | None, typer.Option(help="override the spec's rounds")] = None,
+    samples: Annotated[Path | None, typer.Option(help="directory for each generator's sample grid PNG")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write every generator's scores")] = None,
+    markdown: Annotated[Path | None, typer.Option("--markdown", help="update this BENCHMARKS.md")] = None,
+) -> None:
+    """Federated conditional GAN across the spec's orgs vs each org alone: conditioning accuracy, Fréchet."""
+    import torch
+
+    from consortium.bench import gan
+    from consortium.fl.core import FLError
+
+    torch.set_num_threads(1)
+    try:
+        report = gan.run_gan_bench(spec_path, rounds, samples)
+    except FLError as exc:
+        fail(str(exc))
+    command = f"consortium bench gan {spec_path}" + (f" --rounds {rounds}" if rounds else "")
+    _write_report(report, gan.markdown(report, command), "gan", json_path, markdown)
+
+
+@bench_app.command("rl")
+def bench_rl(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="RL spec with an env: simulation")] = Path(
+        "examples/rl-cartpole.json"),
+    rounds: Annotated[int | None, typer.Option(help="override the spec's rounds")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write every policy's scores")] = None,
+    markdown: Annotated[Path | None, typer.Option("--markdown", help="update this BENCHMARKS.md")] = None,
+) -> None:
+    """Federated PPO across CartPole physics variants vs each variant alone: mean return on CartPole-v1."""
+    import torch
+
+    from consortium.bench import rl
+    from consortium.fl.core import FLError
+
+    torch.set_num_threads(1)
+    try:
+        report = rl.run_rl_bench(spec_path, rounds)
+    except FLError as exc:
+        fail(str(exc))
+    command = f"consortium bench rl {spec_path}" + (f" --rounds {rounds}" if rounds else "")
+    _write_report(report, rl.markdown(report, command), "rl", json_path, markdown)
+
+
+@bench_app.command("gpu")
+def bench_gpu(
+    device: Annotated[str, typer.Option(help="cuda (or cpu, to try the suite)")] = "cuda",
+    digits_clients: Annotated[str, typer.Option(help="comma-separated N for the shared digits workload")] = (
+        "1000,10000"),
+    cnn_clients: Annotated[str, typer.Option(help="comma-separated N for the CIFAR-shaped CNN")] = "1000,10000",
+    samples_per_client: Annotated[int, typer.Option(help="CNN training rows per client")] = 50,
+    rounds: Annotated[int, typer.Option(help="rounds per simulation")] = 5,
+    workload: Annotated[Path | None, typer.Option(help="directory of the shared reference workload")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write every configuration's figures")] = None,
+    markdown: Annotated[Path | None, typer.Option("--markdown", help="update this BENCHMARKS.md")] = None,
+) -> None:
+    """The vectorised engine on a GPU vs a centralized epoch on the same GPU (digits workload, CIFAR-sized CNN)."""
+    from consortium.bench import gpu
+    from consortium.bench.sim import DEFAULT_WORKLOAD
+    from consortium.fl.core import FLError
+
+    def sizes(option: str, text: str) -> list[int]:
+        try:
+            return [int(n) for n in text.split(",") if n.strip()]
+        except ValueError:
+            fail(f"{option}: {text!r} is not a comma-separated list of integers")
+
+    workload = workload or DEFAULT_WORKLOAD
+    digits = sizes("--digits-clients", digits_clients)
+    if digits and not (workload / "common.py").exists():
+        fail(f"--workload: {workload} has no common.py (the shared reference workload)")
+    try:
+        report = gpu.run_gpu_bench(
+            device, digits, sizes("--cnn-clients", cnn_clients), samples_per_client, rounds, workload,
+            on_record=lambda r: console.print(
+                f"{r.workload}: {r.steady_s_per_round:.4f} s/round, centralized epoch {r.centralized_epoch_s:.4f} s"
+            ),
+        )
+    except FLError as exc:
+        fail(str(exc))
+    command = (f"consortium bench gpu --device {device} --digits-clients {digits_clients} --cnn-clients "
+               f"{cnn_clients} --samples-per-client {samples_per_client} --rounds {rounds}")
+    _write_report(report, gpu.markdown(report, command), "gpu", json_path, markdown)
 
 
 @sim_app.command("run")

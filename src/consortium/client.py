@@ -13,6 +13,7 @@ from consortium.protocol import (
     ApprovalIn,
     DatasetCardIn,
     EnrolRequest,
+    EnvironmentCardIn,
     ProjectCreate,
     RunProgress,
     TaskOut,
@@ -129,6 +130,12 @@ class HubClient:
     def datasets(self) -> list[dict]:
         return self.get_json("/api/datasets")
 
+    def register_environment(self, card: EnvironmentCardIn) -> dict:
+        return self.post_json("/api/environments", card.model_dump(mode="json"))
+
+    def environments(self) -> list[dict]:
+        return self.get_json("/api/environments")
+
     def croissant(self, ref: str) -> dict:
         return self.get_json(f"/api/datasets/{ref}/croissant")
 
@@ -166,6 +173,9 @@ class HubClient:
 
     def model_weights(self, model_id: int) -> bytes:
         return self.request("GET", f"/api/models/{model_id}/weights").content
+
+    def model_file(self, model_id: int, name: str) -> bytes:
+        return self.request("GET", f"/api/models/{model_id}/files/{name}").content
 
     def model_card_markdown(self, model_id: int) -> str:
         return self.request("GET", f"/api/models/{model_id}/card.md").text

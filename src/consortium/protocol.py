@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
@@ -130,6 +130,44 @@ class DatasetCardOut(DatasetCardIn):
     created_at: datetime
 
 
+# ---------------------------------------------------------------------------------------------- environments
+
+
+class EnvironmentCardIn(Wire):
+    """What a node tells the hub about a local RL environment: its gymnasium id and a commitment to its
+    physics. The physics (and the salt of the commitment) are published, or kept on the node when private."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str = Field(default="", max_length=10_000)
+    env_id: str = Field(min_length=1, max_length=100, description="gymnasium id, e.g. CartPole-v1")
+    physics: dict[str, float] | None = Field(
+        default=None,
+        description="every physics value (defaults filled in); None when the org keeps them private",
+    )
+    physics_salt: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{32}$", description="published with the physics, withheld with them"
+    )
+    physics_sha256: str = Field(
+        pattern=r"^[0-9a-f]{64}$",
+        description="SHA-256 of canonical JSON {env_id, physics, salt} (fl.environments.physics_digest)",
+    )
+    license: str = Field(pattern=SPDX_PATTERN, max_length=200)
+    visibility: Visibility = Visibility.members
+
+    @model_validator(mode="after")
+    def _physics_and_salt_together(self) -> EnvironmentCardIn:
+        if (self.physics is None) != (self.physics_salt is None):
+            raise ValueError("physics and physics_salt are published together or not at all")
+        return self
+
+
+class EnvironmentCardOut(EnvironmentCardIn):
+    id: int
+    org: str
+    observation_size: int
+    created_at: datetime
+
+
 # ---------------------------------------------------------------------------------------------- projects
 
 
@@ -159,22 +197,35 @@ class ProjectCreate(Wire):
     task: str = Field(default="", max_length=2000, description="what the collaboration is for, in words")
     algorithm: AlgorithmSpec
     strategy: StrategySpec = Field(default_factory=StrategySpec)
-    datasets: list[str] = Field(min_length=1, description="dataset references as 'org/name'")
+    datasets: list[str] = Field(default_factory=list, description="dataset references as 'org/name'")
+    environments: list[str] = Field(
+        default_factory=list,
+        # Left out of the JSON when empty: the hash of a spec that names datasets is unchanged.
+        exclude_if=lambda value: not value,
+        description="RL environment references as 'org/name' (instead of datasets)",
+    )
     rounds: int = Field(ge=1, le=100_000)
     min_nodes: int = Field(default=1, ge=1)
     round_timeout: float = Field(default=300.0, gt=0, le=86_400)
     validation_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
     seed: int = Field(default=0, ge=0, lt=2**63)
 
-    @field_validator("datasets")
+    @field_validator("datasets", "environments")
     @classmethod
-    def _refs(cls, refs: list[str]) -> list[str]:
+    def _refs(cls, refs: list[str], info: ValidationInfo) -> list[str]:
+        what = "dataset" if info.field_name == "datasets" else "environment"
         for ref in refs:
             if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*/[a-z0-9][a-z0-9._-]*", ref):
-                raise ValueError(f"dataset reference {ref!r} must look like 'org/dataset'")
+                raise ValueError(f"{what} reference {ref!r} must look like 'org/{what}'")
         if len(set(refs)) != len(refs):
-            raise ValueError("a dataset is listed twice")
+            raise ValueError(f"a {what} is listed twice")
         return refs
+
+    @model_validator(mode="after")
+    def _sources(self) -> ProjectCreate:
+        if not self.datasets and not self.environments:
+            raise ValueError("a project names at least one dataset (or, for RL, one environment)")
+        return self
 
 
 SIMULATION_KEY = "simulation"

@@ -19,6 +19,7 @@ from consortium.client import HubClient
 from consortium.crypto import approval_message, load_org_identity
 from consortium.fl.data import dirichlet_label_partition
 from consortium.launch import HubProcess, provision_org
+from consortium.node.environments import EnvironmentRegistry, prepare_environment
 from consortium.node.policy import ApprovalBook, spec_hash
 from consortium.node.store import LocalRegistry, build_card, load_table
 from consortium.protocol import ApprovalIn, ProjectCreate, encode_tensors
@@ -102,6 +103,22 @@ def provision_digits(
                 counts = np.bincount(loaded.to_local_data().y.numpy(), minlength=10)
                 report(f"{org}: {loaded.rows} rows, examples per class {counts.tolist()}")
     return DigitsConsortium(hub, org_dirs, x_test, y_test)
+
+
+def register_environment(
+    consortium: DigitsConsortium,
+    org: str,
+    physics: dict[str, float],
+    name: str = "cartpole",
+    license: str = "MIT",
+    private_physics: bool = False,
+) -> dict:
+    """What `consortium environment add` does: check the physics, publish the card, record it locally."""
+    entry = prepare_environment(name, "CartPole-v1", physics, license, private_physics=private_physics)
+    with consortium.org_client(org) as client:
+        out = client.register_environment(entry.card)
+    EnvironmentRegistry(consortium.org_dirs[org]).add(entry)
+    return out
 
 
 def approve_as(org_dir: Path, hub_url: str, project: dict) -> None:

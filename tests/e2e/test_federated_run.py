@@ -15,7 +15,7 @@ from consortium.ledger_audit import verify_from_db, verify_from_hub
 from consortium.launch import restart_hub
 from consortium.model_files import download_model
 from consortium.protocol import RunProgress, decode_tensors
-from consortium.scenario import ORGS, approve_as, digits_spec, propose_and_approve
+from consortium.scenario import DIGITS_HYPERPARAMETERS, ORGS, approve_as, digits_spec, propose_and_approve
 
 pytestmark = pytest.mark.e2e
 
@@ -90,9 +90,15 @@ def test_a_node_killed_mid_run_is_dropped_and_the_run_finishes(cluster) -> None:
     assert any(f"{victim}/digits" in r.dropped for r in progress.rounds)
 
 
-def test_hub_sigkilled_mid_run_resumes_to_the_same_params(cluster) -> None:
+@pytest.mark.parametrize("scaffold", [False, True], ids=["fedavg", "scaffold"])
+def test_hub_sigkilled_mid_run_resumes_to_the_same_params(cluster, scaffold: bool) -> None:
+    """With SCAFFOLD too: the hub's c comes back from the checkpoint and each node replays the lost round from
+    the c_i it started that round with."""
     cluster.start_nodes(poll_wait=5.0)
     base = dict(rounds=6, min_nodes=3, round_timeout=120.0, seed=7)
+    if scaffold:
+        hyperparameters = DIGITS_HYPERPARAMETERS | {"momentum": 0.0, "lr": 0.2, "scaffold": True}
+        base["algorithm"] = {"name": "classifier", "hyperparameters": hyperparameters}
     reference = propose_and_approve(cluster.consortium, digits_spec("e2e-reference", ORGS, **base))
     interrupted = propose_and_approve(cluster.consortium, digits_spec("e2e-interrupted", ORGS, **base))
     with cluster.hub.client() as admin:

@@ -50,6 +50,7 @@ SETTINGS = [
     {"momentum": 0.9, "local_epochs": 3, "batch_size": 5},
     {"optimizer": "adam", "lr": 0.01, "weight_decay": 0.01, "local_epochs": 2, "batch_size": 8},
     {"proximal_mu": 0.5, "activation": "tanh", "batch_size": 3},
+    {"conv": {"input_shape": [1, 2, 3], "channels": [3], "kernel_size": 3, "pool": 1}, "local_epochs": 2},
 ]
 
 
@@ -67,6 +68,38 @@ def test_classifier_cohort_equals_each_client_alone(settings: dict, sizes: list[
             torch.testing.assert_close(stacked[name][c], tensor, **CLOSE)
         for name, value in update.metrics.items():
             assert abs(float(metrics[name][c]) - value) < 1e-5
+
+
+SUMMED_SETTINGS = [
+    {},
+    {"momentum": 0.9, "weight_decay": 0.01},
+    {"proximal_mu": 0.5, "activation": "tanh"},
+    {"optimizer": "adam", "lr": 0.01},
+    {"local_epochs": 2},
+    {"conv": {"input_shape": [1, 2, 3], "channels": [3, 2], "kernel_size": 3, "pool": 1}},
+]
+
+
+@pytest.mark.parametrize("settings", SUMMED_SETTINGS)
+@pytest.mark.parametrize("sizes", [[1, 2, 3, 8], [40, 0, 1, 7, 33, 2, 16, 16, 5], [3] * 20 + [90]])
+def test_classifier_cohort_sums_equal_the_weighted_sum_of_each_client_alone(
+    settings: dict, sizes: list[int]
+) -> None:
+    """The FedAvg numerator sum_c n_c params_c, whether a client's one SGD step is folded into a shared
+    gradient or not (Adam and several epochs never take that path), and each client's metrics."""
+    algorithm = Classifier()
+    hp = parse_hyperparams(algorithm, {"layers": [6, 12, 4], "lr": 0.1, "batch_size": 8, **settings})
+    params = algorithm.init(hp, 6, seed=3)
+    data = blobs(sum(sizes))
+    cohort = make_cohort(sizes)
+    sums, metrics = algorithm.local_update_cohort_summed(hp, params, data, cohort)
+    updates = one_by_one(algorithm, hp, params, data, cohort)
+    for name in sums:
+        expected = sum(u.num_examples * u.tensors[name].to(torch.float64) for u in updates)
+        torch.testing.assert_close(sums[name], expected, rtol=1e-5, atol=1e-5)
+    for c, update in enumerate(updates):
+        for name, value in update.metrics.items():
+            assert abs(float(metrics[name][c]) - value) < 1e-5, (c, name)
 
 
 def test_unsorted_cohorts_take_the_gathered_path_and_agree() -> None:

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from consortium.fl.core import FLError
 from consortium.fl.environments import (
     CARTPOLE_PHYSICS,
     VARIED_PHYSICS,
     LocalEnvironment,
+    PHYSICS_RANGE_FACTOR,
     full_physics,
     make_env,
     observation_size,
+    physics_digest,
+    physics_ranges,
     physics_variants,
 )
 
@@ -85,6 +90,11 @@ def test_full_physics_fill_in_the_defaults() -> None:
         (LocalEnvironment("CartPole-v1", {"length": 0.0}), "physics 'length' must be a finite number > 0"),
         (LocalEnvironment("CartPole-v1", {"gravity": float("nan")}), "physics 'gravity' must be a finite"),
         (LocalEnvironment("CartPole-v1", {"masspole": "heavy"}), "physics 'masspole' must be a finite"),
+        (
+            LocalEnvironment("CartPole-v1", {"length": 5.5}),
+            r"physics 'length' = 5.5 is out of range for CartPole-v1: it must lie in \[0.05, 5\]",
+        ),
+        (LocalEnvironment("CartPole-v1", {"gravity": 0.5}), r"physics 'gravity' = 0.5 is out of range"),
     ],
 )
 def test_bad_environments_name_the_problem(environment: LocalEnvironment, message: str) -> None:
@@ -104,3 +114,36 @@ def test_bad_environments_name_the_problem(environment: LocalEnvironment, messag
 def test_bad_variant_requests_fail(num: int, spread: float, env_id: str, message: str) -> None:
     with pytest.raises(FLError, match=message):
         physics_variants(num, spread, seed=0, env_id=env_id)
+
+
+def test_ranges_span_the_factor_either_way_of_each_default() -> None:
+    ranges = physics_ranges("CartPole-v1")
+    assert set(ranges) == set(CARTPOLE_PHYSICS)
+    for key, (low, high) in ranges.items():
+        assert low == pytest.approx(CARTPOLE_PHYSICS[key] / PHYSICS_RANGE_FACTOR)
+        assert high == pytest.approx(CARTPOLE_PHYSICS[key] * PHYSICS_RANGE_FACTOR)
+        make_env(LocalEnvironment("CartPole-v1", {key: low})).close()
+        make_env(LocalEnvironment("CartPole-v1", {key: high})).close()
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(sorted(CARTPOLE_PHYSICS)), st.floats(0.2, 5.0), max_size=len(CARTPOLE_PHYSICS)
+    ),
+    st.text("0123456789abcdef", min_size=32, max_size=32),
+)
+def test_digest_commits_to_the_full_physics_and_the_salt(physics: dict[str, float], salt: str) -> None:
+    scaled = {key: CARTPOLE_PHYSICS[key] * factor for key, factor in physics.items()}
+    digest = physics_digest("CartPole-v1", scaled, salt)
+    full = full_physics(LocalEnvironment("CartPole-v1", scaled))
+    assert physics_digest("CartPole-v1", dict(reversed(list(full.items()))), salt) == digest
+    other_salt = "f" * 32 if salt != "f" * 32 else "0" * 32
+    assert physics_digest("CartPole-v1", scaled, other_salt) != digest
+    nudged = full | {"length": full["length"] * 1.01}
+    assert physics_digest("CartPole-v1", nudged, salt) != digest
+
+
+def test_digest_checks_the_physics() -> None:
+    with pytest.raises(FLError, match="unknown physics key 'wind'"):
+        physics_digest("CartPole-v1", {"wind": 1.0}, "0" * 32)

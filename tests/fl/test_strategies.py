@@ -191,6 +191,18 @@ def test_fedavg_partial_finish_hand_case() -> None:
     assert torch.equal(FedAvg().finish(params, partial)["w"], torch.tensor([4.0, 5.0]))
 
 
+def test_fedavg_partial_of_weighted_sums_equals_its_partial() -> None:
+    updates = [update("a", 1, w=[1.0, 2.0]), update("b", 3, w=[5.0, 6.0]), update("c", 0, w=[9.0, 9.0])]
+    sums = {"w": torch.tensor([1.0 * 1 + 3 * 5, 1.0 * 2 + 3 * 6], dtype=torch.float64)}
+    built = FedAvg().partial_of_weighted_sums(sums, torch.tensor([1, 3, 0]).sum())
+    expected = FedAvg().partial(stack_updates(updates))
+    assert set(built) == set(expected)
+    for name in expected:
+        assert torch.equal(built[name], expected[name]), name
+    with pytest.raises(FLError, match="reserved"):
+        FedAvg().partial_of_weighted_sums({TOTAL_WEIGHT: torch.zeros(1)}, torch.tensor(1))
+
+
 def test_merge_partials_adds_and_checks_names() -> None:
     a = {"w": torch.tensor([1.0, 2.0]), TOTAL_WEIGHT: torch.tensor(1.0)}
     b = {"w": torch.tensor([3.0, 5.0]), TOTAL_WEIGHT: torch.tensor(2.0)}

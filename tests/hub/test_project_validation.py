@@ -75,3 +75,12 @@ def test_spec_without_server_optimizer_keeps_its_json(env: DigitsConsortium) -> 
     with env.hub.client() as admin:
         project = admin.create_project(digits_spec("plain-fedavg", ORGS, rounds=2))
     assert project["spec"]["strategy"] == {"name": "fedavg", "options": {}}
+
+
+def test_scaffold_with_momentum_is_refused_with_the_reason(env: DigitsConsortium) -> None:  # noqa: F811
+    from consortium.scenario import DIGITS_HYPERPARAMETERS
+
+    algorithm = {"name": "classifier", "hyperparameters": DIGITS_HYPERPARAMETERS | {"scaffold": True}}
+    spec = digits_spec("scaffold-momentum", ORGS, rounds=2, algorithm=algorithm)
+    with env.hub.client() as admin:
+        expect_error(422, "scaffold needs optimizer 'sgd' with momentum 0", admin.create_project, spec)

@@ -1,111 +1,122 @@
-"""The node agent's requests: each round's upload brings the next task; the long poll is the fallback."""
+"""The node agent with SCAFFOLD: it keeps its own c_i on disk, moves it only for accepted updates."""
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from pathlib import Path
 
+import pandas as pd
+import pytest
 import torch
+from sklearn.datasets import load_digits
 
 from consortium.client import HubError
-from consortium.fl.core import LocalData, Params, get_algorithm, parse_hyperparams
+from consortium.fl import scaffold
+from consortium.fl.algorithms.classifier import Classifier
+from consortium.fl.core import parse_hyperparams
 from consortium.node.agent import NodeAgent
-from consortium.node.policy import spec_hash
-from consortium.protocol import TaskKind, TaskOut, TaskResult, decode_update, encode_tensors
-from consortium.scenario import digits_spec
+from consortium.node.policy import ApprovalBook, NodePolicy, spec_hash
+from consortium.node.store import ControlKey, ControlStore, LocalRegistry, build_card, load_table
+from consortium.protocol import ProjectCreate, TaskKind, TaskOut, decode_update, encode_tensors
 
-SPEC = digits_spec("agent", ["north"], rounds=2, min_nodes=1)
-Delivery = tuple[TaskOut, Params | None]
-
-
-def params(seed: int) -> tuple[Params, str]:
-    algorithm = get_algorithm(SPEC.algorithm.name)
-    values = algorithm.init(parse_hyperparams(algorithm, SPEC.algorithm.hyperparameters), 64, seed)
-    return values, hashlib.sha256(encode_tensors(values)).hexdigest()
+ORG, DATASET, PROJECT_ID, RUN_ID = "org-a", "digits", 5, 9
+HYPERPARAMETERS = {"layers": [64, 16, 10], "lr": 0.1, "batch_size": 16, "scaffold": True}
 
 
-def task(task_id: int, kind: TaskKind, params_sha: str, round_number: int = 1) -> TaskOut:
-    return TaskOut(id=task_id, kind=kind, run_id=1, round=round_number, project_id=1,
-                   spec_hash=spec_hash(SPEC), spec=SPEC, dataset="digits", params_sha256=params_sha,
-                   seed=task_id)
+class FakeTransport:
+    """Hands the agent one queued task at a time and records its uploads; can answer 410 Gone."""
 
+    def __init__(self) -> None:
+        self.queue: list[tuple[TaskOut, dict]] = []
+        self.uploads: dict[int, bytes] = {}
+        self.refusals: dict[int, str] = {}
+        self.gone: set[int] = set()
 
-class Registry:
-    def load_local(self, name: str) -> LocalData:
-        generator = torch.Generator().manual_seed(0)
-        x = torch.rand(40, 64, generator=generator)
-        return LocalData(x, torch.randint(0, 10, (40,), generator=generator))
-
-
-class Policy:
-    org = "north"
-
-    def refusal(self, task: TaskOut) -> str | None:
-        return None
-
-
-@dataclass
-class Transport:
-    """Scripted hub: long-poll answers and upload answers are queued; every call is recorded."""
-
-    polls: list[Delivery | None] = field(default_factory=list)
-    upload_answers: list[Delivery | None | HubError] = field(default_factory=list)
-    calls: list[tuple] = field(default_factory=list)
-
-    def next_task(self, wait: float, have: str | None = None) -> Delivery | None:
-        self.calls.append(("next_task", wait, have))
-        return self.polls.pop(0) if self.polls else None
+    def next_task(self, wait: float, have: str | None = None):
+        return self.queue.pop(0) if self.queue else None
 
     def task_params(self, task_id: int) -> bytes:
         raise AssertionError("params always come with the task here")
 
-    def post_update(self, task_id: int, payload: bytes, wait: float = 0.0, have: str | None = None):
-        _, meta = decode_update(payload)
-        self.calls.append(("post_update", task_id, wait, have, meta.num_examples))
-        answer = self.upload_answers.pop(0)
-        if isinstance(answer, HubError):
-            raise answer
-        return answer
+    def post_update(self, task_id: int, payload: bytes, wait: float = 0.0, have: str | None = None) -> None:
+        if task_id in self.gone:
+            raise HubError(410, f"task {task_id} was dropped; its round has moved on")
+        self.uploads[task_id] = payload
 
-    def post_result(self, task_id: int, result: TaskResult) -> None:
-        self.calls.append(("post_result", task_id))
+    def post_result(self, task_id: int, result) -> None:
+        raise AssertionError("no evaluate tasks here")
 
     def post_refusal(self, task_id: int, reason: str) -> None:
-        self.calls.append(("post_refusal", task_id, reason))
+        self.refusals[task_id] = reason
 
 
-def agent(transport: Transport) -> NodeAgent:
-    return NodeAgent(transport, Registry(), Policy(), poll_wait=7.0)
+@pytest.fixture
+def node(tmp_path: Path):
+    x, y = load_digits(return_X_y=True)
+    frame = pd.DataFrame(x[:80] / 16.0, columns=[f"p{i}" for i in range(64)]).assign(label=y[:80])
+    frame.to_csv(tmp_path / "digits.csv", index=False)
+    loaded = load_table(tmp_path / "digits.csv", "label")
+    registry = LocalRegistry(tmp_path)
+    registry.add(DATASET, tmp_path / "digits.csv", "label", build_card(loaded, DATASET, "CC0-1.0"))
+    spec = ProjectCreate.model_validate({
+        "name": "scaffold-node", "algorithm": {"name": "classifier", "hyperparameters": HYPERPARAMETERS},
+        "datasets": [f"{ORG}/{DATASET}"], "rounds": 3,
+    })
+    ApprovalBook(tmp_path).record(PROJECT_ID, spec_hash(spec))
+    transport = FakeTransport()
+    agent = NodeAgent(transport, registry, NodePolicy(ORG, ApprovalBook(tmp_path), {DATASET}))
+    return agent, transport, spec, tmp_path
 
 
-def test_the_upload_answer_brings_the_next_task_without_a_long_poll() -> None:
-    first, first_sha = params(0)
-    second, second_sha = params(1)
-    hub = Transport(polls=[(task(1, TaskKind.fit, first_sha), first)],
-                    upload_answers=[(task(2, TaskKind.evaluate, second_sha, 2), second)])
-    node = agent(hub)
-    assert node.step() and node.step()
-    assert [c[0] for c in hub.calls] == ["next_task", "post_update", "post_result"]
-    _, task_id, wait, have, num_examples = hub.calls[1]
-    assert (task_id, wait, have) == (1, 7.0, first_sha) and num_examples > 0
-    assert hub.calls[2] == ("post_result", 2)
+def run_task(agent: NodeAgent, transport: FakeTransport, spec: ProjectCreate, task_id: int, round_number: int,
+             broadcast: dict) -> None:
+    """Deliver a fit task of ``round_number`` with its params (``broadcast``) and let the agent run it."""
+    task = TaskOut(id=task_id, kind=TaskKind.fit, run_id=RUN_ID, round=round_number, project_id=PROJECT_ID,
+                   spec_hash=spec_hash(spec), spec=spec, dataset=DATASET, seed=round_number,
+                   params_sha256=hashlib.sha256(encode_tensors(broadcast)).hexdigest())
+    transport.queue.append((task, broadcast))
+    assert agent.step()
 
 
-def test_without_a_task_in_the_upload_answer_the_node_long_polls() -> None:
-    first, first_sha = params(0)
-    hub = Transport(polls=[(task(1, TaskKind.fit, first_sha), first)], upload_answers=[None])
-    node = agent(hub)
-    assert node.step()
-    assert not node.step()
-    assert [c[0] for c in hub.calls] == ["next_task", "post_update", "next_task"]
-    assert hub.calls[2] == ("next_task", 7.0, first_sha)
+def uploaded_deltas(transport: FakeTransport, task_id: int) -> dict:
+    tensors, _ = decode_update(transport.uploads[task_id])
+    return scaffold.split_deltas(tensors)[1]
 
 
-def test_an_update_the_round_no_longer_needs_is_dropped_and_the_node_polls_again() -> None:
-    first, first_sha = params(0)
-    hub = Transport(polls=[(task(1, TaskKind.fit, first_sha), first)],
-                    upload_answers=[HubError(410, "task 1 was dropped; its round has moved on")])
-    node = agent(hub)
-    assert node.step()
-    assert not node.step()
-    assert [c[0] for c in hub.calls] == ["next_task", "post_update", "next_task"]
+def test_the_node_keeps_its_control_variate_between_rounds(node) -> None:
+    agent, transport, spec, org_dir = node
+    hp = parse_hyperparams(Classifier(), HYPERPARAMETERS)
+    params = Classifier().init(hp, 64, seed=0)
+    store, key = ControlStore(org_dir), ControlKey(PROJECT_ID, spec_hash(spec), RUN_ID, DATASET)
+
+    run_task(agent, transport, spec, 1, 1, scaffold.with_control(params, scaffold.zero_control(params)))
+    first = uploaded_deltas(transport, 1)
+    after_first = store.load(key, 2)
+    assert all(torch.equal(after_first[name], first[name]) for name in params), "c_i = 0 + delta_c"
+    assert any(float(t.abs().max()) > 0 for t in after_first.values())
+
+    server_c = {name: t / 3 for name, t in first.items()}
+    run_task(agent, transport, spec, 2, 2, scaffold.with_control(params, server_c))
+    second = uploaded_deltas(transport, 2)
+    after_second = store.load(key, 3)
+    for name in params:
+        torch.testing.assert_close(after_second[name], after_first[name] + second[name], rtol=0, atol=0)
+    assert not torch.equal(after_second["layers.0.weight"], after_first["layers.0.weight"])
+
+    run_task(agent, transport, spec, 3, 2, scaffold.with_control(params, server_c))
+    replayed = uploaded_deltas(transport, 3)
+    assert all(torch.equal(replayed[n], second[n]) for n in params), "a replay starts from the same c_i"
+
+    transport.gone.add(4)
+    run_task(agent, transport, spec, 4, 3, scaffold.with_control(params, server_c))
+    assert 4 not in transport.uploads
+    kept = store.load(key, 3)
+    assert all(torch.equal(kept[n], after_second[n]) for n in params), "a dropped update keeps c_i"
+
+
+def test_a_scaffold_task_without_the_server_control_is_refused(node) -> None:
+    agent, transport, spec, _ = node
+    params = Classifier().init(parse_hyperparams(Classifier(), HYPERPARAMETERS), 64, seed=0)
+    run_task(agent, transport, spec, 1, 1, params)
+    assert "carry no server control variate" in transport.refusals[1]
+    assert transport.uploads == {}

@@ -31,10 +31,11 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def update_benchmarks_md(path: Path, suite: str, body: str) -> None:
-    """Replace (or append) the section of ``suite`` between its markers, keeping the other suites."""
+def update_benchmarks_md(path: Path, suite: str, body: str, command: str | None = None) -> None:
+    """Replace (or append) the section of ``suite`` between its markers, keeping the other suites; the heading
+    names ``command`` (default ``consortium bench SUITE``)."""
     begin, end = f"<!-- bench:{suite}:begin -->", f"<!-- bench:{suite}:end -->"
-    section = f"{begin}\n## `consortium bench {suite}`\n\n{body}\n{end}"
+    section = f"{begin}\n## `{command or f'consortium bench {suite}'}`\n\n{body}\n{end}"
     text = path.read_text() if path.exists() else "# Benchmarks\n\nEvery figure here was measured by the command shown with it.\n"
     pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.DOTALL)
     text = pattern.sub(lambda _m: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"

@@ -1,6 +1,6 @@
 """Federated RL, measured: PPO over N CartPole physics variants against each variant trained alone.
 
-``python -m consortium.bench.rl examples/rl-cartpole.json --markdown BENCHMARKS.md`` runs the spec's
+``consortium bench rl examples/rl-cartpole.json --markdown BENCHMARKS.md`` runs the spec's
 simulation (each client plays its own physics; the global policy is tested every round on the standard
 CartPole-v1), then every client's environment alone for the same rounds, so with the same local steps per
 client. Each final policy is scored on the standard environment and on every client's own physics.
@@ -8,16 +8,13 @@ client. Each final policy is scored on the standard environment and on every cli
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from consortium.bench.report import machine_info, update_benchmarks_md
+from consortium.bench.report import machine_info
 from consortium.fl.core import Params
 from consortium.protocol import ProjectCreate
 from consortium.sim.engine import LoopEngine, SimResult, Simulation
@@ -167,27 +164,3 @@ def markdown(report: dict[str, Any], command: str) -> str:
             f"Federated mean return per round: {per_round}.",
         ]
     )
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("spec", type=Path)
-    parser.add_argument("--rounds", type=int, default=None)
-    parser.add_argument("--json", type=Path, default=None, dest="json_path")
-    parser.add_argument("--markdown", type=Path, default=None)
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    report = run_rl_bench(args.spec, args.rounds)
-    command = f"python -m consortium.bench.rl {args.spec}" + (
-        f" --rounds {args.rounds}" if args.rounds else ""
-    )
-    body = markdown(report, command)
-    print(body)
-    if args.json_path is not None:
-        args.json_path.write_text(json.dumps(report, indent=2) + "\n")
-    if args.markdown is not None:
-        update_benchmarks_md(args.markdown, "rl", body)
-
-
-if __name__ == "__main__":
-    main()

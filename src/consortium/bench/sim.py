@@ -39,7 +39,13 @@ class Config:
 
 
 def _command(
-    config: Config, workload: Path, rounds: int, out: Path, flower_python: str | None, ray_actors: int
+    config: Config,
+    workload: Path,
+    rounds: int,
+    out: Path,
+    flower_python: str | None,
+    ray_actors: int,
+    seed: int,
 ) -> list[str]:
     if config.runner == "centralized":
         return [sys.executable, str(workload / "centralized.py"), "--rounds", str(rounds), "--out", str(out)]
@@ -70,13 +76,21 @@ def _command(
         str(rounds),
         "--ray-actors",
         str(ray_actors),
+        "--seed",
+        str(seed),
         "--out",
         str(out),
     ]
 
 
 def _run_one(
-    config: Config, workload: Path, rounds: int, flower_python: str | None, ray_actors: int, timeout_s: float
+    config: Config,
+    workload: Path,
+    rounds: int,
+    flower_python: str | None,
+    ray_actors: int,
+    timeout_s: float,
+    seed: int,
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="consortium-bench-sim-") as tmp:
         out = Path(tmp) / "result.json"
@@ -86,7 +100,7 @@ def _run_one(
             "--merge-into",
             str(out),
             "--",
-            *_command(config, workload, rounds, out, flower_python, ray_actors),
+            *_command(config, workload, rounds, out, flower_python, ray_actors, seed),
         ]
         env = os.environ | {
             "ANCHOR_TORCH_THREADS": "1",
@@ -139,7 +153,7 @@ def run_sim_bench(
     for rep in range(repeats):
         for config in configs:
             console.print(f"repetition {rep + 1}/{repeats}: {config.label}")
-            raw[config].append(_run_one(config, workload, rounds, flower_python, ray_actors, timeout_s))
+            raw[config].append(_run_one(config, workload, rounds, flower_python, ray_actors, timeout_s, rep))
     records = _records(raw)
     _print_table(records, console)
     if json_path is not None:
@@ -175,7 +189,8 @@ def _records(raw: dict[Config, list[dict[str, Any]]]) -> list[dict[str, Any]]:
             "per_repetition_s_per_round": [steady_s_per_round(r) for r in reps],
             "peak_rss_mb": statistics.median(r["mem"]["peak_tree_rss_mb"] for r in reps),
             "peak_pss_mb": statistics.median(r["mem"]["peak_tree_pss_mb"] for r in reps),
-            "final_acc": reps[-1]["final_test_acc"],
+            "final_acc": statistics.median(r["final_test_acc"] for r in reps),
+            "per_repetition_acc": [r["final_test_acc"] for r in reps],
             "contention_cores": statistics.median(r["mem"].get("other_avg_cores", 0.0) for r in reps),
         }
     central = next(s for c, s in summary.items() if c.runner == "centralized")["steady_s_per_round"]
@@ -238,17 +253,39 @@ def _markdown(
         "Steady s/round = median of rounds 2..10 in each repetition, median over repetitions; memory = peak of the "
         "whole process tree (`memwatch.py`), median over repetitions. *Flower / ours* is how many times faster "
         "than Flower in the same run; *ours / centralized* is the round time over one centralized epoch on the "
-        "same samples.",
+        "same samples. Our engines take the workload's partition and initial weights; repetition k runs with "
+        "spec seed k, which sets the clients' local shuffles (the peers' shuffles are fixed by the workload), "
+        "so *final acc* is the median over those shuffles and its range shows how much the shuffle alone moves it.",
         "",
-        "| runner | N | steady s/round | per repetition | peak RSS MB | peak PSS MB | final acc | Flower / ours "
-        "| ours / centralized |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "*other load* is how many cores other processes of the machine kept busy while the configuration ran "
+        "(median over repetitions): above 0 the machine was shared and every time in that row is inflated.",
+        "",
+        "| runner | N | steady s/round | per repetition | peak RSS MB | peak PSS MB | final acc (per repetition) "
+        "| Flower / ours | ours / centralized | other load (cores) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
         reps = ", ".join(f"{v:.4f}" for v in r["per_repetition_s_per_round"])
+        accs = ", ".join(f"{v:.4f}" for v in r["per_repetition_acc"])
         lines.append(
             f"| {r['engine']} | {r['clients']} | {r['steady_s_per_round']:.4f} | {reps} | {r['peak_rss_mb']:.0f} | "
-            f"{r['peak_pss_mb']:.0f} | {r['final_acc']:.4f} | {_fmt_ratio(r['ratio_vs_flower'])} | "
-            f"{_fmt_ratio(r['ratio_vs_centralized'])} |"
+            f"{r['peak_pss_mb']:.0f} | {r['final_acc']:.4f} ({accs}) | {_fmt_ratio(r['ratio_vs_flower'])} | "
+            f"{_fmt_ratio(r['ratio_vs_centralized'])} | {r['contention_cores']:.2f} |"
         )
+    lines += ["", *_accuracy_lines(records)]
     return "\n".join(lines)
+
+
+def _accuracy_lines(records: list[dict[str, Any]]) -> list[str]:
+    """Each engine's median final accuracy against Flower's at the same N, in points."""
+    flower = {r["clients"]: r["final_acc"] for r in records if r["engine"] == "flower"}
+    lines = []
+    for r in records:
+        if r["engine"] in ("flower", "centralized") or r["clients"] not in flower:
+            continue
+        gap = 100 * (r["final_acc"] - flower[r["clients"]])
+        lines.append(
+            f"- {r['engine']} N={r['clients']}: final accuracy {r['final_acc']:.4f} vs Flower's "
+            f"{flower[r['clients']]:.4f} ({gap:+.1f} points)"
+        )
+    return lines

@@ -37,7 +37,7 @@ def shared_workload(workload_dir: Path, clients: int) -> tuple[Any, list, dict[s
     return dataset, parts, initial
 
 
-def spec(rounds: int) -> dict[str, Any]:
+def spec(rounds: int, seed: int = 0) -> dict[str, Any]:
     """The reference workload as a project spec: MLP 64-128-10, SGD lr 0.05, batch 32, 1 local epoch, FedAvg."""
     return {
         "name": "bench-sim",
@@ -54,6 +54,7 @@ def spec(rounds: int) -> dict[str, Any]:
         },
         "strategy": {"name": "fedavg"},
         "rounds": rounds,
+        "seed": seed,
     }
 
 
@@ -65,6 +66,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--ray-actors", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0, help="spec seed: the clients' local shuffles")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
@@ -74,7 +76,7 @@ def main() -> None:
     started = time.perf_counter()
     dataset, parts, initial = shared_workload(args.workload, args.clients)
     project, settings = parse_spec(
-        spec(args.rounds),
+        spec(args.rounds, args.seed),
         {
             "clients": args.clients,
             "engine": args.engine,

@@ -13,7 +13,7 @@ Everything here is pure: the caller passes the shared data tensors and the cohor
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,9 +26,12 @@ StackedParams = dict[str, torch.Tensor]
 """Named tensors with a leading client axis: ``[C, *shape]``."""
 
 ClientLoss = Callable[
-    [dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor
+    [dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    tuple[torch.Tensor, torch.Tensor],
 ]
-"""``loss(params, x, y, mask, count)`` for ONE client: the mean loss over the ``count`` unmasked rows."""
+"""``loss(params, x, y, mask, count) -> (mean_loss, stats)`` for ONE client: the mean loss over the ``count``
+unmasked rows, and a 1-D tensor of sums over those rows the algorithm wants to report (e.g. summed loss and
+number of correct predictions)."""
 
 OptimizerStep = Callable[[list[torch.Tensor], list[torch.Tensor], "GroupState", int], None]
 """``step(tensors, grads, state, step_number)`` updates ``tensors`` (and ``state``) in place."""
@@ -120,6 +123,8 @@ class StepGroup:
     rows: torch.Tensor
     mask: torch.Tensor
     counts: torch.Tensor
+    last_epoch: torch.Tensor
+    """[G] float64, 1.0 where this step belongs to the client's last local epoch."""
 
     @property
     def size(self) -> int:
@@ -174,6 +179,9 @@ def plan_local_steps(
                     rows=torch.as_tensor(rows, device=device),
                     mask=torch.as_tensor(valid, dtype=torch.float32, device=device),
                     counts=torch.as_tensor(batch[chosen], dtype=torch.float32, device=device),
+                    last_epoch=torch.as_tensor(
+                        epoch[chosen] == epochs - 1, dtype=torch.float64, device=device
+                    ),
                 )
             )
         plan.append(groups)
@@ -210,8 +218,10 @@ def train_cohort(
     plan: list[list[StepGroup]],
     optimizer_step: OptimizerStep,
     buffers: dict[str, list[torch.Tensor]],
+    stats: torch.Tensor,
 ) -> None:
-    """Run every planned local step on ``stacked`` (in place).
+    """Run every planned local step on ``stacked`` (in place), adding to ``stats`` (``[C, k]`` float64) each
+    client's loss stats summed over the batches of its last local epoch.
 
     Each step group is one ``vmap`` of the per-client loss over the group's stacked params and batches; the sum
     of the clients' losses is differentiated with ordinary autograd, which gives every client exactly its own
@@ -225,38 +235,21 @@ def train_cohort(
             tensors = [stacked[name][group.clients] for name in names]
             leaves = [t.detach().requires_grad_() for t in tensors]
             with torch.enable_grad():
-                total = losses(
+                mean_losses, group_stats = losses(
                     dict(zip(names, leaves, strict=True)),
                     x[group.rows],
                     y[group.rows],
                     group.mask,
                     group.counts,
-                ).sum()
-                grads = list(torch.autograd.grad(total, leaves))
+                )
+                grads = list(torch.autograd.grad(mean_losses.sum(), leaves))
+            stats[group.clients] += group_stats.detach().to(torch.float64) * group.last_epoch.unsqueeze(1)
             state = GroupState(buffers, group.clients)
             optimizer_step(tensors, grads, state, step_number)
             if state.gathered:
                 for name, part in zip(names, tensors, strict=True):
                     stacked[name].index_copy_(0, group.clients, part)
                 state.write_back()
-
-
-def client_groups(cohort: Cohort, device: torch.device | str = "cpu") -> Iterator[StepGroup]:
-    """Each client's whole data, grouped by power-of-two size (for per-client evaluation after training)."""
-    device = torch.device(device)
-    sizes = cohort.sizes
-    widths = _bucket(sizes, int(sizes.max(initial=1)))
-    for width in np.unique(widths[sizes > 0]):
-        chosen = np.flatnonzero((widths == width) & (sizes > 0))
-        columns = np.arange(width)
-        valid = columns[None, :] < sizes[chosen, None]
-        local = np.where(valid, cohort.offsets[chosen, None] + columns[None, :], cohort.offsets[chosen, None])
-        yield StepGroup(
-            clients=_client_selector(chosen, device),
-            rows=torch.as_tensor(cohort.rows[local], device=device),
-            mask=torch.as_tensor(valid, dtype=torch.float32, device=device),
-            counts=torch.as_tensor(sizes[chosen], dtype=torch.float32, device=device),
-        )
 
 
 def bias_corrections(step_number: int, betas: tuple[float, float]) -> tuple[float, float]:

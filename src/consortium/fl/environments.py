@@ -8,6 +8,8 @@ force); keys left out keep gymnasium's defaults.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,6 +32,9 @@ _DEFAULT_PHYSICS: dict[str, dict[str, float]] = {"CartPole-v1": CARTPOLE_PHYSICS
 
 VARIED_PHYSICS: tuple[str, ...] = ("length", "masspole", "gravity")
 """The physics keys :func:`physics_variants` spreads; the others keep their defaults."""
+
+PHYSICS_RANGE_FACTOR = 10.0
+"""A physics value must lie within this factor of its default either way (CartPole stays CartPole)."""
 
 
 @dataclass(frozen=True)
@@ -57,22 +62,49 @@ def _is_positive_number(value: object) -> bool:
     )
 
 
+def physics_ranges(env_id: str) -> dict[str, tuple[float, float]]:
+    """The allowed ``[low, high]`` of each physics key: :data:`PHYSICS_RANGE_FACTOR` either way of the
+    default."""
+    return {
+        key: (default / PHYSICS_RANGE_FACTOR, default * PHYSICS_RANGE_FACTOR)
+        for key, default in default_physics(env_id).items()
+    }
+
+
 def check_environment(environment: LocalEnvironment) -> None:
-    """FLError naming the env id, or the physics key, that is unknown or not a finite positive number."""
-    defaults = default_physics(environment.env_id)
+    """FLError naming the env id, or the physics key, that is unknown, not a finite positive number, or out of
+    its range (:func:`physics_ranges`)."""
+    ranges = physics_ranges(environment.env_id)
     for key, value in environment.physics.items():
-        if key not in defaults:
+        if key not in ranges:
             raise FLError(
-                f"unknown physics key {key!r} for {environment.env_id}; known: {', '.join(sorted(defaults))}"
+                f"unknown physics key {key!r} for {environment.env_id}; known: {', '.join(sorted(ranges))}"
             )
         if not _is_positive_number(value):
             raise FLError(f"physics {key!r} must be a finite number > 0, got {value!r}")
+        low, high = ranges[key]
+        if not low <= value <= high:
+            raise FLError(
+                f"physics {key!r} = {value!r} is out of range for {environment.env_id}: "
+                f"it must lie in [{low:.6g}, {high:.6g}]"
+            )
 
 
 def full_physics(environment: LocalEnvironment) -> dict[str, float]:
     """Every physics value of ``environment``: its overrides on top of the defaults."""
     check_environment(environment)
     return default_physics(environment.env_id) | {k: float(v) for k, v in environment.physics.items()}
+
+
+def physics_digest(env_id: str, physics: Mapping[str, float], salt: str) -> str:
+    """SHA-256 (hex) committing to an environment: canonical JSON of its id, full physics and a salt.
+
+    With the physics and the salt published anyone can check the digest; with both kept private the digest
+    reveals nothing guessable (the salt defeats trying likely values) yet binds the owner to its physics.
+    """
+    full = full_physics(LocalEnvironment(env_id, dict(physics)))
+    body = {"env_id": env_id, "physics": full, "salt": salt}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def _apply_cartpole_physics(unwrapped: Any, physics: Mapping[str, float]) -> None:

@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import torch
 from pydantic import Field
 
+from consortium.fl import scaffold
 from consortium.fl.core import FLError, Options, Params, parse_options
 
 Slots = dict[str, torch.Tensor]
@@ -238,3 +239,72 @@ class ServerAdagrad(_AdaptiveOptimizer):
 
     def second_moment(self, v: torch.Tensor, squared: torch.Tensor) -> torch.Tensor:
         return v + squared
+
+
+class ServerStep:
+    """The server's whole move per round: the optimiser's step towards the aggregate (if any) and, for
+    SCAFFOLD, the control-variate step ``c <- c + sum_i(delta_c_i) / N``.
+
+    Its state is one Params dict (what the hub checkpoints as the run's server state): the optimiser's slots
+    and, under :data:`consortium.fl.scaffold.CONTROL_PREFIX`, the server's control variate ``c``.
+    ``scaffold_clients`` is ``N``, the number of clients in the run, or None without SCAFFOLD.
+    """
+
+    def __init__(self, optimizer: ServerOptimizer | None = None, scaffold_clients: int | None = None) -> None:
+        if scaffold_clients is not None and scaffold_clients < 1:
+            raise FLError(f"SCAFFOLD needs at least one client, got {scaffold_clients}")
+        self.optimizer = optimizer
+        self.scaffold_clients = scaffold_clients
+
+    @property
+    def stateful(self) -> bool:
+        """True when there is state to keep between rounds."""
+        return self.optimizer is not None or self.scaffold_clients is not None
+
+    def init_state(self, params: Params) -> Params:
+        """The optimiser's starting slots and, with SCAFFOLD, ``c = 0``."""
+        state = self.optimizer.init_state(params) if self.optimizer is not None else {}
+        if self.scaffold_clients is not None:
+            state |= scaffold.with_control({}, scaffold.zero_control(params))
+        return state
+
+    def control(self, state: Params) -> Params | None:
+        """The server's control variate ``c`` held in ``state`` (None without SCAFFOLD)."""
+        if self.scaffold_clients is None:
+            return None
+        _, control = scaffold.split_broadcast(state)
+        if control is None:
+            raise FLError("the server state holds no SCAFFOLD control variate")
+        return control
+
+    def broadcast(self, params: Params, state: Params) -> Params:
+        """What a fit task carries: the params, plus ``c`` with SCAFFOLD."""
+        control = self.control(state)
+        return params if control is None else scaffold.with_control(params, control)
+
+    def step(
+        self, params: Params, aggregated: Params, state: Params, deltas_sum: Params | None = None
+    ) -> tuple[Params, Params]:
+        """The next params and state; ``deltas_sum`` is ``sum_i delta_c_i`` over the round's updates."""
+        optimizer_state, control = scaffold.split_broadcast(state)
+        new_state: Params = {}
+        if self.optimizer is None:
+            new_params = aggregated
+        else:
+            new_params, new_state = self.optimizer.step(params, aggregated, optimizer_state)
+        if self.scaffold_clients is not None:
+            if control is None:
+                raise FLError("the server state holds no SCAFFOLD control variate")
+            if deltas_sum is None:
+                raise FLError("SCAFFOLD needs the round's sum of delta_c")
+            control = scaffold.server_control_step(control, deltas_sum, self.scaffold_clients)
+            new_state = scaffold.with_control(new_state, control)
+        return new_params, new_state
+
+
+def server_step(
+    optimizer_name: str | None, optimizer_options: dict[str, Any], scaffold_clients: int | None
+) -> ServerStep:
+    """A project's server step: its server optimiser (by name, or none) and SCAFFOLD's ``N`` (or None)."""
+    optimizer = None if optimizer_name is None else get_server_optimizer(optimizer_name, **optimizer_options)
+    return ServerStep(optimizer, scaffold_clients)

@@ -132,6 +132,13 @@ class FedAvg(_StackingStrategy):
         sums[TOTAL_WEIGHT] = weights.sum()
         return sums
 
+    def partial_of_weighted_sums(self, sums: Params, total_weight: torch.Tensor) -> Params:
+        """The partial of updates whose float64 sums ``sum_i n_i t_i`` were computed elsewhere (the simulator
+        sums clients without materialising each one's params); equals :meth:`partial` of those updates."""
+        if TOTAL_WEIGHT in sums:
+            raise FLError(f"an update tensor is named {TOTAL_WEIGHT!r}, a name reserved for the total weight")
+        return {**sums, TOTAL_WEIGHT: total_weight.to(torch.float64)}
+
     def finish(self, params: Params, partial: Params) -> Params:
         """The weighted means from the (merged) partial sums, cast to the params' dtypes."""
         total = _total_weight(partial)

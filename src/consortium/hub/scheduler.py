@@ -23,6 +23,7 @@ from typing import Any, overload
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from consortium.fl import scaffold
 from consortium.fl.core import (
     Evaluation,
     LocalData,
@@ -34,7 +35,7 @@ from consortium.fl.core import (
     parse_hyperparams,
     weighted_metrics,
 )
-from consortium.fl.server_optimizers import get_server_optimizer
+from consortium.fl.server_optimizers import server_step
 from consortium.hub.blobs import BlobStore
 from consortium.hub.db.models import Model, Round, Run, Task
 from consortium.hub.events import Broker
@@ -219,7 +220,10 @@ class RunDriver:
             self.spec.strategy.name or self.algorithm.default_strategy, **self.spec.strategy.options
         )
         optimizer = self.spec.strategy.server_optimizer
-        self.server_optimizer = None if optimizer is None else get_server_optimizer(optimizer.name, **optimizer.options)
+        self.server = server_step(
+            optimizer.name if optimizer else None, dict(optimizer.options) if optimizer else {},
+            len(self.participants) if scaffold.uses_scaffold(self.algorithm, self.hp) else None,
+        )
         self.state.run_algorithms[self.run_id] = (self.algorithm, self.hp)
         self.test_data = None
         if test_sha is not None:
@@ -229,15 +233,15 @@ class RunDriver:
         if current < 0 or params_sha is None:
             params, init_round_id = self._initial_params()
             self.params_sha = self._store_params(params)
-            if self.server_optimizer is not None:
-                self.server_state_sha = self._store_params(self.server_optimizer.init_state(params))
+            if self.server.stateful:
+                self.server_state_sha = self._store_params(self.server.init_state(params))
             self._checkpoint(0, init_round_id, None)
         else:
             params = self.state.cache.get(params_sha)
             self.params_sha = params_sha
         current = max(current, 0)
         if current < self.spec.rounds:
-            phase = self._open(self._fit_plan(current + 1))
+            phase = self._open(self._fit_plan(current + 1, params))
             while phase.kind == TaskKind.fit:
                 params, phase = self._round(phase, params)
         else:
@@ -288,9 +292,10 @@ class RunDriver:
                 f"within round_timeout={self.spec.round_timeout}s"
             )
         new_params = self.strategy.aggregate(params, updates)
-        if self.server_optimizer is not None:
+        if self.server.stateful:
             server_state = self.state.cache.get(self.server_state_sha)
-            new_params, server_state = self.server_optimizer.step(params, new_params, server_state)
+            deltas = scaffold.delta_sum(updates) if self.server.scaffold_clients else None
+            new_params, server_state = self.server.step(params, new_params, server_state, deltas)
             self.server_state_sha = self._store_params(server_state)
         new_sha = self._store_params(new_params)
         test = self.algorithm.evaluate(self.hp, new_params, self.test_data).metrics if self.test_data else {}
@@ -311,12 +316,12 @@ class RunDriver:
         )
         previous = weighted_metrics(previous_eval) if number > 1 else None
         self.params_sha = new_sha
-        then = (self._fit_plan(number + 1) if number < self.spec.rounds
+        then = (self._fit_plan(number + 1, new_params) if number < self.spec.rounds
                 else self._evaluate_plan(number, phase.round_id))
         return new_params, self._checkpoint(number, phase.round_id, metrics, previous, then=then)
 
-    def _fit_plan(self, number: int) -> PhasePlan:
-        return PhasePlan(number, TaskKind.fit, self.params_sha, self._active_participants())
+    def _fit_plan(self, number: int, params: Params) -> PhasePlan:
+        return PhasePlan(number, TaskKind.fit, self._fit_params_sha(params), self._active_participants())
 
     def _evaluate_plan(self, number: int, round_id: int) -> PhasePlan:
         """The final federated evaluation: evaluate tasks of the last round's params, added to that round."""
@@ -355,6 +360,13 @@ class RunDriver:
             if dropped is None or self.state.presence.get(p.org_id, 0.0) > dropped:
                 active.append(p)
         return active
+
+    def _fit_params_sha(self, params: Params) -> str:
+        """What the round's fit tasks carry: the global params, plus the server's control variate with
+        SCAFFOLD (rebuilt from the checkpointed server state, so a replayed round carries the same)."""
+        if not self.server.scaffold_clients:
+            return self.params_sha
+        return self._store_params(self.server.broadcast(params, self.state.cache.get(self.server_state_sha)))
 
     def _store_params(self, params: Params) -> str:
         digest = self.state.blobs.put(encode_tensors(params))
@@ -555,14 +567,13 @@ class RunDriver:
                 spec=self.spec,
                 spec_hash=self.spec_hash,
                 run_id=self.run_id,
-                datasets=[
-                    {"ref": p.ref, "org": p.org, "sha256": p.sha256, "license": p.license, "rows": p.rows}
-                    for p in self.participants
-                ],
+                datasets=model_service.source_entries(project_service.project_datasets(session, run.project)),
                 rounds=rounds,
                 params_sha256=run.params_sha256,
                 code_version=self.state.code_version,
                 created_at=self.state.clock(),
+                files=model_service.store_files(self.state.blobs, self.algorithm, self.hp,
+                                                self.state.cache.get(run.params_sha256), self.spec.seed),
             )
             model = Model(
                 run_id=self.run_id,

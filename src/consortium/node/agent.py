@@ -8,12 +8,23 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Protocol
 
-from consortium.fl.core import FLError, LocalData, Params, derive_seed, get_algorithm, parse_hyperparams
+from consortium.fl import scaffold
+from consortium.fl.core import (
+    FLError,
+    LocalData,
+    Params,
+    Update,
+    derive_seed,
+    get_algorithm,
+    parse_hyperparams,
+)
 from consortium.fl.data import train_validation_split
+from consortium.fl.environments import LocalEnvironment
+from consortium.node.environments import EnvironmentRegistry
 from consortium.node.policy import NodePolicy
-from consortium.node.store import LocalRegistry
+from consortium.node.store import ControlKey, ControlStore, LocalRegistry
 from consortium.protocol import (
     TaskKind,
     TaskOut,
@@ -25,8 +36,6 @@ from consortium.protocol import (
 )
 
 log = logging.getLogger("consortium.node")
-
-T = TypeVar("T")
 
 
 class Transport(Protocol):
@@ -49,8 +58,10 @@ class Transport(Protocol):
 
 @dataclass
 class Split:
-    train: LocalData
-    validation: LocalData
+    """Where a task trains and evaluates: a dataset's two splits, or the node's environment for both."""
+
+    train: LocalData | LocalEnvironment
+    validation: LocalData | LocalEnvironment
 
 
 def split_local(data: LocalData, fraction: float, seed: int) -> Split:
@@ -72,14 +83,17 @@ class NodeAgent:
         policy: NodePolicy,
         poll_wait: float = 25.0,
         on_task: Callable[[TaskOut, str], None] | None = None,
+        environments: EnvironmentRegistry | None = None,
     ) -> None:
         self.transport = transport
         self.registry = registry
+        self.environments = environments or EnvironmentRegistry(registry.org_dir)
         self.policy = policy
         self.poll_wait = poll_wait
         self.on_task = on_task
         self._params: tuple[str, Params] | None = None
         self._splits: dict[tuple[str, int, float], Split] = {}
+        self.controls = ControlStore(registry.org_dir)
         self._next: tuple[TaskOut, Params | None] | None = None
 
     def run_forever(self, stop: threading.Event) -> None:
@@ -131,34 +145,64 @@ class NodeAgent:
             self._notify(task, "done")
             self._upload(task, payload)
         elif task.kind == TaskKind.fit:
-            params = self._fetch_params(task)
+            params, server_control = scaffold.split_broadcast(self._fetch_params(task))
             started = time.perf_counter()
             evaluation = self._evaluate(algorithm, hp, params, split) if task.evaluate_first else None
-            update = algorithm.local_update(hp, params, split.train, task.seed)
+            if scaffold.uses_scaffold(algorithm, hp):
+                update, keep_control = self._scaffold_update(
+                    task, algorithm, hp, params, server_control, split
+                )
+            else:
+                update, keep_control = algorithm.local_update(hp, params, split.train, task.seed), None
             payload = self._encode(update, time.perf_counter() - started, evaluation)
             self._notify(task, "done")
-            self._upload(task, payload)
+            if self._upload(task, payload) and keep_control is not None:
+                keep_control()
         else:
-            params = self._fetch_params(task)
+            params, _ = scaffold.split_broadcast(self._fetch_params(task))
             result = self._evaluate(algorithm, hp, params, split)
             self._notify(task, "done")
             self._post_ignoring_gone(lambda: self.transport.post_result(task.id, result))
 
-    def _upload(self, task: TaskOut, payload: bytes) -> None:
-        """Send an update and keep the next task if the hub's answer brought one (one request per round)."""
+    def _upload(self, task: TaskOut, payload: bytes) -> bool:
+        """Send an update and keep the next task if the hub's answer brought one (one request per round).
+
+        True when the hub holds the update (see :meth:`_post_ignoring_gone`).
+        """
         held = self._held_params()
-        self._next = self._post_ignoring_gone(
-            lambda: self.transport.post_update(task.id, payload, wait=self.poll_wait, have=held)
-        )
+        answers: list[tuple[TaskOut, Params | None] | None] = []
+        recorded = self._post_ignoring_gone(lambda: answers.append(
+            self.transport.post_update(task.id, payload, wait=self.poll_wait, have=held)
+        ))
+        self._next = answers[0] if answers else None
+        return recorded
 
     def _held_params(self) -> str | None:
         return self._params[0] if self._params else None
+
+    def _scaffold_update(
+        self, task: TaskOut, algorithm, hp, params: Params, server_control: Params | None, split: Split
+    ) -> tuple[Update, Callable[[], None]]:
+        """A SCAFFOLD local update from this node's own ``c_i``, and how to keep ``c_i + delta_c`` once the
+        hub has accepted the update (an update the round no longer wants must not move ``c_i``)."""
+        if server_control is None:
+            raise FLError("the task's params carry no server control variate, which SCAFFOLD needs")
+        key = ControlKey(task.project_id, task.spec_hash, task.run_id, task.dataset)
+        own = self.controls.load(key, task.round)
+        if own is None:
+            own = scaffold.zero_control(params)
+        controls = scaffold.Controls(server_control, own)
+        update = algorithm.local_update(hp, params, split.train, task.seed, controls=controls)
+        after = scaffold.advanced(own, scaffold.split_deltas(update.tensors)[1])
+        return update, lambda: self.controls.save(key, task.round, own, after)
 
     @staticmethod
     def _evaluate(algorithm, hp, params: Params, split: Split) -> TaskResult:
         """Metrics of ``params`` on the validation split (the training split when there is none)."""
         started = time.perf_counter()
-        data = split.validation if len(split.validation) else split.train
+        data = split.validation
+        if isinstance(data, LocalData) and not len(data):
+            data = split.train
         evaluation = algorithm.evaluate(hp, params, data)
         return TaskResult(num_examples=evaluation.num_examples, metrics=evaluation.metrics,
                           compute_s=time.perf_counter() - started)
@@ -170,6 +214,9 @@ class NodeAgent:
         return encode_update(update.tensors, meta)
 
     def _split(self, task: TaskOut) -> Split:
+        if f"{self.policy.org}/{task.dataset}" in task.spec.environments:
+            environment = self.environments.load_local(task.dataset)
+            return Split(environment, environment)
         key = (task.dataset, task.spec.seed, task.spec.validation_fraction)
         if key not in self._splits:
             data = self.registry.load_local(task.dataset)
@@ -197,14 +244,19 @@ class NodeAgent:
             self.on_task(task, outcome)
 
     @staticmethod
-    def _post_ignoring_gone(post: Callable[[], T]) -> T | None:
-        """Send a result; a 409/410 means the round moved on (e.g. the hub restarted), which is fine."""
+    def _post_ignoring_gone(post: Callable[[], None]) -> bool:
+        """Send a result; a 409/410 means the round moved on (e.g. the hub restarted), which is fine.
+
+        True when the hub holds the result: it accepted it now, or (409) it already had it from an earlier
+        attempt of this node; False when the task is gone (410: dropped, cancelled or refused).
+        """
         from consortium.client import HubError
 
         try:
-            return post()
+            post()
         except HubError as exc:
             if exc.status_code in (409, 410):
                 log.info("result not needed any more: %s", exc.detail)
-                return None
+                return exc.status_code == 409
             raise
+        return True

@@ -1,4 +1,5 @@
-"""The node's own rules: it trains only for projects its org approved, on data it registered."""
+"""The node's own rules: it trains only for projects its org approved, on data (or in environments) it
+registered."""
 
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ class NodePolicy:
     local_datasets: set[str]
     allowed_algorithms: set[str] | None = None
     notes: list[str] = field(default_factory=list)
+    local_environments: set[str] = field(default_factory=set)
 
     def refusal(self, task: TaskOut) -> str | None:
         actual = spec_hash(task.spec)
@@ -59,9 +61,12 @@ class NodePolicy:
             return f"organisation {self.org} has not approved project {task.project_id}"
         if approved != actual:
             return f"organisation {self.org} approved a different version of project {task.project_id}"
-        if task.dataset not in self.local_datasets:
+        if f"{self.org}/{task.dataset}" in task.spec.environments:
+            if task.dataset not in self.local_environments:
+                return f"environment {task.dataset!r} is not registered on this node"
+        elif task.dataset not in self.local_datasets:
             return f"dataset {task.dataset!r} is not registered on this node"
-        if f"{self.org}/{task.dataset}" not in task.spec.datasets:
+        elif f"{self.org}/{task.dataset}" not in task.spec.datasets:
             return f"dataset {task.dataset!r} is not part of the approved project"
         if self.allowed_algorithms is not None and task.spec.algorithm.name not in self.allowed_algorithms:
             return f"algorithm {task.spec.algorithm.name!r} is not allowed by this node's policy"

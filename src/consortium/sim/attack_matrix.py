@@ -497,6 +497,6 @@ def run_attack_suite(
         console.print(f"records: {json_path}")
     if markdown_path is not None:
         body = matrix_markdown(cells, checks, command, config, wall_s, len(records))
-        update_benchmarks_md(Path(markdown_path), "attack", body)
+        update_benchmarks_md(Path(markdown_path), "attack", body, command="consortium sim attack")
         console.print(f"section attack of {markdown_path} updated")
     return checks

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from consortium.fl import scaffold
 from consortium.fl.cohort import Cohort, by_decreasing_size
 from consortium.fl.core import (
     Algorithm,
@@ -34,7 +35,7 @@ from consortium.fl.core import (
     weighted_metrics,
 )
 from consortium.fl.environments import LocalEnvironment
-from consortium.fl.server_optimizers import get_server_optimizer
+from consortium.fl.server_optimizers import ServerStep, server_step
 from consortium.protocol import ProjectCreate
 from consortium.sim.datasets import SimDataset, load_dataset
 from consortium.sim.environments import (
@@ -65,6 +66,13 @@ class Setup:
     strategy_options: dict[str, Any] = field(default_factory=dict)
     tamper: Tamper | None = None
     """Rewrites the cohort's updates before aggregation (the attack harness's malicious clients)."""
+    client_ids: tuple[str, ...] = ()
+    """Every client of the run (SCAFFOLD: the vectorised engine keeps one control variate per client)."""
+
+    @property
+    def uses_scaffold(self) -> bool:
+        """True when local training uses SCAFFOLD control variates (the engine keeps each client's c_i)."""
+        return scaffold.uses_scaffold(self.algorithm, self.hp)
 
 
 @dataclass(frozen=True)
@@ -74,12 +82,17 @@ class FitResult:
     aggregated: Params
     train_metrics: dict[str, float]
     num_examples: int
+    control_delta_sum: Params | None = None
+    """SCAFFOLD: float64 ``sum_i delta_c_i`` over the cohort (None without SCAFFOLD)."""
 
 
 class Engine(Protocol):
     name: str
 
-    def fit(self, params: Params, cohort: Cohort) -> FitResult: ...
+    def fit(self, params: Params, cohort: Cohort, control: Params | None = None) -> FitResult:
+        """The cohort's local work from ``params`` (and, for SCAFFOLD, the server's control variate
+        ``control``; the engine keeps each client's own ``c_i`` between rounds), reduced."""
+        ...
 
     def close(self) -> None: ...
 
@@ -111,6 +124,8 @@ class SimResult:
     dataset: SimDataset | SimEnvironments
     params: Params
     rounds: list[RoundRecord] = field(default_factory=list)
+    server_state: Params = field(default_factory=dict)
+    """The server optimiser's state and SCAFFOLD's control variate after the last round."""
 
     @property
     def final_metrics(self) -> dict[str, float]:
@@ -123,36 +138,60 @@ def client_ids(num_clients: int) -> list[str]:
 
 
 class LoopEngine:
-    """The reference: each client's ``local_update`` in turn, then ``strategy.aggregate``."""
+    """The reference: each client's ``local_update`` in turn, then ``strategy.aggregate``.
+
+    With SCAFFOLD it keeps each client's control variate ``c_i`` (zeros until the client first trains).
+    """
 
     name = "loop"
 
     def __init__(self, setup: Setup) -> None:
         self.setup = setup
+        self.client_controls: dict[str, Params] = {}
 
-    def fit(self, params: Params, cohort: Cohort) -> FitResult:
+    def fit(self, params: Params, cohort: Cohort, control: Params | None = None) -> FitResult:
         setup = self.setup
-        updates = [
-            replace(
-                setup.algorithm.local_update(
-                    setup.hp, params, client_data(setup.train, cohort, c), cohort.seeds[c]
-                ),
-                client_id=cohort.client_ids[c],
-            )
-            for c in range(len(cohort))
-        ]
+        check_control_given(setup, control)
+        updates = [self._local_update(params, cohort, c, control) for c in range(len(cohort))]
+        deltas_sum = None
+        if control is not None:
+            deltas_sum = scaffold.delta_sum(updates)
+            updates = [replace(u, tensors=scaffold.split_deltas(u.tensors)[0]) for u in updates]
         if setup.tamper is None:
-            return aggregate_updates(setup.strategy, params, updates)
+            return replace(aggregate_updates(setup.strategy, params, updates), control_delta_sum=deltas_sum)
         train = weighted_metrics([Evaluation(u.num_examples, u.metrics) for u in updates])
         stacked = setup.tamper(params, stack_updates(updates))
         return FitResult(
             setup.strategy.aggregate_stacked(params, stacked),
             train.metrics,
             sum(u.num_examples for u in updates),
+            deltas_sum,
         )
+
+    def _local_update(self, params: Params, cohort: Cohort, position: int, control: Params | None) -> Update:
+        """One client's update; with SCAFFOLD, its ``c_i`` advances by the ``delta_c`` it sends."""
+        setup, client_id = self.setup, cohort.client_ids[position]
+        data, seed = client_data(setup.train, cohort, position), cohort.seeds[position]
+        if control is None:
+            update = setup.algorithm.local_update(setup.hp, params, data, seed)
+        else:
+            own = self.client_controls.get(client_id)
+            if own is None:
+                own = scaffold.zero_control(params)
+            controls = scaffold.Controls(control, own)
+            update = setup.algorithm.local_update(setup.hp, params, data, seed, controls=controls)
+            self.client_controls[client_id] = scaffold.advanced(own, scaffold.split_deltas(update.tensors)[1])
+        return replace(update, client_id=client_id)
 
     def close(self) -> None:
         pass
+
+
+def check_control_given(setup: Setup, control: Params | None) -> None:
+    if setup.uses_scaffold and control is None:
+        raise FLError("SCAFFOLD is on: the engine needs the server's control variate each round")
+    if control is not None and not setup.uses_scaffold:
+        raise FLError("a server control variate was given but the algorithm does not use SCAFFOLD")
 
 
 def client_data(
@@ -197,6 +236,11 @@ def make_engine(
     if name == "ray":
         if not isinstance(setup.train, LocalData):
             raise FLError("the ray engine does not run environment clients yet; use --engine loop")
+        if setup.uses_scaffold:
+            raise FLError(
+                "the ray engine does not keep SCAFFOLD's per-client control variates yet; "
+                "use --engine vectorized or loop"
+            )
         from consortium.sim.ray_engine import RayEngine
 
         return RayEngine(setup, settings)
@@ -223,7 +267,11 @@ def load_source(settings: SimulationSettings) -> SimDataset | SimEnvironments:
             settings.dataset, settings.clients, settings.physics_spread, settings.partition_seed
         )
     return load_dataset(
-        settings.dataset, settings.target, test_fraction=settings.test_fraction, seed=settings.split_seed
+        settings.dataset,
+        settings.target,
+        test_fraction=settings.test_fraction,
+        seed=settings.split_seed,
+        samples=settings.samples,
     )
 
 
@@ -270,8 +318,10 @@ class Simulation:
         strategy_name = spec.strategy.name or self.algorithm.default_strategy
         self.strategy = get_strategy(strategy_name, **spec.strategy.options)
         optimizer = spec.strategy.server_optimizer
-        self.server_optimizer = (
-            None if optimizer is None else get_server_optimizer(optimizer.name, **optimizer.options)
+        self.server: ServerStep = server_step(
+            optimizer.name if optimizer else None,
+            dict(optimizer.options) if optimizer else {},
+            settings.clients if scaffold.uses_scaffold(self.algorithm, self.hp) else None,
         )
         self.dataset = dataset or load_source(settings)
         check_algorithm_fits(self.algorithm, self.dataset)
@@ -292,6 +342,7 @@ class Simulation:
             strategy_name,
             dict(spec.strategy.options),
             tamper,
+            tuple(self.ids),
         )
         self.initial_params = initial_params
 
@@ -331,16 +382,16 @@ class Simulation:
         """All rounds of the spec on ``engine``; ``on_round`` sees each round's record as it closes."""
         params = self.init_params()
         self.strategy.check_cohort(self.cohort_size)
-        server_state = self.server_optimizer.init_state(params) if self.server_optimizer else {}
+        server_state = self.server.init_state(params)
         result = SimResult(self.spec, self.settings, self.dataset, params)
         for number in range(1, self.spec.rounds + 1):
             started = time.perf_counter()
             cohort = self.cohort(number)
-            fitted = engine.fit(params, cohort)
-            if self.server_optimizer is None:
-                params = fitted.aggregated
-            else:
-                params, server_state = self.server_optimizer.step(params, fitted.aggregated, server_state)
+            control = self.server.control(server_state)
+            fitted = engine.fit(params, cohort, control)
+            params, server_state = self.server.step(
+                params, fitted.aggregated, server_state, fitted.control_delta_sum
+            )
             test = self.algorithm.evaluate(self.hp, params, self.test).metrics
             record = RoundRecord(
                 number,
@@ -353,5 +404,5 @@ class Simulation:
             result.rounds.append(record)
             if on_round is not None:
                 on_round(record)
-        result.params = params
+        result.params, result.server_state = params, server_state
         return result

@@ -7,12 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from consortium.crypto import sha256_hex
-from consortium.fl.core import FLError
-from consortium.images import write_png
+from consortium.fl.core import get_algorithm, parse_hyperparams
 from consortium.governance.licences import derive_licence
+from consortium.previews import PREVIEW_FILE, markdown_section, preview_png
 from consortium.protocol import encode_tensors
 from consortium.sim.engine import SimResult
 from consortium.sim.environments import SimEnvironments
@@ -149,7 +147,7 @@ def render_card(card: dict[str, Any]) -> str:
     if card.get("environments"):
         lines += _environment_lines(card["environments"])
     if card.get("samples_png"):
-        lines += ["", "## Samples", "", f"![generated samples]({card['samples_png']})"]
+        lines += markdown_section(card["samples_png"])
     rounds = card["metrics_per_round"]
     keys = sorted({k for r in rounds for k in r["test"]})
     lines += [
@@ -167,20 +165,11 @@ def render_card(card: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def preview_image(result: SimResult) -> np.ndarray | None:
-    """A picture of what the model does, for algorithms that have one (a GAN's sample grid)."""
-    if result.spec.algorithm.name != "gan":
-        return None
-    from consortium.fl.algorithms.gan import GAN
-    from consortium.fl.core import parse_hyperparams
-    from consortium.fl.gan_quality import sample_grid
-
-    hp = parse_hyperparams(GAN(), result.spec.algorithm.hyperparameters)
-    params = {k: v.cpu() for k, v in result.params.items()}
-    try:
-        return sample_grid(hp, params, per_class=10, seed=result.spec.seed)
-    except FLError:
-        return None
+def preview(result: SimResult) -> bytes | None:
+    """PNG of what the model does, for algorithms that draw one (a GAN's sample grid): as a real run's."""
+    algorithm = get_algorithm(result.spec.algorithm.name)
+    hp = parse_hyperparams(algorithm, result.spec.algorithm.hyperparameters)
+    return preview_png(algorithm, hp, result.params, result.spec.seed)
 
 
 def write_model(out_dir: Path, result: SimResult, engine: str) -> dict[str, Path]:
@@ -194,10 +183,11 @@ def write_model(out_dir: Path, result: SimResult, engine: str) -> dict[str, Path
     }
     paths["weights"].write_bytes(weights)
     card = model_card(result, engine, sha256_hex(weights))
-    image = preview_image(result)
-    if image is not None:
-        paths["samples"] = write_png(out_dir / "samples.png", image)
-        card["samples_png"] = "samples.png"
+    png = preview(result)
+    if png is not None:
+        paths["samples"] = out_dir / PREVIEW_FILE
+        paths["samples"].write_bytes(png)
+        card["samples_png"] = PREVIEW_FILE
     write_json(paths["card"], card)
     paths["card_md"].write_text(render_card(card))
     return paths

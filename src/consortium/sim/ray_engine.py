@@ -20,7 +20,8 @@ from consortium.fl.core import FLError, LocalData, Params, get_algorithm, get_st
 from consortium.protocol import decode_tensors, encode_tensors
 from consortium.sim.engine import FitResult, Setup, client_data
 from consortium.sim.spec import SimulationSettings
-from consortium.sim.vectorized import CohortReducer, supports_vectorized
+from consortium.sim.memory import reuse_freed_memory
+from consortium.sim.vectorized import CohortReducer, fit_chunk, supports_vectorized
 
 _NUM_EXAMPLES = "__num_examples__"
 
@@ -48,6 +49,8 @@ class ShardWorker:
             tensors["x"].to(self.device), tensors["y"].to(self.device) if "y" in tensors else None
         )
         self.vectorized = supports_vectorized(self.algorithm)
+        if self.device.type == "cpu":
+            reuse_freed_memory()
 
     def fit(
         self, params_bytes: bytes, ids: list[str], offsets: np.ndarray, rows: np.ndarray, seeds: list[int]
@@ -57,6 +60,9 @@ class ShardWorker:
         cohort = Cohort(tuple(ids), offsets, rows, tuple(seeds))
         reducer = CohortReducer(self.strategy, params)
         metric_sums: dict[str, float] = {}
+        if self.vectorized and reducer.linear:
+            metric_sums = fit_chunk(self.algorithm, self.hp, params, self.train, cohort, reducer)
+            return encode_tensors(reducer.partial), [], metric_sums, int(cohort.sizes.sum())
         if self.vectorized:
             stacked, per_client = self.algorithm.local_update_cohort(self.hp, params, self.train, cohort)
             num_examples = torch.as_tensor(cohort.sizes, device=self.device)
@@ -131,7 +137,9 @@ class RayEngine:
             for _ in range(settings.ray_actors)
         ]
 
-    def fit(self, params: Params, cohort: Cohort) -> FitResult:
+    def fit(self, params: Params, cohort: Cohort, control: Params | None = None) -> FitResult:
+        if control is not None:
+            raise FLError("the ray engine does not run SCAFFOLD yet; use --engine vectorized or loop")
         ray = self._ray
         params_ref = ray.put(encode_tensors(params))
         shards = np.array_split(np.arange(len(cohort)), len(self.actors))

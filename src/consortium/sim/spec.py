@@ -1,7 +1,8 @@
 """A simulation spec: the JSON of a real project (algorithm, strategy, rounds, seed) plus how to simulate it.
 
 The file is what ``consortium project create`` takes, optionally with a ``"simulation"`` object (dataset,
-clients, partition, cohort); ``datasets`` may be left out. Command-line flags override the file.
+clients, partition, cohort); ``datasets`` (or an RL project's ``environments``) may be left out.
+Command-line flags override the file.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ class SimulationSettings(BaseModel):
         "digits", description="a bundled dataset, synthetic-images, file:PATH, or env:ID (RL environments)"
     )
     target: str | None = Field(None, description="label column of a file dataset")
+    samples: int = Field(
+        50_000, ge=2, description="synthetic-images: how many examples to generate (train and test together)"
+    )
     test_fraction: float = Field(0.2, gt=0, lt=1)
     split_seed: int = Field(0, ge=0)
     clients: int = Field(10, ge=1)
@@ -79,7 +83,8 @@ def parse_spec(
         settings = SimulationSettings.model_validate(simulation)
     except ValidationError as exc:
         raise FLError(f"bad simulation settings: {_problems(exc)}") from exc
-    raw.setdefault("datasets", [f"sim/{_ref_name(settings.dataset)}"])
+    if not raw.get("environments"):
+        raw.setdefault("datasets", [f"sim/{_ref_name(settings.dataset)}"])
     try:
         project = ProjectCreate.model_validate(raw)
     except ValidationError as exc:

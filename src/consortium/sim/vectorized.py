@@ -3,6 +3,7 @@
 The algorithm's ``local_update_cohort`` trains a chunk of clients at once (stacked params, vmapped steps).
 Linear strategies (FedAvg, k-means merge) reduce each chunk to partial sums as it finishes, so memory stays
 bounded by the chunk; other strategies see the whole cohort's stacked updates in canonical client order.
+With SCAFFOLD the engine keeps every client's control variate stacked ``[N, ...]`` and gathers the chunk's.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from consortium.fl import scaffold
 from consortium.fl.cohort import Cohort
 from consortium.fl.core import FLError, Params, StackedUpdates, Strategy, Update, merge_partials
-from consortium.sim.engine import FitResult, Setup, Tamper
+from consortium.sim.engine import FitResult, Setup, Tamper, check_control_given
+from consortium.sim.memory import reuse_freed_memory
 
 DEFAULT_CHUNK_BYTES = {"cpu": 64 * 2**20, "cuda": 4 * 2**30}
 """Budget for the chunk's stacked params and optimiser state, per device type."""
@@ -23,20 +26,78 @@ DEFAULT_CHUNK_BYTES = {"cpu": 64 * 2**20, "cuda": 4 * 2**30}
 _COPIES_PER_CLIENT = 5
 """Stacked params, gradients, up to two optimiser buffers and one gathered copy."""
 
+_SCAFFOLD_COPIES_PER_CLIENT = 3
+"""SCAFFOLD's extra: the gathered c_i, the correction c - c_i and delta_c."""
+
 
 def supports_vectorized(algorithm: Any) -> bool:
     return callable(getattr(algorithm, "local_update_cohort", None))
 
 
-def default_chunk_clients(params: Params, device: torch.device) -> int:
-    per_client = sum(t.numel() * t.element_size() for t in params.values()) * _COPIES_PER_CLIENT
+def default_chunk_clients(params: Params, device: torch.device, scaffold_on: bool = False) -> int:
+    copies = _COPIES_PER_CLIENT + (_SCAFFOLD_COPIES_PER_CLIENT if scaffold_on else 0)
+    per_client = sum(t.numel() * t.element_size() for t in params.values()) * copies
     return max(1, DEFAULT_CHUNK_BYTES[device.type] // max(per_client, 1))
+
+
+class ClientControls:
+    """Every client's SCAFFOLD control variate ``c_i``, stacked ``[N, *shape]``, rows addressed by client id.
+
+    All start at zero; :meth:`advance` adds the ``delta_c`` a chunk of clients sent
+    (``c_i+ = c_i + delta_c``).
+    """
+
+    def __init__(self, client_ids: tuple[str, ...], params: Params) -> None:
+        if not client_ids:
+            raise FLError("SCAFFOLD in the vectorised engine needs the run's client ids (Setup.client_ids)")
+        self._row = {cid: i for i, cid in enumerate(client_ids)}
+        self.stacked = {
+            name: torch.zeros((len(client_ids), *t.shape), dtype=t.dtype, device=t.device)
+            for name, t in scaffold.zero_control(params).items()
+        }
+
+    def rows(self, client_ids: tuple[str, ...], device: torch.device) -> torch.Tensor:
+        unknown = [cid for cid in client_ids if cid not in self._row]
+        if unknown:
+            raise FLError(f"clients {unknown[:5]} are not among the run's clients")
+        return torch.as_tensor([self._row[cid] for cid in client_ids], device=device)
+
+    def gather(self, rows: torch.Tensor) -> Params:
+        return {name: t.index_select(0, rows) for name, t in self.stacked.items()}
+
+    def advance(self, rows: torch.Tensor, deltas: Params) -> None:
+        for name, t in self.stacked.items():
+            t.index_add_(0, rows, deltas[name])
 
 
 def chunks(cohort: Cohort, size: int) -> Iterator[Cohort]:
     """Consecutive sub-cohorts of at most ``size`` clients (a cohort ordered largest first stays so)."""
     for start in range(0, len(cohort), size):
         yield cohort.select(np.arange(start, min(start + size, len(cohort))))
+
+
+def fit_chunk(
+    algorithm: Any, hp: Any, params: Params, train: Any, chunk: Cohort, reducer: CohortReducer
+) -> dict[str, float]:
+    """Train one chunk of clients and fold it into ``reducer``; the chunk's example-weighted metric sums.
+
+    When the reducer only needs example-weighted sums of the clients' params (FedAvg, nothing tampering with
+    updates) and the algorithm can produce them directly, the clients' params are never materialised.
+    """
+    num_examples = torch.as_tensor(chunk.sizes, device=train.x.device)
+    if reducer.takes_weighted_sums and callable(getattr(algorithm, "local_update_cohort_summed", None)):
+        sums, per_client = algorithm.local_update_cohort_summed(hp, params, train, chunk)
+        reducer.add_weighted_sums(sums, num_examples)
+    else:
+        stacked, per_client = algorithm.local_update_cohort(hp, params, train, chunk)
+        reducer.add(stacked, num_examples, chunk.client_ids)
+    return weighted_metric_sums(per_client, num_examples)
+
+
+def weighted_metric_sums(per_client: dict[str, torch.Tensor], num_examples: torch.Tensor) -> dict[str, float]:
+    """``sum_c n_c * metric_c`` of each per-client metric."""
+    weights = num_examples.to(torch.float64)
+    return {name: float((values.to(torch.float64) * weights).sum()) for name, values in per_client.items()}
 
 
 class VectorizedEngine:
@@ -50,25 +111,49 @@ class VectorizedEngine:
             )
         self.setup = setup
         self.chunk_clients = chunk_clients
+        self.client_controls: ClientControls | None = None
+        if setup.device.type == "cpu":
+            reuse_freed_memory()
 
-    def fit(self, params: Params, cohort: Cohort) -> FitResult:
+    def fit(self, params: Params, cohort: Cohort, control: Params | None = None) -> FitResult:
         setup = self.setup
-        size = self.chunk_clients or default_chunk_clients(params, setup.device)
+        check_control_given(setup, control)
+        size = self.chunk_clients or default_chunk_clients(params, setup.device, control is not None)
         reducer = CohortReducer(setup.strategy, params, setup.tamper)
         metric_sums: dict[str, float] = {}
         total = 0
+        deltas_sum: Params | None = None
         for chunk in chunks(cohort, size):
-            stacked, per_client = setup.algorithm.local_update_cohort(setup.hp, params, setup.train, chunk)
-            num_examples = torch.as_tensor(chunk.sizes, device=setup.device)
-            reducer.add(stacked, num_examples, chunk.client_ids)
-            weights = num_examples.to(torch.float64)
-            for name, values in per_client.items():
-                metric_sums[name] = metric_sums.get(name, 0.0) + float(
-                    (values.to(torch.float64) * weights).sum()
-                )
+            if control is None:
+                chunk_metrics = fit_chunk(setup.algorithm, setup.hp, params, setup.train, chunk, reducer)
+            else:
+                stacked, per_client, chunk_sum = self._controlled_update(params, chunk, control)
+                deltas_sum = scaffold.merge_sums(deltas_sum, chunk_sum)
+                num_examples = torch.as_tensor(chunk.sizes, device=setup.device)
+                reducer.add(stacked, num_examples, chunk.client_ids)
+                chunk_metrics = weighted_metric_sums(per_client, num_examples)
+            for name, value in chunk_metrics.items():
+                metric_sums[name] = metric_sums.get(name, 0.0) + value
             total += int(chunk.sizes.sum())
         train = {name: value / total for name, value in metric_sums.items()} if total else {}
-        return FitResult(reducer.result(), train, total)
+        return FitResult(reducer.result(), train, total, deltas_sum)
+
+    def _controlled_update(
+        self, params: Params, chunk: Cohort, control: Params
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], Params]:
+        """A chunk's SCAFFOLD local work: its stacked params and metrics, and the sum of its ``delta_c``;
+        the chunk's ``c_i`` advance."""
+        setup = self.setup
+        if self.client_controls is None:
+            self.client_controls = ClientControls(setup.client_ids, params)
+        rows = self.client_controls.rows(chunk.client_ids, setup.device)
+        controls = scaffold.Controls(control, self.client_controls.gather(rows))
+        stacked, per_client = setup.algorithm.local_update_cohort(
+            setup.hp, params, setup.train, chunk, controls
+        )
+        stacked, deltas = scaffold.split_deltas(stacked)
+        self.client_controls.advance(rows, deltas)
+        return stacked, per_client, scaffold.stacked_delta_sum(deltas)
 
     def close(self) -> None:
         pass
@@ -85,6 +170,10 @@ class CohortReducer:
     def __init__(self, strategy: Strategy, params: Params, tamper: Tamper | None = None) -> None:
         self.strategy, self.params, self.tamper = strategy, params, tamper
         self.linear = bool(getattr(strategy, "linear", False)) and tamper is None
+        self.takes_weighted_sums = self.linear and callable(
+            getattr(strategy, "partial_of_weighted_sums", None)
+        )
+        """True when the strategy's partial is the example-weighted sum of the updates (FedAvg)."""
         self.partial: Params | None = None
         self.pieces: list[tuple[dict[str, torch.Tensor], torch.Tensor, tuple[str, ...]]] = []
 
@@ -94,6 +183,10 @@ class CohortReducer:
             self.partial = partial if self.partial is None else merge_partials(self.partial, partial)
         else:
             self.pieces.append((stacked, num_examples, ids))
+
+    def add_weighted_sums(self, sums: Params, num_examples: torch.Tensor) -> None:
+        """Fold in ``sum_i n_i t_i`` of some clients (see :attr:`takes_weighted_sums`)."""
+        self.add_partial(self.strategy.partial_of_weighted_sums(sums, num_examples.to(torch.float64).sum()))
 
     def add_partial(self, partial: Params) -> None:
         """Fold in partial sums computed elsewhere (a Ray actor's shard)."""

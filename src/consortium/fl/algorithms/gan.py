@@ -29,6 +29,7 @@ import math
 from collections.abc import Sequence
 from typing import ClassVar, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field, field_validator
@@ -50,6 +51,8 @@ _LEAKY_SLOPE = 0.2
 _ADAM_EPS = 1e-8
 _EVAL_SEED = 0
 _DIGITS_SHAPE = (64, 10)
+PREVIEW_PER_CLASS = 10
+"""Columns of the preview grid: generated examples per class."""
 
 
 class GANHyperParams(BaseHyperParams):
@@ -383,3 +386,13 @@ class GAN(ServerInitialised):
             samples = generate(hp, params, n, _EVAL_SEED, labels)
             metrics |= gan_quality.digits_quality(samples, labels, x)
         return Evaluation(n, metrics)
+
+    def preview(self, hp: GANHyperParams, params: Params, seed: int) -> np.ndarray:
+        """What the model card shows: a grid of generated examples, one row per class, 10 columns.
+
+        FLError when the examples are not square images (see :func:`gan_quality.sample_grid`).
+        """
+        _check_params(hp, params)
+        from consortium.fl.gan_quality import sample_grid
+
+        return sample_grid(hp, params, per_class=PREVIEW_PER_CLASS, seed=seed)

@@ -103,15 +103,24 @@ class SeenNonce(Base):
 
 
 class Dataset(Base):
+    """A data source an org publishes: a table of rows (``kind`` "table") or an RL environment.
+
+    An environment's ``schema`` is its observation (one float32 feature of the observation's shape),
+    ``rows`` is 0, ``sha256`` its physics commitment and ``environment`` holds the gymnasium id and, unless
+    private, the physics and their salt. Projects, tasks and approvals refer to both kinds alike.
+    """
+
     __tablename__ = "datasets"
     __table_args__ = (UniqueConstraint("org_id", "name"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     org_id: Mapped[int] = mapped_column(ForeignKey("orgs.id"))
     name: Mapped[str] = mapped_column(String(63))
+    kind: Mapped[str] = mapped_column(String(20), default="table", server_default="table")
     description: Mapped[str] = mapped_column(Text, default="")
     schema: Mapped[dict[str, Any]]
     rows: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
+    environment: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     license: Mapped[str] = mapped_column(String(200))
     visibility: Mapped[str] = mapped_column(String(20))
     file_format: Mapped[str] = mapped_column(String(20))

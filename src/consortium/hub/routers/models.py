@@ -34,6 +34,19 @@ def get_weights(
     return Response(state.blobs.get(model.params_sha256), media_type=SAFETENSORS_MEDIA_TYPE)
 
 
+@router.get("/models/{model_id}/files/{name}")
+def get_file(
+    model_id: int,
+    name: str,
+    session: Session = Depends(db),
+    state: HubState = Depends(hub_state),
+    caller: Principal = Depends(principal),
+) -> Response:
+    """A file released with the model (listed in its card's ``files``), e.g. a GAN's ``samples.png``."""
+    entry = model_service.file_entry(model_service.get(session, model_id), name)
+    return Response(state.blobs.get(entry["sha256"]), media_type=entry["media_type"])
+
+
 @router.get("/models/{model_id}/card.md")
 def get_card_markdown(model_id: int, session: Session = Depends(db), caller: Principal = Depends(principal)):
     return Response(model_service.get(session, model_id).card_markdown, media_type="text/markdown")

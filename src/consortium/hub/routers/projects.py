@@ -1,4 +1,4 @@
-"""Dataset cards, projects, approvals and test sets."""
+"""Dataset and environment cards, projects, approvals and test sets."""
 
 from __future__ import annotations
 
@@ -11,9 +11,19 @@ from consortium.hub.db.models import Project
 from consortium.hub.deps import db, hub_state, principal
 from consortium.hub.scheduler import HubState
 from consortium.hub.services import datasets as dataset_service
+from consortium.hub.services import environments as environment_service
 from consortium.hub.services import projects as project_service
 from consortium.hub.services.identity import Principal
-from consortium.protocol import ApprovalIn, ApprovalOut, DatasetCardIn, DatasetCardOut, ProjectCreate, ProjectOut
+from consortium.protocol import (
+    ApprovalIn,
+    ApprovalOut,
+    DatasetCardIn,
+    DatasetCardOut,
+    EnvironmentCardIn,
+    EnvironmentCardOut,
+    ProjectCreate,
+    ProjectOut,
+)
 
 router = APIRouter(prefix="/api", tags=["data and projects"])
 
@@ -39,6 +49,25 @@ def get_dataset_croissant(
 ) -> dict:
     card = dataset_service.to_out(dataset_service.by_ref(session, caller, f"{org}/{name}"))
     return card_to_croissant(card, org=org, url=str(request.url).removesuffix("/croissant"))
+
+
+@router.post("/environments", response_model=EnvironmentCardOut, status_code=201)
+def register_environment(
+    card: EnvironmentCardIn, session: Session = Depends(db), caller: Principal = Depends(principal)
+):
+    return environment_service.to_out(environment_service.register(session, caller, card))
+
+
+@router.get("/environments", response_model=list[EnvironmentCardOut])
+def list_environments(session: Session = Depends(db), caller: Principal = Depends(principal)):
+    return [environment_service.to_out(e) for e in environment_service.listing(session, caller)]
+
+
+@router.get("/environments/{org}/{name}", response_model=EnvironmentCardOut)
+def get_environment(
+    org: str, name: str, session: Session = Depends(db), caller: Principal = Depends(principal)
+):
+    return environment_service.to_out(environment_service.by_ref(session, caller, f"{org}/{name}"))
 
 
 @router.post("/projects", response_model=ProjectOut, status_code=201)

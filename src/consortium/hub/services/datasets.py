@@ -11,13 +11,16 @@ from consortium.hub.services.errors import Conflict, Forbidden, NotFound
 from consortium.hub.services.identity import Principal
 from consortium.protocol import DatasetCardIn, DatasetCardOut, Visibility
 
+TABLE = "table"
+"""The ``kind`` of a data source that is rows of data (the other kind is an RL environment)."""
+
 
 def register(session: Session, actor: Principal, card: DatasetCardIn) -> Dataset:
     """Publish a card for the caller's own org (its key, or one of its stewards)."""
     if actor.org_id is None or not actor.acts_for(actor.org_id):
         raise Forbidden("only an organisation's node or steward can register its datasets")
     if session.scalar(select(Dataset).where(Dataset.org_id == actor.org_id, Dataset.name == card.name)):
-        raise Conflict(f"dataset {actor.org_name}/{card.name} already exists")
+        raise Conflict(f"{actor.org_name}/{card.name} already exists; pick another name")
     dataset = Dataset(
         org_id=actor.org_id,
         name=card.name,
@@ -48,20 +51,30 @@ def can_see(actor: Principal, dataset: Dataset) -> bool:
     return dataset.visibility == Visibility.members.value
 
 
+def source_by_ref(session: Session, actor: Principal, ref: str, kind: str, noun: str) -> Dataset:
+    """The data source 'org/name' of ``kind``; one the caller may not see is reported as missing (404)."""
+    org_name, _, name = ref.partition("/")
+    source = session.scalar(
+        select(Dataset).join(Org).where(Org.name == org_name, Dataset.name == name, Dataset.kind == kind)
+    )
+    if source is None or not can_see(actor, source):
+        raise NotFound(f"no {noun} {ref!r}")
+    return source
+
+
+def sources_listing(session: Session, actor: Principal, kind: str) -> list[Dataset]:
+    """Every data source of ``kind`` the caller may see, oldest first."""
+    rows = session.scalars(select(Dataset).where(Dataset.kind == kind).order_by(Dataset.id))
+    return [d for d in rows if can_see(actor, d)]
+
+
 def by_ref(session: Session, actor: Principal, ref: str) -> Dataset:
     """The dataset 'org/name'; a dataset the caller may not see is reported as missing (404)."""
-    org_name, _, name = ref.partition("/")
-    dataset = session.scalar(
-        select(Dataset).join(Org).where(Org.name == org_name, Dataset.name == name)
-    )
-    if dataset is None or not can_see(actor, dataset):
-        raise NotFound(f"no dataset {ref!r}")
-    return dataset
+    return source_by_ref(session, actor, ref, TABLE, "dataset")
 
 
 def listing(session: Session, actor: Principal) -> list[Dataset]:
-    rows = session.scalars(select(Dataset).order_by(Dataset.id))
-    return [d for d in rows if can_see(actor, d)]
+    return sources_listing(session, actor, TABLE)
 
 
 def to_out(dataset: Dataset) -> DatasetCardOut:

@@ -7,10 +7,37 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from consortium.fl.core import Params
 from consortium.governance.licences import derive_licence
-from consortium.hub.db.models import Model
+from consortium.hub.blobs import BlobStore
+from consortium.hub.db.models import Dataset, Model
 from consortium.hub.services.errors import NotFound
+from consortium.previews import PREVIEW_FILE, PREVIEW_MEDIA_TYPE, markdown_section, preview_png
 from consortium.protocol import ProjectCreate, RoundMetrics
+
+
+def source_entries(sources: list[Dataset]) -> list[dict[str, Any]]:
+    """What the card says about each data source: a dataset's rows and SHA-256, or an environment's
+    gymnasium id and physics (just their commitment when the owner keeps them private)."""
+    entries = []
+    for source in sources:
+        entry = {"ref": f"{source.org.name}/{source.name}", "org": source.org.name, "license": source.license}
+        if source.environment is None:
+            entry |= {"sha256": source.sha256, "rows": source.rows}
+        else:
+            entry |= {"kind": "environment", "env_id": source.environment["env_id"],
+                      "physics": source.environment.get("physics"), "physics_sha256": source.sha256}
+        entries.append(entry)
+    return entries
+
+
+def store_files(blobs: BlobStore, algorithm: Any, hp: Any, params: Params, seed: int) -> list[dict[str, Any]]:
+    """Files released with the weights (a GAN's sample grid), stored as blobs: their card entries."""
+    png = preview_png(algorithm, hp, params, seed)
+    if png is None:
+        return []
+    return [{"name": PREVIEW_FILE, "media_type": PREVIEW_MEDIA_TYPE, "sha256": blobs.put(png),
+             "description": "generated samples of the final model, one row per class"}]
 
 
 def build_card(
@@ -25,9 +52,13 @@ def build_card(
     params_sha256: str,
     code_version: str,
     created_at: datetime,
+    files: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The model card: what was trained, on which data under which licences, by whom, and how it went."""
+    """The model card: what was trained, on which data (or in which environments) under which licences, by
+    whom, and how it went; ``datasets`` are :func:`source_entries`, ``files`` those of :func:`store_files`."""
     participants = sorted({ref.split("/")[0] for r in rounds for ref in r.participants})
+    environments = [d for d in datasets if d.get("kind") == "environment"]
+    tables = [d for d in datasets if d.get("kind") != "environment"]
     return {
         "schema_version": 1,
         "model": f"{project_name}/run-{run_id}",
@@ -38,7 +69,8 @@ def build_card(
         "strategy": spec.strategy.model_dump(),
         "rounds": spec.rounds,
         "seed": spec.seed,
-        "datasets": datasets,
+        "datasets": tables,
+        **({"environments": environments} if environments else {}),
         "license": derive_licence(d["license"] for d in datasets),
         "participating_orgs": participants,
         "metrics_per_round": [r.model_dump(mode="json") for r in rounds],
@@ -47,6 +79,7 @@ def build_card(
             "federated_eval": rounds[-1].federated_eval if rounds else {},
         },
         "weights": {"format": "safetensors", "sha256": params_sha256},
+        **({"files": files} if files else {}),
         "code_version": code_version,
         "created_at": created_at.isoformat(),
     }
@@ -54,6 +87,26 @@ def build_card(
 
 def _fmt(value: float | None) -> str:
     return "" if value is None else f"{value:.4f}"
+
+
+def _dataset_lines(card: dict[str, Any]) -> list[str]:
+    lines = ["", "## Training data (never left its owners)", "", "| dataset | rows | licence | SHA-256 |",
+             "|---|---|---|---|"]
+    for d in card["datasets"]:
+        lines.append(f"| {d['ref']} | {d['rows']} | {d['license']} | `{d['sha256'][:16]}…` |")
+    return lines
+
+
+def _environment_lines(environments: list[dict[str, Any]]) -> list[str]:
+    lines = ["", "## Training environments (rollouts never left their owners)", "",
+             "| environment | gymnasium id | licence | physics |", "|---|---|---|---|"]
+    for e in environments:
+        if e["physics"] is None:
+            physics = f"private (committed: SHA-256 `{e['physics_sha256'][:16]}…`)"
+        else:
+            physics = ", ".join(f"{key} {value:.4g}" for key, value in sorted(e["physics"].items()))
+        lines.append(f"| {e['ref']} | `{e['env_id']}` | {e['license']} | {physics} |")
+    return lines
 
 
 def render_markdown(card: dict[str, Any]) -> str:
@@ -71,14 +124,11 @@ def render_markdown(card: dict[str, Any]) -> str:
         f"- **Weights**: safetensors, SHA-256 `{card['weights']['sha256']}`",
         f"- **Code version**: `{card['code_version']}`",
         f"- **Project**: {card['project']['name']} (spec SHA-256 `{card['project']['spec_hash']}`)",
-        "",
-        "## Training data (never left its owners)",
-        "",
-        "| dataset | rows | licence | SHA-256 |",
-        "|---|---|---|---|",
     ]
-    for d in card["datasets"]:
-        lines.append(f"| {d['ref']} | {d['rows']} | {d['license']} | `{d['sha256'][:16]}…` |")
+    lines += _environment_lines(card["environments"]) if card.get("environments") else _dataset_lines(card)
+    for file in card.get("files", []):
+        if file["media_type"] == PREVIEW_MEDIA_TYPE:
+            lines += markdown_section(file["name"])
     rounds = card["metrics_per_round"]
     keys_test = sorted({k for r in rounds for k in r["test"]})
     keys_fed = sorted({k for r in rounds for k in r["federated_eval"]})
@@ -98,3 +148,13 @@ def get(session: Session, model_id: int) -> Model:
     if model is None:
         raise NotFound(f"no model {model_id}")
     return model
+
+
+def file_entry(model: Model, name: str) -> dict[str, Any]:
+    """The card's entry of a file released with ``model``; NotFound naming the files it has."""
+    files = model.card.get("files", [])
+    for entry in files:
+        if entry["name"] == name:
+            return entry
+    known = ", ".join(f["name"] for f in files) or "none"
+    raise NotFound(f"model {model.id} has no file {name!r}; its files: {known}")

@@ -15,6 +15,7 @@ from consortium.governance.rules import ApprovalRule, DataOwnersUnanimous, Decis
 from consortium.hub.blobs import BlobStore
 from consortium.hub.db.models import Approval, Dataset, Org, Project, ProjectDataset
 from consortium.hub.services import datasets as dataset_service
+from consortium.hub.services import environments as environment_service
 from consortium.hub.services import ledger
 from consortium.hub.services.errors import BadRequest, Conflict, Forbidden, NotFound
 from consortium.hub.services.identity import Principal, require_role
@@ -37,8 +38,33 @@ def feature_signature(schema: dict) -> list[tuple[str, str, tuple[int, ...]]]:
     return [(c["name"], c["dtype"], tuple(c.get("shape") or ())) for c in schema["features"]]
 
 
+def check_sources_fit(spec: ProjectCreate) -> None:
+    """BadRequest when the algorithm and the kind of data the spec names do not fit: an algorithm that trains
+    in environments needs environments only, any other needs datasets only."""
+    try:
+        algorithm = get_algorithm(spec.algorithm.name)
+    except FLError as exc:
+        raise BadRequest(str(exc)) from exc
+    name = spec.algorithm.name
+    if getattr(algorithm, "trains_in_environments", False):
+        if spec.datasets:
+            raise BadRequest(
+                f"datasets: the {name!r} algorithm trains in environments, not on datasets; name the "
+                "organisations' environments (org/name) under 'environments' instead"
+            )
+    elif spec.environments:
+        raise BadRequest(
+            f"environments: the {name!r} algorithm trains on rows of data, not in environments; name "
+            "datasets (org/name) under 'datasets' instead"
+        )
+
+
 def validate_spec(spec: ProjectCreate, datasets: list[Dataset]) -> None:
-    """Check algorithm, hyper-parameters, strategy and data compatibility; BadRequest with the reason."""
+    """Check algorithm, hyper-parameters, strategy and data compatibility; BadRequest with the reason.
+
+    ``datasets`` are the project's data sources: its datasets, or its environments.
+    """
+    check_sources_fit(spec)
     try:
         algorithm = get_algorithm(spec.algorithm.name)
         hp = parse_hyperparams(algorithm, spec.algorithm.hyperparameters)
@@ -54,12 +80,19 @@ def validate_spec(spec: ProjectCreate, datasets: list[Dataset]) -> None:
         raise BadRequest(
             f"strategy: {exc}; a round may aggregate as few as min_nodes={spec.min_nodes} updates"
         ) from exc
+    names = ", ".join(f"{d.org.name}/{d.name}" for d in datasets)
+    env_ids = {d.environment["env_id"] for d in datasets if d.environment is not None}
+    if len(env_ids) > 1:
+        raise BadRequest(
+            f"environments: {names} are different environments ({', '.join(sorted(env_ids))}); a project "
+            "trains in variants of one environment id"
+        )
     signatures = {feature_signature(d.schema).__repr__(): d for d in datasets}
     if len(signatures) > 1:
-        names = ", ".join(f"{d.org.name}/{d.name}" for d in datasets)
         raise BadRequest(f"datasets: the feature schemas of {names} differ; a project needs one schema")
     if spec.min_nodes > len(datasets):
-        raise BadRequest(f"min_nodes: {spec.min_nodes} exceeds the {len(datasets)} datasets in the project")
+        what = "environments" if spec.environments else "datasets"
+        raise BadRequest(f"min_nodes: {spec.min_nodes} exceeds the {len(datasets)} {what} in the project")
     if not algorithm.needs_client_init:
         try:
             algorithm.init(hp, num_features(datasets[0].schema), spec.seed)
@@ -71,7 +104,9 @@ def create(session: Session, actor: Principal, spec: ProjectCreate) -> Project:
     require_role(actor, Role.researcher, Role.steward, Role.admin)
     if session.scalar(select(Project).where(Project.name == spec.name)) is not None:
         raise Conflict(f"project {spec.name!r} already exists")
+    check_sources_fit(spec)
     datasets = [dataset_service.by_ref(session, actor, ref) for ref in spec.datasets]
+    datasets += [environment_service.by_ref(session, actor, ref) for ref in spec.environments]
     validate_spec(spec, datasets)
     digest = spec_hash(spec)
     project = Project(
@@ -83,7 +118,8 @@ def create(session: Session, actor: Principal, spec: ProjectCreate) -> Project:
         session.add(ProjectDataset(project_id=project.id, dataset_id=dataset.id))
     ledger.record(
         session, "project.proposed", actor.label,
-        {"project": spec.name, "project_id": project.id, "spec_hash": digest, "datasets": spec.datasets},
+        {"project": spec.name, "project_id": project.id, "spec_hash": digest, "datasets": spec.datasets}
+        | ({"environments": spec.environments} if spec.environments else {}),
     )
     session.commit()
     return project
@@ -123,7 +159,10 @@ def approve(session: Session, actor: Principal, project_id: int, body: ApprovalI
         raise Forbidden("only an organisation's key or steward can approve a project")
     owners = {d.org_id for d in project_datasets(session, project)}
     if actor.org_id not in owners:
-        raise Forbidden(f"{actor.org_name} owns no dataset in project {project.name!r}; it has nothing to approve")
+        raise Forbidden(
+            f"{actor.org_name} owns no dataset or environment in project {project.name!r}; "
+            "it has nothing to approve"
+        )
     if body.spec_hash != project.spec_hash:
         raise Conflict("spec_hash does not match the project's current spec; read the project again")
     public_key = session.get(Org, actor.org_id).public_key
@@ -159,6 +198,10 @@ def set_test_set(
     project = get(session, actor, project_id)
     if actor.label != project.proposer and actor.role != Role.admin:
         raise Forbidden("only the project's proposer can attach its test set")
+    if ProjectCreate.model_validate(project.spec).environments:
+        raise BadRequest(
+            "a project trained in environments has no test set: the nodes evaluate it in their environments"
+        )
     try:
         tensors = decode_tensors(payload)
     except ValueError as exc:
