@@ -8,6 +8,7 @@ give bitwise the same update on the same machine and thread count.
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import ClassVar, Literal
@@ -109,11 +110,12 @@ class ClassifierHyperParams(BaseHyperParams):
     def num_classes(self) -> int:
         return self.layers[-1]
 
-    @property
+    @functools.cached_property
     def network(self) -> list[networks.Layer]:
+        """The layers (computed once per hyper-parameter object: the forward pass reads it every step)."""
         return networks.layout(self.layers, self.conv)
 
-    @property
+    @functools.cached_property
     def param_names(self) -> list[str]:
         return networks.param_names(self.network)
 
