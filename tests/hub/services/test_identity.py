@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -12,20 +11,10 @@ from sqlalchemy.orm import Session
 
 from consortium import crypto
 from consortium.hub.db.models import Org, SeenNonce
-from consortium.hub.db.session import make_engine, migrate, session_factory
 from consortium.hub.services import identity
 from consortium.hub.services.errors import Conflict, Unauthorized
 
 NOW = datetime.now(UTC).replace(microsecond=0)
-
-
-@pytest.fixture
-def session(db_url: str) -> Iterator[Session]:
-    engine = make_engine(db_url)
-    migrate(engine)
-    with session_factory(engine)() as s:
-        yield s
-    engine.dispose()
 
 
 @pytest.fixture

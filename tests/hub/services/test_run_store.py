@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -10,20 +9,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from consortium.hub.db.models import Dataset, LedgerEntry, Org, Project, Round, Run, Task
-from consortium.hub.db.session import make_engine, migrate, session_factory
 from consortium.hub.services import ledger, run_store
 from consortium.ledger.chain import verify_chain
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-def session(db_url: str) -> Iterator[Session]:
-    engine = make_engine(db_url)
-    migrate(engine)
-    with session_factory(engine)() as s:
-        yield s
-    engine.dispose()
 
 
 @pytest.fixture
