@@ -5,15 +5,24 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 
 class BlobStore:
-    """Blobs are stored under their SHA-256; writes are atomic (temp file + rename)."""
+    """Blobs are stored under their SHA-256; writes are atomic (temp file + rename).
+
+    A blob can also be *staged*: readable at once from memory, written (durably) only when :meth:`persist` is
+    called. The run driver stages a round's params, sends them to the nodes, and persists them before the
+    checkpoint that names them commits.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self._staged: dict[str, bytes] = {}
+        self._lock = threading.Lock()
 
     def path(self, sha256: str) -> Path:
         return self.root / sha256[:2] / sha256
@@ -21,9 +30,31 @@ class BlobStore:
     def put(self, data: bytes, durable: bool = True) -> str:
         """Store ``data``; ``durable`` fsyncs it (checkpoints) — transient blobs such as updates skip that."""
         digest = hashlib.sha256(data).hexdigest()
+        self._write(digest, data, durable)
+        return digest
+
+    def stage(self, data: bytes) -> str:
+        """Keep ``data`` in memory under its digest until :meth:`persist` writes it; readable meanwhile."""
+        digest = hashlib.sha256(data).hexdigest()
+        with self._lock:
+            self._staged[digest] = data
+        return digest
+
+    def persist(self, digests: Iterable[str]) -> None:
+        """Write staged blobs durably (and stop holding them in memory); digests not staged are skipped."""
+        for digest in digests:
+            with self._lock:
+                data = self._staged.get(digest)
+            if data is None:
+                continue
+            self._write(digest, data, durable=True)
+            with self._lock:
+                self._staged.pop(digest, None)
+
+    def _write(self, digest: str, data: bytes, durable: bool) -> None:
         target = self.path(digest)
         if target.exists():
-            return digest
+            return
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
         try:
@@ -36,13 +67,19 @@ class BlobStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        return digest
 
     def get(self, sha256: str) -> bytes:
+        with self._lock:
+            staged = self._staged.get(sha256)
+        if staged is not None:
+            return staged
         try:
             return self.path(sha256).read_bytes()
         except FileNotFoundError as exc:
             raise KeyError(f"blob {sha256} is not in the store") from exc
 
     def exists(self, sha256: str) -> bool:
+        with self._lock:
+            if sha256 in self._staged:
+                return True
         return self.path(sha256).exists()

@@ -1,8 +1,9 @@
 """The run scheduler: one driver thread per running run, a state machine persisted in the database.
 
-A round: write the global params, open one fit task per active dataset, wait until every node answered or
-the round timeout passed (dropping the late ones), aggregate, evaluate on the hub test set, then checkpoint
-params + metrics + ledger entry in one transaction. Federated evaluation costs no extra phase: from round 2 on
+A round: open one fit task per active dataset, wait until every node answered or the round timeout passed
+(dropping the late ones), aggregate, then, in one transaction, open the next round's tasks (they go to the
+nodes as soon as their rows are written, so the rest of the transaction overlaps the nodes' compute), write
+the new params durably, evaluate them on the hub test set, and checkpoint params + metrics + ledger entry. Federated evaluation costs no extra phase: from round 2 on
 each fit task first evaluates the params it receives (the previous round's aggregate) on the node's
 validation split, and those metrics are stored on the previous round; only the last round's params get an
 evaluate-only phase. After a crash the driver abandons
@@ -39,7 +40,7 @@ from consortium.fl.server_optimizers import server_step
 from consortium.hub.blobs import BlobStore
 from consortium.hub.db.models import Model, Round, Run, Task
 from consortium.hub.events import Broker
-from consortium.hub.live import ANSWERED_STATES, Answer, LivePhase, TaskBoard
+from consortium.hub.live import ANSWERED_STATES, Answer, LivePhase, PhaseRecord, TaskBoard
 from consortium.hub.services import ledger
 from consortium.hub.services.identity import KeyCache
 from consortium.hub.services.runs import OPEN_TASK_STATES, evaluates_previous_round
@@ -115,6 +116,8 @@ class OpenPhase:
     """Wall-clock time (epoch seconds) just before the phase's transaction."""
     started: float
     """``time.perf_counter()`` at the same moment."""
+    record: PhaseRecord
+    """Settled once the phase's rows are committed (or abandoned with the transaction that wrote them)."""
 
 
 @dataclass
@@ -179,6 +182,8 @@ class RunDriver:
         self.run_id = run_id
         self.stop = stop
         self.dropped_at: dict[int, float] = {}
+        self.staged: list[str] = []
+        """Digests of params staged in the blob store and not yet persisted."""
 
     def __call__(self) -> None:
         try:
@@ -193,6 +198,7 @@ class RunDriver:
         finally:
             self.state.run_algorithms.pop(self.run_id, None)
             self.state.live.pop(self.run_id, None)
+            self._persist_staged()
 
     # ------------------------------------------------------------------------------------------ setup
 
@@ -297,28 +303,30 @@ class RunDriver:
             deltas = scaffold.delta_sum(updates) if self.server.scaffold_clients else None
             new_params, server_state = self.server.step(params, new_params, server_state, deltas)
             self.server_state_sha = self._store_params(server_state)
-        new_sha = self._store_params(new_params)
-        test = self.algorithm.evaluate(self.hp, new_params, self.test_data).metrics if self.test_data else {}
-        train = weighted_metrics([Evaluation(u.num_examples, u.metrics) for u in updates])
-        metrics = RoundMetrics(
-            round=number,
-            participants=sorted(p.ref for p, _ in done),
-            dropped=sorted({p.ref for p in dropped}),
-            train=train.metrics,
-            federated_eval={},
-            federated_eval_pending=True,
-            test=test,
-            params_sha256=new_sha,
-            opened_at=phase.opened_at,
-            wall_s=time.perf_counter() - phase.started,
-            max_fit_compute_s=max((a.result["compute_s"] for _, a in done), default=0.0),
-            max_eval_compute_s=0.0,
-        )
+        self.params_sha = new_sha = self._store_params(new_params)
+
+        def measure() -> RoundMetrics:
+            test = self.algorithm.evaluate(self.hp, new_params, self.test_data).metrics if self.test_data else {}
+            train = weighted_metrics([Evaluation(u.num_examples, u.metrics) for u in updates])
+            return RoundMetrics(
+                round=number,
+                participants=sorted(p.ref for p, _ in done),
+                dropped=sorted({p.ref for p in dropped}),
+                train=train.metrics,
+                federated_eval={},
+                federated_eval_pending=True,
+                test=test,
+                params_sha256=new_sha,
+                opened_at=phase.opened_at,
+                wall_s=time.perf_counter() - phase.started,
+                max_fit_compute_s=max((a.result["compute_s"] for _, a in done), default=0.0),
+                max_eval_compute_s=0.0,
+            )
+
         previous = weighted_metrics(previous_eval) if number > 1 else None
-        self.params_sha = new_sha
         then = (self._fit_plan(number + 1, new_params) if number < self.spec.rounds
                 else self._evaluate_plan(number, phase.round_id))
-        return new_params, self._checkpoint(number, phase.round_id, metrics, previous, then=then)
+        return new_params, self._checkpoint(number, phase.round_id, measure, previous, then=then)
 
     def _fit_plan(self, number: int, params: Params) -> PhasePlan:
         return PhasePlan(number, TaskKind.fit, self._fit_params_sha(params), self._active_participants())
@@ -369,21 +377,28 @@ class RunDriver:
         return self._store_params(self.server.broadcast(params, self.state.cache.get(self.server_state_sha)))
 
     def _store_params(self, params: Params) -> str:
-        digest = self.state.blobs.put(encode_tensors(params))
+        """Stage ``params`` in the blob store (readable at once, persisted before the next commit)."""
+        digest = self.state.blobs.stage(encode_tensors(params))
         self.state.cache.put(digest, params)
+        self.staged.append(digest)
         return digest
+
+    def _persist_staged(self) -> None:
+        self.state.blobs.persist(self.staged)
+        self.staged.clear()
 
     def _open(self, plan: PhasePlan) -> OpenPhase:
         """One transaction: the round (unless the plan names an existing one) and its tasks."""
         with self.state.sessions() as session:
             write = self._write_phase(session, plan)
+            self._persist_staged()
             session.commit()
-        return write()
+        return write(PhaseRecord(recorded=True))
 
-    def _write_phase(self, session: Session, plan: PhasePlan) -> Callable[[], OpenPhase]:
-        """Add the plan's round and tasks to ``session``'s transaction; once that is committed, the returned
-        function makes the phase live and tells the nodes. The phase goes live before any node hears of its
-        tasks, so no answer can miss it."""
+    def _write_phase(self, session: Session, plan: PhasePlan) -> Callable[[PhaseRecord], OpenPhase]:
+        """Add the plan's round and tasks to ``session``'s transaction (flushed: the rows have ids); the
+        returned function makes the phase live and tells the nodes, with ``record`` saying whether the rows
+        are committed yet. The phase goes live before any node hears of its tasks, so no answer can miss it."""
         opened_at, started = time.time(), time.perf_counter()
         deadline = self._deadline()
         participants = plan.participants
@@ -394,9 +409,9 @@ class RunDriver:
             deadline, round_id=plan.round_id,
         )
 
-        def go_live() -> OpenPhase:
+        def go_live(record: PhaseRecord) -> OpenPhase:
             phase = OpenPhase(plan.number, plan.kind, opened.round_id, deadline, LivePhase(opened.task_ids),
-                              dict(zip(opened.task_ids, participants, strict=True)), opened_at, started)
+                              dict(zip(opened.task_ids, participants, strict=True)), opened_at, started, record)
             self.state.live[self.run_id] = phase.live
             for task_id, participant, seed in zip(opened.task_ids, participants, seeds, strict=True):
                 self.state.board.post(participant.org_id, TaskOut(
@@ -404,7 +419,7 @@ class RunDriver:
                     project_id=self.project_id, spec_hash=self.spec_hash, spec=self.spec,
                     dataset=participant.ref.split("/", 1)[1], params_sha256=plan.params_sha, seed=seed,
                     evaluate_first=evaluates_previous_round(plan.kind.value, plan.number),
-                ), deadline)
+                ), deadline, record)
             for org_id in {p.org_id for p in participants}:
                 self.state.broker.notify(org_key(org_id))
             return phase
@@ -507,49 +522,76 @@ class RunDriver:
     # ------------------------------------------------------------------------------------------ persistence
 
     @overload
-    def _checkpoint(self, number: int, round_id: int | None, metrics: RoundMetrics | None,
+    def _checkpoint(self, number: int, round_id: int | None, measure: Callable[[], RoundMetrics] | None,
                     previous_eval: Evaluation | None = None, then: None = None) -> None: ...
 
     @overload
-    def _checkpoint(self, number: int, round_id: int | None, metrics: RoundMetrics | None,
+    def _checkpoint(self, number: int, round_id: int | None, measure: Callable[[], RoundMetrics] | None,
                     previous_eval: Evaluation | None, then: PhasePlan) -> OpenPhase: ...
 
     def _checkpoint(
         self,
         number: int,
         round_id: int | None,
-        metrics: RoundMetrics | None,
+        measure: Callable[[], RoundMetrics] | None,
         previous_eval: Evaluation | None = None,
         then: PhasePlan | None = None,
     ) -> OpenPhase | None:
-        """One transaction: round closed with its metrics, run advanced to the params already stored under
-        ``self.params_sha``, ledger entry (+ the previous round's federated evaluation), and the next phase
-        (``then``) opened; that phase is returned, live."""
+        """One transaction: the next phase (``then``) opened, round closed with its metrics, run advanced to
+        the params staged under ``self.params_sha``, ledger entry (+ the previous round's federated
+        evaluation). The next phase is returned, live.
+
+        That phase goes to the nodes as soon as its rows are written, before the rest: persisting the params,
+        ``measure`` (the round's metrics: the hub test set) and the close run while the nodes compute. Its
+        :class:`PhaseRecord` tells the handlers when they may write answers; if the transaction fails, the
+        phase is withdrawn and the run fails (a restarted hub replays the round from the last checkpoint).
+        """
+        with self.state.sessions() as session:
+            phase = self._write_phase(session, then)(PhaseRecord()) if then is not None else None
+            try:
+                self._persist_staged()
+                metrics = measure() if measure is not None else None
+                self._close(session, number, round_id, metrics, previous_eval)
+                session.commit()
+            except BaseException:
+                if phase is not None:
+                    self._withdraw(phase)
+                raise
+        if phase is not None:
+            phase.record.settle(True)
+        self.state.broker.notify(progress_key(self.run_id))
+        return phase
+
+    def _withdraw(self, phase: OpenPhase) -> None:
+        """Take a phase whose rows were not committed back from the nodes and the handlers."""
+        phase.record.settle(False)
+        phase.live.close()
+        if self.state.live.get(self.run_id) is phase.live:
+            del self.state.live[self.run_id]
+        self.state.board.withdraw(phase.participants)
+
+    def _close(self, session: Session, number: int, round_id: int | None, metrics: RoundMetrics | None,
+               previous_eval: Evaluation | None) -> None:
+        """Round ``number`` closed with ``metrics``, the run advanced, ledger entries (all uncommitted)."""
         digest = self.params_sha
         payload: dict[str, Any] = {"run_id": self.run_id, "round": number, "params_sha256": digest}
         if self.server_state_sha is not None:
             payload["server_state_sha256"] = self.server_state_sha
         if metrics is not None:
             payload.update(participants=metrics.participants, dropped=metrics.dropped, test=metrics.test)
-        with self.state.sessions() as session:
-            events = []
-            if previous_eval is not None:
-                event = run_store.federated_eval_event(
-                    session, self.run_id, number - 1, previous_eval.metrics, previous_eval.num_examples, 0.0
-                )
-                events += [event] if event else []
-            events.append(("round.completed" if number else "run.initialised", "hub", payload))
-            run_store.close_round(
-                session, self.run_id, number, round_id,
-                metrics=metrics.model_dump(mode="json") if metrics else None,
-                params_sha256=digest, server_state_sha256=self.server_state_sha, now=self.state.clock(),
-                events=events,
+        events = []
+        if previous_eval is not None:
+            event = run_store.federated_eval_event(
+                session, self.run_id, number - 1, previous_eval.metrics, previous_eval.num_examples, 0.0
             )
-            go_live = self._write_phase(session, then) if then is not None else None
-            session.commit()
-        phase = go_live() if go_live is not None else None
-        self.state.broker.notify(progress_key(self.run_id))
-        return phase
+            events += [event] if event else []
+        events.append(("round.completed" if number else "run.initialised", "hub", payload))
+        run_store.close_round(
+            session, self.run_id, number, round_id,
+            metrics=metrics.model_dump(mode="json") if metrics else None,
+            params_sha256=digest, server_state_sha256=self.server_state_sha, now=self.state.clock(),
+            events=events,
+        )
 
     def _finish(self) -> None:
         with self.state.sessions() as session:
