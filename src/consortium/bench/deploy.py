@@ -57,16 +57,14 @@ def _one_repetition(rounds: int, console: Console) -> dict[str, Any]:
         with hub.client() as admin:
             run = admin.start_run(project["id"])
             deadline = time.monotonic() + 600
-            seen = 0
-            while True:
-                progress = admin.progress(run["id"], after_round=seen, wait=30.0)
-                seen = max([seen, *(r.round for r in progress.rounds)])
-                if progress.run.status != "running":
-                    break
+            # A glance at the run once a second, not a per-round progress watch: the observer must not add
+            # its own work to the rounds it measures.
+            while (status := admin.run(run["id"]))["status"] == "running":
                 if time.monotonic() > deadline:
                     raise RuntimeError("benchmark run did not finish within 10 minutes")
-            if progress.run.status != "completed":
-                raise RuntimeError(f"benchmark run failed: {progress.run.error}")
+                time.sleep(1.0)
+            if status["status"] != "completed":
+                raise RuntimeError(f"benchmark run failed: {status['error']}")
             rows = admin.progress(run["id"]).rounds
         overheads = round_overheads_ms(rows)
         return {

@@ -4,6 +4,9 @@ Opening a phase writes the round row (unless the phase joins an existing round, 
 does), all its task rows and any ledger entries; closing a round writes its metrics, the previous round's
 federated evaluation, the run's checkpoint (params and server-state digests) and the ledger entries. The run
 driver commits a round's close together with the next phase's opening: one transaction per round.
+
+The statements are Core statements on the tables, not ORM units of work: they run once per round on the hub's
+critical path, and the ORM's bookkeeping cost several times the SQL itself.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from consortium.hub.db.models import Round, Run, Task
@@ -36,11 +39,23 @@ class OpenedPhase:
     task_ids: list[int]
 
 
+ROUNDS = Round.__table__
+TASKS = Task.__table__
+RUNS = Run.__table__
+
+
 def _next_attempt(session: Session, run_id: int, number: int) -> int:
     latest = session.scalar(
-        select(func.max(Round.attempt)).where(Round.run_id == run_id, Round.number == number)
+        select(func.max(ROUNDS.c.attempt)).where(ROUNDS.c.run_id == run_id, ROUNDS.c.number == number)
     )
     return (latest or 0) + 1
+
+
+def _insert_round(session: Session, run_id: int, number: int, **values: Any) -> int:
+    return session.execute(
+        insert(ROUNDS).returning(ROUNDS.c.id),
+        {"run_id": run_id, "number": number, "attempt": _next_attempt(session, run_id, number), **values},
+    ).scalar_one()
 
 
 def open_phase(
@@ -57,19 +72,17 @@ def open_phase(
 ) -> OpenedPhase:
     """Open round ``number`` (a new attempt) with ``tasks``, or add them to round ``round_id``."""
     if round_id is None:
-        rnd = Round(run_id=run_id, number=number, attempt=_next_attempt(session, run_id, number))
-        session.add(rnd)
-        session.flush()
-        round_id = rnd.id
-    rows = [
-        Task(run_id=run_id, round_id=round_id, org_id=t.org_id, dataset_id=t.dataset_id, kind=kind,
-             params_sha256=params_sha256, seed=t.seed, deadline=deadline)
-        for t in tasks
-    ]
-    session.add_all(rows)
-    session.flush()
+        round_id = _insert_round(session, run_id, number)
+    task_ids: list[int] = []
+    if tasks:
+        task_ids = list(session.scalars(
+            insert(TASKS).returning(TASKS.c.id, sort_by_parameter_order=True),
+            [{"run_id": run_id, "round_id": round_id, "org_id": t.org_id, "dataset_id": t.dataset_id,
+              "kind": kind, "params_sha256": params_sha256, "seed": t.seed, "deadline": deadline}
+             for t in tasks],
+        ))
     ledger.record_many(session, events)
-    return OpenedPhase(round_id, [row.id for row in rows])
+    return OpenedPhase(round_id, task_ids)
 
 
 def federated_eval_event(
@@ -77,14 +90,15 @@ def federated_eval_event(
     eval_compute_s: float,
 ) -> LedgerEvent | None:
     """Store the federated evaluation of closed round ``number`` (uncommitted); return its ledger event."""
-    rnd = session.scalar(
-        select(Round).where(Round.run_id == run_id, Round.number == number, Round.status == "closed")
-    )
-    if rnd is None or rnd.metrics is None:
+    row = session.execute(
+        select(ROUNDS.c.id, ROUNDS.c.metrics)
+        .where(ROUNDS.c.run_id == run_id, ROUNDS.c.number == number, ROUNDS.c.status == "closed")
+    ).first()
+    if row is None or row.metrics is None:
         return None
-    merged = dict(rnd.metrics)
+    merged = dict(row.metrics)
     merged.update(federated_eval=metrics, federated_eval_pending=False, max_eval_compute_s=eval_compute_s)
-    rnd.metrics = merged
+    session.execute(update(ROUNDS).where(ROUNDS.c.id == row.id).values(metrics=merged))
     return ("round.evaluated", "hub",
             {"run_id": run_id, "round": number, "federated_eval": metrics, "num_examples": num_examples})
 
@@ -106,17 +120,13 @@ def close_round(
     Without ``round_id`` (the initial params, when no init phase ran) a closed round row is created.
     """
     if round_id is None:
-        rnd = Round(run_id=run_id, number=number, attempt=_next_attempt(session, run_id, number),
-                    status="closed", closed_at=now, metrics=metrics)
-        session.add(rnd)
-        session.flush()
-        round_id = rnd.id
+        round_id = _insert_round(session, run_id, number, status="closed", closed_at=now, metrics=metrics)
     else:
         session.execute(
-            update(Round).where(Round.id == round_id).values(status="closed", closed_at=now, metrics=metrics)
+            update(ROUNDS).where(ROUNDS.c.id == round_id).values(status="closed", closed_at=now, metrics=metrics)
         )
     session.execute(
-        update(Run).where(Run.id == run_id)
+        update(RUNS).where(RUNS.c.id == run_id)
         .values(current_round=number, params_sha256=params_sha256, server_state_sha256=server_state_sha256)
     )
     ledger.record_many(session, events)

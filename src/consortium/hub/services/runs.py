@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import func, literal, select, update
 from sqlalchemy.orm import Session
 
 from consortium.fl.core import FLError, check_update, get_algorithm, parse_hyperparams
 from consortium.hub.blobs import BlobStore
-from consortium.hub.db.models import Project, Round, Run, Task
+from consortium.hub.db.models import Dataset, Project, Round, Run, Task
 from consortium.hub.live import Answer
 from consortium.hub.services import ledger
 from consortium.hub.services import projects as project_service
@@ -144,14 +144,32 @@ def claim_next(
     )
 
 
-def own_task(session: Session, actor: Principal, task_id: int) -> Task:
-    task = session.get(Task, task_id)
-    if task is None or task.org_id != actor.org_id:
+TASKS = Task.__table__
+
+
+class TaskRow(NamedTuple):
+    """What the node endpoints need of a task row (read with one Core query: they run for every upload)."""
+
+    id: int
+    org_id: int
+    run_id: int
+    dataset_id: int
+    kind: str
+    status: str
+    params_sha256: str | None
+
+
+_TASK_COLUMNS = [TASKS.c[name] for name in TaskRow._fields]
+
+
+def own_task(session: Session, actor: Principal, task_id: int) -> TaskRow:
+    row = session.execute(select(*_TASK_COLUMNS).where(TASKS.c.id == task_id)).first()
+    if row is None or row.org_id != actor.org_id:
         raise NotFound(f"no task {task_id}")
-    return task
+    return TaskRow(*row)
 
 
-def _open_for_results(task: Task, kinds: tuple[str, ...]) -> None:
+def _open_for_results(task: TaskRow, kinds: tuple[str, ...]) -> None:
     if task.kind not in kinds:
         raise BadRequest(f"task {task.id} is a {task.kind} task; this endpoint takes {'/'.join(kinds)} results")
     _still_open(task.id, task.status)
@@ -165,7 +183,7 @@ def _still_open(task_id: int, status: str) -> None:
 
 
 def _answer(
-    session: Session, task: Task, signed: SignedCall | None, handed_out_at: datetime | None, **values: Any
+    session: Session, task: TaskRow, signed: SignedCall | None, handed_out_at: datetime | None, **values: Any
 ) -> None:
     """Write a task's answer only while it is still open: the driver may have dropped it meanwhile.
 
@@ -175,14 +193,13 @@ def _answer(
     if signed is not None:
         signed.record_nonce(session)
     if handed_out_at is not None:
-        values["claimed_at"] = func.coalesce(Task.claimed_at, literal(handed_out_at, Task.claimed_at.type))
+        values["claimed_at"] = func.coalesce(TASKS.c.claimed_at, literal(handed_out_at, TASKS.c.claimed_at.type))
     written = session.execute(
-        update(Task).where(Task.id == task.id, Task.status.in_(OPEN_TASK_STATES)).values(**values)
-        .execution_options(synchronize_session=False)
+        update(TASKS).where(TASKS.c.id == task.id, TASKS.c.status.in_(OPEN_TASK_STATES)).values(**values)
     ).rowcount
     if not written:
         session.rollback()
-        _still_open(task.id, session.scalar(select(Task.status).where(Task.id == task.id)))
+        _still_open(task.id, session.scalar(select(TASKS.c.status).where(TASKS.c.id == task.id)))
         raise Conflict(f"task {task.id} changed state while its answer was stored")
 
 
@@ -197,7 +214,7 @@ def submit_update(
     run_algorithm: Callable[[int], tuple[Any, Any] | None] | None = None,
     signed: SignedCall | None = None,
     handed_out_at: datetime | None = None,
-) -> tuple[Task, Answer]:
+) -> tuple[TaskRow, Answer]:
     """Validate an uploaded update against the model (names, shapes, dtypes, finite) and store it.
 
     ``run_algorithm`` may supply a run's (algorithm, hyper-parameters) from memory. Returns the task and its
@@ -221,7 +238,7 @@ def submit_update(
             template = algorithm.update_template(hp, cache.get(task.params_sha256))
         else:
             template = algorithm.client_init_template(
-                hp, project_service.num_features(task.dataset.schema)
+                hp, project_service.num_features(session.get(Dataset, task.dataset_id).schema)
             )
         check_update(template, tensors)
     except FLError as exc:
@@ -237,7 +254,7 @@ def submit_update(
 def submit_result(
     session: Session, actor: Principal, task_id: int, body: TaskResult, now: datetime,
     signed: SignedCall | None = None, handed_out_at: datetime | None = None,
-) -> tuple[Task, Answer]:
+) -> tuple[TaskRow, Answer]:
     task = own_task(session, actor, task_id)
     _open_for_results(task, (TaskKind.evaluate.value,))
     result = body.model_dump()
@@ -249,7 +266,7 @@ def submit_result(
 def refuse(
     session: Session, actor: Principal, task_id: int, body: TaskRefusal, now: datetime,
     signed: SignedCall | None = None, handed_out_at: datetime | None = None,
-) -> tuple[Task, Answer]:
+) -> tuple[TaskRow, Answer]:
     """A node declines a task (its policy said no); the round goes on without it."""
     task = own_task(session, actor, task_id)
     _open_for_results(task, tuple(k.value for k in TaskKind))
