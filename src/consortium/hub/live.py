@@ -5,10 +5,6 @@ then calls :meth:`LivePhase.answer` with what it already decoded and validated, 
 re-queries the round's tasks on every wake-up nor re-reads the updates from the blob store. An answer
 committed where no live phase sees it (another hub replica, a handler racing the round's deadline) is still
 found in the database.
-
-A phase goes to the nodes as soon as its task rows are written, before the transaction that also closes the
-previous round commits (checkpointing overlaps the nodes' compute). :class:`PhaseRecord` tells handlers when
-those rows are committed; a handler waits for that before it writes an answer to one of the phase's tasks.
 """
 
 from __future__ import annotations
@@ -74,35 +70,11 @@ class LivePhase:
             return dict(self._answers), set(self._waiting)
 
 
-class PhaseRecord:
-    """Whether a phase's task rows are committed: pending, then recorded or abandoned, once."""
-
-    def __init__(self, recorded: bool | None = None) -> None:
-        self._settled = threading.Event()
-        self._recorded = False
-        if recorded is not None:
-            self.settle(recorded)
-
-    def settle(self, recorded: bool) -> None:
-        if not self._settled.is_set():
-            self._recorded = recorded
-            self._settled.set()
-
-    def wait(self, timeout: float) -> bool:
-        """True once the rows are committed; False if they were abandoned or ``timeout`` passed first."""
-        return self._settled.wait(timeout) and self._recorded
-
-
-RECORDED = PhaseRecord(recorded=True)
-"""The record of a phase whose rows were committed before it was posted."""
-
-
 @dataclass
 class _Posted:
     org_id: int
     message: TaskOut
     deadline: datetime
-    record: PhaseRecord
     handed_out_at: datetime | None = None
 
 
@@ -117,9 +89,9 @@ class TaskBoard:
         self._lock = threading.Lock()
         self._tasks: dict[int, _Posted] = {}
 
-    def post(self, org_id: int, message: TaskOut, deadline: datetime, record: PhaseRecord = RECORDED) -> None:
+    def post(self, org_id: int, message: TaskOut, deadline: datetime) -> None:
         with self._lock:
-            self._tasks[message.id] = _Posted(org_id, message, deadline, record)
+            self._tasks[message.id] = _Posted(org_id, message, deadline)
 
     def take(self, org_id: int, now: datetime) -> TaskOut | None:
         """The org's oldest task still before its deadline (the same one again until it is answered)."""
@@ -136,12 +108,6 @@ class TaskBoard:
         with self._lock:
             posted = self._tasks.get(task_id)
             return posted.message if posted is not None else None
-
-    def record(self, task_id: int) -> PhaseRecord | None:
-        """The commit state of the task's phase; None for a task not on the board."""
-        with self._lock:
-            posted = self._tasks.get(task_id)
-            return posted.record if posted is not None else None
 
     def handed_out_at(self, task_id: int) -> datetime | None:
         with self._lock:

@@ -1,9 +1,9 @@
 """The run scheduler: one driver thread per running run, a state machine persisted in the database.
 
 A round: open one fit task per active dataset, wait until every node answered or the round timeout passed
-(dropping the late ones), aggregate, then, in one transaction, open the next round's tasks (they go to the
-nodes as soon as their rows are written, so the rest of the transaction overlaps the nodes' compute), write
-the new params durably, evaluate them on the hub test set, and checkpoint params + metrics + ledger entry. Federated evaluation costs no extra phase: from round 2 on
+(dropping the late ones), aggregate, open the next round's tasks (one short transaction; the nodes start on
+them at once), and then, while they compute, write the new params durably, evaluate them on the hub test set,
+and checkpoint params + metrics + ledger entry in a second transaction. Federated evaluation costs no extra phase: from round 2 on
 each fit task first evaluates the params it receives (the previous round's aggregate) on the node's
 validation split, and those metrics are stored on the previous round; only the last round's params get an
 evaluate-only phase. After a crash the driver abandons
@@ -40,7 +40,7 @@ from consortium.fl.server_optimizers import server_step
 from consortium.hub.blobs import BlobStore
 from consortium.hub.db.models import Model, Round, Run, Task
 from consortium.hub.events import Broker
-from consortium.hub.live import ANSWERED_STATES, Answer, LivePhase, PhaseRecord, TaskBoard
+from consortium.hub.live import ANSWERED_STATES, Answer, LivePhase, TaskBoard
 from consortium.hub.services import ledger
 from consortium.hub.services.identity import KeyCache
 from consortium.hub.services.runs import OPEN_TASK_STATES, evaluates_previous_round
@@ -116,8 +116,6 @@ class OpenPhase:
     """Wall-clock time (epoch seconds) just before the phase's transaction."""
     started: float
     """``time.perf_counter()`` at the same moment."""
-    record: PhaseRecord
-    """Settled once the phase's rows are committed (or abandoned with the transaction that wrote them)."""
 
 
 @dataclass
@@ -388,43 +386,32 @@ class RunDriver:
         self.staged.clear()
 
     def _open(self, plan: PhasePlan) -> OpenPhase:
-        """One transaction: the round (unless the plan names an existing one) and its tasks."""
-        with self.state.sessions() as session:
-            write = self._write_phase(session, plan)
-            self._persist_staged()
-            session.commit()
-        return write(PhaseRecord(recorded=True))
-
-    def _write_phase(self, session: Session, plan: PhasePlan) -> Callable[[PhaseRecord], OpenPhase]:
-        """Add the plan's round and tasks to ``session``'s transaction (flushed: the rows have ids); the
-        returned function makes the phase live and tells the nodes, with ``record`` saying whether the rows
-        are committed yet. The phase goes live before any node hears of its tasks, so no answer can miss it."""
+        """One transaction: the round (unless the plan names an existing one) and its tasks; then the phase
+        goes live and the nodes hear of it (before any of them can answer, so no answer misses it)."""
         opened_at, started = time.time(), time.perf_counter()
         deadline = self._deadline()
         participants = plan.participants
         seeds = [derive_seed(self.spec.seed, plan.kind.value, plan.number, p.ref) for p in participants]
-        opened = run_store.open_phase(
-            session, self.run_id, plan.number, plan.kind.value, plan.params_sha,
-            [run_store.NewTask(p.org_id, p.dataset_id, s) for p, s in zip(participants, seeds, strict=True)],
-            deadline, round_id=plan.round_id,
-        )
-
-        def go_live(record: PhaseRecord) -> OpenPhase:
-            phase = OpenPhase(plan.number, plan.kind, opened.round_id, deadline, LivePhase(opened.task_ids),
-                              dict(zip(opened.task_ids, participants, strict=True)), opened_at, started, record)
-            self.state.live[self.run_id] = phase.live
-            for task_id, participant, seed in zip(opened.task_ids, participants, seeds, strict=True):
-                self.state.board.post(participant.org_id, TaskOut(
-                    id=task_id, kind=plan.kind, run_id=self.run_id, round=plan.number,
-                    project_id=self.project_id, spec_hash=self.spec_hash, spec=self.spec,
-                    dataset=participant.ref.split("/", 1)[1], params_sha256=plan.params_sha, seed=seed,
-                    evaluate_first=evaluates_previous_round(plan.kind.value, plan.number),
-                ), deadline, record)
-            for org_id in {p.org_id for p in participants}:
-                self.state.broker.notify(org_key(org_id))
-            return phase
-
-        return go_live
+        with self.state.sessions() as session:
+            opened = run_store.open_phase(
+                session, self.run_id, plan.number, plan.kind.value, plan.params_sha,
+                [run_store.NewTask(p.org_id, p.dataset_id, s) for p, s in zip(participants, seeds, strict=True)],
+                deadline, round_id=plan.round_id,
+            )
+            session.commit()
+        phase = OpenPhase(plan.number, plan.kind, opened.round_id, deadline, LivePhase(opened.task_ids),
+                          dict(zip(opened.task_ids, participants, strict=True)), opened_at, started)
+        self.state.live[self.run_id] = phase.live
+        for task_id, participant, seed in zip(opened.task_ids, participants, seeds, strict=True):
+            self.state.board.post(participant.org_id, TaskOut(
+                id=task_id, kind=plan.kind, run_id=self.run_id, round=plan.number,
+                project_id=self.project_id, spec_hash=self.spec_hash, spec=self.spec,
+                dataset=participant.ref.split("/", 1)[1], params_sha256=plan.params_sha, seed=seed,
+                evaluate_first=evaluates_previous_round(plan.kind.value, plan.number),
+            ), deadline)
+        for org_id in {p.org_id for p in participants}:
+            self.state.broker.notify(org_key(org_id))
+        return phase
 
     def _collect(self, phase: OpenPhase) -> tuple[list[tuple[Participant, Answer]], list[Participant]]:
         """Wait until every task of the phase is answered or its deadline passes (late tasks are dropped).
@@ -537,38 +524,22 @@ class RunDriver:
         previous_eval: Evaluation | None = None,
         then: PhasePlan | None = None,
     ) -> OpenPhase | None:
-        """One transaction: the next phase (``then``) opened, round closed with its metrics, run advanced to
-        the params staged under ``self.params_sha``, ledger entry (+ the previous round's federated
-        evaluation). The next phase is returned, live.
+        """Checkpoint round ``number``: round closed with its metrics, run advanced to the params staged under
+        ``self.params_sha`` (persisted first), ledger entry (+ the previous round's federated evaluation).
 
-        That phase goes to the nodes as soon as its rows are written, before the rest: persisting the params,
-        ``measure`` (the round's metrics: the hub test set) and the close run while the nodes compute. Its
-        :class:`PhaseRecord` tells the handlers when they may write answers; if the transaction fails, the
-        phase is withdrawn and the run fails (a restarted hub replays the round from the last checkpoint).
+        The next phase (``then``) is opened first, in its own short transaction, and returned live: the nodes
+        compute while the params are persisted, ``measure`` runs (the round's metrics: the hub test set) and
+        the checkpoint commits. A hub that dies between the two transactions finds both rounds open and
+        replays from the previous checkpoint, as after any crash mid-round.
         """
+        phase = self._open(then) if then is not None else None
+        self._persist_staged()
+        metrics = measure() if measure is not None else None
         with self.state.sessions() as session:
-            phase = self._write_phase(session, then)(PhaseRecord()) if then is not None else None
-            try:
-                self._persist_staged()
-                metrics = measure() if measure is not None else None
-                self._close(session, number, round_id, metrics, previous_eval)
-                session.commit()
-            except BaseException:
-                if phase is not None:
-                    self._withdraw(phase)
-                raise
-        if phase is not None:
-            phase.record.settle(True)
+            self._close(session, number, round_id, metrics, previous_eval)
+            session.commit()
         self.state.broker.notify(progress_key(self.run_id))
         return phase
-
-    def _withdraw(self, phase: OpenPhase) -> None:
-        """Take a phase whose rows were not committed back from the nodes and the handlers."""
-        phase.record.settle(False)
-        phase.live.close()
-        if self.state.live.get(self.run_id) is phase.live:
-            del self.state.live[self.run_id]
-        self.state.board.withdraw(phase.participants)
 
     def _close(self, session: Session, number: int, round_id: int | None, metrics: RoundMetrics | None,
                previous_eval: Evaluation | None) -> None:

@@ -132,7 +132,8 @@ class NodeAgent:
             self._execute(task)
         except FLError as exc:
             log.warning("task %s failed on local data: %s", task.id, exc)
-            self._post_ignoring_gone(lambda: self.transport.post_refusal(task.id, f"local error: {exc}"))
+            reason = f"local error: {exc}"
+            self._post_ignoring_gone(lambda: self.transport.post_refusal(task.id, reason))
 
     def _execute(self, task: TaskOut) -> None:
         algorithm = get_algorithm(task.spec.algorithm.name)

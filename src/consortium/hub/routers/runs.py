@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy.orm import Session
@@ -16,7 +14,6 @@ from consortium.hub.events import wait_for
 from consortium.hub.live import Answer
 from consortium.hub.scheduler import HubState, Scheduler, org_key, progress_key
 from consortium.hub.services import runs as run_service
-from consortium.hub.services.errors import Gone
 from consortium.hub.services.identity import Principal, SignedCall, in_signed_transaction
 from consortium.protocol import (
     SAFETENSORS_MEDIA_TYPE,
@@ -28,31 +25,9 @@ from consortium.protocol import (
     encode_tensors,
 )
 
-T = TypeVar("T")
-
 router = APIRouter(prefix="/api", tags=["runs"])
 
 MAX_WAIT_S = 60.0
-RECORD_WAIT_S = 60.0
-"""How long a node's write to a task waits for the transaction that opened the task's phase."""
-
-
-def wait_until_recorded(state: HubState, task_id: int) -> None:
-    """Block until the task's phase is committed when it is still on its way (phases go to the nodes while
-    the transaction that opened them runs); 410 when that transaction was abandoned."""
-    record = state.board.record(task_id)
-    if record is not None and not record.wait(RECORD_WAIT_S):
-        raise Gone(f"task {task_id} was withdrawn: the round that opened it could not be recorded")
-
-
-def once_recorded(state: HubState, task_id: int, write: Callable[[], T]) -> Callable[[], T]:
-    """``write`` to the task once its phase is committed (:func:`wait_until_recorded`)."""
-
-    def run() -> T:
-        wait_until_recorded(state, task_id)
-        return write()
-
-    return run
 
 
 def hand_to_driver(state: HubState, run_id: int, answer: Answer) -> None:
@@ -179,7 +154,6 @@ def task_params(
     state: HubState = Depends(hub_state),
     caller: Principal = Depends(org_principal),
 ) -> Response:
-    wait_until_recorded(state, task_id)
     task = run_service.own_task(session, caller, task_id)
     if task.params_sha256 is None:
         return Response(status_code=204)
@@ -208,13 +182,11 @@ async def post_update(
 
     def accept() -> None:
         with state.sessions() as session:
-            task, answer = in_signed_transaction(session, call, once_recorded(state, task_id, lambda: (
-                run_service.submit_update(
-                    session, state.blobs, state.cache, call.principal, task_id, payload, datetime.now(UTC),
-                    run_algorithm=state.run_algorithms.get, signed=call,
-                    handed_out_at=state.board.handed_out_at(task_id),
-                )
-            )))
+            task, answer = in_signed_transaction(session, call, lambda: run_service.submit_update(
+                session, state.blobs, state.cache, call.principal, task_id, payload, datetime.now(UTC),
+                run_algorithm=state.run_algorithms.get, signed=call,
+                handed_out_at=state.board.handed_out_at(task_id),
+            ))
         hand_to_driver(state, task.run_id, answer)
 
     await run_in_threadpool(accept)
@@ -233,10 +205,10 @@ def post_result(
     state: HubState = Depends(hub_state),
     call: SignedCall = Depends(org_call),
 ) -> dict:
-    task, answer = in_signed_transaction(session, call, once_recorded(state, task_id, lambda: (
-        run_service.submit_result(session, call.principal, task_id, body, datetime.now(UTC), signed=call,
-                                  handed_out_at=state.board.handed_out_at(task_id))
-    )))
+    task, answer = in_signed_transaction(session, call, lambda: run_service.submit_result(
+        session, call.principal, task_id, body, datetime.now(UTC), signed=call,
+        handed_out_at=state.board.handed_out_at(task_id),
+    ))
     hand_to_driver(state, task.run_id, answer)
     return {"status": "accepted"}
 
@@ -249,9 +221,9 @@ def post_refusal(
     state: HubState = Depends(hub_state),
     call: SignedCall = Depends(org_call),
 ) -> dict:
-    task, answer = in_signed_transaction(session, call, once_recorded(state, task_id, lambda: (
-        run_service.refuse(session, call.principal, task_id, body, datetime.now(UTC), signed=call,
-                           handed_out_at=state.board.handed_out_at(task_id))
-    )))
+    task, answer = in_signed_transaction(session, call, lambda: run_service.refuse(
+        session, call.principal, task_id, body, datetime.now(UTC), signed=call,
+        handed_out_at=state.board.handed_out_at(task_id),
+    ))
     hand_to_driver(state, task.run_id, answer)
     return {"status": "refused"}
