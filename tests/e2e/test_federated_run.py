@@ -118,7 +118,10 @@ def test_hub_sigkilled_mid_run_resumes_to_the_same_params(cluster, scaffold: boo
     assert progress.rounds[-1].params_sha256 == ref_progress.rounds[-1].params_sha256
     assert [r.params_sha256 for r in progress.rounds] == [r.params_sha256 for r in ref_progress.rounds]
     resumed = [e for e in events if e["event_type"] == "round.abandoned" and e["payload"]["run_id"] == run["id"]]
-    assert len(resumed) <= 1
+    # At most the round in flight, plus the one before it when the kill fell between opening a round and
+    # committing the previous round's checkpoint (two short transactions); both replay to the same params.
+    assert len(resumed) <= 2
+    assert len({e["payload"]["round"] for e in resumed}) == len(resumed)
 
 
 def test_node_refuses_a_project_its_org_did_not_approve_itself(cluster) -> None:

@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consortium.hub.live import Answer, LivePhase, TaskBoard
+from consortium.hub.live import Answer, LivePhase, TaskBoard, TaskRow
 from consortium.protocol import TaskKind, TaskOut
 from consortium.scenario import digits_spec
 
@@ -82,22 +82,44 @@ def message(task_id: int) -> TaskOut:
                    spec=spec, dataset="digits", params_sha256=None, seed=task_id)
 
 
+def row(task_id: int, org_id: int) -> TaskRow:
+    return TaskRow(task_id, org_id, 1, 7, TaskKind.fit.value, "pending", None)
+
+
 def test_the_board_hands_out_an_orgs_oldest_open_task_until_it_is_withdrawn() -> None:
     board = TaskBoard()
     now = datetime(2026, 1, 1, tzinfo=UTC)
-    board.post(1, message(12), now + timedelta(seconds=30))
-    board.post(1, message(11), now + timedelta(seconds=30))
-    board.post(2, message(13), now + timedelta(seconds=30))
+    board.post(row(12, 1), message(12), now + timedelta(seconds=30))
+    board.post(row(11, 1), message(11), now + timedelta(seconds=30))
+    board.post(row(13, 2), message(13), now + timedelta(seconds=30))
     assert board.take(3, now) is None
     assert board.take(1, now).id == 11
     assert board.take(1, now + timedelta(seconds=1)).id == 11
     assert board.handed_out_at(11) == now and board.handed_out_at(12) is None
+    assert board.row(13) == row(13, 2)
     assert board.withdraw([11, 12, 99]) == {11: now}
-    assert board.take(1, now) is None and board.message(13).id == 13
+    assert board.take(1, now) is None and board.message(13).id == 13 and board.row(11) is None
 
 
 def test_the_board_does_not_hand_out_a_task_past_its_deadline() -> None:
     board = TaskBoard()
     now = datetime(2026, 1, 1, tzinfo=UTC)
-    board.post(1, message(5), now)
+    board.post(row(5, 1), message(5), now)
     assert board.take(1, now) is None and board.handed_out_at(5) is None
+
+
+def test_waiting_for_hand_out_returns_once_every_task_was_taken_or_withdrawn() -> None:
+    board = TaskBoard()
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    for task_id, org_id in ((1, 1), (2, 2), (3, 3)):
+        board.post(row(task_id, org_id), message(task_id), now + timedelta(seconds=30))
+    assert not board.wait_handed_out([1, 2, 3], timeout=0.01)
+    done = threading.Event()
+    waiter = threading.Thread(target=lambda: board.wait_handed_out([1, 2, 3], timeout=5.0) and done.set())
+    waiter.start()
+    board.take(1, now)
+    board.take(2, now)
+    assert not done.wait(0.05)
+    board.withdraw([3])
+    waiter.join(1.0)
+    assert done.is_set()

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from consortium.fl.core import Params
 from consortium.protocol import TaskOut
@@ -70,9 +70,21 @@ class LivePhase:
             return dict(self._answers), set(self._waiting)
 
 
+class TaskRow(NamedTuple):
+    """What the node endpoints need of a task's row: read with one query, or known from the board."""
+
+    id: int
+    org_id: int
+    run_id: int
+    dataset_id: int
+    kind: str
+    status: str
+    params_sha256: str | None
+
+
 @dataclass
 class _Posted:
-    org_id: int
+    row: TaskRow
     message: TaskOut
     deadline: datetime
     handed_out_at: datetime | None = None
@@ -87,27 +99,45 @@ class TaskBoard:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._handed_out = threading.Condition(self._lock)
         self._tasks: dict[int, _Posted] = {}
 
-    def post(self, org_id: int, message: TaskOut, deadline: datetime) -> None:
+    def post(self, row: TaskRow, message: TaskOut, deadline: datetime) -> None:
         with self._lock:
-            self._tasks[message.id] = _Posted(org_id, message, deadline)
+            self._tasks[message.id] = _Posted(row, message, deadline)
 
     def take(self, org_id: int, now: datetime) -> TaskOut | None:
         """The org's oldest task still before its deadline (the same one again until it is answered)."""
         with self._lock:
-            open_ids = [i for i, p in self._tasks.items() if p.org_id == org_id and p.deadline > now]
+            open_ids = [i for i, p in self._tasks.items() if p.row.org_id == org_id and p.deadline > now]
             if not open_ids:
                 return None
             posted = self._tasks[min(open_ids)]
             if posted.handed_out_at is None:
                 posted.handed_out_at = now
+                self._handed_out.notify_all()
             return posted.message
+
+    def wait_handed_out(self, task_ids: Iterable[int], timeout: float) -> bool:
+        """Block until each of ``task_ids`` was handed out or left the board (True), or ``timeout`` passed."""
+        ids = list(task_ids)
+
+        def all_out() -> bool:
+            return all(self._tasks.get(i) is None or self._tasks[i].handed_out_at is not None for i in ids)
+
+        with self._handed_out:
+            return self._handed_out.wait_for(all_out, timeout)
 
     def message(self, task_id: int) -> TaskOut | None:
         with self._lock:
             posted = self._tasks.get(task_id)
             return posted.message if posted is not None else None
+
+    def row(self, task_id: int) -> TaskRow | None:
+        """The task's row as its phase opened it (its status may have moved on since: writes must check)."""
+        with self._lock:
+            posted = self._tasks.get(task_id)
+            return posted.row if posted is not None else None
 
     def handed_out_at(self, task_id: int) -> datetime | None:
         with self._lock:
@@ -122,4 +152,5 @@ class TaskBoard:
                 posted = self._tasks.pop(task_id, None)
                 if posted is not None and posted.handed_out_at is not None:
                     handed_out[task_id] = posted.handed_out_at
+            self._handed_out.notify_all()
         return handed_out

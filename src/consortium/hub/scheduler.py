@@ -40,7 +40,7 @@ from consortium.fl.server_optimizers import server_step
 from consortium.hub.blobs import BlobStore
 from consortium.hub.db.models import Model, Round, Run, Task
 from consortium.hub.events import Broker
-from consortium.hub.live import ANSWERED_STATES, Answer, LivePhase, TaskBoard
+from consortium.hub.live import ANSWERED_STATES, Answer, LivePhase, TaskBoard, TaskRow
 from consortium.hub.services import ledger
 from consortium.hub.services.identity import KeyCache
 from consortium.hub.services.runs import OPEN_TASK_STATES, evaluates_previous_round
@@ -59,6 +59,9 @@ from consortium.protocol import (
 )
 
 log = logging.getLogger("consortium.scheduler")
+
+HAND_OUT_GRACE_S = 0.05
+"""How long a driver waits for its new phase's tasks to be handed out before its own bookkeeping."""
 
 
 def progress_key(run_id: int) -> str:
@@ -181,6 +184,8 @@ class RunDriver:
         self.stop = stop
         self.dropped_at: dict[int, float] = {}
         self.staged: list[str] = []
+        self.last_closed: tuple[int, run_store.ClosedRound] | None = None
+        """The round this driver closed last (its number and row), so the next close need not read it back."""
         """Digests of params staged in the blob store and not yet persisted."""
 
     def __call__(self) -> None:
@@ -403,7 +408,9 @@ class RunDriver:
                           dict(zip(opened.task_ids, participants, strict=True)), opened_at, started)
         self.state.live[self.run_id] = phase.live
         for task_id, participant, seed in zip(opened.task_ids, participants, seeds, strict=True):
-            self.state.board.post(participant.org_id, TaskOut(
+            row = TaskRow(task_id, participant.org_id, self.run_id, participant.dataset_id, plan.kind.value,
+                          "pending", plan.params_sha)
+            self.state.board.post(row, TaskOut(
                 id=task_id, kind=plan.kind, run_id=self.run_id, round=plan.number,
                 project_id=self.project_id, spec_hash=self.spec_hash, spec=self.spec,
                 dataset=participant.ref.split("/", 1)[1], params_sha256=plan.params_sha, seed=seed,
@@ -533,16 +540,21 @@ class RunDriver:
         replays from the previous checkpoint, as after any crash mid-round.
         """
         phase = self._open(then) if then is not None else None
+        if phase is not None:
+            # Let the event loop send the nodes their tasks before this thread's bookkeeping competes with it
+            # for the interpreter: the round's start is on the critical path, the bookkeeping is not.
+            self.state.board.wait_handed_out(phase.participants, HAND_OUT_GRACE_S)
         self._persist_staged()
         metrics = measure() if measure is not None else None
         with self.state.sessions() as session:
-            self._close(session, number, round_id, metrics, previous_eval)
+            closed = self._close(session, number, round_id, metrics, previous_eval)
             session.commit()
+        self.last_closed = closed
         self.state.broker.notify(progress_key(self.run_id))
         return phase
 
     def _close(self, session: Session, number: int, round_id: int | None, metrics: RoundMetrics | None,
-               previous_eval: Evaluation | None) -> None:
+               previous_eval: Evaluation | None) -> tuple[int, run_store.ClosedRound]:
         """Round ``number`` closed with ``metrics``, the run advanced, ledger entries (all uncommitted)."""
         digest = self.params_sha
         payload: dict[str, Any] = {"run_id": self.run_id, "round": number, "params_sha256": digest}
@@ -552,17 +564,18 @@ class RunDriver:
             payload.update(participants=metrics.participants, dropped=metrics.dropped, test=metrics.test)
         events = []
         if previous_eval is not None:
+            closed = self.last_closed[1] if self.last_closed and self.last_closed[0] == number - 1 else None
             event = run_store.federated_eval_event(
-                session, self.run_id, number - 1, previous_eval.metrics, previous_eval.num_examples, 0.0
+                session, self.run_id, number - 1, previous_eval.metrics, previous_eval.num_examples, 0.0, closed
             )
             events += [event] if event else []
         events.append(("round.completed" if number else "run.initialised", "hub", payload))
-        run_store.close_round(
-            session, self.run_id, number, round_id,
-            metrics=metrics.model_dump(mode="json") if metrics else None,
-            params_sha256=digest, server_state_sha256=self.server_state_sha, now=self.state.clock(),
-            events=events,
+        written = metrics.model_dump(mode="json") if metrics else None
+        round_id = run_store.close_round(
+            session, self.run_id, number, round_id, metrics=written, params_sha256=digest,
+            server_state_sha256=self.server_state_sha, now=self.state.clock(), events=events,
         )
+        return number, run_store.ClosedRound(round_id, written)
 
     def _finish(self) -> None:
         with self.state.sessions() as session:

@@ -185,7 +185,7 @@ async def post_update(
             task, answer = in_signed_transaction(session, call, lambda: run_service.submit_update(
                 session, state.blobs, state.cache, call.principal, task_id, payload, datetime.now(UTC),
                 run_algorithm=state.run_algorithms.get, signed=call,
-                handed_out_at=state.board.handed_out_at(task_id),
+                handed_out_at=state.board.handed_out_at(task_id), known=state.board.row(task_id),
             ))
         hand_to_driver(state, task.run_id, answer)
 
@@ -207,7 +207,7 @@ def post_result(
 ) -> dict:
     task, answer = in_signed_transaction(session, call, lambda: run_service.submit_result(
         session, call.principal, task_id, body, datetime.now(UTC), signed=call,
-        handed_out_at=state.board.handed_out_at(task_id),
+        handed_out_at=state.board.handed_out_at(task_id), known=state.board.row(task_id),
     ))
     hand_to_driver(state, task.run_id, answer)
     return {"status": "accepted"}
@@ -223,7 +223,7 @@ def post_refusal(
 ) -> dict:
     task, answer = in_signed_transaction(session, call, lambda: run_service.refuse(
         session, call.principal, task_id, body, datetime.now(UTC), signed=call,
-        handed_out_at=state.board.handed_out_at(task_id),
+        handed_out_at=state.board.handed_out_at(task_id), known=state.board.row(task_id),
     ))
     hand_to_driver(state, task.run_id, answer)
     return {"status": "refused"}

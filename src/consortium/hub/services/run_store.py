@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from consortium.hub.db.models import Round, Run, Task
@@ -44,17 +44,16 @@ TASKS = Task.__table__
 RUNS = Run.__table__
 
 
-def _next_attempt(session: Session, run_id: int, number: int) -> int:
-    latest = session.scalar(
-        select(func.max(ROUNDS.c.attempt)).where(ROUNDS.c.run_id == run_id, ROUNDS.c.number == number)
-    )
-    return (latest or 0) + 1
-
-
 def _insert_round(session: Session, run_id: int, number: int, **values: Any) -> int:
+    """Insert the next attempt of round ``number`` (attempt = 1 + the latest one's, in the same statement)."""
+    columns = {"run_id": literal(run_id), "number": literal(number),
+               "attempt": func.coalesce(func.max(ROUNDS.c.attempt), 0) + 1}
+    columns.update((name, literal(value, ROUNDS.c[name].type)) for name, value in values.items())
+    attempt = select(*(value.label(name) for name, value in columns.items())).where(
+        ROUNDS.c.run_id == run_id, ROUNDS.c.number == number
+    )
     return session.execute(
-        insert(ROUNDS).returning(ROUNDS.c.id),
-        {"run_id": run_id, "number": number, "attempt": _next_attempt(session, run_id, number), **values},
+        insert(ROUNDS).from_select(list(columns), attempt).returning(ROUNDS.c.id)
     ).scalar_one()
 
 
@@ -85,20 +84,34 @@ def open_phase(
     return OpenedPhase(round_id, task_ids)
 
 
+@dataclass(frozen=True)
+class ClosedRound:
+    """A closed round's row id and the metrics written with it."""
+
+    round_id: int
+    metrics: dict[str, Any] | None
+
+
 def federated_eval_event(
     session: Session, run_id: int, number: int, metrics: dict[str, float], num_examples: int,
-    eval_compute_s: float,
+    eval_compute_s: float, closed: ClosedRound | None = None,
 ) -> LedgerEvent | None:
-    """Store the federated evaluation of closed round ``number`` (uncommitted); return its ledger event."""
-    row = session.execute(
-        select(ROUNDS.c.id, ROUNDS.c.metrics)
-        .where(ROUNDS.c.run_id == run_id, ROUNDS.c.number == number, ROUNDS.c.status == "closed")
-    ).first()
-    if row is None or row.metrics is None:
+    """Store the federated evaluation of closed round ``number`` (uncommitted); return its ledger event.
+
+    ``closed``: that round as the caller closed it (saves reading it back)."""
+    if closed is None:
+        row = session.execute(
+            select(ROUNDS.c.id, ROUNDS.c.metrics)
+            .where(ROUNDS.c.run_id == run_id, ROUNDS.c.number == number, ROUNDS.c.status == "closed")
+        ).first()
+        if row is None:
+            return None
+        closed = ClosedRound(row.id, row.metrics)
+    if closed.metrics is None:
         return None
-    merged = dict(row.metrics)
+    merged = dict(closed.metrics)
     merged.update(federated_eval=metrics, federated_eval_pending=False, max_eval_compute_s=eval_compute_s)
-    session.execute(update(ROUNDS).where(ROUNDS.c.id == row.id).values(metrics=merged))
+    session.execute(update(ROUNDS).where(ROUNDS.c.id == closed.round_id).values(metrics=merged))
     return ("round.evaluated", "hub",
             {"run_id": run_id, "round": number, "federated_eval": metrics, "num_examples": num_examples})
 

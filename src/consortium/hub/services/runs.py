@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any
 
-from sqlalchemy import func, literal, select, update
+from sqlalchemy import Update, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from consortium.fl.core import FLError, check_update, get_algorithm, parse_hyperparams
 from consortium.hub.blobs import BlobStore
 from consortium.hub.db.models import Dataset, Project, Round, Run, Task
-from consortium.hub.live import Answer
+from consortium.hub.live import Answer, TaskRow
 from consortium.hub.services import ledger
 from consortium.hub.services import projects as project_service
 from consortium.hub.services.errors import BadRequest, Conflict, Forbidden, Gone, NotFound
@@ -147,23 +148,15 @@ def claim_next(
 TASKS = Task.__table__
 
 
-class TaskRow(NamedTuple):
-    """What the node endpoints need of a task row (read with one Core query: they run for every upload)."""
-
-    id: int
-    org_id: int
-    run_id: int
-    dataset_id: int
-    kind: str
-    status: str
-    params_sha256: str | None
+_TASK_ROW = select(*(TASKS.c[name] for name in TaskRow._fields)).where(TASKS.c.id == bindparam("task_id"))
 
 
-_TASK_COLUMNS = [TASKS.c[name] for name in TaskRow._fields]
-
-
-def own_task(session: Session, actor: Principal, task_id: int) -> TaskRow:
-    row = session.execute(select(*_TASK_COLUMNS).where(TASKS.c.id == task_id)).first()
+def own_task(session: Session, actor: Principal, task_id: int, known: TaskRow | None = None) -> TaskRow:
+    """The caller's task ``task_id`` (404 for anyone else's). ``known``: its row from the task board, which
+    saves the query; its status may be stale, so writes to the task must be guarded (see :func:`_answer`)."""
+    if known is not None and known.id == task_id and known.org_id == actor.org_id:
+        return known
+    row = session.execute(_TASK_ROW, {"task_id": task_id}).first()
     if row is None or row.org_id != actor.org_id:
         raise NotFound(f"no task {task_id}")
     return TaskRow(*row)
@@ -182,6 +175,18 @@ def _still_open(task_id: int, status: str) -> None:
         raise Gone(f"task {task_id} was {status}; its round has moved on")
 
 
+@functools.cache
+def _answer_statement(columns: tuple[str, ...], with_hand_out: bool) -> Update:
+    """``UPDATE tasks SET <columns> WHERE id = :task_id AND <still open>``, built once per column set."""
+    values: dict[str, Any] = {name: bindparam(name, type_=TASKS.c[name].type) for name in columns}
+    if with_hand_out:
+        values["claimed_at"] = func.coalesce(
+            TASKS.c.claimed_at, bindparam("handed_out_at", type_=TASKS.c.claimed_at.type)
+        )
+    return (update(TASKS).where(TASKS.c.id == bindparam("task_id"), TASKS.c.status.in_(OPEN_TASK_STATES))
+            .values(values))
+
+
 def _answer(
     session: Session, task: TaskRow, signed: SignedCall | None, handed_out_at: datetime | None, **values: Any
 ) -> None:
@@ -192,11 +197,8 @@ def _answer(
     """
     if signed is not None:
         signed.record_nonce(session)
-    if handed_out_at is not None:
-        values["claimed_at"] = func.coalesce(TASKS.c.claimed_at, literal(handed_out_at, TASKS.c.claimed_at.type))
-    written = session.execute(
-        update(TASKS).where(TASKS.c.id == task.id, TASKS.c.status.in_(OPEN_TASK_STATES)).values(**values)
-    ).rowcount
+    statement = _answer_statement(tuple(sorted(values)), handed_out_at is not None)
+    written = session.execute(statement, {**values, "task_id": task.id, "handed_out_at": handed_out_at}).rowcount
     if not written:
         session.rollback()
         _still_open(task.id, session.scalar(select(TASKS.c.status).where(TASKS.c.id == task.id)))
@@ -214,13 +216,14 @@ def submit_update(
     run_algorithm: Callable[[int], tuple[Any, Any] | None] | None = None,
     signed: SignedCall | None = None,
     handed_out_at: datetime | None = None,
+    known: TaskRow | None = None,
 ) -> tuple[TaskRow, Answer]:
     """Validate an uploaded update against the model (names, shapes, dtypes, finite) and store it.
 
     ``run_algorithm`` may supply a run's (algorithm, hyper-parameters) from memory. Returns the task and its
     committed answer, validated tensors included, for the run driver.
     """
-    task = own_task(session, actor, task_id)
+    task = own_task(session, actor, task_id, known)
     _open_for_results(task, (TaskKind.fit.value, TaskKind.init.value))
     try:
         tensors, meta = decode_update(payload)
@@ -253,9 +256,9 @@ def submit_update(
 
 def submit_result(
     session: Session, actor: Principal, task_id: int, body: TaskResult, now: datetime,
-    signed: SignedCall | None = None, handed_out_at: datetime | None = None,
+    signed: SignedCall | None = None, handed_out_at: datetime | None = None, known: TaskRow | None = None,
 ) -> tuple[TaskRow, Answer]:
-    task = own_task(session, actor, task_id)
+    task = own_task(session, actor, task_id, known)
     _open_for_results(task, (TaskKind.evaluate.value,))
     result = body.model_dump()
     _answer(session, task, signed, handed_out_at, result=result, status="done", done_at=now)
@@ -265,10 +268,10 @@ def submit_result(
 
 def refuse(
     session: Session, actor: Principal, task_id: int, body: TaskRefusal, now: datetime,
-    signed: SignedCall | None = None, handed_out_at: datetime | None = None,
+    signed: SignedCall | None = None, handed_out_at: datetime | None = None, known: TaskRow | None = None,
 ) -> tuple[TaskRow, Answer]:
     """A node declines a task (its policy said no); the round goes on without it."""
-    task = own_task(session, actor, task_id)
+    task = own_task(session, actor, task_id, known)
     _open_for_results(task, tuple(k.value for k in TaskKind))
     _answer(session, task, signed, handed_out_at, status="refused", done_at=now, error=body.reason)
     ledger.record(
