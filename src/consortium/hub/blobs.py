@@ -14,8 +14,9 @@ class BlobStore:
     """Blobs are stored under their SHA-256; writes are atomic (temp file + rename).
 
     A blob can also be *staged*: readable at once from memory, written (durably) only when :meth:`persist` is
-    called. The run driver stages a round's params, sends them to the nodes, and persists them before the
-    checkpoint that names them commits.
+    called, or dropped by :meth:`discard`. The run driver stages a round's params, sends them to the nodes,
+    and persists them before the checkpoint that names them commits; an update upload is staged until its
+    round is aggregated, then discarded (its row keeps the digest as a receipt of what the node sent).
     """
 
     def __init__(self, root: Path) -> None:
@@ -49,6 +50,12 @@ class BlobStore:
                 continue
             self._write(digest, data, durable=True)
             with self._lock:
+                self._staged.pop(digest, None)
+
+    def discard(self, digests: Iterable[str]) -> None:
+        """Forget staged blobs without writing them (digests not staged are skipped)."""
+        with self._lock:
+            for digest in digests:
                 self._staged.pop(digest, None)
 
     def _write(self, digest: str, data: bytes, durable: bool) -> None:

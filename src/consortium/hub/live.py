@@ -29,6 +29,8 @@ class Answer:
     status: str
     result: dict[str, Any] | None = None
     tensors: Params | None = None
+    blob: str | None = None
+    """Digest of the staged update upload these tensors came from (discarded once the round has them)."""
 
     def __post_init__(self) -> None:
         if self.status not in ANSWERED_STATES:

@@ -446,6 +446,7 @@ class RunDriver:
             if self.state.live.get(self.run_id) is phase.live:
                 del self.state.live[self.run_id]
             self.state.board.withdraw(phase.participants)
+        self.state.blobs.discard(a.blob for a in answers.values() if a.blob is not None)
         done = [(phase.participants[i], a) for i, a in sorted(answers.items()) if a.status == "done"]
         failed = [phase.participants[i] for i in sorted(phase.participants)
                   if i not in answers or answers[i].status != "done"]
@@ -496,8 +497,13 @@ class RunDriver:
         for row in rows:
             tensors = None
             if row.status == "done" and row.update_sha256 is not None:
-                tensors, _ = decode_update(self.state.blobs.get(row.update_sha256))
-            answers.append(Answer(row.id, row.status, row.result, tensors))
+                try:
+                    tensors, _ = decode_update(self.state.blobs.get(row.update_sha256))
+                except KeyError:
+                    log.warning("run %s: the update of task %s is not held by this hub; left out",
+                                self.run_id, row.id)
+                    continue
+            answers.append(Answer(row.id, row.status, row.result, tensors, row.update_sha256))
         return answers
 
     @staticmethod

@@ -246,12 +246,16 @@ def submit_update(
         check_update(template, tensors)
     except FLError as exc:
         raise BadRequest(f"update rejected: {exc}") from exc
-    digest = blobs.put(payload, durable=False)
+    digest = blobs.stage(payload)
     result = meta.model_dump()
-    _answer(session, task, signed, handed_out_at, update_sha256=digest, result=result, status="done",
-            done_at=now)
-    session.commit()
-    return task, Answer(task.id, "done", result, tensors)
+    try:
+        _answer(session, task, signed, handed_out_at, update_sha256=digest, result=result, status="done",
+                done_at=now)
+        session.commit()
+    except BaseException:
+        blobs.discard([digest])
+        raise
+    return task, Answer(task.id, "done", result, tensors, digest)
 
 
 def submit_result(
