@@ -3,12 +3,13 @@
 A round: open one fit task per active dataset, wait until every node answered or the round timeout passed
 (dropping the late ones), aggregate, open the next round's tasks (one short transaction; the nodes start on
 them at once), and then, while they compute, write the new params durably, evaluate them on the hub test set,
-and checkpoint params + metrics + ledger entry in a second transaction. Federated evaluation costs no extra phase: from round 2 on
-each fit task first evaluates the params it receives (the previous round's aggregate) on the node's
-validation split, and those metrics are stored on the previous round; only the last round's params get an
-evaluate-only phase. After a crash the driver abandons
-the unfinished round and replays it from the last checkpoint; node seeds depend only on the project seed,
-the round and the dataset, so the replay computes exactly what the lost round would have.
+and checkpoint params + metrics + ledger entry in a second transaction. Federated evaluation costs no extra
+phase: from round 2 on each fit task first evaluates the params it receives (the previous round's aggregate)
+on the node's validation split, and those metrics are stored on the previous round; only the last round's
+params get an evaluate-only phase. After a crash the driver abandons the unfinished rounds (the one in flight,
+and the one before it if its checkpoint had not committed) and replays from the last checkpoint; node seeds
+depend only on the project seed, the round and the dataset, so the replay computes exactly what the lost
+rounds would have.
 """
 
 from __future__ import annotations
@@ -184,9 +185,9 @@ class RunDriver:
         self.stop = stop
         self.dropped_at: dict[int, float] = {}
         self.staged: list[str] = []
+        """Digests of params staged in the blob store and not yet persisted."""
         self.last_closed: tuple[int, run_store.ClosedRound] | None = None
         """The round this driver closed last (its number and row), so the next close need not read it back."""
-        """Digests of params staged in the blob store and not yet persisted."""
 
     def __call__(self) -> None:
         try:
