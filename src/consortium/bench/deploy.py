@@ -1,10 +1,12 @@
 """`consortium bench deploy`: what a real deployment adds to each round beyond the nodes' own compute.
 
 Setup: a hub process on SQLite and 3 node processes on 127.0.0.1, the digits MLP of the demo. For each round r
-the cycle time is the time from the start of round r to the start of round r+1 (dispatch, long-poll wake-up,
-params download, local training, update upload and validation, aggregation, evaluate tasks, hub test-set
-evaluation, checkpoint commit, ledger entry). The overhead is that cycle minus the slowest node's local compute
-(the slowest fit plus the slowest evaluate, the two phases being sequential).
+the cycle time is the time from the start of round r to the start of round r+1 (dispatch, params delivery,
+local evaluation of the received params and training, update upload and validation, aggregation, opening the
+next round; the hub's test-set evaluation, checkpoint commit and ledger entry of round r run while the nodes
+compute round r+1 and count wherever they delay it). The overhead is that cycle minus the slowest node's local
+compute (the slowest fit plus the slowest evaluate, the two phases being sequential). The benchmark looks at
+the run once a second only, so that its own watching adds no work to the rounds.
 """
 
 from __future__ import annotations

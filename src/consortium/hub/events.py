@@ -1,10 +1,8 @@
-"""Wake-ups without polling: long-poll handlers (asyncio) and run drivers (threads) wait on keys."""
+"""Wake-ups without polling: long-poll handlers (asyncio) wait on keys that any thread can notify."""
 
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections import defaultdict
 
 
 class Broker:
@@ -17,8 +15,6 @@ class Broker:
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._async_events: dict[str, asyncio.Event] = {}
-        self._thread_events: defaultdict[str, threading.Event] = defaultdict(threading.Event)
-        self._lock = threading.Lock()
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -30,12 +26,7 @@ class Broker:
             event = self._async_events[key] = asyncio.Event()
         return event
 
-    def thread_event(self, key: str) -> threading.Event:
-        with self._lock:
-            return self._thread_events[key]
-
     def notify(self, key: str) -> None:
-        self.thread_event(key).set()
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._fire, key)
