@@ -115,3 +115,18 @@ def test_a_bad_signature_is_401_before_any_nonce_is_used(session, org_key) -> No
     assert nonces(session) == 0
     identity.authenticate_signature(session, headers, "POST", "/api/node/tasks/1/result", b"{}", NOW)
     assert nonces(session) == 1
+
+
+def test_verifying_with_a_cached_key_needs_no_database_and_checks_the_same(session, org_key) -> None:
+    keys = identity.KeyCache(ttl_s=60.0)
+    headers = signed(org_key)
+    path = "/api/node/tasks/1/result"
+    assert identity.verify_signature_cached(headers, "POST", path, b"{}", NOW, keys) is None
+    identity.verify_signature(session, headers, "POST", path, b"{}", NOW, keys=keys)
+    call = identity.verify_signature_cached(headers, "POST", path, b"{}", NOW, keys)
+    assert call is not None and call.principal.org_name == "north" and not call.recorded
+    with pytest.raises(Unauthorized, match="bad signature"):
+        identity.verify_signature_cached(headers, "POST", path, b'{"tampered": true}', NOW, keys)
+    with pytest.raises(Unauthorized, match="timestamp"):
+        identity.verify_signature_cached(headers, "POST", path, b"{}", NOW.replace(year=NOW.year + 1), keys)
+    assert nonces(session) == 0

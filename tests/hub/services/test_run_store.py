@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
 from consortium.hub.db.models import Dataset, LedgerEntry, Org, Project, Round, Run, Task
@@ -143,3 +143,25 @@ def test_ledger_batches_chain_like_single_appends(session, sizes: list[int]) -> 
     assert [e.seq for e in entries] == list(range(1, sum(sizes) + 1))
     report = verify_chain(entries)
     assert report.ok and report.checked == sum(sizes)
+
+
+def test_the_federated_evaluation_of_a_round_the_caller_closed_needs_no_read_back(session, run_with_orgs) -> None:
+    run_id, _ = run_with_orgs
+    opened = run_store.open_phase(session, run_id, 1, "fit", None, [], NOW)
+    run_store.close_round(session, run_id, 1, opened.round_id, metrics={"round": 1}, params_sha256="c" * 64,
+                          server_state_sha256=None, now=NOW, events=[])
+    closed = run_store.ClosedRound(opened.round_id, {"round": 1})
+    reads: list[str] = []
+    event.listen(session, "do_orm_execute", lambda state: reads.append(str(state.statement))
+                 if state.is_select else None)
+    evaluated = run_store.federated_eval_event(session, run_id, 1, {"accuracy": 0.9}, 12, 0.5, closed)
+    session.commit()
+    assert evaluated is not None and evaluated[0] == "round.evaluated" and reads == []
+    session.expire_all()
+    assert session.get(Round, opened.round_id).metrics == {
+        "round": 1, "federated_eval": {"accuracy": 0.9}, "federated_eval_pending": False,
+        "max_eval_compute_s": 0.5,
+    }
+    assert run_store.federated_eval_event(
+        session, run_id, 0, {"accuracy": 0.1}, 1, 0.0, run_store.ClosedRound(opened.round_id, None)
+    ) is None

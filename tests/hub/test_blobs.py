@@ -1,0 +1,39 @@
+"""The blob store: content-addressed files, and staged blobs that are readable before they are written."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from consortium.hub.blobs import BlobStore
+
+
+def test_a_staged_blob_is_readable_at_once_and_on_disk_only_once_persisted(tmp_path) -> None:
+    store = BlobStore(tmp_path)
+    digest = store.stage(b"params")
+    assert digest == hashlib.sha256(b"params").hexdigest()
+    assert store.get(digest) == b"params" and store.exists(digest)
+    assert not store.path(digest).exists()
+    store.persist([digest, "f" * 64])
+    assert store.path(digest).read_bytes() == b"params"
+    assert BlobStore(tmp_path).get(digest) == b"params"
+
+
+def test_a_discarded_blob_is_gone_and_was_never_written(tmp_path) -> None:
+    store = BlobStore(tmp_path)
+    digest = store.stage(b"update")
+    store.discard([digest])
+    assert not store.exists(digest)
+    with pytest.raises(KeyError, match="not in the store"):
+        store.get(digest)
+    store.persist([digest])
+    assert not store.path(digest).exists()
+
+
+def test_put_writes_atomically_under_the_digest_and_leaves_no_temporary_file(tmp_path) -> None:
+    store = BlobStore(tmp_path)
+    digest = store.put(b"checkpoint")
+    assert store.put(b"checkpoint", durable=False) == digest
+    assert store.get(digest) == b"checkpoint"
+    assert [p.name for p in store.path(digest).parent.iterdir()] == [digest]
