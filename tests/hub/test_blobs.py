@@ -34,6 +34,6 @@ def test_a_discarded_blob_is_gone_and_was_never_written(tmp_path) -> None:
 def test_put_writes_atomically_under_the_digest_and_leaves_no_temporary_file(tmp_path) -> None:
     store = BlobStore(tmp_path)
     digest = store.put(b"checkpoint")
-    assert store.put(b"checkpoint", durable=False) == digest
+    assert store.put(b"checkpoint") == digest
     assert store.get(digest) == b"checkpoint"
     assert [p.name for p in store.path(digest).parent.iterdir()] == [digest]

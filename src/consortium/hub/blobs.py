@@ -28,10 +28,10 @@ class BlobStore:
     def path(self, sha256: str) -> Path:
         return self.root / sha256[:2] / sha256
 
-    def put(self, data: bytes, durable: bool = True) -> str:
-        """Store ``data``; ``durable`` fsyncs it (checkpoints) — transient blobs such as updates skip that."""
+    def put(self, data: bytes) -> str:
+        """Store ``data`` durably (fsynced before the rename) under its digest."""
         digest = hashlib.sha256(data).hexdigest()
-        self._write(digest, data, durable)
+        self._write(digest, data)
         return digest
 
     def stage(self, data: bytes) -> str:
@@ -48,7 +48,7 @@ class BlobStore:
                 data = self._staged.get(digest)
             if data is None:
                 continue
-            self._write(digest, data, durable=True)
+            self._write(digest, data)
             with self._lock:
                 self._staged.pop(digest, None)
 
@@ -58,7 +58,7 @@ class BlobStore:
             for digest in digests:
                 self._staged.pop(digest, None)
 
-    def _write(self, digest: str, data: bytes, durable: bool) -> None:
+    def _write(self, digest: str, data: bytes) -> None:
         target = self.path(digest)
         if target.exists():
             return
@@ -67,9 +67,8 @@ class BlobStore:
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
-                if durable:
-                    fh.flush()
-                    os.fsync(fh.fileno())
+                fh.flush()
+                os.fsync(fh.fileno())
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
