@@ -365,13 +365,18 @@ class ModelOut(Wire):
 
 
 class LedgerEntryOut(Wire):
+    """A ledger entry; ``payload`` and ``salt`` are null when the caller is outside its audience (redacted)
+    or ``payload_commitment`` is null (an entry written before payloads became redactable)."""
+
     seq: int
     event_type: str
     actor: str
-    payload: dict[str, Any]
+    payload: dict[str, Any] | None
     created_at: str
     prev_hash: str
     hash: str
+    salt: str | None = None
+    payload_commitment: str | None = None
 
 
 class ErrorOut(Wire):

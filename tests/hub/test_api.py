@@ -169,9 +169,15 @@ def test_second_approval_by_same_org_is_409(env: DigitsConsortium) -> None:
     assert ledger_size(env.hub) == before
 
 
-def test_approval_by_org_without_data_is_403(env: DigitsConsortium) -> None:
+def test_approval_by_org_outside_the_project_is_404(env: DigitsConsortium) -> None:
     with env.hub.client() as admin:
         project = admin.create_project(digits_spec("not-yours", ORGS[:2], rounds=2))
+    expect_error(404, f"no project {project['id']}", approve_as, env.org_dirs[ORGS[2]], env.hub.url, project)
+
+
+def test_approval_by_the_proposing_org_without_data_is_403(env: DigitsConsortium) -> None:
+    with env.org_client(ORGS[2]) as proposer:
+        project = proposer.create_project(digits_spec("proposed-not-owned", ORGS[:2], rounds=2))
     expect_error(403, "owns no dataset", approve_as, env.org_dirs[ORGS[2]], env.hub.url, project)
 
 

@@ -110,7 +110,7 @@ def test_environment_owners_approve_and_no_test_set_is_taken(environments) -> No
         assert project["spec"]["environments"] == [f"{NORTH}/cartpole", f"{SOUTH}/cartpole"]
         expect_error(422, "a project trained in environments has no test set", admin.put_test_set,
                      project["id"], environments.test_set_bytes())
-    expect_error(403, "owns no dataset or environment", approve_as, environments.org_dirs[EAST],
+    expect_error(404, f"no project {project['id']}", approve_as, environments.org_dirs[EAST],
                  environments.hub.url, project)
     approve_as(environments.org_dirs[NORTH], environments.hub.url, project)
     with environments.hub.client() as admin:

@@ -16,6 +16,9 @@ from consortium.ledger.chain import (
     LedgerEvent,
     append,
     entry_hash,
+    payload_commitment,
+    redact,
+    sealed_hash,
     verify_chain,
 )
 
@@ -202,3 +205,97 @@ def test_any_single_tamper_is_located_at_the_first_bad_seq(chain_payloads, kind,
     assert report.first_bad_seq == expected, report.reason
     assert report.checked == k - 1
     assert str(expected) in report.reason
+
+
+# ------------------------------------------------------------------------------------------- sealed entries
+
+SALT = "5a" * 16
+
+
+def build_sealed(payloads: list[dict], plain_prefix: int = 0) -> list[ChainedEntry]:
+    """A chain whose first ``plain_prefix`` entries are plain (an older ledger) and the rest sealed."""
+    chain: list[ChainedEntry] = []
+    for i, payload in enumerate(payloads):
+        head = chain[-1] if chain else None
+        salt = None if i < plain_prefix else f"{i:032x}"
+        chain.append(append(head, "dataset.registered", f"org:o{i % 3}", payload, T0, salt=salt))
+    return chain
+
+
+def test_a_sealed_entry_commits_to_a_salted_digest_of_its_payload() -> None:
+    entry = append(None, "dataset.registered", "org:north", {"dataset": "north/x", "rows": 5}, T0, salt=SALT)
+    commitment = sha256_hex(bytes.fromhex(SALT) + canonical_json({"dataset": "north/x", "rows": 5}))
+    assert entry.payload_commitment == commitment == payload_commitment(entry.payload, SALT)
+    expected = sha256_hex(canonical_json({"seq": 1, "event_type": "dataset.registered", "actor": "org:north",
+                                          "created_at": T0, "prev_hash": GENESIS_HASH,
+                                          "payload_commitment": commitment}))
+    assert entry.hash == expected
+    assert entry.hash == sealed_hash(GENESIS_HASH, 1, "dataset.registered", "org:north", T0, commitment)
+    assert entry.salt == SALT and verify_chain([entry]).ok
+
+
+def test_the_salt_hides_a_guessable_payload() -> None:
+    payload = {"dataset": "north/x"}
+    assert payload_commitment(payload, SALT) != payload_commitment(payload, "a5" * 16)
+    assert payload_commitment(payload, SALT) != sha256_hex(canonical_json(payload))
+
+
+def test_a_redacted_entry_still_verifies_and_a_plain_one_cannot_be_redacted() -> None:
+    chain = build_sealed([{"i": i} for i in range(4)], plain_prefix=2)
+    hidden = chain[:2] + [redact(e) for e in chain[2:]]
+    assert [e.payload for e in hidden[2:]] == [None, None] and hidden[3].salt is None
+    assert hidden[3].payload_commitment == chain[3].payload_commitment
+    report = verify_chain(hidden)
+    assert report.ok and report.checked == 4 and report.head_hash == chain[-1].hash
+    with pytest.raises(ValueError, match="plain entry"):
+        redact(chain[0])
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"payload": {"i": 9}}, "payload of entry 2 does not match its commitment"),
+        ({"salt": "00" * 16}, "payload of entry 2 does not match its commitment"),
+        ({"salt": None}, "reveals its payload or its salt without the other"),
+        ({"salt": "zz" * 16}, "salt must be 32 lower-case hex digits"),
+        ({"salt": "5A" * 16}, "salt must be 32 lower-case hex digits"),
+        ({"payload_commitment": "0" * 64}, "payload of entry 2 does not match its commitment"),
+        ({"payload_commitment": "0" * 64, "payload": None, "salt": None}, "hash of entry 2 does not match"),
+        ({"payload_commitment": None, "payload": None}, "neither a payload nor a payload commitment"),
+    ],
+)
+def test_sealed_reasons_are_specific(change: dict, fragment: str) -> None:
+    chain = build_sealed([{"i": 0}, {"i": 1}, {"i": 2}])
+    chain[1] = dataclasses.replace(chain[1], **change)
+    report = verify_chain(chain)
+    assert not report.ok and report.first_bad_seq == 2 and report.checked == 1
+    assert fragment in report.reason
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    chain_payloads=st.lists(payloads, min_size=1, max_size=12),
+    data=st.data(),
+)
+def test_any_redaction_verifies_and_tampering_is_located(chain_payloads, data) -> None:
+    n = len(chain_payloads)
+    plain = data.draw(st.integers(0, n), label="plain prefix")
+    chain = build_sealed(chain_payloads, plain_prefix=plain)
+    hidden = data.draw(st.sets(st.integers(plain, n - 1)) if plain < n else st.just(set()), label="redacted")
+    shown = [redact(e) if i in hidden else e for i, e in enumerate(chain)]
+    report = verify_chain(iter(shown))
+    assert report.ok and report.checked == n and report.head_hash == chain[-1].hash
+
+    i = data.draw(st.integers(0, n - 1), label="tampered")
+    entry = shown[i]
+    if entry.payload_commitment is None:
+        tampered = dataclasses.replace(entry, payload={**entry.payload, "\x00tampered": True})
+    elif i in hidden:
+        flipped = ("0" if entry.payload_commitment[0] != "0" else "1") + entry.payload_commitment[1:]
+        tampered = dataclasses.replace(entry, payload_commitment=flipped)
+    elif data.draw(st.booleans(), label="payload or salt"):
+        tampered = dataclasses.replace(entry, payload={**entry.payload, "\x00tampered": True})
+    else:
+        tampered = dataclasses.replace(entry, salt=("0" if entry.salt[0] != "0" else "1") + entry.salt[1:])
+    report = verify_chain(iter(shown[:i] + [tampered] + shown[i + 1:]))
+    assert not report.ok and report.first_bad_seq == i + 1 and report.checked == i, report.reason

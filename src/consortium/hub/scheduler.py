@@ -273,6 +273,7 @@ class RunDriver:
                 session, "round.abandoned", "hub",
                 {"run_id": self.run_id, "round": rnd.number, "attempt": rnd.attempt,
                  "reason": "hub restarted; the round is replayed from the last checkpoint"},
+                scope=ledger.project_scope(self.project_id),
             )
         session.commit()
 
@@ -357,7 +358,8 @@ class RunDriver:
             event = run_store.federated_eval_event(
                 session, self.run_id, phase.number, evaluation.metrics, evaluation.num_examples, compute
             )
-            ledger.record_many(session, [event] if event else [])
+            ledger.record_many(session, [event] if event else [],
+                               scope=ledger.project_scope(self.project_id))
             session.commit()
         self.state.broker.notify(progress_key(self.run_id))
 
@@ -473,7 +475,7 @@ class RunDriver:
                                          "org": phase.participants[task_id].org,
                                          "reason": "no answer within round_timeout"})
                 for task_id in sorted(dropped)
-            ])
+            ], scope=ledger.project_scope(self.project_id))
             for task_id in dropped & handed_out.keys():
                 session.execute(
                     update(Task).where(Task.id == task_id, Task.claimed_at.is_(None))
@@ -581,6 +583,7 @@ class RunDriver:
         round_id = run_store.close_round(
             session, self.run_id, number, round_id, metrics=written, params_sha256=digest,
             server_state_sha256=self.server_state_sha, now=self.state.clock(), events=events,
+            scope=ledger.project_scope(self.project_id),
         )
         return number, run_store.ClosedRound(round_id, written)
 
@@ -623,6 +626,7 @@ class RunDriver:
                 session, "run.completed", "hub",
                 {"run_id": self.run_id, "model_id": model.id, "params_sha256": run.params_sha256,
                  "license": card["license"]},
+                scope=ledger.project_scope(self.project_id),
             )
             session.commit()
         self.state.broker.notify(progress_key(self.run_id))
@@ -635,6 +639,7 @@ class RunDriver:
                 select(Task).where(Task.run_id == self.run_id, Task.status.in_(OPEN_TASK_STATES))
             ):
                 task.status = "cancelled"
-            ledger.record(session, "run.failed", "hub", {"run_id": self.run_id, "reason": reason})
+            ledger.record(session, "run.failed", "hub", {"run_id": self.run_id, "reason": reason},
+                          scope=ledger.project_scope(run.project_id))
             session.commit()
         self.state.broker.notify(progress_key(self.run_id))

@@ -1,18 +1,30 @@
-"""The ledger's hash chain (pure: no I/O, no database, no clock).
+"""The ledger's hash chain (pure: no I/O, no database, no clock, no randomness).
 
 Each entry's hash covers its own content and the hash of the entry before it, starting from
 :data:`GENESIS_HASH`. Changing, removing, inserting or reordering any entry therefore breaks the chain at that
 point, and :func:`verify_chain` names the first entry where it stops adding up.
 
-What a chain alone cannot show is truncation of its tail: a prefix of a valid chain is a valid chain. Signed
-checkpoints of the head (``ledger/checkpoints.py``) cover that.
+Entries come in two formats, told apart by ``payload_commitment``:
+
+- **sealed** (every entry written since payloads became redactable): ``payload_commitment`` is
+  ``sha256(salt || canonical_json(payload))`` with ``salt`` 16 random bytes (32 hex digits) chosen by the
+  writer, and the hash covers ``seq``, ``event_type``, ``actor``, ``created_at``, ``prev_hash`` and the
+  commitment, not the payload. A reader outside an entry's audience gets it *redacted* (``payload`` and
+  ``salt`` None) and still verifies the chain; a reader who gets the payload and salt also checks them
+  against the commitment. The salt keeps a low-entropy payload (a dataset's name) from being guessed from its
+  commitment.
+- **plain** (ledgers written before; ``payload_commitment`` None, and NULL ``salt`` in the database): the hash
+  covers the payload itself, so such an entry verifies only with its payload.
+
+What a chain alone cannot show is truncation of its tail: a prefix of a valid chain is a valid chain; compare
+:attr:`VerifyReport.head_hash` with a head published elsewhere.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +32,9 @@ from consortium.crypto import canonical_json, sha256_hex
 
 GENESIS_HASH = "0" * 64
 """The ``prev_hash`` of the first entry."""
+
+SALT_BYTES = 16
+"""Length of a sealed entry's salt (written as 32 hex digits)."""
 
 
 @dataclass(frozen=True)
@@ -35,15 +50,21 @@ class LedgerEvent:
 
 @dataclass(frozen=True)
 class ChainedEntry:
-    """A ledger event with its link to the previous entry (``prev_hash``) and its own ``hash``."""
+    """A ledger entry with its link to the previous entry (``prev_hash``) and its own ``hash``.
+
+    A sealed entry carries ``payload_commitment``; redacted, its ``payload`` and ``salt`` are None. A plain
+    entry has no commitment and always its payload.
+    """
 
     seq: int
     event_type: str
     actor: str
-    payload: dict[str, Any]
+    payload: dict[str, Any] | None
     created_at: str
     prev_hash: str
     hash: str
+    salt: str | None = None
+    payload_commitment: str | None = None
 
     @property
     def event(self) -> LedgerEvent:
@@ -67,35 +88,106 @@ class VerifyReport:
     head_hash: str = GENESIS_HASH
 
 
+def _digest(seq: Any, event_type: Any, document: dict[str, Any]) -> str:
+    try:
+        body = canonical_json(document)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"ledger entry {seq!r} ({event_type!r}) is not canonical JSON: {exc}") from None
+    return sha256_hex(body)
+
+
 def entry_hash(prev_hash: str, event: LedgerEvent) -> str:
-    """SHA-256 hex of the canonical JSON of the event's fields together with ``prev_hash``.
+    """Hash of a plain entry: SHA-256 hex of the canonical JSON of the event's fields and ``prev_hash``.
 
     Raises ``ValueError`` when the event cannot be encoded as canonical JSON (NaN, infinity, non-JSON types).
     """
-    document = {
+    return _digest(event.seq, event.event_type, {
         "seq": event.seq,
         "event_type": event.event_type,
         "actor": event.actor,
         "payload": event.payload,
         "created_at": event.created_at,
         "prev_hash": prev_hash,
-    }
+    })
+
+
+def payload_commitment(payload: dict[str, Any], salt: str) -> str:
+    """``sha256(salt || canonical_json(payload))`` in hex; ``salt`` is :data:`SALT_BYTES` bytes as hex.
+
+    Raises ``ValueError`` for a malformed salt or a payload that is not canonical JSON.
+    """
     try:
-        body = canonical_json(document)
+        raw = bytes.fromhex(salt)
+    except (TypeError, ValueError):
+        raw = b""
+    if len(raw) != SALT_BYTES or raw.hex() != salt:
+        raise ValueError(f"salt must be {2 * SALT_BYTES} lower-case hex digits")
+    try:
+        body = canonical_json(payload)
     except (TypeError, ValueError) as exc:
-        raise ValueError(
-            f"ledger entry {event.seq!r} ({event.event_type!r}) is not canonical JSON: {exc}"
-        ) from None
-    return sha256_hex(body)
+        raise ValueError(f"payload is not canonical JSON: {exc}") from None
+    return sha256_hex(raw + body)
+
+
+def sealed_hash(
+    prev_hash: str, seq: int, event_type: str, actor: str, created_at: str, commitment: str
+) -> str:
+    """Hash of a sealed entry: SHA-256 hex of the canonical JSON of its fields, with the payload's commitment
+    in place of the payload."""
+    return _digest(seq, event_type, {
+        "seq": seq,
+        "event_type": event_type,
+        "actor": actor,
+        "created_at": created_at,
+        "prev_hash": prev_hash,
+        "payload_commitment": commitment,
+    })
+
+
+def expected_hash(entry: ChainedEntry) -> str:
+    """The hash ``entry`` must carry given its content (plain or sealed, revealed or redacted).
+
+    Raises ``ValueError`` naming what is wrong: a revealed payload or salt that does not match the commitment,
+    a plain entry without its payload, content that is not canonical JSON.
+    """
+    seq = entry.seq
+    commitment = entry.payload_commitment
+    if commitment is None:
+        if entry.payload is None:
+            raise ValueError(f"entry {seq} has neither a payload nor a payload commitment")
+        return entry_hash(entry.prev_hash, entry.event)
+    if entry.payload is not None or entry.salt is not None:
+        if entry.payload is None or entry.salt is None:
+            raise ValueError(f"entry {seq} reveals its payload or its salt without the other")
+        try:
+            revealed = payload_commitment(entry.payload, entry.salt)
+        except ValueError as exc:
+            raise ValueError(f"entry {seq}: {exc}") from None
+        if revealed != commitment:
+            raise ValueError(f"payload of entry {seq} does not match its commitment")
+    return sealed_hash(entry.prev_hash, seq, entry.event_type, entry.actor, entry.created_at, commitment)
+
+
+def redact(entry: ChainedEntry) -> ChainedEntry:
+    """``entry`` without its payload and salt; it still verifies. Only a sealed entry can be redacted."""
+    if entry.payload_commitment is None:
+        raise ValueError(f"entry {entry.seq} is a plain entry: its hash needs its payload")
+    return replace(entry, payload=None, salt=None)
 
 
 def append(
-    head: ChainedEntry | None, event_type: str, actor: str, payload: dict[str, Any], created_at: str
+    head: ChainedEntry | None,
+    event_type: str,
+    actor: str,
+    payload: dict[str, Any],
+    created_at: str,
+    salt: str | None = None,
 ) -> ChainedEntry:
     """The entry that follows ``head``, or the first entry of a chain when ``head`` is ``None``.
 
-    ``created_at`` is an ISO-8601 timestamp chosen by the caller. The payload must be a JSON object without
-    NaN or infinity (``ValueError`` otherwise); the returned entry holds it as JSON would give it back
+    With ``salt`` (:data:`SALT_BYTES` random bytes as hex, chosen by the caller) the entry is sealed, without
+    it plain. ``created_at`` is an ISO-8601 timestamp chosen by the caller. The payload must be a JSON object
+    without NaN or infinity (``ValueError`` otherwise); the returned entry holds it as JSON would give it back
     (tuples as lists, keys as strings), so what is stored is exactly what was hashed.
     """
     if not isinstance(event_type, str) or not event_type:
@@ -116,9 +208,12 @@ def append(
         raise ValueError(f"ledger payload of {event_type!r} is not JSON-serialisable: {exc}") from None
     seq = 1 if head is None else head.seq + 1
     prev_hash = GENESIS_HASH if head is None else head.hash
-    event = LedgerEvent(seq, event_type, actor, normalised, created_at)
-    digest = entry_hash(prev_hash, event)
-    return ChainedEntry(seq, event_type, actor, normalised, created_at, prev_hash, digest)
+    if salt is None:
+        digest = entry_hash(prev_hash, LedgerEvent(seq, event_type, actor, normalised, created_at))
+        return ChainedEntry(seq, event_type, actor, normalised, created_at, prev_hash, digest)
+    commitment = payload_commitment(normalised, salt)
+    digest = sealed_hash(prev_hash, seq, event_type, actor, created_at, commitment)
+    return ChainedEntry(seq, event_type, actor, normalised, created_at, prev_hash, digest, salt, commitment)
 
 
 def verify_chain(entries: Iterable[ChainedEntry]) -> VerifyReport:
@@ -127,7 +222,8 @@ def verify_chain(entries: Iterable[ChainedEntry]) -> VerifyReport:
     Streams: ``entries`` may be a lazy iterator (a paged download, a database cursor); only the previous
     entry's seq and hash are kept. Entries must come in seq order starting at 1. For each entry it checks, in
     order, that its seq follows the previous one, that its ``prev_hash`` is the previous entry's hash, and
-    that its ``hash`` matches its content. An empty chain is valid.
+    that its ``hash`` matches its content (:func:`expected_hash`: a redacted sealed entry is checked through
+    its commitment, a revealed one also against it). An empty chain is valid.
     """
     prev_seq, prev_hash, checked = 0, GENESIS_HASH, 0
 
@@ -145,7 +241,7 @@ def verify_chain(entries: Iterable[ChainedEntry]) -> VerifyReport:
                 return bad(seq, f"prev_hash of entry {seq} is not the genesis hash")
             return bad(seq, f"prev_hash of entry {seq} does not match the hash of entry {prev_seq}")
         try:
-            recomputed = entry_hash(entry.prev_hash, entry.event)
+            recomputed = expected_hash(entry)
         except ValueError as exc:
             return bad(seq, str(exc))
         if not isinstance(entry.hash, str) or recomputed != entry.hash:

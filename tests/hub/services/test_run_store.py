@@ -13,6 +13,7 @@ from consortium.hub.services import ledger, run_store
 from consortium.ledger.chain import verify_chain
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
+SCOPE = ledger.project_scope(1)
 
 
 @pytest.fixture
@@ -45,7 +46,7 @@ def test_a_round_opens_with_its_tasks_and_ledger_entries(session, run_with_orgs)
     run_id, participants = run_with_orgs
     opened = run_store.open_phase(
         session, run_id, 1, "fit", "a" * 64, [run_store.NewTask(o, d, seed=o) for o, d in participants],
-        NOW + timedelta(seconds=30), events=[("round.opened", "hub", {"round": 1})],
+        NOW + timedelta(seconds=30), events=[("round.opened", "hub", {"round": 1})], scope=SCOPE,
     )
     session.commit()
     tasks = session.scalars(select(Task).where(Task.round_id == opened.round_id).order_by(Task.id)).all()
@@ -81,7 +82,7 @@ def close_and_open(session: Session, run_id: int, participants, closing: int, nu
     evaluated = run_store.federated_eval_event(session, run_id, number - 2, {"accuracy": 0.5}, 30, 0.25)
     run_store.close_round(session, run_id, number - 1, closing, metrics={"round": number - 1},
                           params_sha256="d" * 64, server_state_sha256="e" * 64, now=NOW,
-                          events=[evaluated, ("round.completed", "hub", {"round": number - 1})])
+                          events=[evaluated, ("round.completed", "hub", {"round": number - 1})], scope=SCOPE)
     return run_store.open_phase(session, run_id, number, "fit", "d" * 64,
                                 [run_store.NewTask(o, d, seed=0) for o, d in participants], NOW).round_id
 
@@ -91,7 +92,7 @@ def test_closing_a_round_and_opening_the_next_is_all_or_nothing(session, run_wit
     first = run_store.open_phase(session, run_id, 1, "fit", None, [], NOW)
     run_store.close_round(session, run_id, 1, first.round_id, metrics={"round": 1, "federated_eval": {}},
                           params_sha256="c" * 64, server_state_sha256=None, now=NOW,
-                          events=[("round.completed", "hub", {"round": 1})])
+                          events=[("round.completed", "hub", {"round": 1})], scope=SCOPE)
     second = run_store.open_phase(session, run_id, 2, "fit", None, [], NOW)
     session.commit()
 
@@ -121,7 +122,7 @@ def test_the_initial_checkpoint_creates_a_closed_round(session, run_with_orgs) -
     run_id, _ = run_with_orgs
     round_id = run_store.close_round(session, run_id, 0, None, metrics=None, params_sha256="f" * 64,
                                      server_state_sha256=None, now=NOW,
-                                     events=[("run.initialised", "hub", {})])
+                                     events=[("run.initialised", "hub", {})], scope=SCOPE)
     session.commit()
     rnd = session.get(Round, round_id)
     assert (rnd.number, rnd.status, rnd.attempt) == (0, "closed", 1)
@@ -136,9 +137,10 @@ def test_evaluation_of_an_unknown_round_records_nothing(session, run_with_orgs) 
 @pytest.mark.parametrize("sizes", [[1], [3], [2, 1, 4]])
 def test_ledger_batches_chain_like_single_appends(session, sizes: list[int]) -> None:
     for batch, size in enumerate(sizes):
-        ledger.record_many(session, [("test.event", "hub", {"batch": batch, "i": i}) for i in range(size)])
+        ledger.record_many(session, [("test.event", "hub", {"batch": batch, "i": i}) for i in range(size)],
+                           scope=ledger.MEMBERS)
         session.commit()
-    assert ledger.record_many(session, []) == []
+    assert ledger.record_many(session, [], scope=ledger.MEMBERS) == []
     entries = chain(session)
     assert [e.seq for e in entries] == list(range(1, sum(sizes) + 1))
     report = verify_chain(entries)
@@ -149,7 +151,7 @@ def test_the_federated_evaluation_of_a_round_the_caller_closed_needs_no_read_bac
     run_id, _ = run_with_orgs
     opened = run_store.open_phase(session, run_id, 1, "fit", None, [], NOW)
     run_store.close_round(session, run_id, 1, opened.round_id, metrics={"round": 1}, params_sha256="c" * 64,
-                          server_state_sha256=None, now=NOW, events=[])
+                          server_state_sha256=None, now=NOW, events=[], scope=SCOPE)
     closed = run_store.ClosedRound(opened.round_id, {"round": 1})
     reads: list[str] = []
     event.listen(session, "do_orm_execute", lambda state: reads.append(str(state.statement))

@@ -233,6 +233,13 @@ class LedgerHead(Base):
 
 
 class LedgerEntry(Base):
+    """One ledger entry (see :mod:`consortium.ledger.chain`): sealed when ``salt`` is set, plain (written
+    before payloads became redactable) when it is NULL.
+
+    ``project_id`` / ``dataset_id`` scope the entry: its payload is shown only to those who may see that
+    project or data source, decided when the ledger is read; an entry with neither is shown to every member.
+    """
+
     __tablename__ = "ledger_entries"
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     event_type: Mapped[str] = mapped_column(String(60))
@@ -241,6 +248,10 @@ class LedgerEntry(Base):
     created_at: Mapped[str] = mapped_column(String(40))
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+    salt: Mapped[str | None] = mapped_column(String(32))
+    payload_commitment: Mapped[str | None] = mapped_column(String(64))
+    project_id: Mapped[int | None] = mapped_column(Integer)
+    dataset_id: Mapped[int | None] = mapped_column(Integer)
 
 
 __all__ = [

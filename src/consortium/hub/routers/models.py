@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from fastapi import APIRouter, Depends, Query, Response
 from sqlalchemy.orm import Session
 
@@ -9,6 +11,7 @@ from consortium.hub.deps import db, hub_state, principal
 from consortium.hub.scheduler import HubState
 from consortium.hub.services import ledger
 from consortium.hub.services import models as model_service
+from consortium.hub.services.access import ledger_reader
 from consortium.hub.services.identity import Principal
 from consortium.protocol import SAFETENSORS_MEDIA_TYPE, LedgerEntryOut, ModelOut
 
@@ -17,7 +20,7 @@ router = APIRouter(prefix="/api", tags=["models and ledger"])
 
 @router.get("/models/{model_id}", response_model=ModelOut)
 def get_model(model_id: int, session: Session = Depends(db), caller: Principal = Depends(principal)):
-    model = model_service.get(session, model_id)
+    model = model_service.get(session, caller, model_id)
     return ModelOut(id=model.id, run_id=model.run_id, project=model.project.name,
                     params_sha256=model.params_sha256, license=model.license, card=model.card,
                     created_at=model.created_at)
@@ -30,7 +33,7 @@ def get_weights(
     state: HubState = Depends(hub_state),
     caller: Principal = Depends(principal),
 ) -> Response:
-    model = model_service.get(session, model_id)
+    model = model_service.get(session, caller, model_id)
     return Response(state.blobs.get(model.params_sha256), media_type=SAFETENSORS_MEDIA_TYPE)
 
 
@@ -43,13 +46,13 @@ def get_file(
     caller: Principal = Depends(principal),
 ) -> Response:
     """A file released with the model (listed in its card's ``files``), e.g. a GAN's ``samples.png``."""
-    entry = model_service.file_entry(model_service.get(session, model_id), name)
+    entry = model_service.file_entry(model_service.get(session, caller, model_id), name)
     return Response(state.blobs.get(entry["sha256"]), media_type=entry["media_type"])
 
 
 @router.get("/models/{model_id}/card.md")
 def get_card_markdown(model_id: int, session: Session = Depends(db), caller: Principal = Depends(principal)):
-    return Response(model_service.get(session, model_id).card_markdown, media_type="text/markdown")
+    return Response(model_service.get(session, caller, model_id).card_markdown, media_type="text/markdown")
 
 
 @router.get("/ledger", response_model=list[LedgerEntryOut])
@@ -59,8 +62,8 @@ def get_ledger(
     session: Session = Depends(db),
     caller: Principal = Depends(principal),
 ):
-    return [
-        LedgerEntryOut(seq=e.seq, event_type=e.event_type, actor=e.actor, payload=e.payload,
-                       created_at=e.created_at, prev_hash=e.prev_hash, hash=e.hash)
-        for e in ledger.iter_entries(session, after=after, limit=limit)
-    ]
+    """Every entry, so that any member can verify the whole chain; the payload (and salt) of an entry about a
+    project or data source the caller may not see is left out (redacted), its commitment still verifies."""
+    entries = list(ledger.iter_entries(session, after=after, limit=limit))
+    readable = ledger_reader(session, caller, entries)
+    return [LedgerEntryOut(**asdict(ledger.to_chained(e, reveal=readable(e)))) for e in entries]

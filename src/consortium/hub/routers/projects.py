@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from consortium.croissant import card_to_croissant
-from consortium.hub.db.models import Project
 from consortium.hub.deps import db, hub_state, principal
 from consortium.hub.scheduler import HubState
 from consortium.hub.services import datasets as dataset_service
 from consortium.hub.services import environments as environment_service
 from consortium.hub.services import projects as project_service
+from consortium.hub.services.access import visible_projects
 from consortium.hub.services.identity import Principal
 from consortium.protocol import (
     ApprovalIn,
@@ -77,7 +76,7 @@ def create_project(spec: ProjectCreate, session: Session = Depends(db), caller: 
 
 @router.get("/projects", response_model=list[ProjectOut])
 def list_projects(session: Session = Depends(db), caller: Principal = Depends(principal)):
-    return [project_service.to_out(session, p) for p in session.scalars(select(Project).order_by(Project.id))]
+    return [project_service.to_out(session, p) for p in visible_projects(session, caller)]
 
 
 @router.get("/projects/{project_id}", response_model=ProjectOut)

@@ -53,7 +53,7 @@ def start_run(
 
 @router.get("/runs/{run_id}", response_model=RunOut)
 def get_run(run_id: int, session: Session = Depends(db), caller: Principal = Depends(principal)):
-    return run_service.to_out(session, run_service.get(session, run_id))
+    return run_service.to_out(session, run_service.get(session, caller, run_id))
 
 
 @router.get("/runs/{run_id}/progress", response_model=RunProgress)
@@ -71,7 +71,7 @@ async def run_progress(
 
         def read() -> RunProgress:
             with state.sessions() as session:
-                return run_service.progress(session, run_service.get(session, run_id), after_round)
+                return run_service.progress(session, run_service.get(session, caller, run_id), after_round)
 
         progress = await run_in_threadpool(read)
         remaining = deadline - asyncio.get_running_loop().time()

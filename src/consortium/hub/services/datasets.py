@@ -7,9 +7,10 @@ from sqlalchemy.orm import Session
 
 from consortium.hub.db.models import Dataset, Org
 from consortium.hub.services import ledger
+from consortium.hub.services.access import can_see_source
 from consortium.hub.services.errors import Conflict, Forbidden, NotFound
 from consortium.hub.services.identity import Principal
-from consortium.protocol import DatasetCardIn, DatasetCardOut, Visibility
+from consortium.protocol import DatasetCardIn, DatasetCardOut
 
 TABLE = "table"
 """The ``kind`` of a data source that is rows of data (the other kind is an RL environment)."""
@@ -40,15 +41,10 @@ def register(session: Session, actor: Principal, card: DatasetCardIn) -> Dataset
         actor.label,
         {"dataset": f"{actor.org_name}/{card.name}", "sha256": card.sha256, "license": card.license,
          "rows": card.rows},
+        scope=ledger.source_scope(dataset.id),
     )
     session.commit()
     return dataset
-
-
-def can_see(actor: Principal, dataset: Dataset) -> bool:
-    if dataset.visibility == Visibility.public.value or actor.org_id == dataset.org_id:
-        return True
-    return dataset.visibility == Visibility.members.value
 
 
 def source_by_ref(session: Session, actor: Principal, ref: str, kind: str, noun: str) -> Dataset:
@@ -57,7 +53,7 @@ def source_by_ref(session: Session, actor: Principal, ref: str, kind: str, noun:
     source = session.scalar(
         select(Dataset).join(Org).where(Org.name == org_name, Dataset.name == name, Dataset.kind == kind)
     )
-    if source is None or not can_see(actor, source):
+    if source is None or not can_see_source(actor, source):
         raise NotFound(f"no {noun} {ref!r}")
     return source
 
@@ -65,7 +61,7 @@ def source_by_ref(session: Session, actor: Principal, ref: str, kind: str, noun:
 def sources_listing(session: Session, actor: Principal, kind: str) -> list[Dataset]:
     """Every data source of ``kind`` the caller may see, oldest first."""
     rows = session.scalars(select(Dataset).where(Dataset.kind == kind).order_by(Dataset.id))
-    return [d for d in rows if can_see(actor, d)]
+    return [d for d in rows if can_see_source(actor, d)]
 
 
 def by_ref(session: Session, actor: Principal, ref: str) -> Dataset:

@@ -84,6 +84,7 @@ def register(session: Session, actor: Principal, card: EnvironmentCardIn) -> Dat
         {"environment": f"{actor.org_name}/{card.name}", "env_id": card.env_id,
          "physics_sha256": card.physics_sha256, "physics_private": card.physics is None,
          "license": card.license},
+        scope=ledger.source_scope(environment.id),
     )
     session.commit()
     return environment

@@ -59,7 +59,7 @@ def ensure_admin(session: Session, token: str) -> None:
     session.add(user)
     session.flush()
     session.add(ApiToken(user_id=user.id, token_hash=crypto.hash_token(token)))
-    ledger.record(session, "user.created", "hub", {"user": "admin", "role": "admin"})
+    ledger.record(session, "user.created", "hub", {"user": "admin", "role": "admin"}, scope=ledger.MEMBERS)
     session.commit()
 
 
@@ -77,7 +77,7 @@ def create_org(session: Session, actor: Principal, body: OrgCreate) -> Org:
     org = Org(name=body.name, display_name=body.display_name or body.name, status="admitted")
     session.add(org)
     session.flush()
-    ledger.record(session, "org.admitted", actor.label, {"org": org.name})
+    ledger.record(session, "org.admitted", actor.label, {"org": org.name}, scope=ledger.MEMBERS)
     session.commit()
     return org
 
@@ -91,7 +91,7 @@ def issue_enrolment_token(
     token = crypto.new_api_token()
     expires = now + ttl
     session.add(EnrolmentToken(org_id=org.id, token_hash=crypto.hash_token(token), expires_at=expires))
-    ledger.record(session, "org.enrolment_token_issued", actor.label, {"org": org.name})
+    ledger.record(session, "org.enrolment_token_issued", actor.label, {"org": org.name}, scope=ledger.MEMBERS)
     session.commit()
     return token, expires
 
@@ -126,7 +126,8 @@ def enrol(session: Session, body: EnrolRequest, now: datetime) -> Node:
     session.add(node)
     session.flush()
     ledger.record(
-        session, "node.enrolled", f"org:{org.name}", {"org": org.name, "node": node.name, "key_id": kid}
+        session, "node.enrolled", f"org:{org.name}", {"org": org.name, "node": node.name, "key_id": kid},
+        scope=ledger.MEMBERS,
     )
     session.commit()
     return node
@@ -147,7 +148,8 @@ def create_user(session: Session, actor: Principal, body: UserCreate) -> tuple[U
     token = crypto.new_api_token()
     session.add(ApiToken(user_id=user.id, token_hash=crypto.hash_token(token)))
     ledger.record(
-        session, "user.created", actor.label, {"user": user.name, "role": user.role, "org": body.org}
+        session, "user.created", actor.label, {"user": user.name, "role": user.role, "org": body.org},
+        scope=ledger.MEMBERS,
     )
     session.commit()
     return user, token

@@ -11,7 +11,9 @@ from consortium.fl.core import Params
 from consortium.governance.licences import derive_licence
 from consortium.hub.blobs import BlobStore
 from consortium.hub.db.models import Dataset, Model
+from consortium.hub.services.access import can_see_project
 from consortium.hub.services.errors import NotFound
+from consortium.hub.services.identity import Principal
 from consortium.previews import PREVIEW_FILE, PREVIEW_MEDIA_TYPE, markdown_section, preview_png
 from consortium.protocol import ProjectCreate, RoundMetrics
 
@@ -143,9 +145,10 @@ def render_markdown(card: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def get(session: Session, model_id: int) -> Model:
+def get(session: Session, actor: Principal, model_id: int) -> Model:
+    """The model if the caller takes part in its project; NotFound otherwise."""
     model = session.get(Model, model_id)
-    if model is None:
+    if model is None or not can_see_project(session, actor, model.project):
         raise NotFound(f"no model {model_id}")
     return model
 

@@ -17,7 +17,8 @@ from consortium.hub.db.models import Approval, Dataset, Org, Project, ProjectDat
 from consortium.hub.services import datasets as dataset_service
 from consortium.hub.services import environments as environment_service
 from consortium.hub.services import ledger
-from consortium.hub.services.errors import BadRequest, Conflict, Forbidden, NotFound
+from consortium.hub.services.access import visible_project
+from consortium.hub.services.errors import BadRequest, Conflict, Forbidden
 from consortium.hub.services.identity import Principal, require_role
 from consortium.protocol import ApprovalIn, ProjectCreate, ProjectOut, Role, decode_tensors
 
@@ -120,16 +121,15 @@ def create(session: Session, actor: Principal, spec: ProjectCreate) -> Project:
         session, "project.proposed", actor.label,
         {"project": spec.name, "project_id": project.id, "spec_hash": digest, "datasets": spec.datasets}
         | ({"environments": spec.environments} if spec.environments else {}),
+        scope=ledger.project_scope(project.id),
     )
     session.commit()
     return project
 
 
 def get(session: Session, actor: Principal, project_id: int) -> Project:
-    project = session.get(Project, project_id)
-    if project is None:
-        raise NotFound(f"no project {project_id}")
-    return project
+    """The project if the caller takes part in it; NotFound otherwise."""
+    return visible_project(session, actor, project_id)
 
 
 def project_datasets(session: Session, project: Project) -> list[Dataset]:
@@ -184,6 +184,7 @@ def approve(session: Session, actor: Principal, project_id: int, body: ApprovalI
         session, "project.approved", actor.label,
         {"project_id": project.id, "org": actor.org_name, "spec_hash": body.spec_hash,
          "signature": body.signature},
+        scope=ledger.project_scope(project.id),
     )
     if decision(session, project).approved and project.status == "proposed":
         project.status = "approved"
@@ -218,7 +219,8 @@ def set_test_set(
         raise BadRequest("test set x contains non-finite values")
     digest = blobs.put(payload)
     project.test_set_sha256 = digest
-    ledger.record(session, "project.test_set", actor.label, {"project_id": project.id, "sha256": digest})
+    ledger.record(session, "project.test_set", actor.label, {"project_id": project.id, "sha256": digest},
+                  scope=ledger.project_scope(project.id))
     session.commit()
     return digest
 

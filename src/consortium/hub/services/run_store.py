@@ -68,8 +68,10 @@ def open_phase(
     *,
     round_id: int | None = None,
     events: Sequence[LedgerEvent] = (),
+    scope: ledger.Scope | None = None,
 ) -> OpenedPhase:
-    """Open round ``number`` (a new attempt) with ``tasks``, or add them to round ``round_id``."""
+    """Open round ``number`` (a new attempt) with ``tasks``, or add them to round ``round_id``; ``events``
+    go to the ledger under ``scope`` (the run's project)."""
     if round_id is None:
         round_id = _insert_round(session, run_id, number)
     task_ids: list[int] = []
@@ -80,7 +82,8 @@ def open_phase(
               "kind": kind, "params_sha256": params_sha256, "seed": t.seed, "deadline": deadline}
              for t in tasks],
         ))
-    ledger.record_many(session, events)
+    if events:
+        ledger.record_many(session, events, scope=scope)
     return OpenedPhase(round_id, task_ids)
 
 
@@ -127,8 +130,10 @@ def close_round(
     server_state_sha256: str | None,
     now: datetime,
     events: Sequence[LedgerEvent],
+    scope: ledger.Scope,
 ) -> int:
-    """Checkpoint: round closed with its metrics, run advanced to ``params_sha256``, ledger events.
+    """Checkpoint: round closed with its metrics, run advanced to ``params_sha256``, ledger events (under
+    ``scope``, the run's project).
 
     Without ``round_id`` (the initial params, when no init phase ran) a closed round row is created.
     """
@@ -142,5 +147,5 @@ def close_round(
         update(RUNS).where(RUNS.c.id == run_id)
         .values(current_round=number, params_sha256=params_sha256, server_state_sha256=server_state_sha256)
     )
-    ledger.record_many(session, events)
+    ledger.record_many(session, events, scope=scope)
     return round_id

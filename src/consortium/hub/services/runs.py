@@ -16,6 +16,7 @@ from consortium.hub.db.models import Dataset, Project, Round, Run, Task
 from consortium.hub.live import Answer, TaskRow
 from consortium.hub.services import ledger
 from consortium.hub.services import projects as project_service
+from consortium.hub.services.access import can_see_project
 from consortium.hub.services.errors import BadRequest, Conflict, Forbidden, Gone, NotFound
 from consortium.hub.services.identity import Principal, SignedCall, require_role
 from consortium.hub.tensor_cache import TensorCache
@@ -59,14 +60,16 @@ def start(session: Session, actor: Principal, project_id: int) -> Run:
     ledger.record(
         session, "run.started", actor.label,
         {"run_id": run.id, "project_id": project.id, "spec_hash": project.spec_hash},
+        scope=ledger.project_scope(project.id),
     )
     session.commit()
     return run
 
 
-def get(session: Session, run_id: int) -> Run:
+def get(session: Session, actor: Principal, run_id: int) -> Run:
+    """The run if the caller takes part in its project; NotFound otherwise."""
     run = session.get(Run, run_id)
-    if run is None:
+    if run is None or not can_see_project(session, actor, run.project):
         raise NotFound(f"no run {run_id}")
     return run
 
@@ -278,9 +281,11 @@ def refuse(
     task = own_task(session, actor, task_id, known)
     _open_for_results(task, tuple(k.value for k in TaskKind))
     _answer(session, task, signed, handed_out_at, status="refused", done_at=now, error=body.reason)
+    project_id = session.scalar(select(Run.project_id).where(Run.id == task.run_id))
     ledger.record(
         session, "task.refused", actor.label,
         {"task_id": task.id, "run_id": task.run_id, "reason": body.reason},
+        scope=ledger.project_scope(project_id),
     )
     session.commit()
     return task, Answer(task.id, "refused")
