@@ -1,16 +1,23 @@
-"""The Alembic migrations build exactly the schema the ORM models describe, and 0003 keeps old datasets."""
+"""The Alembic migrations build exactly the schema the ORM models describe, 0003 keeps old datasets and 0004
+old ledgers verifiable."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
 from pathlib import Path
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import text
 
 from consortium.hub.db.models import Base
-from consortium.hub.db.session import alembic_config, make_engine, migrate
+from consortium.hub.db.session import alembic_config, make_engine, migrate, session_factory
+from consortium.hub.services import ledger
+from consortium.ledger.chain import append, verify_chain
+from consortium.ledger_audit import verify_from_db
 
 
 def test_migrated_schema_matches_the_models(tmp_path: Path) -> None:
@@ -36,3 +43,37 @@ def test_datasets_registered_before_environments_become_tables(tmp_path: Path) -
         assert conn.execute(text("SELECT kind, environment FROM datasets")).one() == ("table", None)
         command.downgrade(cfg, "0002")
         assert conn.execute(text("SELECT name FROM datasets")).scalar_one() == "digits"
+
+
+def test_a_ledger_written_before_0004_still_verifies_and_grows_sealed(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'hub.db'}"
+    engine = make_engine(url)
+    old = [append(None, "org.admitted", "user:admin", {"org": "north"}, "2026-01-01T00:00:00+00:00")]
+    old.append(append(old[0], "dataset.registered", "org:north", {"dataset": "north/x"},
+                      "2026-01-01T00:00:01+00:00"))
+    with engine.begin() as conn:
+        cfg = alembic_config(url)
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0003")
+        for e in old:
+            conn.execute(text("INSERT INTO ledger_entries (seq, event_type, actor, payload, created_at, "
+                              "prev_hash, hash) VALUES (:seq, :event_type, :actor, :payload, :created_at, "
+                              ":prev_hash, :hash)"), {**asdict(e), "payload": json.dumps(e.payload)})
+        conn.execute(text("UPDATE ledger_head SET seq = 2, hash = :hash"), {"hash": old[-1].hash})
+        command.upgrade(cfg, "head")
+    with session_factory(engine)() as session:
+        ledger.record(session, "org.admitted", "user:admin", {"org": "south"}, scope=ledger.MEMBERS)
+        session.commit()
+        entries = list(ledger.iter_entries(session))
+        assert [e.salt is None for e in entries] == [True, True, False]
+        chained = [ledger.to_chained(e, reveal=False) for e in entries]
+    assert [e.payload for e in chained] == [{"org": "north"}, {"dataset": "north/x"}, None]
+    assert verify_chain(chained).ok
+    report = verify_from_db(url)
+    assert report.ok and report.checked == 3
+    with engine.begin() as conn:
+        cfg = alembic_config(url)
+        cfg.attributes["connection"] = conn
+        with pytest.raises(RuntimeError, match="1 ledger entries are sealed"):
+            command.downgrade(cfg, "0003")
+    engine.dispose()

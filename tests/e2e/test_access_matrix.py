@@ -1,0 +1,481 @@
+"""Object-level access over real HTTP: every route of the hub's OpenAPI walked as every kind of principal.
+
+A real hub (SQLite or PostgreSQL) with three orgs, a steward and a researcher in each, a researcher without an
+org, and the admin. Project P1 trains on north's private dataset and south's members dataset (proposed by
+north's researcher), P2 on east's dataset only (proposed by east's steward); both run to completion on real
+node processes. East also holds a private environment. Every route must be probed here or listed in
+``NOT_OBJECT_SCOPED`` with the reason, so a new route cannot slip past the matrix.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+from sqlalchemy import select
+
+from consortium import crypto
+from consortium.client import HubClient
+from consortium.hub.db.models import LedgerEntry, Org, Run, Task
+from consortium.hub.db.session import make_engine, session_factory
+from consortium.launch import HubProcess, Process, start_hub, start_node
+from consortium.ledger.chain import ChainedEntry, verify_chain
+from consortium.node.environments import prepare_environment
+from consortium.node.store import LocalRegistry, build_card, load_table
+from consortium.protocol import SAFETENSORS_MEDIA_TYPE, OrgOut
+from consortium.scenario import ORGS, DigitsConsortium, approve_as, digits_spec, provision_digits
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+NORTH, SOUTH, EAST = ORGS
+
+NOT_OBJECT_SCOPED = {
+    ("GET", "/api/health"): "liveness and code version only, no member data",
+    ("GET", "/api/me"): "the caller's own identity",
+    ("POST", "/api/enrol"): "anonymous by design; a node proves itself with a one-time enrolment token",
+    ("POST", "/api/datasets"): "registers a card of the caller's own org; names no other object",
+    ("POST", "/api/environments"): "registers a card of the caller's own org; names no other object",
+}
+
+
+@dataclass(frozen=True)
+class Caller:
+    name: str
+    org: str | None = None
+    token: str | None = None
+    identity: crypto.OrgIdentity | None = None
+    admin: bool = False
+
+    @property
+    def anonymous(self) -> bool:
+        return self.token is None and self.identity is None
+
+
+@dataclass
+class Scene:
+    """One project as the test set it up: its objects' ids and the orgs taking part."""
+
+    id: int
+    name: str
+    orgs: set[str]
+    run_id: int = 0
+    model_id: int = 0
+    tasks: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class World:
+    hub: HubProcess
+    db_url: str
+    callers: list[Caller]
+    p1: Scene
+    p2: Scene
+    vault: dict
+    arena: dict
+    http: httpx.Client
+
+    def send(self, caller: Caller, method: str, path: str, body: bytes = b"",
+             content_type: str | None = None) -> httpx.Response:
+        headers = {"Content-Type": content_type} if content_type else {}
+        if caller.token:
+            headers["Authorization"] = f"Bearer {caller.token}"
+        if caller.identity:
+            headers.update(crypto.sign_request(caller.identity, method, path, body, now=time.time()))
+        return self.http.request(method, path, content=body, headers=headers)
+
+    def scenes(self) -> list[Scene]:
+        return [self.p1, self.p2]
+
+
+def takes_part(caller: Caller, scene: Scene) -> bool:
+    return caller.admin or caller.org in scene.orgs
+
+
+def member(caller: Caller) -> bool:
+    return caller.admin or caller.org is not None
+
+
+def register_private_dataset(consortium: DigitsConsortium, workdir: Path, org: str, name: str) -> dict:
+    """Two thirds of ``org``'s digits as a private dataset (distinct rows and hash), known to its node."""
+    frame = pd.read_csv(workdir / "data" / f"{org}.csv")
+    path = workdir / "data" / f"{name}.csv"
+    frame.iloc[: 2 * len(frame) // 3].to_csv(path, index=False)
+    card = build_card(load_table(path, "label"), name=name, license="CC-BY-4.0", visibility="private")
+    with consortium.org_client(org) as client:
+        client.register_dataset(card)
+    LocalRegistry(consortium.org_dirs[org]).add(name, path.resolve(), "label", card)
+    return {"name": name, "sha256": card.sha256, "rows": card.rows}
+
+
+def wait_done(client: HubClient, run_id: int, timeout: float = 300.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = client.run(run_id)
+        if run["status"] != "running":
+            return run
+        client.progress(run_id, after_round=run["current_round"], wait=5.0)
+    raise AssertionError(f"run {run_id} did not finish within {timeout}s")
+
+
+def make_callers(hub: HubProcess, consortium: DigitsConsortium) -> list[Caller]:
+    callers = [Caller("anonymous"), Caller("admin", token=hub.admin_token, admin=True)]
+    with hub.client() as admin:
+        for org in ORGS:
+            identity = crypto.load_org_identity(consortium.org_dirs[org])
+            callers.append(Caller(f"{org} key", org, identity=identity))
+            for role in ("steward", "researcher"):
+                token = admin.create_user(f"{org}-{role}", role, org)["token"]
+                callers.append(Caller(f"{org}-{role}", org, token=token))
+        loner = admin.create_user("lone-researcher", "researcher")["token"]
+        callers.append(Caller("lone-researcher", token=loner))
+    return callers
+
+
+def record_tasks(db_url: str, scenes: list[Scene]) -> None:
+    engine = make_engine(db_url)
+    try:
+        with session_factory(engine)() as session:
+            rows = session.execute(
+                select(Task.id, Org.name, Run.project_id).join(Org, Org.id == Task.org_id)
+                .join(Run, Run.id == Task.run_id).order_by(Task.id)
+            )
+            by_id = {scene.id: scene for scene in scenes}
+            for task_id, org, project_id in rows:
+                by_id[project_id].tasks.setdefault(org, task_id)
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def world(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    workdir = tmp_path_factory.mktemp("access")
+    hub = start_hub(workdir / "hub", db_url=module_db_url)
+    nodes: list[Process] = []
+    try:
+        consortium = provision_digits(hub, workdir, ORGS)
+        tag = secrets.token_hex(4)
+        vault = register_private_dataset(consortium, workdir, NORTH, f"vault-{tag}")
+        arena = prepare_environment(f"arena-{tag}", "CartPole-v1", {"length": 0.7}, "MIT",
+                                    visibility="private", private_physics=True)
+        with consortium.org_client(EAST) as east:
+            east.register_environment(arena.card)
+        callers = make_callers(hub, consortium)
+        token = {c.name: c.token for c in callers}
+        with HubClient(hub.url, token=token[f"{NORTH}-researcher"]) as proposer:
+            spec = digits_spec(f"p1-{tag}", [NORTH, SOUTH], rounds=2,
+                               datasets=[f"{NORTH}/{vault['name']}", f"{SOUTH}/digits"])
+            p1 = proposer.create_project(spec)
+            proposer.put_test_set(p1["id"], consortium.test_set_bytes())
+        with HubClient(hub.url, token=token[f"{EAST}-steward"]) as proposer:
+            p2 = proposer.create_project(digits_spec(f"p2-{tag}", [EAST], rounds=1, min_nodes=1))
+        for org, project in [(NORTH, p1), (SOUTH, p1), (EAST, p2)]:
+            approve_as(consortium.org_dirs[org], hub.url, project)
+        nodes = [start_node(hub.url, consortium.org_dirs[org], poll_wait=5.0) for org in ORGS]
+        with hub.client() as admin:
+            admin.wait_online(list(ORGS))
+        scenes = [Scene(p1["id"], p1["name"], {NORTH, SOUTH}), Scene(p2["id"], p2["name"], {EAST})]
+        for scene, starter in zip(scenes, [f"{NORTH}-researcher", f"{EAST}-steward"], strict=True):
+            with HubClient(hub.url, token=token[starter]) as client:
+                scene.run_id = client.start_run(scene.id)["id"]
+        with hub.client() as admin:
+            for scene in scenes:
+                run = wait_done(admin, scene.run_id)
+                assert run["status"] == "completed", run
+                scene.model_id = run["model_id"]
+        for node in nodes:
+            node.stop()
+        record_tasks(module_db_url, scenes)
+        arena_out = {"name": arena.card.name, "sha256": arena.card.physics_sha256}
+        with httpx.Client(base_url=hub.url, trust_env=False, timeout=30.0) as http:
+            yield World(hub, module_db_url, callers, scenes[0], scenes[1], vault, arena_out, http)
+    finally:
+        for node in nodes:
+            node.stop()
+        hub.stop()
+
+
+# ---------------------------------------------------------------------------------------------- probes
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One concrete request (``route`` with ``params`` filled in, then ``query``) and who must get through:
+    ``allowed(caller)``; ``check`` looks at an allowed caller's answer (default: 2xx)."""
+
+    method: str
+    route: str
+    allowed: Callable[[Caller], bool]
+    params: dict = field(default_factory=dict)
+    query: str = ""
+    body: bytes = b""
+    content_type: str | None = None
+    check: Callable[[Caller, httpx.Response], None] | None = None
+
+    @property
+    def path(self) -> str:
+        return self.route.format(**self.params) + self.query
+
+
+JSON = "application/json"
+
+
+def expect_2xx(caller: Caller, response: httpx.Response) -> None:
+    assert 200 <= response.status_code < 300, (caller.name, response.status_code, response.text[:300])
+
+
+def expect_no_file(caller: Caller, response: httpx.Response) -> None:
+    """A classifier's model has no released files: a participant passes the access check and hears that."""
+    assert response.status_code == 404, (caller.name, response.text)
+    assert "has no file" in response.json()["detail"], (caller.name, response.text)
+
+
+def list_check(expected: Callable[[Caller], set[str]], key: Callable[[dict], str]):
+    def check(caller: Caller, response: httpx.Response) -> None:
+        assert response.status_code == 200, (caller.name, response.text[:300])
+        assert {key(item) for item in response.json()} == expected(caller), caller.name
+
+    return check
+
+
+def read_probes(w: World) -> list[Probe]:
+    everyone = lambda c: not c.anonymous  # noqa: E731
+    probes: list[Probe] = []
+    for s in w.scenes():
+        part = (lambda scene: lambda c: takes_part(c, scene))(s)
+        model = {"model_id": s.model_id}
+        probes += [
+            Probe("GET", "/api/projects/{project_id}", part, {"project_id": s.id}),
+            Probe("GET", "/api/runs/{run_id}", part, {"run_id": s.run_id}),
+            Probe("GET", "/api/runs/{run_id}/progress", part, {"run_id": s.run_id}),
+            Probe("GET", "/api/models/{model_id}", part, model),
+            Probe("GET", "/api/models/{model_id}/weights", part, model),
+            Probe("GET", "/api/models/{model_id}/card.md", part, model),
+            Probe("GET", "/api/models/{model_id}/files/{name}", part, model | {"name": "samples.png"},
+                  check=expect_no_file),
+        ]
+        for org, task_id in s.tasks.items():
+            owner = (lambda o: lambda c: c.identity is not None and c.org == o)(org)
+            probes.append(Probe("GET", "/api/node/tasks/{task_id}/params", owner, {"task_id": task_id}))
+    cards = [(NORTH, w.vault["name"], lambda c: c.org == NORTH), (SOUTH, "digits", member),
+             (EAST, "digits", member)]
+    for org, name, allowed in cards:
+        probes += [Probe("GET", "/api/datasets/{org}/{name}", allowed, {"org": org, "name": name}),
+                   Probe("GET", "/api/datasets/{org}/{name}/croissant", allowed, {"org": org, "name": name})]
+    probes.append(Probe("GET", "/api/environments/{org}/{name}", lambda c: c.org == EAST,
+                        {"org": EAST, "name": w.arena["name"]}))
+
+    def projects(c: Caller) -> set[str]:
+        return {s.name for s in w.scenes() if takes_part(c, s)}
+
+    def datasets(c: Caller) -> set[str]:
+        refs = {f"{org}/digits" for org in ORGS} if member(c) else set()
+        return refs | ({f"{NORTH}/{w.vault['name']}"} if c.org == NORTH else set())
+
+    def environments(c: Caller) -> set[str]:
+        return {f"{EAST}/{w.arena['name']}"} if c.org == EAST else set()
+
+    def orgs(caller: Caller, response: httpx.Response) -> None:
+        assert response.status_code == 200, response.text
+        assert [o["name"] for o in response.json()] == list(ORGS)
+        assert all(set(o) == set(OrgOut.model_fields) for o in response.json())
+
+    def next_task(caller: Caller, response: httpx.Response) -> None:
+        assert response.status_code == 204, (caller.name, response.text[:300])
+
+    def ref(card: dict) -> str:
+        return f"{card['org']}/{card['name']}"
+
+    probes += [
+        Probe("GET", "/api/projects", everyone, check=list_check(projects, lambda p: p["name"])),
+        Probe("GET", "/api/datasets", everyone, check=list_check(datasets, ref)),
+        Probe("GET", "/api/environments", everyone, check=list_check(environments, ref)),
+        Probe("GET", "/api/orgs", everyone, check=orgs),
+        Probe("GET", "/api/ledger", everyone, query="?limit=10000"),
+        Probe("GET", "/api/node/tasks/next", lambda c: c.identity is not None, query="?wait=0",
+              check=next_task),
+    ]
+    return probes
+
+
+def write_probes(w: World) -> list[Probe]:
+    """Writes that name an object; only callers outside it are sent (they must change nothing)."""
+    admin_only = lambda c: c.admin  # noqa: E731
+    spec = digits_spec("probe-private", [NORTH, SOUTH], rounds=1,
+                       datasets=[f"{NORTH}/{w.vault['name']}", f"{SOUTH}/digits"])
+    probes = [
+        Probe("POST", "/api/projects", lambda c: c.org == NORTH,
+              body=json.dumps(spec.model_dump(mode="json")).encode(), content_type=JSON),
+        Probe("POST", "/api/orgs", admin_only, body=b'{"name": "intruder"}', content_type=JSON),
+        Probe("POST", "/api/orgs/{name}/enrolment-tokens", admin_only, {"name": EAST}, body=b"{}",
+              content_type=JSON),
+        Probe("POST", "/api/users", admin_only, body=b'{"name": "intruder", "role": "researcher"}',
+              content_type=JSON),
+    ]
+    for s in w.scenes():
+        part = (lambda scene: lambda c: takes_part(c, scene))(s)
+        approval = json.dumps({"spec_hash": "0" * 64, "signature": "A" * 86 + "=="}).encode()
+        project = {"project_id": s.id}
+        probes += [
+            Probe("POST", "/api/projects/{project_id}/approvals", part, project, body=approval,
+                  content_type=JSON),
+            Probe("PUT", "/api/projects/{project_id}/test-set", part, project, body=b"not safetensors",
+                  content_type=SAFETENSORS_MEDIA_TYPE),
+            Probe("POST", "/api/projects/{project_id}/runs", part, project, body=b"{}", content_type=JSON),
+        ]
+        for org, task_id in s.tasks.items():
+            owner = (lambda o: lambda c: c.identity is not None and c.org == o)(org)
+            task = {"task_id": task_id}
+            probes += [
+                Probe("POST", "/api/node/tasks/{task_id}/update", owner, task, body=b"not safetensors",
+                      content_type=SAFETENSORS_MEDIA_TYPE),
+                Probe("POST", "/api/node/tasks/{task_id}/result", owner, task,
+                      body=b'{"num_examples": 1, "metrics": {}, "compute_s": 0}', content_type=JSON),
+                Probe("POST", "/api/node/tasks/{task_id}/refusal", owner, task, body=b'{"reason": "no"}',
+                      content_type=JSON),
+            ]
+    return probes
+
+
+def denied_status(caller: Caller, probe: Probe) -> set[int]:
+    """401 without credentials (or a user on a node endpoint), 403 for admin-only member management, and
+    otherwise 404: an object the caller may not see does not exist for it."""
+    if caller.anonymous or (probe.route.startswith("/api/node/") and caller.identity is None):
+        return {401}
+    if probe.route in ("/api/orgs", "/api/orgs/{name}/enrolment-tokens", "/api/users"):
+        return {403}
+    return {404}
+
+
+def secrets_of(w: World) -> list[tuple[str, Callable[[Caller], bool]]]:
+    """(text, who may read it) for every value that must not reach anyone else."""
+    in_p1 = lambda c: takes_part(c, w.p1)  # noqa: E731
+    in_p2 = lambda c: takes_part(c, w.p2)  # noqa: E731
+    east = lambda c: c.org == EAST  # noqa: E731
+    return [(w.vault["name"], in_p1), (w.vault["sha256"], in_p1), (w.p1.name, in_p1), (w.p2.name, in_p2),
+            (w.arena["name"], east), (w.arena["sha256"], east)]
+
+
+def echoes(probe: Probe, text: str) -> bool:
+    """Whether the request itself carries ``text`` (a 404 may name what the caller asked for)."""
+    return text in probe.path or text.encode() in probe.body
+
+
+def rows_pattern(rows: int) -> re.Pattern[str]:
+    return re.compile(rf'"rows"\s*:\s*{rows}\b|\|\s*{rows}\s*\|')
+
+
+@pytest.fixture(scope="module")
+def read_walk(world: World) -> list[tuple[Caller, Probe, httpx.Response]]:
+    return [(c, p, world.send(c, p.method, p.path)) for p in read_probes(world) for c in world.callers]
+
+
+# ---------------------------------------------------------------------------------------------- tests
+
+
+def test_every_route_is_probed_or_listed_with_a_reason(world: World) -> None:
+    spec = world.http.get("/openapi.json").json()
+    routes = {(method.upper(), path) for path, ops in spec["paths"].items() for method in ops}
+    probed = {(p.method, p.route) for p in read_probes(world) + write_probes(world)}
+    assert not probed & set(NOT_OBJECT_SCOPED)
+    assert routes - probed - set(NOT_OBJECT_SCOPED) == set(), "route neither probed nor listed"
+    assert probed | set(NOT_OBJECT_SCOPED) <= routes, "probe or listing of a route the hub does not have"
+
+
+def test_reads_reach_participants_only(read_walk) -> None:
+    denied = 0
+    for caller, probe, response in read_walk:
+        if probe.allowed(caller):
+            (probe.check or expect_2xx)(caller, response)
+        else:
+            denied += 1
+            expected = denied_status(caller, probe)
+            assert response.status_code in expected, (caller.name, probe.path, response.text)
+            if probe.route == "/api/models/{model_id}/files/{name}" and not caller.anonymous:
+                assert "has no file" not in response.text
+    assert denied > 100
+
+
+def test_no_response_leaks_what_the_caller_may_not_see(world: World, read_walk) -> None:
+    rows = rows_pattern(world.vault["rows"])
+    for caller, probe, response in read_walk:
+        for text, audience in secrets_of(world):
+            if not audience(caller) and not echoes(probe, text):
+                assert text not in response.text, (caller.name, probe.path, text)
+        if not takes_part(caller, world.p1):
+            assert not rows.search(response.text), (caller.name, probe.path)
+
+
+def ledger_truth(db_url: str) -> list[LedgerEntry]:
+    engine = make_engine(db_url)
+    try:
+        with session_factory(engine)() as session:
+            return list(session.scalars(select(LedgerEntry).order_by(LedgerEntry.seq)))
+    finally:
+        engine.dispose()
+
+
+MEMBER_EVENTS = {"user.created", "org.admitted", "org.enrolment_token_issued", "node.enrolled"}
+
+
+def audience(w: World, entry: LedgerEntry) -> Callable[[Caller], bool]:
+    """Who may read an entry's payload, judged from the payload itself (not from the hub's stored scope)."""
+    kind, payload = entry.event_type, entry.payload
+    if kind in MEMBER_EVENTS:
+        return lambda c: True
+    if kind == "dataset.registered":
+        return (lambda c: c.org == NORTH) if payload["dataset"] == f"{NORTH}/{w.vault['name']}" else member
+    if kind == "environment.registered":
+        return lambda c: c.org == EAST
+    scenes = {s.id: s for s in w.scenes()}
+    runs = {s.run_id: s for s in w.scenes()}
+    assert kind.split(".")[0] in ("project", "run", "round", "task"), f"unclassified ledger event {kind}"
+    scene = scenes[payload["project_id"]] if "project_id" in payload else runs[payload["run_id"]]
+    return lambda c: takes_part(c, scene)
+
+
+def test_every_member_verifies_the_ledger_and_reads_only_its_own_payloads(world: World, read_walk) -> None:
+    truth = ledger_truth(world.db_url)
+    head = truth[-1].hash
+    answers = {c.name: r for c, p, r in read_walk if p.route == "/api/ledger"}
+    for caller in world.callers:
+        response = answers[caller.name]
+        if caller.anonymous:
+            assert response.status_code == 401
+            continue
+        entries = response.json()
+        report = verify_chain(ChainedEntry(**e) for e in entries)
+        assert report.ok and report.checked == len(truth) and report.head_hash == head, (caller.name, report)
+        for entry, shown in zip(truth, entries, strict=True):
+            if audience(world, entry)(caller):
+                assert (shown["payload"], shown["salt"]) == (entry.payload, entry.salt), caller.name
+            else:
+                assert (shown["payload"], shown["salt"]) == (None, None), (caller.name, entry.seq, shown)
+                assert shown["payload_commitment"] == entry.payload_commitment
+
+
+def test_writes_by_outsiders_are_refused_and_change_nothing(world: World) -> None:
+    admin = next(c for c in world.callers if c.admin)
+    before = world.send(admin, "GET", "/api/ledger?limit=10000").json()
+    projects = world.send(admin, "GET", "/api/projects").json()
+    refused = 0
+    for probe in write_probes(world):
+        for caller in world.callers:
+            if probe.allowed(caller):
+                continue
+            response = world.send(caller, probe.method, probe.path, probe.body, probe.content_type)
+            expected = denied_status(caller, probe)
+            assert response.status_code in expected, (caller.name, probe.path, response.text)
+            for text, allowed in secrets_of(world):
+                if not allowed(caller) and not echoes(probe, text):
+                    assert text not in response.text, (caller.name, probe.path, text)
+            refused += 1
+    assert refused > 100
+    assert world.send(admin, "GET", "/api/ledger?limit=10000").json() == before
+    assert world.send(admin, "GET", "/api/projects").json() == projects
