@@ -1,4 +1,8 @@
-"""Auditing the ledger without trusting the hub: fetch entries and recompute the chain locally."""
+"""Auditing the ledger without trusting the hub: fetch entries and recompute the chain locally.
+
+Entries the hub redacts for this caller (``payload`` and ``salt`` null) verify through their payload commitment;
+revealed ones are also checked against it (see :mod:`consortium.ledger.chain`).
+"""
 
 from __future__ import annotations
 

@@ -83,10 +83,6 @@ def record_many(
     return entries
 
 
-def scope_of(entry: LedgerEntry) -> Scope:
-    return Scope(project_id=entry.project_id, dataset_id=entry.dataset_id)
-
-
 def to_chained(entry: LedgerEntry, reveal: bool = True) -> ChainedEntry:
     """The entry as the chain sees it; without ``reveal``, redacted (a plain entry is always revealed: its
     hash covers the payload itself)."""
