@@ -319,10 +319,10 @@ def check_update(template: Mapping[str, TensorSpec], tensors: Mapping[str, torch
             )
 
 
-def check_num_examples(num_examples: int, limit: int, what: str) -> None:
-    """FLError unless ``1 <= num_examples <= limit`` (``what`` names the answer and where ``limit`` is from)."""
+def check_num_examples(num_examples: int, limit: int, what: str, why: str = "") -> None:
+    """FLError unless ``1 <= num_examples <= limit`` (``what``: the answer; ``why``: where ``limit`` is from)."""
     if not 1 <= num_examples <= limit:
-        raise FLError(f"{what}: num_examples = {num_examples} is outside [1, {limit}]")
+        raise FLError(f"{what}: num_examples = {num_examples} is outside [1, {limit}]" + (f" ({why})" if why else ""))
 
 
 def example_limit(algorithm: Algorithm, hp: Any, rows: int | None, evaluation: bool) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NoReturn
@@ -14,13 +14,13 @@ from sqlalchemy.orm import Session
 
 from consortium.fl.core import (
     FLError,
-    Update as FLUpdate,
     check_num_examples,
     check_update,
     example_limit,
     get_algorithm,
     parse_hyperparams,
 )
+from consortium.fl.core import Update as FLUpdate
 from consortium.hub.blobs import BlobStore
 from consortium.hub.db.models import Project, Round, Run, Task
 from consortium.hub.live import Answer, TaskRow
@@ -265,8 +265,8 @@ class AnswerRules:
         source = self.sources[dataset_id]
         limit = example_limit(self.algorithm, self.hp, source.rows, evaluation)
         bound = (f"{source.ref} registered {limit} rows" if source.rows is not None
-                 else f"{self.algorithm.name} plays at most {limit} in {source.ref}")
-        check_num_examples(num_examples, limit, f"{what} ({bound})")
+                 else f"{self.algorithm.name} counts at most {limit} per task in {source.ref}")
+        check_num_examples(num_examples, limit, what, bound)
 
 
 def answer_rules(session: Session, run_id: int) -> AnswerRules:
