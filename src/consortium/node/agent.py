@@ -48,7 +48,8 @@ def _unsendable(what: str) -> Iterator[None]:
     try:
         yield
     except ValidationError as exc:
-        raise FLError(f"the local {what} cannot be sent: {exc}") from exc
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise FLError(f"the local {what} cannot be sent: {problems}"[:1000]) from exc
 
 
 class Transport(Protocol):

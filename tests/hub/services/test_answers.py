@@ -165,6 +165,9 @@ BAD_UPDATES = {
         "metrics: Dictionary should have at most 64 items"),
     "not safetensors": (lambda w: b"\x00" * 16, "not a valid safetensors payload"),
     "no metadata": (lambda w: encode_tensors(w.params), "update has no 'update' metadata"),
+    "a thousand extra tensors": (lambda w: encode_update(w.params | {f"extra{i:04d}": torch.zeros(1)
+                                                                     for i in range(1000)}, meta()),
+                                 "unexpected ['extra0000', 'extra0001'"),
 }
 
 
@@ -178,7 +181,7 @@ def test_a_bad_update_closes_its_task_as_rejected_with_a_ledger_entry(world: Wor
     assert info.value.message.startswith("update rejected: ") and reason in info.value.message
     assert info.value.answer.status == "rejected" and info.value.task.id == tasks["north"]
     status, error = world.status(tasks["north"])
-    assert status == "rejected" and reason in error
+    assert status == "rejected" and reason in error and len(error) <= run_service.MAX_REASON
     [entry] = world.entries("task.rejected")
     assert entry.actor == "org:north"
     assert entry.payload == {"run_id": world.run_id, "round": 1, "task_id": tasks["north"], "kind": "fit",

@@ -214,6 +214,10 @@ class Rejected(BadRequest):
         self.answer = answer
 
 
+MAX_REASON = 1000
+"""How much of a rejection's reason the task row and the ledger keep (a node controls its length)."""
+
+
 def _reject(
     session: Session, actor: Principal, task: TaskRow, what: str, reason: str, now: datetime,
     signed: SignedCall | None, handed_out_at: datetime | None,
@@ -223,8 +227,9 @@ def _reject(
     The node cannot answer the task again, so the round neither waits for its deadline nor takes a second try.
     A task that is no longer open gets the usual 409/410 and no entry.
     """
+    reason = reason if len(reason) <= MAX_REASON else reason[: MAX_REASON - 3] + "..."
     session.rollback()
-    _answer(session, task, signed, handed_out_at, status="rejected", done_at=now, error=reason[:2000])
+    _answer(session, task, signed, handed_out_at, status="rejected", done_at=now, error=reason)
     number = session.scalar(
         select(Round.number).join(Task, Task.round_id == Round.id).where(Task.id == task.id)
     )
