@@ -435,7 +435,7 @@ class RunDriver:
         """Wait until every task of the phase is answered or its deadline passes (late tasks are dropped).
 
         Returns the done tasks' participants with their answers (in task order) and the participants whose
-        task was dropped or refused. Answers normally arrive in memory; once a second, and at the deadline,
+        task was dropped, refused or rejected. Answers normally arrive in memory; once a second, and at the deadline,
         the database is asked for answers committed where this driver's live phase did not see them.
         """
         try:
