@@ -10,7 +10,7 @@ import json
 import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -282,13 +282,25 @@ class RunOut(Wire):
     finished_at: datetime | None
 
 
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+"""A float that JSON (and the ledger's canonical JSON) can carry: NaN and infinities are refused."""
+MetricName = Annotated[str, Field(min_length=1, max_length=100)]
+MAX_METRICS = 64
+"""The most metrics one answer may carry."""
+MAX_WIRE_EXAMPLES = 2**53
+"""An absolute ceiling on ``num_examples`` (exact as a float64 weight); the hub bounds it by the dataset."""
+
+
 class RoundMetrics(Wire):
+    """A closed round's metrics. Every value is finite: a metric the hub computed as NaN or infinite (a
+    diverged model) is left out and named in ``diverged``."""
+
     round: int
     participants: list[str]
     dropped: list[str]
-    train: dict[str, float]
-    federated_eval: dict[str, float]
-    test: dict[str, float]
+    train: dict[str, FiniteFloat]
+    federated_eval: dict[str, FiniteFloat]
+    test: dict[str, FiniteFloat]
     params_sha256: str
     opened_at: float = Field(description="unix time at which the round started (its params were written)")
     wall_s: float = Field(description="round start to metrics, before the checkpoint commit")
@@ -297,6 +309,13 @@ class RoundMetrics(Wire):
     )
     max_fit_compute_s: float
     max_eval_compute_s: float
+    diverged: list[str] = Field(
+        default_factory=list,
+        # Left out of the JSON when empty: rounds stored before this field existed read back the same.
+        exclude_if=lambda value: not value,
+        description="metrics left out because they came out NaN or infinite, as 'test.loss', "
+        "'train.train_loss' or 'federated_eval.accuracy'",
+    )
 
 
 class RunProgress(Wire):
@@ -331,11 +350,13 @@ class TaskOut(Wire):
 
 
 class TaskResult(Wire):
-    """Result of an evaluate task (JSON); fit/init results travel as safetensors with :class:`UpdateMeta`."""
+    """Result of an evaluate task (JSON); fit/init results travel as safetensors with :class:`UpdateMeta`.
 
-    num_examples: int = Field(ge=0)
-    metrics: dict[str, float]
-    compute_s: float = Field(ge=0)
+    Numbers must be finite; the hub also bounds ``num_examples`` by the task's dataset (its rows)."""
+
+    num_examples: int = Field(ge=0, le=MAX_WIRE_EXAMPLES)
+    metrics: dict[MetricName, FiniteFloat] = Field(max_length=MAX_METRICS)
+    compute_s: FiniteFloat = Field(ge=0)
 
 
 class TaskRefusal(Wire):
@@ -345,9 +366,9 @@ class TaskRefusal(Wire):
 class UpdateMeta(Wire):
     """The JSON header (safetensors ``__metadata__``) of an uploaded update."""
 
-    num_examples: int = Field(ge=0)
-    metrics: dict[str, float] = Field(default_factory=dict)
-    compute_s: float = Field(ge=0, description="local compute of the whole task, evaluation included")
+    num_examples: int = Field(ge=0, le=MAX_WIRE_EXAMPLES)
+    metrics: dict[MetricName, FiniteFloat] = Field(default_factory=dict, max_length=MAX_METRICS)
+    compute_s: FiniteFloat = Field(ge=0, description="local compute of the whole task, evaluation included")
     evaluation: TaskResult | None = Field(default=None, description="present when the task asked evaluate_first")
 
 

@@ -21,6 +21,8 @@ def follow_run(client: HubClient, run_id: int, rounds: int, console: Console, qu
                 seen = rnd.round
                 shown = rnd.test or rnd.federated_eval or rnd.train
                 metric = "  ".join(f"{k} {v:.4f}" for k, v in sorted(shown.items()))
+                if rnd.diverged:
+                    metric += f"  diverged: {', '.join(rnd.diverged)}"
                 bar.update(task, completed=seen, metric=metric)
             if progress.run.status != "running":
                 return progress.run.model_dump(mode="json")

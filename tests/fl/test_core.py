@@ -8,14 +8,18 @@ import pytest
 import torch
 
 from consortium.fl.core import (
+    MAX_ABS_VALUE,
     Algorithm,
     Evaluation,
     FLError,
     TensorSpec,
     Update,
     algorithm_names,
+    check_num_examples,
     check_update,
     derive_seed,
+    example_limit,
+    finite_metrics,
     get_algorithm,
     get_strategy,
     parse_hyperparams,
@@ -63,6 +67,58 @@ def test_check_update_rejects_non_finite_values(bad: float) -> None:
     tensors["w"][1, 2] = bad
     with pytest.raises(FLError, match=r"'w' contains non-finite values"):
         check_update(TEMPLATE, tensors)
+
+
+@pytest.mark.parametrize("value", [MAX_ABS_VALUE * 1.001, -3e38, 3.4e38])
+def test_check_update_refuses_finite_values_beyond_the_ceiling(value: float) -> None:
+    tensors = good_tensors()
+    tensors["b"][0] = value
+    with pytest.raises(FLError, match=r"'b' has a value of magnitude .* above the hub's ceiling 1e\+15"):
+        check_update(TEMPLATE, tensors)
+
+
+def test_check_update_takes_values_up_to_the_ceiling_and_checks_every_dtype() -> None:
+    tensors = good_tensors()
+    tensors["w"][0, 0], tensors["w"][1, 1] = MAX_ABS_VALUE, -MAX_ABS_VALUE
+    check_update(TEMPLATE, tensors)
+    wide = {"c": TensorSpec((2,), torch.float64), "n": TensorSpec((1,), torch.int64),
+            "e": TensorSpec((0,), torch.float32), "m": TensorSpec((2,), torch.bool)}
+    ok = {"c": torch.tensor([1.0, -2.0], dtype=torch.float64), "n": torch.tensor([7]), "e": torch.zeros(0),
+          "m": torch.tensor([True, False])}
+    check_update(wide, ok)
+    with pytest.raises(FLError, match="'c' contains non-finite"):
+        check_update(wide, ok | {"c": torch.tensor([float("nan"), 1.0], dtype=torch.float64)})
+    with pytest.raises(FLError, match="'n' has a value of magnitude"):
+        check_update(wide, ok | {"n": torch.tensor([2**62])})
+
+
+def test_num_examples_must_lie_between_one_and_the_limit() -> None:
+    check_num_examples(1, 10, "update")
+    check_num_examples(10, 10, "update")
+    for bad in (0, -1, 11, 10**12):
+        with pytest.raises(FLError, match=rf"^update: num_examples = {bad} is outside \[1, 10\] \(x\)$"):
+            check_num_examples(bad, 10, "update", "x")
+
+
+def test_example_limit_is_the_rows_or_what_an_environment_task_plays() -> None:
+    classifier = get_algorithm("classifier")
+    hp = parse_hyperparams(classifier, {"layers": [4, 2]})
+    assert example_limit(classifier, hp, 480, evaluation=False) == 480
+    assert example_limit(classifier, hp, 480, evaluation=True) == 480
+    with pytest.raises(FLError, match="declares no max_num_examples"):
+        example_limit(classifier, hp, None, evaluation=False)
+    ppo = get_algorithm("ppo")
+    hp = parse_hyperparams(ppo, {"num_envs": 3, "rollout_steps": 100, "eval_episodes": 7})
+    assert example_limit(ppo, hp, None, evaluation=False) == 300
+    assert example_limit(ppo, hp, None, evaluation=True) == 7
+
+
+def test_finite_metrics_names_the_diverged_ones() -> None:
+    kept, diverged = finite_metrics({"loss": float("nan"), "accuracy": 0.5, "x": float("-inf"), "y": 1e308},
+                                    "test")
+    assert kept == {"accuracy": 0.5, "y": 1e308}
+    assert diverged == ["test.loss", "test.x"]
+    assert finite_metrics({}, "train") == ({}, [])
 
 
 def test_spec_of_describes_tensors() -> None:

@@ -40,6 +40,8 @@ def federated_kmeans(hp: KMeansHyperParams, clients: dict[str, LocalData], seed:
         replace(algorithm.client_init(hp, data, derive_seed(seed, "init", cid)), client_id=cid)
         for cid, data in clients.items()
     ]
+    for update in seeding:
+        algorithm.check_update_values(hp, update)
     params = algorithm.init_from_updates(hp, seeding, derive_seed(seed, "server"))
     for round_number in range(rounds):
         template = algorithm.update_template(hp, params)
@@ -47,6 +49,7 @@ def federated_kmeans(hp: KMeansHyperParams, clients: dict[str, LocalData], seed:
         for cid, data in clients.items():
             update = algorithm.local_update(hp, params, data, derive_seed(seed, round_number, cid))
             check_update(template, update.tensors)
+            algorithm.check_update_values(hp, update)
             updates.append(replace(update, client_id=cid))
         new = strategy.aggregate(params, updates)
         if torch.equal(new["centroids"], params["centroids"]):
@@ -121,6 +124,22 @@ def test_client_init_with_fewer_distinct_points_than_k() -> None:
     empty = KMeans().client_init(hp, LocalData(torch.zeros(0, 2)), seed=0)
     assert empty.num_examples == 0
     check_update(KMeans().client_init_template(hp, 2), empty.tensors)
+
+
+def test_counts_beyond_the_examples_or_negative_are_refused() -> None:
+    """A client's weight in the merge is its counts: they are bounded by num_examples (which the hub bounds by
+    the dataset's rows), as FedAvg's weight is."""
+    hp = hyperparams(k=2)
+    data = points([[0.0, 0.0], [1.0, 1.0], [4.0, 4.0]])
+    update = KMeans().local_update(hp, {"centroids": torch.tensor([[0.0, 0.0], [4.0, 4.0]],
+                                                                  dtype=torch.float64)}, data, seed=0)
+    KMeans().check_update_values(hp, update)
+    inflated = replace(update, tensors=update.tensors | {"counts": update.tensors["counts"] * 1e12})
+    with pytest.raises(FLError, match=r"counts add up to 3e\+12, more than num_examples = 3"):
+        KMeans().check_update_values(hp, inflated)
+    negative = replace(update, tensors=update.tensors | {"counts": torch.tensor([-1.0, 2.0], dtype=torch.float64)})
+    with pytest.raises(FLError, match="counts must be >= 0"):
+        KMeans().check_update_values(hp, negative)
 
 
 def test_init_from_updates_is_order_independent_and_needs_candidates() -> None:

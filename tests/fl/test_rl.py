@@ -112,7 +112,7 @@ def test_local_update_is_bitwise_reproducible_and_leaves_input_alone() -> None:
     )
     assert all(not torch.equal(first.tensors[name], params[name]) for name in params)
     assert all(not t.requires_grad for t in first.tensors.values())
-    assert first.num_examples == 2 * 64
+    assert first.num_examples == 2 * 64 == PPO().max_num_examples(hp, evaluation=False)
     assert set(first.metrics) == {"train_return", "train_episodes"}
     assert first.metrics["train_episodes"] >= 2 and 1 <= first.metrics["train_return"] <= 64
     check_update(PPO().update_template(hp, params), first.tensors)
@@ -123,7 +123,8 @@ def test_evaluate_is_deterministic_and_counts_episodes() -> None:
     params = PPO().init(hp, 4, seed=0)
     evaluation = PPO().evaluate(hp, params, STANDARD)
     assert evaluation == PPO().evaluate(hp, params, STANDARD)
-    assert evaluation.num_examples == 7 and set(evaluation.metrics) == {"mean_return"}
+    assert evaluation.num_examples == 7 == PPO().max_num_examples(hp, evaluation=True)
+    assert set(evaluation.metrics) == {"mean_return"}
     assert 1 <= evaluation.metrics["mean_return"] <= 500
     sampled = PPO().evaluate(hyperparams(eval_episodes=7, eval_greedy=False), params, STANDARD)
     assert sampled == PPO().evaluate(hyperparams(eval_episodes=7, eval_greedy=False), params, STANDARD)

@@ -7,6 +7,7 @@ Mostly bad input: each case must get a clear 4xx and leave nothing stored. The t
 from __future__ import annotations
 
 import hashlib
+import itertools
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -193,11 +194,9 @@ def test_run_before_approvals_is_409(env: DigitsConsortium) -> None:
 # ---------------------------------------------------------------------------------------------- updates
 
 
-@pytest.fixture(scope="module")
-def open_task(env: DigitsConsortium) -> dict:
+def _claim_fit_task(env: DigitsConsortium, org: str, name: str) -> dict:
     """A running one-org project whose round-1 fit task the test claims as the node would."""
-    org = ORGS[0]
-    spec = digits_spec("bad-updates", [org], rounds=1, min_nodes=1, round_timeout=600)
+    spec = digits_spec(name, [org], rounds=1, min_nodes=1, round_timeout=600)
     with env.hub.client() as admin:
         project = admin.create_project(spec)
         approve_as(env.org_dirs[org], env.hub.url, project)
@@ -212,6 +211,25 @@ def open_task(env: DigitsConsortium) -> dict:
 
     assert delivered is not None and encode_tensors(delivered) == params
     return {"task": task, "params": decode_tensors(params), "org": org}
+
+
+@pytest.fixture(scope="module")
+def open_task(env: DigitsConsortium) -> dict:
+    """A task that stays open until a good update answers it."""
+    return _claim_fit_task(env, ORGS[0], "good-update")
+
+
+_bad_runs = itertools.count()
+
+
+@pytest.fixture
+def fresh_task(env: DigitsConsortium) -> Iterator[dict]:
+    """A task of its own for each bad upload (a rejected answer closes its task); afterwards the task is
+    closed as rejected: a good update is too late (410)."""
+    task = _claim_fit_task(env, ORGS[1], f"bad-update-{next(_bad_runs)}")
+    yield task
+    good = encode_update({k: v + 0.01 for k, v in task["params"].items()}, _meta())
+    expect_error(410, "was rejected", _post_update, env, task, good)
 
 
 def _post_update(env: DigitsConsortium, open_task: dict, payload: bytes) -> None:
@@ -231,39 +249,39 @@ def test_long_poll_leaves_out_params_the_node_already_has(env: DigitsConsortium,
     assert task.id == open_task["task"].id and params is None
 
 
-def test_update_with_wrong_tensor_names_is_rejected(env: DigitsConsortium, open_task: dict) -> None:
-    tensors = dict(open_task["params"])
+def test_update_with_wrong_tensor_names_is_rejected(env: DigitsConsortium, fresh_task: dict) -> None:
+    tensors = dict(fresh_task["params"])
     tensors["extra"] = torch.zeros(3)
-    expect_error(422, "unexpected ['extra']", _post_update, env, open_task, encode_update(tensors, _meta()))
+    expect_error(422, "unexpected ['extra']", _post_update, env, fresh_task, encode_update(tensors, _meta()))
 
 
-def test_update_with_wrong_shape_is_rejected(env: DigitsConsortium, open_task: dict) -> None:
-    tensors = dict(open_task["params"])
+def test_update_with_wrong_shape_is_rejected(env: DigitsConsortium, fresh_task: dict) -> None:
+    tensors = dict(fresh_task["params"])
     name = sorted(tensors)[0]
     tensors[name] = torch.zeros(tensors[name].shape[0] + 1, *tensors[name].shape[1:])
-    expect_error(422, "shape", _post_update, env, open_task, encode_update(tensors, _meta()))
+    expect_error(422, "shape", _post_update, env, fresh_task, encode_update(tensors, _meta()))
 
 
-def test_update_with_wrong_dtype_is_rejected(env: DigitsConsortium, open_task: dict) -> None:
-    tensors = {k: v.double() for k, v in open_task["params"].items()}
-    expect_error(422, "dtype", _post_update, env, open_task, encode_update(tensors, _meta()))
+def test_update_with_wrong_dtype_is_rejected(env: DigitsConsortium, fresh_task: dict) -> None:
+    tensors = {k: v.double() for k, v in fresh_task["params"].items()}
+    expect_error(422, "dtype", _post_update, env, fresh_task, encode_update(tensors, _meta()))
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
-def test_update_with_non_finite_values_is_rejected(env: DigitsConsortium, open_task: dict, bad: float) -> None:
-    tensors = {k: v.clone() for k, v in open_task["params"].items()}
+def test_update_with_non_finite_values_is_rejected(env: DigitsConsortium, fresh_task: dict, bad: float) -> None:
+    tensors = {k: v.clone() for k, v in fresh_task["params"].items()}
     next(iter(tensors.values())).view(-1)[0] = bad
-    expect_error(422, "non-finite", _post_update, env, open_task, encode_update(tensors, _meta()))
+    expect_error(422, "non-finite", _post_update, env, fresh_task, encode_update(tensors, _meta()))
 
 
-def test_update_that_is_not_safetensors_is_rejected(env: DigitsConsortium, open_task: dict) -> None:
+def test_update_that_is_not_safetensors_is_rejected(env: DigitsConsortium, fresh_task: dict) -> None:
     import pickle
 
-    expect_error(422, "safetensors", _post_update, env, open_task, pickle.dumps({"a": 1}))
+    expect_error(422, "safetensors", _post_update, env, fresh_task, pickle.dumps({"a": 1}))
 
 
-def test_update_without_metadata_is_rejected(env: DigitsConsortium, open_task: dict) -> None:
-    expect_error(422, "metadata", _post_update, env, open_task, encode_tensors(open_task["params"]))
+def test_update_without_metadata_is_rejected(env: DigitsConsortium, fresh_task: dict) -> None:
+    expect_error(422, "metadata", _post_update, env, fresh_task, encode_tensors(fresh_task["params"]))
 
 
 def test_upload_over_the_size_limit_is_413_before_parsing(env: DigitsConsortium, open_task: dict) -> None:
@@ -271,8 +289,8 @@ def test_upload_over_the_size_limit_is_413_before_parsing(env: DigitsConsortium,
     expect_error(413, "exceeds the hub's limit", _post_update, env, open_task, payload)
 
 
-def test_rejected_updates_leave_the_task_open(env: DigitsConsortium, open_task: dict) -> None:
-    """After all the bad uploads, the good one is still accepted, once; its answer brings the next task."""
+def test_a_good_update_is_accepted_once_and_brings_the_next_task(env: DigitsConsortium, open_task: dict) -> None:
+    """An upload refused before parsing (413) leaves the task open; the good one is accepted, once."""
     task = open_task["task"]
     tensors = {k: v + 0.01 for k, v in open_task["params"].items()}
     with env.org_client(open_task["org"]) as node:

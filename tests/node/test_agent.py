@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -120,3 +121,22 @@ def test_a_scaffold_task_without_the_server_control_is_refused(node) -> None:
     run_task(agent, transport, spec, 1, 1, params)
     assert "carry no server control variate" in transport.refusals[1]
     assert transport.uploads == {}
+
+
+def test_an_honest_update_counts_its_training_rows_and_a_diverged_metric_is_refused(node, monkeypatch) -> None:
+    """What the hub bounds (examples within the registered rows) an honest node meets; a NaN metric of a
+    diverged model is refused with the reason rather than left to time out."""
+    agent, transport, spec, _ = node
+    params = Classifier().init(parse_hyperparams(Classifier(), HYPERPARAMETERS), 64, seed=0)
+    broadcast = scaffold.with_control(params, scaffold.zero_control(params))
+    run_task(agent, transport, spec, 1, 1, broadcast)
+    _, meta = decode_update(transport.uploads[1])
+    assert 1 <= meta.num_examples <= 80 and meta.num_examples == 80 - round(80 * spec.validation_fraction)
+
+    trained = Classifier.local_update
+    monkeypatch.setattr(Classifier, "local_update", lambda self, *args, **kwargs: replace(
+        trained(self, *args, **kwargs), metrics={"train_loss": float("nan")}))
+    run_task(agent, transport, spec, 2, 2, broadcast)
+    assert 2 not in transport.uploads
+    assert "local error: the local update cannot be sent" in transport.refusals[2]
+    assert "train_loss" in transport.refusals[2]

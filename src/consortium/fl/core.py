@@ -96,7 +96,13 @@ class Options(BaseModel):
 
 @runtime_checkable
 class Algorithm(Protocol):
-    """One federated learning family. Implementations are stateless; all state lives in Params/Updates."""
+    """One federated learning family. Implementations are stateless; all state lives in Params/Updates.
+
+    Optional methods the hub uses when present: ``check_update_values(hp, update)`` raises FLError for an
+    uploaded update whose values the algorithm cannot accept (k-means: counts beyond ``num_examples``);
+    ``max_num_examples(hp, evaluation)`` bounds an answer's ``num_examples`` for algorithms that train in
+    environments (a table's bound is its rows).
+    """
 
     name: ClassVar[str]
     HyperParams: ClassVar[type[HyperParams]]
@@ -274,8 +280,23 @@ def parse_options(schema: type[Options], raw: Mapping[str, Any], owner: str) -> 
     return _validated(schema, raw, f"bad options for {owner}")
 
 
+MAX_ABS_VALUE = 1e15
+"""The largest magnitude the hub accepts in an update tensor (a node's upload with more is refused).
+
+Grounded in the float32 arithmetic the hub runs on accepted values: the product of two values at the ceiling
+summed over a layer's fan-in of up to 3.4e8 inputs (1e30 x 3.4e8 = float32's largest, 3.4e38), and the square
+of the difference of two of them, (2e15)^2 = 4e30, summed over 8.5e7 elements, stay finite. So the aggregate
+cast back to the params' float32, a server optimiser's step, squared update distances and one linear layer
+of the hub's test evaluation cannot overflow because of one upload, and no value comes near the float32
+maximum (3e38 uploads made the hub's evaluation, and then its ledger entry, non-finite). Honest values sit
+far below it: weights are O(1..100), k-means sums are rows x feature scale (1e9 rows of features up to 1e6).
+Several layers of huge weights can still overflow in evaluation; the hub then records the metric as
+diverged (``RoundMetrics.diverged``) instead of failing the run."""
+
+
 def check_update(template: Mapping[str, TensorSpec], tensors: Mapping[str, torch.Tensor]) -> None:
-    """Raise FLError unless ``tensors`` match ``template`` exactly (names, shapes, dtypes) and are finite."""
+    """Raise FLError unless ``tensors`` match ``template`` exactly (names, shapes, dtypes), are finite and
+    within +-:data:`MAX_ABS_VALUE` (one min/max pass per tensor)."""
     missing = sorted(set(template) - set(tensors))
     extra = sorted(set(tensors) - set(template))
     if missing or extra:
@@ -286,8 +307,36 @@ def check_update(template: Mapping[str, TensorSpec], tensors: Mapping[str, torch
             raise FLError(f"tensor {name!r} has shape {tuple(t.shape)}, expected {spec.shape}")
         if t.dtype != spec.dtype:
             raise FLError(f"tensor {name!r} has dtype {t.dtype}, expected {spec.dtype}")
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        if t.dtype == torch.bool or t.is_complex() or t.numel() == 0:
+            continue
+        low, high = (float(v) for v in torch.aminmax(t))
+        if not (math.isfinite(low) and math.isfinite(high)):  # aminmax propagates NaN
             raise FLError(f"tensor {name!r} contains non-finite values (NaN or inf)")
+        if max(-low, high) > MAX_ABS_VALUE:
+            raise FLError(
+                f"tensor {name!r} has a value of magnitude {max(-low, high):.3g}, above the hub's ceiling "
+                f"{MAX_ABS_VALUE:g}"
+            )
+
+
+def check_num_examples(num_examples: int, limit: int, what: str, why: str = "") -> None:
+    """FLError unless ``1 <= num_examples <= limit`` (``what``: the answer; ``why``: where ``limit`` is from)."""
+    if not 1 <= num_examples <= limit:
+        raise FLError(f"{what}: num_examples = {num_examples} is outside [1, {limit}]" + (f" ({why})" if why else ""))
+
+
+def example_limit(algorithm: Algorithm, hp: Any, rows: int | None, evaluation: bool) -> int:
+    """The most examples one honest answer can count: the ``rows`` of its dataset, or, for an environment
+    (``rows`` None), what the algorithm's hyper-parameters let one task play (``max_num_examples``)."""
+    if rows is not None:
+        return rows
+    limit = getattr(algorithm, "max_num_examples", None)
+    if limit is None:
+        raise FLError(
+            f"the {algorithm.name} algorithm declares no max_num_examples, so updates from an environment "
+            "cannot be bounded"
+        )
+    return int(limit(hp, evaluation))
 
 
 def derive_seed(*parts: object) -> int:
@@ -309,6 +358,18 @@ def weighted_metrics(evaluations: Sequence[Evaluation]) -> Evaluation:
         value = sum(v * n for v, n in pairs) / weight if weight else math.nan
         merged[key] = float(value)
     return Evaluation(total, merged)
+
+
+def finite_metrics(metrics: Mapping[str, float], scope: str) -> tuple[dict[str, float], list[str]]:
+    """The finite ``metrics``, and the names (as ``scope.name``) of those that are NaN or infinite, so that
+    a diverged model's metrics can be recorded without putting NaN into JSON."""
+    kept, diverged = {}, []
+    for name, value in metrics.items():
+        if math.isfinite(value):
+            kept[name] = float(value)
+        else:
+            diverged.append(f"{scope}.{name}")
+    return kept, diverged
 
 
 def sorted_updates(updates: Sequence[Update]) -> list[Update]:

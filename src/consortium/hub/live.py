@@ -18,12 +18,14 @@ from typing import Any, NamedTuple
 from consortium.fl.core import Params
 from consortium.protocol import TaskOut
 
-ANSWERED_STATES = ("done", "refused")
+ANSWERED_STATES = ("done", "refused", "rejected")
+"""How a task's answer can close it: ``done``, ``refused`` by the node, or ``rejected`` by the hub."""
 
 
 @dataclass(frozen=True)
 class Answer:
-    """A task's committed outcome: ``done`` with its result (and update tensors for fit/init), or refused."""
+    """A task's committed outcome: ``done`` with its result (and update tensors for fit/init), refused by the
+    node, or rejected by the hub (its answer failed the checks)."""
 
     task_id: int
     status: str

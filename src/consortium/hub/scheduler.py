@@ -32,6 +32,7 @@ from consortium.fl.core import (
     Params,
     Update,
     derive_seed,
+    finite_metrics,
     get_algorithm,
     get_strategy,
     parse_hyperparams,
@@ -44,7 +45,7 @@ from consortium.hub.events import Broker
 from consortium.hub.live import ANSWERED_STATES, Answer, LivePhase, TaskBoard, TaskRow
 from consortium.hub.services import ledger
 from consortium.hub.services.identity import KeyCache
-from consortium.hub.services.runs import OPEN_TASK_STATES, evaluates_previous_round
+from consortium.hub.services.runs import OPEN_TASK_STATES, AnswerRules, evaluates_previous_round
 from consortium.hub.services import models as model_service
 from consortium.hub.services import projects as project_service
 from consortium.hub.services import run_store
@@ -135,8 +136,8 @@ class HubState:
     keys: KeyCache = field(default_factory=KeyCache)
     board: TaskBoard = field(default_factory=TaskBoard)
     """Task messages composed by the drivers when they open a phase; the long poll hands them out."""
-    run_algorithms: dict[int, tuple[Any, Any]] = field(default_factory=dict)
-    """(algorithm, hyper-parameters) of each run a driver of this process is driving."""
+    run_rules: dict[int, AnswerRules] = field(default_factory=dict)
+    """What the upload handlers check answers against, for each run a driver of this process is driving."""
     live: dict[int, LivePhase] = field(default_factory=dict)
     """The open phase of each run a driver of this process is driving; handlers hand it their answers."""
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
@@ -200,7 +201,7 @@ class RunDriver:
             log.exception("run %s failed", self.run_id)
             self._fail(f"internal error: {type(exc).__name__}: {exc}")
         finally:
-            self.state.run_algorithms.pop(self.run_id, None)
+            self.state.run_rules.pop(self.run_id, None)
             self.state.live.pop(self.run_id, None)
             self._persist_staged()
 
@@ -213,10 +214,12 @@ class RunDriver:
             project = run.project
             self.spec = ProjectCreate.model_validate(project.spec)
             self.project_id, self.project_name, self.spec_hash = project.id, project.name, project.spec_hash
+            sources = project_service.project_datasets(session, project)
             self.participants = [
                 Participant(d.id, f"{d.org.name}/{d.name}", d.org_id, d.org.name, d.license, d.sha256, d.rows)
-                for d in project_service.project_datasets(session, project)
+                for d in sources
             ]
+            kinds = {d.id: d.kind for d in sources}
             self.num_features = project_service.num_features(
                 project_service.project_datasets(session, project)[0].schema
             )
@@ -234,7 +237,10 @@ class RunDriver:
             optimizer.name if optimizer else None, dict(optimizer.options) if optimizer else {},
             len(self.participants) if scaffold.uses_scaffold(self.algorithm, self.hp) else None,
         )
-        self.state.run_algorithms[self.run_id] = (self.algorithm, self.hp)
+        self.state.run_rules[self.run_id] = AnswerRules(
+            self.algorithm, self.hp, self.num_features,
+            {p.dataset_id: AnswerRules.source(p.ref, kinds[p.dataset_id], p.rows) for p in self.participants},
+        )
         self.test_data = None
         if test_sha is not None:
             tensors = decode_tensors(self.state.blobs.get(test_sha))
@@ -311,16 +317,20 @@ class RunDriver:
         self.params_sha = new_sha = self._store_params(new_params)
 
         def measure() -> RoundMetrics:
+            """The round's metrics; a NaN or infinite one (the aggregate diverged) is named in ``diverged``."""
             test = self.algorithm.evaluate(self.hp, new_params, self.test_data).metrics if self.test_data else {}
             train = weighted_metrics([Evaluation(u.num_examples, u.metrics) for u in updates])
+            test, diverged_test = finite_metrics(test, "test")
+            train_metrics, diverged_train = finite_metrics(train.metrics, "train")
             return RoundMetrics(
                 round=number,
                 participants=sorted(p.ref for p, _ in done),
                 dropped=sorted({p.ref for p in dropped}),
-                train=train.metrics,
+                train=train_metrics,
                 federated_eval={},
                 federated_eval_pending=True,
                 test=test,
+                diverged=diverged_train + diverged_test,
                 params_sha256=new_sha,
                 opened_at=phase.opened_at,
                 wall_s=time.perf_counter() - phase.started,
@@ -427,7 +437,7 @@ class RunDriver:
         """Wait until every task of the phase is answered or its deadline passes (late tasks are dropped).
 
         Returns the done tasks' participants with their answers (in task order) and the participants whose
-        task was dropped or refused. Answers normally arrive in memory; once a second, and at the deadline,
+        task was dropped, refused or rejected. Answers normally arrive in memory; once a second, and at the deadline,
         the database is asked for answers committed where this driver's live phase did not see them.
         """
         try:
@@ -571,6 +581,8 @@ class RunDriver:
             payload["server_state_sha256"] = self.server_state_sha
         if metrics is not None:
             payload.update(participants=metrics.participants, dropped=metrics.dropped, test=metrics.test)
+            if metrics.diverged:
+                payload["diverged"] = metrics.diverged
         events = []
         if previous_eval is not None:
             closed = self.last_closed[1] if self.last_closed and self.last_closed[0] == number - 1 else None

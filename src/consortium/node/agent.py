@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
+
+from pydantic import ValidationError
 
 from consortium.fl import scaffold
 from consortium.fl.core import (
@@ -36,6 +39,17 @@ from consortium.protocol import (
 )
 
 log = logging.getLogger("consortium.node")
+
+
+@contextlib.contextmanager
+def _unsendable(what: str) -> Iterator[None]:
+    """A result the wire schema refuses (a NaN metric of a diverged model) becomes an FLError, so the node
+    refuses the task with the reason instead of leaving it to time out."""
+    try:
+        yield
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise FLError(f"the local {what} cannot be sent: {problems}"[:1000]) from exc
 
 
 class Transport(Protocol):
@@ -205,13 +219,15 @@ class NodeAgent:
         if isinstance(data, LocalData) and not len(data):
             data = split.train
         evaluation = algorithm.evaluate(hp, params, data)
-        return TaskResult(num_examples=evaluation.num_examples, metrics=evaluation.metrics,
-                          compute_s=time.perf_counter() - started)
+        with _unsendable("evaluation"):
+            return TaskResult(num_examples=evaluation.num_examples, metrics=evaluation.metrics,
+                              compute_s=time.perf_counter() - started)
 
     @staticmethod
     def _encode(update, compute_s: float, evaluation: TaskResult | None = None) -> bytes:
-        meta = UpdateMeta(num_examples=update.num_examples, metrics=update.metrics, compute_s=compute_s,
-                          evaluation=evaluation)
+        with _unsendable("update"):
+            meta = UpdateMeta(num_examples=update.num_examples, metrics=update.metrics, compute_s=compute_s,
+                              evaluation=evaluation)
         return encode_update(update.tensors, meta)
 
     def _split(self, task: TaskOut) -> Split:

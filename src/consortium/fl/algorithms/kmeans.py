@@ -236,6 +236,17 @@ class KMeans:
         k, d = _centroids(hp, params).shape
         return {"sums": TensorSpec((k, d), torch.float64), "counts": TensorSpec((k,), torch.float64)}
 
+    def check_update_values(self, hp: KMeansHyperParams, update: Update) -> None:
+        """FLError unless the ``counts`` (of a seeding or a Lloyd update) are >= 0 and add up to at most the
+        update's ``num_examples``: each local point counts once, so the weight an update has in the merge is
+        bounded like FedAvg's (the hub bounds ``num_examples`` by the dataset's rows)."""
+        counts = update.tensors["counts"]
+        if counts.numel() and float(counts.min()) < 0:
+            raise FLError("k-means counts must be >= 0")
+        total = float(counts.sum())
+        if total > update.num_examples * (1 + 1e-9):
+            raise FLError(f"k-means counts add up to {total:g}, more than num_examples = {update.num_examples}")
+
     def local_update(self, hp: KMeansHyperParams, params: Params, data: LocalData, seed: int) -> Update:
         """Assign each local point to its nearest centroid; send per-centroid sums and counts."""
         centroids = _centroids(hp, params)

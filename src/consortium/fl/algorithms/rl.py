@@ -381,6 +381,11 @@ class PPO(ServerInitialised):
     trains_in_environments: ClassVar[bool] = True
     """Clients hold a :class:`LocalEnvironment`, not rows of data."""
 
+    def max_num_examples(self, hp: PPOHyperParams, evaluation: bool) -> int:
+        """What a client's answer counts at most: the round's environment steps (``num_envs *
+        rollout_steps``) for an update, ``eval_episodes`` for an evaluation."""
+        return hp.eval_episodes if evaluation else hp.transitions
+
     def init(self, hp: PPOHyperParams, num_features: int, seed: int) -> Params:
         """Fresh networks from ``seed`` (``nn.Linear``-like); ``num_features`` is the observation size."""
         if num_features < 1:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -11,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from consortium.hub.deps import db, hub_state, org_call, org_principal, principal, scheduler
 from consortium.hub.events import wait_for
-from consortium.hub.live import Answer
+from consortium.hub.live import Answer, TaskRow
 from consortium.hub.scheduler import HubState, Scheduler, org_key, progress_key
 from consortium.hub.services import runs as run_service
 from consortium.hub.services.identity import Principal, SignedCall, in_signed_transaction
@@ -182,11 +183,12 @@ async def post_update(
 
     def accept() -> None:
         with state.sessions() as session:
-            task, answer = in_signed_transaction(session, call, lambda: run_service.submit_update(
-                session, state.blobs, state.cache, call.principal, task_id, payload, datetime.now(UTC),
-                run_algorithm=state.run_algorithms.get, signed=call,
-                handed_out_at=state.board.handed_out_at(task_id), known=state.board.row(task_id),
-            ))
+            task, answer = answered(state, lambda: in_signed_transaction(
+                session, call, lambda: run_service.submit_update(
+                    session, state.blobs, state.cache, call.principal, task_id, payload, datetime.now(UTC),
+                    rules=state.run_rules.get, signed=call,
+                    handed_out_at=state.board.handed_out_at(task_id), known=state.board.row(task_id),
+                )))
         hand_to_driver(state, task.run_id, answer)
 
     await run_in_threadpool(accept)
@@ -197,19 +199,42 @@ async def post_update(
     return {"status": "accepted"}
 
 
-@router.post("/node/tasks/{task_id}/result", status_code=202)
-def post_result(
+def answered(state: HubState, submit: Callable[[], tuple[TaskRow, Answer]]) -> tuple[TaskRow, Answer]:
+    """``submit()``; when it rejects the answer, the driver still learns at once that the task is closed."""
+    try:
+        return submit()
+    except run_service.Rejected as exc:
+        hand_to_driver(state, exc.task.run_id, exc.answer)
+        raise
+
+
+@router.post(
+    "/node/tasks/{task_id}/result",
+    status_code=202,
+    openapi_extra={"requestBody": {"required": True, "content": {
+        "application/json": {"schema": TaskResult.model_json_schema()}}}},
+)
+async def post_result(
     task_id: int,
-    body: TaskResult,
-    session: Session = Depends(db),
+    request: Request,
     state: HubState = Depends(hub_state),
     call: SignedCall = Depends(org_call),
 ) -> dict:
-    task, answer = in_signed_transaction(session, call, lambda: run_service.submit_result(
-        session, call.principal, task_id, body, datetime.now(UTC), signed=call,
-        handed_out_at=state.board.handed_out_at(task_id), known=state.board.row(task_id),
-    ))
-    hand_to_driver(state, task.run_id, answer)
+    """An evaluate task's :class:`TaskResult`. The body is parsed by the service, not by FastAPI, so that a
+    malformed or non-finite result closes the task as rejected (with a ledger entry) instead of a bare 422."""
+    payload = await request.body()
+
+    def accept() -> None:
+        with state.sessions() as session:
+            task, answer = answered(state, lambda: in_signed_transaction(
+                session, call, lambda: run_service.submit_result(
+                    session, call.principal, task_id, payload, datetime.now(UTC), rules=state.run_rules.get,
+                    signed=call, handed_out_at=state.board.handed_out_at(task_id),
+                    known=state.board.row(task_id),
+                )))
+        hand_to_driver(state, task.run_id, answer)
+
+    await run_in_threadpool(accept)
     return {"status": "accepted"}
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
+from consortium.fl.core import finite_metrics
 from consortium.hub.db.models import Round, Run, Task
 from consortium.hub.services import ledger
 
@@ -101,7 +102,8 @@ def federated_eval_event(
 ) -> LedgerEvent | None:
     """Store the federated evaluation of closed round ``number`` (uncommitted); return its ledger event.
 
-    ``closed``: that round as the caller closed it (saves reading it back)."""
+    ``closed``: that round as the caller closed it (saves reading it back). A NaN or infinite metric is left
+    out of both and named in the round's ``diverged`` list (and the event's)."""
     if closed is None:
         row = session.execute(
             select(ROUNDS.c.id, ROUNDS.c.metrics)
@@ -112,11 +114,15 @@ def federated_eval_event(
         closed = ClosedRound(row.id, row.metrics)
     if closed.metrics is None:
         return None
+    metrics, diverged = finite_metrics(metrics, "federated_eval")
     merged = dict(closed.metrics)
     merged.update(federated_eval=metrics, federated_eval_pending=False, max_eval_compute_s=eval_compute_s)
+    payload = {"run_id": run_id, "round": number, "federated_eval": metrics, "num_examples": num_examples}
+    if diverged:
+        merged["diverged"] = [*merged.get("diverged", []), *diverged]
+        payload["diverged"] = diverged
     session.execute(update(ROUNDS).where(ROUNDS.c.id == closed.round_id).values(metrics=merged))
-    return ("round.evaluated", "hub",
-            {"run_id": run_id, "round": number, "federated_eval": metrics, "num_examples": num_examples})
+    return ("round.evaluated", "hub", payload)
 
 
 def close_round(

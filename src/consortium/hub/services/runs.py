@@ -3,20 +3,31 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
+from pydantic import ValidationError
 from sqlalchemy import Update, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
-from consortium.fl.core import FLError, check_update, get_algorithm, parse_hyperparams
+from consortium.fl.core import (
+    FLError,
+    check_num_examples,
+    check_update,
+    example_limit,
+    get_algorithm,
+    parse_hyperparams,
+)
+from consortium.fl.core import Update as FLUpdate
 from consortium.hub.blobs import BlobStore
-from consortium.hub.db.models import Dataset, Project, Round, Run, Task
+from consortium.hub.db.models import Project, Round, Run, Task
 from consortium.hub.live import Answer, TaskRow
 from consortium.hub.services import ledger
 from consortium.hub.services import projects as project_service
 from consortium.hub.services.access import can_see_project
+from consortium.hub.services.datasets import TABLE
 from consortium.hub.services.errors import BadRequest, Conflict, Forbidden, Gone, NotFound
 from consortium.hub.services.identity import Principal, SignedCall, require_role
 from consortium.hub.tensor_cache import TensorCache
@@ -30,11 +41,14 @@ from consortium.protocol import (
     TaskOut,
     TaskRefusal,
     TaskResult,
+    UpdateMeta,
     decode_update,
 )
 
 OPEN_TASK_STATES = ("pending", "claimed")
-TERMINAL_TASK_STATES = ("done", "refused", "dropped", "cancelled")
+TERMINAL_TASK_STATES = ("done", "refused", "rejected", "dropped", "cancelled")
+"""``refused``: the node declined the task; ``rejected``: the hub refused the node's answer (see
+:class:`Rejected`)."""
 
 
 def evaluates_previous_round(kind: str, round_number: int) -> bool:
@@ -154,13 +168,28 @@ TASKS = Task.__table__
 _TASK_ROW = select(*(TASKS.c[name] for name in TaskRow._fields)).where(TASKS.c.id == bindparam("task_id"))
 
 
-def own_task(session: Session, actor: Principal, task_id: int, known: TaskRow | None = None) -> TaskRow:
+def own_task(
+    session: Session, actor: Principal, task_id: int, known: TaskRow | None = None, answer: str | None = None
+) -> TaskRow:
     """The caller's task ``task_id`` (404 for anyone else's). ``known``: its row from the task board, which
-    saves the query; its status may be stale, so writes to the task must be guarded (see :func:`_answer`)."""
+    saves the query; its status may be stale, so writes to the task must be guarded (see :func:`_answer`).
+
+    ``answer`` (update, result, refusal): the caller tries to answer the task; when the task is another
+    org's, a ``security.foreign_task`` ledger entry naming the caller is committed before the 404 (the task
+    itself is left untouched).
+    """
     if known is not None and known.id == task_id and known.org_id == actor.org_id:
         return known
     row = session.execute(_TASK_ROW, {"task_id": task_id}).first()
     if row is None or row.org_id != actor.org_id:
+        if row is not None and answer is not None:
+            session.rollback()
+            project_id = session.scalar(select(Run.project_id).where(Run.id == row.run_id))
+            ledger.record(session, "security.foreign_task", actor.label,
+                          {"task_id": task_id, "run_id": row.run_id, "answer": answer,
+                           "reason": f"{actor.label} sent a {answer} for a task of another organisation"},
+                          scope=ledger.project_scope(project_id))
+            session.commit()
         raise NotFound(f"no task {task_id}")
     return TaskRow(*row)
 
@@ -174,8 +203,115 @@ def _open_for_results(task: TaskRow, kinds: tuple[str, ...]) -> None:
 def _still_open(task_id: int, status: str) -> None:
     if status == "done":
         raise Conflict(f"task {task_id} already has a result")
+    if status == "rejected":
+        raise Gone(f"task {task_id} was rejected (the hub refused its answer); its round goes on without it")
     if status in ("dropped", "cancelled", "refused"):
         raise Gone(f"task {task_id} was {status}; its round has moved on")
+
+
+class Rejected(BadRequest):
+    """The hub refused a node's answer: the task is closed as ``rejected`` and a ``task.rejected`` ledger
+    entry names the reason (both committed). ``answer`` is for the run driver, which stops waiting for it."""
+
+    def __init__(self, message: str, task: TaskRow, answer: Answer) -> None:
+        super().__init__(message)
+        self.task = task
+        self.answer = answer
+
+
+MAX_REASON = 1000
+"""How much of a rejection's reason the task row and the ledger keep (a node controls its length)."""
+
+
+def _reject(
+    session: Session, actor: Principal, task: TaskRow, what: str, reason: str, now: datetime,
+    signed: SignedCall | None, handed_out_at: datetime | None,
+) -> NoReturn:
+    """Close ``task`` as rejected with a ledger entry, in a transaction of its own, and raise :class:`Rejected`.
+
+    The node cannot answer the task again, so the round neither waits for its deadline nor takes a second try.
+    A task that is no longer open gets the usual 409/410 and no entry.
+    """
+    reason = reason if len(reason) <= MAX_REASON else reason[: MAX_REASON - 3] + "..."
+    session.rollback()
+    _answer(session, task, signed, handed_out_at, status="rejected", done_at=now, error=reason)
+    number, project_id = session.execute(
+        select(Round.number, Run.project_id).join(Task, Task.round_id == Round.id)
+        .join(Run, Run.id == Task.run_id).where(Task.id == task.id)
+    ).one()
+    ledger.record(
+        session, "task.rejected", actor.label,
+        {"run_id": task.run_id, "round": number, "task_id": task.id, "kind": task.kind,
+         "org": actor.org_name, "reason": reason},
+        scope=ledger.project_scope(project_id),
+    )
+    session.commit()
+    raise Rejected(f"{what} rejected: {reason}", task, Answer(task.id, "rejected"))
+
+
+@dataclass(frozen=True)
+class Source:
+    """A run's data source as the answer checks see it: ``rows`` is None for an environment."""
+
+    ref: str
+    rows: int | None
+
+
+@dataclass(frozen=True)
+class AnswerRules:
+    """What the hub accepts from one run's nodes: the algorithm and hyper-parameters that updates are checked
+    against, the features of init updates, and each data source (by dataset id), which bounds the examples
+    an answer may count. The run driver keeps them in memory; :func:`answer_rules` reads them otherwise."""
+
+    algorithm: Any
+    hp: Any
+    num_features: int
+    sources: Mapping[int, Source]
+
+    @staticmethod
+    def source(ref: str, kind: str, rows: int) -> Source:
+        return Source(ref, rows if kind == TABLE else None)
+
+    def check_examples(self, dataset_id: int, num_examples: int, evaluation: bool, what: str) -> None:
+        """FLError unless ``1 <= num_examples <=`` the dataset's rows (an environment: what one task can play)."""
+        source = self.sources[dataset_id]
+        limit = example_limit(self.algorithm, self.hp, source.rows, evaluation)
+        bound = (f"{source.ref} registered {limit} rows" if source.rows is not None
+                 else f"{self.algorithm.name} counts at most {limit} per task in {source.ref}")
+        check_num_examples(num_examples, limit, what, bound)
+
+
+def answer_rules(session: Session, run_id: int) -> AnswerRules:
+    """:class:`AnswerRules` of a run, from the database."""
+    project = session.get(Run, run_id).project
+    spec = ProjectCreate.model_validate(project.spec)
+    algorithm = get_algorithm(spec.algorithm.name)
+    sources = project_service.project_datasets(session, project)
+    return AnswerRules(
+        algorithm, parse_hyperparams(algorithm, spec.algorithm.hyperparameters),
+        project_service.num_features(sources[0].schema),
+        {d.id: AnswerRules.source(f"{d.org.name}/{d.name}", d.kind, d.rows) for d in sources},
+    )
+
+
+def _check_update(rules: AnswerRules, task: TaskRow, tensors: dict, meta: UpdateMeta, params: Any) -> None:
+    """FLError unless an update fits the model (names, shapes, dtypes, finite values within the ceiling), the
+    algorithm's own value checks, and the examples it and its evaluation count fit the task's dataset."""
+    rules.check_examples(task.dataset_id, meta.num_examples, False, f"{task.kind} update")
+    if meta.evaluation is not None:
+        rules.check_examples(task.dataset_id, meta.evaluation.num_examples, True, "its evaluation")
+    if task.kind == TaskKind.fit.value:
+        template = rules.algorithm.update_template(rules.hp, params())
+    else:
+        template = rules.algorithm.client_init_template(rules.hp, rules.num_features)
+    check_update(template, tensors)
+    check_values = getattr(rules.algorithm, "check_update_values", None)
+    if check_values is not None:
+        check_values(rules.hp, FLUpdate(tensors, meta.num_examples, meta.metrics))
+
+
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors())
 
 
 @functools.cache
@@ -216,39 +352,36 @@ def submit_update(
     task_id: int,
     payload: bytes,
     now: datetime,
-    run_algorithm: Callable[[int], tuple[Any, Any] | None] | None = None,
+    rules: Callable[[int], AnswerRules | None] | None = None,
     signed: SignedCall | None = None,
     handed_out_at: datetime | None = None,
     known: TaskRow | None = None,
 ) -> tuple[TaskRow, Answer]:
-    """Validate an uploaded update against the model (names, shapes, dtypes, finite) and store it.
+    """Validate an uploaded update (see :func:`_check_update`) and store it; :class:`Rejected` otherwise.
 
-    ``run_algorithm`` may supply a run's (algorithm, hyper-parameters) from memory. Returns the task and its
-    committed answer, validated tensors included, for the run driver.
+    ``rules`` may supply a run's :class:`AnswerRules` from memory. Returns the task and its committed answer,
+    validated tensors included, for the run driver.
     """
-    task = own_task(session, actor, task_id, known)
-    _open_for_results(task, (TaskKind.fit.value, TaskKind.init.value))
+    task = own_task(session, actor, task_id, known, answer="update")
+    _still_open(task.id, task.status)
+
+    def reject(reason: str) -> NoReturn:
+        _reject(session, actor, task, "update", reason, now, signed, handed_out_at)
+
+    if task.kind not in (TaskKind.fit.value, TaskKind.init.value):
+        reject(f"task {task.id} is a {task.kind} task; this endpoint takes fit/init updates")
     try:
         tensors, meta = decode_update(payload)
+    except ValidationError as exc:
+        reject(f"bad update metadata: {_problems(exc)}")
     except ValueError as exc:
-        raise BadRequest(f"update rejected: {exc}") from exc
-    known = run_algorithm(task.run_id) if run_algorithm is not None else None
-    if known is not None:
-        algorithm, hp = known
-    else:
-        spec = ProjectCreate.model_validate(session.get(Run, task.run_id).project.spec)
-        algorithm = get_algorithm(spec.algorithm.name)
-        hp = parse_hyperparams(algorithm, spec.algorithm.hyperparameters)
+        reject(str(exc))
+    known_rules = rules(task.run_id) if rules is not None else None
+    run_rules = known_rules if known_rules is not None else answer_rules(session, task.run_id)
     try:
-        if task.kind == TaskKind.fit.value:
-            template = algorithm.update_template(hp, cache.get(task.params_sha256))
-        else:
-            template = algorithm.client_init_template(
-                hp, project_service.num_features(session.get(Dataset, task.dataset_id).schema)
-            )
-        check_update(template, tensors)
+        _check_update(run_rules, task, tensors, meta, lambda: cache.get(task.params_sha256))
     except FLError as exc:
-        raise BadRequest(f"update rejected: {exc}") from exc
+        reject(str(exc))
     digest = blobs.stage(payload)
     result = meta.model_dump()
     try:
@@ -262,11 +395,30 @@ def submit_update(
 
 
 def submit_result(
-    session: Session, actor: Principal, task_id: int, body: TaskResult, now: datetime,
+    session: Session, actor: Principal, task_id: int, payload: bytes, now: datetime,
+    rules: Callable[[int], AnswerRules | None] | None = None,
     signed: SignedCall | None = None, handed_out_at: datetime | None = None, known: TaskRow | None = None,
 ) -> tuple[TaskRow, Answer]:
-    task = own_task(session, actor, task_id, known)
-    _open_for_results(task, (TaskKind.evaluate.value,))
+    """Accept an evaluate task's result, the raw JSON of a :class:`TaskResult` (parsed here, so that a
+    malformed or non-finite one is rejected like a bad update, not just answered 422)."""
+    task = own_task(session, actor, task_id, known, answer="result")
+    _still_open(task.id, task.status)
+
+    def reject(reason: str) -> NoReturn:
+        _reject(session, actor, task, "result", reason, now, signed, handed_out_at)
+
+    if task.kind != TaskKind.evaluate.value:
+        reject(f"task {task.id} is a {task.kind} task; this endpoint takes evaluate results")
+    try:
+        body = TaskResult.model_validate_json(payload)
+    except ValidationError as exc:
+        reject(f"bad evaluation result: {_problems(exc)}")
+    known_rules = rules(task.run_id) if rules is not None else None
+    run_rules = known_rules if known_rules is not None else answer_rules(session, task.run_id)
+    try:
+        run_rules.check_examples(task.dataset_id, body.num_examples, True, "evaluation result")
+    except FLError as exc:
+        reject(str(exc))
     result = body.model_dump()
     _answer(session, task, signed, handed_out_at, result=result, status="done", done_at=now)
     session.commit()
@@ -278,7 +430,7 @@ def refuse(
     signed: SignedCall | None = None, handed_out_at: datetime | None = None, known: TaskRow | None = None,
 ) -> tuple[TaskRow, Answer]:
     """A node declines a task (its policy said no); the round goes on without it."""
-    task = own_task(session, actor, task_id, known)
+    task = own_task(session, actor, task_id, known, answer="refusal")
     _open_for_results(task, tuple(k.value for k in TaskKind))
     _answer(session, task, signed, handed_out_at, status="refused", done_at=now, error=body.reason)
     project_id = session.scalar(select(Run.project_id).where(Run.id == task.run_id))

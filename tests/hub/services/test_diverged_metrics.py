@@ -1,0 +1,182 @@
+"""Accepted updates whose metrics diverge cannot fail a run: the run driver (in this process, on SQLite and
+PostgreSQL) leaves NaN/infinite metrics out of the rounds and the ledger and names them in ``diverged``."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import torch
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from consortium.crypto import canonical_json
+from consortium.fl.core import MAX_ABS_VALUE, get_algorithm, parse_hyperparams
+from consortium.hub.blobs import BlobStore
+from consortium.hub.db.models import Dataset, LedgerEntry, Model, Org, Project, ProjectDataset, Run
+from consortium.hub.db.session import make_engine, migrate, session_factory
+from consortium.hub.events import Broker
+from consortium.hub.live import Answer, TaskRow
+from consortium.hub.routers.runs import hand_to_driver
+from consortium.hub.scheduler import HubState, RunDriver
+from consortium.hub.services import ledger
+from consortium.hub.services import runs as run_service
+from consortium.hub.services.identity import Principal
+from consortium.hub.tensor_cache import TensorCache
+from consortium.ledger.chain import verify_chain
+from consortium.protocol import (
+    Role,
+    RunProgress,
+    TaskKind,
+    TaskOut,
+    TaskResult,
+    UpdateMeta,
+    encode_tensors,
+    encode_update,
+)
+from consortium.scenario import digits_spec
+
+HYPERPARAMETERS = {"layers": [4, 8, 8, 8, 3], "lr": 0.1}
+HUGE = 1e308
+"""A finite metric whose example-weighted sum overflows to infinity."""
+
+
+@pytest.fixture
+def hub(db_url: str, tmp_path: Path) -> Iterator[tuple[HubState, int, dict[str, Principal]]]:
+    """A hub state with a two-org run of a 4-layer classifier, and the run's id and org principals."""
+    engine = make_engine(db_url)
+    migrate(engine)
+    sessions: sessionmaker[Session] = session_factory(engine)
+    blobs = BlobStore(tmp_path / "blobs")
+    test_set = blobs.put(encode_tensors({"x": torch.rand(30, 4), "y": torch.randint(0, 3, (30,))}))
+    schema = {"features": [{"name": f"f{i}", "dtype": "float64"} for i in range(4)],
+              "target": {"name": "label", "dtype": "int64"}}
+    orgs = {}
+    with sessions() as session:
+        datasets = []
+        for name in ("north", "south"):
+            org = Org(name=name)
+            session.add(org)
+            session.flush()
+            data = Dataset(org_id=org.id, name="digits", schema=schema, rows=100, sha256="0" * 64,
+                           license="CC0-1.0", visibility="members", file_format="csv")
+            session.add(data)
+            session.flush()
+            datasets.append(data.id)
+            orgs[name] = Principal(kind="org", name=name, role=Role.steward, org_id=org.id, org_name=name)
+        spec = digits_spec("diverging", list(orgs), rounds=2, min_nodes=2, round_timeout=60,
+                           algorithm={"name": "classifier", "hyperparameters": HYPERPARAMETERS})
+        project = Project(name="diverging", spec=spec.model_dump(mode="json"), spec_hash="1" * 64,
+                          proposer="admin", status="approved", test_set_sha256=test_set)
+        session.add(project)
+        session.flush()
+        session.add_all([ProjectDataset(project_id=project.id, dataset_id=d) for d in datasets])
+        run = Run(project_id=project.id)
+        session.add(run)
+        session.commit()
+        run_id = run.id
+    state = HubState(sessions=sessions, blobs=blobs, cache=TensorCache(blobs), broker=Broker(), code_version="t")
+    yield state, run_id, orgs
+    engine.dispose()
+
+
+def drive(state: HubState, run_id: int, orgs: dict[str, Principal],
+          answer: Callable[[TaskOut], bytes], timeout: float = 60.0) -> None:
+    """Run the driver in a thread and answer each task it hands out with ``answer(task)``, as nodes would."""
+    stop = threading.Event()
+    driver = threading.Thread(target=RunDriver(state, run_id, stop), daemon=True)
+    driver.start()
+    deadline = time.monotonic() + timeout
+    try:
+        while driver.is_alive() and time.monotonic() < deadline:
+            for principal in orgs.values():
+                task = state.board.take(principal.org_id, datetime.now(UTC))
+                if task is None:
+                    continue
+                row: TaskRow | None = state.board.row(task.id)
+                with state.sessions() as session:
+                    if task.kind == TaskKind.evaluate:
+                        _, done = run_service.submit_result(
+                            session, principal, task.id, answer(task), datetime.now(UTC),
+                            rules=state.run_rules.get, known=row)
+                    else:
+                        _, done = run_service.submit_update(
+                            session, state.blobs, state.cache, principal, task.id, answer(task),
+                            datetime.now(UTC), rules=state.run_rules.get, known=row)
+                assert isinstance(done, Answer)
+                hand_to_driver(state, run_id, done)
+            time.sleep(0.005)
+    finally:
+        stop.set()
+        driver.join(10)
+    assert not driver.is_alive(), "the run did not finish"
+
+
+def diverging_answer(task: TaskOut) -> bytes:
+    """Updates at the value ceiling (accepted) whose hub-side evaluation overflows through four layers, with
+    finite metrics whose weighted means overflow."""
+    if task.kind == TaskKind.evaluate:
+        return TaskResult(num_examples=20, metrics={"loss": HUGE, "accuracy": 0.5}, compute_s=0.1
+                          ).model_dump_json().encode()
+    algorithm = get_algorithm("classifier")
+    hp = parse_hyperparams(algorithm, HYPERPARAMETERS)
+    tensors = {name: torch.full(t.shape, MAX_ABS_VALUE) for name, t in algorithm.init(hp, 4, 0).items()}
+    evaluation = (TaskResult(num_examples=20, metrics={"loss": HUGE, "accuracy": 0.25}, compute_s=0.1)
+                  if task.evaluate_first else None)
+    metrics = {"train_loss": HUGE, "train_accuracy": 0.5}
+    return encode_update(tensors, UpdateMeta(num_examples=80, metrics=metrics, compute_s=0.1, evaluation=evaluation))
+
+
+def test_metrics_that_diverge_are_named_not_stored_and_the_run_completes(hub) -> None:
+    state, run_id, orgs = hub
+    drive(state, run_id, orgs, diverging_answer)
+    with state.sessions() as session:
+        run = session.get(Run, run_id)
+        assert (run.status, run.error) == ("completed", None)
+        progress = run_service.progress(session, run)
+        RunProgress.model_validate_json(progress.model_dump_json())
+        entries = list(session.scalars(select(LedgerEntry).order_by(LedgerEntry.seq)))
+        card = session.scalar(select(Model).where(Model.run_id == run_id)).card
+    first, second = progress.rounds
+    assert first.diverged == ["train.train_loss", "test.loss", "federated_eval.loss"]
+    assert second.diverged == ["train.train_loss", "test.loss", "federated_eval.loss"]
+    for rnd in (first, second):
+        assert rnd.train == {"train_accuracy": 0.5}
+        assert set(rnd.test) == {"accuracy"}
+        assert rnd.federated_eval == {"accuracy": 0.25 if rnd is first else 0.5}
+    completed = [e.payload for e in entries if e.event_type == "round.completed"]
+    evaluated = [e.payload for e in entries if e.event_type == "round.evaluated"]
+    assert [p["diverged"] for p in completed] == [["train.train_loss", "test.loss"]] * 2
+    assert [p["diverged"] for p in evaluated] == [["federated_eval.loss"]] * 2
+    assert all(set(p["test"]) == {"accuracy"} for p in completed)
+    assert verify_chain(ledger.to_chained(e) for e in entries).ok
+    for entry in entries:
+        canonical_json(entry.payload)
+    assert [r["diverged"] for r in card["metrics_per_round"]] == [first.diverged, second.diverged]
+
+
+def test_rounds_without_diverged_metrics_keep_their_json_shape(hub) -> None:
+    state, run_id, orgs = hub
+    algorithm = get_algorithm("classifier")
+    params = algorithm.init(parse_hyperparams(algorithm, HYPERPARAMETERS), 4, 0)
+
+    def calm(task: TaskOut) -> bytes:
+        if task.kind == TaskKind.evaluate:
+            return TaskResult(num_examples=20, metrics={"loss": 1.0}, compute_s=0.1).model_dump_json().encode()
+        evaluation = TaskResult(num_examples=20, metrics={"loss": 1.0}, compute_s=0.1)
+        return encode_update(params, UpdateMeta(num_examples=80, metrics={"train_loss": 1.0}, compute_s=0.1,
+                                                evaluation=evaluation if task.evaluate_first else None))
+
+    drive(state, run_id, orgs, calm)
+    with state.sessions() as session:
+        progress = run_service.progress(session, session.get(Run, run_id))
+        entries = list(session.scalars(select(LedgerEntry).where(LedgerEntry.event_type.like("round.%"))))
+    assert progress.run.status == "completed"
+    assert [r.diverged for r in progress.rounds] == [[], []]
+    assert all("diverged" not in r.model_dump(mode="json") for r in progress.rounds)
+    assert all("diverged" not in e.payload for e in entries)
+    assert all(set(r.test) == {"loss", "accuracy"} for r in progress.rounds)

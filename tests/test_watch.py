@@ -1,0 +1,31 @@
+"""``consortium run watch``'s progress line: metrics that diverged on the hub are named, never shown as NaN."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime
+
+from rich.console import Console
+
+from consortium.protocol import RoundMetrics, RunOut, RunProgress
+from consortium.watch import follow_run
+
+
+class OneRound:
+    """A hub whose run finished after one round whose test loss diverged."""
+
+    def progress(self, run_id: int, after_round: int = 0, wait: float = 0.0) -> RunProgress:
+        run = RunOut(id=run_id, project_id=1, status="completed", current_round=1, rounds=1, error=None,
+                     model_id=1, created_at=datetime.now(UTC), finished_at=None)
+        rnd = RoundMetrics(round=1, participants=["a/d"], dropped=[], train={}, federated_eval={},
+                           test={"accuracy": 0.5}, params_sha256="0" * 64, opened_at=0.0, wall_s=0.1,
+                           max_fit_compute_s=0.0, max_eval_compute_s=0.0, diverged=["test.loss"])
+        return RunProgress.model_validate_json(RunProgress(run=run, rounds=[rnd]).model_dump_json())
+
+
+def test_a_diverged_metric_is_named_in_the_progress_line() -> None:
+    out = io.StringIO()
+    final = follow_run(OneRound(), 7, 1, Console(file=out, width=200))
+    assert final["status"] == "completed"
+    line = out.getvalue()
+    assert "accuracy 0.5000  diverged: test.loss" in line and "nan" not in line.lower()
