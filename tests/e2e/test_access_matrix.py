@@ -477,5 +477,10 @@ def test_writes_by_outsiders_are_refused_and_change_nothing(world: World) -> Non
                     assert text not in response.text, (caller.name, probe.path, text)
             refused += 1
     assert refused > 100
-    assert world.send(admin, "GET", "/api/ledger?limit=10000").json() == before
+    after = world.send(admin, "GET", "/api/ledger?limit=10000").json()
+    assert after[: len(before)] == before
+    # The only trace an outsider leaves: an answer to another org's task is recorded as a security event.
+    added = after[len(before):]
+    assert {e["event_type"] for e in added} <= {"security.foreign_task"}, added
+    assert all(e["actor"].startswith("org:") for e in added), added
     assert world.send(admin, "GET", "/api/projects").json() == projects
