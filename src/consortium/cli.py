@@ -432,7 +432,7 @@ def ledger_verify(
     token: TokenOpt = None,
     db: Annotated[str | None, typer.Option("--db", help="verify straight from a database URL")] = None,
 ) -> None:
-    """Recompute the hash chain; names the first bad entry."""
+    """Recompute the hash chain up to the hub's recorded head; names the first bad or missing entry."""
     from consortium.ledger_audit import verify_from_db, verify_from_hub
 
     if db:
@@ -445,7 +445,8 @@ def ledger_verify(
     if report.ok:
         console.print(f"[green]ledger OK[/]: {report.checked} entries")
     else:
-        err_console.print(f"[bold red]ledger BROKEN[/] at entry {report.first_bad_seq}: {report.reason}")
+        where = f" at entry {report.first_bad_seq}" if report.first_bad_seq is not None else ""
+        err_console.print(f"[bold red]ledger BROKEN[/]{where}: {report.reason}")
         raise typer.Exit(1)
 
 

@@ -183,6 +183,9 @@ class HubClient:
     def ledger(self, after: int = 0, limit: int = 1000) -> list[dict]:
         return self.get_json("/api/ledger", params={"after": after, "limit": limit})
 
+    def ledger_head(self) -> dict:
+        return self.get_json("/api/ledger/head")
+
     # ---------------------------------------------------------------- node side
     def next_task(self, wait: float, have: str | None = None) -> tuple[TaskOut, dict | None] | None:
         """Long-poll for a task: (task, its params when the hub sent them along) or None after ``wait``."""

@@ -404,6 +404,13 @@ class ErrorOut(Wire):
     detail: str
 
 
+class LedgerHeadOut(Wire):
+    """The newest ledger entry as the hub records it: a verifier's chain must reach it (else it was cut)."""
+
+    seq: int
+    hash: str
+
+
 # ---------------------------------------------------------------------------------------------- tensors
 
 

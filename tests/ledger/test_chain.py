@@ -13,6 +13,7 @@ from consortium.crypto import canonical_json, sha256_hex
 from consortium.ledger.chain import (
     GENESIS_HASH,
     ChainedEntry,
+    ChainHead,
     LedgerEvent,
     append,
     entry_hash,
@@ -92,9 +93,22 @@ def test_reasons_are_specific() -> None:
 
     gap = chain[:4] + chain[5:]
     report = verify_chain(gap)
-    assert (report.ok, report.first_bad_seq, report.checked) == (False, 6, 4)
-    assert report.reason == "seq 6 follows 4 (gap or reorder)"
+    assert (report.ok, report.first_bad_seq, report.checked) == (False, 5, 4)
+    assert report.reason == "entry 5 is missing: the chain was cut after entry 4"
     assert report.head_hash == chain[3].hash
+
+    report = verify_chain(chain[:2] + chain[5:])
+    assert report.first_bad_seq == 3 and report.reason == "entries 3–5 are missing: the chain was cut after entry 2"
+
+    renumbered = chain[:4] + [dataclasses.replace(chain[4], seq=6)]
+    report = verify_chain(renumbered)
+    assert report.first_bad_seq == 6 and report.reason == "seq 6 follows 4 (gap or reorder)"
+
+    forged_after_gap = chain[:4] + [dataclasses.replace(chain[5], actor="mallory")]
+    report = verify_chain(forged_after_gap)
+    assert report.first_bad_seq == 5
+    assert report.reason == ("entry 5 is missing: the chain was cut after entry 4; entry 6 after the gap does "
+                             "not match its content either")
 
     relinked = list(chain)
     relinked[6] = dataclasses.replace(chain[6], prev_hash="f" * 64)
@@ -112,7 +126,11 @@ def test_reasons_are_specific() -> None:
     assert report.first_bad_seq == 1 and "genesis" in report.reason
 
     report = verify_chain(chain[1:])
-    assert report.first_bad_seq == 2 and report.reason == "seq 2 follows 0 (gap or reorder)"
+    assert report.first_bad_seq == 1 and report.reason == "entry 1 is missing: every entry before entry 2 was cut"
+    assert report.checked == 0 and report.head_hash == GENESIS_HASH
+
+    report = verify_chain(chain[7:])
+    assert report.first_bad_seq == 1 and report.reason == "entries 1–7 are missing: every entry before entry 8 was cut"
 
 
 def test_unhashable_or_mistyped_entries_are_reported_not_raised() -> None:
@@ -150,6 +168,78 @@ def test_tail_truncation_is_not_detectable_by_the_chain_alone() -> None:
     assert report.head_hash == chain[2].hash != chain[4].hash
 
 
+def head_of(chain: list[ChainedEntry]) -> ChainHead:
+    return ChainHead(chain[-1].seq, chain[-1].hash) if chain else ChainHead(0, GENESIS_HASH)
+
+
+def honest_append(head: ChainedEntry, i: int = 0) -> ChainedEntry:
+    """What the hub appends next: it links to its recorded head, whatever the table still holds."""
+    return append(head, "run.started", "hub", {"after": i}, T0)
+
+
+@pytest.mark.parametrize("cut", [1, 100, 250])
+def test_a_cut_tail_is_found_against_the_head(cut: int) -> None:
+    chain = build([{"i": i} for i in range(250)])
+    head = head_of(chain)
+    assert verify_chain(chain, head).ok
+    kept = chain[: len(chain) - cut]
+    report = verify_chain(kept, head)
+    assert not report.ok and report.first_bad_seq == len(kept) + 1 and report.checked == len(kept)
+    if cut == 1:
+        assert report.reason == "entry 250 is missing: the chain was cut after entry 249"
+    elif cut == 100:
+        assert report.reason == "entries 151–250 are missing: the chain was cut after entry 150"
+    else:
+        assert report.reason == "entries 1–250 are missing: every entry was cut"
+        assert report.head_hash == GENESIS_HASH
+
+
+@pytest.mark.parametrize("cut", [1, 100, 250])
+def test_after_an_honest_append_the_cut_is_named_not_the_new_entry(cut: int) -> None:
+    chain = build([{"i": i} for i in range(250)])
+    new = honest_append(chain[-1])
+    kept = chain[: len(chain) - cut] + [new]
+    report = verify_chain(kept, head_of(chain + [new]))
+    first_missing = 251 - cut
+    assert not report.ok and report.first_bad_seq == first_missing, report.reason
+    if cut == 250:
+        assert report.reason == "entries 1–250 are missing: every entry before entry 251 was cut"
+    else:
+        assert report.reason.endswith(f"the chain was cut after entry {first_missing - 1}")
+    assert verify_chain(kept).first_bad_seq == first_missing, "the gap alone names the cut too"
+
+
+def test_the_head_may_be_older_than_the_chain_but_must_be_in_it() -> None:
+    chain = build([{"i": i} for i in range(6)])
+    assert verify_chain(chain, head_of(chain[:4])).ok, "entries appended after the head was read"
+    assert verify_chain(chain, ChainHead(0, GENESIS_HASH)).ok
+    assert verify_chain([], ChainHead(0, GENESIS_HASH)).ok
+
+    rewritten = build([{"i": -i} for i in range(6)])
+    report = verify_chain(rewritten, head_of(chain))
+    assert report.first_bad_seq == 6 and "rewritten" in report.reason and report.checked == 5
+
+    report = verify_chain(chain, ChainHead(0, "f" * 64))
+    assert not report.ok and report.first_bad_seq is None and "not a chain head" in report.reason
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(1, 40), data=st.data())
+def test_any_cut_against_the_head_is_reported_at_its_first_missing_seq(n: int, data) -> None:
+    chain = build([{"i": i} for i in range(n)])
+    k = data.draw(st.integers(0, n - 1), label="entries kept")
+    report = verify_chain(iter(chain[:k]), head_of(chain))
+    assert (report.ok, report.first_bad_seq, report.checked) == (False, k + 1, k)
+    assert report.head_hash == (chain[k - 1].hash if k else GENESIS_HASH)
+
+    appended = [honest_append(chain[-1])]
+    for i in range(data.draw(st.integers(0, 3), label="appends after the cut")):
+        appended.append(honest_append(appended[-1], i + 1))
+    report = verify_chain(iter(chain[:k] + appended), head_of(chain + appended))
+    assert (report.ok, report.first_bad_seq, report.checked) == (False, k + 1, k), report.reason
+    assert f"{k + 1}" in report.reason and "missing" in report.reason
+
+
 json_scalars = (
     st.none()
     | st.booleans()
@@ -176,7 +266,7 @@ def test_any_single_tamper_is_located_at_the_first_bad_seq(chain_payloads, kind,
     i = k - 1
     entry = chain[i]
     tampered = list(chain)
-    expected: int | None = k
+    expected = k
 
     if kind == "payload":
         tampered[i] = dataclasses.replace(entry, payload={**entry.payload, "\x00tampered": True})
@@ -192,15 +282,12 @@ def test_any_single_tamper_is_located_at_the_first_bad_seq(chain_payloads, kind,
         tampered[i] = dataclasses.replace(entry, prev_hash=flipped)
     elif kind == "delete":
         del tampered[i]
-        expected = k + 1 if k < n else None
+        if k == n:
+            assert verify_chain(iter(tampered)).ok, "the chain alone cannot see a cut tail"
     elif kind == "swap":
         tampered[i], tampered[i + 1] = tampered[i + 1], tampered[i]
-        expected = k + 1
 
-    report = verify_chain(iter(tampered))
-    if expected is None:
-        assert report.ok and report.checked == n - 1, "deleting the last entry is tail truncation"
-        return
+    report = verify_chain(iter(tampered), head_of(chain))
     assert not report.ok
     assert report.first_bad_seq == expected, report.reason
     assert report.checked == k - 1

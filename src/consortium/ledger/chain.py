@@ -16,8 +16,10 @@ Entries come in two formats, told apart by ``payload_commitment``:
 - **plain** (ledgers written before; ``payload_commitment`` None, and NULL ``salt`` in the database): the hash
   covers the payload itself, so such an entry verifies only with its payload.
 
-What a chain alone cannot show is truncation of its tail: a prefix of a valid chain is a valid chain; compare
-:attr:`VerifyReport.head_hash` with a head published elsewhere.
+What a chain alone cannot show is truncation of its tail: a prefix of a valid chain is a valid chain. The hub
+keeps its newest seq and hash (its :class:`ChainHead`); :func:`verify_chain` given that head also finds a cut
+tail, and names missing entries as such: a gap followed by an entry that links to a missing predecessor is a
+cut (the entries after it may well be honest), not a bad entry.
 """
 
 from __future__ import annotations
@@ -70,6 +72,14 @@ class ChainedEntry:
     def event(self) -> LedgerEvent:
         """The event part of this entry, without the chain links."""
         return LedgerEvent(self.seq, self.event_type, self.actor, self.payload, self.created_at)
+
+
+@dataclass(frozen=True)
+class ChainHead:
+    """The newest entry's seq and hash as the hub records them (seq 0 and :data:`GENESIS_HASH` when empty)."""
+
+    seq: int
+    hash: str
 
 
 @dataclass(frozen=True)
@@ -216,7 +226,17 @@ def append(
     return ChainedEntry(seq, event_type, actor, normalised, created_at, prev_hash, digest, salt, commitment)
 
 
-def verify_chain(entries: Iterable[ChainedEntry]) -> VerifyReport:
+def _missing(first: int, last: int, before: int | None) -> str:
+    """Why entries ``first``..``last`` count as cut: the chain goes on at entry ``before`` (None: it ends)."""
+    what = f"entry {first} is missing" if first == last else f"entries {first}–{last} are missing"
+    if first > 1:
+        return f"{what}: the chain was cut after entry {first - 1}"
+    if before is not None:
+        return f"{what}: every entry before entry {before} was cut"
+    return f"{what}: every entry was cut"
+
+
+def verify_chain(entries: Iterable[ChainedEntry], head: ChainHead | None = None) -> VerifyReport:
     """Recompute the chain from genesis and report the first entry that does not add up.
 
     Streams: ``entries`` may be a lazy iterator (a paged download, a database cursor); only the previous
@@ -224,8 +244,14 @@ def verify_chain(entries: Iterable[ChainedEntry]) -> VerifyReport:
     order, that its seq follows the previous one, that its ``prev_hash`` is the previous entry's hash, and
     that its ``hash`` matches its content (:func:`expected_hash`: a redacted sealed entry is checked through
     its commitment, a revealed one also against it). An empty chain is valid.
+
+    A gap before an entry whose own hash adds up and whose ``prev_hash`` is not the previous entry's hash is a
+    cut: ``first_bad_seq`` is the first missing seq, not the entry after the gap. With ``head`` (read before
+    the entries, so entries appended meanwhile may follow it) the entry at ``head.seq`` must have
+    ``head.hash``, and a chain that ends before it was cut after its last entry.
     """
     prev_seq, prev_hash, checked = 0, GENESIS_HASH, 0
+    at_head = head is not None and head.seq == 0 and head.hash == GENESIS_HASH
 
     def bad(seq: Any, reason: str) -> VerifyReport:
         return VerifyReport(False, checked, seq if type(seq) is int else None, reason, prev_hash)
@@ -234,6 +260,15 @@ def verify_chain(entries: Iterable[ChainedEntry]) -> VerifyReport:
         seq = entry.seq
         if type(seq) is not int:
             return bad(seq, f"entry after {prev_seq} has a non-integer seq {seq!r}")
+        if seq > prev_seq + 1 and entry.prev_hash != prev_hash:
+            reason = _missing(prev_seq + 1, seq - 1, seq)
+            try:
+                intact = isinstance(entry.hash, str) and expected_hash(entry) == entry.hash
+            except ValueError:
+                intact = False
+            if not intact:
+                reason += f"; entry {seq} after the gap does not match its content either"
+            return bad(prev_seq + 1, reason)
         if seq != prev_seq + 1:
             return bad(seq, f"seq {seq} follows {prev_seq} (gap or reorder)")
         if entry.prev_hash != prev_hash:
@@ -246,5 +281,14 @@ def verify_chain(entries: Iterable[ChainedEntry]) -> VerifyReport:
             return bad(seq, str(exc))
         if not isinstance(entry.hash, str) or recomputed != entry.hash:
             return bad(seq, f"hash of entry {seq} does not match its content")
+        if head is not None and seq == head.seq:
+            if entry.hash != head.hash:
+                return bad(seq, f"entry {seq} is not the hub's head: its hash {entry.hash[:16]}… differs from "
+                                f"the head's {head.hash[:16]}… (the chain was rewritten up to here)")
+            at_head = True
         prev_seq, prev_hash, checked = seq, entry.hash, checked + 1
+    if head is not None and not at_head:
+        if prev_seq < head.seq:
+            return bad(prev_seq + 1, _missing(prev_seq + 1, head.seq, None))
+        return bad(None, f"the hub's head (seq {head.seq}, hash {head.hash[:16]}…) is not a chain head")
     return VerifyReport(True, checked, None, None, prev_hash)

@@ -13,7 +13,7 @@ from consortium.hub.services import ledger
 from consortium.hub.services import models as model_service
 from consortium.hub.services.access import ledger_reader
 from consortium.hub.services.identity import Principal
-from consortium.protocol import SAFETENSORS_MEDIA_TYPE, LedgerEntryOut, ModelOut
+from consortium.protocol import SAFETENSORS_MEDIA_TYPE, LedgerEntryOut, LedgerHeadOut, ModelOut
 
 router = APIRouter(prefix="/api", tags=["models and ledger"])
 
@@ -67,3 +67,10 @@ def get_ledger(
     entries = list(ledger.iter_entries(session, after=after, limit=limit))
     readable = ledger_reader(session, caller, entries)
     return [LedgerEntryOut(**asdict(ledger.to_chained(e, reveal=readable(e)))) for e in entries]
+
+
+@router.get("/ledger/head", response_model=LedgerHeadOut)
+def get_ledger_head(session: Session = Depends(db), caller: Principal = Depends(principal)):
+    """The newest seq and hash: read it before the entries, and a chain that falls short of it was cut."""
+    head = ledger.head(session)
+    return LedgerHeadOut(seq=head.seq, hash=head.hash)

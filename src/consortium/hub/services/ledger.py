@@ -17,7 +17,14 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from consortium.hub.db.models import LedgerEntry, LedgerHead
-from consortium.ledger.chain import SALT_BYTES, ChainedEntry, payload_commitment, redact, sealed_hash
+from consortium.ledger.chain import (
+    SALT_BYTES,
+    ChainedEntry,
+    ChainHead,
+    payload_commitment,
+    redact,
+    sealed_hash,
+)
 
 
 @dataclass(frozen=True)
@@ -105,3 +112,10 @@ def iter_entries(session: Session, after: int = 0, limit: int | None = None) -> 
     if limit is not None:
         query = query.limit(limit)
     yield from session.scalars(query)
+
+
+def head(session: Session) -> ChainHead:
+    """The newest seq and hash the hub recorded: what a verifier compares the chain's end with (a deleted
+    tail leaves the head where it was)."""
+    seq, digest = session.execute(select(HEAD.c.seq, HEAD.c.hash).where(HEAD.c.id == 1)).one()
+    return ChainHead(seq, digest)
