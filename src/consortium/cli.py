@@ -143,8 +143,8 @@ def node(
                         local_environments={entry.name for entry in EnvironmentRegistry(org_dir).all()})
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     agent = NodeAgent(client, registry, policy, poll_wait=poll_wait,
-                      on_task=lambda t, outcome: logging.info("task %s (%s, round %s): %s",
-                                                              t.id, t.kind.value, t.round, outcome))
+                      on_task=lambda t, outcome: logging.info("task %s (%s, run %s, round %s): %s",
+                                                              t.id, t.kind.value, t.run_id, t.round, outcome))
     logging.info("node of %s polling %s", client.identity.org, hub)
     try:
         agent.run_forever(threading.Event())

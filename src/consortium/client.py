@@ -27,10 +27,21 @@ from consortium.protocol import (
 class HubError(RuntimeError):
     """The hub answered with an error status; ``detail`` is its message."""
 
-    def __init__(self, status_code: int, detail: str, method: str = "", path: str = "") -> None:
+    def __init__(self, status_code: int, detail: str, method: str = "", path: str = "",
+                 fields: dict[str, Any] | None = None) -> None:
         super().__init__(f"hub answered {status_code} to {method} {path}: {detail}")
         self.status_code = status_code
         self.detail = detail
+        self.fields = fields or {}
+        """The error body's other members (e.g. ``run_id`` and ``run_status`` of a 410 for an ended run)."""
+
+
+def _fields(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return {k: v for k, v in body.items() if k != "detail"} if isinstance(body, dict) else {}
 
 
 def _detail(response: httpx.Response) -> str:
@@ -81,7 +92,7 @@ class HubClient:
         extra = {"timeout": timeout} if timeout is not None else {}
         response = self.http.request(method, path, **kwargs, **extra)
         if response.status_code >= 400:
-            raise HubError(response.status_code, _detail(response), method, path)
+            raise HubError(response.status_code, _detail(response), method, path, _fields(response))
         return response
 
     def get_json(self, path: str, **kwargs: Any) -> Any:

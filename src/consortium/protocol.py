@@ -347,6 +347,11 @@ class TaskOut(Wire):
         description="fit tasks: first evaluate the received params on the validation split and send the "
         "result with the update (federated evaluation of the previous round without an extra phase)",
     )
+    test_set_sha256: str | None = Field(
+        default=None,
+        description="SHA-256 of the project's hub-side test set (None: it has none); the node runs only the "
+        "version of the project its org approved, test set included",
+    )
 
 
 class TaskResult(Wire):

@@ -82,8 +82,8 @@ def message(task_id: int) -> TaskOut:
                    spec=spec, dataset="digits", params_sha256=None, seed=task_id)
 
 
-def row(task_id: int, org_id: int) -> TaskRow:
-    return TaskRow(task_id, org_id, 1, 7, TaskKind.fit.value, "pending", None)
+def row(task_id: int, org_id: int, run_id: int = 1) -> TaskRow:
+    return TaskRow(task_id, org_id, run_id, 7, TaskKind.fit.value, "pending", None)
 
 
 def test_the_board_hands_out_an_orgs_oldest_open_task_until_it_is_withdrawn() -> None:
@@ -123,3 +123,17 @@ def test_waiting_for_hand_out_returns_once_every_task_was_taken_or_withdrawn() -
     board.withdraw([3])
     waiter.join(1.0)
     assert done.is_set()
+
+
+def test_an_ended_runs_tasks_leave_the_board_and_others_stay() -> None:
+    board = TaskBoard()
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    board.post(row(1, 1, run_id=7), message(1), now + timedelta(seconds=30))
+    board.post(row(2, 2, run_id=7), message(2), now + timedelta(seconds=30))
+    board.post(row(3, 1, run_id=8), message(3), now + timedelta(seconds=30))
+    assert board.take(1, now).id == 1
+    board.withdraw_run(7)
+    assert board.take(1, now).id == 3, "the org's task of the ended run is not handed out again"
+    assert board.take(2, now) is None
+    assert board.row(1) is None and board.row(2) is None and board.row(3) == row(3, 1, run_id=8)
+    assert board.wait_handed_out([1, 2, 3], timeout=0.0)

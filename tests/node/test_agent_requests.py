@@ -25,8 +25,8 @@ def params(seed: int) -> tuple[Params, str]:
     return values, hashlib.sha256(encode_tensors(values)).hexdigest()
 
 
-def task(task_id: int, kind: TaskKind, params_sha: str, round_number: int = 1) -> TaskOut:
-    return TaskOut(id=task_id, kind=kind, run_id=1, round=round_number, project_id=1,
+def task(task_id: int, kind: TaskKind, params_sha: str, round_number: int = 1, run_id: int = 1) -> TaskOut:
+    return TaskOut(id=task_id, kind=kind, run_id=run_id, round=round_number, project_id=1,
                    spec_hash=spec_hash(SPEC), spec=SPEC, dataset="digits", params_sha256=params_sha,
                    seed=task_id)
 
@@ -113,3 +113,35 @@ def test_an_update_the_round_no_longer_needs_is_dropped_and_the_node_polls_again
     assert node.step()
     assert not node.step()
     assert [c[0] for c in hub.calls] == ["next_task", "post_update", "next_task"]
+
+
+def test_a_task_gone_once_is_never_trained_again(tmp_path: Path) -> None:
+    """A hub that offers a dropped task again (an old hub, a race) gets no second training or upload."""
+    first, first_sha = params(0)
+    fit = (task(1, TaskKind.fit, first_sha), first)
+    hub = Transport(polls=[fit, fit, (task(2, TaskKind.fit, first_sha), first)],
+                    upload_answers=[HubError(410, "task 1 was dropped; its round has moved on"), None])
+    node = agent(hub, tmp_path)
+    assert node.step() and node.step() and node.step()
+    uploads = [c[1] for c in hub.calls if c[0] == "post_update"]
+    assert uploads == [1, 2], "task 1 ran once; task 2 of the same (still running) run ran"
+
+
+def test_no_task_of_a_run_the_hub_said_ended_is_run(tmp_path: Path) -> None:
+    first, first_sha = params(0)
+    ended = HubError(410, "run 1 failed: round 2: 1 of the required min_nodes=2 nodes answered; its task 1 "
+                          "is not needed any more", fields={"run_id": 1, "run_status": "failed"})
+    hub = Transport(
+        polls=[(task(1, TaskKind.fit, first_sha), first), (task(1, TaskKind.fit, first_sha), first),
+               (task(2, TaskKind.evaluate, first_sha), first),
+               (task(3, TaskKind.fit, first_sha, run_id=2), first)],
+        upload_answers=[ended, None],
+    )
+    seen: list[tuple[int, str]] = []
+    node = NodeAgent(hub, Registry(tmp_path), Policy(), poll_wait=7.0,
+                     on_task=lambda t, outcome: seen.append((t.id, outcome)))
+    for _ in range(4):
+        assert node.step()
+    assert [c[:2] for c in hub.calls if c[0] != "next_task"] == [("post_update", 1), ("post_update", 3)]
+    assert [outcome.split(":")[0] for _, outcome in seen] == ["done", "skipped", "skipped", "done"]
+    assert "run 1 failed" in seen[1][1] and "run 1 failed" in seen[2][1]

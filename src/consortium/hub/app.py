@@ -85,7 +85,7 @@ def create_app(settings: HubSettings) -> FastAPI:
 
     @app.exception_handler(ServiceError)
     async def service_error(_request: Request, exc: ServiceError) -> JSONResponse:
-        return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+        return JSONResponse({**exc.fields, "detail": exc.message}, status_code=exc.status_code)
 
     @app.get("/api/health", tags=["meta"])
     def health() -> dict:

@@ -148,6 +148,13 @@ class TaskBoard:
             posted = self._tasks.get(task_id)
             return posted.handed_out_at if posted is not None else None
 
+    def withdraw_run(self, run_id: int) -> None:
+        """Take every task of ``run_id`` off the board: its run ended, so no node may take one again."""
+        with self._lock:
+            for task_id in [i for i, p in self._tasks.items() if p.row.run_id == run_id]:
+                del self._tasks[task_id]
+            self._handed_out.notify_all()
+
     def withdraw(self, task_ids: Iterable[int]) -> dict[int, datetime]:
         """Take tasks off the board; when each of them that was handed out was."""
         handed_out = {}

@@ -201,6 +201,7 @@ class RunDriver:
             log.exception("run %s failed", self.run_id)
             self._fail(f"internal error: {type(exc).__name__}: {exc}")
         finally:
+            self.state.board.withdraw_run(self.run_id)
             self.state.run_rules.pop(self.run_id, None)
             self.state.live.pop(self.run_id, None)
             self._persist_staged()
@@ -223,7 +224,7 @@ class RunDriver:
             self.num_features = project_service.num_features(
                 project_service.project_datasets(session, project)[0].schema
             )
-            test_sha = project.test_set_sha256
+            test_sha = self.test_set_sha = project.test_set_sha256
             current, params_sha = run.current_round, run.params_sha256
             self.server_state_sha = run.server_state_sha256
             self._abandon_open_rounds(session)
@@ -428,6 +429,7 @@ class RunDriver:
                 project_id=self.project_id, spec_hash=self.spec_hash, spec=self.spec,
                 dataset=participant.ref.split("/", 1)[1], params_sha256=plan.params_sha, seed=seed,
                 evaluate_first=evaluates_previous_round(plan.kind.value, plan.number),
+                test_set_sha256=self.test_set_sha,
             ), deadline)
         for org_id in {p.org_id for p in participants}:
             self.state.broker.notify(org_key(org_id))
@@ -644,6 +646,9 @@ class RunDriver:
         self.state.broker.notify(progress_key(self.run_id))
 
     def _fail(self, reason: str) -> None:
+        """Fail the run and cancel its open tasks. They leave the board first: a node that took one just before
+        gets a 410 naming the failure, and none can take it again."""
+        self.state.board.withdraw_run(self.run_id)
         with self.state.sessions() as session:
             run = session.get(Run, self.run_id)
             run.status, run.error, run.finished_at = "failed", reason, self.state.clock()

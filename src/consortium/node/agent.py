@@ -40,6 +40,9 @@ from consortium.protocol import (
 
 log = logging.getLogger("consortium.node")
 
+FORGET_AFTER = 1024
+"""How many gone tasks and ended runs the agent remembers (oldest forgotten first)."""
+
 
 @contextlib.contextmanager
 def _unsendable(what: str) -> Iterator[None]:
@@ -109,6 +112,10 @@ class NodeAgent:
         self._splits: dict[tuple[str, int, float], Split] = {}
         self.controls = ControlStore(registry.org_dir)
         self._next: tuple[TaskOut, Params | None] | None = None
+        self._gone_tasks: dict[int, str] = {}
+        """Tasks the hub answered 410 for (dropped, cancelled), with why: never run again."""
+        self._ended_runs: dict[int, str] = {}
+        """Runs the hub said ended (failed, completed): none of their tasks is run again."""
 
     def run_forever(self, stop: threading.Event) -> None:
         """Poll until ``stop`` is set; back off (up to 5 s) while the hub is unreachable or erroring."""
@@ -136,18 +143,23 @@ class NodeAgent:
         return True
 
     def handle(self, task: TaskOut) -> None:
+        gone = self._ended_runs.get(task.run_id) or self._gone_tasks.get(task.id)
+        if gone is not None:
+            log.info("skipping task %s of run %s: %s", task.id, task.run_id, gone)
+            self._notify(task, f"skipped: {gone}")
+            return
         reason = self.policy.refusal(task)
         if reason is not None:
             log.warning("refusing task %s: %s", task.id, reason)
             self._notify(task, f"refused: {reason}")
-            self._post_ignoring_gone(lambda: self.transport.post_refusal(task.id, reason))
+            self._post_ignoring_gone(task, lambda: self.transport.post_refusal(task.id, reason))
             return
         try:
             self._execute(task)
         except FLError as exc:
             log.warning("task %s failed on local data: %s", task.id, exc)
             reason = f"local error: {exc}"
-            self._post_ignoring_gone(lambda: self.transport.post_refusal(task.id, reason))
+            self._post_ignoring_gone(task, lambda: self.transport.post_refusal(task.id, reason))
 
     def _execute(self, task: TaskOut) -> None:
         algorithm = get_algorithm(task.spec.algorithm.name)
@@ -177,7 +189,7 @@ class NodeAgent:
             params, _ = scaffold.split_broadcast(self._fetch_params(task))
             result = self._evaluate(algorithm, hp, params, split)
             self._notify(task, "done")
-            self._post_ignoring_gone(lambda: self.transport.post_result(task.id, result))
+            self._post_ignoring_gone(task, lambda: self.transport.post_result(task.id, result))
 
     def _upload(self, task: TaskOut, payload: bytes) -> bool:
         """Send an update and keep the next task if the hub's answer brought one (one request per round).
@@ -186,7 +198,7 @@ class NodeAgent:
         """
         held = self._held_params()
         answers: list[tuple[TaskOut, Params | None] | None] = []
-        recorded = self._post_ignoring_gone(lambda: answers.append(
+        recorded = self._post_ignoring_gone(task, lambda: answers.append(
             self.transport.post_update(task.id, payload, wait=self.poll_wait, have=held)
         ))
         self._next = answers[0] if answers else None
@@ -260,12 +272,12 @@ class NodeAgent:
         if self.on_task is not None:
             self.on_task(task, outcome)
 
-    @staticmethod
-    def _post_ignoring_gone(post: Callable[[], None]) -> bool:
+    def _post_ignoring_gone(self, task: TaskOut, post: Callable[[], None]) -> bool:
         """Send a result; a 409/410 means the round moved on (e.g. the hub restarted), which is fine.
 
         True when the hub holds the result: it accepted it now, or (409) it already had it from an earlier
-        attempt of this node; False when the task is gone (410: dropped, cancelled or refused).
+        attempt of this node; False when the task is gone (410: dropped, cancelled or refused). A gone task is
+        never run again, nor any task of a run the 410 says ended, should the hub offer one.
         """
         from consortium.client import HubError
 
@@ -274,6 +286,16 @@ class NodeAgent:
         except HubError as exc:
             if exc.status_code in (409, 410):
                 log.info("result not needed any more: %s", exc.detail)
+                if exc.status_code == 410:
+                    _remember(self._gone_tasks, task.id, exc.detail)
+                    if exc.fields.get("run_id") == task.run_id and exc.fields.get("run_status"):
+                        _remember(self._ended_runs, task.run_id, exc.detail)
                 return exc.status_code == 409
             raise
         return True
+
+
+def _remember(memory: dict[int, str], key: int, why: str) -> None:
+    memory[key] = why
+    while len(memory) > FORGET_AFTER:
+        del memory[next(iter(memory))]

@@ -1,12 +1,16 @@
 """Errors that services raise; the app turns each into an HTTP status with the message as ``detail``."""
 
+from typing import Any
+
 
 class ServiceError(Exception):
     status_code = 400
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, **fields: Any) -> None:
         super().__init__(message)
         self.message = message
+        self.fields = fields
+        """Machine-readable details sent beside ``detail`` (e.g. the run that ended), for clients to act on."""
 
 
 class BadRequest(ServiceError):

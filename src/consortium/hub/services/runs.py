@@ -122,14 +122,17 @@ def claim_next(
     session: Session, actor: Principal, now: datetime,
     prebuilt: Callable[[int], TaskOut | None] | None = None,
 ) -> TaskOut | None:
-    """The org's oldest open task, marked claimed (a restarted node gets its claimed task again).
+    """The org's oldest open task of a running run, marked claimed (a restarted node gets its claimed task
+    again).
 
     ``prebuilt`` gives the task messages the run driver composed when it opened the round; a task it does
     not know is composed from the database.
     """
     row = session.execute(
         select(Task.id, Task.status)
-        .where(Task.org_id == actor.org_id, Task.status.in_(OPEN_TASK_STATES), Task.deadline > now)
+        .join(Run, Run.id == Task.run_id)
+        .where(Task.org_id == actor.org_id, Task.status.in_(OPEN_TASK_STATES), Task.deadline > now,
+               Run.status == "running")
         .order_by(Task.id)
         .limit(1)
     ).first()
@@ -159,6 +162,7 @@ def claim_next(
         params_sha256=task.params_sha256,
         seed=task.seed,
         evaluate_first=evaluates_previous_round(task.kind, round_number),
+        test_set_sha256=project.test_set_sha256,
     )
 
 
@@ -194,19 +198,26 @@ def own_task(
     return TaskRow(*row)
 
 
-def _open_for_results(task: TaskRow, kinds: tuple[str, ...]) -> None:
+def _open_for_results(session: Session, task: TaskRow, kinds: tuple[str, ...]) -> None:
     if task.kind not in kinds:
         raise BadRequest(f"task {task.id} is a {task.kind} task; this endpoint takes {'/'.join(kinds)} results")
-    _still_open(task.id, task.status)
+    _still_open(session, task, task.status)
 
 
-def _still_open(task_id: int, status: str) -> None:
+def _still_open(session: Session, task: TaskRow, status: str) -> None:
+    """409 when the task has its answer; 410 when it is gone, saying so (with ``run_id`` and ``run_status``)
+    when its run ended, so the node forgets the run's tasks instead of retraining them."""
     if status == "done":
-        raise Conflict(f"task {task_id} already has a result")
+        raise Conflict(f"task {task.id} already has a result")
     if status == "rejected":
-        raise Gone(f"task {task_id} was rejected (the hub refused its answer); its round goes on without it")
+        raise Gone(f"task {task.id} was rejected (the hub refused its answer); its round goes on without it")
     if status in ("dropped", "cancelled", "refused"):
-        raise Gone(f"task {task_id} was {status}; its round has moved on")
+        run = session.execute(select(Run.status, Run.error).where(Run.id == task.run_id)).first()
+        if run is not None and run.status != "running":
+            why = f"run {task.run_id} {run.status}" + (f": {run.error}" if run.error else "")
+            raise Gone(f"{why}; its task {task.id} is not needed any more", run_id=task.run_id,
+                       run_status=run.status)
+        raise Gone(f"task {task.id} was {status}; its round has moved on")
 
 
 class Rejected(BadRequest):
@@ -340,7 +351,7 @@ def _answer(
     written = session.execute(statement, {**values, "task_id": task.id, "handed_out_at": handed_out_at}).rowcount
     if not written:
         session.rollback()
-        _still_open(task.id, session.scalar(select(TASKS.c.status).where(TASKS.c.id == task.id)))
+        _still_open(session, task, session.scalar(select(TASKS.c.status).where(TASKS.c.id == task.id)))
         raise Conflict(f"task {task.id} changed state while its answer was stored")
 
 
@@ -363,7 +374,7 @@ def submit_update(
     validated tensors included, for the run driver.
     """
     task = own_task(session, actor, task_id, known, answer="update")
-    _still_open(task.id, task.status)
+    _still_open(session, task, task.status)
 
     def reject(reason: str) -> NoReturn:
         _reject(session, actor, task, "update", reason, now, signed, handed_out_at)
@@ -402,7 +413,7 @@ def submit_result(
     """Accept an evaluate task's result, the raw JSON of a :class:`TaskResult` (parsed here, so that a
     malformed or non-finite one is rejected like a bad update, not just answered 422)."""
     task = own_task(session, actor, task_id, known, answer="result")
-    _still_open(task.id, task.status)
+    _still_open(session, task, task.status)
 
     def reject(reason: str) -> NoReturn:
         _reject(session, actor, task, "result", reason, now, signed, handed_out_at)
@@ -431,7 +442,7 @@ def refuse(
 ) -> tuple[TaskRow, Answer]:
     """A node declines a task (its policy said no); the round goes on without it."""
     task = own_task(session, actor, task_id, known, answer="refusal")
-    _open_for_results(task, tuple(k.value for k in TaskKind))
+    _open_for_results(session, task, tuple(k.value for k in TaskKind))
     _answer(session, task, signed, handed_out_at, status="refused", done_at=now, error=body.reason)
     project_id = session.scalar(select(Run.project_id).where(Run.id == task.run_id))
     ledger.record(

@@ -1,0 +1,91 @@
+"""The database side of handing out tasks, on SQLite and PostgreSQL: no task of an ended run is claimed, and a
+late answer to one hears that its run ended (so the node forgets the run instead of retraining)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from consortium.hub.db.models import Dataset, Org, Project, Run, Task
+from consortium.hub.services import run_store
+from consortium.hub.services import runs as run_service
+from consortium.hub.services.errors import Gone
+from consortium.hub.services.identity import Principal
+from consortium.hub.services.projects import spec_hash
+from consortium.protocol import Role, TaskResult
+from consortium.scenario import digits_spec
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+TEST_SET = "ab" * 32
+
+
+@pytest.fixture
+def open_task(session: Session) -> tuple[Principal, int, int]:
+    """An org's pending evaluate task in a running run: (the org as caller, run id, task id)."""
+    org = Org(name="north")
+    session.add(org)
+    session.flush()
+    dataset = Dataset(org_id=org.id, name="digits", schema={}, rows=10, sha256="0" * 64, license="CC0-1.0",
+                      visibility="private", file_format="csv")
+    session.add(dataset)
+    spec = digits_spec("claims", ["north"], rounds=1, min_nodes=1)
+    project = Project(name=spec.name, spec=spec.model_dump(mode="json"), spec_hash=spec_hash(spec),
+                      proposer="admin", test_set_sha256=TEST_SET)
+    session.add(project)
+    session.flush()
+    run = Run(project_id=project.id)
+    session.add(run)
+    session.flush()
+    opened = run_store.open_phase(session, run.id, 1, "evaluate", None,
+                                  [run_store.NewTask(org.id, dataset.id, 3)], NOW + timedelta(seconds=30))
+    session.commit()
+    return Principal("org", "north", Role.steward, org.id, "north"), run.id, opened.task_ids[0]
+
+
+def test_an_open_task_of_a_running_run_is_claimed_with_its_test_set(session, open_task) -> None:
+    caller, run_id, task_id = open_task
+    task = run_service.claim_next(session, caller, NOW)
+    assert task is not None and (task.id, task.run_id) == (task_id, run_id)
+    assert task.test_set_sha256 == TEST_SET
+    assert session.get(Task, task_id).status == "claimed"
+
+
+@pytest.mark.parametrize("status", ["failed", "completed"])
+def test_no_task_of_an_ended_run_is_claimed(session, open_task, status: str) -> None:
+    """Even in the moment before the driver's failure commits the task's cancellation."""
+    caller, run_id, task_id = open_task
+    session.execute(update(Run).where(Run.id == run_id).values(status=status))
+    session.commit()
+    assert run_service.claim_next(session, caller, NOW) is None
+    assert session.get(Task, task_id).status == "pending"
+
+
+def answer(session: Session, caller: Principal, task_id: int) -> None:
+    run_service.submit_result(session, caller, task_id, TaskResult(num_examples=1, metrics={}, compute_s=0), NOW)
+
+
+def test_a_late_answer_to_a_failed_runs_task_hears_that_the_run_failed(session, open_task) -> None:
+    caller, run_id, task_id = open_task
+    session.execute(update(Run).where(Run.id == run_id).values(
+        status="failed", error="round 1: 0 of the required min_nodes=1 nodes answered"))
+    session.execute(update(Task).where(Task.id == task_id).values(status="cancelled"))
+    session.commit()
+    with pytest.raises(Gone) as info:
+        answer(session, caller, task_id)
+    assert info.value.message == (f"run {run_id} failed: round 1: 0 of the required min_nodes=1 nodes answered; "
+                                  f"its task {task_id} is not needed any more")
+    assert info.value.fields == {"run_id": run_id, "run_status": "failed"}
+
+
+def test_a_task_dropped_from_a_running_run_is_gone_without_ending_the_run(session, open_task) -> None:
+    caller, run_id, task_id = open_task
+    session.execute(update(Task).where(Task.id == task_id).values(status="dropped"))
+    session.commit()
+    with pytest.raises(Gone) as info:
+        answer(session, caller, task_id)
+    assert info.value.message == f"task {task_id} was dropped; its round has moved on"
+    assert info.value.fields == {}
+    assert run_service.claim_next(session, caller, NOW) is None
