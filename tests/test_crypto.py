@@ -347,8 +347,34 @@ def test_api_tokens() -> None:
     assert crypto.constant_time_equal(b"abc", b"abc")
 
 
-def test_approval_message() -> None:
-    assert crypto.approval_message(12, "ab" * 32) == f"approve:12:{'ab' * 32}".encode()
+HUB = "0123456789abcdef" * 2
+
+
+def test_approval_message_covers_version_hub_project_spec_and_test_set() -> None:
+    message = crypto.approval_message(hub_id=HUB, project_id=12, spec_hash="ab" * 32, test_set_sha256="cd" * 32)
+    assert message == (f"consortium-approval/2\nhub {HUB}\nproject 12\nspec {'ab' * 32}\n"
+                       f"test-set {'cd' * 32}\n").encode()
+    without = crypto.approval_message(hub_id=HUB, project_id=12, spec_hash="ab" * 32, test_set_sha256=None)
+    assert without.endswith(b"\ntest-set none\n")
+    variants = {
+        message, without,
+        crypto.approval_message(hub_id="f" * 32, project_id=12, spec_hash="ab" * 32, test_set_sha256="cd" * 32),
+        crypto.approval_message(hub_id=HUB, project_id=13, spec_hash="ab" * 32, test_set_sha256="cd" * 32),
+        crypto.approval_message(hub_id=HUB, project_id=12, spec_hash="ef" * 32, test_set_sha256="cd" * 32),
+    }
+    assert len(variants) == 5
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("hub_id", "ABCDEF" * 5 + "00"), ("hub_id", HUB + "\nspec x"), ("hub_id", None), ("project_id", 0),
+     ("project_id", True), ("project_id", "12"), ("spec_hash", "ab" * 31), ("spec_hash", None),
+     ("test_set_sha256", "none"), ("test_set_sha256", "AB" * 32)],
+)
+def test_approval_message_refuses_malformed_fields(field: str, value) -> None:
+    fields = {"hub_id": HUB, "project_id": 12, "spec_hash": "ab" * 32, "test_set_sha256": None}
+    with pytest.raises(ValueError, match=field):
+        crypto.approval_message(**(fields | {field: value}))
 
 
 def test_canonical_json() -> None:

@@ -372,21 +372,32 @@ def project_show(project_id: int, hub: HubOpt, token: TokenOpt = None) -> None:
 
 
 @project_app.command("approve")
-def project_approve(project_id: int, hub: HubOpt, org_dir: OrgDirOpt) -> None:
-    """Approve a project for your org: checks the spec hash, signs it, and records it for your node."""
-    from consortium.crypto import approval_message
-    from consortium.node.policy import ApprovalBook, spec_hash
-    from consortium.protocol import ApprovalIn, ProjectCreate
+def project_approve(
+    project_id: int, hub: HubOpt, org_dir: OrgDirOpt,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="sign without asking")] = False,
+) -> None:
+    """Approve a project for your org: shows the hub's id, the spec hash (checked here) and the test set's
+    SHA-256, asks, signs exactly those, and records them for your node."""
+    from consortium.node.actions import ApprovalError, approve_project
+
+    def confirm(subject) -> bool:
+        table = Table(title=f"project {subject.project_id} {subject.project_name}", show_header=False)
+        table.add_row("hub", subject.hub_id)
+        table.add_row("spec sha256", subject.spec_hash + " (recomputed from the spec)")
+        table.add_row("test set sha256", subject.test_set_sha256 or "none")
+        console.print(table)
+        return yes or typer.confirm(f"Sign this approval for {client.identity.org}?", default=False)
 
     with _org_client(hub, org_dir) as client:
-        project = _call(client.project, project_id)
-        digest = spec_hash(ProjectCreate.model_validate(project["spec"]))
-        if digest != project["spec_hash"]:
-            fail("the hub's spec hash does not match the spec it sent; not approving")
-        signature = client.identity.sign(approval_message(project_id, digest))
-        _call(client.approve, project_id, ApprovalIn(spec_hash=digest, signature=signature))
-    ApprovalBook(org_dir).record(project_id, digest)
-    console.print(f"{client.identity.org} approved project {project_id} (spec {digest[:16]}…)")
+        try:
+            subject = _call(approve_project, client, org_dir, project_id, confirm)
+        except ApprovalError as exc:
+            fail(str(exc))
+    if subject is None:
+        err_console.print("not approved: nothing was signed")
+        raise typer.Exit(1)
+    console.print(f"{client.identity.org} approved project {project_id} (hub {subject.hub_id}, spec "
+                  f"{subject.spec_hash[:16]}…, test set {(subject.test_set_sha256 or 'none')[:16]})")
 
 
 @run_app.command("start")

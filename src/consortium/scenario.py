@@ -16,13 +16,13 @@ import pandas as pd
 import torch
 
 from consortium.client import HubClient
-from consortium.crypto import approval_message, load_org_identity
+from consortium.crypto import load_org_identity
 from consortium.fl.data import dirichlet_label_partition
 from consortium.launch import HubProcess, provision_org
+from consortium.node.actions import ApprovalSubject, approve_project
 from consortium.node.environments import EnvironmentRegistry, prepare_environment
-from consortium.node.policy import ApprovalBook, spec_hash
 from consortium.node.store import LocalRegistry, build_card, load_table
-from consortium.protocol import ApprovalIn, ProjectCreate, encode_tensors
+from consortium.protocol import ProjectCreate, encode_tensors
 
 ORGS = ("north-clinic", "south-lab", "east-institute")
 DIGITS_HYPERPARAMETERS: dict[str, Any] = {
@@ -121,14 +121,11 @@ def register_environment(
     return out
 
 
-def approve_as(org_dir: Path, hub_url: str, project: dict) -> None:
-    """What `consortium project approve` does: check the spec hash, sign, send, record for the node."""
-    identity = load_org_identity(org_dir)
-    digest = spec_hash(ProjectCreate.model_validate(project["spec"]))
-    with HubClient(hub_url, identity=identity) as client:
-        client.approve(project["id"], ApprovalIn(
-            spec_hash=digest, signature=identity.sign(approval_message(project["id"], digest))))
-    ApprovalBook(org_dir).record(project["id"], digest)
+def approve_as(org_dir: Path, hub_url: str, project: dict) -> ApprovalSubject | None:
+    """What `consortium project approve --yes` does (the same function): read the project's current version
+    and the hub's id, check the spec hash, sign, send, record for the node."""
+    with HubClient(hub_url, identity=load_org_identity(org_dir)) as client:
+        return approve_project(client, org_dir, project["id"])
 
 
 def propose_and_approve(consortium: DigitsConsortium, spec: ProjectCreate, with_test_set: bool = True) -> dict:

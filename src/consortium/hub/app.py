@@ -22,7 +22,7 @@ from consortium.hub.events import Broker
 from consortium.hub.limits import BodySizeLimit
 from consortium.hub.routers import admin, models, projects, runs
 from consortium.hub.scheduler import HubState, Scheduler
-from consortium.hub.services import identity
+from consortium.hub.services import hub_identity, identity
 from consortium.hub.services.errors import ServiceError
 from consortium.hub.tensor_cache import TensorCache
 from consortium.version import code_version
@@ -54,6 +54,7 @@ def create_app(settings: HubSettings) -> FastAPI:
     migrate(engine)
     sessions = session_factory(engine)
     with sessions() as session:
+        hub_id = hub_identity.ensure(session)
         identity.ensure_admin(session, _admin_token(settings))
     blobs = BlobStore(settings.data_dir / "blobs")
     state = HubState(
@@ -89,7 +90,8 @@ def create_app(settings: HubSettings) -> FastAPI:
 
     @app.get("/api/health", tags=["meta"])
     def health() -> dict:
-        return {"status": "ok", "version": state.code_version}
+        """Liveness, and the hub's id: what an org's approval names (see ``crypto.approval_message``)."""
+        return {"status": "ok", "version": state.code_version, "hub_id": hub_id}
 
     for router in (admin.router, projects.router, runs.router, models.router):
         app.include_router(router)

@@ -18,27 +18,51 @@ def spec_hash(spec: ProjectCreate) -> str:
     return sha256_hex(canonical_json(spec.model_dump(mode="json")))
 
 
+@dataclass(frozen=True)
+class ApprovedVersion:
+    """What the org signed for a project: its spec hash, its test set (None: none), and the hub it was for."""
+
+    spec_hash: str
+    test_set_sha256: str | None = None
+    hub_id: str | None = None
+    """None in entries from before approvals named their hub."""
+
+
 class ApprovalBook:
-    """The org's own record of the project specs it approved (``approvals.json`` in the org directory)."""
+    """The org's own record of the project versions it approved (``approvals.json`` in the org directory).
+
+    An entry is ``{"spec_hash", "test_set_sha256", "hub_id"}``; an older entry is just the spec hash, which
+    covered no test set (so it approves no version that has one).
+    """
 
     def __init__(self, org_dir: Path) -> None:
         self.path = Path(org_dir) / "approvals.json"
 
-    def _read(self) -> dict[str, str]:
+    def _read(self) -> dict[str, str | dict]:
         if not self.path.exists():
             return {}
         return json.loads(self.path.read_text())
 
-    def record(self, project_id: int, digest: str) -> None:
+    def record(self, project_id: int, digest: str, test_set_sha256: str | None = None,
+               hub_id: str | None = None) -> None:
         book = self._read()
-        book[str(project_id)] = digest
+        book[str(project_id)] = {"spec_hash": digest, "test_set_sha256": test_set_sha256, "hub_id": hub_id}
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".approvals-")
         with os.fdopen(fd, "w") as fh:
             json.dump(book, fh, indent=1, sort_keys=True)
         os.replace(tmp, self.path)
 
-    def approved_hash(self, project_id: int) -> str | None:
-        return self._read().get(str(project_id))
+    def approved(self, project_id: int) -> ApprovedVersion | None:
+        entry = self._read().get(str(project_id))
+        if entry is None:
+            return None
+        if isinstance(entry, str):
+            return ApprovedVersion(entry)
+        return ApprovedVersion(entry["spec_hash"], entry.get("test_set_sha256"), entry.get("hub_id"))
+
+
+def _digest(value: str | None) -> str:
+    return f"{value[:16]}…" if value else "none"
 
 
 @dataclass
@@ -56,11 +80,14 @@ class NodePolicy:
         actual = spec_hash(task.spec)
         if actual != task.spec_hash:
             return "the task's project spec does not hash to the spec hash the hub claims"
-        approved = self.approvals.approved_hash(task.project_id)
+        approved = self.approvals.approved(task.project_id)
         if approved is None:
             return f"organisation {self.org} has not approved project {task.project_id}"
-        if approved != actual:
+        if approved.spec_hash != actual:
             return f"organisation {self.org} approved a different version of project {task.project_id}"
+        if approved.test_set_sha256 != task.test_set_sha256:
+            return (f"organisation {self.org} approved project {task.project_id} with test set "
+                    f"{_digest(approved.test_set_sha256)}, not {_digest(task.test_set_sha256)}")
         if f"{self.org}/{task.dataset}" in task.spec.environments:
             if task.dataset not in self.local_environments:
                 return f"environment {task.dataset!r} is not registered on this node"

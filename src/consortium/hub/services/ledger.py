@@ -119,3 +119,9 @@ def head(session: Session) -> ChainHead:
     tail leaves the head where it was)."""
     seq, digest = session.execute(select(HEAD.c.seq, HEAD.c.hash).where(HEAD.c.id == 1)).one()
     return ChainHead(seq, digest)
+
+
+def lock(session: Session) -> None:
+    """Take the append lock (the head row) now, before reading what a decision depends on: writers that do so
+    see each other's committed state instead of racing (e.g. starting a run while its test set changes)."""
+    session.execute(update(HEAD).where(HEAD.c.id == 1).values(seq=HEAD.c.seq))

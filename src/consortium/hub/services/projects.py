@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 
 import torch
 from sqlalchemy import select
@@ -13,10 +14,10 @@ from consortium.fl.core import FLError, get_algorithm, get_strategy, parse_hyper
 from consortium.fl.server_optimizers import get_server_optimizer
 from consortium.governance.rules import ApprovalRule, DataOwnersUnanimous, Decision
 from consortium.hub.blobs import BlobStore
-from consortium.hub.db.models import Approval, Dataset, Org, Project, ProjectDataset
+from consortium.hub.db.models import Approval, Dataset, Org, Project, ProjectDataset, Run
 from consortium.hub.services import datasets as dataset_service
 from consortium.hub.services import environments as environment_service
-from consortium.hub.services import ledger
+from consortium.hub.services import hub_identity, ledger
 from consortium.hub.services.access import visible_project
 from consortium.hub.services.errors import BadRequest, Conflict, Forbidden
 from consortium.hub.services.identity import Principal, require_role
@@ -143,9 +144,24 @@ def required_orgs(session: Session, project: Project) -> list[str]:
     return sorted({d.org.name for d in project_datasets(session, project)})
 
 
+def approval_message(session: Session, project: Project) -> bytes:
+    """What an approval of the project as it stands must be a signature of: this hub, the project, its spec and
+    its test set (see :func:`consortium.crypto.approval_message`)."""
+    return crypto.approval_message(hub_id=hub_identity.hub_id(session), project_id=project.id,
+                                   spec_hash=project.spec_hash, test_set_sha256=project.test_set_sha256)
+
+
+def _covers(approval: Approval, message: bytes) -> bool:
+    key = approval.org.public_key
+    return key is not None and crypto.verify_signature(key, message, approval.signature)
+
+
 def approving_orgs(session: Session, project: Project) -> list[str]:
+    """Orgs whose stored approval is a valid signature of the project's current version. An approval of an
+    earlier version (another test set), of another hub or in the old message format counts for nothing."""
+    message = approval_message(session, project)
     rows = session.scalars(select(Approval).where(Approval.project_id == project.id))
-    return sorted(a.org.name for a in rows)
+    return sorted(a.org.name for a in rows if _covers(a, message))
 
 
 def decision(session: Session, project: Project) -> Decision:
@@ -153,7 +169,9 @@ def decision(session: Session, project: Project) -> Decision:
 
 
 def approve(session: Session, actor: Principal, project_id: int, body: ApprovalIn) -> Approval:
-    """Record an org's signed approval of the exact project spec it has read."""
+    """Record an org's signed approval of the exact project version it has read (spec and test set), for
+    this hub. It replaces the org's approval of an earlier version."""
+    ledger.lock(session)
     project = get(session, actor, project_id)
     if actor.org_id is None or not actor.acts_for(actor.org_id):
         raise Forbidden("only an organisation's key or steward can approve a project")
@@ -163,27 +181,36 @@ def approve(session: Session, actor: Principal, project_id: int, body: ApprovalI
             f"{actor.org_name} owns no dataset or environment in project {project.name!r}; "
             "it has nothing to approve"
         )
+    hub_id = hub_identity.hub_id(session)
+    if body.hub_id != hub_id:
+        raise BadRequest(f"hub_id: the approval is for hub {body.hub_id}, this is hub {hub_id}")
     if body.spec_hash != project.spec_hash:
         raise Conflict("spec_hash does not match the project's current spec; read the project again")
+    if body.test_set_sha256 != project.test_set_sha256:
+        raise Conflict(
+            f"test_set_sha256 does not match the project's current test set "
+            f"({project.test_set_sha256 or 'none'}); read the project again"
+        )
+    message = approval_message(session, project)
     public_key = session.get(Org, actor.org_id).public_key
-    if public_key is None or not crypto.verify_signature(
-        public_key, crypto.approval_message(project.id, project.spec_hash), body.signature
-    ):
-        raise BadRequest("signature: not a valid signature of this approval by the organisation's key")
-    existing = session.scalar(
+    if public_key is None or not crypto.verify_signature(public_key, message, body.signature):
+        raise BadRequest("signature: not a valid signature of this approval (hub, project, spec, test set) by "
+                         "the organisation's key")
+    approval = session.scalar(
         select(Approval).where(Approval.project_id == project.id, Approval.org_id == actor.org_id)
     )
-    if existing is not None:
+    if approval is not None and _covers(approval, message):
         raise Conflict(f"{actor.org_name} has already approved project {project.name!r}")
-    approval = Approval(
-        project_id=project.id, org_id=actor.org_id, spec_hash=body.spec_hash, signature=body.signature
-    )
-    session.add(approval)
+    if approval is None:
+        approval = Approval(project_id=project.id, org_id=actor.org_id)
+        session.add(approval)
+    approval.spec_hash, approval.signature = body.spec_hash, body.signature
+    approval.created_at = datetime.now(UTC)
     session.flush()
     ledger.record(
         session, "project.approved", actor.label,
-        {"project_id": project.id, "org": actor.org_name, "spec_hash": body.spec_hash,
-         "signature": body.signature},
+        {"project_id": project.id, "org": actor.org_name, "hub_id": hub_id, "spec_hash": body.spec_hash,
+         "test_set_sha256": body.test_set_sha256, "signature": body.signature},
         scope=ledger.project_scope(project.id),
     )
     if decision(session, project).approved and project.status == "proposed":
@@ -195,7 +222,12 @@ def approve(session: Session, actor: Principal, project_id: int, body: ApprovalI
 def set_test_set(
     session: Session, blobs: BlobStore, actor: Principal, project_id: int, payload: bytes
 ) -> str:
-    """Attach a held-out test set (safetensors with ``x`` float32 [n, features] and ``y`` int64 [n])."""
+    """Attach a held-out test set (safetensors with ``x`` float32 [n, features] and ``y`` int64 [n]).
+
+    The test set is part of what the data owners approve: a new one makes a new version of the project, back
+    to ``proposed`` until each owner approves it again (their approvals of the previous version stop counting,
+    see :func:`approving_orgs`). Refused while a run of the project is in progress.
+    """
     project = get(session, actor, project_id)
     if actor.label != project.proposer and actor.role != Role.admin:
         raise Forbidden("only the project's proposer can attach its test set")
@@ -217,10 +249,21 @@ def set_test_set(
         raise BadRequest(f"test set y must be [n] with n = {x.shape[0]}, got {list(y.shape)}")
     if not bool(torch.isfinite(x).all()):
         raise BadRequest("test set x contains non-finite values")
-    digest = blobs.put(payload)
-    project.test_set_sha256 = digest
-    ledger.record(session, "project.test_set", actor.label, {"project_id": project.id, "sha256": digest},
-                  scope=ledger.project_scope(project.id))
+    ledger.lock(session)  # a run that starts meanwhile is seen, and sees the new version
+    session.refresh(project)
+    running = session.scalar(select(Run.id).where(Run.project_id == project.id, Run.status == "running"))
+    if running is not None:
+        raise Conflict(f"project {project.name!r} has run {running} in progress; its test set can change once "
+                       "the run has ended")
+    digest = crypto.sha256_hex(payload)
+    if digest == project.test_set_sha256:
+        return digest
+    void = approving_orgs(session, project)
+    blobs.put(payload)
+    previous, project.test_set_sha256, project.status = project.test_set_sha256, digest, "proposed"
+    ledger.record(session, "project.test_set", actor.label,
+                  {"project_id": project.id, "sha256": digest, "previous_sha256": previous,
+                   "status": "proposed", "approvals_void": void}, scope=ledger.project_scope(project.id))
     session.commit()
     return digest
 
@@ -237,4 +280,5 @@ def to_out(session: Session, project: Project) -> ProjectOut:
         approved_orgs=approving_orgs(session, project),
         has_test_set=project.test_set_sha256 is not None,
         created_at=project.created_at,
+        test_set_sha256=project.test_set_sha256,
     )

@@ -59,6 +59,7 @@ def evaluates_previous_round(kind: str, round_number: int) -> bool:
 def start(session: Session, actor: Principal, project_id: int) -> Run:
     """Create a run of an approved project; the scheduler drives it from here."""
     require_role(actor, Role.researcher, Role.steward, Role.admin)
+    ledger.lock(session)  # the approvals checked here stay those of the version the run will use
     project = project_service.get(session, actor, project_id)
     if actor.label != project.proposer and actor.role != Role.admin:
         raise Forbidden("only the project's proposer or the consortium admin can start a run")
