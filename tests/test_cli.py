@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from consortium.cli import app
 from consortium.launch import start_hub
-from consortium.scenario import ORGS, provision_digits
+from consortium.scenario import ORGS, digits_spec, provision_digits
 
 runner = CliRunner()
 
@@ -66,6 +66,43 @@ def test_ledger_verify_names_the_first_tampered_entry(tmp_path: Path) -> None:
     broken = consortium("ledger", "verify", "--db", f"sqlite:///{db}")
     assert broken.returncode == 1
     assert "entry 3" in broken.stderr
+
+
+@pytest.mark.e2e
+def test_project_approve_shows_hub_and_test_set_asks_and_records_them(tmp_path: Path) -> None:
+    hub = start_hub(tmp_path / "hub")
+    try:
+        consortium_ = provision_digits(hub, tmp_path, ORGS[:2])
+        with hub.client() as admin:
+            project = admin.create_project(digits_spec("cli-approve", ORGS[:2], rounds=1))
+            test_set = admin.put_test_set(project["id"], consortium_.test_set_bytes())["sha256"]
+            hub_id = admin.health()["hub_id"]
+        north, south = (consortium_.org_dirs[org] for org in ORGS[:2])
+        approve = ["project", "approve", str(project["id"]), "--hub", hub.url, "--org-dir"]
+
+        declined = runner.invoke(app, [*approve, str(north)], input="n\n")
+        assert declined.exit_code == 1, declined.output
+        assert f"hub              {hub_id}" in declined.output
+        assert f"test set sha256  {test_set}" in declined.output
+        assert f"spec sha256      {project['spec_hash']}" in declined.output
+        assert not (north / "approvals.json").exists()
+
+        signed = runner.invoke(app, [*approve, str(north)], input="y\n")
+        assert signed.exit_code == 0, signed.output
+        assert f"{ORGS[0]} approved project {project['id']} (hub {hub_id}" in signed.output
+        assert json.loads((north / "approvals.json").read_text())[str(project["id"])] == {
+            "spec_hash": project["spec_hash"], "test_set_sha256": test_set, "hub_id": hub_id}
+
+        unasked = runner.invoke(app, [*approve, str(south), "--yes"])
+        assert unasked.exit_code == 0, unasked.output
+        with hub.client() as admin:
+            shown = admin.project(project["id"])
+        assert (shown["status"], shown["approved_orgs"]) == ("approved", sorted(ORGS[:2]))
+
+        again = runner.invoke(app, [*approve, str(south), "--yes"])
+        assert again.exit_code == 2 and "already approved" in again.output
+    finally:
+        hub.stop()
 
 
 @pytest.mark.e2e

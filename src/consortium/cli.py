@@ -381,11 +381,10 @@ def project_approve(
     from consortium.node.actions import ApprovalError, approve_project
 
     def confirm(subject) -> bool:
-        table = Table(title=f"project {subject.project_id} {subject.project_name}", show_header=False)
-        table.add_row("hub", subject.hub_id)
-        table.add_row("spec sha256", subject.spec_hash + " (recomputed from the spec)")
-        table.add_row("test set sha256", subject.test_set_sha256 or "none")
-        console.print(table)
+        console.print(f"project {subject.project_id} {subject.project_name!r}: the signature covers exactly\n"
+                      f"  hub              {subject.hub_id}\n"
+                      f"  spec sha256      {subject.spec_hash} (recomputed here from the spec)\n"
+                      f"  test set sha256  {subject.test_set_sha256 or 'none'}", soft_wrap=True, markup=False)
         return yes or typer.confirm(f"Sign this approval for {client.identity.org}?", default=False)
 
     with _org_client(hub, org_dir) as client:
