@@ -37,7 +37,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 NORTH, SOUTH, EAST = ORGS
 
 NOT_OBJECT_SCOPED = {
-    ("GET", "/api/health"): "liveness and code version only, no member data",
+    ("GET", "/api/health"): "liveness, code version and the hub's id (what approvals name); no member data",
     ("GET", "/api/me"): "the caller's own identity",
     ("POST", "/api/enrol"): "anonymous by design; a node proves itself with a one-time enrolment token",
     ("POST", "/api/datasets"): "registers a card of the caller's own org; names no other object",
@@ -298,6 +298,7 @@ def read_probes(w: World) -> list[Probe]:
         Probe("GET", "/api/environments", everyone, check=list_check(environments, ref)),
         Probe("GET", "/api/orgs", everyone, check=orgs),
         Probe("GET", "/api/ledger", everyone, query="?limit=10000"),
+        Probe("GET", "/api/ledger/head", everyone),
         Probe("GET", "/api/node/tasks/next", lambda c: c.identity is not None, query="?wait=0",
               check=next_task),
     ]
@@ -320,7 +321,8 @@ def write_probes(w: World) -> list[Probe]:
     ]
     for s in w.scenes():
         part = (lambda scene: lambda c: takes_part(c, scene))(s)
-        approval = json.dumps({"spec_hash": "0" * 64, "signature": "A" * 86 + "=="}).encode()
+        approval = json.dumps({"spec_hash": "0" * 64, "test_set_sha256": None, "hub_id": "0" * 32,
+                               "signature": "A" * 86 + "=="}).encode()
         project = {"project_id": s.id}
         probes += [
             Probe("POST", "/api/projects/{project_id}/approvals", part, project, body=approval,

@@ -85,7 +85,7 @@ def test_the_hub_id_is_made_once_and_kept_in_the_ledger(session: Session) -> Non
 
 
 def test_a_ledger_from_before_hub_ids_gets_one_appended_at_start(session: Session) -> None:
-    ledger.record(session, "user.created", "hub", {"user": "admin", "role": "admin"})
+    ledger.record(session, "user.created", "hub", {"user": "admin", "role": "admin"}, scope=ledger.MEMBERS)
     session.commit()
     hub_id = hub_identity.ensure(session)
     seqs = list(session.scalars(select(LedgerEntry.event_type).order_by(LedgerEntry.seq)))

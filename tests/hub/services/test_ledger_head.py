@@ -19,8 +19,9 @@ def filled(db_url: str) -> str:
     engine = make_engine(db_url)
     migrate(engine)
     with session_factory(engine)() as session:
-        ledger.record_many(session, [("run.started", "hub", {"run_id": i}) for i in range(ENTRIES - 1)])
-        ledger.record(session, "run.completed", "hub", {"run_id": 0})
+        ledger.record_many(session, [("run.started", "hub", {"run_id": i}) for i in range(ENTRIES - 1)],
+                          scope=ledger.MEMBERS)
+        ledger.record(session, "run.completed", "hub", {"run_id": 0}, scope=ledger.MEMBERS)
         session.commit()
     engine.dispose()
     return db_url
@@ -32,7 +33,7 @@ def cut_and_maybe_append(url: str, cut: int, append: bool) -> None:
         session.execute(delete(LedgerEntry).where(LedgerEntry.seq > ENTRIES - cut))
         session.commit()
         if append:
-            ledger.record(session, "org.admitted", "admin", {"org": "late"})
+            ledger.record(session, "org.admitted", "admin", {"org": "late"}, scope=ledger.MEMBERS)
             session.commit()
         assert session.scalar(select(LedgerEntry.seq).order_by(LedgerEntry.seq.desc()).limit(1)) == (
             ENTRIES + 1 if append else (ENTRIES - cut or None)
