@@ -423,7 +423,7 @@ def ledger_truth(db_url: str) -> list[LedgerEntry]:
         engine.dispose()
 
 
-MEMBER_EVENTS = {"user.created", "org.admitted", "org.enrolment_token_issued", "node.enrolled"}
+MEMBER_EVENTS = {"hub.created", "user.created", "org.admitted", "org.enrolment_token_issued", "node.enrolled"}
 
 
 def audience(w: World, entry: LedgerEntry) -> Callable[[Caller], bool]:
