@@ -64,7 +64,8 @@ def test_no_task_of_an_ended_run_is_claimed(session, open_task, status: str) -> 
 
 
 def answer(session: Session, caller: Principal, task_id: int) -> None:
-    run_service.submit_result(session, caller, task_id, TaskResult(num_examples=1, metrics={}, compute_s=0), NOW)
+    body = TaskResult(num_examples=1, metrics={}, compute_s=0).model_dump_json().encode()
+    run_service.submit_result(session, caller, task_id, body, NOW)
 
 
 def test_a_late_answer_to_a_failed_runs_task_hears_that_the_run_failed(session, open_task) -> None:
