@@ -351,14 +351,16 @@ HUB = "0123456789abcdef" * 2
 
 
 def test_approval_message_covers_version_hub_project_spec_and_test_set() -> None:
-    message = crypto.approval_message(hub_id=HUB, project_id=12, spec_hash="ab" * 32, test_set_sha256="cd" * 32)
+    message = crypto.approval_message(hub_id=HUB, project_id=12, spec_hash="ab" * 32,
+                                      test_set_sha256="cd" * 32)
     assert message == (f"consortium-approval/2\nhub {HUB}\nproject 12\nspec {'ab' * 32}\n"
                        f"test-set {'cd' * 32}\n").encode()
     without = crypto.approval_message(hub_id=HUB, project_id=12, spec_hash="ab" * 32, test_set_sha256=None)
     assert without.endswith(b"\ntest-set none\n")
     variants = {
         message, without,
-        crypto.approval_message(hub_id="f" * 32, project_id=12, spec_hash="ab" * 32, test_set_sha256="cd" * 32),
+        crypto.approval_message(hub_id="f" * 32, project_id=12, spec_hash="ab" * 32,
+                                test_set_sha256="cd" * 32),
         crypto.approval_message(hub_id=HUB, project_id=13, spec_hash="ab" * 32, test_set_sha256="cd" * 32),
         crypto.approval_message(hub_id=HUB, project_id=12, spec_hash="ef" * 32, test_set_sha256="cd" * 32),
     }

@@ -331,7 +331,8 @@ def constant_time_equal(a: str | bytes, b: str | bytes) -> bool:
 
 
 APPROVAL_VERSION = "consortium-approval/2"
-"""First line of an approval message; version 1 was ``approve:<project id>:<spec hash>`` (no hub, no test set)."""
+"""First line of an approval message. Version 1 was ``approve:<project id>:<spec hash>`` (no hub, no test
+set)."""
 HUB_ID_RE = re.compile(r"[0-9a-f]{32}", re.ASCII)
 _SHA256_RE = re.compile(r"[0-9a-f]{64}", re.ASCII)
 

@@ -64,7 +64,8 @@ def test_a_new_test_set_needs_approval_again_and_the_node_holds_to_what_it_signe
         expect(409, "in progress", admin.put_test_set, pid, second)
         progress = wait_ended(admin, run["id"])
         assert progress.run.status == "completed", cluster.logs()
-        assert all(len(r.participants) == 3 for r in progress.rounds) and "accuracy" in progress.rounds[-1].test
+        assert all(len(r.participants) == 3 for r in progress.rounds)
+        assert "accuracy" in progress.rounds[-1].test
 
         admin.put_test_set(pid, second)  # after a completed run
         assert admin.project(pid)["status"] == "proposed"

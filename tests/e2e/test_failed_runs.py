@@ -1,5 +1,5 @@
-"""A run that fails mid-round sets its nodes free at once: real hub and node processes, and the nodes' own logs
-as the witness of what they trained and uploaded after the failure."""
+"""A run that fails mid-round sets its nodes free at once: real hub and node processes, and the nodes' own
+logs as the witness of what they trained and uploaded after the failure."""
 
 from __future__ import annotations
 
@@ -35,8 +35,8 @@ def trained(log: str, run_id: int) -> Counter:
 
 
 def bad_label_test_set(cluster) -> bytes:
-    """A hub test set the hub's own evaluation fails on (a label outside the model's 10 classes): the run fails
-    right after the next round's tasks went out, as any internal error at that moment would make it."""
+    """A hub test set the hub's own evaluation fails on (a label outside the model's 10 classes): the run
+    fails right after the next round's tasks went out, as any internal error at that moment would make it."""
     y = cluster.consortium.y_test.copy()
     y[0] = 10
     return encode_tensors({"x": torch.from_numpy(cluster.consortium.x_test), "y": torch.from_numpy(y)})
@@ -46,7 +46,8 @@ def bad_label_test_set(cluster) -> bytes:
 def test_after_a_run_fails_no_node_trains_or_uploads_for_it_again(cluster, failure: str) -> None:
     cluster.start_nodes(poll_wait=5.0)
     hub_error = failure == "hub-error-with-tasks-out"
-    spec = digits_spec(f"e2e-{failure}", ORGS, rounds=6, min_nodes=3, round_timeout=30.0 if hub_error else 4.0)
+    timeout = 30.0 if hub_error else 4.0
+    spec = digits_spec(f"e2e-{failure}", ORGS, rounds=6, min_nodes=3, round_timeout=timeout)
     with cluster.hub.client() as admin:
         project = admin.create_project(spec)
         if hub_error:

@@ -1,5 +1,6 @@
-"""The ledger audited over the API (a real hub process, SQLite and PostgreSQL): the client compares the chain's
-end with the head the hub serves, so a tail deleted in the database is found, before and after new appends."""
+"""The ledger audited over the API (a real hub process, SQLite and PostgreSQL): the client compares the
+chain's end with the head the hub serves, so a tail deleted in the database is found, before and after new
+appends."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from consortium.scenario import ORGS, provision_digits
 pytestmark = pytest.mark.e2e
 
 
-def test_a_cut_tail_is_found_over_the_api_and_named_after_the_next_append(db_url: str, tmp_path: Path) -> None:
+def test_a_cut_tail_is_found_over_the_api_and_named_after_the_next_append(db_url: str,
+                                                                         tmp_path: Path) -> None:
     hub = start_hub(tmp_path / "hub", db_url=db_url)
     try:
         provision_digits(hub, tmp_path, ORGS[:2])
@@ -36,7 +38,8 @@ def test_a_cut_tail_is_found_over_the_api_and_named_after_the_next_append(db_url
                 conn.execute(delete(LedgerEntry).where(LedgerEntry.seq > total - 3))
             report = verify_from_hub(admin)
             assert (report.ok, report.first_bad_seq) == (False, total - 2)
-            assert report.reason == f"entries {total - 2}–{total} are missing: the chain was cut after entry {total - 3}"
+            assert report.reason == (f"entries {total - 2}–{total} are missing: the chain was cut after "
+                                     f"entry {total - 3}")
 
             admin.create_org("late-member")
             assert admin.ledger_head()["seq"] == total + 1
@@ -59,6 +62,7 @@ def test_a_cut_tail_is_found_over_the_api_and_named_after_the_next_append(db_url
             report = verify_from_hub(admin)
         engine.dispose()
         assert (report.ok, report.first_bad_seq, report.checked) == (False, 1, 0)
-        assert report.reason == f"entries 1–{total + 1} are missing: every entry before entry {total + 2} was cut"
+        assert report.reason == (f"entries 1–{total + 1} are missing: every entry before entry {total + 2} "
+                                 "was cut")
     finally:
         hub.stop()

@@ -98,7 +98,8 @@ def test_reasons_are_specific() -> None:
     assert report.head_hash == chain[3].hash
 
     report = verify_chain(chain[:2] + chain[5:])
-    assert report.first_bad_seq == 3 and report.reason == "entries 3–5 are missing: the chain was cut after entry 2"
+    assert report.first_bad_seq == 3
+    assert report.reason == "entries 3–5 are missing: the chain was cut after entry 2"
 
     renumbered = chain[:4] + [dataclasses.replace(chain[4], seq=6)]
     report = verify_chain(renumbered)
@@ -107,8 +108,8 @@ def test_reasons_are_specific() -> None:
     forged_after_gap = chain[:4] + [dataclasses.replace(chain[5], actor="mallory")]
     report = verify_chain(forged_after_gap)
     assert report.first_bad_seq == 5
-    assert report.reason == ("entry 5 is missing: the chain was cut after entry 4; entry 6 after the gap does "
-                             "not match its content either")
+    assert report.reason == ("entry 5 is missing: the chain was cut after entry 4; entry 6 after the gap "
+                             "does not match its content either")
 
     relinked = list(chain)
     relinked[6] = dataclasses.replace(chain[6], prev_hash="f" * 64)
@@ -126,11 +127,13 @@ def test_reasons_are_specific() -> None:
     assert report.first_bad_seq == 1 and "genesis" in report.reason
 
     report = verify_chain(chain[1:])
-    assert report.first_bad_seq == 1 and report.reason == "entry 1 is missing: every entry before entry 2 was cut"
+    assert report.first_bad_seq == 1
+    assert report.reason == "entry 1 is missing: every entry before entry 2 was cut"
     assert report.checked == 0 and report.head_hash == GENESIS_HASH
 
     report = verify_chain(chain[7:])
-    assert report.first_bad_seq == 1 and report.reason == "entries 1–7 are missing: every entry before entry 8 was cut"
+    assert report.first_bad_seq == 1
+    assert report.reason == "entries 1–7 are missing: every entry before entry 8 was cut"
 
 
 def test_unhashable_or_mistyped_entries_are_reported_not_raised() -> None:

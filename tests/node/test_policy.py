@@ -18,8 +18,8 @@ A, B = "aa" * 32, "bb" * 32
 
 
 def task(test_set: str | None) -> TaskOut:
-    return TaskOut(id=1, kind=TaskKind.fit, run_id=1, round=1, project_id=4, spec_hash=spec_hash(SPEC), spec=SPEC,
-                   dataset="digits", params_sha256=None, seed=0, test_set_sha256=test_set)
+    return TaskOut(id=1, kind=TaskKind.fit, run_id=1, round=1, project_id=4, spec_hash=spec_hash(SPEC),
+                   spec=SPEC, dataset="digits", params_sha256=None, seed=0, test_set_sha256=test_set)
 
 
 def policy(org_dir: Path) -> NodePolicy:
@@ -46,8 +46,8 @@ def test_a_task_runs_only_with_the_approved_test_set(tmp_path: Path, approved, o
     if runs:
         assert reason is None
     else:
-        assert reason == (f"organisation north approved project 4 with test set "
-                          f"{approved[:16] + '…' if approved else 'none'}, not {offered[:16] + '…' if offered else 'none'}")
+        shown = [f"{digest[:16]}…" if digest else "none" for digest in (approved, offered)]
+        assert reason == f"organisation north approved project 4 with test set {shown[0]}, not {shown[1]}"
 
 
 def test_an_entry_from_before_test_sets_approves_no_version_with_one(tmp_path: Path) -> None:

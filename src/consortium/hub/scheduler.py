@@ -646,8 +646,8 @@ class RunDriver:
         self.state.broker.notify(progress_key(self.run_id))
 
     def _fail(self, reason: str) -> None:
-        """Fail the run and cancel its open tasks. They leave the board first: a node that took one just before
-        gets a 410 naming the failure, and none can take it again."""
+        """Fail the run and cancel its open tasks. They leave the board first: a node that took one just
+        before gets a 410 naming the failure, and none can take it again."""
         self.state.board.withdraw_run(self.run_id)
         with self.state.sessions() as session:
             run = session.get(Run, self.run_id)

@@ -283,8 +283,8 @@ def verify_chain(entries: Iterable[ChainedEntry], head: ChainHead | None = None)
             return bad(seq, f"hash of entry {seq} does not match its content")
         if head is not None and seq == head.seq:
             if entry.hash != head.hash:
-                return bad(seq, f"entry {seq} is not the hub's head: its hash {entry.hash[:16]}… differs from "
-                                f"the head's {head.hash[:16]}… (the chain was rewritten up to here)")
+                return bad(seq, f"entry {seq} is not the hub's head: its hash {entry.hash[:16]}… differs "
+                                f"from the head's {head.hash[:16]}… (the chain was rewritten up to here)")
             at_head = True
         prev_seq, prev_hash, checked = seq, entry.hash, checked + 1
     if head is not None and not at_head:

@@ -1,8 +1,8 @@
 """An org's actions on the hub that its node must know of: approving a project.
 
-The CLI (``consortium project approve``) and the scripted consortium (``scenario.approve_as``: demo, benchmarks,
-tests) both call :func:`approve_project`, so what a person is shown before signing and what a script signs are
-checked the same way.
+The CLI (``consortium project approve``) and the scripted consortium (``scenario.approve_as``: demo,
+benchmarks, tests) both call :func:`approve_project`, so what a person is shown before signing and what a
+script signs are checked the same way.
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ def approval_subject(client: HubClient, project_id: int) -> ApprovalSubject:
         raise ApprovalError(f"asked for project {project_id}, the hub sent project {project['id']}")
     subject = ApprovalSubject(hub_id, project_id, project["name"], digest, project.get("test_set_sha256"))
     if project.get("has_test_set") != (subject.test_set_sha256 is not None):
-        raise ApprovalError("the hub says the project has a test set but sent no digest of it (or the reverse)")
+        raise ApprovalError("the hub says the project has a test set but sent no digest of it, or the "
+                            "reverse")
     try:
         subject.message()
     except ValueError as exc:

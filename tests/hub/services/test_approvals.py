@@ -1,5 +1,5 @@
-"""Approvals on SQLite and PostgreSQL: one hub's id, signed together with the project's spec and test set; a new
-test set is a new version that needs every owner's approval again."""
+"""Approvals on SQLite and PostgreSQL: one hub's id, signed together with the project's spec and test set; a
+new test set is a new version that needs every owner's approval again."""
 
 from __future__ import annotations
 
@@ -52,8 +52,8 @@ def project(session: Session, tmp_path: Path) -> tuple[Project, dict[str, tuple[
                             schema={"features": [{"name": "x", "dtype": "float32", "shape": [FEATURES]}]}))
         orgs[name] = (Principal("org", name, Role.steward, org.id, name), key)
     spec = digits_spec("versions", list(orgs), rounds=1, min_nodes=1)
-    row = Project(name=spec.name, spec=spec.model_dump(mode="json"), spec_hash=project_service.spec_hash(spec),
-                  proposer="user:admin")
+    row = Project(name=spec.name, spec=spec.model_dump(mode="json"),
+                  spec_hash=project_service.spec_hash(spec), proposer="user:admin")
     session.add(row)
     session.flush()
     for dataset in session.scalars(select(Dataset)):
@@ -150,7 +150,8 @@ def test_a_new_test_set_is_a_new_version_to_approve_again(session: Session, proj
     assert project_service.decision(session, row).approved
 
 
-def test_the_test_set_cannot_change_while_a_run_is_in_progress(session: Session, project, tmp_path: Path) -> None:
+def test_the_test_set_cannot_change_while_a_run_is_in_progress(session: Session, project,
+                                                               tmp_path: Path) -> None:
     row, orgs = project
     approve_all(session, row, orgs)
     run = run_service.start(session, ADMIN, row.id)

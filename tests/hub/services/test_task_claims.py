@@ -76,8 +76,8 @@ def test_a_late_answer_to_a_failed_runs_task_hears_that_the_run_failed(session, 
     session.commit()
     with pytest.raises(Gone) as info:
         answer(session, caller, task_id)
-    assert info.value.message == (f"run {run_id} failed: round 1: 0 of the required min_nodes=1 nodes answered; "
-                                  f"its task {task_id} is not needed any more")
+    assert info.value.message == (f"run {run_id} failed: round 1: 0 of the required min_nodes=1 nodes "
+                                  f"answered; its task {task_id} is not needed any more")
     assert info.value.fields == {"run_id": run_id, "run_status": "failed"}
 
 

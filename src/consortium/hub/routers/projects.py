@@ -90,7 +90,8 @@ def approve_project(
 ):
     approval = project_service.approve(session, caller, project_id, body)
     return ApprovalOut(project_id=project_id, org=caller.org_name, spec_hash=approval.spec_hash,
-                       created_at=approval.created_at, test_set_sha256=body.test_set_sha256, hub_id=body.hub_id)
+                       created_at=approval.created_at, test_set_sha256=body.test_set_sha256,
+                       hub_id=body.hub_id)
 
 
 @router.put("/projects/{project_id}/test-set")

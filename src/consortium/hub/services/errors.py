@@ -10,7 +10,8 @@ class ServiceError(Exception):
         super().__init__(message)
         self.message = message
         self.fields = fields
-        """Machine-readable details sent beside ``detail`` (e.g. the run that ended), for clients to act on."""
+        """Machine-readable details sent beside ``detail`` (e.g. the run that ended), for clients to act
+        on."""
 
 
 class BadRequest(ServiceError):

@@ -23,7 +23,8 @@ _known: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
 
 def _recorded(session: Session) -> str | None:
     payload = session.scalar(
-        select(LedgerEntry.payload).where(LedgerEntry.event_type == HUB_CREATED).order_by(LedgerEntry.seq).limit(1)
+        select(LedgerEntry.payload).where(LedgerEntry.event_type == HUB_CREATED)
+        .order_by(LedgerEntry.seq).limit(1)
     )
     return payload["hub_id"] if payload is not None else None
 

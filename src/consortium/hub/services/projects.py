@@ -145,8 +145,8 @@ def required_orgs(session: Session, project: Project) -> list[str]:
 
 
 def approval_message(session: Session, project: Project) -> bytes:
-    """What an approval of the project as it stands must be a signature of: this hub, the project, its spec and
-    its test set (see :func:`consortium.crypto.approval_message`)."""
+    """What an approval of the project as it stands must be a signature of: this hub, the project, its spec
+    and its test set (see :func:`consortium.crypto.approval_message`)."""
     return crypto.approval_message(hub_id=hub_identity.hub_id(session), project_id=project.id,
                                    spec_hash=project.spec_hash, test_set_sha256=project.test_set_sha256)
 
@@ -194,8 +194,8 @@ def approve(session: Session, actor: Principal, project_id: int, body: ApprovalI
     message = approval_message(session, project)
     public_key = session.get(Org, actor.org_id).public_key
     if public_key is None or not crypto.verify_signature(public_key, message, body.signature):
-        raise BadRequest("signature: not a valid signature of this approval (hub, project, spec, test set) by "
-                         "the organisation's key")
+        raise BadRequest("signature: not a valid signature of this approval (hub, project, spec, test set) "
+                         "by the organisation's key")
     approval = session.scalar(
         select(Approval).where(Approval.project_id == project.id, Approval.org_id == actor.org_id)
     )
@@ -253,8 +253,8 @@ def set_test_set(
     session.refresh(project)
     running = session.scalar(select(Run.id).where(Run.project_id == project.id, Run.status == "running"))
     if running is not None:
-        raise Conflict(f"project {project.name!r} has run {running} in progress; its test set can change once "
-                       "the run has ended")
+        raise Conflict(f"project {project.name!r} has run {running} in progress; its test set can change "
+                       "once the run has ended")
     digest = crypto.sha256_hex(payload)
     if digest == project.test_set_sha256:
         return digest
