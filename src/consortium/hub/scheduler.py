@@ -652,10 +652,11 @@ class RunDriver:
         with self.state.sessions() as session:
             run = session.get(Run, self.run_id)
             run.status, run.error, run.finished_at = "failed", reason, self.state.clock()
-            for task in session.scalars(
-                select(Task).where(Task.run_id == self.run_id, Task.status.in_(OPEN_TASK_STATES))
-            ):
-                task.status = "cancelled"
+            # Guarded by status in the statement itself: an answer committed a moment ago is kept.
+            session.execute(
+                update(Task).where(Task.run_id == self.run_id, Task.status.in_(OPEN_TASK_STATES))
+                .values(status="cancelled").execution_options(synchronize_session=False)
+            )
             ledger.record(session, "run.failed", "hub", {"run_id": self.run_id, "reason": reason},
                           scope=ledger.project_scope(run.project_id))
             session.commit()
