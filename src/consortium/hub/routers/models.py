@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query, Response
 from sqlalchemy.orm import Session
 
 from consortium.hub.deps import db, hub_state, principal
@@ -10,13 +12,14 @@ from consortium.hub.scheduler import HubState
 from consortium.hub.services import ledger
 from consortium.hub.services import models as model_service
 from consortium.hub.services.identity import Principal
+from consortium.hub.wire import After, Id, StrictJSONRoute
 from consortium.protocol import SAFETENSORS_MEDIA_TYPE, LedgerEntryOut, ModelOut
 
-router = APIRouter(prefix="/api", tags=["models and ledger"])
+router = APIRouter(prefix="/api", tags=["models and ledger"], route_class=StrictJSONRoute)
 
 
 @router.get("/models/{model_id}", response_model=ModelOut)
-def get_model(model_id: int, session: Session = Depends(db), caller: Principal = Depends(principal)):
+def get_model(model_id: Id, session: Session = Depends(db), caller: Principal = Depends(principal)):
     model = model_service.get(session, model_id)
     return ModelOut(id=model.id, run_id=model.run_id, project=model.project.name,
                     params_sha256=model.params_sha256, license=model.license, card=model.card,
@@ -25,7 +28,7 @@ def get_model(model_id: int, session: Session = Depends(db), caller: Principal =
 
 @router.get("/models/{model_id}/weights")
 def get_weights(
-    model_id: int,
+    model_id: Id,
     session: Session = Depends(db),
     state: HubState = Depends(hub_state),
     caller: Principal = Depends(principal),
@@ -36,8 +39,8 @@ def get_weights(
 
 @router.get("/models/{model_id}/files/{name}")
 def get_file(
-    model_id: int,
-    name: str,
+    model_id: Id,
+    name: Annotated[str, Path(max_length=200)],
     session: Session = Depends(db),
     state: HubState = Depends(hub_state),
     caller: Principal = Depends(principal),
@@ -48,13 +51,13 @@ def get_file(
 
 
 @router.get("/models/{model_id}/card.md")
-def get_card_markdown(model_id: int, session: Session = Depends(db), caller: Principal = Depends(principal)):
+def get_card_markdown(model_id: Id, session: Session = Depends(db), caller: Principal = Depends(principal)):
     return Response(model_service.get(session, model_id).card_markdown, media_type="text/markdown")
 
 
 @router.get("/ledger", response_model=list[LedgerEntryOut])
 def get_ledger(
-    after: int = Query(0, ge=0),
+    after: After = 0,
     limit: int = Query(1000, ge=1, le=10_000),
     session: Session = Depends(db),
     caller: Principal = Depends(principal),
