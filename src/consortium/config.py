@@ -47,7 +47,8 @@ class HubSettings:
         limit = int(max_upload_mb * 1024 * 1024) if max_upload_mb else DEFAULT_MAX_UPLOAD_BYTES
         json_limit = int(max_json_kb * 1024) if max_json_kb else DEFAULT_MAX_JSON_BYTES
         return cls(
-            db_url=url, data_dir=data_dir, admin_token=token, max_upload_bytes=limit, max_json_bytes=json_limit,
+            db_url=url, data_dir=data_dir, admin_token=token, max_upload_bytes=limit,
+            max_json_bytes=json_limit,
             auth_failure_limit=auth_failure_limit or DEFAULT_AUTH_FAILURE_LIMIT,
             auth_failure_window_s=auth_failure_window_s or DEFAULT_AUTH_FAILURE_WINDOW_S,
         )

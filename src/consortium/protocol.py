@@ -419,7 +419,7 @@ def decode_tensors(data: bytes) -> dict[str, torch.Tensor]:
 
 def safetensors_metadata(data: bytes) -> dict[str, str]:
     """The ``__metadata__`` of a safetensors payload, read from its JSON header without loading tensors;
-    ValueError when the header is not a well-formed safetensors header (:func:`tensor_header.parse_header`)."""
+    ValueError when the header is not well formed (:func:`consortium.tensor_header.parse_header`)."""
     return parse_header(data).metadata
 
 

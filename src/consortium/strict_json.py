@@ -1,8 +1,8 @@
 """Strict JSON decoding for everything that arrives over the network.
 
-Python's ``json`` accepts ``NaN``, ``Infinity`` and ``-Infinity``, turns ``1e400`` into infinity, keeps the last
-of two equal keys, and lets through strings that no database can store (NUL, lone surrogates). :func:`loads`
-refuses all of these, and nesting deeper than ``max_depth``, with a :class:`StrictJSONError` (a
+Python's ``json`` accepts ``NaN``, ``Infinity`` and ``-Infinity``, turns ``1e400`` into infinity, keeps the
+last of two equal keys, and lets through strings that no database can store (NUL, lone surrogates).
+:func:`loads` refuses all of these, and nesting deeper than ``max_depth``, with a :class:`StrictJSONError` (a
 ``json.JSONDecodeError``, so callers that catch that keep working) that says what was wrong.
 """
 

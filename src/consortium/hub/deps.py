@@ -102,7 +102,9 @@ async def org_call(request: Request) -> identity.SignedCall:
             )
 
     try:
-        call = identity.verify_signature_cached(headers, request.method, path, body, datetime.now(UTC), state.keys)
+        call = identity.verify_signature_cached(
+            headers, request.method, path, body, datetime.now(UTC), state.keys
+        )
         if call is None:
             call = await run_in_threadpool(verify)
     except Unauthorized:

@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
@@ -35,6 +35,9 @@ from consortium.hub.limits import BODY_LIMIT_SCOPE_KEY, send_json
 from consortium.hub.ratelimit import FailureLimiter
 from consortium.hub.services import identity
 from consortium.hub.services.errors import Unauthorized
+
+if TYPE_CHECKING:
+    from consortium.hub.scheduler import HubState
 
 PRINCIPAL_SCOPE_KEY = "consortium.principal"
 """The :class:`identity.Principal` of a request whose API token the gate checked."""
@@ -103,7 +106,7 @@ class _NotCached(Exception):
 class Gate:
     """ASGI middleware: route access, per-route body limits and authentication before the body."""
 
-    def __init__(self, app: Any, *, routes: list[BaseRoute], state: Any, settings: HubSettings,
+    def __init__(self, app: Any, *, routes: list[BaseRoute], state: HubState, settings: HubSettings,
                  failures: AuthFailures, tokens: identity.TokenCache) -> None:
         self.app = app
         self.routes = routes

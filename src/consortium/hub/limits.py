@@ -18,7 +18,9 @@ class BodyTooLarge(HTTPException):
     the app answers 413 with the message (rather than a generic 400)."""
 
     def __init__(self, size: int, limit: int) -> None:
-        super().__init__(413, f"request body of {size} bytes exceeds the hub's limit of {limit} bytes for this route")
+        super().__init__(
+            413, f"request body of {size} bytes exceeds the hub's limit of {limit} bytes for this route"
+        )
 
 
 class BodySizeLimit:
@@ -72,6 +74,7 @@ async def send_json(send: Any, status: int, detail: str, headers: dict[str, str]
     """Answer with ``{"detail": detail}`` straight from middleware."""
     body = json.dumps({"detail": detail}).encode()
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    raw += [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in (headers or {}).items()]
+    for name, value in (headers or {}).items():
+        raw.append((name.lower().encode("latin-1"), value.encode("latin-1")))
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})

@@ -41,13 +41,16 @@ def list_datasets(session: Session = Depends(db), caller: Principal = Depends(pr
 
 
 @router.get("/datasets/{org}/{name}", response_model=DatasetCardOut, response_model_by_alias=True)
-def get_dataset(org: Name, name: Name, session: Session = Depends(db), caller: Principal = Depends(principal)):
+def get_dataset(
+    org: Name, name: Name, session: Session = Depends(db), caller: Principal = Depends(principal)
+):
     return dataset_service.to_out(dataset_service.by_ref(session, caller, f"{org}/{name}"))
 
 
 @router.get("/datasets/{org}/{name}/croissant")
 def get_dataset_croissant(
-    org: Name, name: Name, request: Request, session: Session = Depends(db), caller: Principal = Depends(principal)
+    org: Name, name: Name, request: Request, session: Session = Depends(db),
+    caller: Principal = Depends(principal),
 ) -> dict:
     card = dataset_service.to_out(dataset_service.by_ref(session, caller, f"{org}/{name}"))
     return card_to_croissant(card, org=org, url=str(request.url).removesuffix("/croissant"))
