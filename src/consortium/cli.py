@@ -94,7 +94,16 @@ def hub(
     data_dir: Annotated[Path, typer.Option("--data-dir", help="blob store and default database")] = Path("hub-data"),
     admin_token: Annotated[str | None, typer.Option("--admin-token", envvar="CONSORTIUM_ADMIN_TOKEN",
                                                     help="admin API token; generated into data-dir if absent")] = None,
-    max_upload_mb: Annotated[float | None, typer.Option("--max-upload-mb", help="request body limit")] = None,
+    max_upload_mb: Annotated[float | None, typer.Option(
+        "--max-upload-mb", help="body limit of update and test-set uploads (default 64)")] = None,
+    max_json_kb: Annotated[float | None, typer.Option(
+        "--max-json-kb", help="body limit of every other authenticated route (default 1024)")] = None,
+    auth_failure_limit: Annotated[int | None, typer.Option(
+        "--auth-failure-limit", min=1,
+        help="failed token, signature or enrolment attempts per client address and window before 429 "
+             "(default 20)")] = None,
+    auth_failure_window: Annotated[float | None, typer.Option(
+        "--auth-failure-window", min=0.001, help="seconds of that window (default 60)")] = None,
     ssl_certfile: Annotated[str | None, typer.Option(help="TLS certificate (deployment)")] = None,
     ssl_keyfile: Annotated[str | None, typer.Option(help="TLS key (deployment)")] = None,
 ) -> None:
@@ -106,7 +115,9 @@ def hub(
     from consortium.hub.app import admin_token_path, create_app
 
     torch.set_num_threads(torch_threads())
-    settings = HubSettings.from_args(db, data_dir, admin_token, max_upload_mb)
+    settings = HubSettings.from_args(db, data_dir, admin_token, max_upload_mb, max_json_kb=max_json_kb,
+                                     auth_failure_limit=auth_failure_limit,
+                                     auth_failure_window_s=auth_failure_window)
     application = create_app(settings)
     if not settings.admin_token:
         err_console.print(f"admin token: {admin_token_path(settings)}")

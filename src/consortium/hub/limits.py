@@ -71,9 +71,11 @@ class BodySizeLimit:
 
 
 async def send_json(send: Any, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
-    """Answer with ``{"detail": detail}`` straight from middleware."""
+    """Refuse with ``{"detail": detail}`` straight from middleware, closing the connection: a body the request
+    may still be sending is not read."""
     body = json.dumps({"detail": detail}).encode()
-    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+           (b"connection", b"close")]
     for name, value in (headers or {}).items():
         raw.append((name.lower().encode("latin-1"), value.encode("latin-1")))
     await send({"type": "http.response.start", "status": status, "headers": raw})
