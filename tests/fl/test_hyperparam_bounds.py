@@ -81,6 +81,6 @@ def test_non_finite_options_are_refused() -> None:
 
 
 def test_a_model_just_under_the_limit_is_fine() -> None:
-    width = int(math.isqrt(MAX_MODEL_PARAMS)) - 2
+    width = math.isqrt(MAX_MODEL_PARAMS) - 2
     hp = parse_hyperparams(get_algorithm("classifier"), {"layers": [width, width]})
     assert hp.layers == [width, width]

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import torch
 from test_api import ledger_size, raw_signed
 
 from consortium import crypto
