@@ -22,6 +22,8 @@ from consortium.tensor_header import parse_header
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 SPDX_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9.+-]*( (WITH|AND|OR) [A-Za-z0-9][A-Za-z0-9.+-]*)*$"
 SAFETENSORS_MEDIA_TYPE = "application/vnd.safetensors"
+INT32_MAX = 2**31 - 1
+"""Largest database id (the id columns are 32-bit integers on PostgreSQL)."""
 INT64_MAX = 2**63 - 1
 Count = Annotated[int, Field(ge=0, le=INT64_MAX, description="a non-negative 64-bit integer")]
 

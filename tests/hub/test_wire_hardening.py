@@ -114,6 +114,7 @@ def test_a_422_never_echoes_the_input(env: DigitsConsortium) -> None:
 @pytest.mark.parametrize("path", [
     f"/api/runs/{TOO_BIG}", f"/api/projects/{TOO_BIG}", f"/api/models/{TOO_BIG}/weights",
     f"/api/ledger?after={TOO_BIG}", f"/api/runs/1/progress?after_round={TOO_BIG}", "/api/runs/0",
+    f"/api/projects/{2**31}", f"/api/runs/1/progress?after_round={2**31}",  # ids and rounds are 32-bit columns
 ])
 def test_ids_and_positions_beyond_int64_are_a_422(env: DigitsConsortium, path: str) -> None:
     assert_422(admin(env, "GET", path), "Input should be")

@@ -12,12 +12,13 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from consortium import strict_json
-from consortium.protocol import INT64_MAX, NAME_PATTERN, ErrorOut, ValidationErrorOut
+from consortium.protocol import INT32_MAX, INT64_MAX, NAME_PATTERN, ErrorOut, ValidationErrorOut
 
-Id = Annotated[int, Path(ge=1, le=INT64_MAX, description="a database id: 1 to 2^63 - 1")]
-"""Every id in a path."""
+Id = Annotated[int, Path(ge=1, le=INT32_MAX, description="a database id: 1 to 2^31 - 1")]
+"""Every id in a path (ids are 32-bit integer columns)."""
 Name = Annotated[str, Path(pattern=NAME_PATTERN, description="an org, dataset or environment name")]
-After = Annotated[int, Query(ge=0, le=INT64_MAX, description="only what comes after this position")]
+AfterSeq = Annotated[int, Query(ge=0, le=INT64_MAX, description="only ledger entries after this seq")]
+AfterRound = Annotated[int, Query(ge=0, le=INT32_MAX, description="only rounds after this one")]
 
 
 class StrictJSONRequest(Request):

@@ -12,7 +12,7 @@ from consortium.hub.scheduler import HubState
 from consortium.hub.services import ledger
 from consortium.hub.services import models as model_service
 from consortium.hub.services.identity import Principal
-from consortium.hub.wire import After, Id, StrictJSONRoute
+from consortium.hub.wire import AfterSeq, Id, StrictJSONRoute
 from consortium.protocol import SAFETENSORS_MEDIA_TYPE, LedgerEntryOut, ModelOut
 
 router = APIRouter(prefix="/api", tags=["models and ledger"], route_class=StrictJSONRoute)
@@ -26,7 +26,8 @@ def get_model(model_id: Id, session: Session = Depends(db), caller: Principal = 
                     created_at=model.created_at)
 
 
-@router.get("/models/{model_id}/weights")
+@router.get("/models/{model_id}/weights", response_class=Response, responses={
+    200: {"content": {SAFETENSORS_MEDIA_TYPE: {}}, "description": "the released weights"}})
 def get_weights(
     model_id: Id,
     session: Session = Depends(db),
@@ -37,7 +38,8 @@ def get_weights(
     return Response(state.blobs.get(model.params_sha256), media_type=SAFETENSORS_MEDIA_TYPE)
 
 
-@router.get("/models/{model_id}/files/{name}")
+@router.get("/models/{model_id}/files/{name}", response_class=Response, responses={
+    200: {"content": {"*/*": {}}, "description": "the file, with the media type its card gives"}})
 def get_file(
     model_id: Id,
     name: Annotated[str, Path(max_length=200)],
@@ -50,14 +52,15 @@ def get_file(
     return Response(state.blobs.get(entry["sha256"]), media_type=entry["media_type"])
 
 
-@router.get("/models/{model_id}/card.md")
+@router.get("/models/{model_id}/card.md", response_class=Response, responses={
+    200: {"content": {"text/markdown": {}}, "description": "the model card in Markdown"}})
 def get_card_markdown(model_id: Id, session: Session = Depends(db), caller: Principal = Depends(principal)):
     return Response(model_service.get(session, model_id).card_markdown, media_type="text/markdown")
 
 
 @router.get("/ledger", response_model=list[LedgerEntryOut])
 def get_ledger(
-    after: After = 0,
+    after: AfterSeq = 0,
     limit: int = Query(1000, ge=1, le=10_000),
     session: Session = Depends(db),
     caller: Principal = Depends(principal),

@@ -16,7 +16,7 @@ from consortium.hub.live import Answer
 from consortium.hub.scheduler import HubState, Scheduler, org_key, progress_key
 from consortium.hub.services import runs as run_service
 from consortium.hub.services.identity import Principal, SignedCall, in_signed_transaction
-from consortium.hub.wire import After, Id, StrictJSONRoute
+from consortium.hub.wire import AfterRound, Id, StrictJSONRoute
 from consortium.protocol import (
     SAFETENSORS_MEDIA_TYPE,
     RunOut,
@@ -61,7 +61,7 @@ def get_run(run_id: Id, session: Session = Depends(db), caller: Principal = Depe
 @router.get("/runs/{run_id}/progress", response_model=RunProgress)
 async def run_progress(
     run_id: Id,
-    after_round: After = 0,
+    after_round: AfterRound = 0,
     wait: float = Query(0.0, ge=0.0, le=MAX_WAIT_S),
     state: HubState = Depends(hub_state),
     caller: Principal = Depends(principal),
@@ -149,7 +149,9 @@ async def next_task(
     return delivery if delivery is not None else Response(status_code=204)
 
 
-@router.get("/node/tasks/{task_id}/params")
+@router.get("/node/tasks/{task_id}/params", response_class=Response, responses={
+    200: {"content": {SAFETENSORS_MEDIA_TYPE: {}}, "description": "the task's params"},
+    204: {"description": "the task has no params (a k-means client init)"}})
 def task_params(
     task_id: Id,
     session: Session = Depends(db),
