@@ -494,6 +494,32 @@ def bench_deploy(
                      console=console)
 
 
+@bench_app.command("fuzz")
+def bench_fuzz(
+    calls: Annotated[int, typer.Option(min=1, help="generated requests in all")] = 10_000,
+    seed: Annotated[int, typer.Option(help="seed of the generated requests")] = 0,
+    db: Annotated[str | None, typer.Option("--db", help="hub database URL (default: SQLite)")] = None,
+    workdir: Annotated[Path | None, typer.Option(help="where hub and orgs go (default: a temp dir)")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write the counts and failures")] = None,
+    markdown: Annotated[Path | None, typer.Option("--markdown", help="update this BENCHMARKS.md")] = None,
+) -> None:
+    """Schemathesis over a real hub's whole API as each kind of caller: counts 5xx and schema violations."""
+    import tempfile
+
+    from consortium.bench import fuzz
+    from consortium.bench.report import machine_info
+
+    with tempfile.TemporaryDirectory(prefix="consortium-fuzz-") as scratch:
+        report = fuzz.run_fuzz_bench(calls, seed, db, workdir or Path(scratch), err_console)
+    command = f"consortium bench fuzz --calls {calls} --seed {seed}" + (" --db postgresql" if db else "")
+    body = fuzz.report_markdown(report, command, machine_info(), "PostgreSQL" if db else "SQLite")
+    _write_report(fuzz.report_dict(report), body, "fuzz", json_path, markdown)
+    for failure in report.failures:
+        err_console.print(failure, markup=False)
+    if report.server_errors or report.violations:
+        raise typer.Exit(1)
+
+
 @bench_app.command("sim")
 def bench_sim(
     clients: Annotated[str, typer.Option(help="comma-separated N values")] = "10,100,1000",

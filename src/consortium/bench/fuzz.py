@@ -10,7 +10,6 @@ content type, headers and body schema.
 
 from __future__ import annotations
 
-import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -21,7 +20,6 @@ from typing import Any
 import requests
 
 from consortium import crypto
-from consortium.client import HubClient
 from consortium.launch import HubProcess
 from consortium.protocol import TaskResult, UpdateMeta, encode_update
 from consortium.scenario import ORGS, DigitsConsortium, approve_as, digits_spec, provision_digits
@@ -59,6 +57,8 @@ class KindStats:
     violations: int = 0
     transport_errors: int = 0
     statuses: Counter = field(default_factory=Counter)
+    answers: Counter = field(default_factory=Counter)
+    """(operation, status) -> count"""
 
 
 @dataclass
@@ -167,8 +167,9 @@ def fuzz(
     max_failures: int = 20,
     progress: Callable[[int], None] | None = None,
 ) -> FuzzReport:
-    """Send ``calls`` generated requests spread evenly over every (caller, operation, valid or invalid data);
-    each answer is checked for 5xx and for conformance to the hub's OpenAPI description."""
+    """Send ``calls`` generated requests spread evenly over every (operation, valid or invalid data, caller),
+    each at least once when ``calls`` allows; each answer is checked for 5xx and for conformance to the hub's
+    OpenAPI description."""
     import schemathesis
     from schemathesis.checks import not_a_server_error
     from schemathesis.core.failures import FailureGroup
@@ -185,8 +186,9 @@ def fuzz(
     operations = [result.ok() for result in schema.get_all_operations()]
     modes = (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE)
     callers = list(callers)
-    units = [(caller, op, op.as_strategy(generation_mode=mode)) for caller in callers for op in operations
-             for mode in modes]
+    # Callers innermost: however few the calls, each kind of caller gets its share of every operation.
+    units = [(caller, op, op.as_strategy(generation_mode=mode)) for op in operations for mode in modes
+             for caller in callers]
     kinds = {caller.kind: KindStats() for caller in callers}
     failures: list[str] = []
     distinct: Counter = Counter()
@@ -210,6 +212,7 @@ def fuzz(
             failures.append(f"{caller.kind} {case.method} {case.formatted_path}: {type(exc).__name__}: {exc}")
             return
         stats.statuses[response.status_code] += 1
+        stats.answers[case.operation.label, response.status_code] += 1
         if response.status_code >= 500:
             stats.server_errors += 1
         try:
@@ -225,7 +228,7 @@ def fuzz(
 
     round_ = 0
     while sent < calls and units:
-        per_unit = max(1, math.ceil((calls - sent) / len(units)))
+        per_unit = max(1, (calls - sent) // len(units))
         barren = set()
         for index, (caller, _op, strategy) in enumerate(units):
             if sent >= calls:
@@ -250,14 +253,14 @@ def report_markdown(report: FuzzReport, command: str, machine: dict[str, Any], d
     v = versions()
     lines = [
         f"Command: `{command}`",
-        f"Machine: {machine['cpu']} ({machine['cores']} cores, shared), {machine['python']}; hub on {db}; "
-        f"measured {machine['date']}.",
+        (f"Machine: {machine['cpu']} ({machine['cores']} cores, shared), {machine['python']}; hub on {db}; "
+         f"measured {machine['date']}."),
         "Versions: " + ", ".join(f"{name} {value}" for name, value in v.items()) + ".",
         "",
-        f"{report.calls} generated calls (seed {report.seed}) over {report.operations} operations x "
-        f"{len(report.kinds)} kinds of caller x valid and invalid data, in {report.seconds:.0f} s "
-        f"({report.calls / report.seconds:.0f} calls/s). Checks: not a server error, status code, content "
-        "type, headers and body schema as documented in the hub's `/openapi.json`.",
+        (f"{report.calls} generated calls (seed {report.seed}) over {report.operations} operations x "
+         f"{len(report.kinds)} kinds of caller x valid and invalid data, in {report.seconds:.0f} s "
+         f"({report.calls / report.seconds:.0f} calls/s). Checks: not a server error, status code, content "
+         "type, headers and body schema as documented in the hub's `/openapi.json`."),
         "",
         "| caller | calls | 5xx | schema violations | transport errors | answers by status |",
         "|---|---|---|---|---|---|",
@@ -270,3 +273,34 @@ def report_markdown(report: FuzzReport, command: str, machine: dict[str, Any], d
     lines.append(f"| **all** | **{report.calls}** | **{report.server_errors}** | **{report.violations}** | "
                  f"{total_transport} | |")
     return "\n".join(lines)
+
+
+def report_dict(report: FuzzReport) -> dict[str, Any]:
+    """The report as JSON-ready data."""
+    return {
+        "calls": report.calls, "seconds": round(report.seconds, 2), "seed": report.seed,
+        "operations": report.operations, "server_errors": report.server_errors,
+        "violations": report.violations, "versions": versions(),
+        "kinds": {kind: {"calls": s.calls, "server_errors": s.server_errors, "violations": s.violations,
+                         "transport_errors": s.transport_errors,
+                         "statuses": {str(code): n for code, n in sorted(s.statuses.items())}}
+                  for kind, s in report.kinds.items()},
+        "kinds_of_failure": dict(report.kinds_of_failure.most_common()),
+        "failures": report.failures,
+    }
+
+
+def run_fuzz_bench(calls: int, seed: int, db_url: str | None, workdir: Path, console: Any) -> FuzzReport:
+    """Start a hub in ``workdir``, give it a consortium and fuzz it with ``calls`` requests."""
+    from rich.progress import Progress
+
+    from consortium.launch import start_hub
+
+    hub = start_hub(workdir / "hub", db_url=db_url)
+    try:
+        callers = prepare_callers(hub, workdir)
+        with Progress(console=console, transient=True) as bar:
+            task = bar.add_task("fuzzing the hub's API", total=calls)
+            return fuzz(hub.url, callers, calls, seed=seed, progress=lambda n: bar.update(task, completed=n))
+    finally:
+        hub.stop()
