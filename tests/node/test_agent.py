@@ -120,3 +120,13 @@ def test_a_scaffold_task_without_the_server_control_is_refused(node) -> None:
     run_task(agent, transport, spec, 1, 1, params)
     assert "carry no server control variate" in transport.refusals[1]
     assert transport.uploads == {}
+
+
+def test_training_that_diverges_is_refused_not_uploaded(node) -> None:
+    """Non-finite metrics have no wire form: the node refuses the task with the reason instead of failing."""
+    agent, transport, spec, _ = node
+    params = Classifier().init(parse_hyperparams(Classifier(), HYPERPARAMETERS), 64, seed=0)
+    huge = {name: t * 1e38 for name, t in params.items()}
+    run_task(agent, transport, spec, 1, 1, scaffold.with_control(huge, scaffold.zero_control(params)))
+    assert "finite" in transport.refusals[1]
+    assert transport.uploads == {}

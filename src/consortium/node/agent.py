@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from pydantic import ValidationError
+
 from consortium.fl import scaffold
 from consortium.fl.core import (
     FLError,
@@ -130,7 +132,7 @@ class NodeAgent:
             return
         try:
             self._execute(task)
-        except FLError as exc:
+        except (FLError, ValidationError) as exc:  # bad data, or results with no wire form (NaN metrics)
             log.warning("task %s failed on local data: %s", task.id, exc)
             reason = f"local error: {exc}"
             self._post_ignoring_gone(lambda: self.transport.post_refusal(task.id, reason))
