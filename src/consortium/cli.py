@@ -94,7 +94,16 @@ def hub(
     data_dir: Annotated[Path, typer.Option("--data-dir", help="blob store and default database")] = Path("hub-data"),
     admin_token: Annotated[str | None, typer.Option("--admin-token", envvar="CONSORTIUM_ADMIN_TOKEN",
                                                     help="admin API token; generated into data-dir if absent")] = None,
-    max_upload_mb: Annotated[float | None, typer.Option("--max-upload-mb", help="request body limit")] = None,
+    max_upload_mb: Annotated[float | None, typer.Option(
+        "--max-upload-mb", help="body limit of update and test-set uploads (default 64)")] = None,
+    max_json_kb: Annotated[float | None, typer.Option(
+        "--max-json-kb", help="body limit of every other authenticated route (default 1024)")] = None,
+    auth_failure_limit: Annotated[int | None, typer.Option(
+        "--auth-failure-limit", min=1,
+        help="failed token, signature or enrolment attempts per client address and window before 429 "
+             "(default 20)")] = None,
+    auth_failure_window: Annotated[float | None, typer.Option(
+        "--auth-failure-window", min=0.001, help="seconds of that window (default 60)")] = None,
     ssl_certfile: Annotated[str | None, typer.Option(help="TLS certificate (deployment)")] = None,
     ssl_keyfile: Annotated[str | None, typer.Option(help="TLS key (deployment)")] = None,
 ) -> None:
@@ -106,7 +115,9 @@ def hub(
     from consortium.hub.app import admin_token_path, create_app
 
     torch.set_num_threads(torch_threads())
-    settings = HubSettings.from_args(db, data_dir, admin_token, max_upload_mb)
+    settings = HubSettings.from_args(db, data_dir, admin_token, max_upload_mb, max_json_kb=max_json_kb,
+                                     auth_failure_limit=auth_failure_limit,
+                                     auth_failure_window_s=auth_failure_window)
     application = create_app(settings)
     if not settings.admin_token:
         err_console.print(f"admin token: {admin_token_path(settings)}")
@@ -492,6 +503,32 @@ def bench_deploy(
 
     run_deploy_bench(rounds=rounds, repeats=repeats, json_path=json_path, markdown_path=markdown,
                      console=console)
+
+
+@bench_app.command("fuzz")
+def bench_fuzz(
+    calls: Annotated[int, typer.Option(min=1, help="generated requests in all")] = 10_000,
+    seed: Annotated[int, typer.Option(help="seed of the generated requests")] = 0,
+    db: Annotated[str | None, typer.Option("--db", help="hub database URL (default: SQLite)")] = None,
+    workdir: Annotated[Path | None, typer.Option(help="where hub and orgs go (default: a temp dir)")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write the counts and failures")] = None,
+    markdown: Annotated[Path | None, typer.Option("--markdown", help="update this BENCHMARKS.md")] = None,
+) -> None:
+    """Schemathesis over a real hub's whole API as each kind of caller: counts 5xx and schema violations."""
+    import tempfile
+
+    from consortium.bench import fuzz
+    from consortium.bench.report import machine_info
+
+    with tempfile.TemporaryDirectory(prefix="consortium-fuzz-") as scratch:
+        report = fuzz.run_fuzz_bench(calls, seed, db, workdir or Path(scratch), err_console)
+    command = f"consortium bench fuzz --calls {calls} --seed {seed}" + (" --db postgresql" if db else "")
+    body = fuzz.report_markdown(report, command, machine_info(), "PostgreSQL" if db else "SQLite")
+    _write_report(fuzz.report_dict(report), body, "fuzz", json_path, markdown)
+    for failure in report.failures:
+        err_console.print(failure, markup=False)
+    if report.server_errors or report.violations:
+        raise typer.Exit(1)
 
 
 @bench_app.command("sim")

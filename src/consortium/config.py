@@ -7,6 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_MAX_UPLOAD_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_JSON_BYTES = 1024 * 1024
+DEFAULT_MAX_PUBLIC_BYTES = 16 * 1024
+DEFAULT_AUTH_FAILURE_LIMIT = 20
+DEFAULT_AUTH_FAILURE_WINDOW_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -15,16 +19,39 @@ class HubSettings:
     data_dir: Path
     admin_token: str | None = None
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    """Body limit of the two upload routes (updates, test sets)."""
+    max_json_bytes: int = DEFAULT_MAX_JSON_BYTES
+    """Body limit of every other authenticated route."""
+    max_public_bytes: int = DEFAULT_MAX_PUBLIC_BYTES
+    """Body limit of the routes that need no credentials (enrolment, health, API description)."""
+    auth_failure_limit: int = DEFAULT_AUTH_FAILURE_LIMIT
+    """Failed token authentications, signature verifications or enrolments (each counted apart) that one
+    client address may make in ``auth_failure_window_s`` before it gets 429."""
+    auth_failure_window_s: float = DEFAULT_AUTH_FAILURE_WINDOW_S
 
     @classmethod
     def from_args(
-        cls, db_url: str | None, data_dir: Path, admin_token: str | None = None, max_upload_mb: float | None = None
+        cls,
+        db_url: str | None,
+        data_dir: Path,
+        admin_token: str | None = None,
+        max_upload_mb: float | None = None,
+        *,
+        max_json_kb: float | None = None,
+        auth_failure_limit: int | None = None,
+        auth_failure_window_s: float | None = None,
     ) -> HubSettings:
         data_dir = Path(data_dir).resolve()
         url = db_url or os.environ.get("CONSORTIUM_DB") or f"sqlite:///{data_dir / 'hub.db'}"
         token = admin_token or os.environ.get("CONSORTIUM_ADMIN_TOKEN")
         limit = int(max_upload_mb * 1024 * 1024) if max_upload_mb else DEFAULT_MAX_UPLOAD_BYTES
-        return cls(db_url=url, data_dir=data_dir, admin_token=token, max_upload_bytes=limit)
+        json_limit = int(max_json_kb * 1024) if max_json_kb else DEFAULT_MAX_JSON_BYTES
+        return cls(
+            db_url=url, data_dir=data_dir, admin_token=token, max_upload_bytes=limit,
+            max_json_bytes=json_limit,
+            auth_failure_limit=auth_failure_limit or DEFAULT_AUTH_FAILURE_LIMIT,
+            auth_failure_window_s=auth_failure_window_s or DEFAULT_AUTH_FAILURE_WINDOW_S,
+        )
 
 
 def torch_threads() -> int:

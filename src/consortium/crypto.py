@@ -225,24 +225,9 @@ def sign_request(
     }
 
 
-def verify_request(
-    headers: Mapping[str, str],
-    method: str,
-    path_with_query: str,
-    body: bytes,
-    now: float,
-    lookup_key: Callable[[str], str | None],
-    seen_nonce: Callable[[str, str], bool],
-    max_skew: float = MAX_CLOCK_SKEW_S,
-) -> str:
-    """Authenticate a signed request and return its key id, or raise :class:`SignatureError`.
-
-    Checks, in order: the four headers are present and well formed; the timestamp is within ``max_skew``
-    seconds of ``now``; ``lookup_key`` knows the key id (it returns ``None`` for unknown or revoked keys); the
-    signature is valid over :func:`canonical_request`; and finally ``seen_nonce`` (which records the nonce and
-    says whether it had been used before) accepts it. The replay check comes last so that unauthenticated
-    requests cannot use up nonces. Header names are matched case-insensitively.
-    """
+def _checked_headers(headers: Mapping[str, str], now: float, max_skew: float) -> tuple[str, int, str, str]:
+    """Key id, timestamp, nonce and signature of well-formed signature headers whose timestamp is within
+    ``max_skew`` seconds of ``now``; :class:`SignatureError` otherwise."""
     lowered = {str(name).lower(): value for name, value in headers.items()}
     values: dict[str, str] = {}
     missing = []
@@ -267,10 +252,50 @@ def verify_request(
         raise SignatureError(
             f"timestamp is {skew:.0f} s away from the hub clock (limit {max_skew:g} s)"
         )
+    return kid, timestamp, nonce, signature
 
+
+def _known_key(kid: str, lookup_key: Callable[[str], str | None]) -> str:
     public_key = lookup_key(kid)
     if public_key is None:
         raise SignatureError(f"unknown or revoked key id {kid[:32]!r}")
+    return public_key
+
+
+def precheck_request(
+    headers: Mapping[str, str],
+    now: float,
+    lookup_key: Callable[[str], str | None],
+    max_skew: float = MAX_CLOCK_SKEW_S,
+) -> str:
+    """The checks of :func:`verify_request` that need no body (headers well formed, timestamp in the window,
+    key known); returns the key id or raises :class:`SignatureError`. The hub runs them before it reads a
+    request's body."""
+    kid = _checked_headers(headers, now, max_skew)[0]
+    _known_key(kid, lookup_key)
+    return kid
+
+
+def verify_request(
+    headers: Mapping[str, str],
+    method: str,
+    path_with_query: str,
+    body: bytes,
+    now: float,
+    lookup_key: Callable[[str], str | None],
+    seen_nonce: Callable[[str, str], bool],
+    max_skew: float = MAX_CLOCK_SKEW_S,
+) -> str:
+    """Authenticate a signed request and return its key id, or raise :class:`SignatureError`.
+
+    Checks, in order: the four headers are present and well formed; the timestamp is within ``max_skew``
+    seconds of ``now``; ``lookup_key`` knows the key id (it returns ``None`` for unknown or revoked keys); the
+    signature is valid over :func:`canonical_request`; and finally ``seen_nonce`` (which records the nonce and
+    says whether it had been used before) accepts it. The replay check comes last so that unauthenticated
+    requests cannot use up nonces. Header names are matched case-insensitively.
+    """
+    kid, timestamp, nonce, signature = _checked_headers(headers, now, max_skew)
+    public_key = _known_key(kid, lookup_key)
     message = canonical_request(method, path_with_query, body, timestamp, nonce)
     if not verify_signature(public_key, message, signature):
         raise SignatureError(

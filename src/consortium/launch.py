@@ -105,6 +105,8 @@ def start_hub(
     admin_token: str | None = None,
     max_upload_mb: float | None = None,
     startup_timeout: float = 60.0,
+    auth_failure_limit: int | None = None,
+    auth_failure_window_s: float | None = None,
 ) -> HubProcess:
     """Start ``consortium hub`` as a child process and wait until it answers /api/health."""
     port = port or free_port()
@@ -116,6 +118,10 @@ def start_hub(
         args += ["--db", db_url]
     if max_upload_mb:
         args += ["--max-upload-mb", str(max_upload_mb)]
+    if auth_failure_limit:
+        args += ["--auth-failure-limit", str(auth_failure_limit)]
+    if auth_failure_window_s:
+        args += ["--auth-failure-window", str(auth_failure_window_s)]
     proc = _spawn("hub", args, data_dir / "hub.log")
     hub = HubProcess(proc.name, proc.popen, proc.log_path, proc._log, url=f"http://127.0.0.1:{port}",
                      admin_token=admin_token, data_dir=data_dir, db_url=db_url, port=port)

@@ -1,12 +1,11 @@
 """Wire schemas shared by hub, node and CLI, and the tensor codec.
 
-Every JSON message is a pydantic model (unknown keys rejected); every tensor crosses the network as
-safetensors bytes. Nothing on the network path is ever unpickled.
+Every JSON message is a pydantic model (unknown keys rejected, floats finite, integers within int64); every
+tensor crosses the network as safetensors bytes. Nothing on the network path is ever unpickled.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import datetime
 from enum import StrEnum
@@ -17,15 +16,23 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from consortium import strict_json
+from consortium.tensor_header import parse_header
+
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 SPDX_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9.+-]*( (WITH|AND|OR) [A-Za-z0-9][A-Za-z0-9.+-]*)*$"
 SAFETENSORS_MEDIA_TYPE = "application/vnd.safetensors"
+INT32_MAX = 2**31 - 1
+"""Largest database id (the id columns are 32-bit integers on PostgreSQL)."""
+INT64_MAX = 2**63 - 1
+Count = Annotated[int, Field(ge=0, le=INT64_MAX, description="a non-negative 64-bit integer")]
 
 
 class Wire(BaseModel):
-    """Base of every wire message: strict about unknown fields."""
+    """Base of every wire message: strict about unknown fields; every float is finite (NaN and infinity have
+    no JSON form and no meaning here)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Role(StrEnum):
@@ -45,7 +52,7 @@ class Visibility(StrEnum):
 
 class OrgCreate(Wire):
     name: str = Field(pattern=NAME_PATTERN)
-    display_name: str = ""
+    display_name: str = Field(default="", max_length=200)
 
 
 class OrgOut(Wire):
@@ -67,7 +74,7 @@ class EnrolmentTokenOut(Wire):
 class EnrolRequest(Wire):
     org: str = Field(pattern=NAME_PATTERN)
     token: str = Field(min_length=16, max_length=200)
-    public_key: str = Field(description="Ed25519 public key, raw 32 bytes, base64")
+    public_key: str = Field(max_length=100, description="Ed25519 public key, raw 32 bytes, base64")
     node_name: str = Field(default="node", pattern=NAME_PATTERN)
 
 
@@ -80,7 +87,7 @@ class EnrolResponse(Wire):
 class UserCreate(Wire):
     name: str = Field(pattern=NAME_PATTERN)
     role: Role
-    org: str | None = None
+    org: str | None = Field(default=None, pattern=NAME_PATTERN)
 
 
 class UserOut(Wire):
@@ -101,11 +108,13 @@ class TokenOut(Wire):
 class ColumnSchema(Wire):
     name: str = Field(min_length=1, max_length=200)
     dtype: Literal["int64", "float64", "float32", "bool", "string"]
-    shape: list[int] | None = Field(default=None, description="per-example shape for array features (npz)")
+    shape: list[Annotated[int, Field(ge=1, le=2**31 - 1)]] | None = Field(
+        default=None, max_length=8, description="per-example shape for array features (npz)"
+    )
 
 
 class DatasetSchema(Wire):
-    features: list[ColumnSchema] = Field(min_length=1)
+    features: list[ColumnSchema] = Field(min_length=1, max_length=100_000)
     target: ColumnSchema | None = None
 
 
@@ -115,7 +124,7 @@ class DatasetCardIn(Wire):
     name: str = Field(pattern=NAME_PATTERN)
     description: str = Field(default="", max_length=10_000)
     schema_: DatasetSchema = Field(alias="schema")
-    rows: int = Field(ge=1)
+    rows: int = Field(ge=1, le=INT64_MAX)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     license: str = Field(pattern=SPDX_PATTERN, max_length=200)
     visibility: Visibility = Visibility.members
@@ -205,7 +214,7 @@ class ProjectCreate(Wire):
         description="RL environment references as 'org/name' (instead of datasets)",
     )
     rounds: int = Field(ge=1, le=100_000)
-    min_nodes: int = Field(default=1, ge=1)
+    min_nodes: int = Field(default=1, ge=1, le=100_000)
     round_timeout: float = Field(default=300.0, gt=0, le=86_400)
     validation_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
     seed: int = Field(default=0, ge=0, lt=2**63)
@@ -424,6 +433,16 @@ class LedgerHeadOut(Wire):
 
     seq: int
     hash: str
+class FieldError(Wire):
+    loc: list[str | int] = Field(description="where: 'body', 'path' or 'query', then the field's path")
+    msg: str
+    type: str
+
+
+class ValidationErrorOut(Wire):
+    """A 422: the service's reason, or the list of fields that did not validate."""
+
+    detail: str | list[FieldError]
 
 
 # ---------------------------------------------------------------------------------------------- tensors
@@ -444,20 +463,9 @@ def decode_tensors(data: bytes) -> dict[str, torch.Tensor]:
 
 
 def safetensors_metadata(data: bytes) -> dict[str, str]:
-    """The ``__metadata__`` of a safetensors payload, read from its JSON header without loading tensors."""
-    if len(data) < 8:
-        raise ValueError("not a valid safetensors payload: shorter than its header length")
-    header_len = int.from_bytes(data[:8], "little")
-    if header_len > len(data) - 8 or header_len > 100_000_000:
-        raise ValueError("not a valid safetensors payload: header length out of range")
-    try:
-        header = json.loads(data[8 : 8 + header_len])
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"not a valid safetensors payload: header is not JSON ({exc})") from exc
-    meta = header.get("__metadata__") or {}
-    if not isinstance(meta, dict):
-        raise ValueError("not a valid safetensors payload: __metadata__ is not an object")
-    return meta
+    """The ``__metadata__`` of a safetensors payload, read from its JSON header without loading tensors;
+    ValueError when the header is not well formed (:func:`consortium.tensor_header.parse_header`)."""
+    return parse_header(data).metadata
 
 
 def encode_update(tensors: dict[str, torch.Tensor], meta: UpdateMeta) -> bytes:
@@ -470,5 +478,8 @@ def decode_update(data: bytes) -> tuple[dict[str, torch.Tensor], UpdateMeta]:
     meta_raw = safetensors_metadata(data).get("update")
     if meta_raw is None:
         raise ValueError("update has no 'update' metadata in its safetensors header")
-    meta = UpdateMeta.model_validate_json(meta_raw)
+    try:
+        meta = UpdateMeta.model_validate(strict_json.loads(meta_raw))
+    except strict_json.StrictJSONError as exc:
+        raise ValueError(f"update metadata is not strict JSON: {exc.msg}") from None
     return decode_tensors(data), meta

@@ -140,3 +140,13 @@ def test_an_honest_update_counts_its_training_rows_and_a_diverged_metric_is_refu
     assert 2 not in transport.uploads
     assert "local error: the local update cannot be sent" in transport.refusals[2]
     assert "train_loss" in transport.refusals[2]
+
+
+def test_training_that_diverges_is_refused_not_uploaded(node) -> None:
+    """Non-finite metrics have no wire form: the node refuses the task with the reason instead of failing."""
+    agent, transport, spec, _ = node
+    params = Classifier().init(parse_hyperparams(Classifier(), HYPERPARAMETERS), 64, seed=0)
+    huge = {name: t * 1e38 for name, t in params.items()}
+    run_task(agent, transport, spec, 1, 1, scaffold.with_control(huge, scaffold.zero_control(params)))
+    assert "finite" in transport.refusals[1]
+    assert transport.uploads == {}

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Protocol, runtime_checkable
 
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 if TYPE_CHECKING:
     from consortium.fl.environments import LocalEnvironment
@@ -82,16 +83,54 @@ class LocalData:
         return int(self.x.shape[0])
 
 
-class HyperParams(BaseModel):
-    """Base for an algorithm's hyper-parameters: unknown keys are an error, not silently ignored."""
+MAX_LAYER_WIDTH = 1 << 20
+"""Units of one layer (an input layer may be a flattened image)."""
+MAX_MODEL_PARAMS = 1 << 26
+"""Parameters of one model: 256 MiB of float32, four times the hub's default upload limit."""
+MAX_BATCH_SIZE = 1 << 16
+MAX_EPOCHS = 10_000
+MAX_STEPS = 1 << 20
+"""Local steps (or environment steps) of one client in one round."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+Width = Annotated[int, Field(ge=1, le=MAX_LAYER_WIDTH)]
+BatchSize = Annotated[int, Field(ge=1, le=MAX_BATCH_SIZE)]
+Epochs = Annotated[int, Field(ge=1, le=MAX_EPOCHS)]
+Steps = Annotated[int, Field(ge=1, le=MAX_STEPS)]
+
+
+def check_widths(widths: Sequence[int]) -> None:
+    """ValueError when a layer is wider than :data:`MAX_LAYER_WIDTH` (list validators check >= 1 first)."""
+    widest = max(widths, default=0)
+    if widest > MAX_LAYER_WIDTH:
+        raise ValueError(f"a layer width of {widest:,} exceeds the limit of {MAX_LAYER_WIDTH:,}")
+
+
+def check_model_size(field: str, num_params: int) -> None:
+    """ValueError naming ``field`` when ``num_params`` exceeds :data:`MAX_MODEL_PARAMS`."""
+    if num_params > MAX_MODEL_PARAMS:
+        raise ValueError(
+            f"{field}: these widths make a model of {num_params:,} parameters; "
+            f"the limit is {MAX_MODEL_PARAMS:,}"
+        )
+
+
+def dense_params(widths: Sequence[int]) -> int:
+    """Parameters (weights and biases) of a chain of fully connected layers of these widths."""
+    return sum(fan_in * fan_out + fan_out for fan_in, fan_out in itertools.pairwise(widths))
+
+
+class HyperParams(BaseModel):
+    """Base for an algorithm's hyper-parameters: unknown keys are an error, not silently ignored; every
+    float is finite. Sizes are bounded (:data:`MAX_LAYER_WIDTH`, :data:`MAX_MODEL_PARAMS`...), so that an
+    absurd spec is refused at proposal instead of failing its run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Options(BaseModel):
-    """Base for the options of a strategy or a server optimiser: unknown keys are an error."""
+    """Base for the options of a strategy or a server optimiser: unknown keys are an error; floats finite."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 @runtime_checkable

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
@@ -32,15 +32,19 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
+Side = Annotated[int, Field(le=4096)]
+"""A channel count or an image side (>= 1, checked below): bounded, so an example's activations stay small."""
+
+
 class ConvSpec(BaseModel):
     """A stack of convolution blocks in front of the MLP head."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    input_shape: tuple[int, int, int] = Field(description="channels, height, width of one example")
-    channels: list[int] = Field(description="output channels of each convolution block")
-    kernel_size: int = Field(3, ge=1, description="odd square kernel; padding keeps height and width")
-    pool: int = Field(2, ge=1, description="max-pooling window and stride after each block (1: none)")
+    input_shape: tuple[Side, Side, Side] = Field(description="channels, height, width of one example")
+    channels: list[Side] = Field(max_length=32, description="output channels of each convolution block")
+    kernel_size: int = Field(3, ge=1, le=31, description="odd square kernel; padding keeps height and width")
+    pool: int = Field(2, ge=1, le=64, description="max-pooling window and stride after each block (1: none)")
 
     @field_validator("input_shape")
     @classmethod

@@ -199,21 +199,29 @@ class KMeansMerge(_StackingStrategy):
 # ---------------------------------------------------------------------------------------------- robust rules
 
 
+MAX_COHORT = 1_000_000
+"""Bound of the counts in a rule's options (f, m): no round aggregates more updates."""
+
+
 class NoOptions(Options):
     """A rule without options."""
 
 
 class KrumOptions(Options):
-    f: int = Field(ge=0, description="how many Byzantine (arbitrary) updates a round may hold")
+    f: int = Field(ge=0, le=MAX_COHORT, description="how many Byzantine (arbitrary) updates a round may hold")
 
 
 class MultiKrumOptions(KrumOptions):
-    m: int | None = Field(default=None, ge=1, description="updates selected and averaged; n - f if omitted")
+    m: int | None = Field(
+        default=None, ge=1, le=MAX_COHORT, description="updates selected and averaged; n - f if omitted"
+    )
 
 
 class TrimmedMeanOptions(Options):
     beta: float = Field(default=0.1, ge=0, allow_inf_nan=False, description="fraction trimmed from each end")
-    f: int | None = Field(default=None, ge=0, description="Byzantine updates to tolerate; checks beta >= f/n")
+    f: int | None = Field(
+        default=None, ge=0, le=MAX_COHORT, description="Byzantine updates to tolerate; checks beta >= f/n"
+    )
 
     @field_validator("beta")
     @classmethod

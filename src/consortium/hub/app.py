@@ -11,20 +11,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.routing import Route
 
 from consortium import __version__
 from consortium.config import HubSettings
 from consortium.hub.blobs import BlobStore
 from consortium.hub.db.session import make_engine, migrate, session_factory
 from consortium.hub.events import Broker
+from consortium.hub.gate import AuthFailures, Gate, public
 from consortium.hub.limits import BodySizeLimit
 from consortium.hub.routers import admin, models, projects, runs
 from consortium.hub.scheduler import HubState, Scheduler
 from consortium.hub.services import hub_identity, identity
 from consortium.hub.services.errors import ServiceError
 from consortium.hub.tensor_cache import TensorCache
+from consortium.hub.wire import ERROR_RESPONSES, StrictJSONRoute, validation_error
 from consortium.version import code_version
 
 log = logging.getLogger("consortium.hub")
@@ -83,19 +87,30 @@ def create_app(settings: HubSettings) -> FastAPI:
     app.state.hub = state
     app.state.scheduler = sched
     app.state.settings = settings
+    app.state.auth_failures = AuthFailures(settings.auth_failure_limit, settings.auth_failure_window_s)
+    app.router.route_class = StrictJSONRoute
+    app.add_exception_handler(RequestValidationError, validation_error)
 
     @app.exception_handler(ServiceError)
     async def service_error(_request: Request, exc: ServiceError) -> JSONResponse:
         return JSONResponse({**exc.fields, "detail": exc.message}, status_code=exc.status_code)
 
-    @app.get("/api/health", tags=["meta"])
+    @app.get("/api/health", tags=["meta"], responses=ERROR_RESPONSES)
+    @public
     def health() -> dict:
         """Liveness, and the hub's id: what an org's approval names (see ``crypto.approval_message``)."""
         return {"status": "ok", "version": state.code_version, "hub_id": hub_id}
 
-    for router in (admin.router, projects.router, runs.router, models.router):
-        app.include_router(router)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    routers = (admin.router, projects.router, runs.router, models.router)
+    for router in routers:
+        app.include_router(router, responses=ERROR_RESPONSES)
+    # The gate matches the routes themselves (recent FastAPI keeps an included router as one lazy entry);
+    # the app's own (health, /openapi.json, /docs) are plain Starlette routes.
+    routes = [r for r in app.router.routes if isinstance(r, Route)] + [r for x in routers for r in x.routes]
+    # Added last runs first: the gate (route, credentials, body limit), then the limit on what is read.
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_json_bytes)
+    app.add_middleware(Gate, routes=routes, state=state, settings=settings,
+                       failures=app.state.auth_failures, tokens=identity.TokenCache())
     return app
 
 

@@ -9,6 +9,7 @@ from fastapi import Request
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from consortium.hub.gate import AUTHENTICATION_REQUIRED, PRINCIPAL_SCOPE_KEY, client_address
 from consortium.hub.scheduler import HubState, Scheduler
 from consortium.hub.services import identity
 from consortium.hub.services.errors import Unauthorized
@@ -37,8 +38,20 @@ def signed_path(request: Request) -> str:
     return f"{path}?{query}" if query else path
 
 
+def _signature_failed(request: Request) -> None:
+    """Count a failed signature verification against the caller's address (:mod:`consortium.hub.gate`)."""
+    request.app.state.auth_failures.failed("signature", client_address(request.scope))
+
+
 async def principal(request: Request) -> Principal:
-    """Authenticate a user token (Authorization: Bearer) or an org-signed request (X-Consortium-*)."""
+    """Authenticate a user token (Authorization: Bearer) or an org-signed request (X-Consortium-*).
+
+    The gate has already checked a token (its principal is in the scope) and the body-free part of a
+    signature; the signature itself covers the body and is checked here.
+    """
+    checked = request.scope.get(PRINCIPAL_SCOPE_KEY)
+    if checked is not None:
+        return checked
     state: HubState = request.app.state.hub
     auth = request.headers.get("authorization", "")
     if auth.lower().startswith("bearer "):
@@ -60,11 +73,12 @@ async def principal(request: Request) -> Principal:
                     session, headers, request.method, path, body, datetime.now(UTC), keys=state.keys
                 )
 
-        return await run_in_threadpool(by_signature)
-    raise Unauthorized(
-        "authentication required: send an API token (Authorization: Bearer ...) or sign the request with "
-        "the organisation key"
-    )
+        try:
+            return await run_in_threadpool(by_signature)
+        except Unauthorized:
+            _signature_failed(request)
+            raise
+    raise Unauthorized(AUTHENTICATION_REQUIRED)
 
 
 async def org_call(request: Request) -> identity.SignedCall:
@@ -87,9 +101,15 @@ async def org_call(request: Request) -> identity.SignedCall:
                 session, headers, request.method, path, body, datetime.now(UTC), keys=state.keys
             )
 
-    call = identity.verify_signature_cached(headers, request.method, path, body, datetime.now(UTC), state.keys)
-    if call is None:
-        call = await run_in_threadpool(verify)
+    try:
+        call = identity.verify_signature_cached(
+            headers, request.method, path, body, datetime.now(UTC), state.keys
+        )
+        if call is None:
+            call = await run_in_threadpool(verify)
+    except Unauthorized:
+        _signature_failed(request)
+        raise
     state.seen(call.principal.org_id)
     return call
 

@@ -5,11 +5,22 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from starlette.exceptions import HTTPException
+
 Scope = dict[str, Any]
 
+BODY_LIMIT_SCOPE_KEY = "consortium.max_body_bytes"
+"""The limit of this request's route, set by the gate (:mod:`consortium.hub.gate`); else ``max_bytes``."""
 
-class BodyTooLarge(Exception):
-    pass
+
+class BodyTooLarge(HTTPException):
+    """Raised by the limited ``receive``: an HTTPException, so that FastAPI's body parsing passes it on and
+    the app answers 413 with the message (rather than a generic 400)."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            413, f"request body of {size} bytes exceeds the hub's limit of {limit} bytes for this route"
+        )
 
 
 class BodySizeLimit:
@@ -23,15 +34,16 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = scope.get(BODY_LIMIT_SCOPE_KEY, self.max_bytes)
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
-                    await self._reject(send, 400, "Content-Length is not a number")
+                    await send_json(send, 400, "Content-Length is not a number")
                     return
-                if declared > self.max_bytes:
-                    await self._reject(send, 413, self._message(declared))
+                if declared > limit:
+                    await send_json(send, 413, BodyTooLarge(declared, limit).detail)
                     return
         seen = 0
         started = False
@@ -41,8 +53,8 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise BodyTooLarge
+                if seen > limit:
+                    raise BodyTooLarge(seen, limit)
             return message
 
         async def tracking_send(message: dict[str, Any]) -> None:
@@ -53,17 +65,18 @@ class BodySizeLimit:
 
         try:
             await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge:
+        except BodyTooLarge as exc:
             if not started:
-                await self._reject(send, 413, self._message(seen))
+                await send_json(send, 413, exc.detail)
 
-    def _message(self, size: int) -> str:
-        return f"request body of {size} bytes exceeds the hub's limit of {self.max_bytes} bytes"
 
-    @staticmethod
-    async def _reject(send: Any, status: int, detail: str) -> None:
-        body = json.dumps({"detail": detail}).encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+async def send_json(send: Any, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
+    """Refuse with ``{"detail": detail}`` straight from middleware, closing the connection: a body the request
+    may still be sending is not read."""
+    body = json.dumps({"detail": detail}).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+           (b"connection", b"close")]
+    for name, value in (headers or {}).items():
+        raw.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})

@@ -156,7 +156,7 @@ class NodeAgent:
             return
         try:
             self._execute(task)
-        except FLError as exc:
+        except (FLError, ValidationError) as exc:  # bad data, or results with no wire form (NaN metrics)
             log.warning("task %s failed on local data: %s", task.id, exc)
             reason = f"local error: {exc}"
             self._post_ignoring_gone(task, lambda: self.transport.post_refusal(task.id, reason))

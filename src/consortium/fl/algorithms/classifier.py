@@ -9,6 +9,7 @@ give bitwise the same update on the same machine and thread count.
 from __future__ import annotations
 
 import functools
+import math
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import ClassVar, Literal
@@ -29,6 +30,8 @@ from consortium.fl.cohort import (
     train_cohort,
 )
 from consortium.fl.core import (
+    BatchSize,
+    Epochs,
     Evaluation,
     FLError,
     LocalData,
@@ -36,6 +39,8 @@ from consortium.fl.core import (
     ServerInitialised,
     TensorSpec,
     Update,
+    check_model_size,
+    check_widths,
     register_algorithm,
     spec_of,
 )
@@ -56,7 +61,8 @@ class ClassifierHyperParams(BaseHyperParams):
     """Architecture and local-training settings of the classifier (an MLP, optionally behind convolutions)."""
 
     layers: list[int] = Field(
-        description="Layer widths: number of input features, hidden widths..., number of classes."
+        max_length=64,
+        description="Layer widths: number of input features, hidden widths..., number of classes.",
     )
     conv: ConvSpec | None = Field(
         None,
@@ -76,8 +82,8 @@ class ClassifierHyperParams(BaseHyperParams):
         description="SCAFFOLD: correct every local gradient with control variates (c - c_i); needs plain "
         "SGD (optimizer 'sgd', momentum 0)",
     )
-    local_epochs: int = Field(1, ge=1)
-    batch_size: int = Field(32, ge=1)
+    local_epochs: Epochs = 1
+    batch_size: BatchSize = 32
 
     @field_validator("layers")
     @classmethod
@@ -86,15 +92,17 @@ class ClassifierHyperParams(BaseHyperParams):
             raise ValueError("needs at least 2 entries: number of input features and number of classes")
         if any(width < 1 for width in layers):
             raise ValueError(f"every layer width must be >= 1, got {layers}")
+        check_widths(layers)
         return layers
 
     @model_validator(mode="after")
     def _conv_fits_the_layers(self) -> ClassifierHyperParams:
-        if self.conv is not None:
-            try:
-                networks.layout(self.layers, self.conv)
-            except FLError as exc:
-                raise ValueError(str(exc)) from None
+        try:
+            network = networks.layout(self.layers, self.conv)
+        except FLError as exc:
+            raise ValueError(str(exc)) from None
+        sizes = (math.prod(layer.weight_shape) + math.prod(layer.bias_shape) for layer in network)
+        check_model_size("layers" if self.conv is None else "layers and conv", sum(sizes))
         return self
 
     @model_validator(mode="after")

@@ -32,16 +32,23 @@ from typing import ClassVar, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from consortium.fl.core import (
+    MAX_LAYER_WIDTH,
+    BatchSize,
     Evaluation,
     FLError,
     LocalData,
     Params,
     ServerInitialised,
+    Steps,
     TensorSpec,
     Update,
+    Width,
+    check_model_size,
+    check_widths,
+    dense_params,
     register_algorithm,
     spec_of,
 )
@@ -58,14 +65,17 @@ PREVIEW_PER_CLASS = 10
 class GANHyperParams(BaseHyperParams):
     """Architecture and local-training settings of the (conditional) MLP GAN."""
 
-    num_features: int = Field(ge=1, description="Number of features of one example (64 for 8x8 digits).")
+    num_features: Width = Field(description="Number of features of one example (64 for 8x8 digits).")
     num_classes: int | None = Field(
-        None, ge=0, description="Number of labels to condition on; 0 or None for an unconditional GAN."
+        None, ge=0, le=MAX_LAYER_WIDTH,
+        description="Number of labels to condition on; 0 or None for an unconditional GAN.",
     )
-    latent_dim: int = Field(32, ge=1, description="Size of the generator's noise input.")
-    generator_hidden: list[int] = Field([128, 256], description="Hidden layer widths of the generator.")
+    latent_dim: Width = Field(32, description="Size of the generator's noise input.")
+    generator_hidden: list[int] = Field(
+        [128, 256], max_length=64, description="Hidden layer widths of the generator."
+    )
     discriminator_hidden: list[int] = Field(
-        [256, 128], description="Hidden layer widths of the discriminator."
+        [256, 128], max_length=64, description="Hidden layer widths of the discriminator."
     )
     output: Literal["sigmoid", "tanh", "linear"] = Field(
         "sigmoid", description="Generator output squashing: sigmoid for [0, 1] data, tanh for [-1, 1]."
@@ -74,9 +84,17 @@ class GANHyperParams(BaseHyperParams):
     discriminator_lr: float = Field(3e-3, gt=0)
     generator_betas: tuple[float, float] = (0.5, 0.999)
     discriminator_betas: tuple[float, float] = (0.5, 0.999)
-    local_steps: int = Field(100, ge=1, description="Generator steps per round.")
-    discriminator_steps: int = Field(1, ge=1, description="Discriminator steps before each generator step.")
-    batch_size: int = Field(64, ge=1)
+    local_steps: Steps = Field(100, description="Generator steps per round.")
+    discriminator_steps: int = Field(
+        1, ge=1, le=1000, description="Discriminator steps before each generator step."
+    )
+    batch_size: BatchSize = 64
+
+    @model_validator(mode="after")
+    def _bounded_size(self) -> GANHyperParams:
+        for network in ("generator", "discriminator"):
+            check_model_size(f"{network}_hidden", dense_params(_layer_widths(self, network)))
+        return self
 
     @field_validator("generator_hidden", "discriminator_hidden")
     @classmethod
@@ -85,6 +103,7 @@ class GANHyperParams(BaseHyperParams):
             raise ValueError("needs at least one hidden layer")
         if any(width < 1 for width in widths):
             raise ValueError(f"every hidden width must be >= 1, got {widths}")
+        check_widths(widths)
         return widths
 
     @field_validator("generator_betas", "discriminator_betas")

@@ -36,16 +36,19 @@ _SERVER_LLOYD_ITERS = 300
 class KMeansHyperParams(BaseHyperParams):
     """Number of clusters and the settings of the client-side seeding."""
 
-    k: int = Field(ge=1, description="Number of clusters.")
+    k: int = Field(ge=1, le=1 << 16, description="Number of clusters.")
     local_init_iters: int = Field(
-        10, ge=0, description="Lloyd iterations each client runs on its own data after k-means++ seeding."
+        10, ge=0, le=10_000,
+        description="Lloyd iterations each client runs on its own data after k-means++ seeding.",
     )
     init_oversampling: int = Field(
-        2, ge=1, description="Each client sends k * init_oversampling local centroids as seeding candidates."
+        2, ge=1, le=100,
+        description="Each client sends k * init_oversampling local centroids as seeding candidates.",
     )
     init_restarts: int = Field(
         10,
         ge=1,
+        le=1000,
         description="Weighted k-means++ restarts the server runs over the candidates; the best wins.",
     )
 

@@ -24,16 +24,24 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from consortium.fl.core import (
+    MAX_LAYER_WIDTH,
+    MAX_STEPS,
+    BatchSize,
+    Epochs,
     Evaluation,
     FLError,
     LocalData,
     Params,
     ServerInitialised,
+    Steps,
     TensorSpec,
     Update,
+    check_model_size,
+    check_widths,
+    dense_params,
     derive_seed,
     register_algorithm,
     spec_of,
@@ -50,18 +58,20 @@ _ADVANTAGE_EPS = 1e-8
 class PPOHyperParams(BaseHyperParams):
     """Network sizes, rollout lengths and PPO settings of one client's local round."""
 
-    num_actions: int = Field(2, ge=2, description="Number of discrete actions of the environment.")
+    num_actions: int = Field(
+        2, ge=2, le=MAX_LAYER_WIDTH, description="Number of discrete actions of the environment."
+    )
     hidden: list[int] = Field(
-        [64, 64], description="Hidden layer widths of both the policy and the value network."
+        [64, 64], max_length=64, description="Hidden layer widths of both the policy and the value network."
     )
-    num_envs: int = Field(4, ge=1, description="Copies of the client's environment played side by side.")
-    rollout_steps: int = Field(
-        512,
-        ge=1,
-        description="Steps per environment copy per round (>= 500 sees every CartPole episode end).",
+    num_envs: int = Field(
+        4, ge=1, le=1024, description="Copies of the client's environment played side by side."
     )
-    epochs: int = Field(4, ge=1, description="Passes over the round's transitions.")
-    minibatch_size: int = Field(256, ge=1)
+    rollout_steps: Steps = Field(
+        512, description="Steps per environment copy per round (>= 500 sees every CartPole episode end)."
+    )
+    epochs: Epochs = Field(4, description="Passes over the round's transitions.")
+    minibatch_size: BatchSize = 256
     lr: float = Field(1e-3, gt=0)
     gamma: float = Field(0.99, gt=0, le=1, description="Discount factor.")
     gae_lambda: float = Field(0.95, ge=0, le=1)
@@ -69,8 +79,8 @@ class PPOHyperParams(BaseHyperParams):
     value_coef: float = Field(0.5, ge=0)
     entropy_coef: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(0.5, gt=0)
-    eval_episodes: int = Field(100, ge=1)
-    eval_seed: int = Field(0, ge=0, description="Seed of the evaluation episodes' initial states.")
+    eval_episodes: int = Field(100, ge=1, le=100_000)
+    eval_seed: int = Field(0, ge=0, lt=2**63, description="Seed of the evaluation episodes' initial states.")
     eval_greedy: bool = Field(True, description="Evaluate the most likely action (else sample it, seeded).")
 
     @field_validator("hidden")
@@ -80,7 +90,18 @@ class PPOHyperParams(BaseHyperParams):
             raise ValueError("needs at least one hidden layer")
         if any(width < 1 for width in widths):
             raise ValueError(f"every hidden width must be >= 1, got {widths}")
+        check_widths(widths)
         return widths
+
+    @model_validator(mode="after")
+    def _bounded_size(self) -> PPOHyperParams:
+        if self.transitions > MAX_STEPS:
+            raise ValueError(
+                f"num_envs x rollout_steps: {self.transitions:,} environment steps per round; "
+                f"the limit is {MAX_STEPS:,}"
+            )
+        check_model_size("hidden", dense_params([*self.hidden, self.num_actions]))
+        return self
 
     @property
     def transitions(self) -> int:

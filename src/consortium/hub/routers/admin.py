@@ -11,9 +11,11 @@ from sqlalchemy.orm import Session
 
 from consortium.hub.db.models import Org
 from consortium.hub.deps import db, hub_state, principal
+from consortium.hub.gate import enrolment
 from consortium.hub.scheduler import HubState
 from consortium.hub.services import identity
 from consortium.hub.services.identity import Principal
+from consortium.hub.wire import Name, StrictJSONRoute
 from consortium.protocol import (
     EnrolmentTokenOut,
     EnrolRequest,
@@ -25,7 +27,7 @@ from consortium.protocol import (
     UserOut,
 )
 
-router = APIRouter(prefix="/api", tags=["members"])
+router = APIRouter(prefix="/api", tags=["members"], route_class=StrictJSONRoute)
 
 
 def _org_out(org: Org, state: HubState) -> OrgOut:
@@ -48,12 +50,13 @@ def list_orgs(session: Session = Depends(db), caller: Principal = Depends(princi
 
 
 @router.post("/orgs/{name}/enrolment-tokens", response_model=EnrolmentTokenOut, status_code=201)
-def issue_enrolment_token(name: str, session: Session = Depends(db), caller: Principal = Depends(principal)):
+def issue_enrolment_token(name: Name, session: Session = Depends(db), caller: Principal = Depends(principal)):
     token, expires = identity.issue_enrolment_token(session, caller, name, datetime.now(UTC))
     return EnrolmentTokenOut(org=name, token=token, expires_at=expires)
 
 
 @router.post("/enrol", response_model=EnrolResponse, status_code=201)
+@enrolment
 def enrol(body: EnrolRequest, session: Session = Depends(db)):
     node = identity.enrol(session, body, datetime.now(UTC))
     return EnrolResponse(org=body.org, node_id=node.id, key_id=node.key_id)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 from sqlalchemy.orm import Session
 
 from consortium.hub.deps import db, hub_state, principal
@@ -13,22 +14,24 @@ from consortium.hub.services import ledger
 from consortium.hub.services import models as model_service
 from consortium.hub.services.access import ledger_reader
 from consortium.hub.services.identity import Principal
+from consortium.hub.wire import AfterSeq, Id, StrictJSONRoute
 from consortium.protocol import SAFETENSORS_MEDIA_TYPE, LedgerEntryOut, LedgerHeadOut, ModelOut
 
-router = APIRouter(prefix="/api", tags=["models and ledger"])
+router = APIRouter(prefix="/api", tags=["models and ledger"], route_class=StrictJSONRoute)
 
 
 @router.get("/models/{model_id}", response_model=ModelOut)
-def get_model(model_id: int, session: Session = Depends(db), caller: Principal = Depends(principal)):
+def get_model(model_id: Id, session: Session = Depends(db), caller: Principal = Depends(principal)):
     model = model_service.get(session, caller, model_id)
     return ModelOut(id=model.id, run_id=model.run_id, project=model.project.name,
                     params_sha256=model.params_sha256, license=model.license, card=model.card,
                     created_at=model.created_at)
 
 
-@router.get("/models/{model_id}/weights")
+@router.get("/models/{model_id}/weights", response_class=Response, responses={
+    200: {"content": {SAFETENSORS_MEDIA_TYPE: {}}, "description": "the released weights"}})
 def get_weights(
-    model_id: int,
+    model_id: Id,
     session: Session = Depends(db),
     state: HubState = Depends(hub_state),
     caller: Principal = Depends(principal),
@@ -37,10 +40,11 @@ def get_weights(
     return Response(state.blobs.get(model.params_sha256), media_type=SAFETENSORS_MEDIA_TYPE)
 
 
-@router.get("/models/{model_id}/files/{name}")
+@router.get("/models/{model_id}/files/{name}", response_class=Response, responses={
+    200: {"content": {"*/*": {}}, "description": "the file, with the media type its card gives"}})
 def get_file(
-    model_id: int,
-    name: str,
+    model_id: Id,
+    name: Annotated[str, Path(max_length=200)],
     session: Session = Depends(db),
     state: HubState = Depends(hub_state),
     caller: Principal = Depends(principal),
@@ -50,14 +54,15 @@ def get_file(
     return Response(state.blobs.get(entry["sha256"]), media_type=entry["media_type"])
 
 
-@router.get("/models/{model_id}/card.md")
-def get_card_markdown(model_id: int, session: Session = Depends(db), caller: Principal = Depends(principal)):
+@router.get("/models/{model_id}/card.md", response_class=Response, responses={
+    200: {"content": {"text/markdown": {}}, "description": "the model card in Markdown"}})
+def get_card_markdown(model_id: Id, session: Session = Depends(db), caller: Principal = Depends(principal)):
     return Response(model_service.get(session, caller, model_id).card_markdown, media_type="text/markdown")
 
 
 @router.get("/ledger", response_model=list[LedgerEntryOut])
 def get_ledger(
-    after: int = Query(0, ge=0),
+    after: AfterSeq = 0,
     limit: int = Query(1000, ge=1, le=10_000),
     session: Session = Depends(db),
     caller: Principal = Depends(principal),

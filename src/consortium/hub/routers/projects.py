@@ -7,12 +7,14 @@ from sqlalchemy.orm import Session
 
 from consortium.croissant import card_to_croissant
 from consortium.hub.deps import db, hub_state, principal
+from consortium.hub.gate import upload
 from consortium.hub.scheduler import HubState
 from consortium.hub.services import datasets as dataset_service
 from consortium.hub.services import environments as environment_service
 from consortium.hub.services import projects as project_service
 from consortium.hub.services.access import visible_projects
 from consortium.hub.services.identity import Principal
+from consortium.hub.wire import Id, Name, StrictJSONRoute
 from consortium.protocol import (
     ApprovalIn,
     ApprovalOut,
@@ -24,7 +26,7 @@ from consortium.protocol import (
     ProjectOut,
 )
 
-router = APIRouter(prefix="/api", tags=["data and projects"])
+router = APIRouter(prefix="/api", tags=["data and projects"], route_class=StrictJSONRoute)
 
 
 @router.post("/datasets", response_model=DatasetCardOut, status_code=201, response_model_by_alias=True)
@@ -38,13 +40,16 @@ def list_datasets(session: Session = Depends(db), caller: Principal = Depends(pr
 
 
 @router.get("/datasets/{org}/{name}", response_model=DatasetCardOut, response_model_by_alias=True)
-def get_dataset(org: str, name: str, session: Session = Depends(db), caller: Principal = Depends(principal)):
+def get_dataset(
+    org: Name, name: Name, session: Session = Depends(db), caller: Principal = Depends(principal)
+):
     return dataset_service.to_out(dataset_service.by_ref(session, caller, f"{org}/{name}"))
 
 
 @router.get("/datasets/{org}/{name}/croissant")
 def get_dataset_croissant(
-    org: str, name: str, request: Request, session: Session = Depends(db), caller: Principal = Depends(principal)
+    org: Name, name: Name, request: Request, session: Session = Depends(db),
+    caller: Principal = Depends(principal),
 ) -> dict:
     card = dataset_service.to_out(dataset_service.by_ref(session, caller, f"{org}/{name}"))
     return card_to_croissant(card, org=org, url=str(request.url).removesuffix("/croissant"))
@@ -64,7 +69,7 @@ def list_environments(session: Session = Depends(db), caller: Principal = Depend
 
 @router.get("/environments/{org}/{name}", response_model=EnvironmentCardOut)
 def get_environment(
-    org: str, name: str, session: Session = Depends(db), caller: Principal = Depends(principal)
+    org: Name, name: Name, session: Session = Depends(db), caller: Principal = Depends(principal)
 ):
     return environment_service.to_out(environment_service.by_ref(session, caller, f"{org}/{name}"))
 
@@ -80,13 +85,13 @@ def list_projects(session: Session = Depends(db), caller: Principal = Depends(pr
 
 
 @router.get("/projects/{project_id}", response_model=ProjectOut)
-def get_project(project_id: int, session: Session = Depends(db), caller: Principal = Depends(principal)):
+def get_project(project_id: Id, session: Session = Depends(db), caller: Principal = Depends(principal)):
     return project_service.to_out(session, project_service.get(session, caller, project_id))
 
 
 @router.post("/projects/{project_id}/approvals", response_model=ApprovalOut, status_code=201)
 def approve_project(
-    project_id: int, body: ApprovalIn, session: Session = Depends(db), caller: Principal = Depends(principal)
+    project_id: Id, body: ApprovalIn, session: Session = Depends(db), caller: Principal = Depends(principal)
 ):
     approval = project_service.approve(session, caller, project_id, body)
     return ApprovalOut(project_id=project_id, org=caller.org_name, spec_hash=approval.spec_hash,
@@ -95,8 +100,9 @@ def approve_project(
 
 
 @router.put("/projects/{project_id}/test-set")
+@upload
 async def put_test_set(
-    project_id: int,
+    project_id: Id,
     request: Request,
     state: HubState = Depends(hub_state),
     caller: Principal = Depends(principal),

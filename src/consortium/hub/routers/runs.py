@@ -12,10 +12,12 @@ from starlette.concurrency import run_in_threadpool
 
 from consortium.hub.deps import db, hub_state, org_call, org_principal, principal, scheduler
 from consortium.hub.events import wait_for
+from consortium.hub.gate import upload
 from consortium.hub.live import Answer, TaskRow
 from consortium.hub.scheduler import HubState, Scheduler, org_key, progress_key
 from consortium.hub.services import runs as run_service
 from consortium.hub.services.identity import Principal, SignedCall, in_signed_transaction
+from consortium.hub.wire import AfterRound, Id, StrictJSONRoute
 from consortium.protocol import (
     SAFETENSORS_MEDIA_TYPE,
     RunOut,
@@ -26,7 +28,7 @@ from consortium.protocol import (
     encode_tensors,
 )
 
-router = APIRouter(prefix="/api", tags=["runs"])
+router = APIRouter(prefix="/api", tags=["runs"], route_class=StrictJSONRoute)
 
 MAX_WAIT_S = 60.0
 
@@ -42,7 +44,7 @@ def hand_to_driver(state: HubState, run_id: int, answer: Answer) -> None:
 
 @router.post("/projects/{project_id}/runs", response_model=RunOut, status_code=201)
 def start_run(
-    project_id: int,
+    project_id: Id,
     session: Session = Depends(db),
     caller: Principal = Depends(principal),
     sched: Scheduler = Depends(scheduler),
@@ -53,14 +55,14 @@ def start_run(
 
 
 @router.get("/runs/{run_id}", response_model=RunOut)
-def get_run(run_id: int, session: Session = Depends(db), caller: Principal = Depends(principal)):
+def get_run(run_id: Id, session: Session = Depends(db), caller: Principal = Depends(principal)):
     return run_service.to_out(session, run_service.get(session, caller, run_id))
 
 
 @router.get("/runs/{run_id}/progress", response_model=RunProgress)
 async def run_progress(
-    run_id: int,
-    after_round: int = Query(0, ge=0),
+    run_id: Id,
+    after_round: AfterRound = 0,
     wait: float = Query(0.0, ge=0.0, le=MAX_WAIT_S),
     state: HubState = Depends(hub_state),
     caller: Principal = Depends(principal),
@@ -148,9 +150,11 @@ async def next_task(
     return delivery if delivery is not None else Response(status_code=204)
 
 
-@router.get("/node/tasks/{task_id}/params")
+@router.get("/node/tasks/{task_id}/params", response_class=Response, responses={
+    200: {"content": {SAFETENSORS_MEDIA_TYPE: {}}, "description": "the task's params"},
+    204: {"description": "the task has no params (a k-means client init)"}})
 def task_params(
-    task_id: int,
+    task_id: Id,
     session: Session = Depends(db),
     state: HubState = Depends(hub_state),
     caller: Principal = Depends(org_principal),
@@ -169,8 +173,9 @@ def task_params(
                200: {**TASK_DELIVERY, "description": "update accepted; the next task: "
                                                       + TASK_DELIVERY["description"]}},
 )
+@upload
 async def post_update(
-    task_id: int,
+    task_id: Id,
     request: Request,
     wait: float = Query(0.0, ge=0.0, le=MAX_WAIT_S, description="then long-poll this long for the next task"),
     have: str | None = HAVE_PARAMS,
@@ -215,7 +220,7 @@ def answered(state: HubState, submit: Callable[[], tuple[TaskRow, Answer]]) -> t
         "application/json": {"schema": TaskResult.model_json_schema()}}}},
 )
 async def post_result(
-    task_id: int,
+    task_id: Id,
     request: Request,
     state: HubState = Depends(hub_state),
     call: SignedCall = Depends(org_call),
@@ -240,7 +245,7 @@ async def post_result(
 
 @router.post("/node/tasks/{task_id}/refusal", status_code=202)
 def post_refusal(
-    task_id: int,
+    task_id: Id,
     body: TaskRefusal,
     session: Session = Depends(db),
     state: HubState = Depends(hub_state),

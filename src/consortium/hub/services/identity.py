@@ -169,6 +169,30 @@ def authenticate_token(session: Session, token: str) -> Principal:
     )
 
 
+class TokenCache:
+    """API token -> its user's principal, remembered for ``ttl_s`` so that a user's requests skip a query.
+
+    Only valid tokens are cached (by their hash); a revocation takes effect within ``ttl_s`` seconds. At most
+    ``max_entries`` are kept: when full, the cache starts afresh.
+    """
+
+    def __init__(self, ttl_s: float = 5.0, max_entries: int = 10_000) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[float, Principal]] = {}
+
+    def cached(self, token: str, clock: float) -> Principal | None:
+        hit = self._entries.get(crypto.hash_token(token))
+        if hit is not None and clock - hit[0] < self.ttl_s:
+            return hit[1]
+        return None
+
+    def remember(self, token: str, principal: Principal, clock: float) -> None:
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[crypto.hash_token(token)] = (clock, principal)
+
+
 @dataclass(frozen=True)
 class OrgKey:
     org_id: int

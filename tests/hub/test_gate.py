@@ -1,0 +1,77 @@
+"""The gate's pieces in-process: which routes are public or uploads, the token cache, the body-free precheck."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.routing import APIRoute
+
+from consortium import crypto
+from consortium.config import HubSettings
+from consortium.hub.app import create_app
+from consortium.hub.gate import Gate
+from consortium.hub.services.identity import Principal, TokenCache
+from consortium.protocol import Role
+
+
+@pytest.fixture(scope="module")
+def gate(tmp_path_factory: pytest.TempPathFactory) -> Gate:
+    app = create_app(HubSettings.from_args(None, tmp_path_factory.mktemp("gate"), "csm_" + "a" * 40))
+    found = next(m for m in app.user_middleware if m.cls is Gate)
+    return Gate(None, **found.kwargs)
+
+
+def scope(method: str, path: str) -> dict:
+    return {"type": "http", "method": method, "path": path, "root_path": "", "headers": [], "query_string": b""}
+
+
+@pytest.mark.parametrize(("method", "path", "access"), [
+    ("GET", "/api/health", "public"),
+    ("GET", "/openapi.json", "public"),
+    ("GET", "/docs", "public"),
+    ("POST", "/api/enrol", "enrolment"),
+    ("GET", "/api/enrol", "enrolment"),  # a 405 for the route, but the route's limit all the same
+    ("POST", "/api/node/tasks/3/update", "upload"),
+    ("PUT", "/api/projects/3/test-set", "upload"),
+    ("POST", "/api/projects", "authenticated"),
+    ("GET", "/api/node/tasks/next", "authenticated"),
+    ("GET", "/nowhere", "authenticated"),
+])
+def test_route_access(gate: Gate, method: str, path: str, access: str) -> None:
+    assert gate.access(scope(method, path)) == access
+
+
+def test_every_api_route_but_health_and_enrolment_needs_credentials(gate: Gate) -> None:
+    open_routes = {route.path for route in gate.routes if isinstance(route, APIRoute)
+                   and gate.access(scope(next(iter(route.methods)), route.path)) in ("public", "enrolment")}
+    assert open_routes == {"/api/health", "/api/enrol"}
+
+
+def test_the_token_cache_keeps_valid_tokens_briefly() -> None:
+    cache = TokenCache(ttl_s=5.0, max_entries=2)
+    who = Principal("user", "ann", Role.researcher, None, None)
+    assert cache.cached("t1", 0.0) is None
+    cache.remember("t1", who, 0.0)
+    assert cache.cached("t1", 4.9) == who
+    assert cache.cached("t1", 5.0) is None
+    cache.remember("t2", who, 0.0)
+    cache.remember("t3", who, 0.0)  # full: starts afresh
+    assert cache.cached("t2", 1.0) is None and cache.cached("t3", 1.0) == who
+
+
+def test_the_precheck_needs_no_body(tmp_path: Path) -> None:
+    identity = crypto.generate_org_key(tmp_path / "org", "org")
+    now = time.time()
+    headers = crypto.sign_request(identity, "POST", "/api/x", b"the body", now)
+    known = {identity.key_id: identity.public_key_b64}
+    assert crypto.precheck_request(headers, now, known.get) == identity.key_id
+    for bad, reason in [
+        (headers | {crypto.HEADER_TIMESTAMP: str(int(now) - 400)}, "timestamp"),
+        (headers | {crypto.HEADER_KEY: "0" * 16}, "unknown or revoked key"),
+        (headers | {crypto.HEADER_NONCE: "xyz"}, "malformed nonce"),
+        ({crypto.HEADER_KEY: identity.key_id}, "missing signature header"),
+    ]:
+        with pytest.raises(crypto.SignatureError, match=reason):
+            crypto.precheck_request(bad, now, known.get)
