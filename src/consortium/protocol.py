@@ -481,5 +481,5 @@ def decode_update(data: bytes) -> tuple[dict[str, torch.Tensor], UpdateMeta]:
     try:
         meta = UpdateMeta.model_validate(strict_json.loads(meta_raw))
     except strict_json.StrictJSONError as exc:
-        raise ValueError(f"update metadata is not strict JSON: {exc.msg}") from None
+        raise ValueError(f"update metadata is not strict JSON: {exc.msg}{exc.where()}") from None
     return decode_tensors(data), meta

@@ -20,6 +20,12 @@ _CONSTANT = re.compile(r"(?<![\w\".])(-?Infinity|NaN)(?![\w\"])")
 class StrictJSONError(json.JSONDecodeError):
     """Not strict JSON; ``msg`` says why, ``pos`` where (0 when unknown)."""
 
+    def where(self, width: int = 40) -> str:
+        """The text just before the fault (which usually names the field), e.g. `` near '"loss": NaN'``."""
+        if self.pos <= 0 or not self.doc:
+            return ""
+        return f" near {self.doc[max(0, self.pos - width): self.pos + 10]!r}"
+
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number (JSON has no NaN or infinity)")

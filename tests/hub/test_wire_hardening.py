@@ -7,6 +7,7 @@ a clear 4xx that renders, store nothing, and cost the hub no memory.
 from __future__ import annotations
 
 import json
+import uuid
 import socket
 import struct
 import threading
@@ -77,8 +78,9 @@ def test_non_finite_constants_are_a_422_that_renders(env: DigitsConsortium, cons
 
 @pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
 def test_non_finite_constants_in_a_signed_body_are_a_422(env: DigitsConsortium, constant: str) -> None:
-    body = f'{{"num_examples": 1, "metrics": {{"loss": {constant}}}, "compute_s": 0}}'.encode()
-    response = raw_signed(env, ORG, "POST", "/api/node/tasks/1/result", body, headers=JSON_HEADERS)
+    # A refusal's body is parsed by the route (a result's by the service, which rejects its task instead).
+    body = f'{{"reason": "tired", "score": {constant}}}'.encode()
+    response = raw_signed(env, ORG, "POST", "/api/node/tasks/1/refusal", body, headers=JSON_HEADERS)
     assert_422(response, constant)
 
 
@@ -190,10 +192,11 @@ def test_malformed_test_set_headers_are_refused(env: DigitsConsortium, project: 
     assert admin(env, "GET", f"/api/projects/{project['id']}").json()["has_test_set"] is False
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def open_task(env: DigitsConsortium) -> dict:
-    """A running one-org project whose round-1 fit task the test claims as the node would."""
-    response = admin(env, "POST", "/api/projects", json=spec_json("bad-headers"))
+    """A running one-org project whose round-1 fit task the test claims as the node would (one per test: a
+    refused upload closes its task as rejected)."""
+    response = admin(env, "POST", "/api/projects", json=spec_json(f"bad-headers-{uuid.uuid4().hex[:8]}"))
     assert response.status_code == 201, response.text
     project = response.json()
     approve_as(env.org_dirs[ORG], env.hub.url, project)

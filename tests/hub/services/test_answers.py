@@ -152,14 +152,14 @@ BAD_UPDATES = {
     "wrong dtype": (lambda w: encode_update({k: v.double() for k, v in w.params.items()}, meta()),
                     "has dtype torch.float64, expected torch.float32"),
     "metric NaN": (lambda w: raw_update(w.params, GOOD_HEADER | {"metrics": {"train_loss": float("nan")}}),
-                   "metrics.train_loss: Input should be a finite number"),
+                   '"train_loss": NaN'),
     "metric inf": (lambda w: raw_update(w.params, GOOD_HEADER | {"metrics": {"train_loss": float("inf")}}),
-                   "metrics.train_loss: Input should be a finite number"),
+                   '"train_loss": Infinity'),
     "compute_s inf": (lambda w: raw_update(w.params, GOOD_HEADER | {"compute_s": float("inf")}),
-                      "compute_s: Input should be a finite number"),
+                      '"compute_s": Infinity'),
     "evaluation metric NaN": (
         lambda w: raw_update(w.params, GOOD_HEADER | {"evaluation": EVALUATION | {"metrics": {"a": float("nan")}}}),
-        "evaluation.metrics.a: Input should be a finite number"),
+        '{"a": NaN'),
     "too many metrics": (
         lambda w: raw_update(w.params, GOOD_HEADER | {"metrics": {f"m{i}": 0.0 for i in range(65)}}),
         "metrics: Dictionary should have at most 64 items"),
