@@ -27,7 +27,7 @@ class FailureLimiter:
         times = self._failures.get(key)
         if times is None:
             return None
-        while times and times[0] <= now - self.window_s:
+        while times and times[0] + self.window_s <= now:  # the same sum as retry_after: never a 0 wait
             times.popleft()
         if not times:
             del self._failures[key]
