@@ -1,4 +1,5 @@
-"""Shared fixtures: one torch thread, and the two database backends every hub test runs on."""
+"""Shared fixtures: one torch thread, the two database backends every hub test runs on, and a small mixed-type
+table for the data-file tests."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import os
 import uuid
 from collections.abc import Iterator
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -60,3 +63,22 @@ def _fresh_database(kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     finally:
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def table() -> pd.DataFrame:
+    """A small mixed-type table: digits pixels plus float, bool and string columns and an int label."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    n = 60
+    frame = pd.DataFrame(digits.data[:n, :6], columns=[f"px{i}" for i in range(6)])
+    rng = np.random.default_rng(0)
+    frame["weight"] = rng.normal(size=n)
+    frame["weight"] = frame["weight"].astype("float64")
+    frame.loc[3, "weight"] = 1 / 3
+    frame["count"] = rng.integers(-5, 5, size=n)
+    frame["smoker"] = rng.random(n) > 0.5
+    frame["ward"] = [f"ward-{i % 3}" for i in range(n - 1)] + ["Zürich ☃"]
+    frame["label"] = digits.target[:n]
+    return frame

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from consortium.croissant import CROISSANT_VERSION, card_to_croissant
-from consortium.node.store import build_card, load_table
+from consortium.node.registry import build_card
 from consortium.protocol import ColumnSchema, DatasetCardIn, DatasetSchema
+from consortium.tables import load_table
 
 mlc = pytest.importorskip("mlcroissant")
 

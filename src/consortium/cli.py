@@ -141,7 +141,7 @@ def node(
     from consortium.node.agent import NodeAgent
     from consortium.node.environments import EnvironmentRegistry
     from consortium.node.policy import ApprovalBook, NodePolicy
-    from consortium.node.store import LocalRegistry
+    from consortium.node.registry import LocalRegistry
 
     torch.set_num_threads(torch_threads())
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -244,7 +244,8 @@ def dataset_add(
     """Register a local dataset: the hub receives its card (schema, rows, SHA-256, licence), never rows."""
     from pydantic import ValidationError
 
-    from consortium.node.store import DatasetError, LocalRegistry, build_card, load_table, parse_schema_option
+    from consortium.node.registry import LocalRegistry, build_card, parse_schema_option
+    from consortium.tables import DatasetError, load_table
 
     dataset_name = (name or file.stem).lower().replace(" ", "-")
     try:

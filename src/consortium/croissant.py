@@ -3,7 +3,7 @@
 A card describes data that stays on its organisation's node, so the export describes the file without
 offering it: the ``distribution`` names the local file (``contentUrl`` is just its file name) and carries
 the card's SHA-256. That checksum is consortium's *canonical-content* hash (see
-:mod:`consortium.node.store`), which does not depend on the file format; the description says so, because
+:mod:`consortium.table_hash`), which does not depend on the file format; the description says so, because
 it is not a hash of the file's raw bytes.
 
 Pure: builds a dict, performs no I/O and does not need the ``mlcroissant`` package (only the tests do).

@@ -21,8 +21,9 @@ from consortium.fl.data import dirichlet_label_partition
 from consortium.launch import HubProcess, provision_org
 from consortium.node.actions import ApprovalSubject, approve_project
 from consortium.node.environments import EnvironmentRegistry, prepare_environment
-from consortium.node.store import LocalRegistry, build_card, load_table
+from consortium.node.registry import LocalRegistry, build_card
 from consortium.protocol import ProjectCreate, encode_tensors
+from consortium.tables import load_table
 
 ORGS = ("north-clinic", "south-lab", "east-institute")
 DIGITS_HYPERPARAMETERS: dict[str, Any] = {

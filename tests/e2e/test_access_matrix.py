@@ -29,9 +29,10 @@ from consortium.hub.db.session import make_engine, session_factory
 from consortium.launch import HubProcess, Process, start_hub, start_node
 from consortium.ledger.chain import ChainedEntry, verify_chain
 from consortium.node.environments import prepare_environment
-from consortium.node.store import LocalRegistry, build_card, load_table
+from consortium.node.registry import LocalRegistry, build_card
 from consortium.protocol import SAFETENSORS_MEDIA_TYPE, OrgOut
 from consortium.scenario import ORGS, DigitsConsortium, approve_as, digits_spec, provision_digits
+from consortium.tables import load_table
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 NORTH, SOUTH, EAST = ORGS

@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from consortium.cli import app
-from consortium.node.store import ControlKey, ControlStore
+from consortium.node.controls import ControlKey, ControlStore
 from consortium.protocol import ProjectCreate, decode_tensors
 from consortium.scenario import DIGITS_HYPERPARAMETERS, ORGS, digits_spec, propose_and_approve
 

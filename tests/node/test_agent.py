@@ -16,9 +16,11 @@ from consortium.fl import scaffold
 from consortium.fl.algorithms.classifier import Classifier
 from consortium.fl.core import parse_hyperparams
 from consortium.node.agent import NodeAgent
+from consortium.node.controls import ControlKey, ControlStore
 from consortium.node.policy import ApprovalBook, NodePolicy, spec_hash
-from consortium.node.store import ControlKey, ControlStore, LocalRegistry, build_card, load_table
+from consortium.node.registry import LocalRegistry, build_card
 from consortium.protocol import ProjectCreate, TaskKind, TaskOut, decode_update, encode_tensors
+from consortium.tables import load_table
 
 ORG, DATASET, PROJECT_ID, RUN_ID = "org-a", "digits", 5, 9
 HYPERPARAMETERS = {"layers": [64, 16, 10], "lr": 0.1, "batch_size": 16, "scaffold": True}

@@ -12,7 +12,7 @@ from consortium.fl.core import parse_hyperparams
 from consortium.node.agent import NodeAgent
 from consortium.node.environments import EnvironmentRegistry, prepare_environment
 from consortium.node.policy import ApprovalBook, NodePolicy, spec_hash
-from consortium.node.store import LocalRegistry
+from consortium.node.registry import LocalRegistry
 from consortium.protocol import ProjectCreate, TaskKind, TaskOut, TaskResult, decode_update, encode_tensors
 
 ORG = "north"

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import threading
 from collections.abc import Iterable
 from pathlib import Path
+
+from consortium.atomic import write_bytes_atomic
 
 
 class BlobStore:
@@ -63,16 +63,7 @@ class BlobStore:
         if target.exists():
             return
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_bytes_atomic(target, data)
 
     def get(self, sha256: str) -> bytes:
         with self._lock:

@@ -25,9 +25,10 @@ from consortium.fl.core import (
 )
 from consortium.fl.data import train_validation_split
 from consortium.fl.environments import LocalEnvironment
+from consortium.node.controls import ControlKey, ControlStore
 from consortium.node.environments import EnvironmentRegistry
 from consortium.node.policy import NodePolicy
-from consortium.node.store import ControlKey, ControlStore, LocalRegistry
+from consortium.node.registry import LocalRegistry
 from consortium.protocol import (
     TaskKind,
     TaskOut,

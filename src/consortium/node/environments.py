@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from consortium.atomic import exclusive_lock, write_json_atomic
 from consortium.fl.core import FLError
 from consortium.fl.environments import (
     LocalEnvironment,
@@ -28,7 +29,6 @@ from consortium.fl.environments import (
     full_physics,
     physics_digest,
 )
-from consortium.node.store import exclusive_lock, write_json_atomic
 from consortium.protocol import EnvironmentCardIn, Visibility
 
 ENVIRONMENTS_FILE = "environments.json"

@@ -4,11 +4,10 @@ registered."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from consortium.atomic import write_bytes_atomic
 from consortium.crypto import canonical_json, sha256_hex
 from consortium.protocol import ProjectCreate, TaskOut
 
@@ -47,10 +46,7 @@ class ApprovalBook:
                hub_id: str | None = None) -> None:
         book = self._read()
         book[str(project_id)] = {"spec_hash": digest, "test_set_sha256": test_set_sha256, "hub_id": hub_id}
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".approvals-")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(book, fh, indent=1, sort_keys=True)
-        os.replace(tmp, self.path)
+        write_bytes_atomic(self.path, json.dumps(book, indent=1, sort_keys=True).encode("utf-8"))
 
     def approved(self, project_id: int) -> ApprovedVersion | None:
         entry = self._read().get(str(project_id))

@@ -101,7 +101,7 @@ def _split(name: str, data: LocalData, test_fraction: float, seed: int, license:
 
 
 def _from_file(path: Path, target: str | None, test_fraction: float, seed: int) -> SimDataset:
-    from consortium.node.store import DatasetError, load_table
+    from consortium.tables import DatasetError, load_table
 
     try:
         loaded = load_table(path, target)

@@ -1,50 +1,24 @@
-"""The node's local dataset layer: reading, checking, hashing and registering data files."""
+"""Tables: reading and checking data files, and the canonical hash of their rows."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import threading
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from consortium.node.store import (
-    DatasetError,
-    LocalRegistry,
-    build_card,
-    canonical_sha256,
-    load_table,
-    parse_schema_option,
-    schema_header,
-)
-from consortium.protocol import ColumnSchema, DatasetCardIn, DatasetSchema
-
-
-@pytest.fixture(scope="module")
-def table() -> pd.DataFrame:
-    """A small mixed-type table: digits pixels plus float, bool and string columns and an int label."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    n = 60
-    frame = pd.DataFrame(digits.data[:n, :6], columns=[f"px{i}" for i in range(6)])
-    rng = np.random.default_rng(0)
-    frame["weight"] = rng.normal(size=n)
-    frame["weight"] = frame["weight"].astype("float64")
-    frame.loc[3, "weight"] = 1 / 3
-    frame["count"] = rng.integers(-5, 5, size=n)
-    frame["smoker"] = rng.random(n) > 0.5
-    frame["ward"] = [f"ward-{i % 3}" for i in range(n - 1)] + ["Zürich ☃"]
-    frame["label"] = digits.target[:n]
-    return frame
+from consortium.node.registry import parse_schema_option
+from consortium.protocol import ColumnSchema, DatasetSchema
+from consortium.table_hash import canonical_sha256, schema_header
+from consortium.tables import DatasetError, load_table
 
 
 def _numeric(table: pd.DataFrame) -> pd.DataFrame:
     return table.drop(columns=["ward"])
+
 
 
 # ---------------------------------------------------------------------------------------------- round trips
@@ -267,183 +241,3 @@ def test_string_feature_must_be_encoded(tmp_path, table):
     table.to_csv(path, index=False)
     with pytest.raises(DatasetError, match="feature column 'ward' is a string; encode it numerically"):
         load_table(path, "label").to_local_data()
-
-
-# -------------------------------------------------------------------------------------------- cards, schemas
-
-
-def test_build_card(tmp_path, table):
-    path = tmp_path / "t.csv"
-    table.to_csv(path, index=False)
-    loaded = load_table(path, "label")
-    card = build_card(loaded, "ward-visits", "CC-BY-4.0", description="visits", visibility="public")
-    assert isinstance(card, DatasetCardIn)
-    assert (card.rows, card.sha256, card.file_format, card.visibility) == (
-        loaded.rows,
-        loaded.sha256,
-        "csv",
-        "public",
-    )
-    assert card.schema_ == loaded.schema
-    with pytest.raises(DatasetError, match=r"license 'CC BY 4\.0!' is not a valid SPDX license"):
-        build_card(loaded, "ward-visits", "CC BY 4.0!")
-    with pytest.raises(DatasetError, match="dataset name 'Ward Visits' is not valid"):
-        build_card(loaded, "Ward Visits", "MIT")
-
-
-def test_parse_schema_option():
-    schema = parse_schema_option(" a:float64, img:float32[8,8] ,flag:bool,label:int64", "label")
-    assert schema.features == [
-        ColumnSchema(name="a", dtype="float64"),
-        ColumnSchema(name="img", dtype="float32", shape=[8, 8]),
-        ColumnSchema(name="flag", dtype="bool"),
-    ]
-    assert schema.target == ColumnSchema(name="label", dtype="int64")
-    assert parse_schema_option("a:string").target is None
-    for text, message in [
-        ("a:float64,b", r"--schema entry 'b' is not 'name:dtype'"),
-        ("a:double", r"unknown dtype 'double'; use one of int64, float64, float32, bool, string"),
-        ("a:int64,a:float64", r"lists column 'a' twice"),
-        ("a:int64[0]", r"positive dimensions"),
-        ("", r"--schema is empty"),
-    ]:
-        with pytest.raises(DatasetError, match=message):
-            parse_schema_option(text)
-    with pytest.raises(DatasetError, match=r"target column 'y' is not in --schema; columns: a, b"):
-        parse_schema_option("a:int64,b:int64", "y")
-    with pytest.raises(DatasetError, match="no feature columns"):
-        parse_schema_option("y:int64", "y")
-
-
-# ---------------------------------------------------------------------------------------------- registry
-
-
-def _register(tmp_path, frame: pd.DataFrame, name: str = "visits"):
-    path = tmp_path / f"{name}.csv"
-    frame.to_csv(path, index=False)
-    loaded = load_table(path, "label")
-    card = build_card(loaded, name, "MIT")
-    registry = LocalRegistry(tmp_path / "org")
-    registry.add(name, path, "label", card)
-    return registry, path, card
-
-
-def test_registry_add_get_all(tmp_path, table):
-    registry, path, card = _register(tmp_path, _numeric(table))
-    entry = registry.get("visits")
-    assert entry.path == path.resolve() and entry.path.is_absolute()
-    assert entry.target == "label" and entry.card == card
-    assert "visits" in registry and "other" not in registry
-    on_disk = json.loads((tmp_path / "org" / "datasets.json").read_text())
-    assert on_disk["datasets"]["visits"]["card"]["schema"]["target"]["name"] == "label"
-    assert sorted(os.listdir(tmp_path / "org")) == ["datasets.json", "datasets.json.lock"]
-
-    second = tmp_path / "second.csv"
-    _numeric(table).head(10).to_csv(second, index=False)
-    card2 = build_card(load_table(second, "label"), "second", "MIT")
-    LocalRegistry(tmp_path / "org").add("second", second, "label", card2)
-    assert [e.name for e in registry.all()] == ["second", "visits"]
-    with pytest.raises(DatasetError, match=r"no local dataset named 'nope'.*registered: second, visits"):
-        registry.get("nope")
-    with pytest.raises(DatasetError, match="does not match the registered name"):
-        registry.add("third", second, "label", card2)
-
-
-def test_registry_writes_are_atomic(tmp_path, table, monkeypatch):
-    registry, _, card = _register(tmp_path, _numeric(table))
-    before = (tmp_path / "org" / "datasets.json").read_bytes()
-
-    def fail(*args, **kwargs):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(os, "replace", fail)
-    other = card.model_copy(update={"name": "other"})
-    with pytest.raises(OSError, match="disk full"):
-        registry.add("other", tmp_path / "visits.csv", "label", other)
-    assert (tmp_path / "org" / "datasets.json").read_bytes() == before
-    assert sorted(os.listdir(tmp_path / "org")) == ["datasets.json", "datasets.json.lock"]
-
-
-def test_registry_concurrent_adds_lose_nothing(tmp_path, table):
-    registry, path, card = _register(tmp_path, _numeric(table))
-    names = [f"copy-{i}" for i in range(8)]
-    threads = [
-        threading.Thread(
-            target=lambda n=n: LocalRegistry(tmp_path / "org").add(
-                n, path, "label", card.model_copy(update={"name": n})
-            )
-        )
-        for n in names
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert {e.name for e in registry.all()} == {"visits", *names}
-
-
-def test_load_local_verifies_and_caches(tmp_path, table):
-    registry, path, _ = _register(tmp_path, _numeric(table))
-    first = registry.load_local("visits")
-    assert first.x.shape == (len(table), 9) and first.y.dtype == torch.int64
-    assert registry.load_local("visits") is first
-
-    changed = _numeric(table)
-    changed.loc[0, "weight"] = 99.0
-    changed.to_csv(path, index=False)
-    with pytest.raises(
-        DatasetError, match=r"dataset 'visits': .*visits\.csv changed since it was registered"
-    ):
-        registry.load_local("visits")
-
-    _numeric(table).to_csv(path, index=False)
-    restored = registry.load_local("visits")
-    assert torch.equal(restored.x, first.x)
-
-    path.unlink()
-    with pytest.raises(DatasetError, match="no longer exists"):
-        registry.load_local("visits")
-
-
-def test_load_local_detects_a_schema_change(tmp_path, table):
-    registry, path, _ = _register(tmp_path, _numeric(table))
-    _numeric(table).drop(columns=["smoker"]).to_csv(path, index=False)
-    with pytest.raises(DatasetError, match="declared column\\(s\\) 'smoker' missing from the file"):
-        registry.load_local("visits")
-
-
-# ------------------------------------------------------------------------------------------ control variates
-
-
-def test_control_store_keeps_before_and_after_of_the_last_round(tmp_path) -> None:
-    from consortium.fl.core import FLError
-    from consortium.node.store import ControlKey, ControlStore
-
-    store = ControlStore(tmp_path)
-    key = ControlKey(project_id=3, spec_hash="ab" * 32, run_id=7, dataset="digits")
-    assert store.load(key, 1) is None, "a node without a record starts from c_i = 0"
-    before, after = {"w": torch.zeros(2, 2)}, {"w": torch.full((2, 2), 0.5)}
-    path = store.save(key, 4, before, after)
-    assert path == tmp_path / "controls" / f"project-3-{'ab' * 8}" / "run-7" / "digits.safetensors"
-    assert torch.equal(store.load(key, 5)["w"], after["w"]), "the next round starts from c_i after round 4"
-    assert torch.equal(store.load(key, 9)["w"], after["w"])
-    assert torch.equal(store.load(key, 4)["w"], before["w"]), "a replayed round 4 starts where it first did"
-    with pytest.raises(FLError, match="after round 4, later than the task's round 3"):
-        store.load(key, 3)
-    other_run = ControlKey(project_id=3, spec_hash="ab" * 32, run_id=8, dataset="digits")
-    assert store.load(other_run, 5) is None
-    assert [p.name for p in path.parent.iterdir()] == ["digits.safetensors"], "no temp file is left behind"
-
-
-def test_control_store_rejects_bad_keys_and_files(tmp_path) -> None:
-    from consortium.fl.core import FLError
-    from consortium.node.store import ControlKey, ControlStore
-
-    store = ControlStore(tmp_path)
-    with pytest.raises(FLError, match="bad control-variate key"):
-        store.path(ControlKey(1, "ab" * 32, 1, "../etc"))
-    key = ControlKey(1, "ab" * 32, 1, "digits")
-    store.path(key).parent.mkdir(parents=True)
-    store.path(key).write_bytes(b"not safetensors")
-    with pytest.raises(FLError, match="not a readable control-variate file"):
-        store.load(key, 2)
