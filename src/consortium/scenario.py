@@ -19,11 +19,9 @@ from consortium.client import HubClient
 from consortium.crypto import load_org_identity
 from consortium.fl.data import dirichlet_label_partition
 from consortium.launch import HubProcess, provision_org
-from consortium.node.actions import ApprovalSubject, approve_project
-from consortium.node.environments import EnvironmentRegistry, prepare_environment
-from consortium.node.registry import LocalRegistry, build_card
+from consortium.node import actions
+from consortium.node.environments import prepare_environment
 from consortium.protocol import ProjectCreate, encode_tensors
-from consortium.tables import load_table
 
 ORGS = ("north-clinic", "south-lab", "east-institute")
 DIGITS_HYPERPARAMETERS: dict[str, Any] = {
@@ -94,12 +92,11 @@ def provision_digits(
     with hub.client() as admin:
         for org in orgs:
             identity = provision_org(admin, hub.url, org_dirs[org], org)
-            loaded = load_table(csvs[org], "label")
-            card = build_card(loaded, name="digits", license="CC-BY-4.0",
-                              description=f"{org}'s share of the handwritten digits (8x8, scaled to [0,1])")
+            loaded, card = actions.prepare_dataset(
+                csvs[org], "digits", "CC-BY-4.0", target="label",
+                description=f"{org}'s share of the handwritten digits (8x8, scaled to [0,1])")
             with HubClient(hub.url, identity=identity) as client:
-                client.register_dataset(card)
-            LocalRegistry(org_dirs[org]).add("digits", csvs[org].resolve(), "label", card)
+                actions.register_dataset(client, org_dirs[org], loaded, card)
             if report is not None:
                 counts = np.bincount(loaded.to_local_data().y.numpy(), minlength=10)
                 report(f"{org}: {loaded.rows} rows, examples per class {counts.tolist()}")
@@ -114,19 +111,18 @@ def register_environment(
     license: str = "MIT",
     private_physics: bool = False,
 ) -> dict:
-    """What `consortium environment add` does: check the physics, publish the card, record it locally."""
+    """What `consortium environment add` does (the same functions): check the physics, publish the card,
+    record it locally."""
     entry = prepare_environment(name, "CartPole-v1", physics, license, private_physics=private_physics)
     with consortium.org_client(org) as client:
-        out = client.register_environment(entry.card)
-    EnvironmentRegistry(consortium.org_dirs[org]).add(entry)
-    return out
+        return actions.register_environment(client, consortium.org_dirs[org], entry)
 
 
-def approve_as(org_dir: Path, hub_url: str, project: dict) -> ApprovalSubject | None:
+def approve_as(org_dir: Path, hub_url: str, project: dict) -> actions.ApprovalSubject | None:
     """What `consortium project approve --yes` does (the same function): read the project's current version
     and the hub's id, check the spec hash, sign, send, record for the node."""
     with HubClient(hub_url, identity=load_org_identity(org_dir)) as client:
-        return approve_project(client, org_dir, project["id"])
+        return actions.approve_project(client, org_dir, project["id"])
 
 
 def propose_and_approve(consortium: DigitsConsortium, spec: ProjectCreate, with_test_set: bool = True) -> dict:

@@ -1,20 +1,26 @@
-"""An org's actions on the hub that its node must know of: approving a project.
+"""An org's actions on the hub that its node must know of: registering a dataset or an environment, approving
+a project.
 
-The CLI (``consortium project approve``) and the scripted consortium (``scenario.approve_as``: demo,
-benchmarks, tests) both call :func:`approve_project`, so what a person is shown before signing and what a
-script signs are checked the same way.
+The CLI (``consortium dataset add``, ``environment add``, ``project approve``) and the scripted consortium
+(:mod:`consortium.scenario`: demo, benchmarks, tests) both call these functions, so what a person registers
+or signs and what a script does are checked the same way. Each action publishes to the hub first and records
+locally after, so a card the hub refuses leaves nothing for the node to serve.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from consortium.client import HubClient
 from consortium.crypto import approval_message
+from consortium.node.environments import EnvironmentRegistry, RegisteredEnvironment
 from consortium.node.policy import ApprovalBook, spec_hash
-from consortium.protocol import ApprovalIn, ProjectCreate
+from consortium.node.registry import LocalRegistry, build_card
+from consortium.protocol import ApprovalIn, DatasetCardIn, DatasetSchema, ProjectCreate, Visibility
+from consortium.tables import LoadedDataset, load_table
 
 
 class ApprovalError(Exception):
@@ -76,3 +82,30 @@ def approve_project(
     ))
     ApprovalBook(org_dir).record(project_id, subject.spec_hash, subject.test_set_sha256, subject.hub_id)
     return subject
+
+
+def prepare_dataset(
+    file: str | os.PathLike[str], name: str, license: str, target: str | None = None, description: str = "",
+    visibility: Visibility | str = "members", declared: DatasetSchema | None = None,
+) -> tuple[LoadedDataset, DatasetCardIn]:
+    """Read and hash a data file (checked against ``declared`` if given) and build its card: every check
+    that needs no hub, so a bad file or field fails before anything is sent. Raises ``DatasetError``."""
+    loaded = load_table(file, target, declared)
+    card = build_card(loaded, name=name, license=license, description=description, visibility=visibility)
+    return loaded, card
+
+
+def register_dataset(client: HubClient, org_dir: Path, loaded: LoadedDataset, card: DatasetCardIn) -> dict:
+    """Publish a dataset's card, then record its file in the org's registry for the node; the hub's answer."""
+    out = client.register_dataset(card)
+    target = loaded.schema.target.name if loaded.schema.target is not None else None
+    LocalRegistry(org_dir).add(card.name, loaded.path, target, card)
+    return out
+
+
+def register_environment(client: HubClient, org_dir: Path, entry: RegisteredEnvironment) -> dict:
+    """Publish an environment's card (``prepare_environment`` checked its physics), then record the physics
+    and salt in the org's registry for the node; the hub's answer."""
+    out = client.register_environment(entry.card)
+    EnvironmentRegistry(org_dir).add(entry)
+    return out

@@ -1,0 +1,184 @@
+"""``consortium bench``: benchmarks whose results go to BENCHMARKS.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from consortium.cli.common import console, err_console, fail
+
+app = typer.Typer(no_args_is_help=True, help="Benchmarks (results go to BENCHMARKS.md).")
+
+
+@app.command("deploy")
+def bench_deploy(
+    rounds: Annotated[int, typer.Option(help="rounds per repetition")] = 20,
+    repeats: Annotated[int, typer.Option(help="repetitions (median of medians)")] = 3,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write results as JSON")] = None,
+    markdown: Annotated[Path | None, typer.Option("--markdown", help="update this BENCHMARKS.md")] = None,
+) -> None:
+    """Round overhead of a real deployment: 3 node processes on loopback, digits MLP."""
+    from consortium.bench.deploy import run_deploy_bench
+
+    run_deploy_bench(rounds=rounds, repeats=repeats, json_path=json_path, markdown_path=markdown,
+                     console=console)
+
+
+@app.command("fuzz")
+def bench_fuzz(
+    calls: Annotated[int, typer.Option(min=1, help="generated requests in all")] = 10_000,
+    seed: Annotated[int, typer.Option(help="seed of the generated requests")] = 0,
+    db: Annotated[str | None, typer.Option("--db", help="hub database URL (default: SQLite)")] = None,
+    workdir: Annotated[Path | None, typer.Option(help="where hub and orgs go (default: a temp dir)")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write the counts and failures")] = None,
+    markdown: Annotated[Path | None, typer.Option("--markdown", help="update this BENCHMARKS.md")] = None,
+) -> None:
+    """Schemathesis over a real hub's whole API as each kind of caller: counts 5xx and schema violations."""
+    import tempfile
+
+    from consortium.bench import fuzz
+    from consortium.bench.report import machine_info
+
+    with tempfile.TemporaryDirectory(prefix="consortium-fuzz-") as scratch:
+        report = fuzz.run_fuzz_bench(calls, seed, db, workdir or Path(scratch), err_console)
+    command = f"consortium bench fuzz --calls {calls} --seed {seed}" + (" --db postgresql" if db else "")
+    body = fuzz.report_markdown(report, command, machine_info(), "PostgreSQL" if db else "SQLite")
+    _write_report(fuzz.report_dict(report), body, "fuzz", json_path, markdown)
+    for failure in report.failures:
+        err_console.print(failure, markup=False)
+    if report.server_errors or report.violations:
+        raise typer.Exit(1)
+
+
+@app.command("sim")
+def bench_sim(
+    clients: Annotated[str, typer.Option(help="comma-separated N values")] = "10,100,1000",
+    engines: Annotated[str, typer.Option(help="comma-separated engines")] = "vectorized,loop,ray",
+    repeats: Annotated[int, typer.Option(help="repetitions (medians are reported)")] = 3,
+    rounds: Annotated[int, typer.Option(help="rounds per run")] = 10,
+    flower_python: Annotated[str | None, typer.Option(help="python of a venv with flwr[simulation]")] = None,
+    workload: Annotated[Path | None, typer.Option(help="directory of the shared reference workload")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write one record per engine and N")] = None,
+    markdown: Annotated[Path | None, typer.Option("--markdown", help="update this BENCHMARKS.md")] = None,
+) -> None:
+    """Simulator engines vs Flower vs a centralized epoch on the shared workload (steady s/round, memory)."""
+    from consortium.bench.sim import DEFAULT_WORKLOAD, run_sim_bench
+
+    try:
+        sizes = [int(n) for n in clients.split(",") if n.strip()]
+    except ValueError:
+        fail(f"--clients: {clients!r} is not a comma-separated list of integers")
+    chosen = [e.strip() for e in engines.split(",") if e.strip()]
+    unknown = sorted(set(chosen) - {"vectorized", "loop", "ray"})
+    if unknown:
+        fail(f"--engines: unknown engine(s) {', '.join(unknown)}; use vectorized, loop, ray")
+    try:
+        run_sim_bench(sizes, chosen, repeats=repeats, rounds=rounds, flower_python=flower_python,
+                      workload=workload or DEFAULT_WORKLOAD, json_path=json_path, markdown_path=markdown,
+                      console=console)
+    except FileNotFoundError as exc:
+        fail(str(exc))
+
+
+def _write_report(report: dict, body: str, suite: str, json_path: Path | None, markdown: Path | None) -> None:
+    """Print a bench's markdown section and write its JSON and BENCHMARKS.md section when asked."""
+    import json
+
+    from consortium.bench.report import update_benchmarks_md
+
+    console.print(body)
+    if json_path is not None:
+        json_path.write_text(json.dumps(report, indent=2) + "\n")
+    if markdown is not None:
+        update_benchmarks_md(markdown, suite, body)
+        console.print(f"section {suite} of {markdown} updated")
+
+
+@app.command("gan")
+def bench_gan(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="GAN spec with a simulation block")] = Path(
+        "examples/gan-digits.json"),
+    rounds: Annotated[int | None, typer.Option(help="override the spec's rounds")] = None,
+    samples: Annotated[Path | None, typer.Option(help="directory for each generator's sample grid PNG")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write every generator's scores")] = None,
+    markdown: Annotated[Path | None, typer.Option("--markdown", help="update this BENCHMARKS.md")] = None,
+) -> None:
+    """Federated conditional GAN across the spec's orgs vs each org alone: conditioning accuracy, Fréchet."""
+    import torch
+
+    from consortium.bench import gan
+    from consortium.fl.core import FLError
+
+    torch.set_num_threads(1)
+    try:
+        report = gan.run_gan_bench(spec_path, rounds, samples)
+    except FLError as exc:
+        fail(str(exc))
+    command = f"consortium bench gan {spec_path}" + (f" --rounds {rounds}" if rounds else "")
+    _write_report(report, gan.markdown(report, command), "gan", json_path, markdown)
+
+
+@app.command("rl")
+def bench_rl(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="RL spec with an env: simulation")] = Path(
+        "examples/rl-cartpole.json"),
+    rounds: Annotated[int | None, typer.Option(help="override the spec's rounds")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write every policy's scores")] = None,
+    markdown: Annotated[Path | None, typer.Option("--markdown", help="update this BENCHMARKS.md")] = None,
+) -> None:
+    """Federated PPO across CartPole physics variants vs each variant alone: mean return on CartPole-v1."""
+    import torch
+
+    from consortium.bench import rl
+    from consortium.fl.core import FLError
+
+    torch.set_num_threads(1)
+    try:
+        report = rl.run_rl_bench(spec_path, rounds)
+    except FLError as exc:
+        fail(str(exc))
+    command = f"consortium bench rl {spec_path}" + (f" --rounds {rounds}" if rounds else "")
+    _write_report(report, rl.markdown(report, command), "rl", json_path, markdown)
+
+
+@app.command("gpu")
+def bench_gpu(
+    device: Annotated[str, typer.Option(help="cuda (or cpu, to try the suite)")] = "cuda",
+    digits_clients: Annotated[str, typer.Option(help="comma-separated N for the shared digits workload")] = (
+        "1000,10000"),
+    cnn_clients: Annotated[str, typer.Option(help="comma-separated N for the CIFAR-shaped CNN")] = "1000,10000",
+    samples_per_client: Annotated[int, typer.Option(help="CNN training rows per client")] = 50,
+    rounds: Annotated[int, typer.Option(help="rounds per simulation")] = 5,
+    workload: Annotated[Path | None, typer.Option(help="directory of the shared reference workload")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write every configuration's figures")] = None,
+    markdown: Annotated[Path | None, typer.Option("--markdown", help="update this BENCHMARKS.md")] = None,
+) -> None:
+    """The vectorised engine on a GPU vs a centralized epoch on the same GPU (digits workload, CIFAR-sized CNN)."""
+    from consortium.bench import gpu
+    from consortium.bench.sim import DEFAULT_WORKLOAD
+    from consortium.fl.core import FLError
+
+    def sizes(option: str, text: str) -> list[int]:
+        try:
+            return [int(n) for n in text.split(",") if n.strip()]
+        except ValueError:
+            fail(f"{option}: {text!r} is not a comma-separated list of integers")
+
+    workload = workload or DEFAULT_WORKLOAD
+    digits = sizes("--digits-clients", digits_clients)
+    if digits and not (workload / "common.py").exists():
+        fail(f"--workload: {workload} has no common.py (the shared reference workload)")
+    try:
+        report = gpu.run_gpu_bench(
+            device, digits, sizes("--cnn-clients", cnn_clients), samples_per_client, rounds, workload,
+            on_record=lambda r: console.print(
+                f"{r.workload}: {r.steady_s_per_round:.4f} s/round, centralized epoch {r.centralized_epoch_s:.4f} s"
+            ),
+        )
+    except FLError as exc:
+        fail(str(exc))
+    command = (f"consortium bench gpu --device {device} --digits-clients {digits_clients} --cnn-clients "
+               f"{cnn_clients} --samples-per-client {samples_per_client} --rounds {rounds}")
+    _write_report(report, gpu.markdown(report, command), "gpu", json_path, markdown)

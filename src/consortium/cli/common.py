@@ -1,0 +1,65 @@
+"""What every command group shares: the consoles, the hub/token/org-dir options, hub clients and how a hub
+error or a bad option becomes a clear message and exit code 2 instead of a traceback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+
+console = Console()
+err_console = Console(stderr=True)
+
+HubOpt = Annotated[str, typer.Option("--hub", envvar="CONSORTIUM_HUB", help="hub base URL")]
+TokenOpt = Annotated[str | None, typer.Option("--token", envvar="CONSORTIUM_TOKEN", help="API token")]
+OrgDirOpt = Annotated[Path, typer.Option("--org-dir", help="the org's local directory (keys, datasets)")]
+
+
+def fail(message: str) -> NoReturn:
+    """Print ``message`` as an error and exit with status 2 (a usage or input error)."""
+    err_console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(2)
+
+
+def user_client(hub: str, token: str | None):
+    """A hub client that authenticates with a user's API token."""
+    from consortium.client import HubClient
+
+    if not token:
+        fail("--token (or CONSORTIUM_TOKEN) is required for this command")
+    return HubClient(hub, token=token)
+
+
+def org_client(hub: str, org_dir: Path):
+    """A hub client that signs its requests with the org's key from ``org_dir``."""
+    from consortium.client import HubClient
+    from consortium.crypto import load_org_identity
+
+    try:
+        identity = load_org_identity(org_dir)
+    except (FileNotFoundError, ValueError) as exc:
+        fail(f"--org-dir: {exc}")
+    return HubClient(hub, identity=identity)
+
+
+def call(fn, *args: Any, **kwargs: Any) -> Any:
+    """Run a hub call; a hub error becomes a clear CLI error instead of a traceback."""
+    import httpx
+
+    from consortium.client import HubError
+
+    try:
+        return fn(*args, **kwargs)
+    except HubError as exc:
+        fail(f"{exc.detail} (HTTP {exc.status_code})")
+    except httpx.HTTPError as exc:
+        fail(f"cannot reach the hub: {exc}")
+
+
+def print_json(data: Any) -> None:
+    """Print ``data`` as highlighted JSON (dates and other objects as strings)."""
+    console.print_json(json.dumps(data, default=str))
+

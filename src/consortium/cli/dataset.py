@@ -1,0 +1,65 @@
+"""``consortium dataset``: register local datasets and read the cards on the hub."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from consortium.cli.common import HubOpt, OrgDirOpt, TokenOpt, call, console, fail, org_client, print_json, user_client
+
+app = typer.Typer(no_args_is_help=True, help="Register local datasets (only their cards reach the hub).")
+
+
+@app.command("add")
+def dataset_add(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV, Parquet or .npz file")],
+    hub: HubOpt,
+    org_dir: OrgDirOpt,
+    license: Annotated[str, typer.Option("--license", help="SPDX licence id, e.g. CC-BY-4.0")],
+    target: Annotated[str | None, typer.Option("--target", help="label column")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="dataset name; default: the file stem")] = None,
+    description: Annotated[str, typer.Option("--description")] = "",
+    visibility: Annotated[str, typer.Option("--visibility", help="private, members or public")] = "members",
+    schema: Annotated[str | None, typer.Option("--schema",
+                                               help="declared schema 'col:type,...'; the file must match")] = None,
+) -> None:
+    """Register a local dataset: the hub receives its card (schema, rows, SHA-256, licence), never rows."""
+    from pydantic import ValidationError
+
+    from consortium.node.actions import prepare_dataset, register_dataset
+    from consortium.node.registry import parse_schema_option
+    from consortium.tables import DatasetError
+
+    dataset_name = (name or file.stem).lower().replace(" ", "-")
+    try:
+        declared = parse_schema_option(schema, target) if schema else None
+        loaded, card = prepare_dataset(file, dataset_name, license, target, description, visibility, declared)
+    except DatasetError as exc:
+        fail(str(exc))
+    except ValidationError as exc:
+        fail("; ".join(f"--{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()))
+    with org_client(hub, org_dir) as client:
+        out = call(register_dataset, client, org_dir, loaded, card)
+    console.print(f"registered [bold]{out['org']}/{out['name']}[/]: {out['rows']} rows, sha256 {out['sha256'][:16]}…")
+
+
+@app.command("list")
+def dataset_list(hub: HubOpt, token: TokenOpt = None) -> None:
+    """List the dataset cards visible to you."""
+    with user_client(hub, token) as client:
+        rows = call(client.datasets)
+    table = Table("dataset", "rows", "licence", "visibility", "sha256")
+    for d in rows:
+        table.add_row(f"{d['org']}/{d['name']}", str(d["rows"]), d["license"], d["visibility"], d["sha256"][:16])
+    console.print(table)
+
+
+@app.command("croissant")
+def dataset_croissant(ref: Annotated[str, typer.Argument(help="org/name")], hub: HubOpt,
+                      token: TokenOpt = None) -> None:
+    """Print a dataset card as Croissant JSON-LD."""
+    with user_client(hub, token) as client:
+        print_json(call(client.croissant, ref))

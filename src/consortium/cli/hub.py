@@ -1,0 +1,49 @@
+"""``consortium hub``: run the hub service."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from consortium.cli.common import err_console
+
+
+def hub(
+    db: Annotated[str | None, typer.Option("--db", envvar="CONSORTIUM_DB",
+                                           help="SQLAlchemy URL; default sqlite in --data-dir")] = None,
+    port: Annotated[int, typer.Option(help="TCP port")] = 8700,
+    host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="blob store and default database")] = Path("hub-data"),
+    admin_token: Annotated[str | None, typer.Option("--admin-token", envvar="CONSORTIUM_ADMIN_TOKEN",
+                                                    help="admin API token; generated into data-dir if absent")] = None,
+    max_upload_mb: Annotated[float | None, typer.Option(
+        "--max-upload-mb", help="body limit of update and test-set uploads (default 64)")] = None,
+    max_json_kb: Annotated[float | None, typer.Option(
+        "--max-json-kb", help="body limit of every other authenticated route (default 1024)")] = None,
+    auth_failure_limit: Annotated[int | None, typer.Option(
+        "--auth-failure-limit", min=1,
+        help="failed token, signature or enrolment attempts per client address and window before 429 "
+             "(default 20)")] = None,
+    auth_failure_window: Annotated[float | None, typer.Option(
+        "--auth-failure-window", min=0.001, help="seconds of that window (default 60)")] = None,
+    ssl_certfile: Annotated[str | None, typer.Option(help="TLS certificate (deployment)")] = None,
+    ssl_keyfile: Annotated[str | None, typer.Option(help="TLS key (deployment)")] = None,
+) -> None:
+    """Run the hub service (migrations are applied on start)."""
+    import torch
+    import uvicorn
+
+    from consortium.config import HubSettings, torch_threads
+    from consortium.hub.app import admin_token_path, create_app
+
+    torch.set_num_threads(torch_threads())
+    settings = HubSettings.from_args(db, data_dir, admin_token, max_upload_mb, max_json_kb=max_json_kb,
+                                     auth_failure_limit=auth_failure_limit,
+                                     auth_failure_window_s=auth_failure_window)
+    application = create_app(settings)
+    if not settings.admin_token:
+        err_console.print(f"admin token: {admin_token_path(settings)}")
+    uvicorn.run(application, host=host, port=port, log_level="warning", ssl_certfile=ssl_certfile,
+                ssl_keyfile=ssl_keyfile, timeout_graceful_shutdown=3)

@@ -1,0 +1,62 @@
+"""``consortium org``: organisation keys, admission and node enrolment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from consortium.cli.common import HubOpt, OrgDirOpt, TokenOpt, call, console, fail, print_json, user_client
+
+app = typer.Typer(no_args_is_help=True, help="Organisation keys, admission and node enrolment.")
+
+
+def enrol(hub: str, org_dir: Path, token: str, node_name: str) -> dict:
+    """Register the org's public key for a node with a one-time token (``org enrol``, ``node --enrol-token``)."""
+    from consortium.client import HubClient
+    from consortium.crypto import load_org_identity
+    from consortium.protocol import EnrolRequest
+
+    identity = load_org_identity(org_dir)
+    with HubClient(hub) as client:
+        return call(client.enrol, EnrolRequest(org=identity.org, token=token,
+                                               public_key=identity.public_key_b64, node_name=node_name))
+
+
+@app.command("init")
+def org_init(
+    name: Annotated[str, typer.Argument(help="organisation name (lowercase, digits, . _ -)")],
+    dir: Annotated[Path, typer.Option("--dir", help="directory for the key pair")] = Path("."),
+) -> None:
+    """Make the organisation's Ed25519 key pair in a local directory."""
+    from consortium.crypto import generate_org_key
+
+    target = dir if dir.name == name else dir / name
+    try:
+        identity = generate_org_key(target, name)
+    except FileExistsError as exc:
+        fail(str(exc))
+    console.print(f"org [bold]{name}[/] key {identity.key_id} in {target}")
+
+
+@app.command("create")
+def org_create(name: str, hub: HubOpt, token: TokenOpt = None) -> None:
+    """Admit an organisation (admin)."""
+    with user_client(hub, token) as client:
+        print_json(call(client.create_org, name))
+
+
+@app.command("enrolment-token")
+def org_enrolment_token(name: str, hub: HubOpt, token: TokenOpt = None) -> None:
+    """Issue a one-time enrolment token for an organisation's node (admin)."""
+    with user_client(hub, token) as client:
+        console.print(call(client.enrolment_token, name))
+
+
+@app.command("enrol")
+def org_enrol(hub: HubOpt, org_dir: OrgDirOpt,
+              enrol_token: Annotated[str, typer.Option("--enrol-token")],
+              node_name: Annotated[str, typer.Option("--node-name")] = "node") -> None:
+    """Register this org's public key with the hub using a one-time token."""
+    print_json(enrol(hub, org_dir, enrol_token, node_name))
