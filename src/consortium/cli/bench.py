@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -96,6 +97,22 @@ def _write_report(report: dict, body: str, suite: str, json_path: Path | None, m
         console.print(f"section {suite} of {markdown} updated")
 
 
+def _spec_bench(suite: str, run: Callable[[], dict], markdown_of: Callable[[dict, str], str], spec_path: Path,
+                rounds: int | None, json_path: Path | None, markdown: Path | None) -> None:
+    """Run a bench driven by one spec file on one thread and report it (the gan and rl suites)."""
+    import torch
+
+    from consortium.fl.core import FLError
+
+    torch.set_num_threads(1)
+    try:
+        report = run()
+    except FLError as exc:
+        fail(str(exc))
+    command = f"consortium bench {suite} {spec_path}" + (f" --rounds {rounds}" if rounds else "")
+    _write_report(report, markdown_of(report, command), suite, json_path, markdown)
+
+
 @app.command("gan")
 def bench_gan(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="GAN spec with a simulation block")] = Path(
@@ -106,18 +123,10 @@ def bench_gan(
     markdown: Annotated[Path | None, typer.Option("--markdown", help="update this BENCHMARKS.md")] = None,
 ) -> None:
     """Federated conditional GAN across the spec's orgs vs each org alone: conditioning accuracy, Fréchet."""
-    import torch
-
     from consortium.bench import gan
-    from consortium.fl.core import FLError
 
-    torch.set_num_threads(1)
-    try:
-        report = gan.run_gan_bench(spec_path, rounds, samples)
-    except FLError as exc:
-        fail(str(exc))
-    command = f"consortium bench gan {spec_path}" + (f" --rounds {rounds}" if rounds else "")
-    _write_report(report, gan.markdown(report, command), "gan", json_path, markdown)
+    _spec_bench("gan", lambda: gan.run_gan_bench(spec_path, rounds, samples), gan.markdown, spec_path, rounds,
+                json_path, markdown)
 
 
 @app.command("rl")
@@ -129,18 +138,10 @@ def bench_rl(
     markdown: Annotated[Path | None, typer.Option("--markdown", help="update this BENCHMARKS.md")] = None,
 ) -> None:
     """Federated PPO across CartPole physics variants vs each variant alone: mean return on CartPole-v1."""
-    import torch
-
     from consortium.bench import rl
-    from consortium.fl.core import FLError
 
-    torch.set_num_threads(1)
-    try:
-        report = rl.run_rl_bench(spec_path, rounds)
-    except FLError as exc:
-        fail(str(exc))
-    command = f"consortium bench rl {spec_path}" + (f" --rounds {rounds}" if rounds else "")
-    _write_report(report, rl.markdown(report, command), "rl", json_path, markdown)
+    _spec_bench("rl", lambda: rl.run_rl_bench(spec_path, rounds), rl.markdown, spec_path, rounds, json_path,
+                markdown)
 
 
 @app.command("gpu")
