@@ -28,11 +28,10 @@ from consortium.hub.db.models import LedgerEntry, Org, Run, Task
 from consortium.hub.db.session import make_engine, session_factory
 from consortium.launch import HubProcess, Process, start_hub, start_node
 from consortium.ledger.chain import ChainedEntry, verify_chain
+from consortium.node import actions
 from consortium.node.environments import prepare_environment
-from consortium.node.registry import LocalRegistry, build_card
 from consortium.protocol import SAFETENSORS_MEDIA_TYPE, OrgOut
 from consortium.scenario import ORGS, DigitsConsortium, approve_as, digits_spec, provision_digits
-from consortium.tables import load_table
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 NORTH, SOUTH, EAST = ORGS
@@ -108,10 +107,9 @@ def register_private_dataset(consortium: DigitsConsortium, workdir: Path, org: s
     frame = pd.read_csv(workdir / "data" / f"{org}.csv")
     path = workdir / "data" / f"{name}.csv"
     frame.iloc[: 2 * len(frame) // 3].to_csv(path, index=False)
-    card = build_card(load_table(path, "label"), name=name, license="CC-BY-4.0", visibility="private")
+    loaded, card = actions.prepare_dataset(path, name, "CC-BY-4.0", target="label", visibility="private")
     with consortium.org_client(org) as client:
-        client.register_dataset(card)
-    LocalRegistry(consortium.org_dirs[org]).add(name, path.resolve(), "label", card)
+        actions.register_dataset(client, consortium.org_dirs[org], loaded, card)
     return {"name": name, "sha256": card.sha256, "rows": card.rows}
 
 
