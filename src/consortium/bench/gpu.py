@@ -26,7 +26,8 @@ import torch
 
 from consortium.bench.report import machine_info
 from consortium.fl.core import LocalData, Params
-from consortium.sim.engine import Simulation, make_engine, resolve_device
+from consortium.sim.engines.factory import make_engine
+from consortium.sim.simulation import Simulation, resolve_device
 from consortium.sim.spec import load_spec, parse_spec
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"

@@ -70,7 +70,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
-    from consortium.sim.engine import Simulation, make_engine
+    from consortium.sim.engines.factory import make_engine
+    from consortium.sim.simulation import Simulation
     from consortium.sim.spec import parse_spec
 
     started = time.perf_counter()
