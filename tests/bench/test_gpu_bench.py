@@ -9,13 +9,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from consortium.bench.sim import DEFAULT_WORKLOAD
 from consortium.cli import app
 
 runner = CliRunner()
 
 
-@pytest.mark.skipif(not (DEFAULT_WORKLOAD / "common.py").exists(), reason="no shared reference workload here")
 def test_tiny_gpu_suite_on_the_cpu_writes_every_configuration(tmp_path: Path) -> None:
     out, bench_md = tmp_path / "gpu.json", tmp_path / "BENCHMARKS.md"
     result = runner.invoke(

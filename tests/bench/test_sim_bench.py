@@ -8,15 +8,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from consortium.bench.sim import DEFAULT_WORKLOAD, run_sim_bench
-
-needs_workload = pytest.mark.skipif(
-    not (DEFAULT_WORKLOAD / "common.py").exists(),
-    reason=f"the shared reference workload is not beside this checkout ({DEFAULT_WORKLOAD})",
-)
+from consortium.bench.sim import run_sim_bench
 
 
-@needs_workload
 def test_small_sim_bench_measures_each_engine_and_the_centralized_epoch(tmp_path: Path) -> None:
     out, bench_md = tmp_path / "sim.json", tmp_path / "BENCHMARKS.md"
     records = run_sim_bench(
@@ -43,6 +37,6 @@ def test_small_sim_bench_measures_each_engine_and_the_centralized_epoch(tmp_path
     assert "<!-- bench:sim:begin -->" in bench_md.read_text()
 
 
-def test_a_workload_directory_without_common_py_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="common.py"):
-        run_sim_bench([5], ["loop"], workload=tmp_path)
+def test_a_flower_python_that_does_not_exist_is_refused_before_any_run(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="--flower-python"):
+        run_sim_bench([5], ["loop"], flower_python=str(tmp_path / "no-python"))

@@ -10,18 +10,16 @@ import pytest
 import torch
 
 from consortium.fl.core import FLError, LocalData, StackedUpdates
-from consortium.sim.attack_matrix import (
+from consortium.bench.attack_matrix import (
     DEFAULT_RULE,
-    Cell,
     MatrixConfig,
     RunRecord,
     RunSetting,
     rule_catalogue,
     run_one,
     settings_of,
-    summarise,
-    validity_checks,
 )
+from consortium.bench.attack_suite import Cell, summarise, validity_checks
 from consortium.sim.attacks import (
     DIGITS_TRIGGER,
     alie_z,

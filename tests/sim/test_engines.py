@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from consortium.fl.core import FLError
-from consortium.sim.engine import Simulation, make_engine
+from consortium.sim.engines.factory import make_engine
+from consortium.sim.simulation import Simulation
 from consortium.sim.spec import parse_spec
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 from consortium.cli import app
 from consortium.fl.core import FLError
 from consortium.fl.environments import CARTPOLE_PHYSICS, LocalEnvironment, physics_variants
-from consortium.sim.engine import Simulation, make_engine
+from consortium.sim.engines.factory import make_engine
+from consortium.sim.simulation import Simulation
 from consortium.sim.spec import load_spec, parse_spec
 
 EXAMPLE_SPEC = Path(__file__).resolve().parents[2] / "examples" / "rl-cartpole.json"

@@ -9,9 +9,11 @@ import torch
 
 from consortium.fl import scaffold
 from consortium.fl.core import FLError
-from consortium.sim.engine import LoopEngine, Simulation, make_engine
+from consortium.sim.engines.factory import make_engine
+from consortium.sim.engines.loop import LoopEngine
+from consortium.sim.engines.vectorized import VectorizedEngine
+from consortium.sim.simulation import Simulation
 from consortium.sim.spec import load_spec, parse_spec
-from consortium.sim.vectorized import VectorizedEngine
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "scaffold-digits.json"
 

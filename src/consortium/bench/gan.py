@@ -19,7 +19,8 @@ from consortium.fl.core import FLError
 from consortium.fl.gan_quality import sample_grid
 from consortium.images import write_png
 from consortium.protocol import ProjectCreate
-from consortium.sim.engine import LoopEngine, Simulation, client_parts, load_source
+from consortium.sim.engines.loop import LoopEngine
+from consortium.sim.simulation import Simulation, client_parts, load_source
 from consortium.sim.spec import SimulationSettings, load_spec
 
 QUALITY_KEYS = ("conditioning_accuracy", "frechet_distance")

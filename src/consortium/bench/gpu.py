@@ -2,7 +2,7 @@
 
 Two workloads, each at several N:
 
-- ``digits``: the shared reference workload (``../shared/bench/common.py``: digits, its Dirichlet(0.5)
+- ``digits``: the reference workload (:mod:`consortium.bench.peers.workload`: digits, its Dirichlet(0.5)
   partition over N clients, MLP 64-128-10 with its initial weights, batch 32, lr 0.05, one local epoch, FedAvg);
 - ``cnn``: ``examples/cnn-synthetic-images.json`` (a CNN on CIFAR-shaped 3x32x32 synthetic images, 10 classes)
   with N clients of ``samples_per_client`` rows each (IID).
@@ -25,8 +25,10 @@ from typing import Any
 import torch
 
 from consortium.bench.report import machine_info
+from consortium.bench.sim_worker import reference_workload, spec
 from consortium.fl.core import LocalData, Params
-from consortium.sim.engine import Simulation, make_engine, resolve_device
+from consortium.sim.engines.factory import make_engine
+from consortium.sim.simulation import Simulation, resolve_device
 from consortium.sim.spec import load_spec, parse_spec
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
@@ -96,11 +98,9 @@ def _measure(label: str, simulation: Simulation, engine_name: str) -> GpuRecord:
     )
 
 
-def digits_simulation(workload: Path, clients: int, rounds: int, device: str) -> Simulation:
-    """The shared reference workload over ``clients`` clients on ``device``."""
-    from consortium.bench.sim_worker import shared_workload, spec
-
-    dataset, parts, initial = shared_workload(workload, clients)
+def digits_simulation(clients: int, rounds: int, device: str) -> Simulation:
+    """The reference workload over ``clients`` clients on ``device``."""
+    dataset, parts, initial = reference_workload(clients)
     project, settings = parse_spec(
         spec(rounds), {"clients": clients, "engine": "vectorized", "device": device}
     )
@@ -132,14 +132,13 @@ def run_gpu_bench(
     cnn_clients: list[int],
     samples_per_client: int,
     rounds: int,
-    workload: Path,
     on_record: Callable[[GpuRecord], None] | None = None,
 ) -> dict[str, Any]:
     """Every configuration, one after the other; a JSON-ready report."""
     resolve_device(device)
     records = []
     plans: list[tuple[str, Callable[[], Simulation]]] = [
-        (f"digits N={n}", lambda n=n: digits_simulation(workload, n, rounds, device)) for n in digits_clients
+        (f"digits N={n}", lambda n=n: digits_simulation(n, rounds, device)) for n in digits_clients
     ] + [
         (f"cnn N={n}x{samples_per_client}", lambda n=n: cnn_simulation(n, samples_per_client, rounds, device))
         for n in cnn_clients

@@ -17,7 +17,8 @@ from typing import Any
 from consortium.bench.report import machine_info
 from consortium.fl.core import Params
 from consortium.protocol import ProjectCreate
-from consortium.sim.engine import LoopEngine, SimResult, Simulation
+from consortium.sim.engines.loop import LoopEngine
+from consortium.sim.simulation import SimResult, Simulation
 from consortium.sim.environments import SimEnvironments, load_environments
 from consortium.sim.spec import SimulationSettings, load_spec
 

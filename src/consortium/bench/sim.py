@@ -1,7 +1,8 @@
 """`consortium bench sim`: the simulator's engines against Flower and centralized training, in one run.
 
-Every configuration (engine x N, Flower x N, the centralized epoch) runs in its own process under the shared
-``memwatch.py`` (peak RSS/PSS of the whole process tree), repetitions interleaved so that noise on this
+Every configuration (engine x N, Flower x N, the centralized epoch) runs in its own process, measured by
+:mod:`consortium.bench.proctree` (peak RSS/PSS of the whole process tree); the peers and the workload they share
+with our engines are in :mod:`consortium.bench.peers`. Repetitions are interleaved so that noise on this
 shared machine spreads evenly. Reported per configuration: steady seconds per round (the median of rounds
 2..R within a repetition, then the median over repetitions), peak tree RSS/PSS (median over repetitions),
 final test accuracy, and the ratios to Flower (Flower's s/round / ours) and to the centralized epoch
@@ -13,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -23,9 +23,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from consortium.bench.proctree import run_measured
 from consortium.bench.report import machine_info, update_benchmarks_md
 
-DEFAULT_WORKLOAD = Path(__file__).resolve().parents[3].parent / "shared" / "bench"
+PEERS = Path(__file__).resolve().parent / "peers"
+"""The reference workload and the peer runners (scripts that need no ``consortium``)."""
 
 
 @dataclass(frozen=True)
@@ -39,20 +41,14 @@ class Config:
 
 
 def _command(
-    config: Config,
-    workload: Path,
-    rounds: int,
-    out: Path,
-    flower_python: str | None,
-    ray_actors: int,
-    seed: int,
+    config: Config, rounds: int, out: Path, flower_python: str | None, ray_actors: int, seed: int
 ) -> list[str]:
     if config.runner == "centralized":
-        return [sys.executable, str(workload / "centralized.py"), "--rounds", str(rounds), "--out", str(out)]
+        return [sys.executable, str(PEERS / "centralized.py"), "--rounds", str(rounds), "--out", str(out)]
     if config.runner == "flower":
         return [
             str(flower_python),
-            str(workload / "flower_sim.py"),
+            str(PEERS / "flower_runner.py"),
             "--clients",
             str(config.clients),
             "--rounds",
@@ -66,8 +62,6 @@ def _command(
         sys.executable,
         "-m",
         "consortium.bench.sim_worker",
-        "--workload",
-        str(workload),
         "--engine",
         config.runner,
         "--clients",
@@ -84,39 +78,20 @@ def _command(
 
 
 def _run_one(
-    config: Config,
-    workload: Path,
-    rounds: int,
-    flower_python: str | None,
-    ray_actors: int,
-    timeout_s: float,
-    seed: int,
+    config: Config, rounds: int, flower_python: str | None, ray_actors: int, timeout_s: float, seed: int
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="consortium-bench-sim-") as tmp:
         out = Path(tmp) / "result.json"
-        command = [
-            sys.executable,
-            str(workload / "memwatch.py"),
-            "--merge-into",
-            str(out),
-            "--",
-            *_command(config, workload, rounds, out, flower_python, ray_actors, seed),
-        ]
         env = os.environ | {
             "ANCHOR_TORCH_THREADS": "1",
             "CONSORTIUM_TORCH_THREADS": "1",
             "FLWR_TELEMETRY_ENABLED": "0",
             "RAY_DEDUP_LOGS": "0",
         }
-        completed = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=env)
-        if completed.returncode != 0 or not out.exists():
-            tail = (completed.stderr or completed.stdout)[-2000:]
-            raise RuntimeError(f"{config.label} failed (exit {completed.returncode}):\n{tail}")
-        result = json.loads(out.read_text())
-    if "mem" not in result:
-        # memwatch merges only into a file that exists when the command ends; re-read its stdout block
-        raise RuntimeError(f"{config.label}: no memory figures were recorded")
-    return result
+        measured = run_measured(_command(config, rounds, out, flower_python, ray_actors, seed), env, timeout_s)
+        if measured.returncode != 0 or not out.exists():
+            raise RuntimeError(f"{config.label} failed (exit {measured.returncode}):\n{measured.output_tail}")
+        return json.loads(out.read_text()) | {"mem": measured.mem}
 
 
 def steady_s_per_round(result: dict[str, Any]) -> float:
@@ -131,7 +106,6 @@ def run_sim_bench(
     repeats: int = 3,
     rounds: int = 10,
     flower_python: str | None = None,
-    workload: Path = DEFAULT_WORKLOAD,
     ray_actors: int = 2,
     json_path: Path | None = None,
     markdown_path: Path | None = None,
@@ -140,8 +114,6 @@ def run_sim_bench(
 ) -> list[dict[str, Any]]:
     """Run every configuration ``repeats`` times and return one record per (runner, N)."""
     console = console or Console()
-    if not (workload / "common.py").exists():
-        raise FileNotFoundError(f"--workload: {workload} has no common.py (the shared reference workload)")
     if flower_python is not None and not Path(flower_python).exists():
         raise FileNotFoundError(f"--flower-python: {flower_python} does not exist")
     configs = [Config("centralized", 1)]
@@ -153,7 +125,7 @@ def run_sim_bench(
     for rep in range(repeats):
         for config in configs:
             console.print(f"repetition {rep + 1}/{repeats}: {config.label}")
-            raw[config].append(_run_one(config, workload, rounds, flower_python, ray_actors, timeout_s, rep))
+            raw[config].append(_run_one(config, rounds, flower_python, ray_actors, timeout_s, rep))
     records = _records(raw)
     _print_table(records, console)
     if json_path is not None:
@@ -247,11 +219,11 @@ def _markdown(
         f"Command: `consortium bench sim --clients {','.join(map(str, clients))} --engines {','.join(engines)} "
         f"--repeats {repeats} --rounds {rounds}{flower_flag} --markdown BENCHMARKS.md`",
         f"Machine: {m['cpu']} ({m['cores']} cores), {m['python']}, torch {m['torch']}, 1 torch thread per process; "
-        f"measured {m['date']}. Workload: `../shared/bench/common.py` (digits, MLP 64-128-10, Dirichlet 0.5 "
+        f"measured {m['date']}. Workload: `consortium/bench/peers/workload.py` (digits, MLP 64-128-10, Dirichlet 0.5 "
         f"seed 42, batch 32, lr 0.05, 1 local epoch, FedAvg over all N clients, test evaluation every round).",
         "",
         "Steady s/round = median of rounds 2..10 in each repetition, median over repetitions; memory = peak of the "
-        "whole process tree (`memwatch.py`), median over repetitions. *Flower / ours* is how many times faster "
+        "whole process tree (`consortium/bench/proctree.py`), median over repetitions. *Flower / ours* is how many times faster "
         "than Flower in the same run; *ours / centralized* is the round time over one centralized epoch on the "
         "same samples. Our engines take the workload's partition and initial weights; repetition k runs with "
         "spec seed k, which sets the clients' local shuffles (the peers' shuffles are fixed by the workload), "

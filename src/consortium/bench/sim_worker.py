@@ -1,38 +1,38 @@
 """One configuration of `consortium bench sim`, run in its own process so its memory is measured alone.
 
-It imports the shared reference workload (``common.py``: digits, its Dirichlet partition and the initial
-MLP weights) and runs it through the simulator with one engine; the result JSON has the same keys as the
-peer runners' (``round_s``, ``mean_round_s_excl_first``, ``final_test_acc``).
+It runs the reference workload (:mod:`consortium.bench.peers.workload`: digits, its Dirichlet partition and
+the initial MLP weights) through the simulator with one engine; the result JSON has the same keys as the peer
+runners' (``round_s``, ``mean_round_s_excl_first``, ``final_test_acc``).
 
-Usage: python -m consortium.bench.sim_worker --workload DIR --engine vectorized --clients 100 --out X.json
+Usage: python -m consortium.bench.sim_worker --engine vectorized --clients 100 --out X.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from consortium.bench.peers import workload
+from consortium.fl.core import LocalData
+from consortium.sim.datasets import SimDataset
+from consortium.sim.engines.factory import make_engine
+from consortium.sim.simulation import Simulation
+from consortium.sim.spec import parse_spec
 
-def shared_workload(workload_dir: Path, clients: int) -> tuple[Any, list, dict[str, torch.Tensor]]:
-    """The reference workload's data, partition and initial weights, in the simulator's terms."""
-    sys.path.insert(0, str(workload_dir))
-    import common  # the shared reference workload (../shared/bench/common.py)
 
-    from consortium.fl.core import LocalData
-    from consortium.sim.datasets import SimDataset
-
-    common.set_threads()
-    x_train, y_train, x_test, y_test = common.load_data()
+def reference_workload(clients: int) -> tuple[SimDataset, list[np.ndarray], dict[str, torch.Tensor]]:
+    """The reference workload's data, partition over ``clients`` and initial weights, in the simulator's terms."""
+    x_train, y_train, x_test, y_test = workload.digits()
     dataset = SimDataset("digits", LocalData(x_train, y_train), LocalData(x_test, y_test), "CC-BY-4.0")
-    parts = [p.astype("int64") for p in common.partition(clients)]
+    parts = list(workload.client_rows(clients))
     initial = {
-        f"layers.{name}": tensor.detach().clone() for name, tensor in common.make_model().state_dict().items()
+        f"layers.{name}": tensor.detach().clone() for name, tensor in workload.initial_model().state_dict().items()
     }
     return dataset, parts, initial
 
@@ -60,7 +60,6 @@ def spec(rounds: int, seed: int = 0) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--workload", type=Path, required=True)
     parser.add_argument("--engine", required=True)
     parser.add_argument("--clients", type=int, required=True)
     parser.add_argument("--rounds", type=int, default=10)
@@ -70,11 +69,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
-    from consortium.sim.engine import Simulation, make_engine
-    from consortium.sim.spec import parse_spec
-
     started = time.perf_counter()
-    dataset, parts, initial = shared_workload(args.workload, args.clients)
+    workload.set_threads()
+    dataset, parts, initial = reference_workload(args.clients)
     project, settings = parse_spec(
         spec(args.rounds, args.seed),
         {

@@ -60,12 +60,11 @@ def bench_sim(
     repeats: Annotated[int, typer.Option(help="repetitions (medians are reported)")] = 3,
     rounds: Annotated[int, typer.Option(help="rounds per run")] = 10,
     flower_python: Annotated[str | None, typer.Option(help="python of a venv with flwr[simulation]")] = None,
-    workload: Annotated[Path | None, typer.Option(help="directory of the shared reference workload")] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="write one record per engine and N")] = None,
     markdown: Annotated[Path | None, typer.Option("--markdown", help="update this BENCHMARKS.md")] = None,
 ) -> None:
-    """Simulator engines vs Flower vs a centralized epoch on the shared workload (steady s/round, memory)."""
-    from consortium.bench.sim import DEFAULT_WORKLOAD, run_sim_bench
+    """Simulator engines vs Flower vs a centralized epoch on the reference workload (steady s/round, memory)."""
+    from consortium.bench.sim import run_sim_bench
 
     try:
         sizes = [int(n) for n in clients.split(",") if n.strip()]
@@ -77,8 +76,7 @@ def bench_sim(
         fail(f"--engines: unknown engine(s) {', '.join(unknown)}; use vectorized, loop, ray")
     try:
         run_sim_bench(sizes, chosen, repeats=repeats, rounds=rounds, flower_python=flower_python,
-                      workload=workload or DEFAULT_WORKLOAD, json_path=json_path, markdown_path=markdown,
-                      console=console)
+                      json_path=json_path, markdown_path=markdown, console=console)
     except FileNotFoundError as exc:
         fail(str(exc))
 
@@ -147,18 +145,16 @@ def bench_rl(
 @app.command("gpu")
 def bench_gpu(
     device: Annotated[str, typer.Option(help="cuda (or cpu, to try the suite)")] = "cuda",
-    digits_clients: Annotated[str, typer.Option(help="comma-separated N for the shared digits workload")] = (
+    digits_clients: Annotated[str, typer.Option(help="comma-separated N for the reference digits workload")] = (
         "1000,10000"),
     cnn_clients: Annotated[str, typer.Option(help="comma-separated N for the CIFAR-shaped CNN")] = "1000,10000",
     samples_per_client: Annotated[int, typer.Option(help="CNN training rows per client")] = 50,
     rounds: Annotated[int, typer.Option(help="rounds per simulation")] = 5,
-    workload: Annotated[Path | None, typer.Option(help="directory of the shared reference workload")] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="write every configuration's figures")] = None,
     markdown: Annotated[Path | None, typer.Option("--markdown", help="update this BENCHMARKS.md")] = None,
 ) -> None:
     """The vectorised engine on a GPU vs a centralized epoch on the same GPU (digits workload, CIFAR-sized CNN)."""
     from consortium.bench import gpu
-    from consortium.bench.sim import DEFAULT_WORKLOAD
     from consortium.fl.core import FLError
 
     def sizes(option: str, text: str) -> list[int]:
@@ -167,13 +163,10 @@ def bench_gpu(
         except ValueError:
             fail(f"{option}: {text!r} is not a comma-separated list of integers")
 
-    workload = workload or DEFAULT_WORKLOAD
     digits = sizes("--digits-clients", digits_clients)
-    if digits and not (workload / "common.py").exists():
-        fail(f"--workload: {workload} has no common.py (the shared reference workload)")
     try:
         report = gpu.run_gpu_bench(
-            device, digits, sizes("--cnn-clients", cnn_clients), samples_per_client, rounds, workload,
+            device, digits, sizes("--cnn-clients", cnn_clients), samples_per_client, rounds,
             on_record=lambda r: console.print(
                 f"{r.workload}: {r.steady_s_per_round:.4f} s/round, centralized epoch {r.centralized_epoch_s:.4f} s"
             ),

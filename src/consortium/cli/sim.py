@@ -73,7 +73,8 @@ def sim_attack(
 
     from consortium.config import torch_threads
     from consortium.fl.core import FLError
-    from consortium.sim.attack_matrix import DEFAULT_ROUNDS, MatrixConfig, rule_catalogue, run_attack_suite
+    from consortium.bench.attack_matrix import DEFAULT_ROUNDS, MatrixConfig, rule_catalogue
+    from consortium.bench.attack_suite import run_attack_suite
     from consortium.sim.attacks import ATTACK_NAMES
 
     torch.set_num_threads(torch_threads())

@@ -27,7 +27,8 @@ import torch
 
 from consortium.fl.core import FLError, LocalData, Params, StackedUpdates, derive_seed
 from consortium.sim.datasets import SimDataset
-from consortium.sim.engine import Tamper, client_ids
+from consortium.sim.engines.base import Tamper
+from consortium.sim.simulation import client_ids
 
 DataPoisoning = Callable[[LocalData, np.random.Generator], LocalData]
 """``poison(rows, rng) -> rows``: one malicious client's training rows as it trains on them."""

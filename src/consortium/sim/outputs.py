@@ -12,7 +12,7 @@ from consortium.fl.core import get_algorithm, parse_hyperparams
 from consortium.governance.licences import derive_licence
 from consortium.previews import PREVIEW_FILE, markdown_section, preview_png
 from consortium.protocol import encode_tensors
-from consortium.sim.engine import SimResult
+from consortium.sim.simulation import SimResult
 from consortium.sim.environments import SimEnvironments
 from consortium.version import code_version
 

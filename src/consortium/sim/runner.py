@@ -8,8 +8,9 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from consortium.sim.engine import RoundRecord, SimResult, Simulation, make_engine
+from consortium.sim.engines.factory import make_engine
 from consortium.sim.outputs import summary, write_csv, write_json, write_model
+from consortium.sim.simulation import RoundRecord, SimResult, Simulation
 from consortium.sim.spec import load_spec
 
 

@@ -18,10 +18,11 @@ import torch
 from consortium.fl.cohort import Cohort
 from consortium.fl.core import FLError, LocalData, Params, get_algorithm, get_strategy, parse_hyperparams
 from consortium.protocol import decode_tensors, encode_tensors
-from consortium.sim.engine import FitResult, Setup, client_data
+from consortium.sim.engines.base import FitResult, Setup, client_data
 from consortium.sim.spec import SimulationSettings
-from consortium.sim.memory import reuse_freed_memory
-from consortium.sim.vectorized import CohortReducer, fit_chunk, supports_vectorized
+from consortium.sim.engines.memory import reuse_freed_memory
+from consortium.sim.engines.reducer import CohortReducer
+from consortium.sim.engines.vectorized import fit_chunk, supports_vectorized
 
 _NUM_EXAMPLES = "__num_examples__"
 

@@ -1,17 +1,16 @@
 """Running a project spec over N simulated clients: cohort sampling, local work, aggregation, evaluation.
 
-The round loop is the same for every engine; an engine only decides how the cohort's local work is computed
-and reduced: :class:`LoopEngine` (one client after another through the algorithm's own ``local_update``,
-the reference), :class:`~consortium.sim.vectorized.VectorizedEngine` (the whole cohort as one batched
-computation) and :class:`~consortium.sim.ray_engine.RayEngine` (the cohort sharded over Ray actors).
+The round loop is the same for every engine; an engine (:mod:`consortium.sim.engines`, built by
+:func:`~consortium.sim.engines.factory.make_engine`) only decides how the cohort's local work is computed
+and reduced. This module knows the engine contract alone, never a particular engine.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,25 +18,19 @@ import torch
 from consortium.fl import scaffold
 from consortium.fl.cohort import Cohort, by_decreasing_size
 from consortium.fl.core import (
-    Algorithm,
-    Evaluation,
     FLError,
     LocalData,
     Params,
-    StackedUpdates,
-    Strategy,
-    Update,
     derive_seed,
     get_algorithm,
     get_strategy,
     parse_hyperparams,
-    stack_updates,
-    weighted_metrics,
 )
 from consortium.fl.environments import LocalEnvironment
 from consortium.fl.server_optimizers import ServerStep, server_step
 from consortium.protocol import ProjectCreate
 from consortium.sim.datasets import SimDataset, load_dataset
+from consortium.sim.engines.base import Engine, Setup, Tamper, client_data
 from consortium.sim.environments import (
     SimEnvironments,
     check_algorithm_fits,
@@ -46,55 +39,6 @@ from consortium.sim.environments import (
 )
 from consortium.sim.partition import partition
 from consortium.sim.spec import SimulationSettings
-
-
-Tamper = Callable[[Params, StackedUpdates], StackedUpdates]
-"""``tamper(global_params, updates) -> updates``: sees every client's update (canonical order) before aggregation."""
-
-
-@dataclass(frozen=True)
-class Setup:
-    """What every engine needs: the algorithm with its hyper-parameters, the strategy, the clients' data."""
-
-    algorithm: Algorithm
-    hp: Any
-    strategy: Strategy
-    train: LocalData | list[LocalEnvironment]
-    """The training rows, or one environment per client."""
-    device: torch.device
-    strategy_name: str = "fedavg"
-    strategy_options: dict[str, Any] = field(default_factory=dict)
-    tamper: Tamper | None = None
-    """Rewrites the cohort's updates before aggregation (the attack harness's malicious clients)."""
-    client_ids: tuple[str, ...] = ()
-    """Every client of the run (SCAFFOLD: the vectorised engine keeps one control variate per client)."""
-
-    @property
-    def uses_scaffold(self) -> bool:
-        """True when local training uses SCAFFOLD control variates (the engine keeps each client's c_i)."""
-        return scaffold.uses_scaffold(self.algorithm, self.hp)
-
-
-@dataclass(frozen=True)
-class FitResult:
-    """The cohort's aggregate (before any server optimiser) and its example-weighted training metrics."""
-
-    aggregated: Params
-    train_metrics: dict[str, float]
-    num_examples: int
-    control_delta_sum: Params | None = None
-    """SCAFFOLD: float64 ``sum_i delta_c_i`` over the cohort (None without SCAFFOLD)."""
-
-
-class Engine(Protocol):
-    name: str
-
-    def fit(self, params: Params, cohort: Cohort, control: Params | None = None) -> FitResult:
-        """The cohort's local work from ``params`` (and, for SCAFFOLD, the server's control variate
-        ``control``; the engine keeps each client's own ``c_i`` between rounds), reduced."""
-        ...
-
-    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -135,116 +79,6 @@ class SimResult:
 def client_ids(num_clients: int) -> list[str]:
     width = len(str(num_clients - 1))
     return [f"client-{i:0{width}d}" for i in range(num_clients)]
-
-
-class LoopEngine:
-    """The reference: each client's ``local_update`` in turn, then ``strategy.aggregate``.
-
-    With SCAFFOLD it keeps each client's control variate ``c_i`` (zeros until the client first trains).
-    """
-
-    name = "loop"
-
-    def __init__(self, setup: Setup) -> None:
-        self.setup = setup
-        self.client_controls: dict[str, Params] = {}
-
-    def fit(self, params: Params, cohort: Cohort, control: Params | None = None) -> FitResult:
-        setup = self.setup
-        check_control_given(setup, control)
-        updates = [self._local_update(params, cohort, c, control) for c in range(len(cohort))]
-        deltas_sum = None
-        if control is not None:
-            deltas_sum = scaffold.delta_sum(updates)
-            updates = [replace(u, tensors=scaffold.split_deltas(u.tensors)[0]) for u in updates]
-        if setup.tamper is None:
-            return replace(aggregate_updates(setup.strategy, params, updates), control_delta_sum=deltas_sum)
-        train = weighted_metrics([Evaluation(u.num_examples, u.metrics) for u in updates])
-        stacked = setup.tamper(params, stack_updates(updates))
-        return FitResult(
-            setup.strategy.aggregate_stacked(params, stacked),
-            train.metrics,
-            sum(u.num_examples for u in updates),
-            deltas_sum,
-        )
-
-    def _local_update(self, params: Params, cohort: Cohort, position: int, control: Params | None) -> Update:
-        """One client's update; with SCAFFOLD, its ``c_i`` advances by the ``delta_c`` it sends."""
-        setup, client_id = self.setup, cohort.client_ids[position]
-        data, seed = client_data(setup.train, cohort, position), cohort.seeds[position]
-        if control is None:
-            update = setup.algorithm.local_update(setup.hp, params, data, seed)
-        else:
-            own = self.client_controls.get(client_id)
-            if own is None:
-                own = scaffold.zero_control(params)
-            controls = scaffold.Controls(control, own)
-            update = setup.algorithm.local_update(setup.hp, params, data, seed, controls=controls)
-            self.client_controls[client_id] = scaffold.advanced(own, scaffold.split_deltas(update.tensors)[1])
-        return replace(update, client_id=client_id)
-
-    def close(self) -> None:
-        pass
-
-
-def check_control_given(setup: Setup, control: Params | None) -> None:
-    if setup.uses_scaffold and control is None:
-        raise FLError("SCAFFOLD is on: the engine needs the server's control variate each round")
-    if control is not None and not setup.uses_scaffold:
-        raise FLError("a server control variate was given but the algorithm does not use SCAFFOLD")
-
-
-def client_data(
-    train: LocalData | list[LocalEnvironment], cohort: Cohort, position: int
-) -> LocalData | LocalEnvironment:
-    """The rows of the client at ``position`` in ``cohort``, or its environment if clients are environments."""
-    if not isinstance(train, LocalData):
-        return train[int(cohort.rows[cohort.offsets[position]])]
-    rows = torch.as_tensor(
-        cohort.rows[cohort.offsets[position] : cohort.offsets[position + 1]], device=train.x.device
-    )
-    return LocalData(train.x[rows], None if train.y is None else train.y[rows])
-
-
-def aggregate_updates(strategy: Strategy, params: Params, updates: Sequence[Update]) -> FitResult:
-    """Aggregate per-client updates and weigh their training metrics."""
-    train = weighted_metrics([Evaluation(u.num_examples, u.metrics) for u in updates])
-    return FitResult(strategy.aggregate(params, updates), train.metrics, sum(u.num_examples for u in updates))
-
-
-def make_engine(
-    name: str, setup: Setup, settings: SimulationSettings, notify: Callable[[str], None] | None = None
-) -> Engine:
-    """The engine called ``name`` (``vectorized``, ``loop`` or ``ray``).
-
-    An algorithm without a batched local update runs on the loop engine instead of ``vectorized``; ``notify``
-    (if given) is told so.
-    """
-    if name == "loop":
-        return LoopEngine(setup)
-    if name == "vectorized":
-        from consortium.sim.vectorized import VectorizedEngine, supports_vectorized
-
-        if not supports_vectorized(setup.algorithm):
-            if notify is not None:
-                notify(
-                    f"the {setup.algorithm.name!r} algorithm has no batched local update: "
-                    "falling back to the loop engine (same results, one client at a time)"
-                )
-            return LoopEngine(setup)
-        return VectorizedEngine(setup, settings.chunk_clients)
-    if name == "ray":
-        if not isinstance(setup.train, LocalData):
-            raise FLError("the ray engine does not run environment clients yet; use --engine loop")
-        if setup.uses_scaffold:
-            raise FLError(
-                "the ray engine does not keep SCAFFOLD's per-client control variates yet; "
-                "use --engine vectorized or loop"
-            )
-        from consortium.sim.ray_engine import RayEngine
-
-        return RayEngine(setup, settings)
-    raise FLError(f"unknown engine {name!r}; use vectorized, loop or ray")
 
 
 def resolve_device(name: str) -> torch.device:

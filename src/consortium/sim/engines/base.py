@@ -1,0 +1,87 @@
+"""The engine contract: what :class:`~consortium.sim.simulation.Simulation` hands an engine and gets back.
+
+An engine only decides how a round's cohort is trained and reduced; the round loop, sampling and evaluation
+stay in the simulation. Kept free of any engine so that every engine and the factory can import it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from consortium.fl import scaffold
+from consortium.fl.cohort import Cohort
+from consortium.fl.core import Algorithm, FLError, LocalData, Params, StackedUpdates, Strategy
+from consortium.fl.environments import LocalEnvironment
+
+Tamper = Callable[[Params, StackedUpdates], StackedUpdates]
+"""``tamper(global_params, updates) -> updates``: sees every client's update (canonical order) before aggregation."""
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What every engine needs: the algorithm with its hyper-parameters, the strategy, the clients' data."""
+
+    algorithm: Algorithm
+    hp: Any
+    strategy: Strategy
+    train: LocalData | list[LocalEnvironment]
+    """The training rows, or one environment per client."""
+    device: torch.device
+    strategy_name: str = "fedavg"
+    strategy_options: dict[str, Any] = field(default_factory=dict)
+    tamper: Tamper | None = None
+    """Rewrites the cohort's updates before aggregation (the attack harness's malicious clients)."""
+    client_ids: tuple[str, ...] = ()
+    """Every client of the run (SCAFFOLD: the vectorised engine keeps one control variate per client)."""
+
+    @property
+    def uses_scaffold(self) -> bool:
+        """True when local training uses SCAFFOLD control variates (the engine keeps each client's c_i)."""
+        return scaffold.uses_scaffold(self.algorithm, self.hp)
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """The cohort's aggregate (before any server optimiser) and its example-weighted training metrics."""
+
+    aggregated: Params
+    train_metrics: dict[str, float]
+    num_examples: int
+    control_delta_sum: Params | None = None
+    """SCAFFOLD: float64 ``sum_i delta_c_i`` over the cohort (None without SCAFFOLD)."""
+
+
+class Engine(Protocol):
+    """What every engine offers the round loop."""
+
+    name: str
+
+    def fit(self, params: Params, cohort: Cohort, control: Params | None = None) -> FitResult:
+        """The cohort's local work from ``params`` (and, for SCAFFOLD, the server's control variate
+        ``control``; the engine keeps each client's own ``c_i`` between rounds), reduced."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def check_control_given(setup: Setup, control: Params | None) -> None:
+    if setup.uses_scaffold and control is None:
+        raise FLError("SCAFFOLD is on: the engine needs the server's control variate each round")
+    if control is not None and not setup.uses_scaffold:
+        raise FLError("a server control variate was given but the algorithm does not use SCAFFOLD")
+
+
+def client_data(
+    train: LocalData | list[LocalEnvironment], cohort: Cohort, position: int
+) -> LocalData | LocalEnvironment:
+    """The rows of the client at ``position`` in ``cohort``, or its environment if clients are environments."""
+    if not isinstance(train, LocalData):
+        return train[int(cohort.rows[cohort.offsets[position]])]
+    rows = torch.as_tensor(
+        cohort.rows[cohort.offsets[position] : cohort.offsets[position + 1]], device=train.x.device
+    )
+    return LocalData(train.x[rows], None if train.y is None else train.y[rows])
