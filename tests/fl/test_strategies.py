@@ -13,11 +13,10 @@ from consortium.fl.core import (
     LinearStrategy,
     Strategy,
     Update,
-    get_strategy,
     merge_partials,
     stack_updates,
-    strategy_names,
 )
+from consortium.fl.registry import get_strategy, strategy_names
 from consortium.fl.strategies import (
     Bulyan,
     CenteredClipping,

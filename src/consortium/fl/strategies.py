@@ -32,7 +32,6 @@ from consortium.fl.core import (
     StackedUpdates,
     Update,
     parse_options,
-    register_strategy,
     stack_updates,
 )
 
@@ -98,7 +97,6 @@ def _total_weight(partial: Params) -> float:
     return float(_require(partial, TOTAL_WEIGHT, "the partial sums"))
 
 
-@register_strategy
 class FedAvg(_StackingStrategy):
     """Federated averaging: each tensor becomes the example-weighted mean of the clients' tensors.
 
@@ -154,7 +152,6 @@ def _centroids(params: Params) -> torch.Tensor:
     return params["centroids"]
 
 
-@register_strategy
 class KMeansMerge(_StackingStrategy):
     """Federated Lloyd step: each centroid becomes the mean of all points the clients assigned to it.
 
@@ -294,7 +291,6 @@ def _trim_count(beta: float, n: int) -> int:
     return math.floor(Fraction(str(beta)) * n)
 
 
-@register_strategy
 class Median(_RobustRule):
     """Coordinate-wise median (Yin et al. 2018). Unweighted; no options.
 
@@ -307,7 +303,6 @@ class Median(_RobustRule):
         return {name: _coordinate_median(v) for name, v in values.items()}
 
 
-@register_strategy
 class TrimmedMean(_RobustRule):
     """Coordinate-wise trimmed mean (Yin et al. 2018): drop the ⌊βn⌋ smallest and largest values. Unweighted.
 
@@ -371,7 +366,6 @@ def _require_krum_cohort(rule: str, f: int, n: int) -> None:
         raise FLError(f"{rule} with f={f} needs more than 2f+2 = {2 * f + 2} updates per round, got {n}")
 
 
-@register_strategy
 class Krum(_RobustRule):
     """Krum (Blanchard et al. 2017): the one update with the lowest score. Unweighted.
 
@@ -391,7 +385,6 @@ class Krum(_RobustRule):
         return _mean_of_rows(values, _lowest(_krum_scores(distances, n - self.options.f - 2), 1))
 
 
-@register_strategy
 class MultiKrum(_RobustRule):
     """Multi-Krum (Blanchard et al. 2017): the mean of the ``m`` updates with the lowest Krum scores.
 
@@ -432,7 +425,6 @@ def _iterated_krum(distances: torch.Tensor, f: int, count: int) -> torch.Tensor:
     return torch.cat(selected)
 
 
-@register_strategy
 class Bulyan(_RobustRule):
     """Bulyan (El Mhamdi et al. 2018) over Krum. Unweighted.
 
@@ -467,7 +459,6 @@ def _clipped_step(rows: torch.Tensor, center: torch.Tensor, tau: float) -> torch
     return center + (offsets * scale.unsqueeze(1)).mean(0)
 
 
-@register_strategy
 class CenteredClipping(_RobustRule):
     """Centered clipping (Karimireddy et al. 2021), starting from the current global params. Unweighted.
 

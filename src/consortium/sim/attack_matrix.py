@@ -24,7 +24,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from consortium.bench.report import machine_info, update_benchmarks_md
-from consortium.fl.core import FLError, get_algorithm, parse_hyperparams
+from consortium.fl.core import FLError, parse_hyperparams
+from consortium.fl.registry import get_algorithm
 from consortium.sim.attacks import (
     DIGITS_TRIGGER,
     build_attack,

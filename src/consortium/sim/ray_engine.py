@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from consortium.fl.cohort import Cohort
-from consortium.fl.core import FLError, LocalData, Params, get_algorithm, get_strategy, parse_hyperparams
+from consortium.fl.core import FLError, LocalData, Params, parse_hyperparams
+from consortium.fl.registry import get_algorithm, get_strategy
 from consortium.protocol import decode_tensors, encode_tensors
 from consortium.sim.engine import FitResult, Setup, client_data
 from consortium.sim.spec import SimulationSettings
