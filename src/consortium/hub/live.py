@@ -19,8 +19,6 @@ from consortium.fl.core import Params
 from consortium.protocol import TaskOut
 from consortium.statuses import ANSWERED_TASK_STATES
 
-"""How a task's answer can close it: ``done``, ``refused`` by the node, or ``rejected`` by the hub."""
-
 
 @dataclass(frozen=True)
 class Answer:

@@ -41,9 +41,6 @@ from consortium.protocol import (
 )
 from consortium.statuses import OPEN_TASK_STATES, RoundStatus, RunStatus, TaskStatus
 
-"""``refused``: the node declined the task; ``rejected``: the hub refused the node's answer (see
-:class:`Rejected`)."""
-
 
 def evaluates_previous_round(kind: str, round_number: int) -> bool:
     """Fit tasks from round 2 on first evaluate the params they receive (the previous round's aggregate)."""
