@@ -17,16 +17,8 @@ from consortium.fl.core import (
     stack_updates,
 )
 from consortium.fl.registry import get_strategy, strategy_names
-from consortium.fl.strategies import (
-    Bulyan,
-    CenteredClipping,
-    FedAvg,
-    KMeansMerge,
-    Krum,
-    Median,
-    MultiKrum,
-    TrimmedMean,
-)
+from consortium.fl.robust import Bulyan, CenteredClipping, Krum, Median, MultiKrum, TrimmedMean
+from consortium.fl.strategies import FedAvg, KMeansMerge
 
 PROPERTY = settings(max_examples=60, deadline=None)
 

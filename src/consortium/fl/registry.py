@@ -29,16 +29,8 @@ from consortium.fl.server_optimizers import (
     ServerStep,
     ServerYogi,
 )
-from consortium.fl.strategies import (
-    Bulyan,
-    CenteredClipping,
-    FedAvg,
-    KMeansMerge,
-    Krum,
-    Median,
-    MultiKrum,
-    TrimmedMean,
-)
+from consortium.fl.robust import Bulyan, CenteredClipping, Krum, Median, MultiKrum, TrimmedMean
+from consortium.fl.strategies import FedAvg, KMeansMerge
 
 T = TypeVar("T", bound=type)
 
