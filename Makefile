@@ -11,7 +11,8 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	# The CPU wheel of torch, pinned: a bare `torch` requirement would pull a multi-GB CUDA build.
+	# torch pinned before the project (which asks torch>=2.4). The build is what pip's indexes offer: the CPU
+	# wheel where pip is configured for it; plain PyPI on Linux serves the multi-GB CUDA build.
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[dev,croissant,ray]'
 	touch $(STAMP)

@@ -7,9 +7,9 @@ import io
 import numpy as np
 from PIL import Image
 
-from consortium.fl.algorithms.gan import GAN, PREVIEW_PER_CLASS
-from consortium.fl.core import get_algorithm, parse_hyperparams
-from consortium.fl.gan_quality import sample_grid
+from consortium.fl.algorithms.gan import GAN, PREVIEW_PER_CLASS, sample_grid
+from consortium.fl.core import parse_hyperparams
+from consortium.fl.registry import get_algorithm
 from consortium.previews import markdown_section, preview_png
 
 

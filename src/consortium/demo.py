@@ -23,6 +23,7 @@ from consortium.ledger_audit import verify_from_hub
 from consortium.model_files import download_model
 from consortium.scenario import ORGS, digits_spec, propose_and_approve, provision_digits
 from consortium.watch import follow_run
+from consortium.statuses import RunStatus
 
 
 def _wait_for_ctrl_c(console: Console, hub_url: str) -> None:
@@ -79,7 +80,7 @@ def run_demo(
         console.print(table)
 
         summary: dict[str, Any] = {"status": final["status"], "rounds": len(progress.rounds), "run_id": run["id"]}
-        if final["status"] == "completed":
+        if final["status"] == RunStatus.completed:
             paths = download_model(admin, final["model_id"], workdir / "model")
             summary.update(
                 final_test_accuracy=progress.rounds[-1].test["accuracy"],

@@ -1,6 +1,6 @@
 """A picture of what a released model does (a GAN's sample grid), shared by real runs and simulations.
 
-An algorithm opts in with a ``preview(hp, params, seed) -> uint8 image`` method; the image goes with the
+An algorithm opts in by being a :class:`~consortium.fl.capabilities.Previewer`; the image goes with the
 model as ``samples.png`` and the model card links it.
 """
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from consortium.fl.capabilities import Previewer
 from consortium.fl.core import FLError, Params
 from consortium.images import encode_png
 
@@ -17,11 +18,10 @@ PREVIEW_MEDIA_TYPE = "image/png"
 
 def preview_png(algorithm: Any, hp: Any, params: Params, seed: int) -> bytes | None:
     """The PNG of ``algorithm``'s preview of ``params`` (seeded), or None when it draws none or cannot."""
-    draw = getattr(algorithm, "preview", None)
-    if draw is None:
+    if not isinstance(algorithm, Previewer):
         return None
     try:
-        image = draw(hp, {name: tensor.cpu() for name, tensor in params.items()}, seed)
+        image = algorithm.preview(hp, {name: tensor.cpu() for name, tensor in params.items()}, seed)
     except FLError:
         return None
     return encode_png(image)

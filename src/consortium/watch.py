@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from consortium.client import HubClient
+from consortium.statuses import RunStatus
 
 
 def follow_run(client: HubClient, run_id: int, rounds: int, console: Console, quiet: bool = False) -> dict:
@@ -24,5 +25,5 @@ def follow_run(client: HubClient, run_id: int, rounds: int, console: Console, qu
                 if rnd.diverged:
                     metric += f"  diverged: {', '.join(rnd.diverged)}"
                 bar.update(task, completed=seen, metric=metric)
-            if progress.run.status != "running":
+            if progress.run.status != RunStatus.running:
                 return progress.run.model_dump(mode="json")

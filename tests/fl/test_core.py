@@ -7,6 +7,7 @@ import hashlib
 import pytest
 import torch
 
+from consortium.fl.capabilities import example_limit
 from consortium.fl.core import (
     MAX_ABS_VALUE,
     Algorithm,
@@ -14,21 +15,17 @@ from consortium.fl.core import (
     FLError,
     TensorSpec,
     Update,
-    algorithm_names,
     check_num_examples,
     check_update,
     derive_seed,
-    example_limit,
     finite_metrics,
-    get_algorithm,
-    get_strategy,
     parse_hyperparams,
     sorted_updates,
     spec_of,
     stack_updates,
-    strategy_names,
     weighted_metrics,
 )
+from consortium.fl.registry import algorithm_names, get_algorithm, get_strategy, strategy_names
 
 TEMPLATE = {"w": TensorSpec((2, 3), torch.float32), "b": TensorSpec((2,), torch.float32)}
 

@@ -11,16 +11,8 @@ import pytest
 import torch
 
 from consortium.fl.algorithms.gan import GAN, GANHyperParams, _Adam, generate
-from consortium.fl.core import (
-    FLError,
-    LocalData,
-    Params,
-    check_update,
-    derive_seed,
-    get_algorithm,
-    get_strategy,
-    parse_hyperparams,
-)
+from consortium.fl.core import FLError, LocalData, Params, check_update, derive_seed, parse_hyperparams
+from consortium.fl.registry import get_algorithm, get_strategy
 from consortium.fl.data import dirichlet_label_partition
 from consortium.fl.gan_quality import digits_split
 from consortium.protocol import ProjectCreate, project_spec_from_json

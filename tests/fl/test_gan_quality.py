@@ -1,4 +1,5 @@
-"""Quality measures for generated digits: the judge, conditioning accuracy, Fréchet distance, sample grids."""
+"""Quality measures for generated digits (the judge, conditioning accuracy, Fréchet distance) and the GAN's
+sample grids."""
 
 from __future__ import annotations
 
@@ -10,14 +11,13 @@ import scipy.linalg
 import torch
 from PIL import Image
 
-from consortium.fl.algorithms.gan import GAN
+from consortium.fl.algorithms.gan import GAN, sample_grid
 from consortium.fl.core import FLError, parse_hyperparams
 from consortium.fl.gan_quality import (
     conditioning_accuracy,
     digits_judge,
     digits_split,
     frechet_distance,
-    sample_grid,
 )
 from consortium.images import encode_png, write_png
 from consortium.scenario import digits_split as scenario_digits_split

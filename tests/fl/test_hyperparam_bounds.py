@@ -7,14 +7,9 @@ import math
 
 import pytest
 
-from consortium.fl.core import (
-    MAX_MODEL_PARAMS,
-    FLError,
-    get_algorithm,
-    get_strategy,
-    parse_hyperparams,
-)
-from consortium.fl.server_optimizers import get_server_optimizer
+from consortium.fl.core import MAX_MODEL_PARAMS, FLError, parse_hyperparams
+from consortium.fl.registry import get_algorithm, get_strategy
+from consortium.fl.registry import get_server_optimizer
 
 CLASSIFIER = {"layers": [64, 32, 10]}
 GAN = {"num_features": 64, "num_classes": 10}

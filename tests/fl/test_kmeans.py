@@ -18,10 +18,10 @@ from consortium.fl.core import (
     Update,
     check_update,
     derive_seed,
-    get_strategy,
     parse_hyperparams,
     weighted_metrics,
 )
+from consortium.fl.registry import get_strategy
 from consortium.fl.data import dirichlet_label_partition
 
 

@@ -10,16 +10,8 @@ import pytest
 import torch
 
 from consortium.fl.algorithms.rl import PPO, PPOHyperParams, _Adam, _advantages, _Rollout, _sample
-from consortium.fl.core import (
-    FLError,
-    LocalData,
-    Params,
-    check_update,
-    derive_seed,
-    get_algorithm,
-    get_strategy,
-    parse_hyperparams,
-)
+from consortium.fl.core import FLError, LocalData, Params, check_update, derive_seed, parse_hyperparams
+from consortium.fl.registry import get_algorithm, get_strategy
 from consortium.fl.environments import LocalEnvironment, physics_variants
 from consortium.protocol import ProjectCreate, project_spec_from_json
 

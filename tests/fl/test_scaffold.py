@@ -11,16 +11,10 @@ from hypothesis import strategies as st
 from consortium.fl import scaffold
 from consortium.fl.algorithms.classifier import Classifier
 from consortium.fl.cohort import Cohort, by_decreasing_size
-from consortium.fl.core import (
-    FLError,
-    LocalData,
-    Update,
-    check_update,
-    derive_seed,
-    get_strategy,
-    parse_hyperparams,
-)
-from consortium.fl.server_optimizers import ServerStep, get_server_optimizer
+from consortium.fl.core import FLError, LocalData, Update, check_update, derive_seed, parse_hyperparams
+from consortium.fl.registry import get_strategy
+from consortium.fl.server_optimizers import ServerStep
+from consortium.fl.registry import get_server_optimizer
 from consortium.fl.scaffold import Controls
 
 

@@ -8,11 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consortium.fl.core import FLError
-from consortium.fl.server_optimizers import (
-    ServerOptimizer,
-    get_server_optimizer,
-    server_optimizer_names,
-)
+from consortium.fl.server_optimizers import ServerOptimizer
+from consortium.fl.registry import get_server_optimizer, server_optimizer_names
 
 
 def tensor(*values: float) -> torch.Tensor:

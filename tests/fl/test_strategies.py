@@ -13,21 +13,12 @@ from consortium.fl.core import (
     LinearStrategy,
     Strategy,
     Update,
-    get_strategy,
     merge_partials,
     stack_updates,
-    strategy_names,
 )
-from consortium.fl.strategies import (
-    Bulyan,
-    CenteredClipping,
-    FedAvg,
-    KMeansMerge,
-    Krum,
-    Median,
-    MultiKrum,
-    TrimmedMean,
-)
+from consortium.fl.registry import get_strategy, strategy_names
+from consortium.fl.robust import Bulyan, CenteredClipping, Krum, Median, MultiKrum, TrimmedMean
+from consortium.fl.strategies import FedAvg, KMeansMerge
 
 PROPERTY = settings(max_examples=60, deadline=None)
 

@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 import pytest
 
 from consortium.fl.algorithms.gan import GAN
-from consortium.fl.core import get_algorithm, parse_hyperparams
+from consortium.fl.core import parse_hyperparams
+from consortium.fl.registry import get_algorithm
 from consortium.hub.blobs import BlobStore
 from consortium.hub.db.models import Dataset, Model, Org
 from consortium.hub.services.errors import NotFound

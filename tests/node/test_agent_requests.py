@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 
 from consortium.client import HubError
-from consortium.fl.core import LocalData, Params, get_algorithm, parse_hyperparams
+from consortium.fl.core import LocalData, Params, parse_hyperparams
+from consortium.fl.registry import get_algorithm
 from consortium.node.agent import NodeAgent
 from consortium.node.policy import spec_hash
 from consortium.protocol import TaskKind, TaskOut, TaskResult, decode_update, encode_tensors

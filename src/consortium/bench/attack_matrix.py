@@ -16,7 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from consortium.fl.core import FLError, get_algorithm, parse_hyperparams
+from consortium.fl.core import FLError, parse_hyperparams
+from consortium.fl.registry import get_algorithm
 from consortium.sim.attacks import (
     DIGITS_TRIGGER,
     build_attack,

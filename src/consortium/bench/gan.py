@@ -16,7 +16,7 @@ from typing import Any
 
 from consortium.bench.report import machine_info
 from consortium.fl.core import FLError
-from consortium.fl.gan_quality import sample_grid
+from consortium.fl.algorithms.gan import sample_grid
 from consortium.images import write_png
 from consortium.protocol import ProjectCreate
 from consortium.sim.engines.loop import LoopEngine

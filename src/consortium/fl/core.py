@@ -6,16 +6,16 @@ all call the same functions, so a simulated run and a real run execute the same 
 An *algorithm* (NN classifier, k-means, GAN, RL policy...) knows how to initialise global parameters, how a
 client turns global parameters plus its local data into an :class:`Update`, and how to evaluate parameters on
 local data. A *strategy* turns the current global parameters and a set of updates into the next global
-parameters. Both are looked up by name in a registry so that a project spec (JSON) can name them.
+parameters. Both are looked up by name in :mod:`consortium.fl.registry` so that a project spec (JSON) can
+name them.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import itertools
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Protocol, runtime_checkable
 
@@ -137,10 +137,8 @@ class Options(BaseModel):
 class Algorithm(Protocol):
     """One federated learning family. Implementations are stateless; all state lives in Params/Updates.
 
-    Optional methods the hub uses when present: ``check_update_values(hp, update)`` raises FLError for an
-    uploaded update whose values the algorithm cannot accept (k-means: counts beyond ``num_examples``);
-    ``max_num_examples(hp, evaluation)`` bounds an answer's ``num_examples`` for algorithms that train in
-    environments (a table's bound is its rows).
+    What an algorithm may do beyond this (cohort training, SCAFFOLD, previews, bounds and value checks on
+    updates) is declared as protocols in :mod:`consortium.fl.capabilities`.
     """
 
     name: ClassVar[str]
@@ -148,6 +146,8 @@ class Algorithm(Protocol):
     default_strategy: ClassVar[str]
     needs_client_init: ClassVar[bool]
     """True when the initial params come from clients (k-means seeding) rather than from :meth:`init`."""
+    trains_in_environments: ClassVar[bool]
+    """True when clients hold a :class:`LocalEnvironment` rather than rows of data (RL)."""
 
     def init(self, hp: Any, num_features: int, seed: int) -> Params: ...
 
@@ -172,6 +172,7 @@ class ServerInitialised:
 
     name: ClassVar[str]
     needs_client_init: ClassVar[bool] = False
+    trains_in_environments: ClassVar[bool] = False
 
     def client_init(self, hp: Any, data: LocalData, seed: int) -> Update:
         raise FLError(f"the {self.name} algorithm is initialised by the server (init), not by clients")
@@ -238,66 +239,6 @@ class LinearStrategy(Strategy, Protocol):
     def finish(self, params: Params, partial: Params) -> Params: ...
 
 
-_ALGORITHMS: dict[str, type] = {}
-_STRATEGIES: dict[str, Callable[..., Strategy]] = {}
-
-
-def register_algorithm(cls: type) -> type:
-    """Class decorator: make an algorithm available to project specs under ``cls.name``."""
-    _ALGORITHMS[cls.name] = cls
-    return cls
-
-
-def register_strategy(cls: type) -> type:
-    """Class decorator: make a strategy available to project specs under ``cls.name``."""
-    _STRATEGIES[cls.name] = cls
-    return cls
-
-
-@functools.cache
-def _load_builtins() -> None:
-    """Import the built-in algorithms and strategies and any plugins, once per process."""
-    from consortium.fl import strategies  # noqa: F401
-    from consortium.fl.algorithms import classifier, gan, kmeans, rl  # noqa: F401
-
-    try:
-        from importlib.metadata import entry_points
-
-        for ep in entry_points(group="consortium.algorithms"):
-            register_algorithm(ep.load())
-    except Exception:  # pragma: no cover - a broken third-party plugin must not take the core down
-        pass
-
-
-def get_algorithm(name: str) -> Algorithm:
-    """The algorithm registered under ``name``; FLError naming the known ones otherwise."""
-    _load_builtins()
-    if name not in _ALGORITHMS:
-        raise FLError(f"unknown algorithm {name!r}; known: {', '.join(sorted(_ALGORITHMS))}")
-    return _ALGORITHMS[name]()
-
-
-def get_strategy(name: str, **options: Any) -> Strategy:
-    """A strategy instance built from its registered name and options."""
-    _load_builtins()
-    if name not in _STRATEGIES:
-        raise FLError(f"unknown strategy {name!r}; known: {', '.join(sorted(_STRATEGIES))}")
-    try:
-        return _STRATEGIES[name](**options)
-    except TypeError as exc:
-        raise FLError(f"bad options for strategy {name!r}: {exc}") from exc
-
-
-def algorithm_names() -> list[str]:
-    _load_builtins()
-    return sorted(_ALGORITHMS)
-
-
-def strategy_names() -> list[str]:
-    _load_builtins()
-    return sorted(_STRATEGIES)
-
-
 def _validated(schema: type[BaseModel], raw: Mapping[str, Any], what: str) -> Any:
     """``schema`` filled from ``raw``; FLError naming ``what`` and each bad field otherwise."""
     try:
@@ -362,20 +303,6 @@ def check_num_examples(num_examples: int, limit: int, what: str, why: str = "") 
     """FLError unless ``1 <= num_examples <= limit`` (``what``: the answer; ``why``: where ``limit`` is from)."""
     if not 1 <= num_examples <= limit:
         raise FLError(f"{what}: num_examples = {num_examples} is outside [1, {limit}]" + (f" ({why})" if why else ""))
-
-
-def example_limit(algorithm: Algorithm, hp: Any, rows: int | None, evaluation: bool) -> int:
-    """The most examples one honest answer can count: the ``rows`` of its dataset, or, for an environment
-    (``rows`` None), what the algorithm's hyper-parameters let one task play (``max_num_examples``)."""
-    if rows is not None:
-        return rows
-    limit = getattr(algorithm, "max_num_examples", None)
-    if limit is None:
-        raise FLError(
-            f"the {algorithm.name} algorithm declares no max_num_examples, so updates from an environment "
-            "cannot be bounded"
-        )
-    return int(limit(hp, evaluation))
 
 
 def derive_seed(*parts: object) -> int:

@@ -1,4 +1,4 @@
-"""Measured quality of generated digits: a judge classifier, conditioning accuracy, Fréchet distance, grids.
+"""Measured quality of generated digits: a judge classifier, conditioning accuracy, Fréchet distance.
 
 The judge is an MLP classifier trained deterministically (fixed seeds, the repository's own
 :class:`~consortium.fl.algorithms.classifier.Classifier`) on the train part of scikit-learn's bundled digits
@@ -7,13 +7,16 @@ rebuilt once per process rather than shipped as weights, so every number it prod
 the code. Its penultimate-layer activations are the feature space of the Fréchet distance (an FID for 8x8
 digits): the distance between Gaussians fitted to generated and to real examples' features.
 
+Importing this module registers :func:`digits_quality` as the GAN's sample measure for digits-shaped models
+(64 features, 10 classes; on other data of that shape the numbers are meaningless), so that the generic GAN
+never depends on a dataset. The algorithm registry imports it with the built-in algorithms.
+
 Pure: no I/O beyond scikit-learn's bundled data files, no global random state.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +24,7 @@ import numpy as np
 import torch
 
 from consortium.fl.algorithms.classifier import Classifier, ClassifierHyperParams, build_mlp
-from consortium.fl.algorithms.gan import GANHyperParams, generate
+from consortium.fl.algorithms.gan import register_sample_measure
 from consortium.fl.core import FLError, LocalData, Params, parse_hyperparams
 
 JUDGE_HYPERPARAMETERS: dict[str, Any] = {
@@ -35,7 +38,8 @@ JUDGE_HYPERPARAMETERS: dict[str, Any] = {
 }
 _JUDGE_SEED = 0
 _SPLIT_SEED = 0
-_GRID_GAP_SHADE = 160
+DIGITS_SHAPE = (64, 10)
+"""(features, classes) of an 8x8 digit model."""
 
 
 @dataclass(frozen=True)
@@ -147,33 +151,4 @@ def digits_quality(samples: torch.Tensor, labels: torch.Tensor, real: torch.Tens
     return metrics
 
 
-def _to_unit_range(hp: GANHyperParams, samples: torch.Tensor) -> torch.Tensor:
-    if hp.output == "sigmoid":
-        return samples
-    if hp.output == "tanh":
-        return (samples + 1.0) / 2.0
-    low, high = samples.min(), samples.max()
-    return (samples - low) / (high - low) if high > low else torch.zeros_like(samples)
-
-
-def sample_grid(hp: GANHyperParams, params: Params, per_class: int, seed: int, scale: int = 4) -> np.ndarray:
-    """A greyscale uint8 image of generated examples: one row per class, ``per_class`` columns.
-
-    Each example is drawn as a square (``num_features`` must be a perfect square) with dark ink on white,
-    each pixel enlarged ``scale`` times, tiles separated by grey lines. An unconditional GAN gives one row.
-    """
-    side = math.isqrt(hp.num_features)
-    if side * side != hp.num_features:
-        raise FLError(f"a sample grid needs a square number of features, got {hp.num_features}")
-    if per_class < 1 or scale < 1:
-        raise FLError(f"per_class and scale must be >= 1, got {per_class} and {scale}")
-    rows = max(hp.classes, 1)
-    labels = torch.arange(rows).repeat_interleave(per_class) if hp.classes else None
-    samples = _to_unit_range(hp, generate(hp, params, rows * per_class, seed, labels)).clamp(0.0, 1.0)
-    ink = np.rint(255.0 * (1.0 - samples.numpy())).astype(np.uint8).reshape(rows, per_class, side, side)
-    grid = np.full((rows * (side + 1) + 1, per_class * (side + 1) + 1), _GRID_GAP_SHADE, dtype=np.uint8)
-    for row in range(rows):
-        for column in range(per_class):
-            top, left = 1 + row * (side + 1), 1 + column * (side + 1)
-            grid[top : top + side, left : left + side] = ink[row, column]
-    return np.kron(grid, np.ones((scale, scale), dtype=np.uint8))
+register_sample_measure(*DIGITS_SHAPE, digits_quality)

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from consortium.fl.capabilities import ScaffoldClient
 from consortium.fl.core import FLError, Params, Update
 
 CONTROL_PREFIX = "scaffold.c/"
@@ -43,8 +44,7 @@ class Controls:
 
 def uses_scaffold(algorithm: Any, hp: Any) -> bool:
     """True when ``algorithm`` with hyper-parameters ``hp`` trains with SCAFFOLD control variates."""
-    method = getattr(algorithm, "uses_scaffold", None)
-    return bool(method(hp)) if callable(method) else False
+    return isinstance(algorithm, ScaffoldClient) and bool(algorithm.uses_scaffold(hp))
 
 
 def zero_control(params: Mapping[str, torch.Tensor]) -> Params:

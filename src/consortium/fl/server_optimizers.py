@@ -36,26 +36,6 @@ class ServerOptimizer(Protocol):
     def step(self, params: Params, aggregated: Params, state: Params) -> tuple[Params, Params]: ...
 
 
-_OPTIMIZERS: dict[str, type] = {}
-
-
-def register_server_optimizer(cls: type) -> type:
-    """Class decorator: make a server optimiser available to project specs under ``cls.name``."""
-    _OPTIMIZERS[cls.name] = cls
-    return cls
-
-
-def get_server_optimizer(name: str, **options: Any) -> ServerOptimizer:
-    """A server optimiser built from its registered name and options; FLError naming a bad one."""
-    if name not in _OPTIMIZERS:
-        raise FLError(f"unknown server optimizer {name!r}; known: {', '.join(server_optimizer_names())}")
-    return _OPTIMIZERS[name](**options)
-
-
-def server_optimizer_names() -> list[str]:
-    return sorted(_OPTIMIZERS)
-
-
 def state_key(slot: str, name: str) -> str:
     """Where the state holds slot ``slot`` (e.g. "m") of the parameter ``name``."""
     return f"{slot}/{name}"
@@ -135,7 +115,6 @@ class SGDOptions(Options):
     momentum: float = Field(default=0.0, ge=0, lt=1, description="heavy-ball momentum (FedAvgM when > 0)")
 
 
-@register_server_optimizer
 class ServerSGD(_PseudoGradientOptimizer):
     """``b = momentum * b + g; x = x - lr * b``. Options ``lr`` (default 1.0), ``momentum`` (default 0).
 
@@ -201,7 +180,6 @@ class _AdaptiveOptimizer(_PseudoGradientOptimizer):
         return current - lr * m / (v.sqrt() + tau), {"m": m, "v": v}
 
 
-@register_server_optimizer
 class ServerAdam(_AdaptiveOptimizer):
     """FedAdam: ``v = β2 v + (1 - β2) g²``.
 
@@ -216,7 +194,6 @@ class ServerAdam(_AdaptiveOptimizer):
         return beta2 * v + (1 - beta2) * squared
 
 
-@register_server_optimizer
 class ServerYogi(_AdaptiveOptimizer):
     """FedYogi: ``v = v - (1 - β2) g² sign(v - g²)``.
 
@@ -230,7 +207,6 @@ class ServerYogi(_AdaptiveOptimizer):
         return v - (1 - self.options.beta2) * squared * torch.sign(v - squared)
 
 
-@register_server_optimizer
 class ServerAdagrad(_AdaptiveOptimizer):
     """FedAdagrad: ``v = v + g²``. Options ``lr`` 1e-1, ``beta1`` 0.9, ``tau`` 1e-3."""
 
@@ -300,11 +276,3 @@ class ServerStep:
             control = scaffold.server_control_step(control, deltas_sum, self.scaffold_clients)
             new_state = scaffold.with_control(new_state, control)
         return new_params, new_state
-
-
-def server_step(
-    optimizer_name: str | None, optimizer_options: dict[str, Any], scaffold_clients: int | None
-) -> ServerStep:
-    """A project's server step: its server optimiser (by name, or none) and SCAFFOLD's ``N`` (or None)."""
-    optimizer = None if optimizer_name is None else get_server_optimizer(optimizer_name, **optimizer_options)
-    return ServerStep(optimizer, scaffold_clients)

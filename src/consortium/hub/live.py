@@ -17,9 +17,7 @@ from typing import Any, NamedTuple
 
 from consortium.fl.core import Params
 from consortium.protocol import TaskOut
-
-ANSWERED_STATES = ("done", "refused", "rejected")
-"""How a task's answer can close it: ``done``, ``refused`` by the node, or ``rejected`` by the hub."""
+from consortium.statuses import ANSWERED_TASK_STATES
 
 
 @dataclass(frozen=True)
@@ -35,8 +33,8 @@ class Answer:
     """Digest of the staged update upload these tensors came from (discarded once the round has them)."""
 
     def __post_init__(self) -> None:
-        if self.status not in ANSWERED_STATES:
-            raise ValueError(f"status: {self.status!r} is not one of {', '.join(ANSWERED_STATES)}")
+        if self.status not in ANSWERED_TASK_STATES:
+            raise ValueError(f"status: {self.status!r} is not one of {', '.join(ANSWERED_TASK_STATES)}")
 
 
 class LivePhase:

@@ -33,19 +33,18 @@ from consortium.fl.core import (
     Update,
     derive_seed,
     finite_metrics,
-    get_algorithm,
-    get_strategy,
     parse_hyperparams,
     weighted_metrics,
 )
-from consortium.fl.server_optimizers import server_step
+from consortium.fl.registry import get_algorithm, get_strategy
+from consortium.fl.registry import server_step
 from consortium.hub.blobs import BlobStore
 from consortium.hub.db.models import Model, Round, Run, Task
 from consortium.hub.events import Broker
-from consortium.hub.live import ANSWERED_STATES, Answer, LivePhase, TaskBoard, TaskRow
+from consortium.hub.live import Answer, LivePhase, TaskBoard, TaskRow
 from consortium.hub.services import ledger
 from consortium.hub.services.identity import KeyCache
-from consortium.hub.services.runs import OPEN_TASK_STATES, AnswerRules, evaluates_previous_round
+from consortium.hub.services.runs import AnswerRules, evaluates_previous_round
 from consortium.hub.services import models as model_service
 from consortium.hub.services import projects as project_service
 from consortium.hub.services import run_store
@@ -59,6 +58,7 @@ from consortium.protocol import (
     decode_update,
     encode_tensors,
 )
+from consortium.statuses import ANSWERED_TASK_STATES, OPEN_TASK_STATES, RoundStatus, RunStatus, TaskStatus
 
 log = logging.getLogger("consortium.scheduler")
 
@@ -157,7 +157,7 @@ class Scheduler:
 
     def resume_all(self) -> None:
         with self.state.sessions() as session:
-            ids = list(session.scalars(select(Run.id).where(Run.status == "running")))
+            ids = list(session.scalars(select(Run.id).where(Run.status == RunStatus.running)))
         for run_id in ids:
             self.ensure(run_id)
 
@@ -268,14 +268,14 @@ class RunDriver:
 
     def _abandon_open_rounds(self, session: Session) -> None:
         open_rounds = list(
-            session.scalars(select(Round).where(Round.run_id == self.run_id, Round.status == "open"))
+            session.scalars(select(Round).where(Round.run_id == self.run_id, Round.status == RoundStatus.open))
         )
         for task in session.scalars(
             select(Task).where(Task.run_id == self.run_id, Task.status.in_(OPEN_TASK_STATES))
         ):
-            task.status = "cancelled"
+            task.status = TaskStatus.cancelled
         for rnd in open_rounds:
-            rnd.status = "abandoned"
+            rnd.status = RoundStatus.abandoned
             ledger.record(
                 session, "round.abandoned", "hub",
                 {"run_id": self.run_id, "round": rnd.number, "attempt": rnd.attempt,
@@ -355,7 +355,7 @@ class RunDriver:
         with self.state.sessions() as session:
             return session.scalar(
                 select(Round.id)
-                .where(Round.run_id == self.run_id, Round.number == number, Round.status == "closed")
+                .where(Round.run_id == self.run_id, Round.number == number, Round.status == RoundStatus.closed)
             )
 
     def _final_evaluation(self, phase: OpenPhase) -> None:
@@ -423,7 +423,7 @@ class RunDriver:
         self.state.live[self.run_id] = phase.live
         for task_id, participant, seed in zip(opened.task_ids, participants, seeds, strict=True):
             row = TaskRow(task_id, participant.org_id, self.run_id, participant.dataset_id, plan.kind.value,
-                          "pending", plan.params_sha)
+                          TaskStatus.pending, plan.params_sha)
             self.state.board.post(row, TaskOut(
                 id=task_id, kind=plan.kind, run_id=self.run_id, round=plan.number,
                 project_id=self.project_id, spec_hash=self.spec_hash, spec=self.spec,
@@ -462,9 +462,9 @@ class RunDriver:
                 del self.state.live[self.run_id]
             self.state.board.withdraw(phase.participants)
         self.state.blobs.discard(a.blob for a in answers.values() if a.blob is not None)
-        done = [(phase.participants[i], a) for i, a in sorted(answers.items()) if a.status == "done"]
+        done = [(phase.participants[i], a) for i, a in sorted(answers.items()) if a.status == TaskStatus.done]
         failed = [phase.participants[i] for i in sorted(phase.participants)
-                  if i not in answers or answers[i].status != "done"]
+                  if i not in answers or answers[i].status != TaskStatus.done]
         return done, failed
 
     def _drop(
@@ -478,7 +478,7 @@ class RunDriver:
             dropped = set(session.scalars(
                 update(Task)
                 .where(Task.id.in_(task_ids), Task.status.in_(OPEN_TASK_STATES))
-                .values(status="dropped")
+                .values(status=TaskStatus.dropped)
                 .returning(Task.id)
                 .execution_options(synchronize_session=False)
             ))
@@ -506,12 +506,12 @@ class RunDriver:
         with self.state.sessions() as session:
             rows = session.execute(
                 select(Task.id, Task.status, Task.result, Task.update_sha256)
-                .where(Task.id.in_(task_ids), Task.status.in_(ANSWERED_STATES))
+                .where(Task.id.in_(task_ids), Task.status.in_(ANSWERED_TASK_STATES))
             ).all()
         answers = []
         for row in rows:
             tensors = None
-            if row.status == "done" and row.update_sha256 is not None:
+            if row.status == TaskStatus.done and row.update_sha256 is not None:
                 try:
                     tensors, _ = decode_update(self.state.blobs.get(row.update_sha256))
                 except KeyError:
@@ -607,7 +607,7 @@ class RunDriver:
             rounds = [
                 RoundMetrics.model_validate(r.metrics)
                 for r in session.scalars(
-                    select(Round).where(Round.run_id == self.run_id, Round.status == "closed", Round.number > 0)
+                    select(Round).where(Round.run_id == self.run_id, Round.status == RoundStatus.closed, Round.number > 0)
                     .order_by(Round.number)
                 )
             ]
@@ -634,7 +634,7 @@ class RunDriver:
                 card_markdown=model_service.render_markdown(card),
             )
             session.add(model)
-            run.status, run.finished_at = "completed", self.state.clock()
+            run.status, run.finished_at = RunStatus.completed, self.state.clock()
             session.flush()
             ledger.record(
                 session, "run.completed", "hub",
@@ -651,11 +651,11 @@ class RunDriver:
         self.state.board.withdraw_run(self.run_id)
         with self.state.sessions() as session:
             run = session.get(Run, self.run_id)
-            run.status, run.error, run.finished_at = "failed", reason, self.state.clock()
+            run.status, run.error, run.finished_at = RunStatus.failed, reason, self.state.clock()
             # Guarded by status in the statement itself: an answer committed a moment ago is kept.
             session.execute(
                 update(Task).where(Task.run_id == self.run_id, Task.status.in_(OPEN_TASK_STATES))
-                .values(status="cancelled").execution_options(synchronize_session=False)
+                .values(status=TaskStatus.cancelled).execution_options(synchronize_session=False)
             )
             ledger.record(session, "run.failed", "hub", {"run_id": self.run_id, "reason": reason},
                           scope=ledger.project_scope(run.project_id))

@@ -14,15 +14,8 @@ from typing import Protocol
 from pydantic import ValidationError
 
 from consortium.fl import scaffold
-from consortium.fl.core import (
-    FLError,
-    LocalData,
-    Params,
-    Update,
-    derive_seed,
-    get_algorithm,
-    parse_hyperparams,
-)
+from consortium.fl.core import FLError, LocalData, Params, Update, derive_seed, parse_hyperparams
+from consortium.fl.registry import get_algorithm
 from consortium.fl.data import train_validation_split
 from consortium.fl.environments import LocalEnvironment
 from consortium.node.controls import ControlKey, ControlStore

@@ -77,7 +77,7 @@ def load_environments(source: str, clients: int, spread: float, seed: int) -> Si
 
 def check_algorithm_fits(algorithm: Algorithm, source: Any) -> None:
     """FLError when an algorithm that trains in environments gets a dataset, or the other way round."""
-    in_environments = bool(getattr(algorithm, "trains_in_environments", False))
+    in_environments = algorithm.trains_in_environments
     if in_environments and not isinstance(source, SimEnvironments):
         raise FLError(
             f"the {algorithm.name!r} algorithm trains in environments: use a dataset like "

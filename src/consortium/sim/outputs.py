@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from consortium.crypto import sha256_hex
-from consortium.fl.core import get_algorithm, parse_hyperparams
+from consortium.fl.core import parse_hyperparams
+from consortium.fl.registry import get_algorithm
 from consortium.governance.licences import derive_licence
 from consortium.previews import PREVIEW_FILE, markdown_section, preview_png
 from consortium.protocol import encode_tensors

@@ -22,12 +22,12 @@ from consortium.fl.core import (
     LocalData,
     Params,
     derive_seed,
-    get_algorithm,
-    get_strategy,
     parse_hyperparams,
 )
+from consortium.fl.registry import get_algorithm, get_strategy
 from consortium.fl.environments import LocalEnvironment
-from consortium.fl.server_optimizers import ServerStep, server_step
+from consortium.fl.server_optimizers import ServerStep
+from consortium.fl.registry import server_step
 from consortium.protocol import ProjectCreate
 from consortium.sim.datasets import SimDataset, load_dataset
 from consortium.sim.engines.base import Engine, Setup, Tamper, client_data

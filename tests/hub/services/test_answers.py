@@ -14,7 +14,8 @@ import torch
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from consortium.fl.core import get_algorithm, parse_hyperparams
+from consortium.fl.core import parse_hyperparams
+from consortium.fl.registry import get_algorithm
 from consortium.hub.blobs import BlobStore
 from consortium.hub.db.models import Dataset, LedgerEntry, Org, Project, ProjectDataset, Run, Task
 from consortium.hub.live import TaskRow

@@ -15,7 +15,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from consortium.crypto import canonical_json
-from consortium.fl.core import MAX_ABS_VALUE, get_algorithm, parse_hyperparams
+from consortium.fl.core import MAX_ABS_VALUE, parse_hyperparams
+from consortium.fl.registry import get_algorithm
 from consortium.hub.blobs import BlobStore
 from consortium.hub.db.models import Dataset, LedgerEntry, Model, Org, Project, ProjectDataset, Run
 from consortium.hub.db.session import make_engine, migrate, session_factory

@@ -41,7 +41,6 @@ from consortium.fl.core import (
     Update,
     check_model_size,
     check_widths,
-    register_algorithm,
     spec_of,
 )
 from consortium.fl.core import HyperParams as BaseHyperParams
@@ -321,7 +320,6 @@ def _train_metrics(last_epoch: torch.Tensor, rows: torch.Tensor) -> dict[str, to
     return {"train_loss": last_epoch[:, 0] / safe, "train_accuracy": last_epoch[:, 1] / safe}
 
 
-@register_algorithm
 class Classifier(ServerInitialised):
     """Supervised classifier (MLP, optionally behind convolutions); FedAvg of the locally trained weights."""
 

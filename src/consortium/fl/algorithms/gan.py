@@ -14,19 +14,16 @@ round: the Update is all that leaves a client. Everything is seeded by the ``see
 random state is never touched.
 
 Evaluation: always the discriminator's accuracy on the real data and on as many generated samples (drawn
-with a fixed seed, so evaluation is a pure function of params and data). When the model is digits-shaped
-(64 features, 10 classes) and the data has labels, also :mod:`consortium.fl.gan_quality`'s
-``conditioning_accuracy`` and ``frechet_distance`` of samples conditioned on the data's labels, measured
-with a judge classifier trained on scikit-learn's digits. Any 64-feature, 10-class model counts as
-digits-shaped; on other data those two numbers are meaningless. The Fréchet distance is biased upwards on
-small sets and is not additive, so the example-weighted mean of per-node values (federated evaluation) is a
-summary, not the distance on the pooled data.
+with a fixed seed, so evaluation is a pure function of params and data). A measure of sample quality for one
+model shape (the digits judge of :mod:`consortium.fl.gan_quality` for 64 features and 10 classes) registers
+itself with :func:`register_sample_measure`; when the data has labels its numbers join the metrics. The GAN
+itself knows no dataset.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -49,7 +46,6 @@ from consortium.fl.core import (
     check_model_size,
     check_widths,
     dense_params,
-    register_algorithm,
     spec_of,
 )
 from consortium.fl.core import HyperParams as BaseHyperParams
@@ -57,7 +53,7 @@ from consortium.fl.core import HyperParams as BaseHyperParams
 _LEAKY_SLOPE = 0.2
 _ADAM_EPS = 1e-8
 _EVAL_SEED = 0
-_DIGITS_SHAPE = (64, 10)
+_GRID_GAP_SHADE = 160
 PREVIEW_PER_CLASS = 10
 """Columns of the preview grid: generated examples per class."""
 
@@ -336,11 +332,49 @@ def _discriminator_accuracy(
     }
 
 
-def _is_digits_shaped(hp: GANHyperParams, labels: torch.Tensor | None) -> bool:
-    return (hp.num_features, hp.classes) == _DIGITS_SHAPE and labels is not None
+SampleMeasure = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], dict[str, float]]
+"""``(samples, labels, real) -> metrics``: the quality of samples conditioned on ``labels`` against ``real``."""
+
+_SAMPLE_MEASURES: dict[tuple[int, int], SampleMeasure] = {}
 
 
-@register_algorithm
+def register_sample_measure(num_features: int, classes: int, measure: SampleMeasure) -> None:
+    """Have :meth:`GAN.evaluate` add ``measure``'s metrics for models of this shape on labelled data."""
+    _SAMPLE_MEASURES[(num_features, classes)] = measure
+
+
+def _to_unit_range(hp: GANHyperParams, samples: torch.Tensor) -> torch.Tensor:
+    if hp.output == "sigmoid":
+        return samples
+    if hp.output == "tanh":
+        return (samples + 1.0) / 2.0
+    low, high = samples.min(), samples.max()
+    return (samples - low) / (high - low) if high > low else torch.zeros_like(samples)
+
+
+def sample_grid(hp: GANHyperParams, params: Params, per_class: int, seed: int, scale: int = 4) -> np.ndarray:
+    """A greyscale uint8 image of generated examples: one row per class, ``per_class`` columns.
+
+    Each example is drawn as a square (``num_features`` must be a perfect square) with dark ink on white,
+    each pixel enlarged ``scale`` times, tiles separated by grey lines. An unconditional GAN gives one row.
+    """
+    side = math.isqrt(hp.num_features)
+    if side * side != hp.num_features:
+        raise FLError(f"a sample grid needs a square number of features, got {hp.num_features}")
+    if per_class < 1 or scale < 1:
+        raise FLError(f"per_class and scale must be >= 1, got {per_class} and {scale}")
+    rows = max(hp.classes, 1)
+    labels = torch.arange(rows).repeat_interleave(per_class) if hp.classes else None
+    samples = _to_unit_range(hp, generate(hp, params, rows * per_class, seed, labels)).clamp(0.0, 1.0)
+    ink = np.rint(255.0 * (1.0 - samples.numpy())).astype(np.uint8).reshape(rows, per_class, side, side)
+    grid = np.full((rows * (side + 1) + 1, per_class * (side + 1) + 1), _GRID_GAP_SHADE, dtype=np.uint8)
+    for row in range(rows):
+        for column in range(per_class):
+            top, left = 1 + row * (side + 1), 1 + column * (side + 1)
+            grid[top : top + side, left : left + side] = ink[row, column]
+    return np.kron(grid, np.ones((scale, scale), dtype=np.uint8))
+
+
 class GAN(ServerInitialised):
     """Conditional MLP GAN; the server averages both networks' locally trained weights (FedAvg)."""
 
@@ -391,7 +425,7 @@ class GAN(ServerInitialised):
         return Update(trainer.trained(), n, metrics)
 
     def evaluate(self, hp: GANHyperParams, params: Params, data: LocalData) -> Evaluation:
-        """The discriminator's accuracies, plus sample quality on digits-shaped models (see the module)."""
+        """The discriminator's accuracies, plus any registered sample measure (see the module)."""
         _check_params(hp, params)
         x = _features(hp, data)
         labels = _labels(hp, data.y, x.shape[0])
@@ -399,19 +433,15 @@ class GAN(ServerInitialised):
         if n == 0:
             return Evaluation(0, {})
         metrics = _discriminator_accuracy(hp, params, x, labels)
-        if _is_digits_shaped(hp, labels):
-            from consortium.fl import gan_quality  # scikit-learn and scipy load only when needed
-
-            samples = generate(hp, params, n, _EVAL_SEED, labels)
-            metrics |= gan_quality.digits_quality(samples, labels, x)
+        measure = _SAMPLE_MEASURES.get((hp.num_features, hp.classes))
+        if measure is not None and labels is not None:
+            metrics |= measure(generate(hp, params, n, _EVAL_SEED, labels), labels, x)
         return Evaluation(n, metrics)
 
     def preview(self, hp: GANHyperParams, params: Params, seed: int) -> np.ndarray:
         """What the model card shows: a grid of generated examples, one row per class, 10 columns.
 
-        FLError when the examples are not square images (see :func:`gan_quality.sample_grid`).
+        FLError when the examples are not square images (see :func:`sample_grid`).
         """
         _check_params(hp, params)
-        from consortium.fl.gan_quality import sample_grid
-
         return sample_grid(hp, params, per_class=PREVIEW_PER_CLASS, seed=seed)

@@ -25,7 +25,6 @@ from consortium.fl.core import (
     Params,
     TensorSpec,
     Update,
-    register_algorithm,
     sorted_updates,
 )
 from consortium.fl.core import HyperParams as BaseHyperParams
@@ -152,7 +151,6 @@ def _centroids(hp: KMeansHyperParams, params: Params) -> torch.Tensor:
     return centroids.to(torch.float64)
 
 
-@register_algorithm
 class KMeans:
     """Federated Lloyd's k-means with client-side k-means++ seeding."""
 
@@ -160,6 +158,7 @@ class KMeans:
     HyperParams: ClassVar[type[KMeansHyperParams]] = KMeansHyperParams
     default_strategy: ClassVar[str] = "kmeans"
     needs_client_init: ClassVar[bool] = True
+    trains_in_environments: ClassVar[bool] = False
 
     def init(self, hp: KMeansHyperParams, num_features: int, seed: int) -> Params:
         raise FLError(

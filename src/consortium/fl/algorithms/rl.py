@@ -43,7 +43,6 @@ from consortium.fl.core import (
     check_widths,
     dense_params,
     derive_seed,
-    register_algorithm,
     spec_of,
 )
 from consortium.fl.core import HyperParams as BaseHyperParams
@@ -392,7 +391,6 @@ def _episode_returns(hp: PPOHyperParams, params: Params, envs: _Envs, seeds: Seq
     return returns
 
 
-@register_algorithm
 class PPO(ServerInitialised):
     """Proximal policy optimisation; the server averages the clients' trained policy and value networks."""
 

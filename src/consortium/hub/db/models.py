@@ -18,6 +18,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
+from consortium.statuses import RoundStatus, RunStatus, TaskStatus
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -163,7 +165,7 @@ class Run(Base):
     __tablename__ = "runs"
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"))
-    status: Mapped[str] = mapped_column(String(20), default="running")
+    status: Mapped[str] = mapped_column(String(20), default=RunStatus.running)
     current_round: Mapped[int] = mapped_column(Integer, default=-1)
     """Last round whose checkpoint is written: -1 none, 0 initial params, r after round r."""
     params_sha256: Mapped[str | None] = mapped_column(String(64))
@@ -182,7 +184,7 @@ class Round(Base):
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
     number: Mapped[int]
     attempt: Mapped[int] = mapped_column(default=1)
-    status: Mapped[str] = mapped_column(String(20), default="open")
+    status: Mapped[str] = mapped_column(String(20), default=RoundStatus.open)
     opened_at: Mapped[datetime] = mapped_column(default=utcnow)
     closed_at: Mapped[datetime | None]
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
@@ -196,7 +198,7 @@ class Task(Base):
     org_id: Mapped[int] = mapped_column(ForeignKey("orgs.id"), index=True)
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
     kind: Mapped[str] = mapped_column(String(20))
-    status: Mapped[str] = mapped_column(String(20), default="pending", index=True)
+    status: Mapped[str] = mapped_column(String(20), default=TaskStatus.pending, index=True)
     params_sha256: Mapped[str | None] = mapped_column(String(64))
     seed: Mapped[int] = mapped_column(BigInteger)
     deadline: Mapped[datetime]

@@ -27,6 +27,7 @@ from consortium.protocol import (
     TaskResult,
     encode_tensors,
 )
+from consortium.statuses import RunStatus, TaskStatus
 
 router = APIRouter(prefix="/api", tags=["runs"], route_class=StrictJSONRoute)
 
@@ -78,7 +79,7 @@ async def run_progress(
 
         progress = await run_in_threadpool(read)
         remaining = deadline - asyncio.get_running_loop().time()
-        if progress.rounds or progress.run.status != "running" or remaining <= 0:
+        if progress.rounds or progress.run.status != RunStatus.running or remaining <= 0:
             return progress
         await wait_for(event, remaining)
 
@@ -256,4 +257,4 @@ def post_refusal(
         handed_out_at=state.board.handed_out_at(task_id), known=state.board.row(task_id),
     ))
     hand_to_driver(state, task.run_id, answer)
-    return {"status": "refused"}
+    return {"status": TaskStatus.refused}

@@ -10,8 +10,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from consortium import crypto
-from consortium.fl.core import FLError, get_algorithm, get_strategy, parse_hyperparams
-from consortium.fl.server_optimizers import get_server_optimizer
+from consortium.fl.core import FLError, parse_hyperparams
+from consortium.fl.registry import get_algorithm, get_strategy
+from consortium.fl.registry import get_server_optimizer
 from consortium.governance.rules import ApprovalRule, DataOwnersUnanimous, Decision
 from consortium.hub.blobs import BlobStore
 from consortium.hub.db.models import Approval, Dataset, Org, Project, ProjectDataset, Run
@@ -22,6 +23,7 @@ from consortium.hub.services.access import visible_project
 from consortium.hub.services.errors import BadRequest, Conflict, Forbidden
 from consortium.hub.services.identity import Principal, require_role
 from consortium.protocol import ApprovalIn, ProjectCreate, ProjectOut, Role, decode_tensors
+from consortium.statuses import RunStatus
 
 APPROVAL_RULE: ApprovalRule = DataOwnersUnanimous()
 
@@ -48,7 +50,7 @@ def check_sources_fit(spec: ProjectCreate) -> None:
     except FLError as exc:
         raise BadRequest(str(exc)) from exc
     name = spec.algorithm.name
-    if getattr(algorithm, "trains_in_environments", False):
+    if algorithm.trains_in_environments:
         if spec.datasets:
             raise BadRequest(
                 f"datasets: the {name!r} algorithm trains in environments, not on datasets; name the "
@@ -251,7 +253,7 @@ def set_test_set(
         raise BadRequest("test set x contains non-finite values")
     ledger.lock(session)  # a run that starts meanwhile is seen, and sees the new version
     session.refresh(project)
-    running = session.scalar(select(Run.id).where(Run.project_id == project.id, Run.status == "running"))
+    running = session.scalar(select(Run.id).where(Run.project_id == project.id, Run.status == RunStatus.running))
     if running is not None:
         raise Conflict(f"project {project.name!r} has run {running} in progress; its test set can change "
                        "once the run has ended")

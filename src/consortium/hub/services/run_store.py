@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from consortium.fl.core import finite_metrics
 from consortium.hub.db.models import Round, Run, Task
 from consortium.hub.services import ledger
+from consortium.statuses import RoundStatus
 
 LedgerEvent = tuple[str, str, dict[str, Any]]
 """``(event_type, actor, payload)`` of one ledger entry to append."""
@@ -107,7 +108,7 @@ def federated_eval_event(
     if closed is None:
         row = session.execute(
             select(ROUNDS.c.id, ROUNDS.c.metrics)
-            .where(ROUNDS.c.run_id == run_id, ROUNDS.c.number == number, ROUNDS.c.status == "closed")
+            .where(ROUNDS.c.run_id == run_id, ROUNDS.c.number == number, ROUNDS.c.status == RoundStatus.closed)
         ).first()
         if row is None:
             return None
@@ -144,10 +145,10 @@ def close_round(
     Without ``round_id`` (the initial params, when no init phase ran) a closed round row is created.
     """
     if round_id is None:
-        round_id = _insert_round(session, run_id, number, status="closed", closed_at=now, metrics=metrics)
+        round_id = _insert_round(session, run_id, number, status=RoundStatus.closed, closed_at=now, metrics=metrics)
     else:
         session.execute(
-            update(ROUNDS).where(ROUNDS.c.id == round_id).values(status="closed", closed_at=now, metrics=metrics)
+            update(ROUNDS).where(ROUNDS.c.id == round_id).values(status=RoundStatus.closed, closed_at=now, metrics=metrics)
         )
     session.execute(
         update(RUNS).where(RUNS.c.id == run_id)

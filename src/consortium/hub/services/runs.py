@@ -12,14 +12,9 @@ from pydantic import ValidationError
 from sqlalchemy import Update, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
-from consortium.fl.core import (
-    FLError,
-    check_num_examples,
-    check_update,
-    example_limit,
-    get_algorithm,
-    parse_hyperparams,
-)
+from consortium.fl.capabilities import UpdateValueChecker, example_limit
+from consortium.fl.core import FLError, check_num_examples, check_update, parse_hyperparams
+from consortium.fl.registry import get_algorithm
 from consortium.fl.core import Update as FLUpdate
 from consortium.hub.blobs import BlobStore
 from consortium.hub.db.models import Project, Round, Run, Task
@@ -44,11 +39,7 @@ from consortium.protocol import (
     UpdateMeta,
     decode_update,
 )
-
-OPEN_TASK_STATES = ("pending", "claimed")
-TERMINAL_TASK_STATES = ("done", "refused", "rejected", "dropped", "cancelled")
-"""``refused``: the node declined the task; ``rejected``: the hub refused the node's answer (see
-:class:`Rejected`)."""
+from consortium.statuses import OPEN_TASK_STATES, RoundStatus, RunStatus, TaskStatus
 
 
 def evaluates_previous_round(kind: str, round_number: int) -> bool:
@@ -66,10 +57,10 @@ def start(session: Session, actor: Principal, project_id: int) -> Run:
     verdict = project_service.decision(session, project)
     if not verdict.approved:
         raise Conflict(f"project {project.name!r} cannot run yet: {verdict.reason}")
-    active = session.scalar(select(Run).where(Run.project_id == project.id, Run.status == "running"))
+    active = session.scalar(select(Run).where(Run.project_id == project.id, Run.status == RunStatus.running))
     if active is not None:
         raise Conflict(f"project {project.name!r} already has run {active.id} in progress")
-    run = Run(project_id=project.id, status="running")
+    run = Run(project_id=project.id, status=RunStatus.running)
     session.add(run)
     session.flush()
     ledger.record(
@@ -110,7 +101,7 @@ def to_out(session: Session, run: Run) -> RunOut:
 def progress(session: Session, run: Run, after_round: int = 0) -> RunProgress:
     rows = session.scalars(
         select(Round)
-        .where(Round.run_id == run.id, Round.status == "closed", Round.number > after_round,
+        .where(Round.run_id == run.id, Round.status == RoundStatus.closed, Round.number > after_round,
                Round.number > 0)
         .order_by(Round.number)
     )
@@ -133,15 +124,15 @@ def claim_next(
         select(Task.id, Task.status)
         .join(Run, Run.id == Task.run_id)
         .where(Task.org_id == actor.org_id, Task.status.in_(OPEN_TASK_STATES), Task.deadline > now,
-               Run.status == "running")
+               Run.status == RunStatus.running)
         .order_by(Task.id)
         .limit(1)
     ).first()
     if row is None:
         return None
-    if row.status == "pending":
+    if row.status == TaskStatus.pending:
         session.execute(
-            update(Task).where(Task.id == row.id, Task.status == "pending").values(status="claimed", claimed_at=now)
+            update(Task).where(Task.id == row.id, Task.status == TaskStatus.pending).values(status=TaskStatus.claimed, claimed_at=now)
         )
         session.commit()
     message = prebuilt(row.id) if prebuilt is not None else None
@@ -208,13 +199,13 @@ def _open_for_results(session: Session, task: TaskRow, kinds: tuple[str, ...]) -
 def _still_open(session: Session, task: TaskRow, status: str) -> None:
     """409 when the task has its answer; 410 when it is gone, saying so (with ``run_id`` and ``run_status``)
     when its run ended, so the node forgets the run's tasks instead of retraining them."""
-    if status == "done":
+    if status == TaskStatus.done:
         raise Conflict(f"task {task.id} already has a result")
-    if status == "rejected":
+    if status == TaskStatus.rejected:
         raise Gone(f"task {task.id} was rejected (the hub refused its answer); its round goes on without it")
-    if status in ("dropped", "cancelled", "refused"):
+    if status in (TaskStatus.dropped, TaskStatus.cancelled, TaskStatus.refused):
         run = session.execute(select(Run.status, Run.error).where(Run.id == task.run_id)).first()
-        if run is not None and run.status != "running":
+        if run is not None and run.status != RunStatus.running:
             why = f"run {task.run_id} {run.status}" + (f": {run.error}" if run.error else "")
             raise Gone(f"{why}; its task {task.id} is not needed any more", run_id=task.run_id,
                        run_status=run.status)
@@ -246,7 +237,7 @@ def _reject(
     """
     reason = reason if len(reason) <= MAX_REASON else reason[: MAX_REASON - 3] + "..."
     session.rollback()
-    _answer(session, task, signed, handed_out_at, status="rejected", done_at=now, error=reason)
+    _answer(session, task, signed, handed_out_at, status=TaskStatus.rejected, done_at=now, error=reason)
     number, project_id = session.execute(
         select(Round.number, Run.project_id).join(Task, Task.round_id == Round.id)
         .join(Run, Run.id == Task.run_id).where(Task.id == task.id)
@@ -258,7 +249,7 @@ def _reject(
         scope=ledger.project_scope(project_id),
     )
     session.commit()
-    raise Rejected(f"{what} rejected: {reason}", task, Answer(task.id, "rejected"))
+    raise Rejected(f"{what} rejected: {reason}", task, Answer(task.id, TaskStatus.rejected))
 
 
 @dataclass(frozen=True)
@@ -317,9 +308,8 @@ def _check_update(rules: AnswerRules, task: TaskRow, tensors: dict, meta: Update
     else:
         template = rules.algorithm.client_init_template(rules.hp, rules.num_features)
     check_update(template, tensors)
-    check_values = getattr(rules.algorithm, "check_update_values", None)
-    if check_values is not None:
-        check_values(rules.hp, FLUpdate(tensors, meta.num_examples, meta.metrics))
+    if isinstance(rules.algorithm, UpdateValueChecker):
+        rules.algorithm.check_update_values(rules.hp, FLUpdate(tensors, meta.num_examples, meta.metrics))
 
 
 def _problems(exc: ValidationError) -> str:
@@ -397,13 +387,13 @@ def submit_update(
     digest = blobs.stage(payload)
     result = meta.model_dump()
     try:
-        _answer(session, task, signed, handed_out_at, update_sha256=digest, result=result, status="done",
+        _answer(session, task, signed, handed_out_at, update_sha256=digest, result=result, status=TaskStatus.done,
                 done_at=now)
         session.commit()
     except BaseException:
         blobs.discard([digest])
         raise
-    return task, Answer(task.id, "done", result, tensors, digest)
+    return task, Answer(task.id, TaskStatus.done, result, tensors, digest)
 
 
 def submit_result(
@@ -432,9 +422,9 @@ def submit_result(
     except FLError as exc:
         reject(str(exc))
     result = body.model_dump()
-    _answer(session, task, signed, handed_out_at, result=result, status="done", done_at=now)
+    _answer(session, task, signed, handed_out_at, result=result, status=TaskStatus.done, done_at=now)
     session.commit()
-    return task, Answer(task.id, "done", result)
+    return task, Answer(task.id, TaskStatus.done, result)
 
 
 def refuse(
@@ -444,7 +434,7 @@ def refuse(
     """A node declines a task (its policy said no); the round goes on without it."""
     task = own_task(session, actor, task_id, known, answer="refusal")
     _open_for_results(session, task, tuple(k.value for k in TaskKind))
-    _answer(session, task, signed, handed_out_at, status="refused", done_at=now, error=body.reason)
+    _answer(session, task, signed, handed_out_at, status=TaskStatus.refused, done_at=now, error=body.reason)
     project_id = session.scalar(select(Run.project_id).where(Run.id == task.run_id))
     ledger.record(
         session, "task.refused", actor.label,
@@ -452,4 +442,4 @@ def refuse(
         scope=ledger.project_scope(project_id),
     )
     session.commit()
-    return task, Answer(task.id, "refused")
+    return task, Answer(task.id, TaskStatus.refused)

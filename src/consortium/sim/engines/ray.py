@@ -15,8 +15,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from consortium.config import torch_threads
 from consortium.fl.cohort import Cohort
-from consortium.fl.core import FLError, LocalData, Params, get_algorithm, get_strategy, parse_hyperparams
+from consortium.fl.core import FLError, LocalData, Params, parse_hyperparams
+from consortium.fl.registry import get_algorithm, get_strategy
 from consortium.protocol import decode_tensors, encode_tensors
 from consortium.sim.engines.base import FitResult, Setup, client_data
 from consortium.sim.spec import SimulationSettings
@@ -124,7 +126,7 @@ class RayEngine:
         train = {"x": setup.train.x.cpu()} | ({} if setup.train.y is None else {"y": setup.train.y.cpu()})
         train_ref = ray.put(encode_tensors(train))
         worker = ray.remote(num_cpus=1, num_gpus=1 if setup.device.type == "cuda" else 0)(ShardWorker)
-        threads = int(os.environ.get("CONSORTIUM_TORCH_THREADS", "1"))
+        threads = torch_threads()
         self.actors = [
             worker.remote(
                 setup.algorithm.name,

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from consortium.fl.capabilities import CohortTrainer, SummedCohortTrainer
 from consortium.fl import scaffold
 from consortium.fl.cohort import Cohort
 from consortium.fl.core import FLError, Params
@@ -32,7 +33,7 @@ _SCAFFOLD_COPIES_PER_CLIENT = 3
 
 
 def supports_vectorized(algorithm: Any) -> bool:
-    return callable(getattr(algorithm, "local_update_cohort", None))
+    return isinstance(algorithm, CohortTrainer)
 
 
 def default_chunk_clients(params: Params, device: torch.device, scaffold_on: bool = False) -> int:
@@ -86,7 +87,7 @@ def fit_chunk(
     updates) and the algorithm can produce them directly, the clients' params are never materialised.
     """
     num_examples = torch.as_tensor(chunk.sizes, device=train.x.device)
-    if reducer.takes_weighted_sums and callable(getattr(algorithm, "local_update_cohort_summed", None)):
+    if reducer.takes_weighted_sums and isinstance(algorithm, SummedCohortTrainer):
         sums, per_client = algorithm.local_update_cohort_summed(hp, params, train, chunk)
         reducer.add_weighted_sums(sums, num_examples)
     else:
