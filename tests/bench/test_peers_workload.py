@@ -14,7 +14,8 @@ import torch
 
 from consortium.bench.peers import workload
 from consortium.bench.sim_worker import reference_workload, spec
-from consortium.fl.core import get_algorithm, parse_hyperparams
+from consortium.fl.core import parse_hyperparams
+from consortium.fl.registry import get_algorithm
 
 PEERS = Path(workload.__file__).parent
 
