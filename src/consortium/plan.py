@@ -1,5 +1,5 @@
-"""One run's plan: the chain spec -> algorithm, hyper-parameters, strategy, server step, resolved once, and the
-math that closes a round.
+"""One run's plan: the chain spec -> algorithm, hyper-parameters, strategy, server step, resolved once, and
+the math that closes a round.
 
 The hub's run driver, the project and run services, the node agent, the simulator (and its engines) and the
 model outputs all build a :class:`RunPlan` from a :class:`~consortium.protocol.ProjectCreate` instead of

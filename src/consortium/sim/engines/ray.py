@@ -33,7 +33,8 @@ class ShardWorker:
     """What runs inside one Ray actor: local training and reduction of one shard of each round's cohort."""
 
     def __init__(self, spec: dict[str, Any], train_bytes: bytes, device: str, threads: int) -> None:
-        """``spec``: the project spec as JSON, resolved here into the same :class:`RunPlan` as the driver's."""
+        """``spec``: the project spec as JSON, resolved here into the same :class:`RunPlan` as the
+        simulation's."""
         torch.set_num_threads(threads)
         plan = RunPlan.of(ProjectCreate.model_validate(spec))
         self.algorithm, self.hp, self.strategy = plan.algorithm, plan.hp, plan.strategy

@@ -128,7 +128,9 @@ class VectorizedEngine:
         deltas_sum: Params | None = None
         for chunk in chunks(cohort, size):
             if control is None:
-                chunk_metrics = fit_chunk(setup.plan.algorithm, setup.plan.hp, params, setup.train, chunk, reducer)
+                chunk_metrics = fit_chunk(
+                    setup.plan.algorithm, setup.plan.hp, params, setup.train, chunk, reducer
+                )
             else:
                 stacked, per_client, chunk_sum = self._controlled_update(params, chunk, control)
                 deltas_sum = scaffold.merge_sums(deltas_sum, chunk_sum)
