@@ -27,6 +27,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "hub": ("node", "sim", "client", *TOP),
     "node": ("hub", "sim", *TOP),
     "sim": ("hub", "node", "client", *TOP),
+    "plan": ("hub", "node", "sim", "client", *TOP),
 }
 """For each layer (first name after ``consortium.``), the layers it must not import."""
 

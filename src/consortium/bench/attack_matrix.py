@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from consortium.fl.core import FLError, parse_hyperparams
-from consortium.fl.registry import get_algorithm
+from consortium.fl.core import FLError
+from consortium.plan import RunPlan
 from consortium.sim.attacks import (
     DIGITS_TRIGGER,
     build_attack,
@@ -141,8 +141,8 @@ def run_one(setting: RunSetting, config: MatrixConfig) -> RunRecord:
     finally:
         engine.close()
     trigger = attack.backdoor or DIGITS_TRIGGER
-    success = simulation.algorithm.evaluate(
-        simulation.hp, result.params, trigger.triggered_test(simulation.test)
+    success = simulation.plan.algorithm.evaluate(
+        simulation.plan.hp, result.params, trigger.triggered_test(simulation.test)
     )
     return RunRecord(
         setting.attack,
@@ -170,14 +170,16 @@ def settings_of(
 
 
 def check_names(rules: Sequence[str], attacks: Sequence[str], config: MatrixConfig) -> None:
-    """FLError naming an unknown rule or attack before anything runs."""
+    """FLError naming an unknown rule or attack, or a spec that does not resolve, before anything runs."""
     known = rule_catalogue(config.clients, config.malicious)
     unknown = [r for r in rules if r not in known]
     if unknown:
         raise FLError(f"unknown rule(s) {', '.join(unknown)}; known: {', '.join(known)}")
     for name in attacks:
         build_attack(name, config.clients, config.malicious)
-    parse_hyperparams(get_algorithm("classifier"), MLP_HYPERPARAMETERS)
+    for rule in rules:
+        project, _ = parse_spec(_spec(known[rule], RunSetting("none", rule, PARTITIONS[0], 0), config))
+        RunPlan.of(project)
 
 
 def run_attack_matrix(

@@ -59,7 +59,7 @@ def _trained_and_scored(
             f"the GAN's evaluation has no {', '.join(missing)}: it needs 64-feature digits with labels"
         )
     if sample_png is not None:
-        write_png(sample_png, sample_grid(simulation.hp, result.params, per_class=10, seed=project.seed))
+        write_png(sample_png, sample_grid(simulation.plan.hp, result.params, per_class=10, seed=project.seed))
     return GeneratorScore(
         label,
         sum(len(p) for p in parts),

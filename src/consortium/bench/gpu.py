@@ -66,12 +66,12 @@ def centralized_epoch_s(simulation: Simulation, params: Params, repeats: int = 3
     train = simulation.train
     assert isinstance(train, LocalData)
     device = simulation.device
-    hp = simulation.hp.model_copy(update={"local_epochs": 1})
+    hp = simulation.plan.hp.model_copy(update={"local_epochs": 1})
     start = {name: t.to(device) for name, t in params.items()}
     warm_up = LocalData(train.x[: 10 * hp.batch_size], train.y[: 10 * hp.batch_size])
-    simulation.algorithm.local_update(hp, start, warm_up, 0)
+    simulation.plan.algorithm.local_update(hp, start, warm_up, 0)
     return statistics.median(
-        _timed(device, lambda seed=seed: simulation.algorithm.local_update(hp, start, train, seed))
+        _timed(device, lambda seed=seed: simulation.plan.algorithm.local_update(hp, start, train, seed))
         for seed in range(repeats)
     )
 

@@ -58,7 +58,7 @@ def _score(
 ) -> PolicyScore:
     params: Params = result.params
     per_client = [
-        simulation.algorithm.evaluate(simulation.hp, params, env).metrics["mean_return"]
+        simulation.plan.algorithm.evaluate(simulation.plan.hp, params, env).metrics["mean_return"]
         for env in environments.train
     ]
     clients = len(result.dataset.train)

@@ -25,19 +25,14 @@ from typing import Any, overload
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from consortium.fl import scaffold
 from consortium.fl.core import (
     Evaluation,
     LocalData,
     Params,
     Update,
     derive_seed,
-    finite_metrics,
-    parse_hyperparams,
     weighted_metrics,
 )
-from consortium.fl.registry import get_algorithm, get_strategy
-from consortium.fl.registry import server_step
 from consortium.hub.blobs import BlobStore
 from consortium.hub.db.models import Model, Round, Run, Task
 from consortium.hub.events import Broker
@@ -49,6 +44,7 @@ from consortium.hub.services import models as model_service
 from consortium.hub.services import projects as project_service
 from consortium.hub.services import run_store
 from consortium.hub.tensor_cache import TensorCache
+from consortium.plan import RunPlan
 from consortium.protocol import (
     ProjectCreate,
     RoundMetrics,
@@ -221,25 +217,14 @@ class RunDriver:
                 for d in sources
             ]
             kinds = {d.id: d.kind for d in sources}
-            self.num_features = project_service.num_features(
-                project_service.project_datasets(session, project)[0].schema
-            )
+            num_features = project_service.num_features(sources[0].schema)
             test_sha = self.test_set_sha = project.test_set_sha256
             current, params_sha = run.current_round, run.params_sha256
             self.server_state_sha = run.server_state_sha256
             self._abandon_open_rounds(session)
-        self.algorithm = get_algorithm(self.spec.algorithm.name)
-        self.hp = parse_hyperparams(self.algorithm, self.spec.algorithm.hyperparameters)
-        self.strategy = get_strategy(
-            self.spec.strategy.name or self.algorithm.default_strategy, **self.spec.strategy.options
-        )
-        optimizer = self.spec.strategy.server_optimizer
-        self.server = server_step(
-            optimizer.name if optimizer else None, dict(optimizer.options) if optimizer else {},
-            len(self.participants) if scaffold.uses_scaffold(self.algorithm, self.hp) else None,
-        )
+        self.plan = RunPlan.of(self.spec, num_features, len(self.participants))
         self.state.run_rules[self.run_id] = AnswerRules(
-            self.algorithm, self.hp, self.num_features,
+            self.plan.algorithm, self.plan.hp, num_features,
             {p.dataset_id: AnswerRules.source(p.ref, kinds[p.dataset_id], p.rows) for p in self.participants},
         )
         self.test_data = None
@@ -250,8 +235,8 @@ class RunDriver:
         if current < 0 or params_sha is None:
             params, init_round_id = self._initial_params()
             self.params_sha = self._store_params(params)
-            if self.server.stateful:
-                self.server_state_sha = self._store_params(self.server.init_state(params))
+            if self.plan.stateful:
+                self.server_state_sha = self._store_params(self.plan.init_server_state(params))
             self._checkpoint(0, init_round_id, None)
         else:
             params = self.state.cache.get(params_sha)
@@ -286,8 +271,8 @@ class RunDriver:
 
     def _initial_params(self) -> tuple[Params, int | None]:
         """The initial params, and the round 0 the nodes' init phase ran in (None without one)."""
-        if not self.algorithm.needs_client_init:
-            return self.algorithm.init(self.hp, self.num_features, self.spec.seed), None
+        if not self.plan.algorithm.needs_client_init:
+            return self.plan.init_params(), None
         phase = self._open(PhasePlan(0, TaskKind.init, None, self.participants))
         done, _ = self._collect(phase)
         updates, _ = self._updates(done)
@@ -295,7 +280,7 @@ class RunDriver:
             raise RunFailed(
                 f"initialisation: {len(updates)} of the required min_nodes={self.spec.min_nodes} nodes answered"
             )
-        return self.algorithm.init_from_updates(self.hp, updates, self.spec.seed), phase.round_id
+        return self.plan.init_params(updates), phase.round_id
 
     # ------------------------------------------------------------------------------------------ rounds
 
@@ -309,29 +294,25 @@ class RunDriver:
                 f"round {number}: {len(updates)} of the required min_nodes={self.spec.min_nodes} nodes answered "
                 f"within round_timeout={self.spec.round_timeout}s"
             )
-        new_params = self.strategy.aggregate(params, updates)
-        if self.server.stateful:
-            server_state = self.state.cache.get(self.server_state_sha)
-            deltas = scaffold.delta_sum(updates) if self.server.scaffold_clients else None
-            new_params, server_state = self.server.step(params, new_params, server_state, deltas)
+        aggregate = self.plan.aggregate(params, updates)
+        server_state = self.state.cache.get(self.server_state_sha) if self.plan.stateful else {}
+        new_params, server_state = self.plan.close_round(params, aggregate, server_state)
+        if self.plan.stateful:
             self.server_state_sha = self._store_params(server_state)
         self.params_sha = new_sha = self._store_params(new_params)
 
         def measure() -> RoundMetrics:
             """The round's metrics; a NaN or infinite one (the aggregate diverged) is named in ``diverged``."""
-            test = self.algorithm.evaluate(self.hp, new_params, self.test_data).metrics if self.test_data else {}
-            train = weighted_metrics([Evaluation(u.num_examples, u.metrics) for u in updates])
-            test, diverged_test = finite_metrics(test, "test")
-            train_metrics, diverged_train = finite_metrics(train.metrics, "train")
+            scores = self.plan.scores(new_params, aggregate.train_metrics, self.test_data)
             return RoundMetrics(
                 round=number,
                 participants=sorted(p.ref for p, _ in done),
                 dropped=sorted({p.ref for p in dropped}),
-                train=train_metrics,
+                train=scores.train,
                 federated_eval={},
                 federated_eval_pending=True,
-                test=test,
-                diverged=diverged_train + diverged_test,
+                test=scores.test,
+                diverged=scores.diverged,
                 params_sha256=new_sha,
                 opened_at=phase.opened_at,
                 wall_s=time.perf_counter() - phase.started,
@@ -389,9 +370,9 @@ class RunDriver:
     def _fit_params_sha(self, params: Params) -> str:
         """What the round's fit tasks carry: the global params, plus the server's control variate with
         SCAFFOLD (rebuilt from the checkpointed server state, so a replayed round carries the same)."""
-        if not self.server.scaffold_clients:
+        if not self.plan.uses_scaffold:
             return self.params_sha
-        return self._store_params(self.server.broadcast(params, self.state.cache.get(self.server_state_sha)))
+        return self._store_params(self.plan.broadcast(params, self.state.cache.get(self.server_state_sha)))
 
     def _store_params(self, params: Params) -> str:
         """Stage ``params`` in the blob store (readable at once, persisted before the next commit)."""
@@ -622,7 +603,7 @@ class RunDriver:
                 params_sha256=run.params_sha256,
                 code_version=self.state.code_version,
                 created_at=self.state.clock(),
-                files=model_service.store_files(self.state.blobs, self.algorithm, self.hp,
+                files=model_service.store_files(self.state.blobs, self.plan.algorithm, self.plan.hp,
                                                 self.state.cache.get(run.params_sha256), self.spec.seed),
             )
             model = Model(

@@ -14,14 +14,14 @@ from typing import Protocol
 from pydantic import ValidationError
 
 from consortium.fl import scaffold
-from consortium.fl.core import FLError, LocalData, Params, Update, derive_seed, parse_hyperparams
-from consortium.fl.registry import get_algorithm
+from consortium.fl.core import FLError, LocalData, Params, Update, derive_seed
 from consortium.fl.data import train_validation_split
 from consortium.fl.environments import LocalEnvironment
 from consortium.node.controls import ControlKey, ControlStore
 from consortium.node.environments import EnvironmentRegistry
 from consortium.node.policy import NodePolicy
 from consortium.node.registry import LocalRegistry
+from consortium.plan import RunPlan
 from consortium.protocol import (
     TaskKind,
     TaskOut,
@@ -156,8 +156,8 @@ class NodeAgent:
             self._post_ignoring_gone(task, lambda: self.transport.post_refusal(task.id, reason))
 
     def _execute(self, task: TaskOut) -> None:
-        algorithm = get_algorithm(task.spec.algorithm.name)
-        hp = parse_hyperparams(algorithm, task.spec.algorithm.hyperparameters)
+        plan = RunPlan.of(task.spec)
+        algorithm, hp = plan.algorithm, plan.hp
         split = self._split(task)
         if task.kind == TaskKind.init:
             started = time.perf_counter()
@@ -169,7 +169,7 @@ class NodeAgent:
             params, server_control = scaffold.split_broadcast(self._fetch_params(task))
             started = time.perf_counter()
             evaluation = self._evaluate(algorithm, hp, params, split) if task.evaluate_first else None
-            if scaffold.uses_scaffold(algorithm, hp):
+            if plan.uses_scaffold:
                 update, keep_control = self._scaffold_update(
                     task, algorithm, hp, params, server_control, split
                 )

@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from consortium.crypto import sha256_hex
-from consortium.fl.core import parse_hyperparams
-from consortium.fl.registry import get_algorithm
 from consortium.governance.licences import derive_licence
+from consortium.plan import RunPlan
 from consortium.previews import PREVIEW_FILE, markdown_section, preview_png
 from consortium.protocol import encode_tensors
 from consortium.sim.simulation import SimResult
@@ -168,9 +167,8 @@ def render_card(card: dict[str, Any]) -> str:
 
 def preview(result: SimResult) -> bytes | None:
     """PNG of what the model does, for algorithms that draw one (a GAN's sample grid): as a real run's."""
-    algorithm = get_algorithm(result.spec.algorithm.name)
-    hp = parse_hyperparams(algorithm, result.spec.algorithm.hyperparameters)
-    return preview_png(algorithm, hp, result.params, result.spec.seed)
+    plan = RunPlan.of(result.spec)
+    return preview_png(plan.algorithm, plan.hp, result.params, result.spec.seed)
 
 
 def write_model(out_dir: Path, result: SimResult, engine: str) -> dict[str, Path]:

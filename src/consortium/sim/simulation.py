@@ -15,19 +15,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from consortium.fl import scaffold
 from consortium.fl.cohort import Cohort, by_decreasing_size
-from consortium.fl.core import (
-    FLError,
-    LocalData,
-    Params,
-    derive_seed,
-    parse_hyperparams,
-)
-from consortium.fl.registry import get_algorithm, get_strategy
+from consortium.fl.core import FLError, LocalData, Params, derive_seed
 from consortium.fl.environments import LocalEnvironment
-from consortium.fl.server_optimizers import ServerStep
-from consortium.fl.registry import server_step
+from consortium.plan import RunPlan
 from consortium.protocol import ProjectCreate
 from consortium.sim.datasets import SimDataset, load_dataset
 from consortium.sim.engines.base import Engine, Setup, Tamper, client_data
@@ -49,6 +40,8 @@ class RoundRecord:
     train: dict[str, float]
     test: dict[str, float]
     wall_s: float
+    diverged: list[str] = field(default_factory=list)
+    """Metrics left out of ``train`` and ``test`` because they are NaN or infinite, as the hub names them."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -57,6 +50,7 @@ class RoundRecord:
             "num_examples": self.num_examples,
             "train": self.train,
             "test": self.test,
+            "diverged": self.diverged,
             "wall_s": self.wall_s,
         }
 
@@ -147,18 +141,10 @@ class Simulation:
     ) -> None:
         self.spec, self.settings = spec, settings
         self.device = resolve_device(settings.device)
-        self.algorithm = get_algorithm(spec.algorithm.name)
-        self.hp = parse_hyperparams(self.algorithm, spec.algorithm.hyperparameters)
-        strategy_name = spec.strategy.name or self.algorithm.default_strategy
-        self.strategy = get_strategy(strategy_name, **spec.strategy.options)
-        optimizer = spec.strategy.server_optimizer
-        self.server: ServerStep = server_step(
-            optimizer.name if optimizer else None,
-            dict(optimizer.options) if optimizer else {},
-            settings.clients if scaffold.uses_scaffold(self.algorithm, self.hp) else None,
-        )
+        plan = RunPlan.of(spec)
         self.dataset = dataset or load_source(settings)
-        check_algorithm_fits(self.algorithm, self.dataset)
+        check_algorithm_fits(plan.algorithm, self.dataset)
+        self.plan = plan.knowing(self.dataset.num_features, settings.clients)
         if parts is None:
             parts = client_parts(self.dataset, settings)
         if len(parts) != settings.clients:
@@ -167,17 +153,7 @@ class Simulation:
         self.ids = client_ids(settings.clients)
         self.cohort_size = settings.cohort_size()
         self.train, self.test = train_and_test(self.dataset, self.device)
-        self.setup = Setup(
-            self.algorithm,
-            self.hp,
-            self.strategy,
-            self.train,
-            self.device,
-            strategy_name,
-            dict(spec.strategy.options),
-            tamper,
-            tuple(self.ids),
-        )
+        self.setup = Setup(self.plan, self.train, self.device, tamper, tuple(self.ids))
         self.initial_params = initial_params
 
     def cohort(self, round_number: int) -> Cohort:
@@ -195,45 +171,42 @@ class Simulation:
         """The global params before round 1: the algorithm's init, or built from every client's init update."""
         if self.initial_params is not None:
             return {k: v.to(self.device) for k, v in self.initial_params.items()}
-        if not self.algorithm.needs_client_init:
-            return {
-                k: v.to(self.device)
-                for k, v in self.algorithm.init(self.hp, self.dataset.num_features, self.spec.seed).items()
-            }
+        plan = self.plan
+        if not plan.algorithm.needs_client_init:
+            return {k: v.to(self.device) for k, v in plan.init_params().items()}
         everyone = Cohort.from_parts(
             self.ids, self.parts, [derive_seed(self.spec.seed, "init", 0, c) for c in self.ids]
         )
         updates = [
             replace(
-                self.algorithm.client_init(self.hp, client_data(self.train, everyone, c), everyone.seeds[c]),
+                plan.algorithm.client_init(plan.hp, client_data(self.train, everyone, c), everyone.seeds[c]),
                 client_id=everyone.client_ids[c],
             )
             for c in range(len(everyone))
         ]
-        return self.algorithm.init_from_updates(self.hp, updates, self.spec.seed)
+        return plan.init_params(updates)
 
     def run(self, engine: Engine, on_round: Callable[[RoundRecord], None] | None = None) -> SimResult:
         """All rounds of the spec on ``engine``; ``on_round`` sees each round's record as it closes."""
+        plan = self.plan
         params = self.init_params()
-        self.strategy.check_cohort(self.cohort_size)
-        server_state = self.server.init_state(params)
+        plan.strategy.check_cohort(self.cohort_size)
+        server_state = plan.init_server_state(params)
         result = SimResult(self.spec, self.settings, self.dataset, params)
         for number in range(1, self.spec.rounds + 1):
             started = time.perf_counter()
             cohort = self.cohort(number)
-            control = self.server.control(server_state)
-            fitted = engine.fit(params, cohort, control)
-            params, server_state = self.server.step(
-                params, fitted.aggregated, server_state, fitted.control_delta_sum
-            )
-            test = self.algorithm.evaluate(self.hp, params, self.test).metrics
+            aggregate = engine.fit(params, cohort, plan.control(server_state))
+            params, server_state = plan.close_round(params, aggregate, server_state)
+            scores = plan.scores(params, aggregate.train_metrics, self.test)
             record = RoundRecord(
                 number,
                 len(cohort),
-                fitted.num_examples,
-                fitted.train_metrics,
-                test,
+                aggregate.num_examples,
+                scores.train,
+                scores.test,
                 time.perf_counter() - started,
+                scores.diverged,
             )
             result.rounds.append(record)
             if on_round is not None:

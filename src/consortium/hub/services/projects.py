@@ -10,9 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from consortium import crypto
-from consortium.fl.core import FLError, parse_hyperparams
-from consortium.fl.registry import get_algorithm, get_strategy
-from consortium.fl.registry import get_server_optimizer
+from consortium.fl.core import FLError
 from consortium.governance.rules import ApprovalRule, DataOwnersUnanimous, Decision
 from consortium.hub.blobs import BlobStore
 from consortium.hub.db.models import Approval, Dataset, Org, Project, ProjectDataset, Run
@@ -22,6 +20,7 @@ from consortium.hub.services import hub_identity, ledger
 from consortium.hub.services.access import visible_project
 from consortium.hub.services.errors import BadRequest, Conflict, Forbidden
 from consortium.hub.services.identity import Principal, require_role
+from consortium.plan import RunPlan
 from consortium.protocol import ApprovalIn, ProjectCreate, ProjectOut, Role, decode_tensors
 from consortium.statuses import RunStatus
 
@@ -42,15 +41,19 @@ def feature_signature(schema: dict) -> list[tuple[str, str, tuple[int, ...]]]:
     return [(c["name"], c["dtype"], tuple(c.get("shape") or ())) for c in schema["features"]]
 
 
-def check_sources_fit(spec: ProjectCreate) -> None:
-    """BadRequest when the algorithm and the kind of data the spec names do not fit: an algorithm that trains
-    in environments needs environments only, any other needs datasets only."""
+def plan_of(spec: ProjectCreate) -> RunPlan:
+    """The spec's :class:`RunPlan` (before its data is known); BadRequest naming the field at fault."""
     try:
-        algorithm = get_algorithm(spec.algorithm.name)
+        return RunPlan.of(spec)
     except FLError as exc:
         raise BadRequest(str(exc)) from exc
+
+
+def check_sources_fit(spec: ProjectCreate, plan: RunPlan) -> None:
+    """BadRequest when the algorithm and the kind of data the spec names do not fit: an algorithm that trains
+    in environments needs environments only, any other needs datasets only."""
     name = spec.algorithm.name
-    if algorithm.trains_in_environments:
+    if plan.algorithm.trains_in_environments:
         if spec.datasets:
             raise BadRequest(
                 f"datasets: the {name!r} algorithm trains in environments, not on datasets; name the "
@@ -63,23 +66,12 @@ def check_sources_fit(spec: ProjectCreate) -> None:
         )
 
 
-def validate_spec(spec: ProjectCreate, datasets: list[Dataset]) -> None:
-    """Check algorithm, hyper-parameters, strategy and data compatibility; BadRequest with the reason.
-
-    ``datasets`` are the project's data sources: its datasets, or its environments.
-    """
-    check_sources_fit(spec)
+def validate_spec(spec: ProjectCreate, plan: RunPlan, datasets: list[Dataset]) -> None:
+    """Check the resolved ``plan`` against the project's data sources (``datasets``: its datasets, or its
+    environments): the strategy's cohort, one schema or environment, min_nodes, the model's size;
+    BadRequest with the reason."""
     try:
-        algorithm = get_algorithm(spec.algorithm.name)
-        hp = parse_hyperparams(algorithm, spec.algorithm.hyperparameters)
-        strategy = get_strategy(spec.strategy.name or algorithm.default_strategy, **spec.strategy.options)
-        optimizer = spec.strategy.server_optimizer
-        if optimizer is not None:
-            get_server_optimizer(optimizer.name, **optimizer.options)
-    except FLError as exc:
-        raise BadRequest(str(exc)) from exc
-    try:
-        strategy.check_cohort(spec.min_nodes)
+        plan.strategy.check_cohort(spec.min_nodes)
     except FLError as exc:
         raise BadRequest(
             f"strategy: {exc}; a round may aggregate as few as min_nodes={spec.min_nodes} updates"
@@ -97,9 +89,9 @@ def validate_spec(spec: ProjectCreate, datasets: list[Dataset]) -> None:
     if spec.min_nodes > len(datasets):
         what = "environments" if spec.environments else "datasets"
         raise BadRequest(f"min_nodes: {spec.min_nodes} exceeds the {len(datasets)} {what} in the project")
-    if not algorithm.needs_client_init:
+    if not plan.algorithm.needs_client_init:
         try:
-            algorithm.init(hp, num_features(datasets[0].schema), spec.seed)
+            plan.knowing(num_features(datasets[0].schema), len(datasets)).init_params()
         except FLError as exc:
             raise BadRequest(f"algorithm.hyperparameters: {exc}") from exc
 
@@ -108,10 +100,11 @@ def create(session: Session, actor: Principal, spec: ProjectCreate) -> Project:
     require_role(actor, Role.researcher, Role.steward, Role.admin)
     if session.scalar(select(Project).where(Project.name == spec.name)) is not None:
         raise Conflict(f"project {spec.name!r} already exists")
-    check_sources_fit(spec)
+    plan = plan_of(spec)
+    check_sources_fit(spec, plan)
     datasets = [dataset_service.by_ref(session, actor, ref) for ref in spec.datasets]
     datasets += [environment_service.by_ref(session, actor, ref) for ref in spec.environments]
-    validate_spec(spec, datasets)
+    validate_spec(spec, plan, datasets)
     digest = spec_hash(spec)
     project = Project(
         name=spec.name, spec=spec.model_dump(mode="json"), spec_hash=digest, proposer=actor.label

@@ -13,8 +13,7 @@ from sqlalchemy import Update, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from consortium.fl.capabilities import UpdateValueChecker, example_limit
-from consortium.fl.core import FLError, check_num_examples, check_update, parse_hyperparams
-from consortium.fl.registry import get_algorithm
+from consortium.fl.core import FLError, check_num_examples, check_update
 from consortium.fl.core import Update as FLUpdate
 from consortium.hub.blobs import BlobStore
 from consortium.hub.db.models import Project, Round, Run, Task
@@ -26,6 +25,7 @@ from consortium.hub.services.datasets import TABLE
 from consortium.hub.services.errors import BadRequest, Conflict, Forbidden, Gone, NotFound
 from consortium.hub.services.identity import Principal, SignedCall, require_role
 from consortium.hub.tensor_cache import TensorCache
+from consortium.plan import RunPlan
 from consortium.protocol import (
     ProjectCreate,
     Role,
@@ -287,12 +287,10 @@ class AnswerRules:
 def answer_rules(session: Session, run_id: int) -> AnswerRules:
     """:class:`AnswerRules` of a run, from the database."""
     project = session.get(Run, run_id).project
-    spec = ProjectCreate.model_validate(project.spec)
-    algorithm = get_algorithm(spec.algorithm.name)
     sources = project_service.project_datasets(session, project)
+    plan = RunPlan.of(ProjectCreate.model_validate(project.spec))
     return AnswerRules(
-        algorithm, parse_hyperparams(algorithm, spec.algorithm.hyperparameters),
-        project_service.num_features(sources[0].schema),
+        plan.algorithm, plan.hp, project_service.num_features(sources[0].schema),
         {d.id: AnswerRules.source(f"{d.org.name}/{d.name}", d.kind, d.rows) for d in sources},
     )
 

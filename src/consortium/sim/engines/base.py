@@ -7,15 +7,15 @@ stay in the simulation. Kept free of any engine so that every engine and the fac
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
-from consortium.fl import scaffold
 from consortium.fl.cohort import Cohort
-from consortium.fl.core import Algorithm, FLError, LocalData, Params, StackedUpdates, Strategy
+from consortium.fl.core import FLError, LocalData, Params, StackedUpdates
 from consortium.fl.environments import LocalEnvironment
+from consortium.plan import RoundAggregate, RunPlan
 
 Tamper = Callable[[Params, StackedUpdates], StackedUpdates]
 """``tamper(global_params, updates) -> updates``: sees every client's update (canonical order) before aggregation."""
@@ -23,16 +23,12 @@ Tamper = Callable[[Params, StackedUpdates], StackedUpdates]
 
 @dataclass(frozen=True)
 class Setup:
-    """What every engine needs: the algorithm with its hyper-parameters, the strategy, the clients' data."""
+    """What every engine needs: the run's plan (algorithm, hyper-parameters, strategy), the clients' data."""
 
-    algorithm: Algorithm
-    hp: Any
-    strategy: Strategy
+    plan: RunPlan
     train: LocalData | list[LocalEnvironment]
     """The training rows, or one environment per client."""
     device: torch.device
-    strategy_name: str = "fedavg"
-    strategy_options: dict[str, Any] = field(default_factory=dict)
     tamper: Tamper | None = None
     """Rewrites the cohort's updates before aggregation (the attack harness's malicious clients)."""
     client_ids: tuple[str, ...] = ()
@@ -41,18 +37,7 @@ class Setup:
     @property
     def uses_scaffold(self) -> bool:
         """True when local training uses SCAFFOLD control variates (the engine keeps each client's c_i)."""
-        return scaffold.uses_scaffold(self.algorithm, self.hp)
-
-
-@dataclass(frozen=True)
-class FitResult:
-    """The cohort's aggregate (before any server optimiser) and its example-weighted training metrics."""
-
-    aggregated: Params
-    train_metrics: dict[str, float]
-    num_examples: int
-    control_delta_sum: Params | None = None
-    """SCAFFOLD: float64 ``sum_i delta_c_i`` over the cohort (None without SCAFFOLD)."""
+        return self.plan.uses_scaffold
 
 
 class Engine(Protocol):
@@ -60,9 +45,10 @@ class Engine(Protocol):
 
     name: str
 
-    def fit(self, params: Params, cohort: Cohort, control: Params | None = None) -> FitResult:
+    def fit(self, params: Params, cohort: Cohort, control: Params | None = None) -> RoundAggregate:
         """The cohort's local work from ``params`` (and, for SCAFFOLD, the server's control variate
-        ``control``; the engine keeps each client's own ``c_i`` between rounds), reduced."""
+        ``control``; the engine keeps each client's own ``c_i`` between rounds), reduced to what
+        :meth:`RunPlan.close_round` takes."""
         ...
 
     def close(self) -> None: ...

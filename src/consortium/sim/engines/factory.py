@@ -23,10 +23,10 @@ def make_engine(
     if name == "loop":
         return LoopEngine(setup)
     if name == "vectorized":
-        if not supports_vectorized(setup.algorithm):
+        if not supports_vectorized(setup.plan.algorithm):
             if notify is not None:
                 notify(
-                    f"the {setup.algorithm.name!r} algorithm has no batched local update: "
+                    f"the {setup.plan.algorithm.name!r} algorithm has no batched local update: "
                     "falling back to the loop engine (same results, one client at a time)"
                 )
             return LoopEngine(setup)

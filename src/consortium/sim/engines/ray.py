@@ -17,10 +17,10 @@ import torch
 
 from consortium.config import torch_threads
 from consortium.fl.cohort import Cohort
-from consortium.fl.core import FLError, LocalData, Params, parse_hyperparams
-from consortium.fl.registry import get_algorithm, get_strategy
-from consortium.protocol import decode_tensors, encode_tensors
-from consortium.sim.engines.base import FitResult, Setup, client_data
+from consortium.fl.core import FLError, LocalData, Params
+from consortium.plan import RoundAggregate, RunPlan
+from consortium.protocol import ProjectCreate, decode_tensors, encode_tensors
+from consortium.sim.engines.base import Setup, client_data
 from consortium.sim.spec import SimulationSettings
 from consortium.sim.engines.memory import reuse_freed_memory
 from consortium.sim.engines.reducer import CohortReducer
@@ -32,20 +32,12 @@ _NUM_EXAMPLES = "__num_examples__"
 class ShardWorker:
     """What runs inside one Ray actor: local training and reduction of one shard of each round's cohort."""
 
-    def __init__(
-        self,
-        algorithm: str,
-        hyperparameters: dict[str, Any],
-        strategy: str,
-        options: dict[str, Any],
-        train_bytes: bytes,
-        device: str,
-        threads: int,
-    ) -> None:
+    def __init__(self, spec: dict[str, Any], train_bytes: bytes, device: str, threads: int) -> None:
+        """``spec``: the project spec as JSON, resolved here into the same :class:`RunPlan` as the
+        simulation's."""
         torch.set_num_threads(threads)
-        self.algorithm = get_algorithm(algorithm)
-        self.hp = parse_hyperparams(self.algorithm, hyperparameters)
-        self.strategy = get_strategy(strategy, **options)
+        plan = RunPlan.of(ProjectCreate.model_validate(spec))
+        self.algorithm, self.hp, self.strategy = plan.algorithm, plan.hp, plan.strategy
         tensors = decode_tensors(train_bytes)
         self.device = torch.device(device)
         self.train = LocalData(
@@ -128,19 +120,11 @@ class RayEngine:
         worker = ray.remote(num_cpus=1, num_gpus=1 if setup.device.type == "cuda" else 0)(ShardWorker)
         threads = torch_threads()
         self.actors = [
-            worker.remote(
-                setup.algorithm.name,
-                setup.hp.model_dump(),
-                setup.strategy_name,
-                setup.strategy_options,
-                train_ref,
-                setup.device.type,
-                threads,
-            )
+            worker.remote(setup.plan.spec.model_dump(mode="json"), train_ref, setup.device.type, threads)
             for _ in range(settings.ray_actors)
         ]
 
-    def fit(self, params: Params, cohort: Cohort, control: Params | None = None) -> FitResult:
+    def fit(self, params: Params, cohort: Cohort, control: Params | None = None) -> RoundAggregate:
         if control is not None:
             raise FLError("the ray engine does not run SCAFFOLD yet; use --engine vectorized or loop")
         ray = self._ray
@@ -156,7 +140,7 @@ class RayEngine:
                     params_ref, list(shard.client_ids), shard.offsets, shard.rows, list(shard.seeds)
                 )
             )
-        reducer = CohortReducer(self.setup.strategy, params)
+        reducer = CohortReducer(self.setup.plan.strategy, params)
         metric_sums: dict[str, float] = {}
         total = 0
         for tensor_bytes, ids, sums, examples in ray.get(futures):
@@ -170,7 +154,7 @@ class RayEngine:
                 metric_sums[k] = metric_sums.get(k, 0.0) + v
             total += examples
         train = {k: v / total for k, v in metric_sums.items()} if total else {}
-        return FitResult(reducer.result(), train, total)
+        return RoundAggregate(reducer.result(), train, total)
 
     def close(self) -> None:
         for actor in self.actors:

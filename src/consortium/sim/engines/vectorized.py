@@ -18,7 +18,8 @@ from consortium.fl.capabilities import CohortTrainer, SummedCohortTrainer
 from consortium.fl import scaffold
 from consortium.fl.cohort import Cohort
 from consortium.fl.core import FLError, Params
-from consortium.sim.engines.base import FitResult, Setup, check_control_given
+from consortium.plan import RoundAggregate
+from consortium.sim.engines.base import Setup, check_control_given
 from consortium.sim.engines.memory import reuse_freed_memory
 from consortium.sim.engines.reducer import CohortReducer
 
@@ -106,9 +107,9 @@ class VectorizedEngine:
     name = "vectorized"
 
     def __init__(self, setup: Setup, chunk_clients: int | None = None) -> None:
-        if not supports_vectorized(setup.algorithm):
+        if not supports_vectorized(setup.plan.algorithm):
             raise FLError(
-                f"the {setup.algorithm.name!r} algorithm has no batched local update; "
+                f"the {setup.plan.algorithm.name!r} algorithm has no batched local update; "
                 "run it with --engine loop (or ray)"
             )
         self.setup = setup
@@ -117,17 +118,19 @@ class VectorizedEngine:
         if setup.device.type == "cpu":
             reuse_freed_memory()
 
-    def fit(self, params: Params, cohort: Cohort, control: Params | None = None) -> FitResult:
+    def fit(self, params: Params, cohort: Cohort, control: Params | None = None) -> RoundAggregate:
         setup = self.setup
         check_control_given(setup, control)
         size = self.chunk_clients or default_chunk_clients(params, setup.device, control is not None)
-        reducer = CohortReducer(setup.strategy, params, setup.tamper)
+        reducer = CohortReducer(setup.plan.strategy, params, setup.tamper)
         metric_sums: dict[str, float] = {}
         total = 0
         deltas_sum: Params | None = None
         for chunk in chunks(cohort, size):
             if control is None:
-                chunk_metrics = fit_chunk(setup.algorithm, setup.hp, params, setup.train, chunk, reducer)
+                chunk_metrics = fit_chunk(
+                    setup.plan.algorithm, setup.plan.hp, params, setup.train, chunk, reducer
+                )
             else:
                 stacked, per_client, chunk_sum = self._controlled_update(params, chunk, control)
                 deltas_sum = scaffold.merge_sums(deltas_sum, chunk_sum)
@@ -138,7 +141,7 @@ class VectorizedEngine:
                 metric_sums[name] = metric_sums.get(name, 0.0) + value
             total += int(chunk.sizes.sum())
         train = {name: value / total for name, value in metric_sums.items()} if total else {}
-        return FitResult(reducer.result(), train, total, deltas_sum)
+        return RoundAggregate(reducer.result(), train, total, deltas_sum)
 
     def _controlled_update(
         self, params: Params, chunk: Cohort, control: Params
@@ -150,8 +153,8 @@ class VectorizedEngine:
             self.client_controls = ClientControls(setup.client_ids, params)
         rows = self.client_controls.rows(chunk.client_ids, setup.device)
         controls = scaffold.Controls(control, self.client_controls.gather(rows))
-        stacked, per_client = setup.algorithm.local_update_cohort(
-            setup.hp, params, setup.train, chunk, controls
+        stacked, per_client = setup.plan.algorithm.local_update_cohort(
+            setup.plan.hp, params, setup.train, chunk, controls
         )
         stacked, deltas = scaffold.split_deltas(stacked)
         self.client_controls.advance(rows, deltas)

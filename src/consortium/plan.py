@@ -1,0 +1,185 @@
+"""One run's plan: the chain spec -> algorithm, hyper-parameters, strategy, server step, resolved once, and
+the math that closes a round.
+
+The hub's run driver, the project and run services, the node agent, the simulator (and its engines) and the
+model outputs all build a :class:`RunPlan` from a :class:`~consortium.protocol.ProjectCreate` instead of
+resolving the chain themselves, and both the hub and the simulator close a round through
+:meth:`RunPlan.close_round`, so a simulated run and a real run execute the same math by construction, not by
+convention. Pure like :mod:`consortium.fl`: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from consortium.fl import scaffold
+from consortium.fl.core import (
+    Algorithm,
+    Evaluation,
+    FLError,
+    LocalData,
+    Params,
+    Strategy,
+    Update,
+    finite_metrics,
+    parse_hyperparams,
+    weighted_metrics,
+)
+from consortium.fl.registry import (
+    get_algorithm,
+    get_server_optimizer,
+    get_strategy,
+    server_optimizer_names,
+    strategy_names,
+)
+from consortium.fl.server_optimizers import ServerOptimizer, ServerStep
+from consortium.protocol import ProjectCreate
+
+if TYPE_CHECKING:
+    from consortium.fl.environments import LocalEnvironment
+
+
+@dataclass(frozen=True)
+class RoundAggregate:
+    """A round's updates reduced: the strategy's aggregate (before the server step), the example-weighted
+    training metrics, the examples counted and, with SCAFFOLD, the float64 ``sum_i delta_c_i``.
+
+    The hub gets it from :meth:`RunPlan.aggregate`; a simulator engine may reduce its cohort its own way
+    (chunk by chunk, shard by shard) as long as it hands the close the same thing."""
+
+    aggregated: Params
+    train_metrics: dict[str, float]
+    num_examples: int
+    control_delta_sum: Params | None = None
+
+
+@dataclass(frozen=True)
+class RoundScores:
+    """A closed round's finite metrics; those that are NaN or infinite are named (``train.x``, ``test.y``)."""
+
+    train: dict[str, float]
+    test: dict[str, float]
+    diverged: list[str] = field(default_factory=list)
+
+
+def _resolved(what: str, resolve: Any) -> Any:
+    """``resolve()``; its FLError prefixed with the spec field ``what`` that caused it."""
+    try:
+        return resolve()
+    except FLError as exc:
+        raise FLError(f"{what}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """A project spec resolved: who trains (algorithm and hyper-parameters), how the updates are combined
+    (strategy) and how the params move (server optimiser, SCAFFOLD's control step).
+
+    ``num_features`` (the width of the data) is needed to initialise server-side params, ``clients`` (the
+    run's data sources, SCAFFOLD's ``N``) to close a SCAFFOLD round; a caller that does neither (a node) may
+    leave them out.
+    """
+
+    spec: ProjectCreate
+    algorithm: Algorithm
+    hp: Any
+    strategy_name: str
+    strategy: Strategy
+    optimizer: ServerOptimizer | None
+    num_features: int | None = None
+    clients: int | None = None
+
+    @classmethod
+    def of(cls, spec: ProjectCreate, num_features: int | None = None, clients: int | None = None) -> RunPlan:
+        """The plan of ``spec``; FLError naming the spec field at fault (``algorithm.name``, ...)."""
+        algorithm = _resolved("algorithm.name", lambda: get_algorithm(spec.algorithm.name))
+        hp = _resolved("algorithm.hyperparameters",
+                       lambda: parse_hyperparams(algorithm, spec.algorithm.hyperparameters))
+        name = spec.strategy.name or algorithm.default_strategy
+        strategy = _resolved("strategy.options" if name in strategy_names() else "strategy.name",
+                             lambda: get_strategy(name, **spec.strategy.options))
+        chosen = spec.strategy.server_optimizer
+        optimizer = None
+        if chosen is not None:
+            where = ("strategy.server_optimizer.options" if chosen.name in server_optimizer_names()
+                     else "strategy.server_optimizer.name")
+            optimizer = _resolved(where, lambda: get_server_optimizer(chosen.name, **chosen.options))
+        plan = cls(spec, algorithm, hp, name, strategy, optimizer)
+        return plan.knowing(num_features, clients)
+
+    def knowing(self, num_features: int | None, clients: int | None) -> RunPlan:
+        """This plan once the data is known: its width and the number of data sources (SCAFFOLD's N)."""
+        if clients is not None and clients < 1:
+            raise FLError(f"datasets: a run needs at least one data source, got {clients}")
+        return replace(self, num_features=num_features, clients=clients)
+
+    @property
+    def uses_scaffold(self) -> bool:
+        """True when clients train with SCAFFOLD control variates (the server keeps ``c``)."""
+        return scaffold.uses_scaffold(self.algorithm, self.hp)
+
+    @property
+    def server(self) -> ServerStep:
+        """The server's step: the optimiser (or plain replacement) and, with SCAFFOLD, ``c``'s step over N."""
+        if self.uses_scaffold and self.clients is None:
+            raise FLError("SCAFFOLD's server step needs the number of clients N; build the plan with clients")
+        return ServerStep(self.optimizer, self.clients if self.uses_scaffold else None)
+
+    @property
+    def stateful(self) -> bool:
+        """True when the server keeps state between rounds (optimiser slots, SCAFFOLD's ``c``)."""
+        return self.optimizer is not None or self.uses_scaffold
+
+    def init_params(self, client_inits: Sequence[Update] = ()) -> Params:
+        """The global params before round 1: the algorithm's ``init`` on the server, or, for an algorithm
+        initialised by its clients (k-means seeding), built from their init updates."""
+        if self.algorithm.needs_client_init:
+            if not client_inits:
+                raise FLError(f"the {self.algorithm.name} algorithm is initialised from its clients' updates")
+            return self.algorithm.init_from_updates(self.hp, client_inits, self.spec.seed)
+        if self.num_features is None:
+            raise FLError("initialising the params needs the number of features; build the plan with it")
+        return self.algorithm.init(self.hp, self.num_features, self.spec.seed)
+
+    def init_server_state(self, params: Params) -> Params:
+        """The server state before round 1 (empty when the server keeps none)."""
+        return self.server.init_state(params)
+
+    def control(self, server_state: Params) -> Params | None:
+        """SCAFFOLD's server control variate ``c`` in ``server_state`` (None without SCAFFOLD)."""
+        return self.server.control(server_state)
+
+    def broadcast(self, params: Params, server_state: Params) -> Params:
+        """What a fit task carries: the params, plus ``c`` with SCAFFOLD."""
+        return self.server.broadcast(params, server_state)
+
+    def aggregate(self, params: Params, updates: Sequence[Update]) -> RoundAggregate:
+        """The round's updates reduced by the strategy (their SCAFFOLD ``delta_c`` summed apart, never
+        aggregated as if they were params) with their example-weighted training metrics."""
+        deltas = None
+        if self.uses_scaffold:
+            deltas = scaffold.delta_sum(updates)
+            updates = [replace(u, tensors=scaffold.split_deltas(u.tensors)[0]) for u in updates]
+        train = weighted_metrics([Evaluation(u.num_examples, u.metrics) for u in updates])
+        return RoundAggregate(self.strategy.aggregate(params, updates), train.metrics,
+                              sum(u.num_examples for u in updates), deltas)
+
+    def close_round(
+        self, params: Params, aggregate: RoundAggregate, server_state: Params
+    ) -> tuple[Params, Params]:
+        """The next global params and server state: the server step from ``params`` towards the aggregate
+        (plain replacement without an optimiser) and, with SCAFFOLD, ``c <- c + sum_i(delta_c_i) / N``."""
+        return self.server.step(params, aggregate.aggregated, server_state, aggregate.control_delta_sum)
+
+    def scores(
+        self, params: Params, train_metrics: Mapping[str, float],
+        test_data: LocalData | LocalEnvironment | None,
+    ) -> RoundScores:
+        """The round's training metrics and the new params' metrics on ``test_data`` (none without it); a
+        NaN or infinite one (the model diverged) is left out and named in ``diverged``."""
+        test = self.algorithm.evaluate(self.hp, params, test_data).metrics if test_data is not None else {}
+        train, diverged_train = finite_metrics(train_metrics, "train")
+        test, diverged_test = finite_metrics(test, "test")
+        return RoundScores(train, test, diverged_train + diverged_test)
