@@ -239,6 +239,14 @@ class LinearStrategy(Strategy, Protocol):
     def finish(self, params: Params, partial: Params) -> Params: ...
 
 
+@runtime_checkable
+class WeightedSumsStrategy(LinearStrategy, Protocol):
+    """A linear strategy whose ``partial`` is the example-weighted sum of the updates (FedAvg): the simulator
+    may then hand it ``sum_i n_i t_i`` computed directly, without the clients' params (the one-step fold)."""
+
+    def partial_of_weighted_sums(self, sums: Params, total_weight: torch.Tensor) -> Params: ...
+
+
 def _validated(schema: type[BaseModel], raw: Mapping[str, Any], what: str) -> Any:
     """``schema`` filled from ``raw``; FLError naming ``what`` and each bad field otherwise."""
     try:

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import torch
 
-from consortium.fl.core import FLError, Params, StackedUpdates, Strategy, Update, merge_partials
+from consortium.fl.core import (
+    FLError,
+    LinearStrategy,
+    Params,
+    StackedUpdates,
+    Strategy,
+    Update,
+    WeightedSumsStrategy,
+    merge_partials,
+)
 from consortium.sim.engines.base import Tamper
 
 
@@ -18,10 +27,8 @@ class CohortReducer:
 
     def __init__(self, strategy: Strategy, params: Params, tamper: Tamper | None = None) -> None:
         self.strategy, self.params, self.tamper = strategy, params, tamper
-        self.linear = bool(getattr(strategy, "linear", False)) and tamper is None
-        self.takes_weighted_sums = self.linear and callable(
-            getattr(strategy, "partial_of_weighted_sums", None)
-        )
+        self.linear = isinstance(strategy, LinearStrategy) and strategy.linear and tamper is None
+        self.takes_weighted_sums = self.linear and isinstance(strategy, WeightedSumsStrategy)
         """True when the strategy's partial is the example-weighted sum of the updates (FedAvg)."""
         self.partial: Params | None = None
         self.pieces: list[tuple[dict[str, torch.Tensor], torch.Tensor, tuple[str, ...]]] = []
