@@ -30,7 +30,8 @@ from consortium.hub.services import runs as run_service
 from consortium.hub.services.identity import Principal
 from consortium.hub.tensor_cache import TensorCache
 from consortium.plan import RoundAggregate, RunPlan
-from consortium.protocol import ProjectCreate, Role, TaskKind, TaskOut, TaskResult, UpdateMeta, encode_update
+from consortium.codec import encode_update
+from consortium.protocol import ProjectCreate, Role, TaskKind, TaskOut, TaskResult, UpdateMeta
 from consortium.sim.datasets import SimDataset, load_dataset
 from consortium.sim.engines.loop import LoopEngine
 from consortium.sim.simulation import Simulation, client_ids

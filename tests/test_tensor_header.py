@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load as st_load
 
-from consortium.protocol import decode_update, encode_tensors, safetensors_metadata
+from consortium.codec import decode_update, encode_tensors, safetensors_metadata
 from consortium.tensor_header import MAX_HEADER_BYTES, parse_header
 
 

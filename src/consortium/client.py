@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 
 from consortium.crypto import OrgIdentity, SignedAuth
+from consortium.codec import decode_tensors, safetensors_metadata
 from consortium.protocol import (
     SAFETENSORS_MEDIA_TYPE,
     ApprovalIn,
@@ -19,8 +20,6 @@ from consortium.protocol import (
     TaskOut,
     TaskRefusal,
     TaskResult,
-    decode_tensors,
-    safetensors_metadata,
 )
 
 

@@ -1,4 +1,4 @@
-"""Wire schemas shared by hub, node and CLI, and the tensor codec.
+"""Wire schemas shared by hub, node and CLI (the tensor codec is :mod:`consortium.codec`).
 
 Every JSON message is a pydantic model (unknown keys rejected, floats finite, integers within int64); every
 tensor crosses the network as safetensors bytes. Nothing on the network path is ever unpickled.
@@ -11,13 +11,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 
-from consortium import strict_json
-from consortium.tensor_header import parse_header
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 SPDX_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9.+-]*( (WITH|AND|OR) [A-Za-z0-9][A-Za-z0-9.+-]*)*$"
@@ -443,43 +438,3 @@ class ValidationErrorOut(Wire):
     """A 422: the service's reason, or the list of fields that did not validate."""
 
     detail: str | list[FieldError]
-
-
-# ---------------------------------------------------------------------------------------------- tensors
-
-
-def encode_tensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
-    """Serialise named tensors as safetensors bytes (contiguous CPU copies)."""
-    flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    return st_save(flat, metadata=metadata)
-
-
-def decode_tensors(data: bytes) -> dict[str, torch.Tensor]:
-    """Parse safetensors bytes; raises ValueError on anything malformed."""
-    try:
-        return dict(st_load(data))
-    except Exception as exc:  # safetensors raises its own error types
-        raise ValueError(f"not a valid safetensors payload: {exc}") from exc
-
-
-def safetensors_metadata(data: bytes) -> dict[str, str]:
-    """The ``__metadata__`` of a safetensors payload, read from its JSON header without loading tensors;
-    ValueError when the header is not well formed (:func:`consortium.tensor_header.parse_header`)."""
-    return parse_header(data).metadata
-
-
-def encode_update(tensors: dict[str, torch.Tensor], meta: UpdateMeta) -> bytes:
-    """An update upload: tensors plus the JSON header under ``__metadata__['update']``."""
-    return encode_tensors(tensors, {"update": meta.model_dump_json()})
-
-
-def decode_update(data: bytes) -> tuple[dict[str, torch.Tensor], UpdateMeta]:
-    """Parse an update upload; ValueError (with the reason) when the bytes or header are bad."""
-    meta_raw = safetensors_metadata(data).get("update")
-    if meta_raw is None:
-        raise ValueError("update has no 'update' metadata in its safetensors header")
-    try:
-        meta = UpdateMeta.model_validate(strict_json.loads(meta_raw))
-    except strict_json.StrictJSONError as exc:
-        raise ValueError(f"update metadata is not strict JSON: {exc.msg}{exc.where()}") from None
-    return decode_tensors(data), meta

@@ -21,7 +21,8 @@ from consortium.fl.data import dirichlet_label_partition
 from consortium.launch import HubProcess, provision_org
 from consortium.node import actions
 from consortium.node.environments import prepare_environment
-from consortium.protocol import ProjectCreate, encode_tensors
+from consortium.codec import encode_tensors
+from consortium.protocol import ProjectCreate
 
 ORGS = ("north-clinic", "south-lab", "east-institute")
 DIGITS_HYPERPARAMETERS: dict[str, Any] = {

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from consortium.cli import app
 from consortium.node.controls import ControlKey, ControlStore
-from consortium.protocol import ProjectCreate, decode_tensors
+from consortium.codec import decode_tensors
+from consortium.protocol import ProjectCreate
 from consortium.scenario import DIGITS_HYPERPARAMETERS, ORGS, digits_spec, propose_and_approve
 
 from test_federated_run import wait_run

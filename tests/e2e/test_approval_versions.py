@@ -13,7 +13,8 @@ import torch
 
 from consortium.client import HubClient, HubError
 from consortium.crypto import approval_message, load_org_identity
-from consortium.protocol import ApprovalIn, RunProgress, encode_tensors
+from consortium.codec import encode_tensors
+from consortium.protocol import ApprovalIn, RunProgress
 from consortium.scenario import ORGS, approve_as, digits_spec
 
 pytestmark = pytest.mark.e2e

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from consortium.client import HubClient
-from consortium.protocol import RunProgress, encode_tensors
+from consortium.codec import encode_tensors
+from consortium.protocol import RunProgress
 from consortium.scenario import ORGS, approve_as, digits_spec
 
 pytestmark = pytest.mark.e2e

@@ -14,7 +14,8 @@ from consortium.client import HubClient
 from consortium.ledger_audit import verify_from_db, verify_from_hub
 from consortium.launch import restart_hub
 from consortium.model_files import download_model
-from consortium.protocol import RunProgress, decode_tensors
+from consortium.codec import decode_tensors
+from consortium.protocol import RunProgress
 from consortium.scenario import DIGITS_HYPERPARAMETERS, ORGS, approve_as, digits_spec, propose_and_approve
 
 pytestmark = pytest.mark.e2e

@@ -22,7 +22,8 @@ from consortium.client import HubClient, HubError
 from consortium.crypto import load_org_identity
 from consortium.launch import HubProcess, Process, start_hub, start_node
 from consortium.ledger_audit import verify_from_hub
-from consortium.protocol import RunProgress, TaskOut, encode_tensors
+from consortium.codec import encode_tensors
+from consortium.protocol import RunProgress, TaskOut
 from consortium.scenario import ORGS, DigitsConsortium, digits_spec, propose_and_approve, provision_digits
 
 pytestmark = pytest.mark.e2e

@@ -20,7 +20,8 @@ from consortium import crypto
 from consortium.client import HubClient, HubError
 from consortium.launch import HubProcess, start_hub
 from consortium.ledger_audit import verify_from_hub
-from consortium.protocol import TaskResult, UpdateMeta, encode_tensors, encode_update
+from consortium.codec import encode_tensors, encode_update
+from consortium.protocol import TaskResult, UpdateMeta
 from consortium.scenario import ORGS, DigitsConsortium, approve_as, digits_spec, provision_digits
 
 pytestmark = pytest.mark.e2e
@@ -207,7 +208,7 @@ def _claim_fit_task(env: DigitsConsortium, org: str, name: str) -> dict:
         task, delivered = delivery
         assert task.kind.value == "fit"
         params = node.task_params(task.id)
-    from consortium.protocol import decode_tensors, encode_tensors
+    from consortium.codec import decode_tensors, encode_tensors
 
     assert delivered is not None and encode_tensors(delivered) == params
     return {"task": task, "params": decode_tensors(params), "org": org}

@@ -21,7 +21,8 @@ from test_api import ledger_size, raw_signed
 
 from consortium import crypto
 from consortium.launch import HubProcess, start_hub
-from consortium.protocol import EnrolRequest, UpdateMeta, encode_tensors, encode_update
+from consortium.codec import encode_tensors, encode_update
+from consortium.protocol import EnrolRequest, UpdateMeta
 from consortium.scenario import ORGS, DigitsConsortium, approve_as, digits_spec, provision_digits
 
 pytestmark = pytest.mark.e2e

@@ -19,7 +19,8 @@ from consortium.node.agent import NodeAgent
 from consortium.node.controls import ControlKey, ControlStore
 from consortium.node.policy import ApprovalBook, NodePolicy, spec_hash
 from consortium.node.registry import LocalRegistry, build_card
-from consortium.protocol import ProjectCreate, TaskKind, TaskOut, decode_update, encode_tensors
+from consortium.codec import decode_update, encode_tensors
+from consortium.protocol import ProjectCreate, TaskKind, TaskOut
 from consortium.tables import load_table
 
 ORG, DATASET, PROJECT_ID, RUN_ID = "org-a", "digits", 5, 9

@@ -13,7 +13,8 @@ from consortium.node.agent import NodeAgent
 from consortium.node.environments import EnvironmentRegistry, prepare_environment
 from consortium.node.policy import ApprovalBook, NodePolicy, spec_hash
 from consortium.node.registry import LocalRegistry
-from consortium.protocol import ProjectCreate, TaskKind, TaskOut, TaskResult, decode_update, encode_tensors
+from consortium.codec import decode_update, encode_tensors
+from consortium.protocol import ProjectCreate, TaskKind, TaskOut, TaskResult
 
 ORG = "north"
 HYPERPARAMETERS = {"hidden": [8], "num_envs": 1, "rollout_steps": 32, "epochs": 1, "minibatch_size": 16,

@@ -13,7 +13,8 @@ from consortium.fl.core import LocalData, Params, parse_hyperparams
 from consortium.fl.registry import get_algorithm
 from consortium.node.agent import NodeAgent
 from consortium.node.policy import spec_hash
-from consortium.protocol import TaskKind, TaskOut, TaskResult, decode_update, encode_tensors
+from consortium.codec import decode_update, encode_tensors
+from consortium.protocol import TaskKind, TaskOut, TaskResult
 from consortium.scenario import digits_spec
 
 SPEC = digits_spec("agent", ["north"], rounds=2, min_nodes=1)

@@ -21,7 +21,8 @@ import requests
 
 from consortium import crypto
 from consortium.launch import HubProcess
-from consortium.protocol import TaskResult, UpdateMeta, encode_update
+from consortium.codec import encode_update
+from consortium.protocol import TaskResult, UpdateMeta
 from consortium.scenario import ORGS, DigitsConsortium, approve_as, digits_spec, provision_digits
 
 KINDS = ("admin", "steward", "researcher", "researcher-no-org", "org", "anonymous")

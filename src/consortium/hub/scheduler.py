@@ -45,15 +45,8 @@ from consortium.hub.services import projects as project_service
 from consortium.hub.services import run_store
 from consortium.hub.tensor_cache import TensorCache
 from consortium.plan import RunPlan
-from consortium.protocol import (
-    ProjectCreate,
-    RoundMetrics,
-    TaskKind,
-    TaskOut,
-    decode_tensors,
-    decode_update,
-    encode_tensors,
-)
+from consortium.codec import decode_tensors, decode_update, encode_tensors
+from consortium.protocol import ProjectCreate, RoundMetrics, TaskKind, TaskOut
 from consortium.statuses import ANSWERED_TASK_STATES, OPEN_TASK_STATES, RoundStatus, RunStatus, TaskStatus
 
 log = logging.getLogger("consortium.scheduler")

@@ -7,7 +7,7 @@ from collections import OrderedDict
 
 from consortium.fl.core import Params
 from consortium.hub.blobs import BlobStore
-from consortium.protocol import decode_tensors
+from consortium.codec import decode_tensors
 
 
 class TensorCache:

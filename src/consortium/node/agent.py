@@ -22,15 +22,8 @@ from consortium.node.environments import EnvironmentRegistry
 from consortium.node.policy import NodePolicy
 from consortium.node.registry import LocalRegistry
 from consortium.plan import RunPlan
-from consortium.protocol import (
-    TaskKind,
-    TaskOut,
-    TaskResult,
-    UpdateMeta,
-    decode_tensors,
-    encode_tensors,
-    encode_update,
-)
+from consortium.codec import decode_tensors, encode_tensors, encode_update
+from consortium.protocol import TaskKind, TaskOut, TaskResult, UpdateMeta
 
 log = logging.getLogger("consortium.node")
 

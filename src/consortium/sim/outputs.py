@@ -11,7 +11,7 @@ from consortium.crypto import sha256_hex
 from consortium.governance.licences import derive_licence
 from consortium.plan import RunPlan
 from consortium.previews import PREVIEW_FILE, markdown_section, preview_png
-from consortium.protocol import encode_tensors
+from consortium.codec import encode_tensors
 from consortium.sim.simulation import SimResult
 from consortium.sim.environments import SimEnvironments
 from consortium.version import code_version

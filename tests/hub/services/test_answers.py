@@ -25,7 +25,8 @@ from consortium.hub.services.errors import Conflict, Gone, NotFound
 from consortium.hub.services.identity import Principal
 from consortium.hub.tensor_cache import TensorCache
 from consortium.ledger.chain import verify_chain
-from consortium.protocol import Role, TaskRefusal, TaskResult, UpdateMeta, encode_tensors, encode_update
+from consortium.codec import encode_tensors, encode_update
+from consortium.protocol import Role, TaskRefusal, TaskResult, UpdateMeta
 from consortium.scenario import digits_spec
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

@@ -19,7 +19,8 @@ from consortium.hub.services import projects as project_service
 from consortium.hub.services import runs as run_service
 from consortium.hub.services.errors import BadRequest, Conflict
 from consortium.hub.services.identity import Principal
-from consortium.protocol import ApprovalIn, Role, encode_tensors
+from consortium.codec import encode_tensors
+from consortium.protocol import ApprovalIn, Role
 from consortium.scenario import digits_spec
 
 ADMIN = Principal("user", "admin", Role.admin, None, None)

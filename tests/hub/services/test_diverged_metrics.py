@@ -29,16 +29,8 @@ from consortium.hub.services import runs as run_service
 from consortium.hub.services.identity import Principal
 from consortium.hub.tensor_cache import TensorCache
 from consortium.ledger.chain import verify_chain
-from consortium.protocol import (
-    Role,
-    RunProgress,
-    TaskKind,
-    TaskOut,
-    TaskResult,
-    UpdateMeta,
-    encode_tensors,
-    encode_update,
-)
+from consortium.codec import encode_tensors, encode_update
+from consortium.protocol import Role, RunProgress, TaskKind, TaskOut, TaskResult, UpdateMeta
 from consortium.scenario import digits_spec
 
 HYPERPARAMETERS = {"layers": [4, 8, 8, 8, 3], "lr": 0.1}

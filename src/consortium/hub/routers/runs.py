@@ -18,15 +18,8 @@ from consortium.hub.scheduler import HubState, Scheduler, org_key, progress_key
 from consortium.hub.services import runs as run_service
 from consortium.hub.services.identity import Principal, SignedCall, in_signed_transaction
 from consortium.hub.wire import AfterRound, Id, StrictJSONRoute
-from consortium.protocol import (
-    SAFETENSORS_MEDIA_TYPE,
-    RunOut,
-    RunProgress,
-    TaskOut,
-    TaskRefusal,
-    TaskResult,
-    encode_tensors,
-)
+from consortium.codec import encode_tensors
+from consortium.protocol import SAFETENSORS_MEDIA_TYPE, RunOut, RunProgress, TaskOut, TaskRefusal, TaskResult
 from consortium.statuses import RunStatus, TaskStatus
 
 router = APIRouter(prefix="/api", tags=["runs"], route_class=StrictJSONRoute)

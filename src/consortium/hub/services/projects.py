@@ -21,7 +21,8 @@ from consortium.hub.services.access import visible_project
 from consortium.hub.services.errors import BadRequest, Conflict, Forbidden
 from consortium.hub.services.identity import Principal, require_role
 from consortium.plan import RunPlan
-from consortium.protocol import ApprovalIn, ProjectCreate, ProjectOut, Role, decode_tensors
+from consortium.codec import decode_tensors
+from consortium.protocol import ApprovalIn, ProjectCreate, ProjectOut, Role
 from consortium.statuses import RunStatus
 
 APPROVAL_RULE: ApprovalRule = DataOwnersUnanimous()

@@ -26,6 +26,7 @@ from consortium.hub.services.errors import BadRequest, Conflict, Forbidden, Gone
 from consortium.hub.services.identity import Principal, SignedCall, require_role
 from consortium.hub.tensor_cache import TensorCache
 from consortium.plan import RunPlan
+from consortium.codec import decode_update
 from consortium.protocol import (
     ProjectCreate,
     Role,
@@ -37,7 +38,6 @@ from consortium.protocol import (
     TaskRefusal,
     TaskResult,
     UpdateMeta,
-    decode_update,
 )
 from consortium.statuses import OPEN_TASK_STATES, RoundStatus, RunStatus, TaskStatus
 

@@ -19,7 +19,8 @@ from consortium.config import torch_threads
 from consortium.fl.cohort import Cohort
 from consortium.fl.core import FLError, LocalData, Params
 from consortium.plan import RoundAggregate, RunPlan
-from consortium.protocol import ProjectCreate, decode_tensors, encode_tensors
+from consortium.codec import decode_tensors, encode_tensors
+from consortium.protocol import ProjectCreate
 from consortium.sim.engines.base import Setup, client_data
 from consortium.sim.spec import SimulationSettings
 from consortium.sim.engines.memory import reuse_freed_memory
