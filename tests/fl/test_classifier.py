@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from consortium.fl.algorithms.classifier import Classifier, ClassifierHyperParams, build_mlp
+from consortium.fl.algorithms.classifier import Classifier, build_mlp
+from consortium.fl.algorithms.classifier_params import ClassifierHyperParams
 from consortium.fl.core import FLError, LocalData, check_update, derive_seed, parse_hyperparams
 from consortium.fl.registry import get_strategy
 from consortium.fl.data import dirichlet_label_partition

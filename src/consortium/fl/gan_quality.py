@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from consortium.fl.algorithms.classifier import Classifier, ClassifierHyperParams, build_mlp
+from consortium.fl.algorithms.classifier import Classifier, build_mlp
+from consortium.fl.algorithms.classifier_params import ClassifierHyperParams
 from consortium.fl.algorithms.gan import register_sample_measure
 from consortium.fl.core import FLError, LocalData, Params, parse_hyperparams
 

@@ -8,30 +8,20 @@ give bitwise the same update on the same machine and thread count.
 
 from __future__ import annotations
 
-import functools
-import math
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
-from typing import ClassVar, Literal
+from collections.abc import Callable, Mapping
+from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from consortium.fl import networks, scaffold
-from consortium.fl.cohort import (
-    Cohort,
-    GroupState,
-    bias_corrections,
-    plan_local_steps,
-    stack_params,
-    train_cohort,
-)
+from consortium.fl.algorithms.classifier_optim import optimizer_buffers, optimizer_step
+from consortium.fl.algorithms.classifier_params import ClassifierHyperParams
+from consortium.fl.cohort import Cohort, GroupState, plan_local_steps, stack_params, train_cohort
 from consortium.fl.core import (
-    BatchSize,
-    Epochs,
     Evaluation,
     FLError,
     LocalData,
@@ -39,12 +29,8 @@ from consortium.fl.core import (
     ServerInitialised,
     TensorSpec,
     Update,
-    check_model_size,
-    check_widths,
     spec_of,
 )
-from consortium.fl.core import HyperParams as BaseHyperParams
-from consortium.fl.networks import ConvSpec
 from consortium.fl.shuffle import permutation
 
 _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -54,77 +40,6 @@ _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "sigmoid": nn.Sigmoid,
 }
 _EVAL_CHUNK = 8192
-
-
-class ClassifierHyperParams(BaseHyperParams):
-    """Architecture and local-training settings of the classifier (an MLP, optionally behind convolutions)."""
-
-    layers: list[int] = Field(
-        max_length=64,
-        description="Layer widths: number of input features, hidden widths..., number of classes.",
-    )
-    conv: ConvSpec | None = Field(
-        None,
-        description="Convolution blocks in front of the MLP (rows are reshaped to conv.input_shape); "
-        "layers[0] is then the number of input features, channels x height x width",
-    )
-    activation: Literal["relu", "tanh", "gelu", "sigmoid"] = "relu"
-    optimizer: Literal["sgd", "adam"] = "sgd"
-    lr: float = Field(0.05, gt=0)
-    momentum: float = Field(0.0, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
-    proximal_mu: float = Field(
-        0.0, ge=0, description="FedProx: weight of the proximal term (mu/2)||w - w_global||^2 in local training."
-    )
-    scaffold: bool = Field(
-        False,
-        description="SCAFFOLD: correct every local gradient with control variates (c - c_i); needs plain "
-        "SGD (optimizer 'sgd', momentum 0)",
-    )
-    local_epochs: Epochs = 1
-    batch_size: BatchSize = 32
-
-    @field_validator("layers")
-    @classmethod
-    def _check_layers(cls, layers: list[int]) -> list[int]:
-        if len(layers) < 2:
-            raise ValueError("needs at least 2 entries: number of input features and number of classes")
-        if any(width < 1 for width in layers):
-            raise ValueError(f"every layer width must be >= 1, got {layers}")
-        check_widths(layers)
-        return layers
-
-    @model_validator(mode="after")
-    def _conv_fits_the_layers(self) -> ClassifierHyperParams:
-        try:
-            network = networks.layout(self.layers, self.conv)
-        except FLError as exc:
-            raise ValueError(str(exc)) from None
-        sizes = (math.prod(layer.weight_shape) + math.prod(layer.bias_shape) for layer in network)
-        check_model_size("layers" if self.conv is None else "layers and conv", sum(sizes))
-        return self
-
-    @model_validator(mode="after")
-    def _scaffold_needs_plain_sgd(self) -> ClassifierHyperParams:
-        if self.scaffold and (self.optimizer != "sgd" or self.momentum):
-            raise ValueError(
-                "scaffold needs optimizer 'sgd' with momentum 0: its control variates estimate the gradient "
-                "as (x - y) / (K * lr), which holds for plain SGD steps only"
-            )
-        return self
-
-    @property
-    def num_classes(self) -> int:
-        return self.layers[-1]
-
-    @functools.cached_property
-    def network(self) -> list[networks.Layer]:
-        """The layers (computed once per hyper-parameter object: the forward pass reads it every step)."""
-        return networks.layout(self.layers, self.conv)
-
-    @functools.cached_property
-    def param_names(self) -> list[str]:
-        return networks.param_names(self.network)
 
 
 def build_mlp(hp: ClassifierHyperParams, params: Params | None = None) -> nn.Sequential:
@@ -209,70 +124,6 @@ def _loss_and_correct(
             loss_sum += float(F.cross_entropy(logits, yb, reduction="sum"))
             correct += int((logits.argmax(dim=1) == yb).sum())
     return loss_sum, correct
-
-
-_BETAS = (0.9, 0.999)
-_EPS = 1e-8
-
-
-@torch.no_grad()
-def _optimizer_step(
-    hp: ClassifierHyperParams,
-    tensors: Sequence[torch.Tensor],
-    grads: Sequence[torch.Tensor],
-    buffers: dict[str, list[torch.Tensor]],
-    step_number: int,
-    anchor: Sequence[torch.Tensor],
-) -> None:
-    """One in-place SGD (momentum, L2 weight decay) or Adam step; ``step_number`` counts from 1.
-
-    Same update rules as ``torch.optim.SGD`` / ``torch.optim.Adam`` with default betas, plus FedProx's
-    proximal term ``mu * (w - anchor)`` (``anchor`` = the round's global params) and SCAFFOLD's correction
-    ``c - c_i`` (``buffers["correction"]``), with one fused (foreach) kernel per operation. Works unchanged on
-    one client's tensors or on a cohort's stacked tensors (``anchor`` broadcasts over the client axis).
-    """
-    if hp.weight_decay:
-        grads = torch._foreach_add(grads, tensors, alpha=hp.weight_decay)
-    if hp.proximal_mu:
-        grads = torch._foreach_add(grads, torch._foreach_sub(tensors, anchor), alpha=hp.proximal_mu)
-    if "correction" in buffers:
-        grads = torch._foreach_add(grads, buffers["correction"])
-    if hp.optimizer == "adam":
-        first, second = buffers["first"], buffers["second"]
-        beta1, beta2 = _BETAS
-        torch._foreach_lerp_(first, grads, 1 - beta1)
-        torch._foreach_mul_(second, beta2)
-        torch._foreach_addcmul_(second, grads, grads, 1 - beta2)
-        bias1, bias2_sqrt = bias_corrections(step_number, _BETAS)
-        denom = torch._foreach_sqrt(second)
-        torch._foreach_div_(denom, bias2_sqrt)
-        torch._foreach_add_(denom, _EPS)
-        torch._foreach_addcdiv_(tensors, first, denom, -hp.lr / bias1)
-    elif hp.momentum:
-        first = buffers["first"]
-        torch._foreach_mul_(first, hp.momentum)
-        torch._foreach_add_(first, grads)
-        torch._foreach_add_(tensors, first, alpha=-hp.lr)
-    else:
-        torch._foreach_add_(tensors, grads, alpha=-hp.lr)
-
-
-def _optimizer_buffers(
-    hp: ClassifierHyperParams,
-    tensors: Sequence[torch.Tensor],
-    controls: scaffold.Controls | None = None,
-    names: Sequence[str] = (),
-) -> dict[str, list[torch.Tensor]]:
-    """Zeroed optimiser state shaped like ``tensors``: momentum/first moments and Adam's second moments;
-    with SCAFFOLD ``controls``, the constant per-client gradient correction ``c - c_i``."""
-    buffers = {}
-    if hp.optimizer == "adam" or hp.momentum:
-        buffers["first"] = [torch.zeros_like(t) for t in tensors]
-    if hp.optimizer == "adam":
-        buffers["second"] = [torch.zeros_like(t) for t in tensors]
-    if controls is not None:
-        buffers["correction"] = scaffold.corrections(controls, names)
-    return buffers
 
 
 def _check_controls(
@@ -374,7 +225,7 @@ class Classifier(ServerInitialised):
         names = hp.param_names
         tensors = [params[name].detach().clone() for name in names]
         anchor = [params[name].detach() for name in names]
-        buffers = _optimizer_buffers(hp, tensors, controls, names)
+        buffers = optimizer_buffers(hp, tensors, controls, names)
         if n == 0:
             untouched = dict(zip(names, tensors, strict=True))
             no_steps = torch.zeros(1, dtype=torch.int64, device=x.device)
@@ -397,7 +248,7 @@ class Classifier(ServerInitialised):
                     grads = torch.autograd.grad(losses.sum() / labels.shape[0], tensors)
                     if epoch == hp.local_epochs - 1:
                         last_epoch += _batch_stats(logits.detach(), labels, losses.detach()).to(torch.float64)
-                    _optimizer_step(hp, tensors, grads, buffers, step_number, anchor)
+                    optimizer_step(hp, tensors, grads, buffers, step_number, anchor)
         trained = {name: t.detach() for name, t in zip(names, tensors, strict=True)}
         metrics = _train_metrics(last_epoch.unsqueeze(0), torch.tensor([float(n)], dtype=torch.float64))
         deltas = self._deltas(hp, params, trained, controls, torch.tensor([step_number], device=x.device))
@@ -442,7 +293,7 @@ class Classifier(ServerInitialised):
         params = {k: v.to(device) for k, v in params.items()}
         stacked = stack_params(params, names, len(cohort))
         anchor = [params[name] for name in names]
-        buffers = _optimizer_buffers(hp, list(stacked.values()), controls, names)
+        buffers = optimizer_buffers(hp, list(stacked.values()), controls, names)
 
         def client_loss(p, xb, yb, mask, count):
             logits = _forward(hp, p, xb)
@@ -450,7 +301,7 @@ class Classifier(ServerInitialised):
             return losses.sum() / count, _batch_stats(logits.detach(), yb, losses.detach(), mask)
 
         def step(tensors, grads, state: GroupState, step_number: int) -> None:
-            _optimizer_step(hp, tensors, grads, state.buffers, step_number, anchor)
+            optimizer_step(hp, tensors, grads, state.buffers, step_number, anchor)
 
         plan = plan_local_steps(cohort, hp.batch_size, hp.local_epochs, device)
         last_epoch = torch.zeros(len(cohort), 2, dtype=torch.float64, device=device)
