@@ -24,7 +24,8 @@ from consortium.hub.events import Broker
 from consortium.hub.gate import AuthFailures, Gate, public
 from consortium.hub.limits import BodySizeLimit
 from consortium.hub.routers import admin, models, projects, runs
-from consortium.hub.scheduler import HubState, Scheduler
+from consortium.hub.drivers import Scheduler
+from consortium.hub.state import HubState
 from consortium.hub.services import hub_identity, identity
 from consortium.hub.services.errors import ServiceError
 from consortium.hub.tensor_cache import TensorCache

@@ -10,7 +10,8 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from consortium.hub.gate import AUTHENTICATION_REQUIRED, PRINCIPAL_SCOPE_KEY, client_address
-from consortium.hub.scheduler import HubState, Scheduler
+from consortium.hub.drivers import Scheduler
+from consortium.hub.state import HubState
 from consortium.hub.services import identity
 from consortium.hub.services.errors import Unauthorized
 from consortium.hub.services.identity import Principal

@@ -37,7 +37,7 @@ from consortium.hub.services import identity
 from consortium.hub.services.errors import Unauthorized
 
 if TYPE_CHECKING:
-    from consortium.hub.scheduler import HubState
+    from consortium.hub.state import HubState
 
 PRINCIPAL_SCOPE_KEY = "consortium.principal"
 """The :class:`identity.Principal` of a request whose API token the gate checked."""

@@ -10,6 +10,12 @@ params get an evaluate-only phase. After a crash the driver abandons the unfinis
 and the one before it if its checkpoint had not committed) and replays from the last checkpoint; node seeds
 depend only on the project seed, the round and the dataset, so the replay computes exactly what the lost
 rounds would have.
+
+The driver's plain values (participants, phase plans, open phases, its exceptions) live in
+:mod:`consortium.hub.phases`; what it shares with the HTTP layer (``HubState``, the broker keys) in
+:mod:`consortium.hub.state`; its database statements in :mod:`consortium.hub.services.run_store`, and the
+model card of a finished run in :mod:`consortium.hub.services.models`; the ``Scheduler`` that starts and
+tracks the driver threads in :mod:`consortium.hub.drivers`.
 """
 
 from __future__ import annotations
@@ -18,152 +24,31 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, overload
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
-from consortium.fl.core import (
-    Evaluation,
-    LocalData,
-    Params,
-    Update,
-    derive_seed,
-    weighted_metrics,
-)
-from consortium.hub.blobs import BlobStore
-from consortium.hub.db.models import Model, Round, Run, Task
-from consortium.hub.events import Broker
-from consortium.hub.live import Answer, LivePhase, TaskBoard, TaskRow
+from consortium.fl.core import Evaluation, LocalData, Params, Update, derive_seed, weighted_metrics
+from consortium.hub.db.models import Run
+from consortium.hub.live import Answer, LivePhase, TaskRow
+from consortium.hub.phases import OpenPhase, Participant, PhasePlan, RunFailed, StopRequested
 from consortium.hub.services import ledger
-from consortium.hub.services.identity import KeyCache
 from consortium.hub.services.runs import AnswerRules, evaluates_previous_round
 from consortium.hub.services import models as model_service
 from consortium.hub.services import projects as project_service
 from consortium.hub.services import run_store
-from consortium.hub.tensor_cache import TensorCache
+from consortium.hub.state import HubState, org_key, progress_key
 from consortium.plan import RunPlan
 from consortium.codec import decode_tensors, decode_update, encode_tensors
 from consortium.protocol import ProjectCreate, RoundMetrics, TaskKind, TaskOut
-from consortium.statuses import ANSWERED_TASK_STATES, OPEN_TASK_STATES, RoundStatus, RunStatus, TaskStatus
+from consortium.statuses import RunStatus, TaskStatus
 
 log = logging.getLogger("consortium.scheduler")
 
 HAND_OUT_GRACE_S = 0.05
 """How long a driver waits for its new phase's tasks to be handed out before its own bookkeeping."""
 
-
-def progress_key(run_id: int) -> str:
-    """Broker key that watchers of a run's progress wait on."""
-    return f"progress:{run_id}"
-
-
-def org_key(org_id: int) -> str:
-    """Broker key that an org's long-polling node waits on."""
-    return f"org:{org_id}"
-
-
-class StopRequested(Exception):
-    pass
-
-
-class RunFailed(Exception):
-    pass
-
-
-@dataclass(frozen=True)
-class Participant:
-    dataset_id: int
-    ref: str
-    org_id: int
-    org: str
-    license: str
-    sha256: str
-    rows: int
-
-
-@dataclass(frozen=True)
-class PhasePlan:
-    """Tasks to open: one of ``kind`` per participant, in round ``number`` (a new attempt of it, or the
-    existing round ``round_id``)."""
-
-    number: int
-    kind: TaskKind
-    params_sha: str | None
-    participants: list[Participant]
-    round_id: int | None = None
-
-
-@dataclass(frozen=True)
-class OpenPhase:
-    """A phase of a round whose tasks are out: its live answers and which participant each task went to."""
-
-    number: int
-    kind: TaskKind
-    round_id: int
-    deadline: datetime
-    live: LivePhase
-    participants: dict[int, Participant]
-    opened_at: float
-    """Wall-clock time (epoch seconds) just before the phase's transaction."""
-    started: float
-    """``time.perf_counter()`` at the same moment."""
-
-
-@dataclass
-class HubState:
-    """What the scheduler shares with the HTTP layer inside one hub process."""
-
-    sessions: sessionmaker[Session]
-    blobs: BlobStore
-    cache: TensorCache
-    broker: Broker
-    code_version: str
-    presence: dict[int, float] = field(default_factory=dict)
-    keys: KeyCache = field(default_factory=KeyCache)
-    board: TaskBoard = field(default_factory=TaskBoard)
-    """Task messages composed by the drivers when they open a phase; the long poll hands them out."""
-    run_rules: dict[int, AnswerRules] = field(default_factory=dict)
-    """What the upload handlers check answers against, for each run a driver of this process is driving."""
-    live: dict[int, LivePhase] = field(default_factory=dict)
-    """The open phase of each run a driver of this process is driving; handlers hand it their answers."""
-    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
-
-    def seen(self, org_id: int) -> None:
-        self.presence[org_id] = time.monotonic()
-
-
-class Scheduler:
-    """Starts and tracks one driver thread per running run."""
-
-    def __init__(self, state: HubState) -> None:
-        self.state = state
-        self._threads: dict[int, threading.Thread] = {}
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-
-    def resume_all(self) -> None:
-        with self.state.sessions() as session:
-            ids = list(session.scalars(select(Run.id).where(Run.status == RunStatus.running)))
-        for run_id in ids:
-            self.ensure(run_id)
-
-    def ensure(self, run_id: int) -> None:
-        with self._lock:
-            thread = self._threads.get(run_id)
-            if thread is not None and thread.is_alive():
-                return
-            driver = RunDriver(self.state, run_id, self._stop)
-            thread = threading.Thread(target=driver, name=f"run-{run_id}", daemon=True)
-            self._threads[run_id] = thread
-            thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        for thread in list(self._threads.values()):
-            thread.join(timeout)
 
 
 class RunDriver:
@@ -214,7 +99,8 @@ class RunDriver:
             test_sha = self.test_set_sha = project.test_set_sha256
             current, params_sha = run.current_round, run.params_sha256
             self.server_state_sha = run.server_state_sha256
-            self._abandon_open_rounds(session)
+            run_store.abandon_open_rounds(session, self.run_id, ledger.project_scope(self.project_id))
+            session.commit()
         self.plan = RunPlan.of(self.spec, num_features, len(self.participants))
         self.state.run_rules[self.run_id] = AnswerRules(
             self.plan.algorithm, self.plan.hp, num_features,
@@ -240,27 +126,11 @@ class RunDriver:
             while phase.kind == TaskKind.fit:
                 params, phase = self._round(phase, params)
         else:
-            phase = self._open(self._evaluate_plan(current, self._closed_round_id(current)))
+            with self.state.sessions() as session:
+                round_id = run_store.closed_round_id(session, self.run_id, current)
+            phase = self._open(self._evaluate_plan(current, round_id))
         self._final_evaluation(phase)
         self._finish()
-
-    def _abandon_open_rounds(self, session: Session) -> None:
-        open_rounds = list(
-            session.scalars(select(Round).where(Round.run_id == self.run_id, Round.status == RoundStatus.open))
-        )
-        for task in session.scalars(
-            select(Task).where(Task.run_id == self.run_id, Task.status.in_(OPEN_TASK_STATES))
-        ):
-            task.status = TaskStatus.cancelled
-        for rnd in open_rounds:
-            rnd.status = RoundStatus.abandoned
-            ledger.record(
-                session, "round.abandoned", "hub",
-                {"run_id": self.run_id, "round": rnd.number, "attempt": rnd.attempt,
-                 "reason": "hub restarted; the round is replayed from the last checkpoint"},
-                scope=ledger.project_scope(self.project_id),
-            )
-        session.commit()
 
     def _initial_params(self) -> tuple[Params, int | None]:
         """The initial params, and the round 0 the nodes' init phase ran in (None without one)."""
@@ -324,13 +194,6 @@ class RunDriver:
     def _evaluate_plan(self, number: int, round_id: int) -> PhasePlan:
         """The final federated evaluation: evaluate tasks of the last round's params, added to that round."""
         return PhasePlan(number, TaskKind.evaluate, self.params_sha, self._active_participants(), round_id)
-
-    def _closed_round_id(self, number: int) -> int:
-        with self.state.sessions() as session:
-            return session.scalar(
-                select(Round.id)
-                .where(Round.run_id == self.run_id, Round.number == number, Round.status == RoundStatus.closed)
-            )
 
     def _final_evaluation(self, phase: OpenPhase) -> None:
         """Federated evaluation of the last round's params: the one evaluate-only phase of a run."""
@@ -449,24 +312,10 @@ class RunDriver:
         if not task_ids:
             return []
         with self.state.sessions() as session:
-            dropped = set(session.scalars(
-                update(Task)
-                .where(Task.id.in_(task_ids), Task.status.in_(OPEN_TASK_STATES))
-                .values(status=TaskStatus.dropped)
-                .returning(Task.id)
-                .execution_options(synchronize_session=False)
-            ))
-            ledger.record_many(session, [
-                ("task.dropped", "hub", {"run_id": self.run_id, "task_id": task_id,
-                                         "org": phase.participants[task_id].org,
-                                         "reason": "no answer within round_timeout"})
-                for task_id in sorted(dropped)
-            ], scope=ledger.project_scope(self.project_id))
-            for task_id in dropped & handed_out.keys():
-                session.execute(
-                    update(Task).where(Task.id == task_id, Task.claimed_at.is_(None))
-                    .values(claimed_at=handed_out[task_id]).execution_options(synchronize_session=False)
-                )
+            dropped = run_store.drop_tasks(
+                session, self.run_id, {t: phase.participants[t].org for t in task_ids}, handed_out,
+                ledger.project_scope(self.project_id),
+            )
             session.commit()
         now = time.monotonic()
         for task_id in dropped:
@@ -478,10 +327,7 @@ class RunDriver:
         if not task_ids:
             return []
         with self.state.sessions() as session:
-            rows = session.execute(
-                select(Task.id, Task.status, Task.result, Task.update_sha256)
-                .where(Task.id.in_(task_ids), Task.status.in_(ANSWERED_TASK_STATES))
-            ).all()
+            rows = run_store.answered_tasks(session, task_ids)
         answers = []
         for row in rows:
             tensors = None
@@ -578,42 +424,16 @@ class RunDriver:
     def _finish(self) -> None:
         with self.state.sessions() as session:
             run = session.get(Run, self.run_id)
-            rounds = [
-                RoundMetrics.model_validate(r.metrics)
-                for r in session.scalars(
-                    select(Round).where(Round.run_id == self.run_id, Round.status == RoundStatus.closed, Round.number > 0)
-                    .order_by(Round.number)
-                )
-            ]
-            card = model_service.build_card(
-                project_id=self.project_id,
-                project_name=self.project_name,
-                spec=self.spec,
-                spec_hash=self.spec_hash,
-                run_id=self.run_id,
-                datasets=model_service.source_entries(project_service.project_datasets(session, run.project)),
-                rounds=rounds,
-                params_sha256=run.params_sha256,
-                code_version=self.state.code_version,
-                created_at=self.state.clock(),
-                files=model_service.store_files(self.state.blobs, self.plan.algorithm, self.plan.hp,
-                                                self.state.cache.get(run.params_sha256), self.spec.seed),
+            model = model_service.record_run_model(
+                session, run, project_name=self.project_name, spec=self.spec, spec_hash=self.spec_hash,
+                algorithm=self.plan.algorithm, hp=self.plan.hp, blobs=self.state.blobs, cache=self.state.cache,
+                code_version=self.state.code_version, now=self.state.clock(),
             )
-            model = Model(
-                run_id=self.run_id,
-                project_id=self.project_id,
-                params_sha256=run.params_sha256,
-                license=card["license"],
-                card=card,
-                card_markdown=model_service.render_markdown(card),
-            )
-            session.add(model)
             run.status, run.finished_at = RunStatus.completed, self.state.clock()
-            session.flush()
             ledger.record(
                 session, "run.completed", "hub",
                 {"run_id": self.run_id, "model_id": model.id, "params_sha256": run.params_sha256,
-                 "license": card["license"]},
+                 "license": model.license},
                 scope=ledger.project_scope(self.project_id),
             )
             session.commit()
@@ -624,14 +444,6 @@ class RunDriver:
         before gets a 410 naming the failure, and none can take it again."""
         self.state.board.withdraw_run(self.run_id)
         with self.state.sessions() as session:
-            run = session.get(Run, self.run_id)
-            run.status, run.error, run.finished_at = RunStatus.failed, reason, self.state.clock()
-            # Guarded by status in the statement itself: an answer committed a moment ago is kept.
-            session.execute(
-                update(Task).where(Task.run_id == self.run_id, Task.status.in_(OPEN_TASK_STATES))
-                .values(status=TaskStatus.cancelled).execution_options(synchronize_session=False)
-            )
-            ledger.record(session, "run.failed", "hub", {"run_id": self.run_id, "reason": reason},
-                          scope=ledger.project_scope(run.project_id))
+            run_store.fail_run(session, self.run_id, reason, self.state.clock())
             session.commit()
         self.state.broker.notify(progress_key(self.run_id))

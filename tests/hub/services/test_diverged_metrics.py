@@ -23,7 +23,8 @@ from consortium.hub.db.session import make_engine, migrate, session_factory
 from consortium.hub.events import Broker
 from consortium.hub.live import Answer, TaskRow
 from consortium.hub.routers.runs import hand_to_driver
-from consortium.hub.scheduler import HubState, RunDriver
+from consortium.hub.scheduler import RunDriver
+from consortium.hub.state import HubState
 from consortium.hub.services import ledger
 from consortium.hub.services import runs as run_service
 from consortium.hub.services.identity import Principal

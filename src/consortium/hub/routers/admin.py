@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from consortium.hub.db.models import Org
 from consortium.hub.deps import db, hub_state, principal
 from consortium.hub.gate import enrolment
-from consortium.hub.scheduler import HubState
+from consortium.hub.state import HubState
 from consortium.hub.services import identity
 from consortium.hub.services.identity import Principal
 from consortium.hub.wire import Name, StrictJSONRoute

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Path, Query, Response
 from sqlalchemy.orm import Session
 
 from consortium.hub.deps import db, hub_state, principal
-from consortium.hub.scheduler import HubState
+from consortium.hub.state import HubState
 from consortium.hub.services import ledger
 from consortium.hub.services import models as model_service
 from consortium.hub.services.access import ledger_reader

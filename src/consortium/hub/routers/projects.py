@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 from consortium.croissant import card_to_croissant
 from consortium.hub.deps import db, hub_state, principal
 from consortium.hub.gate import upload
-from consortium.hub.scheduler import HubState
+from consortium.hub.state import HubState
 from consortium.hub.services import datasets as dataset_service
 from consortium.hub.services import environments as environment_service
 from consortium.hub.services import projects as project_service

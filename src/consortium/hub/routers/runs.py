@@ -14,7 +14,8 @@ from consortium.hub.deps import db, hub_state, org_call, org_principal, principa
 from consortium.hub.events import wait_for
 from consortium.hub.gate import upload
 from consortium.hub.live import Answer, TaskRow
-from consortium.hub.scheduler import HubState, Scheduler, org_key, progress_key
+from consortium.hub.drivers import Scheduler
+from consortium.hub.state import HubState, org_key, progress_key
 from consortium.hub.services import runs as run_service
 from consortium.hub.services.identity import Principal, SignedCall, in_signed_transaction
 from consortium.hub.wire import AfterRound, Id, StrictJSONRoute

@@ -5,17 +5,21 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from consortium.fl.core import Params
 from consortium.governance.licences import derive_licence
 from consortium.hub.blobs import BlobStore
-from consortium.hub.db.models import Dataset, Model
+from consortium.hub.db.models import Dataset, Model, Round, Run
 from consortium.hub.services.access import can_see_project
 from consortium.hub.services.errors import NotFound
 from consortium.hub.services.identity import Principal
+from consortium.hub.services.projects import project_datasets
+from consortium.hub.tensor_cache import TensorCache
 from consortium.previews import PREVIEW_FILE, PREVIEW_MEDIA_TYPE, markdown_section, preview_png
 from consortium.protocol import ProjectCreate, RoundMetrics
+from consortium.statuses import RoundStatus
 
 
 def source_entries(sources: list[Dataset]) -> list[dict[str, Any]]:
@@ -85,6 +89,55 @@ def build_card(
         "code_version": code_version,
         "created_at": created_at.isoformat(),
     }
+
+
+def record_run_model(
+    session: Session,
+    run: Run,
+    *,
+    project_name: str,
+    spec: ProjectCreate,
+    spec_hash: str,
+    algorithm: Any,
+    hp: Any,
+    blobs: BlobStore,
+    cache: TensorCache,
+    code_version: str,
+    now: datetime,
+) -> Model:
+    """The Model row of a finished ``run``, with its card over the run's closed rounds (added and flushed,
+    not committed)."""
+    rounds = [
+        RoundMetrics.model_validate(r.metrics)
+        for r in session.scalars(
+            select(Round).where(Round.run_id == run.id, Round.status == RoundStatus.closed, Round.number > 0)
+            .order_by(Round.number)
+        )
+    ]
+    card = build_card(
+        project_id=run.project_id,
+        project_name=project_name,
+        spec=spec,
+        spec_hash=spec_hash,
+        run_id=run.id,
+        datasets=source_entries(project_datasets(session, run.project)),
+        rounds=rounds,
+        params_sha256=run.params_sha256,
+        code_version=code_version,
+        created_at=now,
+        files=store_files(blobs, algorithm, hp, cache.get(run.params_sha256), spec.seed),
+    )
+    model = Model(
+        run_id=run.id,
+        project_id=run.project_id,
+        params_sha256=run.params_sha256,
+        license=card["license"],
+        card=card,
+        card_markdown=render_markdown(card),
+    )
+    session.add(model)
+    session.flush()
+    return model
 
 
 def _fmt(value: float | None) -> str:

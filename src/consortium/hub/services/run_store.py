@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from consortium.fl.core import finite_metrics
 from consortium.hub.db.models import Round, Run, Task
 from consortium.hub.services import ledger
-from consortium.statuses import RoundStatus
+from consortium.statuses import ANSWERED_TASK_STATES, OPEN_TASK_STATES, RoundStatus, RunStatus, TaskStatus
 
 LedgerEvent = tuple[str, str, dict[str, Any]]
 """``(event_type, actor, payload)`` of one ledger entry to append."""
@@ -156,3 +156,74 @@ def close_round(
     )
     ledger.record_many(session, events, scope=scope)
     return round_id
+
+
+def abandon_open_rounds(session: Session, run_id: int, scope: ledger.Scope) -> None:
+    """Cancel the run's open tasks and abandon its open rounds (a restarted hub replays them), with ledger
+    entries."""
+    open_rounds = list(
+        session.scalars(select(Round).where(Round.run_id == run_id, Round.status == RoundStatus.open))
+    )
+    for task in session.scalars(select(Task).where(Task.run_id == run_id, Task.status.in_(OPEN_TASK_STATES))):
+        task.status = TaskStatus.cancelled
+    for rnd in open_rounds:
+        rnd.status = RoundStatus.abandoned
+        ledger.record(
+            session, "round.abandoned", "hub",
+            {"run_id": run_id, "round": rnd.number, "attempt": rnd.attempt,
+             "reason": "hub restarted; the round is replayed from the last checkpoint"},
+            scope=scope,
+        )
+
+
+def drop_tasks(
+    session: Session, run_id: int, orgs: dict[int, str], handed_out: dict[int, datetime], scope: ledger.Scope
+) -> set[int]:
+    """Mark those of the tasks ``orgs`` names (task id: its org) still open dropped, with ledger entries and
+    when they were ``handed_out``; the ids of those dropped."""
+    dropped = set(session.scalars(
+        update(Task)
+        .where(Task.id.in_(set(orgs)), Task.status.in_(OPEN_TASK_STATES))
+        .values(status=TaskStatus.dropped)
+        .returning(Task.id)
+        .execution_options(synchronize_session=False)
+    ))
+    ledger.record_many(session, [
+        ("task.dropped", "hub", {"run_id": run_id, "task_id": task_id, "org": orgs[task_id],
+                                 "reason": "no answer within round_timeout"})
+        for task_id in sorted(dropped)
+    ], scope=scope)
+    for task_id in dropped & handed_out.keys():
+        session.execute(
+            update(Task).where(Task.id == task_id, Task.claimed_at.is_(None))
+            .values(claimed_at=handed_out[task_id]).execution_options(synchronize_session=False)
+        )
+    return dropped
+
+
+def fail_run(session: Session, run_id: int, reason: str, now: datetime) -> None:
+    """The run failed for ``reason``, its open tasks cancelled, a ledger entry."""
+    run = session.get(Run, run_id)
+    run.status, run.error, run.finished_at = RunStatus.failed, reason, now
+    # Guarded by status in the statement itself: an answer committed a moment ago is kept.
+    session.execute(
+        update(Task).where(Task.run_id == run_id, Task.status.in_(OPEN_TASK_STATES))
+        .values(status=TaskStatus.cancelled).execution_options(synchronize_session=False)
+    )
+    ledger.record(session, "run.failed", "hub", {"run_id": run_id, "reason": reason},
+                  scope=ledger.project_scope(run.project_id))
+
+
+def closed_round_id(session: Session, run_id: int, number: int) -> int:
+    """The id of the run's closed round ``number``."""
+    return session.scalar(
+        select(Round.id).where(Round.run_id == run_id, Round.number == number, Round.status == RoundStatus.closed)
+    )
+
+
+def answered_tasks(session: Session, task_ids: set[int]) -> list[Any]:
+    """Id, status, result and update digest of those of ``task_ids`` that were answered."""
+    return session.execute(
+        select(Task.id, Task.status, Task.result, Task.update_sha256)
+        .where(Task.id.in_(task_ids), Task.status.in_(ANSWERED_TASK_STATES))
+    ).all()

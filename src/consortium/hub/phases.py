@@ -1,0 +1,57 @@
+"""The run driver's plain values: who takes part in a run, the phases it opens, and how a drive ends early."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from consortium.hub.live import LivePhase
+from consortium.protocol import TaskKind
+
+
+class StopRequested(Exception):
+    """The hub is shutting down: the driver leaves its run as it is, to be resumed."""
+
+
+class RunFailed(Exception):
+    """The run cannot go on; the message says why."""
+
+
+@dataclass(frozen=True)
+class Participant:
+    dataset_id: int
+    ref: str
+    org_id: int
+    org: str
+    license: str
+    sha256: str
+    rows: int
+
+
+@dataclass(frozen=True)
+class PhasePlan:
+    """Tasks to open: one of ``kind`` per participant, in round ``number`` (a new attempt of it, or the
+    existing round ``round_id``)."""
+
+    number: int
+    kind: TaskKind
+    params_sha: str | None
+    participants: list[Participant]
+    round_id: int | None = None
+
+
+@dataclass(frozen=True)
+class OpenPhase:
+    """A phase of a round whose tasks are out: its live answers and which participant each task went to."""
+
+    number: int
+    kind: TaskKind
+    round_id: int
+    deadline: datetime
+    live: LivePhase
+    participants: dict[int, Participant]
+    opened_at: float
+    """Wall-clock time (epoch seconds) just before the phase's transaction."""
+    started: float
+    """``time.perf_counter()`` at the same moment."""
+

@@ -1,0 +1,51 @@
+"""What the run scheduler shares with the HTTP layer inside one hub process, and the broker keys they wait on."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from consortium.hub.blobs import BlobStore
+from consortium.hub.events import Broker
+from consortium.hub.live import LivePhase, TaskBoard
+from consortium.hub.services.identity import KeyCache
+from consortium.hub.services.runs import AnswerRules
+from consortium.hub.tensor_cache import TensorCache
+
+
+def progress_key(run_id: int) -> str:
+    """Broker key that watchers of a run's progress wait on."""
+    return f"progress:{run_id}"
+
+
+def org_key(org_id: int) -> str:
+    """Broker key that an org's long-polling node waits on."""
+    return f"org:{org_id}"
+
+
+@dataclass
+class HubState:
+    """What the scheduler shares with the HTTP layer inside one hub process."""
+
+    sessions: sessionmaker[Session]
+    blobs: BlobStore
+    cache: TensorCache
+    broker: Broker
+    code_version: str
+    presence: dict[int, float] = field(default_factory=dict)
+    keys: KeyCache = field(default_factory=KeyCache)
+    board: TaskBoard = field(default_factory=TaskBoard)
+    """Task messages composed by the drivers when they open a phase; the long poll hands them out."""
+    run_rules: dict[int, AnswerRules] = field(default_factory=dict)
+    """What the upload handlers check answers against, for each run a driver of this process is driving."""
+    live: dict[int, LivePhase] = field(default_factory=dict)
+    """The open phase of each run a driver of this process is driving; handlers hand it their answers."""
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+
+    def seen(self, org_id: int) -> None:
+        self.presence[org_id] = time.monotonic()
+
