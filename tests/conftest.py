@@ -82,3 +82,52 @@ def table() -> pd.DataFrame:
     frame["ward"] = [f"ward-{i % 3}" for i in range(n - 1)] + ["Zürich ☃"]
     frame["label"] = digits.target[:n]
     return frame
+
+
+def _drive_in_process(state, run_id: int, orgs: dict, answer, timeout: float = 120.0) -> None:
+    """Run ``RunDriver`` for ``run_id`` in a thread and answer each task it hands out with the bytes of
+    ``answer(org, task)``, through the same service calls the node endpoints make."""
+    import threading
+    import time
+    from datetime import UTC, datetime
+
+    from consortium.hub.live import Answer
+    from consortium.hub.routers.runs import hand_to_driver
+    from consortium.hub.scheduler import RunDriver
+    from consortium.hub.services import runs as run_service
+    from consortium.protocol import TaskKind
+
+    stop = threading.Event()
+    driver = threading.Thread(target=RunDriver(state, run_id, stop), daemon=True)
+    driver.start()
+    deadline = time.monotonic() + timeout
+    try:
+        while driver.is_alive() and time.monotonic() < deadline:
+            for org, principal in orgs.items():
+                task = state.board.take(principal.org_id, datetime.now(UTC))
+                if task is None:
+                    continue
+                row = state.board.row(task.id)
+                payload = answer(org, task)
+                with state.sessions() as session:
+                    if task.kind == TaskKind.evaluate:
+                        _, done = run_service.submit_result(
+                            session, principal, task.id, payload, datetime.now(UTC),
+                            rules=state.run_rules.get, known=row)
+                    else:
+                        _, done = run_service.submit_update(
+                            session, state.blobs, state.cache, principal, task.id, payload, datetime.now(UTC),
+                            rules=state.run_rules.get, known=row)
+                assert isinstance(done, Answer)
+                hand_to_driver(state, run_id, done)
+            time.sleep(0.005)
+    finally:
+        stop.set()
+        driver.join(10)
+    assert not driver.is_alive(), "the run did not finish"
+
+
+@pytest.fixture
+def drive_in_process():
+    """:func:`_drive_in_process`: a hub run driven in this process, nodes played by a function."""
+    return _drive_in_process

@@ -162,3 +162,13 @@ def test_no_upward_import(lower: str) -> None:
         for target in targets if layer(target) in FORBIDDEN[lower]
     )
     assert upward == []
+
+
+MAX_LINES = 450
+"""A file with many jobs is many modules."""
+
+
+def test_no_source_file_over_the_line_limit() -> None:
+    long = {str(path.relative_to(SRC)): n for path in modules().values()
+            if (n := len(path.read_text().splitlines())) > MAX_LINES}
+    assert long == {}

@@ -4,10 +4,7 @@ run of the same spec, seed and clients end with the same params, because both cl
 from __future__ import annotations
 
 import math
-import threading
-import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +20,7 @@ from consortium.hub.blobs import BlobStore
 from consortium.hub.db.models import Dataset, Org, Project, ProjectDataset, Run
 from consortium.hub.db.session import make_engine, migrate, session_factory
 from consortium.hub.events import Broker
-from consortium.hub.live import Answer
-from consortium.hub.routers.runs import hand_to_driver
-from consortium.hub.scheduler import RunDriver
 from consortium.hub.state import HubState
-from consortium.hub.services import runs as run_service
 from consortium.hub.services.identity import Principal
 from consortium.hub.tensor_cache import TensorCache
 from consortium.plan import RoundAggregate, RunPlan
@@ -234,36 +227,9 @@ class Nodes:
         return encode_update(update.tensors, meta)
 
 
-def driven(state: HubState, run_id: int, orgs: dict[str, Principal], nodes: Nodes) -> Params:
+def driven(state: HubState, run_id: int, orgs: dict[str, Principal], nodes: Nodes, drive) -> Params:
     """The run driven to completion in this process, each task answered by ``nodes``; its final params."""
-    stop = threading.Event()
-    driver = threading.Thread(target=RunDriver(state, run_id, stop), daemon=True)
-    driver.start()
-    deadline = time.monotonic() + 120
-    try:
-        while driver.is_alive() and time.monotonic() < deadline:
-            for org, principal in orgs.items():
-                task = state.board.take(principal.org_id, datetime.now(UTC))
-                if task is None:
-                    continue
-                row = state.board.row(task.id)
-                payload = nodes.answer(org, task)
-                with state.sessions() as session:
-                    if task.kind == TaskKind.evaluate:
-                        _, done = run_service.submit_result(
-                            session, principal, task.id, payload, datetime.now(UTC),
-                            rules=state.run_rules.get, known=row)
-                    else:
-                        _, done = run_service.submit_update(
-                            session, state.blobs, state.cache, principal, task.id, payload, datetime.now(UTC),
-                            rules=state.run_rules.get, known=row)
-                assert isinstance(done, Answer)
-                hand_to_driver(state, run_id, done)
-            time.sleep(0.005)
-    finally:
-        stop.set()
-        driver.join(10)
-    assert not driver.is_alive(), "the run did not finish"
+    drive(state, run_id, orgs, nodes.answer)
     with state.sessions() as session:
         run = session.get(Run, run_id)
         assert (run.status, run.error) == ("completed", None)
@@ -271,7 +237,7 @@ def driven(state: HubState, run_id: int, orgs: dict[str, Principal], nodes: Node
 
 
 @pytest.mark.parametrize("case", sorted(SPECS))
-def test_the_simulator_and_the_hub_driver_give_the_same_params(hub, case: str) -> None:
+def test_the_simulator_and_the_hub_driver_give_the_same_params(hub, case: str, drive_in_process) -> None:
     """Bitwise: the same updates (same rows, seeds and params), aggregated in the same canonical client order
     (the hub's dataset ids sort like the simulator's client ids) and closed by the same ``close_round``."""
     state, sessions = hub
@@ -279,7 +245,7 @@ def test_the_simulator_and_the_hub_driver_give_the_same_params(hub, case: str) -
     dataset, parts = clients_data()
     expected = simulated(project, dataset, parts)
     run_id, orgs = enrol(sessions, project)
-    got = driven(state, run_id, orgs, Nodes(project, state, dataset, parts))
+    got = driven(state, run_id, orgs, Nodes(project, state, dataset, parts), drive_in_process)
     assert set(got) == set(expected)
     initial = RunPlan.of(project, 64, 3).init_params()
     for name in expected:

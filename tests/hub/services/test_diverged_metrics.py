@@ -3,10 +3,7 @@ PostgreSQL) leaves NaN/infinite metrics out of the rounds and the ledger and nam
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,9 +18,6 @@ from consortium.hub.blobs import BlobStore
 from consortium.hub.db.models import Dataset, LedgerEntry, Model, Org, Project, ProjectDataset, Run
 from consortium.hub.db.session import make_engine, migrate, session_factory
 from consortium.hub.events import Broker
-from consortium.hub.live import Answer, TaskRow
-from consortium.hub.routers.runs import hand_to_driver
-from consortium.hub.scheduler import RunDriver
 from consortium.hub.state import HubState
 from consortium.hub.services import ledger
 from consortium.hub.services import runs as run_service
@@ -78,38 +72,6 @@ def hub(db_url: str, tmp_path: Path) -> Iterator[tuple[HubState, int, dict[str, 
     engine.dispose()
 
 
-def drive(state: HubState, run_id: int, orgs: dict[str, Principal],
-          answer: Callable[[TaskOut], bytes], timeout: float = 60.0) -> None:
-    """Run the driver in a thread and answer each task it hands out with ``answer(task)``, as nodes would."""
-    stop = threading.Event()
-    driver = threading.Thread(target=RunDriver(state, run_id, stop), daemon=True)
-    driver.start()
-    deadline = time.monotonic() + timeout
-    try:
-        while driver.is_alive() and time.monotonic() < deadline:
-            for principal in orgs.values():
-                task = state.board.take(principal.org_id, datetime.now(UTC))
-                if task is None:
-                    continue
-                row: TaskRow | None = state.board.row(task.id)
-                with state.sessions() as session:
-                    if task.kind == TaskKind.evaluate:
-                        _, done = run_service.submit_result(
-                            session, principal, task.id, answer(task), datetime.now(UTC),
-                            rules=state.run_rules.get, known=row)
-                    else:
-                        _, done = run_service.submit_update(
-                            session, state.blobs, state.cache, principal, task.id, answer(task),
-                            datetime.now(UTC), rules=state.run_rules.get, known=row)
-                assert isinstance(done, Answer)
-                hand_to_driver(state, run_id, done)
-            time.sleep(0.005)
-    finally:
-        stop.set()
-        driver.join(10)
-    assert not driver.is_alive(), "the run did not finish"
-
-
 def diverging_answer(task: TaskOut) -> bytes:
     """Updates at the value ceiling (accepted) whose hub-side evaluation overflows through four layers, with
     finite metrics whose weighted means overflow."""
@@ -125,9 +87,9 @@ def diverging_answer(task: TaskOut) -> bytes:
     return encode_update(tensors, UpdateMeta(num_examples=80, metrics=metrics, compute_s=0.1, evaluation=evaluation))
 
 
-def test_metrics_that_diverge_are_named_not_stored_and_the_run_completes(hub) -> None:
+def test_metrics_that_diverge_are_named_not_stored_and_the_run_completes(hub, drive_in_process) -> None:
     state, run_id, orgs = hub
-    drive(state, run_id, orgs, diverging_answer)
+    drive_in_process(state, run_id, orgs, lambda _org, task: diverging_answer(task), timeout=60.0)
     with state.sessions() as session:
         run = session.get(Run, run_id)
         assert (run.status, run.error) == ("completed", None)
@@ -153,7 +115,7 @@ def test_metrics_that_diverge_are_named_not_stored_and_the_run_completes(hub) ->
     assert [r["diverged"] for r in card["metrics_per_round"]] == [first.diverged, second.diverged]
 
 
-def test_rounds_without_diverged_metrics_keep_their_json_shape(hub) -> None:
+def test_rounds_without_diverged_metrics_keep_their_json_shape(hub, drive_in_process) -> None:
     state, run_id, orgs = hub
     algorithm = get_algorithm("classifier")
     params = algorithm.init(parse_hyperparams(algorithm, HYPERPARAMETERS), 4, 0)
@@ -165,7 +127,7 @@ def test_rounds_without_diverged_metrics_keep_their_json_shape(hub) -> None:
         return encode_update(params, UpdateMeta(num_examples=80, metrics={"train_loss": 1.0}, compute_s=0.1,
                                                 evaluation=evaluation if task.evaluate_first else None))
 
-    drive(state, run_id, orgs, calm)
+    drive_in_process(state, run_id, orgs, lambda _org, task: calm(task), timeout=60.0)
     with state.sessions() as session:
         progress = run_service.progress(session, session.get(Run, run_id))
         entries = list(session.scalars(select(LedgerEntry).where(LedgerEntry.event_type.like("round.%"))))
