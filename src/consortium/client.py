@@ -9,9 +9,9 @@ import httpx
 
 from consortium.crypto import OrgIdentity, SignedAuth
 from consortium.codec import decode_tensors, safetensors_metadata
+from consortium.governance.wire import ProposalCreate, VoteIn
 from consortium.protocol import (
     SAFETENSORS_MEDIA_TYPE,
-    ApprovalIn,
     DatasetCardIn,
     EnrolRequest,
     EnvironmentCardIn,
@@ -155,8 +155,27 @@ class HubClient:
     def project(self, project_id: int) -> dict:
         return self.get_json(f"/api/projects/{project_id}")
 
-    def approve(self, project_id: int, body: ApprovalIn) -> dict:
-        return self.post_json(f"/api/projects/{project_id}/approvals", body.model_dump())
+    # ---------------------------------------------------------------- governance
+    def proposals(self, status: str | None = None, kind: str | None = None,
+                  project_id: int | None = None) -> list[dict]:
+        query = {k: v for k, v in {"status": status, "kind": kind, "project_id": project_id}.items()
+                 if v is not None}
+        return self.request("GET", "/api/proposals", params=query).json()
+
+    def proposal(self, proposal_id: int) -> dict:
+        return self.get_json(f"/api/proposals/{proposal_id}")
+
+    def create_proposal(self, body: ProposalCreate) -> dict:
+        return self.post_json("/api/proposals", body.model_dump(mode="json", exclude_none=True))
+
+    def vote(self, proposal_id: int, body: VoteIn) -> dict:
+        return self.post_json(f"/api/proposals/{proposal_id}/votes", body.model_dump())
+
+    def withdraw(self, proposal_id: int, reason: str = "") -> dict:
+        return self.post_json(f"/api/proposals/{proposal_id}/withdraw", {"reason": reason})
+
+    def policy(self) -> dict:
+        return self.get_json("/api/policy")
 
     def put_test_set(self, project_id: int, payload: bytes) -> dict:
         return self.request(

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -16,7 +17,7 @@ from typing import IO
 import httpx
 
 from consortium.client import HubClient
-from consortium.crypto import OrgIdentity, generate_org_key
+from consortium.crypto import OrgIdentity, generate_org_key, load_org_identity
 from consortium.protocol import EnrolRequest
 
 
@@ -160,11 +161,22 @@ def start_node(hub_url: str, org_dir: Path, *, poll_wait: float = 25.0, log_path
     )
 
 
-def provision_org(admin: HubClient, hub_url: str, org_dir: Path, name: str) -> OrgIdentity:
-    """Make an org key, admit the org on the hub and enrol its node with a one-time token."""
+def provision_org(
+    admin: HubClient, hub_url: str, org_dir: Path, name: str, voters: Mapping[str, Path] | None = None
+) -> OrgIdentity:
+    """Make an org key, propose the org on the hub, enrol its node with a one-time token, and have each of
+    ``voters`` (admitted members: org name -> org directory) vote yes to admit it. The consortium's first
+    org is admitted on proposal (nobody is there to vote)."""
+    from consortium.node.actions import cast_vote
+
     identity = generate_org_key(Path(org_dir), name)
     admin.create_org(name)
     token = admin.enrolment_token(name)
     with HubClient(hub_url) as anonymous:
         anonymous.enrol(EnrolRequest(org=name, token=token, public_key=identity.public_key_b64))
+    pending = [p for p in admin.proposals(status="open", kind="admit_org") if p["subject"]["org"] == name]
+    for proposal in pending:
+        for voter, voter_dir in (voters or {}).items():
+            with HubClient(hub_url, identity=load_org_identity(voter_dir)) as client:
+                cast_vote(client, voter_dir, proposal["id"], "yes", f"{voter} admits {name}")
     return identity

@@ -258,27 +258,9 @@ class ProjectOut(Wire):
     has_test_set: bool
     created_at: datetime
     test_set_sha256: str | None = Field(
-        default=None, description="SHA-256 of the hub-side test set (part of what an approval covers)"
+        default=None, description="SHA-256 of the hub-side test set (part of what a vote to run it covers)"
     )
-
-
-class ApprovalIn(Wire):
-    """An org's approval of one version of a project on one hub; the hub checks each field against its own."""
-
-    spec_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
-    test_set_sha256: str | None = Field(pattern=r"^[0-9a-f]{64}$",
-                                        description="the test set approved; null: the project has none")
-    hub_id: str = Field(pattern=r"^[0-9a-f]{32}$", description="the hub the approval is for")
-    signature: str = Field(description="org's Ed25519 signature over crypto.approval_message(...), base64")
-
-
-class ApprovalOut(Wire):
-    project_id: int
-    org: str
-    spec_hash: str
-    created_at: datetime
-    test_set_sha256: str | None = None
-    hub_id: str | None = None
+    proposal_id: int | None = Field(default=None, description="the run_project proposal of this version")
 
 
 # ---------------------------------------------------------------------------------------------- runs

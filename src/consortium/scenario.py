@@ -91,8 +91,9 @@ def provision_digits(
     csvs = write_org_csvs(workdir, x_train, y_train, orgs, alpha=alpha, seed=seed)
     org_dirs = {org: Path(workdir) / "orgs" / org for org in orgs}
     with hub.client() as admin:
-        for org in orgs:
-            identity = provision_org(admin, hub.url, org_dirs[org], org)
+        for i, org in enumerate(orgs):
+            identity = provision_org(admin, hub.url, org_dirs[org], org,
+                                     voters={member: org_dirs[member] for member in orgs[:i]})
             loaded, card = actions.prepare_dataset(
                 csvs[org], "digits", "CC-BY-4.0", target="label",
                 description=f"{org}'s share of the handwritten digits (8x8, scaled to [0,1])")
@@ -119,15 +120,23 @@ def register_environment(
         return actions.register_environment(client, consortium.org_dirs[org], entry)
 
 
-def approve_as(org_dir: Path, hub_url: str, project: dict) -> actions.ApprovalSubject | None:
-    """What `consortium project approve --yes` does (the same function): read the project's current version
-    and the hub's id, check the spec hash, sign, send, record for the node."""
+def vote_as(org_dir: Path, hub_url: str, proposal_id: int, choice: str = "yes",
+            reason: str = "") -> actions.VoteSubject | None:
+    """What `consortium vote ID CHOICE --yes` does (the same function): read and check the proposal (for a
+    project, its spec hash and test set), sign, send, record for the node."""
     with HubClient(hub_url, identity=load_org_identity(org_dir)) as client:
-        return actions.approve_project(client, org_dir, project["id"])
+        return actions.cast_vote(client, org_dir, proposal_id, choice, reason)
+
+
+def approve_as(org_dir: Path, hub_url: str, project: dict) -> actions.VoteSubject | None:
+    """Vote yes to run the project's current version (its ``run_project`` proposal, read afresh)."""
+    with HubClient(hub_url, identity=load_org_identity(org_dir)) as client:
+        proposal_id = client.project(project["id"])["proposal_id"]
+        return actions.cast_vote(client, org_dir, proposal_id, "yes")
 
 
 def propose_and_approve(consortium: DigitsConsortium, spec: ProjectCreate, with_test_set: bool = True) -> dict:
-    """Create the project as admin, attach the test set, and have every data owner approve it."""
+    """Create the project as admin, attach the test set, and have every data owner vote yes to run it."""
     with consortium.hub.client() as admin:
         project = admin.create_project(spec)
         if with_test_set:

@@ -21,6 +21,7 @@ from consortium.cli import (
     node,
     org,
     project,
+    proposal,
     run,
     sim,
     user,
@@ -28,10 +29,11 @@ from consortium.cli import (
 
 app = typer.Typer(no_args_is_help=True, help="consortium: federated learning across organisations.",
                   pretty_exceptions_enable=False)
-for command in (hub.hub, node.node, demo.demo):
+for command in (hub.hub, node.node, demo.demo, proposal.vote):
     app.command()(command)
 for group, name in [(org.app, "org"), (user.app, "user"), (dataset.app, "dataset"),
-                    (environment.app, "environment"), (project.app, "project"), (run.app, "run"),
+                    (environment.app, "environment"), (project.app, "project"), (proposal.app, "proposal"),
+                    (run.app, "run"),
                     (model.app, "model"), (ledger.app, "ledger"), (bench.app, "bench"), (sim.app, "sim")]:
     app.add_typer(group, name=name)
 

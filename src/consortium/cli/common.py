@@ -63,3 +63,13 @@ def print_json(data: Any) -> None:
     """Print ``data`` as highlighted JSON (dates and other objects as strings)."""
     console.print_json(json.dumps(data, default=str))
 
+
+
+OptionalOrgDirOpt = Annotated[Path | None, typer.Option("--org-dir", help="act as the org whose key is here")]
+
+
+def member_client(hub: str, token: str | None, org_dir: Path | None):
+    """A client acting as a user (``--token``) or as an org (``--org-dir``): read commands accept either."""
+    if org_dir is not None:
+        return org_client(hub, org_dir)
+    return user_client(hub, token)

@@ -26,7 +26,7 @@ def node(
     from consortium.config import torch_threads
     from consortium.node.agent import NodeAgent
     from consortium.node.environments import EnvironmentRegistry
-    from consortium.node.policy import ApprovalBook, NodePolicy
+    from consortium.node.policy import NodePolicy, VoteBook
     from consortium.node.registry import LocalRegistry
 
     torch.set_num_threads(torch_threads())
@@ -35,7 +35,7 @@ def node(
         enrol(hub, org_dir, enrol_token, "node")
     client = org_client(hub, org_dir)
     registry = LocalRegistry(org_dir)
-    policy = NodePolicy(org=client.identity.org, approvals=ApprovalBook(org_dir),
+    policy = NodePolicy(org=client.identity.org, votes=VoteBook(org_dir),
                         local_datasets={entry.name for entry in registry.all()},
                         local_environments={entry.name for entry in EnvironmentRegistry(org_dir).all()})
     signal.signal(signal.SIGTERM, signal.default_int_handler)

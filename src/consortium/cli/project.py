@@ -1,4 +1,4 @@
-"""``consortium project``: propose, inspect and approve projects."""
+"""``consortium project``: propose and inspect projects (votes to run them: ``consortium vote``)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from consortium.cli.common import HubOpt, OrgDirOpt, TokenOpt, call, console, err_console, fail, org_client, print_json, user_client
+from consortium.cli.common import HubOpt, TokenOpt, call, console, fail, print_json, user_client
 
-app = typer.Typer(no_args_is_help=True, help="Propose, inspect and approve projects.")
+app = typer.Typer(no_args_is_help=True, help="Propose and inspect projects (vote to run one with `consortium vote`).")
 
 
 @app.command("create")
@@ -36,40 +36,14 @@ def project_create(
         project = call(client.create_project, spec)
         if test_set is not None:
             call(client.put_test_set, project["id"], test_set.read_bytes())
-    console.print(f"project {project['id']} [bold]{project['name']}[/] proposed; needs approval from "
-                  f"{', '.join(project['required_orgs'])}")
+        project = call(client.project, project["id"])
+    console.print(f"project {project['id']} [bold]{project['name']}[/] proposed: proposal "
+                  f"{project['proposal_id']} needs a yes from {', '.join(project['required_orgs'])} "
+                  f"(`consortium vote {project['proposal_id']} yes`)")
 
 
 @app.command("show")
 def project_show(project_id: int, hub: HubOpt, token: TokenOpt = None) -> None:
-    """Show a project, its spec hash and its approvals."""
+    """Show a project, its spec hash, its proposal and who voted yes."""
     with user_client(hub, token) as client:
         print_json(call(client.project, project_id))
-
-
-@app.command("approve")
-def project_approve(
-    project_id: int, hub: HubOpt, org_dir: OrgDirOpt,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="sign without asking")] = False,
-) -> None:
-    """Approve a project for your org: shows the hub's id, the spec hash (checked here) and the test set's
-    SHA-256, asks, signs exactly those, and records them for your node."""
-    from consortium.node.actions import ApprovalError, approve_project
-
-    def confirm(subject) -> bool:
-        console.print(f"project {subject.project_id} {subject.project_name!r}: the signature covers exactly\n"
-                      f"  hub              {subject.hub_id}\n"
-                      f"  spec sha256      {subject.spec_hash} (recomputed here from the spec)\n"
-                      f"  test set sha256  {subject.test_set_sha256 or 'none'}", soft_wrap=True, markup=False)
-        return yes or typer.confirm(f"Sign this approval for {client.identity.org}?", default=False)
-
-    with org_client(hub, org_dir) as client:
-        try:
-            subject = call(approve_project, client, org_dir, project_id, confirm)
-        except ApprovalError as exc:
-            fail(str(exc))
-    if subject is None:
-        err_console.print("not approved: nothing was signed")
-        raise typer.Exit(1)
-    console.print(f"{client.identity.org} approved project {project_id} (hub {subject.hub_id}, spec "
-                  f"{subject.spec_hash[:16]}…, test set {(subject.test_set_sha256 or 'none')[:16]})")

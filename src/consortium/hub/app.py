@@ -23,10 +23,10 @@ from consortium.hub.db.session import make_engine, migrate, session_factory
 from consortium.hub.events import Broker
 from consortium.hub.gate import AuthFailures, Gate, public
 from consortium.hub.limits import BodySizeLimit
-from consortium.hub.routers import admin, models, projects, runs
+from consortium.hub.routers import admin, governance, models, projects, runs
 from consortium.hub.drivers import Scheduler
 from consortium.hub.state import HubState
-from consortium.hub.services import hub_identity, identity
+from consortium.hub.services import hub_identity, identity, policy, proposals
 from consortium.hub.services.errors import ServiceError
 from consortium.hub.tensor_cache import TensorCache
 from consortium.hub.wire import ERROR_RESPONSES, StrictJSONRoute, validation_error
@@ -61,6 +61,9 @@ def create_app(settings: HubSettings) -> FastAPI:
     with sessions() as session:
         hub_id = hub_identity.ensure(session)
         identity.ensure_admin(session, _admin_token(settings))
+        policy.ensure(session)
+        proposals.ensure_project_proposals(session)
+        session.commit()
     blobs = BlobStore(settings.data_dir / "blobs")
     state = HubState(
         sessions=sessions, blobs=blobs, cache=TensorCache(blobs), broker=Broker(), code_version=code_version()
@@ -99,10 +102,10 @@ def create_app(settings: HubSettings) -> FastAPI:
     @app.get("/api/health", tags=["meta"], responses=ERROR_RESPONSES)
     @public
     def health() -> dict:
-        """Liveness, and the hub's id: what an org's approval names (see ``crypto.approval_message``)."""
+        """Liveness, and the hub's id: what every signed vote and outcome names."""
         return {"status": "ok", "version": state.code_version, "hub_id": hub_id}
 
-    routers = (admin.router, projects.router, runs.router, models.router)
+    routers = (admin.router, projects.router, runs.router, models.router, governance.router)
     for router in routers:
         app.include_router(router, responses=ERROR_RESPONSES)
     # The gate matches the routes themselves (recent FastAPI keeps an included router as one lazy entry);
@@ -119,10 +122,13 @@ async def _housekeeping(state: HubState, every_s: float = 60.0) -> None:
     def prune() -> None:
         with state.sessions() as session:
             identity.prune_nonces(session, datetime.now(UTC))
+        with state.sessions() as session:
+            proposals.settle_due(session)
+            session.commit()
 
     while True:
         await asyncio.sleep(every_s)
         try:
             await run_in_threadpool(prune)
         except Exception:  # housekeeping must never take the hub down
-            log.exception("nonce pruning failed")
+            log.exception("housekeeping (nonce pruning, settling closed proposals) failed")

@@ -1,7 +1,7 @@
-"""An org's actions on the hub that its node must know of: registering a dataset or an environment, approving
-a project.
+"""An org's actions on the hub that its node must know of: registering a dataset or an environment, voting
+on a proposal.
 
-The CLI (``consortium dataset add``, ``environment add``, ``project approve``) and the scripted consortium
+The CLI (``consortium dataset add``, ``environment add``, ``vote``) and the scripted consortium
 (:mod:`consortium.scenario`: demo, benchmarks, tests) both call these functions, so what a person registers
 or signs and what a script does are checked the same way. Each action publishes to the hub first and records
 locally after, so a card the hub refuses leaves nothing for the node to serve.
@@ -15,72 +15,94 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from consortium.client import HubClient
-from consortium.crypto import approval_message
+from consortium.governance import statements
+from consortium.governance.wire import VoteIn
 from consortium.node.environments import EnvironmentRegistry, RegisteredEnvironment
-from consortium.node.policy import ApprovalBook, spec_hash
+from consortium.node.policy import VoteBook, VotedVersion, spec_hash
 from consortium.node.registry import LocalRegistry, build_card
-from consortium.protocol import ApprovalIn, DatasetCardIn, DatasetSchema, ProjectCreate, Visibility
+from consortium.protocol import DatasetCardIn, DatasetSchema, ProjectCreate, Visibility
 from consortium.tables import LoadedDataset, load_table
 
 
-class ApprovalError(Exception):
-    """The hub's account of the project does not add up; nothing was signed."""
+class VoteError(Exception):
+    """The hub's account of the proposal does not add up; nothing was signed."""
 
 
 @dataclass(frozen=True)
-class ApprovalSubject:
-    """One version of a project on one hub: what an approval signature covers."""
+class VoteSubject:
+    """A proposal as this org checked it before signing: the hub, its content and (for a project) the
+    version of the project it is about."""
 
     hub_id: str
-    project_id: int
-    project_name: str
-    spec_hash: str
-    test_set_sha256: str | None
-
-    def message(self) -> bytes:
-        return approval_message(hub_id=self.hub_id, project_id=self.project_id, spec_hash=self.spec_hash,
-                                test_set_sha256=self.test_set_sha256)
+    proposal_id: int
+    kind: str
+    content_hash: str
+    subject: dict
+    status: str
+    project_name: str | None = None
 
 
-def approval_subject(client: HubClient, project_id: int) -> ApprovalSubject:
-    """The project as the hub serves it now, with the spec hash recomputed here and the hub's id."""
-    project = client.project(project_id)
+def vote_subject(client: HubClient, proposal_id: int) -> VoteSubject:
+    """The proposal as the hub serves it now, with its content hash recomputed here; for a run_project
+    proposal, the project's spec hash recomputed from its spec and its test set compared with the subject's."""
+    proposal = client.proposal(proposal_id)
     hub_id = client.health().get("hub_id")
-    digest = spec_hash(ProjectCreate.model_validate(project["spec"]))
-    if digest != project["spec_hash"]:
-        raise ApprovalError("the hub's spec hash does not match the spec it sent; not approving")
-    if project["id"] != project_id:
-        raise ApprovalError(f"asked for project {project_id}, the hub sent project {project['id']}")
-    subject = ApprovalSubject(hub_id, project_id, project["name"], digest, project.get("test_set_sha256"))
-    if project.get("has_test_set") != (subject.test_set_sha256 is not None):
-        raise ApprovalError("the hub says the project has a test set but sent no digest of it, or the "
-                            "reverse")
     try:
-        subject.message()
+        content = statements.proposal_content(hub_id, proposal["kind"], proposal["subject"])
     except ValueError as exc:
-        raise ApprovalError(f"the hub sent a malformed field: {exc}") from None
-    return subject
+        raise VoteError(f"the hub sent a malformed proposal: {exc}") from None
+    digest = statements.content_hash(content)
+    if proposal["id"] != proposal_id:
+        raise VoteError(f"asked for proposal {proposal_id}, the hub sent proposal {proposal['id']}")
+    if digest != proposal["content_hash"] or proposal["content"] != content:
+        raise VoteError("the proposal's content does not hash to the content hash the hub claims "
+                        "(or names another hub); not voting")
+    name = None
+    if proposal["kind"] == "run_project":
+        project = client.project(proposal["subject"]["project_id"])
+        spec_digest = spec_hash(ProjectCreate.model_validate(project["spec"]))
+        if spec_digest != project["spec_hash"] or spec_digest != proposal["subject"]["spec_hash"]:
+            raise VoteError("the project's spec does not hash to the spec hash the proposal names; not voting")
+        if project.get("test_set_sha256") != proposal["subject"]["test_set_sha256"]:
+            raise VoteError("the proposal is about another version of the project (its test set changed); "
+                            "vote on the project's current proposal")
+        name = project["name"]
+    return VoteSubject(hub_id, proposal_id, proposal["kind"], digest, proposal["subject"], proposal["status"],
+                       name)
 
 
-def approve_project(
-    client: HubClient, org_dir: Path, project_id: int,
-    confirm: Callable[[ApprovalSubject], bool] | None = None,
-) -> ApprovalSubject | None:
-    """Read the project and the hub's id, let ``confirm`` see them (None: sign without asking), sign, send,
-    and record the approved version in the org's :class:`ApprovalBook` for its node. None when not confirmed.
+def cast_vote(
+    client: HubClient, org_dir: Path, proposal_id: int, choice: str, reason: str = "",
+    confirm: Callable[[VoteSubject], bool] | None = None,
+) -> VoteSubject | None:
+    """Read and check the proposal, let ``confirm`` see it (None: sign without asking), sign the vote
+    statement with the org's key and send it. A yes to run a project is recorded in the org's
+    :class:`VoteBook` for its node (any other choice removes the project from it). None when not confirmed.
 
-    Raises :class:`ApprovalError` when the hub's data do not add up, ``HubError`` when the hub refuses.
+    Raises :class:`VoteError` when the hub's data do not add up, ``HubError`` when the hub refuses.
     """
     if client.identity is None:
-        raise ApprovalError("approving needs the organisation's key")
-    subject = approval_subject(client, project_id)
+        raise VoteError("voting needs the organisation's key")
+    subject = vote_subject(client, proposal_id)
     if confirm is not None and not confirm(subject):
         return None
-    client.approve(project_id, ApprovalIn(
-        spec_hash=subject.spec_hash, test_set_sha256=subject.test_set_sha256, hub_id=subject.hub_id,
-        signature=client.identity.sign(subject.message()),
-    ))
-    ApprovalBook(org_dir).record(project_id, subject.spec_hash, subject.test_set_sha256, subject.hub_id)
+    try:
+        statement = statements.vote_statement(
+            hub_id=subject.hub_id, proposal_id=proposal_id, content_hash=subject.content_hash,
+            org=client.identity.org, choice=choice, reason=reason)
+    except ValueError as exc:
+        raise VoteError(str(exc)) from None
+    client.vote(proposal_id, VoteIn(choice=choice, reason=reason, content_hash=subject.content_hash,
+                                    signature=client.identity.sign(statements.vote_message(statement))))
+    if subject.kind == "run_project":
+        book = VoteBook(org_dir)
+        project_id = subject.subject["project_id"]
+        if choice == "yes":
+            book.record(project_id, VotedVersion(
+                spec_hash=subject.subject["spec_hash"], test_set_sha256=subject.subject["test_set_sha256"],
+                hub_id=subject.hub_id, proposal_id=proposal_id, content_hash=subject.content_hash))
+        else:
+            book.forget(project_id)
     return subject
 
 

@@ -1,10 +1,10 @@
-"""The node's own rules: it trains only for projects its org approved, on data (or in environments) it
-registered."""
+"""The node's own rules: it trains only for project versions its org voted yes to run, on data (or in
+environments) it registered."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from consortium.atomic import write_bytes_atomic
@@ -18,43 +18,45 @@ def spec_hash(spec: ProjectCreate) -> str:
 
 
 @dataclass(frozen=True)
-class ApprovedVersion:
-    """What the org signed for a project: its spec hash, its test set (None: none), and the hub it was for."""
+class VotedVersion:
+    """What the org voted yes to run: the project's spec hash and test set (None: none) on one hub, and the
+    proposal (with its content hash) the vote was cast on."""
 
     spec_hash: str
-    test_set_sha256: str | None = None
-    hub_id: str | None = None
-    """None in entries from before approvals named their hub."""
+    test_set_sha256: str | None
+    hub_id: str
+    proposal_id: int
+    content_hash: str
 
 
-class ApprovalBook:
-    """The org's own record of the project versions it approved (``approvals.json`` in the org directory).
-
-    An entry is ``{"spec_hash", "test_set_sha256", "hub_id"}``; an older entry is just the spec hash, which
-    covered no test set (so it approves no version that has one).
-    """
+class VoteBook:
+    """The org's own record of the project versions it voted yes to run (``votes.json`` in the org
+    directory): the node trains only for those, whatever the hub says."""
 
     def __init__(self, org_dir: Path) -> None:
-        self.path = Path(org_dir) / "approvals.json"
+        self.path = Path(org_dir) / "votes.json"
 
-    def _read(self) -> dict[str, str | dict]:
+    def _read(self) -> dict[str, dict]:
         if not self.path.exists():
             return {}
         return json.loads(self.path.read_text())
 
-    def record(self, project_id: int, digest: str, test_set_sha256: str | None = None,
-               hub_id: str | None = None) -> None:
-        book = self._read()
-        book[str(project_id)] = {"spec_hash": digest, "test_set_sha256": test_set_sha256, "hub_id": hub_id}
+    def _write(self, book: dict[str, dict]) -> None:
         write_bytes_atomic(self.path, json.dumps(book, indent=1, sort_keys=True).encode("utf-8"))
 
-    def approved(self, project_id: int) -> ApprovedVersion | None:
+    def record(self, project_id: int, version: VotedVersion) -> None:
+        book = self._read()
+        book[str(project_id)] = asdict(version)
+        self._write(book)
+
+    def forget(self, project_id: int) -> None:
+        book = self._read()
+        if book.pop(str(project_id), None) is not None:
+            self._write(book)
+
+    def voted(self, project_id: int) -> VotedVersion | None:
         entry = self._read().get(str(project_id))
-        if entry is None:
-            return None
-        if isinstance(entry, str):
-            return ApprovedVersion(entry)
-        return ApprovedVersion(entry["spec_hash"], entry.get("test_set_sha256"), entry.get("hub_id"))
+        return VotedVersion(**entry) if entry is not None else None
 
 
 def _digest(value: str | None) -> str:
@@ -66,7 +68,7 @@ class NodePolicy:
     """Checks a task before any data is touched; ``refusal`` returns the reason to refuse, or None."""
 
     org: str
-    approvals: ApprovalBook
+    votes: VoteBook
     local_datasets: set[str]
     allowed_algorithms: set[str] | None = None
     notes: list[str] = field(default_factory=list)
@@ -76,14 +78,14 @@ class NodePolicy:
         actual = spec_hash(task.spec)
         if actual != task.spec_hash:
             return "the task's project spec does not hash to the spec hash the hub claims"
-        approved = self.approvals.approved(task.project_id)
-        if approved is None:
-            return f"organisation {self.org} has not approved project {task.project_id}"
-        if approved.spec_hash != actual:
-            return f"organisation {self.org} approved a different version of project {task.project_id}"
-        if approved.test_set_sha256 != task.test_set_sha256:
-            return (f"organisation {self.org} approved project {task.project_id} with test set "
-                    f"{_digest(approved.test_set_sha256)}, not {_digest(task.test_set_sha256)}")
+        voted = self.votes.voted(task.project_id)
+        if voted is None:
+            return f"organisation {self.org} has not voted to run project {task.project_id}"
+        if voted.spec_hash != actual:
+            return f"organisation {self.org} voted for a different version of project {task.project_id}"
+        if voted.test_set_sha256 != task.test_set_sha256:
+            return (f"organisation {self.org} voted for project {task.project_id} with test set "
+                    f"{_digest(voted.test_set_sha256)}, not {_digest(task.test_set_sha256)}")
         if f"{self.org}/{task.dataset}" in task.spec.environments:
             if task.dataset not in self.local_environments:
                 return f"environment {task.dataset!r} is not registered on this node"

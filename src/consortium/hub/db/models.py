@@ -149,15 +149,61 @@ class ProjectDataset(Base):
     dataset: Mapped[Dataset] = relationship()
 
 
-class Approval(Base):
-    __tablename__ = "approvals"
-    __table_args__ = (UniqueConstraint("project_id", "org_id"),)
-    id: Mapped[int] = mapped_column(primary_key=True)
-    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"))
-    org_id: Mapped[int] = mapped_column(ForeignKey("orgs.id"))
-    spec_hash: Mapped[str] = mapped_column(String(64))
-    signature: Mapped[str] = mapped_column(String(200))
+class PolicyVersion(Base):
+    """One version of the consortium policy (:class:`consortium.governance.policy.ConsortiumPolicy`); the
+    newest is in force. Version 1 is the default the hub starts with; every later one comes from a passed
+    ``change_policy`` proposal."""
+
+    __tablename__ = "policy_versions"
+    version: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    body: Mapped[dict[str, Any]]
+    content_hash: Mapped[str] = mapped_column(String(64))
+    proposal_id: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Proposal(Base):
+    """A decision put to the members: its kind, its subject, the content hash votes sign, who may vote
+    (``electorate``, fixed when it opens), who holds a veto, and, once decided, the outcome the hub signed."""
+
+    __tablename__ = "proposals"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20), index=True)
+    subject: Mapped[dict[str, Any]]
+    content_hash: Mapped[str] = mapped_column(String(64))
+    proposer: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(20), default="open", index=True)
+    policy_version: Mapped[int]
+    electorate: Mapped[list[Any]]
+    veto_holders: Mapped[list[Any]]
+    must_approve: Mapped[list[Any]]
+    """Orgs whose yes the proposal needs (a ``run_project``'s data owners under the default policy)."""
+    opened_at: Mapped[datetime] = mapped_column(default=utcnow)
+    closes_at: Mapped[datetime]
+    decided_at: Mapped[datetime | None]
+    withdrawn_at: Mapped[datetime | None]
+    reason: Mapped[str] = mapped_column(Text, default="")
+    outcome: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """The signed outcome statement (:func:`consortium.governance.statements.outcome_statement`)."""
+    outcome_signature: Mapped[str | None] = mapped_column(String(200))
+    project_id: Mapped[int | None] = mapped_column(ForeignKey("projects.id"), index=True)
+    org_id: Mapped[int | None] = mapped_column(ForeignKey("orgs.id"))
+    model_id: Mapped[int | None] = mapped_column(Integer)
+
+
+class Vote(Base):
+    """An org's signed vote on a proposal; a later vote of the same org replaces it while the proposal is
+    open (one row per org and proposal)."""
+
+    __tablename__ = "votes"
+    __table_args__ = (UniqueConstraint("proposal_id", "org_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    proposal_id: Mapped[int] = mapped_column(ForeignKey("proposals.id"), index=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("orgs.id"))
+    choice: Mapped[str] = mapped_column(String(10))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    signature: Mapped[str] = mapped_column(String(200))
+    cast_at: Mapped[datetime] = mapped_column(default=utcnow)
     org: Mapped[Org] = relationship()
 
 
@@ -267,7 +313,9 @@ __all__ = [
     "Dataset",
     "Project",
     "ProjectDataset",
-    "Approval",
+    "PolicyVersion",
+    "Proposal",
+    "Vote",
     "Run",
     "Round",
     "Task",

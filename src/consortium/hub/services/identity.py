@@ -16,7 +16,7 @@ from consortium import crypto
 from consortium.hub.db.models import ApiToken, EnrolmentToken, Node, Org, SeenNonce, User
 from consortium.hub.services import ledger
 from consortium.hub.services.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
-from consortium.protocol import EnrolRequest, OrgCreate, Role, UserCreate
+from consortium.protocol import EnrolRequest, Role, UserCreate
 
 T = TypeVar("T")
 
@@ -67,18 +67,6 @@ def org_by_name(session: Session, name: str) -> Org:
     org = session.scalar(select(Org).where(Org.name == name))
     if org is None:
         raise NotFound(f"no organisation named {name!r}")
-    return org
-
-
-def create_org(session: Session, actor: Principal, body: OrgCreate) -> Org:
-    require_role(actor, Role.admin)
-    if session.scalar(select(Org).where(Org.name == body.name)) is not None:
-        raise Conflict(f"organisation {body.name!r} already exists")
-    org = Org(name=body.name, display_name=body.display_name or body.name, status="admitted")
-    session.add(org)
-    session.flush()
-    ledger.record(session, "org.admitted", actor.label, {"org": org.name}, scope=ledger.MEMBERS)
-    session.commit()
     return org
 
 

@@ -1,9 +1,9 @@
-"""Projects: proposals to train on members' datasets, their approvals and their hub-side test sets."""
+"""Projects: proposals to train on members' datasets, and their hub-side test sets. Whether a project may run
+is decided by its ``run_project`` proposal (:mod:`consortium.hub.services.proposals`)."""
 
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
 
 import torch
 from sqlalchemy import select
@@ -11,22 +11,19 @@ from sqlalchemy.orm import Session
 
 from consortium import crypto
 from consortium.fl.core import FLError
-from consortium.governance.rules import ApprovalRule, DataOwnersUnanimous, Decision
+from consortium.governance.decisions import ProposalStatus
 from consortium.hub.blobs import BlobStore
-from consortium.hub.db.models import Approval, Dataset, Org, Project, ProjectDataset, Run
+from consortium.hub.db.models import Dataset, Project, ProjectDataset, Proposal, Run
 from consortium.hub.services import datasets as dataset_service
 from consortium.hub.services import environments as environment_service
-from consortium.hub.services import hub_identity, ledger
+from consortium.hub.services import ledger, proposals
 from consortium.hub.services.access import visible_project
 from consortium.hub.services.errors import BadRequest, Conflict, Forbidden
 from consortium.hub.services.identity import Principal, require_role
 from consortium.plan import RunPlan
 from consortium.codec import decode_tensors
-from consortium.protocol import ApprovalIn, ProjectCreate, ProjectOut, Role
+from consortium.protocol import ProjectCreate, ProjectOut, Role
 from consortium.statuses import RunStatus
-
-APPROVAL_RULE: ApprovalRule = DataOwnersUnanimous()
-
 
 def spec_hash(spec: ProjectCreate) -> str:
     """SHA-256 of the canonical JSON of a project spec: what an org approves when it signs."""
@@ -120,6 +117,7 @@ def create(session: Session, actor: Principal, spec: ProjectCreate) -> Project:
         | ({"environments": spec.environments} if spec.environments else {}),
         scope=ledger.project_scope(project.id),
     )
+    proposals.propose_run(session, project, actor.label)
     session.commit()
     return project
 
@@ -140,79 +138,30 @@ def required_orgs(session: Session, project: Project) -> list[str]:
     return sorted({d.org.name for d in project_datasets(session, project)})
 
 
-def approval_message(session: Session, project: Project) -> bytes:
-    """What an approval of the project as it stands must be a signature of: this hub, the project, its spec
-    and its test set (see :func:`consortium.crypto.approval_message`)."""
-    return crypto.approval_message(hub_id=hub_identity.hub_id(session), project_id=project.id,
-                                   spec_hash=project.spec_hash, test_set_sha256=project.test_set_sha256)
+def current_proposal(session: Session, project: Project) -> Proposal:
+    """The ``run_project`` proposal of the project's current version."""
+    row = proposals.project_proposal(session, project)
+    if row is None:
+        raise RuntimeError(f"project {project.id} has no run_project proposal")
+    return row
 
 
-def _covers(approval: Approval, message: bytes) -> bool:
-    key = approval.org.public_key
-    return key is not None and crypto.verify_signature(key, message, approval.signature)
+def yes_voters(session: Session, project: Project) -> list[str]:
+    """The orgs that voted yes on the current version's proposal."""
+    row = current_proposal(session, project)
+    return sorted(v.org.name for v in proposals.votes_of(session, row) if v.choice == "yes")
 
 
-def approving_orgs(session: Session, project: Project) -> list[str]:
-    """Orgs whose stored approval is a valid signature of the project's current version. An approval of an
-    earlier version (another test set), of another hub or in the old message format counts for nothing."""
-    message = approval_message(session, project)
-    rows = session.scalars(select(Approval).where(Approval.project_id == project.id))
-    return sorted(a.org.name for a in rows if _covers(a, message))
-
-
-def decision(session: Session, project: Project) -> Decision:
-    return APPROVAL_RULE.decide(required_orgs(session, project), approving_orgs(session, project))
-
-
-def approve(session: Session, actor: Principal, project_id: int, body: ApprovalIn) -> Approval:
-    """Record an org's signed approval of the exact project version it has read (spec and test set), for
-    this hub. It replaces the org's approval of an earlier version."""
-    ledger.lock(session)
-    project = get(session, actor, project_id)
-    if actor.org_id is None or not actor.acts_for(actor.org_id):
-        raise Forbidden("only an organisation's key or steward can approve a project")
-    owners = {d.org_id for d in project_datasets(session, project)}
-    if actor.org_id not in owners:
-        raise Forbidden(
-            f"{actor.org_name} owns no dataset or environment in project {project.name!r}; "
-            "it has nothing to approve"
-        )
-    hub_id = hub_identity.hub_id(session)
-    if body.hub_id != hub_id:
-        raise BadRequest(f"hub_id: the approval is for hub {body.hub_id}, this is hub {hub_id}")
-    if body.spec_hash != project.spec_hash:
-        raise Conflict("spec_hash does not match the project's current spec; read the project again")
-    if body.test_set_sha256 != project.test_set_sha256:
-        raise Conflict(
-            f"test_set_sha256 does not match the project's current test set "
-            f"({project.test_set_sha256 or 'none'}); read the project again"
-        )
-    message = approval_message(session, project)
-    public_key = session.get(Org, actor.org_id).public_key
-    if public_key is None or not crypto.verify_signature(public_key, message, body.signature):
-        raise BadRequest("signature: not a valid signature of this approval (hub, project, spec, test set) "
-                         "by the organisation's key")
-    approval = session.scalar(
-        select(Approval).where(Approval.project_id == project.id, Approval.org_id == actor.org_id)
-    )
-    if approval is not None and _covers(approval, message):
-        raise Conflict(f"{actor.org_name} has already approved project {project.name!r}")
-    if approval is None:
-        approval = Approval(project_id=project.id, org_id=actor.org_id)
-        session.add(approval)
-    approval.spec_hash, approval.signature = body.spec_hash, body.signature
-    approval.created_at = datetime.now(UTC)
-    session.flush()
-    ledger.record(
-        session, "project.approved", actor.label,
-        {"project_id": project.id, "org": actor.org_name, "hub_id": hub_id, "spec_hash": body.spec_hash,
-         "test_set_sha256": body.test_set_sha256, "signature": body.signature},
-        scope=ledger.project_scope(project.id),
-    )
-    if decision(session, project).approved and project.status == "proposed":
-        project.status = "approved"
-    session.commit()
-    return approval
+def check_may_run(session: Session, project: Project) -> None:
+    """Conflict unless the members decided that this version of the project may run."""
+    row = current_proposal(session, project)
+    proposals.settle(session, row)
+    if row.status != ProposalStatus.passed.value:
+        why = row.reason or proposals.outcome(session, row).reason
+        raise Conflict(f"project {project.name!r} cannot run yet: proposal {row.id} is {row.status} ({why})",
+                       proposal_id=row.id)
+    if project.status != "approved":
+        raise Conflict(f"project {project.name!r} cannot run: {project.status}")
 
 
 def set_test_set(
@@ -220,9 +169,9 @@ def set_test_set(
 ) -> str:
     """Attach a held-out test set (safetensors with ``x`` float32 [n, features] and ``y`` int64 [n]).
 
-    The test set is part of what the data owners approve: a new one makes a new version of the project, back
-    to ``proposed`` until each owner approves it again (their approvals of the previous version stop counting,
-    see :func:`approving_orgs`). Refused while a run of the project is in progress.
+    The test set is part of what the members vote on: a new one makes a new version of the project, back to
+    ``proposed`` with a new ``run_project`` proposal (the open one of the previous version is withdrawn, and
+    votes on it count for nothing). Refused while a run of the project is in progress.
     """
     project = get(session, actor, project_id)
     if actor.label != project.proposer and actor.role != Role.admin:
@@ -254,12 +203,12 @@ def set_test_set(
     digest = crypto.sha256_hex(payload)
     if digest == project.test_set_sha256:
         return digest
-    void = approving_orgs(session, project)
     blobs.put(payload)
     previous, project.test_set_sha256, project.status = project.test_set_sha256, digest, "proposed"
     ledger.record(session, "project.test_set", actor.label,
                   {"project_id": project.id, "sha256": digest, "previous_sha256": previous,
-                   "status": "proposed", "approvals_void": void}, scope=ledger.project_scope(project.id))
+                   "status": "proposed"}, scope=ledger.project_scope(project.id))
+    proposals.propose_run(session, project, actor.label)
     session.commit()
     return digest
 
@@ -273,7 +222,8 @@ def to_out(session: Session, project: Project) -> ProjectOut:
         status=project.status,
         proposer=project.proposer,
         required_orgs=required_orgs(session, project),
-        approved_orgs=approving_orgs(session, project),
+        approved_orgs=yes_voters(session, project),
+        proposal_id=current_proposal(session, project).id,
         has_test_set=project.test_set_sha256 is not None,
         created_at=project.created_at,
         test_set_sha256=project.test_set_sha256,

@@ -48,15 +48,13 @@ def evaluates_previous_round(kind: str, round_number: int) -> bool:
 
 
 def start(session: Session, actor: Principal, project_id: int) -> Run:
-    """Create a run of an approved project; the scheduler drives it from here."""
+    """Create a run of a project whose current version the members voted to run; the scheduler drives it."""
     require_role(actor, Role.researcher, Role.steward, Role.admin)
-    ledger.lock(session)  # the approvals checked here stay those of the version the run will use
+    ledger.lock(session)  # the decision checked here stays that of the version the run will use
     project = project_service.get(session, actor, project_id)
     if actor.label != project.proposer and actor.role != Role.admin:
         raise Forbidden("only the project's proposer or the consortium admin can start a run")
-    verdict = project_service.decision(session, project)
-    if not verdict.approved:
-        raise Conflict(f"project {project.name!r} cannot run yet: {verdict.reason}")
+    project_service.check_may_run(session, project)
     active = session.scalar(select(Run).where(Run.project_id == project.id, Run.status == RunStatus.running))
     if active is not None:
         raise Conflict(f"project {project.name!r} already has run {active.id} in progress")

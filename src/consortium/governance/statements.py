@@ -1,0 +1,96 @@
+"""What members sign in governance, as canonical JSON statements (pure).
+
+A proposal's *content* names the hub, the kind and what it is about (the subject: a project version, an org,
+a model release, a new policy). Its SHA-256 is the proposal's content hash: a vote signs that hash, so a vote
+cannot be moved to another proposal, another hub or another version of the same project. The hub signs each
+decided outcome over the same hash, so a node can check that a proposal passed without trusting the hub's
+word alone: it checks the hub's signature with the hub key it pinned, and its own org's vote with its own key.
+
+Each statement is a JSON object whose canonical encoding, after a one-line type tag, is the signed message.
+The ``*_message`` functions refuse malformed fields (``ValueError``): nothing else may slip into signed text.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from consortium.crypto import canonical_json, sha256_hex
+
+VOTE_TYPE = "consortium-vote/1"
+OUTCOME_TYPE = "consortium-outcome/1"
+CHOICES = ("yes", "no", "abstain")
+MAX_REASON = 2000
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_HEX32 = re.compile(r"^[0-9a-f]{32}$")
+
+
+def _check_hex(value: Any, pattern: re.Pattern[str], what: str) -> str:
+    if not isinstance(value, str) or not pattern.match(value):
+        digits = 64 if pattern is _HEX64 else 32
+        raise ValueError(f"{what} must be {digits} lower-case hex digits")
+    return value
+
+
+def proposal_content(hub_id: str, kind: str, subject: dict[str, Any]) -> dict[str, Any]:
+    """The content a proposal's hash covers: the hub it is on, its kind and its subject."""
+    _check_hex(hub_id, _HEX32, "hub_id")
+    if not isinstance(kind, str) or not kind:
+        raise ValueError("kind must be a non-empty string")
+    if not isinstance(subject, dict):
+        raise ValueError("subject must be a JSON object")
+    return {"hub_id": hub_id, "kind": kind, "subject": subject}
+
+
+def content_hash(content: dict[str, Any]) -> str:
+    """SHA-256 (hex) of a proposal's canonical content."""
+    return sha256_hex(canonical_json(content))
+
+
+def vote_statement(
+    *, hub_id: str, proposal_id: int, content_hash: str, org: str, choice: str, reason: str = ""
+) -> dict[str, Any]:
+    """One org's vote on one proposal, as it signs it and as the ledger records it."""
+    _check_hex(hub_id, _HEX32, "hub_id")
+    _check_hex(content_hash, _HEX64, "content_hash")
+    if type(proposal_id) is not int or proposal_id < 1:
+        raise ValueError("proposal_id must be a positive integer")
+    if choice not in CHOICES:
+        raise ValueError(f"choice must be one of {', '.join(CHOICES)}, not {choice!r}")
+    if not isinstance(reason, str) or len(reason) > MAX_REASON:
+        raise ValueError(f"reason must be a string of at most {MAX_REASON} characters")
+    if not isinstance(org, str) or not org:
+        raise ValueError("org must be a non-empty string")
+    return {"type": VOTE_TYPE, "hub_id": hub_id, "proposal_id": proposal_id, "content_hash": content_hash,
+            "org": org, "choice": choice, "reason": reason}
+
+
+def vote_message(statement: dict[str, Any]) -> bytes:
+    """The bytes an org's key signs for a vote (``statement`` from :func:`vote_statement`)."""
+    checked = vote_statement(**{k: statement[k] for k in statement if k != "type"})
+    return canonical_json(checked)
+
+
+def outcome_statement(
+    *, hub_id: str, proposal_id: int, content_hash: str, status: str, decided_at: str,
+    votes: dict[str, str],
+) -> dict[str, Any]:
+    """The hub's account of a decided proposal: its status, when, and each counted org's choice."""
+    _check_hex(hub_id, _HEX32, "hub_id")
+    _check_hex(content_hash, _HEX64, "content_hash")
+    if type(proposal_id) is not int or proposal_id < 1:
+        raise ValueError("proposal_id must be a positive integer")
+    if not isinstance(status, str) or not status:
+        raise ValueError("status must be a non-empty string")
+    if any(choice not in CHOICES for choice in votes.values()):
+        raise ValueError("votes must map org names to yes, no or abstain")
+    return {"type": OUTCOME_TYPE, "hub_id": hub_id, "proposal_id": proposal_id,
+            "content_hash": content_hash, "status": status, "decided_at": decided_at,
+            "votes": dict(sorted(votes.items()))}
+
+
+def outcome_message(statement: dict[str, Any]) -> bytes:
+    """The bytes the hub's key signs for a decided outcome."""
+    checked = outcome_statement(**{k: statement[k] for k in statement if k != "type"})
+    return canonical_json(checked)
