@@ -352,32 +352,5 @@ def constant_time_equal(a: str | bytes, b: str | bytes) -> bool:
     return hmac.compare_digest(left, right)
 
 
-# ---------------------------------------------------------------------------------------------- approvals
-
-
-APPROVAL_VERSION = "consortium-approval/2"
-"""First line of an approval message. Version 1 was ``approve:<project id>:<spec hash>`` (no hub, no test
-set)."""
 HUB_ID_RE = re.compile(r"[0-9a-f]{32}", re.ASCII)
-_SHA256_RE = re.compile(r"[0-9a-f]{64}", re.ASCII)
-
-
-def approval_message(*, hub_id: str, project_id: int, spec_hash: str, test_set_sha256: str | None) -> bytes:
-    """What an org signs to approve one version of a project on one hub.
-
-    One field a line: the version tag, the hub's id (so the signature cannot be replayed to another hub), the
-    project id, its spec hash, and its test set's SHA-256 or ``none`` (so a replaced test set needs a new
-    approval). ``ValueError`` for a malformed field: nothing else may slip into the signed text.
-    """
-    if not isinstance(hub_id, str) or not HUB_ID_RE.fullmatch(hub_id):
-        raise ValueError(f"hub_id {hub_id!r} is not 32 lowercase hex digits")
-    if type(project_id) is not int or project_id < 1:
-        raise ValueError(f"project_id {project_id!r} is not a positive integer")
-    for name, digest in (("spec_hash", spec_hash), ("test_set_sha256", test_set_sha256)):
-        if not (digest is None and name == "test_set_sha256") and not (
-            isinstance(digest, str) and _SHA256_RE.fullmatch(digest)
-        ):
-            raise ValueError(f"{name} {digest!r} is not a lowercase hex SHA-256")
-    lines = (APPROVAL_VERSION, f"hub {hub_id}", f"project {project_id}", f"spec {spec_hash}",
-             f"test-set {test_set_sha256 or 'none'}")
-    return ("\n".join(lines) + "\n").encode()
+"""A hub's id: 16 random bytes as lower-case hex (what signed votes and outcomes name)."""

@@ -17,7 +17,7 @@ from consortium.fl.algorithms.classifier import Classifier
 from consortium.fl.core import parse_hyperparams
 from consortium.node.agent import NodeAgent
 from consortium.node.controls import ControlKey, ControlStore
-from consortium.node.policy import ApprovalBook, NodePolicy, spec_hash
+from consortium.node.policy import NodePolicy, VoteBook, VotedVersion, spec_hash
 from consortium.node.registry import LocalRegistry, build_card
 from consortium.codec import decode_update, encode_tensors
 from consortium.protocol import ProjectCreate, TaskKind, TaskOut
@@ -66,9 +66,9 @@ def node(tmp_path: Path):
         "name": "scaffold-node", "algorithm": {"name": "classifier", "hyperparameters": HYPERPARAMETERS},
         "datasets": [f"{ORG}/{DATASET}"], "rounds": 3,
     })
-    ApprovalBook(tmp_path).record(PROJECT_ID, spec_hash(spec))
+    VoteBook(tmp_path).record(PROJECT_ID, VotedVersion(spec_hash(spec), None, "0" * 32, 1, "0" * 64))
     transport = FakeTransport()
-    agent = NodeAgent(transport, registry, NodePolicy(ORG, ApprovalBook(tmp_path), {DATASET}))
+    agent = NodeAgent(transport, registry, NodePolicy(ORG, VoteBook(tmp_path), {DATASET}))
     return agent, transport, spec, tmp_path
 
 

@@ -11,7 +11,7 @@ from consortium.fl.algorithms.rl import PPO
 from consortium.fl.core import parse_hyperparams
 from consortium.node.agent import NodeAgent
 from consortium.node.environments import EnvironmentRegistry, prepare_environment
-from consortium.node.policy import ApprovalBook, NodePolicy, spec_hash
+from consortium.node.policy import NodePolicy, VoteBook, VotedVersion, spec_hash
 from consortium.node.registry import LocalRegistry
 from consortium.codec import decode_update, encode_tensors
 from consortium.protocol import ProjectCreate, TaskKind, TaskOut, TaskResult
@@ -71,11 +71,11 @@ def _sha(params: dict) -> str:
 
 
 def agent_for(org_dir: Path, transport: MemoryTransport, project: ProjectCreate) -> NodeAgent:
-    approvals = ApprovalBook(org_dir)
-    approvals.record(7, spec_hash(project))
+    approvals = VoteBook(org_dir)
+    approvals.record(7, VotedVersion(spec_hash(project), None, "0" * 32, 1, "0" * 64))
     registry = LocalRegistry(org_dir)
     environments = EnvironmentRegistry(org_dir)
-    policy = NodePolicy(org=ORG, approvals=approvals, local_datasets=set(),
+    policy = NodePolicy(org=ORG, votes=approvals, local_datasets=set(),
                         local_environments={e.name for e in environments.all()})
     return NodeAgent(transport, registry, policy, poll_wait=0.0)
 

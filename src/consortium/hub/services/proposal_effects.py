@@ -82,7 +82,5 @@ def apply(session: Session, row: Proposal) -> None:
         _set_org_status(session, row, SUSPENDED, ADMITTED, "org.reinstated")
     elif kind == ProposalKind.change_policy:
         _change_policy(session, row)
-    elif kind == ProposalKind.release_model:
-        from consortium.hub.services import models as model_service
-
-        model_service.release(session, row)
+    else:
+        raise RuntimeError(f"no effect is defined for {kind.value} proposals")

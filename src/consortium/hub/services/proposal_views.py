@@ -53,9 +53,8 @@ def create(session: Session, actor: Principal, body: ProposalCreate) -> Proposal
         session.commit()
         return row
     if body.kind == ProposalKind.release_model:
-        from consortium.hub.services import models as model_service
-
-        return model_service.propose_release(session, actor, body)
+        raise BadRequest("kind: release_model proposals are not open yet on this hub (model release with "
+                         "licence checks is being built); models stay visible to their project's participants")
     raise BadRequest(f"kind: {body.kind.value} proposals open with their subject "
                      "(run_project: POST /api/projects; admit_org: POST /api/orgs)")
 
