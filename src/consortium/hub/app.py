@@ -26,7 +26,7 @@ from consortium.hub.limits import BodySizeLimit
 from consortium.hub.routers import admin, governance, models, projects, runs
 from consortium.hub.drivers import Scheduler
 from consortium.hub.state import HubState
-from consortium.hub.services import hub_identity, identity, policy, proposals
+from consortium.hub.services import hub_identity, hub_key, identity, policy, proposals
 from consortium.hub.services.errors import ServiceError
 from consortium.hub.tensor_cache import TensorCache
 from consortium.hub.wire import ERROR_RESPONSES, StrictJSONRoute, validation_error
@@ -58,6 +58,7 @@ def create_app(settings: HubSettings) -> FastAPI:
     engine = make_engine(settings.db_url)
     migrate(engine)
     sessions = session_factory(engine)
+    hub_key.install(engine, hub_key.load_or_create(settings.data_dir / "hub-key.pem"))
     with sessions() as session:
         hub_id = hub_identity.ensure(session)
         identity.ensure_admin(session, _admin_token(settings))

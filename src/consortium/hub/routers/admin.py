@@ -13,7 +13,7 @@ from consortium.hub.db.models import Org
 from consortium.hub.deps import db, hub_state, principal
 from consortium.hub.gate import enrolment
 from consortium.hub.state import HubState
-from consortium.hub.services import identity
+from consortium.hub.services import identity, members
 from consortium.hub.services.identity import Principal
 from consortium.hub.wire import Name, StrictJSONRoute
 from consortium.protocol import (
@@ -40,7 +40,7 @@ def _org_out(org: Org, state: HubState) -> OrgOut:
 @router.post("/orgs", response_model=OrgOut, status_code=201)
 def create_org(body: OrgCreate, session: Session = Depends(db), caller: Principal = Depends(principal),
                state: HubState = Depends(hub_state)):
-    return _org_out(identity.create_org(session, caller, body), state)
+    return _org_out(members.create_org(session, caller, body), state)
 
 
 @router.get("/orgs", response_model=list[OrgOut])

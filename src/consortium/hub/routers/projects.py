@@ -1,4 +1,4 @@
-"""Dataset and environment cards, projects, approvals and test sets."""
+"""Dataset and environment cards, projects and test sets (votes to run a project: the governance router)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,6 @@ from consortium.hub.services.access import visible_projects
 from consortium.hub.services.identity import Principal
 from consortium.hub.wire import Id, Name, StrictJSONRoute
 from consortium.protocol import (
-    ApprovalIn,
-    ApprovalOut,
     DatasetCardIn,
     DatasetCardOut,
     EnvironmentCardIn,
@@ -87,16 +85,6 @@ def list_projects(session: Session = Depends(db), caller: Principal = Depends(pr
 @router.get("/projects/{project_id}", response_model=ProjectOut)
 def get_project(project_id: Id, session: Session = Depends(db), caller: Principal = Depends(principal)):
     return project_service.to_out(session, project_service.get(session, caller, project_id))
-
-
-@router.post("/projects/{project_id}/approvals", response_model=ApprovalOut, status_code=201)
-def approve_project(
-    project_id: Id, body: ApprovalIn, session: Session = Depends(db), caller: Principal = Depends(principal)
-):
-    approval = project_service.approve(session, caller, project_id, body)
-    return ApprovalOut(project_id=project_id, org=caller.org_name, spec_hash=approval.spec_hash,
-                       created_at=approval.created_at, test_set_sha256=body.test_set_sha256,
-                       hub_id=body.hub_id)
 
 
 @router.put("/projects/{project_id}/test-set")
