@@ -1,4 +1,4 @@
-"""Settings of the hub process, from CLI flags or environment variables."""
+"""Settings of the hub and node processes, from CLI flags or environment variables."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ DEFAULT_MAX_JSON_BYTES = 1024 * 1024
 DEFAULT_MAX_PUBLIC_BYTES = 16 * 1024
 DEFAULT_AUTH_FAILURE_LIMIT = 20
 DEFAULT_AUTH_FAILURE_WINDOW_S = 60.0
+DEFAULT_POLL_WAIT_S = 25.0
+MAX_POLL_WAIT_S = 60.0
+"""The longest long poll the hub accepts (its ``wait`` query parameter)."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,72 @@ class HubSettings:
         )
 
 
+@dataclass(frozen=True)
+class NodeSettings:
+    """Settings of an organisation's node process: each field from its CLI flag, else its environment
+    variable, else the default.
+
+    - ``hub_url``: ``--hub``, else ``CONSORTIUM_HUB`` (required);
+    - ``org_dir``: ``--org-dir``, else ``CONSORTIUM_ORG_DIR`` (required; the org's keys, datasets, approvals);
+    - ``poll_wait_s``: ``--poll-wait``, else ``CONSORTIUM_POLL_WAIT`` (seconds, 0..60, default 25);
+    - ``enrol_token``: ``--enrol-token``, else ``CONSORTIUM_ENROL_TOKEN`` (one-time; enrol before polling);
+    - ``torch_threads``: ``CONSORTIUM_TORCH_THREADS`` (default 1).
+
+    The node's HTTP client verifies TLS with the system's trust store (there is no CA-file setting).
+    """
+
+    hub_url: str
+    org_dir: Path
+    poll_wait_s: float = DEFAULT_POLL_WAIT_S
+    """How long one long poll for a task waits at the hub."""
+    enrol_token: str | None = None
+    torch_threads: int = 1
+
+    @classmethod
+    def from_args(
+        cls,
+        hub_url: str | None = None,
+        org_dir: Path | None = None,
+        poll_wait_s: float | None = None,
+        enrol_token: str | None = None,
+    ) -> NodeSettings:
+        """The settings from CLI values (None: not given), the environment and the defaults; ValueError
+        naming the flag and its variable when a value is missing or out of range."""
+        hub = hub_url or os.environ.get("CONSORTIUM_HUB")
+        if not hub:
+            raise ValueError("--hub (or CONSORTIUM_HUB) is required: the hub's base URL")
+        directory = org_dir or os.environ.get("CONSORTIUM_ORG_DIR")
+        if not directory:
+            raise ValueError("--org-dir (or CONSORTIUM_ORG_DIR) is required: the org's local directory")
+        wait = poll_wait_s
+        if wait is None:
+            wait = _number("CONSORTIUM_POLL_WAIT", DEFAULT_POLL_WAIT_S)
+        if not 0 <= wait <= MAX_POLL_WAIT_S:
+            raise ValueError(
+                f"--poll-wait (or CONSORTIUM_POLL_WAIT) must be within 0..{MAX_POLL_WAIT_S:g} s, got {wait:g}"
+            )
+        return cls(hub_url=hub, org_dir=Path(directory).resolve(), poll_wait_s=wait,
+                   enrol_token=enrol_token or os.environ.get("CONSORTIUM_ENROL_TOKEN") or None,
+                   torch_threads=torch_threads())
+
+
+def _number(variable: str, default: float) -> float:
+    raw = os.environ.get(variable)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{variable} must be a number of seconds, got {raw!r}") from None
+
+
 def torch_threads() -> int:
     """Intra-op threads per process (CONSORTIUM_TORCH_THREADS, default 1): many processes share few cores."""
-    return int(os.environ.get("CONSORTIUM_TORCH_THREADS", "1"))
+    raw = os.environ.get("CONSORTIUM_TORCH_THREADS", "1")
+    try:
+        threads = int(raw)
+    except ValueError:
+        raise ValueError(f"CONSORTIUM_TORCH_THREADS must be a whole number, got {raw!r}") from None
+    if threads < 1:
+        raise ValueError(f"CONSORTIUM_TORCH_THREADS must be at least 1, got {threads}")
+    return threads
