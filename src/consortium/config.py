@@ -68,7 +68,7 @@ class NodeSettings:
     - ``enrol_token``: ``--enrol-token``, else ``CONSORTIUM_ENROL_TOKEN`` (one-time; enrol before polling);
     - ``torch_threads``: ``CONSORTIUM_TORCH_THREADS`` (default 1).
 
-    The node's HTTP client verifies TLS with the system's trust store (there is no CA-file setting).
+    The node's HTTP client verifies TLS against httpx's default CA bundle (there is no CA-file setting yet).
     """
 
     hub_url: str
