@@ -297,14 +297,14 @@ def check_mix(inputs: Iterable[tuple[str, str]]) -> list[Conflict]:
             ConflictKind.share_alike_mismatch, found.share_alike,
             f"share-alike licences that exclude each other: {_listed(found.share_alike)}; {clauses}",
         ))
-    elif families:
-        family = families[0]
+    for family in families:
         nc_allowed = LICENCES[family].non_commercial is not None
         restricting = [t for t in found.non_commercial if not nc_allowed] + list(found.proprietary)
+        binding = [t for t in found.share_alike if t.base == family]
         if restricting:
             conflicts.append(_conflict(
-                ConflictKind.share_alike_restricted, [*found.share_alike, *restricting],
-                f"{family} ({_listed(found.share_alike)}) allows no further restriction "
+                ConflictKind.share_alike_restricted, [*binding, *restricting],
+                f"{family} ({_listed(binding)}) allows no further restriction "
                 f"({LICENCES[family].share_alike}), but {_listed(restricting)} restrict the model",
             ))
     if found.no_derivatives:
