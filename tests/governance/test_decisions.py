@@ -30,6 +30,7 @@ CLOSE = T0 + timedelta(seconds=WINDOW)
 AFTER = CLOSE + timedelta(days=1)
 ORGS = ("a", "b", "c", "d", "e")
 Y, N, A = VoteChoice.yes, VoteChoice.no, VoteChoice.abstain
+Scenario = tuple[Proposal, list[Vote], datetime]
 
 
 def at(seconds: float) -> datetime:
@@ -47,7 +48,8 @@ def proposal(
     return Proposal(
         kind=ProposalKind.run_project,
         rule=KindRule(quorum=quorum, threshold=threshold, strict=strict, window_s=WINDOW),
-        opened_at=T0, electorate=frozenset(electorate), veto_holders=frozenset(veto), must_approve=frozenset(must),
+        opened_at=T0, electorate=frozenset(electorate), veto_holders=frozenset(veto),
+        must_approve=frozenset(must),
         withdrawn_at=None if withdrawn is None else at(withdrawn),
     )
 
@@ -99,7 +101,8 @@ def test_threshold_is_at_least_or_strictly_more() -> None:
     assert decide(proposal("ab", strict=True), tie, AFTER).status == ProposalStatus.rejected
     two_thirds = [vote("a", Y), vote("b", Y), vote("c", N)]
     assert decide(proposal("abc", threshold=2 / 3), two_thirds, AFTER).status == ProposalStatus.passed
-    assert decide(proposal("abc", threshold=2 / 3, strict=True), two_thirds, AFTER).status == ProposalStatus.rejected
+    strict = proposal("abc", threshold=2 / 3, strict=True)
+    assert decide(strict, two_thirds, AFTER).status == ProposalStatus.rejected
 
 
 def test_quorum_counts_abstentions_and_expires_without_it() -> None:
@@ -246,8 +249,10 @@ def test_every_vote_combination_of_four_orgs(rule: dict[str, object], veto: str,
         assert decide(p, votes, AFTER).status == close_reference(p, latest), latest
         early = decide(p, votes, at(2)).status
         rest = [o for o in voters if o not in latest]
-        finals = {close_reference(p, latest | {o: c for o, c in zip(rest, more, strict=True) if c is not None})
-                  for more in itertools.product(options, repeat=len(rest))}
+        finals = {
+            close_reference(p, latest | {o: c for o, c in zip(rest, more, strict=True) if c is not None})
+            for more in itertools.product(options, repeat=len(rest))
+        }
         if any(latest.get(o) == N for o in p.veto_holders):
             assert early == ProposalStatus.rejected
         elif finals == {ProposalStatus.passed}:
@@ -273,7 +278,8 @@ def scenarios(draw: st.DrawFn, unique_voters: bool = False) -> tuple[Proposal, l
     )
     withdrawn = draw(st.none() | st.none() | st.integers(0, 2 * WINDOW))
     p = Proposal(
-        kind=ProposalKind.run_project, rule=rule, opened_at=T0, electorate=draw(subsets | subsets.filter(bool)),
+        kind=ProposalKind.run_project, rule=rule, opened_at=T0,
+        electorate=draw(subsets | subsets.filter(bool)),
         veto_holders=draw(few), must_approve=draw(few),
         withdrawn_at=None if withdrawn is None else at(withdrawn),
     )
@@ -286,7 +292,8 @@ def scenarios(draw: st.DrawFn, unique_voters: bool = False) -> tuple[Proposal, l
 def counted_latest(p: Proposal, votes: list[Vote], until: datetime) -> dict[str, VoteChoice]:
     rank = {Y: 0, A: 1, N: 2}
     latest: dict[str, VoteChoice] = {}
-    kept = [v for v in votes if v.org in p.voters and p.opened_at <= v.cast_at <= until and v.cast_at < p.closes_at]
+    kept = [v for v in votes
+            if v.org in p.voters and p.opened_at <= v.cast_at <= until and v.cast_at < p.closes_at]
     for v in sorted(kept, key=lambda v: (v.cast_at, rank[v.choice])):
         latest[v.org] = v.choice
     return latest
@@ -294,7 +301,7 @@ def counted_latest(p: Proposal, votes: list[Vote], until: datetime) -> dict[str,
 
 @settings(max_examples=1000, deadline=None)
 @given(scenarios(), st.randoms(use_true_random=False))
-def test_main_invariant(scenario: tuple[Proposal, list[Vote], datetime], rnd: random.Random) -> None:
+def test_main_invariant(scenario: Scenario, rnd: random.Random) -> None:
     """Deterministic and order-independent; nothing passes without every required yes or with a veto; a
     veto rejects; a decided outcome never changes later; stray votes change nothing."""
     p, votes, now = scenario
@@ -315,7 +322,8 @@ def test_main_invariant(scenario: tuple[Proposal, list[Vote], datetime], rnd: ra
         assert outcome.missing == () and outcome.vetoed_by == ()
     if outcome.basis == Basis.veto:
         assert outcome.status == ProposalStatus.rejected and outcome.vetoed_by
-    strays = [Vote("zed", N, at(1)), Vote(rnd.choice(ORGS), N, p.closes_at + timedelta(seconds=rnd.randint(0, 9))),
+    late = p.closes_at + timedelta(seconds=rnd.randint(0, 9))
+    strays = [Vote("zed", N, at(1)), Vote(rnd.choice(ORGS), N, late),
               Vote(rnd.choice(ORGS), N, T0 - timedelta(seconds=1))]
     assert decide(p, votes + strays, now) == outcome
 
@@ -323,7 +331,7 @@ def test_main_invariant(scenario: tuple[Proposal, list[Vote], datetime], rnd: ra
 @settings(max_examples=300, deadline=None)
 @given(scenarios(), st.data())
 def test_an_early_decision_is_what_any_completion_would_give(
-    scenario: tuple[Proposal, list[Vote], datetime], data: st.DataObject,
+    scenario: Scenario, data: st.DataObject,
 ) -> None:
     p, votes, now = scenario
     outcome = decide(p, votes, now)
@@ -348,7 +356,7 @@ def add(votes: list[Vote], choice: VoteChoice, data: st.DataObject, p: Proposal)
 
 @settings(max_examples=500, deadline=None)
 @given(scenarios(), st.data())
-def test_a_yes_never_undoes_a_pass(scenario: tuple[Proposal, list[Vote], datetime], data: st.DataObject) -> None:
+def test_a_yes_never_undoes_a_pass(scenario: Scenario, data: st.DataObject) -> None:
     p, votes, now = scenario
     if not p.voters or decide(p, votes, now).status != ProposalStatus.passed:
         return
@@ -363,7 +371,7 @@ def test_a_yes_never_undoes_a_pass(scenario: tuple[Proposal, list[Vote], datetim
 @settings(max_examples=500, deadline=None)
 @given(scenarios(unique_voters=True), st.data())
 def test_a_no_never_turns_a_rejection_into_a_pass(
-    scenario: tuple[Proposal, list[Vote], datetime], data: st.DataObject,
+    scenario: Scenario, data: st.DataObject,
 ) -> None:
     """Adding a no from an org that had not voted (each org votes once here: a change of mind after an
     early decision does not count, see the module docs)."""
@@ -378,7 +386,7 @@ def test_a_no_never_turns_a_rejection_into_a_pass(
 
 @settings(max_examples=500, deadline=None)
 @given(scenarios(), st.data())
-def test_a_veto_holders_no_rejects(scenario: tuple[Proposal, list[Vote], datetime], data: st.DataObject) -> None:
+def test_a_veto_holders_no_rejects(scenario: Scenario, data: st.DataObject) -> None:
     p, votes, _ = scenario
     if not p.veto_holders:
         return
@@ -394,7 +402,7 @@ def test_a_veto_holders_no_rejects(scenario: tuple[Proposal, list[Vote], datetim
 
 @settings(max_examples=500, deadline=None)
 @given(scenarios())
-def test_only_the_latest_vote_of_each_org_counts(scenario: tuple[Proposal, list[Vote], datetime]) -> None:
+def test_only_the_latest_vote_of_each_org_counts(scenario: Scenario) -> None:
     """Without an early decision, dropping every vote an org replaced later changes nothing."""
     p, votes, now = scenario
     outcome = decide(p, votes, now)
@@ -403,7 +411,8 @@ def test_only_the_latest_vote_of_each_org_counts(scenario: tuple[Proposal, list[
     horizon = min(now, p.closes_at - timedelta(microseconds=1))
     latest = counted_latest(p, votes, horizon)
     kept: dict[str, Vote] = {}
-    for v in sorted((v for v in votes if v.org in latest and T0 <= v.cast_at <= horizon), key=lambda v: v.cast_at):
+    counted = (v for v in votes if v.org in latest and T0 <= v.cast_at <= horizon)
+    for v in sorted(counted, key=lambda v: v.cast_at):
         if v.choice == latest[v.org]:
             kept[v.org] = v
     assert decide(p, list(kept.values()), now) == outcome

@@ -47,7 +47,7 @@ class LicenceTerms:
 
 
 CC = "https://creativecommons.org/"
-_CC_CREDIT = "§3(a): credit the creator, keep the copyright and licence notices, link the licence, mark changes"
+_CC_CREDIT = "§3(a): credit the creator, keep the notices, link the licence, mark changes"
 _CC_NC = "§1(i), §2(a)(1): only for purposes not mainly aimed at commercial advantage or payment"
 
 _TERMS = (
@@ -62,8 +62,8 @@ _TERMS = (
     LicenceTerms(
         "CC-BY-SA-4.0", "Creative Commons Attribution-ShareAlike 4.0", CC + "licenses/by-sa/4.0/legalcode",
         attribution=_CC_CREDIT,
-        share_alike="§3(b): adapted material only under CC BY-SA 4.0 (or a later or BY-SA compatible licence), "
-        "with no added terms that restrict what that licence grants",
+        share_alike="§3(b): adapted material only under CC BY-SA 4.0 (or a later or BY-SA compatible "
+        "licence), with no added terms that restrict what that licence grants",
     ),
     LicenceTerms(
         "CC-BY-NC-4.0", "Creative Commons Attribution-NonCommercial 4.0", CC + "licenses/by-nc/4.0/legalcode",
@@ -82,13 +82,15 @@ _TERMS = (
         no_derivatives="§2(a)(1)(B): adapted material may be produced and reproduced, never shared",
     ),
     LicenceTerms(
-        "ODbL-1.0", "Open Data Commons Open Database License 1.0", "https://opendatacommons.org/licenses/odbl/1-0/",
+        "ODbL-1.0", "Open Data Commons Open Database License 1.0",
+        "https://opendatacommons.org/licenses/odbl/1-0/",
         attribution="§4.2, §4.3: keep the licence notice, and say which database a produced work comes from",
         share_alike="§4.4: a derivative database used publicly is offered only under the ODbL (or a later or "
         "compatible licence); §4.7, §4.8: no further term or restriction",
     ),
     LicenceTerms(
-        "CDLA-Permissive-2.0", "Community Data License Agreement Permissive 2.0", "https://cdla.dev/permissive-2-0/",
+        "CDLA-Permissive-2.0", "Community Data License Agreement Permissive 2.0",
+        "https://cdla.dev/permissive-2-0/",
     ),
     LicenceTerms(
         "CDLA-Sharing-1.0", "Community Data License Agreement Sharing 1.0", "https://cdla.dev/sharing-1-0/",
@@ -98,11 +100,11 @@ _TERMS = (
     ),
     LicenceTerms(
         "MIT", "MIT License", "https://opensource.org/license/mit",
-        attribution="the copyright notice and the permission notice go with every copy or substantial portion",
+        attribution="the copyright and permission notices go with every copy or substantial portion",
     ),
     LicenceTerms(
         "Apache-2.0", "Apache License 2.0", "https://www.apache.org/licenses/LICENSE-2.0",
-        attribution="§4(a)-(d): pass on the licence, mark changed files, keep the notices and the NOTICE file",
+        attribution="§4(a)-(d): pass on the licence, mark changed files, keep notices and the NOTICE file",
     ),
 )
 

@@ -356,6 +356,7 @@ def check_release(inputs: Iterable[tuple[str, str]], requested_spdx: str, commer
     if dropped:
         conflicts.append(_conflict(
             ConflictKind.release_proprietary, dropped,
-            f"the model carries the proprietary terms of {_listed(dropped)}; the release licence must name them",
+            f"the model carries the proprietary terms of {_listed(dropped)}; "
+            "the release licence must name them",
         ))
     return conflicts

@@ -25,7 +25,7 @@ DAY_S = 24 * 3600
 
 
 def exact(share: float) -> Fraction:
-    """The share as the nearest fraction with a denominator of at most a million (0.6666666666666666 is 2/3)."""
+    """The share as the nearest fraction with a denominator of at most a million (so 2 / 3 is 2/3)."""
     return Fraction(share).limit_denominator(1_000_000)
 
 
