@@ -298,3 +298,11 @@ def test_releases(inputs_: list[str], requested: str, commercial: bool, expected
 def test_release_refuses_a_bad_requested_licence() -> None:
     with pytest.raises(LicenceError, match="unknown licence id 'WTFPL'"):
         check_release([("a/x", "MIT")], "WTFPL", commercial=False)
+
+
+def test_the_docs_show_every_licence() -> None:
+    from pathlib import Path
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "governance.md").read_text()
+    for spdx, terms in LICENCES.items():
+        assert f"| `{spdx}` |" in docs and terms.legal_code in docs

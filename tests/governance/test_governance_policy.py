@@ -1,4 +1,5 @@
-"""The consortium policy: validation, the default, canonical form and hash."""
+"""The consortium policy (governance/policy.py; named apart from tests/node/test_policy.py): validation, the
+default, canonical form and hash."""
 
 from __future__ import annotations
 
