@@ -17,8 +17,8 @@ Semantics (docs/governance.md has the long form):
   * *passed* as soon as every required yes is in, every veto holder has voted (yes or abstain), the quorum
     is reached, and the threshold would still be met if every electorate member who has not voted voted no.
 
-  A decided proposal stays decided: later votes are not counted (they could not change the result of
-  the orgs that had not voted; they could only be a change of mind, which closes with the decision).
+  A decided proposal stays decided: later votes are not counted. Votes of the orgs that had not voted
+  could not change the result; a change of mind is possible only while the proposal is open.
   With an empty electorate and nobody holding a veto or a required yes, the proposal passes at opening
   (``bootstrap``: this is how the first org is admitted).
 - **At closing** what has not been decided is decided on the votes cast before closing: a veto rejects;
