@@ -6,7 +6,9 @@ name it as their origin. The ledger holds it, not a table: an auditor sees when 
 ledger came from before hub ids records one at its next start (which voids older approvals: they did not name
 a hub).
 
-The key (:mod:`consortium.hub.services.hub_key`) is announced before the hub signs with it: on a new ledger
+The key (:mod:`consortium.hub.services.hub_key`) is announced before the hub signs with it, once: a hub
+started with another key refuses to start (rotating the key is not built: its ``hub.key`` entry would have to
+be signed by the old key, see :mod:`consortium.ledger.signatures`). The key is announced first: on a new ledger
 ``hub.key`` is entry 1 and ``hub.created`` entry 2, so every entry is signed by a key announced at or before
 it. A ledger from before signatures gets its ``hub.key`` at the next start, with an ``org.key`` entry for every
 org already enrolled (their ``node.enrolled`` entries named no public key), so verifiers find every org key in
@@ -53,6 +55,11 @@ def ensure(session: Session) -> str:
     hub_id = _recorded(session)
     key = hub_key.of(session)
     known = announced_keys(session)
+    if known and key.key_id not in known:
+        session.rollback()
+        raise RuntimeError(f"this hub's key ({key.key_id}) is not the one its ledger announces "
+                           f"({', '.join(sorted(known))}): start it with that key file (CONSORTIUM_HUB_KEY_FILE); "
+                           "entries signed by another key would break the ledger for every verifier")
     if key.key_id not in known:
         ledger.record(session, HUB_KEY, "hub", hub_key_payload(key.public_key_b64), scope=ledger.MEMBERS)
         if not known:
@@ -85,6 +92,11 @@ def hub_id(session: Session) -> str:
 def start(engine: Engine, key: hub_key.HubKey) -> str:
     """Install ``key`` as the signer of ``engine``'s ledger and :func:`ensure` id and key are recorded; the
     hub's id. What a hub (or a test standing in for one) does before it writes anything."""
+    previous = hub_key.installed(engine)
     hub_key.install(engine, key)
-    with sessionmaker(engine)() as session:
-        return ensure(session)
+    try:
+        with sessionmaker(engine)() as session:
+            return ensure(session)
+    except BaseException:
+        hub_key.install(engine, previous)
+        raise

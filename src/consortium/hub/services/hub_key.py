@@ -81,9 +81,16 @@ def load_or_create(path: Path) -> HubKey:
 _installed: weakref.WeakKeyDictionary[Engine, HubKey] = weakref.WeakKeyDictionary()
 
 
-def install(engine: Engine, key: HubKey) -> None:
-    """Make ``key`` the signer of everything written through ``engine``."""
-    _installed[engine] = key
+def install(engine: Engine, key: HubKey | None) -> None:
+    """Make ``key`` the signer of everything written through ``engine`` (None: no signer)."""
+    if key is None:
+        _installed.pop(engine, None)
+    else:
+        _installed[engine] = key
+
+
+def installed(engine: Engine) -> HubKey | None:
+    return _installed.get(engine)
 
 
 def of(session: Session) -> HubKey:
