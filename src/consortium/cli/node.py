@@ -17,6 +17,9 @@ def node(
     org_dir: OrgDirOpt,
     enrol_token: Annotated[str | None, typer.Option("--enrol-token", help="one-time token to enrol first")] = None,
     poll_wait: Annotated[float, typer.Option("--poll-wait", help="long-poll seconds")] = 25.0,
+    witness_every: Annotated[float, typer.Option(
+        "--witness-every", min=0.05, help="seconds between checks and cosignatures of the hub's ledger checkpoint "
+                                          "(kept in ORG_DIR/checkpoints.jsonl)")] = 10.0,
 ) -> None:
     """Run an organisation's node: long-poll the hub and train locally on approved tasks."""
     import logging
@@ -28,6 +31,7 @@ def node(
     from consortium.node.environments import EnvironmentRegistry
     from consortium.node.policy import ApprovalBook, NodePolicy
     from consortium.node.registry import LocalRegistry
+    from consortium.node.witness import start_witness
 
     torch.set_num_threads(torch_threads())
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -43,7 +47,10 @@ def node(
                       on_task=lambda t, outcome: logging.info("task %s (%s, run %s, round %s): %s",
                                                               t.id, t.kind.value, t.run_id, t.round, outcome))
     logging.info("node of %s polling %s", client.identity.org, hub)
+    stop = threading.Event()
+    start_witness(org_client(hub, org_dir), org_dir, stop, witness_every)
     try:
-        agent.run_forever(threading.Event())
+        agent.run_forever(stop)
     except KeyboardInterrupt:
+        stop.set()
         logging.info("node of %s stopped", client.identity.org)

@@ -58,7 +58,8 @@ def create_app(settings: HubSettings) -> FastAPI:
     engine = make_engine(settings.db_url)
     migrate(engine)
     sessions = session_factory(engine)
-    hub_id = hub_identity.start(engine, hub_key.load_or_create(settings.key_file))
+    key = hub_key.load_or_create(settings.key_file)
+    hub_id = hub_identity.start(engine, key)
     with sessions() as session:
         identity.ensure_admin(session, _admin_token(settings))
     blobs = BlobStore(settings.data_dir / "blobs")
@@ -101,8 +102,10 @@ def create_app(settings: HubSettings) -> FastAPI:
     @app.get("/api/health", tags=["meta"], responses=ERROR_RESPONSES)
     @public
     def health() -> dict:
-        """Liveness, and the hub's id: what an org's approval names (see ``crypto.approval_message``)."""
-        return {"status": "ok", "version": state.code_version, "hub_id": hub_id}
+        """Liveness, the hub's id (what an org's approval names, see ``crypto.approval_message``) and its
+        ledger signing key (what a node's witness pins)."""
+        return {"status": "ok", "version": state.code_version, "hub_id": hub_id, "hub_key": key.public_key_b64,
+                "hub_key_id": key.key_id}
 
     routers = (admin.router, projects.router, runs.router, models.router, ledger.router)
     for router in routers:
