@@ -63,7 +63,7 @@ class CheckpointOut(Wire):
 
 
 class InclusionProofOut(Wire):
-    """Entry ``seq`` (leaf ``seq - 1``, its hash ``entry_hash``) is in the tree of the first ``size`` entries."""
+    """Entry ``seq`` (leaf ``seq - 1``, hash ``entry_hash``) is in the tree of the first ``size`` entries."""
 
     seq: Count
     size: Count

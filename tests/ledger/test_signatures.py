@@ -65,4 +65,4 @@ def test_unsigned_entries_are_old_ones_only_and_new_hub_keys_need_an_old_signatu
     assert problems([old, announce, by_old, then]) == [None] * 4
     self_signed = sign_entry(rotate, NEW.key_id, NEW.sign)
     assert problems([old, announce, self_signed])[-1] == \
-        "hub.key entry 3 announces a new hub key but is not signed by one announced before"
+        "hub.key entry 3 announces a new hub key but is not signed by an announced one"

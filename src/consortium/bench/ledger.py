@@ -1,10 +1,10 @@
 """`consortium bench ledger`: what signing costs an append, and how long a full audit of a big ledger takes.
 
-- **Appends**: ``ledger.record`` + commit through the hub's service on a SQLite file, paced at ``rate`` appends
-  per second for ``seconds``, with the hub's checkpointer extending the Merkle tree and signing checkpoints
-  beside it (every second, as in the hub); latency percentiles of each append's transaction.
-- **Verify**: ``entries`` signed entries (a quarter org-signed votes, a checkpoint every 64) made straight with
-  the pure functions (:mod:`consortium.bench.ledger_build`) into a fresh SQLite hub database, then timed
+- **Appends**: ``ledger.record`` + commit through the hub's service on a SQLite file, paced at ``rate``
+  appends per second for ``seconds``, with the hub's checkpointer extending the Merkle tree and signing
+  checkpoints beside it (every second, as in the hub); latency percentiles of each append's transaction.
+- **Verify**: ``entries`` signed entries (a quarter org-signed votes, a checkpoint every 64) made straight
+  with the pure functions (:mod:`consortium.bench.ledger_build`) into a fresh SQLite hub database, then timed
   ``verify_from_db``: chain, every hub and actor signature, the Merkle root at every checkpoint.
 """
 
@@ -82,7 +82,8 @@ def build_database(url: str, entries: int, seed: int = 0) -> dict[str, Any]:
 
     rng = random.Random(seed)
     hub = OrgIdentity.from_private_key("hub", Ed25519PrivateKey.generate())
-    orgs = [OrgIdentity.from_private_key(name, Ed25519PrivateKey.generate()) for name in ("north", "south", "east")]
+    orgs = [OrgIdentity.from_private_key(name, Ed25519PrivateKey.generate())
+            for name in ("north", "south", "east")]
     engine = make_engine(url)
     migrate(engine)
     t0 = time.perf_counter()
@@ -90,8 +91,8 @@ def build_database(url: str, entries: int, seed: int = 0) -> dict[str, Any]:
     cps: list[dict] = []
     last = None
     with engine.begin() as conn:
-        for entry, made in iter_ledger(entries, hub, orgs, rng, rng.getrandbits(128).to_bytes(16, "big").hex(),
-                                       checkpoint_every=64):
+        hub_id = rng.getrandbits(128).to_bytes(16, "big").hex()
+        for entry, made in iter_ledger(entries, hub, orgs, rng, hub_id, checkpoint_every=64):
             rows.append({**asdict(entry), "project_id": None, "dataset_id": None})
             if made is not None:
                 cps.append(asdict(made))
@@ -125,7 +126,8 @@ def verify_time(workdir: Path, entries: int) -> dict[str, Any]:
 
 def run_ledger_bench(rate: float, seconds: float, entries: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="consortium-ledger-bench-") as scratch:
-        return {"append": append_latency(Path(scratch), rate, seconds), "verify": verify_time(Path(scratch), entries)}
+        return {"append": append_latency(Path(scratch), rate, seconds),
+                "verify": verify_time(Path(scratch), entries)}
 
 
 def report_markdown(result: dict[str, Any], machine: dict[str, Any]) -> str:
@@ -138,7 +140,8 @@ def report_markdown(result: dict[str, Any], machine: dict[str, Any]) -> str:
         f"| append latency p50 at {a['rate_per_s']:g}/s ({a['appends']} appends, SQLite, checkpointer on) "
         f"| {a['p50_ms']:.2f} ms | |",
         f"| append latency p99 | {a['p99_ms']:.2f} ms (max {a['max_ms']:.1f}) | ≤ 20 ms |",
-        f"| full verify of {v['entries']:,} entries ({v['checkpoints']:,} checkpoints) | {v['verify_s']:.1f} s "
+        f"| full verify of {v['entries']:,} entries ({v['checkpoints']:,} checkpoints) "
+        f"| {v['verify_s']:.1f} s "
         f"({v['per_entry_us']:.0f} µs/entry) | 10^6 in ≤ 300 s |",
         f"| generating them (pure functions, signed) | {v['build_s']:.1f} s | |",
     ])

@@ -83,12 +83,15 @@ def build_ledger(
     return built
 
 
-def checkpoints_of(entries: list[ChainedEntry], hub: OrgIdentity, hub_id: str, every: int) -> list[Checkpoint]:
+def checkpoints_of(
+    entries: list[ChainedEntry], hub: OrgIdentity, hub_id: str, every: int
+) -> list[Checkpoint]:
     """Checkpoints every ``every`` entries of ``entries``, signed by ``hub`` (a hub re-signing a rewrite)."""
     tree = CompactRange()
     made = []
     for entry in entries:
         tree.append(entry_leaf(entry.hash))
         if tree.size % every == 0:
-            made.append(sign_checkpoint(hub_id, tree.size, tree.root(), entry.created_at, hub.key_id, hub.sign))
+            made.append(sign_checkpoint(hub_id, tree.size, tree.root(), entry.created_at, hub.key_id,
+                                        hub.sign))
     return made

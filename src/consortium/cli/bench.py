@@ -57,7 +57,8 @@ def bench_fuzz(
 def bench_ledger(
     rate: Annotated[float, typer.Option(min=1, help="paced appends per second")] = 100.0,
     seconds: Annotated[float, typer.Option(min=1, help="seconds of paced appends")] = 10.0,
-    entries: Annotated[int, typer.Option(min=10, help="entries in the ledger whose full verify is timed")] = 10**6,
+    entries: Annotated[int, typer.Option(
+        min=10, help="entries in the ledger whose full verify is timed")] = 10**6,
     json_path: Annotated[Path | None, typer.Option("--json", help="write results as JSON")] = None,
     markdown: Annotated[Path | None, typer.Option("--markdown", help="update this BENCHMARKS.md")] = None,
 ) -> None:

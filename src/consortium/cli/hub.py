@@ -32,7 +32,8 @@ def hub(
         "--hub-key-file", envvar="CONSORTIUM_HUB_KEY_FILE",
         help="the hub's Ed25519 signing key (made on first start; default data-dir/hub-key.pem)")] = None,
     checkpoint_every: Annotated[int | None, typer.Option(
-        "--checkpoint-every", min=1, help="sign a ledger checkpoint every this many entries (default 64)")] = None,
+        "--checkpoint-every", min=1,
+        help="sign a ledger checkpoint every this many entries (default 64)")] = None,
     checkpoint_interval: Annotated[float | None, typer.Option(
         "--checkpoint-interval", min=0.01,
         help="... or this many seconds after the last one when the ledger grew (default 10)")] = None,
@@ -50,7 +51,8 @@ def hub(
     settings = HubSettings.from_args(db, data_dir, admin_token, max_upload_mb, max_json_kb=max_json_kb,
                                      auth_failure_limit=auth_failure_limit,
                                      auth_failure_window_s=auth_failure_window, hub_key_file=hub_key_file,
-                                     checkpoint_every=checkpoint_every, checkpoint_interval_s=checkpoint_interval)
+                                     checkpoint_every=checkpoint_every,
+                                     checkpoint_interval_s=checkpoint_interval)
     application = create_app(settings)
     if not settings.admin_token:
         err_console.print(f"admin token: {admin_token_path(settings)}")

@@ -18,8 +18,9 @@ def node(
     enrol_token: Annotated[str | None, typer.Option("--enrol-token", help="one-time token to enrol first")] = None,
     poll_wait: Annotated[float, typer.Option("--poll-wait", help="long-poll seconds")] = 25.0,
     witness_every: Annotated[float, typer.Option(
-        "--witness-every", min=0.05, help="seconds between checks and cosignatures of the hub's ledger checkpoint "
-                                          "(kept in ORG_DIR/checkpoints.jsonl)")] = 10.0,
+        "--witness-every", min=0.05,
+        help="seconds between checks and cosignatures of the hub's ledger checkpoint (kept in "
+             "ORG_DIR/checkpoints.jsonl)")] = 10.0,
 ) -> None:
     """Run an organisation's node: long-poll the hub and train locally on approved tasks."""
     import logging

@@ -104,8 +104,8 @@ def create_app(settings: HubSettings) -> FastAPI:
     def health() -> dict:
         """Liveness, the hub's id (what an org's approval names, see ``crypto.approval_message``) and its
         ledger signing key (what a node's witness pins)."""
-        return {"status": "ok", "version": state.code_version, "hub_id": hub_id, "hub_key": key.public_key_b64,
-                "hub_key_id": key.key_id}
+        return {"status": "ok", "version": state.code_version, "hub_id": hub_id,
+                "hub_key": key.public_key_b64, "hub_key_id": key.key_id}
 
     routers = (admin.router, projects.router, runs.router, models.router, ledger.router)
     for router in routers:

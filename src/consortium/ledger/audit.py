@@ -61,7 +61,8 @@ def _check_claim(claim: Claim, root: bytes, keys: SignatureChecker, hub_id: str 
     cp, where = claim.checkpoint, f"checkpoint {claim.checkpoint.size} ({claim.source})"
     if cp.root_bytes != root:
         raise _Problem(f"{where} has root {cp.root[:16]}… but the ledger's first {cp.size} entries have root "
-                       f"{root.hex()[:16]}…: the ledger was rewritten after it was signed", checkpoint=cp.size)
+                       f"{root.hex()[:16]}…: the ledger was rewritten after it was signed",
+                       checkpoint=cp.size)
     public_key = keys.hub_keys.get(cp.key_id)
     if public_key is None or not cp.signed_by(public_key):
         raise _Problem(f"{where} is not signed by a hub key the ledger announces", checkpoint=cp.size)
@@ -70,7 +71,8 @@ def _check_claim(claim: Claim, root: bytes, keys: SignatureChecker, hub_id: str 
     for org, kid, signature in claim.cosignatures:
         org_key = keys.org_keys.get(kid)
         if org_key is None or not verify_signature(org_key, cp.note, signature):
-            raise _Problem(f"{where}: the cosignature of {org} does not verify with the org key the ledger names",
+            raise _Problem(f"{where}: the cosignature of {org} does not verify with the org key the ledger "
+                           "names",
                            checkpoint=cp.size)
 
 
@@ -81,7 +83,7 @@ def audit(
     read; ``head`` read before them, as for :func:`verify_chain`). Names the first problem."""
     keys = SignatureChecker()
     tree = CompactRange()
-    pending = sorted((c for c in claims if c.checkpoint.size > 0), key=lambda c: c.checkpoint.size, reverse=True)
+    pending = sorted((c for c in claims if c.checkpoint.size > 0), key=lambda c: -c.checkpoint.size)
     found: list[_Problem] = []
     matched = 0
     hub_id: str | None = None
@@ -118,5 +120,6 @@ def audit(
         size = claim.checkpoint.size
         return AuditReport(False, chain.checked, tree.size + 1, size,
                            f"checkpoint {size} ({claim.source}) covers {size} entries but the ledger has "
-                           f"{tree.size}: entries {tree.size + 1}–{size} were cut", chain.head_hash, matched, root)
+                           f"{tree.size}: entries {tree.size + 1}–{size} were cut", chain.head_hash, matched,
+                           root)
     return AuditReport(True, chain.checked, None, None, None, chain.head_hash, matched, root)

@@ -16,10 +16,10 @@ Entries come in two formats, told apart by ``payload_commitment``:
 - **plain** (ledgers written before; ``payload_commitment`` None, and NULL ``salt`` in the database): the hash
   covers the payload itself, so such an entry verifies only with its payload.
 
-Entries written since migration 0005 are also signed (see :mod:`consortium.ledger.signatures`): ``signature`` is
-the hub's Ed25519 signature over the entry's hash, and an entry an organisation vouches for carries its
-``actor_key_id`` (covered by the hash, so it cannot be stripped unnoticed) and ``actor_signature`` over the event
-type and payload (redacted with the payload). The signatures are not part of the hash.
+Entries written since migration 0005 are also signed (see :mod:`consortium.ledger.signatures`): ``signature``
+is the hub's Ed25519 signature over the entry's hash, and an entry an organisation vouches for carries its
+``actor_key_id`` (covered by the hash, so it cannot be stripped unnoticed) and ``actor_signature`` over the
+event type and payload (redacted with the payload). The signatures are not part of the hash.
 
 What a chain alone cannot show is truncation of its tail: a prefix of a valid chain is a valid chain. The hub
 keeps its newest seq and hash (its :class:`ChainHead`); :func:`verify_chain` given that head also finds a cut

@@ -3,9 +3,9 @@
 
 A checkpoint says "the ledger of hub ``origin`` has ``size`` entries and Merkle root ``root``" (see
 :mod:`consortium.ledger.merkle`), at ``created_at``, signed by the hub's key over :func:`checkpoint_note`. A
-witness (every node) that kept an earlier checkpoint accepts a newer one only with a consistency proof from the
-one it kept, and then cosigns the same note with its org key. A hub that rewrote any entry up to the size a
-witness kept (even re-hashing and re-signing everything with its own key) cannot give such a proof, and the
+witness (every node) that kept an earlier checkpoint accepts a newer one only with a consistency proof from
+the one it kept, and then cosigns the same note with its org key. A hub that rewrote any entry up to the size
+a witness kept (even re-hashing and re-signing everything with its own key) cannot give such a proof, and the
 witness's kept checkpoint convicts the rewritten ledger at ``verify``.
 """
 
@@ -21,6 +21,7 @@ from consortium.ledger.merkle import HASH_BYTES, verify_consistency
 NOTE_TAG = "consortium-ledger-checkpoint/1"
 _HEX = re.compile(r"[0-9a-f]{64}", re.ASCII)
 _ORIGIN = re.compile(r"[0-9a-f]{32}", re.ASCII)
+FIELDS = ("origin", "size", "root", "created_at", "key_id", "signature")
 
 
 def checkpoint_note(origin: str, size: int, root: str, created_at: str) -> bytes:
@@ -74,7 +75,7 @@ class Checkpoint:
         if not isinstance(data, dict):
             raise ValueError("a checkpoint is a JSON object")
         try:
-            fields = {name: data[name] for name in ("origin", "size", "root", "created_at", "key_id", "signature")}
+            fields = {name: data[name] for name in FIELDS}
         except KeyError as exc:
             raise ValueError(f"checkpoint without {exc.args[0]!r}") from None
         checkpoint = cls(**fields)
@@ -92,10 +93,13 @@ def sign_checkpoint(origin: str, size: int, root: bytes, created_at: str, key_id
     return Checkpoint(origin, size, root.hex(), created_at, key_id, sign(note))
 
 
-def next_problem(kept: Checkpoint | None, new: Checkpoint, proof: list[bytes], hub_public_key: str) -> str | None:
+def next_problem(
+    kept: Checkpoint | None, new: Checkpoint, proof: list[bytes], hub_public_key: str
+) -> str | None:
     """Why a witness that kept ``kept`` must not accept (or cosign) ``new`` given the consistency ``proof``
-    from ``kept.size`` to ``new.size``; None when it may. Checks the hub signature, the origin, that the ledger
-    did not shrink, and the proof (none is needed from an empty ledger, or for the same size and root)."""
+    from ``kept.size`` to ``new.size``; None when it may. Checks the hub signature, the origin, that the
+    ledger did not shrink, and the proof (none is needed from an empty ledger, or for the same size and
+    root)."""
     if not new.signed_by(hub_public_key):
         return f"checkpoint {new.size}: the hub signature does not verify with the pinned hub key"
     if kept is None or kept.size == 0:

@@ -1,18 +1,18 @@
 """The ledger's Merkle tree, RFC 6962 §2.1 hashing (pure: no I/O, no database, no clock).
 
-Leaf ``i`` of the tree is ledger entry ``seq = i + 1``, and the leaf's data are the 32 bytes of that entry's hash
-(its hex ``hash`` decoded): a leaf hash is ``SHA-256(0x00 || entry hash bytes)``, an interior node
-``SHA-256(0x01 || left || right)``, the tree of ``n`` leaves splits at the largest power of two below ``n``, and
-the empty tree's root is ``SHA-256("")``. The chain already commits every entry to all earlier ones; the tree adds
-what the chain cannot give cheaply: a checkpoint ``(size, root)`` that a witness can extend with a short
-consistency proof instead of re-reading the ledger, and short inclusion proofs of single entries.
+Leaf ``i`` of the tree is ledger entry ``seq = i + 1``, and the leaf's data are the 32 bytes of that entry's
+hash (its hex ``hash`` decoded): a leaf hash is ``SHA-256(0x00 || entry hash bytes)``, an interior node
+``SHA-256(0x01 || left || right)``, the tree of ``n`` leaves splits at the largest power of two below ``n``,
+and the empty tree's root is ``SHA-256("")``. The chain already commits every entry to all earlier ones; the
+tree adds what the chain cannot give cheaply: a checkpoint ``(size, root)`` that a witness can extend with a
+short consistency proof instead of re-reading the ledger, and short inclusion proofs of single entries.
 
 Every subtree the algorithms need is a *perfect* one (``2**level`` leaves starting at a multiple of its size),
-named ``(level, index)``: it covers leaves ``[index * 2**level, (index + 1) * 2**level)``. A proof element is the
-hash of a range ``[begin, end)``, folded from the perfect subtrees :func:`perfect_nodes` cuts it into, so a store
-that keeps the hash of every perfect subtree (written once, when its last leaf arrives: :class:`CompactRange`)
-answers any root or proof with ``O(log n)`` lookups. Proof generation follows RFC 6962 §2.1.1-2.1.2, verification
-RFC 9162 §2.1.3.2 and §2.1.4.2.
+named ``(level, index)``: it covers leaves ``[index * 2**level, (index + 1) * 2**level)``. A proof element is
+the hash of a range ``[begin, end)``, folded from the perfect subtrees :func:`perfect_nodes` cuts it into, so
+a store that keeps the hash of every perfect subtree (written once, when its last leaf arrives:
+:class:`CompactRange`) answers any root or proof with ``O(log n)`` lookups. Proof generation follows RFC 6962
+§2.1.1-2.1.2, verification RFC 9162 §2.1.3.2 and §2.1.4.2.
 
 A proof alone does not bind the tree's size: a verifier checks it against a ``(size, root)`` pair it trusts,
 taken from a signed checkpoint (see :mod:`consortium.ledger.checkpoint`).
@@ -44,7 +44,7 @@ def node_hash(left: bytes, right: bytes) -> bytes:
 
 
 def entry_leaf(entry_hash_hex: str) -> bytes:
-    """The leaf hash of a ledger entry, from its hex ``hash``; ``ValueError`` when that is not 32 bytes of hex."""
+    """The leaf hash of a ledger entry from its hex ``hash``; ``ValueError`` unless that is 32 bytes of hex."""
     raw = bytes.fromhex(entry_hash_hex) if isinstance(entry_hash_hex, str) else b""
     if len(raw) != HASH_BYTES:
         raise ValueError(f"an entry hash is {2 * HASH_BYTES} hex digits, got {entry_hash_hex!r:.80}")
@@ -59,8 +59,8 @@ def _split(n: int) -> int:
 def perfect_nodes(begin: int, end: int) -> list[Node]:
     """The perfect subtrees that make up ``[begin, end)``, left to right, largest first.
 
-    ``begin`` must be a multiple of the smallest power of two >= ``end - begin`` (true of every range the RFC's
-    recursion produces, and of ``[0, n)``); ``ValueError`` otherwise.
+    ``begin`` must be a multiple of the smallest power of two >= ``end - begin`` (true of every range the
+    RFC's recursion produces, and of ``[0, n)``); ``ValueError`` otherwise.
     """
     if not 0 <= begin < end:
         raise ValueError(f"[{begin}, {end}) is not a non-empty range of leaves")
@@ -140,12 +140,12 @@ class CompactRange:
     def __init__(self, size: int = 0, hashes: Sequence[bytes] = ()) -> None:
         nodes = perfect_nodes(0, size) if size else []
         if len(nodes) != len(hashes):
-            raise ValueError(f"a tree of {size} leaves has {len(nodes)} edge subtrees, got {len(hashes)} hashes")
+            raise ValueError(f"a tree of {size} leaves has {len(nodes)} edge subtrees, got {len(hashes)}")
         self.size = size
-        self._edge: list[tuple[int, bytes]] = [(level, h) for (level, _), h in zip(nodes, hashes, strict=True)]
+        self._edge = [(level, h) for (level, _), h in zip(nodes, hashes, strict=True)]
 
     def append(self, leaf: bytes) -> list[tuple[int, int, bytes]]:
-        """Add one leaf hash; the ``(level, index, hash)`` of each perfect subtree completed, the leaf first."""
+        """Add a leaf hash; the ``(level, index, hash)`` of each perfect subtree it completes, leaf first."""
         index = self.size
         made = [(0, index, leaf)]
         self._edge.append((0, leaf))
@@ -219,8 +219,8 @@ def _size_ok(*values: object) -> bool:
 
 
 def verify_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes) -> bool:
-    """True when ``proof`` shows the leaf hash ``leaf`` at ``index`` in the tree of ``size`` leaves with ``root``
-    (RFC 9162 §2.1.3.2). Never raises on malformed input."""
+    """True when ``proof`` shows the leaf hash ``leaf`` at ``index`` in the tree of ``size`` leaves with
+    ``root`` (RFC 9162 §2.1.3.2). Never raises on malformed input."""
     if not (_size_ok(index, size) and index < size and _hashes_ok(proof) and _hashes_ok([leaf, root])):
         return False
     fn, sn, result = index, size - 1, leaf
@@ -241,8 +241,8 @@ def verify_consistency(
     first: int, second: int, first_root: bytes, second_root: bytes, proof: Sequence[bytes]
 ) -> bool:
     """True when ``proof`` shows the tree of ``first`` leaves with ``first_root`` a prefix of the tree of
-    ``second`` leaves with ``second_root`` (RFC 9162 §2.1.4.2; equal sizes need an empty proof and equal roots).
-    Never raises on malformed input."""
+    ``second`` leaves with ``second_root`` (RFC 9162 §2.1.4.2; equal sizes need an empty proof and equal
+    roots). Never raises on malformed input."""
     if not (_size_ok(first, second) and 1 <= first <= second and _hashes_ok(proof)
             and _hashes_ok([first_root, second_root])):
         return False

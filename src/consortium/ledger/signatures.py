@@ -2,11 +2,11 @@
 makes (pure: no I/O, no database, no clock).
 
 - **Hub signature.** Every entry written since migration 0005 carries ``signature``, the hub's Ed25519
-  signature over :func:`entry_message` (a domain tag and the entry's hex hash), and ``signer_key_id``. The hash
-  covers the payload's commitment, so the signature holds for a redacted entry too. The hub's public keys are
-  in the ledger itself: a ``hub.key`` entry announces one (``{"public_key", "key_id"}``). The first is signed by
-  the key it announces (trust on first use: every witness pins it); a later one must be signed by a key
-  announced before it, so whoever can write the database but lacks the hub's key cannot slip in a key of
+  signature over :func:`entry_message` (a domain tag and the entry's hex hash), and ``signer_key_id``. The
+  hash covers the payload's commitment, so the signature holds for a redacted entry too. The hub's public keys
+  are in the ledger itself: a ``hub.key`` entry announces one (``{"public_key", "key_id"}``). The first is
+  signed by the key it announces (trust on first use: every witness pins it); a later one must be signed by a
+  key announced before it, so whoever can write the database but lacks the hub's key cannot slip in a key of
   their own. An entry must be signed by a key announced at or before it.
 - **Actor signature.** An entry an organisation vouches for (a vote) names the org key in ``actor_key_id``
   (covered by the entry's hash) and carries ``actor_signature`` over :func:`actor_message`: the event type and
@@ -110,7 +110,7 @@ class SignatureChecker:
             if not self.hub_keys and announced[0] != entry.signer_key_id:
                 return f"hub.key entry {seq} is not signed by the key it announces"
             if self.hub_keys and entry.signer_key_id not in self.hub_keys:
-                return f"hub.key entry {seq} announces a new hub key but is not signed by one announced before"
+                return f"hub.key entry {seq} announces a new hub key but is not signed by an announced one"
             if not self.hub_keys:
                 self.hub_keys.setdefault(*announced)
         public_key = self.hub_keys.get(entry.signer_key_id)

@@ -1,5 +1,5 @@
-"""The node as a witness of the hub's ledger: it checks each new signed checkpoint against the last one it kept,
-cosigns it, and keeps it on its own disk, so that a hub cannot later rewrite what it once showed.
+"""The node as a witness of the hub's ledger: it checks each new signed checkpoint against the last one it
+kept, cosigns it, and keeps it on its own disk, so that a hub cannot later rewrite what it once showed.
 
 Every ``every_s`` seconds (and at start) :meth:`Witness.step`:
 
@@ -63,7 +63,8 @@ class Witness:
 
     def _alarm(self, reason: str, **evidence: Any) -> str:
         log.error("LEDGER ALARM: %s (evidence in %s; this node no longer cosigns)", reason, self.alarm_path)
-        write_json_atomic(self.alarm_path, {"reason": reason, "at": datetime.now(UTC).isoformat(), **evidence})
+        write_json_atomic(self.alarm_path,
+                          {"reason": reason, "at": datetime.now(UTC).isoformat(), **evidence})
         return "alarm"
 
     def _pinned_key(self) -> str | None:
@@ -130,7 +131,9 @@ class Witness:
             stop.wait(every_s)
 
 
-def start_witness(client: HubClient, org_dir: Path, stop: threading.Event, every_s: float = 10.0) -> threading.Thread:
+def start_witness(
+    client: HubClient, org_dir: Path, stop: threading.Event, every_s: float = 10.0
+) -> threading.Thread:
     """Run a :class:`Witness` in its own daemon thread (task handling never waits for it)."""
     thread = threading.Thread(target=Witness(client, org_dir).run_forever, args=(stop, every_s),
                               name="ledger-witness", daemon=True)

@@ -281,7 +281,7 @@ class LedgerTreeHead(Base):
 
 
 class LedgerCheckpoint(Base):
-    """A signed checkpoint: the hub (``origin``) says its ledger's first ``size`` entries have Merkle ``root``."""
+    """A signed checkpoint: hub ``origin`` says its ledger's first ``size`` entries have Merkle ``root``."""
 
     __tablename__ = "ledger_checkpoints"
     size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)

@@ -41,9 +41,9 @@ def get_ledger(
     session: Session = Depends(db),
     caller: Principal = Depends(principal),
 ):
-    """Every entry, so that any member can verify the whole chain; the payload (salt and actor signature) of an
-    entry about a project or data source the caller may not see is left out (redacted), its commitment and the
-    hub's signature still verify."""
+    """Every entry, so that any member can verify the whole chain; the payload (salt and actor signature) of
+    an entry about a project or data source the caller may not see is left out (redacted), its commitment and
+    the hub's signature still verify."""
     entries = list(ledger.iter_entries(session, after=after, limit=limit))
     readable = ledger_reader(session, caller, entries)
     return [LedgerEntryOut(**asdict(ledger.to_chained(e, reveal=readable(e)))) for e in entries]
@@ -88,7 +88,8 @@ def get_checkpoints(
 
 @router.get("/proof/inclusion", response_model=InclusionProofOut)
 def get_inclusion_proof(
-    seq: Size, size: OptionalSize = None, session: Session = Depends(db), caller: Principal = Depends(principal)
+    seq: Size, size: OptionalSize = None, session: Session = Depends(db),
+    caller: Principal = Depends(principal),
 ):
     """Entry ``seq`` is leaf ``seq - 1`` of the Merkle tree of the first ``size`` entries."""
     size, digest, proof = checkpoints.inclusion_proof(session, seq, size)
@@ -111,4 +112,5 @@ def post_cosignature(
 ):
     """An org (signed request) cosigns a checkpoint it checked: ``signature`` over the checkpoint's note."""
     row = checkpoints.cosign(session, caller, size, body.signature, datetime.now(UTC))
-    return CosignatureOut(org=caller.name, key_id=row.key_id, signature=row.signature, created_at=row.created_at)
+    return CosignatureOut(org=caller.name, key_id=row.key_id, signature=row.signature,
+                          created_at=row.created_at)

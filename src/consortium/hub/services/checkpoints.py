@@ -47,7 +47,7 @@ from consortium.ledger.merkle import (
 )
 
 BATCH = 4096
-"""Entries added to the stored tree per transaction (a long ledger met for the first time is built in steps)."""
+"""Entries added to the stored tree per transaction (a long ledger met the first time is built in steps)."""
 ENTRIES = LedgerEntry.__table__
 HEAD = LedgerHead.__table__
 TREE = LedgerTree.__table__
@@ -83,8 +83,8 @@ def lookup(session: Session):
             found.update({(level, idx): bytes(digest) for level, idx, digest in rows})
         missing = [node for node in nodes if node not in found]
         if missing:
-            raise Conflict(f"the ledger lacks what its Merkle tree needs (subtree {missing[0]}): entries were "
-                           "removed from the database")
+            raise Conflict(f"the ledger lacks what its Merkle tree needs (subtree {missing[0]}): entries "
+                           "were removed from the database")
         return found
 
     return fetch
@@ -104,7 +104,8 @@ def extend_tree(session: Session, batch: int = BATCH) -> int:
         known = lookup(session)(edge) if edge else {}
         compact = CompactRange(size, [known[node] for node in edge])
         rows = session.execute(select(ENTRIES.c.seq, ENTRIES.c.hash)
-                               .where(ENTRIES.c.seq > size, ENTRIES.c.seq <= target).order_by(ENTRIES.c.seq)).all()
+                               .where(ENTRIES.c.seq > size, ENTRIES.c.seq <= target)
+                               .order_by(ENTRIES.c.seq)).all()
         if [seq for seq, _ in rows] != list(range(size + 1, target + 1)):
             session.rollback()
             raise Conflict(f"ledger entries between {size + 1} and {target} are missing from the database")
@@ -147,8 +148,8 @@ def maybe_checkpoint(
 def _covered(session: Session, size: int) -> None:
     covered = tree_size(session)
     if size > covered:
-        raise NotFound(f"the Merkle tree covers the first {covered} entries, not {size}: ask for a size up to "
-                       "the latest checkpoint's")
+        raise NotFound(f"the Merkle tree covers the first {covered} entries, not {size}: ask for a size up "
+                       "to the latest checkpoint's")
 
 
 def _default_size(session: Session, size: int | None) -> int:
@@ -179,7 +180,8 @@ def consistency_proof(session: Session, first: int, second: int | None) -> tuple
     latest checkpoint's size)."""
     second = _default_size(session, second)
     if not 1 <= first <= second:
-        raise BadRequest(f"no consistency proof from size {first} to size {second}: need 1 <= first <= second")
+        raise BadRequest(f"no consistency proof from size {first} to size {second}: need 1 <= first <= "
+                         "second")
     _covered(session, second)
     return second, [h.hex() for h in range_hashes(consistency_ranges(first, second), lookup(session))]
 
@@ -213,8 +215,8 @@ def with_cosignatures(session: Session, checkpoints: list[LedgerCheckpoint]) -> 
     if not checkpoints:
         return []
     rows = session.execute(
-        select(LedgerCosignature.checkpoint_size, Org.name, LedgerCosignature.key_id, LedgerCosignature.signature,
-               LedgerCosignature.created_at)
+        select(LedgerCosignature.checkpoint_size, Org.name, LedgerCosignature.key_id,
+               LedgerCosignature.signature, LedgerCosignature.created_at)
         .join(Org, Org.id == LedgerCosignature.org_id)
         .where(LedgerCosignature.checkpoint_size.in_([c.size for c in checkpoints]))
         .order_by(LedgerCosignature.checkpoint_size, Org.name)

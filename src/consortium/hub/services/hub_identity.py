@@ -8,11 +8,11 @@ a hub).
 
 The key (:mod:`consortium.hub.services.hub_key`) is announced before the hub signs with it, once: a hub
 started with another key refuses to start (rotating the key is not built: its ``hub.key`` entry would have to
-be signed by the old key, see :mod:`consortium.ledger.signatures`). The key is announced first: on a new ledger
-``hub.key`` is entry 1 and ``hub.created`` entry 2, so every entry is signed by a key announced at or before
-it. A ledger from before signatures gets its ``hub.key`` at the next start, with an ``org.key`` entry for every
-org already enrolled (their ``node.enrolled`` entries named no public key), so verifiers find every org key in
-the ledger.
+be signed by the old key, see :mod:`consortium.ledger.signatures`). The key is announced first: on a new
+ledger ``hub.key`` is entry 1 and ``hub.created`` entry 2, so every entry is signed by a key announced at or
+before it. A ledger from before signatures gets its ``hub.key`` at the next start, with an ``org.key`` entry
+for every org already enrolled (their ``node.enrolled`` entries named no public key), so verifiers find every
+org key in the ledger.
 """
 
 from __future__ import annotations
@@ -58,7 +58,8 @@ def ensure(session: Session) -> str:
     if known and key.key_id not in known:
         session.rollback()
         raise RuntimeError(f"this hub's key ({key.key_id}) is not the one its ledger announces "
-                           f"({', '.join(sorted(known))}): start it with that key file (CONSORTIUM_HUB_KEY_FILE); "
+                           f"({', '.join(sorted(known))}): start it with that key file "
+                           "(CONSORTIUM_HUB_KEY_FILE); "
                            "entries signed by another key would break the ledger for every verifier")
     if key.key_id not in known:
         ledger.record(session, HUB_KEY, "hub", hub_key_payload(key.public_key_b64), scope=ledger.MEMBERS)

@@ -79,7 +79,8 @@ def check_actor_signature(
         select(Org.public_key).where(Org.key_id == signature.key_id, Org.status == "admitted")
     )
     if public_key is None:
-        raise ValueError(f"actor key {signature.key_id[:32]!r} is not the current key of an admitted organisation")
+        raise ValueError(f"actor key {signature.key_id[:32]!r} is not the current key of an admitted "
+                         "organisation")
     if not crypto.verify_signature(public_key, actor_message(event_type, payload), signature.signature):
         raise ValueError(f"the actor signature does not verify over the {event_type!r} event")
 
@@ -110,7 +111,8 @@ def record_many(
     created_at = datetime.now(UTC).isoformat(timespec="microseconds")
     entries = []
     first = last_seq - len(events) + 1
-    for seq, (event_type, actor, payload), vouched in zip(range(first, last_seq + 1), events, actors, strict=True):
+    for seq, (event_type, actor, payload), vouched in zip(range(first, last_seq + 1), events, actors,
+                                                         strict=True):
         salt = secrets.token_hex(SALT_BYTES)
         commitment = payload_commitment(payload, salt)
         actor_key_id = vouched.key_id if vouched is not None else None

@@ -1,4 +1,4 @@
-"""signed ledger: entry signatures (hub and actor), the Merkle tree's stored subtrees, checkpoints, cosignatures
+"""signed ledger: entry signatures (hub, actor), the Merkle tree's stored subtrees, checkpoints, cosignatures
 
 Revision ID: 0005
 Revises: 0004
