@@ -200,3 +200,11 @@ def test_a_checkpoint_with_a_bad_cosignature_or_origin_is_named() -> None:
     other = Checkpoint.from_json({**cp.to_json(), "origin": "cd" * 16})
     report = audit(iter(base.entries), head(base.entries), [Claim(other, "file")])
     assert not report.ok and "not signed by a hub key" in report.reason
+
+
+def test_an_org_may_cosign_a_checkpoint_made_before_its_enrolment() -> None:
+    base = BASES[0]
+    early = checkpoints_of(base.entries[:2], HUB, HUB_ID, 2)[0]
+    claim = Claim(early, "hub", (("north", ORGS[0].key_id, ORGS[0].sign(early.note)),))
+    report = audit(iter(base.entries), head(base.entries), [claim])
+    assert report.ok and report.checkpoints == 1, report.reason

@@ -5,8 +5,9 @@ I/O, no database, no clock).
 hub's head), checks each entry's signatures (:class:`consortium.ledger.signatures.SignatureChecker`), feeds
 its hash to a :class:`consortium.ledger.merkle.CompactRange`, and when the tree reaches the size of a
 checkpoint it was given (the hub's own, a node's kept ones) checks that checkpoint: the same root, a hub
-signature by a key the ledger announces, the hub's id as origin, and every cosignature by the org key the
-ledger names. It reports the first problem in ledger order: an entry (``first_bad_seq``) or a checkpoint
+signature by a key the ledger announces, the hub's id as origin; once all entries are in (an org may cosign a
+checkpoint older than its enrolment), every cosignature by the org key the ledger names. It reports the
+first problem in ledger order: an entry (``first_bad_seq``) or a checkpoint
 (``bad_checkpoint``, its size), with the reason. A checkpoint larger than the ledger means entries were cut.
 
 Memory stays ``O(log n)`` plus the checkpoints, whatever the ledger's length.
@@ -68,6 +69,11 @@ def _check_claim(claim: Claim, root: bytes, keys: SignatureChecker, hub_id: str 
         raise _Problem(f"{where} is not signed by a hub key the ledger announces", checkpoint=cp.size)
     if hub_id is not None and cp.origin != hub_id:
         raise _Problem(f"{where} names origin {cp.origin}, the ledger's hub is {hub_id}", checkpoint=cp.size)
+
+
+def _check_cosignatures(claim: Claim, keys: SignatureChecker) -> None:
+    """After the whole ledger: an org may cosign a checkpoint made before its key was enrolled."""
+    cp, where = claim.checkpoint, f"checkpoint {claim.checkpoint.size} ({claim.source})"
     for org, kid, signature in claim.cosignatures:
         org_key = keys.org_keys.get(kid)
         if org_key is None or not verify_signature(org_key, cp.note, signature):
@@ -85,11 +91,11 @@ def audit(
     tree = CompactRange()
     pending = sorted((c for c in claims if c.checkpoint.size > 0), key=lambda c: -c.checkpoint.size)
     found: list[_Problem] = []
-    matched = 0
+    cosigned: list[Claim] = []
     hub_id: str | None = None
 
     def checked() -> Iterator[ChainedEntry]:
-        nonlocal hub_id, matched
+        nonlocal hub_id
         for entry in entries:
             yield entry  # verify_chain asks for the next one only once this one's link and hash hold
             try:
@@ -100,14 +106,22 @@ def audit(
                     hub_id = entry.payload.get("hub_id")
                 tree.append(entry_leaf(entry.hash))
                 while pending and pending[-1].checkpoint.size == tree.size:
-                    _check_claim(pending.pop(), tree.root(), keys, hub_id)
-                    matched += 1
+                    claim = pending.pop()
+                    _check_claim(claim, tree.root(), keys, hub_id)
+                    cosigned.append(claim)
             except _Problem as problem:
                 found.append(problem)
                 return
 
     chain = verify_chain(checked(), head)
     root = tree.root().hex()
+    matched = len(cosigned)
+    if not found and chain.ok:
+        try:
+            for claim in cosigned:
+                _check_cosignatures(claim, keys)
+        except _Problem as problem:
+            found.append(problem)
     if found:
         p = found[0]
         return AuditReport(False, tree.size, p.seq, p.checkpoint, p.reason,
