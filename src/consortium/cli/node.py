@@ -21,6 +21,9 @@ def node(
         "--enrol-token", help="one-time token to enrol first (else CONSORTIUM_ENROL_TOKEN)")] = None,
     poll_wait: Annotated[float | None, typer.Option(
         "--poll-wait", help="long-poll seconds, 0..60 (else CONSORTIUM_POLL_WAIT, default 25)")] = None,
+    witness_every: Annotated[float | None, typer.Option(
+        "--witness-every", help="seconds between checks and cosignatures of the hub's ledger checkpoint, kept "
+                                "in ORG_DIR/checkpoints.jsonl (else CONSORTIUM_WITNESS_EVERY, default 10)")] = None,
 ) -> None:
     """Run an organisation's node: long-poll the hub and train locally on approved tasks."""
     import logging
@@ -32,9 +35,10 @@ def node(
     from consortium.node.environments import EnvironmentRegistry
     from consortium.node.policy import ApprovalBook, NodePolicy
     from consortium.node.registry import LocalRegistry
+    from consortium.node.witness import start_witness
 
     try:
-        settings = NodeSettings.from_args(hub, org_dir, poll_wait, enrol_token)
+        settings = NodeSettings.from_args(hub, org_dir, poll_wait, enrol_token, witness_every)
     except ValueError as exc:
         fail(str(exc))
     torch.set_num_threads(settings.torch_threads)
@@ -52,7 +56,10 @@ def node(
                       on_task=lambda t, outcome: logging.info("task %s (%s, run %s, round %s): %s",
                                                               t.id, t.kind.value, t.run_id, t.round, outcome))
     logging.info("node of %s polling %s", client.identity.org, settings.hub_url)
+    stop = threading.Event()
+    start_witness(org_client(settings.hub_url, settings.org_dir), settings.org_dir, stop, settings.witness_every_s)
     try:
-        agent.run_forever(threading.Event())
+        agent.run_forever(stop)
     except KeyboardInterrupt:
+        stop.set()
         logging.info("node of %s stopped", client.identity.org)

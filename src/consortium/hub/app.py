@@ -23,10 +23,10 @@ from consortium.hub.db.session import make_engine, migrate, session_factory
 from consortium.hub.events import Broker
 from consortium.hub.gate import AuthFailures, Gate, public
 from consortium.hub.limits import BodySizeLimit
-from consortium.hub.routers import admin, models, projects, runs
+from consortium.hub.routers import admin, ledger, models, projects, runs
 from consortium.hub.drivers import Scheduler
 from consortium.hub.state import HubState
-from consortium.hub.services import hub_identity, identity
+from consortium.hub.services import checkpoints, hub_identity, hub_key, identity
 from consortium.hub.services.errors import ServiceError
 from consortium.hub.tensor_cache import TensorCache
 from consortium.hub.wire import ERROR_RESPONSES, StrictJSONRoute, validation_error
@@ -58,8 +58,9 @@ def create_app(settings: HubSettings) -> FastAPI:
     engine = make_engine(settings.db_url)
     migrate(engine)
     sessions = session_factory(engine)
+    key = hub_key.load_or_create(settings.key_file)
+    hub_id = hub_identity.start(engine, key)
     with sessions() as session:
-        hub_id = hub_identity.ensure(session)
         identity.ensure_admin(session, _admin_token(settings))
     blobs = BlobStore(settings.data_dir / "blobs")
     state = HubState(
@@ -72,10 +73,12 @@ def create_app(settings: HubSettings) -> FastAPI:
         state.broker.bind(asyncio.get_running_loop())
         sched.resume_all()
         housekeeping = asyncio.create_task(_housekeeping(state))
+        checkpointer = asyncio.create_task(_checkpointer(state, settings))
         try:
             yield
         finally:
             housekeeping.cancel()
+            checkpointer.cancel()
             sched.stop()
             engine.dispose()
 
@@ -99,10 +102,12 @@ def create_app(settings: HubSettings) -> FastAPI:
     @app.get("/api/health", tags=["meta"], responses=ERROR_RESPONSES)
     @public
     def health() -> dict:
-        """Liveness, and the hub's id: what an org's approval names (see ``crypto.approval_message``)."""
-        return {"status": "ok", "version": state.code_version, "hub_id": hub_id}
+        """Liveness, the hub's id (what an org's approval names, see ``crypto.approval_message``) and its
+        ledger signing key (what a node's witness pins)."""
+        return {"status": "ok", "version": state.code_version, "hub_id": hub_id,
+                "hub_key": key.public_key_b64, "hub_key_id": key.key_id}
 
-    routers = (admin.router, projects.router, runs.router, models.router)
+    routers = (admin.router, projects.router, runs.router, models.router, ledger.router)
     for router in routers:
         app.include_router(router, responses=ERROR_RESPONSES)
     # The gate matches the routes themselves (recent FastAPI keeps an included router as one lazy entry);
@@ -126,3 +131,21 @@ async def _housekeeping(state: HubState, every_s: float = 60.0) -> None:
             await run_in_threadpool(prune)
         except Exception:  # housekeeping must never take the hub down
             log.exception("nonce pruning failed")
+
+
+async def _checkpointer(state: HubState, settings: HubSettings) -> None:
+    """Extend the ledger's Merkle tree and sign a checkpoint when due (:func:`checkpoints.maybe_checkpoint`),
+    once a second, off every request's path."""
+    tick = min(1.0, settings.checkpoint_interval_s)
+
+    def step() -> None:
+        with state.sessions() as session:
+            checkpoints.maybe_checkpoint(session, datetime.now(UTC), settings.checkpoint_every,
+                                         settings.checkpoint_interval_s)
+
+    while True:
+        try:
+            await run_in_threadpool(step)
+        except Exception:  # a failed checkpoint is retried at the next tick; the hub goes on
+            log.exception("ledger checkpoint failed")
+        await asyncio.sleep(tick)

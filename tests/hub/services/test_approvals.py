@@ -14,7 +14,8 @@ from consortium import crypto
 from consortium.crypto import OrgIdentity, generate_org_key
 from consortium.hub.blobs import BlobStore
 from consortium.hub.db.models import Dataset, LedgerEntry, Org, Project, ProjectDataset, Run
-from consortium.hub.services import hub_identity, ledger
+from consortium.hub.db.session import make_engine, migrate, session_factory
+from consortium.hub.services import hub_identity, hub_key, ledger
 from consortium.hub.services import projects as project_service
 from consortium.hub.services import runs as run_service
 from consortium.hub.services.errors import BadRequest, Conflict
@@ -85,12 +86,18 @@ def test_the_hub_id_is_made_once_and_kept_in_the_ledger(session: Session) -> Non
     assert entries(session, "hub.created") == [{"hub_id": first}]
 
 
-def test_a_ledger_from_before_hub_ids_gets_one_appended_at_start(session: Session) -> None:
-    ledger.record(session, "user.created", "hub", {"user": "admin", "role": "admin"}, scope=ledger.MEMBERS)
-    session.commit()
-    hub_id = hub_identity.ensure(session)
-    seqs = list(session.scalars(select(LedgerEntry.event_type).order_by(LedgerEntry.seq)))
-    assert seqs == ["user.created", "hub.created"] and entries(session, "hub.created") == [{"hub_id": hub_id}]
+def test_a_ledger_from_before_hub_ids_gets_one_appended_at_start(db_url: str) -> None:
+    engine = make_engine(db_url)
+    migrate(engine)
+    hub_key.install(engine, hub_key.HubKey.generate())
+    with session_factory(engine)() as session:
+        ledger.record(session, "user.created", "hub", {"user": "admin", "role": "admin"}, scope=ledger.MEMBERS)
+        session.commit()
+        hub_id = hub_identity.ensure(session)
+        seqs = list(session.scalars(select(LedgerEntry.event_type).order_by(LedgerEntry.seq)))
+        assert seqs == ["user.created", "hub.key", "hub.created"]
+        assert entries(session, "hub.created") == [{"hub_id": hub_id}]
+    engine.dispose()
 
 
 def test_owners_approve_the_current_version_and_the_project_may_run(session: Session, project) -> None:
