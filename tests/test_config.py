@@ -25,7 +25,7 @@ def environ(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 
 def test_node_settings_come_from_flags_then_environment_then_defaults(environ, tmp_path: Path) -> None:
     settings = NodeSettings.from_args("http://hub:1", tmp_path)
-    assert settings == NodeSettings("http://hub:1", tmp_path.resolve(), 25.0, None, 1)
+    assert settings == NodeSettings("http://hub:1", tmp_path.resolve(), 25.0, None, 10.0, 1)
 
     environ.setenv("CONSORTIUM_HUB", "http://env-hub:2")
     environ.setenv("CONSORTIUM_ORG_DIR", str(tmp_path / "env-org"))
@@ -33,7 +33,7 @@ def test_node_settings_come_from_flags_then_environment_then_defaults(environ, t
     environ.setenv("CONSORTIUM_ENROL_TOKEN", "csm_enrol")
     environ.setenv("CONSORTIUM_TORCH_THREADS", "3")
     from_env = NodeSettings.from_args()
-    assert from_env == NodeSettings("http://env-hub:2", (tmp_path / "env-org").resolve(), 7.5, "csm_enrol", 3)
+    assert from_env == NodeSettings("http://env-hub:2", (tmp_path / "env-org").resolve(), 7.5, "csm_enrol", 10.0, 3)
 
     flags = NodeSettings.from_args("http://hub:1", tmp_path, 0.0, "csm_flag")
     assert (flags.hub_url, flags.org_dir, flags.poll_wait_s, flags.enrol_token) == (
