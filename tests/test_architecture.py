@@ -23,6 +23,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "ledger": ("hub", "node", "sim", "fl", "client", *TOP),
     "governance": ("hub", "node", "sim", "client", *TOP),
     "protocol": ("hub", "node", "sim", "client", *TOP),
+    "ledger_wire": ("hub", "node", "sim", "client", *TOP),
     "crypto": ("hub", "node", "sim", "fl", "client", *TOP),
     "hub": ("node", "sim", "client", *TOP),
     "node": ("hub", "sim", *TOP),

@@ -19,6 +19,8 @@ from consortium.fl.strategies import FedAvg
 from consortium.hub.blobs import BlobStore
 from consortium.hub.db.models import Dataset, Org, Project, ProjectDataset, Run
 from consortium.hub.db.session import make_engine, migrate, session_factory
+from consortium.hub.services import hub_identity
+from consortium.hub.services.hub_key import HubKey
 from consortium.hub.events import Broker
 from consortium.hub.state import HubState
 from consortium.hub.services.identity import Principal
@@ -159,6 +161,7 @@ def simulated(project: ProjectCreate, dataset: SimDataset, parts: list[np.ndarra
 def hub(db_url: str, tmp_path: Path) -> Iterator[tuple[HubState, sessionmaker[Session]]]:
     engine = make_engine(db_url)
     migrate(engine)
+    hub_identity.start(engine, HubKey.generate())
     sessions: sessionmaker[Session] = session_factory(engine)
     blobs = BlobStore(tmp_path / "blobs")
     yield HubState(sessions=sessions, blobs=blobs, cache=TensorCache(blobs), broker=Broker(),

@@ -215,6 +215,25 @@ class HubClient:
     def ledger_head(self) -> dict:
         return self.get_json("/api/ledger/head")
 
+    def checkpoint(self) -> dict:
+        """The latest signed checkpoint with its cosignatures (``HubError`` 404 before the first)."""
+        return self.get_json("/api/ledger/checkpoint")
+
+    def checkpoints(self, after: int = 0, limit: int = 1000) -> list[dict]:
+        return self.get_json("/api/ledger/checkpoints", params={"after": after, "limit": limit})
+
+    def inclusion_proof(self, seq: int, size: int | None = None) -> dict:
+        params = {"seq": seq} | ({"size": size} if size is not None else {})
+        return self.get_json("/api/ledger/proof/inclusion", params=params)
+
+    def consistency_proof(self, first: int, second: int | None = None) -> dict:
+        params = {"first": first} | ({"second": second} if second is not None else {})
+        return self.get_json("/api/ledger/proof/consistency", params=params)
+
+    def cosign_checkpoint(self, size: int, signature: str) -> dict:
+        """Cosign checkpoint ``size`` (an org-signed client): ``signature`` over its note."""
+        return self.post_json(f"/api/ledger/checkpoints/{size}/cosign", {"signature": signature})
+
     # ---------------------------------------------------------------- node side
     def next_task(self, wait: float, have: str | None = None) -> tuple[TaskOut, dict | None] | None:
         """Long-poll for a task: (task, its params when the hub sent them along) or None after ``wait``."""

@@ -1,4 +1,4 @@
-"""Settings of the hub process, from CLI flags or environment variables."""
+"""Settings of the hub and node processes, from CLI flags or environment variables."""
 
 from __future__ import annotations
 
@@ -11,6 +11,12 @@ DEFAULT_MAX_JSON_BYTES = 1024 * 1024
 DEFAULT_MAX_PUBLIC_BYTES = 16 * 1024
 DEFAULT_AUTH_FAILURE_LIMIT = 20
 DEFAULT_AUTH_FAILURE_WINDOW_S = 60.0
+DEFAULT_POLL_WAIT_S = 25.0
+MAX_POLL_WAIT_S = 60.0
+"""The longest long poll the hub accepts (its ``wait`` query parameter)."""
+DEFAULT_CHECKPOINT_EVERY = 64
+DEFAULT_CHECKPOINT_INTERVAL_S = 10.0
+DEFAULT_WITNESS_EVERY_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -28,6 +34,17 @@ class HubSettings:
     """Failed token authentications, signature verifications or enrolments (each counted apart) that one
     client address may make in ``auth_failure_window_s`` before it gets 429."""
     auth_failure_window_s: float = DEFAULT_AUTH_FAILURE_WINDOW_S
+    hub_key_file: Path | None = None
+    """The hub's Ed25519 key (PKCS8 PEM, 0600, made on first start); None: ``data_dir/hub-key.pem``. Replicas
+    sharing one database share it (``CONSORTIUM_HUB_KEY_FILE``)."""
+    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY
+    """A signed ledger checkpoint at least every this many new entries..."""
+    checkpoint_interval_s: float = DEFAULT_CHECKPOINT_INTERVAL_S
+    """...or this many seconds after the last one, when the ledger grew."""
+
+    @property
+    def key_file(self) -> Path:
+        return self.hub_key_file or self.data_dir / "hub-key.pem"
 
     @classmethod
     def from_args(
@@ -40,20 +57,103 @@ class HubSettings:
         max_json_kb: float | None = None,
         auth_failure_limit: int | None = None,
         auth_failure_window_s: float | None = None,
+        hub_key_file: Path | None = None,
+        checkpoint_every: int | None = None,
+        checkpoint_interval_s: float | None = None,
     ) -> HubSettings:
         data_dir = Path(data_dir).resolve()
         url = db_url or os.environ.get("CONSORTIUM_DB") or f"sqlite:///{data_dir / 'hub.db'}"
         token = admin_token or os.environ.get("CONSORTIUM_ADMIN_TOKEN")
         limit = int(max_upload_mb * 1024 * 1024) if max_upload_mb else DEFAULT_MAX_UPLOAD_BYTES
         json_limit = int(max_json_kb * 1024) if max_json_kb else DEFAULT_MAX_JSON_BYTES
+        key_file = hub_key_file or os.environ.get("CONSORTIUM_HUB_KEY_FILE")
         return cls(
             db_url=url, data_dir=data_dir, admin_token=token, max_upload_bytes=limit,
             max_json_bytes=json_limit,
             auth_failure_limit=auth_failure_limit or DEFAULT_AUTH_FAILURE_LIMIT,
             auth_failure_window_s=auth_failure_window_s or DEFAULT_AUTH_FAILURE_WINDOW_S,
+            hub_key_file=Path(key_file).resolve() if key_file else None,
+            checkpoint_every=checkpoint_every or DEFAULT_CHECKPOINT_EVERY,
+            checkpoint_interval_s=checkpoint_interval_s or DEFAULT_CHECKPOINT_INTERVAL_S,
         )
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """Settings of an organisation's node process: each field from its CLI flag, else its environment
+    variable, else the default.
+
+    - ``hub_url``: ``--hub``, else ``CONSORTIUM_HUB`` (required);
+    - ``org_dir``: ``--org-dir``, else ``CONSORTIUM_ORG_DIR`` (required; the org's keys, datasets, approvals);
+    - ``poll_wait_s``: ``--poll-wait``, else ``CONSORTIUM_POLL_WAIT`` (seconds, 0..60, default 25);
+    - ``enrol_token``: ``--enrol-token``, else ``CONSORTIUM_ENROL_TOKEN`` (one-time; enrol before polling);
+    - ``witness_every_s``: ``--witness-every``, else ``CONSORTIUM_WITNESS_EVERY`` (seconds between checks and
+      cosignatures of the hub's ledger checkpoint, at least 0.05, default 10);
+    - ``torch_threads``: ``CONSORTIUM_TORCH_THREADS`` (default 1).
+
+    The node's HTTP client verifies TLS against httpx's default CA bundle (there is no CA-file setting yet).
+    """
+
+    hub_url: str
+    org_dir: Path
+    poll_wait_s: float = DEFAULT_POLL_WAIT_S
+    """How long one long poll for a task waits at the hub."""
+    enrol_token: str | None = None
+    witness_every_s: float = DEFAULT_WITNESS_EVERY_S
+    """How often the node's ledger witness checks and cosigns the hub's newest checkpoint."""
+    torch_threads: int = 1
+
+    @classmethod
+    def from_args(
+        cls,
+        hub_url: str | None = None,
+        org_dir: Path | None = None,
+        poll_wait_s: float | None = None,
+        enrol_token: str | None = None,
+        witness_every_s: float | None = None,
+    ) -> NodeSettings:
+        """The settings from CLI values (None: not given), the environment and the defaults; ValueError
+        naming the flag and its variable when a value is missing or out of range."""
+        hub = hub_url or os.environ.get("CONSORTIUM_HUB")
+        if not hub:
+            raise ValueError("--hub (or CONSORTIUM_HUB) is required: the hub's base URL")
+        directory = org_dir or os.environ.get("CONSORTIUM_ORG_DIR")
+        if not directory:
+            raise ValueError("--org-dir (or CONSORTIUM_ORG_DIR) is required: the org's local directory")
+        wait = poll_wait_s
+        if wait is None:
+            wait = _number("CONSORTIUM_POLL_WAIT", DEFAULT_POLL_WAIT_S)
+        if not 0 <= wait <= MAX_POLL_WAIT_S:
+            raise ValueError(
+                f"--poll-wait (or CONSORTIUM_POLL_WAIT) must be within 0..{MAX_POLL_WAIT_S:g} s, got {wait:g}"
+            )
+        witness = witness_every_s
+        if witness is None:
+            witness = _number("CONSORTIUM_WITNESS_EVERY", DEFAULT_WITNESS_EVERY_S)
+        if witness < 0.05:
+            raise ValueError(f"--witness-every (or CONSORTIUM_WITNESS_EVERY) must be at least 0.05 s, got {witness:g}")
+        return cls(hub_url=hub, org_dir=Path(directory).resolve(), poll_wait_s=wait,
+                   enrol_token=enrol_token or os.environ.get("CONSORTIUM_ENROL_TOKEN") or None,
+                   witness_every_s=witness, torch_threads=torch_threads())
+
+
+def _number(variable: str, default: float) -> float:
+    raw = os.environ.get(variable)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{variable} must be a number of seconds, got {raw!r}") from None
 
 
 def torch_threads() -> int:
     """Intra-op threads per process (CONSORTIUM_TORCH_THREADS, default 1): many processes share few cores."""
-    return int(os.environ.get("CONSORTIUM_TORCH_THREADS", "1"))
+    raw = os.environ.get("CONSORTIUM_TORCH_THREADS", "1")
+    try:
+        threads = int(raw)
+    except ValueError:
+        raise ValueError(f"CONSORTIUM_TORCH_THREADS must be a whole number, got {raw!r}") from None
+    if threads < 1:
+        raise ValueError(f"CONSORTIUM_TORCH_THREADS must be at least 1, got {threads}")
+    return threads

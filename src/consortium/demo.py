@@ -102,6 +102,8 @@ def run_demo(
             hub_url=hub.url,
         )
         console.print(f"ledger: {'[green]OK' if report.ok else '[red]BROKEN'}[/] ({report.checked} entries)")
+        if not report.ok:
+            console.print(f"ledger problem: {report.reason}", markup=False)
         if json_path is not None:
             Path(json_path).write_text(json.dumps(summary, indent=2) + "\n")
         if keep_serving:

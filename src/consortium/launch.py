@@ -108,8 +108,10 @@ def start_hub(
     startup_timeout: float = 60.0,
     auth_failure_limit: int | None = None,
     auth_failure_window_s: float | None = None,
+    extra_args: tuple[str, ...] = (),
 ) -> HubProcess:
-    """Start ``consortium hub`` as a child process and wait until it answers /api/health."""
+    """Start ``consortium hub`` as a child process and wait until it answers /api/health (``extra_args``: more
+    ``consortium hub`` options, e.g. ``("--checkpoint-interval", "0.5")``)."""
     port = port or free_port()
     admin_token = admin_token or "csm_" + secrets.token_urlsafe(32)
     data_dir = Path(data_dir)
@@ -123,6 +125,7 @@ def start_hub(
         args += ["--auth-failure-limit", str(auth_failure_limit)]
     if auth_failure_window_s:
         args += ["--auth-failure-window", str(auth_failure_window_s)]
+    args += list(extra_args)
     proc = _spawn("hub", args, data_dir / "hub.log")
     hub = HubProcess(proc.name, proc.popen, proc.log_path, proc._log, url=f"http://127.0.0.1:{port}",
                      admin_token=admin_token, data_dir=data_dir, db_url=db_url, port=port)

@@ -386,30 +386,10 @@ class ModelOut(Wire):
     created_at: datetime
 
 
-class LedgerEntryOut(Wire):
-    """A ledger entry; ``payload`` and ``salt`` are null when the caller is outside its audience (redacted)
-    or ``payload_commitment`` is null (an entry written before payloads became redactable)."""
-
-    seq: int
-    event_type: str
-    actor: str
-    payload: dict[str, Any] | None
-    created_at: str
-    prev_hash: str
-    hash: str
-    salt: str | None = None
-    payload_commitment: str | None = None
-
-
 class ErrorOut(Wire):
     detail: str
 
 
-class LedgerHeadOut(Wire):
-    """The newest ledger entry as the hub records it: a verifier's chain must reach it (else it was cut)."""
-
-    seq: int
-    hash: str
 class FieldError(Wire):
     loc: list[str | int] = Field(description="where: 'body', 'path' or 'query', then the field's path")
     msg: str

@@ -42,6 +42,13 @@ NOT_OBJECT_SCOPED = {
     ("POST", "/api/enrol"): "anonymous by design; a node proves itself with a one-time enrolment token",
     ("POST", "/api/datasets"): "registers a card of the caller's own org; names no other object",
     ("POST", "/api/environments"): "registers a card of the caller's own org; names no other object",
+    ("GET", "/api/ledger/checkpoint"): "signed Merkle roots and org cosignatures: every member's to audit",
+    ("GET", "/api/ledger/checkpoints"): "signed Merkle roots and org cosignatures: every member's to audit",
+    ("GET", "/api/ledger/proof/inclusion"): "hashes only (entry hashes are every member's); tests/hub/"
+                                            "test_ledger_api.py",
+    ("GET", "/api/ledger/proof/consistency"): "hashes only; tests/hub/test_ledger_api.py",
+    ("POST", "/api/ledger/checkpoints/{size}/cosign"): "an org's cosignature of a checkpoint, checked against "
+                                                        "its own key; tests/hub/services/test_checkpoints.py",
 }
 
 
@@ -422,7 +429,7 @@ def ledger_truth(db_url: str) -> list[LedgerEntry]:
         engine.dispose()
 
 
-MEMBER_EVENTS = {"hub.created", "user.created", "org.admitted", "org.enrolment_token_issued", "node.enrolled"}
+MEMBER_EVENTS = {"hub.created", "hub.key", "org.key", "user.created", "org.admitted", "org.enrolment_token_issued", "node.enrolled"}
 
 
 def audience(w: World, entry: LedgerEntry) -> Callable[[Caller], bool]:

@@ -1,5 +1,5 @@
 """The Alembic migrations build exactly the schema the ORM models describe, 0003 keeps old datasets and 0004
-old ledgers verifiable."""
+and 0005 old ledgers verifiable."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from sqlalchemy import text
 
 from consortium.hub.db.models import Base
 from consortium.hub.db.session import alembic_config, make_engine, migrate, session_factory
-from consortium.hub.services import ledger
+from consortium.hub.services import hub_identity, ledger
+from consortium.hub.services.hub_key import HubKey
 from consortium.ledger.chain import append, verify_chain
 from consortium.ledger_audit import verify_from_db
 
@@ -61,19 +62,23 @@ def test_a_ledger_written_before_0004_still_verifies_and_grows_sealed(tmp_path: 
                               ":prev_hash, :hash)"), {**asdict(e), "payload": json.dumps(e.payload)})
         conn.execute(text("UPDATE ledger_head SET seq = 2, hash = :hash"), {"hash": old[-1].hash})
         command.upgrade(cfg, "head")
+    hub_identity.start(engine, HubKey.generate())
     with session_factory(engine)() as session:
         ledger.record(session, "org.admitted", "user:admin", {"org": "south"}, scope=ledger.MEMBERS)
         session.commit()
         entries = list(ledger.iter_entries(session))
-        assert [e.salt is None for e in entries] == [True, True, False]
+        assert [e.event_type for e in entries[2:]] == ["hub.key", "hub.created", "org.admitted"]
+        assert [e.salt is None for e in entries] == [True, True, False, False, False]
+        assert [e.signature is None for e in entries] == [True, True, False, False, False]
         chained = [ledger.to_chained(e, reveal=False) for e in entries]
-    assert [e.payload for e in chained] == [{"org": "north"}, {"dataset": "north/x"}, None]
+    assert [e.payload for e in chained[:2]] + [chained[-1].payload] == [{"org": "north"}, {"dataset": "north/x"},
+                                                                         None]
     assert verify_chain(chained).ok
     report = verify_from_db(url)
-    assert report.ok and report.checked == 3
+    assert report.ok and report.checked == 5, report.reason
     with engine.begin() as conn:
         cfg = alembic_config(url)
         cfg.attributes["connection"] = conn
-        with pytest.raises(RuntimeError, match="1 ledger entries are sealed"):
-            command.downgrade(cfg, "0003")
+        with pytest.raises(RuntimeError, match="3 ledger entries are signed"):
+            command.downgrade(cfg, "0004")
     engine.dispose()

@@ -14,7 +14,7 @@ from sklearn.datasets import load_digits
 from consortium.client import HubError
 from consortium.fl import scaffold
 from consortium.fl.algorithms.classifier import Classifier
-from consortium.fl.core import parse_hyperparams
+from consortium.fl.core import Evaluation, parse_hyperparams
 from consortium.node.agent import NodeAgent
 from consortium.node.controls import ControlKey, ControlStore
 from consortium.node.policy import NodePolicy, VoteBook, VotedVersion, spec_hash
@@ -153,3 +153,18 @@ def test_training_that_diverges_is_refused_not_uploaded(node) -> None:
     run_task(agent, transport, spec, 1, 1, scaffold.with_control(huge, scaffold.zero_control(params)))
     assert "finite" in transport.refusals[1]
     assert transport.uploads == {}
+
+
+def test_a_diverged_evaluation_is_refused_as_an_fl_error(node, monkeypatch) -> None:
+    """The wire schema refuses a NaN metric (pydantic's ValidationError); ``_unsendable`` turns it into the
+    FLError that ``handle`` catches, so the node refuses the evaluate task with the reason."""
+    agent, transport, spec, _ = node
+    params = Classifier().init(parse_hyperparams(Classifier(), HYPERPARAMETERS), 64, seed=0)
+    monkeypatch.setattr(Classifier, "evaluate", lambda self, hp, params, data: Evaluation(
+        len(data), {"loss": float("nan"), "accuracy": 0.5}))
+    task = TaskOut(id=7, kind=TaskKind.evaluate, run_id=RUN_ID, round=3, project_id=PROJECT_ID,
+                   spec_hash=spec_hash(spec), spec=spec, dataset=DATASET, seed=3,
+                   params_sha256=hashlib.sha256(encode_tensors(params)).hexdigest())
+    transport.queue.append((task, params))
+    assert agent.step()
+    assert transport.refusals[7].startswith("local error: the local evaluation cannot be sent: metrics.loss")

@@ -180,3 +180,32 @@ def test_cnn_example_on_image_rows_vectorized_equals_loop() -> None:
     assert "conv.1.weight" in loop.params
     assert max_difference(loop.params, vectorized.params) <= 1e-5
     assert vectorized.final_metrics["accuracy"] == pytest.approx(loop.final_metrics["accuracy"], abs=1e-9)
+
+
+def test_the_reducer_hands_a_strategy_without_aggregate_stacked_tampered_per_client_updates() -> None:
+    """A plugin strategy with ``aggregate`` only gets each client's update, in canonical order, after the
+    tamper hook (an attack harness's malicious clients reach it too)."""
+    from consortium.fl.core import StackedUpdates
+    from consortium.sim.engines.reducer import CohortReducer
+
+    class Plain:
+        name, linear = "plain", False
+
+        def check_cohort(self, num_clients: int) -> None:
+            pass
+
+        def aggregate(self, params, updates):
+            self.seen = [(u.client_id, u.num_examples, float(u.tensors["w"][0])) for u in updates]
+            return {"w": sum(u.tensors["w"] for u in updates)}
+
+    def flip_first(params, updates: StackedUpdates) -> StackedUpdates:
+        tensors = {"w": updates.tensors["w"].clone()}
+        tensors["w"][0] = -tensors["w"][0]
+        return StackedUpdates(tensors, updates.num_examples, updates.client_ids)
+
+    strategy = Plain()
+    reducer = CohortReducer(strategy, {"w": torch.zeros(1)}, tamper=flip_first)
+    reducer.add({"w": torch.tensor([[3.0], [1.0]])}, torch.tensor([30, 10]), ("c3", "c1"))
+    reducer.add({"w": torch.tensor([[2.0]])}, torch.tensor([20]), ("c2",))
+    assert torch.equal(reducer.result()["w"], torch.tensor([4.0]))
+    assert strategy.seen == [("c1", 10, -1.0), ("c2", 20, 2.0), ("c3", 30, 3.0)]

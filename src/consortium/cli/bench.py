@@ -53,6 +53,23 @@ def bench_fuzz(
         raise typer.Exit(1)
 
 
+@app.command("ledger")
+def bench_ledger(
+    rate: Annotated[float, typer.Option(min=1, help="paced appends per second")] = 100.0,
+    seconds: Annotated[float, typer.Option(min=1, help="seconds of paced appends")] = 10.0,
+    entries: Annotated[int, typer.Option(
+        min=10, help="entries in the ledger whose full verify is timed")] = 10**6,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write results as JSON")] = None,
+    markdown: Annotated[Path | None, typer.Option("--markdown", help="update this BENCHMARKS.md")] = None,
+) -> None:
+    """Signed appends' latency (p50/p99, paced, SQLite) and a full verify of a big signed ledger."""
+    from consortium.bench import ledger
+    from consortium.bench.report import machine_info
+
+    result = ledger.run_ledger_bench(rate, seconds, entries)
+    _write_report(result, ledger.report_markdown(result, machine_info()), "ledger", json_path, markdown)
+
+
 @app.command("sim")
 def bench_sim(
     clients: Annotated[str, typer.Option(help="comma-separated N values")] = "10,100,1000",

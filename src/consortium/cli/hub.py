@@ -28,6 +28,15 @@ def hub(
              "(default 20)")] = None,
     auth_failure_window: Annotated[float | None, typer.Option(
         "--auth-failure-window", min=0.001, help="seconds of that window (default 60)")] = None,
+    hub_key_file: Annotated[Path | None, typer.Option(
+        "--hub-key-file", envvar="CONSORTIUM_HUB_KEY_FILE",
+        help="the hub's Ed25519 signing key (made on first start; default data-dir/hub-key.pem)")] = None,
+    checkpoint_every: Annotated[int | None, typer.Option(
+        "--checkpoint-every", min=1,
+        help="sign a ledger checkpoint every this many entries (default 64)")] = None,
+    checkpoint_interval: Annotated[float | None, typer.Option(
+        "--checkpoint-interval", min=0.01,
+        help="... or this many seconds after the last one when the ledger grew (default 10)")] = None,
     ssl_certfile: Annotated[str | None, typer.Option(help="TLS certificate (deployment)")] = None,
     ssl_keyfile: Annotated[str | None, typer.Option(help="TLS key (deployment)")] = None,
 ) -> None:
@@ -41,7 +50,9 @@ def hub(
     torch.set_num_threads(torch_threads())
     settings = HubSettings.from_args(db, data_dir, admin_token, max_upload_mb, max_json_kb=max_json_kb,
                                      auth_failure_limit=auth_failure_limit,
-                                     auth_failure_window_s=auth_failure_window)
+                                     auth_failure_window_s=auth_failure_window, hub_key_file=hub_key_file,
+                                     checkpoint_every=checkpoint_every,
+                                     checkpoint_interval_s=checkpoint_interval)
     application = create_app(settings)
     if not settings.admin_token:
         err_console.print(f"admin token: {admin_token_path(settings)}")

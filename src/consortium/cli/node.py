@@ -4,46 +4,62 @@ from __future__ import annotations
 
 import signal
 import threading
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from consortium.cli.common import HubOpt, OrgDirOpt, org_client
+from consortium.cli.common import fail, org_client
 from consortium.cli.org import enrol
 
 
 def node(
-    hub: HubOpt,
-    org_dir: OrgDirOpt,
-    enrol_token: Annotated[str | None, typer.Option("--enrol-token", help="one-time token to enrol first")] = None,
-    poll_wait: Annotated[float, typer.Option("--poll-wait", help="long-poll seconds")] = 25.0,
+    hub: Annotated[str | None, typer.Option("--hub", help="hub base URL (else CONSORTIUM_HUB)")] = None,
+    org_dir: Annotated[Path | None, typer.Option(
+        "--org-dir", help="the org's local directory: keys, datasets (else CONSORTIUM_ORG_DIR)")] = None,
+    enrol_token: Annotated[str | None, typer.Option(
+        "--enrol-token", help="one-time token to enrol first (else CONSORTIUM_ENROL_TOKEN)")] = None,
+    poll_wait: Annotated[float | None, typer.Option(
+        "--poll-wait", help="long-poll seconds, 0..60 (else CONSORTIUM_POLL_WAIT, default 25)")] = None,
+    witness_every: Annotated[float | None, typer.Option(
+        "--witness-every", help="seconds between checks and cosignatures of the hub's ledger checkpoint, kept "
+                                "in ORG_DIR/checkpoints.jsonl (else CONSORTIUM_WITNESS_EVERY, default 10)")] = None,
 ) -> None:
     """Run an organisation's node: long-poll the hub and train locally on approved tasks."""
     import logging
 
     import torch
 
-    from consortium.config import torch_threads
+    from consortium.config import NodeSettings
     from consortium.node.agent import NodeAgent
     from consortium.node.environments import EnvironmentRegistry
     from consortium.node.policy import NodePolicy, VoteBook
     from consortium.node.registry import LocalRegistry
+    from consortium.node.witness import start_witness
 
-    torch.set_num_threads(torch_threads())
+    try:
+        settings = NodeSettings.from_args(hub, org_dir, poll_wait, enrol_token, witness_every)
+    except ValueError as exc:
+        fail(str(exc))
+    torch.set_num_threads(settings.torch_threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    if enrol_token:
-        enrol(hub, org_dir, enrol_token, "node")
-    client = org_client(hub, org_dir)
-    registry = LocalRegistry(org_dir)
-    policy = NodePolicy(org=client.identity.org, votes=VoteBook(org_dir),
+    if settings.enrol_token:
+        enrol(settings.hub_url, settings.org_dir, settings.enrol_token, "node")
+    client = org_client(settings.hub_url, settings.org_dir)
+    registry = LocalRegistry(settings.org_dir)
+    environments = EnvironmentRegistry(settings.org_dir)
+    policy = NodePolicy(org=client.identity.org, votes=VoteBook(settings.org_dir),
                         local_datasets={entry.name for entry in registry.all()},
-                        local_environments={entry.name for entry in EnvironmentRegistry(org_dir).all()})
+                        local_environments={entry.name for entry in environments.all()})
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    agent = NodeAgent(client, registry, policy, poll_wait=poll_wait,
+    agent = NodeAgent(client, registry, policy, poll_wait=settings.poll_wait_s,
                       on_task=lambda t, outcome: logging.info("task %s (%s, run %s, round %s): %s",
                                                               t.id, t.kind.value, t.run_id, t.round, outcome))
-    logging.info("node of %s polling %s", client.identity.org, hub)
+    logging.info("node of %s polling %s", client.identity.org, settings.hub_url)
+    stop = threading.Event()
+    start_witness(org_client(settings.hub_url, settings.org_dir), settings.org_dir, stop, settings.witness_every_s)
     try:
-        agent.run_forever(threading.Event())
+        agent.run_forever(stop)
     except KeyboardInterrupt:
+        stop.set()
         logging.info("node of %s stopped", client.identity.org)

@@ -1,4 +1,5 @@
-"""What an algorithm may do beyond :class:`~consortium.fl.core.Algorithm`, as checkable protocols.
+"""What an algorithm or a strategy may do beyond :class:`~consortium.fl.core.Algorithm` and
+:class:`~consortium.fl.core.Strategy`, as checkable protocols.
 
 The hub, the node and the simulator ask ``isinstance(algorithm, Capability)`` instead of probing for a
 method by name, so each optional method is declared (and documented) once, here, next to the contracts
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from consortium.fl.core import Algorithm, FLError, LocalData, Params, Update
+from consortium.fl.core import Algorithm, FLError, LocalData, Params, StackedUpdates, Strategy, Update
 
 if TYPE_CHECKING:
     from consortium.fl.cohort import Cohort
@@ -76,6 +77,30 @@ class Previewer(Protocol):
     def preview(self, hp: Any, params: Params, seed: int) -> np.ndarray:
         """A uint8 image of ``params``; FLError when this model cannot be drawn."""
         ...
+
+
+@runtime_checkable
+class StackedAggregator(Protocol):
+    """A strategy that aggregates the updates stacked on a client axis (every built-in one): the simulator
+    hands it a cohort's tensors without splitting them into per-client updates first."""
+
+    def aggregate_stacked(self, params: Params, stacked: StackedUpdates) -> Params:
+        """The same as ``aggregate(params, updates)`` of the updates ``stacked`` holds."""
+        ...
+
+
+def aggregate_stacked(strategy: Strategy, params: Params, stacked: StackedUpdates) -> Params:
+    """``strategy``'s aggregate of ``stacked``: stacked when it is a :class:`StackedAggregator`, else
+    through ``aggregate`` with one :class:`~consortium.fl.core.Update` per client (in the stacked, canonical
+    order)."""
+    if isinstance(strategy, StackedAggregator):
+        return strategy.aggregate_stacked(params, stacked)
+    updates = [
+        Update({name: t[c] for name, t in stacked.tensors.items()}, int(stacked.num_examples[c]),
+               client_id=client_id)
+        for c, client_id in enumerate(stacked.client_ids)
+    ]
+    return strategy.aggregate(params, updates)
 
 
 def example_limit(algorithm: Algorithm, hp: Any, rows: int | None, evaluation: bool) -> int:

@@ -210,6 +210,8 @@ TOTAL_WEIGHT = "__total_weight__"
 class Strategy(Protocol):
     """Server-side aggregation: pure and independent of the order of ``updates``.
 
+    A strategy that also takes the updates stacked says so by being a
+    :class:`~consortium.fl.capabilities.StackedAggregator` (every built-in one is); then
     ``aggregate(params, updates)`` equals ``aggregate_stacked(params, stack_updates(updates))``.
     """
 
@@ -222,8 +224,6 @@ class Strategy(Protocol):
         ...
 
     def aggregate(self, params: Params, updates: Sequence[Update]) -> Params: ...
-
-    def aggregate_stacked(self, params: Params, stacked: StackedUpdates) -> Params: ...
 
 
 @runtime_checkable

@@ -17,14 +17,15 @@ Semantics (docs/governance.md has the long form):
   * *passed* as soon as every required yes is in, every veto holder has voted (yes or abstain), the quorum
     is reached, and the threshold would still be met if every electorate member who has not voted voted no.
 
-  A decided proposal stays decided: later votes are not counted (they could not change the result of
-  the orgs that had not voted; they could only be a change of mind, which closes with the decision).
+  A decided proposal stays decided: later votes are not counted. Votes of the orgs that had not voted
+  could not change the result; a change of mind is possible only while the proposal is open.
   With an empty electorate and nobody holding a veto or a required yes, the proposal passes at opening
   (``bootstrap``: this is how the first org is admitted).
 - **At closing** what has not been decided is decided on the votes cast before closing: a veto rejects;
   then it passes when the required yes, the quorum and the threshold are all met; else it *expires* when
-  the quorum was not reached, is *rejected* when the threshold was not met or a required approver said no,
-  and expires when a required approver never said yes.
+  the quorum was not reached or nobody in the electorate voted, is *rejected* when the threshold was not
+  met (all abstaining included) or a required approver said no, and expires when a required approver never
+  said yes.
 - **Withdrawal.** A proposal withdrawn before closing is withdrawn, unless it was decided before the
   withdrawal (a vote at the instant of the withdrawal does not count).
 
@@ -47,6 +48,7 @@ from consortium.governance.policy import (
     KindRule,
     ProposalKind,
     VetoHolders,
+    exact,
 )
 
 
@@ -213,7 +215,7 @@ class _Tally:
     def quorum_met(self) -> bool:
         yes, no, abstain, _ = self.counts()
         size = len(self.proposal.electorate)
-        return size == 0 or Fraction(yes + no + abstain, size) >= Fraction(self.proposal.rule.quorum)
+        return size == 0 or Fraction(yes + no + abstain, size) >= exact(self.proposal.rule.quorum)
 
     def threshold_met(self, yes: int, no: int) -> bool:
         """Whether ``yes`` against ``no`` meets the threshold (an empty electorate has nothing to count)."""
@@ -221,7 +223,7 @@ class _Tally:
             return True
         if yes + no == 0:
             return False
-        share, threshold = Fraction(yes, yes + no), Fraction(self.proposal.rule.threshold)
+        share, threshold = Fraction(yes, yes + no), exact(self.proposal.rule.threshold)
         return share > threshold if self.proposal.rule.strict else share >= threshold
 
 
@@ -275,7 +277,7 @@ def _at_close(tally: _Tally, at: datetime) -> Outcome:
     vetoed = _vetoed(tally, at)
     if vetoed is not None:
         return vetoed
-    yes, no, _, _ = tally.counts()
+    yes, no, abstain, _ = tally.counts()
     rule, missing = tally.proposal.rule, tally.missing()
     if not missing and tally.quorum_met() and tally.threshold_met(yes, no):
         basis = Basis.votes if tally.proposal.electorate else Basis.bootstrap
@@ -283,6 +285,8 @@ def _at_close(tally: _Tally, at: datetime) -> Outcome:
     if not tally.quorum_met():
         reason = f"expired: quorum not reached ({_tallied(tally)}; {rule.quorum:.0%} had to vote)"
         return _outcome(tally, ProposalStatus.expired, Basis.quorum, reason, at)
+    if tally.proposal.electorate and yes + no + abstain == 0:
+        return _outcome(tally, ProposalStatus.expired, Basis.quorum, "expired: nobody voted", at)
     if not tally.threshold_met(yes, no):
         need = f"more than {rule.threshold:.0%}" if rule.strict else f"at least {rule.threshold:.0%}"
         reason = f"rejected: {_tallied(tally)}; {need} of yes and no votes had to be yes"

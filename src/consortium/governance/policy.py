@@ -5,13 +5,15 @@ validated, hashed over its canonical JSON (:meth:`ConsortiumPolicy.content_hash`
 ``change_policy`` proposal that passes under the policy in force. How a rule turns votes into an outcome is
 :mod:`consortium.governance.decisions`; docs/governance.md explains both.
 
-Threshold arithmetic is exact (fractions, not floats): a rule with ``threshold=2/3`` passes 2 yes against
-1 no, and a strict rule with ``threshold=0.5`` does not pass a tie.
+Quorum and threshold arithmetic is exact: each share is read as the nearest fraction with a denominator of
+at most a million (:func:`exact`), so ``threshold=2/3`` is two thirds and passes 2 yes against 1 no, a strict
+``threshold=2/3`` does not, and a strict ``threshold=0.5`` does not pass a tie.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
+from fractions import Fraction
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -20,6 +22,11 @@ from consortium.crypto import canonical_json, sha256_hex
 MAX_WINDOW_S = 365 * 24 * 3600
 """The longest voting window a rule may set: one year."""
 DAY_S = 24 * 3600
+
+
+def exact(share: float) -> Fraction:
+    """The share as the nearest fraction with a denominator of at most a million (so 2 / 3 is 2/3)."""
+    return Fraction(share).limit_denominator(1_000_000)
 
 
 class ProposalKind(StrEnum):

@@ -16,6 +16,7 @@ import re
 from typing import Any
 
 from consortium.crypto import canonical_json, sha256_hex
+from consortium.ledger.signatures import actor_message
 
 VOTE_TYPE = "consortium-vote/1"
 OUTCOME_TYPE = "consortium-outcome/1"
@@ -66,10 +67,16 @@ def vote_statement(
             "org": org, "choice": choice, "reason": reason}
 
 
+VOTE_EVENT = "proposal.voted"
+"""The ledger event a vote is recorded as: the vote's signature is also the entry's actor signature."""
+
+
 def vote_message(statement: dict[str, Any]) -> bytes:
-    """The bytes an org's key signs for a vote (``statement`` from :func:`vote_statement`)."""
+    """The bytes an org's key signs for a vote (``statement`` from :func:`vote_statement`): the ledger's
+    actor message of the ``proposal.voted`` entry whose payload is exactly the statement, so one signature
+    both casts the vote and lets any auditor check, from the ledger alone, that the org cast it."""
     checked = vote_statement(**{k: statement[k] for k in statement if k != "type"})
-    return canonical_json(checked)
+    return actor_message(VOTE_EVENT, checked)
 
 
 def outcome_statement(

@@ -23,10 +23,10 @@ from consortium.hub.db.session import make_engine, migrate, session_factory
 from consortium.hub.events import Broker
 from consortium.hub.gate import AuthFailures, Gate, public
 from consortium.hub.limits import BodySizeLimit
-from consortium.hub.routers import admin, governance, models, projects, runs
+from consortium.hub.routers import admin, governance, ledger, models, projects, runs
 from consortium.hub.drivers import Scheduler
 from consortium.hub.state import HubState
-from consortium.hub.services import hub_identity, hub_key, identity, policy, proposals
+from consortium.hub.services import checkpoints, hub_identity, hub_key, identity, policy, proposals
 from consortium.hub.services.errors import ServiceError
 from consortium.hub.tensor_cache import TensorCache
 from consortium.hub.wire import ERROR_RESPONSES, StrictJSONRoute, validation_error
@@ -58,9 +58,9 @@ def create_app(settings: HubSettings) -> FastAPI:
     engine = make_engine(settings.db_url)
     migrate(engine)
     sessions = session_factory(engine)
-    hub_key.install(engine, hub_key.load_or_create(settings.data_dir / "hub-key.pem"))
+    key = hub_key.load_or_create(settings.key_file)
+    hub_id = hub_identity.start(engine, key)
     with sessions() as session:
-        hub_id = hub_identity.ensure(session)
         identity.ensure_admin(session, _admin_token(settings))
         policy.ensure(session)
         proposals.ensure_project_proposals(session)
@@ -76,10 +76,12 @@ def create_app(settings: HubSettings) -> FastAPI:
         state.broker.bind(asyncio.get_running_loop())
         sched.resume_all()
         housekeeping = asyncio.create_task(_housekeeping(state))
+        checkpointer = asyncio.create_task(_checkpointer(state, settings))
         try:
             yield
         finally:
             housekeeping.cancel()
+            checkpointer.cancel()
             sched.stop()
             engine.dispose()
 
@@ -103,10 +105,12 @@ def create_app(settings: HubSettings) -> FastAPI:
     @app.get("/api/health", tags=["meta"], responses=ERROR_RESPONSES)
     @public
     def health() -> dict:
-        """Liveness, and the hub's id: what every signed vote and outcome names."""
-        return {"status": "ok", "version": state.code_version, "hub_id": hub_id}
+        """Liveness, the hub's id (what every signed vote and outcome names) and its signing key (what a
+        node's witness pins, and what outcomes and ledger entries are signed with)."""
+        return {"status": "ok", "version": state.code_version, "hub_id": hub_id,
+                "hub_key": key.public_key_b64, "hub_key_id": key.key_id}
 
-    routers = (admin.router, projects.router, runs.router, models.router, governance.router)
+    routers = (admin.router, projects.router, runs.router, models.router, ledger.router, governance.router)
     for router in routers:
         app.include_router(router, responses=ERROR_RESPONSES)
     # The gate matches the routes themselves (recent FastAPI keeps an included router as one lazy entry);
@@ -133,3 +137,21 @@ async def _housekeeping(state: HubState, every_s: float = 60.0) -> None:
             await run_in_threadpool(prune)
         except Exception:  # housekeeping must never take the hub down
             log.exception("housekeeping (nonce pruning, settling closed proposals) failed")
+
+
+async def _checkpointer(state: HubState, settings: HubSettings) -> None:
+    """Extend the ledger's Merkle tree and sign a checkpoint when due (:func:`checkpoints.maybe_checkpoint`),
+    once a second, off every request's path."""
+    tick = min(1.0, settings.checkpoint_interval_s)
+
+    def step() -> None:
+        with state.sessions() as session:
+            checkpoints.maybe_checkpoint(session, datetime.now(UTC), settings.checkpoint_every,
+                                         settings.checkpoint_interval_s)
+
+    while True:
+        try:
+            await run_in_threadpool(step)
+        except Exception:  # a failed checkpoint is retried at the next tick; the hub goes on
+            log.exception("ledger checkpoint failed")
+        await asyncio.sleep(tick)

@@ -276,13 +276,13 @@ class RunDriver:
         """Wait until every task of the phase is answered or its deadline passes (late tasks are dropped).
 
         Returns the done tasks' participants with their answers (in task order) and the participants whose
-        task was dropped, refused or rejected. Answers normally arrive in memory; once a second, and at the deadline,
-        the database is asked for answers committed where this driver's live phase did not see them.
+        task was dropped, refused or rejected. Answers normally arrive in memory; every ``state.recheck_s``
+        and at the deadline (``state.clock``) the database is asked for those the live phase did not see.
         """
         try:
             while True:
                 remaining = (phase.deadline - self.state.clock()).total_seconds()
-                if phase.live.wait(min(remaining, 1.0)):
+                if phase.live.wait(min(remaining, self.state.recheck_s)):
                     answers, late = phase.live.close()
                     break
                 if self.stop.is_set():

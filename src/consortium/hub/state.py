@@ -45,6 +45,9 @@ class HubState:
     live: dict[int, LivePhase] = field(default_factory=dict)
     """The open phase of each run a driver of this process is driving; handlers hand it their answers."""
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    """Hub time: round deadlines are set and checked on it (drivers, and the board handing tasks out)."""
+    recheck_s: float = 1.0
+    """How often a driver waiting for a phase's answers looks at the clock and the database."""
 
     def seen(self, org_id: int) -> None:
         self.presence[org_id] = time.monotonic()

@@ -16,6 +16,11 @@ Entries come in two formats, told apart by ``payload_commitment``:
 - **plain** (ledgers written before; ``payload_commitment`` None, and NULL ``salt`` in the database): the hash
   covers the payload itself, so such an entry verifies only with its payload.
 
+Entries written since migration 0005 are also signed (see :mod:`consortium.ledger.signatures`): ``signature``
+is the hub's Ed25519 signature over the entry's hash, and an entry an organisation vouches for carries its
+``actor_key_id`` (covered by the hash, so it cannot be stripped unnoticed) and ``actor_signature`` over the
+event type and payload (redacted with the payload). The signatures are not part of the hash.
+
 What a chain alone cannot show is truncation of its tail: a prefix of a valid chain is a valid chain. The hub
 keeps its newest seq and hash (its :class:`ChainHead`); :func:`verify_chain` given that head also finds a cut
 tail, and names missing entries as such: a gap followed by an entry that links to a missing predecessor is a
@@ -54,8 +59,9 @@ class LedgerEvent:
 class ChainedEntry:
     """A ledger entry with its link to the previous entry (``prev_hash``) and its own ``hash``.
 
-    A sealed entry carries ``payload_commitment``; redacted, its ``payload`` and ``salt`` are None. A plain
-    entry has no commitment and always its payload.
+    A sealed entry carries ``payload_commitment``; redacted, its ``payload``, ``salt`` and ``actor_signature``
+    are None. A plain entry has no commitment and always its payload. ``signature`` / ``signer_key_id`` (the
+    hub's) and ``actor_key_id`` / ``actor_signature`` (an org's) are None on entries from before signatures.
     """
 
     seq: int
@@ -67,6 +73,10 @@ class ChainedEntry:
     hash: str
     salt: str | None = None
     payload_commitment: str | None = None
+    signature: str | None = None
+    signer_key_id: str | None = None
+    actor_key_id: str | None = None
+    actor_signature: str | None = None
 
     @property
     def event(self) -> LedgerEvent:
@@ -140,18 +150,22 @@ def payload_commitment(payload: dict[str, Any], salt: str) -> str:
 
 
 def sealed_hash(
-    prev_hash: str, seq: int, event_type: str, actor: str, created_at: str, commitment: str
+    prev_hash: str, seq: int, event_type: str, actor: str, created_at: str, commitment: str,
+    actor_key_id: str | None = None,
 ) -> str:
     """Hash of a sealed entry: SHA-256 hex of the canonical JSON of its fields, with the payload's commitment
-    in place of the payload."""
-    return _digest(seq, event_type, {
+    in place of the payload (and ``actor_key_id`` among them when the actor signed the entry)."""
+    document = {
         "seq": seq,
         "event_type": event_type,
         "actor": actor,
         "created_at": created_at,
         "prev_hash": prev_hash,
         "payload_commitment": commitment,
-    })
+    }
+    if actor_key_id is not None:
+        document["actor_key_id"] = actor_key_id
+    return _digest(seq, event_type, document)
 
 
 def expected_hash(entry: ChainedEntry) -> str:
@@ -165,6 +179,8 @@ def expected_hash(entry: ChainedEntry) -> str:
     if commitment is None:
         if entry.payload is None:
             raise ValueError(f"entry {seq} has neither a payload nor a payload commitment")
+        if entry.actor_key_id is not None:
+            raise ValueError(f"entry {seq} is a plain entry with an actor key: only sealed entries have one")
         return entry_hash(entry.prev_hash, entry.event)
     if entry.payload is not None or entry.salt is not None:
         if entry.payload is None or entry.salt is None:
@@ -175,14 +191,16 @@ def expected_hash(entry: ChainedEntry) -> str:
             raise ValueError(f"entry {seq}: {exc}") from None
         if revealed != commitment:
             raise ValueError(f"payload of entry {seq} does not match its commitment")
-    return sealed_hash(entry.prev_hash, seq, entry.event_type, entry.actor, entry.created_at, commitment)
+    return sealed_hash(entry.prev_hash, seq, entry.event_type, entry.actor, entry.created_at, commitment,
+                       entry.actor_key_id)
 
 
 def redact(entry: ChainedEntry) -> ChainedEntry:
-    """``entry`` without its payload and salt; it still verifies. Only a sealed entry can be redacted."""
+    """``entry`` without its payload, salt and actor signature (a guessed payload could be checked against
+    it); it still verifies. Only a sealed entry can be redacted."""
     if entry.payload_commitment is None:
         raise ValueError(f"entry {entry.seq} is a plain entry: its hash needs its payload")
-    return replace(entry, payload=None, salt=None)
+    return replace(entry, payload=None, salt=None, actor_signature=None)
 
 
 def append(
@@ -192,13 +210,16 @@ def append(
     payload: dict[str, Any],
     created_at: str,
     salt: str | None = None,
+    actor_key_id: str | None = None,
 ) -> ChainedEntry:
-    """The entry that follows ``head``, or the first entry of a chain when ``head`` is ``None``.
+    """The entry that follows ``head``, or the first entry of a chain when ``head`` is ``None`` (unsigned: see
+    :func:`consortium.ledger.signatures.sign_entry`).
 
     With ``salt`` (:data:`SALT_BYTES` random bytes as hex, chosen by the caller) the entry is sealed, without
-    it plain. ``created_at`` is an ISO-8601 timestamp chosen by the caller. The payload must be a JSON object
-    without NaN or infinity (``ValueError`` otherwise); the returned entry holds it as JSON would give it back
-    (tuples as lists, keys as strings), so what is stored is exactly what was hashed.
+    it plain; a sealed entry may name the ``actor_key_id`` that signs it. ``created_at`` is an ISO-8601
+    timestamp chosen by the caller. The payload must be a JSON object without NaN or infinity (``ValueError``
+    otherwise); the returned entry holds it as JSON would give it back (tuples as lists, keys as strings), so
+    what is stored is exactly what was hashed.
     """
     if not isinstance(event_type, str) or not event_type:
         raise ValueError("event_type must be a non-empty string")
@@ -219,11 +240,14 @@ def append(
     seq = 1 if head is None else head.seq + 1
     prev_hash = GENESIS_HASH if head is None else head.hash
     if salt is None:
+        if actor_key_id is not None:
+            raise ValueError("only a sealed entry (with a salt) can name an actor key")
         digest = entry_hash(prev_hash, LedgerEvent(seq, event_type, actor, normalised, created_at))
         return ChainedEntry(seq, event_type, actor, normalised, created_at, prev_hash, digest)
     commitment = payload_commitment(normalised, salt)
-    digest = sealed_hash(prev_hash, seq, event_type, actor, created_at, commitment)
-    return ChainedEntry(seq, event_type, actor, normalised, created_at, prev_hash, digest, salt, commitment)
+    digest = sealed_hash(prev_hash, seq, event_type, actor, created_at, commitment, actor_key_id)
+    return ChainedEntry(seq, event_type, actor, normalised, created_at, prev_hash, digest, salt, commitment,
+                        actor_key_id=actor_key_id)
 
 
 def _missing(first: int, last: int, before: int | None) -> str:

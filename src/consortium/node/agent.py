@@ -143,7 +143,7 @@ class NodeAgent:
             return
         try:
             self._execute(task)
-        except (FLError, ValidationError) as exc:  # bad data, or results with no wire form (NaN metrics)
+        except FLError as exc:  # bad data or spec; results with no wire form come as FLError (_unsendable)
             log.warning("task %s failed on local data: %s", task.id, exc)
             reason = f"local error: {exc}"
             self._post_ignoring_gone(task, lambda: self.transport.post_refusal(task.id, reason))

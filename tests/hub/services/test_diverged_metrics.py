@@ -17,6 +17,8 @@ from consortium.fl.registry import get_algorithm
 from consortium.hub.blobs import BlobStore
 from consortium.hub.db.models import Dataset, LedgerEntry, Model, Org, Project, ProjectDataset, Run
 from consortium.hub.db.session import make_engine, migrate, session_factory
+from consortium.hub.services import hub_identity
+from consortium.hub.services.hub_key import HubKey
 from consortium.hub.events import Broker
 from consortium.hub.state import HubState
 from consortium.hub.services import ledger
@@ -38,6 +40,7 @@ def hub(db_url: str, tmp_path: Path) -> Iterator[tuple[HubState, int, dict[str, 
     """A hub state with a two-org run of a 4-layer classifier, and the run's id and org principals."""
     engine = make_engine(db_url)
     migrate(engine)
+    hub_identity.start(engine, HubKey.generate())
     sessions: sessionmaker[Session] = session_factory(engine)
     blobs = BlobStore(tmp_path / "blobs")
     test_set = blobs.put(encode_tensors({"x": torch.rand(30, 4), "y": torch.randint(0, 3, (30,))}))

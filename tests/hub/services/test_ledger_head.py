@@ -8,18 +8,20 @@ from sqlalchemy import delete, select
 
 from consortium.hub.db.models import LedgerEntry
 from consortium.hub.db.session import make_engine, migrate, session_factory
-from consortium.hub.services import ledger
+from consortium.hub.services import hub_identity, hub_key, ledger
 from consortium.ledger_audit import verify_from_db
 
 ENTRIES = 150
+KEY = hub_key.HubKey.generate()
 
 
 @pytest.fixture
 def filled(db_url: str) -> str:
     engine = make_engine(db_url)
     migrate(engine)
+    hub_identity.start(engine, KEY)
     with session_factory(engine)() as session:
-        ledger.record_many(session, [("run.started", "hub", {"run_id": i}) for i in range(ENTRIES - 1)],
+        ledger.record_many(session, [("run.started", "hub", {"run_id": i}) for i in range(ENTRIES - 3)],
                           scope=ledger.MEMBERS)
         ledger.record(session, "run.completed", "hub", {"run_id": 0}, scope=ledger.MEMBERS)
         session.commit()
@@ -29,6 +31,7 @@ def filled(db_url: str) -> str:
 
 def cut_and_maybe_append(url: str, cut: int, append: bool) -> None:
     engine = make_engine(url)
+    hub_key.install(engine, KEY)
     with session_factory(engine)() as session:
         session.execute(delete(LedgerEntry).where(LedgerEntry.seq > ENTRIES - cut))
         session.commit()

@@ -20,7 +20,7 @@ from consortium.governance import statements
 from consortium.hub.blobs import BlobStore
 from consortium.hub.db.models import Dataset, LedgerEntry, Org, Project, ProjectDataset, Proposal, Run, Vote
 from consortium.hub.db.session import session_factory
-from consortium.hub.services import hub_identity, hub_key, policy, proposals
+from consortium.hub.services import hub_identity, policy, proposals
 from consortium.hub.services import projects as project_service
 from consortium.hub.services import runs as run_service
 from consortium.hub.services.errors import BadRequest, Conflict, Forbidden
@@ -58,8 +58,6 @@ def add_org(session: Session, tmp_path: Path, name: str, with_data: bool = True)
 @pytest.fixture
 def project(session: Session, tmp_path: Path) -> tuple[Project, dict[str, tuple[Principal, OrgIdentity]]]:
     """A two-org project (north and south own its data, west only votes) on a hub with its policy."""
-    hub_key.install(session.get_bind(), hub_key.HubKey.generate())
-    hub_identity.ensure(session)
     policy.ensure(session)
     orgs = {name: add_org(session, tmp_path, name, with_data=name != "west") for name in ("north", "south", "west")}
     spec = digits_spec("versions", ["north", "south"], rounds=1, min_nodes=1)
@@ -94,6 +92,7 @@ def test_the_hub_id_is_made_once_and_kept_in_the_ledger(session: Session) -> Non
     assert crypto.HUB_ID_RE.fullmatch(first)
     assert hub_identity.ensure(session) == first == hub_identity.hub_id(session)
     assert entries(session, "hub.created") == [{"hub_id": first}]
+    assert len(entries(session, "hub.key")) == 1
 
 
 def test_owners_vote_yes_and_the_project_may_run(session: Session, project) -> None:

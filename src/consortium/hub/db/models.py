@@ -11,6 +11,8 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Integer,
+    LargeBinary,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -300,6 +302,53 @@ class LedgerEntry(Base):
     payload_commitment: Mapped[str | None] = mapped_column(String(64))
     project_id: Mapped[int | None] = mapped_column(Integer)
     dataset_id: Mapped[int | None] = mapped_column(Integer)
+    signature: Mapped[str | None] = mapped_column(String(100))
+    signer_key_id: Mapped[str | None] = mapped_column(String(32))
+    actor_key_id: Mapped[str | None] = mapped_column(String(32))
+    actor_signature: Mapped[str | None] = mapped_column(String(100))
+
+
+class LedgerTree(Base):
+    """The hash of every perfect subtree of the ledger's Merkle tree above the leaves (``level`` >= 1; a leaf
+    is its entry's hash), written when its last leaf is added (see :mod:`consortium.ledger.merkle`)."""
+
+    __tablename__ = "ledger_tree"
+    level: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class LedgerTreeHead(Base):
+    """One row: how many entries the stored tree covers. Updating it first serialises tree builders."""
+
+    __tablename__ = "ledger_tree_head"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class LedgerCheckpoint(Base):
+    """A signed checkpoint: hub ``origin`` says its ledger's first ``size`` entries have Merkle ``root``."""
+
+    __tablename__ = "ledger_checkpoints"
+    size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    origin: Mapped[str] = mapped_column(String(64))
+    root: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[str] = mapped_column(String(40))
+    key_id: Mapped[str] = mapped_column(String(32))
+    signature: Mapped[str] = mapped_column(String(100))
+
+
+class LedgerCosignature(Base):
+    """An org's signature over a checkpoint it checked as consistent with the last one it kept."""
+
+    __tablename__ = "ledger_cosignatures"
+    __table_args__ = (UniqueConstraint("checkpoint_size", "org_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    checkpoint_size: Mapped[int] = mapped_column(BigInteger, ForeignKey("ledger_checkpoints.size"))
+    org_id: Mapped[int] = mapped_column(ForeignKey("orgs.id"))
+    key_id: Mapped[str] = mapped_column(String(32))
+    signature: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 __all__ = [
@@ -322,4 +371,8 @@ __all__ = [
     "Model",
     "LedgerHead",
     "LedgerEntry",
+    "LedgerTree",
+    "LedgerTreeHead",
+    "LedgerCheckpoint",
+    "LedgerCosignature",
 ]

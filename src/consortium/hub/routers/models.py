@@ -1,23 +1,20 @@
-"""Released models (weights + card) and the ledger."""
+"""Released models (weights + card)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Response
 from sqlalchemy.orm import Session
 
 from consortium.hub.deps import db, hub_state, principal
 from consortium.hub.state import HubState
-from consortium.hub.services import ledger
 from consortium.hub.services import models as model_service
-from consortium.hub.services.access import ledger_reader
 from consortium.hub.services.identity import Principal
-from consortium.hub.wire import AfterSeq, Id, StrictJSONRoute
-from consortium.protocol import SAFETENSORS_MEDIA_TYPE, LedgerEntryOut, LedgerHeadOut, ModelOut
+from consortium.hub.wire import Id, StrictJSONRoute
+from consortium.protocol import SAFETENSORS_MEDIA_TYPE, ModelOut
 
-router = APIRouter(prefix="/api", tags=["models and ledger"], route_class=StrictJSONRoute)
+router = APIRouter(prefix="/api", tags=["models"], route_class=StrictJSONRoute)
 
 
 @router.get("/models/{model_id}", response_model=ModelOut)
@@ -58,24 +55,3 @@ def get_file(
     200: {"content": {"text/markdown": {}}, "description": "the model card in Markdown"}})
 def get_card_markdown(model_id: Id, session: Session = Depends(db), caller: Principal = Depends(principal)):
     return Response(model_service.get(session, caller, model_id).card_markdown, media_type="text/markdown")
-
-
-@router.get("/ledger", response_model=list[LedgerEntryOut])
-def get_ledger(
-    after: AfterSeq = 0,
-    limit: int = Query(1000, ge=1, le=10_000),
-    session: Session = Depends(db),
-    caller: Principal = Depends(principal),
-):
-    """Every entry, so that any member can verify the whole chain; the payload (and salt) of an entry about a
-    project or data source the caller may not see is left out (redacted), its commitment still verifies."""
-    entries = list(ledger.iter_entries(session, after=after, limit=limit))
-    readable = ledger_reader(session, caller, entries)
-    return [LedgerEntryOut(**asdict(ledger.to_chained(e, reveal=readable(e)))) for e in entries]
-
-
-@router.get("/ledger/head", response_model=LedgerHeadOut)
-def get_ledger_head(session: Session = Depends(db), caller: Principal = Depends(principal)):
-    """The newest seq and hash: read it before the entries, and a chain that falls short of it was cut."""
-    head = ledger.head(session)
-    return LedgerHeadOut(seq=head.seq, hash=head.hash)

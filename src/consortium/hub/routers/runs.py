@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy.orm import Session
@@ -104,9 +103,9 @@ async def deliver_next_task(
 
         def claim() -> TaskOut | None:
             with state.sessions() as session:
-                return run_service.claim_next(session, caller, datetime.now(UTC), state.board.message)
+                return run_service.claim_next(session, caller, state.clock(), state.board.message)
 
-        task = state.board.take(caller.org_id, datetime.now(UTC))
+        task = state.board.take(caller.org_id, state.clock())
         if task is None and query:
             task = await run_in_threadpool(claim)
         if task is not None:
@@ -185,7 +184,7 @@ async def post_update(
         with state.sessions() as session:
             task, answer = answered(state, lambda: in_signed_transaction(
                 session, call, lambda: run_service.submit_update(
-                    session, state.blobs, state.cache, call.principal, task_id, payload, datetime.now(UTC),
+                    session, state.blobs, state.cache, call.principal, task_id, payload, state.clock(),
                     rules=state.run_rules.get, signed=call,
                     handed_out_at=state.board.handed_out_at(task_id), known=state.board.row(task_id),
                 )))
@@ -228,7 +227,7 @@ async def post_result(
         with state.sessions() as session:
             task, answer = answered(state, lambda: in_signed_transaction(
                 session, call, lambda: run_service.submit_result(
-                    session, call.principal, task_id, payload, datetime.now(UTC), rules=state.run_rules.get,
+                    session, call.principal, task_id, payload, state.clock(), rules=state.run_rules.get,
                     signed=call, handed_out_at=state.board.handed_out_at(task_id),
                     known=state.board.row(task_id),
                 )))
@@ -247,7 +246,7 @@ def post_refusal(
     call: SignedCall = Depends(org_call),
 ) -> dict:
     task, answer = in_signed_transaction(session, call, lambda: run_service.refuse(
-        session, call.principal, task_id, body, datetime.now(UTC), signed=call,
+        session, call.principal, task_id, body, state.clock(), signed=call,
         handed_out_at=state.board.handed_out_at(task_id), known=state.board.row(task_id),
     ))
     hand_to_driver(state, task.run_id, answer)

@@ -3,8 +3,9 @@ vouch for, e.g. a proposal's outcome).
 
 The private key lives in a file (``HubSettings.key_file``: ``CONSORTIUM_HUB_KEY_FILE``, else
 ``<data dir>/hub-key.pem``; PKCS8 PEM, mode 0600, made on first start), so hub replicas that share a database
-share it. Its public half is announced in the ledger (``hub.key``, :mod:`consortium.hub.services.hub_identity`).
-The key in use is installed per database engine when the hub starts; services find it with :func:`of`.
+share it. Its public half is announced in the ledger (``hub.key``,
+:mod:`consortium.hub.services.hub_identity`). The key in use is installed per database engine when the hub
+starts; services find it with :func:`of`.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ class HubKey:
 
     @classmethod
     def from_private_key(cls, private_key: Ed25519PrivateKey) -> HubKey:
-        raw = private_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        raw = private_key.public_key().public_bytes(serialization.Encoding.Raw,
+                                                    serialization.PublicFormat.Raw)
         public = base64.b64encode(raw).decode("ascii")
         return cls(private_key, public, crypto.key_id(public))
 
@@ -81,9 +83,16 @@ def load_or_create(path: Path) -> HubKey:
 _installed: weakref.WeakKeyDictionary[Engine, HubKey] = weakref.WeakKeyDictionary()
 
 
-def install(engine: Engine, key: HubKey) -> None:
-    """Make ``key`` the signer of everything written through ``engine``."""
-    _installed[engine] = key
+def install(engine: Engine, key: HubKey | None) -> None:
+    """Make ``key`` the signer of everything written through ``engine`` (None: no signer)."""
+    if key is None:
+        _installed.pop(engine, None)
+    else:
+        _installed[engine] = key
+
+
+def installed(engine: Engine) -> HubKey | None:
+    return _installed.get(engine)
 
 
 def of(session: Session) -> HubKey:
@@ -91,5 +100,6 @@ def of(session: Session) -> HubKey:
     without one would stop verifying)."""
     key = _installed.get(session.get_bind())
     if key is None:
-        raise RuntimeError("no hub key is installed for this database: hub_key.install runs when the hub starts")
+        raise RuntimeError("no hub key is installed for this database: hub_key.install runs when the hub "
+                           "starts")
     return key

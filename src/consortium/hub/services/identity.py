@@ -114,7 +114,8 @@ def enrol(session: Session, body: EnrolRequest, now: datetime) -> Node:
     session.add(node)
     session.flush()
     ledger.record(
-        session, "node.enrolled", f"org:{org.name}", {"org": org.name, "node": node.name, "key_id": kid},
+        session, "node.enrolled", f"org:{org.name}",
+        {"org": org.name, "node": node.name, "key_id": kid, "public_key": body.public_key},
         scope=ledger.MEMBERS,
     )
     session.commit()

@@ -29,6 +29,7 @@ from consortium.hub.services import hub_identity, hub_key, ledger, policy as pol
 from consortium.hub.services.access import can_see_project, is_admin
 from consortium.hub.services.errors import BadRequest, Conflict, Forbidden, NotFound
 from consortium.hub.services.identity import Principal
+from consortium.ledger.signatures import ActorSignature
 
 PROJECT_KINDS = (ProposalKind.run_project, ProposalKind.release_model)
 """Kinds about one project: only its participants see them."""
@@ -188,8 +189,9 @@ def vote(session: Session, actor: Principal, proposal_id: int, *, choice: str, r
             org=actor.org_name, choice=choice, reason=reason)
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
-    public_key = session.get(Org, actor.org_id).public_key
-    if public_key is None or not crypto.verify_signature(public_key, statements.vote_message(statement), signature):
+    org = session.get(Org, actor.org_id)
+    if org.public_key is None or not crypto.verify_signature(org.public_key, statements.vote_message(statement),
+                                                             signature):
         raise BadRequest("signature: not a valid signature of this vote statement by the organisation's key")
     cast = session.scalar(select(Vote).where(Vote.proposal_id == row.id, Vote.org_id == actor.org_id))
     if cast is None:
@@ -197,8 +199,8 @@ def vote(session: Session, actor: Principal, proposal_id: int, *, choice: str, r
         session.add(cast)
     cast.choice, cast.reason, cast.signature, cast.cast_at = choice, reason, signature, now
     session.flush()
-    ledger.record(session, "proposal.voted", actor.label, {**statement, "signature": signature},
-                  scope=scope_of(row))
+    ledger.record(session, statements.VOTE_EVENT, actor.label, statement, scope=scope_of(row),
+                  actor_signature=ActorSignature(org.key_id, signature))
     settle(session, row, now)
     session.commit()
     return cast

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from consortium.fl import scaffold
+from consortium.fl.capabilities import aggregate_stacked
 from consortium.fl.cohort import Cohort
 from consortium.fl.core import Evaluation, Params, Update, stack_updates, weighted_metrics
 from consortium.plan import RoundAggregate
@@ -34,7 +35,7 @@ class LoopEngine:
         models = [replace(u, tensors=scaffold.split_deltas(u.tensors)[0]) for u in updates]
         train = weighted_metrics([Evaluation(u.num_examples, u.metrics) for u in models])
         stacked = setup.tamper(params, stack_updates(models))
-        return RoundAggregate(setup.plan.strategy.aggregate_stacked(params, stacked), train.metrics,
+        return RoundAggregate(aggregate_stacked(setup.plan.strategy, params, stacked), train.metrics,
                               sum(u.num_examples for u in models), deltas_sum)
 
     def _local_update(self, params: Params, cohort: Cohort, position: int, control: Params | None) -> Update:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import torch
 
+from consortium.fl.capabilities import aggregate_stacked
 from consortium.fl.core import (
     FLError,
     LinearStrategy,
     Params,
     StackedUpdates,
     Strategy,
-    Update,
     WeightedSumsStrategy,
     merge_partials,
 )
@@ -21,8 +21,8 @@ class CohortReducer:
     """Folds stacked client updates into the strategy's aggregate, chunk by chunk.
 
     Linear strategies keep running partial sums; any other strategy gets all updates at the end, in canonical
-    (client id) order, through ``aggregate_stacked`` or, for a strategy that only has ``aggregate``, as
-    per-client updates.
+    (client id) order (after the tamper hook, if any), stacked or, for a strategy that is no
+    :class:`~consortium.fl.capabilities.StackedAggregator`, as per-client updates.
     """
 
     def __init__(self, strategy: Strategy, params: Params, tamper: Tamper | None = None) -> None:
@@ -61,13 +61,7 @@ class CohortReducer:
         index = torch.as_tensor(order, device=num_examples.device)
         stacked = {name: t.index_select(0, index) for name, t in stacked.items()}
         num_examples, ids = num_examples.index_select(0, index), tuple(ids[i] for i in order)
-        if hasattr(self.strategy, "aggregate_stacked"):
-            updates = StackedUpdates(stacked, num_examples.to(torch.float64), ids)
-            if self.tamper is not None:
-                updates = self.tamper(self.params, updates)
-            return self.strategy.aggregate_stacked(self.params, updates)
-        updates = [
-            Update({name: t[c] for name, t in stacked.items()}, int(num_examples[c]), client_id=ids[c])
-            for c in range(len(ids))
-        ]
-        return self.strategy.aggregate(self.params, updates)
+        updates = StackedUpdates(stacked, num_examples.to(torch.float64), ids)
+        if self.tamper is not None:
+            updates = self.tamper(self.params, updates)
+        return aggregate_stacked(self.strategy, self.params, updates)

@@ -1,7 +1,7 @@
 """governance: policy versions, proposals and votes replace the one-shot approvals
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 
 Approvals signed the old approval message, not a vote statement, so they cannot become votes: the table is
 dropped, and at its next start the hub opens a ``run_project`` proposal for every project that has none
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
