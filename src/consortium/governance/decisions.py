@@ -44,6 +44,7 @@ from itertools import groupby
 from consortium.governance.policy import (
     DATA_KINDS,
     SUBJECT_KINDS,
+    Electorate,
     ConsortiumPolicy,
     KindRule,
     ProposalKind,
@@ -114,10 +115,13 @@ class Proposal:
     must_approve: frozenset[str] = frozenset()
     subject: str | None = None
     withdrawn_at: datetime | None = None
+    advisory: frozenset[str] = frozenset()
+    """Orgs that may vote although their votes are not counted (the members outside a data-owner
+    electorate): their votes are recorded and shown, never tallied."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", ProposalKind(self.kind))
-        for name in ("electorate", "veto_holders", "must_approve"):
+        for name in ("electorate", "veto_holders", "must_approve", "advisory"):
             object.__setattr__(self, name, frozenset(getattr(self, name)))
         _aware(self.opened_at, "opened_at")
         if self.withdrawn_at is not None:
@@ -136,6 +140,11 @@ class Proposal:
     def voters(self) -> frozenset[str]:
         """Every org that may vote: the electorate, the veto holders and the required approvers."""
         return self.electorate | self.veto_holders | self.must_approve
+
+    @property
+    def may_vote(self) -> frozenset[str]:
+        """The voters and the advisory voters."""
+        return self.voters | self.advisory
 
 
 def open_proposal(
@@ -159,11 +168,14 @@ def open_proposal(
         raise ValueError(f"{kind} has no data owners")
     veto = {VetoHolders.none: frozenset(), VetoHolders.data_owners: owners,
             VetoHolders.subject: frozenset({subject} if subject else ())}[rule.veto]
+    members = frozenset(admitted) - {subject}
+    electorate = owners if rule.electorate == Electorate.data_owners else members
     return Proposal(
         kind=kind,
         rule=rule,
         opened_at=opened_at,
-        electorate=frozenset(admitted) - {subject},
+        electorate=electorate,
+        advisory=members - electorate - veto,
         veto_holders=veto,
         must_approve=owners if rule.data_owners_must_approve else frozenset(),
         subject=subject,
@@ -345,7 +357,7 @@ def decide(proposal: Proposal, votes: Iterable[Vote], now: datetime) -> Outcome:
 
 def can_vote(proposal: Proposal, votes: Iterable[Vote], org: str, now: datetime) -> str | None:
     """None when ``org`` may vote now, else why not (not a voter, withdrawn, closed, already decided)."""
-    if org not in proposal.voters:
+    if org not in proposal.may_vote:
         if org == proposal.subject:
             return f"{org} does not vote on a proposal about itself"
         return f"{org} is not in the electorate of this proposal"

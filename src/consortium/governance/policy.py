@@ -65,6 +65,18 @@ class VetoHolders(StrEnum):
     subject = "subject"
 
 
+class Electorate(StrEnum):
+    """Whose votes a rule counts.
+
+    - ``members``: every org admitted when the proposal opened (less the org it is about).
+    - ``data_owners``: only the owners of the data the proposal uses (``run_project``, ``release_model``);
+      the other members may still vote, and their votes are shown, but not counted (advisory).
+    """
+
+    members = "members"
+    data_owners = "data_owners"
+
+
 class KindRule(BaseModel):
     """How one kind of proposal is decided.
 
@@ -76,6 +88,8 @@ class KindRule(BaseModel):
     - ``window_s``: seconds from opening to closing (at most one year); a vote cast at or after closing
       never counts.
     - ``veto``: which orgs may block the proposal alone (:class:`VetoHolders`). A veto rejects at once.
+    - ``electorate``: whose votes count (:class:`Electorate`): the members, or only the data owners (the
+      other members' votes are then advisory).
     - ``data_owners_must_approve``: every data owner must vote yes for the proposal to pass; an owner who
       has not voted keeps it open until the window closes. (With ``veto=data_owners`` an owner's no
       also rejects at once; without it, an owner may still turn a no into a yes before closing.)
@@ -88,6 +102,7 @@ class KindRule(BaseModel):
     strict: bool = False
     window_s: int = Field(gt=0, le=MAX_WINDOW_S)
     veto: VetoHolders = VetoHolders.none
+    electorate: Electorate = Electorate.members
     data_owners_must_approve: bool = False
 
     @model_validator(mode="after")
@@ -116,7 +131,8 @@ class ConsortiumPolicy(BaseModel):
             rule = self.rule(kind)
             if rule.veto == VetoHolders.subject and kind not in CONSENT_KINDS:
                 raise ValueError(f"{kind}: only admit_org and reinstate_org may give their subject a veto")
-            owners_vote = rule.veto == VetoHolders.data_owners or rule.data_owners_must_approve
+            owners_vote = (rule.veto == VetoHolders.data_owners or rule.data_owners_must_approve
+                           or rule.electorate == Electorate.data_owners)
             if owners_vote and kind not in DATA_KINDS:
                 raise ValueError(f"{kind}: only run_project and release_model have data owners")
         return self
@@ -138,8 +154,9 @@ class ConsortiumPolicy(BaseModel):
 def default_policy() -> ConsortiumPolicy:
     """The demo consortium's policy (version 1).
 
-    - ``run_project``: every data owner must approve (and an owner's no is a veto); any other member may
-      vote too, and the yes must be at least half of the yes and no votes; no quorum. Seven days.
+    - ``run_project``: the data owners decide: every one must approve (an owner's no is a veto), so their
+      unanimous yes runs the project at once; any other member may vote too, and its vote is shown but not
+      counted (advisory). Seven days.
     - ``release_model``: data owners hold a veto; at least half yes, no quorum. Seven days.
     - ``admit_org``, ``suspend_org``, ``reinstate_org``: half of the members vote, and strictly more than
       half of the yes and no votes are yes (a tie fails). Seven days.
@@ -155,7 +172,7 @@ def default_policy() -> ConsortiumPolicy:
         reinstate_org=membership,
         run_project=KindRule(
             quorum=0.0, threshold=0.5, window_s=week, veto=VetoHolders.data_owners,
-            data_owners_must_approve=True,
+            electorate=Electorate.data_owners, data_owners_must_approve=True,
         ),
         release_model=KindRule(quorum=0.0, threshold=0.5, window_s=week, veto=VetoHolders.data_owners),
         change_policy=KindRule(quorum=2 / 3, threshold=2 / 3, window_s=2 * week),

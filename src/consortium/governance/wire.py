@@ -67,6 +67,7 @@ class ProposalOut(Wire):
     electorate: list[str]
     veto_holders: list[str]
     must_approve: list[str] = Field(description="orgs whose yes the proposal needs")
+    advisory: list[str] = Field(description="orgs that may vote, their votes shown but not counted")
     opened_at: datetime
     closes_at: datetime
     decided_at: datetime | None

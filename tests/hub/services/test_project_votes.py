@@ -106,7 +106,8 @@ def test_owners_vote_yes_and_the_project_may_run(session: Session, project) -> N
     proposal = project_service.current_proposal(session, row)
     assert proposal.status == "passed" and row.status == "approved"
     decided = entries(session, "proposal.decided")[-1]
-    assert decided["status"] == "passed" and decided["votes"] == {"north": "yes", "south": "yes", "west": "no"}
+    assert decided["status"] == "passed" and decided["votes"] == {"north": "yes", "south": "yes"}
+    assert proposal.advisory == ["west"], "west owns no data: its no is shown, not counted"
     assert decided["hub_id"] == hub_identity.hub_id(session)
     with pytest.raises(Conflict, match="is passed: it takes no more votes"):
         vote(session, row, *orgs["south"], choice="no")

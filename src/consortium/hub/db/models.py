@@ -179,6 +179,8 @@ class Proposal(Base):
     electorate: Mapped[list[Any]]
     veto_holders: Mapped[list[Any]]
     must_approve: Mapped[list[Any]]
+    advisory: Mapped[list[Any]]
+    """Orgs that may vote without their votes being counted (members outside a data-owner electorate)."""
     """Orgs whose yes the proposal needs (a ``run_project``'s data owners under the default policy)."""
     opened_at: Mapped[datetime] = mapped_column(default=utcnow)
     closes_at: Mapped[datetime]

@@ -13,6 +13,7 @@ from consortium.governance.decisions import ProposalStatus
 from consortium.governance.policy import ConsortiumPolicy, ProposalKind
 from consortium.hub.db.models import Dataset, Org, Project, ProjectDataset, Proposal
 from consortium.hub.services import ledger, policy as policies
+from consortium.hub.services.proposal_records import close_as_withdrawn
 
 ADMITTED = "admitted"
 SUSPENDED = "suspended"
@@ -51,8 +52,6 @@ def _set_org_status(session: Session, row: Proposal, expected: str, status: str,
 def drop_from_open_projects(session: Session, org: Org, reason: str) -> None:
     """Withdraw the open ``run_project`` proposals that use the org's data, naming why: a suspended org's
     data leaves every project that has not been decided yet."""
-    from consortium.hub.services.proposals import close_as_withdrawn
-
     uses = select(ProjectDataset.project_id).join(Dataset, Dataset.id == ProjectDataset.dataset_id) \
         .where(Dataset.org_id == org.id)
     for row in session.scalars(select(Proposal).where(

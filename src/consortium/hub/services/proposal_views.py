@@ -25,7 +25,7 @@ def to_out(session: Session, row: Proposal, now: datetime | None = None) -> Prop
         content=statements.proposal_content(hub_identity.hub_id(session), row.kind, row.subject),
         content_hash=row.content_hash, proposer=row.proposer, status=row.status,
         reason=row.reason or result.reason, policy_version=row.policy_version, electorate=row.electorate,
-        veto_holders=row.veto_holders, must_approve=row.must_approve, opened_at=row.opened_at, closes_at=row.closes_at,
+        veto_holders=row.veto_holders, must_approve=row.must_approve, advisory=row.advisory, opened_at=row.opened_at, closes_at=row.closes_at,
         decided_at=row.decided_at,
         votes=[VoteOut(org=v.org.name, choice=v.choice, reason=v.reason, cast_at=v.cast_at,
                        signature=v.signature, counted=v.org.name in voters) for v in votes],

@@ -25,7 +25,8 @@ from consortium.governance.decisions import Outcome, ProposalStatus, Vote as Cas
 from consortium.governance.decisions import Proposal as ProposalFacts
 from consortium.governance.policy import SUBJECT_KINDS, ProposalKind
 from consortium.hub.db.models import Org, Project, Proposal, Vote
-from consortium.hub.services import hub_identity, hub_key, ledger, policy as policies
+from consortium.hub.services import hub_identity, hub_key, ledger, proposal_effects, policy as policies
+from consortium.hub.services.proposal_records import close_as_withdrawn, scope_of
 from consortium.hub.services.access import can_see_project, is_admin
 from consortium.hub.services.errors import BadRequest, Conflict, Forbidden, NotFound
 from consortium.hub.services.identity import Principal
@@ -37,10 +38,6 @@ PROJECT_KINDS = (ProposalKind.run_project, ProposalKind.release_model)
 
 def _now(now: datetime | None) -> datetime:
     return now if now is not None else datetime.now(UTC)
-
-
-def scope_of(row: Proposal) -> ledger.Scope:
-    return ledger.project_scope(row.project_id) if row.project_id is not None else ledger.MEMBERS
 
 
 def open_proposal(
@@ -56,7 +53,8 @@ def open_proposal(
     row = Proposal(
         kind=kind.value, subject=subject, content_hash=statements.content_hash(content), proposer=proposer,
         status=ProposalStatus.open.value, policy_version=version, electorate=sorted(opened.electorate),
-        veto_holders=sorted(opened.veto_holders), must_approve=sorted(opened.must_approve), opened_at=now,
+        veto_holders=sorted(opened.veto_holders), must_approve=sorted(opened.must_approve),
+        advisory=sorted(opened.advisory), opened_at=now,
         closes_at=opened.closes_at, project_id=project_id, org_id=org_id, model_id=model_id, reason="",
     )
     session.add(row)
@@ -65,6 +63,7 @@ def open_proposal(
                   {"proposal_id": row.id, "kind": kind.value, "subject": subject,
                    "content_hash": row.content_hash, "policy_version": version, "electorate": row.electorate,
                    "veto_holders": row.veto_holders, "must_approve": row.must_approve,
+                   "advisory": row.advisory,
                    "closes_at": row.closes_at.isoformat()}, scope=scope_of(row))
     settle(session, row, now)
     return row
@@ -78,6 +77,7 @@ def facts(session: Session, row: Proposal) -> ProposalFacts:
         electorate=frozenset(row.electorate), veto_holders=frozenset(row.veto_holders),
         must_approve=frozenset(row.must_approve),
         subject=row.subject.get("org") if kind in SUBJECT_KINDS else None, withdrawn_at=row.withdrawn_at,
+        advisory=frozenset(row.advisory),
     )
 
 
@@ -98,8 +98,6 @@ def outcome(session: Session, row: Proposal, now: datetime | None = None) -> Out
 def settle(session: Session, row: Proposal, now: datetime | None = None) -> Outcome:
     """Decide an open proposal if the rules now can: write its status, the hub's signed outcome, a ledger
     entry and its effect. A decided proposal is never decided again. The caller commits."""
-    from consortium.hub.services import proposal_effects
-
     result = outcome(session, row, now)
     if row.status != ProposalStatus.open.value or result.status == ProposalStatus.open:
         return result
@@ -138,7 +136,7 @@ def can_see(session: Session, actor: Principal, row: Proposal) -> bool:
     """Project proposals to the project's participants and to the proposal's voters (who see its subject:
     project name, spec hash, test set hash; the project itself stays the participants'); membership and
     policy proposals to every member."""
-    if actor.org_name is not None and actor.org_name in voters(row):
+    if actor.org_name is not None and actor.org_name in {*voters(row), *row.advisory}:
         return True
     if row.project_id is not None:
         project = session.get(Project, row.project_id)
@@ -220,17 +218,6 @@ def withdraw(session: Session, actor: Principal, proposal_id: int, reason: str =
     close_as_withdrawn(session, row, actor.label, reason or "withdrawn by the proposer", now)
     session.commit()
     return row
-
-
-def close_as_withdrawn(session: Session, row: Proposal, actor: str, reason: str,
-                       now: datetime | None = None) -> None:
-    """Withdraw an open proposal (by its proposer, or superseded by a new version of its subject)."""
-    now = _now(now)
-    row.withdrawn_at, row.decided_at = now, now
-    row.status, row.reason = ProposalStatus.withdrawn.value, reason
-    ledger.record(session, "proposal.withdrawn", actor,
-                  {"proposal_id": row.id, "content_hash": row.content_hash, "reason": reason},
-                  scope=scope_of(row))
 
 
 def project_proposal(session: Session, project: Project) -> Proposal | None:

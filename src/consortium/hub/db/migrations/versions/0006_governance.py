@@ -39,6 +39,7 @@ def upgrade() -> None:
         sa.Column("electorate", sa.JSON(), nullable=False),
         sa.Column("veto_holders", sa.JSON(), nullable=False),
         sa.Column("must_approve", sa.JSON(), nullable=False),
+        sa.Column("advisory", sa.JSON(), nullable=False),
         sa.Column("opened_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("closes_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("decided_at", sa.DateTime(timezone=True), nullable=True),
