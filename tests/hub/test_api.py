@@ -22,7 +22,7 @@ from consortium.launch import HubProcess, start_hub
 from consortium.ledger_audit import verify_from_hub
 from consortium.codec import encode_tensors, encode_update
 from consortium.protocol import TaskResult, UpdateMeta
-from consortium.scenario import ORGS, DigitsConsortium, approve_as, digits_spec, provision_digits
+from consortium.scenario import ORGS, DigitsConsortium, approve_as, digits_spec, provision_digits, vote_as
 
 pytestmark = pytest.mark.e2e
 
@@ -161,29 +161,44 @@ def test_project_with_bad_hyperparameters_is_rejected(env: DigitsConsortium) -> 
         expect_error(422, "lr", admin.create_project, spec)
 
 
-def test_second_approval_by_same_org_is_409(env: DigitsConsortium) -> None:
+def test_a_second_vote_replaces_the_first_and_a_decided_proposal_takes_none(env: DigitsConsortium) -> None:
     with env.hub.client() as admin:
-        project = admin.create_project(digits_spec("approve-twice", ORGS[:2], rounds=2))
-    approve_as(env.org_dirs[ORGS[0]], env.hub.url, project)
+        project = admin.create_project(digits_spec("vote-twice", ORGS[:2], rounds=2))
+    pid = project["proposal_id"]
+    vote_as(env.org_dirs[ORGS[0]], env.hub.url, pid, "abstain")
+    vote_as(env.org_dirs[ORGS[0]], env.hub.url, pid, "yes")
+    with env.hub.client() as admin:
+        shown = admin.proposal(pid)
+    assert [(v["org"], v["choice"]) for v in shown["votes"]] == [(ORGS[0], "yes")] and shown["status"] == "open"
+    vote_as(env.org_dirs[ORGS[1]], env.hub.url, pid, "yes")
     before = ledger_size(env.hub)
-    err = expect_error(409, "already approved", approve_as, env.org_dirs[ORGS[0]], env.hub.url, project)
-    assert ORGS[0] in err.detail
+    err = expect_error(409, "is passed: it takes no more votes", vote_as, env.org_dirs[ORGS[0]], env.hub.url,
+                       pid, "no")
+    assert err.fields.get("status") == "passed"
     assert ledger_size(env.hub) == before
 
 
-def test_approval_by_org_outside_the_project_is_404(env: DigitsConsortium) -> None:
+def test_a_vote_on_a_project_the_org_cannot_read_is_refused(env: DigitsConsortium) -> None:
     with env.hub.client() as admin:
         project = admin.create_project(digits_spec("not-yours", ORGS[:2], rounds=2))
     expect_error(404, f"no project {project['id']}", approve_as, env.org_dirs[ORGS[2]], env.hub.url, project)
 
 
-def test_approval_by_the_proposing_org_without_data_is_403(env: DigitsConsortium) -> None:
+def test_a_member_without_data_in_the_project_votes_advisory(env: DigitsConsortium) -> None:
     with env.org_client(ORGS[2]) as proposer:
         project = proposer.create_project(digits_spec("proposed-not-owned", ORGS[:2], rounds=2))
-    expect_error(403, "owns no dataset", approve_as, env.org_dirs[ORGS[2]], env.hub.url, project)
+    vote_as(env.org_dirs[ORGS[2]], env.hub.url, project["proposal_id"], "no")
+    with env.org_client(ORGS[2]) as proposer:
+        shown = proposer.proposal(project["proposal_id"])
+    assert shown["advisory"] == [ORGS[2]] and shown["electorate"] == sorted(ORGS[:2])
+    assert shown["votes"][0]["counted"] is False and shown["status"] == "open"
+    for org in ORGS[:2]:
+        approve_as(env.org_dirs[org], env.hub.url, project)
+    with env.org_client(ORGS[2]) as proposer:
+        assert proposer.proposal(project["proposal_id"])["status"] == "passed"
 
 
-def test_run_before_approvals_is_409(env: DigitsConsortium) -> None:
+def test_run_before_the_owners_voted_is_409(env: DigitsConsortium) -> None:
     with env.hub.client() as admin:
         project = admin.create_project(digits_spec("too-early", ORGS, rounds=2))
         approve_as(env.org_dirs[ORGS[0]], env.hub.url, project)
