@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -18,9 +19,10 @@ from consortium.scenario import ORGS, digits_spec, provision_digits
 runner = CliRunner()
 
 
-def consortium(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+def consortium(*args: str, timeout: float = 300, columns: int | None = None) -> subprocess.CompletedProcess:
+    env = None if columns is None else {**os.environ, "COLUMNS": str(columns)}
     return subprocess.run([sys.executable, "-m", "consortium", *args], capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, env=env)
 
 
 def test_dataset_add_names_a_missing_target_column(tmp_path: Path) -> None:
@@ -69,38 +71,76 @@ def test_ledger_verify_names_the_first_tampered_entry(tmp_path: Path) -> None:
 
 
 @pytest.mark.e2e
-def test_project_approve_shows_hub_and_test_set_asks_and_records_them(tmp_path: Path) -> None:
+def test_vote_shows_what_it_signs_asks_and_records_a_yes(tmp_path: Path) -> None:
     hub = start_hub(tmp_path / "hub")
     try:
         consortium_ = provision_digits(hub, tmp_path, ORGS[:2])
         with hub.client() as admin:
-            project = admin.create_project(digits_spec("cli-approve", ORGS[:2], rounds=1))
+            project = admin.create_project(digits_spec("cli-vote", ORGS[:2], rounds=1))
             test_set = admin.put_test_set(project["id"], consortium_.test_set_bytes())["sha256"]
             hub_id = admin.health()["hub_id"]
+            proposal = admin.proposal(admin.project(project["id"])["proposal_id"])
         north, south = (consortium_.org_dirs[org] for org in ORGS[:2])
-        approve = ["project", "approve", str(project["id"]), "--hub", hub.url, "--org-dir"]
+        pid = proposal["id"]
+        vote = ["vote", str(pid), "yes", "--hub", hub.url, "--org-dir"]
 
-        declined = runner.invoke(app, [*approve, str(north)], input="n\n")
+        declined = runner.invoke(app, [*vote, str(north)], input="n\n")
         assert declined.exit_code == 1, declined.output
-        assert f"hub              {hub_id}" in declined.output
-        assert f"test set sha256  {test_set}" in declined.output
-        assert f"spec sha256      {project['spec_hash']}" in declined.output
-        assert not (north / "approvals.json").exists()
-
-        signed = runner.invoke(app, [*approve, str(north)], input="y\n")
-        assert signed.exit_code == 0, signed.output
-        assert f"{ORGS[0]} approved project {project['id']} (hub {hub_id}" in signed.output
-        assert json.loads((north / "approvals.json").read_text())[str(project["id"])] == {
-            "spec_hash": project["spec_hash"], "test_set_sha256": test_set, "hub_id": hub_id}
-
-        unasked = runner.invoke(app, [*approve, str(south), "--yes"])
-        assert unasked.exit_code == 0, unasked.output
+        assert f"proposal {pid} (run_project, open) on hub {hub_id}" in declined.output
+        assert f"content sha256   {proposal['content_hash']} (recomputed here)" in declined.output
+        assert test_set in declined.output and project["spec_hash"] in declined.output
+        assert f"Sign a 'yes' vote for {ORGS[0]}?" in declined.output
+        assert "no vote: nothing was signed" in declined.output
+        assert not (north / "votes.json").exists()
         with hub.client() as admin:
-            shown = admin.project(project["id"])
-        assert (shown["status"], shown["approved_orgs"]) == ("approved", sorted(ORGS[:2]))
+            assert admin.proposal(pid)["votes"] == []
 
-        again = runner.invoke(app, [*approve, str(south), "--yes"])
-        assert again.exit_code == 2 and "already approved" in again.output
+        signed = runner.invoke(app, [*vote, str(north), "--reason", "fair use of our share"], input="y\n")
+        assert signed.exit_code == 0, signed.output
+        assert f"{ORGS[0]} voted yes on proposal {pid}" in signed.output
+        assert json.loads((north / "votes.json").read_text())[str(project["id"])] == {
+            "spec_hash": project["spec_hash"], "test_set_sha256": test_set, "hub_id": hub_id,
+            "proposal_id": pid, "content_hash": proposal["content_hash"]}
+
+        unasked = runner.invoke(app, [*vote, str(south), "--yes"])
+        assert unasked.exit_code == 0, unasked.output
+        assert "Sign a" not in unasked.output
+        with hub.client() as admin:
+            shown, decided = admin.project(project["id"]), admin.proposal(pid)
+        assert (shown["status"], shown["approved_orgs"]) == ("approved", sorted(ORGS[:2]))
+        assert decided["status"] == "passed"
+        assert [(v["org"], v["choice"], v["reason"]) for v in decided["votes"]] == [
+            (ORGS[0], "yes", "fair use of our share"), (ORGS[1], "yes", "")]
+
+        again = runner.invoke(app, [*vote, str(south), "--yes"])
+        assert again.exit_code == 2, again.output
+        told = " ".join(again.output.split())
+        assert f"proposal {pid} is passed: it takes no more votes (HTTP 409)" in told
+
+        # A wide terminal, so that the table shows whole names and tallies.
+        listed = consortium("proposal", "list", "--hub", hub.url, "--org-dir", str(north), columns=240)
+        assert listed.returncode == 0, listed.stderr
+        rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in listed.stdout.splitlines()
+                if line.startswith("│")]
+        by_id = {int(row[0]): row[1:6] for row in rows}
+        assert by_id[pid] == ["run_project", "cli-vote", "passed", f"{ORGS[0]}:yes, {ORGS[1]}:yes", "-"]
+        assert by_id[project["proposal_id"]][:3] == ["run_project", "cli-vote", "withdrawn"]
+        admitted = [row for row in by_id.values() if row[0] == "admit_org"]
+        assert [(row[1], row[2]) for row in admitted] == [(ORGS[0], "passed"), (ORGS[1], "passed")]
+        only_open = consortium("proposal", "list", "--status", "open", "--hub", hub.url, "--token",
+                               hub.admin_token, columns=240)
+        assert only_open.returncode == 0 and "cli-vote" not in only_open.stdout, only_open.stdout
+
+        shown_cli = runner.invoke(app, ["proposal", "show", str(pid), "--hub", hub.url, "--token",
+                                        hub.admin_token])
+        assert shown_cli.exit_code == 0, shown_cli.output
+        document = json.loads(shown_cli.output)
+        assert (document["id"], document["status"], document["content_hash"]) == (
+            pid, "passed", proposal["content_hash"])
+        assert document["outcome"]["votes"] == {ORGS[0]: "yes", ORGS[1]: "yes"}
+        missing = runner.invoke(app, ["proposal", "show", "999999", "--hub", hub.url, "--token",
+                                      hub.admin_token])
+        assert missing.exit_code == 2 and "no proposal 999999 (HTTP 404)" in missing.output
     finally:
         hub.stop()
 

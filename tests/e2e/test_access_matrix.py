@@ -3,8 +3,11 @@
 A real hub (SQLite or PostgreSQL) with three orgs, a steward and a researcher in each, a researcher without an
 org, and the admin. Project P1 trains on north's private dataset and south's members dataset (proposed by
 north's researcher), P2 on east's dataset only (proposed by east's steward); both run to completion on real
-node processes. East also holds a private environment. Every route must be probed here or listed in
-``NOT_OBJECT_SCOPED`` with the reason, so a new route cannot slip past the matrix.
+node processes after their data owners voted yes. East also holds a private environment. A fourth org, west,
+is admitted by the votes of the three after both projects' proposals opened, so it is neither a participant
+nor a voter of them: a project's proposals reach its participants and the members that were asked (voters
+and advisory voters), nobody else. An admission proposal for a fifth org stays open. Every route must be
+probed here or listed in ``NOT_OBJECT_SCOPED`` with the reason, so a new route cannot slip past the matrix.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from consortium import crypto
 from consortium.client import HubClient
 from consortium.hub.db.models import LedgerEntry, Org, Run, Task
 from consortium.hub.db.session import make_engine, session_factory
-from consortium.launch import HubProcess, Process, start_hub, start_node
+from consortium.launch import HubProcess, Process, provision_org, start_hub, start_node
 from consortium.ledger.chain import ChainedEntry, verify_chain
 from consortium.node import actions
 from consortium.node.environments import prepare_environment
@@ -35,9 +38,11 @@ from consortium.scenario import ORGS, DigitsConsortium, approve_as, digits_spec,
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 NORTH, SOUTH, EAST = ORGS
+WEST, APPLICANT = "west-hospital", "applicant-lab"
 
 NOT_OBJECT_SCOPED = {
-    ("GET", "/api/health"): "liveness, code version and the hub's id (what approvals name); no member data",
+    ("GET", "/api/health"): "liveness, code version, the hub's id (what votes name) and public key; "
+                            "no member data",
     ("GET", "/api/me"): "the caller's own identity",
     ("POST", "/api/enrol"): "anonymous by design; a node proves itself with a one-time enrolment token",
     ("POST", "/api/datasets"): "registers a card of the caller's own org; names no other object",
@@ -59,10 +64,21 @@ class Caller:
     token: str | None = None
     identity: crypto.OrgIdentity | None = None
     admin: bool = False
+    role: str | None = None
 
     @property
     def anonymous(self) -> bool:
         return self.token is None and self.identity is None
+
+    @property
+    def label(self) -> str:
+        """How the hub names the caller (a proposal's proposer)."""
+        return f"org:{self.org}" if self.identity is not None else f"user:{self.name}"
+
+    @property
+    def acts_for_org(self) -> bool:
+        """An org's key or one of its stewards: who may vote, and propose as a member."""
+        return self.org is not None and (self.identity is not None or self.role == "steward")
 
 
 @dataclass
@@ -77,6 +93,25 @@ class Scene:
     tasks: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Ballot:
+    """A proposal as the admin reads it: what decides who may see it and act on it."""
+
+    id: int
+    kind: str
+    project_id: int | None
+    proposer: str
+    voters: frozenset[str]
+    advisory: frozenset[str]
+    status: str
+
+    @classmethod
+    def of(cls, row: dict) -> Ballot:
+        return cls(row["id"], row["kind"], row["subject"].get("project_id"), row["proposer"],
+                   frozenset(row["electorate"] + row["veto_holders"] + row["must_approve"]),
+                   frozenset(row["advisory"]), row["status"])
+
+
 @dataclass
 class World:
     hub: HubProcess
@@ -87,6 +122,7 @@ class World:
     vault: dict
     arena: dict
     http: httpx.Client
+    ballots: list[Ballot]
 
     def send(self, caller: Caller, method: str, path: str, body: bytes = b"",
              content_type: str | None = None) -> httpx.Response:
@@ -99,6 +135,24 @@ class World:
 
     def scenes(self) -> list[Scene]:
         return [self.p1, self.p2]
+
+    def scene(self, project_id: int) -> Scene:
+        return next(s for s in self.scenes() if s.id == project_id)
+
+    def ballot(self, proposal_id: int) -> Ballot:
+        return next(b for b in self.ballots if b.id == proposal_id)
+
+    def sees(self, caller: Caller, ballot: Ballot) -> bool:
+        """A project's proposal: its participants and the orgs asked to vote on it (counted or advisory); a
+        membership proposal: every member."""
+        if ballot.project_id is None:
+            return member(caller)
+        asked = ballot.voters | ballot.advisory
+        return takes_part(caller, self.scene(ballot.project_id)) or caller.org in asked
+
+    def sees_subject(self, caller: Caller, scene: Scene) -> bool:
+        """Whether the caller may read what a proposal of ``scene`` names (the project's name)."""
+        return any(self.sees(caller, b) for b in self.ballots if b.project_id == scene.id)
 
 
 def takes_part(caller: Caller, scene: Scene) -> bool:
@@ -130,18 +184,39 @@ def wait_done(client: HubClient, run_id: int, timeout: float = 300.0) -> dict:
     raise AssertionError(f"run {run_id} did not finish within {timeout}s")
 
 
-def make_callers(hub: HubProcess, consortium: DigitsConsortium) -> list[Caller]:
-    callers = [Caller("anonymous"), Caller("admin", token=hub.admin_token, admin=True)]
+def make_callers(hub: HubProcess, org_dirs: dict[str, Path], outsiders: bool = True) -> list[Caller]:
+    """Each org's key, steward and researcher; with ``outsiders`` also anonymous, the admin and a researcher
+    without an org."""
+    callers = [Caller("anonymous"), Caller("admin", token=hub.admin_token, admin=True)] if outsiders else []
     with hub.client() as admin:
-        for org in ORGS:
-            identity = crypto.load_org_identity(consortium.org_dirs[org])
+        for org, org_dir in org_dirs.items():
+            identity = crypto.load_org_identity(org_dir)
             callers.append(Caller(f"{org} key", org, identity=identity))
             for role in ("steward", "researcher"):
                 token = admin.create_user(f"{org}-{role}", role, org)["token"]
-                callers.append(Caller(f"{org}-{role}", org, token=token))
-        loner = admin.create_user("lone-researcher", "researcher")["token"]
-        callers.append(Caller("lone-researcher", token=loner))
+                callers.append(Caller(f"{org}-{role}", org, token=token, role=role))
+        if outsiders:
+            loner = admin.create_user("lone-researcher", "researcher")["token"]
+            callers.append(Caller("lone-researcher", token=loner, role="researcher"))
     return callers
+
+
+def read_ballots(hub: HubProcess, scenes: list[Scene]) -> list[Ballot]:
+    """Every proposal, with the facts the matrix relies on checked: each project's proposals ask its data
+    owners (counted) and the other members of the time (advisory), never west, admitted later."""
+    with hub.client() as admin:
+        ballots = [Ballot.of(row) for row in admin.proposals()]
+    owners = {scenes[0].id: {NORTH, SOUTH}, scenes[1].id: {EAST}}
+    for ballot in ballots:
+        if ballot.project_id is not None:
+            assert ballot.voters == owners[ballot.project_id], ballot
+            assert ballot.advisory == set(ORGS) - owners[ballot.project_id], ballot
+    assert sorted((b.kind, b.project_id, b.status) for b in ballots if b.project_id is not None) == sorted(
+        [("run_project", scenes[0].id, "withdrawn"), ("run_project", scenes[0].id, "passed"),
+         ("run_project", scenes[1].id, "passed")])
+    [pending] = [b for b in ballots if b.status == "open"]
+    assert (pending.kind, pending.voters) == ("admit_org", {*ORGS, WEST})
+    return ballots
 
 
 def record_tasks(db_url: str, scenes: list[Scene]) -> None:
@@ -172,7 +247,7 @@ def world(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
                                     visibility="private", private_physics=True)
         with consortium.org_client(EAST) as east:
             east.register_environment(arena.card)
-        callers = make_callers(hub, consortium)
+        callers = make_callers(hub, consortium.org_dirs)
         token = {c.name: c.token for c in callers}
         with HubClient(hub.url, token=token[f"{NORTH}-researcher"]) as proposer:
             spec = digits_spec(f"p1-{tag}", [NORTH, SOUTH], rounds=2,
@@ -198,9 +273,17 @@ def world(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         for node in nodes:
             node.stop()
         record_tasks(module_db_url, scenes)
+        west_dir = workdir / "orgs" / WEST
+        with hub.client() as admin:
+            # two yes of three pass the admission (a third vote would come after the decision)
+            voters = {org: consortium.org_dirs[org] for org in (NORTH, SOUTH)}
+            provision_org(admin, hub.url, west_dir, WEST, voters=voters)
+            admin.create_org(APPLICANT)
+        callers += make_callers(hub, {WEST: west_dir}, outsiders=False)
+        ballots = read_ballots(hub, scenes)
         arena_out = {"name": arena.card.name, "sha256": arena.card.physics_sha256}
         with httpx.Client(base_url=hub.url, trust_env=False, timeout=30.0) as http:
-            yield World(hub, module_db_url, callers, scenes[0], scenes[1], vault, arena_out, http)
+            yield World(hub, module_db_url, callers, scenes[0], scenes[1], vault, arena_out, http, ballots)
     finally:
         for node in nodes:
             node.stop()
@@ -223,6 +306,8 @@ class Probe:
     body: bytes = b""
     content_type: str | None = None
     check: Callable[[Caller, httpx.Response], None] | None = None
+    denied: Callable[[Caller], set[int]] | None = None
+    """The answer a refused (authenticated) caller gets, when not the route's usual one."""
 
     @property
     def path(self) -> str:
@@ -289,8 +374,17 @@ def read_probes(w: World) -> list[Probe]:
 
     def orgs(caller: Caller, response: httpx.Response) -> None:
         assert response.status_code == 200, response.text
-        assert [o["name"] for o in response.json()] == list(ORGS)
+        assert [(o["name"], o["status"]) for o in response.json()] == [
+            *((org, "admitted") for org in (*ORGS, WEST)), (APPLICANT, "proposed")]
         assert all(set(o) == set(OrgOut.model_fields) for o in response.json())
+
+    def proposals(scene: Scene | None) -> Callable[[Caller], set[int]]:
+        return lambda c: {b.id for b in w.ballots
+                          if w.sees(c, b) and (scene is None or b.project_id == scene.id)}
+
+    for ballot in w.ballots:
+        probes.append(Probe("GET", "/api/proposals/{proposal_id}", (lambda b: lambda c: w.sees(c, b))(ballot),
+                            {"proposal_id": ballot.id}))
 
     def next_task(caller: Caller, response: httpx.Response) -> None:
         assert response.status_code == 204, (caller.name, response.text[:300])
@@ -303,6 +397,10 @@ def read_probes(w: World) -> list[Probe]:
         Probe("GET", "/api/datasets", everyone, check=list_check(datasets, ref)),
         Probe("GET", "/api/environments", everyone, check=list_check(environments, ref)),
         Probe("GET", "/api/orgs", everyone, check=orgs),
+        Probe("GET", "/api/proposals", everyone, check=list_check(proposals(None), lambda p: p["id"])),
+        Probe("GET", "/api/proposals", everyone, query=f"?project_id={w.p1.id}",
+              check=list_check(proposals(w.p1), lambda p: p["id"])),
+        Probe("GET", "/api/policy", everyone),
         Probe("GET", "/api/ledger", everyone, query="?limit=10000"),
         Probe("GET", "/api/ledger/head", everyone),
         Probe("GET", "/api/node/tasks/next", lambda c: c.identity is not None, query="?wait=0",
@@ -314,25 +412,41 @@ def read_probes(w: World) -> list[Probe]:
 def write_probes(w: World) -> list[Probe]:
     """Writes that name an object; only callers outside it are sent (they must change nothing)."""
     admin_only = lambda c: c.admin  # noqa: E731
+    may_propose = lambda c: c.admin or c.acts_for_org  # noqa: E731
+    forbidden = lambda c: {403}  # noqa: E731
     spec = digits_spec("probe-private", [NORTH, SOUTH], rounds=1,
                        datasets=[f"{NORTH}/{w.vault['name']}", f"{SOUTH}/digits"])
     probes = [
         Probe("POST", "/api/projects", lambda c: c.org == NORTH,
               body=json.dumps(spec.model_dump(mode="json")).encode(), content_type=JSON),
-        Probe("POST", "/api/orgs", admin_only, body=b'{"name": "intruder"}', content_type=JSON),
+        Probe("POST", "/api/orgs", may_propose, body=b'{"name": "intruder"}', content_type=JSON),
+        Probe("POST", "/api/proposals", may_propose, denied=forbidden, content_type=JSON,
+              body=json.dumps({"kind": "suspend_org", "org": EAST, "reason": "probe"}).encode()),
         Probe("POST", "/api/orgs/{name}/enrolment-tokens", admin_only, {"name": EAST}, body=b"{}",
               content_type=JSON),
         Probe("POST", "/api/users", admin_only, body=b'{"name": "intruder", "role": "researcher"}',
               content_type=JSON),
     ]
+    vote = json.dumps({"choice": "yes", "reason": "", "content_hash": "0" * 64,
+                       "signature": "A" * 86 + "=="}).encode()
+    for ballot in w.ballots:
+        proposal = {"proposal_id": ballot.id}
+
+        def hidden_or_forbidden(c: Caller, b: Ballot = ballot) -> set[int]:
+            return {403} if w.sees(c, b) else {404}
+
+        probes += [
+            Probe("POST", "/api/proposals/{proposal_id}/votes",
+                  (lambda b: lambda c: w.sees(c, b) and c.acts_for_org)(ballot), proposal, body=vote,
+                  content_type=JSON, denied=hidden_or_forbidden),
+            Probe("POST", "/api/proposals/{proposal_id}/withdraw",
+                  (lambda b: lambda c: c.label == b.proposer)(ballot), proposal, body=b'{"reason": "probe"}',
+                  content_type=JSON, denied=hidden_or_forbidden),
+        ]
     for s in w.scenes():
         part = (lambda scene: lambda c: takes_part(c, scene))(s)
-        approval = json.dumps({"spec_hash": "0" * 64, "test_set_sha256": None, "hub_id": "0" * 32,
-                               "signature": "A" * 86 + "=="}).encode()
         project = {"project_id": s.id}
         probes += [
-            Probe("POST", "/api/projects/{project_id}/approvals", part, project, body=approval,
-                  content_type=JSON),
             Probe("PUT", "/api/projects/{project_id}/test-set", part, project, body=b"not safetensors",
                   content_type=SAFETENSORS_MEDIA_TYPE),
             Probe("POST", "/api/projects/{project_id}/runs", part, project, body=b"{}", content_type=JSON),
@@ -356,6 +470,8 @@ def denied_status(caller: Caller, probe: Probe) -> set[int]:
     otherwise 404: an object the caller may not see does not exist for it."""
     if caller.anonymous or (probe.route.startswith("/api/node/") and caller.identity is None):
         return {401}
+    if probe.denied is not None:
+        return probe.denied(caller)
     if probe.route in ("/api/orgs", "/api/orgs/{name}/enrolment-tokens", "/api/users"):
         return {403}
     return {404}
@@ -364,10 +480,11 @@ def denied_status(caller: Caller, probe: Probe) -> set[int]:
 def secrets_of(w: World) -> list[tuple[str, Callable[[Caller], bool]]]:
     """(text, who may read it) for every value that must not reach anyone else."""
     in_p1 = lambda c: takes_part(c, w.p1)  # noqa: E731
-    in_p2 = lambda c: takes_part(c, w.p2)  # noqa: E731
+    asked_p1 = lambda c: w.sees_subject(c, w.p1)  # noqa: E731
+    asked_p2 = lambda c: w.sees_subject(c, w.p2)  # noqa: E731
     east = lambda c: c.org == EAST  # noqa: E731
-    return [(w.vault["name"], in_p1), (w.vault["sha256"], in_p1), (w.p1.name, in_p1), (w.p2.name, in_p2),
-            (w.arena["name"], east), (w.arena["sha256"], east)]
+    return [(w.vault["name"], in_p1), (w.vault["sha256"], in_p1), (w.p1.name, asked_p1),
+            (w.p2.name, asked_p2), (w.arena["name"], east), (w.arena["sha256"], east)]
 
 
 def echoes(probe: Probe, text: str) -> bool:
@@ -429,7 +546,8 @@ def ledger_truth(db_url: str) -> list[LedgerEntry]:
         engine.dispose()
 
 
-MEMBER_EVENTS = {"hub.created", "hub.key", "org.key", "user.created", "org.admitted", "org.enrolment_token_issued", "node.enrolled"}
+MEMBER_EVENTS = {"hub.created", "hub.key", "org.key", "user.created", "org.proposed", "org.admitted",
+                 "org.enrolment_token_issued", "node.enrolled", "policy.adopted"}
 
 
 def audience(w: World, entry: LedgerEntry) -> Callable[[Caller], bool]:
@@ -443,6 +561,14 @@ def audience(w: World, entry: LedgerEntry) -> Callable[[Caller], bool]:
         return lambda c: c.org == EAST
     scenes = {s.id: s for s in w.scenes()}
     runs = {s.run_id: s for s in w.scenes()}
+    if kind.startswith("proposal."):
+        # a project's proposal, its votes and outcome are its participants' record (those asked to vote
+        # read the proposal itself from /api/proposals); membership ones are every member's, as above
+        project_id = (payload["subject"] if kind == "proposal.opened"
+                      else {"project_id": w.ballot(payload["proposal_id"]).project_id}).get("project_id")
+        if project_id is None:
+            return lambda c: True
+        return lambda c: takes_part(c, scenes[project_id])
     assert kind.split(".")[0] in ("project", "run", "round", "task"), f"unclassified ledger event {kind}"
     scene = scenes[payload["project_id"]] if "project_id" in payload else runs[payload["run_id"]]
     return lambda c: takes_part(c, scene)
@@ -472,6 +598,7 @@ def test_writes_by_outsiders_are_refused_and_change_nothing(world: World) -> Non
     admin = next(c for c in world.callers if c.admin)
     before = world.send(admin, "GET", "/api/ledger?limit=10000").json()
     projects = world.send(admin, "GET", "/api/projects").json()
+    proposals = world.send(admin, "GET", "/api/proposals").json()
     refused = 0
     for probe in write_probes(world):
         for caller in world.callers:
@@ -492,3 +619,4 @@ def test_writes_by_outsiders_are_refused_and_change_nothing(world: World) -> Non
     assert {e["event_type"] for e in added} <= {"security.foreign_task"}, added
     assert all(e["actor"].startswith("org:") for e in added), added
     assert world.send(admin, "GET", "/api/projects").json() == projects
+    assert world.send(admin, "GET", "/api/proposals").json() == proposals

@@ -11,6 +11,8 @@ import pytest
 import torch
 
 from consortium.client import HubClient
+from consortium.crypto import verify_signature
+from consortium.governance.statements import outcome_message, vote_message
 from consortium.ledger_audit import verify_from_db, verify_from_hub
 from consortium.launch import restart_hub
 from consortium.model_files import download_model
@@ -68,9 +70,28 @@ def test_three_nodes_train_a_model_with_card_and_ledger(cluster, tmp_path) -> No
 
         report = verify_from_hub(admin)
         assert report.ok, report.reason
-        events = {entry["event_type"] for entry in admin.ledger(limit=10_000)}
-    assert {"org.admitted", "node.enrolled", "dataset.registered", "project.proposed", "project.approved",
-            "run.started", "round.completed", "run.completed"} <= events
+        entries = admin.ledger(limit=10_000)
+        keys = {org["name"]: org["public_key"] for org in admin.orgs()}
+        hub_key = admin.health()["hub_key"]
+        proposal_id = admin.project(project["id"])["proposal_id"]
+    events = {entry["event_type"] for entry in entries}
+    assert {"policy.adopted", "org.proposed", "org.admitted", "node.enrolled", "dataset.registered",
+            "project.proposed", "proposal.opened", "proposal.voted", "proposal.decided", "run.started",
+            "round.completed", "run.completed"} <= events
+    assert "project.approved" not in events
+    # Each owner's yes is its own signed statement in the ledger, and the hub signed the outcome.
+    ours = [e for e in entries if e["event_type"].startswith("proposal.")
+            and e["payload"].get("proposal_id") == proposal_id]
+    voted = [e for e in ours if e["event_type"] == "proposal.voted"]
+    assert sorted(e["payload"]["org"] for e in voted) == sorted(ORGS)
+    for entry in voted:
+        org = entry["payload"]["org"]
+        assert entry["actor"] == f"org:{org}" and entry["payload"]["choice"] == "yes"
+        assert verify_signature(keys[org], vote_message(entry["payload"]), entry["actor_signature"]), org
+    [decided] = [e["payload"] for e in ours if e["event_type"] == "proposal.decided"]
+    assert decided["status"] == "passed" and decided["votes"] == {org: "yes" for org in sorted(ORGS)}
+    statement = {k: v for k, v in decided.items() if k not in ("reason", "signature")}
+    assert verify_signature(hub_key, outcome_message(statement), decided["signature"])
     assert verify_from_db(cluster.hub.db_url or f"sqlite:///{cluster.hub.data_dir / 'hub.db'}").ok
 
 
@@ -125,22 +146,23 @@ def test_hub_sigkilled_mid_run_resumes_to_the_same_params(cluster, scaffold: boo
     assert len({e["payload"]["round"] for e in resumed}) == len(resumed)
 
 
-def test_node_refuses_a_project_its_org_did_not_approve_itself(cluster) -> None:
-    """The hub has an approval signed with south-lab's key, but south-lab's node has no record of it."""
+def test_node_refuses_a_project_its_org_did_not_vote_for_itself(cluster) -> None:
+    """The hub has a yes signed with south-lab's key, but south-lab's node has no record of it."""
     cluster.start_nodes(poll_wait=5.0)
     spec = digits_spec("e2e-refused", ORGS, rounds=2, min_nodes=2, round_timeout=30.0)
     with cluster.hub.client() as admin:
         project = admin.create_project(spec)
     for org in ORGS:
         approve_as(cluster.consortium.org_dirs[org], cluster.hub.url, project)
-    (cluster.consortium.org_dirs["south-lab"] / "approvals.json").unlink()
+    (cluster.consortium.org_dirs["south-lab"] / "votes.json").unlink()
     with cluster.hub.client() as admin:
         run = admin.start_run(project["id"])
         progress = wait_run(admin, run["id"])
         refusals = [e for e in admin.ledger(limit=10_000) if e["event_type"] == "task.refused"]
     assert progress.run.status == "completed", cluster.logs()
     assert all("south-lab/digits" not in r.participants for r in progress.rounds)
-    assert refusals and "has not approved" in refusals[0]["payload"]["reason"]
+    assert refusals and all(r["payload"]["reason"] == f"organisation south-lab has not voted to run project "
+                                                      f"{project['id']}" for r in refusals)
 
 
 def test_federated_kmeans_matches_sklearn_inertia(cluster) -> None:
