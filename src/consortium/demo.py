@@ -1,8 +1,10 @@
 """`consortium demo`: the whole story on one machine.
 
-A hub on SQLite and three organisation nodes as separate processes on 127.0.0.1; scikit-learn's digits split
-non-IID (label-Dirichlet 0.5) across the three orgs, with a held-out test set kept by the project; a project
-approved by the three data owners; FedAvg rounds with a progress bar; the model card; a ledger check.
+A hub on SQLite and three organisation nodes as separate processes on 127.0.0.1, each org admitted by the
+votes of those before it; a fourth org admitted by the members' vote; scikit-learn's digits split non-IID
+(label-Dirichlet 0.5) across the three data owners, with a held-out test set kept by the project; a
+run_project proposal the three owners vote for; FedAvg rounds with a progress bar; the model card; the
+ledger checked (chain, signatures, Merkle root) against the checkpoints a node cosigned.
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from consortium.launch import Process, start_hub, start_node
-from consortium.ledger_audit import verify_from_hub
+from consortium.launch import Process, provision_org, start_hub, start_node
+from consortium.ledger_audit import load_claims, verify_from_hub
 from consortium.model_files import download_model
-from consortium.scenario import ORGS, digits_spec, propose_and_approve, provision_digits
+from consortium.scenario import ORGS, digits_spec, propose_and_approve, provision_digits, vote_as
 from consortium.watch import follow_run
 from consortium.statuses import RunStatus
 
@@ -36,6 +38,29 @@ def _wait_for_ctrl_c(console: Console, hub_url: str) -> None:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+FOURTH_ORG = "west-hospital"
+
+
+def _tally(proposal: dict) -> str:
+    return ", ".join(f"{vote['org']} {vote['choice']}" for vote in proposal["votes"])
+
+
+def admit_fourth_member(hub, workdir: Path, consortium, console: Console) -> None:
+    """A fourth org asks to join; the three members vote (two yes, one no) and it is admitted by a strict
+    majority of the votes cast, as the default policy says."""
+    org_dir = workdir / "orgs" / FOURTH_ORG
+    with hub.client() as admin:
+        provision_org(admin, hub.url, org_dir, FOURTH_ORG)
+        proposal = next(p for p in admin.proposals(status="open", kind="admit_org")
+                        if p["subject"]["org"] == FOURTH_ORG)
+    for org, choice in zip(ORGS, ("yes", "no", "yes"), strict=True):
+        vote_as(consortium.org_dirs[org], hub.url, proposal["id"], choice, f"{org} on admitting {FOURTH_ORG}")
+    with hub.client() as admin:
+        decided = admin.proposal(proposal["id"])
+    console.print(f"{FOURTH_ORG} proposed; members voted "
+                  f"{_tally(decided)}: {decided['status']}")
 
 
 def run_demo(
@@ -65,8 +90,13 @@ def run_demo(
         with hub.client() as admin:
             admin.wait_online(list(ORGS))
         console.print(f"three node processes online: {', '.join(ORGS)}")
+        admit_fourth_member(hub, workdir, consortium, console)
         project = propose_and_approve(consortium, digits_spec("digits-fedavg", ORGS, rounds))
-        console.print(f"project {project['id']} approved by {', '.join(project['required_orgs'])}")
+        with hub.client() as admin:
+            decided = admin.proposal(project["proposal_id"])
+        console.print(f"project {project['id']}: proposal {decided['id']} {decided['status']} "
+                      f"({_tally(decided)}); outcome signed by "
+                      "the hub")
 
         admin = hub.client()
         run = admin.start_run(project["id"])
@@ -93,7 +123,9 @@ def run_demo(
         else:
             summary["error"] = final["error"]
             console.print(f"[red]run failed:[/] {final['error']}")
-        report = verify_from_hub(admin)
+        witnessed = consortium.org_dirs[ORGS[0]] / "checkpoints.jsonl"
+        claims = load_claims(witnessed) if witnessed.exists() else None
+        report = verify_from_hub(admin, claims)
         summary.update(
             ledger_ok=report.ok,
             ledger_entries=report.checked,
@@ -101,7 +133,10 @@ def run_demo(
             elapsed_s=round(time.perf_counter() - started, 2),
             hub_url=hub.url,
         )
-        console.print(f"ledger: {'[green]OK' if report.ok else '[red]BROKEN'}[/] ({report.checked} entries)")
+        against = f", against {len(claims)} checkpoints {ORGS[0]}'s node cosigned" if claims else ""
+        summary["ledger_checkpoints_cosigned"] = len(claims or [])
+        console.print(f"ledger: {'[green]OK' if report.ok else '[red]BROKEN'}[/] ({report.checked} entries, "
+                      f"signatures and Merkle root checked{against})")
         if not report.ok:
             console.print(f"ledger problem: {report.reason}", markup=False)
         if json_path is not None:

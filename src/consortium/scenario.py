@@ -136,14 +136,16 @@ def approve_as(org_dir: Path, hub_url: str, project: dict) -> actions.VoteSubjec
 
 
 def propose_and_approve(consortium: DigitsConsortium, spec: ProjectCreate, with_test_set: bool = True) -> dict:
-    """Create the project as admin, attach the test set, and have every data owner vote yes to run it."""
+    """Create the project as admin, attach the test set, and have every data owner vote yes to run it; the
+    project as it stands then (its ``proposal_id`` is the passed proposal of this version)."""
     with consortium.hub.client() as admin:
         project = admin.create_project(spec)
         if with_test_set:
             admin.put_test_set(project["id"], consortium.test_set_bytes())
     for org in project["required_orgs"]:
         approve_as(consortium.org_dirs[org], consortium.hub.url, project)
-    return project
+    with consortium.hub.client() as admin:
+        return admin.project(project["id"])
 
 
 def digits_spec(name: str, orgs: Sequence[str], rounds: int, **overrides: Any) -> ProjectCreate:
