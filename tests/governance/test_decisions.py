@@ -89,6 +89,17 @@ def test_run_project_data_owners_must_approve_others_may_vote() -> None:
     assert (never.status, never.basis, never.missing) == (ProposalStatus.expired, Basis.approvals, ("b",))
 
 
+def test_a_data_owner_electorate_counts_the_owners_and_hears_the_others() -> None:
+    run = open_proposal(default_policy(), ProposalKind.run_project, T0, "abcde", data_owners=["a"])
+    assert (run.electorate, run.advisory) == ({"a"}, {"b", "c", "d", "e"})
+    assert can_vote(run, [], "d", at(1)) is None, "an advisory member may vote"
+    others_against = [vote("b", N), vote("c", N), vote("d", N)]
+    assert decide(run, others_against, at(2)).status == ProposalStatus.open
+    done = decide(run, [*others_against, vote("a", Y, 2)], at(3))
+    assert (done.status, done.decided_at, done.yes, done.no) == (ProposalStatus.passed, at(2), 1, 0)
+    assert can_vote(run, [vote("a", Y)], "z", at(2)) == "z is not in the electorate of this proposal"
+
+
 def test_others_can_outvote_approving_owners_at_close() -> None:
     p = proposal("abcde", veto="a", must="a")
     outcome = decide(p, [vote("a", Y), vote("b", N), vote("c", N)], AFTER)
