@@ -28,6 +28,8 @@ from consortium.fl.core import LocalData, Params
 from consortium.hub.blobs import BlobStore
 from consortium.hub.db.models import Dataset, LedgerEntry, Org, Project, ProjectDataset, Round, Run, Task
 from consortium.hub.db.session import make_engine, migrate, session_factory
+from consortium.hub.services import hub_identity
+from consortium.hub.services.hub_key import HubKey
 from consortium.hub.events import Broker
 from consortium.hub.live import Answer
 from consortium.hub.routers.runs import deliver_next_task, hand_to_driver
@@ -258,6 +260,7 @@ def provision(
     """A migrated database: the three orgs, each with its 20-row dataset, the approved project and a run."""
     engine = make_engine(f"sqlite:///{db_file}")
     migrate(engine)
+    hub_identity.start(engine, HubKey.generate())
     sessions: sessionmaker[Session] = session_factory(engine)
     schema = {"features": [{"name": "x", "dtype": "float32", "shape": [FEATURES]}],
               "target": {"name": "y", "dtype": "int64"}}
