@@ -181,5 +181,7 @@ def provision_org(
     for proposal in pending:
         for voter, voter_dir in (voters or {}).items():
             with HubClient(hub_url, identity=load_org_identity(voter_dir)) as client:
+                if client.proposal(proposal["id"])["status"] != "open":
+                    break  # decided: the votes cast so far were enough
                 cast_vote(client, voter_dir, proposal["id"], "yes", f"{voter} admits {name}")
     return identity

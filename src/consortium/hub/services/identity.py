@@ -149,6 +149,8 @@ def authenticate_token(session: Session, token: str) -> Principal:
     if row is None or row.revoked_at is not None:
         raise Unauthorized("API token is not valid")
     user = row.user
+    if user.org is not None and user.org.status != "admitted":
+        raise Unauthorized(f"organisation {user.org.name!r} is {user.org.status}: its users cannot act for it")
     return Principal(
         kind="user",
         name=user.name,
