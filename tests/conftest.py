@@ -131,3 +131,40 @@ def _drive_in_process(state, run_id: int, orgs: dict, answer, timeout: float = 1
 def drive_in_process():
     """:func:`_drive_in_process`: a hub run driven in this process, nodes played by a function."""
     return _drive_in_process
+
+
+def _seed_run(sessions, project, orgs: tuple[str, ...], dataset: str, schema: dict, rows: int) -> tuple[int, dict]:
+    """Each org with one dataset of ``rows`` rows (ids in ``orgs`` order), the project already approved, and a
+    run of it: the database a driver test starts from. Returns the run id and each org as a caller."""
+    from consortium.hub.db.models import Dataset, Org, Project, ProjectDataset, Run
+    from consortium.hub.services.identity import Principal
+    from consortium.protocol import Role
+
+    callers, dataset_ids = {}, []
+    with sessions() as session:
+        for name in orgs:
+            org = Org(name=name)
+            session.add(org)
+            session.flush()
+            data = Dataset(org_id=org.id, name=dataset, schema=schema, rows=rows, sha256="0" * 64,
+                           license="CC0-1.0", visibility="members", file_format="csv")
+            session.add(data)
+            session.flush()
+            dataset_ids.append(data.id)
+            callers[name] = Principal(kind="org", name=name, role=Role.steward, org_id=org.id, org_name=name)
+        assert dataset_ids == sorted(dataset_ids)
+        row = Project(name=project.name, spec=project.model_dump(mode="json"), spec_hash="1" * 64,
+                      proposer="admin", status="approved")
+        session.add(row)
+        session.flush()
+        session.add_all([ProjectDataset(project_id=row.id, dataset_id=d) for d in dataset_ids])
+        run = Run(project_id=row.id)
+        session.add(run)
+        session.commit()
+        return run.id, callers
+
+
+@pytest.fixture
+def seed_run():
+    """:func:`_seed_run`: orgs with a dataset each, an approved project and a run, for driver tests."""
+    return _seed_run

@@ -17,7 +17,7 @@ from consortium.fl import scaffold
 from consortium.fl.core import FLError, LocalData, Params, derive_seed
 from consortium.fl.strategies import FedAvg
 from consortium.hub.blobs import BlobStore
-from consortium.hub.db.models import Dataset, Org, Project, ProjectDataset, Run
+from consortium.hub.db.models import Run
 from consortium.hub.db.session import make_engine, migrate, session_factory
 from consortium.hub.services import hub_identity
 from consortium.hub.services.hub_key import HubKey
@@ -27,7 +27,7 @@ from consortium.hub.services.identity import Principal
 from consortium.hub.tensor_cache import TensorCache
 from consortium.plan import RoundAggregate, RunPlan
 from consortium.codec import encode_update
-from consortium.protocol import ProjectCreate, Role, TaskKind, TaskOut, TaskResult, UpdateMeta
+from consortium.protocol import ProjectCreate, TaskKind, TaskOut, TaskResult, UpdateMeta
 from consortium.sim.datasets import SimDataset, load_dataset
 from consortium.sim.engines.loop import LoopEngine
 from consortium.sim.simulation import Simulation, client_ids
@@ -169,33 +169,8 @@ def hub(db_url: str, tmp_path: Path) -> Iterator[tuple[HubState, sessionmaker[Se
     engine.dispose()
 
 
-def enrol(sessions: sessionmaker[Session], project: ProjectCreate) -> tuple[int, dict[str, Principal]]:
-    """The three orgs, each with its 60-row digits dataset (in the order of the simulator's clients), the
-    approved project and a run of it."""
-    schema = {"features": [{"name": "pixels", "dtype": "float32", "shape": [64]}],
-              "target": {"name": "digit", "dtype": "int64"}}
-    orgs, dataset_ids = {}, []
-    with sessions() as session:
-        for name in ORGS:
-            org = Org(name=name)
-            session.add(org)
-            session.flush()
-            data = Dataset(org_id=org.id, name="digits", schema=schema, rows=ROWS, sha256="0" * 64,
-                           license="CC0-1.0", visibility="members", file_format="csv")
-            session.add(data)
-            session.flush()
-            dataset_ids.append(data.id)
-            orgs[name] = Principal(kind="org", name=name, role=Role.steward, org_id=org.id, org_name=name)
-        assert dataset_ids == sorted(dataset_ids)
-        row = Project(name=project.name, spec=project.model_dump(mode="json"), spec_hash="1" * 64,
-                      proposer="admin", status="approved")
-        session.add(row)
-        session.flush()
-        session.add_all([ProjectDataset(project_id=row.id, dataset_id=d) for d in dataset_ids])
-        run = Run(project_id=row.id)
-        session.add(run)
-        session.commit()
-        return run.id, orgs
+DIGITS_SCHEMA = {"features": [{"name": "pixels", "dtype": "float32", "shape": [64]}],
+                 "target": {"name": "digit", "dtype": "int64"}}
 
 
 class Nodes:
@@ -240,14 +215,15 @@ def driven(state: HubState, run_id: int, orgs: dict[str, Principal], nodes: Node
 
 
 @pytest.mark.parametrize("case", sorted(SPECS))
-def test_the_simulator_and_the_hub_driver_give_the_same_params(hub, case: str, drive_in_process) -> None:
+def test_the_simulator_and_the_hub_driver_give_the_same_params(hub, case: str, drive_in_process,
+                                                               seed_run) -> None:
     """Bitwise: the same updates (same rows, seeds and params), aggregated in the same canonical client order
     (the hub's dataset ids sort like the simulator's client ids) and closed by the same ``close_round``."""
     state, sessions = hub
     project = spec(**SPECS[case])
     dataset, parts = clients_data()
     expected = simulated(project, dataset, parts)
-    run_id, orgs = enrol(sessions, project)
+    run_id, orgs = seed_run(sessions, project, ORGS, "digits", DIGITS_SCHEMA, ROWS)
     got = driven(state, run_id, orgs, Nodes(project, state, dataset, parts), drive_in_process)
     assert set(got) == set(expected)
     initial = RunPlan.of(project, 64, 3).init_params()

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from consortium.codec import encode_update
 from consortium.fl.core import LocalData, Params
 from consortium.hub.blobs import BlobStore
-from consortium.hub.db.models import Dataset, LedgerEntry, Org, Project, ProjectDataset, Round, Run, Task
+from consortium.hub.db.models import LedgerEntry, Round, Run, Task
 from consortium.hub.db.session import make_engine, migrate, session_factory
 from consortium.hub.services import hub_identity
 from consortium.hub.services.hub_key import HubKey
@@ -40,7 +40,7 @@ from consortium.hub.services.identity import Principal
 from consortium.hub.state import HubState
 from consortium.hub.tensor_cache import TensorCache
 from consortium.plan import RunPlan
-from consortium.protocol import ProjectCreate, Role, TaskKind, TaskOut, TaskRefusal, TaskResult, UpdateMeta
+from consortium.protocol import ProjectCreate, TaskKind, TaskOut, TaskRefusal, TaskResult, UpdateMeta
 
 ORGS = ("north", "south", "east")
 ROWS, FEATURES, CLASSES = 20, 8, 3
@@ -255,7 +255,7 @@ class Hub:
 
 
 def provision(
-    db_file: Path, project: ProjectCreate
+    db_file: Path, project: ProjectCreate, seed: Callable[..., tuple[int, dict[str, Principal]]]
 ) -> tuple[sessionmaker[Session], int, dict[str, Principal]]:
     """A migrated database: the three orgs, each with its 20-row dataset, the approved project and a run."""
     engine = make_engine(f"sqlite:///{db_file}")
@@ -264,36 +264,17 @@ def provision(
     sessions: sessionmaker[Session] = session_factory(engine)
     schema = {"features": [{"name": "x", "dtype": "float32", "shape": [FEATURES]}],
               "target": {"name": "y", "dtype": "int64"}}
-    orgs, dataset_ids = {}, []
-    with sessions() as session:
-        for name in ORGS:
-            org = Org(name=name)
-            session.add(org)
-            session.flush()
-            data = Dataset(org_id=org.id, name="rows", schema=schema, rows=ROWS, sha256="0" * 64,
-                           license="CC0-1.0", visibility="members", file_format="csv")
-            session.add(data)
-            session.flush()
-            dataset_ids.append(data.id)
-            orgs[name] = Principal(kind="org", name=name, role=Role.steward, org_id=org.id, org_name=name)
-        row = Project(name=project.name, spec=project.model_dump(mode="json"), spec_hash="1" * 64,
-                      proposer="admin", status="approved")
-        session.add(row)
-        session.flush()
-        session.add_all([ProjectDataset(project_id=row.id, dataset_id=d) for d in dataset_ids])
-        run = Run(project_id=row.id)
-        session.add(run)
-        session.commit()
-        return sessions, run.id, orgs
+    run_id, orgs = seed(sessions, project, ORGS, "rows", schema, ROWS)
+    return sessions, run_id, orgs
 
 
 @pytest.fixture
-def hub_for(tmp_path: Path) -> Iterator[Callable[..., Hub]]:
+def hub_for(tmp_path: Path, seed_run) -> Iterator[Callable[..., Hub]]:
     """``hub_for(project)``: a hub on a fresh SQLite file with a run of ``project`` (driver not started)."""
     hubs: list[Hub] = []
 
     def make(project: ProjectCreate) -> Hub:
-        sessions, run_id, orgs = provision(tmp_path / "hub.db", project)
+        sessions, run_id, orgs = provision(tmp_path / "hub.db", project, seed_run)
         hubs.append(Hub(sessions, tmp_path / "blobs", run_id, orgs))
         return hubs[-1]
 
@@ -309,13 +290,13 @@ _REFERENCE: dict[str, Params] = {}
 
 
 @pytest.fixture
-def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, ProjectCreate], Params]:
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory, seed_run) -> Callable[[str, ProjectCreate], Params]:
     """The final params of an uninterrupted run of a project in which every node answers every task once."""
 
     def params(key: str, project: ProjectCreate) -> Params:
         if key not in _REFERENCE:
             where = tmp_path_factory.mktemp("uninterrupted")
-            sessions, run_id, orgs = provision(where / "hub.db", project)
+            sessions, run_id, orgs = provision(where / "hub.db", project, seed_run)
             _REFERENCE[key] = Hub(sessions, where / "blobs", run_id, orgs).start().finish()
             sessions.kw["bind"].dispose()
         return _REFERENCE[key]
