@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -59,6 +60,20 @@ class Org(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class OrgKey(Base):
+    """A key an org holds or held: signatures made before a rotation verify with the key of their time."""
+
+    __tablename__ = "org_keys"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("orgs.id"))
+    key_id: Mapped[str] = mapped_column(String(32), unique=True)
+    public_key: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    retired_at: Mapped[datetime | None]
+    rotation_signature: Mapped[str | None] = mapped_column(String(200))
+    """The retiring key's signature over the rotation to this key (None for an org's first key)."""
+
+
 class EnrolmentToken(Base):
     __tablename__ = "enrolment_tokens"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -86,6 +101,7 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(20))
     org_id: Mapped[int | None] = mapped_column(ForeignKey("orgs.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    active: Mapped[bool] = mapped_column(default=True, server_default=true())
     org: Mapped[Org | None] = relationship()
 
 
@@ -127,6 +143,10 @@ class Dataset(Base):
     environment: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     license: Mapped[str] = mapped_column(String(200))
     visibility: Mapped[str] = mapped_column(String(20))
+    process_grant: Mapped[Any] = mapped_column(JSON, nullable=True)
+    """A ``Grant.dump()`` value; None: every member may process it."""
+    download_grant: Mapped[Any] = mapped_column(JSON, nullable=True)
+    """A ``Grant.dump()`` value; None: nobody but the owner may download it."""
     file_format: Mapped[str] = mapped_column(String(20))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     org: Mapped[Org] = relationship()
@@ -272,6 +292,15 @@ class Model(Base):
     card: Mapped[dict[str, Any]]
     card_markdown: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    version: Mapped[int | None] = mapped_column(Integer)
+    """The n-th model of its project's line (one per finished run)."""
+    status: Mapped[str] = mapped_column(String(20), default="trained", server_default="trained")
+    """``trained`` until a ``release_model`` proposal passes, then ``released`` (card and rights frozen)."""
+    release_proposal_id: Mapped[int | None] = mapped_column(Integer)
+    released_at: Mapped[datetime | None]
+    visibility: Mapped[str | None] = mapped_column(String(20))
+    process_grant: Mapped[Any] = mapped_column(JSON, nullable=True)
+    download_grant: Mapped[Any] = mapped_column(JSON, nullable=True)
     project: Mapped[Project] = relationship()
 
 
