@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from consortium.fl.core import LocalData
+from consortium.fl.core import FLError, LocalData
 from consortium.protocol import ColumnSchema, DatasetSchema
 from consortium.table_hash import NUMPY_DTYPES, canonical_sha256, schema_columns
 
@@ -35,7 +35,7 @@ _CSV_FLOAT_OPTIONS: dict[str, Any] = (
 )
 
 
-class DatasetError(ValueError):
+class DatasetError(FLError):
     """A data file, schema or registration problem; the message names the file, column or field at fault."""
 
 

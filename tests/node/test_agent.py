@@ -168,3 +168,15 @@ def test_a_diverged_evaluation_is_refused_as_an_fl_error(node, monkeypatch) -> N
     transport.queue.append((task, params))
     assert agent.step()
     assert transport.refusals[7].startswith("local error: the local evaluation cannot be sent: metrics.loss")
+
+
+def test_a_dataset_file_changed_since_registration_refuses_the_task_with_the_reason(node) -> None:
+    """A changed data file is the owner's problem, not the hub's: the node refuses the task (naming the
+    file) instead of retrying it with back-off."""
+    agent, transport, spec, tmp_path = node
+    frame = pd.read_csv(tmp_path / "digits.csv")
+    frame.iloc[:40].to_csv(tmp_path / "digits.csv", index=False)
+    params = Classifier().init(parse_hyperparams(Classifier(), HYPERPARAMETERS), 64, seed=0)
+    run_task(agent, transport, spec, 1, 1, scaffold.with_control(params, scaffold.zero_control(params)))
+    assert "changed since it was registered" in transport.refusals[1]
+    assert not transport.uploads
