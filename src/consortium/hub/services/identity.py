@@ -169,7 +169,7 @@ class TokenCache:
     """API token -> its user's principal, remembered for ``ttl_s`` so that a user's requests skip a query.
 
     Only valid tokens are cached (by their hash). A revocation, deactivation or role change made through this
-    hub process :meth:`forget`\ s the user's tokens at once; on other hub processes it takes effect within
+    hub process :meth:`forget` drops the user's tokens at once; on other hub processes it takes effect within
     ``ttl_s`` seconds. At most ``max_entries`` are kept: when full, the cache starts afresh.
     """
 
@@ -209,7 +209,7 @@ class KeyCache:
 
     Only admitted keys are cached (a newly enrolled key is found at once); a suspension takes effect within
     ``ttl_s`` seconds, also on other hub replicas; a key rotated away through this hub process is
-    :meth:`forget`\ ten at once (within ``ttl_s`` on others).
+    dropped at once by :meth:`forget` (within ``ttl_s`` on others).
     """
 
     def __init__(self, ttl_s: float = 5.0) -> None:

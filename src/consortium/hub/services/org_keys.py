@@ -23,9 +23,9 @@ from consortium.ledger.signatures import ActorSignature
 
 
 def rotate(session: Session, actor: Principal, org_name: str, public_key: str, signature: str,
-           now: datetime) -> Org:
+           now: datetime) -> tuple[Org, str]:
     """Replace the org's key by ``public_key``, ``signature`` being its current key's over the rotation
-    statement; the old key id is retired. 403 for anyone but the org itself (by a signed request), 422 for a
+    statement; the org and the id of the key it retired (for the caller's key cache to forget). 403 for anyone but the org itself (by a signed request), 422 for a
     malformed key or a signature that does not verify, 409 for a key already used. Nothing is written on
     failure."""
     if actor.kind != "org":
@@ -63,7 +63,7 @@ def rotate(session: Session, actor: Principal, org_name: str, public_key: str, s
     session.execute(update(Node).where(Node.org_id == org.id).values(key_id=new_key_id)
                     .execution_options(synchronize_session=False))
     session.commit()
-    return org
+    return org, old_key_id
 
 
 def history(session: Session, org: Org) -> list[OrgKey]:
