@@ -93,7 +93,7 @@ def outcome_statement(
         raise ValueError("proposal_id must be a positive integer")
     if not isinstance(status, str) or not status:
         raise ValueError("status must be a non-empty string")
-    if any(choice not in CHOICES for choice in votes.values()):
+    if not isinstance(votes, dict) or any(choice not in CHOICES for choice in votes.values()):
         raise ValueError("votes must map org names to yes, no or abstain")
     return {"type": OUTCOME_TYPE, "hub_id": hub_id, "proposal_id": proposal_id,
             "content_hash": content_hash, "status": status, "decided_at": decided_at,

@@ -90,7 +90,7 @@ class RunDriver:
             project = run.project
             self.spec = ProjectCreate.model_validate(project.spec)
             self.project_id, self.project_name, self.spec_hash = project.id, project.name, project.spec_hash
-            self.messages = ProjectMessages.of(project, self.spec)
+            self.messages = ProjectMessages.of(session, project, self.spec)
             sources = project_service.project_datasets(session, project)
             self.participants = [
                 Participant(d.id, f"{d.org.name}/{d.name}", d.org_id, d.org.name, d.license, d.sha256, d.rows)

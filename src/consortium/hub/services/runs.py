@@ -134,7 +134,7 @@ def claim_next(
         return message
     task = session.get(Task, row.id)
     run = session.get(Run, task.run_id)
-    return ProjectMessages.of(run.project).task(
+    return ProjectMessages.of(session, run.project).task(
         task_id=task.id, kind=TaskKind(task.kind), run_id=task.run_id,
         round_number=session.get(Round, task.round_id).number, dataset=task.dataset.name,
         params_sha256=task.params_sha256, seed=task.seed)

@@ -1,14 +1,22 @@
 """The task messages nodes receive (:class:`consortium.protocol.TaskOut`): composed once per project version
 by the run driver when it opens a phase (the long poll's fast path), or from the database for a task the
-driver's board does not hold (:func:`consortium.hub.services.runs.claim_next`)."""
+driver's board does not hold (:func:`consortium.hub.services.runs.claim_next`).
+
+Each carries the hub's signed outcome of the project's passed ``run_project`` proposal, read once per run (per
+:class:`ProjectMessages`), so that the node can check the decision itself before it touches data.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.orm import Session
+
+from consortium.governance.decisions import ProposalStatus
 from consortium.hub.db.models import Project
+from consortium.hub.services.proposals import project_proposal
 from consortium.hub.live import TaskRow
 from consortium.protocol import ProjectCreate, TaskKind, TaskOut
 from consortium.statuses import TaskStatus
@@ -30,11 +38,18 @@ class ProjectMessages:
     spec_hash: str
     spec: ProjectCreate
     test_set_sha256: str | None
+    outcome: dict[str, Any] | None = None
+    outcome_signature: str | None = None
 
     @classmethod
-    def of(cls, project: Project, spec: ProjectCreate | None = None) -> ProjectMessages:
+    def of(cls, session: Session, project: Project, spec: ProjectCreate | None = None) -> ProjectMessages:
+        """The project's messages, with the signed outcome of its newest ``run_project`` proposal if that
+        passed (without one the node refuses the tasks)."""
+        proposal = project_proposal(session, project)
+        passed = proposal is not None and proposal.status == ProposalStatus.passed.value
         return cls(project.id, project.spec_hash, spec or ProjectCreate.model_validate(project.spec),
-                   project.test_set_sha256)
+                   project.test_set_sha256, proposal.outcome if passed else None,
+                   proposal.outcome_signature if passed else None)
 
     def task(self, *, task_id: int, kind: TaskKind, run_id: int, round_number: int, dataset: str,
              params_sha256: str | None, seed: int) -> TaskOut:
@@ -42,7 +57,7 @@ class ProjectMessages:
             id=task_id, kind=kind, run_id=run_id, round=round_number, project_id=self.project_id,
             spec_hash=self.spec_hash, spec=self.spec, dataset=dataset, params_sha256=params_sha256, seed=seed,
             evaluate_first=evaluates_previous_round(kind.value, round_number),
-            test_set_sha256=self.test_set_sha256,
+            test_set_sha256=self.test_set_sha256, outcome=self.outcome, outcome_signature=self.outcome_signature,
         )
 
     def phase(self, *, run_id: int, kind: TaskKind, round_number: int, params_sha256: str | None,
