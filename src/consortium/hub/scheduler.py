@@ -217,13 +217,12 @@ class RunDriver:
         return self.state.clock() + timedelta(seconds=self.spec.round_timeout)
 
     def _active_participants(self) -> list[Participant]:
-        """Datasets whose node has not been dropped, or has polled again since it was."""
-        active = []
-        for p in self.participants:
-            dropped = self.dropped_at.get(p.org_id)
-            if dropped is None or self.state.presence.get(p.org_id, 0.0) > dropped:
-                active.append(p)
-        return active
+        """Datasets of admitted orgs whose node has not been dropped, or has polled again since it was."""
+        with self.state.sessions() as session:
+            admitted = run_store.admitted(session, {p.org_id for p in self.participants})
+        return [p for p in self.participants if p.org_id in admitted and (
+            self.dropped_at.get(p.org_id) is None
+            or self.state.presence.get(p.org_id, 0.0) > self.dropped_at[p.org_id])]
 
     def _fit_params_sha(self, params: Params) -> str:
         """What the round's fit tasks carry: the global params, plus the server's control variate with
