@@ -58,7 +58,8 @@ def test_a_rotated_key_keeps_the_node_training_and_the_ledger_verifying(cluster)
         assert json.loads((north_dir / "org.json").read_text())["key_id"] == new.key_id
         assert (north_dir / KEY_FILE).stat().st_mode & 0o077 == 0
         keys = admin.org_keys(NORTH)
-        assert [(k["key_id"], k["retired_at"] is None) for k in keys] == [(old.key_id, False), (new.key_id, True)]
+        assert [(k["key_id"], k["retired_at"] is None) for k in keys] == [
+            (old.key_id, False), (new.key_id, True)]
         assert {o["name"]: o["key_id"] for o in admin.orgs()}[NORTH] == new.key_id
         with HubClient(cluster.hub.url, identity=old_identity(north_dir)) as stale, \
                 pytest.raises(HubError) as refused:
@@ -82,6 +83,7 @@ def test_a_rotated_key_keeps_the_node_training_and_the_ledger_verifying(cluster)
             assert time.monotonic() < deadline, "north's witness stopped cosigning after the rotation"
             time.sleep(1.0)
 
-    verified = consortium_cli("ledger", "verify", "--hub", cluster.hub.url, "--token", cluster.hub.admin_token,
+    verified = consortium_cli("ledger", "verify", "--hub", cluster.hub.url,
+                              "--token", cluster.hub.admin_token,
                               "--against", str(north_dir / "checkpoints.jsonl"))
     assert verified.returncode == 0 and "ledger OK" in verified.stdout, verified.stdout + verified.stderr

@@ -58,5 +58,6 @@ FIELDS = {"hub_id": st.sampled_from(["ab" * 16, "cd" * 16]), "org": st.sampled_f
 @given(first=st.fixed_dictionaries(FIELDS), second=st.fixed_dictionaries(FIELDS))
 def test_a_signature_covers_exactly_one_hub_org_and_pair_of_keys(first: dict, second: dict) -> None:
     signature = OLD.sign(statements.key_rotation_message(statement(**first)))
-    verifies = verify_signature(OLD.public_key_b64, statements.key_rotation_message(statement(**second)), signature)
+    message = statements.key_rotation_message(statement(**second))
+    verifies = verify_signature(OLD.public_key_b64, message, signature)
     assert verifies == (first == second)

@@ -77,7 +77,7 @@ def test_the_precheck_needs_no_body(tmp_path: Path) -> None:
             crypto.precheck_request(bad, now, known.get)
 
 
-def test_a_revoked_token_or_deactivated_user_is_refused_at_once_though_the_gate_cached_it(tmp_path: Path) -> None:
+def test_a_revoked_token_or_a_deactivated_user_is_refused_at_once_despite_the_cache(tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 
     admin = {"Authorization": "Bearer csm_" + "b" * 40}
@@ -86,7 +86,8 @@ def test_a_revoked_token_or_deactivated_user_is_refused_at_once_though_the_gate_
         for name in ("rex", "ida"):
             created = http.post("/api/users", json={"name": name, "role": "researcher"}, headers=admin)
             assert created.status_code == 201
-        rex = {"Authorization": f"Bearer {http.post('/api/users/rex/tokens', json={}, headers=admin).json()['token']}"}
+        issued = http.post("/api/users/rex/tokens", json={}, headers=admin).json()
+        rex = {"Authorization": f"Bearer {issued['token']}"}
         ida = {"Authorization": f"Bearer {created.json()['token']}"}
         assert http.get("/api/me", headers=rex).status_code == 200  # now in the gate's cache
         assert http.get("/api/me", headers=ida).status_code == 200

@@ -67,7 +67,8 @@ def user_new_token(name: str, hub: HubOpt, token: TokenOpt = None) -> None:
 @app.command("revoke-token")
 def user_revoke_token(
     name: str, hub: HubOpt, token: TokenOpt = None,
-    token_id: Annotated[int | None, typer.Option("--id", help="the token to revoke (see `user tokens`)")] = None,
+    token_id: Annotated[int | None, typer.Option(
+        "--id", help="the token to revoke (see `user tokens`)")] = None,
     all_tokens: Annotated[bool, typer.Option("--all", help="revoke every token of the user")] = False,
 ) -> None:
     """Revoke one API token (--id) or all of a user's (--all); a revoked token gets 401 at once."""

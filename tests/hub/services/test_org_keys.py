@@ -74,7 +74,8 @@ def test_a_rotation_hands_over_to_the_new_key_and_old_signatures_still_verify(se
     assert retired == old.key_id and (org.key_id, org.public_key) == (new.key_id, new.public_key_b64)
     assert set(session.scalars(select(Node.key_id))) == {new.key_id}
     history = org_keys.history(session, org)
-    assert [(k.key_id, k.retired_at is not None) for k in history] == [(old.key_id, True), (new.key_id, False)]
+    assert [(k.key_id, k.retired_at is not None) for k in history] == [
+        (old.key_id, True), (new.key_id, False)]
     assert history[1].rotation_signature is not None
     entry = session.scalar(select(LedgerEntry).where(LedgerEntry.event_type == "org.key_rotated"))
     assert entry.payload["old_key_id"] == old.key_id and entry.payload["key_id"] == new.key_id

@@ -25,9 +25,9 @@ from consortium.ledger.signatures import ActorSignature
 def rotate(session: Session, actor: Principal, org_name: str, public_key: str, signature: str,
            now: datetime) -> tuple[Org, str]:
     """Replace the org's key by ``public_key``, ``signature`` being its current key's over the rotation
-    statement; the org and the id of the key it retired (for the caller's key cache to forget). 403 for anyone but the org itself (by a signed request), 422 for a
-    malformed key or a signature that does not verify, 409 for a key already used. Nothing is written on
-    failure."""
+    statement; the org and the id of the key it retired (for the caller's key cache to forget). 403 for
+    anyone but the org itself (by a signed request), 422 for a malformed key or a signature that does not
+    verify, 409 for a key already used. Nothing is written on failure."""
     if actor.kind != "org":
         raise Forbidden("a key rotation is a signed request of the organisation, made with its current key")
     ledger.lock(session)
@@ -54,7 +54,8 @@ def rotate(session: Session, actor: Principal, org_name: str, public_key: str, s
                   actor_signature=ActorSignature(old_key_id, signature))
     retired = session.scalar(select(OrgKey).where(OrgKey.key_id == old_key_id))
     if retired is None:  # an org whose key predates the key history
-        retired = OrgKey(org_id=org.id, key_id=old_key_id, public_key=org.public_key, created_at=org.created_at)
+        retired = OrgKey(org_id=org.id, key_id=old_key_id, public_key=org.public_key,
+                         created_at=org.created_at)
         session.add(retired)
     retired.retired_at = now
     session.add(OrgKey(org_id=org.id, key_id=new_key_id, public_key=public_key, created_at=now,

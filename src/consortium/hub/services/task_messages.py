@@ -57,7 +57,8 @@ class ProjectMessages:
             id=task_id, kind=kind, run_id=run_id, round=round_number, project_id=self.project_id,
             spec_hash=self.spec_hash, spec=self.spec, dataset=dataset, params_sha256=params_sha256, seed=seed,
             evaluate_first=evaluates_previous_round(kind.value, round_number),
-            test_set_sha256=self.test_set_sha256, outcome=self.outcome, outcome_signature=self.outcome_signature,
+            test_set_sha256=self.test_set_sha256, outcome=self.outcome,
+            outcome_signature=self.outcome_signature,
         )
 
     def phase(self, *, run_id: int, kind: TaskKind, round_number: int, params_sha256: str | None,
