@@ -24,6 +24,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "governance": ("hub", "node", "sim", "client", *TOP),
     "protocol": ("hub", "node", "sim", "client", *TOP),
     "ledger_wire": ("hub", "node", "sim", "client", *TOP),
+    "members_wire": ("hub", "node", "sim", "client", *TOP),
     "crypto": ("hub", "node", "sim", "fl", "client", *TOP),
     "hub": ("node", "sim", "client", *TOP),
     "node": ("hub", "sim", *TOP),

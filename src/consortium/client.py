@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from consortium.crypto import OrgIdentity, SignedAuth
+from consortium.crypto import OrgIdentity, OrgKeyFile, SignedAuth
 from consortium.codec import decode_tensors, safetensors_metadata
 from consortium.governance.wire import ProposalCreate, VoteIn
 from consortium.protocol import (
@@ -64,12 +64,12 @@ class HubClient:
         base_url: str,
         *,
         token: str | None = None,
-        identity: OrgIdentity | None = None,
+        identity: OrgIdentity | OrgKeyFile | None = None,
         timeout: float = 30.0,
     ) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        auth = SignedAuth(identity) if identity is not None else None
-        self.identity = identity
+        self._identity = identity
+        auth = SignedAuth(lambda: self.identity) if identity is not None else None
         # TCP_NODELAY: headers and body go out as separate small writes; with Nagle's algorithm the body would
         # wait for the server's delayed ACK (40 ms on Linux) on every upload.
         transport = httpx.HTTPTransport(socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
@@ -77,6 +77,14 @@ class HubClient:
             base_url=base_url.rstrip("/"), headers=headers, auth=auth, timeout=timeout, trust_env=False,
             transport=transport,
         )
+
+    @property
+    def identity(self) -> OrgIdentity | None:
+        """The org identity requests are signed with (from a key file: its current key, after a rotation the
+        new one)."""
+        if isinstance(self._identity, OrgKeyFile):
+            return self._identity.identity()
+        return self._identity
 
     def close(self) -> None:
         self.http.close()
@@ -132,6 +140,31 @@ class HubClient:
 
     def create_user(self, name: str, role: str, org: str | None = None) -> dict:
         return self.post_json("/api/users", {"name": name, "role": role, "org": org})
+
+    def rotate_key(self, org: str, public_key: str, signature: str) -> dict:
+        """Hand the org over to a new key (an org-signed client, signing with the current key)."""
+        return self.post_json(f"/api/orgs/{org}/keys", {"public_key": public_key, "signature": signature})
+
+    def org_keys(self, org: str) -> list[dict]:
+        return self.get_json(f"/api/orgs/{org}/keys")
+
+    def users(self) -> list[dict]:
+        return self.get_json("/api/users")
+
+    def update_user(self, name: str, *, role: str | None = None, active: bool | None = None) -> dict:
+        body = {k: v for k, v in {"role": role, "active": active}.items() if v is not None}
+        return self.request("PATCH", f"/api/users/{name}", json=body).json()
+
+    def tokens(self, name: str) -> list[dict]:
+        return self.get_json(f"/api/users/{name}/tokens")
+
+    def issue_token(self, name: str) -> dict:
+        return self.post_json(f"/api/users/{name}/tokens", {})
+
+    def revoke_tokens(self, name: str, token_id: int | None = None) -> list[dict]:
+        """Revoke one of the user's tokens, or (``token_id`` None) all of them; the tokens revoked now."""
+        path = f"/api/users/{name}/tokens" + (f"/{token_id}" if token_id is not None else "")
+        return self.request("DELETE", path).json()
 
     # ---------------------------------------------------------------- data and projects
     def register_dataset(self, card: DatasetCardIn) -> dict:

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from consortium.atomic import write_bytes_atomic, write_json_atomic
+
 import httpx
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -193,6 +195,79 @@ def load_org_identity(directory: Path) -> OrgIdentity:
     return identity
 
 
+NEW_KEY_FILE = "org.key.new"
+OLD_KEY_FILE = "org.key.old"
+
+
+def stage_new_key(directory: Path, org_name: str) -> OrgIdentity:
+    """A fresh key pair for a rotation, written to ``org.key.new`` (mode 0600, created exclusively) so that it
+    is not lost should the process die after the hub accepted it. ``FileExistsError`` when an earlier rotation
+    left one (it may be the key the hub now holds: look at ``consortium org keys`` before removing it)."""
+    path = Path(directory) / NEW_KEY_FILE
+    identity = OrgIdentity.from_private_key(org_name, Ed25519PrivateKey.generate())
+    pem = identity.private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise FileExistsError(
+            f"{path} exists: an earlier key rotation did not finish. If the hub lists its key id as the org's "
+            "current key, adopt it by hand (move it to org.key and update org.json); else remove it"
+        ) from None
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(pem)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return identity
+
+
+def adopt_new_key(directory: Path, new: OrgIdentity) -> None:
+    """Make the staged key (:func:`stage_new_key`) the org's key once the hub accepted the rotation: the old
+    private key is kept as ``org.key.old``, ``org.key.new`` replaces ``org.key`` in one rename, then
+    ``org.json`` names the new public key."""
+    directory = Path(directory)
+    write_bytes_atomic(directory / OLD_KEY_FILE, (directory / KEY_FILE).read_bytes())
+    os.replace(directory / NEW_KEY_FILE, directory / KEY_FILE)
+    write_json_atomic(directory / IDENTITY_FILE,
+                      {"org": new.org, "public_key": new.public_key_b64, "key_id": new.key_id})
+
+
+def discard_new_key(directory: Path) -> None:
+    """Remove a staged key the hub refused."""
+    (Path(directory) / NEW_KEY_FILE).unlink(missing_ok=True)
+
+
+class OrgKeyFile:
+    """The org identity in a directory, reloaded when its files change (a key rotation by another process), so
+    that a running node signs with the new key from its next request. While the two files disagree (mid
+    rotation) the identity loaded last is kept."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self._stamp: tuple[int, ...] | None = None
+        self._identity = load_org_identity(self.directory)
+        self._stamp = self._files_stamp()
+
+    def _files_stamp(self) -> tuple[int, ...] | None:
+        try:
+            stats = [os.stat(self.directory / name) for name in (KEY_FILE, IDENTITY_FILE)]
+        except OSError:
+            return None
+        return tuple(value for st in stats for value in (st.st_ino, st.st_mtime_ns, st.st_size))
+
+    def identity(self) -> OrgIdentity:
+        """The current identity (one ``stat`` per file when nothing changed)."""
+        stamp = self._files_stamp()
+        if stamp is not None and stamp != self._stamp:
+            try:
+                self._identity = load_org_identity(self.directory)
+            except (FileNotFoundError, ValueError):
+                return self._identity
+            self._stamp = stamp
+        return self._identity
+
+
 # ---------------------------------------------------------------------------------------------- requests
 
 
@@ -315,14 +390,15 @@ class SignedAuth(httpx.Auth):
 
     requires_request_body = True
 
-    def __init__(self, identity: OrgIdentity, clock: Callable[[], float] = time.time) -> None:
-        self.identity = identity
+    def __init__(self, identity: OrgIdentity | Callable[[], OrgIdentity],
+                 clock: Callable[[], float] = time.time) -> None:
+        self.identity = identity if callable(identity) else (lambda: identity)
         self.clock = clock
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         """Add the ``X-Consortium-*`` headers to ``request`` and send it."""
         path = request.url.raw_path.decode("latin-1")
-        headers = sign_request(self.identity, request.method, path, request.content, self.clock())
+        headers = sign_request(self.identity(), request.method, path, request.content, self.clock())
         request.headers.update(headers)
         yield request
 

@@ -348,6 +348,11 @@ class TaskOut(Wire):
         description="SHA-256 of the project's hub-side test set (None: it has none); the node runs only the "
         "version of the project its org approved, test set included",
     )
+    outcome: dict[str, Any] | None = Field(
+        default=None, description="the hub's signed outcome statement of the project's passed run_project "
+        "proposal: the node checks it with the hub key it pinned before it touches data")
+    outcome_signature: str | None = Field(default=None, max_length=200,
+                                          description="the hub's signature over the outcome statement")
 
 
 class TaskResult(Wire):

@@ -75,3 +75,26 @@ def test_the_precheck_needs_no_body(tmp_path: Path) -> None:
     ]:
         with pytest.raises(crypto.SignatureError, match=reason):
             crypto.precheck_request(bad, now, known.get)
+
+
+def test_a_revoked_token_or_a_deactivated_user_is_refused_at_once_despite_the_cache(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    admin = {"Authorization": "Bearer csm_" + "b" * 40}
+    app = create_app(HubSettings.from_args(None, tmp_path / "hub", "csm_" + "b" * 40))
+    with TestClient(app) as http:
+        for name in ("rex", "ida"):
+            created = http.post("/api/users", json={"name": name, "role": "researcher"}, headers=admin)
+            assert created.status_code == 201
+        issued = http.post("/api/users/rex/tokens", json={}, headers=admin).json()
+        rex = {"Authorization": f"Bearer {issued['token']}"}
+        ida = {"Authorization": f"Bearer {created.json()['token']}"}
+        assert http.get("/api/me", headers=rex).status_code == 200  # now in the gate's cache
+        assert http.get("/api/me", headers=ida).status_code == 200
+        revoked = http.delete("/api/users/rex/tokens", headers=admin).json()
+        assert len(revoked) == 2 and all(t["revoked_at"] for t in revoked)
+        assert http.get("/api/me", headers=rex).status_code == 401
+        assert http.patch("/api/users/ida", json={"active": False}, headers=admin).json()["active"] is False
+        refused = http.get("/api/me", headers=ida)
+        assert refused.status_code == 401 and refused.json()["detail"] == "user 'ida' is deactivated"
+        assert http.patch("/api/users/admin", json={"active": False}, headers=admin).status_code == 409

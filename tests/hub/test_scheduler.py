@@ -26,9 +26,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from consortium.codec import encode_update
 from consortium.fl.core import LocalData, Params
 from consortium.hub.blobs import BlobStore
-from consortium.hub.db.models import LedgerEntry, Round, Run, Task
+from consortium.hub.db.models import LedgerEntry, Proposal, Round, Run, Task
 from consortium.hub.db.session import make_engine, migrate, session_factory
-from consortium.hub.services import hub_identity
+from consortium.hub.services import hub_identity, proposal_effects
 from consortium.hub.services.hub_key import HubKey
 from consortium.hub.events import Broker
 from consortium.hub.live import Answer
@@ -365,6 +365,48 @@ def test_with_min_nodes_answers_the_round_still_waits_for_its_deadline(hub_for) 
     (second,) = hub.rounds(2)
     assert set(hub.tasks(second.id)) == {"north", "south"}, "a dropped node is left out until it polls again"
     assert second.metrics["dropped"] == []
+
+
+def suspend(hub: Hub, org: str) -> None:
+    """The effect of a passed ``suspend_org`` proposal about ``org``, as the proposal's settlement writes it."""
+    with hub.state.sessions() as session:
+        proposal_effects.apply(session, Proposal(id=77, kind="suspend_org", org_id=hub.orgs[org].org_id,
+                                                 decided_at=hub.clock.now))
+        session.commit()
+
+
+def test_a_suspended_orgs_tasks_are_cut_and_its_round_closes_without_waiting(hub_for) -> None:
+    """East is suspended mid-round: its open task is closed as refused with the reason (a ``task.cut``
+    entry), the round closes on the others' answers at once (min_nodes=2), and no later phase gives east a
+    task."""
+    hub = hub_for(spec(min_nodes=2, rounds=2)).start()
+    hub.answer_round(("north", "south"))
+    east = hub.task("east")
+    suspend(hub, "east")
+    (first,) = hub.wakeups.until(lambda: (r := hub.rounds(1))[0].status == "closed" and r, "round 1's close")
+    assert hub.clock.now == START, "the round did not wait for its deadline"
+    assert first.metrics["participants"] == ["north/rows", "south/rows"] and first.metrics["dropped"] == [
+        "east/rows"]
+    cut = hub.tasks(first.id)["east"]
+    assert (cut.id, cut.status, cut.error) == (east.id, "refused", "east was suspended (proposal 77)")
+    assert hub.ledger("task.cut") == [{"run_id": hub.run_id, "task_id": east.id, "org": "east",
+                                      "reason": "east was suspended (proposal 77)"}]
+    with pytest.raises(Gone):
+        hub.answer("east", east)
+    hub.finish(("north", "south"))
+    (second,) = hub.rounds(2)
+    assert set(hub.tasks(second.id)) == {"north", "south"}
+
+
+def test_a_suspension_that_leaves_too_few_nodes_fails_the_round_at_once(hub_for) -> None:
+    hub = hub_for(spec(min_nodes=3)).start()
+    hub.answer_round(("north", "south"))
+    hub.task("east")
+    suspend(hub, "east")
+    run = hub.wakeups.until(lambda: (r := hub.run()).status != "running" and r, "the end of the run")
+    assert hub.clock.now == START
+    assert (run.status, run.error) == (
+        "failed", "round 1: 2 of the required min_nodes=3 nodes answered within round_timeout=30.0s")
 
 
 def test_too_few_answers_by_the_deadline_fail_the_run_without_a_retry(hub_for) -> None:

@@ -34,12 +34,13 @@ def user_client(hub: str, token: str | None):
 
 
 def org_client(hub: str, org_dir: Path):
-    """A hub client that signs its requests with the org's key from ``org_dir``."""
+    """A hub client that signs its requests with the org's key from ``org_dir`` (its current one: a key
+    rotated meanwhile is picked up at the next request)."""
     from consortium.client import HubClient
-    from consortium.crypto import load_org_identity
+    from consortium.crypto import OrgKeyFile
 
     try:
-        identity = load_org_identity(org_dir)
+        identity = OrgKeyFile(org_dir)
     except (FileNotFoundError, ValueError) as exc:
         fail(f"--org-dir: {exc}")
     return HubClient(hub, identity=identity)

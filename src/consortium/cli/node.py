@@ -33,6 +33,7 @@ def node(
     from consortium.config import NodeSettings
     from consortium.node.agent import NodeAgent
     from consortium.node.environments import EnvironmentRegistry
+    from consortium.node.hub_pin import PinnedHubKey
     from consortium.node.policy import NodePolicy, VoteBook
     from consortium.node.registry import LocalRegistry
     from consortium.node.witness import start_witness
@@ -50,7 +51,8 @@ def node(
     environments = EnvironmentRegistry(settings.org_dir)
     policy = NodePolicy(org=client.identity.org, votes=VoteBook(settings.org_dir),
                         local_datasets={entry.name for entry in registry.all()},
-                        local_environments={entry.name for entry in environments.all()})
+                        local_environments={entry.name for entry in environments.all()},
+                        hub_key=PinnedHubKey(settings.org_dir, client.health).key)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     agent = NodeAgent(client, registry, policy, poll_wait=settings.poll_wait_s,
                       on_task=lambda t, outcome: logging.info("task %s (%s, run %s, round %s): %s",

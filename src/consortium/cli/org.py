@@ -7,7 +7,18 @@ from typing import Annotated
 
 import typer
 
-from consortium.cli.common import HubOpt, OrgDirOpt, TokenOpt, call, console, fail, print_json, user_client
+from consortium.cli.common import (
+    HubOpt,
+    OptionalOrgDirOpt,
+    OrgDirOpt,
+    TokenOpt,
+    call,
+    console,
+    fail,
+    member_client,
+    print_json,
+    user_client,
+)
 
 app = typer.Typer(no_args_is_help=True, help="Organisation keys, admission and node enrolment.")
 
@@ -60,3 +71,26 @@ def org_enrol(hub: HubOpt, org_dir: OrgDirOpt,
               node_name: Annotated[str, typer.Option("--node-name")] = "node") -> None:
     """Register this org's public key with the hub using a one-time token."""
     print_json(enrol(hub, org_dir, enrol_token, node_name))
+
+
+@app.command("rotate-key")
+def org_rotate_key(hub: HubOpt, org_dir: OrgDirOpt) -> None:
+    """Replace the org's key by a fresh one, signed over by the current key; the running node switches by
+    itself, the old private key stays in ORG_DIR/org.key.old."""
+    from consortium.cli.common import org_client
+    from consortium.node.actions import rotate_org_key
+
+    with org_client(hub, org_dir) as client:
+        old = client.identity.key_id
+        try:
+            new = call(rotate_org_key, client, org_dir)
+        except (FileExistsError, ValueError) as exc:
+            fail(str(exc))
+    console.print(f"org [bold]{new.org}[/] now signs with key {new.key_id} (was {old})")
+
+
+@app.command("keys")
+def org_keys(name: str, hub: HubOpt, token: TokenOpt = None, org_dir: OptionalOrgDirOpt = None) -> None:
+    """Every key an organisation has held, with the signatures that handed over from one to the next."""
+    with member_client(hub, token, org_dir) as client:
+        print_json(call(client.org_keys, name))

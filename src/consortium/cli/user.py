@@ -6,9 +6,9 @@ from typing import Annotated
 
 import typer
 
-from consortium.cli.common import HubOpt, TokenOpt, call, print_json, user_client
+from consortium.cli.common import HubOpt, TokenOpt, call, fail, print_json, user_client
 
-app = typer.Typer(no_args_is_help=True, help="Users and their API tokens (admin).")
+app = typer.Typer(no_args_is_help=True, help="Users, their roles and their API tokens.")
 
 
 @app.command("create")
@@ -19,3 +19,60 @@ def user_create(name: str, hub: HubOpt,
     """Create a user and print its API token (shown once)."""
     with user_client(hub, token) as client:
         print_json(call(client.create_user, name, role, org))
+
+
+@app.command("list")
+def user_list(hub: HubOpt, token: TokenOpt = None) -> None:
+    """List users (the admin: all; a steward: its organisation's)."""
+    with user_client(hub, token) as client:
+        print_json(call(client.users))
+
+
+@app.command("set-role")
+def user_set_role(name: str, role: Annotated[str, typer.Argument(help="admin, steward or researcher")],
+                  hub: HubOpt, token: TokenOpt = None) -> None:
+    """Change a user's role (the admin; a steward inside its organisation, never to admin)."""
+    with user_client(hub, token) as client:
+        print_json(call(client.update_user, name, role=role))
+
+
+@app.command("deactivate")
+def user_deactivate(name: str, hub: HubOpt, token: TokenOpt = None) -> None:
+    """Deactivate a user: its tokens stop working at once (admin)."""
+    with user_client(hub, token) as client:
+        print_json(call(client.update_user, name, active=False))
+
+
+@app.command("reactivate")
+def user_reactivate(name: str, hub: HubOpt, token: TokenOpt = None) -> None:
+    """Reactivate a deactivated user (admin)."""
+    with user_client(hub, token) as client:
+        print_json(call(client.update_user, name, active=True))
+
+
+@app.command("tokens")
+def user_tokens(name: str, hub: HubOpt, token: TokenOpt = None) -> None:
+    """List a user's API tokens (ids and dates, never the secrets): your own, or any user's for the admin."""
+    with user_client(hub, token) as client:
+        print_json(call(client.tokens, name))
+
+
+@app.command("new-token")
+def user_new_token(name: str, hub: HubOpt, token: TokenOpt = None) -> None:
+    """Issue another API token for a user and print it (shown once): your own, or any user's for the admin."""
+    with user_client(hub, token) as client:
+        print_json(call(client.issue_token, name))
+
+
+@app.command("revoke-token")
+def user_revoke_token(
+    name: str, hub: HubOpt, token: TokenOpt = None,
+    token_id: Annotated[int | None, typer.Option(
+        "--id", help="the token to revoke (see `user tokens`)")] = None,
+    all_tokens: Annotated[bool, typer.Option("--all", help="revoke every token of the user")] = False,
+) -> None:
+    """Revoke one API token (--id) or all of a user's (--all); a revoked token gets 401 at once."""
+    if (token_id is None) == (not all_tokens):
+        fail("give exactly one of --id ID or --all")
+    with user_client(hub, token) as client:
+        print_json(call(client.revoke_tokens, name, token_id))

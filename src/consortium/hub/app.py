@@ -23,7 +23,7 @@ from consortium.hub.db.session import make_engine, migrate, session_factory
 from consortium.hub.events import Broker
 from consortium.hub.gate import AuthFailures, Gate, public
 from consortium.hub.limits import BodySizeLimit
-from consortium.hub.routers import admin, governance, ledger, models, projects, runs
+from consortium.hub.routers import admin, governance, ledger, models, projects, runs, users
 from consortium.hub.drivers import Scheduler
 from consortium.hub.state import HubState
 from consortium.hub.services import checkpoints, hub_identity, hub_key, identity, policy, proposals
@@ -110,7 +110,8 @@ def create_app(settings: HubSettings) -> FastAPI:
         return {"status": "ok", "version": state.code_version, "hub_id": hub_id,
                 "hub_key": key.public_key_b64, "hub_key_id": key.key_id}
 
-    routers = (admin.router, projects.router, runs.router, models.router, ledger.router, governance.router)
+    routers = (admin.router, projects.router, runs.router, models.router, ledger.router, governance.router,
+               users.router)
     for router in routers:
         app.include_router(router, responses=ERROR_RESPONSES)
     # The gate matches the routes themselves (recent FastAPI keeps an included router as one lazy entry);
@@ -119,7 +120,7 @@ def create_app(settings: HubSettings) -> FastAPI:
     # Added last runs first: the gate (route, credentials, body limit), then the limit on what is read.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_json_bytes)
     app.add_middleware(Gate, routes=routes, state=state, settings=settings,
-                       failures=app.state.auth_failures, tokens=identity.TokenCache())
+                       failures=app.state.auth_failures, tokens=state.tokens)
     return app
 
 

@@ -31,17 +31,18 @@ from sqlalchemy.orm import Session
 
 from consortium.fl.core import Evaluation, LocalData, Params, Update, derive_seed, weighted_metrics
 from consortium.hub.db.models import Run
-from consortium.hub.live import Answer, LivePhase, TaskRow
+from consortium.hub.live import Answer, LivePhase
 from consortium.hub.phases import OpenPhase, Participant, PhasePlan, RunFailed, StopRequested
 from consortium.hub.services import ledger
-from consortium.hub.services.runs import AnswerRules, evaluates_previous_round
+from consortium.hub.services.runs import AnswerRules
+from consortium.hub.services.task_messages import ProjectMessages
 from consortium.hub.services import models as model_service
 from consortium.hub.services import projects as project_service
 from consortium.hub.services import run_store
 from consortium.hub.state import HubState, org_key, progress_key
 from consortium.plan import RunPlan
 from consortium.codec import decode_tensors, decode_update, encode_tensors
-from consortium.protocol import ProjectCreate, RoundMetrics, TaskKind, TaskOut
+from consortium.protocol import ProjectCreate, RoundMetrics, TaskKind
 from consortium.statuses import RunStatus, TaskStatus
 
 log = logging.getLogger("consortium.scheduler")
@@ -89,6 +90,7 @@ class RunDriver:
             project = run.project
             self.spec = ProjectCreate.model_validate(project.spec)
             self.project_id, self.project_name, self.spec_hash = project.id, project.name, project.spec_hash
+            self.messages = ProjectMessages.of(session, project, self.spec)
             sources = project_service.project_datasets(session, project)
             self.participants = [
                 Participant(d.id, f"{d.org.name}/{d.name}", d.org_id, d.org.name, d.license, d.sha256, d.rows)
@@ -96,7 +98,7 @@ class RunDriver:
             ]
             kinds = {d.id: d.kind for d in sources}
             num_features = project_service.num_features(sources[0].schema)
-            test_sha = self.test_set_sha = project.test_set_sha256
+            test_sha = project.test_set_sha256
             current, params_sha = run.current_round, run.params_sha256
             self.server_state_sha = run.server_state_sha256
             run_store.abandon_open_rounds(session, self.run_id, ledger.project_scope(self.project_id))
@@ -215,13 +217,12 @@ class RunDriver:
         return self.state.clock() + timedelta(seconds=self.spec.round_timeout)
 
     def _active_participants(self) -> list[Participant]:
-        """Datasets whose node has not been dropped, or has polled again since it was."""
-        active = []
-        for p in self.participants:
-            dropped = self.dropped_at.get(p.org_id)
-            if dropped is None or self.state.presence.get(p.org_id, 0.0) > dropped:
-                active.append(p)
-        return active
+        """Datasets of admitted orgs whose node has not been dropped, or has polled again since it was."""
+        with self.state.sessions() as session:
+            admitted = run_store.admitted(session, {p.org_id for p in self.participants})
+        return [p for p in self.participants if p.org_id in admitted and (
+            self.dropped_at.get(p.org_id) is None
+            or self.state.presence.get(p.org_id, 0.0) > self.dropped_at[p.org_id])]
 
     def _fit_params_sha(self, params: Params) -> str:
         """What the round's fit tasks carry: the global params, plus the server's control variate with
@@ -258,16 +259,10 @@ class RunDriver:
         phase = OpenPhase(plan.number, plan.kind, opened.round_id, deadline, LivePhase(opened.task_ids),
                           dict(zip(opened.task_ids, participants, strict=True)), opened_at, started)
         self.state.live[self.run_id] = phase.live
-        for task_id, participant, seed in zip(opened.task_ids, participants, seeds, strict=True):
-            row = TaskRow(task_id, participant.org_id, self.run_id, participant.dataset_id, plan.kind.value,
-                          TaskStatus.pending, plan.params_sha)
-            self.state.board.post(row, TaskOut(
-                id=task_id, kind=plan.kind, run_id=self.run_id, round=plan.number,
-                project_id=self.project_id, spec_hash=self.spec_hash, spec=self.spec,
-                dataset=participant.ref.split("/", 1)[1], params_sha256=plan.params_sha, seed=seed,
-                evaluate_first=evaluates_previous_round(plan.kind.value, plan.number),
-                test_set_sha256=self.test_set_sha,
-            ), deadline)
+        for row, message in self.messages.phase(
+                run_id=self.run_id, kind=plan.kind, round_number=plan.number, params_sha256=plan.params_sha,
+                task_ids=opened.task_ids, participants=participants, seeds=seeds):
+            self.state.board.post(row, message, deadline)
         for org_id in {p.org_id for p in participants}:
             self.state.broker.notify(org_key(org_id))
         return phase

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from consortium.hub.blobs import BlobStore
 from consortium.hub.events import Broker
 from consortium.hub.live import LivePhase, TaskBoard
-from consortium.hub.services.identity import KeyCache
+from consortium.hub.services.identity import KeyCache, TokenCache
 from consortium.hub.services.runs import AnswerRules
 from consortium.hub.tensor_cache import TensorCache
 
@@ -38,6 +38,8 @@ class HubState:
     code_version: str
     presence: dict[int, float] = field(default_factory=dict)
     keys: KeyCache = field(default_factory=KeyCache)
+    tokens: TokenCache = field(default_factory=TokenCache)
+    """API tokens the gate checked lately; a revocation or a change of their user forgets them here."""
     board: TaskBoard = field(default_factory=TaskBoard)
     """Task messages composed by the drivers when they open a phase; the long poll hands them out."""
     run_rules: dict[int, AnswerRules] = field(default_factory=dict)

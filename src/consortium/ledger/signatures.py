@@ -33,7 +33,11 @@ ENTRY_TAG = b"consortium-ledger-entry/1\n"
 ACTOR_TAG = b"consortium-ledger-actor/1\n"
 HUB_KEY = "hub.key"
 """The event that announces a hub key."""
-ORG_KEY_EVENTS = frozenset({"node.enrolled", "org.key"})
+KEY_ROTATED = "org.key_rotated"
+"""The event of an org's key rotation: its payload names the new ``public_key`` and ``key_id`` and the
+``old_key_id``, and its actor signature is the old key's (keys learned before stay known, so older
+signatures still verify)."""
+ORG_KEY_EVENTS = frozenset({"node.enrolled", "org.key", KEY_ROTATED})
 """Events whose payload names an org's ``public_key`` and ``key_id`` (``node.enrolled`` entries from before
 signatures name no public key; the hub records an ``org.key`` entry for each such org when it first signs)."""
 
@@ -122,7 +126,7 @@ class SignatureChecker:
         self.first_signed = self.first_signed or seq
         if entry.event_type == HUB_KEY:
             self.hub_keys.setdefault(*announced)
-        problem = self._actor(entry)
+        problem = self._actor(entry) or self._rotation(entry)
         if problem is None and entry.event_type in ORG_KEY_EVENTS and isinstance(entry.payload, dict) \
                 and "public_key" in entry.payload:
             announced = _announced_key(entry)
@@ -130,6 +134,15 @@ class SignatureChecker:
                 return announced
             self.org_keys.setdefault(*announced)
         return problem
+
+    @staticmethod
+    def _rotation(entry: ChainedEntry) -> str | None:
+        """A revealed key rotation must be vouched for by the key it retires."""
+        if entry.event_type != KEY_ROTATED or not isinstance(entry.payload, dict):
+            return None
+        if entry.actor_key_id is None or entry.actor_key_id != entry.payload.get("old_key_id"):
+            return f"key rotation entry {entry.seq} is not signed by the key it retires"
+        return None
 
     def _actor(self, entry: ChainedEntry) -> str | None:
         seq = entry.seq

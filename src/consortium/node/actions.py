@@ -1,5 +1,5 @@
 """An org's actions on the hub that its node must know of: registering a dataset or an environment, voting
-on a proposal.
+on a proposal, rotating its key.
 
 The CLI (``consortium dataset add``, ``environment add``, ``vote``) and the scripted consortium
 (:mod:`consortium.scenario`: demo, benchmarks, tests) both call these functions, so what a person registers
@@ -14,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from consortium.client import HubClient
+from consortium import crypto
+from consortium.client import HubClient, HubError
 from consortium.governance import statements
 from consortium.governance.wire import VoteIn
 from consortium.node.environments import EnvironmentRegistry, RegisteredEnvironment
@@ -104,6 +105,32 @@ def cast_vote(
         else:
             book.forget(project_id)
     return subject
+
+
+def rotate_org_key(client: HubClient, org_dir: Path) -> crypto.OrgIdentity:
+    """Hand the org over to a fresh key: stage it in ``org.key.new``, sign the rotation statement with the
+    current key, send it (a request signed by the current key) and, once the hub accepted it, make the new
+    key the org's (the old one kept as ``org.key.old``). A running node picks the new key up by itself.
+
+    A refusal (``HubError``) removes the staged key; any other failure (the hub's answer lost) leaves it in
+    place, since the hub may hold it now. Returns the new identity.
+    """
+    current = client.identity
+    if current is None:
+        raise ValueError("rotating the key needs the organisation's current key")
+    hub_id = client.health().get("hub_id")
+    new = crypto.stage_new_key(org_dir, current.org)
+    try:
+        statement = statements.key_rotation_statement(
+            hub_id=hub_id, org=current.org, old_key_id=current.key_id, key_id=new.key_id,
+            public_key=new.public_key_b64)
+        client.rotate_key(current.org, new.public_key_b64,
+                          current.sign(statements.key_rotation_message(statement)))
+    except (HubError, ValueError):
+        crypto.discard_new_key(org_dir)
+        raise
+    crypto.adopt_new_key(org_dir, new)
+    return new
 
 
 def prepare_dataset(

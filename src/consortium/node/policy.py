@@ -1,14 +1,17 @@
-"""The node's own rules: it trains only for project versions its org voted yes to run, on data (or in
-environments) it registered."""
+"""The node's own rules: it trains only for project versions its org voted yes to run and that the hub's
+signed outcome (checked with the hub key this org pinned) says passed, on data (or in environments) it
+registered."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from consortium.atomic import write_bytes_atomic
-from consortium.crypto import canonical_json, sha256_hex
+from consortium.crypto import canonical_json, sha256_hex, verify_signature
+from consortium.governance import statements
 from consortium.protocol import ProjectCreate, TaskOut
 
 
@@ -63,9 +66,43 @@ def _digest(value: str | None) -> str:
     return f"{value[:16]}…" if value else "none"
 
 
+def outcome_refusal(task: TaskOut, hub_key: str, org: str, voted: VotedVersion) -> str | None:
+    """Why the task's signed outcome does not show that this project version passed, or None when it does:
+    the hub's signature with ``hub_key``, status ``passed``, the content hash of this hub's ``run_project``
+    proposal about this project, spec hash and test set, and ``org``'s counted yes."""
+    project = task.project_id
+    if task.outcome is None or task.outcome_signature is None:
+        return f"the hub sent no signed outcome of the proposal to run project {project}"
+    try:
+        message = statements.outcome_message(task.outcome)
+        hub_id, status = task.outcome["hub_id"], task.outcome["status"]
+        content = statements.proposal_content(hub_id, "run_project", {
+            "project_id": project, "project": task.spec.name, "spec_hash": task.spec_hash,
+            "test_set_sha256": task.test_set_sha256})
+    except (KeyError, TypeError, ValueError) as exc:
+        return f"the hub's outcome statement for project {project} is malformed: {exc}"
+    if not verify_signature(hub_key, message, task.outcome_signature):
+        return f"the outcome of project {project} is not signed by the hub key this node pinned"
+    if hub_id != voted.hub_id:
+        return f"the outcome of project {project} names hub {hub_id}, not the hub organisation {org} voted on"
+    if task.outcome["content_hash"] != statements.content_hash(content):
+        return (f"the signed outcome is about another project or version, not project {project} with spec "
+                f"{_digest(task.spec_hash)} and test set {_digest(task.test_set_sha256)}")
+    if status != "passed":
+        return f"the proposal to run project {project} is {status}, not passed"
+    if task.outcome["votes"].get(org) != "yes":
+        return f"the signed outcome of project {project} does not count a yes of organisation {org}"
+    return None
+
+
 @dataclass
 class NodePolicy:
-    """Checks a task before any data is touched; ``refusal`` returns the reason to refuse, or None."""
+    """Checks a task before any data is touched; ``refusal`` returns the reason to refuse, or None.
+
+    ``hub_key`` gives the hub key the org pinned (:class:`consortium.node.hub_pin.PinnedHubKey`); with it
+    every task must carry the hub's signed outcome that its project version passed (the node process always
+    gives it; without it only the org's own vote book is checked).
+    """
 
     org: str
     votes: VoteBook
@@ -73,6 +110,7 @@ class NodePolicy:
     allowed_algorithms: set[str] | None = None
     notes: list[str] = field(default_factory=list)
     local_environments: set[str] = field(default_factory=set)
+    hub_key: Callable[[], str] | None = None
 
     def refusal(self, task: TaskOut) -> str | None:
         actual = spec_hash(task.spec)
@@ -86,6 +124,10 @@ class NodePolicy:
         if voted.test_set_sha256 != task.test_set_sha256:
             return (f"organisation {self.org} voted for project {task.project_id} with test set "
                     f"{_digest(voted.test_set_sha256)}, not {_digest(task.test_set_sha256)}")
+        if self.hub_key is not None:
+            refused = outcome_refusal(task, self.hub_key(), self.org, voted)
+            if refused is not None:
+                return refused
         if f"{self.org}/{task.dataset}" in task.spec.environments:
             if task.dataset not in self.local_environments:
                 return f"environment {task.dataset!r} is not registered on this node"

@@ -29,12 +29,12 @@ from typing import Any
 from consortium.atomic import exclusive_lock, write_json_atomic
 from consortium.client import HubClient, HubError
 from consortium.ledger.checkpoint import Checkpoint, next_problem
+from consortium.node.hub_pin import PinnedHubKey
 
 log = logging.getLogger("consortium.node.witness")
 
 CHECKPOINTS_FILE = "checkpoints.jsonl"
 ALARM_FILE = "ledger-alarm.json"
-HUB_KEY_FILE = "hub-key.pub"
 
 
 class Witness:
@@ -47,7 +47,7 @@ class Witness:
         self.org_dir = Path(org_dir)
         self.kept_path = self.org_dir / CHECKPOINTS_FILE
         self.alarm_path = self.org_dir / ALARM_FILE
-        self.key_path = self.org_dir / HUB_KEY_FILE
+        self.hub_key = PinnedHubKey(self.org_dir, client.health)
 
     def kept(self) -> Checkpoint | None:
         """The last checkpoint kept (a torn last line, from a crash mid-write, is skipped)."""
@@ -73,11 +73,7 @@ class Witness:
         current = health.get("hub_key")
         if not isinstance(current, str):
             raise ValueError("the hub names no signing key in /api/health")
-        if not self.key_path.exists():
-            self.key_path.write_text(current + "\n", encoding="utf-8")
-            log.info("pinned the hub's key %s in %s", health.get("hub_key_id"), self.key_path)
-            return current
-        pinned = self.key_path.read_text(encoding="utf-8").strip()
+        pinned = self.hub_key.pin(current)
         if pinned != current:
             self._alarm("the hub's signing key changed", pinned_key=pinned, hub_key=current)
             return None

@@ -244,3 +244,38 @@ def test_one_hundred_concurrent_votes_of_one_org_leave_one(session: Session, pro
     assert len(rows) == 1 and rows[0].org.name == "west"
     assert len(entries(session, "proposal.voted")) == 100
     assert entries(session, "proposal.voted")[-1]["choice"] == rows[0].choice
+
+
+def test_the_admin_cannot_bypass_a_rule(session: Session, project) -> None:
+    """The admin neither runs an undecided project, nor votes with an org's signature, nor suspends an org
+    without the members' decision."""
+    from consortium.governance.policy import ProposalKind
+    from consortium.hub.services import members
+
+    row, orgs = project
+    proposal = project_service.current_proposal(session, row)
+    with pytest.raises(Conflict, match="cannot run yet"):
+        run_service.start(session, ADMIN, row.id)
+    with pytest.raises(Forbidden, match="only an organisation's key or steward can vote"):
+        proposals.vote(session, ADMIN, proposal.id, **signed_vote(session, proposal, *orgs["north"]))
+    suspension = members.propose_status_change(session, ADMIN, ProposalKind.suspend_org, "north", "audit")
+    assert suspension.status == "open"
+    assert session.scalar(select(Org.status).where(Org.name == "north")) == "admitted"
+    assert session.scalar(select(func.count()).select_from(Vote)) == 0 and row.status == "proposed"
+
+
+def test_only_a_passed_proposal_admits_suspends_approves_or_changes_policy() -> None:
+    """No hub code but the effects of passed proposals sets what the members decide."""
+    import re
+
+    import consortium.hub
+
+    decided = re.compile(r"\b(org|project)\.status\s*=(?!=)|\.status\s*=\s*[\"'](approved|admitted|suspended|"
+                         r"released)[\"']|\bpolicies\.adopt\(")
+    found = {path.name for path in Path(consortium.hub.__file__).parent.rglob("*.py")
+             if decided.search(path.read_text())}
+    assert "proposal_effects.py" in found and found <= {"proposal_effects.py", "proposals.py", "projects.py"}
+    for name in ("proposals.py", "projects.py"):  # a new version goes back to "proposed", nothing else
+        text = (Path(consortium.hub.__file__).parent / "services" / name).read_text()
+        assignments = re.findall(r"project\.status\s*=[^=\n]*", text)
+        assert assignments and all(line.rstrip().endswith('"proposed"') for line in assignments)

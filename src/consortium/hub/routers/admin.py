@@ -13,9 +13,10 @@ from consortium.hub.db.models import Org
 from consortium.hub.deps import db, hub_state, principal
 from consortium.hub.gate import enrolment
 from consortium.hub.state import HubState
-from consortium.hub.services import identity, members
+from consortium.hub.services import identity, members, org_keys
 from consortium.hub.services.identity import Principal
 from consortium.hub.wire import Name, StrictJSONRoute
+from consortium.members_wire import KeyRotationIn, OrgKeyOut
 from consortium.protocol import (
     EnrolmentTokenOut,
     EnrolRequest,
@@ -47,6 +48,24 @@ def create_org(body: OrgCreate, session: Session = Depends(db), caller: Principa
 def list_orgs(session: Session = Depends(db), caller: Principal = Depends(principal),
               state: HubState = Depends(hub_state)):
     return [_org_out(o, state) for o in session.scalars(select(Org).order_by(Org.id))]
+
+
+@router.post("/orgs/{name}/keys", response_model=OrgOut, status_code=201)
+def rotate_key(name: Name, body: KeyRotationIn, session: Session = Depends(db),
+               caller: Principal = Depends(principal), state: HubState = Depends(hub_state)):
+    """Rotate the org's key: a request signed by its current key, carrying that key's signature over the
+    rotation statement. Requests signed by the old key are refused from then on."""
+    org, retired = org_keys.rotate(session, caller, name, body.public_key, body.signature, datetime.now(UTC))
+    state.keys.forget(retired)
+    return _org_out(org, state)
+
+
+@router.get("/orgs/{name}/keys", response_model=list[OrgKeyOut])
+def key_history(name: Name, session: Session = Depends(db), caller: Principal = Depends(principal)):
+    """Every key the org has held, oldest first, with the signatures that handed over from one to the next."""
+    return [OrgKeyOut(key_id=k.key_id, public_key=k.public_key, created_at=k.created_at,
+                      retired_at=k.retired_at, rotation_signature=k.rotation_signature)
+            for k in org_keys.history(session, identity.org_by_name(session, name))]
 
 
 @router.post("/orgs/{name}/enrolment-tokens", response_model=EnrolmentTokenOut, status_code=201)

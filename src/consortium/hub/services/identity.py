@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeVar
@@ -104,7 +104,8 @@ def enrol(session: Session, body: EnrolRequest, now: datetime) -> Node:
     if org.public_key is not None and org.public_key != body.public_key:
         raise Conflict(f"organisation {org.name!r} is already enrolled with a different key")
     other = session.scalar(select(Org).where(Org.key_id == kid, Org.id != org.id))
-    if other is not None:
+    held = session.scalar(select(OrgKey.org_id).where(OrgKey.key_id == kid))
+    if other is not None or (held is not None and held != org.id):
         raise Conflict("this public key is already registered to another organisation")
     if session.scalar(select(Node).where(Node.org_id == org.id, Node.name == body.node_name)) is not None:
         raise Conflict(f"node {body.node_name!r} of {org.name!r} is already enrolled")
@@ -151,6 +152,8 @@ def authenticate_token(session: Session, token: str) -> Principal:
     if row is None or row.revoked_at is not None:
         raise Unauthorized("API token is not valid")
     user = row.user
+    if not user.active:
+        raise Unauthorized(f"user {user.name!r} is deactivated")
     if user.org is not None and user.org.status != "admitted":
         raise Unauthorized(f"organisation {user.org.name!r} is {user.org.status}: its users cannot act for it")
     return Principal(
@@ -165,8 +168,9 @@ def authenticate_token(session: Session, token: str) -> Principal:
 class TokenCache:
     """API token -> its user's principal, remembered for ``ttl_s`` so that a user's requests skip a query.
 
-    Only valid tokens are cached (by their hash); a revocation takes effect within ``ttl_s`` seconds. At most
-    ``max_entries`` are kept: when full, the cache starts afresh.
+    Only valid tokens are cached (by their hash). A revocation, deactivation or role change made through this
+    hub process :meth:`forget` drops the user's tokens at once; on other hub processes it takes effect within
+    ``ttl_s`` seconds. At most ``max_entries`` are kept: when full, the cache starts afresh.
     """
 
     def __init__(self, ttl_s: float = 5.0, max_entries: int = 10_000) -> None:
@@ -185,9 +189,16 @@ class TokenCache:
             self._entries.clear()
         self._entries[crypto.hash_token(token)] = (clock, principal)
 
+    def forget(self, token_hashes: Iterable[str]) -> None:
+        """Drop the tokens with these hashes (revoked, or their user changed)."""
+        for digest in token_hashes:
+            self._entries.pop(digest, None)
+
 
 @dataclass(frozen=True)
-class OrgKey:
+class KnownKey:
+    """An admitted org's current key, as the signature checks need it."""
+
     org_id: int
     org_name: str
     public_key: str
@@ -197,21 +208,22 @@ class KeyCache:
     """Key id -> admitted org's key, remembered for ``ttl_s`` so that signed requests skip a query.
 
     Only admitted keys are cached (a newly enrolled key is found at once); a suspension takes effect within
-    ``ttl_s`` seconds, also on other hub replicas.
+    ``ttl_s`` seconds, also on other hub replicas; a key rotated away through this hub process is
+    dropped at once by :meth:`forget` (within ``ttl_s`` on others).
     """
 
     def __init__(self, ttl_s: float = 5.0) -> None:
         self.ttl_s = ttl_s
-        self._entries: dict[str, tuple[float, OrgKey]] = {}
+        self._entries: dict[str, tuple[float, KnownKey]] = {}
 
-    def cached(self, kid: str, clock: float) -> OrgKey | None:
+    def cached(self, kid: str, clock: float) -> KnownKey | None:
         """The key if it was looked up less than ``ttl_s`` seconds ago (no query)."""
         hit = self._entries.get(kid)
         if hit is not None and clock - hit[0] < self.ttl_s:
             return hit[1]
         return None
 
-    def get(self, session: Session, kid: str, clock: float) -> OrgKey | None:
+    def get(self, session: Session, kid: str, clock: float) -> KnownKey | None:
         hit = self.cached(kid, clock)
         if hit is not None:
             return hit
@@ -221,9 +233,13 @@ class KeyCache:
         if row is None or row.public_key is None:
             self._entries.pop(kid, None)
             return None
-        key = OrgKey(row.id, row.name, row.public_key)
+        key = KnownKey(row.id, row.name, row.public_key)
         self._entries[kid] = (clock, key)
         return key
+
+    def forget(self, kid: str) -> None:
+        """Drop ``kid`` (a key that was just retired)."""
+        self._entries.pop(kid, None)
 
 
 _NONCE_INSERTS: dict[str, Insert] = {}
@@ -298,7 +314,7 @@ def verify_signature_cached(
     """:func:`verify_signature` without a database, for a request whose key is in ``keys``; None when it is
     not (then call :func:`verify_signature`). Cheap enough to run on the event loop."""
 
-    def cached(kid: str) -> OrgKey:
+    def cached(kid: str) -> KnownKey:
         key = keys.cached(kid, now.timestamp())
         if key is None:
             raise _NotCached
@@ -312,9 +328,9 @@ def verify_signature_cached(
 
 def _verified(
     headers: Mapping[str, str], method: str, path: str, body: bytes, now: datetime,
-    key_of: Callable[[str], OrgKey | None],
+    key_of: Callable[[str], KnownKey | None],
 ) -> SignedCall:
-    found: dict[str, OrgKey] = {}
+    found: dict[str, KnownKey] = {}
     nonces: list[str] = []
 
     def lookup(kid: str) -> str | None:

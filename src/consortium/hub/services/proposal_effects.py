@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from consortium.governance.decisions import ProposalStatus
 from consortium.governance.policy import ConsortiumPolicy, ProposalKind
 from consortium.hub.db.models import Dataset, Org, Project, ProjectDataset, Proposal
-from consortium.hub.services import ledger, policy as policies
+from consortium.hub.services import ledger, policy as policies, run_store
 from consortium.hub.services.proposal_records import close_as_withdrawn
 
 ADMITTED = "admitted"
@@ -46,7 +46,9 @@ def _set_org_status(session: Session, row: Proposal, expected: str, status: str,
     org.status = status
     ledger.record(session, event, "hub", {"org": org.name, "proposal_id": row.id}, scope=ledger.MEMBERS)
     if status == SUSPENDED:
-        drop_from_open_projects(session, org, f"{org.name} was suspended (proposal {row.id})")
+        why = f"{org.name} was suspended (proposal {row.id})"
+        drop_from_open_projects(session, org, why)
+        run_store.cut_org_tasks(session, org.id, org.name, why, row.decided_at)
 
 
 def drop_from_open_projects(session: Session, org: Org, reason: str) -> None:

@@ -20,7 +20,7 @@ from sqlalchemy import func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from consortium.fl.core import finite_metrics
-from consortium.hub.db.models import Round, Run, Task
+from consortium.hub.db.models import Org, Round, Run, Task
 from consortium.hub.services import ledger
 from consortium.statuses import ANSWERED_TASK_STATES, OPEN_TASK_STATES, RoundStatus, RunStatus, TaskStatus
 
@@ -227,3 +227,29 @@ def answered_tasks(session: Session, task_ids: set[int]) -> list[Any]:
         select(Task.id, Task.status, Task.result, Task.update_sha256)
         .where(Task.id.in_(task_ids), Task.status.in_(ANSWERED_TASK_STATES))
     ).all()
+
+
+def cut_org_tasks(session: Session, org_id: int, org_name: str, reason: str, now: datetime) -> list[int]:
+    """Close the org's open tasks in running runs as ``refused`` with ``reason`` (a ``task.cut`` ledger entry
+    each, in its project's scope), so that their rounds go on without them instead of waiting for the
+    deadline; the ids of the tasks cut."""
+    cut = session.execute(
+        update(Task)
+        .where(Task.org_id == org_id, Task.status.in_(OPEN_TASK_STATES),
+               Task.run_id.in_(select(Run.id).where(Run.status == RunStatus.running)))
+        .values(status=TaskStatus.refused, error=reason, done_at=now)
+        .returning(Task.id, Task.run_id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    projects = dict(session.execute(
+        select(Run.id, Run.project_id).where(Run.id.in_({run_id for _, run_id in cut}))).all()) if cut else {}
+    for task_id, run_id in sorted(cut):
+        ledger.record(session, "task.cut", "hub",
+                      {"run_id": run_id, "task_id": task_id, "org": org_name, "reason": reason},
+                      scope=ledger.project_scope(projects[run_id]))
+    return sorted(task_id for task_id, _ in cut)
+
+
+def admitted(session: Session, org_ids: set[int]) -> set[int]:
+    """Those of ``org_ids`` whose org is admitted (a suspended org's nodes get no new tasks)."""
+    return set(session.scalars(select(Org.id).where(Org.id.in_(org_ids), Org.status == "admitted")))

@@ -24,6 +24,7 @@ from consortium.hub.services.access import can_see_project
 from consortium.hub.services.datasets import TABLE
 from consortium.hub.services.errors import BadRequest, Conflict, Forbidden, Gone, NotFound
 from consortium.hub.services.identity import Principal, SignedCall, require_role
+from consortium.hub.services.task_messages import ProjectMessages
 from consortium.hub.tensor_cache import TensorCache
 from consortium.plan import RunPlan
 from consortium.codec import decode_update
@@ -40,11 +41,6 @@ from consortium.protocol import (
     UpdateMeta,
 )
 from consortium.statuses import OPEN_TASK_STATES, RoundStatus, RunStatus, TaskStatus
-
-
-def evaluates_previous_round(kind: str, round_number: int) -> bool:
-    """Fit tasks from round 2 on first evaluate the params they receive (the previous round's aggregate)."""
-    return kind == TaskKind.fit.value and round_number > 1
 
 
 def start(session: Session, actor: Principal, project_id: int) -> Run:
@@ -138,22 +134,10 @@ def claim_next(
         return message
     task = session.get(Task, row.id)
     run = session.get(Run, task.run_id)
-    project: Project = run.project
-    round_number = session.get(Round, task.round_id).number
-    return TaskOut(
-        id=task.id,
-        kind=TaskKind(task.kind),
-        run_id=task.run_id,
-        round=round_number,
-        project_id=project.id,
-        spec_hash=project.spec_hash,
-        spec=ProjectCreate.model_validate(project.spec),
-        dataset=task.dataset.name,
-        params_sha256=task.params_sha256,
-        seed=task.seed,
-        evaluate_first=evaluates_previous_round(task.kind, round_number),
-        test_set_sha256=project.test_set_sha256,
-    )
+    return ProjectMessages.of(session, run.project).task(
+        task_id=task.id, kind=TaskKind(task.kind), run_id=task.run_id,
+        round_number=session.get(Round, task.round_id).number, dataset=task.dataset.name,
+        params_sha256=task.params_sha256, seed=task.seed)
 
 
 TASKS = Task.__table__

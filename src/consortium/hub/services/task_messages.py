@@ -1,0 +1,73 @@
+"""The task messages nodes receive (:class:`consortium.protocol.TaskOut`): composed once per project version
+by the run driver when it opens a phase (the long poll's fast path), or from the database for a task the
+driver's board does not hold (:func:`consortium.hub.services.runs.claim_next`).
+
+Each carries the hub's signed outcome of the project's passed ``run_project`` proposal, read once per run (per
+:class:`ProjectMessages`), so that the node can check the decision itself before it touches data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.orm import Session
+
+from consortium.governance.decisions import ProposalStatus
+from consortium.hub.db.models import Project
+from consortium.hub.services.proposals import project_proposal
+from consortium.hub.live import TaskRow
+from consortium.protocol import ProjectCreate, TaskKind, TaskOut
+from consortium.statuses import TaskStatus
+
+if TYPE_CHECKING:
+    from consortium.hub.phases import Participant
+
+
+def evaluates_previous_round(kind: str, round_number: int) -> bool:
+    """Fit tasks from round 2 on first evaluate the params they receive (the previous round's aggregate)."""
+    return kind == TaskKind.fit.value and round_number > 1
+
+
+@dataclass(frozen=True)
+class ProjectMessages:
+    """What every task message of one project version carries; :meth:`task` adds one task's own fields."""
+
+    project_id: int
+    spec_hash: str
+    spec: ProjectCreate
+    test_set_sha256: str | None
+    outcome: dict[str, Any] | None = None
+    outcome_signature: str | None = None
+
+    @classmethod
+    def of(cls, session: Session, project: Project, spec: ProjectCreate | None = None) -> ProjectMessages:
+        """The project's messages, with the signed outcome of its newest ``run_project`` proposal if that
+        passed (without one the node refuses the tasks)."""
+        proposal = project_proposal(session, project)
+        passed = proposal is not None and proposal.status == ProposalStatus.passed.value
+        return cls(project.id, project.spec_hash, spec or ProjectCreate.model_validate(project.spec),
+                   project.test_set_sha256, proposal.outcome if passed else None,
+                   proposal.outcome_signature if passed else None)
+
+    def task(self, *, task_id: int, kind: TaskKind, run_id: int, round_number: int, dataset: str,
+             params_sha256: str | None, seed: int) -> TaskOut:
+        return TaskOut(
+            id=task_id, kind=kind, run_id=run_id, round=round_number, project_id=self.project_id,
+            spec_hash=self.spec_hash, spec=self.spec, dataset=dataset, params_sha256=params_sha256, seed=seed,
+            evaluate_first=evaluates_previous_round(kind.value, round_number),
+            test_set_sha256=self.test_set_sha256, outcome=self.outcome,
+            outcome_signature=self.outcome_signature,
+        )
+
+    def phase(self, *, run_id: int, kind: TaskKind, round_number: int, params_sha256: str | None,
+              task_ids: Sequence[int], participants: Sequence[Participant],
+              seeds: Sequence[int]) -> list[tuple[TaskRow, TaskOut]]:
+        """The board rows and messages of a phase's new tasks (one per participant, in order)."""
+        return [
+            (TaskRow(task_id, p.org_id, run_id, p.dataset_id, kind.value, TaskStatus.pending, params_sha256),
+             self.task(task_id=task_id, kind=kind, run_id=run_id, round_number=round_number,
+                       dataset=p.ref.split("/", 1)[1], params_sha256=params_sha256, seed=seed))
+            for task_id, p, seed in zip(task_ids, participants, seeds, strict=True)
+        ]
