@@ -429,9 +429,10 @@ def write_probes(w: World) -> list[Probe]:
               content_type=JSON),
     ]
     for kind, owner, name in [("datasets", NORTH, w.vault["name"]), ("environments", EAST, w.arena["name"])]:
+        owns = (lambda o: lambda c: c.org == o and c.acts_for_org)(owner)
         probes.append(Probe(
-            "PATCH", f"/api/{kind}/{{org}}/{{name}}", (lambda o: lambda c: c.org == o and c.acts_for_org)(owner),
-            {"org": owner, "name": name}, body=b'{"visibility": "public"}', content_type=JSON,
+            "PATCH", f"/api/{kind}/{{org}}/{{name}}", owns, {"org": owner, "name": name},
+            body=b'{"visibility": "public"}', content_type=JSON,
             denied=(lambda o: lambda c: {403} if c.org == o else {404})(owner)))
     vote = json.dumps({"choice": "yes", "reason": "", "content_hash": "0" * 64,
                        "signature": "A" * 86 + "=="}).encode()

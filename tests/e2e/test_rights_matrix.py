@@ -142,7 +142,10 @@ def narrower(a: str | tuple[str, ...], b: str | tuple[str, ...]) -> str | tuple[
     return tuple(sorted(set(a) & set(b))) if a != "nobody" and b != "nobody" else "nobody"
 
 
-def model_rules(w: World, release: Release | None) -> tuple[Callable[[Caller], bool], Callable[[Caller], bool]]:
+Rule = Callable[[Caller], bool]
+
+
+def model_rules(w: World, release: Release | None) -> tuple[Rule, Rule]:
     """(sees, downloads) of a model: a trained one its participants and the admin; a released one also
     whoever the release, narrowed by the inputs (both public, download everyone), lets in."""
     def inside(c: Caller) -> bool:
@@ -226,7 +229,8 @@ def world(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         sources: list[Source] = []
         for visibility in ("private", "members", "public"):
             for width, process, download in [("wide", "members", "everyone"), ("narrow", (SOUTH,), (SOUTH,))]:
-                source = Source("datasets", NORTH, f"{visibility}-{width}-{tag}", visibility, process, download)
+                name = f"{visibility}-{width}-{tag}"
+                source = Source("datasets", NORTH, name, visibility, process, download)
                 register_copy(consortium, workdir, NORTH, source.name, 40)
                 sources.append(source)
             arena = prepare_environment(f"arena-{visibility}-{tag}", "CartPole-v1", {"length": 0.7}, "MIT",
@@ -394,7 +398,8 @@ def send(w: World, caller: Caller, probe: Probe, ghost: bool = False) -> httpx.R
 
 @pytest.fixture(scope="module")
 def walk(world: World) -> list[tuple[Caller, Probe, httpx.Response]]:
-    return [(c, p, send(world, c, p)) for p in source_probes(world) + model_probes(world) for c in world.callers]
+    probes = source_probes(world) + model_probes(world)
+    return [(c, p, send(world, c, p)) for p in probes for c in world.callers]
 
 
 # ---------------------------------------------------------------------------------------------- tests

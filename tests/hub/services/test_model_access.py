@@ -88,7 +88,8 @@ def test_a_release_is_narrowed_by_the_sources_now(session: Session, world: World
     assert who_sees(session, world) == (everybody, everybody)
     world.sources["b"].visibility, world.sources["b"].download_grant = "members", ["c"]
     session.commit()
-    assert who_sees(session, world) == ({"a", "b", "c", "d", "admin", "dave"}, {"a", "b", "c", "admin", "dave"})
+    members = {"a", "b", "c", "d", "admin", "dave"}
+    assert who_sees(session, world) == (members, {"a", "b", "c", "admin", "dave"})
 
 
 def test_a_release_without_download_shows_the_card_only(session: Session, world: World) -> None:

@@ -49,7 +49,8 @@ def test_the_owner_changes_rights_and_the_ledger_says_from_what(session: Session
                                                                  orgs: dict[str, Org]) -> None:
     steward = user("ns", Role.steward, orgs["north"])
     source = change(session, steward, visibility="public", process=["south", "south"], download="everyone")
-    assert (source.visibility, source.process_grant, source.download_grant) == ("public", ["south"], "everyone")
+    stored = (source.visibility, source.process_grant, source.download_grant)
+    assert stored == ("public", ["south"], "everyone")
     card = datasets.to_out(source)
     assert (card.process, card.download) == (["south"], "everyone")
     change(session, key(orgs["north"]), process="members")
