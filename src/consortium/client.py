@@ -179,6 +179,16 @@ class HubClient:
     def environments(self) -> list[dict]:
         return self.get_json("/api/environments")
 
+    def set_source_rights(self, ref: str, *, kind: str = "datasets", visibility: str | None = None,
+                          process: str | list[str] | None = None,
+                          download: str | list[str] | None = None) -> dict:
+        """Change the visibility and process / download grants of the caller's own data source 'org/name'
+        (``kind``: ``datasets`` or ``environments``); a grant is ``members``, ``nobody``, ``everyone``
+        (download only) or a list of org names. Returns the card."""
+        fields = {"visibility": visibility, "process": process, "download": download}
+        body = {name: value for name, value in fields.items() if value is not None}
+        return self.request("PATCH", f"/api/{kind}/{ref}", json=body).json()
+
     def croissant(self, ref: str) -> dict:
         return self.get_json(f"/api/datasets/{ref}/croissant")
 

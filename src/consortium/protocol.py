@@ -99,6 +99,23 @@ class TokenOut(Wire):
 
 # ---------------------------------------------------------------------------------------------- datasets
 
+GrantValue = (
+    Literal["everyone", "members", "nobody"]
+    | Annotated[list[Annotated[str, Field(pattern=NAME_PATTERN)]], Field(min_length=1, max_length=1000)]
+)
+"""Who, besides the owner, holds a right (``governance.permissions.Grant.dump``): ``everyone`` (download
+only: anonymous callers too), every ``members`` org, ``nobody``, or the named orgs."""
+
+
+class SourceRightsIn(Wire):
+    """A data source's owner changes who may see it, process (train on) it and download it; a field left out
+    stays as it is. Projects proposed before keep the rights they were proposed under."""
+
+    visibility: Visibility | None = None
+    process: GrantValue | None = None
+    download: GrantValue | None = None
+
+
 
 class ColumnSchema(Wire):
     name: str = Field(min_length=1, max_length=200)
@@ -132,6 +149,8 @@ class DatasetCardOut(DatasetCardIn):
     id: int
     org: str
     created_at: datetime
+    process: GrantValue = "members"
+    download: GrantValue = "nobody"
 
 
 # ---------------------------------------------------------------------------------------------- environments
@@ -170,6 +189,8 @@ class EnvironmentCardOut(EnvironmentCardIn):
     org: str
     observation_size: int
     created_at: datetime
+    process: GrantValue = "members"
+    download: GrantValue = "nobody"
 
 
 # ---------------------------------------------------------------------------------------------- projects

@@ -392,10 +392,11 @@ def read_probes(w: World) -> list[Probe]:
     def ref(card: dict) -> str:
         return f"{card['org']}/{card['name']}"
 
+    anybody = lambda c: True  # noqa: E731
     probes += [
         Probe("GET", "/api/projects", everyone, check=list_check(projects, lambda p: p["name"])),
-        Probe("GET", "/api/datasets", everyone, check=list_check(datasets, ref)),
-        Probe("GET", "/api/environments", everyone, check=list_check(environments, ref)),
+        Probe("GET", "/api/datasets", anybody, check=list_check(datasets, ref)),
+        Probe("GET", "/api/environments", anybody, check=list_check(environments, ref)),
         Probe("GET", "/api/orgs", everyone, check=orgs),
         Probe("GET", "/api/proposals", everyone, check=list_check(proposals(None), lambda p: p["id"])),
         Probe("GET", "/api/proposals", everyone, query=f"?project_id={w.p1.id}",
@@ -427,6 +428,12 @@ def write_probes(w: World) -> list[Probe]:
         Probe("POST", "/api/users", admin_only, body=b'{"name": "intruder", "role": "researcher"}',
               content_type=JSON),
     ]
+    for kind, owner, name in [("datasets", NORTH, w.vault["name"]), ("environments", EAST, w.arena["name"])]:
+        owns = (lambda o: lambda c: c.org == o and c.acts_for_org)(owner)
+        probes.append(Probe(
+            "PATCH", f"/api/{kind}/{{org}}/{{name}}", owns, {"org": owner, "name": name},
+            body=b'{"visibility": "public"}', content_type=JSON,
+            denied=(lambda o: lambda c: {403} if c.org == o else {404})(owner)))
     vote = json.dumps({"choice": "yes", "reason": "", "content_hash": "0" * 64,
                        "signature": "A" * 86 + "=="}).encode()
     for ballot in w.ballots:
@@ -465,9 +472,16 @@ def write_probes(w: World) -> list[Probe]:
     return probes
 
 
+OPEN_TO_ANONYMOUS = ("/api/datasets", "/api/environments", "/api/models/")
+"""Routes an anonymous caller reaches (public cards and released models; tests/e2e/test_rights_matrix.py)."""
+
+
 def denied_status(caller: Caller, probe: Probe) -> set[int]:
     """401 without credentials (or a user on a node endpoint), 403 for admin-only member management, and
-    otherwise 404: an object the caller may not see does not exist for it."""
+    otherwise 404: an object the caller may not see does not exist for it. Anonymous callers reading a card
+    or a model get 404 too: those routes are open to them for public objects."""
+    if caller.anonymous and probe.method == "GET" and probe.route.startswith(OPEN_TO_ANONYMOUS):
+        return {404}
     if caller.anonymous or (probe.route.startswith("/api/node/") and caller.identity is None):
         return {401}
     if probe.denied is not None:
@@ -522,7 +536,7 @@ def test_reads_reach_participants_only(read_walk) -> None:
             denied += 1
             expected = denied_status(caller, probe)
             assert response.status_code in expected, (caller.name, probe.path, response.text)
-            if probe.route == "/api/models/{model_id}/files/{name}" and not caller.anonymous:
+            if probe.route == "/api/models/{model_id}/files/{name}":
                 assert "has no file" not in response.text
     assert denied > 100
 

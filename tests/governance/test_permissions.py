@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from consortium.governance.permissions import (
     ANONYMOUS,
+    EVERYONE,
     MEMBERS,
     NOBODY,
     Grant,
@@ -54,6 +55,20 @@ def test_grants_name_orgs_or_every_member() -> None:
     assert not can_download(ADMIN, OWNER, Rights(M, download=MEMBERS)), "the admin holds no data grant"
 
 
+def test_anonymous_callers_download_only_what_is_public_and_granted_to_everyone() -> None:
+    assert can_download(ANONYMOUS, OWNER, Rights(U, download=EVERYONE))
+    assert can_download(SUSPENDED, OWNER, Rights(U, download=EVERYONE))
+    assert not can_download(ANONYMOUS, OWNER, Rights(M, download=EVERYONE)), "download implies see"
+    assert not can_download(ANONYMOUS, OWNER, Rights(U, download=MEMBERS))
+    assert not can_process(ANONYMOUS, OWNER, Rights(U, process=EVERYONE))
+
+
+def test_the_admin_processes_what_every_member_may() -> None:
+    for grant, may in [(MEMBERS, True), (EVERYONE, True), (Grant.to({"south"}), False), (NOBODY, False)]:
+        assert can_process(ADMIN, OWNER, Rights(M, process=grant)) is may
+    assert not can_process(Reader(None), OWNER, Rights(U, process=MEMBERS)), "a user without org"
+
+
 def test_the_owner_may_do_everything() -> None:
     nothing = Rights(P)
     for reader in (OWNER_READER, Reader(OWNER)):
@@ -65,13 +80,17 @@ def test_grant_algebra_and_storage() -> None:
     ab, bc = Grant.to("ab"), Grant.to("bc")
     assert ab & bc == Grant.to("b") and ab | bc == Grant.to("abc")
     assert ab & MEMBERS == ab and MEMBERS & ab == ab and ab | MEMBERS == MEMBERS
-    assert NOBODY <= ab <= MEMBERS and not MEMBERS <= ab
+    assert NOBODY <= ab <= MEMBERS <= EVERYONE and not MEMBERS <= ab and not EVERYONE <= MEMBERS
+    assert ab & EVERYONE == ab and EVERYONE & MEMBERS == MEMBERS and ab | EVERYONE == EVERYONE
     assert Grant(members=True, orgs=frozenset("x")) == MEMBERS
-    for grant in (NOBODY, MEMBERS, ab):
+    assert Grant(orgs=frozenset("x"), everyone=True) == EVERYONE and EVERYONE.members
+    for grant in (NOBODY, MEMBERS, EVERYONE, ab):
         assert Grant.load(grant.dump()) == grant
     assert ab.dump() == ["a", "b"] and NOBODY.dump() == "nobody" and MEMBERS.dump() == "members"
+    assert EVERYONE.dump() == "everyone"
+    assert EVERYONE.allows(None) and not MEMBERS.allows(None)
     with pytest.raises(ValueError, match="a grant is"):
-        Grant.load("everyone")
+        Grant.load("anyone")
     with pytest.raises(ValueError, match="only an org"):
         Reader(None, is_member=True)
 
@@ -103,7 +122,7 @@ def test_narrowest() -> None:
 
 
 orgs = st.frozensets(st.sampled_from(["north", "south", "east", "west"]))
-grants = st.one_of(st.just(NOBODY), st.just(MEMBERS), orgs.map(Grant.to))
+grants = st.one_of(st.just(NOBODY), st.just(MEMBERS), st.just(EVERYONE), orgs.map(Grant.to))
 visibilities = st.sampled_from(list(Visibility))
 rights_ = st.builds(Rights, visibilities, grants, grants, orgs)
 releases = st.builds(ReleaseDecision, visibilities, grants, grants)
@@ -149,8 +168,11 @@ def test_rights_invariants(rights: Rights, reader: Reader, owner: str | None) ->
     if reader.org is not None and reader.org == owner:
         assert can_see(reader, owner, rights) and can_process(reader, owner, rights)
         assert can_download(reader, owner, rights)
+    public_download = rights.visibility == U and rights.download.everyone
     if reader == ANONYMOUS:
         assert can_see(reader, owner, rights) is (rights.visibility == U)
-        assert not can_download(reader, owner, rights) and not can_process(reader, owner, rights)
+        assert can_download(reader, owner, rights) is public_download
+        assert not can_process(reader, owner, rights)
     if reader.org is not None and reader.org != owner and not reader.is_member:
-        assert not can_process(reader, owner, rights) and not can_download(reader, owner, rights)
+        assert not can_process(reader, owner, rights)
+        assert can_download(reader, owner, rights) is public_download

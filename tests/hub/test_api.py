@@ -13,13 +13,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pandas
 import pytest
 import torch
+from typer.testing import CliRunner
 
 from consortium import crypto
+from consortium.cli import app as cli
 from consortium.client import HubClient, HubError
 from consortium.launch import HubProcess, start_hub
 from consortium.ledger_audit import verify_from_hub
+from consortium.node import actions
 from consortium.codec import encode_tensors, encode_update
 from consortium.protocol import TaskResult, UpdateMeta
 from consortium.scenario import ORGS, DigitsConsortium, approve_as, digits_spec, provision_digits, vote_as
@@ -359,3 +363,56 @@ def test_ledger_verifies(env: DigitsConsortium) -> None:
         report = verify_from_hub(admin)
     assert report.ok, report.reason
     assert report.checked > 10
+
+
+def test_owners_change_rights_and_proposals_need_the_process_right(env: DigitsConsortium) -> None:
+    """A copy of north's digits whose rights north changes with the CLI; proposals are checked against the
+    rights of their time, anonymous callers read it once it is public."""
+    north, south, east = ORGS
+    workdir = env.org_dirs[north].parent.parent
+    pandas.read_csv(workdir / "data" / f"{north}.csv").iloc[:60].to_csv(workdir / "probe.csv", index=False)
+    loaded, card = actions.prepare_dataset(workdir / "probe.csv", "probe", "CC-BY-4.0", target="label")
+    with env.org_client(north) as client:
+        actions.register_dataset(client, env.org_dirs[north], loaded, card)
+    rights = ["dataset", "rights", f"{north}/probe", "--hub", env.hub.url, "--org-dir",
+              str(env.org_dirs[north])]
+    changed = CliRunner().invoke(cli, [*rights, "--process", south, "--download", "nobody"])
+    assert changed.exit_code == 0, changed.output
+    assert f"{north}/probe: visibility members, process ['{south}'], download nobody" in changed.output
+    spec = {org: digits_spec(f"probe-{org}", [north, org], rounds=1,
+                             datasets=[f"{north}/probe", f"{org}/digits"])
+            for org in (south, east)}
+    with env.org_client(east) as client:
+        expect_error(403, f"datasets: {north}/probe: {east} may not process it", client.create_project,
+                     spec[east])
+    with env.org_client(south) as client:
+        project = client.create_project(spec[south])
+    for org in (north, south):
+        approve_as(env.org_dirs[org], env.hub.url, project)
+    with httpx.Client(base_url=env.hub.url, trust_env=False) as anonymous:
+        listed = {f"{d['org']}/{d['name']}" for d in anonymous.get("/api/datasets").json()}
+        assert f"{north}/probe" not in listed
+        hidden = anonymous.get(f"/api/datasets/{north}/probe")
+        assert (hidden.status_code, hidden.json()) == (404, {"detail": f"no dataset '{north}/probe'"})
+        unknown = CliRunner().invoke(cli, [*rights, "--download", f"{south},nowhere"])
+        assert unknown.exit_code == 2 and "download: no organisation named 'nowhere'" in unknown.output
+        public = CliRunner().invoke(cli, [*rights, "--visibility", "public", "--process", "nobody"])
+        assert public.exit_code == 0, public.output
+        shown = anonymous.get(f"/api/datasets/{north}/probe").json()
+        assert (shown["visibility"], shown["process"], shown["download"]) == ("public", "nobody", "nobody")
+        assert anonymous.get(f"/api/datasets/{north}/probe/croissant").status_code == 200
+        refused = anonymous.patch(f"/api/datasets/{north}/probe", json={"visibility": "private"})
+        assert refused.status_code == 401
+    with env.org_client(south) as client:
+        expect_error(403, f"{south} may not process it", client.create_project,
+                     digits_spec("probe-again", [north, south], rounds=1,
+                                 datasets=[f"{north}/probe", f"{south}/digits"]))
+        expect_error(404, f"no dataset '{north}/probe'", client.set_source_rights, f"{north}/probe",
+                     visibility="private")
+        assert client.project(project["id"])["status"] == "approved", "an approved project keeps its rights"
+    with env.hub.client() as admin:
+        changes = [e["payload"] for e in admin.ledger(limit=10_000)
+                   if e["event_type"] == "source.rights_changed"]
+    assert [c["new"] for c in changes] == [
+        {"visibility": "members", "process": [south], "download": "nobody"},
+        {"visibility": "public", "process": "nobody", "download": "nobody"}]

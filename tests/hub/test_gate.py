@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -11,7 +12,8 @@ from fastapi.routing import APIRoute
 from consortium import crypto
 from consortium.config import HubSettings
 from consortium.hub.app import create_app
-from consortium.hub.gate import Gate
+from consortium.hub.gate import PRINCIPAL_SCOPE_KEY, AuthFailures, Gate
+from consortium.hub.limits import BODY_LIMIT_SCOPE_KEY
 from consortium.hub.services.identity import Principal, TokenCache
 from consortium.protocol import Role
 
@@ -36,6 +38,9 @@ def scope(method: str, path: str) -> dict:
     ("POST", "/api/node/tasks/3/update", "upload"),
     ("PUT", "/api/projects/3/test-set", "upload"),
     ("POST", "/api/projects", "authenticated"),
+    ("GET", "/api/datasets/north/digits", "optional"),
+    ("PATCH", "/api/datasets/north/digits", "authenticated"),
+    ("GET", "/api/models/3/weights", "optional"),
     ("GET", "/api/node/tasks/next", "authenticated"),
     ("GET", "/nowhere", "authenticated"),
 ])
@@ -43,10 +48,57 @@ def test_route_access(gate: Gate, method: str, path: str, access: str) -> None:
     assert gate.access(scope(method, path)) == access
 
 
-def test_every_api_route_but_health_and_enrolment_needs_credentials(gate: Gate) -> None:
-    open_routes = {route.path for route in gate.routes if isinstance(route, APIRoute)
-                   and gate.access(scope(next(iter(route.methods)), route.path)) in ("public", "enrolment")}
-    assert open_routes == {"/api/health", "/api/enrol"}
+def test_every_api_route_but_health_enrolment_and_public_reads_needs_credentials(gate: Gate) -> None:
+    def marked(*kinds: str) -> set[tuple[str, str]]:
+        return {(method, route.path) for route in gate.routes if isinstance(route, APIRoute)
+                for method in route.methods if gate.access(scope(method, route.path)) in kinds}
+
+    assert marked("public", "enrolment") == {("GET", "/api/health"), ("POST", "/api/enrol")}
+    assert marked("optional") == {
+        ("GET", path) for path in (
+            "/api/datasets", "/api/datasets/{org}/{name}", "/api/datasets/{org}/{name}/croissant",
+            "/api/environments", "/api/environments/{org}/{name}", "/api/models/{model_id}",
+            "/api/models/{model_id}/weights", "/api/models/{model_id}/files/{name}",
+            "/api/models/{model_id}/card.md")
+    }
+
+
+def gate_answer(gate: Gate, path: str, headers: list[tuple[bytes, bytes]]) -> tuple[int | None, dict]:
+    """Run ``gate`` on a GET of ``path``: the status it answered itself (None when it let the request
+    through) and the scope the app got."""
+    reached: dict = {}
+    sent: list[dict] = []
+
+    async def app(scope: dict, receive, send) -> None:
+        reached.update(scope)
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b""}
+
+    request = scope("GET", path) | {"headers": headers, "client": ("10.0.0.9", 1)}
+    asyncio.run(Gate(app, routes=gate.routes, state=gate.state, settings=gate.settings,
+                     failures=AuthFailures(100, 60.0), tokens=TokenCache())(request, receive, send))
+    status = next((m["status"] for m in sent if m["type"] == "http.response.start"), None)
+    return status, reached
+
+
+def test_an_optional_route_lets_anonymous_callers_in_with_the_small_body_limit(gate: Gate) -> None:
+    status, reached = gate_answer(gate, "/api/datasets", [])
+    assert status is None
+    assert reached[BODY_LIMIT_SCOPE_KEY] == gate.settings.max_public_bytes
+    assert PRINCIPAL_SCOPE_KEY not in reached
+
+
+def test_an_optional_route_authenticates_credentials_that_are_sent(gate: Gate) -> None:
+    for headers in ([(b"authorization", b"Bearer csm_nonsense")], [(b"authorization", b"Basic eDp5")],
+                    [(b"x-consortium-key", b"0" * 16)]):
+        status, reached = gate_answer(gate, "/api/models/1/weights", headers)
+        assert status == 401 and not reached, headers
+    status, _ = gate_answer(gate, "/api/projects", [])
+    assert status == 401, "an authenticated route still refuses anonymous callers"
 
 
 def test_the_token_cache_keeps_valid_tokens_briefly() -> None:

@@ -74,3 +74,14 @@ def member_client(hub: str, token: str | None, org_dir: Path | None):
     if org_dir is not None:
         return org_client(hub, org_dir)
     return user_client(hub, token)
+
+
+def grant_option(value: str | None) -> str | list[str] | None:
+    """A grant as typed on the command line: ``members``, ``nobody``, ``everyone`` or org names separated by
+    commas (None: unchanged)."""
+    if value is None or value in ("members", "nobody", "everyone"):
+        return value
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if not names:
+        fail("a grant is members, nobody, everyone or org names separated by commas")
+    return names

@@ -8,7 +8,20 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from consortium.cli.common import HubOpt, OrgDirOpt, TokenOpt, call, console, fail, org_client, print_json, user_client
+from consortium.cli.common import (
+    HubOpt,
+    OptionalOrgDirOpt,
+    OrgDirOpt,
+    TokenOpt,
+    call,
+    console,
+    fail,
+    grant_option,
+    member_client,
+    org_client,
+    print_json,
+    user_client,
+)
 
 app = typer.Typer(no_args_is_help=True, help="Register local datasets (only their cards reach the hub).")
 
@@ -63,3 +76,24 @@ def dataset_croissant(ref: Annotated[str, typer.Argument(help="org/name")], hub:
     """Print a dataset card as Croissant JSON-LD."""
     with user_client(hub, token) as client:
         print_json(call(client.croissant, ref))
+
+
+VisibilityOpt = Annotated[str | None, typer.Option("--visibility", help="private, members or public")]
+ProcessOpt = Annotated[str | None, typer.Option(
+    "--process", help="who may train on it: members, nobody or org names separated by commas")]
+DownloadOpt = Annotated[str | None, typer.Option(
+    "--download", help="who may download it (and models trained on it): members, nobody, everyone or org "
+                       "names separated by commas")]
+
+
+@app.command("rights")
+def dataset_rights(ref: Annotated[str, typer.Argument(help="org/name, a dataset of your org")], hub: HubOpt,
+                   visibility: VisibilityOpt = None, process: ProcessOpt = None, download: DownloadOpt = None,
+                   token: TokenOpt = None, org_dir: OptionalOrgDirOpt = None) -> None:
+    """Change who may see, process and download your org's dataset (as its key or a steward); projects
+    proposed before keep the rights they were proposed under."""
+    with member_client(hub, token, org_dir) as client:
+        card = call(client.set_source_rights, ref, visibility=visibility, process=grant_option(process),
+                    download=grant_option(download))
+    console.print(f"[bold]{card['org']}/{card['name']}[/]: visibility {card['visibility']}, process "
+                  f"{card['process']}, download {card['download']}")

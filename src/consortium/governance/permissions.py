@@ -8,11 +8,15 @@ downloading, and an ``audience`` that sees it whatever its visibility (a model's
   suspended org and the admin; ``private`` only the owner. The audience's member orgs see the object too,
   and so does the admin (it takes part in every project, as ``hub/services/access.py`` has it); the admin
   does not see a private data source.
-- **Process** (:func:`can_process`): the owner, and member orgs the grant names (or every member).
+- **Process** (:func:`can_process`): the owner, and member orgs the grant names (or every member). The
+  admin has no org: it proposes for the consortium as a whole, so it may process what every member may (a
+  grant to ``members`` or ``everyone``), never what is granted to named orgs only. Anonymous callers and
+  users without an org (other than the admin) process nothing.
 - **Download** (:func:`can_download`): only what one may see; the owner, the member orgs the grant names,
-  and the admin for objects with an audience (a project's models).
+  and the admin for objects with an audience (a project's models). A download grant to ``everyone``
+  (:data:`EVERYONE`) is the one way anonymous callers download: on a public object, anyone may.
 - The owner always holds every right on its own object, suspended or not; any other org holds a right only
-  while it is a member.
+  while it is a member (except ``everyone``, which holds for anybody who sees the object).
 
 A model's rights (:func:`model_rights`) before release: private to its participants, who may process and
 download it. After release: the narrowest of its inputs' rights and of the :class:`ReleaseDecision`
@@ -37,13 +41,17 @@ def narrowest(*visibilities: Visibility) -> Visibility:
 
 @dataclass(frozen=True)
 class Grant:
-    """Which orgs, besides the owner, hold a right: every member (``members``), or the named ``orgs``
-    (none: nobody). Named orgs hold it only while they are members."""
+    """Which orgs, besides the owner, hold a right: anybody (``everyone``: members, other orgs and anonymous
+    callers; it implies ``members``), every member (``members``), or the named ``orgs`` (none: nobody).
+    Named orgs and members hold it only while they are members. Ordered nobody < orgs < members < everyone."""
 
     members: bool = False
     orgs: frozenset[str] = frozenset()
+    everyone: bool = False
 
     def __post_init__(self) -> None:
+        if self.everyone:
+            object.__setattr__(self, "members", True)
         object.__setattr__(self, "orgs", frozenset() if self.members else frozenset(self.orgs))
 
     @classmethod
@@ -52,23 +60,32 @@ class Grant:
         return cls(orgs=frozenset(orgs))
 
     def allows(self, org: str | None) -> bool:
-        return org is not None and (self.members or org in self.orgs)
+        """Whether the grant names ``org`` (None: an anonymous caller, held only by ``everyone``)."""
+        return self.everyone or (org is not None and (self.members or org in self.orgs))
 
     def __and__(self, other: Grant) -> Grant:
+        if self.everyone or other.everyone:
+            return other if self.everyone else self
         if self.members or other.members:
             return other if self.members else self
         return Grant.to(self.orgs & other.orgs)
 
     def __or__(self, other: Grant) -> Grant:
+        if self.everyone or other.everyone:
+            return EVERYONE
         if self.members or other.members:
             return MEMBERS
         return Grant.to(self.orgs | other.orgs)
 
     def __le__(self, other: Grant) -> bool:
-        return other.members or (not self.members and self.orgs <= other.orgs)
+        if other.everyone:
+            return True
+        return not self.everyone and (other.members or (not self.members and self.orgs <= other.orgs))
 
     def dump(self) -> str | list[str]:
-        """The stored form: ``"members"``, ``"nobody"`` or the sorted org names."""
+        """The stored form: ``"everyone"``, ``"members"``, ``"nobody"`` or the sorted org names."""
+        if self.everyone:
+            return "everyone"
         if self.members:
             return "members"
         return sorted(self.orgs) if self.orgs else "nobody"
@@ -76,17 +93,21 @@ class Grant:
     @classmethod
     def load(cls, value: str | Iterable[str]) -> Grant:
         """The grant of a :meth:`dump` value."""
+        if value == "everyone":
+            return EVERYONE
         if value == "members":
             return MEMBERS
         if value == "nobody":
             return NOBODY
         if isinstance(value, str):
-            raise ValueError(f"a grant is 'members', 'nobody' or a list of org names, not {value!r}")
+            raise ValueError(
+                f"a grant is 'everyone', 'members', 'nobody' or a list of org names, not {value!r}")
         return cls.to(value)
 
 
 NOBODY = Grant()
 MEMBERS = Grant(members=True)
+EVERYONE = Grant(everyone=True)
 
 
 @dataclass(frozen=True)
@@ -153,7 +174,9 @@ def can_see(reader: Reader, owner_org: str | None, rights: Rights) -> bool:
 
 
 def can_process(reader: Reader, owner_org: str | None, rights: Rights) -> bool:
-    """Whether ``reader``'s org may train on the object."""
+    """Whether ``reader``'s org (the admin: the consortium as a whole) may train on the object."""
+    if reader.org is None:
+        return reader.is_admin and rights.process.members
     return _owns(reader, owner_org) or (reader.is_member and rights.process.allows(reader.org))
 
 
@@ -163,7 +186,7 @@ def can_download(reader: Reader, owner_org: str | None, rights: Rights) -> bool:
         return True
     if not can_see(reader, owner_org, rights):
         return False
-    if reader.is_admin and rights.audience:
+    if rights.download.everyone or (reader.is_admin and rights.audience):
         return True
     return reader.is_member and rights.download.allows(reader.org)
 

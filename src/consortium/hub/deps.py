@@ -9,7 +9,12 @@ from fastapi import Request
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from consortium.hub.gate import AUTHENTICATION_REQUIRED, PRINCIPAL_SCOPE_KEY, client_address
+from consortium.hub.gate import (
+    AUTHENTICATION_REQUIRED,
+    PRINCIPAL_SCOPE_KEY,
+    client_address,
+    sends_credentials,
+)
 from consortium.hub.drivers import Scheduler
 from consortium.hub.state import HubState
 from consortium.hub.services import identity
@@ -80,6 +85,14 @@ async def principal(request: Request) -> Principal:
             _signature_failed(request)
             raise
     raise Unauthorized(AUTHENTICATION_REQUIRED)
+
+
+async def optional_principal(request: Request) -> Principal | None:
+    """Like :func:`principal` when the caller sends credentials; None (anonymous) when it sends none. For
+    routes marked :func:`consortium.hub.gate.optional`."""
+    if not sends_credentials(request.scope):
+        return None
+    return await principal(request)
 
 
 async def org_call(request: Request) -> identity.SignedCall:

@@ -5,6 +5,9 @@ anyone make the hub read (and hold) large bodies. For each request the gate find
 
 - a route marked :func:`public` or :func:`enrolment` (and FastAPI's own ``/openapi.json`` and ``/docs``)
   passes, with the small ``max_public_bytes`` body limit;
+- a route marked :func:`optional` (public reads: cards, released models) passes a caller that sends no
+  credentials as anonymous, and authenticates one that sends any (bad ones get 401, never anonymity), with
+  the small body limit either way;
 - any other route needs a valid API token, checked here (positive answers cached briefly) and handed on to
   :func:`consortium.hub.deps.principal` in the ASGI scope, or signature headers whose key is an admitted
   org's and whose timestamp lies in the window (the signature covers the body, so ``deps`` checks it once
@@ -42,7 +45,7 @@ if TYPE_CHECKING:
 PRINCIPAL_SCOPE_KEY = "consortium.principal"
 """The :class:`identity.Principal` of a request whose API token the gate checked."""
 
-Access = Literal["public", "enrolment", "upload", "authenticated"]
+Access = Literal["public", "enrolment", "optional", "upload", "authenticated"]
 Kind = Literal["token", "signature", "enrolment"]
 F = TypeVar("F", bound=Callable[..., Any])
 _ACCESS_ATTR = "__consortium_access__"
@@ -66,8 +69,29 @@ public = _mark("public")
 """Route decorator: no credentials needed (small body limit)."""
 enrolment = _mark("enrolment")
 """Route decorator: public, and each 401 it answers counts as a failed enrolment of the caller's address."""
+optional = _mark("optional")
+"""Route decorator: authenticated when the caller sends credentials, else anonymous (small body limit); the
+route takes :func:`consortium.hub.deps.optional_principal`."""
 upload = _mark("upload")
 """Route decorator: authenticated, and its body may reach ``max_upload_bytes``."""
+
+
+def _credentials(scope: dict[str, Any]) -> tuple[str | None, dict[str, str]]:
+    """The request's Authorization header (None without one) and its X-Consortium-* signature headers."""
+    authorization = None
+    signed: dict[str, str] = {}
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            authorization = value.decode("latin-1")
+        elif name.startswith(b"x-consortium-"):
+            signed[name.decode("latin-1")] = value.decode("latin-1")
+    return authorization, signed
+
+
+def sends_credentials(scope: dict[str, Any]) -> bool:
+    """Whether the request carries an Authorization header or signature headers."""
+    authorization, signed = _credentials(scope)
+    return authorization is not None or bool(signed)
 
 
 def client_address(scope: dict[str, Any]) -> str:
@@ -149,7 +173,13 @@ class Gate:
             await self.app(scope, receive, send)
             return
         s = self.settings
-        scope[BODY_LIMIT_SCOPE_KEY] = s.max_upload_bytes if access == "upload" else s.max_json_bytes
+        if access == "optional":
+            scope[BODY_LIMIT_SCOPE_KEY] = s.max_public_bytes
+            if not sends_credentials(scope):
+                await self.app(scope, receive, send)
+                return
+        else:
+            scope[BODY_LIMIT_SCOPE_KEY] = s.max_upload_bytes if access == "upload" else s.max_json_bytes
         if await self._authenticate(scope, send, address):
             await self.app(scope, receive, send)
 
@@ -163,13 +193,7 @@ class Gate:
 
     async def _authenticate(self, scope: dict[str, Any], send: Any, address: str) -> bool:
         """True when the request may go on; else the answer (401 or 429) has been sent."""
-        authorization = None
-        signed: dict[str, str] = {}
-        for name, value in scope.get("headers", []):
-            if name == b"authorization":
-                authorization = value.decode("latin-1")
-            elif name.startswith(b"x-consortium-"):
-                signed[name.decode("latin-1")] = value.decode("latin-1")
+        authorization, signed = _credentials(scope)
         if authorization is not None and authorization[:7].lower() == "bearer ":
             kind: Kind = "token"
         elif signed:

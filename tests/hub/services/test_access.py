@@ -1,5 +1,5 @@
-"""The hub's read rules on SQLite and PostgreSQL: data-source visibility, project participants, ledger
-scopes."""
+"""The hub's read rules on SQLite and PostgreSQL: the caller as ``permissions`` reads it, data-source rights,
+project participants, ledger scopes."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from sqlalchemy.orm import Session
 from consortium.hub.db.models import Dataset, LedgerEntry, Org, Project, ProjectDataset, User
 from consortium.hub.services import access, ledger
 from consortium.hub.services.errors import NotFound
+from consortium.governance.permissions import ANONYMOUS, EVERYONE, MEMBERS, NOBODY, Grant, Reader, Rights
 from consortium.hub.services.identity import Principal
 from consortium.ledger.chain import verify_chain
-from consortium.protocol import Role
+from consortium.protocol import Role, Visibility
 
 ADMIN = Principal("user", "admin", Role.admin, None, None)
 LONER = Principal("user", "lone-researcher", Role.researcher, None, None)
@@ -62,11 +63,31 @@ def world(session: Session) -> World:
     return World(orgs, sources, project, solo)
 
 
-def test_source_visibility(world: World) -> None:
+def test_the_reader_of_each_caller(session: Session, world: World) -> None:
+    a, b = world.orgs["a"], world.orgs["b"]
+    b.status = "suspended"
+    session.commit()
+    assert access.reader(session, None) == ANONYMOUS
+    assert access.reader(session, ADMIN) == Reader(None, is_admin=True)
+    assert access.reader(session, LONER) == Reader(None)
+    assert access.reader(session, key(a)) == Reader("a", is_member=True)
+    assert access.reader(session, user("ra", Role.researcher, a)) == Reader("a", is_member=True)
+    assert access.reader(session, user("sb", Role.steward, b)) == Reader("b", is_member=False)
+
+
+def test_source_rights_come_from_the_card_and_its_grants(session: Session, world: World) -> None:
+    secret = world.sources["secret"]
+    assert access.source_rights(secret) == Rights(Visibility.private, MEMBERS, NOBODY)
+    secret.visibility, secret.process_grant, secret.download_grant = "public", ["c"], "everyone"
+    assert access.source_rights(secret) == Rights(Visibility.public, Grant.to({"c"}), EVERYONE)
+
+
+def test_source_visibility(session: Session, world: World) -> None:
     a, b = world.orgs["a"], world.orgs["b"]
     callers = {"a key": key(a), "a researcher": user("ra", Role.researcher, a),
-               "b steward": user("sb", Role.steward, b), "admin": ADMIN, "no org": LONER}
-    seen = {name: {s for s, d in world.sources.items() if access.can_see_source(caller, d)}
+               "b steward": user("sb", Role.steward, b), "admin": ADMIN, "no org": LONER, "anonymous": None}
+    seen = {name: {s for s, d in world.sources.items()
+                   if access.can_see_source(access.reader(session, caller), d)}
             for name, caller in callers.items()}
     assert seen == {
         "a key": {"secret", "shared", "open"},
@@ -74,7 +95,22 @@ def test_source_visibility(world: World) -> None:
         "b steward": {"shared", "open"},
         "admin": {"shared", "open"},
         "no org": {"open"},
+        "anonymous": {"open"},
     }
+
+
+def test_process_and_download_follow_the_grants(session: Session, world: World) -> None:
+    shared = world.sources["shared"]
+    shared.process_grant, shared.download_grant = ["c"], ["a"]
+    session.commit()
+    readers = {name: access.reader(session, caller) for name, caller in [
+        ("a", key(world.orgs["a"])), ("b", key(world.orgs["b"])), ("c", key(world.orgs["c"])),
+        ("admin", ADMIN), ("anonymous", None)]}
+    assert {n for n, r in readers.items() if access.can_process_source(r, shared)} == {"b", "c"}
+    assert {n for n, r in readers.items() if access.can_download_source(r, shared)} == {"a", "b"}
+    open_ = world.sources["open"]
+    assert {n for n, r in readers.items() if access.can_process_source(r, open_)} == {"a", "b", "c", "admin"}
+    assert {n for n, r in readers.items() if access.can_download_source(r, open_)} == set()
 
 
 def test_parties_are_the_data_owners_and_the_proposer_with_its_org(session: Session, world: World) -> None:

@@ -6,12 +6,13 @@ from fastapi import APIRouter, Depends, Request
 from sqlalchemy.orm import Session
 
 from consortium.croissant import card_to_croissant
-from consortium.hub.deps import db, hub_state, principal
-from consortium.hub.gate import upload
+from consortium.hub.deps import db, hub_state, optional_principal, principal
+from consortium.hub.gate import optional, upload
 from consortium.hub.state import HubState
 from consortium.hub.services import datasets as dataset_service
 from consortium.hub.services import environments as environment_service
 from consortium.hub.services import projects as project_service
+from consortium.hub.services.source_rights import change_rights
 from consortium.hub.services.access import visible_projects
 from consortium.hub.services.identity import Principal
 from consortium.hub.wire import Id, Name, StrictJSONRoute
@@ -22,32 +23,50 @@ from consortium.protocol import (
     EnvironmentCardOut,
     ProjectCreate,
     ProjectOut,
+    SourceRightsIn,
 )
 
 router = APIRouter(prefix="/api", tags=["data and projects"], route_class=StrictJSONRoute)
 
 
 @router.post("/datasets", response_model=DatasetCardOut, status_code=201, response_model_by_alias=True)
-def register_dataset(card: DatasetCardIn, session: Session = Depends(db), caller: Principal = Depends(principal)):
+def register_dataset(
+    card: DatasetCardIn, session: Session = Depends(db), caller: Principal = Depends(principal),
+):
     return dataset_service.to_out(dataset_service.register(session, caller, card))
 
 
 @router.get("/datasets", response_model=list[DatasetCardOut], response_model_by_alias=True)
-def list_datasets(session: Session = Depends(db), caller: Principal = Depends(principal)):
+@optional
+def list_datasets(session: Session = Depends(db), caller: Principal | None = Depends(optional_principal)):
+    """The dataset cards the caller may see (anonymous callers: the public ones)."""
     return [dataset_service.to_out(d) for d in dataset_service.listing(session, caller)]
 
 
 @router.get("/datasets/{org}/{name}", response_model=DatasetCardOut, response_model_by_alias=True)
+@optional
 def get_dataset(
-    org: Name, name: Name, session: Session = Depends(db), caller: Principal = Depends(principal)
+    org: Name, name: Name, session: Session = Depends(db),
+    caller: Principal | None = Depends(optional_principal),
 ):
     return dataset_service.to_out(dataset_service.by_ref(session, caller, f"{org}/{name}"))
 
 
+@router.patch("/datasets/{org}/{name}", response_model=DatasetCardOut, response_model_by_alias=True)
+def change_dataset_rights(
+    org: Name, name: Name, body: SourceRightsIn, session: Session = Depends(db),
+    caller: Principal = Depends(principal),
+):
+    """The owner (its key or a steward) changes the dataset's visibility and its process / download grants."""
+    dataset = change_rights(session, caller, f"{org}/{name}", dataset_service.TABLE, "dataset", body)
+    return dataset_service.to_out(dataset)
+
+
 @router.get("/datasets/{org}/{name}/croissant")
+@optional
 def get_dataset_croissant(
     org: Name, name: Name, request: Request, session: Session = Depends(db),
-    caller: Principal = Depends(principal),
+    caller: Principal | None = Depends(optional_principal),
 ) -> dict:
     card = dataset_service.to_out(dataset_service.by_ref(session, caller, f"{org}/{name}"))
     return card_to_croissant(card, org=org, url=str(request.url).removesuffix("/croissant"))
@@ -61,19 +80,35 @@ def register_environment(
 
 
 @router.get("/environments", response_model=list[EnvironmentCardOut])
-def list_environments(session: Session = Depends(db), caller: Principal = Depends(principal)):
+@optional
+def list_environments(session: Session = Depends(db), caller: Principal | None = Depends(optional_principal)):
+    """The environment cards the caller may see (anonymous callers: the public ones)."""
     return [environment_service.to_out(e) for e in environment_service.listing(session, caller)]
 
 
 @router.get("/environments/{org}/{name}", response_model=EnvironmentCardOut)
+@optional
 def get_environment(
-    org: Name, name: Name, session: Session = Depends(db), caller: Principal = Depends(principal)
+    org: Name, name: Name, session: Session = Depends(db),
+    caller: Principal | None = Depends(optional_principal),
 ):
     return environment_service.to_out(environment_service.by_ref(session, caller, f"{org}/{name}"))
 
 
+@router.patch("/environments/{org}/{name}", response_model=EnvironmentCardOut)
+def change_environment_rights(
+    org: Name, name: Name, body: SourceRightsIn, session: Session = Depends(db),
+    caller: Principal = Depends(principal),
+):
+    """The owner (its key or a steward) changes the environment's visibility and its grants."""
+    source = change_rights(session, caller, f"{org}/{name}", environment_service.KIND, "environment", body)
+    return environment_service.to_out(source)
+
+
 @router.post("/projects", response_model=ProjectOut, status_code=201)
-def create_project(spec: ProjectCreate, session: Session = Depends(db), caller: Principal = Depends(principal)):
+def create_project(
+    spec: ProjectCreate, session: Session = Depends(db), caller: Principal = Depends(principal),
+):
     return project_service.to_out(session, project_service.create(session, caller, spec))
 
 

@@ -1,15 +1,17 @@
-"""Who may see what: the one place for the hub's object-level read rules.
+"""Who may see what: the hub's object-level read rules, over the pure rules of
+:mod:`consortium.governance.permissions` (the one source of truth for visibility and rights).
 
-- Data sources (dataset and environment cards): ``public`` ones every caller, ``members`` ones the principals
-  of a member org and the admin, ``private`` ones only the owner org's principals.
-- Projects, and with them their runs, progress and models: only their participants, that is the admin, the
-  proposer, and any principal (key, steward, researcher) of an org that owns a data source in the project or
-  that the proposer belongs to.
+- Data sources (dataset and environment cards): :func:`can_see_source`, :func:`can_process_source` and
+  :func:`can_download_source` apply ``permissions`` to :func:`source_rights` (the card's visibility and its
+  stored grants) for the caller's :func:`reader`. Anonymous callers (``None``) see public cards.
+- Projects, and with them their runs and progress: only their participants, that is the admin, the proposer,
+  and any principal (key, steward, researcher) of an org that owns a data source in the project or that the
+  proposer belongs to. Models: :mod:`consortium.hub.services.model_access`.
 - Ledger entries: the payload of an entry scoped to a project or data source only to those who may see it.
 
 Services report an object the caller may not see as missing (:class:`NotFound`), so its existence is not
-leaked either. Every org on the hub is admitted (there is no suspension), so belonging to an org is
-membership.
+leaked either. A principal of an org that is not admitted cannot authenticate (``identity``), so an org's
+principals are members; :func:`reader` still reads the org's status.
 """
 
 from __future__ import annotations
@@ -20,21 +22,56 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from consortium.governance import permissions
+from consortium.governance.permissions import MEMBERS, NOBODY, Grant, Reader, Rights
 from consortium.hub.db.models import Dataset, LedgerEntry, Org, Project, ProjectDataset, User
 from consortium.hub.services.errors import NotFound
 from consortium.hub.services.identity import Principal
-from consortium.protocol import Role, Visibility
+from consortium.protocol import Role
+
+ADMITTED = "admitted"
 
 
-def is_admin(actor: Principal) -> bool:
-    return actor.kind == "user" and actor.role == Role.admin
+def is_admin(actor: Principal | None) -> bool:
+    return actor is not None and actor.kind == "user" and actor.role == Role.admin
 
 
-def can_see_source(actor: Principal, source: Dataset) -> bool:
-    """The visibility rule of dataset and environment cards."""
-    if source.visibility == Visibility.public.value or actor.org_id == source.org_id:
-        return True
-    return source.visibility == Visibility.members.value and (actor.org_id is not None or is_admin(actor))
+def reader(session: Session, actor: Principal | None) -> Reader:
+    """The caller as ``permissions`` sees it: its org (None for anonymous callers and users without an org),
+    whether that org is a member (admitted), and whether it is the admin."""
+    if actor is None:
+        return permissions.ANONYMOUS
+    if actor.org_id is None:
+        return Reader(None, is_admin=is_admin(actor))
+    org = session.get(Org, actor.org_id)
+    return Reader(org.name, is_member=org.status == ADMITTED, is_admin=is_admin(actor))
+
+
+def grant_of(stored: object, default: Grant) -> Grant:
+    """The grant of a stored ``Grant.dump()`` value (NULL: ``default``)."""
+    return default if stored is None else Grant.load(stored)
+
+
+def source_rights(source: Dataset) -> Rights:
+    """A data source's rights: its visibility; process by every member and download by nobody but the
+    owner unless its owner stored other grants."""
+    return Rights(source.visibility, grant_of(source.process_grant, MEMBERS),
+                  grant_of(source.download_grant, NOBODY))
+
+
+def can_see_source(who: Reader, source: Dataset) -> bool:
+    """Whether ``who`` may see the card (and its Croissant rendering)."""
+    return permissions.can_see(who, source.org.name, source_rights(source))
+
+
+def can_process_source(who: Reader, source: Dataset) -> bool:
+    """Whether ``who``'s org may name the source in a project it proposes."""
+    return permissions.can_process(who, source.org.name, source_rights(source))
+
+
+def can_download_source(who: Reader, source: Dataset) -> bool:
+    """Whether ``who`` may download the source (no route serves a data source's rows; models inherit it)."""
+    return permissions.can_download(who, source.org.name, source_rights(source))
 
 
 @dataclass(frozen=True)
@@ -46,7 +83,9 @@ class Parties:
     org_ids: frozenset[int]
 
 
-def takes_part(actor: Principal, parties: Parties) -> bool:
+def takes_part(actor: Principal | None, parties: Parties) -> bool:
+    if actor is None:
+        return False
     return is_admin(actor) or actor.label == parties.proposer or (
         actor.org_id is not None and actor.org_id in parties.org_ids
     )
@@ -127,7 +166,8 @@ def ledger_reader(
     source_ids = {e.dataset_id for e in entries if e.dataset_id is not None}
     in_project = {pid for pid, found in parties(session, project_ids).items() if takes_part(actor, found)}
     sources = session.scalars(select(Dataset).where(Dataset.id.in_(source_ids))) if source_ids else []
-    seen_sources = {s.id for s in sources if can_see_source(actor, s)}
+    who = reader(session, actor)
+    seen_sources = {s.id for s in sources if can_see_source(who, s)}
 
     def readable(entry: LedgerEntry) -> bool:
         if entry.project_id is not None and entry.project_id not in in_project:

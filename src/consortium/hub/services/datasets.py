@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 
 from consortium.hub.db.models import Dataset, Org
 from consortium.hub.services import ledger
-from consortium.hub.services.access import can_see_source
+from consortium.hub.services.access import can_see_source, reader, source_rights
 from consortium.hub.services.errors import Conflict, Forbidden, NotFound
 from consortium.hub.services.identity import Principal
 from consortium.protocol import DatasetCardIn, DatasetCardOut
@@ -47,33 +47,36 @@ def register(session: Session, actor: Principal, card: DatasetCardIn) -> Dataset
     return dataset
 
 
-def source_by_ref(session: Session, actor: Principal, ref: str, kind: str, noun: str) -> Dataset:
-    """The data source 'org/name' of ``kind``; one the caller may not see is reported as missing (404)."""
+def source_by_ref(session: Session, actor: Principal | None, ref: str, kind: str, noun: str) -> Dataset:
+    """The data source 'org/name' of ``kind``; one the caller (None: anonymous) may not see is reported as
+    missing (404)."""
     org_name, _, name = ref.partition("/")
     source = session.scalar(
         select(Dataset).join(Org).where(Org.name == org_name, Dataset.name == name, Dataset.kind == kind)
     )
-    if source is None or not can_see_source(actor, source):
+    if source is None or not can_see_source(reader(session, actor), source):
         raise NotFound(f"no {noun} {ref!r}")
     return source
 
 
-def sources_listing(session: Session, actor: Principal, kind: str) -> list[Dataset]:
-    """Every data source of ``kind`` the caller may see, oldest first."""
+def sources_listing(session: Session, actor: Principal | None, kind: str) -> list[Dataset]:
+    """Every data source of ``kind`` the caller (None: anonymous) may see, oldest first."""
+    who = reader(session, actor)
     rows = session.scalars(select(Dataset).where(Dataset.kind == kind).order_by(Dataset.id))
-    return [d for d in rows if can_see_source(actor, d)]
+    return [d for d in rows if can_see_source(who, d)]
 
 
-def by_ref(session: Session, actor: Principal, ref: str) -> Dataset:
+def by_ref(session: Session, actor: Principal | None, ref: str) -> Dataset:
     """The dataset 'org/name'; a dataset the caller may not see is reported as missing (404)."""
     return source_by_ref(session, actor, ref, TABLE, "dataset")
 
 
-def listing(session: Session, actor: Principal) -> list[Dataset]:
+def listing(session: Session, actor: Principal | None) -> list[Dataset]:
     return sources_listing(session, actor, TABLE)
 
 
 def to_out(dataset: Dataset) -> DatasetCardOut:
+    rights = source_rights(dataset)
     return DatasetCardOut(
         id=dataset.id,
         org=dataset.org.name,
@@ -86,4 +89,6 @@ def to_out(dataset: Dataset) -> DatasetCardOut:
         visibility=dataset.visibility,
         file_format=dataset.file_format,
         created_at=dataset.created_at,
+        process=rights.process.dump(),
+        download=rights.download.dump(),
     )

@@ -21,6 +21,7 @@ from consortium.fl.environments import (
 )
 from consortium.hub.db.models import Dataset
 from consortium.hub.services import ledger
+from consortium.hub.services.access import source_rights
 from consortium.hub.services.datasets import source_by_ref, sources_listing
 from consortium.hub.services.errors import BadRequest, Conflict, Forbidden
 from consortium.hub.services.identity import Principal
@@ -90,17 +91,18 @@ def register(session: Session, actor: Principal, card: EnvironmentCardIn) -> Dat
     return environment
 
 
-def by_ref(session: Session, actor: Principal, ref: str) -> Dataset:
+def by_ref(session: Session, actor: Principal | None, ref: str) -> Dataset:
     """The environment 'org/name'; one the caller may not see is reported as missing (404)."""
     return source_by_ref(session, actor, ref, KIND, "environment")
 
 
-def listing(session: Session, actor: Principal) -> list[Dataset]:
+def listing(session: Session, actor: Principal | None) -> list[Dataset]:
     return sources_listing(session, actor, KIND)
 
 
 def to_out(environment: Dataset) -> EnvironmentCardOut:
     details = environment.environment or {}
+    rights = source_rights(environment)
     return EnvironmentCardOut(
         id=environment.id,
         org=environment.org.name,
@@ -114,4 +116,6 @@ def to_out(environment: Dataset) -> EnvironmentCardOut:
         visibility=environment.visibility,
         observation_size=environment.schema["features"][0]["shape"][0],
         created_at=environment.created_at,
+        process=rights.process.dump(),
+        download=rights.download.dump(),
     )

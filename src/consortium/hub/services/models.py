@@ -12,7 +12,7 @@ from consortium.fl.core import Params
 from consortium.governance.licences import derive_licence
 from consortium.hub.blobs import BlobStore
 from consortium.hub.db.models import Dataset, Model, Round, Run
-from consortium.hub.services.access import can_see_project
+from consortium.hub.services.model_access import can_download_model, can_see_model
 from consortium.hub.services.errors import NotFound
 from consortium.hub.services.identity import Principal
 from consortium.hub.services.projects import project_datasets
@@ -198,10 +198,19 @@ def render_markdown(card: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def get(session: Session, actor: Principal, model_id: int) -> Model:
-    """The model if the caller takes part in its project; NotFound otherwise."""
+def get(session: Session, actor: Principal | None, model_id: int) -> Model:
+    """The model if the caller may see it (anonymous callers: None); NotFound otherwise."""
     model = session.get(Model, model_id)
-    if model is None or not can_see_project(session, actor, model.project):
+    if model is None or not can_see_model(session, actor, model):
+        raise NotFound(f"no model {model_id}")
+    return model
+
+
+def downloadable(session: Session, actor: Principal | None, model_id: int) -> Model:
+    """The model if the caller may download its weights and files; NotFound, as for a missing model,
+    otherwise (also when the caller sees its card)."""
+    model = session.get(Model, model_id)
+    if model is None or not can_download_model(session, actor, model):
         raise NotFound(f"no model {model_id}")
     return model
 

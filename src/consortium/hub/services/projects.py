@@ -17,7 +17,7 @@ from consortium.hub.db.models import Dataset, Project, ProjectDataset, Proposal,
 from consortium.hub.services import datasets as dataset_service
 from consortium.hub.services import environments as environment_service
 from consortium.hub.services import ledger, proposals
-from consortium.hub.services.access import visible_project
+from consortium.hub.services.access import can_process_source, reader, visible_project
 from consortium.hub.services.errors import BadRequest, Conflict, Forbidden
 from consortium.hub.services.identity import Principal, require_role
 from consortium.plan import RunPlan
@@ -94,6 +94,18 @@ def validate_spec(spec: ProjectCreate, plan: RunPlan, datasets: list[Dataset]) -
             raise BadRequest(f"algorithm.hyperparameters: {exc}") from exc
 
 
+def check_may_process(session: Session, actor: Principal, sources: list[Dataset]) -> None:
+    """Forbidden naming the first source the proposer's org may not process (the admin: one not granted to
+    every member); the rights are checked here, at proposal time only."""
+    who = reader(session, actor)
+    for source in sources:
+        if not can_process_source(who, source):
+            field = "environments" if source.kind == environment_service.KIND else "datasets"
+            holder = who.org or ("the admin" if who.is_admin else "a user without an organisation")
+            raise Forbidden(f"{field}: {source.org.name}/{source.name}: {holder} may not process it (its "
+                            "owner has not granted the 'process' right)")
+
+
 def create(session: Session, actor: Principal, spec: ProjectCreate) -> Project:
     require_role(actor, Role.researcher, Role.steward, Role.admin)
     if session.scalar(select(Project).where(Project.name == spec.name)) is not None:
@@ -102,6 +114,7 @@ def create(session: Session, actor: Principal, spec: ProjectCreate) -> Project:
     check_sources_fit(spec, plan)
     datasets = [dataset_service.by_ref(session, actor, ref) for ref in spec.datasets]
     datasets += [environment_service.by_ref(session, actor, ref) for ref in spec.environments]
+    check_may_process(session, actor, datasets)
     validate_spec(spec, plan, datasets)
     digest = spec_hash(spec)
     project = Project(
