@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consortium.fl.privacy import adaptive_clip, dp_fedavg
+from consortium.fl.privacy import dp_fedavg
 from consortium.fl.privacy.dp_fedavg import NoiseMode
 
 PROPERTY = settings(max_examples=60, deadline=None)
@@ -106,9 +106,6 @@ def test_distributed_noise_sums_to_the_central_standard_deviation() -> None:
         (lambda: dp_fedavg.client_noise_std("distributed", 1.0, 1.0, 0), "num_clients"),
         (lambda: dp_fedavg.add_noise({"x": torch.ones(2)}, -0.1, 0), "std"),
         (lambda: dp_fedavg.privatise_stacked({"x": torch.ones(2, 3)}, 1.0, 1.0, [1]), "seeds"),
-        (lambda: adaptive_clip.AdaptiveClipping(initial_clip=0.0), "initial_clip"),
-        (lambda: adaptive_clip.AdaptiveClipping(1.0, target_quantile=1.5), "target_quantile"),
-        (lambda: adaptive_clip.update_noise_multiplier(1.0, 0.5), "count_noise_std"),
     ],
 )
 def test_bad_input_names_the_field(call, field: str) -> None:  # type: ignore[no-untyped-def]
@@ -116,21 +113,3 @@ def test_bad_input_names_the_field(call, field: str) -> None:  # type: ignore[no
         call()
     with pytest.raises(ValueError):
         NoiseMode("secret")
-
-
-def test_adaptive_clipping_moves_towards_the_target_quantile() -> None:
-    options = adaptive_clip.AdaptiveClipping(initial_clip=1.0, target_quantile=0.5, count_noise_std=1e-9)
-    g = torch.Generator().manual_seed(0)
-    norms = torch.linspace(0.0, 10.0, 101)  # median 5
-    clip = options.initial_clip
-    for _ in range(200):
-        reports = sum(adaptive_clip.clip_indicator(float(n), clip) for n in norms)
-        clip = adaptive_clip.next_clip(clip, reports, len(norms), options, g)
-    assert 4.5 < clip < 5.5
-
-
-def test_the_split_noise_costs_what_the_total_noise_costs() -> None:
-    sigma, sigma_b = 1.0, 5.0
-    sigma_delta = adaptive_clip.update_noise_multiplier(sigma, sigma_b)
-    assert sigma_delta > sigma
-    assert math.isclose(sigma_delta ** -2 + (2 * sigma_b) ** -2, sigma ** -2)

@@ -63,6 +63,13 @@ class SecAggClient:
         self._keys: dict[str, tuple[bytes, bytes]] = {}
         self._held: dict[str, tuple[bytes, bytes]] = {}
         self._self_seed = b""
+        self._cipher_secrets: dict[str, bytes] = {}
+
+    def _cipher_secret(self, peer: str, keys: dict[str, tuple[bytes, bytes]]) -> bytes:
+        """The X25519 secret of this client's and ``peer``'s cipher keys, computed once per peer."""
+        if peer not in self._cipher_secrets:
+            self._cipher_secrets[peer] = masks.exchange(self._cipher, keys[peer][0])
+        return self._cipher_secrets[peer]
 
     def _expect(self, stage: str, round_id: int) -> None:
         if self.stage != stage:
@@ -114,7 +121,7 @@ class SecAggClient:
         seed_shares = shamir.split(self._self_seed, t, xs, self._random)
         sealed = []
         for holder, x in zip(holders, xs, strict=True):
-            key = masks.share_key(self._cipher, keys[holder][0], r, self.id, holder)
+            key = masks.share_key(self._cipher_secret(holder, keys), r, self.id, holder)
             sealed.append(EncryptedShares(
                 recipient=holder,
                 ciphertext=b64(masks.seal(key, key_shares[x] + seed_shares[x], r, self.id, holder)),
@@ -135,7 +142,7 @@ class SecAggClient:
                 raise UnknownSender(f"{sender!r} did not advertise keys as a neighbour of {self.id!r}")
             if sender in held:
                 raise BadShare(f"the inbox holds two share messages from {sender!r}")
-            key = masks.share_key(self._cipher, self._keys[sender][0], self.config.round, sender, self.id)
+            key = masks.share_key(self._cipher_secret(sender, self._keys), self.config.round, sender, self.id)
             plain = masks.open_sealed(key, unb64(forwarded.ciphertext, "ciphertext"), self.config.round,
                                       sender, self.id)
             held[sender] = (plain[:shamir.SHARE_BYTES], plain[shamir.SHARE_BYTES:])

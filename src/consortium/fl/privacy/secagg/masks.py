@@ -54,27 +54,32 @@ def _info(purpose: bytes, round_id: int, *ids: str) -> bytes:
     return b"\x1f".join(parts)
 
 
-def agree(private: X25519PrivateKey, peer_public: bytes, info: bytes) -> bytes:
-    """HKDF-SHA256 (32 bytes, ``info``) of the X25519 shared secret with ``peer_public``.
+def exchange(private: X25519PrivateKey, peer_public: bytes) -> bytes:
+    """The raw X25519 shared secret with ``peer_public`` (only ever used through :func:`derive`).
 
     BadKeys when the peer's key is not a usable X25519 public key (a low-order point gives an all-zero secret,
     which cryptography refuses)."""
     try:
-        secret = private.exchange(X25519PublicKey.from_public_bytes(peer_public))
+        return private.exchange(X25519PublicKey.from_public_bytes(peer_public))
     except ValueError as exc:
         raise BadKeys(f"key agreement failed: {exc}") from None
+
+
+def derive(secret: bytes, info: bytes) -> bytes:
+    """HKDF-SHA256 of a shared secret: 32 bytes bound to ``info``."""
     return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=info).derive(secret)
 
 
 def pair_seed(private: X25519PrivateKey, peer_public: bytes, round_id: int, me: str, peer: str) -> bytes:
     """The pairwise mask seed of ``me`` and ``peer`` (the same at both ends)."""
     low, high = sorted((me, peer))
-    return agree(private, peer_public, _info(b"pair-mask", round_id, low, high))
+    return derive(exchange(private, peer_public), _info(b"pair-mask", round_id, low, high))
 
 
-def share_key(private: X25519PrivateKey, peer_public: bytes, round_id: int, sender: str, recipient: str) -> bytes:
-    """The key that encrypts ``sender``'s shares for ``recipient`` in this round."""
-    return agree(private, peer_public, _info(b"share-encryption", round_id, sender, recipient))
+def share_key(secret: bytes, round_id: int, sender: str, recipient: str) -> bytes:
+    """The key that encrypts ``sender``'s shares for ``recipient`` in this round, from the X25519 secret of
+    their cipher keys (:func:`exchange`; one secret serves both directions, the keys differ)."""
+    return derive(secret, _info(b"share-encryption", round_id, sender, recipient))
 
 
 def expand(seed: bytes, length: int) -> np.ndarray:

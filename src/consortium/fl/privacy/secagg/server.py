@@ -62,6 +62,7 @@ class SecAggServer:
         self.revealed: dict[str, UnmaskShares] = {}
         self.survivors: tuple[str, ...] = ()
         self.dropped: tuple[str, ...] = ()
+        self._probe = masks.X25519PrivateKey.generate()
 
     # ---------------------------------------------------------------------------------------------- receive
 
@@ -102,6 +103,8 @@ class SecAggServer:
         known = {unb64(k, "key") for m in self.keys.values() for k in (m.cipher_key, m.mask_key)}
         if any(len(k) != masks.KEY_BYTES for k in new) or new[0] == new[1] or known & set(new):
             raise BadKeys(f"{message.sender!r} advertised a malformed or already used key")
+        for key in new:  # a low-order point would break every peer's key agreement later
+            masks.exchange(self._probe, key)
 
     def _holders(self, owner: str) -> set[str]:
         return ({owner} | self.graph[owner]) & set(self.keys)

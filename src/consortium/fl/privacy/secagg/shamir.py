@@ -3,8 +3,10 @@
 A secret ``s`` (read as a big-endian integer below 2^256) is the constant term of a random polynomial of degree
 ``threshold - 1``; holder ``x`` (1-based, distinct, nonzero) gets ``f(x)``. Any ``threshold`` shares give
 ``s = f(0)`` by Lagrange interpolation; fewer are uniformly distributed whatever the secret (every coefficient
-is uniform over the field). Reconstructing from a wrong share gives a random field element, which lies below
-2^256 with probability 2^-265, so :func:`reconstruct` refuses it as :class:`BadShare`. A share is encoded in
+is uniform over the field). A share replaced by a random field element makes the result a random element too,
+which lies below 2^256 only with probability 2^-265, so :func:`reconstruct` refuses it as :class:`BadShare`; a
+share changed by a small amount is not caught that way, which is why the protocol also commits to every share
+(see :func:`~consortium.fl.privacy.secagg.masks.share_commitment`). A share is encoded in
 66 big-endian bytes.
 """
 
@@ -52,7 +54,7 @@ def reconstruct(shares: Sequence[tuple[int, bytes]], threshold: int) -> bytes:
     """The secret from at least ``threshold`` shares ``(x, share)``; the first ``threshold`` by ``x`` are used.
 
     BadShare for too few shares, a repeated holder, a malformed share, or shares that do not reconstruct a
-    32-byte secret (some share was wrong)."""
+    32-byte secret (some share was garbled)."""
     xs = [x for x, _ in shares]
     if len(set(xs)) != len(xs):
         raise BadShare(f"holder {sorted(x for x in xs if xs.count(x) > 1)[0]} appears twice among the shares")
