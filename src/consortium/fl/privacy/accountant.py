@@ -32,7 +32,7 @@ SAMPLINGS: tuple[str, ...] = get_args(Sampling)
 
 PLD_DISCRETISATION = 1e-3
 """Width of the PLD accountant's privacy-loss grid: 10x the library's default and about 15x faster; with the
-pessimistic estimate epsilon grows by under 0.1 % on the settings the tests compare (see test_accountant)."""
+pessimistic estimate epsilon grows by at most 0.2 % on the settings the tests compare (see test_accountant)."""
 
 NOISE_TOLERANCE = 1e-4
 """Precision of :func:`noise_multiplier_for` in noise-multiplier units; the result always meets the target."""
