@@ -135,7 +135,7 @@ def test_release_passes_only_with_the_data_owners_yes_and_freezes_the_card(sessi
                       "released_at": model.released_at.isoformat(), "obligations": trained_card["obligations"]}
     assert {k: v for k, v in model.card.items() if k != "release"} == trained_card
     assert "## Release (frozen)" in model.card_markdown
-    assert "- **Licence**: `CC-BY-NC-4.0` (not for commercial use)" in model.card_markdown
+    assert "- **Licence**: `CC-BY-NC-4.0` (not released for commercial use)" in model.card_markdown
     [entry] = events(session, "model.released")
     assert entry["model_id"] == model.id and entry["card_sha256"] == card_sha256(model.card)
     scoped = session.scalar(select(LedgerEntry.project_id).where(LedgerEntry.event_type == "model.released"))

@@ -125,7 +125,7 @@ def _environment_lines(environments: list[dict[str, Any]]) -> list[str]:
 
 
 def _release_lines(release: dict[str, Any]) -> list[str]:
-    use = "commercial use allowed" if release["commercial"] else "not for commercial use"
+    use = "released for commercial use" if release["commercial"] else "not released for commercial use"
     return [
         "", "## Release (frozen)", "",
         f"- **Released** {release['released_at']} by proposal {release['proposal_id']}",
