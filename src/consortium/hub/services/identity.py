@@ -13,8 +13,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from consortium import crypto
-from consortium.hub.db.models import ApiToken, EnrolmentToken, Node, Org, SeenNonce, User
-from consortium.hub.db.models import OrgKey as OrgKeyRow
+from consortium.hub.db.models import ApiToken, EnrolmentToken, Node, Org, OrgKey, SeenNonce, User
 from consortium.hub.services import ledger
 from consortium.hub.services.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 from consortium.protocol import EnrolRequest, Role, UserCreate
@@ -110,7 +109,7 @@ def enrol(session: Session, body: EnrolRequest, now: datetime) -> Node:
     if session.scalar(select(Node).where(Node.org_id == org.id, Node.name == body.node_name)) is not None:
         raise Conflict(f"node {body.node_name!r} of {org.name!r} is already enrolled")
     if org.public_key is None:
-        session.add(OrgKeyRow(org_id=org.id, key_id=kid, public_key=body.public_key, created_at=now))
+        session.add(OrgKey(org_id=org.id, key_id=kid, public_key=body.public_key, created_at=now))
     org.public_key, org.key_id = body.public_key, kid
     record.used_at = now
     node = Node(org_id=org.id, name=body.node_name, key_id=kid)
