@@ -155,6 +155,10 @@ def test_demo_runs_end_to_end_with_exit_and_json(tmp_path: Path) -> None:
     assert summary["rounds"] == 4 and summary["ledger_ok"] is True
     assert summary["final_test_accuracy"] > 0.8
     assert Path(summary["model_card"]).exists()
+    assert (summary["model_status"], summary["model_licence"]) == ("released", "CC-BY-4.0")
+    assert summary["obligations"] == {"attribution": sorted(f"{org}/digits (CC-BY-4.0)" for org in ORGS)}
+    assert json.loads(Path(summary["model_card"]).read_text())["release"]["proposal_id"] == summary[
+        "release_proposal_id"]
     assert "final test accuracy" in result.stdout
 
 

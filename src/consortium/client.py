@@ -243,6 +243,26 @@ class HubClient:
     def model(self, model_id: int) -> dict:
         return self.get_json(f"/api/models/{model_id}")
 
+    def list_models(self, project: str | None = None, status: str | None = None, licence: str | None = None,
+                    org: str | None = None, limit: int | None = None,
+                    offset: int | None = None) -> list[dict]:
+        """The registry: the models the caller may see, filtered by project name, status (trained or
+        released), licence (part of it, or an SPDX expression) and participating org."""
+        query = {k: v for k, v in {"project": project, "status": status, "licence": licence, "org": org,
+                                   "limit": limit, "offset": offset}.items() if v is not None}
+        return self.request("GET", "/api/models", params=query).json()
+
+    def project_models(self, project_id: int) -> list[dict]:
+        """The versions of a project's model line, oldest first."""
+        return self.get_json(f"/api/projects/{project_id}/models")
+
+    def propose_release(self, model_id: int, licence: str, visibility: str = "members", download: bool = True,
+                        commercial: bool = False, process: bool | None = None, reason: str = "") -> dict:
+        """Open a ``release_model`` proposal for the model (the proposal as the hub shows it)."""
+        return self.create_proposal(ProposalCreate(
+            kind="release_model", model_id=model_id, licence=licence, visibility=visibility,
+            download=download, commercial=commercial, process=process, reason=reason))
+
     def model_weights(self, model_id: int) -> bytes:
         return self.request("GET", f"/api/models/{model_id}/weights").content
 

@@ -3,8 +3,9 @@
 A hub on SQLite and three organisation nodes as separate processes on 127.0.0.1, each org admitted by the
 votes of those before it; a fourth org admitted by the members' vote; scikit-learn's digits split non-IID
 (label-Dirichlet 0.5) across the three data owners, with a held-out test set kept by the project; a
-run_project proposal the three owners vote for; FedAvg rounds with a progress bar; the model card; the
-ledger checked (chain, signatures, Merkle root) against the checkpoints a node cosigned.
+run_project proposal the three owners vote for; FedAvg rounds with a progress bar; a release proposal
+under the licence derived from the data, passed by the owners' yes (the model released with its
+obligations); the model card; the ledger checked (chain, signatures, Merkle root) against the checkpoints a node cosigned.
 """
 
 from __future__ import annotations
@@ -23,7 +24,14 @@ from rich.table import Table
 from consortium.launch import Process, provision_org, start_hub, start_node
 from consortium.ledger_audit import load_claims, verify_from_hub
 from consortium.model_files import download_model
-from consortium.scenario import ORGS, digits_spec, propose_and_approve, provision_digits, vote_as
+from consortium.scenario import (
+    ORGS,
+    digits_spec,
+    propose_and_approve,
+    provision_digits,
+    release_by_vote,
+    vote_as,
+)
 from consortium.watch import follow_run
 from consortium.statuses import RunStatus
 
@@ -61,6 +69,25 @@ def admit_fourth_member(hub, workdir: Path, consortium, console: Console) -> Non
         decided = admin.proposal(proposal["id"])
     console.print(f"{FOURTH_ORG} proposed; members voted "
                   f"{_tally(decided)}: {decided['status']}")
+
+
+def release_model(consortium, model_id: int, console: Console) -> dict[str, Any]:
+    """Propose to release the model to the members under the licence derived from its data; the data
+    owners vote yes. What the summary says about the release."""
+    with consortium.hub.client() as admin:
+        licence = admin.model(model_id)["license"]
+    decided = release_by_vote(consortium, model_id, licence, ORGS)
+    with consortium.hub.client() as admin:
+        model = admin.model(model_id)
+    obligations = {name: [f"{t['source']} ({t['licence']})" for t in terms]
+                   for name, terms in model["obligations"].items() if terms}
+    console.print(f"release proposal {decided['id']} ({_tally(decided)}): {decided['status']}; model {model_id} "
+                  f"version {model['version']} is {model['status']} under {model['license']} to the "
+                  f"{model['visibility']}")
+    for name, terms in obligations.items():
+        console.print(f"  obligation {name.replace('_', '-')}: {', '.join(terms)}")
+    return {"model_status": model["status"], "model_licence": model["license"], "obligations": obligations,
+            "release_proposal_id": decided["id"]}
 
 
 def run_demo(
@@ -111,6 +138,7 @@ def run_demo(
 
         summary: dict[str, Any] = {"status": final["status"], "rounds": len(progress.rounds), "run_id": run["id"]}
         if final["status"] == RunStatus.completed:
+            summary.update(release_model(consortium, final["model_id"], console))
             paths = download_model(admin, final["model_id"], workdir / "model")
             summary.update(
                 final_test_accuracy=progress.rounds[-1].test["accuracy"],

@@ -407,9 +407,16 @@ class ModelOut(Wire):
     run_id: int
     project: str
     params_sha256: str
-    license: str
+    license: str = Field(description="derived from the data until released, then the release's licence")
     card: dict[str, Any]
     created_at: datetime
+    version: int | None = Field(default=None, description="the n-th model of its project's line")
+    status: str = Field(default="trained", description="trained, or released (card, licence, rights frozen)")
+    released_at: datetime | None = None
+    release_proposal_id: int | None = None
+    visibility: Visibility | None = Field(default=None, description="set by the release")
+    obligations: dict[str, Any] = Field(default_factory=dict,
+                                        description="what the data's licences oblige the model to do")
 
 
 class ErrorOut(Wire):

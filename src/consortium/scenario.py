@@ -148,6 +148,19 @@ def propose_and_approve(consortium: DigitsConsortium, spec: ProjectCreate, with_
         return admin.project(project["id"])
 
 
+def release_by_vote(consortium: DigitsConsortium, model_id: int, licence: str, voters: Sequence[str],
+                    visibility: str = "members", download: bool = True, commercial: bool = False) -> dict:
+    """The admin proposes to release the model under ``licence``; each of ``voters`` (the data owners, who
+    hold a veto under the default policy) votes yes. The decided proposal."""
+    with consortium.hub.client() as admin:
+        proposal = admin.propose_release(model_id, licence, visibility=visibility, download=download,
+                                         commercial=commercial, reason="share the model with the members")
+    for org in voters:
+        vote_as(consortium.org_dirs[org], consortium.hub.url, proposal["id"], "yes", f"{org} agrees")
+    with consortium.hub.client() as admin:
+        return admin.proposal(proposal["id"])
+
+
 def digits_spec(name: str, orgs: Sequence[str], rounds: int, **overrides: Any) -> ProjectCreate:
     """The demo's project spec over the given orgs' ``digits`` datasets."""
     fields: dict[str, Any] = {

@@ -1,4 +1,4 @@
-"""The states a run, a round and a task go through, named once.
+"""The states a run, a round, a task and a model go through, named once.
 
 They are ``StrEnum``s, so a member is the very string the database column stores and the API returns:
 ``TaskStatus.done == "done"``, rows read back compare equal without any conversion, and JSON carries the
@@ -16,6 +16,14 @@ class RunStatus(StrEnum):
     running = "running"
     completed = "completed"
     failed = "failed"
+
+
+class ModelStatus(StrEnum):
+    """A model is ``trained`` when its run completes, ``released`` once a ``release_model`` proposal for it
+    passed (its card, licence and rights are then frozen)."""
+
+    trained = "trained"
+    released = "released"
 
 
 class RoundStatus(StrEnum):

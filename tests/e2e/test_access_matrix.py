@@ -350,6 +350,8 @@ def read_probes(w: World) -> list[Probe]:
             Probe("GET", "/api/models/{model_id}/card.md", part, model),
             Probe("GET", "/api/models/{model_id}/files/{name}", part, model | {"name": "samples.png"},
                   check=expect_no_file),
+            Probe("GET", "/api/projects/{project_id}/models", part, {"project_id": s.id},
+                  check=list_check((lambda scene: lambda c: {scene.model_id})(s), lambda m: m["id"])),
         ]
         for org, task_id in s.tasks.items():
             owner = (lambda o: lambda c: c.identity is not None and c.org == o)(org)
@@ -368,6 +370,9 @@ def read_probes(w: World) -> list[Probe]:
     def datasets(c: Caller) -> set[str]:
         refs = {f"{org}/digits" for org in ORGS} if member(c) else set()
         return refs | ({f"{NORTH}/{w.vault['name']}"} if c.org == NORTH else set())
+
+    def models(c: Caller) -> set[int]:
+        return {s.model_id for s in w.scenes() if takes_part(c, s)}
 
     def environments(c: Caller) -> set[str]:
         return {f"{EAST}/{w.arena['name']}"} if c.org == EAST else set()
@@ -397,6 +402,7 @@ def read_probes(w: World) -> list[Probe]:
         Probe("GET", "/api/projects", everyone, check=list_check(projects, lambda p: p["name"])),
         Probe("GET", "/api/datasets", anybody, check=list_check(datasets, ref)),
         Probe("GET", "/api/environments", anybody, check=list_check(environments, ref)),
+        Probe("GET", "/api/models", anybody, check=list_check(models, lambda m: m["id"])),
         Probe("GET", "/api/orgs", everyone, check=orgs),
         Probe("GET", "/api/proposals", everyone, check=list_check(proposals(None), lambda p: p["id"])),
         Probe("GET", "/api/proposals", everyone, query=f"?project_id={w.p1.id}",

@@ -20,7 +20,6 @@ from consortium.governance.licences import (
     check_release,
     choose,
     derive,
-    derive_licence,
     licence_terms,
     normalise,
     obligations,
@@ -168,12 +167,6 @@ def test_derive_joins_the_chosen_licences() -> None:
 def test_derive_names_the_input_at_fault() -> None:
     with pytest.raises(LicenceError, match="south/b: unknown licence id 'GPL-2.0'"):
         derive([("north/a", "MIT"), ("south/b", "GPL-2.0")])
-
-
-def test_derive_licence_keeps_its_old_form() -> None:
-    assert derive_licence(["MIT", "Apache-2.0", "MIT"]) == "Apache-2.0 AND MIT"
-    assert derive_licence(["MIT OR CC0-1.0", "MIT"]) == "MIT AND (MIT OR CC0-1.0)"
-    assert derive_licence([]) == NO_INPUTS
 
 
 inputs = st.lists(

@@ -358,6 +358,90 @@ def test_another_orgs_task_is_invisible(env: DigitsConsortium, open_task: dict) 
         expect_error(404, "no task", other.task_params, open_task["task"].id)
 
 
+# ---------------------------------------------------------------------------------------------- licences, models
+
+JSON = {"Content-Type": "application/json"}
+
+
+def card(name: str, licence: str) -> dict:
+    return {"name": name, "schema": {"features": [{"name": f"p{i}", "dtype": "float64"} for i in range(64)],
+                                     "target": {"name": "label", "dtype": "int64"}},
+            "rows": 10, "sha256": hashlib.sha256(name.encode()).hexdigest(), "license": licence,
+            "visibility": "members", "file_format": "csv"}
+
+
+@pytest.mark.parametrize(("licence", "fragment"), [
+    ("Foo-1.0", "license: unknown licence id 'Foo-1.0'"),
+    ("MIT AND GPL-3.0", "license: unknown licence id 'GPL-3.0'"),
+    ("MIT OR", "license"),
+    ("my own licence", "license"),
+])
+def test_a_dataset_with_an_unknown_licence_is_refused(env: DigitsConsortium, licence: str, fragment: str) -> None:
+    before = ledger_size(env.hub)
+    with env.org_client(ORGS[0]) as north:
+        listed = north.datasets()
+        expect_error(422, fragment, north.request, "POST", "/api/datasets", json=card("odd-licence", licence))
+        assert north.datasets() == listed
+    assert ledger_size(env.hub) == before
+
+
+def test_a_dataset_licence_is_stored_in_its_spdx_spelling(env: DigitsConsortium) -> None:
+    with env.org_client(ORGS[2]) as east:
+        stored = east.post_json("/api/datasets", card("spelled", "mit OR cc-by-4.0"))
+    assert stored["license"] == "CC-BY-4.0 OR MIT"
+
+
+def test_a_project_mixing_incompatible_licences_is_refused(env: DigitsConsortium) -> None:
+    with env.org_client(ORGS[0]) as north, env.org_client(ORGS[1]) as south:
+        north.post_json("/api/datasets", card("shared-alike", "CC-BY-SA-4.0"))
+        south.post_json("/api/datasets", card("no-derivatives", "CC-BY-ND-4.0"))
+    before = ledger_size(env.hub)
+    spec = digits_spec("mixed-licences", ORGS[:2], rounds=1).model_copy(
+        update={"datasets": [f"{ORGS[0]}/shared-alike", f"{ORGS[1]}/no-derivatives"]})
+    with env.hub.client() as admin:
+        projects = admin.get_json("/api/projects")
+        error = expect_error(422, "datasets: the licences of these data sources cannot be mixed",
+                             admin.create_project, spec)
+        assert admin.get_json("/api/projects") == projects
+    assert f"[no_derivatives] {ORGS[1]}/no-derivatives" in error.detail and "§2(a)(1)(B)" in error.detail
+    assert {c["kind"] for c in error.fields["conflicts"]} == {"no_derivatives"}
+    assert ledger_size(env.hub) == before
+
+
+@pytest.mark.parametrize(("body", "status", "fragment"), [
+    ({"kind": "release_model", "licence": "MIT"}, 422, "model_id: a release_model proposal names the model"),
+    ({"kind": "release_model", "model_id": 2**31 - 1, "licence": "MIT"}, 404, f"no model {2**31 - 1}"),
+    ({"kind": "release_model", "model_id": 0, "licence": "MIT"}, 422, "model_id"),
+    ({"kind": "release_model", "model_id": 1, "licence": "MIT; rm -rf /"}, 422, "licence"),
+    ({"kind": "release_model", "model_id": 1, "licence": "MIT", "visibility": "world"}, 422, "visibility"),
+    ({"kind": "release_model", "model_id": 1, "licence": "MIT", "download": "sometimes"}, 422, "download"),
+])
+def test_a_malformed_release_proposal_is_refused_and_changes_nothing(
+    env: DigitsConsortium, body: dict, status: int, fragment: str,
+) -> None:
+    before = ledger_size(env.hub)
+    with env.hub.client() as admin:
+        proposals = admin.proposals(kind="release_model")
+        expect_error(status, fragment, admin.request, "POST", "/api/proposals", json=body)
+        assert admin.proposals(kind="release_model") == proposals
+    assert ledger_size(env.hub) == before
+
+
+@pytest.mark.parametrize(("query", "fragment"), [
+    ("status=archived", "status"), ("limit=0", "limit"), ("limit=501", "limit"), ("offset=-1", "offset"),
+    ("project=Not%20A%20Name", "project"), ("licence=", "licence"), ("org=" + "x" * 64, "org"),
+])
+def test_the_model_registry_refuses_bad_filters(env: DigitsConsortium, query: str, fragment: str) -> None:
+    with env.hub.client() as admin:
+        expect_error(422, fragment, admin.request, "GET", f"/api/models?{query}")
+
+
+def test_the_model_registry_lists_nothing_to_a_stranger_and_404s_a_hidden_project(env: DigitsConsortium) -> None:
+    with env.hub.client() as admin:
+        assert admin.list_models(status="released") == []
+        expect_error(404, f"no project {2**31 - 1}", admin.project_models, 2**31 - 1)
+
+
 def test_ledger_verifies(env: DigitsConsortium) -> None:
     with env.hub.client() as admin:
         report = verify_from_hub(admin)

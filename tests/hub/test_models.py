@@ -1,5 +1,6 @@
 """Model cards: environments (with their licences and physics, or only a commitment) instead of datasets,
-and files released with the weights (a GAN's sample grid) stored as blobs and linked from the Markdown."""
+the licence derived from the data with its obligations, and files released with the weights (a GAN's sample
+grid) stored as blobs and linked from the Markdown."""
 
 from __future__ import annotations
 
@@ -13,13 +14,8 @@ from consortium.fl.registry import get_algorithm
 from consortium.hub.blobs import BlobStore
 from consortium.hub.db.models import Dataset, Model, Org
 from consortium.hub.services.errors import NotFound
-from consortium.hub.services.models import (
-    build_card,
-    file_entry,
-    render_markdown,
-    source_entries,
-    store_files,
-)
+from consortium.hub.services.model_cards import build_card, render_markdown, source_entries, store_files
+from consortium.hub.services.models import file_entry
 from consortium.protocol import ProjectCreate, RoundMetrics
 
 PHYSICS = {"gravity": 9.8, "masscart": 1.0, "masspole": 0.12, "length": 0.6, "force_mag": 10.0}
@@ -31,9 +27,9 @@ def environment(org: str, physics: dict | None, license: str = "MIT") -> Dataset
                                                  "physics_salt": None if physics is None else "0" * 32})
 
 
-def table(org: str) -> Dataset:
+def table(org: str, license: str = "CC-BY-4.0") -> Dataset:
     return Dataset(org=Org(name=org), name="digits", kind="table", rows=120, sha256="ab" * 32,
-                   license="CC-BY-4.0", environment=None)
+                   license=license, environment=None)
 
 
 def card_for(sources: list[Dataset], files: list[dict] | None = None, algorithm: str = "ppo") -> dict:
@@ -46,7 +42,7 @@ def card_for(sources: list[Dataset], files: list[dict] | None = None, algorithm:
                            federated_eval={"mean_return": 25.0}, test={}, params_sha256="c" * 64,
                            opened_at=0.0, wall_s=1.0, max_fit_compute_s=0.5, max_eval_compute_s=0.1)]
     return build_card(project_id=1, project_name="p", spec=spec, spec_hash="d" * 64, run_id=3,
-                      datasets=source_entries(sources), rounds=rounds, params_sha256="c" * 64,
+                      version=2, datasets=source_entries(sources), rounds=rounds, params_sha256="c" * 64,
                       code_version="test", created_at=datetime(2026, 1, 1, tzinfo=UTC), files=files)
 
 
@@ -70,6 +66,34 @@ def test_card_of_datasets_keeps_its_shape() -> None:
     assert card["datasets"] == [{"ref": "north/digits", "org": "north", "license": "CC-BY-4.0",
                                  "sha256": "ab" * 32, "rows": 120}]
     assert "| north/digits | 120 | CC-BY-4.0 |" in render_markdown(card)
+
+
+def test_card_carries_the_derived_licence_and_its_obligations() -> None:
+    card = card_for([table("north", "CC-BY-NC-4.0"), table("south", "cc0-1.0 OR mit"),
+                     table("east", "LicenseRef-East-Terms")], algorithm="classifier")
+    assert card["license"] == "CC-BY-NC-4.0 AND CC0-1.0 AND LicenseRef-East-Terms"
+    assert card["version"] == 2
+    obligations = card["obligations"]
+    credited = [(e["source"], e["licence"]) for e in obligations["attribution"]]
+    assert credited == [("north/digits", "CC-BY-NC-4.0")]
+    assert [e["source"] for e in obligations["non_commercial"]] == ["north/digits"]
+    assert "§1(i)" in obligations["non_commercial"][0]["clause"]
+    assert [e["licence"] for e in obligations["proprietary"]] == ["LicenseRef-East-Terms"]
+    assert obligations["share_alike"] == obligations["no_derivatives"] == []
+    markdown = render_markdown(card)
+    assert "# Model card: p/run-3 (version 2)" in markdown
+    assert "## Licence obligations" in markdown
+    assert "- **Non-commercial**: north/digits (CC-BY-NC-4.0): §1(i)" in markdown
+    assert "- **Proprietary terms**: east/digits (LicenseRef-East-Terms)" in markdown
+
+
+def test_a_licence_the_table_does_not_know_makes_the_card_say_noassertion() -> None:
+    card = card_for([table("north"), table("south", "BSD-3-Clause")], algorithm="classifier")
+    assert card["license"] == "NOASSERTION"
+    [unknown] = card["obligations"]["unrecognised"]
+    assert (unknown["source"], unknown["licence"]) == ("south/digits", "BSD-3-Clause")
+    assert "unknown licence id 'BSD-3-Clause'" in unknown["why"]
+    assert "- **Licence not recognised**: south/digits (`BSD-3-Clause`)" in render_markdown(card)
 
 
 def test_gan_sample_grid_is_stored_and_linked(tmp_path) -> None:

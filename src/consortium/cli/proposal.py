@@ -24,7 +24,7 @@ from consortium.cli.common import (
 
 app = typer.Typer(no_args_is_help=True, help="List, show and open proposals (votes: `consortium vote`).")
 
-KINDS = "suspend_org, reinstate_org, change_policy, release_model"
+KINDS = "suspend-org, reinstate-org, change-policy or release-model (or with '_')"
 
 
 @app.command("list")
@@ -61,9 +61,14 @@ def proposal_create(
                                                      help="change_policy: the new policy (JSON)")] = None,
     model_id: Annotated[int | None, typer.Option("--model", help="release_model: the model id")] = None,
     licence: Annotated[str | None, typer.Option("--licence", help="release_model: SPDX licence")] = None,
-    visibility: Annotated[str | None, typer.Option("--visibility", help="release_model: members or public")] = None,
-    download: Annotated[bool | None, typer.Option("--download/--no-download", help="release_model")] = None,
-    commercial: Annotated[bool, typer.Option("--commercial", help="release_model: for commercial use")] = False,
+    visibility: Annotated[str | None, typer.Option("--visibility", help="release_model: members (default) or "
+                                                                        "public")] = None,
+    download: Annotated[bool | None, typer.Option("--download/--no-download", help="release_model: every member "
+                                                  "who sees it may download it (default: no)")] = None,
+    process: Annotated[bool | None, typer.Option("--process/--no-process", help="release_model: every member who "
+                                                 "sees it may train on it (default: as --download)")] = None,
+    commercial: Annotated[bool, typer.Option("--commercial/--no-commercial",
+                                             help="release_model: for commercial use")] = False,
     reason: Annotated[str, typer.Option("--reason", help="why (shown to the voters)")] = "",
 ) -> None:
     """Open a proposal (projects open theirs with `project create`, orgs with `org create`)."""
@@ -73,8 +78,9 @@ def proposal_create(
 
     from consortium.governance.wire import ProposalCreate
 
-    fields = {"kind": kind, "org": org, "model_id": model_id, "licence": licence, "visibility": visibility,
-              "download": download, "commercial": commercial, "reason": reason}
+    fields = {"kind": kind.replace("-", "_"), "org": org, "model_id": model_id, "licence": licence,
+              "visibility": visibility, "download": download, "process": process, "commercial": commercial,
+              "reason": reason}
     try:
         if policy_file is not None:
             fields["policy"] = json.loads(policy_file.read_text())

@@ -234,19 +234,6 @@ def derive(inputs: Iterable[tuple[str, str]]) -> DerivedTerms:
     return DerivedTerms(" AND ".join(licences) if licences else NO_INPUTS, found, _terms(chosen))
 
 
-def derive_licence(dataset_licences: Iterable[str]) -> str:
-    """An SPDX expression covering all inputs: one licence if they agree, their conjunction otherwise.
-
-    The string-level form the model card used before :func:`derive` (it accepts any SPDX-looking text and
-    never raises); new code calls ``derive(...).spdx``."""
-    unique = sorted({lic.strip() for lic in dataset_licences if lic.strip()})
-    if not unique:
-        return NO_INPUTS
-    if len(unique) == 1:
-        return unique[0]
-    return " AND ".join(f"({lic})" if " " in lic else lic for lic in unique)
-
-
 # ---------------------------------------------------------------------------------------------- conflicts
 
 

@@ -25,8 +25,12 @@ class ProposalCreate(Wire):
     model_id: int | None = Field(default=None, ge=1, le=2**31 - 1, description="release_model")
     licence: str | None = Field(default=None, max_length=400, pattern=SPDX_PATTERN,
                                 description="release_model: the SPDX licence to release under")
-    visibility: Visibility | None = Field(default=None, description="release_model: who may see the model")
-    download: bool | None = Field(default=None, description="release_model: whether those may download it")
+    visibility: Visibility | None = Field(default=None, description="release_model: who may see the model, "
+                                          "members (default) or public")
+    download: bool | None = Field(default=None, description="release_model: whether every member who sees "
+                                  "the model may download it (default: only its participants)")
+    process: bool | None = Field(default=None, description="release_model: whether every member who sees it "
+                                 "may train on it (default: as download)")
     commercial: bool = Field(default=False, description="release_model: released for commercial use")
     reason: str = Field(default="", max_length=MAX_REASON)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from consortium.crypto import sha256_hex
-from consortium.governance.licences import derive_licence
+from consortium.governance.licence_cards import card_terms, obligation_lines
 from consortium.plan import RunPlan
 from consortium.previews import PREVIEW_FILE, markdown_section, preview_png
 from consortium.codec import encode_tensors
@@ -79,6 +79,7 @@ def model_card(result: SimResult, engine: str, weights_sha256: str) -> dict[str,
             "license": result.dataset.license,
         }
     ]
+    licence, obligations = card_terms((d["ref"], d["license"]) for d in datasets)
     return {
         "schema_version": 1,
         "model": f"sim/{spec.name}",
@@ -90,7 +91,8 @@ def model_card(result: SimResult, engine: str, weights_sha256: str) -> dict[str,
         "seed": spec.seed,
         "simulation": settings.model_dump(mode="json") | {"engine": engine},
         "datasets": datasets,
-        "license": derive_licence(d["license"] for d in datasets),
+        "license": licence,
+        "obligations": obligations,
         "metrics_per_round": [r.as_dict() for r in result.rounds],
         "final_metrics": {"test": result.final_metrics},
         "weights": {"format": "safetensors", "sha256": weights_sha256},
@@ -144,6 +146,7 @@ def render_card(card: dict[str, Any]) -> str:
         f"- **Weights**: safetensors, SHA-256 `{card['weights']['sha256']}`",
         f"- **Code version**: `{card['code_version']}`",
     ]
+    lines += obligation_lines(card["obligations"])
     if card.get("environments"):
         lines += _environment_lines(card["environments"])
     if card.get("samples_png"):

@@ -1,7 +1,8 @@
 """Randomized governance (hypothesis, 1,000 cases): whatever members vote, when and in what order, and
 whether the proposer withdraws, nothing governed happens unless the pure rules say its proposal passed: a
 project runs only after its run_project proposal passed, an org is admitted only after its admit_org
-proposal passed, and every decision the hub stored is the one :func:`decide` gives."""
+proposal passed, a model is released only after its release_model proposal passed, and every decision the
+hub stored is the one :func:`decide` gives."""
 
 from __future__ import annotations
 
@@ -17,15 +18,17 @@ from sqlalchemy.orm import Session
 from consortium.crypto import OrgIdentity, generate_org_key
 from consortium.governance import statements
 from consortium.governance.decisions import ProposalStatus, decide
-from consortium.hub.db.models import Dataset, Org, Project, ProjectDataset, Proposal
+from consortium.governance.wire import ProposalCreate
+from consortium.hub.db.models import Dataset, Model, Org, Project, ProjectDataset, Proposal, Run
 from consortium.hub.db.session import make_engine, migrate, session_factory
-from consortium.hub.services import hub_identity, members, policy, proposals
+from consortium.hub.services import hub_identity, members, model_release, policy, proposals
 from consortium.hub.services import projects as project_service
 from consortium.hub.services import runs as run_service
 from consortium.hub.services.errors import ServiceError
 from consortium.hub.services.hub_key import HubKey
 from consortium.hub.services.identity import Principal
-from consortium.protocol import OrgCreate, Role
+from consortium.hub.services.model_cards import build_card, render_markdown, source_entries
+from consortium.protocol import OrgCreate, ProjectCreate, Role
 from consortium.scenario import digits_spec
 
 ADMIN = Principal("user", "admin", Role.admin, None, None)
@@ -69,6 +72,34 @@ def cast(session: Session, row: Proposal, caller: Principal, key: OrgIdentity, c
         session.rollback()
 
 
+def project_of(session: Session, name: str, owners: list[str]) -> Project:
+    spec = digits_spec(name, owners, rounds=1, min_nodes=1)
+    project = Project(name=spec.name, spec=spec.model_dump(mode="json"),
+                      spec_hash=project_service.spec_hash(spec), proposer="user:admin")
+    session.add(project)
+    session.flush()
+    for dataset in session.scalars(select(Dataset).join(Org).where(Org.name.in_(owners))):
+        session.add(ProjectDataset(project_id=project.id, dataset_id=dataset.id))
+    return project
+
+
+def trained_model(session: Session, project: Project) -> Model:
+    """A model of ``project`` as a completed run leaves it (a card over no rounds)."""
+    run = Run(project_id=project.id, status="completed", params_sha256="c" * 64)
+    session.add(run)
+    session.flush()
+    card = build_card(project_id=project.id, project_name=project.name,
+                      spec=ProjectCreate.model_validate(project.spec), spec_hash=project.spec_hash,
+                      run_id=run.id, version=1,
+                      datasets=source_entries(project_service.project_datasets(session, project)), rounds=[],
+                      params_sha256="c" * 64, code_version="test", created_at=T0)
+    model = Model(run_id=run.id, project_id=project.id, params_sha256="c" * 64, license=card["license"],
+                  card=card, card_markdown=render_markdown(card), version=1, status="trained")
+    session.add(model)
+    session.flush()
+    return model
+
+
 def pure_status(session: Session, row: Proposal, now: datetime) -> ProposalStatus:
     return decide(proposals.facts(session, row), proposals.cast_votes(session, row), now).status
 
@@ -83,20 +114,21 @@ counter = iter(range(10**6))
 
 @settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(owners=st.lists(st.sampled_from(ORG_NAMES), min_size=1, max_size=3, unique=True), steps=actions,
-       kind=st.sampled_from(("run_project", "admit_org")))
+       kind=st.sampled_from(("run_project", "admit_org", "release_model")))
 def test_nothing_happens_unless_its_proposal_passed(world, owners: list[str], steps, kind: str) -> None:
     session, keys = world
     case = next(counter)
     if kind == "run_project":
-        spec = digits_spec(f"p{case}", owners, rounds=1, min_nodes=1)
-        project = Project(name=spec.name, spec=spec.model_dump(mode="json"),
-                          spec_hash=project_service.spec_hash(spec), proposer="user:admin")
-        session.add(project)
-        session.flush()
-        for dataset in session.scalars(select(Dataset).join(Org).where(Org.name.in_(owners))):
-            session.add(ProjectDataset(project_id=project.id, dataset_id=dataset.id))
+        project = project_of(session, f"p{case}", owners)
         row = proposals.propose_run(session, project, "user:admin", now=T0)
         session.commit()
+    elif kind == "release_model":
+        model = trained_model(session, project_of(session, f"p{case}", owners))
+        session.commit()
+        row = model_release.propose(session, ADMIN, ProposalCreate(
+            kind="release_model", model_id=model.id, licence="CC0-1.0", visibility="members", download=True),
+            now=T0)
+        assert sorted(row.veto_holders) == sorted(owners)
     else:
         candidate = members.create_org(session, ADMIN, OrgCreate(name=f"cand-{case}"), now=T0)
         row = session.scalar(select(Proposal).where(Proposal.org_id == candidate.id))
@@ -129,6 +161,11 @@ def test_nothing_happens_unless_its_proposal_passed(world, owners: list[str], st
             session.rollback()
             started = False
         assert started == (final == ProposalStatus.passed)
+    elif kind == "release_model":
+        session.refresh(model)
+        assert (model.status == "released") == (final == ProposalStatus.passed)
+        assert (model.release_proposal_id == row.id) == (final == ProposalStatus.passed)
+        assert ("release" in model.card) == (final == ProposalStatus.passed)
     else:
         session.refresh(candidate)
         assert (candidate.status == "admitted") == (final == ProposalStatus.passed)

@@ -1,22 +1,52 @@
-"""Models (weights + card): who sees the card and who downloads the weights and files follows
-:mod:`consortium.hub.services.model_access`; anonymous callers reach released public models."""
+"""Models: the registry (filters, versions of a project's line), each model's card, weights and files. Who
+sees a card and who downloads weights and files follows :mod:`consortium.hub.services.model_access`; anonymous
+callers reach released public models."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 from sqlalchemy.orm import Session
 
-from consortium.hub.deps import db, hub_state, optional_principal
+from consortium.hub.deps import db, hub_state, optional_principal, principal
 from consortium.hub.gate import optional
 from consortium.hub.state import HubState
 from consortium.hub.services import models as model_service
+from consortium.hub.services.access import visible_project
 from consortium.hub.services.identity import Principal
 from consortium.hub.wire import Id, StrictJSONRoute
-from consortium.protocol import SAFETENSORS_MEDIA_TYPE, ModelOut
+from consortium.protocol import NAME_PATTERN, SAFETENSORS_MEDIA_TYPE, ModelOut
+from consortium.statuses import ModelStatus
 
 router = APIRouter(prefix="/api", tags=["models"], route_class=StrictJSONRoute)
+
+
+@router.get("/models", response_model=list[ModelOut])
+@optional
+def list_models(
+    project: Annotated[str | None, Query(pattern=NAME_PATTERN, description="the project's name")] = None,
+    status: Annotated[ModelStatus | None, Query()] = None,
+    licence: Annotated[str | None, Query(min_length=1, max_length=400,
+                                         description="part of the licence, or an SPDX expression")] = None,
+    org: Annotated[str | None, Query(pattern=NAME_PATTERN, description="a participating org")] = None,
+    limit: Annotated[int, Query(ge=1, le=model_service.MAX_PAGE)] = 100,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+    session: Session = Depends(db), caller: Principal | None = Depends(optional_principal),
+):
+    """The models the caller may see (anonymous callers: released public ones), oldest first, filtered."""
+    rows = model_service.listing(session, caller, project=project, status=status, licence=licence, org=org,
+                                 limit=limit, offset=offset)
+    return [model_service.to_out(model) for model in rows]
+
+
+@router.get("/projects/{project_id}/models", response_model=list[ModelOut])
+def list_project_models(project_id: Id, session: Session = Depends(db),
+                        caller: Principal = Depends(principal)):
+    """The versions of a project's model line (one per completed run), oldest first."""
+    project = visible_project(session, caller, project_id)
+    rows = model_service.listing(session, caller, project_id=project.id, limit=model_service.MAX_PAGE)
+    return [model_service.to_out(model) for model in rows]
 
 
 @router.get("/models/{model_id}", response_model=ModelOut)
@@ -24,10 +54,7 @@ router = APIRouter(prefix="/api", tags=["models"], route_class=StrictJSONRoute)
 def get_model(
     model_id: Id, session: Session = Depends(db), caller: Principal | None = Depends(optional_principal),
 ):
-    model = model_service.get(session, caller, model_id)
-    return ModelOut(id=model.id, run_id=model.run_id, project=model.project.name,
-                    params_sha256=model.params_sha256, license=model.license, card=model.card,
-                    created_at=model.created_at)
+    return model_service.to_out(model_service.get(session, caller, model_id))
 
 
 @router.get("/models/{model_id}/weights", response_class=Response, responses={

@@ -6,7 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from consortium.hub.db.models import Dataset, Org
-from consortium.hub.services import ledger
+from consortium.hub.services import ledger, licensing
 from consortium.hub.services.access import can_see_source, reader, source_rights
 from consortium.hub.services.errors import Conflict, Forbidden, NotFound
 from consortium.hub.services.identity import Principal
@@ -17,11 +17,13 @@ TABLE = "table"
 
 
 def register(session: Session, actor: Principal, card: DatasetCardIn) -> Dataset:
-    """Publish a card for the caller's own org (its key, or one of its stewards)."""
+    """Publish a card for the caller's own org (its key, or one of its stewards), its licence checked and
+    stored in its canonical SPDX spelling."""
     if actor.org_id is None or not actor.acts_for(actor.org_id):
         raise Forbidden("only an organisation's node or steward can register its datasets")
     if session.scalar(select(Dataset).where(Dataset.org_id == actor.org_id, Dataset.name == card.name)):
         raise Conflict(f"{actor.org_name}/{card.name} already exists; pick another name")
+    licence = licensing.normalised("license", card.license)
     dataset = Dataset(
         org_id=actor.org_id,
         name=card.name,
@@ -29,7 +31,7 @@ def register(session: Session, actor: Principal, card: DatasetCardIn) -> Dataset
         schema=card.schema_.model_dump(),
         rows=card.rows,
         sha256=card.sha256,
-        license=card.license,
+        license=licence,
         visibility=card.visibility.value,
         file_format=card.file_format,
     )
@@ -39,7 +41,7 @@ def register(session: Session, actor: Principal, card: DatasetCardIn) -> Dataset
         session,
         "dataset.registered",
         actor.label,
-        {"dataset": f"{actor.org_name}/{card.name}", "sha256": card.sha256, "license": card.license,
+        {"dataset": f"{actor.org_name}/{card.name}", "sha256": card.sha256, "license": licence,
          "rows": card.rows},
         scope=ledger.source_scope(dataset.id),
     )

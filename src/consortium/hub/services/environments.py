@@ -20,7 +20,7 @@ from consortium.fl.environments import (
     physics_digest,
 )
 from consortium.hub.db.models import Dataset
-from consortium.hub.services import ledger
+from consortium.hub.services import ledger, licensing
 from consortium.hub.services.access import source_rights
 from consortium.hub.services.datasets import source_by_ref, sources_listing
 from consortium.hub.services.errors import BadRequest, Conflict, Forbidden
@@ -53,10 +53,12 @@ def observation_schema(size: int) -> dict:
 
 
 def register(session: Session, actor: Principal, card: EnvironmentCardIn) -> Dataset:
-    """Publish an environment card for the caller's own org (its key, or one of its stewards)."""
+    """Publish an environment card for the caller's own org (its key, or one of its stewards), its licence
+    checked and stored in its canonical SPDX spelling."""
     if actor.org_id is None or not actor.acts_for(actor.org_id):
         raise Forbidden("only an organisation's node or steward can register its environments")
     size = check_card(card)
+    licence = licensing.normalised("license", card.license)
     existing = session.scalar(
         select(Dataset).where(Dataset.org_id == actor.org_id, Dataset.name == card.name)
     )
@@ -71,7 +73,7 @@ def register(session: Session, actor: Principal, card: EnvironmentCardIn) -> Dat
         schema=observation_schema(size),
         rows=0,
         sha256=card.physics_sha256,
-        license=card.license,
+        license=licence,
         visibility=card.visibility.value,
         file_format=FILE_FORMAT,
         environment={"env_id": card.env_id, "physics": card.physics, "physics_salt": card.physics_salt},
@@ -84,7 +86,7 @@ def register(session: Session, actor: Principal, card: EnvironmentCardIn) -> Dat
         actor.label,
         {"environment": f"{actor.org_name}/{card.name}", "env_id": card.env_id,
          "physics_sha256": card.physics_sha256, "physics_private": card.physics is None,
-         "license": card.license},
+         "license": licence},
         scope=ledger.source_scope(environment.id),
     )
     session.commit()

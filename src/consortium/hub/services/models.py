@@ -1,94 +1,28 @@
-"""Released models: the card (JSON + Markdown) that travels with the weights."""
+"""Trained models: one per finished run, a version of its project's line, with its card; the registry that
+lists them; who may see them. Releasing one is a ``release_model`` proposal
+(:mod:`consortium.hub.services.model_release`)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from consortium.fl.core import Params
-from consortium.governance.licences import derive_licence
+from consortium.governance.licences import LicenceError, normalise
 from consortium.hub.blobs import BlobStore
-from consortium.hub.db.models import Dataset, Model, Round, Run
+from consortium.hub.db.models import Model, Project, Round, Run
 from consortium.hub.services.model_access import can_download_model, can_see_model
 from consortium.hub.services.errors import NotFound
 from consortium.hub.services.identity import Principal
+from consortium.hub.services.model_cards import build_card, render_markdown, source_entries, store_files
 from consortium.hub.services.projects import project_datasets
 from consortium.hub.tensor_cache import TensorCache
-from consortium.previews import PREVIEW_FILE, PREVIEW_MEDIA_TYPE, markdown_section, preview_png
-from consortium.protocol import ProjectCreate, RoundMetrics
-from consortium.statuses import RoundStatus
+from consortium.protocol import ModelOut, ProjectCreate, RoundMetrics
+from consortium.statuses import ModelStatus, RoundStatus
 
-
-def source_entries(sources: list[Dataset]) -> list[dict[str, Any]]:
-    """What the card says about each data source: a dataset's rows and SHA-256, or an environment's
-    gymnasium id and physics (just their commitment when the owner keeps them private)."""
-    entries = []
-    for source in sources:
-        entry = {"ref": f"{source.org.name}/{source.name}", "org": source.org.name, "license": source.license}
-        if source.environment is None:
-            entry |= {"sha256": source.sha256, "rows": source.rows}
-        else:
-            entry |= {"kind": "environment", "env_id": source.environment["env_id"],
-                      "physics": source.environment.get("physics"), "physics_sha256": source.sha256}
-        entries.append(entry)
-    return entries
-
-
-def store_files(blobs: BlobStore, algorithm: Any, hp: Any, params: Params, seed: int) -> list[dict[str, Any]]:
-    """Files released with the weights (a GAN's sample grid), stored as blobs: their card entries."""
-    png = preview_png(algorithm, hp, params, seed)
-    if png is None:
-        return []
-    return [{"name": PREVIEW_FILE, "media_type": PREVIEW_MEDIA_TYPE, "sha256": blobs.put(png),
-             "description": "generated samples of the final model, one row per class"}]
-
-
-def build_card(
-    *,
-    project_id: int,
-    project_name: str,
-    spec: ProjectCreate,
-    spec_hash: str,
-    run_id: int,
-    datasets: list[dict[str, Any]],
-    rounds: list[RoundMetrics],
-    params_sha256: str,
-    code_version: str,
-    created_at: datetime,
-    files: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    """The model card: what was trained, on which data (or in which environments) under which licences, by
-    whom, and how it went; ``datasets`` are :func:`source_entries`, ``files`` those of :func:`store_files`."""
-    participants = sorted({ref.split("/")[0] for r in rounds for ref in r.participants})
-    environments = [d for d in datasets if d.get("kind") == "environment"]
-    tables = [d for d in datasets if d.get("kind") != "environment"]
-    return {
-        "schema_version": 1,
-        "model": f"{project_name}/run-{run_id}",
-        "task": spec.task,
-        "project": {"id": project_id, "name": project_name, "spec_hash": spec_hash},
-        "run_id": run_id,
-        "algorithm": spec.algorithm.model_dump(),
-        "strategy": spec.strategy.model_dump(),
-        "rounds": spec.rounds,
-        "seed": spec.seed,
-        "datasets": tables,
-        **({"environments": environments} if environments else {}),
-        "license": derive_licence(d["license"] for d in datasets),
-        "participating_orgs": participants,
-        "metrics_per_round": [r.model_dump(mode="json") for r in rounds],
-        "final_metrics": {
-            "test": rounds[-1].test if rounds else {},
-            "federated_eval": rounds[-1].federated_eval if rounds else {},
-        },
-        "weights": {"format": "safetensors", "sha256": params_sha256},
-        **({"files": files} if files else {}),
-        "code_version": code_version,
-        "created_at": created_at.isoformat(),
-    }
+MAX_PAGE = 500
 
 
 def record_run_model(
@@ -105,8 +39,8 @@ def record_run_model(
     code_version: str,
     now: datetime,
 ) -> Model:
-    """The Model row of a finished ``run``, with its card over the run's closed rounds (added and flushed,
-    not committed)."""
+    """The Model row of a finished ``run``, the next version of its project's line, with its card over the
+    run's closed rounds (added and flushed, not committed)."""
     rounds = [
         RoundMetrics.model_validate(r.metrics)
         for r in session.scalars(
@@ -114,12 +48,15 @@ def record_run_model(
             .order_by(Round.number)
         )
     ]
+    earlier = session.scalar(select(func.count()).select_from(Model).where(Model.project_id == run.project_id))
+    version = 1 + earlier
     card = build_card(
         project_id=run.project_id,
         project_name=project_name,
         spec=spec,
         spec_hash=spec_hash,
         run_id=run.id,
+        version=version,
         datasets=source_entries(project_datasets(session, run.project)),
         rounds=rounds,
         params_sha256=run.params_sha256,
@@ -134,74 +71,24 @@ def record_run_model(
         license=card["license"],
         card=card,
         card_markdown=render_markdown(card),
+        version=version,
+        status=ModelStatus.trained,
     )
     session.add(model)
     session.flush()
     return model
 
 
-def _fmt(value: float | None) -> str:
-    return "" if value is None else f"{value:.4f}"
-
-
-def _dataset_lines(card: dict[str, Any]) -> list[str]:
-    lines = ["", "## Training data (never left its owners)", "", "| dataset | rows | licence | SHA-256 |",
-             "|---|---|---|---|"]
-    for d in card["datasets"]:
-        lines.append(f"| {d['ref']} | {d['rows']} | {d['license']} | `{d['sha256'][:16]}…` |")
-    return lines
-
-
-def _environment_lines(environments: list[dict[str, Any]]) -> list[str]:
-    lines = ["", "## Training environments (rollouts never left their owners)", "",
-             "| environment | gymnasium id | licence | physics |", "|---|---|---|---|"]
-    for e in environments:
-        if e["physics"] is None:
-            physics = f"private (committed: SHA-256 `{e['physics_sha256'][:16]}…`)"
-        else:
-            physics = ", ".join(f"{key} {value:.4g}" for key, value in sorted(e["physics"].items()))
-        lines.append(f"| {e['ref']} | `{e['env_id']}` | {e['license']} | {physics} |")
-    return lines
-
-
-def render_markdown(card: dict[str, Any]) -> str:
-    """Human-readable rendering of a model card."""
-    lines = [
-        f"# Model card: {card['model']}",
-        "",
-        f"- **Task**: {card['task'] or '(not described)'}",
-        f"- **Algorithm**: `{card['algorithm']['name']}` with hyper-parameters "
-        f"`{card['algorithm']['hyperparameters']}`",
-        f"- **Strategy**: `{card['strategy']['name'] or 'default'}` {card['strategy']['options'] or ''}",
-        f"- **Rounds**: {card['rounds']}, seed {card['seed']}",
-        f"- **Licence (derived from the data)**: `{card['license']}`",
-        f"- **Participating organisations**: {', '.join(card['participating_orgs'])}",
-        f"- **Weights**: safetensors, SHA-256 `{card['weights']['sha256']}`",
-        f"- **Code version**: `{card['code_version']}`",
-        f"- **Project**: {card['project']['name']} (spec SHA-256 `{card['project']['spec_hash']}`)",
-    ]
-    lines += _environment_lines(card["environments"]) if card.get("environments") else _dataset_lines(card)
-    for file in card.get("files", []):
-        if file["media_type"] == PREVIEW_MEDIA_TYPE:
-            lines += markdown_section(file["name"])
-    rounds = card["metrics_per_round"]
-    keys_test = sorted({k for r in rounds for k in r["test"]})
-    keys_fed = sorted({k for r in rounds for k in r["federated_eval"]})
-    header = ["round", "participants"] + [f"test {k}" for k in keys_test] + [f"federated {k}" for k in keys_fed]
-    lines += ["", "## Metrics per round", "", "| " + " | ".join(header) + " |",
-              "|" + "---|" * len(header)]
-    for r in rounds:
-        cells = [str(r["round"]), str(len(r["participants"]))]
-        cells += [_fmt(r["test"].get(k)) for k in keys_test]
-        cells += [_fmt(r["federated_eval"].get(k)) for k in keys_fed]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+def visible(session: Session, actor: Principal | None, model: Model) -> bool:
+    """Whether the caller (None: anonymous) may see ``model``: the one place that decides it
+    (:func:`consortium.hub.services.model_access.can_see_model`)."""
+    return can_see_model(session, actor, model)
 
 
 def get(session: Session, actor: Principal | None, model_id: int) -> Model:
     """The model if the caller may see it (anonymous callers: None); NotFound otherwise."""
     model = session.get(Model, model_id)
-    if model is None or not can_see_model(session, actor, model):
+    if model is None or not visible(session, actor, model):
         raise NotFound(f"no model {model_id}")
     return model
 
@@ -213,6 +100,54 @@ def downloadable(session: Session, actor: Principal | None, model_id: int) -> Mo
     if model is None or not can_download_model(session, actor, model):
         raise NotFound(f"no model {model_id}")
     return model
+
+
+def _licence_matches(model: Model, wanted: str, spelled: str | None) -> bool:
+    if wanted.lower() in model.license.lower():
+        return True
+    try:
+        return spelled is not None and normalise(model.license) == spelled
+    except LicenceError:
+        return False
+
+
+def listing(
+    session: Session, actor: Principal | None, *, project: str | None = None, project_id: int | None = None,
+    status: str | None = None, licence: str | None = None, org: str | None = None,
+    limit: int = 100, offset: int = 0,
+) -> list[Model]:
+    """The models the caller may see, oldest first, filtered: by project (name or id), status, licence (a
+    case-insensitive part of the model's licence, or the same expression however spelled) and
+    participating org; then ``offset`` skipped and at most ``limit`` (up to :data:`MAX_PAGE`) returned."""
+    query = select(Model).order_by(Model.id)
+    if project is not None:
+        query = query.join(Project, Project.id == Model.project_id).where(Project.name == project)
+    if project_id is not None:
+        query = query.where(Model.project_id == project_id)
+    if status is not None:
+        query = query.where(Model.status == status)
+    try:
+        spelled = normalise(licence) if licence else None
+    except LicenceError:
+        spelled = None
+    found = []
+    for model in session.scalars(query):
+        if licence and not _licence_matches(model, licence, spelled):
+            continue
+        if org is not None and org not in model.card.get("participating_orgs", []):
+            continue
+        if visible(session, actor, model):
+            found.append(model)
+    return found[offset:offset + min(limit, MAX_PAGE)]
+
+
+def to_out(model: Model) -> ModelOut:
+    return ModelOut(
+        id=model.id, run_id=model.run_id, project=model.project.name, params_sha256=model.params_sha256,
+        license=model.license, card=model.card, created_at=model.created_at, version=model.version,
+        status=model.status, released_at=model.released_at, release_proposal_id=model.release_proposal_id,
+        visibility=model.visibility, obligations=model.card.get("obligations", {}),
+    )
 
 
 def file_entry(model: Model, name: str) -> dict[str, Any]:

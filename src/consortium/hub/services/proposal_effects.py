@@ -11,9 +11,11 @@ from sqlalchemy.orm import Session
 
 from consortium.governance.decisions import ProposalStatus
 from consortium.governance.policy import ConsortiumPolicy, ProposalKind
-from consortium.hub.db.models import Dataset, Org, Project, ProjectDataset, Proposal
+from consortium.hub.db.models import Dataset, Model, Org, Project, ProjectDataset, Proposal
 from consortium.hub.services import ledger, policy as policies, run_store
+from consortium.hub.services.model_cards import card_sha256, released, render_markdown
 from consortium.hub.services.proposal_records import close_as_withdrawn
+from consortium.statuses import ModelStatus
 
 ADMITTED = "admitted"
 SUSPENDED = "suspended"
@@ -70,6 +72,30 @@ def _change_policy(session: Session, row: Proposal) -> None:
     policies.adopt(session, ConsortiumPolicy.model_validate(row.subject["policy"]), row.id)
 
 
+def _release_model(session: Session, row: Proposal) -> None:
+    """Release the model as voted on: its status, licence and rights set, its card frozen with a release
+    section; nothing when the model changed or was released since the proposal opened."""
+    model = session.get(Model, row.model_id) if row.model_id is not None else None
+    subject = row.subject
+    if model is None or model.status != ModelStatus.trained \
+            or model.params_sha256 != subject["params_sha256"] or card_sha256(model.card) != subject["card_sha256"]:
+        _skip(session, row, "the model changed or was released since this proposal opened")
+        return
+    at = row.decided_at
+    release = {"proposal_id": row.id, "licence": subject["licence"], "commercial": subject["commercial"],
+               "visibility": subject["visibility"],
+               "rights": {"process": subject["process"], "download": subject["download"]},
+               "released_at": at.isoformat()}
+    model.card = released(model.card, release)
+    model.card_markdown = render_markdown(model.card)
+    model.status, model.release_proposal_id, model.released_at = ModelStatus.released, row.id, at
+    model.license, model.visibility = subject["licence"], subject["visibility"]
+    model.process_grant, model.download_grant = subject["process"], subject["download"]
+    ledger.record(session, "model.released", "hub",
+                  {"model_id": model.id, **release, "card_sha256": card_sha256(model.card)},
+                  scope=ledger.project_scope(model.project_id))
+
+
 def apply(session: Session, row: Proposal) -> None:
     """Carry out a passed proposal."""
     kind = ProposalKind(row.kind)
@@ -83,5 +109,7 @@ def apply(session: Session, row: Proposal) -> None:
         _set_org_status(session, row, SUSPENDED, ADMITTED, "org.reinstated")
     elif kind == ProposalKind.change_policy:
         _change_policy(session, row)
+    elif kind == ProposalKind.release_model:
+        _release_model(session, row)
     else:
         raise RuntimeError(f"no effect is defined for {kind.value} proposals")

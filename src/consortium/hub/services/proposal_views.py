@@ -11,7 +11,7 @@ from consortium.governance import statements
 from consortium.governance.policy import ProposalKind
 from consortium.governance.wire import PolicyOut, ProposalCreate, ProposalOut, VoteOut
 from consortium.hub.db.models import PolicyVersion, Proposal
-from consortium.hub.services import hub_identity, members, policy as policies, proposals
+from consortium.hub.services import hub_identity, members, model_release, policy as policies, proposals
 from consortium.hub.services.errors import BadRequest, Forbidden
 from consortium.hub.services.identity import Principal
 
@@ -53,8 +53,7 @@ def create(session: Session, actor: Principal, body: ProposalCreate) -> Proposal
         session.commit()
         return row
     if body.kind == ProposalKind.release_model:
-        raise BadRequest("kind: release_model proposals are not open yet on this hub (model release with "
-                         "licence checks is being built); models stay visible to their project's participants")
+        return model_release.propose(session, actor, body)
     raise BadRequest(f"kind: {body.kind.value} proposals open with their subject "
                      "(run_project: POST /api/projects; admit_org: POST /api/orgs)")
 

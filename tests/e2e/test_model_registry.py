@@ -1,0 +1,102 @@
+"""The model registry and releases end to end: a real hub, two real nodes, two runs of one project (versions
+1 and 2 of its model line), the registry's filters over HTTP and the CLI, a release proposed with the CLI
+and passed by the data owners' signed yes, after which the card, licence and rights are frozen; bad release
+proposals get a 4xx naming the field and change nothing; an org outside the project sees none of it."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from consortium.cli import app
+from consortium.client import HubClient, HubError
+from consortium.scenario import ORGS, digits_spec, propose_and_approve, vote_as
+
+pytestmark = pytest.mark.e2e
+NORTH, SOUTH, EAST = ORGS
+runner = CliRunner()
+
+
+def finished_model(admin: HubClient, project_id: int, timeout: float = 240.0) -> int:
+    run = admin.start_run(project_id)
+    deadline = time.monotonic() + timeout
+    while admin.progress(run["id"], wait=5.0).run.status == "running":
+        assert time.monotonic() < deadline, f"run {run['id']} did not finish"
+    finished = admin.run(run["id"])
+    assert finished["status"] == "completed", finished
+    return finished["model_id"]
+
+
+def expect(status: int, fragment: str, fn, *args, **kwargs) -> None:
+    with pytest.raises(HubError) as info:
+        fn(*args, **kwargs)
+    assert info.value.status_code == status and fragment in info.value.detail, (
+        info.value.status_code, info.value.detail)
+
+
+def test_versions_release_by_vote_and_registry_filters(cluster) -> None:
+    consortium, hub = cluster.consortium, cluster.hub
+    cluster.start_nodes((NORTH, SOUTH))
+    project = propose_and_approve(consortium, digits_spec("registry", [NORTH, SOUTH], rounds=1))
+    with hub.client() as admin:
+        first, second = (finished_model(admin, project["id"]) for _ in range(2))
+        line = admin.project_models(project["id"])
+        assert [(m["id"], m["version"], m["status"]) for m in line] == [(first, 1, "trained"), (second, 2, "trained")]
+        assert line[1]["license"] == "CC-BY-4.0" and line[1]["card"]["version"] == 2
+        assert [t["source"] for t in line[1]["obligations"]["attribution"]] == [f"{NORTH}/digits",
+                                                                               f"{SOUTH}/digits"]
+
+        head = admin.ledger_head()
+        for body, status, fragment in [
+            ({"model_id": second, "licence": "Foo-1.0"}, 422, "licence: unknown licence id 'Foo-1.0'"),
+            ({"model_id": second, "licence": "CC-BY-NC-4.0", "commercial": True}, 422,
+             "a commercial release cannot be under a non-commercial licence"),
+            ({"model_id": second, "licence": "MIT", "visibility": "private"}, 422, "visibility"),
+        ]:
+            expect(status, fragment, admin.request, "POST", "/api/proposals",
+                   json={"kind": "release_model", **body})
+        assert admin.ledger_head() == head and admin.proposals(kind="release_model") == []
+
+    proposed = runner.invoke(app, ["proposal", "create", "release-model", "--model", str(second), "--licence",
+                                   "cc-by-4.0", "--visibility", "members", "--download", "--no-commercial",
+                                   "--hub", hub.url, "--token", hub.admin_token])
+    assert proposed.exit_code == 0, proposed.output
+    with hub.client() as admin:
+        [release] = admin.proposals(kind="release_model")
+    assert f"proposal {release['id']} (release_model) is open" in proposed.output
+    assert release["subject"]["licence"] == "CC-BY-4.0" and release["subject"]["download"] == "members"
+    assert release["veto_holders"] == [NORTH, SOUTH] and release["electorate"] == sorted(ORGS)
+    with consortium.org_client(EAST) as east:
+        expect(404, f"no model {second}", east.model, second)
+        assert east.list_models() == []
+        expect(404, f"no model {second}", east.propose_release, second, "CC-BY-4.0")
+
+    vote_as(consortium.org_dirs[NORTH], hub.url, release["id"], "yes")
+    vote_as(consortium.org_dirs[EAST], hub.url, release["id"], "yes")
+    with hub.client() as admin:
+        assert admin.model(second)["status"] == "trained", f"{SOUTH} holds a veto and has not voted"
+    vote_as(consortium.org_dirs[SOUTH], hub.url, release["id"], "yes")
+    with hub.client() as admin:
+        released = admin.model(second)
+        assert admin.proposal(release["id"])["status"] == "passed"
+        assert (released["status"], released["license"], released["visibility"]) == ("released", "CC-BY-4.0",
+                                                                                      "members")
+        assert released["card"]["release"]["proposal_id"] == release["id"]
+        assert "## Release (frozen)" in admin.model_card_markdown(second)
+        expect(409, f"model {second} is released", admin.propose_release, second, "CC-BY-4.0")
+        assert admin.model(second) == released
+
+        assert [m["id"] for m in admin.list_models(status="released")] == [second]
+        assert [m["id"] for m in admin.list_models(project="registry", status="trained")] == [first]
+        assert [m["id"] for m in admin.list_models(licence="cc-by")] == [first, second]
+        assert [m["id"] for m in admin.list_models(org=SOUTH, limit=1, offset=1)] == [second]
+        assert admin.list_models(org=EAST) == []
+
+    listed = runner.invoke(app, ["model", "list", "--status", "released", "--hub", hub.url, "--token",
+                                 hub.admin_token], env={"COLUMNS": "240"})
+    assert listed.exit_code == 0, listed.output
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in listed.output.splitlines()
+            if line.startswith("│")]
+    assert [row[:6] for row in rows] == [[str(second), "registry", "2", "released", "CC-BY-4.0", "attribution"]]
