@@ -52,6 +52,19 @@ NOT_OBJECT_SCOPED = {
     ("GET", "/api/ledger/proof/inclusion"): "hashes only (entry hashes are every member's); tests/hub/"
                                             "test_ledger_api.py",
     ("GET", "/api/ledger/proof/consistency"): "hashes only; tests/hub/test_ledger_api.py",
+    ("GET", "/api/users"): "a list, not an object: the admin's all, a steward's its org's, 403 for others; "
+                           "tests/hub/services/test_users.py",
+    ("PATCH", "/api/users/{name}"): "role and activation rules (admin; steward within its org; last admin kept) "
+                                    "in tests/hub/services/test_users.py",
+    ("POST", "/api/users/{name}/tokens"): "self or the admin (the same rule as the probed GET); "
+                                          "tests/hub/services/test_users.py",
+    ("DELETE", "/api/users/{name}/tokens"): "self or the admin (the same rule as the probed GET); "
+                                            "tests/hub/services/test_users.py",
+    ("DELETE", "/api/users/{name}/tokens/{token_id}"): "self or the admin; tests/hub/services/test_users.py",
+    ("GET", "/api/orgs/{name}/keys"): "an org's public keys and hand-over signatures: every member's, to verify "
+                                      "the ledger",
+    ("POST", "/api/orgs/{name}/keys"): "signed by the org's current key over the hand-over; forged, foreign and "
+                                       "replayed rotations in tests/hub/services/test_org_keys.py",
     ("POST", "/api/ledger/checkpoints/{size}/cosign"): "an org's cosignature of a checkpoint, checked against "
                                                         "its own key; tests/hub/services/test_checkpoints.py",
 }
@@ -356,6 +369,9 @@ def read_probes(w: World) -> list[Probe]:
         for org, task_id in s.tasks.items():
             owner = (lambda o: lambda c: c.identity is not None and c.org == o)(org)
             probes.append(Probe("GET", "/api/node/tasks/{task_id}/params", owner, {"task_id": task_id}))
+    for target in (f"{NORTH}-researcher", f"{EAST}-steward"):
+        probes.append(Probe("GET", "/api/users/{name}/tokens",
+                            (lambda t: lambda c: c.admin or c.name == t)(target), {"name": target}))
     cards = [(NORTH, w.vault["name"], lambda c: c.org == NORTH), (SOUTH, "digits", member),
              (EAST, "digits", member)]
     for org, name, allowed in cards:
