@@ -112,8 +112,7 @@ class RunPlan:
             optimizer = _resolved(where, lambda: get_server_optimizer(chosen.name, **chosen.options))
         plan = cls(spec, algorithm, hp, name, strategy, optimizer)
         if spec.privacy is not None:
-            population = len(spec.datasets or spec.environments)
-            plan = plan.sampled(1.0, population)
+            plan = plan.sampled(1.0, len(spec.datasets or spec.environments))
         return plan.knowing(num_features, clients)
 
     def sampled(self, sampling_rate: float, population: int) -> RunPlan:

@@ -133,3 +133,9 @@ def resolve(privacy: PrivacySpec, rounds: int, sampling_rate: float, population:
     if not (math.isfinite(sampling_rate) and 0 < sampling_rate <= 1):
         raise FLError(f"privacy: the sampling rate must lie in (0, 1], got {sampling_rate}")
     return _resolve(privacy.model_dump_json(), rounds, float(sampling_rate), max(1, population))
+
+
+def every_round(privacy: PrivacySpec, rounds: int, sources: int) -> DpPlan:
+    """The :class:`DpPlan` of a hub run, where every one of the ``sources`` data sources joins every round
+    (sampling rate 1)."""
+    return resolve(privacy, rounds, 1.0, sources)
