@@ -27,6 +27,8 @@ from consortium.fl.core import (
     parse_hyperparams,
     weighted_metrics,
 )
+from consortium.fl.privacy import spec as privacy_spec
+from consortium.fl.privacy.spec import DpPlan
 from consortium.fl.registry import (
     get_algorithm,
     get_server_optimizer,
@@ -90,6 +92,8 @@ class RunPlan:
     optimizer: ServerOptimizer | None
     num_features: int | None = None
     clients: int | None = None
+    privacy: DpPlan | None = None
+    """Client-level DP resolved (noise multiplier derived once); None when the spec asks for none."""
 
     @classmethod
     def of(cls, spec: ProjectCreate, num_features: int | None = None, clients: int | None = None) -> RunPlan:
@@ -107,7 +111,19 @@ class RunPlan:
                      else "strategy.server_optimizer.name")
             optimizer = _resolved(where, lambda: get_server_optimizer(chosen.name, **chosen.options))
         plan = cls(spec, algorithm, hp, name, strategy, optimizer)
+        if spec.privacy is not None:
+            plan = plan.sampled(1.0, len(spec.datasets or spec.environments))
         return plan.knowing(num_features, clients)
+
+    def sampled(self, sampling_rate: float, population: int) -> RunPlan:
+        """This plan with its privacy resolved for clients sampled at ``sampling_rate`` of ``population``
+        each round (the hub: every data source, rate 1; the simulator: its cohort). FLError naming the field."""
+        privacy = self.spec.privacy
+        if privacy is None:
+            return self
+        privacy_spec.check_strategy(privacy, self.strategy_name, bool(getattr(self.strategy, "linear", False)),
+                                    self.uses_scaffold)
+        return replace(self, privacy=privacy_spec.resolve(privacy, self.spec.rounds, sampling_rate, population))
 
     def knowing(self, num_features: int | None, clients: int | None) -> RunPlan:
         """This plan once the data is known: its width and the number of data sources (SCAFFOLD's N)."""
@@ -163,8 +179,18 @@ class RunPlan:
             deltas = scaffold.delta_sum(updates)
             updates = [replace(u, tensors=scaffold.split_deltas(u.tensors)[0]) for u in updates]
         train = weighted_metrics([Evaluation(u.num_examples, u.metrics) for u in updates])
-        return RoundAggregate(self.strategy.aggregate(params, updates), train.metrics,
-                              sum(u.num_examples for u in updates), deltas)
+        examples = sum(u.num_examples for u in updates)
+        if self.privacy is not None:
+            updates = self.privacy.server_updates(params, updates)
+        return RoundAggregate(self.strategy.aggregate(params, updates), train.metrics, examples, deltas)
+
+    def noised(self, params: Params, aggregate: RoundAggregate, num_clients: int, round_number: int) -> RoundAggregate:
+        """The aggregate with the server's central DP noise (its own seed per round); as is otherwise."""
+        if self.privacy is None:
+            return aggregate
+        seed = privacy_spec.round_noise_seed(self.spec.seed, round_number)
+        return replace(aggregate, aggregated=self.privacy.noised_aggregate(
+            params, aggregate.aggregated, num_clients, seed))
 
     def close_round(
         self, params: Params, aggregate: RoundAggregate, server_state: Params

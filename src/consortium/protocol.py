@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from consortium.privacy_wire import PrivacySpec
+
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 SPDX_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9.+-]*( (WITH|AND|OR) [A-Za-z0-9][A-Za-z0-9.+-]*)*$"
@@ -234,6 +236,12 @@ class ProjectCreate(Wire):
     round_timeout: float = Field(default=300.0, gt=0, le=86_400)
     validation_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
     seed: int = Field(default=0, ge=0, lt=2**63)
+    privacy: PrivacySpec | None = Field(
+        default=None,
+        # Left out of the JSON when unset: the hash of a spec without privacy settings is unchanged.
+        exclude_if=lambda value: value is None,
+        description="client-level differential privacy; none means updates are not privatised",
+    )
 
     @field_validator("datasets", "environments")
     @classmethod

@@ -32,11 +32,13 @@ def table(org: str, license: str = "CC-BY-4.0") -> Dataset:
                    license=license, environment=None)
 
 
-def card_for(sources: list[Dataset], files: list[dict] | None = None, algorithm: str = "ppo") -> dict:
+def card_for(sources: list[Dataset], files: list[dict] | None = None, algorithm: str = "ppo",
+             privacy: dict | None = None) -> dict:
     refs = [f"{s.org.name}/{s.name}" for s in sources]
     key = "environments" if sources[0].environment is not None else "datasets"
     spec = ProjectCreate.model_validate(
         {"name": "p", "algorithm": {"name": algorithm}, key: refs, "rounds": 1}
+        | ({"privacy": privacy} if privacy else {})
     )
     rounds = [RoundMetrics(round=1, participants=refs, dropped=[], train={"train_return": 20.0},
                            federated_eval={"mean_return": 25.0}, test={}, params_sha256="c" * 64,
@@ -66,6 +68,22 @@ def test_card_of_datasets_keeps_its_shape() -> None:
     assert card["datasets"] == [{"ref": "north/digits", "org": "north", "license": "CC-BY-4.0",
                                  "sha256": "ab" * 32, "rows": 120}]
     assert "| north/digits | 120 | CC-BY-4.0 |" in render_markdown(card)
+    assert "privacy" not in card and "## Privacy" not in render_markdown(card)
+
+
+def test_card_states_each_datasets_privacy_guarantee() -> None:
+    privacy = {"noise": "central", "clip": 1.0, "epsilon": 4.0, "delta": 1e-5}
+    card = card_for([table("north"), table("south")], algorithm="classifier", privacy=privacy)
+    section = card["privacy"]
+    assert section["noise"] == "central"
+    assert list(section["per_dataset"]) == ["north/digits", "south/digits"]
+    guarantee = section["per_dataset"]["south/digits"]
+    assert 3.9 < guarantee["epsilon"] <= 4.0 and guarantee["delta"] == 1e-5
+    assert guarantee["rounds"] == 1 and guarantee["sampling_rate"] == 1.0 and guarantee["clip"] == 1.0
+    assert guarantee["noise_multiplier"] > 0 and guarantee["accountant"].startswith("dp-accounting PLD")
+    markdown = render_markdown(card)
+    assert "## Privacy (client-level differential privacy)" in markdown
+    assert f"| south/digits | {guarantee['epsilon']:.4g} | 1e-05 | DP-FedAvg" in markdown
 
 
 def test_card_carries_the_derived_licence_and_its_obligations() -> None:

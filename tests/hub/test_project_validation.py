@@ -1,4 +1,5 @@
-"""Proposing a project whose strategy or server optimiser cannot work is refused over HTTP, with the reason.
+"""Proposing a project whose strategy, server optimiser or privacy settings cannot work is refused over HTTP,
+with the reason.
 
 A real hub process on SQLite and PostgreSQL, provisioned like the API tests (three orgs, digits data).
 """
@@ -84,3 +85,54 @@ def test_scaffold_with_momentum_is_refused_with_the_reason(env: DigitsConsortium
     spec = digits_spec("scaffold-momentum", ORGS, rounds=2, algorithm=algorithm)
     with env.hub.client() as admin:
         expect_error(422, "scaffold needs optimizer 'sgd' with momentum 0", admin.create_project, spec)
+
+
+DP = {"noise": "central", "clip": 1.0, "epsilon": 4.0, "delta": 1e-5}
+
+
+@pytest.mark.parametrize(
+    ("privacy", "reason"),
+    [
+        (DP | {"epsilon": 0}, "privacy.epsilon"),
+        (DP | {"epsilon": -1}, "greater than 0"),
+        (DP | {"delta": 1.0}, "privacy.delta"),
+        (DP | {"clip": 0}, "privacy.clip"),
+        (DP | {"noise": "shouted"}, "privacy.noise"),
+        (DP | {"sampling": "bernoulli"}, "privacy.sampling"),
+        (DP | {"mechanism": "dp_sgd"}, "privacy.mechanism"),
+        (DP | {"extra": 1}, "privacy.extra"),
+    ],
+)
+def test_bad_privacy_field_is_refused_naming_the_field(
+    env: DigitsConsortium, privacy: dict, reason: str  # noqa: F811
+) -> None:
+    spec = digits_spec("bad-privacy", ORGS, rounds=2).model_dump(mode="json") | {"privacy": privacy}
+    with env.hub.client() as admin:
+        expect_error(422, reason, admin.post_json, "/api/projects", spec)
+
+
+@pytest.mark.parametrize(
+    ("privacy", "strategy", "reason"),
+    [
+        (DP | {"noise": "distributed"}, {"name": "fedavg"}, "needs secure aggregation, which is not wired"),
+        (DP | {"noise": "distributed"}, {"name": "krum", "options": {"f": 0}},
+         "needs individual updates, which privacy.noise = 'distributed' forbids"),
+        (DP, {"name": "median"}, "central noise is calibrated to the mean"),
+        (DP | {"noise_multiplier": 0.1}, {"name": "fedavg"}, "privacy.noise_multiplier: 0.1 spends epsilon"),
+    ],
+)
+def test_privacy_a_run_cannot_keep_is_refused_with_the_rule(
+    env: DigitsConsortium, privacy: dict, strategy: dict, reason: str  # noqa: F811
+) -> None:
+    spec = digits_spec("impossible-privacy", ORGS, rounds=2, min_nodes=3, strategy=strategy,
+                       privacy=privacy)
+    with env.hub.client() as admin:
+        expect_error(422, reason, admin.create_project, spec)
+
+
+def test_a_private_project_is_proposed_with_its_privacy_in_the_spec(env: DigitsConsortium) -> None:  # noqa: F811
+    spec = digits_spec("private-fedavg", ORGS, rounds=2, privacy=DP)
+    with env.hub.client() as admin:
+        project = admin.create_project(spec)
+    assert project["status"] == "proposed"
+    assert project["spec"]["privacy"] == DP | {"mechanism": "dp_fedavg", "sampling": "poisson"}

@@ -1,4 +1,5 @@
-"""The node agent with SCAFFOLD: it keeps its own c_i on disk, moves it only for accepted updates."""
+"""The node agent with SCAFFOLD: it keeps its own c_i on disk, moves it only for accepted updates; with
+local DP it clips and noises its update before upload."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from consortium.client import HubError
 from consortium.fl import scaffold
 from consortium.fl.algorithms.classifier import Classifier
 from consortium.fl.core import Evaluation, parse_hyperparams
+from consortium.fl.privacy.dp_fedavg import add_noise, clip_update, global_norm
 from consortium.node.agent import NodeAgent
+from consortium.plan import RunPlan
 from consortium.node.controls import ControlKey, ControlStore
 from consortium.node.policy import NodePolicy, VoteBook, VotedVersion, spec_hash
 from consortium.node.registry import LocalRegistry, build_card
@@ -180,3 +183,51 @@ def test_a_dataset_file_changed_since_registration_refuses_the_task_with_the_rea
     run_task(agent, transport, spec, 1, 1, scaffold.with_control(params, scaffold.zero_control(params)))
     assert "changed since it was registered" in transport.refusals[1]
     assert not transport.uploads
+
+
+def dp_spec(noise: str) -> ProjectCreate:
+    return ProjectCreate.model_validate({
+        "name": "dp-node", "datasets": [f"{ORG}/{DATASET}"], "rounds": 3,
+        "algorithm": {"name": "classifier", "hyperparameters": {"layers": [64, 16, 10], "lr": 0.1}},
+        "privacy": {"noise": noise, "clip": 0.02, "epsilon": 50.0, "delta": 1e-5},
+    })
+
+
+def test_with_local_dp_the_node_uploads_its_delta_clipped_and_noised_from_the_task_seed(node) -> None:
+    agent, transport, _, org_dir = node
+    spec = dp_spec("local")
+    VoteBook(org_dir).record(PROJECT_ID, VotedVersion(spec_hash(spec), None, "0" * 32, 1, "0" * 64))
+    hp = parse_hyperparams(Classifier(), spec.algorithm.hyperparameters)
+    params = Classifier().init(hp, 64, seed=0)
+    run_task(agent, transport, spec, 1, 1, params)
+    run_task(agent, transport, spec, 2, 1, params)
+    run_task(agent, transport, spec, 3, 2, params)
+    uploads = {task: decode_update(transport.uploads[task])[0] for task in (1, 2, 3)}
+
+    privacy = RunPlan.of(spec).privacy
+    assert privacy is not None and privacy.noise_multiplier > 0
+    train = agent._split(TaskOut(id=1, kind=TaskKind.fit, run_id=RUN_ID, round=1, project_id=PROJECT_ID,
+                                 spec_hash=spec_hash(spec), spec=spec, dataset=DATASET, seed=1,
+                                 params_sha256=None)).train
+    trained = Classifier().local_update(hp, params, train, 1).tensors
+    delta = {name: trained[name] - params[name] for name in params}
+    assert global_norm(delta) > privacy.clip, "the test needs an update that clipping changes"
+    clipped, _ = clip_update(delta, privacy.clip)
+    expected = add_noise(clipped, privacy.noise_multiplier * privacy.clip,
+                         privacy.client_seed(1, f"{ORG}/{DATASET}"))
+    for name in params:
+        torch.testing.assert_close(uploads[1][name] - params[name], expected[name], rtol=0, atol=1e-6)
+        assert torch.equal(uploads[1][name], uploads[2][name]), "the same task seed draws the same noise"
+    assert not torch.equal(uploads[1]["layers.0.weight"], uploads[3]["layers.0.weight"])
+
+
+def test_with_central_dp_the_node_uploads_its_update_as_trained(node) -> None:
+    agent, transport, _, org_dir = node
+    spec = dp_spec("central")
+    VoteBook(org_dir).record(PROJECT_ID, VotedVersion(spec_hash(spec), None, "0" * 32, 1, "0" * 64))
+    hp = parse_hyperparams(Classifier(), spec.algorithm.hyperparameters)
+    params = Classifier().init(hp, 64, seed=0)
+    run_task(agent, transport, spec, 1, 1, params)
+    uploaded = decode_update(transport.uploads[1])[0]
+    delta = {name: uploaded[name] - params[name] for name in params}
+    assert global_norm(delta) > spec.privacy.clip, "the hub clips and noises central-noise updates"

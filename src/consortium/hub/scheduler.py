@@ -159,7 +159,7 @@ class RunDriver:
                 f"round {number}: {len(updates)} of the required min_nodes={self.spec.min_nodes} nodes answered "
                 f"within round_timeout={self.spec.round_timeout}s"
             )
-        aggregate = self.plan.aggregate(params, updates)
+        aggregate = self.plan.noised(params, self.plan.aggregate(params, updates), len(updates), number)
         server_state = self.state.cache.get(self.server_state_sha) if self.plan.stateful else {}
         new_params, server_state = self.plan.close_round(params, aggregate, server_state)
         if self.plan.stateful:

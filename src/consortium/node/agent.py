@@ -8,7 +8,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from pydantic import ValidationError
@@ -168,6 +168,7 @@ class NodeAgent:
                 )
             else:
                 update, keep_control = algorithm.local_update(hp, params, split.train, task.seed), None
+            update = self._privatised(plan, task, params, update)
             payload = self._encode(update, time.perf_counter() - started, evaluation)
             self._notify(task, "done")
             if self._upload(task, payload) and keep_control is not None:
@@ -177,6 +178,15 @@ class NodeAgent:
             result = self._evaluate(algorithm, hp, params, split)
             self._notify(task, "done")
             self._post_ignoring_gone(task, lambda: self.transport.post_result(task.id, result))
+
+    def _privatised(self, plan: RunPlan, task: TaskOut, params: Params, update: Update) -> Update:
+        """With local DP noise, the update clipped and noised before it leaves the node (seeded per task);
+        as is otherwise (with central noise the hub clips and noises)."""
+        privacy = plan.privacy
+        if privacy is None or privacy.client_std() == 0:
+            return update
+        seed = privacy.client_seed(task.seed, f"{self.policy.org}/{task.dataset}")
+        return replace(update, tensors=privacy.privatise_update(params, update.tensors, seed))
 
     def _upload(self, task: TaskOut, payload: bytes) -> bool:
         """Send an update and keep the next task if the hub's answer brought one (one request per round).

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from consortium.crypto import sha256_hex
+from consortium.fl.privacy import card as privacy_card
+from consortium.fl.privacy.spec import DpPlan
 from consortium.governance.licence_cards import card_terms, obligation_lines
 from consortium.plan import RunPlan
 from consortium.previews import PREVIEW_FILE, markdown_section, preview_png
@@ -93,11 +95,20 @@ def model_card(result: SimResult, engine: str, weights_sha256: str) -> dict[str,
         "datasets": datasets,
         "license": licence,
         "obligations": obligations,
+        **privacy_card.card_section(_privacy(result), [d["ref"] for d in datasets]),
         "metrics_per_round": [r.as_dict() for r in result.rounds],
         "final_metrics": {"test": result.final_metrics},
         "weights": {"format": "safetensors", "sha256": weights_sha256},
         "code_version": code_version(),
     } | _card_environments(result)
+
+
+def _privacy(result: SimResult) -> DpPlan | None:
+    """The run's DP resolved as the simulation ran it (its cohort's sampling rate); None without DP."""
+    spec, settings = result.spec, result.settings
+    if spec.privacy is None:
+        return None
+    return RunPlan.of(spec).sampled(settings.cohort_size() / settings.clients, settings.clients).privacy
 
 
 def _card_environments(result: SimResult) -> dict[str, Any]:
@@ -147,6 +158,7 @@ def render_card(card: dict[str, Any]) -> str:
         f"- **Code version**: `{card['code_version']}`",
     ]
     lines += obligation_lines(card["obligations"])
+    lines += privacy_card.markdown_lines(card)
     if card.get("environments"):
         lines += _environment_lines(card["environments"])
     if card.get("samples_png"):

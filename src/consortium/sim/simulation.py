@@ -152,6 +152,7 @@ class Simulation:
         self.parts = parts
         self.ids = client_ids(settings.clients)
         self.cohort_size = settings.cohort_size()
+        self.plan = self.plan.sampled(self.cohort_size / settings.clients, settings.clients)
         self.train, self.test = train_and_test(self.dataset, self.device)
         self.setup = Setup(self.plan, self.train, self.device, tamper, tuple(self.ids))
         self.initial_params = initial_params
@@ -196,7 +197,8 @@ class Simulation:
         for number in range(1, self.spec.rounds + 1):
             started = time.perf_counter()
             cohort = self.cohort(number)
-            aggregate = engine.fit(params, cohort, plan.control(server_state))
+            aggregate = plan.noised(params, engine.fit(params, cohort, plan.control(server_state)), len(cohort),
+                                    number)
             params, server_state = plan.close_round(params, aggregate, server_state)
             scores = plan.scores(params, aggregate.train_metrics, self.test)
             record = RoundRecord(

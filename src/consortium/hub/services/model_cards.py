@@ -8,6 +8,8 @@ from typing import Any
 
 from consortium import crypto
 from consortium.fl.core import Params
+from consortium.fl.privacy import card as privacy_card
+from consortium.fl.privacy import spec as privacy_spec
 from consortium.governance.licence_cards import card_terms, obligation_lines
 from consortium.hub.blobs import BlobStore
 from consortium.hub.db.models import Dataset
@@ -56,7 +58,8 @@ def build_card(
 ) -> dict[str, Any]:
     """The model card: what was trained, on which data (or in which environments) under which licences, by
     whom, and how it went; ``datasets`` are :func:`source_entries`, ``files`` those of :func:`store_files`.
-    ``license`` is the expression derived from the data, ``obligations`` what it obliges the model to do."""
+    ``license`` is the expression derived from the data, ``obligations`` what it obliges the model to do,
+    ``privacy`` (with DP on) each source's (epsilon, delta) guarantee."""
     participants = sorted({ref.split("/")[0] for r in rounds for ref in r.participants})
     environments = [d for d in datasets if d.get("kind") == "environment"]
     tables = [d for d in datasets if d.get("kind") != "environment"]
@@ -76,6 +79,9 @@ def build_card(
         **({"environments": environments} if environments else {}),
         "license": licence,
         "obligations": obligations,
+        **privacy_card.card_section(
+            privacy_spec.every_round(spec.privacy, spec.rounds, len(datasets)) if spec.privacy else None,
+            [d["ref"] for d in datasets]),
         "participating_orgs": participants,
         "metrics_per_round": [r.model_dump(mode="json") for r in rounds],
         "final_metrics": {
@@ -155,6 +161,7 @@ def render_markdown(card: dict[str, Any]) -> str:
     if "release" in card:
         lines += _release_lines(card["release"])
     lines += obligation_lines(card.get("obligations", {}))
+    lines += privacy_card.markdown_lines(card)
     lines += _environment_lines(card["environments"]) if card.get("environments") else _dataset_lines(card)
     for file in card.get("files", []):
         if file["media_type"] == PREVIEW_MEDIA_TYPE:

@@ -1,5 +1,5 @@
-"""The reference engine: each client's own ``local_update`` in turn, then the plan's ``aggregate`` (the
-hub's own reduction of a round's updates)."""
+"""The reference engine: each client's own ``local_update`` in turn (privatised as its node would, with local
+DP noise), then the plan's ``aggregate`` (the hub's own reduction of a round's updates)."""
 
 from __future__ import annotations
 
@@ -34,9 +34,12 @@ class LoopEngine:
         deltas_sum = scaffold.delta_sum(updates) if control is not None else None
         models = [replace(u, tensors=scaffold.split_deltas(u.tensors)[0]) for u in updates]
         train = weighted_metrics([Evaluation(u.num_examples, u.metrics) for u in models])
+        examples = sum(u.num_examples for u in models)
+        if setup.plan.privacy is not None:
+            models = setup.plan.privacy.server_updates(params, models)
         stacked = setup.tamper(params, stack_updates(models))
         return RoundAggregate(aggregate_stacked(setup.plan.strategy, params, stacked), train.metrics,
-                              sum(u.num_examples for u in models), deltas_sum)
+                              examples, deltas_sum)
 
     def _local_update(self, params: Params, cohort: Cohort, position: int, control: Params | None) -> Update:
         """One client's update; with SCAFFOLD, its ``c_i`` advances by the ``delta_c`` it sends."""
@@ -51,6 +54,10 @@ class LoopEngine:
             controls = scaffold.Controls(control, own)
             update = setup.plan.algorithm.local_update(setup.plan.hp, params, data, seed, controls=controls)
             self.client_controls[client_id] = scaffold.advanced(own, scaffold.split_deltas(update.tensors)[1])
+        privacy = setup.plan.privacy
+        if privacy is not None and privacy.client_std() > 0:
+            seed = privacy.client_seed(cohort.seeds[position], client_id)
+            update = replace(update, tensors=privacy.privatise_update(params, update.tensors, seed))
         return replace(update, client_id=client_id)
 
     def close(self) -> None:

@@ -18,6 +18,7 @@ from consortium.fl.capabilities import CohortTrainer, SummedCohortTrainer
 from consortium.fl import scaffold
 from consortium.fl.cohort import Cohort
 from consortium.fl.core import FLError, Params
+from consortium.fl.privacy.spec import DpPlan
 from consortium.plan import RoundAggregate
 from consortium.sim.engines.base import Setup, check_control_given
 from consortium.sim.engines.memory import reuse_freed_memory
@@ -80,20 +81,28 @@ def chunks(cohort: Cohort, size: int) -> Iterator[Cohort]:
 
 
 def fit_chunk(
-    algorithm: Any, hp: Any, params: Params, train: Any, chunk: Cohort, reducer: CohortReducer
+    algorithm: Any, hp: Any, params: Params, train: Any, chunk: Cohort, reducer: CohortReducer,
+    privacy: DpPlan | None = None,
 ) -> dict[str, float]:
     """Train one chunk of clients and fold it into ``reducer``; the chunk's example-weighted metric sums.
 
     When the reducer only needs example-weighted sums of the clients' params (FedAvg, nothing tampering with
-    updates) and the algorithm can produce them directly, the clients' params are never materialised.
+    updates, no DP) and the algorithm can produce them directly, the clients' params are never materialised.
+    With DP every client's delta is clipped (and, with local noise, noised from its own seed, as the loop
+    engine's clients do) inside the batch, and each client weighs 1.
     """
     num_examples = torch.as_tensor(chunk.sizes, device=train.x.device)
-    if reducer.takes_weighted_sums and isinstance(algorithm, SummedCohortTrainer):
+    if privacy is None and reducer.takes_weighted_sums and isinstance(algorithm, SummedCohortTrainer):
         sums, per_client = algorithm.local_update_cohort_summed(hp, params, train, chunk)
         reducer.add_weighted_sums(sums, num_examples)
     else:
         stacked, per_client = algorithm.local_update_cohort(hp, params, train, chunk)
-        reducer.add(stacked, num_examples, chunk.client_ids)
+        weights = num_examples
+        if privacy is not None:
+            seeds = [privacy.client_seed(seed, cid) for seed, cid in zip(chunk.seeds, chunk.client_ids)]
+            stacked = privacy.privatise_stacked(params, stacked, seeds)
+            weights = torch.full_like(num_examples, privacy.weight)
+        reducer.add(stacked, weights, chunk.client_ids)
     return weighted_metric_sums(per_client, num_examples)
 
 
@@ -129,7 +138,7 @@ class VectorizedEngine:
         for chunk in chunks(cohort, size):
             if control is None:
                 chunk_metrics = fit_chunk(
-                    setup.plan.algorithm, setup.plan.hp, params, setup.train, chunk, reducer
+                    setup.plan.algorithm, setup.plan.hp, params, setup.train, chunk, reducer, setup.plan.privacy
                 )
             else:
                 stacked, per_client, chunk_sum = self._controlled_update(params, chunk, control)

@@ -1,0 +1,141 @@
+"""A project's privacy settings resolved once: the noise multiplier, who adds the noise, and the per-update
+and per-aggregate steps that the node, the hub and the simulator's engines all call.
+
+Under DP-FedAvg every update counts the same (its weight is 1, not its examples: an example-weighted mean
+has no bounded sensitivity), each client's delta ``update - params`` is clipped to ``C``, and Gaussian noise
+of standard deviation ``sigma * C`` protects the sum, added by every client (``local``) or once by the
+server (``central``). The aggregate is ``params + (sum of clipped deltas + noise) / n``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from functools import lru_cache
+
+import torch
+
+from consortium.fl.core import FLError, Params, Update, derive_seed
+from consortium.fl.privacy import accountant, dp_fedavg
+from consortium.fl.privacy.accountant import PrivacyGuarantee
+from consortium.privacy_wire import PrivacySpec
+
+NEEDS_INDIVIDUAL_UPDATES_RULE = "secure aggregation hides individual updates"
+"""Why a robust rule (median, Krum, ...) is refused together with distributed noise (secure aggregation)."""
+
+
+def check_strategy(privacy: PrivacySpec, strategy_name: str, linear: bool, uses_scaffold: bool) -> None:
+    """FLError naming the spec field unless the strategy can be combined with these privacy settings."""
+    if privacy.noise == "distributed" and not linear:
+        raise FLError(
+            f"strategy.name: {strategy_name!r} needs individual updates, which privacy.noise = 'distributed' "
+            f"forbids ({NEEDS_INDIVIDUAL_UPDATES_RULE}); use a linear rule such as fedavg"
+        )
+    if privacy.noise == "distributed":
+        raise FLError("privacy.noise: 'distributed' noise needs secure aggregation, which is not wired into "
+                      "runs yet; use 'local' or 'central'")
+    if privacy.noise == "central" and not linear:
+        raise FLError(f"strategy.name: central noise is calibrated to the mean of the clipped updates; "
+                      f"{strategy_name!r} is not a mean (use fedavg, or privacy.noise = 'local')")
+    if strategy_name == "kmeans":
+        raise FLError("strategy.name: kmeans updates are sums and counts, not params; DP-FedAvg cannot clip them")
+    if uses_scaffold:
+        raise FLError("privacy: SCAFFOLD's control variates would leave the node unprivatised; turn SCAFFOLD off")
+
+
+@dataclass(frozen=True)
+class DpPlan:
+    """The privacy settings of one run, resolved: sigma, clip, who noises, and the guarantee they give."""
+
+    noise: dp_fedavg.NoiseMode
+    clip: float
+    noise_multiplier: float
+    sampling_rate: float
+    rounds: int
+    guarantee: PrivacyGuarantee
+
+    @property
+    def weight(self) -> int:
+        """What each update counts for in the mean (1: every client is one unit of privacy)."""
+        return 1
+
+    def client_std(self) -> float:
+        """Noise a client adds to its clipped delta (0 with central noise)."""
+        return dp_fedavg.client_noise_std(self.noise, self.noise_multiplier, self.clip, 1)
+
+    def client_seed(self, task_seed: int, client_id: str) -> int:
+        """A client's noise seed for a task whose own seed is ``task_seed`` (fresh every round)."""
+        return derive_seed("dp-noise", task_seed, client_id)
+
+    def privatise_update(self, params: Params, tensors: Mapping[str, torch.Tensor], seed: int) -> Params:
+        """A client's trained params with their delta from ``params`` clipped and, with local noise,
+        noised from ``seed``: what leaves the node (or what the hub keeps of a central-noise update)."""
+        delta = {name: tensors[name] - params[name] for name in params}
+        private, _ = dp_fedavg.privatise(delta, self.clip, self.client_std(), seed)
+        return {**tensors, **{name: params[name] + private[name] for name in params}}
+
+    def privatise_stacked(
+        self, params: Params, stacked: Mapping[str, torch.Tensor], seeds: Sequence[int]
+    ) -> dict[str, torch.Tensor]:
+        """:meth:`privatise_update` for a chunk of clients stacked on a leading axis (same draws)."""
+        delta = {name: stacked[name] - params[name].unsqueeze(0) for name in params}
+        private, _ = dp_fedavg.privatise_stacked(delta, self.clip, self.client_std(), seeds)
+        return {**stacked, **{name: params[name].unsqueeze(0) + private[name] for name in params}}
+
+    def server_updates(self, params: Params, updates: Sequence[Update]) -> list[Update]:
+        """The round's updates as the server averages them: weight 1 each and, with central noise, clipped
+        (local-noise updates were clipped and noised by their node)."""
+        if self.noise is dp_fedavg.NoiseMode.CENTRAL:
+            updates = [replace(u, tensors=self.privatise_update(params, u.tensors, 0)) for u in updates]
+        return [replace(u, num_examples=self.weight) for u in updates]
+
+    def noised_aggregate(self, params: Params, aggregated: Params, num_clients: int, seed: int) -> Params:
+        """The mean of ``num_clients`` clipped updates with the server's central noise ``sigma C / n`` (the
+        noise of the sum, divided like it), drawn from ``seed``; unchanged with local noise."""
+        std = dp_fedavg.server_noise_std(self.noise, self.noise_multiplier, self.clip)
+        if std == 0 or num_clients < 1:
+            return aggregated
+        floating = {name: aggregated[name] for name in params if aggregated[name].is_floating_point()}
+        noised = dp_fedavg.add_noise(floating, std / num_clients, seed)
+        return {**aggregated, **noised}
+
+
+def round_noise_seed(run_seed: int, round_number: int) -> int:
+    """The seed of the server's central noise in one round (its own stream, apart from every client's)."""
+    return derive_seed("dp-central-noise", run_seed, round_number)
+
+
+@lru_cache(maxsize=256)
+def _resolve(spec_json: str, rounds: int, sampling_rate: float, population: int) -> DpPlan:
+    privacy = PrivacySpec.model_validate_json(spec_json)
+    sampling = privacy.sampling
+    if privacy.adaptive_clip is not None:
+        raise FLError("privacy.adaptive_clip: adaptive clipping (fl.privacy.adaptive_clip) is not wired into "
+                      "runs yet; leave it out to clip at a fixed norm")
+    try:
+        noise = privacy.noise_multiplier or accountant.noise_multiplier_for(
+            privacy.epsilon, privacy.delta, sampling_rate, rounds, privacy.sampling, population)
+        guarantee = accountant.guarantee(noise, privacy.clip, sampling_rate, rounds, privacy.delta,
+                                         privacy.sampling, population,
+                                         mechanism=f"DP-FedAvg (client-level Gaussian, {privacy.noise} noise)")
+    except ValueError as exc:
+        raise FLError(f"privacy: {exc}") from exc
+    if guarantee.epsilon > privacy.epsilon * (1 + 1e-9):
+        raise FLError(f"privacy.noise_multiplier: {noise} spends epsilon = {guarantee.epsilon:.4g} over "
+                      f"{rounds} rounds, above the target epsilon = {privacy.epsilon}")
+    return DpPlan(dp_fedavg.NoiseMode(privacy.noise), privacy.clip, noise, sampling_rate, rounds, guarantee)
+
+
+def resolve(privacy: PrivacySpec, rounds: int, sampling_rate: float, population: int) -> DpPlan:
+    """The :class:`DpPlan` of ``privacy`` for ``rounds`` rounds sampling ``sampling_rate`` of ``population``
+    clients; the accountant runs once per distinct setting (cached). FLError prefixed ``privacy:``."""
+    if not (math.isfinite(sampling_rate) and 0 < sampling_rate <= 1):
+        raise FLError(f"privacy: the sampling rate must lie in (0, 1], got {sampling_rate}")
+    return _resolve(privacy.model_dump_json(), rounds, float(sampling_rate), max(1, population))
+
+
+def every_round(privacy: PrivacySpec, rounds: int, sources: int) -> DpPlan:
+    """The :class:`DpPlan` of a hub run, where every one of the ``sources`` data sources joins every round
+    (sampling rate 1)."""
+    return resolve(privacy, rounds, 1.0, sources)

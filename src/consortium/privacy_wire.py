@@ -1,0 +1,49 @@
+"""Wire schema of a project's privacy settings (kept out of :mod:`consortium.protocol`, which imports it).
+
+Every field is bounded; a bad value is refused by pydantic with the field's name (a 422 at the hub)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Wire(BaseModel):
+    """:class:`consortium.protocol.Wire`'s settings (that module imports this one): unknown keys refused,
+    floats finite."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class AdaptiveClipSpec(_Wire):
+    """Quantile-based adaptive clipping (Andrew et al., NeurIPS 2021): the clip norm follows a quantile of
+    the clients' update norms, starting from ``PrivacySpec.clip``."""
+
+    target_quantile: float = Field(default=0.5, ge=0.0, le=1.0)
+    learning_rate: float = Field(default=0.2, gt=0.0, le=10.0)
+    count_noise_std: float = Field(default=1.0, gt=0.0, le=1e6,
+                                   description="noise on the clipped-count report; must exceed sigma / 2")
+
+
+class PrivacySpec(_Wire):
+    """Client-level differential privacy of a project (docs/privacy.md): DP-FedAvg with Gaussian noise.
+
+    The noise multiplier is derived from (epsilon, delta), the rounds and the sampling by the accountant
+    unless it is given explicitly; the model card then states the guarantee the run actually has."""
+
+    mechanism: Literal["dp_fedavg"] = "dp_fedavg"
+    noise: Literal["local", "central", "distributed"] = Field(
+        default="central",
+        description="local: each node noises its own update; central: the hub noises the sum; distributed: "
+        "each node adds a share of the noise under secure aggregation",
+    )
+    clip: float = Field(gt=0, le=1e6, description="L2 norm C every client update is clipped to")
+    epsilon: float = Field(gt=0, le=1e3, description="target epsilon of the whole run")
+    delta: float = Field(gt=0, lt=1, description="target delta of the whole run")
+    noise_multiplier: float | None = Field(
+        default=None, gt=0, le=1e6, exclude_if=lambda value: value is None,
+        description="sigma; derived from epsilon and delta when left out",
+    )
+    sampling: Literal["poisson", "fixed_size"] = "poisson"
+    adaptive_clip: AdaptiveClipSpec | None = Field(default=None, exclude_if=lambda value: value is None)
