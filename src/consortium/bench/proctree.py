@@ -79,6 +79,11 @@ def _machine_busy_ticks() -> int:
     return sum(values) - values[3] - values[4]
 
 
+def machine_busy_s() -> float:
+    """Non-idle CPU seconds of the whole machine since boot (an in-process bench subtracts its own)."""
+    return _machine_busy_ticks() / _TICKS_PER_S
+
+
 class _Sampler(threading.Thread):
     def __init__(self, root: int, interval: float) -> None:
         super().__init__(daemon=True)

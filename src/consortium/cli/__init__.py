@@ -11,6 +11,7 @@ import os
 import typer
 
 from consortium.cli import (
+    audit,
     bench,
     dataset,
     demo,
@@ -34,7 +35,8 @@ for command in (hub.hub, node.node, demo.demo, proposal.vote):
 for group, name in [(org.app, "org"), (user.app, "user"), (dataset.app, "dataset"),
                     (environment.app, "environment"), (project.app, "project"), (proposal.app, "proposal"),
                     (run.app, "run"),
-                    (model.app, "model"), (ledger.app, "ledger"), (bench.app, "bench"), (sim.app, "sim")]:
+                    (model.app, "model"), (ledger.app, "ledger"), (bench.app, "bench"), (sim.app, "sim"),
+                    (audit.app, "audit")]:
     app.add_typer(group, name=name)
 
 

@@ -98,6 +98,32 @@ def bench_sim(
         fail(str(exc))
 
 
+@app.command("secagg")
+def bench_secagg(
+    clients: Annotated[int, typer.Option(min=2, help="clients in the round")] = 20,
+    threshold: Annotated[int, typer.Option(min=2, help="SecAgg threshold t")] = 14,
+    dropouts: Annotated[str, typer.Option(help="comma-separated d: clients dropped before the masked input")] = "3,6",
+    repeats: Annotated[int, typer.Option(min=1, help="repetitions (medians are reported)")] = 3,
+    rounds: Annotated[int, typer.Option(min=0, help="also check this many random rounds sum exactly (1000)")] = 0,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write results as JSON")] = None,
+    markdown: Annotated[Path | None, typer.Option("--markdown", help="update this BENCHMARKS.md")] = None,
+) -> None:
+    """A round with SecAgg+ against a plain round (hub decode + FedAvg) on a 100k-parameter update."""
+    from consortium.bench import secagg
+    from consortium.bench.report import machine_info
+
+    try:
+        drops = tuple(int(d) for d in dropouts.split(",") if d.strip())
+    except ValueError:
+        fail(f"--dropouts: {dropouts!r} is not a comma-separated list of integers")
+    if any(not 0 <= d <= clients - threshold for d in drops):
+        fail(f"--dropouts: each d must lie in [0, {clients - threshold}] so that t = {threshold} clients remain")
+    result = secagg.run_secagg_bench(clients, threshold, drops, repeats, rounds)
+    command = (f"consortium bench secagg --clients {clients} --threshold {threshold} --dropouts {dropouts} "
+               f"--repeats {repeats}" + (f" --rounds {rounds}" if rounds else ""))
+    _write_report(result, secagg.report_markdown(result, machine_info(), command), "secagg", json_path, markdown)
+
+
 def _write_report(report: dict, body: str, suite: str, json_path: Path | None, markdown: Path | None) -> None:
     """Print a bench's markdown section and write its JSON and BENCHMARKS.md section when asked."""
     import json
