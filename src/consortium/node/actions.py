@@ -16,7 +16,7 @@ from pathlib import Path
 
 from consortium import crypto
 from consortium.client import HubClient, HubError
-from consortium.governance import statements
+from consortium.governance import licences, statements
 from consortium.governance.wire import VoteIn
 from consortium.node.environments import EnvironmentRegistry, RegisteredEnvironment
 from consortium.node.policy import VoteBook, VotedVersion, spec_hash
@@ -72,6 +72,32 @@ def vote_subject(client: HubClient, proposal_id: int) -> VoteSubject:
                        name)
 
 
+def check_release_subject(client: HubClient, subject: dict) -> None:
+    """Before a yes to a release: the model the hub serves must be the one the proposal binds (weights and card
+    hashes recomputed here), and the requested licence must agree with the licences its card names
+    (:func:`consortium.governance.licences.check_release`, as the hub checked). An org that may not see the
+    model (not a participant) votes on the subject alone."""
+    try:
+        model = client.model(subject["model_id"])
+    except HubError as exc:
+        if exc.status_code == 404:
+            return
+        raise
+    if crypto.sha256_hex(crypto.canonical_json(model["card"])) != subject["card_sha256"] \
+            or model["params_sha256"] != subject["params_sha256"]:
+        raise VoteError(f"model {subject['model_id']} is not the one the release proposal binds (its card or "
+                        "weights changed); not voting")
+    sources = model["card"].get("datasets", []) + model["card"].get("environments", [])
+    try:
+        conflicts = licences.check_release([(s["ref"], s["license"]) for s in sources], subject["licence"],
+                                           subject["commercial"])
+    except licences.LicenceError as exc:
+        raise VoteError(f"the release proposal's licence cannot be read: {exc}") from None
+    if conflicts:
+        raise VoteError("the requested licence conflicts with the model's data: "
+                        + "; ".join(c.message for c in conflicts) + "; not voting")
+
+
 def cast_vote(
     client: HubClient, org_dir: Path, proposal_id: int, choice: str, reason: str = "",
     confirm: Callable[[VoteSubject], bool] | None = None,
@@ -85,6 +111,8 @@ def cast_vote(
     if client.identity is None:
         raise VoteError("voting needs the organisation's key")
     subject = vote_subject(client, proposal_id)
+    if subject.kind == "release_model" and choice == "yes":
+        check_release_subject(client, subject.subject)
     if confirm is not None and not confirm(subject):
         return None
     try:
