@@ -143,12 +143,8 @@ class DatasetCardIn(Wire):
     license: str = Field(pattern=SPDX_PATTERN, max_length=200)
     visibility: Visibility = Visibility.members
     file_format: Literal["csv", "parquet", "npz"] = "csv"
-    privacy_budget: PrivacyBudgetSpec | None = Field(
-        default=None,
-        # Left out of the JSON when unset: cards without a budget keep their old form.
-        exclude_if=lambda value: value is None,
-        description="the owner's total (epsilon, delta) for DP runs on this dataset; its node enforces it",
-    )
+    privacy_budget: PrivacyBudgetSpec | None = Field(default=None, exclude_if=lambda value: value is None,
+                                                     description="owner's total (epsilon, delta); node-enforced")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -159,9 +155,8 @@ class DatasetCardOut(DatasetCardIn):
     created_at: datetime
     process: GrantValue = "members"
     download: GrantValue = "nobody"
-    privacy_spent: float | None = Field(
-        default=None, description="epsilon (at the budget's delta) of the charges its node reported, composed")
-    privacy_left: float | None = Field(default=None, description="budget epsilon minus privacy_spent, >= 0")
+    privacy_spent: float | None = None  # epsilon of the charges its node reported, composed, at the budget's delta
+    privacy_left: float | None = None
 
 
 # ---------------------------------------------------------------------------------------------- environments

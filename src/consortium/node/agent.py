@@ -97,7 +97,7 @@ class NodeAgent:
         self.registry = registry
         self.environments = environments or EnvironmentRegistry(registry.org_dir)
         self.policy = policy
-        self.budget = budget or BudgetGuard(policy.org, registry)
+        self.budget = budget or BudgetGuard(policy.org, registry.org_dir)
         self.poll_wait = poll_wait
         self.on_task = on_task
         self._params: tuple[str, Params] | None = None

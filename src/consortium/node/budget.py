@@ -110,12 +110,13 @@ class Admission:
 
 
 class BudgetGuard:
-    """Enforces the budgets on the cards in the node's registry, with the ledger on its disk."""
+    """Enforces the budgets on the cards in the org's dataset registry (``datasets.json``, read afresh for
+    every task), with the ledger on its disk."""
 
-    def __init__(self, org: str, registry: LocalRegistry, ledger: BudgetLedger | None = None) -> None:
+    def __init__(self, org: str, org_dir: Path) -> None:
         self.org = org
-        self.registry = registry
-        self.ledger = ledger or BudgetLedger(registry.org_dir)
+        self.registry = LocalRegistry(org_dir)
+        self.ledger = BudgetLedger(org_dir)
 
     def budget(self, dataset: str) -> Budget | None:
         """The owner's budget on the dataset's card (None: no budget, or not a registered dataset)."""

@@ -15,7 +15,7 @@ from consortium.hub.gate import upload
 from consortium.hub.live import Answer, TaskRow
 from consortium.hub.drivers import Scheduler
 from consortium.hub.state import HubState, org_key, progress_key
-from consortium.hub.services import privacy_budgets
+from consortium.hub.services import privacy_charges
 from consortium.hub.services import runs as run_service
 from consortium.hub.services.identity import Principal, SignedCall, in_signed_transaction
 from consortium.hub.wire import AfterRound, Id, StrictJSONRoute
@@ -264,6 +264,6 @@ def post_privacy_charge(
 ) -> dict:
     """A node reports the round it charged to its dataset's privacy budget before training (mirrored in the
     ledger as ``privacy.charged``); the same task again gets its first charge back."""
-    charge = in_signed_transaction(session, call, lambda: privacy_budgets.record_charge(
+    charge = in_signed_transaction(session, call, lambda: privacy_charges.record_charge(
         session, call.principal, task_id, body, signed=call))
     return {"task_id": charge.task_id, "run_id": charge.run_id, "round": charge.round}
