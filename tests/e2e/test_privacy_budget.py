@@ -87,6 +87,12 @@ def test_a_dataset_with_budget_two_is_refused_by_its_node_once_the_next_round_wo
     assert [(json.loads(line)["run_id"], json.loads(line)["round"]) for line in kept] == [
         (c["run_id"], c["round"]) for c in charged]
 
+    with cluster.hub.client() as admin:
+        cards = [admin.model(p.run.model_id)["card"]["privacy"]["per_dataset"] for p in (progress_a, progress_b)]
+    assert [c[BUDGETED]["budget"]["spent"] for c in cards] == [pytest.approx(1.57, abs=0.01),
+                                                                pytest.approx(1.97, abs=0.01)]
+    assert all("budget" not in c[f"{org}/digits"] for c in cards for org in ORGS[1:])
+
     with cluster.hub.client() as admin, pytest.raises(HubError) as refused:
         admin.create_project(dp_spec("budget-c", rounds=1))
     assert refused.value.status_code == 422

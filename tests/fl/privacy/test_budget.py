@@ -9,7 +9,8 @@ from dp_accounting.pld import PLDAccountant
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consortium.fl.privacy import accountant
+from consortium.fl.privacy import accountant, card
+from consortium.fl.privacy import spec as privacy_spec
 from consortium.fl.privacy.budget import (
     Budget,
     Charge,
@@ -19,6 +20,7 @@ from consortium.fl.privacy.budget import (
     round_refusal,
     verdict,
 )
+from consortium.privacy_wire import PrivacySpec
 
 DELTA = 1e-5
 noises = st.sampled_from([0.8, 1.5, 3.0, 5.0])
@@ -98,3 +100,15 @@ def test_bad_budgets_are_refused_naming_the_field(bad: dict) -> None:
 def test_bad_charges_are_refused(bad: dict) -> None:
     with pytest.raises(ValueError):
         Charge(**bad)
+
+
+def test_the_model_card_states_each_budget_after_the_run() -> None:
+    plan = privacy_spec.every_round(PrivacySpec(noise="local", clip=1.0, epsilon=2.0, delta=DELTA,
+                                                noise_multiplier=3.5), 2, 2)
+    budget = {"epsilon": 2.0, "delta": DELTA, "spent": 1.57, "left": 0.43}
+    section = card.card_section(plan, ["north/a", "south/b"], {"north/a": budget})
+    assert section["privacy"]["per_dataset"]["north/a"]["budget"] == budget
+    assert "budget" not in section["privacy"]["per_dataset"]["south/b"]
+    lines = card.markdown_lines(section)
+    assert "| north/a | 2 | 1e-05 | 1.57 | 0.43 |" in lines
+    assert not any("budget" in line for line in card.markdown_lines(card.card_section(plan, ["south/b"])))
