@@ -73,7 +73,7 @@ def _card_error(exc: ValidationError, name: str, license: str, visibility: Any) 
                 f"visibility {visibility!r} is not one of: {', '.join(v.value for v in Visibility)}"
             )
         else:
-            messages.append(f"{where}: {err['msg']}")
+            messages.append(f"{'.'.join(str(part) for part in err['loc']) or where}: {err['msg']}")
     return "; ".join(messages)
 
 
