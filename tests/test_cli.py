@@ -44,6 +44,21 @@ def test_dataset_add_names_a_column_whose_type_differs_from_the_schema(tmp_path:
     assert "'a'" in result.output or " a " in result.output
 
 
+@pytest.mark.parametrize(("flags", "expected"), [
+    (["--budget-epsilon", "2"], "--budget-epsilon and --budget-delta go together"),
+    (["--budget-epsilon", "0", "--budget-delta", "1e-5"], "privacy_budget.epsilon"),
+    (["--budget-epsilon", "2", "--budget-delta", "1"], "privacy_budget.delta"),
+])
+def test_dataset_add_checks_the_privacy_budget_before_the_hub(tmp_path: Path, flags: list[str],
+                                                              expected: str) -> None:
+    data = tmp_path / "d.csv"
+    data.write_text("a,label\n1.0,0\n2.0,1\n")
+    result = runner.invoke(app, ["dataset", "add", str(data), "--target", "label", "--license", "MIT", *flags,
+                                 "--hub", "http://127.0.0.1:9", "--org-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert expected in " ".join(result.output.split())
+
+
 def test_project_create_names_the_bad_field(tmp_path: Path) -> None:
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps({"name": "p", "algorithm": {"name": "classifier"}, "datasets": ["a/b"],

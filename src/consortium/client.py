@@ -10,6 +10,7 @@ import httpx
 from consortium.crypto import OrgIdentity, OrgKeyFile, SignedAuth
 from consortium.codec import decode_tensors, safetensors_metadata
 from consortium.governance.wire import ProposalCreate, VoteIn
+from consortium.privacy_wire import PrivacyCharge
 from consortium.protocol import (
     SAFETENSORS_MEDIA_TYPE,
     DatasetCardIn,
@@ -343,3 +344,8 @@ class HubClient:
 
     def post_refusal(self, task_id: int, reason: str) -> None:
         self.request("POST", f"/api/node/tasks/{task_id}/refusal", json=TaskRefusal(reason=reason).model_dump())
+
+    def post_privacy_charge(self, task_id: int, noise_multiplier: float, sampling_rate: float) -> dict:
+        """Report the round a node charged to its dataset's privacy budget (signed by the org key)."""
+        body = PrivacyCharge(noise_multiplier=noise_multiplier, sampling_rate=sampling_rate)
+        return self.request("POST", f"/api/node/tasks/{task_id}/privacy-charge", json=body.model_dump()).json()

@@ -47,3 +47,18 @@ class PrivacySpec(_Wire):
     )
     sampling: Literal["poisson", "fixed_size"] = "poisson"
     adaptive_clip: AdaptiveClipSpec | None = Field(default=None, exclude_if=lambda value: value is None)
+
+
+class PrivacyBudgetSpec(_Wire):
+    """A dataset owner's total (epsilon, delta) budget, over every DP run that will ever use the dataset; its
+    node refuses a round that would pass it (docs/privacy.md, "Budgets")."""
+
+    epsilon: float = Field(gt=0, le=1e3, description="total epsilon the owner allows")
+    delta: float = Field(gt=0, lt=1, description="the delta the budget's epsilon is stated at")
+
+
+class PrivacyCharge(_Wire):
+    """What a node tells the hub it charged a dataset's budget for one round (before training)."""
+
+    noise_multiplier: float = Field(gt=0, le=1e6)
+    sampling_rate: float = Field(gt=0, le=1)

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from consortium.privacy_wire import PrivacySpec
+from consortium.privacy_wire import PrivacyBudgetSpec, PrivacySpec
 
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
@@ -143,6 +143,8 @@ class DatasetCardIn(Wire):
     license: str = Field(pattern=SPDX_PATTERN, max_length=200)
     visibility: Visibility = Visibility.members
     file_format: Literal["csv", "parquet", "npz"] = "csv"
+    privacy_budget: PrivacyBudgetSpec | None = Field(default=None, exclude_if=lambda value: value is None,
+                                                     description="owner's total (epsilon, delta); node-enforced")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -153,6 +155,8 @@ class DatasetCardOut(DatasetCardIn):
     created_at: datetime
     process: GrantValue = "members"
     download: GrantValue = "nobody"
+    privacy_spent: float | None = None  # epsilon of the charges its node reported, composed, at the budget's delta
+    privacy_left: float | None = None
 
 
 # ---------------------------------------------------------------------------------------------- environments

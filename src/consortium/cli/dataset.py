@@ -38,6 +38,10 @@ def dataset_add(
     visibility: Annotated[str, typer.Option("--visibility", help="private, members or public")] = "members",
     schema: Annotated[str | None, typer.Option("--schema",
                                                help="declared schema 'col:type,...'; the file must match")] = None,
+    budget_epsilon: Annotated[float | None, typer.Option(
+        "--budget-epsilon", help="total privacy budget epsilon for DP runs (this node refuses rounds past it)")] = None,
+    budget_delta: Annotated[float | None, typer.Option(
+        "--budget-delta", help="the delta of the privacy budget (with --budget-epsilon)")] = None,
 ) -> None:
     """Register a local dataset: the hub receives its card (schema, rows, SHA-256, licence), never rows."""
     from pydantic import ValidationError
@@ -47,9 +51,13 @@ def dataset_add(
     from consortium.tables import DatasetError
 
     dataset_name = (name or file.stem).lower().replace(" ", "-")
+    if (budget_epsilon is None) != (budget_delta is None):
+        fail("--budget-epsilon and --budget-delta go together: a privacy budget is an (epsilon, delta) pair")
+    budget = None if budget_epsilon is None or budget_delta is None else (budget_epsilon, budget_delta)
     try:
         declared = parse_schema_option(schema, target) if schema else None
-        loaded, card = prepare_dataset(file, dataset_name, license, target, description, visibility, declared)
+        loaded, card = prepare_dataset(file, dataset_name, license, target, description, visibility, declared,
+                                       privacy_budget=budget)
     except DatasetError as exc:
         fail(str(exc))
     except ValidationError as exc:

@@ -17,6 +17,7 @@ from consortium.fl import scaffold
 from consortium.fl.core import FLError, LocalData, Params, Update, derive_seed
 from consortium.fl.data import train_validation_split
 from consortium.fl.environments import LocalEnvironment
+from consortium.node.budget import BudgetGuard
 from consortium.node.controls import ControlKey, ControlStore
 from consortium.node.environments import EnvironmentRegistry
 from consortium.node.policy import NodePolicy
@@ -59,6 +60,8 @@ class Transport(Protocol):
 
     def post_refusal(self, task_id: int, reason: str) -> None: ...
 
+    def post_privacy_charge(self, task_id: int, noise_multiplier: float, sampling_rate: float) -> dict: ...
+
 
 @dataclass
 class Split:
@@ -88,11 +91,13 @@ class NodeAgent:
         poll_wait: float = 25.0,
         on_task: Callable[[TaskOut, str], None] | None = None,
         environments: EnvironmentRegistry | None = None,
+        budget: BudgetGuard | None = None,
     ) -> None:
         self.transport = transport
         self.registry = registry
         self.environments = environments or EnvironmentRegistry(registry.org_dir)
         self.policy = policy
+        self.budget = budget or BudgetGuard(policy.org, registry.org_dir)
         self.poll_wait = poll_wait
         self.on_task = on_task
         self._params: tuple[str, Params] | None = None
@@ -137,9 +142,9 @@ class NodeAgent:
             return
         reason = self.policy.refusal(task)
         if reason is not None:
-            log.warning("refusing task %s: %s", task.id, reason)
-            self._notify(task, f"refused: {reason}")
-            self._post_ignoring_gone(task, lambda: self.transport.post_refusal(task.id, reason))
+            self._refuse(task, reason)
+            return
+        if not self._within_budget(task):
             return
         try:
             self._execute(task)
@@ -147,6 +152,29 @@ class NodeAgent:
             log.warning("task %s failed on local data: %s", task.id, exc)
             reason = f"local error: {exc}"
             self._post_ignoring_gone(task, lambda: self.transport.post_refusal(task.id, reason))
+
+    def _refuse(self, task: TaskOut, reason: str) -> None:
+        log.warning("refusing task %s: %s", task.id, reason)
+        self._notify(task, f"refused: {reason}")
+        self._post_ignoring_gone(task, lambda: self.transport.post_refusal(task.id, reason))
+
+    def _within_budget(self, task: TaskOut) -> bool:
+        """Check the task against its dataset's privacy budget (:class:`BudgetGuard`): refuse it when it would
+        pass the budget; else charge the round on disk and tell the hub, both before training. False when the
+        task must not run (refused, or gone by the time the charge reached the hub)."""
+        try:
+            plan = RunPlan.of(task.spec)
+        except FLError:
+            return True  # _execute refuses a spec the node cannot resolve, with the reason
+        admission = self.budget.admit(task, plan)
+        if admission.refusal is not None:
+            self._refuse(task, admission.refusal)
+            return False
+        charge = admission.charge
+        if charge is None:
+            return True
+        return self._post_ignoring_gone(task, lambda: self.transport.post_privacy_charge(
+            task.id, charge.noise_multiplier, charge.sampling_rate))
 
     def _execute(self, task: TaskOut) -> None:
         plan = RunPlan.of(task.spec)

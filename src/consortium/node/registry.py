@@ -31,8 +31,10 @@ def build_card(
     license: str,
     description: str = "",
     visibility: Visibility | str = "members",
+    privacy_budget: tuple[float, float] | None = None,
 ) -> DatasetCardIn:
-    """The metadata-only card for a loaded dataset, validated; :class:`DatasetError` on a bad field."""
+    """The metadata-only card for a loaded dataset, validated; :class:`DatasetError` on a bad field.
+    ``privacy_budget``: the owner's total ``(epsilon, delta)`` for DP runs on it (None: no budget)."""
     try:
         return DatasetCardIn.model_validate(
             {
@@ -45,6 +47,8 @@ def build_card(
                 "visibility": visibility,
                 "file_format": loaded.format,
             }
+            | ({} if privacy_budget is None else
+               {"privacy_budget": {"epsilon": privacy_budget[0], "delta": privacy_budget[1]}})
         )
     except ValidationError as exc:
         raise DatasetError(_card_error(exc, name, license, visibility)) from exc
@@ -69,7 +73,7 @@ def _card_error(exc: ValidationError, name: str, license: str, visibility: Any) 
                 f"visibility {visibility!r} is not one of: {', '.join(v.value for v in Visibility)}"
             )
         else:
-            messages.append(f"{where}: {err['msg']}")
+            messages.append(f"{'.'.join(str(part) for part in err['loc']) or where}: {err['msg']}")
     return "; ".join(messages)
 
 

@@ -9,6 +9,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     LargeBinary,
@@ -149,6 +150,9 @@ class Dataset(Base):
     """A ``Grant.dump()`` value; None: nobody but the owner may download it."""
     file_format: Mapped[str] = mapped_column(String(20))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    privacy_epsilon: Mapped[float | None] = mapped_column(Float)
+    """The owner's total privacy budget (epsilon, at ``privacy_delta``); None: no budget."""
+    privacy_delta: Mapped[float | None] = mapped_column(Float)
     org: Mapped[Org] = relationship()
 
 
@@ -280,6 +284,20 @@ class Task(Base):
     error: Mapped[str | None] = mapped_column(Text)
     org: Mapped[Org] = relationship()
     dataset: Mapped[Dataset] = relationship()
+
+
+class PrivacyCharge(Base):
+    """One round a node charged to its dataset's privacy budget, as the node reported it (one per task)."""
+
+    __tablename__ = "privacy_charges"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"), unique=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"), index=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"))
+    round: Mapped[int]
+    noise_multiplier: Mapped[float] = mapped_column(Float)
+    sampling_rate: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Model(Base):

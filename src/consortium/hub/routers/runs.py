@@ -15,10 +15,12 @@ from consortium.hub.gate import upload
 from consortium.hub.live import Answer, TaskRow
 from consortium.hub.drivers import Scheduler
 from consortium.hub.state import HubState, org_key, progress_key
+from consortium.hub.services import privacy_charges
 from consortium.hub.services import runs as run_service
 from consortium.hub.services.identity import Principal, SignedCall, in_signed_transaction
 from consortium.hub.wire import AfterRound, Id, StrictJSONRoute
 from consortium.codec import encode_tensors
+from consortium.privacy_wire import PrivacyCharge
 from consortium.protocol import SAFETENSORS_MEDIA_TYPE, RunOut, RunProgress, TaskOut, TaskRefusal, TaskResult
 from consortium.statuses import RunStatus, TaskStatus
 
@@ -251,3 +253,17 @@ def post_refusal(
     ))
     hand_to_driver(state, task.run_id, answer)
     return {"status": TaskStatus.refused}
+
+
+@router.post("/node/tasks/{task_id}/privacy-charge", status_code=201)
+def post_privacy_charge(
+    task_id: Id,
+    body: PrivacyCharge,
+    session: Session = Depends(db),
+    call: SignedCall = Depends(org_call),
+) -> dict:
+    """A node reports the round it charged to its dataset's privacy budget before training (mirrored in the
+    ledger as ``privacy.charged``); the same task again gets its first charge back."""
+    charge = in_signed_transaction(session, call, lambda: privacy_charges.record_charge(
+        session, call.principal, task_id, body, signed=call))
+    return {"task_id": charge.task_id, "run_id": charge.run_id, "round": charge.round}

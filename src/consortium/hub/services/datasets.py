@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from consortium.hub.db.models import Dataset, Org
-from consortium.hub.services import ledger, licensing
+from consortium.hub.services import ledger, licensing, privacy_budgets
 from consortium.hub.services.access import can_see_source, reader, source_rights
 from consortium.hub.services.errors import Conflict, Forbidden, NotFound
 from consortium.hub.services.identity import Principal
@@ -35,6 +35,7 @@ def register(session: Session, actor: Principal, card: DatasetCardIn) -> Dataset
         visibility=card.visibility.value,
         file_format=card.file_format,
     )
+    privacy_budgets.store_budget(dataset, card.privacy_budget)
     session.add(dataset)
     session.flush()
     ledger.record(
@@ -42,7 +43,8 @@ def register(session: Session, actor: Principal, card: DatasetCardIn) -> Dataset
         "dataset.registered",
         actor.label,
         {"dataset": f"{actor.org_name}/{card.name}", "sha256": card.sha256, "license": licence,
-         "rows": card.rows},
+         "rows": card.rows}
+        | ({"privacy_budget": card.privacy_budget.model_dump()} if card.privacy_budget is not None else {}),
         scope=ledger.source_scope(dataset.id),
     )
     session.commit()
@@ -79,6 +81,8 @@ def listing(session: Session, actor: Principal | None) -> list[Dataset]:
 
 def to_out(dataset: Dataset) -> DatasetCardOut:
     rights = source_rights(dataset)
+    spent, left = privacy_budgets.spent_and_left(object_session(dataset), dataset)
+    budget = privacy_budgets.budget_of(dataset)
     return DatasetCardOut(
         id=dataset.id,
         org=dataset.org.name,
@@ -93,4 +97,7 @@ def to_out(dataset: Dataset) -> DatasetCardOut:
         created_at=dataset.created_at,
         process=rights.process.dump(),
         download=rights.download.dump(),
+        privacy_budget=None if budget is None else {"epsilon": budget.epsilon, "delta": budget.delta},
+        privacy_spent=spent,
+        privacy_left=left,
     )

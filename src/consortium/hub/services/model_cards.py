@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.orm import object_session
+
 from consortium import crypto
 from consortium.fl.core import Params
 from consortium.fl.privacy import card as privacy_card
@@ -13,16 +15,23 @@ from consortium.fl.privacy import spec as privacy_spec
 from consortium.governance.licence_cards import card_terms, obligation_lines
 from consortium.hub.blobs import BlobStore
 from consortium.hub.db.models import Dataset
+from consortium.hub.services import privacy_budgets
 from consortium.previews import PREVIEW_FILE, PREVIEW_MEDIA_TYPE, markdown_section, preview_png
 from consortium.protocol import ProjectCreate, RoundMetrics
 
 
 def source_entries(sources: list[Dataset]) -> list[dict[str, Any]]:
     """What the card says about each data source: a dataset's rows and SHA-256, or an environment's
-    gymnasium id and physics (just their commitment when the owner keeps them private)."""
+    gymnasium id and physics (just their commitment when the owner keeps them private), and the owner's
+    privacy budget with what its node reported spent so far."""
     entries = []
     for source in sources:
         entry = {"ref": f"{source.org.name}/{source.name}", "org": source.org.name, "license": source.license}
+        budget = privacy_budgets.budget_of(source)
+        if budget is not None:
+            spent, left = privacy_budgets.spent_and_left(object_session(source), source)
+            entry["privacy_budget"] = {"epsilon": budget.epsilon, "delta": budget.delta, "spent": spent,
+                                       "left": left}
         if source.environment is None:
             entry |= {"sha256": source.sha256, "rows": source.rows}
         else:
@@ -81,7 +90,8 @@ def build_card(
         "obligations": obligations,
         **privacy_card.card_section(
             privacy_spec.every_round(spec.privacy, spec.rounds, len(datasets)) if spec.privacy else None,
-            [d["ref"] for d in datasets]),
+            [d["ref"] for d in datasets],
+            {d["ref"]: d["privacy_budget"] for d in datasets if "privacy_budget" in d}),
         "participating_orgs": participants,
         "metrics_per_round": [r.model_dump(mode="json") for r in rounds],
         "final_metrics": {

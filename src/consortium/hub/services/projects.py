@@ -16,7 +16,7 @@ from consortium.hub.blobs import BlobStore
 from consortium.hub.db.models import Dataset, Project, ProjectDataset, Proposal, Run
 from consortium.hub.services import datasets as dataset_service
 from consortium.hub.services import environments as environment_service
-from consortium.hub.services import ledger, licensing, proposals
+from consortium.hub.services import ledger, licensing, privacy_budgets, proposals
 from consortium.hub.services.access import can_process_source, reader, visible_project
 from consortium.hub.services.errors import BadRequest, Conflict, Forbidden
 from consortium.hub.services.identity import Principal, require_role
@@ -116,6 +116,7 @@ def create(session: Session, actor: Principal, spec: ProjectCreate) -> Project:
     datasets += [environment_service.by_ref(session, actor, ref) for ref in spec.environments]
     check_may_process(session, actor, datasets)
     validate_spec(spec, plan, datasets)
+    privacy_budgets.check_proposal(session, spec, plan, datasets)
     licensing.check_sources_mix("environments" if spec.environments else "datasets", datasets)
     digest = spec_hash(spec)
     project = Project(

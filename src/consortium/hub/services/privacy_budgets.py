@@ -1,0 +1,70 @@
+"""Dataset privacy budgets on the hub: the charges nodes report, what they add up to (composed by the
+accountant, :mod:`consortium.fl.privacy.budget`), and the proposal-time check of a project's planned rounds.
+
+The node is the authority on its own budget (:mod:`consortium.node.budget` refuses a round that would pass
+it); the hub mirrors each charge as a ``privacy.charged`` ledger entry and refuses, at proposal time, a
+project whose planned rounds would pass what a dataset has left by the charges reported so far.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from consortium.fl.privacy import budget as privacy_budget
+from consortium.fl.privacy.budget import Budget, Charge
+from consortium.hub.db.models import Dataset, PrivacyCharge
+from consortium.hub.services.errors import BadRequest
+from consortium.plan import RunPlan
+from consortium.privacy_wire import PrivacyBudgetSpec
+from consortium.protocol import ProjectCreate
+
+def budget_of(dataset: Dataset) -> Budget | None:
+    """The owner's budget of ``dataset`` (None: it has none)."""
+    if dataset.privacy_epsilon is None or dataset.privacy_delta is None:
+        return None
+    return Budget(dataset.privacy_epsilon, dataset.privacy_delta)
+
+
+def store_budget(dataset: Dataset, spec: PrivacyBudgetSpec | None) -> None:
+    """Put a card's budget on the dataset row."""
+    dataset.privacy_epsilon = spec.epsilon if spec is not None else None
+    dataset.privacy_delta = spec.delta if spec is not None else None
+
+
+def charges(session: Session, dataset_id: int) -> list[Charge]:
+    """Every charge reported for the dataset."""
+    rows = session.execute(select(PrivacyCharge.noise_multiplier, PrivacyCharge.sampling_rate)
+                           .where(PrivacyCharge.dataset_id == dataset_id))
+    return [Charge(noise, rate) for noise, rate in rows]
+
+
+def spent_and_left(session: Session, dataset: Dataset) -> tuple[float | None, float | None]:
+    """``(spent, left)`` epsilon of a dataset with a budget, at its delta; ``(None, None)`` without one."""
+    budget = budget_of(dataset)
+    if budget is None:
+        return None, None
+    check = privacy_budget.verdict(budget, charges(session, dataset.id), [])
+    return check.spent, check.left
+
+
+def check_proposal(session: Session, spec: ProjectCreate, plan: RunPlan, sources: list[Dataset]) -> None:
+    """BadRequest (field ``datasets``) naming each budgeted source the project may not use: any, when the
+    project has no DP; else one whose reported charges plus this project's planned rounds (every source joins
+    every round, rate 1) would pass its budget."""
+    problems = []
+    for source in sources:
+        budget = budget_of(source)
+        if budget is None:
+            continue
+        ref = f"{source.org.name}/{source.name}"
+        if plan.privacy is None:
+            problems.append(privacy_budget.no_dp_refusal(ref))
+            continue
+        planned = [Charge(plan.privacy.noise_multiplier, plan.privacy.sampling_rate)] * spec.rounds
+        refusal = privacy_budget.plan_refusal(ref, privacy_budget.verdict(budget, charges(session, source.id),
+                                                                          planned))
+        if refusal is not None:
+            problems.append(refusal)
+    if problems:
+        raise BadRequest("datasets: " + "; ".join(problems))
