@@ -218,7 +218,8 @@ def report_markdown(result: dict[str, Any], machine: dict[str, Any], command: st
     ratios = [r["time_vs_no_dp"] for r in records if r["epsilon"] is not None and r["time_vs_no_dp"]]
     if ratios:
         lines += ["", f"Largest DP / no DP time ratio: {max(ratios):.2f}x "
-                      f"({'within' if max(ratios) <= 3 else 'above'} the 3x target)."]
+                      f"({'within' if max(ratios) <= 3 else 'above'} the 3x target). The accuracy runs took "
+                      f"{result['accuracy_s']:.0f} s" + (f", the audits {result['audit_s']:.0f} s." if audits else ".")]
     if audits:
         lines += _audit_lines(audits, config)
     return "\n".join(lines)

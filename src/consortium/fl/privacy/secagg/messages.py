@@ -44,7 +44,7 @@ def b64(data: bytes) -> str:
 def unb64(text: str, what: str) -> bytes:
     """The bytes of a base64 field; MalformedMessage naming ``what`` when it is not valid base64."""
     try:
-        return base64.b64decode(text, validate=True)
+        return binascii.a2b_base64(text, strict_mode=True)
     except (binascii.Error, ValueError):
         raise MalformedMessage(f"{what} is not valid base64") from None
 
