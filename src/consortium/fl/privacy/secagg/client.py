@@ -167,9 +167,8 @@ class SecAggClient:
             for peer in sorted(set(held) - {self.id})])
         self._held = held
         self.stage = "unmask"
-        data = masked.astype("<u4", copy=False).tobytes()
         return MaskedInput(round=self.config.round, sender=self.id, dtype="uint32", length=vector.shape[0],
-                           data=b64(data))
+                           data=masked.astype("<u4", copy=False).tobytes())
 
     def unmask(self, request: UnmaskRequest) -> UnmaskShares:
         """Stage 4: reveal one share per owner held: the self-mask share of a survivor, the mask-key share of

@@ -124,7 +124,7 @@ class SecAggServer:
         if message.length != self.config.vector_length:
             raise BadVector(f"the masked input of {message.sender!r} has length {message.length}, "
                             f"expected {self.config.vector_length}")
-        data = unb64(message.data, "data")
+        data = message.data
         if len(data) != 4 * message.length:
             raise BadVector(f"the masked input of {message.sender!r} carries {len(data)} bytes for "
                             f"{message.length} uint32 values")
