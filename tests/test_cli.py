@@ -185,3 +185,51 @@ def test_bench_deploy_writes_its_json(tmp_path: Path) -> None:
     data = json.loads(out.read_text())
     assert data["nodes"] == 3 and data["rounds"] == 4
     assert data["median_round_overhead_ms"] > 0
+
+
+AUDIT_SPEC = {
+    "name": "audit-card",
+    "algorithm": {"name": "classifier", "hyperparameters": {"layers": [64, 16, 10], "optimizer": "sgd", "lr": 0.1,
+                                                            "local_epochs": 1, "batch_size": 32}},
+    "strategy": {"name": "fedavg"},
+    "rounds": 2,
+    "seed": 0,
+    "privacy": {"noise": "central", "clip": 0.5, "epsilon": 4.0, "delta": 1e-5},
+    "simulation": {"dataset": "digits", "clients": 4, "partition": "iid", "cohort": 1.0},
+}
+
+
+def test_audit_dp_reads_the_spec_and_lands_in_the_model_card(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(AUDIT_SPEC))
+    out = tmp_path / "out"
+    assert runner.invoke(app, ["sim", "run", str(spec), "--out", str(out)]).exit_code == 0
+    result = runner.invoke(app, ["audit", "dp", str(spec), "--canaries", "20", "--guesses", "5",
+                                 "--model-card", str(out)])
+    assert result.exit_code == 0, result.output
+    card = json.loads((out / "card.json").read_text())
+    audit = card["privacy"]["audit"]["dp"]
+    assert audit["m"] == 20 and audit["k"] == 5 and audit["epsilon_claimed"] <= 4.0 * (1 + 1e-6)
+    assert audit["epsilon_lower"] <= audit["epsilon_claimed"] and "date" in audit
+    assert card["privacy"]["per_dataset"]  # the run's own guarantee stays
+    assert "One-run DP audit" in (out / "card.md").read_text()
+
+
+def test_audit_dp_without_privacy_in_the_spec_asks_for_a_flag(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({k: v for k, v in AUDIT_SPEC.items() if k != "privacy"}))
+    result = runner.invoke(app, ["audit", "dp", str(spec), "--canaries", "20", "--guesses", "5"])
+    assert result.exit_code == 2
+    assert "--noise-multiplier" in result.output and "privacy" in result.output
+
+
+def test_audit_mia_lands_in_a_card_without_dp(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({k: v for k, v in AUDIT_SPEC.items() if k != "privacy"}))
+    out = tmp_path / "out"
+    assert runner.invoke(app, ["sim", "run", str(spec), "--out", str(out)]).exit_code == 0
+    result = runner.invoke(app, ["audit", "mia", str(spec), "--model-card", str(out / "card.json")])
+    assert result.exit_code == 0, result.output
+    mia = json.loads((out / "card.json").read_text())["privacy"]["audit"]["mia"]
+    assert 0 <= mia["loss_threshold"]["auc"] <= 1 and "date" in mia
+    assert "Membership inference" in (out / "card.md").read_text()

@@ -8,7 +8,8 @@ share of digits (computed once, not timed). Three ways to run the round's aggreg
   the hub decodes the n uploads, checks each against the update template and takes the example-weighted
   FedAvg mean (``fl.strategies.FedAvg``): the hub's whole aggregation work for a plain round;
 - **secagg**: every client flattens and quantises its delta (``Quantiser.for_inputs``, clip range R), then
-  the four SecAgg+ stages run with every message serialised to JSON by its sender and parsed by its receiver
+  the four SecAgg+ stages run with every message serialised by its sender (``to_wire``: JSON, and the
+  masked vector as a binary frame of raw little-endian words) and parsed by its receiver
   (``parse_client_message`` on the hub; the hub's replies are parsed by the clients); the hub unmasks the
   uint32 sum and dequantises it into the mean delta (an unweighted mean: under SecAgg the hub sees only sums);
 - **secagg, d dropped**: the same with d clients dropped after sharing keys (before the masked input), the
@@ -41,6 +42,7 @@ from consortium.fl.privacy.secagg.messages import (
     ShareInbox,
     UnmaskRequest,
     parse_client_message,
+    to_wire,
 )
 from consortium.fl.privacy.secagg.quantise import Quantiser, flatten, unflatten
 from consortium.fl.privacy.secagg.server import SecAggServer
@@ -149,7 +151,7 @@ def secagg_round(work: Workload, threshold: int, clip_range: float, dropped: int
 
     def client_stage(stage: str, active: list[str], produce: Callable[[str], Any]) -> None:
         for cid in active:
-            raw, seconds = _timed(lambda c=cid: produce(c).model_dump_json())
+            raw, seconds = _timed(lambda c=cid: to_wire(produce(c)))
             timings.client(stage, cid, seconds)
             _, hub_s = _timed(lambda r=raw: server.receive(parse_client_message(r)))
             timings.hub += hub_s
@@ -242,7 +244,8 @@ def report_markdown(result: dict[str, Any], machine: dict[str, Any], command: st
         f"update (digits MLP {'-'.join(map(str, LAYERS))}, each client's real local update), "
         f"{result['bits']}-bit quantisation in [-{result['clip_range']:.3g}, {result['clip_range']:.3g}]; "
         f"medians of {result['repeats']}. *Plain*: clients encode safetensors uploads, the hub decodes, checks "
-        "and FedAvg-averages them. *SecAgg*: quantise, the four stages with every message as JSON, unmask, "
+        "and FedAvg-averages them. *SecAgg*: quantise, the four stages with every message as JSON but the masked "
+        "vectors (binary frames of raw little-endian uint32 words), unmask, "
         "dequantise. *d dropped*: d clients vanish after sharing keys. Critical path = hub + the slowest "
         "client of each stage (clients run in parallel); local training excluded. "
         f"Largest error of the SecAgg mean against the plain mean: {result['max_abs_error_vs_plain_mean']:.2e}.",

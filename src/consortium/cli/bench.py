@@ -124,6 +124,55 @@ def bench_secagg(
     _write_report(result, secagg.report_markdown(result, machine_info(), command), "secagg", json_path, markdown)
 
 
+def _floats(option: str, text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        fail(f"{option}: {text!r} is not a comma-separated list of numbers")
+
+
+@app.command("privacy")
+def bench_privacy(
+    spec_path: Annotated[Path, typer.Option("--spec", help="classifier spec (a privacy block in it is kept)")] = Path(
+        "examples/classifier-digits.json"),
+    clients: Annotated[str, typer.Option(help="comma-separated N")] = "10,1000",
+    epsilons: Annotated[str, typer.Option(help="comma-separated target epsilons (no DP is always run)")] = "1,4,8",
+    seeds: Annotated[int, typer.Option(min=1, help="seeds per configuration")] = 3,
+    rounds: Annotated[int | None, typer.Option(min=1, help="override the spec's rounds")] = None,
+    audit: Annotated[bool, typer.Option("--audit", help="also run the one-run DP audit")] = False,
+    audit_epsilons: Annotated[str, typer.Option(help="comma-separated audit epsilons (and no DP)")] = "1,2,4",
+    audit_seeds: Annotated[int, typer.Option(min=1, help="audit seeds per epsilon")] = 5,
+    audit_clients: Annotated[int, typer.Option(min=1, help="N of the audited runs")] = 10,
+    audit_rounds: Annotated[int | None, typer.Option(min=1, help="rounds of the audited runs")] = None,
+    canaries: Annotated[int, typer.Option(min=2, help="audit canaries m")] = 1000,
+    guesses: Annotated[int, typer.Option(min=1, help="audit guesses k per side")] = 100,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write results as JSON")] = None,
+    markdown: Annotated[Path | None, typer.Option("--markdown", help="update this BENCHMARKS.md")] = None,
+) -> None:
+    """Accuracy and time per round of the digits classifier with DP at several epsilon, vectorised engine."""
+    import torch
+
+    from consortium.bench.privacy import BenchConfig, report_markdown, run_privacy_bench
+    from consortium.bench.report import machine_info
+    from consortium.fl.core import FLError
+
+    torch.set_num_threads(1)
+    try:
+        config = BenchConfig(tuple(int(n) for n in _floats("--clients", clients)), _floats("--epsilons", epsilons),
+                             seeds, rounds, audit, _floats("--audit-epsilons", audit_epsilons), audit_seeds,
+                             audit_clients, audit_rounds, canaries, guesses)
+        result = run_privacy_bench(spec_path, config, lambda m: err_console.print(m))
+    except (FLError, OSError, ValueError) as exc:
+        fail(str(exc))
+    command = (f"consortium bench privacy --spec {spec_path} --clients {clients} --epsilons {epsilons} "
+               f"--seeds {seeds}" + (f" --rounds {rounds}" if rounds else ""))
+    if audit:
+        command += (f" --audit --audit-epsilons {audit_epsilons} --audit-seeds {audit_seeds} --audit-clients "
+                    f"{audit_clients} --canaries {canaries} --guesses {guesses}"
+                    + (f" --audit-rounds {audit_rounds}" if audit_rounds else ""))
+    _write_report(result, report_markdown(result, machine_info(), command), "privacy", json_path, markdown)
+
+
 def _write_report(report: dict, body: str, suite: str, json_path: Path | None, markdown: Path | None) -> None:
     """Print a bench's markdown section and write its JSON and BENCHMARKS.md section when asked."""
     import json

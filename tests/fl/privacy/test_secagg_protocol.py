@@ -32,12 +32,14 @@ from consortium.fl.privacy.secagg.graph import neighbours
 from consortium.fl.privacy.secagg.local import run_round
 from consortium.fl.privacy.secagg.messages import (
     AdvertiseKeys,
+    MASKED_INPUT_MAGIC,
     MaskedInput,
     RevealedShare,
     SecAggConfig,
     UnmaskRequest,
     UnmaskShares,
     parse_client_message,
+    to_wire,
 )
 from consortium.fl.privacy.secagg.quantise import Quantiser
 from consortium.fl.privacy.secagg.server import STAGES, SecAggServer
@@ -93,7 +95,7 @@ def test_up_to_n_minus_t_dropouts_at_any_stage_complete_with_the_survivors(stage
 
 def assert_server_holds_no_individual_input(server: SecAggServer, inputs: dict[str, np.ndarray]) -> None:
     """Scan everything the server received and stored: no vector equals an input, no secret has t shares."""
-    seen = [np.frombuffer(base64.b64decode(m.data), dtype="<u4") for m in server.transcript
+    seen = [np.frombuffer(m.data, dtype="<u4") for m in server.transcript
             if isinstance(m, MaskedInput)]
     seen += list(server.masked.values())
     for vector in seen:
@@ -195,7 +197,7 @@ def test_wrong_round_replayed_unknown_and_out_of_stage_messages_are_refused_and_
     with pytest.raises(BadKeys, match="key agreement"):
         r.server.receive(honest["c1"].model_copy(update={"mask_key": low_order}))
     with pytest.raises(WrongStage, match="masked_input"):
-        r.server.receive(MaskedInput(round=1, sender="c1", dtype="uint32", length=0, data=""))
+        r.server.receive(MaskedInput(round=1, sender="c1", dtype="uint32", length=0, data=b""))
     for message in honest.values():
         r.server.receive(message)
     r.directory = r.server.close_advertise()
@@ -207,7 +209,7 @@ def test_wrong_round_replayed_unknown_and_out_of_stage_messages_are_refused_and_
 @pytest.mark.parametrize(
     ("change", "match"),
     [({"length": 7}, "length 7"), ({"dtype": "float32"}, "dtype 'float32'"),
-     ({"data": base64.b64encode(bytes(28)).decode()}, "28 bytes"), ({"data": "!!"}, "base64")],
+     ({"data": bytes(28)}, "28 bytes"), ({"data": bytes(30)}, "30 bytes")],
 )
 def test_a_bad_masked_vector_is_refused_and_its_sender_counts_as_dropped(change: dict, match: str) -> None:
     r = Round(2)
@@ -278,6 +280,27 @@ def test_messages_travel_as_json_and_malformed_json_names_the_field() -> None:
     with pytest.raises(MalformedMessage):
         parse_client_message('{"stage":"advertise_keys","round":7,"sender":"c0","extra":1}')
     assert isinstance(message, AdvertiseKeys)
+
+
+def test_a_masked_vector_travels_as_raw_bytes_and_a_bad_frame_is_refused() -> None:
+    r = Round(8)
+    r.advertise()
+    r.share()
+    message = r.clients["c0"].masked_input(r.inboxes["c0"], r.inputs["c0"])
+    frame = to_wire(message)
+    assert isinstance(frame, bytes) and frame.endswith(message.data)
+    assert parse_client_message(frame) == message == parse_client_message(message.model_dump_json())
+    header = frame[len(MASKED_INPUT_MAGIC) + 4:len(frame) - len(message.data)]
+
+    def framed(head: bytes, size: int | None = None) -> bytes:
+        return MASKED_INPUT_MAGIC + (len(head) if size is None else size).to_bytes(4, "little") + head + message.data
+
+    for bad, match in [(frame[:len(MASKED_INPUT_MAGIC) + 2], "truncated"),
+                       (framed(header.replace(b'"round":8', b'"round":"8"')), "round"),
+                       (framed(header.replace(b'"dtype"', b'"dtipe"')), "dtype"),
+                       (framed(header, 10**6), "header")]:
+        with pytest.raises(MalformedMessage, match=match):
+            parse_client_message(bad)
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,12 @@
 """What a model card says about privacy: per data source, the (epsilon, delta) guarantee of the run and how
-it was obtained (:class:`~consortium.fl.privacy.accountant.PrivacyGuarantee`), in JSON and in Markdown."""
+it was obtained (:class:`~consortium.fl.privacy.accountant.PrivacyGuarantee`), and the audits run on it
+(``privacy.audit.dp``, ``privacy.audit.mia``), in JSON and in Markdown."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
+from datetime import date
 from typing import Any
 
 from consortium.fl.privacy.spec import DpPlan
@@ -24,11 +27,65 @@ def card_section(
     return {"privacy": {"noise": plan.noise.value, "per_dataset": per_dataset}}
 
 
+AUDIT_KINDS = ("dp", "mia")
+
+
+def dp_audit_entry(report: Mapping[str, Any], on: date) -> dict[str, Any]:
+    """What a card keeps of a one-run DP audit: epsilon claimed (None without DP) and its 95 % lower bound,
+    m canaries, k guesses per side, the correct guesses, the DP settings audited and the date."""
+    claimed = report["epsilon_claimed"]
+    return {"epsilon_claimed": None if math.isinf(claimed) else claimed, "epsilon_lower": report["epsilon_lower"],
+            "confidence": report["confidence"], "delta": report["delta"], "m": report["canaries"],
+            "k": report["guesses"] // 2, "correct": report["correct"], "guesses": report["guesses"],
+            "noise": report["noise"], "noise_multiplier": report["noise_multiplier"], "clip": report["clip"],
+            "rounds": report["rounds"], "date": on.isoformat()}
+
+
+def mia_audit_entry(report: Mapping[str, Any], on: date) -> dict[str, Any]:
+    """What a card keeps of a membership-inference audit: each attack's AUC and TPR at 1 % FPR, and the date."""
+    return {"members": report["members"], "non_members": report["non_members"],
+            "loss_threshold": dict(report["loss_threshold"]), "shadow_model": dict(report["shadow_model"]),
+            "date": on.isoformat()}
+
+
+def with_audit(card: Mapping[str, Any], kind: str, entry: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``card`` with ``entry`` as its ``privacy.audit.<kind>`` (replacing an earlier one)."""
+    if kind not in AUDIT_KINDS:
+        raise ValueError(f"audit kind must be one of {AUDIT_KINDS}, got {kind!r}")
+    privacy = dict(card.get("privacy") or {})
+    privacy["audit"] = {**privacy.get("audit", {}), kind: dict(entry)}
+    return {**card, "privacy": privacy}
+
+
+def audit_lines(audit: Mapping[str, Any]) -> list[str]:
+    """The audits in Markdown: one table row per audit run on the model."""
+    if not audit:
+        return []
+    lines = ["", "### Privacy audits (measured in simulation)", ""]
+    dp = audit.get("dp")
+    if dp:
+        claimed = "none (no DP)" if dp["epsilon_claimed"] is None else f"{dp['epsilon_claimed']:.3f}"
+        lines += ["One-run DP audit (Steinke, Nasr and Jagielski 2023):", "",
+                  "| epsilon claimed | epsilon lower bound | confidence | delta | m | k | correct | date |",
+                  "|---|---|---|---|---|---|---|---|",
+                  f"| {claimed} | {dp['epsilon_lower']:.3f} | {dp['confidence']:.0%} | {dp['delta']:.3g} | "
+                  f"{dp['m']} | {dp['k']} | {dp['correct']} | {dp['date']} |", ""]
+    mia = audit.get("mia")
+    if mia:
+        lines += [f"Membership inference ({mia['members']} members, {mia['non_members']} non-members):", "",
+                  "| attack | AUC | TPR at 1 % FPR | date |", "|---|---|---|---|"]
+        for name, key in (("loss threshold", "loss_threshold"), ("shadow model", "shadow_model")):
+            lines.append(f"| {name} | {mia[key]['auc']:.3f} | {mia[key]['tpr_at_1pct_fpr']:.3f} | {mia['date']} |")
+    return lines
+
+
 def markdown_lines(card: dict[str, Any]) -> list[str]:
-    """The card's privacy section in Markdown (none when the run had no DP)."""
+    """The card's privacy section in Markdown: the guarantee (when the run had DP) and any audits."""
     privacy = card.get("privacy")
     if not privacy:
         return []
+    if "per_dataset" not in privacy:
+        return ["", "## Privacy", "", "The run had no differential privacy."] + audit_lines(privacy["audit"])
     lines = ["", "## Privacy (client-level differential privacy)", "",
              f"Noise added {'by each node' if privacy['noise'] == 'local' else 'by the server'} "
              f"({privacy['noise']}); each data source's guarantee over the whole run:", "",
@@ -46,4 +103,4 @@ def markdown_lines(card: dict[str, Any]) -> list[str]:
                   "", "| dataset | budget epsilon | delta | spent | left |", "|---|---|---|---|---|"]
         lines += [f"| {ref} | {b['epsilon']:.4g} | {b['delta']:.3g} | {b['spent']:.4g} | {b['left']:.4g} |"
                   for ref, b in budgets.items()]
-    return lines
+    return lines + audit_lines(privacy.get("audit", {}))

@@ -160,15 +160,15 @@ class SecAggClient:
             raise BadVector(f"the input has shape {vector.shape}, expected ({self.config.vector_length},)")
         held = self._open_inbox(inbox)
         self._abort_below_threshold("masked_input", len(held), f"clients that shared keys with {self.id!r}")
-        masked = masks.add_mask(vector, self._self_seed, +1)
-        for peer in sorted(set(held) - {self.id}):
-            seed = masks.pair_seed(self._mask, self._keys[peer][1], self.config.round, self.id, peer)
-            masked = masks.add_mask(masked, seed, masks.pair_sign(self.id, peer))
+        masked = vector.copy()
+        masks.apply_masks(masked, [(self._self_seed, +1)] + [
+            (masks.pair_seed(self._mask, self._keys[peer][1], self.config.round, self.id, peer),
+             masks.pair_sign(self.id, peer))
+            for peer in sorted(set(held) - {self.id})])
         self._held = held
         self.stage = "unmask"
-        data = masked.astype("<u4").tobytes()
         return MaskedInput(round=self.config.round, sender=self.id, dtype="uint32", length=vector.shape[0],
-                           data=b64(data))
+                           data=masked.astype("<u4", copy=False).tobytes())
 
     def unmask(self, request: UnmaskRequest) -> UnmaskShares:
         """Stage 4: reveal one share per owner held: the self-mask share of a survivor, the mask-key share of

@@ -9,12 +9,14 @@ the purpose, the round and the client ids, so a key is used for one thing in one
 
 A mask is the ChaCha20 keystream under the full 32-byte seed (zero nonce: each seed expands once), read as
 little-endian uint32 words; adding and subtracting masks wraps modulo 2^32 (numpy uint32 arithmetic).
+:func:`apply_masks` adds many masks to one vector in place: each keystream is read as a uint32 view of the
+cipher's output (no copy, no Python loop per element).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 from cryptography.exceptions import InvalidTag
@@ -82,12 +84,17 @@ def share_key(secret: bytes, round_id: int, sender: str, recipient: str) -> byte
     return derive(secret, _info(b"share-encryption", round_id, sender, recipient))
 
 
-def expand(seed: bytes, length: int) -> np.ndarray:
-    """``length`` uint32 words of the ChaCha20 keystream keyed by the 32-byte ``seed``."""
+def _keystream(seed: bytes, zeros: bytes) -> np.ndarray:
+    """The ChaCha20 keystream under ``seed`` over ``zeros`` (4 bytes a word), a read-only uint32 view."""
     if len(seed) != KEY_BYTES:
         raise ValueError(f"a mask seed has {KEY_BYTES} bytes, got {len(seed)}")
     encryptor = Cipher(algorithms.ChaCha20(seed, _ZERO_NONCE_16), mode=None).encryptor()
-    return np.frombuffer(encryptor.update(bytes(4 * length)), dtype="<u4").astype(np.uint32)
+    return np.frombuffer(encryptor.update(zeros), dtype="<u4")
+
+
+def expand(seed: bytes, length: int) -> np.ndarray:
+    """``length`` uint32 words of the ChaCha20 keystream keyed by the 32-byte ``seed`` (read-only)."""
+    return _keystream(seed, bytes(4 * length))
 
 
 def pair_sign(me: str, peer: str) -> int:
@@ -97,8 +104,23 @@ def pair_sign(me: str, peer: str) -> int:
 
 def add_mask(vector: np.ndarray, seed: bytes, sign: int) -> np.ndarray:
     """``vector + sign * expand(seed)`` modulo 2^32 (a new array)."""
-    mask = expand(seed, vector.shape[0])
-    return vector + mask if sign > 0 else vector - mask
+    total = np.array(vector, dtype=np.uint32)
+    apply_masks(total, [(seed, sign)])
+    return total
+
+
+def apply_masks(total: np.ndarray, signed_seeds: Iterable[tuple[bytes, int]]) -> None:
+    """``total += sign * expand(seed)`` modulo 2^32 for each ``(seed, sign)``, in place (``total``: a
+    writable 1-d uint32 array)."""
+    if total.dtype != np.uint32 or total.ndim != 1 or not total.flags.writeable:
+        raise ValueError("masks apply in place to a writable 1-d uint32 array")
+    zeros = bytes(4 * total.shape[0])
+    for seed, sign in signed_seeds:
+        mask = _keystream(seed, zeros)
+        if sign > 0:
+            np.add(total, mask, out=total)
+        else:
+            np.subtract(total, mask, out=total)
 
 
 def _aad(round_id: int, sender: str, recipient: str) -> bytes:

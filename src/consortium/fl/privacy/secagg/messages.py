@@ -1,8 +1,12 @@
 """A round's configuration and its messages: strict, bounded pydantic models that can travel as JSON.
 
 Binary fields are base64 (standard alphabet, padded) with exact or bounded lengths; ids follow
-:data:`CLIENT_ID_PATTERN`; lists are bounded by :data:`MAX_CLIENTS`. Parsing a message does not trust it:
-the client and server state machines check everything that depends on the round (see their modules).
+:data:`CLIENT_ID_PATTERN`; lists are bounded by :data:`MAX_CLIENTS`. The one large field, a masked vector, is
+raw bytes: on the wire a :class:`MaskedInput` is a binary frame (:func:`to_wire`: ``MASKED_INPUT_MAGIC``,
+the header's length as 4 little-endian bytes, the JSON header, then the little-endian uint32 words as they
+are), so the hub decodes no base64 and copies nothing per element; its JSON form (``data`` in base64) is
+accepted too. Parsing a message does not trust it: the client and server state machines check everything
+that depends on the round (see their modules).
 """
 
 from __future__ import annotations
@@ -34,7 +38,9 @@ Key = Annotated[str, Field(min_length=_b64_chars(32), max_length=_b64_chars(32))
 Sealed = Annotated[str, Field(min_length=_b64_chars(SEALED_SHARES_BYTES), max_length=_b64_chars(SEALED_SHARES_BYTES))]
 Share = Annotated[str, Field(min_length=_b64_chars(66), max_length=_b64_chars(66))]
 Digest = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
-Vector = Annotated[str, Field(max_length=_b64_chars(4 * MAX_VECTOR_LENGTH))]
+Vector = Annotated[bytes, Field(max_length=4 * MAX_VECTOR_LENGTH)]
+MASKED_INPUT_MAGIC = b"consortium-secagg/1 masked-input\n"
+MAX_HEADER_BYTES = 1024
 
 
 def b64(data: bytes) -> str:
@@ -44,7 +50,7 @@ def b64(data: bytes) -> str:
 def unb64(text: str, what: str) -> bytes:
     """The bytes of a base64 field; MalformedMessage naming ``what`` when it is not valid base64."""
     try:
-        return base64.b64decode(text, validate=True)
+        return binascii.a2b_base64(text, strict_mode=True)
     except (binascii.Error, ValueError):
         raise MalformedMessage(f"{what} is not valid base64") from None
 
@@ -133,7 +139,11 @@ class ShareInbox(Strict):
 
 
 class MaskedInput(Strict):
-    """Stage 3, client to server: the masked vector, little-endian uint32 words in base64."""
+    """Stage 3, client to server: the masked vector, little-endian uint32 words (raw bytes; base64 in the
+    JSON form)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, val_json_bytes="base64",
+                              ser_json_bytes="base64")
 
     stage: Literal["masked_input"] = "masked_input"
     round: RoundId
@@ -173,12 +183,46 @@ ClientMessage = Annotated[AdvertiseKeys | ShareKeys | MaskedInput | UnmaskShares
 _CLIENT_MESSAGE: TypeAdapter[AdvertiseKeys | ShareKeys | MaskedInput | UnmaskShares] = TypeAdapter(ClientMessage)
 
 
+class _MaskedInputHeader(Strict):
+    """A binary :class:`MaskedInput` frame's header: every field but the vector."""
+
+    stage: Literal["masked_input"]
+    round: RoundId
+    sender: ClientId
+    dtype: str = Field(max_length=16)
+    length: int = Field(ge=0, le=MAX_VECTOR_LENGTH)
+
+
+def to_wire(message: BaseModel) -> str | bytes:
+    """What a client sends: a :class:`MaskedInput` as its binary frame, any other message as JSON."""
+    if not isinstance(message, MaskedInput):
+        return message.model_dump_json()
+    header = message.model_dump_json(exclude={"data"}).encode()
+    return MASKED_INPUT_MAGIC + len(header).to_bytes(4, "little") + header + message.data
+
+
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}" for err in exc.errors())
+
+
+def _parse_masked_frame(raw: bytes) -> MaskedInput:
+    start = len(MASKED_INPUT_MAGIC) + 4
+    size = int.from_bytes(raw[len(MASKED_INPUT_MAGIC):start], "little")
+    if len(raw) < start or size > MAX_HEADER_BYTES or len(raw) < start + size:
+        raise MalformedMessage("the masked-input frame is truncated or its header is too long")
+    header = _MaskedInputHeader.model_validate_json(raw[start:start + size], strict=True)
+    data = raw[start + size:]
+    if len(data) > 4 * MAX_VECTOR_LENGTH:
+        raise MalformedMessage(f"data: the masked vector carries more than {4 * MAX_VECTOR_LENGTH} bytes")
+    return MaskedInput(**header.model_dump(), data=data)
+
+
 def parse_client_message(raw: str | bytes) -> AdvertiseKeys | ShareKeys | MaskedInput | UnmaskShares:
-    """A client message from JSON; MalformedMessage naming each bad field otherwise."""
+    """A client message from JSON, or a masked input from its binary frame (:func:`to_wire`);
+    MalformedMessage naming each bad field otherwise."""
     try:
+        if isinstance(raw, bytes) and raw.startswith(MASKED_INPUT_MAGIC):
+            return _parse_masked_frame(raw)
         return _CLIENT_MESSAGE.validate_json(raw, strict=True)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}" for err in exc.errors()
-        )
-        raise MalformedMessage(problems) from None
+        raise MalformedMessage(_problems(exc)) from None

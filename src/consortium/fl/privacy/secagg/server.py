@@ -124,11 +124,11 @@ class SecAggServer:
         if message.length != self.config.vector_length:
             raise BadVector(f"the masked input of {message.sender!r} has length {message.length}, "
                             f"expected {self.config.vector_length}")
-        data = unb64(message.data, "data")
+        data = message.data
         if len(data) != 4 * message.length:
             raise BadVector(f"the masked input of {message.sender!r} carries {len(data)} bytes for "
                             f"{message.length} uint32 values")
-        return np.frombuffer(data, dtype="<u4").astype(np.uint32)
+        return np.frombuffer(data, dtype="<u4")
 
     def _check_unmask(self, message: UnmaskShares) -> None:
         sender, owners = message.sender, [s.owner for s in message.shares]
@@ -198,10 +198,10 @@ class SecAggServer:
                                     f"shares of {owner!r}")
         total = np.zeros(self.config.vector_length, dtype=np.uint32)
         for owner in self.survivors:
-            total += self.masked[owner]
-            total = masks.add_mask(total, self._reconstruct(owner, by_owner[owner]), -1)
+            np.add(total, self.masked[owner], out=total)
+        masks.apply_masks(total, [(self._reconstruct(owner, by_owner[owner]), -1) for owner in self.survivors])
         for owner in self.dropped:
-            total = self._remove_pair_masks(total, owner, self._reconstruct(owner, by_owner[owner]))
+            self._remove_pair_masks(total, owner, self._reconstruct(owner, by_owner[owner]))
         self.stage = "done"
         return total
 
@@ -213,15 +213,15 @@ class SecAggServer:
             self.stage = "aborted"
             raise SecAggAborted("unmask", len(self.revealed), self.config.threshold, str(exc)) from None
 
-    def _remove_pair_masks(self, total: np.ndarray, owner: str, private: bytes) -> np.ndarray:
-        """``total`` without the masks the surviving neighbours of the dropped ``owner`` added for it."""
+    def _remove_pair_masks(self, total: np.ndarray, owner: str, private: bytes) -> None:
+        """Take from ``total`` (in place) the masks the surviving neighbours of the dropped ``owner`` added
+        for it."""
         key = masks.X25519PrivateKey.from_private_bytes(private)
         if masks.public_bytes(key) != unb64(self.keys[owner].mask_key, "mask_key"):
             self.stage = "aborted"
             raise SecAggAborted("unmask", len(self.revealed), self.config.threshold,
                                 f"the shares of {owner!r} do not rebuild its advertised mask key")
-        for peer in sorted(self.graph[owner] & set(self.survivors)):
-            peer_public = unb64(self.keys[peer].mask_key, "mask_key")
-            seed = masks.pair_seed(key, peer_public, self.config.round, owner, peer)
-            total = masks.add_mask(total, seed, -masks.pair_sign(peer, owner))
-        return total
+        masks.apply_masks(total, [
+            (masks.pair_seed(key, unb64(self.keys[peer].mask_key, "mask_key"), self.config.round, owner, peer),
+             -masks.pair_sign(peer, owner))
+            for peer in sorted(self.graph[owner] & set(self.survivors))])

@@ -13,6 +13,7 @@ share changed by a small amount is not caught that way, which is why the protoco
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 
 from consortium.fl.privacy.secagg.errors import BadShare
 
@@ -65,14 +66,23 @@ def reconstruct(shares: Sequence[tuple[int, bytes]], threshold: int) -> bytes:
         if len(share) != SHARE_BYTES or (value := int.from_bytes(share, "big")) >= PRIME:
             raise BadShare(f"the share of holder {x} is not an element of the field")
         points.append((x, value))
-    secret = 0
-    for i, (xi, yi) in enumerate(points):
-        numerator, denominator = 1, 1
-        for j, (xj, _) in enumerate(points):
-            if i != j:
-                numerator = numerator * xj % PRIME
-                denominator = denominator * (xj - xi) % PRIME
-        secret = (secret + yi * numerator * pow(denominator, -1, PRIME)) % PRIME
+    weights = lagrange_at_zero(tuple(x for x, _ in points))
+    secret = sum(y * w for (_, y), w in zip(points, weights)) % PRIME
     if secret >> (8 * SECRET_BYTES):
         raise BadShare("the shares do not reconstruct a 32-byte secret: at least one of them is wrong")
     return secret.to_bytes(SECRET_BYTES, "big")
+
+
+@lru_cache(maxsize=1024)
+def lagrange_at_zero(xs: tuple[int, ...]) -> tuple[int, ...]:
+    """The Lagrange basis at 0 for the holders ``xs``: ``f(0) = sum(w_i f(x_i))`` (public, so a round's
+    reconstructions share them; the same holders recur for every owner)."""
+    weights = []
+    for i, xi in enumerate(xs):
+        numerator, denominator = 1, 1
+        for j, xj in enumerate(xs):
+            if i != j:
+                numerator = numerator * xj % PRIME
+                denominator = denominator * (xj - xi) % PRIME
+        weights.append(numerator * pow(denominator, -1, PRIME) % PRIME)
+    return tuple(weights)
