@@ -67,7 +67,7 @@ async def login(request: Request) -> Response:
     token = fields.get("token", "").strip()
     target = safe_next(fields.get("next"))
     state = request.app.state.hub
-    problem = None
+    problem, status = None, 422
     if not token:
         problem = "Enter your API token."
     elif len(token) > TOKEN_MAX:
@@ -81,9 +81,9 @@ async def login(request: Request) -> Response:
             await run_in_threadpool(check)
         except Unauthorized as exc:
             failures.failed("token", address)
-            problem = exc.message
+            problem, status = exc.message, 401
     if problem is not None:
-        return page(request, "login.html", status_code=401 if token else 422, title="Log in", next=target,
+        return page(request, "login.html", status_code=status, title="Log in", next=target,
                     error=problem, logged_in=False)
     old = web_session(request)
     if old is not None:
