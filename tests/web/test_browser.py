@@ -87,6 +87,8 @@ def test_a_member_logs_in_browses_the_catalogue_and_opens_a_card_and_the_model(p
     log_in(page, world, OWNERS[0])
     assert page.get_by_role("button", name="Log out").is_visible()
     assert world.tokens[OWNERS[0]] not in page.url
+    assert world.tokens[OWNERS[0]] not in world.hub.log_tail(500)
+    assert all(world.tokens[OWNERS[0]] not in c["value"] for c in page.context.cookies())
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Catalogue").click()
     page.get_by_label("Search", exact=True).fill("ward")
     page.get_by_role("button", name="Filter").click()

@@ -181,6 +181,13 @@ def test_a_forbidden_card_reads_exactly_as_a_missing_one(site: Site) -> None:
     assert hidden.text.replace("secret", "X") == missing.text.replace("nothing", "X")
 
 
+@pytest.mark.parametrize("path", ["/models/0", "/models/abc", "/projects/99999999999", "/datasets/North/x"])
+def test_a_malformed_address_is_a_404_page(site: Site, path: str) -> None:
+    response = site.client("alice").get(path)
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith("text/html") and "Not found" in response.text
+
+
 def test_user_text_is_escaped(site: Site) -> None:
     client = site.client("alice")
     for path in ("/datasets/north/digits", "/catalogue", f"/projects/{site.project_id}",

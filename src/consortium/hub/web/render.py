@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from fastapi import Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -103,7 +104,8 @@ def csrf_refused(request: Request, fields: dict[str, str]) -> HTMLResponse | Non
 
 
 class WebRoute(APIRoute):
-    """A page route: a :class:`ServiceError` becomes an HTML page with its status and message."""
+    """A page route: a :class:`ServiceError` becomes an HTML page with its status and message, and an
+    address whose id or name is malformed a 404 page."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -113,5 +115,7 @@ class WebRoute(APIRoute):
                 return await handler(request)
             except ServiceError as exc:
                 return error_page(request, exc.status_code, exc.message)
+            except RequestValidationError:  # a malformed id or name in the address: no such page
+                return error_page(request, 404, f"no page {request.url.path}")
 
         return guarded
