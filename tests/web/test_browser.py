@@ -143,7 +143,8 @@ def test_pages_fit_a_phone_screen(browser, world: World) -> None:
     try:
         page = context.new_page()
         log_in(page, world, OWNERS[0])
-        for path in ("/", "/catalogue", f"/datasets/{OWNERS[0]}/digits", f"/models/{world.model_id}", "/projects"):
+        paths = ("/", "/catalogue", f"/datasets/{OWNERS[0]}/digits", f"/models/{world.model_id}", "/projects")
+        for path in paths:
             page.goto(world.hub.url + path)
             assert page.evaluate("document.documentElement.scrollWidth") <= 390, path
     finally:

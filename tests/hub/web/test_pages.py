@@ -57,12 +57,14 @@ def seed(app) -> tuple[dict[str, str], int, int, int]:
     over digits and data (a script in its task) with a released public model and a trained one."""
     admin = Principal("user", "admin", Role.admin, None, None)
     with app.state.hub.sessions() as session:
-        orgs = {name: Org(name=name, display_name=name.title(), status="admitted") for name in ("north", "south")}
+        orgs = {name: Org(name=name, display_name=name.title(), status="admitted")
+                for name in ("north", "south")}
         session.add_all(orgs.values())
         session.commit()
         tokens = {"admin": ADMIN_TOKEN}
         for user, org in (("alice", "north"), ("bob", "south")):
-            tokens[user] = identity.create_user(session, admin, UserCreate(name=user, role=Role.steward, org=org))[1]
+            body = UserCreate(name=user, role=Role.steward, org=org)
+            tokens[user] = identity.create_user(session, admin, body)[1]
         sources = {
             ref: Dataset(org_id=orgs[ref.split("/")[0]].id, name=ref.split("/")[1], description=description,
                          schema=SCHEMA, rows=50, sha256="ab" * 32, license=licence, visibility=visibility,
@@ -91,7 +93,8 @@ def seed(app) -> tuple[dict[str, str], int, int, int]:
             session.flush()
             card = {"model": f"pilot/run-{run.id}", "task": spec["task"], "algorithm": {"name": "classifier"},
                     "datasets": [{"ref": "north/digits", "license": "CC-BY-4.0"}], "license": "CC-BY-4.0",
-                    "obligations": {"attribution": ["north/digits"]}, "participating_orgs": ["north", "south"]}
+                    "obligations": {"attribution": ["north/digits"]},
+                    "participating_orgs": ["north", "south"]}
             model = Model(run_id=run.id, project_id=project.id, params_sha256=weights, license="CC-BY-4.0",
                           card=card, card_markdown="", version=version, status=status,
                           visibility="public" if status == "released" else None,
@@ -135,9 +138,11 @@ def pages(site: Site) -> dict[str, dict[str | None, int]]:
 
 def api_twins(site: Site) -> dict[str, str]:
     """Pages and the API route that answers the same question."""
-    twins = {f"/datasets/{ref}": f"/api/datasets/{ref}" for ref in ("north/digits", "north/secret", "south/inner")}
+    twins = {f"/datasets/{ref}": f"/api/datasets/{ref}"
+             for ref in ("north/digits", "north/secret", "south/inner")}
     for model in (site.released_id, site.trained_id):
-        twins |= {f"/models/{model}": f"/api/models/{model}", f"/models/{model}/weights": f"/api/models/{model}/weights"}
+        twins |= {f"/models/{model}": f"/api/models/{model}",
+                  f"/models/{model}/weights": f"/api/models/{model}/weights"}
     return twins
 
 
@@ -156,7 +161,8 @@ def test_every_page_renders_for_each_caller(site: Site, who: str | None) -> None
 
 
 def test_proposal_page_shows_votes_missing_and_is_hidden_from_outsiders(site: Site) -> None:
-    proposal = re.search(r'href="/proposals/(\d+)"', site.client("alice").get(f"/projects/{site.project_id}").text)
+    project = site.client("alice").get(f"/projects/{site.project_id}").text
+    proposal = re.search(r'href="/proposals/(\d+)"', project)
     path = f"/proposals/{proposal.group(1)}"
     shown = site.client("bob").get(path)
     assert shown.status_code == 200 and "Still missing" in shown.text and "north, south" in shown.text
@@ -250,7 +256,8 @@ def test_logout_ends_the_session(site: Site) -> None:
 def test_a_revoked_token_ends_its_sessions(site: Site) -> None:
     admin = Principal("user", "admin", Role.admin, None, None)
     with site.app.state.hub.sessions() as session:
-        _, token = identity.create_user(session, admin, UserCreate(name="carol", role=Role.steward, org="south"))
+        body = UserCreate(name="carol", role=Role.steward, org="south")
+        _, token = identity.create_user(session, admin, body)
     client = TestClient(site.app, follow_redirects=False)
     assert log_in(client, token).status_code == 303
     assert client.get("/members").status_code == 200

@@ -63,7 +63,8 @@ async def login(request: Request) -> Response:
     address = client_address(request.scope)
     wait = failures.retry_after("token", address)
     if wait > 0:
-        return error_page(request, 429, f"Too many failed logins from {address}; try again in {int(wait) + 1} s.")
+        return error_page(request, 429,
+                          f"Too many failed logins from {address}; try again in {int(wait) + 1} s.")
     token = fields.get("token", "").strip()
     target = safe_next(fields.get("next"))
     state = request.app.state.hub

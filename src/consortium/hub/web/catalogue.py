@@ -100,8 +100,8 @@ def dataset_croissant(request: Request, org: Name, name: Name, session: Session 
     """The card as Croissant JSON-LD (what ``GET /api/datasets/{org}/{name}/croissant`` gives)."""
     card = dataset_service.to_out(dataset_service.by_ref(session, caller(request), f"{org}/{name}"))
     url = str(request.url_for("dataset_card", org=org, name=name))
-    return JSONResponse(card_to_croissant(card, org=org, url=url),
-                        headers={"Content-Disposition": f'attachment; filename="{org}-{name}.croissant.json"'})
+    download = f'attachment; filename="{org}-{name}.croissant.json"'
+    return JSONResponse(card_to_croissant(card, org=org, url=url), headers={"Content-Disposition": download})
 
 
 @router.get("/environments/{org}/{name}")

@@ -44,7 +44,8 @@ def registry(request: Request, project: str | None = None, status: str | None = 
              licence: str | None = None, org: str | None = None, session: Session = Depends(db)) -> Response:
     """The models the caller may see, filtered as ``GET /api/models`` filters them (an unknown status
     filters nothing out rather than failing the page)."""
-    filters = {"project": _clip(project), "status": _clip(status), "licence": _clip(licence), "org": _clip(org)}
+    filters = {"project": _clip(project), "status": _clip(status), "licence": _clip(licence),
+               "org": _clip(org)}
     rows = model_service.listing(
         session, caller(request), project=filters["project"] or None,
         status=filters["status"] if filters["status"] in STATUSES else None,
@@ -82,6 +83,7 @@ def weights(request: Request, model_id: Id, session: Session = Depends(db)) -> R
 @web
 def model_file(request: Request, model_id: Id, name: str, session: Session = Depends(db)) -> Response:
     """A file released with the model (a GAN's sample grid), for a caller who may download the model."""
-    entry = model_service.file_entry(model_service.downloadable(session, caller(request), model_id), name[:200])
+    model = model_service.downloadable(session, caller(request), model_id)
+    entry = model_service.file_entry(model, name[:200])
     return Response(request.app.state.hub.blobs.get(entry["sha256"]), media_type=entry["media_type"],
                     headers={"X-Content-Type-Options": "nosniff"})

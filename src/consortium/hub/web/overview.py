@@ -47,7 +47,8 @@ def _ago(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h ago"
 
 
-def member_rows(session: Session, presence: dict[int, float], online_within_s: float = 60.0) -> list[MemberRow]:
+def member_rows(session: Session, presence: dict[int, float],
+                online_within_s: float = 60.0) -> list[MemberRow]:
     """Every org with its nodes and when the hub last heard from it (this hub process's memory first, then
     the nodes' stored ``last_seen``)."""
     nodes: dict[int, list[Node]] = {}

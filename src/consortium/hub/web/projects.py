@@ -46,7 +46,8 @@ def project_page(request: Request, project_id: Id, session: Session = Depends(db
     spec = ProjectCreate.model_validate(project.spec)
     runs = list(session.scalars(select(Run).where(Run.project_id == project.id).order_by(Run.id)))
     return page(
-        request, "project.html", title=f"Project {project.name}", project=project_service.to_out(session, project),
+        request, "project.html", title=f"Project {project.name}",
+        project=project_service.to_out(session, project),
         spec=spec, sources=project_service.project_datasets(session, project),
         privacy=spec.privacy.model_dump(mode="json") if spec.privacy is not None else None,
         proposal=proposal_views.to_out(session, row), runs=runs,
@@ -63,5 +64,6 @@ def proposal_page(request: Request, proposal_id: Id, session: Session = Depends(
     row = proposals.visible(session, who, proposal_id)
     proposals.settle(session, row)
     session.commit()
-    return page(request, "proposal.html", title=f"Proposal {row.id}", proposal=proposal_views.to_out(session, row),
+    return page(request, "proposal.html", title=f"Proposal {row.id}",
+                proposal=proposal_views.to_out(session, row),
                 project_id=row.project_id)

@@ -59,7 +59,8 @@ class WebSessions:
     def open(self, token_hash: str | None) -> WebSession:
         """A new session (logged in when ``token_hash`` is given)."""
         now = self._clock()
-        session = WebSession(secrets.token_urlsafe(32), secrets.token_urlsafe(32), token_hash, now + self.ttl_s)
+        session = WebSession(secrets.token_urlsafe(32), secrets.token_urlsafe(32), token_hash,
+                             now + self.ttl_s)
         with self._lock:
             if len(self._sessions) >= self.max_entries:
                 self._prune(now)
