@@ -179,6 +179,15 @@ def test_anonymous_visitor_sees_what_the_api_shows_anonymous_callers(site: Site)
     assert shown_models == api_models == {site.released_id}
 
 
+def test_the_model_page_offers_the_weights_only_where_the_rights_allow(site: Site) -> None:
+    path = f"/models/{site.released_id}"
+    anonymous, alice = site.client(None).get(path).text, site.client("alice").get(path).text
+    for html in (anonymous, alice):
+        assert "Licence obligations" in html and "attribution" in html and "CC-BY-4.0" in html
+    assert f'href="{path}/weights"' in alice and f'href="{path}/weights"' not in anonymous
+    assert "do not include downloading" in anonymous
+
+
 def test_a_forbidden_card_reads_exactly_as_a_missing_one(site: Site) -> None:
     client = site.client("bob")
     hidden = client.get("/datasets/north/secret")

@@ -30,12 +30,27 @@ def _clip(value: str | None) -> str:
 
 
 def plain(value: Any) -> str:
-    """A card value as one line of text (lists joined, mappings as key: value)."""
+    """A card value as one line of text (lists joined, mappings as key: value, numbers to 4 digits)."""
     if isinstance(value, dict):
         return "; ".join(f"{k}: {plain(v)}" for k, v in value.items())
     if isinstance(value, list | tuple):
         return ", ".join(plain(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:.4g}"
     return str(value)
+
+
+def obligation_lines(obligations: dict[str, Any]) -> dict[str, list[str]]:
+    """The card's obligations that apply, each as one line per source that imposes it."""
+    lines: dict[str, list[str]] = {}
+    for name, terms in obligations.items():
+        if not terms:
+            continue
+        items = terms if isinstance(terms, list) else [terms]
+        lines[name.replace("_", " ")] = [
+            f"{t.get('source', '')} ({t.get('licence', '')}): {t.get('clause', '')}".strip(": ")
+            if isinstance(t, dict) else plain(t) for t in items]
+    return lines
 
 
 @router.get("/models")
@@ -63,7 +78,7 @@ def model_page(request: Request, model_id: Id, session: Session = Depends(db)) -
     files = card.get("files", [])
     return page(
         request, "model.html", title=f"Model {model.id}", model=model, card=card, versions=line,
-        obligations={k: plain(v) for k, v in (card.get("obligations") or {}).items()},
+        obligations=obligation_lines(card.get("obligations") or {}),
         privacy=card.get("privacy"), may_download=can_download_model(session, who, model),
         images=[f for f in files if str(f.get("media_type", "")).startswith("image/")], files=files,
         sees_project=who is not None and can_see_project(session, who, model.project), plain=plain,
