@@ -39,13 +39,26 @@ def test_ids_and_csrf_tokens_are_fresh_and_closing_forgets() -> None:
 def test_a_full_map_drops_the_expired_then_the_oldest() -> None:
     clock = Clock()
     sessions = WebSessions(ttl_s=10.0, max_entries=3, clock=clock)
-    first = sessions.open(None)
+    first = sessions.open("ab" * 32)
     clock.now = 1.0
-    second, third = sessions.open(None), sessions.open(None)
+    second, third = sessions.open("cd" * 32), sessions.open("ef" * 32)
     clock.now = 2.0
-    fourth = sessions.open(None)
+    fourth = sessions.open("01" * 32)
     assert len(sessions) == 3 and sessions.get(first.sid) is None
     assert all(sessions.get(s.sid) is s for s in (second, third, fourth))
+
+
+def test_a_flood_of_anonymous_sessions_does_not_push_members_out() -> None:
+    clock = Clock()
+    sessions = WebSessions(ttl_s=100.0, max_entries=10, clock=clock, anonymous_ttl_s=5.0)
+    member = sessions.open("ab" * 32)
+    for _ in range(1000):
+        clock.now += 0.01
+        sessions.open(None)
+    assert sessions.get(member.sid) is member and len(sessions) == 10
+    anonymous = sessions.open(None)
+    clock.now += 6.0
+    assert sessions.get(anonymous.sid) is None and sessions.get(member.sid) is member
 
 
 @given(st.text(max_size=60))

@@ -45,12 +45,15 @@ class WebSession:
 
 
 class WebSessions:
-    """The hub's web sessions in memory, thread-safe, each expiring ``ttl_s`` after its last use; at most
-    ``max_entries`` (when full, expired ones go first, then the oldest)."""
+    """The hub's web sessions in memory, thread-safe, each expiring ``ttl_s`` after its last use (a session
+    not logged in: ``anonymous_ttl_s``); at most ``max_entries``. When full, expired sessions go first, then
+    the oldest not logged in, and a logged-in one only when nothing else is left: anyone can open anonymous
+    sessions (the login page), so a flood of them cannot push members out."""
 
     def __init__(self, ttl_s: float = 8 * 3600.0, max_entries: int = 10_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, anonymous_ttl_s: float = 1800.0) -> None:
         self.ttl_s = ttl_s
+        self.anonymous_ttl_s = min(anonymous_ttl_s, ttl_s)
         self.max_entries = max_entries
         self._clock = clock
         self._lock = threading.Lock()
@@ -60,7 +63,7 @@ class WebSessions:
         """A new session (logged in when ``token_hash`` is given)."""
         now = self._clock()
         session = WebSession(secrets.token_urlsafe(32), secrets.token_urlsafe(32), token_hash,
-                             now + self.ttl_s)
+                             now + self._ttl(token_hash))
         with self._lock:
             if len(self._sessions) >= self.max_entries:
                 self._prune(now)
@@ -79,7 +82,7 @@ class WebSessions:
             if found.expires_at <= now:
                 del self._sessions[sid]
                 return None
-            found.expires_at = now + self.ttl_s
+            found.expires_at = now + self._ttl(found.token_hash)
             return found
 
     def close(self, sid: str) -> None:
@@ -89,11 +92,15 @@ class WebSessions:
     def __len__(self) -> int:
         return len(self._sessions)
 
+    def _ttl(self, token_hash: str | None) -> float:
+        return self.ttl_s if token_hash is not None else self.anonymous_ttl_s
+
     def _prune(self, now: float) -> None:
         for sid in [s for s, found in self._sessions.items() if found.expires_at <= now]:
             del self._sessions[sid]
         if len(self._sessions) >= self.max_entries:
-            oldest = min(self._sessions.values(), key=lambda found: found.expires_at)
+            anonymous = [found for found in self._sessions.values() if found.token_hash is None]
+            oldest = min(anonymous or self._sessions.values(), key=lambda found: found.expires_at)
             del self._sessions[oldest.sid]
 
 
