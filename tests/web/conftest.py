@@ -31,9 +31,10 @@ def _missing(why: str) -> None:
     pytest.skip(f"browser tests skipped: {why}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    """A headless Chromium (one per test session)."""
+    """A headless Chromium for the tests of one module (Playwright's sync API holds an event loop while it
+    runs, so it must be gone before other modules' tests call asyncio.run)."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
