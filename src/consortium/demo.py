@@ -36,10 +36,13 @@ from consortium.watch import follow_run
 from consortium.statuses import RunStatus
 
 
-def _wait_for_ctrl_c(console: Console, hub_url: str) -> None:
+def _wait_for_ctrl_c(console: Console, hub_url: str, login_token: str) -> None:
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     console.print(f"\nThe hub keeps serving at [bold]{hub_url}[/] (API docs: {hub_url}/docs). Ctrl-C to stop.")
+    console.print(f"Web interface: [bold]{hub_url}/[/]; log in as {WEB_STEWARD} ({ORGS[0]}'s steward) with "
+                  "the token:")
+    console.print(login_token, markup=False, highlight=False)
     try:
         while not stop.wait(0.5):
             pass
@@ -49,6 +52,8 @@ def _wait_for_ctrl_c(console: Console, hub_url: str) -> None:
 
 
 FOURTH_ORG = "west-hospital"
+WEB_STEWARD = "web-steward"
+"""The user whose token the demo prints for the web interface when it keeps serving."""
 
 
 def _tally(proposal: dict) -> str:
@@ -170,7 +175,8 @@ def run_demo(
         if json_path is not None:
             Path(json_path).write_text(json.dumps(summary, indent=2) + "\n")
         if keep_serving:
-            _wait_for_ctrl_c(console, hub.url)
+            login = admin.create_user(WEB_STEWARD, "steward", ORGS[0])
+            _wait_for_ctrl_c(console, hub.url, login["token"])
         admin.close()
         return summary
     finally:

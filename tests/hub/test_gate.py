@@ -43,6 +43,11 @@ def scope(method: str, path: str) -> dict:
     ("GET", "/api/models/3/weights", "optional"),
     ("GET", "/api/node/tasks/next", "authenticated"),
     ("GET", "/nowhere", "authenticated"),
+    ("GET", "/", "web"),
+    ("POST", "/login", "web"),
+    ("GET", "/datasets/north/digits", "web"),
+    ("GET", "/models/3/weights", "web"),
+    ("GET", "/static/web.css", "public"),
 ])
 def test_route_access(gate: Gate, method: str, path: str, access: str) -> None:
     assert gate.access(scope(method, path)) == access
@@ -53,14 +58,21 @@ def test_every_api_route_but_health_enrolment_and_public_reads_needs_credentials
         return {(method, route.path) for route in gate.routes if isinstance(route, APIRoute)
                 for method in route.methods if gate.access(scope(method, route.path)) in kinds}
 
-    assert marked("public", "enrolment") == {("GET", "/api/health"), ("POST", "/api/enrol")}
+    assert marked("public", "enrolment") == {("GET", "/api/health"), ("POST", "/api/enrol"),
+                                             ("GET", "/static/web.css")}
     assert marked("optional") == {
         ("GET", path) for path in (
             "/api/datasets", "/api/datasets/{org}/{name}", "/api/datasets/{org}/{name}/croissant",
-            "/api/environments", "/api/environments/{org}/{name}", "/api/models/{model_id}",
+            "/api/environments", "/api/environments/{org}/{name}", "/api/models", "/api/models/{model_id}",
             "/api/models/{model_id}/weights", "/api/models/{model_id}/files/{name}",
             "/api/models/{model_id}/card.md")
     }
+
+
+def test_web_pages_are_outside_the_api_and_its_description(gate: Gate) -> None:
+    pages = [r for r in gate.routes if isinstance(r, APIRoute) and not r.path.startswith("/api/")]
+    assert pages and all(not r.include_in_schema for r in pages)
+    assert {gate.access(scope(m, r.path)) for r in pages for m in r.methods} == {"web", "public"}
 
 
 def gate_answer(gate: Gate, path: str, headers: list[tuple[bytes, bytes]]) -> tuple[int | None, dict]:

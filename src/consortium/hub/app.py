@@ -29,6 +29,7 @@ from consortium.hub.state import HubState
 from consortium.hub.services import checkpoints, hub_identity, hub_key, identity, policy, proposals
 from consortium.hub.services.errors import ServiceError
 from consortium.hub.tensor_cache import TensorCache
+from consortium.hub.web.pages import ROUTERS as WEB_ROUTERS
 from consortium.hub.wire import ERROR_RESPONSES, StrictJSONRoute, validation_error
 from consortium.version import code_version
 
@@ -114,6 +115,9 @@ def create_app(settings: HubSettings) -> FastAPI:
                users.router)
     for router in routers:
         app.include_router(router, responses=ERROR_RESPONSES)
+    for router in WEB_ROUTERS:
+        app.include_router(router)
+    routers += WEB_ROUTERS
     # The gate matches the routes themselves (recent FastAPI keeps an included router as one lazy entry);
     # the app's own (health, /openapi.json, /docs) are plain Starlette routes.
     routes = [r for r in app.router.routes if isinstance(r, Route)] + [r for x in routers for r in x.routes]

@@ -12,6 +12,9 @@ anyone make the hub read (and hold) large bodies. For each request the gate find
   :func:`consortium.hub.deps.principal` in the ASGI scope, or signature headers whose key is an admitted
   org's and whose timestamp lies in the window (the signature covers the body, so ``deps`` checks it once
   the body is read); otherwise 401, and the body is never read;
+- a route marked :func:`web` (the web pages) ignores API credentials: the session cookie, when it names a
+  live session, is resolved to the session and its user's principal (:mod:`consortium.hub.web.sessions`),
+  and the caller is anonymous otherwise; small body limit (form posts);
 - its body limit is ``max_upload_bytes`` for routes marked :func:`upload` and ``max_json_bytes`` for the rest.
 
 Failed token authentications, signature verifications (here and in ``deps``) and enrolments are counted per
@@ -38,6 +41,7 @@ from consortium.hub.limits import BODY_LIMIT_SCOPE_KEY, send_json
 from consortium.hub.ratelimit import FailureLimiter
 from consortium.hub.services import identity
 from consortium.hub.services.errors import Unauthorized
+from consortium.hub.web import sessions as web_sessions
 
 if TYPE_CHECKING:
     from consortium.hub.state import HubState
@@ -45,7 +49,7 @@ if TYPE_CHECKING:
 PRINCIPAL_SCOPE_KEY = "consortium.principal"
 """The :class:`identity.Principal` of a request whose API token the gate checked."""
 
-Access = Literal["public", "enrolment", "optional", "upload", "authenticated"]
+Access = Literal["public", "enrolment", "optional", "upload", "web", "authenticated"]
 Kind = Literal["token", "signature", "enrolment"]
 F = TypeVar("F", bound=Callable[..., Any])
 _ACCESS_ATTR = "__consortium_access__"
@@ -74,6 +78,9 @@ optional = _mark("optional")
 route takes :func:`consortium.hub.deps.optional_principal`."""
 upload = _mark("upload")
 """Route decorator: authenticated, and its body may reach ``max_upload_bytes``."""
+web = _mark("web")
+"""Route decorator: a web page; its caller is the user of the session cookie, anonymous without a live one
+(small body limit)."""
 
 
 def _credentials(scope: dict[str, Any]) -> tuple[str | None, dict[str, str]]:
@@ -173,6 +180,11 @@ class Gate:
             await self.app(scope, receive, send)
             return
         s = self.settings
+        if access == "web":
+            scope[BODY_LIMIT_SCOPE_KEY] = s.max_public_bytes
+            await self._web_session(scope)
+            await self.app(scope, receive, send)
+            return
         if access == "optional":
             scope[BODY_LIMIT_SCOPE_KEY] = s.max_public_bytes
             if not sends_credentials(scope):
@@ -182,6 +194,25 @@ class Gate:
             scope[BODY_LIMIT_SCOPE_KEY] = s.max_upload_bytes if access == "upload" else s.max_json_bytes
         if await self._authenticate(scope, send, address):
             await self.app(scope, receive, send)
+
+    async def _web_session(self, scope: dict[str, Any]) -> None:
+        """Put the request's web session (None without a live one) and its principal (when logged in) in
+        the scope."""
+        sessions = self.state.web
+        found = sessions.get(web_sessions.cookie_value(scope))
+        scope[web_sessions.SESSION_SCOPE_KEY] = found
+        if found is None or found.token_hash is None:
+            return
+
+        def lookup() -> identity.Principal | None:
+            with self.state.sessions() as session:
+                return web_sessions.resolve(session, sessions, found)
+
+        who = await run_in_threadpool(lookup)
+        if who is None:
+            scope[web_sessions.SESSION_SCOPE_KEY] = None
+        else:
+            scope[web_sessions.WEB_PRINCIPAL_SCOPE_KEY] = who
 
     def _counting_401(self, send: Any, address: str) -> Any:
         async def counting(message: dict[str, Any]) -> None:

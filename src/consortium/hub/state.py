@@ -15,6 +15,7 @@ from consortium.hub.live import LivePhase, TaskBoard
 from consortium.hub.services.identity import KeyCache, TokenCache
 from consortium.hub.services.runs import AnswerRules
 from consortium.hub.tensor_cache import TensorCache
+from consortium.hub.web.sessions import WebSessions
 
 
 def progress_key(run_id: int) -> str:
@@ -46,6 +47,8 @@ class HubState:
     """What the upload handlers check answers against, for each run a driver of this process is driving."""
     live: dict[int, LivePhase] = field(default_factory=dict)
     """The open phase of each run a driver of this process is driving; handlers hand it their answers."""
+    web: WebSessions = field(default_factory=WebSessions)
+    """The web pages' login sessions (:mod:`consortium.hub.web.sessions`)."""
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     """Hub time: round deadlines are set and checked on it (drivers, and the board handing tasks out)."""
     recheck_s: float = 1.0

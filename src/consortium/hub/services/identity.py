@@ -148,7 +148,12 @@ def create_user(session: Session, actor: Principal, body: UserCreate) -> tuple[U
 
 
 def authenticate_token(session: Session, token: str) -> Principal:
-    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == crypto.hash_token(token)))
+    return authenticate_token_hash(session, crypto.hash_token(token))
+
+
+def authenticate_token_hash(session: Session, token_hash: str) -> Principal:
+    """Like :func:`authenticate_token`, given the token's hash (what a web session keeps instead of it)."""
+    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == token_hash))
     if row is None or row.revoked_at is not None:
         raise Unauthorized("API token is not valid")
     user = row.user

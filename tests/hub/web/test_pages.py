@@ -1,0 +1,276 @@
+"""The web pages in-process on SQLite and PostgreSQL: every page renders for the admin, a member and an
+anonymous visitor, and shows what the API shows each of them; login and logout with CSRF; forbidden reads
+as missing; user text is escaped."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from consortium.config import HubSettings
+from consortium.hub.app import create_app
+from consortium.hub.db.models import Dataset, Model, Org, Project, ProjectDataset, Run, User
+from consortium.hub.services import identity, proposals
+from consortium.hub.services.identity import Principal
+from consortium.protocol import Role, UserCreate
+
+ADMIN_TOKEN = "csm_" + "w" * 40
+SCRIPT = "<script>alert('owned')</script>"
+SCHEMA = {"features": [{"name": "px", "dtype": "float32", "shape": [4]}],
+          "target": {"name": "label", "dtype": "int64"}}
+
+
+@dataclass
+class Site:
+    app: object
+    tokens: dict[str, str]
+    project_id: int
+    released_id: int
+    trained_id: int
+
+    def client(self, who: str | None = None) -> TestClient:
+        """A browser: anonymous, or logged in as ``who`` through the login form."""
+        client = TestClient(self.app, follow_redirects=False)
+        if who is not None:
+            response = log_in(client, self.tokens[who])
+            assert response.status_code == 303, response.text
+        return client
+
+
+def csrf_of(html: str) -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', html).group(1)
+
+
+def log_in(client: TestClient, token: str, next_page: str = "/") -> object:
+    form = client.get("/login")
+    return client.post("/login", data={"csrf": csrf_of(form.text), "token": token, "next": next_page})
+
+
+def seed(app) -> tuple[dict[str, str], int, int, int]:
+    """Orgs north and south; stewards alice (north) and bob (south); north's public digits (a script in
+    its description) and private secret, south's public data and members-only inner; a project of alice
+    over digits and data (a script in its task) with a released public model and a trained one."""
+    admin = Principal("user", "admin", Role.admin, None, None)
+    with app.state.hub.sessions() as session:
+        orgs = {name: Org(name=name, display_name=name.title(), status="admitted")
+                for name in ("north", "south")}
+        session.add_all(orgs.values())
+        session.commit()
+        tokens = {"admin": ADMIN_TOKEN}
+        for user, org in (("alice", "north"), ("bob", "south")):
+            body = UserCreate(name=user, role=Role.steward, org=org)
+            tokens[user] = identity.create_user(session, admin, body)[1]
+        sources = {
+            ref: Dataset(org_id=orgs[ref.split("/")[0]].id, name=ref.split("/")[1], description=description,
+                         schema=SCHEMA, rows=50, sha256="ab" * 32, license=licence, visibility=visibility,
+                         file_format="csv")
+            for ref, description, licence, visibility in (
+                ("north/digits", f"handwritten digits {SCRIPT}", "CC-BY-4.0", "public"),
+                ("north/secret", "the private one", "MIT", "private"),
+                ("south/data", "south's rows", "MIT", "public"),
+                ("south/inner", "members only", "MIT", "members"),
+            )
+        }
+        session.add_all(sources.values())
+        spec = {"name": "pilot", "task": f"classify {SCRIPT}", "algorithm": {"name": "classifier"},
+                "datasets": ["north/digits", "south/data"], "rounds": 2}
+        project = Project(name="pilot", spec=spec, spec_hash="cd" * 32, proposer="user:alice")
+        session.add(project)
+        session.flush()
+        session.add_all([ProjectDataset(project_id=project.id, dataset_id=sources[r].id)
+                         for r in ("north/digits", "south/data")])
+        proposals.propose_run(session, project, "user:alice")
+        weights = app.state.hub.blobs.put(b"not really safetensors")
+        models = []
+        for version, status in ((1, "released"), (2, "trained")):
+            run = Run(project_id=project.id, status="completed", params_sha256="ef" * 32)
+            session.add(run)
+            session.flush()
+            card = {"model": f"pilot/run-{run.id}", "task": spec["task"], "algorithm": {"name": "classifier"},
+                    "datasets": [{"ref": "north/digits", "license": "CC-BY-4.0"}], "license": "CC-BY-4.0",
+                    "obligations": {"attribution": ["north/digits"]},
+                    "participating_orgs": ["north", "south"]}
+            model = Model(run_id=run.id, project_id=project.id, params_sha256=weights, license="CC-BY-4.0",
+                          card=card, card_markdown="", version=version, status=status,
+                          visibility="public" if status == "released" else None,
+                          download_grant="everyone" if status == "released" else None)
+            session.add(model)
+            session.flush()
+            models.append(model.id)
+        session.commit()
+        return tokens, project.id, models[0], models[1]
+
+
+@pytest.fixture(scope="module")
+def site(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    data_dir: Path = tmp_path_factory.mktemp("web")
+    app = create_app(HubSettings.from_args(module_db_url, data_dir, ADMIN_TOKEN))
+    tokens, project_id, released, trained = seed(app)
+    yield Site(app, tokens, project_id, released, trained)
+
+
+def pages(site: Site) -> dict[str, dict[str | None, int]]:
+    """Each page and the status it answers the admin, alice (north), bob (south) and anonymous (None)."""
+    everyone = {"admin": 200, "alice": 200, "bob": 200, None: 200}
+    logged_in = {"admin": 200, "alice": 200, "bob": 200, None: 303}
+    participants = {"admin": 200, "alice": 200, "bob": 200, None: 404}
+    return {
+        "/": everyone, "/login": everyone, "/catalogue": everyone, "/models": everyone,
+        "/catalogue?kind=dataset&licence=cc&text=digits": everyone,
+        "/members": logged_in, "/projects": logged_in,
+        "/datasets/north/digits": everyone,
+        "/datasets/north/digits/croissant.json": everyone,
+        "/datasets/north/secret": {"admin": 404, "alice": 200, "bob": 404, None: 404},  # private: its owner
+        "/datasets/south/inner": {"admin": 200, "alice": 200, "bob": 200, None: 404},  # members
+        f"/projects/{site.project_id}": logged_in,
+        f"/models/{site.released_id}": everyone,
+        f"/models/{site.trained_id}": participants,
+        f"/models/{site.released_id}/weights": participants,  # the data's download rights: nobody else
+        f"/models/{site.trained_id}/weights": participants,
+        "/models?status=trained": everyone,
+    }
+
+
+def api_twins(site: Site) -> dict[str, str]:
+    """Pages and the API route that answers the same question."""
+    twins = {f"/datasets/{ref}": f"/api/datasets/{ref}"
+             for ref in ("north/digits", "north/secret", "south/inner")}
+    for model in (site.released_id, site.trained_id):
+        twins |= {f"/models/{model}": f"/api/models/{model}",
+                  f"/models/{model}/weights": f"/api/models/{model}/weights"}
+    return twins
+
+
+@pytest.mark.parametrize("who", ["admin", "alice", "bob", None])
+def test_every_page_renders_for_each_caller(site: Site, who: str | None) -> None:
+    client = site.client(who)
+    api = TestClient(site.app, headers={"Authorization": f"Bearer {site.tokens[who]}"} if who else {})
+    for path, expected in pages(site).items():
+        response = client.get(path)
+        assert response.status_code == expected[who], (path, who, response.text[:500])
+        if path in api_twins(site):
+            assert api.get(api_twins(site)[path]).status_code == response.status_code, path
+        if response.headers.get("content-type", "").startswith("text/html"):
+            assert "<main id=\"main\"" in response.text and "Skip to content" in response.text
+            assert response.headers["content-security-policy"].startswith("default-src 'self'")
+
+
+def test_proposal_page_shows_votes_missing_and_is_hidden_from_outsiders(site: Site) -> None:
+    project = site.client("alice").get(f"/projects/{site.project_id}").text
+    proposal = re.search(r'href="/proposals/(\d+)"', project)
+    path = f"/proposals/{proposal.group(1)}"
+    shown = site.client("bob").get(path)
+    assert shown.status_code == 200 and "Still missing" in shown.text and "north, south" in shown.text
+    assert site.client(None).get(path).status_code == 303
+
+
+def test_anonymous_visitor_sees_what_the_api_shows_anonymous_callers(site: Site) -> None:
+    client = site.client(None)
+    api = {f"/datasets/{c['org']}/{c['name']}" for c in client.get("/api/datasets").json()}
+    shown = set(re.findall(r'href="(/datasets/[^"/]+/[^"/]+)"', client.get("/catalogue").text))
+    assert shown == api == {"/datasets/north/digits", "/datasets/south/data"}
+    api_models = {m["id"] for m in client.get("/api/models").json()}
+    shown_models = {int(i) for i in re.findall(r'href="/models/(\d+)"', client.get("/models").text)}
+    assert shown_models == api_models == {site.released_id}
+
+
+def test_the_model_page_offers_the_weights_only_where_the_rights_allow(site: Site) -> None:
+    path = f"/models/{site.released_id}"
+    anonymous, alice = site.client(None).get(path).text, site.client("alice").get(path).text
+    for html in (anonymous, alice):
+        assert "Licence obligations" in html and "attribution" in html and "CC-BY-4.0" in html
+    assert f'href="{path}/weights"' in alice and f'href="{path}/weights"' not in anonymous
+    assert "do not include downloading" in anonymous
+
+
+def test_a_forbidden_card_reads_exactly_as_a_missing_one(site: Site) -> None:
+    client = site.client("bob")
+    hidden = client.get("/datasets/north/secret")
+    missing = client.get("/datasets/north/nothing")
+    assert hidden.status_code == missing.status_code == 404
+    assert hidden.text.replace("secret", "X") == missing.text.replace("nothing", "X")
+
+
+@pytest.mark.parametrize("path", ["/models/0", "/models/abc", "/projects/99999999999", "/datasets/North/x"])
+def test_a_malformed_address_is_a_404_page(site: Site, path: str) -> None:
+    response = site.client("alice").get(path)
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith("text/html") and "Not found" in response.text
+
+
+def test_user_text_is_escaped(site: Site) -> None:
+    client = site.client("alice")
+    for path in ("/datasets/north/digits", "/catalogue", f"/projects/{site.project_id}",
+                 f"/models/{site.released_id}"):
+        html = client.get(path).text
+        assert "&lt;script&gt;alert(" in html, path
+        assert "<script>" not in html, path
+
+
+def test_login_sets_a_strict_httponly_cookie_without_the_token(site: Site) -> None:
+    client = TestClient(site.app, follow_redirects=False)
+    response = log_in(client, site.tokens["alice"], next_page="/members")
+    assert response.status_code == 303 and response.headers["location"] == "/members"
+    cookie = response.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and site.tokens["alice"] not in cookie
+    assert "alice (north)" in client.get("/members").text
+
+
+@pytest.mark.parametrize(("token", "status", "message"), [
+    ("", 422, "Enter your API token."),
+    ("csm_not-a-real-token", 401, "API token is not valid"),
+    ("x" * 300, 422, "at most 200 characters"),
+])
+def test_a_bad_login_says_why_next_to_the_field_and_logs_nobody_in(site: Site, token: str, status: int,
+                                                                   message: str) -> None:
+    client = TestClient(site.app, follow_redirects=False)
+    response = log_in(client, token)
+    assert response.status_code == status
+    assert 'id="token-error"' in response.text and message in response.text
+    assert 'aria-describedby="token-error"' in response.text
+    assert client.get("/members").status_code == 303
+
+
+def test_an_open_redirect_after_login_goes_home(site: Site) -> None:
+    client = TestClient(site.app, follow_redirects=False)
+    assert log_in(client, site.tokens["alice"], next_page="//evil.example").headers["location"] == "/"
+
+
+def test_posts_without_the_csrf_token_are_refused_and_change_nothing(site: Site) -> None:
+    client = site.client("alice")
+    sessions = len(site.app.state.hub.web)
+    for data in ({}, {"csrf": "forged"}):
+        assert client.post("/logout", data=data).status_code == 403
+        assert client.get("/members").status_code == 200  # still logged in
+        refused = client.post("/login", data={**data, "token": site.tokens["bob"]})
+        assert refused.status_code == 403 and "CSRF" in refused.text
+        assert "alice (north)" in client.get("/members").text  # not bob
+    assert len(site.app.state.hub.web) == sessions
+
+
+def test_logout_ends_the_session(site: Site) -> None:
+    client = site.client("alice")
+    cookie = client.cookies.get("consortium_session")
+    home = client.get("/")
+    assert client.post("/logout", data={"csrf": csrf_of(home.text)}).status_code == 303
+    stale = TestClient(site.app, follow_redirects=False, cookies={"consortium_session": cookie})
+    assert stale.get("/members").status_code == 303
+
+
+def test_a_revoked_token_ends_its_sessions(site: Site) -> None:
+    admin = Principal("user", "admin", Role.admin, None, None)
+    with site.app.state.hub.sessions() as session:
+        body = UserCreate(name="carol", role=Role.steward, org="south")
+        _, token = identity.create_user(session, admin, body)
+    client = TestClient(site.app, follow_redirects=False)
+    assert log_in(client, token).status_code == 303
+    assert client.get("/members").status_code == 200
+    with site.app.state.hub.sessions() as session:
+        session.query(User).filter(User.name == "carol").one().active = False
+        session.commit()
+    assert client.get("/members").status_code == 303
