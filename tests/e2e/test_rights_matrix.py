@@ -19,7 +19,6 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -28,13 +27,11 @@ import pytest
 
 from consortium import crypto
 from consortium.client import HubClient
-from consortium.hub.db.models import Model
-from consortium.hub.db.session import make_engine, session_factory
 from consortium.launch import Process, start_hub, start_node
 from consortium.node import actions
 from consortium.node.environments import prepare_environment
 from consortium.protocol import SAFETENSORS_MEDIA_TYPE
-from consortium.scenario import ORGS, DigitsConsortium, approve_as, digits_spec, provision_digits
+from consortium.scenario import ORGS, DigitsConsortium, approve_as, digits_spec, provision_digits, vote_as
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 NORTH, SOUTH, EAST = ORGS
@@ -188,19 +185,22 @@ def grant_json(grant: str | tuple[str, ...]) -> str | list[str]:
     return list(grant) if isinstance(grant, tuple) else grant
 
 
-def release(db_url: str, model_id: int, decision: Release) -> None:
-    """What a passed ``release_model`` proposal writes on the model."""
-    engine = make_engine(db_url)
-    try:
-        with session_factory(engine)() as session:
-            model = session.get(Model, model_id)
-            model.status, model.visibility = "released", decision.visibility
-            model.process_grant = grant_json(decision.process)
-            model.download_grant = grant_json(decision.download)
-            model.released_at = datetime.now(UTC)
-            session.commit()
-    finally:
-        engine.dispose()
+def release(consortium: DigitsConsortium, hub_url: str, model_id: int, decision: Release) -> None:
+    """Release the model as the consortium does: north proposes, every member votes yes (the data owners
+    north and south hold a veto), and the hub's effect writes the decision."""
+    download = decision.download != "nobody"
+    with consortium.org_client(NORTH) as north:
+        licence = north.model(model_id)["license"]
+        proposal = north.propose_release(model_id, licence, visibility=decision.visibility, download=download,
+                                         process=decision.process != "nobody")
+    for org in ORGS:
+        with consortium.org_client(NORTH) as north:
+            if north.proposal(proposal["id"])["status"] != "open":
+                break
+        vote_as(consortium.org_dirs[org], hub_url, proposal["id"], "yes")
+    with consortium.org_client(NORTH) as north:
+        model = north.model(model_id)
+    assert (model["status"], model["visibility"]) == ("released", decision.visibility), model
 
 
 def make_callers(hub, org_dirs: dict[str, Path]) -> list[Caller]:
@@ -215,7 +215,9 @@ def make_callers(hub, org_dirs: dict[str, Path]) -> list[Caller]:
 
 
 RELEASES = [None, Release("public", "members", "everyone"), Release("members", "members", "nobody"),
-            Release("public", "members", "members")]
+            Release("members", "members", "members")]
+"""A trained model and three releases, as a release proposal can ask: a public release's download grant is
+everyone's, a members release's the members'."""
 
 
 @pytest.fixture(scope="module")
@@ -269,7 +271,7 @@ def world(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
             node.stop()
         for model_id, decision in models.items():
             if decision is not None:
-                release(module_db_url, model_id, decision)
+                release(consortium, hub.url, model_id, decision)
         callers = make_callers(hub, consortium.org_dirs)
         with httpx.Client(base_url=hub.url, trust_env=False, timeout=30.0) as http:
             yield World(hub.url, callers, sources, {NORTH, SOUTH}, project["id"], run_id, models, params, tag,

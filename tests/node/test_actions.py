@@ -15,13 +15,14 @@ CARD = {"model": "p/run-1", "datasets": [{"ref": "north/digits", "license": "CC-
 class ServedModel:
     """The one hub answer the check reads: ``GET /api/models/{id}`` (or its 404)."""
 
-    def __init__(self, card: dict | None, params_sha256: str = "a" * 64) -> None:
-        self.card, self.params_sha256 = card, params_sha256
+    def __init__(self, card: dict | None, params_sha256: str = "a" * 64, status: str = "trained") -> None:
+        self.card, self.params_sha256, self.status = card, params_sha256, status
 
     def model(self, model_id: int) -> dict:
         if self.card is None:
             raise HubError(404, f"no model {model_id}")
-        return {"id": model_id, "card": self.card, "params_sha256": self.params_sha256}
+        return {"id": model_id, "card": self.card, "params_sha256": self.params_sha256, "status": self.status,
+                "release_proposal_id": 3 if self.status == "released" else None}
 
 
 def subject(**changes) -> dict:
@@ -43,6 +44,7 @@ def test_a_model_the_voter_may_not_see_is_voted_on_its_subject_alone() -> None:
     (ServedModel(CARD), {"licence": "CC0-1.0"}, "conflicts with the model's data"),
     (ServedModel(CARD), {"commercial": True}, "conflicts with the model's data"),
     (ServedModel(CARD), {"licence": "NOT-A-LICENCE"}, "cannot be read"),
+    (ServedModel(CARD, status="released"), {}, "released already"),
 ])
 def test_a_changed_model_or_a_licence_the_data_forbids_is_not_voted_for(served, changes, words) -> None:
     with pytest.raises(VoteError, match=words):

@@ -83,6 +83,9 @@ def check_release_subject(client: HubClient, subject: dict) -> None:
         if exc.status_code == 404:
             return
         raise
+    if model.get("status") == "released":
+        raise VoteError(f"model {subject['model_id']} is released already (proposal "
+                        f"{model.get('release_proposal_id')}); not voting")
     if crypto.sha256_hex(crypto.canonical_json(model["card"])) != subject["card_sha256"] \
             or model["params_sha256"] != subject["params_sha256"]:
         raise VoteError(f"model {subject['model_id']} is not the one the release proposal binds (its card or "

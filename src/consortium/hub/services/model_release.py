@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from consortium.governance.decisions import ProposalStatus
-from consortium.governance.permissions import MEMBERS, NOBODY
+from consortium.governance.permissions import EVERYONE, MEMBERS, NOBODY, Grant
 from consortium.governance.policy import ProposalKind
 from consortium.governance.wire import ProposalCreate
 from consortium.hub.db.models import Model, Proposal
@@ -44,18 +44,24 @@ def open_release(session: Session, model_id: int | None) -> Proposal | None:
         Proposal.status == ProposalStatus.open.value))
 
 
+def _audience(visibility: Visibility) -> Grant:
+    """Who may download a model released with ``download``: whoever sees it (a public model: anyone)."""
+    return EVERYONE if visibility == Visibility.public else MEMBERS
+
+
 def release_subject(model: Model, body: ProposalCreate, licence: str) -> dict[str, Any]:
     """What a vote to release binds: the model as it is, the licence and the rights asked for."""
     download = bool(body.download)
     process = download if body.process is None else body.process
+    visibility = body.visibility or Visibility.members
     return {
         "model_id": model.id, "project_id": model.project_id, "project": model.project.name,
         "version": model.version, "params_sha256": model.params_sha256,
         "card_sha256": card_sha256(model.card),
         "licence": licence, "commercial": body.commercial,
-        "visibility": (body.visibility or Visibility.members).value,
+        "visibility": visibility.value,
         "process": (MEMBERS if process else NOBODY).dump(),
-        "download": (MEMBERS if download else NOBODY).dump(),
+        "download": (_audience(visibility) if download else NOBODY).dump(),
         "reason": body.reason,
     }
 
