@@ -11,6 +11,7 @@ import torch
 from consortium.fl.core import FLError
 from consortium.sim.engines.factory import make_engine
 from consortium.sim.simulation import Simulation
+from consortium.sim.runner import simulate
 from consortium.sim.spec import parse_spec
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -19,16 +20,6 @@ MLP = {
     "algorithm": {"name": "classifier", "hyperparameters": {"layers": [64, 32, 10], "lr": 0.05}},
     "rounds": 10,
 }
-
-
-def simulate(spec: dict, **overrides):
-    project, settings = parse_spec(spec, overrides)
-    simulation = Simulation(project, settings)
-    engine = make_engine(settings.engine, simulation.setup, settings)
-    try:
-        return simulation.run(engine)
-    finally:
-        engine.close()
 
 
 def max_difference(a: dict, b: dict) -> float:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from consortium.fl.core import FLError
-from consortium.sim.engines.factory import make_engine
 from consortium.sim.simulation import Simulation
+from consortium.sim.runner import simulate
 from consortium.sim.spec import parse_spec
 
 MLP = {
@@ -15,16 +15,6 @@ MLP = {
     "algorithm": {"name": "classifier", "hyperparameters": {"layers": [64, 16, 10], "lr": 0.05}},
     "rounds": 3,
 }
-
-
-def simulate(spec: dict, **overrides):
-    project, settings = parse_spec(spec, overrides)
-    simulation = Simulation(project, settings)
-    engine = make_engine(settings.engine, simulation.setup, settings)
-    try:
-        return simulation.run(engine)
-    finally:
-        engine.close()
 
 
 def max_difference(a: dict, b: dict) -> float:

@@ -11,11 +11,23 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from consortium.sim.engines.factory import make_engine
 from consortium.sim.outputs import summary, write_csv, write_json, write_model
 from consortium.sim.simulation import RoundRecord, SimResult, Simulation
-from consortium.sim.spec import load_spec
+from consortium.sim.spec import load_spec, parse_spec
 
 
 def _headline(metrics: dict[str, float]) -> str:
     return "  ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()))
+
+
+def simulate(raw: dict[str, Any], **overrides: Any) -> SimResult:
+    """Run a spec given as a dict (simulation settings in ``overrides``: clients, engine, partition...) with
+    no console and no files: the programmatic form of `consortium sim run`. FLError for bad input."""
+    project, settings = parse_spec(raw, overrides)
+    simulation = Simulation(project, settings)
+    engine = make_engine(settings.engine, simulation.setup, settings)
+    try:
+        return simulation.run(engine)
+    finally:
+        engine.close()
 
 
 def run_simulation(
