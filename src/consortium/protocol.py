@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from consortium.privacy_wire import PrivacySpec
+from consortium.privacy_wire import PrivacySpec, SecureAggregationSpec
 
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
@@ -217,6 +217,8 @@ class StrategySpec(Wire):
         exclude_if=lambda value: value is None,
         description="how the global params move towards the aggregate; none means they are replaced by it",
     )
+    secure_aggregation: SecureAggregationSpec | None = Field(default=None, exclude_if=lambda value: value is None,
+                                                             description="SecAgg+; none: updates go in clear")
 
 
 class ProjectCreate(Wire):
@@ -341,6 +343,8 @@ class RoundMetrics(Wire):
         description="metrics left out because they came out NaN or infinite, as 'test.loss', "
         "'train.train_loss' or 'federated_eval.accuracy'",
     )
+    secure_aggregation: dict[str, Any] | None = Field(default=None, exclude_if=lambda value: value is None,
+                                                      description="SecAgg: threshold, survivors per stage")
 
 
 class RunProgress(Wire):
