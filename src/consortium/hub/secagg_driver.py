@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -78,18 +78,22 @@ class SecureRounds:
         try:
             setup = plan_round(self.spec, phase.round_id, sorted(by_client), length, self.plan.spec.seed)
             summary["threshold"], summary["bits"] = setup.config.threshold, setup.bits
+            deadline = self._deadline()
             secagg_round.start(setup)
             server = secagg_round.server
             for stage, close, published in (("advertise_keys", server.close_advertise, "keys"),
                                             ("share_keys", server.close_share_keys, "shares"),
                                             ("masked_input", server.close_masked_input, "unmask"),
                                             ("unmask", server.close_unmask, None)):
-                self._wait(secagg_round, stage, expected)
-                arrived = secagg_round.arrived(stage)
-                summary["survived"][stage] = len(arrived)
-                if expected - arrived:
-                    summary["dropped_at"][stage] = sorted(by_client[c][0].ref for c in expected - arrived)
-                result = secagg_round.close(close)
+                self._wait(secagg_round, stage, expected, deadline)
+                try:
+                    result = secagg_round.close(close)
+                finally:  # what the stage closed with (a message racing the close is refused, or counted)
+                    arrived = secagg_round.arrived(stage)
+                    summary["survived"][stage] = len(arrived)
+                    if expected - arrived:
+                        summary["dropped_at"][stage] = sorted(by_client[c][0].ref for c in expected - arrived)
+                deadline = self._deadline()  # a stage's time starts before its input is published
                 if published is not None:
                     secagg_round.publish(published, result)
                 expected = set(server.survivors) if stage == "masked_input" else arrived
@@ -101,9 +105,11 @@ class SecureRounds:
         dropped = [p for p, a in done if str(a.task_id) not in server.survivors]
         return Secured(survivors, dropped, aggregate, summary)
 
-    def _wait(self, secagg_round: SecAggRound, stage: str, expected: set[str]) -> None:
-        """Until every expected message of ``stage`` is in or the stage's deadline (hub clock) passes."""
-        deadline = self.state.clock() + timedelta(seconds=self.spec.stage_timeout_s)
+    def _deadline(self) -> datetime:
+        return self.state.clock() + timedelta(seconds=self.spec.stage_timeout_s)
+
+    def _wait(self, secagg_round: SecAggRound, stage: str, expected: set[str], deadline: datetime) -> None:
+        """Until every expected message of ``stage`` is in or its ``deadline`` (hub clock) passes."""
         while True:
             remaining = (deadline - self.state.clock()).total_seconds()
             if secagg_round.wait(stage, expected, min(remaining, self.state.recheck_s)):
