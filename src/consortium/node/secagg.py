@@ -64,6 +64,8 @@ class SecAggSession:
         """Take part with ``delta``; what happened, in words (the round's sum is the hub's to compute)."""
         try:
             setup = self._read("setup", RoundSetup)
+            log.info("task %s: secure aggregation of round %s among %d nodes, threshold %d", self.task.id,
+                     setup.config.round, len(setup.config.clients), setup.config.threshold)
             client = SecAggClient(setup.config, str(self.task.id))
             vector = setup.quantiser().quantise(flatten(delta))
             self._post("advertise_keys", client.advertise())
