@@ -383,3 +383,28 @@ def test_distributed_noise_runs_under_secure_aggregation(hub_for) -> None:
     hub = hub_for(spec(privacy))
     nodes = play(hub, {})
     check_round(hub, nodes, list(ORGS))
+
+
+def test_a_driver_that_stops_mid_round_leaves_no_round_open(hub_for) -> None:
+    hub = hub_for(spec())
+    hub.thread.start()
+    registered = until(lambda: dict(hub.state.secagg), "the fit phase's round registered")
+    assert len(registered) == len(ORGS) and len(set(map(id, registered.values()))) == 1
+    (secagg_round,) = set(registered.values())
+    hub.stop.set()  # the hub shuts down while the nodes train
+    hub.thread.join(GUARD_S)
+    assert hub.run_row().status == "running" and hub.state.secagg == {}
+    with pytest.raises(LookupError, match="driver stopped"):
+        secagg_round.read(next(iter(registered)), "setup")
+
+
+def test_a_round_in_which_nobody_trained_is_recorded_as_aborted(hub_for) -> None:
+    hub = hub_for(spec())
+    hub.thread.start()
+    until(lambda: dict(hub.state.secagg), "the fit phase's round registered")
+    hub.clock.advance(1001)  # every task is dropped
+    hub.thread.join(GUARD_S)
+    run = hub.run_row()
+    assert run.status == "failed" and "0 of the required min_nodes=2" in run.error and hub.state.secagg == {}
+    (aborted,) = hub.ledger("round.secagg_aborted")
+    assert aborted["secure_aggregation"]["nodes"] == 0

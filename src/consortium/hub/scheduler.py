@@ -53,9 +53,8 @@ class RunDriver:
     """Drives one run to completion (or failure) from whatever its last checkpoint is."""
 
     def __init__(self, state: HubState, run_id: int, stop: threading.Event) -> None:
-        self.state = state
-        self.run_id = run_id
-        self.stop = stop
+        self.state, self.run_id, self.stop = state, run_id, stop
+        self.secure: SecureRounds | None = None
         self.dropped_at: dict[int, float] = {}
         self.staged: list[str] = []
         """Digests of params staged in the blob store and not yet persisted."""
@@ -76,6 +75,8 @@ class RunDriver:
             self.state.board.withdraw_run(self.run_id)
             self.state.run_rules.pop(self.run_id, None)
             self.state.live.pop(self.run_id, None)
+            if self.secure is not None:
+                self.secure.forget()
             self._persist_staged()
 
     # ------------------------------------------------------------------------------------------ setup

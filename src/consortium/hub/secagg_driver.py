@@ -49,25 +49,38 @@ class SecureRounds:
         assert spec is not None
         self.state, self.stop, self.plan, self.spec = state, stop, plan, spec
         self.run_id, self.project_id = run_id, project_id
+        self.open: dict[int, SecAggRound] = {}
+        """The registered rounds not closed yet, by round id."""
 
     def expect(self, phase: OpenPhase) -> None:
         """Register a fit phase's round, so that nodes done training early find it."""
         if phase.kind != TaskKind.fit:
             return
         members = {task_id: p.org_id for task_id, p in phase.participants.items()}
-        secagg_round = SecAggRound(phase.round_id, members, self.state.broker.notify)
+        secagg_round = self.open[phase.round_id] = SecAggRound(phase.round_id, members, self.state.broker.notify)
         for task_id in members:
             self.state.secagg[task_id] = secagg_round
 
     def close(self, phase: OpenPhase, done: list[tuple[Participant, Answer]], params: Params) -> Secured:
         """Run the four stages with the nodes of ``done`` and aggregate (see the module)."""
-        secagg_round = self.state.secagg[next(iter(phase.participants))]
+        secagg_round = self.open.get(phase.round_id)
+        if secagg_round is None:
+            return Secured([], [p for p, _ in done], None, {"nodes": len(done)}, "no secure aggregation was open")
         try:
             return self._run(secagg_round, phase, done, params)
         finally:
-            secagg_round.end(f"round {phase.number}'s secure aggregation is over")
-            for task_id in phase.participants:
-                self.state.secagg.pop(task_id, None)
+            self._end(secagg_round, f"round {phase.number}'s secure aggregation is over")
+
+    def forget(self) -> None:
+        """End every round still registered (the driver stops): their nodes' long polls answer 410."""
+        for secagg_round in list(self.open.values()):
+            self._end(secagg_round, "the run's driver stopped")
+
+    def _end(self, secagg_round: SecAggRound, why: str) -> None:
+        secagg_round.end(why)
+        self.open.pop(secagg_round.round_id, None)
+        for task_id in secagg_round.members:
+            self.state.secagg.pop(task_id, None)
 
     def _run(self, secagg_round: SecAggRound, phase: OpenPhase, done: list[tuple[Participant, Answer]],
              params: Params) -> Secured:
