@@ -359,7 +359,8 @@ def test_bad_messages_are_refused_by_name_and_the_round_goes_on(hub_for) -> None
     # the replay is refused as such while its stage is open, as out of stage once the driver closed it
     assert len(kinds) == 12 and kinds.count(WrongRound) == 4 and kinds.count(MalformedMessage) == 4
     assert set(kinds) - {WrongRound, MalformedMessage} <= {ReplayedMessage, WrongStage}
-    assert len(hub.first_round().metrics["secure_aggregation"]["refused"]) == 12
+    summary = hub.first_round().metrics["secure_aggregation"]
+    assert len(summary["refused"]) == summary["refusals"] == 12
 
 
 def test_a_round_refuses_a_replayed_or_misaddressed_message() -> None:
@@ -376,6 +377,10 @@ def test_a_round_refuses_a_replayed_or_misaddressed_message() -> None:
     with pytest.raises(WrongStage, match="posted as 'share_keys'"):
         secagg_round.receive(7, "share_keys", message)
     assert secagg_round.arrived("advertise_keys") == {"7"} and len(secagg_round.refused) == 3
+    for _ in range(40):
+        with pytest.raises(ReplayedMessage):
+            secagg_round.receive(7, "advertise_keys", message)
+    assert secagg_round.refusals == 43 and len(secagg_round.refused) == 32
 
 
 def test_distributed_noise_runs_under_secure_aggregation(hub_for) -> None:

@@ -24,6 +24,8 @@ POSTED_STAGES = ("advertise_keys", "share_keys", "masked_input", "unmask")
 READ_STAGES = ("setup", "keys", "shares", "unmask")
 """What a node reads, in order (the path's last part on GET): each becomes readable when the stage before
 it closes."""
+MAX_NOTED_REFUSALS = 32
+"""How many refused messages a round notes by name (their count is kept beyond that)."""
 SETUP_BYTES = 256 * 1024
 """Bound on a message's JSON besides its masked vector (keys, sealed shares, revealed shares)."""
 
@@ -46,7 +48,8 @@ class SecAggRound:
         self.ended: str | None = None
         """Why the round takes no more messages (closed, aborted); None while it runs."""
         self.refused: list[str] = []
-        """Problems of the messages refused, for the round's ledger entry."""
+        """Problems of the messages refused (the first :data:`MAX_NOTED_REFUSALS`), for the ledger entry."""
+        self.refusals = 0
 
     def org_of(self, task_id: int) -> int | None:
         return self.members.get(task_id)
@@ -105,7 +108,9 @@ class SecAggRound:
                 self._changed.notify_all()
         except MessageError as exc:
             with self._changed:
-                self.refused.append(f"task {task_id}: {exc}"[:300])
+                self.refusals += 1
+                if len(self.refused) < MAX_NOTED_REFUSALS:
+                    self.refused.append(f"task {task_id}: {exc}"[:300])
             raise
 
     def arrived(self, stage: str) -> set[str]:

@@ -113,7 +113,7 @@ class SecureRounds:
         except SecAggAborted as exc:
             return self._aborted(phase, done, summary, secagg_round, str(exc))
         survivors = [by_client[c] for c in server.survivors]
-        summary["refused"] = secagg_round.refused
+        summary.update(refused=secagg_round.refused, refusals=secagg_round.refusals)
         aggregate = self._aggregate(setup, result, survivors, params)
         dropped = [p for p, a in done if str(a.task_id) not in server.survivors]
         return Secured(survivors, dropped, aggregate, summary)
@@ -143,7 +143,7 @@ class SecureRounds:
 
     def _aborted(self, phase: OpenPhase, done: list[tuple[Participant, Answer]], summary: dict[str, Any],
                  secagg_round: SecAggRound, why: str) -> Secured:
-        summary.update(aborted=why, refused=secagg_round.refused)
+        summary.update(aborted=why, refused=secagg_round.refused, refusals=secagg_round.refusals)
         with self.state.sessions() as session:
             ledger.record(session, "round.secagg_aborted", "hub",
                           {"run_id": self.run_id, "round": phase.number, "secure_aggregation": summary},
