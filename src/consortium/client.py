@@ -342,6 +342,17 @@ class HubClient:
     def post_result(self, task_id: int, result: TaskResult) -> None:
         self.request("POST", f"/api/node/tasks/{task_id}/result", json=result.model_dump())
 
+    def secagg_read(self, task_id: int, stage: str, wait: float) -> bytes | None:
+        """Long-poll what the hub published for this node's task at a SecAgg stage; None after ``wait``."""
+        response = self.request("GET", f"/api/node/secagg/{task_id}/{stage}", params={"wait": wait},
+                                timeout=wait + 30.0)
+        return None if response.status_code == 204 else response.content
+
+    def secagg_post(self, task_id: int, stage: str, body: bytes) -> None:
+        """Send this node's message of a SecAgg stage (JSON)."""
+        self.request("POST", f"/api/node/secagg/{task_id}/{stage}", content=body,
+                     headers={"Content-Type": "application/json"})
+
     def post_refusal(self, task_id: int, reason: str) -> None:
         self.request("POST", f"/api/node/tasks/{task_id}/refusal", json=TaskRefusal(reason=reason).model_dump())
 

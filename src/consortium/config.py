@@ -89,7 +89,9 @@ class NodeSettings:
     - ``enrol_token``: ``--enrol-token``, else ``CONSORTIUM_ENROL_TOKEN`` (one-time; enrol before polling);
     - ``witness_every_s``: ``--witness-every``, else ``CONSORTIUM_WITNESS_EVERY`` (seconds between checks and
       cosignatures of the hub's ledger checkpoint, at least 0.05, default 10);
-    - ``torch_threads``: ``CONSORTIUM_TORCH_THREADS`` (default 1).
+    - ``torch_threads``: ``CONSORTIUM_TORCH_THREADS`` (default 1);
+    - ``secagg_halt_before``: ``CONSORTIUM_SECAGG_HALT_BEFORE`` (fault injection for tests: a SecAgg stage;
+      the node halts just before sending that stage's message, as a node that crashed there would).
 
     The node's HTTP client verifies TLS against httpx's default CA bundle (there is no CA-file setting yet).
     """
@@ -102,6 +104,7 @@ class NodeSettings:
     witness_every_s: float = DEFAULT_WITNESS_EVERY_S
     """How often the node's ledger witness checks and cosigns the hub's newest checkpoint."""
     torch_threads: int = 1
+    secagg_halt_before: str | None = None
 
     @classmethod
     def from_args(
@@ -134,7 +137,8 @@ class NodeSettings:
             raise ValueError(f"--witness-every (or CONSORTIUM_WITNESS_EVERY) must be at least 0.05 s, got {witness:g}")
         return cls(hub_url=hub, org_dir=Path(directory).resolve(), poll_wait_s=wait,
                    enrol_token=enrol_token or os.environ.get("CONSORTIUM_ENROL_TOKEN") or None,
-                   witness_every_s=witness, torch_threads=torch_threads())
+                   witness_every_s=witness, torch_threads=torch_threads(),
+                   secagg_halt_before=os.environ.get("CONSORTIUM_SECAGG_HALT_BEFORE") or None)
 
 
 def _number(variable: str, default: float) -> float:

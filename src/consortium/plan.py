@@ -28,6 +28,7 @@ from consortium.fl.core import (
     weighted_metrics,
 )
 from consortium.fl.privacy import spec as privacy_spec
+from consortium.fl.privacy.secagg import setup as secagg_setup
 from consortium.fl.privacy.spec import DpPlan
 from consortium.fl.registry import (
     get_algorithm,
@@ -111,6 +112,10 @@ class RunPlan:
                      else "strategy.server_optimizer.name")
             optimizer = _resolved(where, lambda: get_server_optimizer(chosen.name, **chosen.options))
         plan = cls(spec, algorithm, hp, name, strategy, optimizer)
+        if spec.strategy.secure_aggregation is not None:
+            secagg_setup.check_spec(spec.strategy.secure_aggregation, len(spec.datasets or spec.environments),
+                                    name, bool(getattr(strategy, "linear", False)), plan.uses_scaffold,
+                                    spec.privacy.noise if spec.privacy else None)
         if spec.privacy is not None:
             plan = plan.sampled(1.0, len(spec.datasets or spec.environments))
         return plan.knowing(num_features, clients)
@@ -122,7 +127,7 @@ class RunPlan:
         if privacy is None:
             return self
         privacy_spec.check_strategy(privacy, self.strategy_name, bool(getattr(self.strategy, "linear", False)),
-                                    self.uses_scaffold)
+                                    self.uses_scaffold, self.secure)
         return replace(self, privacy=privacy_spec.resolve(privacy, self.spec.rounds, sampling_rate, population))
 
     def knowing(self, num_features: int | None, clients: int | None) -> RunPlan:
@@ -130,6 +135,11 @@ class RunPlan:
         if clients is not None and clients < 1:
             raise FLError(f"datasets: a run needs at least one data source, got {clients}")
         return replace(self, num_features=num_features, clients=clients)
+
+    @property
+    def secure(self) -> bool:
+        """True when updates are summed under secure aggregation (each then counts once in the mean)."""
+        return self.spec.strategy.secure_aggregation is not None
 
     @property
     def uses_scaffold(self) -> bool:
@@ -182,6 +192,8 @@ class RunPlan:
         examples = sum(u.num_examples for u in updates)
         if self.privacy is not None:
             updates = self.privacy.server_updates(params, updates)
+        elif self.secure:
+            updates = [replace(u, num_examples=1) for u in updates]
         return RoundAggregate(self.strategy.aggregate(params, updates), train.metrics, examples, deltas)
 
     def noised(self, params: Params, aggregate: RoundAggregate, num_clients: int, round_number: int) -> RoundAggregate:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Wire(BaseModel):
@@ -62,3 +62,33 @@ class PrivacyCharge(_Wire):
 
     noise_multiplier: float = Field(gt=0, le=1e6)
     sampling_rate: float = Field(gt=0, le=1)
+
+
+class SecureAggregationSpec(_Wire):
+    """SecAgg+ (docs/privacy.md): the hub sees only masked vectors and their sum. Each node's update delta
+    is clipped per coordinate to ``[-clip_range, clip_range]`` and quantised to ``bits`` (derived from the
+    number of nodes when left out); every update counts once in the mean (the hub cannot weigh what it
+    cannot see)."""
+
+    threshold: int | None = Field(
+        default=None, ge=2, le=4096, exclude_if=lambda value: value is None,
+        description="t: the fewest nodes that must survive every stage; default: just over half the nodes",
+    )
+    threshold_fraction: float | None = Field(
+        default=None, gt=0.5, le=1.0, exclude_if=lambda value: value is None,
+        description="t as a fraction of the round's nodes (rounded up), instead of threshold",
+    )
+    neighbours: int | None = Field(
+        default=None, ge=2, le=4096, exclude_if=lambda value: value is None,
+        description="k of the SecAgg+ k-regular graph; none: every node masks with every other one",
+    )
+    clip_range: float = Field(gt=0, le=1e6, description="R: each delta coordinate is clipped to [-R, R]")
+    bits: int | None = Field(default=None, ge=1, le=32, exclude_if=lambda value: value is None,
+                             description="quantisation bits; default: the most that cannot overflow")
+    stage_timeout_s: float = Field(default=30.0, gt=0, le=3600, description="deadline of each of the 4 stages")
+
+    @model_validator(mode="after")
+    def _one_threshold(self) -> SecureAggregationSpec:
+        if self.threshold is not None and self.threshold_fraction is not None:
+            raise ValueError("give threshold or threshold_fraction, not both")
+        return self

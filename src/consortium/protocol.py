@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from consortium.privacy_wire import PrivacyBudgetSpec, PrivacySpec
+from consortium.privacy_wire import PrivacyBudgetSpec, PrivacySpec, SecureAggregationSpec
 
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
@@ -221,6 +221,8 @@ class StrategySpec(Wire):
         exclude_if=lambda value: value is None,
         description="how the global params move towards the aggregate; none means they are replaced by it",
     )
+    secure_aggregation: SecureAggregationSpec | None = Field(default=None, exclude_if=lambda value: value is None,
+                                                             description="SecAgg+; none: updates go in clear")
 
 
 class ProjectCreate(Wire):
@@ -345,6 +347,8 @@ class RoundMetrics(Wire):
         description="metrics left out because they came out NaN or infinite, as 'test.loss', "
         "'train.train_loss' or 'federated_eval.accuracy'",
     )
+    secure_aggregation: dict[str, Any] | None = Field(default=None, exclude_if=lambda value: value is None,
+                                                      description="SecAgg: threshold, survivors per stage")
 
 
 class RunProgress(Wire):
@@ -429,19 +433,3 @@ class ModelOut(Wire):
     visibility: Visibility | None = Field(default=None, description="set by the release")
     obligations: dict[str, Any] = Field(default_factory=dict,
                                         description="what the data's licences oblige the model to do")
-
-
-class ErrorOut(Wire):
-    detail: str
-
-
-class FieldError(Wire):
-    loc: list[str | int] = Field(description="where: 'body', 'path' or 'query', then the field's path")
-    msg: str
-    type: str
-
-
-class ValidationErrorOut(Wire):
-    """A 422: the service's reason, or the list of fields that did not validate."""
-
-    detail: str | list[FieldError]

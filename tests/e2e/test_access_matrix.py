@@ -44,6 +44,12 @@ NOT_OBJECT_SCOPED = {
     ("GET", "/api/health"): "liveness, code version, the hub's id (what votes name) and public key; "
                             "no member data",
     ("GET", "/api/me"): "the caller's own identity",
+    ("GET", "/api/node/secagg/{task_id}/{stage}"): "exists only while a SecAgg round runs (in memory); another "
+                                                   "org's task is a 404 like a missing one: tests/e2e/"
+                                                   "test_secagg_run.py",
+    ("POST", "/api/node/secagg/{task_id}/{stage}"): "exists only while a SecAgg round runs (in memory); another "
+                                                    "org's task is a 404 like a missing one: tests/e2e/"
+                                                    "test_secagg_run.py",
     ("POST", "/api/enrol"): "anonymous by design; a node proves itself with a one-time enrolment token",
     ("POST", "/api/datasets"): "registers a card of the caller's own org; names no other object",
     ("POST", "/api/environments"): "registers a card of the caller's own org; names no other object",

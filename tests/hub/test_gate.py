@@ -36,6 +36,8 @@ def scope(method: str, path: str) -> dict:
     ("POST", "/api/enrol", "enrolment"),
     ("GET", "/api/enrol", "enrolment"),  # a 405 for the route, but the route's limit all the same
     ("POST", "/api/node/tasks/3/update", "upload"),
+    ("POST", "/api/node/secagg/3/masked_input", "upload"),
+    ("GET", "/api/node/secagg/3/keys", "authenticated"),
     ("PUT", "/api/projects/3/test-set", "upload"),
     ("POST", "/api/projects", "authenticated"),
     ("GET", "/api/datasets/north/digits", "optional"),

@@ -55,6 +55,7 @@ def node(
                         hub_key=PinnedHubKey(settings.org_dir, client.health).key)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     agent = NodeAgent(client, registry, policy, poll_wait=settings.poll_wait_s,
+                      secagg_halt_before=settings.secagg_halt_before,
                       on_task=lambda t, outcome: logging.info("task %s (%s, run %s, round %s): %s",
                                                               t.id, t.kind.value, t.run_id, t.round, outcome))
     logging.info("node of %s polling %s", client.identity.org, settings.hub_url)

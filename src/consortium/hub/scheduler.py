@@ -1,21 +1,18 @@
 """The run scheduler: one driver thread per running run, a state machine persisted in the database.
 
 A round: open one fit task per active dataset, wait until every node answered or the round timeout passed
-(dropping the late ones), aggregate, open the next round's tasks (one short transaction; the nodes start on
+(dropping the late ones), aggregate (with secure aggregation: run its stages first, see
+:mod:`consortium.hub.secagg_driver`), open the next round's tasks (one short transaction; the nodes start on
 them at once), and then, while they compute, write the new params durably, evaluate them on the hub test set,
 and checkpoint params + metrics + ledger entry in a second transaction. Federated evaluation costs no extra
-phase: from round 2 on each fit task first evaluates the params it receives (the previous round's aggregate)
-on the node's validation split, and those metrics are stored on the previous round; only the last round's
-params get an evaluate-only phase. After a crash the driver abandons the unfinished rounds (the one in flight,
-and the one before it if its checkpoint had not committed) and replays from the last checkpoint; node seeds
-depend only on the project seed, the round and the dataset, so the replay computes exactly what the lost
-rounds would have.
+phase: from round 2 on each fit task first evaluates the params it receives on the node's validation split,
+and those metrics are stored on the previous round; only the last round's params get an evaluate-only phase.
+After a crash the driver abandons the unfinished rounds and replays from the last checkpoint; node seeds
+depend only on the project seed, the round and the dataset, so the replay computes what the lost rounds would.
 
-The driver's plain values (participants, phase plans, open phases, its exceptions) live in
-:mod:`consortium.hub.phases`; what it shares with the HTTP layer (``HubState``, the broker keys) in
-:mod:`consortium.hub.state`; its database statements in :mod:`consortium.hub.services.run_store`, and the
-model card of a finished run in :mod:`consortium.hub.services.models`; the ``Scheduler`` that starts and
-tracks the driver threads in :mod:`consortium.hub.drivers`.
+Plain values live in :mod:`consortium.hub.phases`, what the driver shares with the HTTP layer in
+:mod:`consortium.hub.state`, its statements in :mod:`consortium.hub.services.run_store`, the model card in
+:mod:`consortium.hub.services.models`, the threads in :mod:`consortium.hub.drivers`.
 """
 
 from __future__ import annotations
@@ -33,6 +30,7 @@ from consortium.fl.core import Evaluation, LocalData, Params, Update, derive_see
 from consortium.hub.db.models import Run
 from consortium.hub.live import Answer, LivePhase
 from consortium.hub.phases import OpenPhase, Participant, PhasePlan, RunFailed, StopRequested
+from consortium.hub.secagg_driver import SecureRounds
 from consortium.hub.services import ledger
 from consortium.hub.services.runs import AnswerRules
 from consortium.hub.services.task_messages import ProjectMessages
@@ -51,14 +49,12 @@ HAND_OUT_GRACE_S = 0.05
 """How long a driver waits for its new phase's tasks to be handed out before its own bookkeeping."""
 
 
-
 class RunDriver:
     """Drives one run to completion (or failure) from whatever its last checkpoint is."""
 
     def __init__(self, state: HubState, run_id: int, stop: threading.Event) -> None:
-        self.state = state
-        self.run_id = run_id
-        self.stop = stop
+        self.state, self.run_id, self.stop = state, run_id, stop
+        self.secure: SecureRounds | None = None
         self.dropped_at: dict[int, float] = {}
         self.staged: list[str] = []
         """Digests of params staged in the blob store and not yet persisted."""
@@ -79,6 +75,8 @@ class RunDriver:
             self.state.board.withdraw_run(self.run_id)
             self.state.run_rules.pop(self.run_id, None)
             self.state.live.pop(self.run_id, None)
+            if self.secure is not None:
+                self.secure.forget()
             self._persist_staged()
 
     # ------------------------------------------------------------------------------------------ setup
@@ -107,7 +105,9 @@ class RunDriver:
         self.state.run_rules[self.run_id] = AnswerRules(
             self.plan.algorithm, self.plan.hp, num_features,
             {p.dataset_id: AnswerRules.source(p.ref, kinds[p.dataset_id], p.rows) for p in self.participants},
-        )
+            self.plan.secure)
+        self.secure = (SecureRounds(self.state, self.stop, self.plan, self.run_id, self.project_id)
+                       if self.plan.secure else None)
         self.test_data = None
         if test_sha is not None:
             tensors = decode_tensors(self.state.blobs.get(test_sha))
@@ -154,12 +154,15 @@ class RunDriver:
         number = phase.number
         done, dropped = self._collect(phase)
         updates, previous_eval = self._updates(done)
-        if len(updates) < self.spec.min_nodes:
-            raise RunFailed(
-                f"round {number}: {len(updates)} of the required min_nodes={self.spec.min_nodes} nodes answered "
-                f"within round_timeout={self.spec.round_timeout}s"
-            )
-        aggregate = self.plan.noised(params, self.plan.aggregate(params, updates), len(updates), number)
+        secured = self.secure.close(phase, done, params) if self.secure is not None else None
+        if secured is not None:
+            done, dropped = secured.done, dropped + secured.dropped
+        if len(done) < self.spec.min_nodes:
+            why = f" ({secured.failure})" if secured is not None and secured.failure else ""
+            raise RunFailed(f"round {number}: {len(done)} of the required min_nodes={self.spec.min_nodes} nodes "
+                            f"answered within round_timeout={self.spec.round_timeout}s{why}")
+        aggregate = secured.aggregate if secured is not None else self.plan.noised(
+            params, self.plan.aggregate(params, updates), len(updates), number)
         server_state = self.state.cache.get(self.server_state_sha) if self.plan.stateful else {}
         new_params, server_state = self.plan.close_round(params, aggregate, server_state)
         if self.plan.stateful:
@@ -173,11 +176,9 @@ class RunDriver:
                 round=number,
                 participants=sorted(p.ref for p, _ in done),
                 dropped=sorted({p.ref for p in dropped}),
-                train=scores.train,
-                federated_eval={},
-                federated_eval_pending=True,
-                test=scores.test,
-                diverged=scores.diverged,
+                train=scores.train, federated_eval={}, federated_eval_pending=True,
+                test=scores.test, diverged=scores.diverged,
+                secure_aggregation=secured.summary if secured is not None else None,
                 params_sha256=new_sha,
                 opened_at=phase.opened_at,
                 wall_s=time.perf_counter() - phase.started,
@@ -259,6 +260,8 @@ class RunDriver:
         phase = OpenPhase(plan.number, plan.kind, opened.round_id, deadline, LivePhase(opened.task_ids),
                           dict(zip(opened.task_ids, participants, strict=True)), opened_at, started)
         self.state.live[self.run_id] = phase.live
+        if self.secure is not None:
+            self.secure.expect(phase)
         for row, message in self.messages.phase(
                 run_id=self.run_id, kind=plan.kind, round_number=plan.number, params_sha256=plan.params_sha,
                 task_ids=opened.task_ids, participants=participants, seeds=seeds):
@@ -400,6 +403,8 @@ class RunDriver:
             payload.update(participants=metrics.participants, dropped=metrics.dropped, test=metrics.test)
             if metrics.diverged:
                 payload["diverged"] = metrics.diverged
+            if metrics.secure_aggregation is not None:
+                payload["secure_aggregation"] = metrics.secure_aggregation
         events = []
         if previous_eval is not None:
             closed = self.last_closed[1] if self.last_closed and self.last_closed[0] == number - 1 else None

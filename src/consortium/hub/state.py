@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from consortium.hub.blobs import BlobStore
 from consortium.hub.events import Broker
 from consortium.hub.live import LivePhase, TaskBoard
+from consortium.hub.secagg import SecAggRound
 from consortium.hub.services.identity import KeyCache, TokenCache
 from consortium.hub.services.runs import AnswerRules
 from consortium.hub.tensor_cache import TensorCache
@@ -49,6 +50,8 @@ class HubState:
     """The open phase of each run a driver of this process is driving; handlers hand it their answers."""
     web: WebSessions = field(default_factory=WebSessions)
     """The web pages' login sessions (:mod:`consortium.hub.web.sessions`)."""
+    secagg: dict[int, SecAggRound] = field(default_factory=dict)
+    """The secure aggregation of each fit task's round, for the rounds this process's drivers run."""
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     """Hub time: round deadlines are set and checked on it (drivers, and the board handing tasks out)."""
     recheck_s: float = 1.0

@@ -10,15 +10,32 @@ from fastapi import Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from pydantic import Field
 
 from consortium import strict_json
-from consortium.protocol import INT32_MAX, INT64_MAX, NAME_PATTERN, ErrorOut, ValidationErrorOut
+from consortium.protocol import INT32_MAX, INT64_MAX, NAME_PATTERN, Wire
 
 Id = Annotated[int, Path(ge=1, le=INT32_MAX, description="a database id: 1 to 2^31 - 1")]
 """Every id in a path (ids are 32-bit integer columns)."""
 Name = Annotated[str, Path(pattern=NAME_PATTERN, description="an org, dataset or environment name")]
 AfterSeq = Annotated[int, Query(ge=0, le=INT64_MAX, description="only ledger entries after this seq")]
 AfterRound = Annotated[int, Query(ge=0, le=INT32_MAX, description="only rounds after this one")]
+
+
+class ErrorOut(Wire):
+    detail: str
+
+
+class FieldError(Wire):
+    loc: list[str | int] = Field(description="where: 'body', 'path' or 'query', then the field's path")
+    msg: str
+    type: str
+
+
+class ValidationErrorOut(Wire):
+    """A 422: the service's reason, or the list of fields that did not validate."""
+
+    detail: str | list[FieldError]
 
 
 class StrictJSONRequest(Request):

@@ -20,6 +20,7 @@ from consortium.fl.environments import LocalEnvironment
 from consortium.node.budget import BudgetGuard
 from consortium.node.controls import ControlKey, ControlStore
 from consortium.node.environments import EnvironmentRegistry
+from consortium.node import secagg
 from consortium.node.policy import NodePolicy
 from consortium.node.registry import LocalRegistry
 from consortium.plan import RunPlan
@@ -92,6 +93,7 @@ class NodeAgent:
         on_task: Callable[[TaskOut, str], None] | None = None,
         environments: EnvironmentRegistry | None = None,
         budget: BudgetGuard | None = None,
+        secagg_halt_before: str | None = None,
     ) -> None:
         self.transport = transport
         self.registry = registry
@@ -100,6 +102,7 @@ class NodeAgent:
         self.budget = budget or BudgetGuard(policy.org, registry.org_dir)
         self.poll_wait = poll_wait
         self.on_task = on_task
+        self.secagg_halt_before = secagg_halt_before
         self._params: tuple[str, Params] | None = None
         self._splits: dict[tuple[str, int, float], Split] = {}
         self.controls = ControlStore(registry.org_dir)
@@ -197,6 +200,9 @@ class NodeAgent:
             else:
                 update, keep_control = algorithm.local_update(hp, params, split.train, task.seed), None
             update = self._privatised(plan, task, params, update)
+            if plan.secure:
+                self._secure_upload(task, params, update, time.perf_counter() - started, evaluation)
+                return
             payload = self._encode(update, time.perf_counter() - started, evaluation)
             self._notify(task, "done")
             if self._upload(task, payload) and keep_control is not None:
@@ -216,15 +222,26 @@ class NodeAgent:
         seed = privacy.client_seed(task.seed, f"{self.policy.org}/{task.dataset}")
         return replace(update, tensors=privacy.privatise_update(params, update.tensors, seed))
 
-    def _upload(self, task: TaskOut, payload: bytes) -> bool:
-        """Send an update and keep the next task if the hub's answer brought one (one request per round).
+    def _secure_upload(self, task: TaskOut, params: Params, update: Update, compute_s: float,
+                       evaluation: TaskResult | None) -> None:
+        """Under secure aggregation: the update's metrics in clear (no tensors), then its delta masked
+        through the SecAgg stages (:mod:`consortium.node.secagg`)."""
+        delta = secagg.delta_of(params, update.tensors)
+        payload = self._encode(replace(update, tensors={}), compute_s, evaluation)
+        if self._upload(task, payload, wait=0.0):
+            outcome = secagg.SecAggSession(self.transport, task, self.poll_wait, self.secagg_halt_before).run(delta)
+            self._notify(task, outcome)
+
+    def _upload(self, task: TaskOut, payload: bytes, wait: float | None = None) -> bool:
+        """Send an update and keep the next task if the hub's answer brought one (one request per round;
+        ``wait`` 0: none, the node has more to do for this task first).
 
         True when the hub holds the update (see :meth:`_post_ignoring_gone`).
         """
         held = self._held_params()
         answers: list[tuple[TaskOut, Params | None] | None] = []
         recorded = self._post_ignoring_gone(task, lambda: answers.append(
-            self.transport.post_update(task.id, payload, wait=self.poll_wait, have=held)
+            self.transport.post_update(task.id, payload, wait=self.poll_wait if wait is None else wait, have=held)
         ))
         self._next = answers[0] if answers else None
         return recorded

@@ -25,16 +25,18 @@ NEEDS_INDIVIDUAL_UPDATES_RULE = "secure aggregation hides individual updates"
 """Why a robust rule (median, Krum, ...) is refused together with distributed noise (secure aggregation)."""
 
 
-def check_strategy(privacy: PrivacySpec, strategy_name: str, linear: bool, uses_scaffold: bool) -> None:
-    """FLError naming the spec field unless the strategy can be combined with these privacy settings."""
+def check_strategy(privacy: PrivacySpec, strategy_name: str, linear: bool, uses_scaffold: bool,
+                   secure: bool = False) -> None:
+    """FLError naming the spec field unless the strategy (``secure``: with secure aggregation) can be
+    combined with these privacy settings."""
     if privacy.noise == "distributed" and not linear:
         raise FLError(
             f"strategy.name: {strategy_name!r} needs individual updates, which privacy.noise = 'distributed' "
             f"forbids ({NEEDS_INDIVIDUAL_UPDATES_RULE}); use a linear rule such as fedavg"
         )
-    if privacy.noise == "distributed":
-        raise FLError("privacy.noise: 'distributed' noise needs secure aggregation, which is not wired into "
-                      "runs yet; use 'local' or 'central'")
+    if privacy.noise == "distributed" and not secure:
+        raise FLError("privacy.noise: 'distributed' noise needs secure aggregation "
+                      "(strategy.secure_aggregation), else the hub sees each under-noised update")
     if privacy.noise == "central" and not linear:
         raise FLError(f"strategy.name: central noise is calibrated to the mean of the clipped updates; "
                       f"{strategy_name!r} is not a mean (use fedavg, or privacy.noise = 'local')")
@@ -54,6 +56,8 @@ class DpPlan:
     sampling_rate: float
     rounds: int
     guarantee: PrivacyGuarantee
+    expected_clients: int = 1
+    """How many clients are expected to finish a round: distributed noise is split among them."""
 
     @property
     def weight(self) -> int:
@@ -61,8 +65,8 @@ class DpPlan:
         return 1
 
     def client_std(self) -> float:
-        """Noise a client adds to its clipped delta (0 with central noise)."""
-        return dp_fedavg.client_noise_std(self.noise, self.noise_multiplier, self.clip, 1)
+        """Noise a client adds to its clipped delta (0 with central noise; its share with distributed)."""
+        return dp_fedavg.client_noise_std(self.noise, self.noise_multiplier, self.clip, self.expected_clients)
 
     def client_seed(self, task_seed: int, client_id: str) -> int:
         """A client's noise seed for a task whose own seed is ``task_seed`` (fresh every round)."""
@@ -124,7 +128,8 @@ def _resolve(spec_json: str, rounds: int, sampling_rate: float, population: int)
     if guarantee.epsilon > privacy.epsilon * (1 + 1e-9):
         raise FLError(f"privacy.noise_multiplier: {noise} spends epsilon = {guarantee.epsilon:.4g} over "
                       f"{rounds} rounds, above the target epsilon = {privacy.epsilon}")
-    return DpPlan(dp_fedavg.NoiseMode(privacy.noise), privacy.clip, noise, sampling_rate, rounds, guarantee)
+    return DpPlan(dp_fedavg.NoiseMode(privacy.noise), privacy.clip, noise, sampling_rate, rounds, guarantee,
+                  max(1, round(sampling_rate * population)))
 
 
 def resolve(privacy: PrivacySpec, rounds: int, sampling_rate: float, population: int) -> DpPlan:

@@ -252,6 +252,8 @@ class AnswerRules:
     hp: Any
     num_features: int
     sources: Mapping[int, Source]
+    secure: bool = False
+    """Secure aggregation: a fit update carries metrics only, its tensors go masked through the SecAgg stages."""
 
     @staticmethod
     def source(ref: str, kind: str, rows: int) -> Source:
@@ -274,6 +276,7 @@ def answer_rules(session: Session, run_id: int) -> AnswerRules:
     return AnswerRules(
         plan.algorithm, plan.hp, project_service.num_features(sources[0].schema),
         {d.id: AnswerRules.source(f"{d.org.name}/{d.name}", d.kind, d.rows) for d in sources},
+        plan.secure,
     )
 
 
@@ -283,6 +286,11 @@ def _check_update(rules: AnswerRules, task: TaskRow, tensors: dict, meta: Update
     rules.check_examples(task.dataset_id, meta.num_examples, False, f"{task.kind} update")
     if meta.evaluation is not None:
         rules.check_examples(task.dataset_id, meta.evaluation.num_examples, True, "its evaluation")
+    if rules.secure and task.kind == TaskKind.fit.value:
+        if tensors:
+            raise FLError("under secure aggregation a fit update carries no tensors (the masked delta goes "
+                          "through /api/node/secagg); the hub refuses to see it in clear")
+        return
     if task.kind == TaskKind.fit.value:
         template = rules.algorithm.update_template(rules.hp, params())
     else:
