@@ -349,9 +349,10 @@ class HubClient:
         return None if response.status_code == 204 else response.content
 
     def secagg_post(self, task_id: int, stage: str, body: bytes) -> None:
-        """Send this node's message of a SecAgg stage (JSON)."""
+        """Send this node's message of a SecAgg stage: JSON, or a masked input's binary frame."""
+        binary = stage == "masked_input"
         self.request("POST", f"/api/node/secagg/{task_id}/{stage}", content=body,
-                     headers={"Content-Type": "application/json"})
+                     headers={"Content-Type": "application/octet-stream" if binary else "application/json"})
 
     def post_refusal(self, task_id: int, reason: str) -> None:
         self.request("POST", f"/api/node/tasks/{task_id}/refusal", json=TaskRefusal(reason=reason).model_dump())

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 from consortium.fl.core import FLError, Params
 from consortium.fl.privacy.secagg.client import SecAggClient
 from consortium.fl.privacy.secagg.errors import SecAggError
-from consortium.fl.privacy.secagg.messages import KeyDirectory, ShareInbox, UnmaskRequest
+from consortium.fl.privacy.secagg.messages import KeyDirectory, ShareInbox, UnmaskRequest, to_wire
 from consortium.fl.privacy.secagg.quantise import flatten
 from consortium.fl.privacy.secagg.setup import RoundSetup
 from consortium.protocol import TaskOut
@@ -98,9 +98,15 @@ class SecAggSession:
             log.warning("task %s: halting before the %s stage (CONSORTIUM_SECAGG_HALT_BEFORE)", self.task.id, stage)
             threading.Event().wait()
         try:
-            self.transport.secagg_post(self.task.id, stage, message.model_dump_json().encode())
+            self.transport.secagg_post(self.task.id, stage, _wire_bytes(message))
         except HubError as exc:
             if exc.status_code in ENDED or exc.status_code == 422:
                 raise StoppedTakingPart(exc.detail) from None
             raise
         log.info("task %s: sent its %s message", self.task.id, stage)
+
+
+def _wire_bytes(message: BaseModel) -> bytes:
+    """A message as it travels: a masked input as its binary frame, the others as JSON."""
+    wire = to_wire(message)
+    return wire if isinstance(wire, bytes) else wire.encode()
