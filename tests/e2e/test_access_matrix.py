@@ -496,6 +496,8 @@ def write_probes(w: World) -> list[Probe]:
                       body=b'{"num_examples": 1, "metrics": {}, "compute_s": 0}', content_type=JSON),
                 Probe("POST", "/api/node/tasks/{task_id}/refusal", owner, task, body=b'{"reason": "no"}',
                       content_type=JSON),
+                Probe("POST", "/api/node/tasks/{task_id}/privacy-charge", owner, task,
+                      body=b'{"noise_multiplier": 1.0, "sampling_rate": 1.0}', content_type=JSON),
             ]
     return probes
 
