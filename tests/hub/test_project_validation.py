@@ -114,7 +114,8 @@ def test_bad_privacy_field_is_refused_naming_the_field(
 @pytest.mark.parametrize(
     ("privacy", "strategy", "reason"),
     [
-        (DP | {"noise": "distributed"}, {"name": "fedavg"}, "needs secure aggregation, which is not wired"),
+        (DP | {"noise": "distributed"}, {"name": "fedavg"},
+         "'distributed' noise needs secure aggregation (strategy.secure_aggregation)"),
         (DP | {"noise": "distributed"}, {"name": "krum", "options": {"f": 0}},
          "needs individual updates, which privacy.noise = 'distributed' forbids"),
         (DP, {"name": "median"}, "central noise is calibrated to the mean"),
