@@ -131,6 +131,25 @@ class OrgIdentity:
         return base64.b64encode(self.private_key.sign(message)).decode("ascii")
 
 
+def _write_new_key(path: Path, org_name: str, exists_message: str) -> OrgIdentity:
+    """A fresh key pair whose private key is written to ``path`` (created exclusively, mode 0600, fsynced);
+    ``FileExistsError(exists_message)`` when the file is there already."""
+    identity = OrgIdentity.from_private_key(org_name, Ed25519PrivateKey.generate())
+    pem = identity.private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise FileExistsError(exists_message) from None
+    with os.fdopen(fd, "wb") as handle:
+        os.fchmod(handle.fileno(), 0o600)
+        handle.write(pem)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return identity
+
+
 def generate_org_key(directory: Path, org_name: str) -> OrgIdentity:
     """Create a new key pair for ``org_name`` in ``directory`` (``org.key`` mode 0600, ``org.json``).
 
@@ -143,20 +162,9 @@ def generate_org_key(directory: Path, org_name: str) -> OrgIdentity:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     key_path = directory / KEY_FILE
-    identity = OrgIdentity.from_private_key(org_name, Ed25519PrivateKey.generate())
-    pem = identity.private_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    try:
-        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise FileExistsError(
-            f"{key_path} already exists: refusing to overwrite an organisation key "
-            "(move it away first if you really mean to replace it)"
-        ) from None
-    with os.fdopen(fd, "wb") as handle:
-        os.fchmod(handle.fileno(), 0o600)
-        handle.write(pem)
+    identity = _write_new_key(key_path, org_name, (
+        f"{key_path} already exists: refusing to overwrite an organisation key "
+        "(move it away first if you really mean to replace it)"))
     public = {"org": identity.org, "public_key": identity.public_key_b64, "key_id": identity.key_id}
     (directory / IDENTITY_FILE).write_text(json.dumps(public, indent=2) + "\n", encoding="utf-8")
     return identity
@@ -204,22 +212,9 @@ def stage_new_key(directory: Path, org_name: str) -> OrgIdentity:
     is not lost should the process die after the hub accepted it. ``FileExistsError`` when an earlier rotation
     left one (it may be the key the hub now holds: look at ``consortium org keys`` before removing it)."""
     path = Path(directory) / NEW_KEY_FILE
-    identity = OrgIdentity.from_private_key(org_name, Ed25519PrivateKey.generate())
-    pem = identity.private_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise FileExistsError(
-            f"{path} exists: an earlier key rotation did not finish. If the hub lists its key id as the org's "
-            "current key, adopt it by hand (move it to org.key and update org.json); else remove it"
-        ) from None
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(pem)
-        handle.flush()
-        os.fsync(handle.fileno())
-    return identity
+    return _write_new_key(path, org_name, (
+        f"{path} exists: an earlier key rotation did not finish. If the hub lists its key id as the org's "
+        "current key, adopt it by hand (move it to org.key and update org.json); else remove it"))
 
 
 def adopt_new_key(directory: Path, new: OrgIdentity) -> None:
