@@ -268,3 +268,23 @@ def bench_gpu(
     command = (f"consortium bench gpu --device {device} --digits-clients {digits_clients} --cnn-clients "
                f"{cnn_clients} --samples-per-client {samples_per_client} --rounds {rounds}")
     _write_report(report, gpu.markdown(report, command), "gpu", json_path, markdown)
+
+
+@app.command("valuation")
+def bench_valuation(
+    orgs: Annotated[str, typer.Option(help="comma-separated org counts for the validity scenarios")] = "5,8",
+    rounds: Annotated[int, typer.Option(min=1, help="rounds of each valued run")] = 5,
+    seeds: Annotated[int, typer.Option(min=1, help="seeds per configuration (medians reported)")] = 3,
+    cost_orgs: Annotated[str, typer.Option(help="comma-separated org counts for the cost per round")] = "10,100",
+    json_path: Annotated[Path | None, typer.Option("--json", help="write results as JSON")] = None,
+    markdown: Annotated[Path | None, typer.Option("--markdown", help="update this BENCHMARKS.md")] = None,
+) -> None:
+    """GTG-Shapley and leave-one-out against exact Shapley on digits, free riders, and the cost per round."""
+    from consortium.bench.report import machine_info
+    from consortium.bench.valuation import ValuationConfig, report_markdown, run_valuation_bench
+
+    config = ValuationConfig(tuple(int(n) for n in _floats("--orgs", orgs)), rounds, seeds,
+                             tuple(int(n) for n in _floats("--cost-orgs", cost_orgs)))
+    result = run_valuation_bench(config, lambda m: err_console.print(m))
+    command = f"consortium bench valuation --orgs {orgs} --rounds {rounds} --seeds {seeds} --cost-orgs {cost_orgs}"
+    _write_report(result, report_markdown(result, machine_info(), command), "valuation", json_path, markdown)
