@@ -121,6 +121,17 @@ def test_any_change_changes_the_hash() -> None:
 
 def test_the_hash_is_pinned() -> None:
     """The default policy's hash is what ledgers and proposals name: changing it is a deliberate act."""
-    pinned = "e2df644278442cebba5676edc1920f4d79e748d2b71043976e400ec358ed6c36"
+    pinned = "d6f70c1b5d64bb398b141fffd247822ca4834e433e90d49f90af6a06636f9380"
     assert default_policy().content_hash() == pinned
     assert default_policy().canonical().startswith(b'{"admit_org":{"data_owners_must_approve":false,')
+
+
+def test_a_policy_adopted_before_credits_keeps_its_hash() -> None:
+    """Hubs whose version 1 predates credit rules: the stored body has no ``credits`` and still hashes as it
+    did (the hash before credit rules existed is pinned here)."""
+    before_credits = default_policy().model_copy(update={"credits": None})
+    assert before_credits.content_hash() == "e2df644278442cebba5676edc1920f4d79e748d2b71043976e400ec358ed6c36"
+    assert b"credits" not in before_credits.canonical()
+    stored = before_credits.model_dump(mode="json")
+    del stored["credits"]
+    assert ConsortiumPolicy.model_validate(stored).content_hash() == before_credits.content_hash()

@@ -18,6 +18,7 @@ from fractions import Fraction
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from consortium.crypto import canonical_json, sha256_hex
+from consortium.governance.credits import CreditRules
 
 MAX_WINDOW_S = 365 * 24 * 3600
 """The longest voting window a rule may set: one year."""
@@ -124,6 +125,8 @@ class ConsortiumPolicy(BaseModel):
     run_project: KindRule
     release_model: KindRule
     change_policy: KindRule
+    credits: CreditRules | None = None
+    """What earns and costs credits; None (a policy adopted before credits existed) moves no credits."""
 
     @model_validator(mode="after")
     def _rules_fit_their_kinds(self) -> ConsortiumPolicy:
@@ -144,7 +147,10 @@ class ConsortiumPolicy(BaseModel):
 
     def canonical(self) -> bytes:
         """The policy as canonical JSON (sorted keys, no whitespace): what :meth:`content_hash` hashes."""
-        return canonical_json(self.model_dump(mode="json"))
+        body = self.model_dump(mode="json")
+        if body["credits"] is None:
+            del body["credits"]
+        return canonical_json(body)
 
     def content_hash(self) -> str:
         """SHA-256 (hex) of :meth:`canonical`: names this exact policy in proposals and ledger entries."""
@@ -162,6 +168,8 @@ def default_policy() -> ConsortiumPolicy:
       half of the yes and no votes are yes (a tie fails). Seven days.
     - ``change_policy``: two thirds of the members vote, and at least two thirds of the yes and no votes are
       yes. Fourteen days.
+    - ``credits``: the defaults of :class:`~consortium.governance.credits.CreditRules`: contributors, compute
+      and open data earn; nothing costs credits until a vote sets a cost.
     """
     week = 7 * DAY_S
     membership = KindRule(quorum=0.5, threshold=0.5, strict=True, window_s=week)
@@ -176,4 +184,5 @@ def default_policy() -> ConsortiumPolicy:
         ),
         release_model=KindRule(quorum=0.0, threshold=0.5, window_s=week, veto=VetoHolders.data_owners),
         change_policy=KindRule(quorum=2 / 3, threshold=2 / 3, window_s=2 * week),
+        credits=CreditRules(),
     )
