@@ -273,6 +273,13 @@ class HubClient:
     def model_card_markdown(self, model_id: int) -> str:
         return self.request("GET", f"/api/models/{model_id}/card.md").text
 
+    def credit_balances(self) -> list[dict]:
+        return self.get_json("/api/credits")
+
+    def credit_account(self, org: str, limit: int = 100, before: int | None = None) -> dict:
+        params = {"limit": limit} | ({"before": before} if before is not None else {})
+        return self.get_json(f"/api/credits/{org}", params=params)
+
     def ledger(self, after: int = 0, limit: int = 1000) -> list[dict]:
         return self.get_json("/api/ledger", params={"after": after, "limit": limit})
 

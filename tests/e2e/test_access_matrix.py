@@ -50,6 +50,8 @@ NOT_OBJECT_SCOPED = {
     ("POST", "/api/node/secagg/{task_id}/{stage}"): "exists only while a SecAgg round runs (in memory); another "
                                                     "org's task is a 404 like a missing one: tests/e2e/"
                                                     "test_secagg_run.py",
+    ("GET", "/api/credits/{org}"): "an org's balance and movements: every member's (each movement is a "
+                                   "members-scope ledger entry); tests/hub/services/test_credit_accounts.py",
     ("POST", "/api/enrol"): "anonymous by design; a node proves itself with a one-time enrolment token",
     ("POST", "/api/datasets"): "registers a card of the caller's own org; names no other object",
     ("POST", "/api/environments"): "registers a card of the caller's own org; names no other object",
@@ -430,6 +432,7 @@ def read_probes(w: World) -> list[Probe]:
         Probe("GET", "/api/proposals", everyone, query=f"?project_id={w.p1.id}",
               check=list_check(proposals(w.p1), lambda p: p["id"])),
         Probe("GET", "/api/policy", everyone),
+        Probe("GET", "/api/credits", everyone),
         Probe("GET", "/api/ledger", everyone, query="?limit=10000"),
         Probe("GET", "/api/ledger/head", everyone),
         Probe("GET", "/api/node/tasks/next", lambda c: c.identity is not None, query="?wait=0",

@@ -42,6 +42,10 @@ def test_versions_release_by_vote_and_registry_filters(cluster) -> None:
     project = propose_and_approve(consortium, digits_spec("registry", [NORTH, SOUTH], rounds=1))
     with hub.client() as admin:
         first, second = (finished_model(admin, project["id"]) for _ in range(2))
+        balances = {row["org"]: row["balance"] for row in admin.credit_balances()}
+        assert balances[NORTH] == balances[SOUTH] == 2 and balances[EAST] == 0, balances
+        history = admin.credit_account(NORTH)["history"]
+        assert [(m["amount"], m["reason"]) for m in history] == [(1, "compute"), (1, "compute")]
         line = admin.project_models(project["id"])
         assert [(m["id"], m["version"], m["status"]) for m in line] == [(first, 1, "trained"), (second, 2, "trained")]
         assert line[1]["license"] == "CC-BY-4.0" and line[1]["card"]["version"] == 2
@@ -59,6 +63,8 @@ def test_versions_release_by_vote_and_registry_filters(cluster) -> None:
                    json={"kind": "release_model", **body})
         assert admin.ledger_head() == head and admin.proposals(kind="release_model") == []
 
+    shown = runner.invoke(app, ["credits", NORTH, "--json", "--hub", hub.url, "--token", hub.admin_token])
+    assert shown.exit_code == 0 and '"balance": 2' in shown.output, shown.output
     proposed = runner.invoke(app, ["proposal", "create", "release-model", "--model", str(second), "--licence",
                                    "cc-by-4.0", "--visibility", "members", "--download", "--no-commercial",
                                    "--hub", hub.url, "--token", hub.admin_token])

@@ -13,6 +13,7 @@ import typer
 from consortium.cli import (
     audit,
     bench,
+    credits,
     dataset,
     demo,
     environment,
@@ -30,7 +31,7 @@ from consortium.cli import (
 
 app = typer.Typer(no_args_is_help=True, help="consortium: federated learning across organisations.",
                   pretty_exceptions_enable=False)
-for command in (hub.hub, node.node, demo.demo, proposal.vote):
+for command in (hub.hub, node.node, demo.demo, proposal.vote, credits.credits):
     app.command()(command)
 for group, name in [(org.app, "org"), (user.app, "user"), (dataset.app, "dataset"),
                     (environment.app, "environment"), (project.app, "project"), (proposal.app, "proposal"),

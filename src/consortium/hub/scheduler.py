@@ -31,7 +31,7 @@ from consortium.hub.db.models import Run
 from consortium.hub.live import Answer, LivePhase
 from consortium.hub.phases import OpenPhase, Participant, PhasePlan, RunFailed, StopRequested
 from consortium.hub.secagg_driver import SecureRounds
-from consortium.hub.services import ledger
+from consortium.hub.services import credits, ledger
 from consortium.hub.services.runs import AnswerRules
 from consortium.hub.services.task_messages import ProjectMessages
 from consortium.hub.services import models as model_service
@@ -436,6 +436,7 @@ class RunDriver:
                  "license": model.license},
                 scope=ledger.project_scope(self.project_id),
             )
+            credits.award_run(session, run)
             session.commit()
         self.state.broker.notify(progress_key(self.run_id))
 

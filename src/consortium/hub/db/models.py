@@ -425,3 +425,20 @@ __all__ = [
     "LedgerCheckpoint",
     "LedgerCosignature",
 ]
+
+
+class CreditMovement(Base):
+    """An index of one ``credits.earned`` / ``credits.spent`` ledger entry (the ledger is the record; a
+    balance is the sum of an org's rows, which equals the sum of its entries)."""
+
+    __tablename__ = "credit_movements"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("orgs.id"), index=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    """Signed: earned positive, spent negative."""
+    reason: Mapped[str] = mapped_column(String(20))
+    reference: Mapped[str] = mapped_column(String(100))
+    """What moved it (``model:7``, ``run:3``, ``project:12``): one earn or spend per org, reason and reference."""
+    ledger_seq: Mapped[int] = mapped_column(BigInteger, unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    __table_args__ = (UniqueConstraint("org_id", "reason", "reference"),)

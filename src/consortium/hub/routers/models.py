@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from consortium.hub.deps import db, hub_state, optional_principal, principal
 from consortium.hub.gate import optional
 from consortium.hub.state import HubState
+from consortium.hub.services import credits
 from consortium.hub.services import models as model_service
 from consortium.hub.services.access import visible_project
 from consortium.hub.services.identity import Principal
@@ -67,6 +68,9 @@ def get_weights(
     caller: Principal | None = Depends(optional_principal),
 ) -> Response:
     model = model_service.downloadable(session, caller, model_id)
+    if caller is not None and caller.org_id is not None:
+        credits.charge_model_download(session, caller.org_id, model)
+        session.commit()
     return Response(state.blobs.get(model.params_sha256), media_type=SAFETENSORS_MEDIA_TYPE)
 
 

@@ -40,3 +40,9 @@ class Gone(ServiceError):
 
 class TooLarge(ServiceError):
     status_code = 413
+
+
+class PaymentRequired(ServiceError):
+    """An action whose credit cost the org's balance does not cover."""
+
+    status_code = 402

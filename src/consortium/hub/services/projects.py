@@ -13,10 +13,10 @@ from consortium import crypto
 from consortium.fl.core import FLError
 from consortium.governance.decisions import ProposalStatus
 from consortium.hub.blobs import BlobStore
-from consortium.hub.db.models import Dataset, Project, ProjectDataset, Proposal, Run
+from consortium.hub.db.models import Dataset, Org, Project, ProjectDataset, Proposal, Run
 from consortium.hub.services import datasets as dataset_service
 from consortium.hub.services import environments as environment_service
-from consortium.hub.services import ledger, licensing, privacy_budgets, proposals
+from consortium.hub.services import credits, ledger, licensing, privacy_budgets, proposals
 from consortium.hub.services.access import can_process_source, reader, visible_project
 from consortium.hub.services.errors import BadRequest, Conflict, Forbidden
 from consortium.hub.services.identity import Principal, require_role
@@ -126,6 +126,8 @@ def create(session: Session, actor: Principal, spec: ProjectCreate) -> Project:
     session.flush()
     for dataset in datasets:
         session.add(ProjectDataset(project_id=project.id, dataset_id=dataset.id))
+    if actor.org_id is not None:
+        credits.charge_project(session, session.get(Org, actor.org_id), project)
     ledger.record(
         session, "project.proposed", actor.label,
         {"project": spec.name, "project_id": project.id, "spec_hash": digest, "datasets": spec.datasets}

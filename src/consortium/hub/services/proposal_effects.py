@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from consortium.governance.decisions import ProposalStatus
 from consortium.governance.policy import ConsortiumPolicy, ProposalKind
 from consortium.hub.db.models import Dataset, Model, Org, Project, ProjectDataset, Proposal
-from consortium.hub.services import ledger, policy as policies, run_store
+from consortium.hub.services import credits, ledger, policy as policies, run_store
 from consortium.hub.services.model_cards import card_sha256, released, render_markdown
 from consortium.hub.services.proposal_records import close_as_withdrawn
 from consortium.statuses import ModelStatus
@@ -94,6 +94,7 @@ def _release_model(session: Session, row: Proposal) -> None:
     ledger.record(session, "model.released", "hub",
                   {"model_id": model.id, **release, "card_sha256": card_sha256(model.card)},
                   scope=ledger.project_scope(model.project_id))
+    credits.award_release(session, model)
 
 
 def apply(session: Session, row: Proposal) -> None:
