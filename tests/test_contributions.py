@@ -39,8 +39,8 @@ def test_the_empty_coalition_scores_the_starting_params_and_the_full_one_the_rou
     plan, params, state, updates, test = round_inputs
     game = round_game(plan, params, state, updates, test, ValueMetric.of("classifier"))
     expected_full = plan.close_round(params, plan.aggregate(params, updates), state)[0]
-    assert game(frozenset()) == plan.algorithm.evaluate(plan.hp, params, test).metrics["accuracy"]
-    assert game(frozenset({0, 1, 2})) == plan.algorithm.evaluate(plan.hp, expected_full, test).metrics["accuracy"]
+    assert game(frozenset()) == -plan.algorithm.evaluate(plan.hp, params, test).metrics["loss"]
+    assert game(frozenset({0, 1, 2})) == -plan.algorithm.evaluate(plan.hp, expected_full, test).metrics["loss"]
 
 
 @pytest.mark.parametrize("method", ["exact-shapley", "gtg-shapley", "leave-one-out"])
@@ -53,8 +53,9 @@ def test_a_client_with_shuffled_labels_is_worth_least(round_inputs, method):
 
 def test_lower_is_better_metrics_flip_sign_and_unknown_ones_are_named(round_inputs):
     plan, params, state, updates, test = round_inputs
-    loss = ValueMetric.of("classifier", "loss", higher_is_better=False)
-    assert round_game(plan, params, state, updates, test, loss)(frozenset()) < 0
+    accuracy = ValueMetric.of("classifier", "accuracy")
+    assert 0 < round_game(plan, params, state, updates, test, accuracy)(frozenset()) <= 1
+    assert round_game(plan, params, state, updates, test, ValueMetric.of("classifier"))(frozenset()) < 0
     with pytest.raises(FLError, match="'f1'"):
         round_game(plan, params, state, updates, test, ValueMetric.of("classifier", "f1"))(frozenset())
     with pytest.raises(FLError, match="valuation.metric"):
