@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from consortium.privacy_wire import PrivacyBudgetSpec, PrivacySpec, SecureAggregationSpec
+from consortium.valuation_wire import ValuationSpec
 
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
@@ -248,6 +249,8 @@ class ProjectCreate(Wire):
         exclude_if=lambda value: value is None,
         description="client-level differential privacy; none means updates are not privatised",
     )
+    valuation: ValuationSpec | None = Field(default=None, exclude_if=lambda value: value is None,
+                                            description="each org's measured contribution; none: not measured")
 
     @field_validator("datasets", "environments")
     @classmethod

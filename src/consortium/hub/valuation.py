@@ -1,0 +1,158 @@
+"""Each org's contribution to a run, measured by the hub after each round, off the round's critical path.
+
+A driver that has aggregated a round hands the round's inputs (the params it started from, the updates, who
+sent each) to the hub's :class:`Valuer`, one background thread that values rounds in the order they come and
+writes each result as a ``round.valued`` ledger entry (``round.not_valued`` with the reason when it cannot).
+The driver goes on with the next round at once; only the run's end waits (bounded) for its rounds to be valued,
+so the model card carries the totals (:func:`run_contributions`, summed from the ledger entries, so a hub that
+restarted mid-run still counts the rounds valued before it stopped).
+
+Values are keyed by dataset reference (``org/name``) per round and summed per org on the card. A run under
+secure aggregation hides each update from the hub: its card values each org by the rounds it took part in
+(what the hub may see), and says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from consortium.contributions import ValueMetric, round_game, value_round
+from consortium.fl.core import FLError, LocalData, Params, Update, derive_seed
+from consortium.fl.valuation import GtgOptions
+from consortium.hub.db.models import LedgerEntry
+from consortium.hub.services import ledger
+from consortium.plan import RunPlan
+from consortium.valuation_wire import ValuationSpec
+
+log = logging.getLogger(__name__)
+
+VALUED, NOT_VALUED = "round.valued", "round.not_valued"
+
+
+@dataclass(frozen=True)
+class RoundJob:
+    """What valuing one round needs: the run's plan and valuation spec, the round's starting params and server
+    state, its updates and the dataset reference that sent each."""
+
+    run_id: int
+    project_id: int
+    round_number: int
+    plan: RunPlan
+    spec: ValuationSpec
+    params: Params
+    server_state: Params
+    updates: Sequence[Update]
+    sources: Sequence[str]
+    test_data: LocalData
+
+
+def value_job(job: RoundJob) -> dict[str, Any]:
+    """The ledger payload of a valued round (pure but for the time it reports)."""
+    started = time.perf_counter()
+    metric = ValueMetric.of(job.plan.algorithm.name, job.spec.metric, job.spec.higher_is_better)
+    game = round_game(job.plan, job.params, job.server_state, job.updates, job.test_data, metric)
+    rng = np.random.default_rng(derive_seed(job.plan.spec.seed, "valuation", job.round_number))
+    result = value_round(game, len(job.updates), job.spec.method, rng,
+                         GtgOptions(max_permutations=job.spec.max_permutations))
+    return {"run_id": job.run_id, "round": job.round_number, "method": job.spec.method, "metric": metric.name,
+            "values": {source: float(v) for source, v in zip(job.sources, result.values, strict=True)},
+            "coalitions": result.evaluations, "skipped": result.skipped,
+            "seconds": round(time.perf_counter() - started, 4)}
+
+
+class Valuer:
+    """One thread valuing the rounds the drivers of this hub hand it, in order."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+        self.jobs: queue.Queue[RoundJob | None] = queue.Queue()
+        self.pending: dict[int, int] = {}
+        self.changed = threading.Condition()
+        self.thread = threading.Thread(target=self._work, name="valuer", daemon=True)
+        self.thread.start()
+
+    def submit(self, job: RoundJob) -> None:
+        """Queue a round; returns at once."""
+        with self.changed:
+            self.pending[job.run_id] = self.pending.get(job.run_id, 0) + 1
+        self.jobs.put(job)
+
+    def wait_run(self, run_id: int, timeout: float) -> bool:
+        """Wait until every queued round of ``run_id`` is written; False if ``timeout`` passed first."""
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while self.pending.get(run_id, 0) > 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.changed.wait(left)
+        return True
+
+    def close(self) -> None:
+        self.jobs.put(None)
+        self.thread.join(timeout=10)
+
+    def _work(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            try:
+                self._value(job)
+            except Exception:  # noqa: BLE001 - one bad round must not stop valuing the others
+                log.exception("run %s: valuing round %s failed", job.run_id, job.round_number)
+            finally:
+                with self.changed:
+                    self.pending[job.run_id] -= 1
+                    if not self.pending[job.run_id]:
+                        del self.pending[job.run_id]
+                    self.changed.notify_all()
+
+    def _value(self, job: RoundJob) -> None:
+        try:
+            event, payload = VALUED, value_job(job)
+        except FLError as exc:
+            event, payload = NOT_VALUED, {"run_id": job.run_id, "round": job.round_number, "reason": str(exc)}
+        with self.sessions() as session:
+            ledger.record(session, event, "hub", payload, scope=ledger.project_scope(job.project_id))
+            session.commit()
+
+
+def _org_of(source: str) -> str:
+    return source.split("/", 1)[0]
+
+
+def run_contributions(session: Session, project_id: int, run_id: int, participation: dict[str, int] | None = None,
+                      ) -> dict[str, Any]:
+    """The card's ``contributions``: each org's values summed over the run's valued rounds, with the rounds
+    that could not be valued and why. ``participation`` (org -> rounds trained) values a run whose updates the
+    hub could not see (secure aggregation)."""
+    if participation is not None:
+        return {"method": "participation", "values": {org: float(n) for org, n in sorted(participation.items())},
+                "note": "secure aggregation hid each org's update from the hub: orgs are valued by the rounds "
+                        "they trained, not by what their updates did"}
+    entries = session.scalars(select(LedgerEntry).where(
+        LedgerEntry.project_id == project_id, LedgerEntry.event_type.in_([VALUED, NOT_VALUED]))
+        .order_by(LedgerEntry.seq))
+    totals: dict[str, float] = {}
+    valued, not_valued, method, metric = [], [], None, None
+    for entry in entries:
+        payload = entry.payload
+        if payload.get("run_id") != run_id:
+            continue
+        if entry.event_type == NOT_VALUED:
+            not_valued.append({"round": payload["round"], "reason": payload["reason"]})
+            continue
+        valued.append(payload["round"])
+        method, metric = payload["method"], payload["metric"]
+        for source, value in payload["values"].items():
+            totals[_org_of(source)] = totals.get(_org_of(source), 0.0) + value
+    return {"method": method, "metric": metric, "values": dict(sorted(totals.items())),
+            "rounds_valued": valued, "rounds_not_valued": not_valued}
