@@ -37,8 +37,10 @@ MAX_HISTORY = 1000
 
 
 def rules(session: Session) -> CreditRules | None:
-    """The credit rules of the policy in force; None when the policy predates credits."""
-    return policies.current(session)[1].credits
+    """The credit rules of the policy in force; None when the policy predates credits (or, in a database no
+    hub has started on, when there is no policy yet)."""
+    policy = policies.in_force(session)
+    return None if policy is None else policy.credits
 
 
 def balance(session: Session, org: Org) -> int:

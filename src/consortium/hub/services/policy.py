@@ -33,6 +33,12 @@ def ensure(session: Session) -> None:
                    "proposal_id": None}, scope=ledger.MEMBERS)
 
 
+def in_force(session: Session) -> ConsortiumPolicy | None:
+    """The newest policy's rules; None on a database the hub never started on (no version 1 yet)."""
+    row = session.scalar(select(PolicyVersion).order_by(PolicyVersion.version.desc()).limit(1))
+    return None if row is None else ConsortiumPolicy.model_validate(row.body)
+
+
 def current(session: Session) -> tuple[int, ConsortiumPolicy]:
     """The newest policy version and its rules."""
     row = session.scalar(select(PolicyVersion).order_by(PolicyVersion.version.desc()).limit(1))
