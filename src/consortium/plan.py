@@ -97,8 +97,11 @@ class RunPlan:
     """Client-level DP resolved (noise multiplier derived once); None when the spec asks for none."""
 
     @classmethod
-    def of(cls, spec: ProjectCreate, num_features: int | None = None, clients: int | None = None) -> RunPlan:
-        """The plan of ``spec``; FLError naming the spec field at fault (``algorithm.name``, ...)."""
+    def of(cls, spec: ProjectCreate, num_features: int | None = None, clients: int | None = None,
+           sampling: tuple[float, int] | None = None) -> RunPlan:
+        """The plan of ``spec``; FLError naming the spec field at fault (``algorithm.name``, ...). Its privacy
+        is accounted for clients sampled at ``sampling = (rate, population)`` each round; by default (a hub
+        run) every data source joins every round."""
         algorithm = _resolved("algorithm.name", lambda: get_algorithm(spec.algorithm.name))
         hp = _resolved("algorithm.hyperparameters",
                        lambda: parse_hyperparams(algorithm, spec.algorithm.hyperparameters))
@@ -117,7 +120,7 @@ class RunPlan:
                                     name, bool(getattr(strategy, "linear", False)), plan.uses_scaffold,
                                     spec.privacy.noise if spec.privacy else None)
         if spec.privacy is not None:
-            plan = plan.sampled(1.0, len(spec.datasets or spec.environments))
+            plan = plan.sampled(*(sampling or (1.0, len(spec.datasets or spec.environments))))
         return plan.knowing(num_features, clients)
 
     def sampled(self, sampling_rate: float, population: int) -> RunPlan:

@@ -55,3 +55,14 @@ def test_dp_with_a_median_and_central_noise_is_refused_before_training() -> None
 def test_without_dp_the_plan_has_no_privacy() -> None:
     project, settings = parse_spec(MLP, {"clients": 10})
     assert Simulation(project, settings).plan.privacy is None
+
+
+def test_an_explicit_noise_multiplier_is_checked_at_the_cohorts_sampling_rate() -> None:
+    # sigma = 1 over 3 rounds spends about 3.0 at a cohort of 4 of 40 clients (fixed size), 9.0 at rate 1
+    spec = with_privacy("central", noise_multiplier=1.0, epsilon=4.0)
+    project, settings = parse_spec(spec, {"clients": 40, "cohort": 0.1})
+    plan = Simulation(project, settings).plan.privacy
+    assert plan is not None and plan.sampling_rate == pytest.approx(0.1) and plan.noise_multiplier == 1.0
+    assert 2.9 < plan.guarantee.epsilon <= 4.0
+    with pytest.raises(FLError, match=r"privacy.noise_multiplier: 1.0 spends epsilon = 9.0\d* over 3 rounds"):
+        Simulation(*parse_spec(spec, {"clients": 40}))

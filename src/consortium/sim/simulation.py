@@ -141,7 +141,7 @@ class Simulation:
     ) -> None:
         self.spec, self.settings = spec, settings
         self.device = resolve_device(settings.device)
-        plan = RunPlan.of(spec)
+        plan = RunPlan.of(spec, sampling=settings.sampling())
         self.dataset = dataset or load_source(settings)
         check_algorithm_fits(plan.algorithm, self.dataset)
         self.plan = plan.knowing(self.dataset.num_features, settings.clients)
@@ -152,7 +152,6 @@ class Simulation:
         self.parts = parts
         self.ids = client_ids(settings.clients)
         self.cohort_size = settings.cohort_size()
-        self.plan = self.plan.sampled(self.cohort_size / settings.clients, settings.clients)
         self.train, self.test = train_and_test(self.dataset, self.device)
         self.setup = Setup(self.plan, self.train, self.device, tamper, tuple(self.ids))
         self.initial_params = initial_params

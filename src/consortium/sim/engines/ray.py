@@ -33,11 +33,12 @@ _NUM_EXAMPLES = "__num_examples__"
 class ShardWorker:
     """What runs inside one Ray actor: local training and reduction of one shard of each round's cohort."""
 
-    def __init__(self, spec: dict[str, Any], train_bytes: bytes, device: str, threads: int) -> None:
+    def __init__(self, spec: dict[str, Any], train_bytes: bytes, device: str, threads: int,
+                 sampling: tuple[float, int]) -> None:
         """``spec``: the project spec as JSON, resolved here into the same :class:`RunPlan` as the
-        simulation's."""
+        simulation's (its privacy accounted at the cohort's ``sampling``)."""
         torch.set_num_threads(threads)
-        plan = RunPlan.of(ProjectCreate.model_validate(spec))
+        plan = RunPlan.of(ProjectCreate.model_validate(spec), sampling=sampling)
         self.algorithm, self.hp, self.strategy = plan.algorithm, plan.hp, plan.strategy
         tensors = decode_tensors(train_bytes)
         self.device = torch.device(device)
@@ -123,7 +124,8 @@ class RayEngine:
         worker = ray.remote(num_cpus=1, num_gpus=1 if setup.device.type == "cuda" else 0)(ShardWorker)
         threads = torch_threads()
         self.actors = [
-            worker.remote(setup.plan.spec.model_dump(mode="json"), train_ref, setup.device.type, threads)
+            worker.remote(setup.plan.spec.model_dump(mode="json"), train_ref, setup.device.type, threads,
+                          settings.sampling())
             for _ in range(settings.ray_actors)
         ]
 
