@@ -162,10 +162,11 @@ class RunDriver:
             why = f" ({secured.failure})" if secured is not None and secured.failure else ""
             raise RunFailed(f"round {number}: {len(done)} of the required min_nodes={self.spec.min_nodes} nodes "
                             f"answered within round_timeout={self.spec.round_timeout}s{why}")
-        aggregate = secured.aggregate if secured is not None else self.plan.noised(
-            params, self.plan.aggregate(params, updates), len(updates), number)
         server_state = self.state.cache.get(self.server_state_sha) if self.plan.stateful else {}
-        new_params, server_state = self.plan.close_round(params, aggregate, server_state)
+        plan = self.plan.for_round(server_state)  # with adaptive clipping: this round's clip norm
+        aggregate = secured.aggregate if secured is not None else plan.noised(
+            params, plan.aggregate(params, updates), len(updates), number)
+        new_params, server_state = plan.close_round(params, aggregate, server_state)
         if self.plan.stateful:
             self.server_state_sha = self._store_params(server_state)
         self.params_sha = new_sha = self._store_params(new_params)

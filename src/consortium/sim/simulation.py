@@ -196,9 +196,11 @@ class Simulation:
         for number in range(1, self.spec.rounds + 1):
             started = time.perf_counter()
             cohort = self.cohort(number)
-            aggregate = plan.noised(params, engine.fit(params, cohort, plan.control(server_state)), len(cohort),
-                                    number)
-            params, server_state = plan.close_round(params, aggregate, server_state)
+            current = plan.for_round(server_state)
+            clip = current.privacy.clip if current.adaptive_clip and current.privacy else None
+            aggregate = current.noised(params, engine.fit(params, cohort, plan.control(server_state), clip=clip),
+                                       len(cohort), number)
+            params, server_state = current.close_round(params, aggregate, server_state)
             scores = plan.scores(params, aggregate.train_metrics, self.test)
             record = RoundRecord(
                 number,

@@ -58,7 +58,7 @@ class ShardWorker:
         reducer = CohortReducer(self.strategy, params)
         metric_sums: dict[str, float] = {}
         if self.vectorized and reducer.linear:
-            metric_sums = fit_chunk(self.algorithm, self.hp, params, self.train, cohort, reducer)
+            metric_sums, _ = fit_chunk(self.algorithm, self.hp, params, self.train, cohort, reducer)
             return encode_tensors(reducer.partial), [], metric_sums, int(cohort.sizes.sum())
         if self.vectorized:
             stacked, per_client = self.algorithm.local_update_cohort(self.hp, params, self.train, cohort)
@@ -129,7 +129,8 @@ class RayEngine:
             for _ in range(settings.ray_actors)
         ]
 
-    def fit(self, params: Params, cohort: Cohort, control: Params | None = None) -> RoundAggregate:
+    def fit(self, params: Params, cohort: Cohort, control: Params | None = None,
+            clip: float | None = None) -> RoundAggregate:
         if control is not None:
             raise FLError("the ray engine does not run SCAFFOLD yet; use --engine vectorized or loop")
         ray = self._ray
