@@ -95,3 +95,21 @@ def test_the_card_states_adaptive_clipping(tmp_path) -> None:
     assert card["adaptive_clip"]["update_noise_multiplier"] == pytest.approx((1.5 ** -2 - 4.0 ** -2) ** -0.5)
     assert card["per_dataset"] and all(g["noise_multiplier"] == 1.5 for g in card["per_dataset"].values())
     assert "Adaptive clipping (Andrew et al. 2021): the clip starts at 0.5" in paths["card_md"].read_text()
+
+
+@pytest.mark.parametrize(("noise", "extra"), [
+    ("local", {"strategy": {"name": "trimmed_mean", "options": {"beta": 0.1}}}),  # stacked updates come back
+    ("central", {}),  # partial sums come back; the clip moves with the shards' reports
+])
+def test_ray_engine_runs_dp_like_the_loop(noise: str, extra: dict) -> None:
+    pytest.importorskip("ray", reason="the ray extra is not installed")
+    privacy = {"noise_multiplier": 1.5, "epsilon": 1000.0}
+    if noise == "central":
+        privacy["adaptive_clip"] = {"learning_rate": 0.5, "count_noise_std": 2.0}
+    spec = with_privacy(noise, **privacy) | extra
+    loop = simulate(spec, clients=20, cohort=0.5, engine="loop")
+    on_ray = simulate(spec, clients=20, cohort=0.5, engine="ray", ray_actors=2)
+    assert max_difference(loop.params, on_ray.params) <= 1e-5
+    assert on_ray.rounds[-1].num_examples == loop.rounds[-1].num_examples
+    if noise == "central":
+        assert float(on_ray.server_state[CLIP_KEY]) == float(loop.server_state[CLIP_KEY]) != 0.5
