@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from consortium.fl import scaffold
 from consortium.fl.core import (
     Algorithm,
@@ -56,6 +58,14 @@ class RoundAggregate:
     train_metrics: dict[str, float]
     num_examples: int
     control_delta_sum: Params | None = None
+    unclipped_report: float = 0.0
+    """Adaptive clipping: the sum of the clients' centred reports (+1/2 unclipped, -1/2 clipped)."""
+    next_clip: float | None = None
+    """Adaptive clipping: the next round's clip norm, set with the round's noise (:meth:`RunPlan.noised`)."""
+
+
+CLIP_KEY = "dp.adaptive_clip"
+"""The server state's entry holding the round's clip norm under adaptive clipping (a float64 scalar)."""
 
 
 @dataclass(frozen=True)
@@ -97,8 +107,11 @@ class RunPlan:
     """Client-level DP resolved (noise multiplier derived once); None when the spec asks for none."""
 
     @classmethod
-    def of(cls, spec: ProjectCreate, num_features: int | None = None, clients: int | None = None) -> RunPlan:
-        """The plan of ``spec``; FLError naming the spec field at fault (``algorithm.name``, ...)."""
+    def of(cls, spec: ProjectCreate, num_features: int | None = None, clients: int | None = None,
+           sampling: tuple[float, int] | None = None) -> RunPlan:
+        """The plan of ``spec``; FLError naming the spec field at fault (``algorithm.name``, ...). Its privacy
+        is accounted for clients sampled at ``sampling = (rate, population)`` each round; by default (a hub
+        run) every data source joins every round."""
         algorithm = _resolved("algorithm.name", lambda: get_algorithm(spec.algorithm.name))
         hp = _resolved("algorithm.hyperparameters",
                        lambda: parse_hyperparams(algorithm, spec.algorithm.hyperparameters))
@@ -117,7 +130,7 @@ class RunPlan:
                                     name, bool(getattr(strategy, "linear", False)), plan.uses_scaffold,
                                     spec.privacy.noise if spec.privacy else None)
         if spec.privacy is not None:
-            plan = plan.sampled(1.0, len(spec.datasets or spec.environments))
+            plan = plan.sampled(*(sampling or (1.0, len(spec.datasets or spec.environments))))
         return plan.knowing(num_features, clients)
 
     def sampled(self, sampling_rate: float, population: int) -> RunPlan:
@@ -155,8 +168,29 @@ class RunPlan:
 
     @property
     def stateful(self) -> bool:
-        """True when the server keeps state between rounds (optimiser slots, SCAFFOLD's ``c``)."""
-        return self.optimizer is not None or self.uses_scaffold
+        """True when the server keeps state between rounds (optimiser slots, SCAFFOLD's ``c``, the clip norm
+        of adaptive clipping)."""
+        return self.optimizer is not None or self.uses_scaffold or self.adaptive_clip
+
+    @property
+    def adaptive_clip(self) -> bool:
+        """True when the DP clip norm moves each round (kept in the server state under :data:`CLIP_KEY`)."""
+        return self.privacy is not None and self.privacy.adaptive is not None
+
+    def for_round(self, server_state: Params) -> RunPlan:
+        """This plan clipping at the round's norm held in ``server_state`` (itself without adaptive clipping)."""
+        return self.at_clip(float(server_state[CLIP_KEY])) if self.adaptive_clip else self
+
+    def at_clip(self, clip: float | None) -> RunPlan:
+        """This plan clipping at ``clip`` (a round's norm under adaptive clipping); itself for None."""
+        if clip is None or self.privacy is None:
+            return self
+        return replace(self, privacy=self.privacy.with_clip(clip))
+
+    @staticmethod
+    def _server_part(server_state: Params) -> Params:
+        """The state the server step keeps (without adaptive clipping's norm)."""
+        return {name: t for name, t in server_state.items() if name != CLIP_KEY}
 
     def init_params(self, client_inits: Sequence[Update] = ()) -> Params:
         """The global params before round 1: the algorithm's ``init`` on the server, or, for an algorithm
@@ -171,15 +205,19 @@ class RunPlan:
 
     def init_server_state(self, params: Params) -> Params:
         """The server state before round 1 (empty when the server keeps none)."""
-        return self.server.init_state(params)
+        state = self.server.init_state(params)
+        if self.adaptive_clip:
+            assert self.privacy is not None
+            state[CLIP_KEY] = torch.tensor(self.privacy.clip, dtype=torch.float64)
+        return state
 
     def control(self, server_state: Params) -> Params | None:
         """SCAFFOLD's server control variate ``c`` in ``server_state`` (None without SCAFFOLD)."""
-        return self.server.control(server_state)
+        return self.server.control(self._server_part(server_state))
 
     def broadcast(self, params: Params, server_state: Params) -> Params:
         """What a fit task carries: the params, plus ``c`` with SCAFFOLD."""
-        return self.server.broadcast(params, server_state)
+        return self.server.broadcast(params, self._server_part(server_state))
 
     def aggregate(self, params: Params, updates: Sequence[Update]) -> RoundAggregate:
         """The round's updates reduced by the strategy (their SCAFFOLD ``delta_c`` summed apart, never
@@ -190,26 +228,38 @@ class RunPlan:
             updates = [replace(u, tensors=scaffold.split_deltas(u.tensors)[0]) for u in updates]
         train = weighted_metrics([Evaluation(u.num_examples, u.metrics) for u in updates])
         examples = sum(u.num_examples for u in updates)
+        report = 0.0
         if self.privacy is not None:
-            updates = self.privacy.server_updates(params, updates)
+            updates, report = self.privacy.server_updates(params, updates)
         elif self.secure:
             updates = [replace(u, num_examples=1) for u in updates]
-        return RoundAggregate(self.strategy.aggregate(params, updates), train.metrics, examples, deltas)
+        return RoundAggregate(self.strategy.aggregate(params, updates), train.metrics, examples, deltas, report)
 
     def noised(self, params: Params, aggregate: RoundAggregate, num_clients: int, round_number: int) -> RoundAggregate:
-        """The aggregate with the server's central DP noise (its own seed per round); as is otherwise."""
+        """The aggregate with the server's central DP noise (its own seed per round) and, with adaptive
+        clipping, the next round's clip from the noisy count of unclipped updates; as is otherwise."""
         if self.privacy is None:
             return aggregate
         seed = privacy_spec.round_noise_seed(self.spec.seed, round_number)
+        next_clip = None
+        if self.adaptive_clip:
+            count_seed = privacy_spec.round_noise_seed(self.spec.seed, round_number, "dp-clip-count")
+            next_clip = self.privacy.next_clip(aggregate.unclipped_report, num_clients, count_seed)
         return replace(aggregate, aggregated=self.privacy.noised_aggregate(
-            params, aggregate.aggregated, num_clients, seed))
+            params, aggregate.aggregated, num_clients, seed), next_clip=next_clip)
 
     def close_round(
         self, params: Params, aggregate: RoundAggregate, server_state: Params
     ) -> tuple[Params, Params]:
         """The next global params and server state: the server step from ``params`` towards the aggregate
-        (plain replacement without an optimiser) and, with SCAFFOLD, ``c <- c + sum_i(delta_c_i) / N``."""
-        return self.server.step(params, aggregate.aggregated, server_state, aggregate.control_delta_sum)
+        (plain replacement without an optimiser) and, with SCAFFOLD, ``c <- c + sum_i(delta_c_i) / N``; with
+        adaptive clipping the state carries the next round's clip norm."""
+        new_params, state = self.server.step(params, aggregate.aggregated, self._server_part(server_state),
+                                             aggregate.control_delta_sum)
+        if self.adaptive_clip:
+            clip = aggregate.next_clip if aggregate.next_clip is not None else server_state[CLIP_KEY]
+            state[CLIP_KEY] = torch.as_tensor(clip, dtype=torch.float64)
+        return new_params, state
 
     def scores(
         self, params: Params, train_metrics: Mapping[str, float],

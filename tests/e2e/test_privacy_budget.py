@@ -2,9 +2,9 @@
 
 The scenario, and why the node (not only the hub) must refuse: north-clinic registers ``digits-dp`` with a
 budget of epsilon = 2 at delta = 1e-5. Two DP projects of 2 rounds each (local noise, noise multiplier 3.5,
-every source in every round) are proposed and approved while nothing has been spent: each alone needs 1.57,
-so the hub's proposal-time check lets both through. Its check counts what was spent when a project is
-proposed; it does not reserve budget for approved projects that have not run. Run A spends 2 rounds
+every source in every round) are proposed while nothing has been spent or approved: each alone needs 1.57,
+so the hub's proposal-time check lets both through (it reserves budget for approved projects only; once A is
+approved, a third proposal of B would be refused), and both are approved. Run A spends 2 rounds
 (1.57 composed). Run B's round 1 brings north to 1.97 (3 rounds composed), within the budget; its round 2 would
 bring it to 2.31, so north's node refuses that task, with the numbers, before touching its data. Run B goes on
 with south-lab and east-institute (min_nodes = 2) and completes. The ledger holds the refusal and the three
@@ -24,7 +24,7 @@ from consortium.fl.privacy.budget import Budget, Charge, round_refusal, verdict
 from consortium.node import actions
 from consortium.node.budget import BUDGET_FILE
 from consortium.protocol import RunProgress
-from consortium.scenario import ORGS, digits_spec, propose_and_approve
+from consortium.scenario import ORGS, approve_as, digits_spec
 
 pytestmark = pytest.mark.e2e
 
@@ -48,6 +48,16 @@ def dp_spec(name: str, rounds: int):
                        round_timeout=60.0)
 
 
+def approve(consortium, project: dict) -> dict:
+    """Attach the test set to a proposed project and have every data owner vote yes to run it."""
+    with consortium.hub.client() as admin:
+        admin.put_test_set(project["id"], consortium.test_set_bytes())
+    for org in project["required_orgs"]:
+        approve_as(consortium.org_dirs[org], consortium.hub.url, project)
+    with consortium.hub.client() as admin:
+        return admin.project(project["id"])
+
+
 def test_a_dataset_with_budget_two_is_refused_by_its_node_once_the_next_round_would_pass_it(cluster) -> None:
     consortium = cluster.consortium
     loaded, card = actions.prepare_dataset(cluster.workdir / "data" / f"{OWNER}.csv", "digits-dp", "CC-BY-4.0",
@@ -56,8 +66,12 @@ def test_a_dataset_with_budget_two_is_refused_by_its_node_once_the_next_round_wo
         registered = actions.register_dataset(owner, consortium.org_dirs[OWNER], loaded, card)
     assert registered["privacy_budget"] == {"epsilon": BUDGET, "delta": DELTA}
     cluster.start_nodes(poll_wait=5.0)
-    first = propose_and_approve(consortium, dp_spec("budget-a", rounds=2))
-    second = propose_and_approve(consortium, dp_spec("budget-b", rounds=2))
+    with consortium.hub.client() as admin:
+        proposed = [admin.create_project(dp_spec(name, rounds=2)) for name in ("budget-a", "budget-b")]
+    first, second = (approve(consortium, project) for project in proposed)
+    with cluster.hub.client() as admin, pytest.raises(HubError) as reserved:
+        admin.create_project(dp_spec("budget-b-again", rounds=2))
+    assert "spent 0.00, reserved 2.31 by budget-a (2 rounds), budget-b (2 rounds)" in reserved.value.detail
 
     with cluster.hub.client() as admin:
         run_a = admin.start_run(first["id"])
@@ -96,5 +110,5 @@ def test_a_dataset_with_budget_two_is_refused_by_its_node_once_the_next_round_wo
     with cluster.hub.client() as admin, pytest.raises(HubError) as refused:
         admin.create_project(dp_spec("budget-c", rounds=1))
     assert refused.value.status_code == 422
-    assert (f"{BUDGETED}: privacy budget ε = 2 at δ = 1e-05, spent 1.97; this project's 1 rounds need 1.07, "
-            "together 2.31") in refused.value.detail
+    assert (f"{BUDGETED}: privacy budget ε = 2 at δ = 1e-05, spent 1.97, reserved 0.00; this project's 1 rounds "
+            "need 1.07, together 2.31") in refused.value.detail

@@ -39,7 +39,7 @@ from consortium.hub.services.errors import Conflict, Gone
 from consortium.hub.services.identity import Principal
 from consortium.hub.state import HubState
 from consortium.hub.tensor_cache import TensorCache
-from consortium.plan import RunPlan
+from consortium.plan import CLIP_KEY, RunPlan
 from consortium.protocol import ProjectCreate, TaskKind, TaskOut, TaskRefusal, TaskResult, UpdateMeta
 
 ORGS = ("north", "south", "east")
@@ -67,6 +67,9 @@ def spec(**overrides: Any) -> ProjectCreate:
 
 
 ADAM = {"strategy": {"name": "fedavg", "server_optimizer": {"name": "adam", "options": {"lr": 0.05}}}}
+ADAPTIVE = {"privacy": {"noise": "central", "clip": 0.5, "epsilon": 1000.0, "delta": 1e-5, "noise_multiplier": 1.0,
+                        "adaptive_clip": {"target_quantile": 0.5, "learning_rate": 0.5, "count_noise_std": 2.0}}}
+CASES = {"plain": {}, "adam": ADAM, "adaptive_clip": ADAPTIVE}
 
 
 def _rows(index: int) -> LocalData:
@@ -468,14 +471,14 @@ def test_a_second_answer_from_the_same_node_counts_once(hub_for, uninterrupted) 
 # ---------------------------------------------------------------------------------------------- replay
 
 
-@pytest.mark.parametrize("case", ["plain", "adam"])
+@pytest.mark.parametrize("case", list(CASES))
 def test_a_fresh_hub_on_the_same_database_resumes_mid_round_and_ends_with_the_same_params(
     hub_for, uninterrupted, case: str
 ) -> None:
     """Round 1 closes, round 2 has one answer when the hub goes down. The next hub (new state, same
     database and blob directory) abandons round 2, replays it from round 1's checkpoint (with the server
-    optimiser's state) and ends bitwise where an uninterrupted run ends."""
-    project = spec(**(ADAM if case == "adam" else {}))
+    optimiser's state, or adaptive clipping's norm) and ends bitwise where an uninterrupted run ends."""
+    project = spec(**CASES[case])
     crashed = hub_for(project).start()
     crashed.answer_round()
     crashed.answer("north", crashed.task("north"))
@@ -483,7 +486,7 @@ def test_a_fresh_hub_on_the_same_database_resumes_mid_round_and_ends_with_the_sa
     crashed.crash()
     checkpoint = crashed.run()
     assert (checkpoint.status, checkpoint.current_round) == ("running", 1)
-    assert (checkpoint.server_state_sha256 is not None) == (case == "adam")
+    assert (checkpoint.server_state_sha256 is not None) == (case != "plain")
 
     resumed = Hub(crashed.state.sessions, crashed.state.blobs.root, crashed.run_id, crashed.orgs).start()
     final = resumed.finish()
@@ -496,6 +499,10 @@ def test_a_fresh_hub_on_the_same_database_resumes_mid_round_and_ends_with_the_sa
         "north": "done", "south": "cancelled", "east": "cancelled"}
     assert [(e["round"], e["attempt"]) for e in resumed.ledger("round.abandoned")] == [(2, 1)]
     assert [len(resumed.rounds(n)) for n in (1, 3)] == [1, 1]
+    if case == "adaptive_clip":  # the hub clipped centrally at a norm that moved every round
+        clips = [float(resumed.state.cache.get(sha)[CLIP_KEY])
+                 for sha in (checkpoint.server_state_sha256, resumed.run().server_state_sha256)]
+        assert 0.5 != clips[0] != clips[1]
 
 
 # ---------------------------------------------------------------------------------------------- long poll

@@ -61,7 +61,7 @@ DATA = {org: LocalData(torch.randn(ROWS, FEATURES, generator=torch.Generator().m
         for i, org in enumerate(ORGS)}
 
 
-def spec(privacy: dict[str, Any] | None = None) -> ProjectCreate:
+def spec(privacy: dict[str, Any] | None = None, rounds: int = 1) -> ProjectCreate:
     fields: dict[str, Any] = {
         "name": "secagg",
         "algorithm": {"name": "classifier",
@@ -69,7 +69,7 @@ def spec(privacy: dict[str, Any] | None = None) -> ProjectCreate:
         "strategy": {"name": "fedavg",
                      "secure_aggregation": {"clip_range": 4.0, "stage_timeout_s": STAGE_S}},
         "datasets": [f"{org}/rows" for org in ORGS],
-        "rounds": 1, "min_nodes": 2, "round_timeout": 1000.0, "seed": 3,
+        "rounds": rounds, "min_nodes": 2, "round_timeout": 1000.0, "seed": 3,
     }
     if privacy is not None:
         fields["privacy"] = privacy
@@ -276,17 +276,19 @@ def expected_params(params: Params, setup: RoundSetup, deltas: list[Params]) -> 
     return {name: params[name] + mean[name] for name in params}
 
 
-def finish(hub: Hub, nodes: dict[str, Node]) -> Params:
-    for node in nodes.values():
-        node.evaluate()
+def finish(hub: Hub, nodes: dict[str, Node], evaluators: list[str] | None = None) -> Params:
+    """The final evaluate phase answered by ``evaluators`` (default: every node), the run's final params."""
+    for org in nodes if evaluators is None else evaluators:
+        nodes[org].evaluate()
     hub.thread.join(GUARD_S)
     run = hub.run_row()
     assert (run.status, run.error) == ("completed", None)
     return hub.state.cache.get(run.params_sha256)
 
 
-def check_round(hub: Hub, nodes: dict[str, Node], survivors: list[str]) -> None:
-    params = finish(hub, nodes)
+def check_round(hub: Hub, nodes: dict[str, Node], survivors: list[str], silent: tuple[str, ...] = ()) -> None:
+    """``silent``: nodes that missed a stage, left out of the final evaluate phase (they never poll again)."""
+    params = finish(hub, nodes, [org for org in nodes if org not in silent])
     setup = next(n.link.setups[0] for n in nodes.values() if n.link.setups)
     initial = hub.state.cache.get(hub.ledger("run.initialised")[0]["params_sha256"])
     expected = expected_params(initial, setup, [nodes[org].delta for org in survivors])
@@ -316,9 +318,26 @@ def test_dropouts_within_the_threshold_leave_the_survivors_sum(hub_for, stage: s
     nodes = play(hub, dict.fromkeys(gone, stage))
     # a node that sent its masked input before dropping out is in the sum: its self mask is unmasked by others
     survivors = list(ORGS) if stage == "unmask" else [org for org in ORGS if org not in gone]
-    check_round(hub, nodes, survivors)
+    check_round(hub, nodes, survivors, silent=gone)
     summary = hub.first_round().metrics["secure_aggregation"]
     assert summary["dropped_at"] == {stage: sorted(f"{org}/rows" for org in gone)}
+
+
+def test_a_node_that_dropped_out_gets_no_task_until_it_polls_again(hub_for) -> None:
+    hub = hub_for(spec(rounds=2))
+    first = play(hub, {"a1": "masked_input"})
+    # round 2 goes to the four others only: it closes without the clock reaching its round timeout
+    second = {org: Node(hub.state, org, hub.orgs[org], hub.clock, None) for org in ORGS[1:]}
+    for node in second.values():
+        node.start()
+    for node in second.values():
+        node.join(GUARD_S)
+    assert all(node.outcome == "masked update summed" for node in second.values())
+    hub.state.seen(hub.orgs["a1"].org_id)  # a1's node is back: the final evaluation includes it again
+    finish(hub, {**first, **second})
+    one, two = hub.ledger("round.completed")
+    assert one["dropped"] == ["a1/rows"] and one["secure_aggregation"]["dropped_at"] == {"masked_input": ["a1/rows"]}
+    assert two["participants"] == sorted(f"{org}/rows" for org in ORGS[1:]) and two["dropped"] == []
 
 
 @pytest.mark.parametrize("stage", STAGES)

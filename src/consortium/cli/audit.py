@@ -9,9 +9,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from consortium.cli.common import console, fail
+from consortium.cli.common import OptionalOrgDirOpt, TokenOpt, call, console, fail, member_client
 
-app = typer.Typer(no_args_is_help=True, help="Privacy audits of a project spec, run in simulation.")
+app = typer.Typer(no_args_is_help=True, help="Privacy audits of a project spec (in simulation) or of a hub model.")
 
 SpecArgument = Annotated[Path, typer.Argument(metavar="SPEC", help="project spec JSON (see examples/)")]
 JsonOption = Annotated[Path | None, typer.Option("--json", help="write the results as JSON")]
@@ -34,13 +34,15 @@ def _card_paths(path: Path) -> tuple[Path, Path]:
     return json_path, json_path.with_suffix(".md")
 
 
-def _write_to_card(path: Path, kind: str, entry: dict) -> None:
-    """The audit's entry in the card's ``privacy.audit.<kind>``; the Markdown beside it rendered again."""
+def _write_to_card(path: Path, kind: str, entry: dict, md_path: Path | None = None) -> None:
+    """The audit's entry in the card's ``privacy.audit.<kind>``; the Markdown beside it (``md_path``, else the
+    JSON's name with ``.md``) rendered again."""
     from consortium.fl.privacy.card import with_audit
     from consortium.hub.services.model_cards import render_markdown
     from consortium.sim.outputs import render_card
 
-    json_path, md_path = _card_paths(path)
+    json_path, beside = _card_paths(path)
+    md_path = md_path or beside
     try:
         card = json.loads(json_path.read_text())
     except json.JSONDecodeError as exc:
@@ -104,14 +106,30 @@ def audit_dp(
 
 @app.command("mia")
 def audit_mia(
-    spec_path: SpecArgument,
+    spec_path: Annotated[Path | None, typer.Argument(
+        metavar="[SPEC]", help="project spec JSON to train and attack in simulation (or give --model)")] = None,
     rounds: Annotated[int | None, typer.Option(help="override the spec's rounds")] = None,
     clients: Annotated[int | None, typer.Option(help="override the simulated clients N")] = None,
     seed: Annotated[int, typer.Option(help="seed of the held-out split and the shadow model")] = 0,
     json_path: JsonOption = None,
     model_card: CardOption = None,
+    model: Annotated[str | None, typer.Option(
+        "--model", help="attack a model on the hub instead: its id (as `consortium model download` takes it) "
+                        "or PROJECT[@VERSION] (default: the latest version)")] = None,
+    members: Annotated[Path | None, typer.Option(
+        "--members", help="--model: your org's data file the model was trained on (a dataset on its card)")] = None,
+    non_members: Annotated[Path | None, typer.Option(
+        "--non-members", help="--model: rows of the same kind the model never saw")] = None,
+    target: Annotated[str | None, typer.Option("--target", help="--model: the label column of both files")] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="--model: where the model and its card are downloaded (default: model-ID)")] = None,
+    hub: Annotated[str | None, typer.Option("--hub", envvar="CONSORTIUM_HUB", help="hub base URL")] = None,
+    token: TokenOpt = None,
+    org_dir: OptionalOrgDirOpt = None,
 ) -> None:
-    """Loss-threshold and shadow-model membership inference against the spec's classifier (simulation)."""
+    """Loss-threshold and shadow-model membership inference against a classifier: the spec's, trained in
+    simulation, or (--model) one trained on the hub, downloaded with your credentials and attacked with your
+    own rows."""
     import torch
 
     from datetime import date
@@ -121,16 +139,78 @@ def audit_mia(
     from consortium.sim.mia import run_mia
 
     torch.set_num_threads(1)
-    try:
-        report = run_mia(spec_path, rounds, seed, {"clients": clients})
-    except FLError as exc:
-        fail(str(exc))
-    table = Table(title=f"membership inference on {spec_path.name} ({report.members} members, "
+    if (spec_path is None) == (model is None):
+        fail("give a SPEC to audit in simulation, or --model to audit a model on the hub (not both)")
+    card_md: Path | None = None
+    if model is not None:
+        if hub is None:
+            fail("--model needs --hub (or CONSORTIUM_HUB)")
+        report, model_card, card_md, name, extra = _attack_hub_model(
+            hub, token, org_dir, model, members, non_members, target, out, seed)
+    else:
+        assert spec_path is not None
+        name, extra = spec_path.name, {}
+        try:
+            report = run_mia(spec_path, rounds, seed, {"clients": clients})
+        except FLError as exc:
+            fail(str(exc))
+    table = Table(title=f"membership inference on {name} ({report.members} members, "
                         f"{report.non_members} non-members)")
     for column in ("attack", "AUC", "TPR at 1 % FPR"):
         table.add_column(column, justify="right")
-    for name, scores in (("loss threshold", report.loss_threshold), ("shadow model", report.shadow_model)):
-        table.add_row(name, f"{scores['auc']:.3f}", f"{scores['tpr_at_1pct_fpr']:.3f}")
-    _emit(report.as_dict(), table, json_path)
+    for attack, scores in (("loss threshold", report.loss_threshold), ("shadow model", report.shadow_model)):
+        table.add_row(attack, f"{scores['auc']:.3f}", f"{scores['tpr_at_1pct_fpr']:.3f}")
+    _emit(report.as_dict() | extra, table, json_path)
     if model_card is not None:
-        _write_to_card(model_card, "mia", mia_audit_entry(report.as_dict(), date.today()))
+        _write_to_card(model_card, "mia", mia_audit_entry(report.as_dict(), date.today()) | extra, card_md)
+        if model is not None:
+            console.print("the hub's own card is unchanged: it takes no audit results (a released card is "
+                          "frozen); share the local card with the result")
+
+
+def _attack_hub_model(hub: str, token: str | None, org_dir: Path | None, model: str, members: Path | None,
+                      non_members: Path | None, target: str | None, out: Path | None, seed: int):
+    """Download ``model`` (hash-checked) and attack it with the caller's rows: (report, card JSON path, card
+    Markdown path, title, what the card's entry adds: the model and the members' dataset)."""
+    from consortium.codec import decode_tensors
+    from consortium.fl.core import FLError
+    from consortium.model_files import download_model
+    from consortium.sim.mia import attack_hub_model
+    from consortium.tables import load_table
+
+    if members is None or non_members is None:
+        fail("--model needs --members FILE (your rows it was trained on) and --non-members FILE (rows it never saw)")
+    try:
+        member_rows, held_out = load_table(members, target), load_table(non_members, target)
+    except FLError as exc:
+        fail(str(exc))
+    with member_client(hub, token, org_dir) as client:
+        model_id = _model_id(client, model)
+        paths = call(download_model, client, model_id, out or Path(f"model-{model_id}"))
+    card = json.loads(paths["card"].read_text())
+    trained_on = {d.get("sha256"): d["ref"] for d in card.get("datasets", [])}
+    if member_rows.sha256 not in trained_on:
+        fail(f"--members: {members} (sha256 {member_rows.sha256[:12]}...) is none of the datasets model "
+             f"{model_id} was trained on ({', '.join(trained_on.values()) or 'none'}); give the file you registered")
+    try:
+        report = attack_hub_model(card, decode_tensors(paths["weights"].read_bytes()), member_rows.to_local_data(),
+                                  held_out.to_local_data(), seed)
+    except FLError as exc:
+        fail(str(exc))
+    extra = {"model_id": model_id, "members_dataset": trained_on[member_rows.sha256]}
+    return report, paths["card"], paths["card_markdown"], f"model {model_id} ({card['model']})", extra
+
+
+def _model_id(client, model: str) -> int:
+    """The registry id of ``model``: an id, or PROJECT[@VERSION] (the latest version without one)."""
+    if model.isdigit():
+        return int(model)
+    project, _, version = model.partition("@")
+    if version and not version.isdigit():
+        fail(f"--model: the version after @ must be a number, got {version!r}")
+    rows = [m for m in call(client.list_models, project=project, limit=500) if m["project"] == project]
+    if version:
+        rows = [m for m in rows if m["version"] == int(version)]
+    if not rows:
+        fail(f"--model: no model {model!r} that you may see")
+    return max(rows, key=lambda m: (m["version"] or 0, m["id"]))["id"]

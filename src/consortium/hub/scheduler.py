@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any, overload
 
@@ -157,14 +157,16 @@ class RunDriver:
         secured = self.secure.close(phase, done, params) if self.secure is not None else None
         if secured is not None:
             done, dropped = secured.done, dropped + secured.dropped
+            self._mark_dropped(secured.missed)
         if len(done) < self.spec.min_nodes:
             why = f" ({secured.failure})" if secured is not None and secured.failure else ""
             raise RunFailed(f"round {number}: {len(done)} of the required min_nodes={self.spec.min_nodes} nodes "
                             f"answered within round_timeout={self.spec.round_timeout}s{why}")
-        aggregate = secured.aggregate if secured is not None else self.plan.noised(
-            params, self.plan.aggregate(params, updates), len(updates), number)
         server_state = self.state.cache.get(self.server_state_sha) if self.plan.stateful else {}
-        new_params, server_state = self.plan.close_round(params, aggregate, server_state)
+        plan = self.plan.for_round(server_state)  # with adaptive clipping: this round's clip norm
+        aggregate = secured.aggregate if secured is not None else plan.noised(
+            params, plan.aggregate(params, updates), len(updates), number)
+        new_params, server_state = plan.close_round(params, aggregate, server_state)
         if self.plan.stateful:
             self.server_state_sha = self._store_params(server_state)
         self.params_sha = new_sha = self._store_params(new_params)
@@ -214,9 +216,6 @@ class RunDriver:
             session.commit()
         self.state.broker.notify(progress_key(self.run_id))
 
-    def _deadline(self) -> datetime:
-        return self.state.clock() + timedelta(seconds=self.spec.round_timeout)
-
     def _active_participants(self) -> list[Participant]:
         """Datasets of admitted orgs whose node has not been dropped, or has polled again since it was."""
         with self.state.sessions() as session:
@@ -247,7 +246,7 @@ class RunDriver:
         """One transaction: the round (unless the plan names an existing one) and its tasks; then the phase
         goes live and the nodes hear of it (before any of them can answer, so no answer misses it)."""
         opened_at, started = time.time(), time.perf_counter()
-        deadline = self._deadline()
+        deadline = self.state.clock() + timedelta(seconds=self.spec.round_timeout)
         participants = plan.participants
         seeds = [derive_seed(self.spec.seed, plan.kind.value, plan.number, p.ref) for p in participants]
         with self.state.sessions() as session:
@@ -315,10 +314,12 @@ class RunDriver:
                 ledger.project_scope(self.project_id),
             )
             session.commit()
-        now = time.monotonic()
-        for task_id in dropped:
-            self.dropped_at[phase.participants[task_id].org_id] = now
+        self._mark_dropped(phase.participants[task_id] for task_id in dropped)
         return self._answers_in_database(task_ids - dropped)
+
+    def _mark_dropped(self, participants: Iterable[Participant]) -> None:
+        """Leave ``participants``' orgs out of the next phases until their node polls again (it may be dead)."""
+        self.dropped_at.update(dict.fromkeys((p.org_id for p in participants), time.monotonic()))
 
     def _answers_in_database(self, task_ids: set[int]) -> list[Answer]:
         """Answers committed for ``task_ids`` (update tensors read back from the blob store)."""

@@ -2,15 +2,16 @@
 no tensors), the hub runs the SecAgg+ server's four stages with them, each under its own deadline, and turns
 the unmasked sum into the round's aggregate: the mean of the survivors' deltas, each node counting once.
 
-A node that misses a stage is a dropout for the rest of the round; with fewer than the threshold left the
-round aborts: nothing is unmasked, a ``round.secagg_aborted`` ledger entry says why, and the driver treats
+A node that misses a stage is a dropout for the rest of the round, and the driver leaves it out of the next
+phases until it polls again (as a node dropped at the round timeout): a dead node then costs no later round
+its timeout. With fewer than the threshold left the round aborts: nothing is unmasked, a ``round.secagg_aborted`` ledger entry says why, and the driver treats
 the round as one without updates (its min_nodes policy then fails the run, as for any failed round).
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -32,13 +33,15 @@ from consortium.protocol import TaskKind
 @dataclass(frozen=True)
 class Secured:
     """A round's secure aggregation done: the answers summed (``U3``), the nodes that trained but dropped
-    out, the aggregate (None after an abort), what the ledger says of it, and why it aborted."""
+    out, the aggregate (None after an abort), what the ledger says of it, why it aborted, and the nodes
+    that missed a stage's message (dropped out, or summed but silent in the unmask stage)."""
 
     done: list[tuple[Participant, Answer]]
     dropped: list[Participant]
     aggregate: RoundAggregate | None
     summary: dict[str, Any]
     failure: str | None = None
+    missed: list[Participant] = field(default_factory=list)
 
 
 class SecureRounds:
@@ -88,6 +91,7 @@ class SecureRounds:
         summary: dict[str, Any] = {"nodes": len(done), "survived": {}, "dropped_at": {}}
         length = sum(t.numel() for t in params.values())
         expected = set(by_client)
+        missed: set[str] = set()
         try:
             setup = plan_round(self.spec, phase.round_id, sorted(by_client), length, self.plan.spec.seed)
             summary["threshold"], summary["bits"] = setup.config.threshold, setup.bits
@@ -106,17 +110,19 @@ class SecureRounds:
                     summary["survived"][stage] = len(arrived)
                     if expected - arrived:
                         summary["dropped_at"][stage] = sorted(by_client[c][0].ref for c in expected - arrived)
+                        missed |= expected - arrived
                 deadline = self._deadline()  # a stage's time starts before its input is published
                 if published is not None:
                     secagg_round.publish(published, result)
                 expected = set(server.survivors) if stage == "masked_input" else arrived
         except SecAggAborted as exc:
-            return self._aborted(phase, done, summary, secagg_round, str(exc))
+            return replace(self._aborted(phase, done, summary, secagg_round, str(exc)),
+                           missed=[by_client[c][0] for c in sorted(missed)])
         survivors = [by_client[c] for c in server.survivors]
         summary.update(refused=secagg_round.refused, refusals=secagg_round.refusals)
         aggregate = self._aggregate(setup, result, survivors, params)
         dropped = [p for p, a in done if str(a.task_id) not in server.survivors]
-        return Secured(survivors, dropped, aggregate, summary)
+        return Secured(survivors, dropped, aggregate, summary, missed=[by_client[c][0] for c in sorted(missed)])
 
     def _deadline(self) -> datetime:
         return self.state.clock() + timedelta(seconds=self.spec.stage_timeout_s)

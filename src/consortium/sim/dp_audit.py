@@ -129,9 +129,8 @@ def audited_privacy(
             fields.pop("noise_multiplier", None)
             fields["epsilon"] = epsilon
         elif noise_multiplier is not None:
-            # RunPlan.of first resolves the block at rate 1 (the hub's view): the target must cover that too
-            spent = max(accountant.epsilon_spent(noise_multiplier, rate, rounds, delta, fields["sampling"], population)
-                        for rate in {sampling_rate, 1.0})
+            spent = accountant.epsilon_spent(noise_multiplier, sampling_rate, rounds, delta, fields["sampling"],
+                                             population)
             if spent > 1e3:
                 raise FLError(f"--noise-multiplier {noise_multiplier} spends epsilon = {spent:.4g} over {rounds} "
                               "rounds, beyond any claim (1000); use 0 to audit without DP")

@@ -11,7 +11,10 @@ members against ``B`` (rows the attacker never saw):
   outputs (loss, top probability, margin between the top two); it then scores the target's outputs.
 
 Reported per attack: ROC AUC and the TPR at 1 % FPR (``sklearn.metrics.roc_curve``, interpolated).
-Only the simulator path exists: a hub model would take its member's own rows in place of the split.
+
+A model trained on the hub (:func:`attack_hub_model`) is attacked the same way with the auditor's own rows:
+the rows its org contributed as members, rows the model never saw as the non-members (split in two as above),
+the architecture and the epochs from the model card.
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from consortium.fl.core import FLError, LocalData, Params, derive_seed
+from consortium.fl.core import Algorithm, FLError, LocalData, Params, derive_seed, parse_hyperparams
 from consortium.fl.networks import forward
+from consortium.fl.registry import get_algorithm
 from consortium.sim.datasets import SimDataset
 from consortium.sim.engines.factory import make_engine
 from consortium.sim.simulation import Simulation
@@ -71,18 +75,17 @@ class MiaReport:
                 "shadow_model": self.shadow_model, "final_metrics": self.final_metrics}
 
 
-def shadow_attack(simulation: Simulation, attacker: LocalData, seed: int) -> Any:
-    """A logistic regression telling the shadow model's training rows from its other rows, by its outputs,
-    and the shadow model's params."""
+def shadow_attack(algorithm: Algorithm, hp: Any, rounds: int, attacker: LocalData, seed: int) -> Any:
+    """A logistic regression telling the shadow model's training rows from its other rows, by its outputs
+    (the shadow: ``algorithm`` trained centrally for the federated run's ``rounds`` x local epochs)."""
     from sklearn.linear_model import LogisticRegression
 
-    plan = simulation.plan
     order = np.random.default_rng(seed).permutation(len(attacker.x))
     inside, outside = _rows(attacker, order[: len(order) // 2]), _rows(attacker, order[len(order) // 2:])
-    epochs = min(simulation.spec.rounds * plan.hp.local_epochs, 1000)
-    hp = plan.hp.model_copy(update={"local_epochs": epochs})
-    start = plan.algorithm.init(hp, simulation.dataset.num_features, seed)
-    shadow = plan.algorithm.local_update(hp, start, inside, seed).tensors
+    epochs = min(rounds * hp.local_epochs, 1000)
+    hp = hp.model_copy(update={"local_epochs": epochs})
+    start = algorithm.init(hp, attacker.x.shape[1], seed)
+    shadow = algorithm.local_update(hp, start, inside, seed).tensors
     features = np.concatenate([outputs(hp, shadow, inside), outputs(hp, shadow, outside)])
     labels = np.concatenate([np.ones(len(inside.x)), np.zeros(len(outside.x))])
     return LogisticRegression(max_iter=1000).fit(features, labels)
@@ -104,15 +107,44 @@ def run_mia(spec_path: Path, rounds: int | None = None, seed: int = 0,
         result = simulation.run(engine)
     finally:
         engine.close()
-    dataset, hp = simulation.dataset, simulation.plan.hp
-    held_out = np.random.default_rng(derive_seed("mia-split", seed)).permutation(len(dataset.test.x))
-    attacker, evaluation = _rows(dataset.test, held_out[: len(held_out) // 2]), _rows(
-        dataset.test, held_out[len(held_out) // 2:])
-    members, non_members = outputs(hp, result.params, dataset.train), outputs(hp, result.params, evaluation)
-    model = shadow_attack(simulation, attacker, derive_seed("mia-shadow", seed))
+    plan = simulation.plan
+    return attack(plan.algorithm, plan.hp, project.rounds, result.params, simulation.dataset.train,
+                  simulation.dataset.test, seed, result.final_metrics)
+
+
+def attack(algorithm: Algorithm, hp: Any, rounds: int, params: Params, members: LocalData, held_out: LocalData,
+           seed: int, final_metrics: dict[str, float] | None = None) -> MiaReport:
+    """Both attacks on the model ``params``: ``members`` its training rows, ``held_out`` rows it never saw
+    (half the attacker's, half the evaluation's non-members)."""
+    if len(held_out.x) < 4:
+        raise FLError(f"audit mia needs at least 4 rows the model never saw, got {len(held_out.x)}")
+    order = np.random.default_rng(derive_seed("mia-split", seed)).permutation(len(held_out.x))
+    attacker, evaluation = _rows(held_out, order[: len(order) // 2]), _rows(held_out, order[len(order) // 2:])
+    inside, outside = outputs(hp, params, members), outputs(hp, params, evaluation)
+    model = shadow_attack(algorithm, hp, rounds, attacker, derive_seed("mia-shadow", seed))
     return MiaReport(
-        len(members), len(non_members),
-        attack_scores(-members[:, 0], -non_members[:, 0]),
-        attack_scores(model.predict_proba(members)[:, 1], model.predict_proba(non_members)[:, 1]),
-        result.final_metrics,
+        len(inside), len(outside),
+        attack_scores(-inside[:, 0], -outside[:, 0]),
+        attack_scores(model.predict_proba(inside)[:, 1], model.predict_proba(outside)[:, 1]),
+        final_metrics or {},
     )
+
+
+def attack_hub_model(card: dict[str, Any], params: Params, members: LocalData, non_members: LocalData,
+                     seed: int = 0) -> MiaReport:
+    """Both attacks on a model trained on the hub, described by its ``card`` (algorithm, hyper-parameters,
+    rounds): ``members`` rows it was trained on (the auditor's own), ``non_members`` rows it never saw.
+    FLError when the card is no classifier's or the rows do not fit it."""
+    algorithm_spec = card.get("algorithm") or {}
+    if algorithm_spec.get("name") != "classifier":
+        raise FLError(f"audit mia attacks classifiers; the model's algorithm is {algorithm_spec.get('name')!r}")
+    algorithm = get_algorithm("classifier")
+    hp = parse_hyperparams(algorithm, algorithm_spec.get("hyperparameters") or {})
+    width = None if hp.conv is not None else int(hp.layers[0])
+    for what, rows in (("members", members), ("non-members", non_members)):
+        if rows.y is None:
+            raise FLError(f"the {what} rows have no target column; give --target")
+        if width is not None and rows.x.shape[1] != width:
+            raise FLError(f"the {what} rows have {rows.x.shape[1]} features, the model takes {width}")
+    return attack(algorithm, hp, int(card.get("rounds", 1)), params, members, non_members, seed,
+                  dict((card.get("final_metrics") or {}).get("test", {})))

@@ -108,7 +108,7 @@ def _privacy(result: SimResult) -> DpPlan | None:
     spec, settings = result.spec, result.settings
     if spec.privacy is None:
         return None
-    return RunPlan.of(spec).sampled(settings.cohort_size() / settings.clients, settings.clients).privacy
+    return RunPlan.of(spec, sampling=settings.sampling()).privacy
 
 
 def _card_environments(result: SimResult) -> dict[str, Any]:
@@ -182,7 +182,7 @@ def render_card(card: dict[str, Any]) -> str:
 
 def preview(result: SimResult) -> bytes | None:
     """PNG of what the model does, for algorithms that draw one (a GAN's sample grid): as a real run's."""
-    plan = RunPlan.of(result.spec)
+    plan = RunPlan.of(result.spec, sampling=result.settings.sampling())
     return preview_png(plan.algorithm, plan.hp, result.params, result.spec.seed)
 
 

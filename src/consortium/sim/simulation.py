@@ -141,7 +141,7 @@ class Simulation:
     ) -> None:
         self.spec, self.settings = spec, settings
         self.device = resolve_device(settings.device)
-        plan = RunPlan.of(spec)
+        plan = RunPlan.of(spec, sampling=settings.sampling())
         self.dataset = dataset or load_source(settings)
         check_algorithm_fits(plan.algorithm, self.dataset)
         self.plan = plan.knowing(self.dataset.num_features, settings.clients)
@@ -152,7 +152,6 @@ class Simulation:
         self.parts = parts
         self.ids = client_ids(settings.clients)
         self.cohort_size = settings.cohort_size()
-        self.plan = self.plan.sampled(self.cohort_size / settings.clients, settings.clients)
         self.train, self.test = train_and_test(self.dataset, self.device)
         self.setup = Setup(self.plan, self.train, self.device, tamper, tuple(self.ids))
         self.initial_params = initial_params
@@ -197,9 +196,11 @@ class Simulation:
         for number in range(1, self.spec.rounds + 1):
             started = time.perf_counter()
             cohort = self.cohort(number)
-            aggregate = plan.noised(params, engine.fit(params, cohort, plan.control(server_state)), len(cohort),
-                                    number)
-            params, server_state = plan.close_round(params, aggregate, server_state)
+            current = plan.for_round(server_state)
+            clip = current.privacy.clip if current.adaptive_clip and current.privacy else None
+            aggregate = current.noised(params, engine.fit(params, cohort, plan.control(server_state), clip=clip),
+                                       len(cohort), number)
+            params, server_state = current.close_round(params, aggregate, server_state)
             scores = plan.scores(params, aggregate.train_metrics, self.test)
             record = RoundRecord(
                 number,

@@ -57,6 +57,10 @@ class SimulationSettings(BaseModel):
             raise ValueError("a cohort above 1 is a count of clients and must be a whole number")
         return value
 
+    def sampling(self) -> tuple[float, int]:
+        """``(rate, population)`` of each round's cohort: what a run's privacy is accounted at."""
+        return self.cohort_size() / self.clients, self.clients
+
     def cohort_size(self) -> int:
         """Clients sampled each round."""
         if self.cohort <= 1.0:

@@ -83,9 +83,22 @@ def test_verdict_numbers_and_left() -> None:
     assert check.added_rounds == 3 and check.left == pytest.approx(2.0 - check.spent)
     assert not check.fits
     reason = plan_refusal("north/digits", check)
-    assert reason == (f"north/digits: privacy budget ε = 2 at δ = 1e-05, spent {check.spent:.2f}; this project's 3 "
-                      f"rounds need {check.added:.2f}, together {check.total:.2f}")
+    assert reason == (f"north/digits: privacy budget ε = 2 at δ = 1e-05, spent {check.spent:.2f}, reserved 0.00; "
+                      f"this project's 3 rounds need {check.added:.2f}, together {check.total:.2f}")
     assert "without differential privacy" in no_dp_refusal("north/digits")
+
+
+def test_reserved_rounds_compose_with_the_spent_and_the_planned_ones() -> None:
+    alone = verdict(Budget(2.0, DELTA), [Charge(3.5)], [Charge(3.5)])
+    assert alone.fits and alone.reserved == 0.0
+    check = verdict(Budget(2.0, DELTA), [Charge(3.5)], [Charge(3.5)], reserved=[Charge(3.5)] * 2)
+    assert check.reserved == pytest.approx(epsilon_of([Charge(3.5)] * 2, DELTA))
+    assert check.total == pytest.approx(epsilon_of([Charge(3.5)] * 4, DELTA)) and not check.fits
+    assert check.left == pytest.approx(2.0 - check.spent)
+    reason = plan_refusal("north/digits", check, ["first (2 rounds)"])
+    assert reason == (f"north/digits: privacy budget ε = 2 at δ = 1e-05, spent {check.spent:.2f}, reserved "
+                      f"{check.reserved:.2f} by first (2 rounds); this project's 1 rounds need {check.added:.2f}, "
+                      f"together {check.total:.2f}")
 
 
 @pytest.mark.parametrize("bad", [dict(epsilon=0.0, delta=DELTA), dict(epsilon=2.0, delta=1.0),

@@ -68,8 +68,8 @@ def test_server_updates_weigh_one_and_are_clipped_under_central_noise() -> None:
     plan = resolve(spec(clip=0.5), rounds=2, sampling_rate=1.0, population=2)
     params = {"w": torch.zeros(4)}
     updates = [Update({"w": torch.full((4,), 3.0)}, 120), Update({"w": torch.full((4,), 0.1)}, 7)]
-    served = plan.server_updates(params, updates)
-    assert [u.num_examples for u in served] == [1, 1]
+    served, report = plan.server_updates(params, updates)
+    assert [u.num_examples for u in served] == [1, 1] and report == 0.0  # one clipped (-1/2), one not (+1/2)
     assert global_norm(served[0].tensors) == pytest.approx(0.5)
     assert torch.equal(served[1].tensors["w"], updates[1].tensors["w"])
     noised = plan.noised_aggregate(params, {"w": torch.zeros(4)}, 2, seed=7)
@@ -81,7 +81,35 @@ def test_stacked_privatisation_equals_each_clients_own() -> None:
     plan = resolve(spec(noise="local", clip=0.5), rounds=2, sampling_rate=1.0, population=3)
     params = {"w": torch.randn(3, 2, generator=torch.Generator().manual_seed(0))}
     trained = torch.randn(3, 3, 2, generator=torch.Generator().manual_seed(1))
-    stacked = plan.privatise_stacked(params, {"w": trained}, [11, 12, 13])["w"]
+    stacked = plan.privatise_stacked(params, {"w": trained}, [11, 12, 13])[0]["w"]
     for c, seed in enumerate([11, 12, 13]):
         own = plan.privatise_update(params, {"w": trained[c]}, seed)["w"]
         assert torch.equal(stacked[c], own)
+
+
+def test_adaptive_clipping_pays_for_its_count_and_moves_the_clip() -> None:
+    adaptive = {"target_quantile": 0.5, "learning_rate": 0.2, "count_noise_std": 5.0}
+    plan = resolve(spec(noise_multiplier=2.0, epsilon=100.0, adaptive_clip=adaptive), rounds=3, sampling_rate=1.0,
+                   population=4)
+    assert plan.noise_multiplier == 2.0 and plan.guarantee.noise_multiplier == 2.0  # the run is accounted with it
+    assert plan.update_noise_multiplier == pytest.approx((2.0 ** -2 - 10.0 ** -2) ** -0.5)
+    fixed = resolve(spec(noise_multiplier=2.0, epsilon=100.0), rounds=3, sampling_rate=1.0, population=4)
+    params = {"w": torch.zeros(4)}
+    assert plan.noised_aggregate(params, params, 4, seed=3)["w"].std() > fixed.noised_aggregate(
+        params, params, 4, seed=3)["w"].std()  # the same draws, scaled by the larger update multiplier
+    assert plan.unclipped_report([0.5, 0.9, 1.5, 2.0]) == 0.0 and plan.unclipped_report([0.1, 0.2]) == 1.0
+    # every update unclipped: the clip shrinks towards the median; the count's noise is seeded
+    smaller = plan.next_clip(2.0, 4, seed=1)
+    assert smaller < 1.0 and smaller == plan.next_clip(2.0, 4, seed=1) != plan.next_clip(2.0, 4, seed=2)
+    assert plan.with_clip(0.25).clip == 0.25 and fixed.next_clip(2.0, 4, seed=1) == 1.0
+
+
+@pytest.mark.parametrize(("privacy", "message"), [
+    (spec(noise="local", adaptive_clip={}), "adaptive clipping needs privacy.noise = 'central'"),
+    (spec(noise_multiplier=4.0, epsilon=100.0, adaptive_clip={"count_noise_std": 1.0}),
+     "count_noise_std: count_noise_std = 1.0 spends the whole budget"),
+])
+def test_adaptive_clipping_that_cannot_be_paid_for_is_refused(privacy, message) -> None:
+    with pytest.raises(FLError, match=message):
+        check_strategy(privacy, "fedavg", True, uses_scaffold=False)
+        resolve(privacy, rounds=3, sampling_rate=1.0, population=4)

@@ -131,10 +131,39 @@ def test_charges_are_mirrored_once_per_round_and_count_at_proposal_time(session:
     out = dataset_service.to_out(dataset)
     assert out.privacy_spent == pytest.approx(two) and out.privacy_left == pytest.approx(2.0 - two)
 
-    with pytest.raises(BadRequest, match=r"north/budgeted: privacy budget ε = 2 at δ = 1e-05, spent 1.57; "
+    with pytest.raises(BadRequest, match=r"north/budgeted: privacy budget ε = 2 at δ = 1e-05, spent 1.57, "
+                                         r"reserved 0.00; "
                                          r"this project's 2 rounds need 1.57, together 2.31"):
         project_service.create(session, north, spec("second", rounds=2))
     assert project_service.create(session, north, spec("third", rounds=1)).id
+
+
+def test_approved_projects_reserve_the_rounds_they_have_not_charged_yet(session: Session, hub) -> None:
+    north = hub["north"]
+    first = project_service.create(session, north, spec("first", rounds=2))
+    assert project_service.create(session, north, spec("pending", rounds=2)).id  # nothing approved yet
+    first.status = "approved"  # what the passed run proposal's effect does
+    session.commit()
+    two = epsilon_of([Charge(SIGMA)] * 2, DELTA)
+    with pytest.raises(BadRequest) as refused:
+        project_service.create(session, north, spec("second", rounds=2))
+    assert str(refused.value) == (f"datasets: north/budgeted: privacy budget ε = 2 at δ = 1e-05, spent 0.00, "
+                                  f"reserved {two:.2f} by first (2 rounds); this project's 2 rounds need {two:.2f}, "
+                                  f"together {epsilon_of([Charge(SIGMA)] * 4, DELTA):.2f}")
+    assert "together 2.31" in str(refused.value)
+
+    run = Run(project_id=first.id)  # running: what it charged is spent, not reserved any more
+    session.add(run)
+    session.commit()
+    record_charge(session, north, fit_task(session, run, 1, north, "budgeted").id,
+                  ChargeIn(noise_multiplier=SIGMA, sampling_rate=1.0))
+    one = epsilon_of([Charge(SIGMA)], DELTA)
+    with pytest.raises(BadRequest, match=rf"spent {one:.2f}, reserved {one:.2f} by first \(1 rounds\); this "
+                                         rf"project's 2 rounds"):
+        project_service.create(session, north, spec("third", rounds=2))
+    run.status = "failed"  # a finished run reserves nothing: one spent round and two new ones fit
+    session.commit()
+    assert project_service.create(session, north, spec("fourth", rounds=2)).id
 
 
 def test_an_unbudgeted_or_non_dp_task_is_not_charged(session: Session, hub) -> None:

@@ -79,14 +79,16 @@ def epsilon_of(charges: Iterable[Charge], delta: float) -> float:
 
 @dataclass(frozen=True)
 class Verdict:
-    """Whether ``more`` charges fit a budget after ``spent``: the epsilons of the spent charges, of the new
-    ones alone and of all of them together, at the budget's delta."""
+    """Whether ``more`` charges fit a budget after ``spent`` (and the ``reserved`` charges of approved runs
+    still to come): the epsilons of the spent charges, of the reserved ones alone, of the new ones alone and
+    of all of them together, at the budget's delta."""
 
     budget: Budget
     spent: float
     added: float
     total: float
     added_rounds: int
+    reserved: float = 0.0
 
     @property
     def fits(self) -> bool:
@@ -99,11 +101,12 @@ class Verdict:
         return max(0.0, self.budget.epsilon - self.spent)
 
 
-def verdict(budget: Budget, spent: Iterable[Charge], more: Iterable[Charge]) -> Verdict:
-    """The :class:`Verdict` of adding ``more`` charges to ``spent`` under ``budget``."""
-    spent, more = list(spent), list(more)
+def verdict(budget: Budget, spent: Iterable[Charge], more: Iterable[Charge],
+            reserved: Iterable[Charge] = ()) -> Verdict:
+    """The :class:`Verdict` of adding ``more`` charges to ``spent`` and ``reserved`` under ``budget``."""
+    spent, more, reserved = list(spent), list(more), list(reserved)
     return Verdict(budget, epsilon_of(spent, budget.delta), epsilon_of(more, budget.delta),
-                   epsilon_of(spent + more, budget.delta), len(more))
+                   epsilon_of(spent + reserved + more, budget.delta), len(more), epsilon_of(reserved, budget.delta))
 
 
 def round_refusal(ref: str, check: Verdict) -> str | None:
@@ -114,13 +117,15 @@ def round_refusal(ref: str, check: Verdict) -> str | None:
             f"(spent {check.spent:.2f}, this round {check.added:.2f}, together {check.total:.2f})")
 
 
-def plan_refusal(ref: str, check: Verdict) -> str | None:
-    """Why a proposal is refused on dataset ``ref`` (None when its planned rounds fit), with the numbers."""
+def plan_refusal(ref: str, check: Verdict, reserved_by: Iterable[str] = ()) -> str | None:
+    """Why a proposal is refused on dataset ``ref`` (None when its planned rounds fit), with the numbers;
+    ``reserved_by`` names the approved projects whose rounds to come are reserved."""
     if check.fits:
         return None
+    holders = ", ".join(reserved_by)
     return (f"{ref}: privacy budget ε = {check.budget.epsilon:g} at δ = {check.budget.delta:.3g}, spent "
-            f"{check.spent:.2f}; this project's {check.added_rounds} rounds need {check.added:.2f}, together "
-            f"{check.total:.2f}")
+            f"{check.spent:.2f}, reserved {check.reserved:.2f}" + (f" by {holders}" if holders else "")
+            + f"; this project's {check.added_rounds} rounds need {check.added:.2f}, together {check.total:.2f}")
 
 
 def no_dp_refusal(ref: str) -> str:

@@ -24,7 +24,13 @@ def card_section(
     budgets = budgets or {}
     per_dataset = {ref: dict(guarantee) | ({"budget": dict(budgets[ref])} if ref in budgets else {})
                    for ref in refs}
-    return {"privacy": {"noise": plan.noise.value, "per_dataset": per_dataset}}
+    section: dict[str, Any] = {"noise": plan.noise.value, "per_dataset": per_dataset}
+    if plan.adaptive is not None:
+        section["adaptive_clip"] = {
+            "initial_clip": plan.adaptive.initial_clip, "target_quantile": plan.adaptive.target_quantile,
+            "learning_rate": plan.adaptive.learning_rate, "count_noise_std": plan.adaptive.count_noise_std,
+            "update_noise_multiplier": plan.update_noise_multiplier}
+    return {"privacy": section}
 
 
 AUDIT_KINDS = ("dp", "mia")
@@ -97,6 +103,13 @@ def markdown_lines(card: dict[str, Any]) -> list[str]:
             f"{g['rounds']} | {g['sampling']}, rate {g['sampling_rate']:.4g} | {g['noise_multiplier']:.4g} | "
             f"{g['clip']:.4g} |"
         )
+    adaptive = privacy.get("adaptive_clip")
+    if adaptive:
+        lines += ["", f"Adaptive clipping (Andrew et al. 2021): the clip starts at {adaptive['initial_clip']:.4g} and "
+                  f"follows the {adaptive['target_quantile']:.3g} quantile of the update norms (learning rate "
+                  f"{adaptive['learning_rate']:.3g}); the clipped count is released with noise std "
+                  f"{adaptive['count_noise_std']:.4g} and the updates with noise multiplier "
+                  f"{adaptive['update_noise_multiplier']:.4g}, together the noise multiplier accounted above."]
     budgets = {ref: g["budget"] for ref, g in privacy["per_dataset"].items() if "budget" in g}
     if budgets:
         lines += ["", "Owners' privacy budgets over every run, after this one (their nodes refuse rounds past them):",

@@ -3,21 +3,24 @@ accountant, :mod:`consortium.fl.privacy.budget`), and the proposal-time check of
 
 The node is the authority on its own budget (:mod:`consortium.node.budget` refuses a round that would pass
 it); the hub mirrors each charge as a ``privacy.charged`` ledger entry and refuses, at proposal time, a
-project whose planned rounds would pass what a dataset has left by the charges reported so far.
+project whose planned rounds would pass what a dataset has left: the charges reported so far, composed with
+the rounds still to come of the DP projects already approved on it (reserved: a run not started yet reserves
+all its rounds, a running one the rounds its node has not charged yet, a finished one none).
 """
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from consortium.fl.privacy import budget as privacy_budget
 from consortium.fl.privacy.budget import Budget, Charge
-from consortium.hub.db.models import Dataset, PrivacyCharge
+from consortium.hub.db.models import Dataset, PrivacyCharge, Project, ProjectDataset, Run
 from consortium.hub.services.errors import BadRequest
 from consortium.plan import RunPlan
 from consortium.privacy_wire import PrivacyBudgetSpec
 from consortium.protocol import ProjectCreate
+from consortium.statuses import RunStatus
 
 def budget_of(dataset: Dataset) -> Budget | None:
     """The owner's budget of ``dataset`` (None: it has none)."""
@@ -48,10 +51,37 @@ def spent_and_left(session: Session, dataset: Dataset) -> tuple[float | None, fl
     return check.spent, check.left
 
 
+def reserved(session: Session, dataset_id: int) -> tuple[list[Charge], list[str]]:
+    """The charges the approved DP projects on the dataset are still to make (see the module), and the names
+    of the projects that reserve any."""
+    found: list[Charge] = []
+    holders = []
+    approved = session.scalars(select(Project).join(ProjectDataset, ProjectDataset.project_id == Project.id)
+                               .where(ProjectDataset.dataset_id == dataset_id, Project.status == "approved")
+                               .order_by(Project.id))
+    for project in approved:
+        spec = ProjectCreate.model_validate(project.spec)
+        if spec.privacy is None:
+            continue
+        latest = session.scalar(select(Run).where(Run.project_id == project.id).order_by(Run.id.desc()).limit(1))
+        to_come = spec.rounds
+        if latest is not None and latest.status != RunStatus.running:
+            to_come = 0
+        elif latest is not None:
+            to_come -= session.scalar(select(func.count(func.distinct(PrivacyCharge.round))).where(
+                PrivacyCharge.run_id == latest.id, PrivacyCharge.dataset_id == dataset_id)) or 0
+        if to_come > 0:
+            plan = RunPlan.of(spec).privacy
+            assert plan is not None
+            found += [Charge(plan.noise_multiplier, plan.sampling_rate)] * to_come
+            holders.append(f"{project.name} ({to_come} rounds)")
+    return found, holders
+
+
 def check_proposal(session: Session, spec: ProjectCreate, plan: RunPlan, sources: list[Dataset]) -> None:
     """BadRequest (field ``datasets``) naming each budgeted source the project may not use: any, when the
-    project has no DP; else one whose reported charges plus this project's planned rounds (every source joins
-    every round, rate 1) would pass its budget."""
+    project has no DP; else one whose reported charges, the rounds reserved by approved projects and this
+    project's planned rounds (every source joins every round, rate 1) would pass its budget."""
     problems = []
     for source in sources:
         budget = budget_of(source)
@@ -62,8 +92,9 @@ def check_proposal(session: Session, spec: ProjectCreate, plan: RunPlan, sources
             problems.append(privacy_budget.no_dp_refusal(ref))
             continue
         planned = [Charge(plan.privacy.noise_multiplier, plan.privacy.sampling_rate)] * spec.rounds
-        refusal = privacy_budget.plan_refusal(ref, privacy_budget.verdict(budget, charges(session, source.id),
-                                                                          planned))
+        held, holders = reserved(session, source.id)
+        check = privacy_budget.verdict(budget, charges(session, source.id), planned, held)
+        refusal = privacy_budget.plan_refusal(ref, check, holders)
         if refusal is not None:
             problems.append(refusal)
     if problems:

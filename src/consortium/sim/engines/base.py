@@ -45,10 +45,12 @@ class Engine(Protocol):
 
     name: str
 
-    def fit(self, params: Params, cohort: Cohort, control: Params | None = None) -> RoundAggregate:
+    def fit(self, params: Params, cohort: Cohort, control: Params | None = None,
+            clip: float | None = None) -> RoundAggregate:
         """The cohort's local work from ``params`` (and, for SCAFFOLD, the server's control variate
         ``control``; the engine keeps each client's own ``c_i`` between rounds), reduced to what
-        :meth:`RunPlan.close_round` takes."""
+        :meth:`RunPlan.close_round` takes; ``clip``: the round's DP clip norm under adaptive clipping (the
+        reduction then carries the clients' clipped-count report)."""
         ...
 
     def close(self) -> None: ...

@@ -25,21 +25,23 @@ class LoopEngine:
         self.setup = setup
         self.client_controls: dict[str, Params] = {}
 
-    def fit(self, params: Params, cohort: Cohort, control: Params | None = None) -> RoundAggregate:
-        setup = self.setup
+    def fit(self, params: Params, cohort: Cohort, control: Params | None = None,
+            clip: float | None = None) -> RoundAggregate:
+        setup, plan = self.setup, self.setup.plan.at_clip(clip)
         check_control_given(setup, control)
         updates = [self._local_update(params, cohort, c, control) for c in range(len(cohort))]
         if setup.tamper is None:
-            return setup.plan.aggregate(params, updates)
+            return plan.aggregate(params, updates)
         deltas_sum = scaffold.delta_sum(updates) if control is not None else None
         models = [replace(u, tensors=scaffold.split_deltas(u.tensors)[0]) for u in updates]
         train = weighted_metrics([Evaluation(u.num_examples, u.metrics) for u in models])
         examples = sum(u.num_examples for u in models)
-        if setup.plan.privacy is not None:
-            models = setup.plan.privacy.server_updates(params, models)
+        report = 0.0
+        if plan.privacy is not None:
+            models, report = plan.privacy.server_updates(params, models)
         stacked = setup.tamper(params, stack_updates(models))
-        return RoundAggregate(aggregate_stacked(setup.plan.strategy, params, stacked), train.metrics,
-                              examples, deltas_sum)
+        return RoundAggregate(aggregate_stacked(plan.strategy, params, stacked), train.metrics,
+                              examples, deltas_sum, report)
 
     def _local_update(self, params: Params, cohort: Cohort, position: int, control: Params | None) -> Update:
         """One client's update; with SCAFFOLD, its ``c_i`` advances by the ``delta_c`` it sends."""

@@ -83,8 +83,9 @@ def chunks(cohort: Cohort, size: int) -> Iterator[Cohort]:
 def fit_chunk(
     algorithm: Any, hp: Any, params: Params, train: Any, chunk: Cohort, reducer: CohortReducer,
     privacy: DpPlan | None = None,
-) -> dict[str, float]:
-    """Train one chunk of clients and fold it into ``reducer``; the chunk's example-weighted metric sums.
+) -> tuple[dict[str, float], float]:
+    """Train one chunk of clients and fold it into ``reducer``; the chunk's example-weighted metric sums and,
+    with DP, its clients' summed clipped-count report (:meth:`DpPlan.unclipped_report`, 0 without DP).
 
     When the reducer only needs example-weighted sums of the clients' params (FedAvg, nothing tampering with
     updates, no DP) and the algorithm can produce them directly, the clients' params are never materialised.
@@ -92,6 +93,7 @@ def fit_chunk(
     engine's clients do) inside the batch, and each client weighs 1.
     """
     num_examples = torch.as_tensor(chunk.sizes, device=train.x.device)
+    report = 0.0
     if privacy is None and reducer.takes_weighted_sums and isinstance(algorithm, SummedCohortTrainer):
         sums, per_client = algorithm.local_update_cohort_summed(hp, params, train, chunk)
         reducer.add_weighted_sums(sums, num_examples)
@@ -100,10 +102,10 @@ def fit_chunk(
         weights = num_examples
         if privacy is not None:
             seeds = [privacy.client_seed(seed, cid) for seed, cid in zip(chunk.seeds, chunk.client_ids)]
-            stacked = privacy.privatise_stacked(params, stacked, seeds)
+            stacked, report = privacy.privatise_stacked(params, stacked, seeds)
             weights = torch.full_like(num_examples, privacy.weight)
         reducer.add(stacked, weights, chunk.client_ids)
-    return weighted_metric_sums(per_client, num_examples)
+    return weighted_metric_sums(per_client, num_examples), report
 
 
 def weighted_metric_sums(per_client: dict[str, torch.Tensor], num_examples: torch.Tensor) -> dict[str, float]:
@@ -127,19 +129,22 @@ class VectorizedEngine:
         if setup.device.type == "cpu":
             reuse_freed_memory()
 
-    def fit(self, params: Params, cohort: Cohort, control: Params | None = None) -> RoundAggregate:
-        setup = self.setup
+    def fit(self, params: Params, cohort: Cohort, control: Params | None = None,
+            clip: float | None = None) -> RoundAggregate:
+        setup, privacy = self.setup, self.setup.plan.at_clip(clip).privacy
         check_control_given(setup, control)
         size = self.chunk_clients or default_chunk_clients(params, setup.device, control is not None)
         reducer = CohortReducer(setup.plan.strategy, params, setup.tamper)
         metric_sums: dict[str, float] = {}
         total = 0
         deltas_sum: Params | None = None
+        report = 0.0
         for chunk in chunks(cohort, size):
             if control is None:
-                chunk_metrics = fit_chunk(
-                    setup.plan.algorithm, setup.plan.hp, params, setup.train, chunk, reducer, setup.plan.privacy
+                chunk_metrics, chunk_report = fit_chunk(
+                    setup.plan.algorithm, setup.plan.hp, params, setup.train, chunk, reducer, privacy
                 )
+                report += chunk_report
             else:
                 stacked, per_client, chunk_sum = self._controlled_update(params, chunk, control)
                 deltas_sum = scaffold.merge_sums(deltas_sum, chunk_sum)
@@ -150,7 +155,7 @@ class VectorizedEngine:
                 metric_sums[name] = metric_sums.get(name, 0.0) + value
             total += int(chunk.sizes.sum())
         train = {name: value / total for name, value in metric_sums.items()} if total else {}
-        return RoundAggregate(reducer.result(), train, total, deltas_sum)
+        return RoundAggregate(reducer.result(), train, total, deltas_sum, report)
 
     def _controlled_update(
         self, params: Params, chunk: Cohort, control: Params
