@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from consortium.hub.live import LivePhase
+from consortium.fl.core import Evaluation, Update
+from consortium.hub.live import Answer, LivePhase
 from consortium.protocol import TaskKind
 
 
@@ -55,3 +56,16 @@ class OpenPhase:
     started: float
     """``time.perf_counter()`` at the same moment."""
 
+
+
+def answered_updates(done: list[tuple[Participant, Answer]]) -> tuple[list[Update], list[Evaluation]]:
+    """The updates of answered tasks, and the evaluations of the received params they carried."""
+    updates, evaluations = [], []
+    for participant, answer in done:
+        result = answer.result
+        updates.append(Update(tensors=answer.tensors, num_examples=result["num_examples"],
+                              metrics=result["metrics"], client_id=f"{participant.dataset_id:012d}"))
+        evaluation = result.get("evaluation")
+        if evaluation is not None:
+            evaluations.append(Evaluation(evaluation["num_examples"], evaluation["metrics"]))
+    return updates, evaluations

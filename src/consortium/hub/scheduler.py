@@ -26,10 +26,10 @@ from typing import Any, overload
 
 from sqlalchemy.orm import Session
 
-from consortium.fl.core import Evaluation, LocalData, Params, Update, derive_seed, weighted_metrics
+from consortium.fl.core import Evaluation, LocalData, Params, derive_seed, weighted_metrics
 from consortium.hub.db.models import Run
 from consortium.hub.live import Answer, LivePhase
-from consortium.hub.phases import OpenPhase, Participant, PhasePlan, RunFailed, StopRequested
+from consortium.hub.phases import OpenPhase, Participant, PhasePlan, RunFailed, StopRequested, answered_updates
 from consortium.hub.secagg_driver import SecureRounds
 from consortium.hub.services import credits, ledger
 from consortium.hub.services.runs import AnswerRules
@@ -140,7 +140,7 @@ class RunDriver:
             return self.plan.init_params(), None
         phase = self._open(PhasePlan(0, TaskKind.init, None, self.participants))
         done, _ = self._collect(phase)
-        updates, _ = self._updates(done)
+        updates, _ = answered_updates(done)
         if len(updates) < self.spec.min_nodes:
             raise RunFailed(
                 f"initialisation: {len(updates)} of the required min_nodes={self.spec.min_nodes} nodes answered"
@@ -153,7 +153,7 @@ class RunDriver:
         """Collect and aggregate a round's fit phase; its checkpoint also opens the next phase."""
         number = phase.number
         done, dropped = self._collect(phase)
-        updates, previous_eval = self._updates(done)
+        updates, previous_eval = answered_updates(done)
         secured = self.secure.close(phase, done, params) if self.secure is not None else None
         if secured is not None:
             done, dropped = secured.done, dropped + secured.dropped
@@ -339,19 +339,6 @@ class RunDriver:
                     continue
             answers.append(Answer(row.id, row.status, row.result, tensors, row.update_sha256))
         return answers
-
-    @staticmethod
-    def _updates(done: list[tuple[Participant, Answer]]) -> tuple[list[Update], list[Evaluation]]:
-        """The updates of answered tasks, and the evaluations of the received params they carried."""
-        updates, evaluations = [], []
-        for participant, answer in done:
-            result = answer.result
-            updates.append(Update(tensors=answer.tensors, num_examples=result["num_examples"],
-                                  metrics=result["metrics"], client_id=f"{participant.dataset_id:012d}"))
-            evaluation = result.get("evaluation")
-            if evaluation is not None:
-                evaluations.append(Evaluation(evaluation["num_examples"], evaluation["metrics"]))
-        return updates, evaluations
 
     # ------------------------------------------------------------------------------------------ persistence
 
