@@ -31,7 +31,7 @@ templates = Environment(
     lstrip_blocks=True,
 )
 NAV = (("/", "Overview"), ("/members", "Members"), ("/catalogue", "Catalogue"), ("/projects", "Projects"),
-       ("/models", "Models"))
+       ("/models", "Models"), ("/ledger", "Ledger"))
 
 
 def caller(request: Request) -> Principal | None:
