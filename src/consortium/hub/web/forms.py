@@ -40,20 +40,25 @@ def _message(text: str) -> str:
 
 
 def field_problems(error: ValidationError, where: dict[tuple[str, ...], str], fallback: str) -> dict[str, str]:
-    """Each pydantic error under the form field its location names (the longest prefix in ``where``), the
-    first per field; errors of the whole model under ``fallback``."""
-    found: dict[str, str] = {}
+    """Each pydantic error under the form field its location names (the longest prefix in ``where``; the
+    whole model's under ``fallback``), a field's messages joined (a union says what each form wanted)."""
+    found: dict[str, list[str]] = {}
     for item in error.errors():
         loc = tuple(str(part) for part in item["loc"])
         name = next((where[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in where), fallback)
-        found.setdefault(name, _message(item["msg"]))
-    return found
+        message = _message(item["msg"])
+        if message not in found.setdefault(name, []):
+            found[name].append(message)
+    return {name: "; or ".join(messages) for name, messages in found.items()}
 
 
-def service_problem(exc: ServiceError, fields: tuple[str, ...], fallback: str) -> dict[str, str]:
-    """A service's refusal under the field it names ("field: why"), else under ``fallback``."""
+def service_problem(exc: ServiceError, where: dict[tuple[str, ...], str], fallback: str) -> dict[str, str]:
+    """A service's refusal under the form field it names ("field.sub: why", the longest prefix in
+    ``where``), else whole under ``fallback``."""
     name, _, message = exc.message.partition(": ")
-    return {name: message} if name in fields and message else {fallback: exc.message}
+    loc = tuple(name.split(".")) if message and " " not in name else ()
+    found = next((where[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in where), None)
+    return {found: message} if found is not None else {fallback: exc.message}
 
 
 def _too_long(values: dict[str, str], fields: tuple[str, ...]) -> dict[str, str]:
@@ -128,7 +133,8 @@ async def propose(request: Request, session: Session = Depends(db)) -> Response:
             project = project_service.create(session, who, spec)
         except ServiceError as exc:
             session.rollback()
-            problems = service_problem(exc, PROJECT_FIELDS, "name")
+            about_sources = "dataset" in exc.message or "environment" in exc.message
+            problems = service_problem(exc, WHERE, "datasets" if about_sources else "name")
         else:
             return RedirectResponse(f"/projects/{project.id}", status_code=303)
     return _propose_page(request, session, 422, values, problems)
@@ -169,7 +175,7 @@ async def _change_rights(request: Request, session: Session, kind: str, org: str
             session.rollback()
             if exc.status_code == 404:
                 raise
-            problems = service_problem(exc, RIGHTS_FIELDS, "visibility")
+            problems = service_problem(exc, {(f,): f for f in RIGHTS_FIELDS}, "visibility")
         else:
             return RedirectResponse(f"/{kind}s/{org}/{name}?changed=1", status_code=303)
     source = service.by_ref(session, who, f"{org}/{name}")
