@@ -20,7 +20,7 @@ from playwright.sync_api import expect
 from consortium.client import HubClient
 from consortium.launch import HubProcess, start_hub, start_node
 from consortium.ledger_audit import verify_from_db, verify_from_hub
-from consortium.scenario import ORGS, DigitsConsortium, digits_spec, propose_and_approve, provision_digits
+from consortium.scenario import DIGITS_HYPERPARAMETERS, ORGS, DigitsConsortium, digits_spec, propose_and_approve, provision_digits
 
 pytestmark = pytest.mark.e2e
 OWNERS = ORGS[:2]
@@ -191,3 +191,28 @@ def test_a_steward_votes_with_the_org_key_file_and_the_vote_verifies(page, world
     assert recorded[-1]["actor_signature"] == votes[0]["signature"]
     assert verify_from_db(f"sqlite:///{world.db}").ok
     assert verify_in_page(page, world)["state"] == "ok"
+
+
+def test_markup_typed_into_the_forms_is_shown_as_text_and_never_runs(page, world: World) -> None:
+    """Runs last: it proposes a project, so the ledger grows."""
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    markup = '"><img src=x onerror=alert(1)><script>alert(2)</script>'
+    log_in(page, world, OWNERS[0])
+    page.goto(world.hub.url + "/ledger")
+    page.get_by_label("Actor").fill(markup)
+    page.get_by_role("button", name="Filter").click()
+    assert "at most 100 letters" in page.locator("#f-actor-error").inner_text()
+    assert page.get_by_label("Actor").input_value() == markup
+    page.goto(world.hub.url + "/projects/new")
+    page.get_by_label("Name").fill("marked-up")
+    page.get_by_label("Task").fill(markup)
+    page.get_by_label("Datasets").fill(", ".join(f"{org}/digits" for org in OWNERS))
+    page.get_by_label("Hyper-parameters (JSON object)").fill(json.dumps(DIGITS_HYPERPARAMETERS))
+    page.get_by_label("Rounds").fill("1")
+    page.get_by_role("button", name="Propose").click()
+    page.wait_for_url(re.compile(r".*/projects/\d+$"))
+    assert markup in page.locator("main").inner_text()
+    page.goto(world.hub.url + "/projects")
+    assert page.locator('img[src="x"]').count() == 0 and page.locator("main script").count() == 0
+    assert dialogs == []

@@ -5,6 +5,7 @@ addresses answer 401 JSON to anonymous callers and a 404 page to logged-in ones.
 
 from __future__ import annotations
 
+import itertools
 import re
 from html import unescape
 from collections.abc import Iterator
@@ -339,3 +340,51 @@ def test_unknown_addresses_answer_401_json_to_anonymous_callers_and_a_404_page_w
     assert logged_in.status_code == 404 and logged_in.headers["content-type"].startswith("text/html")
     assert f"no page {path}" in logged_in.text and "Log out" in logged_in.text
     assert site.client("alice").get("/api/nope").status_code == 401  # the API still needs credentials
+
+
+# ------------------------------------------------------------------------------------------ markup
+
+PAYLOADS = ("<script>alert(1)</script>", '"><img src=x onerror=alert(1)>', "'><svg onload=alert(1)>")
+MARKUP = ("<script>alert(1)", "<img src=x", "<svg onload")
+
+
+def forms(site: Site) -> list[tuple[str, str, str, str, dict[str, str]]]:
+    """Each form as (user, page it is on, method, action, its fields with good values)."""
+    proposal = f"/proposals/{site.proposal_id}"
+    vote = sign_vote(site, "west", "abstain", "")
+    return [
+        ("", "/login", "post", "/login", {"token": "csm_x", "next": "/"}),
+        ("alice", "/ledger", "get", "/ledger",
+         {"event_type": "", "actor": "", "project": "", "since": "", "until": ""}),
+        ("alice", "/catalogue", "get", "/catalogue",
+         {"text": "", "licence": "", "owner": "", "visibility": "", "kind": ""}),
+        ("alice", "/models", "get", "/models", {"project": "", "status": "", "licence": "", "org": ""}),
+        ("alice", "/projects/new", "post", "/projects/new", dict(GOOD_PROJECT)),
+        ("alice", "/datasets/north/digits", "post", "/datasets/north/digits/rights",
+         {"visibility": "public", "process": "members", "download": "nobody"}),
+        ("carol", proposal, "post", f"{proposal}/vote", vote),
+    ]
+
+
+def test_markup_in_any_field_of_any_form_comes_back_escaped(site: Site) -> None:
+    clients = {who: site.client(who or None) for who in ("", "alice", "carol")}
+    counter = itertools.count()
+    for who, page, method, action, fields in forms(site):
+        client = clients[who]
+        for name, payload in itertools.product(fields, PAYLOADS):
+            body = {**fields, name: payload}
+            if action == "/projects/new" and name != "name":
+                body["name"] = f"inj-{next(counter)}"
+            if method == "get":
+                answer = client.get(action, params=body)
+            else:
+                answer = client.post(action, data={"csrf": csrf_of(client.get(page).text), **body})
+            shown = [answer.text]
+            if answer.status_code == 303:
+                shown.append(client.get(answer.headers["location"]).text)
+            assert answer.status_code < 500, (action, name)
+            for html, markup in itertools.product(shown, MARKUP):
+                assert markup not in html, (action, name, payload)
+    assert any(p["task"] == PAYLOADS[0] for p in TestClient(
+        site.app, headers={"Authorization": f"Bearer {site.tokens['alice']}"}).get("/api/projects").json()
+        for p in [p["spec"]])  # a stored payload was rendered too, not only refused ones
