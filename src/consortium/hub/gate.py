@@ -185,7 +185,8 @@ class Gate:
             await self._web_session(scope)
             await self.app(scope, receive, send)
             return
-        if access == "authenticated" and not scope["path"].startswith("/api") and not sends_credentials(scope):
+        if access == "authenticated" and not scope["path"].startswith("/api") \
+                and not sends_credentials(scope):
             # No route has this address (every page is marked): a logged-in browser gets the 404 page,
             # anyone else the 401 below, as for any address that needs credentials.
             scope[BODY_LIMIT_SCOPE_KEY] = s.max_public_bytes

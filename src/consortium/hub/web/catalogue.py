@@ -90,7 +90,8 @@ def card_page(request: Request, session: Session, source: Dataset, noun: str, st
     rights = source_rights(source)
     shown = {"visibility": rights.visibility.value, "process": grant_text(rights.process.dump()),
              "download": grant_text(rights.download.dump())}
-    may_change = principal is not None and principal.org_id == source.org_id and principal.acts_for(source.org_id)
+    may_change = (principal is not None and principal.org_id == source.org_id
+                  and principal.acts_for(source.org_id))
     return page(
         request, "source.html", status_code=status_code, title=f"{source.org.name}/{source.name}",
         source=source, noun=noun, may_change=may_change, problems=problems or {}, values=values or shown,

@@ -23,13 +23,14 @@ from consortium.hub.services import projects as project_service
 from consortium.hub.services.errors import ServiceError
 from consortium.hub.services.source_rights import change_rights
 from consortium.hub.web.catalogue import card_page
-from consortium.hub.web.render import MAX_FIELD_CHARS, WebRoute, caller, csrf_refused, form, login_redirect, page
+from consortium.hub.web.render import MAX_FIELD_CHARS, WebRoute, caller, csrf_refused, form, login_redirect
+from consortium.hub.web.render import page
 from consortium.hub.wire import Name
 from consortium.protocol import ProjectCreate, SourceRightsIn
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
-PROJECT_FIELDS = ("name", "task", "algorithm", "hyperparameters", "strategy", "datasets", "rounds", "min_nodes",
-                  "round_timeout", "validation_fraction", "seed")
+PROJECT_FIELDS = ("name", "task", "algorithm", "hyperparameters", "strategy", "datasets", "rounds",
+                  "min_nodes", "round_timeout", "validation_fraction", "seed")
 NUMBERS = ("rounds", "min_nodes", "round_timeout", "validation_fraction", "seed")
 RIGHTS_FIELDS = ("visibility", "process", "download")
 GRANT_WORDS = ("everyone", "members", "nobody")
@@ -39,7 +40,8 @@ def _message(text: str) -> str:
     return text.removeprefix("Value error, ")
 
 
-def field_problems(error: ValidationError, where: dict[tuple[str, ...], str], fallback: str) -> dict[str, str]:
+def field_problems(error: ValidationError, where: dict[tuple[str, ...], str],
+                   fallback: str) -> dict[str, str]:
     """Each pydantic error under the form field its location names (the longest prefix in ``where``; the
     whole model's under ``fallback``), a field's messages joined (a union says what each form wanted)."""
     found: dict[str, list[str]] = {}

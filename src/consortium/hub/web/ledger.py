@@ -174,7 +174,8 @@ def state(request: Request, session: Session = Depends(db)) -> Response:
         return JSONResponse({"detail": "log in first"}, status_code=401)
     head = ledger.head(session)
     rows = list(session.scalars(select(LedgerCheckpoint).order_by(LedgerCheckpoint.size)))
-    return _json({"head": {"seq": head.seq, "hash": head.hash}, "checkpoints": _checkpoint_rows(session, rows)})
+    return _json({"head": {"seq": head.seq, "hash": head.hash},
+                  "checkpoints": _checkpoint_rows(session, rows)})
 
 
 @router.get("/ledger/{seq}")

@@ -58,7 +58,8 @@ def project_page(request: Request, project_id: Id, session: Session = Depends(db
 
 @router.get("/proposals/{proposal_id}")
 @web
-def proposal_page(request: Request, proposal_id: Id, voted: int = 0, session: Session = Depends(db)) -> Response:
+def proposal_page(request: Request, proposal_id: Id, voted: int = 0,
+                  session: Session = Depends(db)) -> Response:
     who = caller(request)
     if who is None:
         return login_redirect(request)
