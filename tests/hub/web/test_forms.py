@@ -388,3 +388,20 @@ def test_markup_in_any_field_of_any_form_comes_back_escaped(site: Site) -> None:
     assert any(p["task"] == PAYLOADS[0] for p in TestClient(
         site.app, headers={"Authorization": f"Bearer {site.tokens['alice']}"}).get("/api/projects").json()
         for p in [p["spec"]])  # a stored payload was rendered too, not only refused ones
+
+
+def test_templates_load_scripts_only_from_the_hubs_static_files_and_inline_none() -> None:
+    templates = Path(create_app.__code__.co_filename).parent / "web" / "templates"
+    text = "\n".join(p.read_text() for p in templates.glob("*.html"))
+    tags = re.findall(r"<script\b[^>]*>", text)
+    assert tags and all(re.fullmatch(r'<script src="/static/[a-z]+\.js" defer>', tag) for tag in tags)
+    assert not re.search(r"\son[a-z]+=", text) and "javascript:" not in text
+
+
+def test_the_scripts_are_served_as_javascript_and_nothing_else_is(site: Site) -> None:
+    client = site.client(None)
+    for name in ("ledger", "sign"):
+        answer = client.get(f"/static/{name}.js")
+        assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/javascript")
+    assert client.get("/static/nope.js").status_code == 404
+    assert client.get("/static/..%2Fledger.py.js").status_code in (401, 404)  # a name, never a path
