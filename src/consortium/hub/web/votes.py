@@ -94,7 +94,7 @@ async def cast(request: Request, proposal_id: Id, session: Session = Depends(db)
     who = caller(request)
     if who is None:
         return login_redirect(request)
-    row = proposals.visible(session, who, proposal_id)
+    proposals.visible(session, who, proposal_id)  # a proposal the caller may not see: 404, as missing
     values = {name: fields.get(name, "") for name in FIELDS}
     try:
         body = VoteIn(**values)

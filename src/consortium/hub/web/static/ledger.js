@@ -130,7 +130,7 @@ const CLedger = (() => {
       if (e.payload == null) throw new Error(`entry ${seq} has neither a payload nor a payload commitment`);
       if (e.actor_key_id != null) throw new Error(`entry ${seq} is a plain entry with an actor key: only sealed entries have one`);
       return sha256hex(enc.encode(canonical({ seq: e.seq, event_type: e.event_type, actor: e.actor,
-        payload: e.payload, created_at: e.created_at, prev_hash: e.prev_hash }))); 
+        payload: e.payload, created_at: e.created_at, prev_hash: e.prev_hash })));
     }
     if (e.payload != null || e.salt != null) {
       if (e.payload == null || e.salt == null) throw new Error(`entry ${seq} reveals its payload or its salt without the other`);
