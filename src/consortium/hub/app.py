@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
 from consortium import __version__
@@ -30,6 +31,7 @@ from consortium.hub.services import checkpoints, hub_identity, hub_key, identity
 from consortium.hub.services.errors import ServiceError
 from consortium.hub.tensor_cache import TensorCache
 from consortium.hub.web.pages import ROUTERS as WEB_ROUTERS
+from consortium.hub.web.render import web_not_found
 from consortium.hub.wire import ERROR_RESPONSES, StrictJSONRoute, validation_error
 from consortium.version import code_version
 
@@ -98,6 +100,7 @@ def create_app(settings: HubSettings) -> FastAPI:
     app.state.auth_failures = AuthFailures(settings.auth_failure_limit, settings.auth_failure_window_s)
     app.router.route_class = StrictJSONRoute
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, web_not_found)
 
     @app.exception_handler(ServiceError)
     async def service_error(_request: Request, exc: ServiceError) -> JSONResponse:

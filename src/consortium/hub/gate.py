@@ -185,6 +185,15 @@ class Gate:
             await self._web_session(scope)
             await self.app(scope, receive, send)
             return
+        if access == "authenticated" and not scope["path"].startswith("/api") \
+                and not sends_credentials(scope):
+            # No route has this address (every page is marked): a logged-in browser gets the 404 page,
+            # anyone else the 401 below, as for any address that needs credentials.
+            scope[BODY_LIMIT_SCOPE_KEY] = s.max_public_bytes
+            await self._web_session(scope)
+            if scope.get(web_sessions.WEB_PRINCIPAL_SCOPE_KEY) is not None:
+                await self.app(scope, receive, send)
+                return
         if access == "optional":
             scope[BODY_LIMIT_SCOPE_KEY] = s.max_public_bytes
             if not sends_credentials(scope):

@@ -1,4 +1,4 @@
-"""Logging in with a user's API token and out again, and the pages' stylesheet.
+"""Logging in with a user's API token and out again, and the pages' stylesheet and scripts.
 
 The token is posted in a form (never in a URL), checked with :func:`identity.authenticate_token`, and only
 its hash is kept, in the hub's memory, under a new random session id; the browser holds that id in an
@@ -22,6 +22,7 @@ from consortium.hub.web.sessions import COOKIE, SESSION_SCOPE_KEY
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
 STYLESHEET = (HERE / "static" / "web.css").read_text()
+SCRIPTS = {path.stem: path.read_text() for path in (HERE / "static").glob("*.js")}
 TOKEN_MAX = 200
 
 
@@ -34,6 +35,16 @@ def _set_cookie(request: Request, response: Response, sid: str) -> None:
 @public
 def stylesheet() -> Response:
     return PlainTextResponse(STYLESHEET, media_type="text/css", headers={"Cache-Control": "max-age=3600"})
+
+
+@router.get("/static/{name}.js")
+@public
+def script(name: str) -> Response:
+    """The pages' scripts (files of ``static/``; the CSP allows no other and no inline code)."""
+    if name not in SCRIPTS:
+        return PlainTextResponse(f"no script {name}.js", status_code=404)
+    return PlainTextResponse(SCRIPTS[name], media_type="text/javascript",
+                             headers={"Cache-Control": "max-age=3600", "X-Content-Type-Options": "nosniff"})
 
 
 @router.get("/login")

@@ -24,6 +24,7 @@ from consortium.hub.wire import Name
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
 KINDS = {"dataset": dataset_service.TABLE, "environment": environment_service.KIND}
 FILTER_CHARS = 200
+CHANGED = "The rights were changed (a source.rights_changed ledger entry records it)."
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,11 @@ def _clip(value: str | None) -> str:
     return (value or "").strip()[:FILTER_CHARS]
 
 
+def grant_text(dumped: str | list[str]) -> str:
+    """A grant as the rights form writes it: a keyword, or org names joined by commas."""
+    return dumped if isinstance(dumped, str) else ", ".join(dumped)
+
+
 def licence_obligations(licence: str) -> list[str]:
     """What data or a model under ``licence`` must honour, one sentence each (none for an unknown one)."""
     try:
@@ -74,11 +80,22 @@ def catalogue(request: Request, text: str | None = None, licence: str | None = N
                 visibilities=("public", "members", "private"), kinds=tuple(KINDS))
 
 
-def _card_page(request: Request, session: Session, source: Dataset, noun: str) -> Response:
-    who = reader(session, caller(request))
+def card_page(request: Request, session: Session, source: Dataset, noun: str, status_code: int = 200,
+              problems: dict[str, str] | None = None, values: dict[str, str] | None = None,
+              notice: str | None = None) -> Response:
+    """A card's page; its owner's stewards also get the rights form (``problems``/``values``: a refused
+    change, shown next to its fields)."""
+    principal = caller(request)
+    who = reader(session, principal)
     rights = source_rights(source)
+    shown = {"visibility": rights.visibility.value, "process": grant_text(rights.process.dump()),
+             "download": grant_text(rights.download.dump())}
+    may_change = (principal is not None and principal.org_id == source.org_id
+                  and principal.acts_for(source.org_id))
     return page(
-        request, "source.html", title=f"{source.org.name}/{source.name}", source=source, noun=noun,
+        request, "source.html", status_code=status_code, title=f"{source.org.name}/{source.name}",
+        source=source, noun=noun, may_change=may_change, problems=problems or {}, values=values or shown,
+        notice=notice,
         rights={"visibility": rights.visibility, "process": rights.process.dump(),
                 "download": rights.download.dump()},
         may_process=can_process_source(who, source), may_download=can_download_source(who, source),
@@ -89,9 +106,10 @@ def _card_page(request: Request, session: Session, source: Dataset, noun: str) -
 
 @router.get("/datasets/{org}/{name}")
 @web
-def dataset_card(request: Request, org: Name, name: Name, session: Session = Depends(db)) -> Response:
+def dataset_card(request: Request, org: Name, name: Name, changed: int = 0,
+                 session: Session = Depends(db)) -> Response:
     source = dataset_service.by_ref(session, caller(request), f"{org}/{name}")
-    return _card_page(request, session, source, "dataset")
+    return card_page(request, session, source, "dataset", notice=CHANGED if changed else None)
 
 
 @router.get("/datasets/{org}/{name}/croissant.json")
@@ -106,6 +124,7 @@ def dataset_croissant(request: Request, org: Name, name: Name, session: Session 
 
 @router.get("/environments/{org}/{name}")
 @web
-def environment_card(request: Request, org: Name, name: Name, session: Session = Depends(db)) -> Response:
+def environment_card(request: Request, org: Name, name: Name, changed: int = 0,
+                     session: Session = Depends(db)) -> Response:
     source = environment_service.by_ref(session, caller(request), f"{org}/{name}")
-    return _card_page(request, session, source, "environment")
+    return card_page(request, session, source, "environment", notice=CHANGED if changed else None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
-from consortium.hub.web import auth, catalogue, models, overview, projects
+from consortium.hub.web import auth, catalogue, forms, ledger, models, overview, projects, votes
 
-ROUTERS = (auth.router, overview.router, catalogue.router, projects.router, models.router)
+ROUTERS = (auth.router, overview.router, catalogue.router, forms.router, projects.router, models.router,
+           ledger.router, votes.router)

@@ -16,6 +16,7 @@ from consortium.hub.services import models as model_service
 from consortium.hub.services import projects as project_service
 from consortium.hub.services import proposal_views, proposals
 from consortium.hub.services.access import visible_projects
+from consortium.hub.web import votes
 from consortium.hub.web.render import WebRoute, caller, login_redirect, page
 from consortium.hub.wire import Id
 from consortium.protocol import ProjectCreate
@@ -57,13 +58,13 @@ def project_page(request: Request, project_id: Id, session: Session = Depends(db
 
 @router.get("/proposals/{proposal_id}")
 @web
-def proposal_page(request: Request, proposal_id: Id, session: Session = Depends(db)) -> Response:
+def proposal_page(request: Request, proposal_id: Id, voted: int = 0,
+                  session: Session = Depends(db)) -> Response:
     who = caller(request)
     if who is None:
         return login_redirect(request)
     row = proposals.visible(session, who, proposal_id)
     proposals.settle(session, row)
     session.commit()
-    return page(request, "proposal.html", title=f"Proposal {row.id}",
-                proposal=proposal_views.to_out(session, row),
-                project_id=row.project_id)
+    return votes.proposal_view(request, session, row,
+                               notice="Your organisation's signed vote was recorded." if voted else None)

@@ -10,9 +10,11 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from fastapi import Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from consortium.hub.services.errors import ServiceError
@@ -31,7 +33,7 @@ templates = Environment(
     lstrip_blocks=True,
 )
 NAV = (("/", "Overview"), ("/members", "Members"), ("/catalogue", "Catalogue"), ("/projects", "Projects"),
-       ("/models", "Models"))
+       ("/models", "Models"), ("/ledger", "Ledger"))
 
 
 def caller(request: Request) -> Principal | None:
@@ -71,6 +73,14 @@ def error_page(request: Request, status_code: int, message: str) -> HTMLResponse
               409: "Conflict", 413: "Too large", 429: "Too many attempts"}
     return page(request, "error.html", status_code=status_code,
                 title=titles.get(status_code, "Error"), message=message)
+
+
+async def web_not_found(request: Request, exc: StarletteHTTPException) -> Response:
+    """The app's HTTP errors: a logged-in browser that asks for an address no page has gets the 404 page
+    (the gate lets it through: :meth:`consortium.hub.gate.Gate.__call__`), everyone else FastAPI's JSON."""
+    if exc.status_code == 404 and caller(request) is not None:
+        return error_page(request, 404, f"no page {request.url.path}")
+    return await http_exception_handler(request, exc)
 
 
 def login_redirect(request: Request) -> RedirectResponse:
