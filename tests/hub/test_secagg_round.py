@@ -330,10 +330,11 @@ def test_a_node_that_dropped_out_gets_no_task_until_it_polls_again(hub_for) -> N
     second = {org: Node(hub.state, org, hub.orgs[org], hub.clock, None) for org in ORGS[1:]}
     for node in second.values():
         node.start()
+    until(lambda: all(node.link.setups for node in second.values()), "round 2's secure aggregation set up")
+    hub.state.seen(hub.orgs["a1"].org_id)  # a1's node is back during round 2: the final evaluation includes it
     for node in second.values():
         node.join(GUARD_S)
     assert all(node.outcome == "masked update summed" for node in second.values())
-    hub.state.seen(hub.orgs["a1"].org_id)  # a1's node is back: the final evaluation includes it again
     finish(hub, {**first, **second})
     one, two = hub.ledger("round.completed")
     assert one["dropped"] == ["a1/rows"] and one["secure_aggregation"]["dropped_at"] == {"masked_input": ["a1/rows"]}
