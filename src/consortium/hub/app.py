@@ -27,6 +27,7 @@ from consortium.hub.limits import BodySizeLimit
 from consortium.hub.routers import admin, credits, governance, ledger, models, projects, runs, secagg, users
 from consortium.hub.drivers import Scheduler
 from consortium.hub.state import HubState
+from consortium.hub.valuation import Valuer
 from consortium.hub.services import checkpoints, hub_identity, hub_key, identity, policy, proposals
 from consortium.hub.services.errors import ServiceError
 from consortium.hub.tensor_cache import TensorCache
@@ -70,7 +71,8 @@ def create_app(settings: HubSettings) -> FastAPI:
         session.commit()
     blobs = BlobStore(settings.data_dir / "blobs")
     state = HubState(
-        sessions=sessions, blobs=blobs, cache=TensorCache(blobs), broker=Broker(), code_version=code_version()
+        sessions=sessions, blobs=blobs, cache=TensorCache(blobs), broker=Broker(), code_version=code_version(),
+        valuer=Valuer(sessions),
     )
     sched = Scheduler(state)
 
@@ -86,6 +88,7 @@ def create_app(settings: HubSettings) -> FastAPI:
             housekeeping.cancel()
             checkpointer.cancel()
             sched.stop()
+            state.valuer.close()
             engine.dispose()
 
     app = FastAPI(

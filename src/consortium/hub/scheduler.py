@@ -26,18 +26,18 @@ from typing import Any, overload
 
 from sqlalchemy.orm import Session
 
-from consortium.fl.core import Evaluation, LocalData, Params, derive_seed, weighted_metrics
+from consortium.fl.core import Evaluation, LocalData, Params, Update, derive_seed, weighted_metrics
 from consortium.hub.db.models import Run
 from consortium.hub.live import Answer, LivePhase
 from consortium.hub.phases import OpenPhase, Participant, PhasePlan, RunFailed, StopRequested, answered_updates
 from consortium.hub.secagg_driver import SecureRounds
-from consortium.hub.services import credits, ledger
-from consortium.hub.services.runs import AnswerRules
-from consortium.hub.services.task_messages import ProjectMessages
+from consortium.hub.services import credits, ledger, run_store
 from consortium.hub.services import models as model_service
 from consortium.hub.services import projects as project_service
-from consortium.hub.services import run_store
+from consortium.hub.services.runs import AnswerRules
+from consortium.hub.services.task_messages import ProjectMessages
 from consortium.hub.state import HubState, org_key, progress_key
+from consortium.hub.valuation import RoundJob, card_contributions, valued
 from consortium.plan import RunPlan
 from consortium.codec import decode_tensors, decode_update, encode_tensors
 from consortium.protocol import ProjectCreate, RoundMetrics, TaskKind
@@ -166,6 +166,7 @@ class RunDriver:
         plan = self.plan.for_round(server_state)  # with adaptive clipping: this round's clip norm
         aggregate = secured.aggregate if secured is not None else plan.noised(
             params, plan.aggregate(params, updates), len(updates), number)
+        self._value(number, plan, params, server_state, updates, [p.ref for p, _ in done])
         new_params, server_state = plan.close_round(params, aggregate, server_state)
         if self.plan.stateful:
             self.server_state_sha = self._store_params(server_state)
@@ -192,6 +193,13 @@ class RunDriver:
         then = (self._fit_plan(number + 1, new_params) if number < self.spec.rounds
                 else self._evaluate_plan(number, phase.round_id))
         return new_params, self._checkpoint(number, phase.round_id, measure, previous, then=then)
+
+    def _value(self, number: int, plan: RunPlan, params: Params, state: Params, updates: list[Update],
+               sources: list[str]) -> None:
+        """Hand the round to the hub's valuer when the spec asks and the hub sees each update."""
+        if self.state.valuer is not None and valued(self.spec, self.secure is not None, self.test_data):
+            self.state.valuer.submit(RoundJob(self.run_id, self.project_id, number, plan, self.spec.valuation,
+                                              params, state, updates, sources, self.test_data))
 
     def _fit_plan(self, number: int, params: Params) -> PhasePlan:
         return PhasePlan(number, TaskKind.fit, self._fit_params_sha(params), self._active_participants())
@@ -412,10 +420,12 @@ class RunDriver:
     def _finish(self) -> None:
         with self.state.sessions() as session:
             run = session.get(Run, self.run_id)
+            contributions = card_contributions(self.state.valuer, session, self.spec, self.project_id, self.run_id,
+                                               secure=self.secure is not None, has_test_set=self.test_data is not None)
             model = model_service.record_run_model(
                 session, run, project_name=self.project_name, spec=self.spec, spec_hash=self.spec_hash,
                 algorithm=self.plan.algorithm, hp=self.plan.hp, blobs=self.state.blobs, cache=self.state.cache,
-                code_version=self.state.code_version, now=self.state.clock(),
+                code_version=self.state.code_version, now=self.state.clock(), contributions=contributions,
             )
             run.status, run.finished_at = RunStatus.completed, self.state.clock()
             ledger.record(

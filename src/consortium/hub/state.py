@@ -16,6 +16,7 @@ from consortium.hub.secagg import SecAggRound
 from consortium.hub.services.identity import KeyCache, TokenCache
 from consortium.hub.services.runs import AnswerRules
 from consortium.hub.tensor_cache import TensorCache
+from consortium.hub.valuation import Valuer
 from consortium.hub.web.sessions import WebSessions
 
 
@@ -52,6 +53,8 @@ class HubState:
     """The web pages' login sessions (:mod:`consortium.hub.web.sessions`)."""
     secagg: dict[int, SecAggRound] = field(default_factory=dict)
     """The secure aggregation of each fit task's round, for the rounds this process's drivers run."""
+    valuer: Valuer | None = None
+    """Values the rounds of runs whose spec asks for it, off the drivers' threads (started with the hub)."""
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     """Hub time: round deadlines are set and checked on it (drivers, and the board handing tasks out)."""
     recheck_s: float = 1.0

@@ -30,8 +30,9 @@ from consortium.contributions import ValueMetric, round_game, value_round
 from consortium.fl.core import FLError, LocalData, Params, Update, derive_seed
 from consortium.fl.valuation import GtgOptions
 from consortium.hub.db.models import LedgerEntry
-from consortium.hub.services import ledger
+from consortium.hub.services import ledger, run_store
 from consortium.plan import RunPlan
+from consortium.protocol import ProjectCreate
 from consortium.valuation_wire import ValuationSpec
 
 log = logging.getLogger(__name__)
@@ -156,3 +157,27 @@ def run_contributions(session: Session, project_id: int, run_id: int, participat
             totals[_org_of(source)] = totals.get(_org_of(source), 0.0) + value
     return {"method": method, "metric": metric, "values": dict(sorted(totals.items())),
             "rounds_valued": valued, "rounds_not_valued": not_valued}
+
+
+def valued(spec: ProjectCreate, secure: bool, test_data: object) -> bool:
+    """Whether a run's rounds go to the valuer: the spec asks, the hub sees each update, a test table exists."""
+    return spec.valuation is not None and not secure and isinstance(test_data, LocalData)
+
+
+CARD_WAIT_S = 120.0
+"""How long a finishing run waits for its last rounds to be valued before its card is written without them."""
+
+
+def card_contributions(valuer: Valuer | None, session: Session, spec: ProjectCreate, project_id: int, run_id: int,
+                       *, secure: bool, has_test_set: bool) -> dict[str, Any] | None:
+    """The ``contributions`` of a finished run's card; None when the spec asks for no valuation."""
+    if spec.valuation is None:
+        return None
+    if secure:
+        return run_contributions(session, project_id, run_id, run_store.rounds_trained(session, run_id))
+    if not has_test_set or valuer is None:
+        return {"method": None, "values": {}, "note": "not measured: the project has no hub-side test set to "
+                                                      "value coalitions on"}
+    if not valuer.wait_run(run_id, CARD_WAIT_S):
+        log.warning("run %s: rounds still being valued after %ss; the card counts those done", run_id, CARD_WAIT_S)
+    return run_contributions(session, project_id, run_id)

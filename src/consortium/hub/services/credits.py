@@ -26,12 +26,10 @@ from consortium.governance.credits import (
     project_cost,
     release_awards,
 )
-from consortium.hub.db.models import CreditMovement, Dataset, Model, Org, Project, ProjectDataset, Run, Task, User
-from consortium.hub.services import ledger
+from consortium.hub.db.models import CreditMovement, Dataset, Model, Org, Project, ProjectDataset, Run, User
+from consortium.hub.services import ledger, run_store
 from consortium.hub.services import policy as policies
 from consortium.hub.services.errors import PaymentRequired
-from consortium.protocol import TaskKind
-from consortium.statuses import TaskStatus
 
 MAX_HISTORY = 1000
 
@@ -142,13 +140,11 @@ def award_run(session: Session, run: Run) -> dict[str, int]:
     credit_rules = rules(session)
     if credit_rules is None:
         return {}
-    rows = session.execute(select(Org, func.count(func.distinct(Task.round_id))).join(Task, Task.org_id == Org.id)
-                           .where(Task.run_id == run.id, Task.kind == TaskKind.fit.value, Task.status == TaskStatus.done)
-                           .group_by(Org.id))
-    orgs = {org.name: (org, int(rounds)) for org, rounds in rows}
-    awards = compute_awards(credit_rules.per_round_trained, {name: n for name, (_, n) in orgs.items()})
+    trained = run_store.rounds_trained(session, run.id)
+    awards = compute_awards(credit_rules.per_round_trained, trained)
     for name, amount in sorted(awards.items()):
-        earn(session, orgs[name][0], amount, CreditReason.compute, f"run:{run.id}", {"rounds": orgs[name][1]})
+        org = session.scalar(select(Org).where(Org.name == name))
+        earn(session, org, amount, CreditReason.compute, f"run:{run.id}", {"rounds": trained[name]})
     return awards
 
 

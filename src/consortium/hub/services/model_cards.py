@@ -64,6 +64,7 @@ def build_card(
     code_version: str,
     created_at: datetime,
     files: list[dict[str, Any]] | None = None,
+    contributions: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The model card: what was trained, on which data (or in which environments) under which licences, by
     whom, and how it went; ``datasets`` are :func:`source_entries`, ``files`` those of :func:`store_files`.
@@ -93,6 +94,7 @@ def build_card(
             [d["ref"] for d in datasets],
             {d["ref"]: d["privacy_budget"] for d in datasets if "privacy_budget" in d}),
         "participating_orgs": participants,
+        **({"contributions": contributions} if contributions is not None else {}),
         "metrics_per_round": [r.model_dump(mode="json") for r in rounds],
         "final_metrics": {
             "test": rounds[-1].test if rounds else {},
@@ -151,6 +153,25 @@ def _release_lines(release: dict[str, Any]) -> list[str]:
     ]
 
 
+def _contribution_lines(contributions: dict[str, Any] | None) -> list[str]:
+    """Each org's measured contribution (docs/incentives.md), or why it was not measured."""
+    if not contributions:
+        return []
+    lines = ["", "## Contributions", ""]
+    if contributions.get("note"):
+        lines.append(contributions["note"])
+    elif contributions.get("method"):
+        lines.append(f"Measured by {contributions['method']} on the test {contributions['metric']}, summed over "
+                     f"rounds {', '.join(map(str, contributions['rounds_valued']))}.")
+    for skipped in contributions.get("rounds_not_valued", []):
+        lines.append(f"- round {skipped['round']} not valued: {skipped['reason']}")
+    values = contributions.get("values") or {}
+    if values:
+        lines += ["", "| org | value |", "|---|---|"]
+        lines += [f"| {org} | {value:.4g} |" for org, value in values.items()]
+    return lines
+
+
 def render_markdown(card: dict[str, Any]) -> str:
     """Human-readable rendering of a model card."""
     version = f" (version {card['version']})" if card.get("version") else ""
@@ -172,6 +193,7 @@ def render_markdown(card: dict[str, Any]) -> str:
         lines += _release_lines(card["release"])
     lines += obligation_lines(card.get("obligations", {}))
     lines += privacy_card.markdown_lines(card)
+    lines += _contribution_lines(card.get("contributions"))
     lines += _environment_lines(card["environments"]) if card.get("environments") else _dataset_lines(card)
     for file in card.get("files", []):
         if file["media_type"] == PREVIEW_MEDIA_TYPE:

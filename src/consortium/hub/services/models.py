@@ -38,6 +38,7 @@ def record_run_model(
     cache: TensorCache,
     code_version: str,
     now: datetime,
+    contributions: dict[str, Any] | None = None,
 ) -> Model:
     """The Model row of a finished ``run``, the next version of its project's line, with its card over the
     run's closed rounds (added and flushed, not committed)."""
@@ -63,6 +64,7 @@ def record_run_model(
         code_version=code_version,
         created_at=now,
         files=store_files(blobs, algorithm, hp, cache.get(run.params_sha256), spec.seed),
+        contributions=contributions,
     )
     model = Model(
         run_id=run.id,

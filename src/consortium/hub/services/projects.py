@@ -13,6 +13,8 @@ from consortium import crypto
 from consortium.fl.core import FLError
 from consortium.governance.decisions import ProposalStatus
 from consortium.hub.blobs import BlobStore
+from consortium.contributions import ValueMetric
+from consortium.fl.valuation import MAX_EXACT_PLAYERS
 from consortium.hub.db.models import Dataset, Org, Project, ProjectDataset, Proposal, Run
 from consortium.hub.services import datasets as dataset_service
 from consortium.hub.services import environments as environment_service
@@ -64,6 +66,19 @@ def check_sources_fit(spec: ProjectCreate, plan: RunPlan) -> None:
         )
 
 
+def check_valuation(spec: ProjectCreate, plan: RunPlan, sources: int) -> None:
+    """A valuation the hub can carry out: exact Shapley only for few sources, a value metric it knows."""
+    if spec.valuation is None:
+        return
+    if spec.valuation.method == "exact-shapley" and sources > MAX_EXACT_PLAYERS:
+        raise BadRequest(f"valuation.method: exact Shapley enumerates 2**n coalitions; {sources} data sources "
+                         f"are over {MAX_EXACT_PLAYERS} (use gtg-shapley)")
+    try:
+        ValueMetric.of(plan.algorithm.name, spec.valuation.metric, spec.valuation.higher_is_better)
+    except FLError as exc:
+        raise BadRequest(str(exc)) from exc
+
+
 def validate_spec(spec: ProjectCreate, plan: RunPlan, datasets: list[Dataset]) -> None:
     """Check the resolved ``plan`` against the project's data sources (``datasets``: its datasets, or its
     environments): the strategy's cohort, one schema or environment, min_nodes, the model's size;
@@ -87,6 +102,7 @@ def validate_spec(spec: ProjectCreate, plan: RunPlan, datasets: list[Dataset]) -
     if spec.min_nodes > len(datasets):
         what = "environments" if spec.environments else "datasets"
         raise BadRequest(f"min_nodes: {spec.min_nodes} exceeds the {len(datasets)} {what} in the project")
+    check_valuation(spec, plan, len(datasets))
     if not plan.algorithm.needs_client_init:
         try:
             plan.knowing(num_features(datasets[0].schema), len(datasets)).init_params()

@@ -253,3 +253,11 @@ def cut_org_tasks(session: Session, org_id: int, org_name: str, reason: str, now
 def admitted(session: Session, org_ids: set[int]) -> set[int]:
     """Those of ``org_ids`` whose org is admitted (a suspended org's nodes get no new tasks)."""
     return set(session.scalars(select(Org.id).where(Org.id.in_(org_ids), Org.status == "admitted")))
+
+
+def rounds_trained(session: Session, run_id: int) -> dict[str, int]:
+    """Per org name, the rounds of ``run_id`` in which it answered a fit task the hub accepted."""
+    rows = session.execute(select(Org.name, func.count(func.distinct(Task.round_id))).join(Task, Task.org_id == Org.id)
+                           .where(Task.run_id == run_id, Task.kind == "fit", Task.status == TaskStatus.done)
+                           .group_by(Org.name))
+    return {name: int(rounds) for name, rounds in rows}
