@@ -34,9 +34,18 @@ def store_budget(dataset: Dataset, spec: PrivacyBudgetSpec | None) -> None:
 
 def charges(session: Session, dataset_id: int) -> list[Charge]:
     """Every charge reported for the dataset."""
-    rows = session.execute(select(PrivacyCharge.noise_multiplier, PrivacyCharge.sampling_rate)
+    rows = session.execute(select(PrivacyCharge.noise_multiplier, PrivacyCharge.sampling_rate, PrivacyCharge.steps)
                            .where(PrivacyCharge.dataset_id == dataset_id))
-    return [Charge(noise, rate) for noise, rate in rows]
+    return [Charge(noise, rate, steps) for noise, rate, steps in rows]
+
+
+def round_charge(plan: RunPlan, source: Dataset) -> Charge:
+    """What one round of ``plan`` spends on ``source``: DP-FedAvg's release at rate 1, or DP-SGD's local steps
+    on the rows its node trains on (from the card's row count)."""
+    if plan.sample_level:
+        return plan.dp_sgd_plan_of_source(source.rows).round_charge()
+    assert plan.privacy is not None
+    return Charge(plan.privacy.noise_multiplier, plan.privacy.sampling_rate)
 
 
 def spent_and_left(session: Session, dataset: Dataset) -> tuple[float | None, float | None]:
@@ -58,10 +67,10 @@ def check_proposal(session: Session, spec: ProjectCreate, plan: RunPlan, sources
         if budget is None:
             continue
         ref = f"{source.org.name}/{source.name}"
-        if plan.privacy is None:
+        if not plan.private:
             problems.append(privacy_budget.no_dp_refusal(ref))
             continue
-        planned = [Charge(plan.privacy.noise_multiplier, plan.privacy.sampling_rate)] * spec.rounds
+        planned = [round_charge(plan, source)] * spec.rounds
         refusal = privacy_budget.plan_refusal(ref, privacy_budget.verdict(budget, charges(session, source.id),
                                                                           planned))
         if refusal is not None:

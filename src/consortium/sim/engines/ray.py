@@ -103,7 +103,7 @@ class RayEngine:
     def __init__(self, setup: Setup, settings: SimulationSettings) -> None:
         if setup.tamper is not None:
             raise FLError("the ray engine does not run attacks; use --engine vectorized or loop")
-        if setup.plan.privacy is not None:
+        if setup.plan.private:
             raise FLError("the ray engine does not run differential privacy yet; use --engine vectorized or loop")
         ray = self._ray = _require_ray()
         self.setup = setup
