@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from consortium.fl.privacy import budget as privacy_budget
+from consortium.fl.core import FLError
 from consortium.fl.privacy.budget import Budget, Charge
 from consortium.hub.db.models import Dataset, PrivacyCharge
 from consortium.hub.services.errors import BadRequest
@@ -60,7 +61,14 @@ def spent_and_left(session: Session, dataset: Dataset) -> tuple[float | None, fl
 def check_proposal(session: Session, spec: ProjectCreate, plan: RunPlan, sources: list[Dataset]) -> None:
     """BadRequest (field ``datasets``) naming each budgeted source the project may not use: any, when the
     project has no DP; else one whose reported charges plus this project's planned rounds (every source joins
-    every round, rate 1) would pass its budget."""
+    every round, rate 1; under DP-SGD, its local steps) would pass its budget. Under DP-SGD, first a
+    BadRequest (``privacy:``) for a source whose rows admit no noise multiplier for the target."""
+    if plan.sample_level:
+        for source in sources:  # each source's own noise multiplier, from its rows (cached for the run's card)
+            try:
+                plan.dp_sgd_plan_of_source(source.rows)
+            except FLError as exc:
+                raise BadRequest(f"{exc} ({source.org.name}/{source.name}, {source.rows} rows)") from exc
     problems = []
     for source in sources:
         budget = budget_of(source)
