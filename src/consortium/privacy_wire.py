@@ -4,7 +4,7 @@ Every field is bounded; a bad value is refused by pydantic with the field's name
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
@@ -55,8 +55,9 @@ class PrivacySpec(_Wire):
     adaptive_clip: AdaptiveClipSpec | None = Field(default=None, exclude_if=lambda value: value is None)
 
     @model_serializer(mode="wrap")
-    def _without_client_level_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """Under DP-SGD, ``noise`` and ``sampling`` (client-level settings) are left out of the JSON."""
+    def _without_client_level_fields(self, handler: SerializerFunctionWrapHandler):
+        """Under DP-SGD, ``noise`` and ``sampling`` (client-level settings) are left out of the JSON. (No return
+        annotation: with one, pydantic would publish the serialised form as a bare object in the OpenAPI.)"""
         data = handler(self)
         if self.mechanism == "dp_sgd":
             data.pop("noise", None)
