@@ -126,3 +126,14 @@ def test_training_is_seeded_noised_and_needs_the_planned_rows() -> None:
     assert first.num_examples == 90 and 0 <= first.metrics["train_accuracy"] <= 1
     with pytest.raises(FLError, match="planned for 90 labelled rows"):
         classifier.local_update_dp_sgd(hp, params, LocalData(x[:50], y[:50]), 7, plan)
+
+
+def test_empty_poisson_batches_leave_finite_params() -> None:
+    classifier = Classifier()
+    hp = classifier.HyperParams(layers=[8, 4, 3], lr=0.5, batch_size=1, local_epochs=2)
+    plan = dp_sgd.resolve(privacy(), 2, 20, 1, 2)
+    assert plan.sampling_rate == pytest.approx(0.05)  # 40 steps of rate 1/20: some draw no row at all
+    x, y = torch.randn(20, 8), torch.randint(0, 3, (20,))
+    for seed in range(3):
+        update = classifier.local_update_dp_sgd(hp, classifier.init(hp, 8, seed=0), LocalData(x, y), seed, plan)
+        assert all(bool(torch.isfinite(t).all()) for t in update.tensors.values())

@@ -35,6 +35,8 @@ from consortium.fl.privacy.budget import Charge
 from consortium.privacy_wire import PrivacySpec
 
 MECHANISM = "dp_sgd"
+Forward = Callable[[Mapping[str, torch.Tensor], torch.Tensor], torch.Tensor]
+"""An algorithm's network as a function: named tensors and feature rows -> logits."""
 MECHANISM_LABEL = "DP-SGD (sample-level, Opacus per-example clipping and Gaussian noise)"
 
 
@@ -60,18 +62,14 @@ class DpSgdPlan:
     batch_size: int
     guarantee: PrivacyGuarantee
 
-    @property
-    def expected_batch(self) -> int:
-        """Opacus's expected batch size ``int(rows * q)``: the noisy gradient sum is divided by it."""
-        return max(1, int(self.rows * self.sampling_rate))
-
     def round_charge(self) -> Charge:
         """What one round spends on the dataset's budget: ``steps_per_round`` sampled Gaussian steps."""
         return Charge(self.noise_multiplier, self.sampling_rate, self.steps_per_round)
 
 
 @lru_cache(maxsize=1024)
-def _calibrated(epsilon: float, delta: float, clip: float, rate: float, total: int) -> tuple[float, PrivacyGuarantee]:
+def _calibrated(epsilon: float, delta: float, clip: float, rate: float, total: int
+                ) -> tuple[float, PrivacyGuarantee]:
     absl = logging.getLogger("absl")
     level = absl.level
     absl.setLevel(logging.ERROR)  # RDP's fractional orders log a warning each time they do not converge
@@ -85,8 +83,8 @@ def _calibrated(epsilon: float, delta: float, clip: float, rate: float, total: i
 
 def resolve(privacy: PrivacySpec, rounds: int, rows: int, batch_size: int, local_epochs: int) -> DpSgdPlan:
     """The :class:`DpSgdPlan` of a dataset of ``rows`` rows trained ``local_epochs`` epochs of ``batch_size``
-    in each of ``rounds`` rounds; the accountant runs once per distinct rate and step count (cached). The guarantee's
-    ``rounds`` counts DP-SGD steps over the whole run. FLError prefixed ``privacy:``."""
+    in each of ``rounds`` rounds; the accountant runs once per distinct rate and step count (cached). The
+    guarantee's ``rounds`` counts DP-SGD steps over the whole run. FLError prefixed ``privacy:``."""
     if privacy.mechanism != MECHANISM:
         raise FLError(f"privacy.mechanism: {privacy.mechanism!r} is not DP-SGD")
     rate, steps = schedule(rows, batch_size, local_epochs)
@@ -121,7 +119,7 @@ class _Network(nn.Module):
     """A functional network as one module: its params registered under dot-free names, its forward the
     algorithm's own function (so DP-SGD trains exactly the network the algorithm evaluates)."""
 
-    def __init__(self, params: Params, forward: Callable[[Mapping[str, torch.Tensor], torch.Tensor], torch.Tensor]):
+    def __init__(self, params: Params, forward: Forward) -> None:
         super().__init__()
         self.names = list(params)
         self._fn = forward
@@ -137,11 +135,10 @@ class _Network(nn.Module):
 
 @dataclass(frozen=True)
 class Trained:
-    """What DP-SGD local training returns: the params, the steps taken and the last epoch's summed loss,
-    correct predictions and rows seen (as drawn by Poisson sampling)."""
+    """What DP-SGD local training returns: the params and the last epoch's summed loss, correct predictions
+    and rows seen (as drawn by Poisson sampling; an epoch may draw an empty batch, which Opacus steps over)."""
 
     params: Params
-    steps: int
     loss_sum: float
     correct: int
     seen: int
@@ -149,7 +146,7 @@ class Trained:
 
 def train(
     params: Params,
-    forward: Callable[[Mapping[str, torch.Tensor], torch.Tensor], torch.Tensor],
+    forward: Forward,
     data: LocalData,
     make_optimizer: Callable[[list[nn.Parameter]], torch.optim.Optimizer],
     plan: DpSgdPlan,
@@ -185,7 +182,7 @@ def _train(network: _Network, optimizer: torch.optim.Optimizer, loader: torch.ut
         noise_generator=torch.Generator().manual_seed(derive_seed("dp-sgd-noise", seed)))
     if len(dp_loader) * local_epochs != plan.steps_per_round:
         raise FLError(f"Opacus draws {len(dp_loader)} batches an epoch, the plan {plan.steps_per_round}")
-    steps, loss_sum, correct, seen = 0, 0.0, 0, 0
+    loss_sum, correct, seen = 0.0, 0, 0
     with torch.enable_grad():
         for epoch in range(local_epochs):
             loss_sum, correct, seen = 0.0, 0, 0
@@ -195,10 +192,9 @@ def _train(network: _Network, optimizer: torch.optim.Optimizer, loader: torch.ut
                 losses = nn.functional.cross_entropy(logits, yb, reduction="none")
                 losses.mean().backward()
                 dp_optimizer.step()
-                steps += 1
                 if epoch == local_epochs - 1:
                     loss_sum += float(losses.detach().sum())
                     correct += int((logits.detach().argmax(dim=-1) == yb).sum())
                     seen += len(yb)
     trained = {name: t.detach().clone() for name, t in network.named_params().items()}
-    return Trained(trained, steps, loss_sum, correct, seen)
+    return Trained(trained, loss_sum, correct, seen)
