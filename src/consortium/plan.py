@@ -165,15 +165,12 @@ class RunPlan:
         spec's validation split leaves (:func:`consortium.fl.data.train_rows`)."""
         return self.dp_sgd_plan(train_rows(rows, self.spec.validation_fraction))
 
-    def local_update(self, params: Params, data: LocalData, seed: int,
-                     controls: scaffold.Controls | None = None) -> Update:
-        """One data source's local training: the algorithm's own, or DP-SGD on its rows when the spec asks (a
-        source without rows trains on nothing and returns the params untouched either way)."""
+    def local_update(self, params: Params, data: LocalData | LocalEnvironment, seed: int) -> Update:
+        """One data source's local training without SCAFFOLD: the algorithm's own, or DP-SGD on its rows when
+        the spec asks (a source without rows trains on nothing and returns the params untouched either way)."""
         if self.sample_level and len(data):
             return self.algorithm.local_update_dp_sgd(self.hp, params, data, seed, self.dp_sgd_plan(len(data)))
-        if controls is None:
-            return self.algorithm.local_update(self.hp, params, data, seed)
-        return self.algorithm.local_update(self.hp, params, data, seed, controls=controls)
+        return self.algorithm.local_update(self.hp, params, data, seed)
 
     @property
     def secure(self) -> bool:
