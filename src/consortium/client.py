@@ -364,7 +364,8 @@ class HubClient:
     def post_refusal(self, task_id: int, reason: str) -> None:
         self.request("POST", f"/api/node/tasks/{task_id}/refusal", json=TaskRefusal(reason=reason).model_dump())
 
-    def post_privacy_charge(self, task_id: int, noise_multiplier: float, sampling_rate: float) -> dict:
+    def post_privacy_charge(self, task_id: int, noise_multiplier: float, sampling_rate: float,
+                            steps: int = 1) -> dict:
         """Report the round a node charged to its dataset's privacy budget (signed by the org key)."""
-        body = PrivacyCharge(noise_multiplier=noise_multiplier, sampling_rate=sampling_rate)
+        body = PrivacyCharge(noise_multiplier=noise_multiplier, sampling_rate=sampling_rate, steps=steps)
         return self.request("POST", f"/api/node/tasks/{task_id}/privacy-charge", json=body.model_dump()).json()

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from consortium.fl import scaffold
+from consortium.fl.data import train_rows
 from consortium.fl.core import (
     Algorithm,
     Evaluation,
@@ -29,6 +30,7 @@ from consortium.fl.core import (
     parse_hyperparams,
     weighted_metrics,
 )
+from consortium.fl.privacy import dp_sgd
 from consortium.fl.privacy import spec as privacy_spec
 from consortium.fl.privacy.secagg import setup as secagg_setup
 from consortium.fl.privacy.spec import DpPlan
@@ -128,7 +130,7 @@ class RunPlan:
         if spec.strategy.secure_aggregation is not None:
             secagg_setup.check_spec(spec.strategy.secure_aggregation, len(spec.datasets or spec.environments),
                                     name, bool(getattr(strategy, "linear", False)), plan.uses_scaffold,
-                                    spec.privacy.noise if spec.privacy else None)
+                                    spec.privacy.noise if spec.privacy and not plan.sample_level else None)
         if spec.privacy is not None:
             plan = plan.sampled(*(sampling or (1.0, len(spec.datasets or spec.environments))))
         return plan.knowing(num_features, clients)
@@ -139,6 +141,9 @@ class RunPlan:
         privacy = self.spec.privacy
         if privacy is None:
             return self
+        if self.sample_level:
+            dp_sgd.check_run(self.algorithm, self.hp, self.uses_scaffold)
+            return self
         privacy_spec.check_strategy(privacy, self.strategy_name, bool(getattr(self.strategy, "linear", False)),
                                     self.uses_scaffold, self.secure)
         return replace(self, privacy=privacy_spec.resolve(privacy, self.spec.rounds, sampling_rate, population))
@@ -148,6 +153,37 @@ class RunPlan:
         if clients is not None and clients < 1:
             raise FLError(f"datasets: a run needs at least one data source, got {clients}")
         return replace(self, num_features=num_features, clients=clients)
+
+    @property
+    def sample_level(self) -> bool:
+        """True when the spec asks for sample-level DP-SGD in each node's training (``privacy`` then stays
+        None: nothing is clipped or noised after training)."""
+        return self.spec.privacy is not None and self.spec.privacy.mechanism == dp_sgd.MECHANISM
+
+    @property
+    def private(self) -> bool:
+        """True when the run has differential privacy of either kind."""
+        return self.spec.privacy is not None
+
+    def dp_sgd_plan(self, rows: int) -> dp_sgd.DpSgdPlan:
+        """DP-SGD resolved for a dataset of ``rows`` rows (its own noise multiplier); FLError ``privacy:``."""
+        if not self.sample_level:
+            raise FLError("privacy.mechanism: this run does not train with DP-SGD")
+        assert self.spec.privacy is not None
+        return dp_sgd.resolve(self.spec.privacy, self.spec.rounds, rows, self.hp.batch_size,
+                              self.hp.local_epochs)
+
+    def dp_sgd_plan_of_source(self, rows: int) -> dp_sgd.DpSgdPlan:
+        """DP-SGD resolved for a data source of ``rows`` rows (its card's), of which a node trains on what the
+        spec's validation split leaves (:func:`consortium.fl.data.train_rows`)."""
+        return self.dp_sgd_plan(train_rows(rows, self.spec.validation_fraction))
+
+    def local_update(self, params: Params, data: LocalData | LocalEnvironment, seed: int) -> Update:
+        """One data source's local training without SCAFFOLD: the algorithm's own, or DP-SGD on its rows when
+        the spec asks (a source without rows trains on nothing and returns the params untouched either way)."""
+        if self.sample_level and len(data):
+            return self.algorithm.local_update_dp_sgd(self.hp, params, data, seed, self.dp_sgd_plan(len(data)))
+        return self.algorithm.local_update(self.hp, params, data, seed)
 
     @property
     def secure(self) -> bool:

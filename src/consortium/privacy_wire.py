@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 
 class _Wire(BaseModel):
@@ -27,12 +27,18 @@ class AdaptiveClipSpec(_Wire):
 
 
 class PrivacySpec(_Wire):
-    """Client-level differential privacy of a project (docs/privacy.md): DP-FedAvg with Gaussian noise.
+    """Differential privacy of a project (docs/privacy.md): client-level DP-FedAvg with Gaussian noise, or
+    sample-level DP-SGD in each node's local training (``mechanism = "dp_sgd"``, the classifier only).
 
     The noise multiplier is derived from (epsilon, delta), the rounds and the sampling by the accountant
-    unless it is given explicitly; the model card then states the guarantee the run actually has."""
+    unless it is given explicitly (DP-FedAvg only: DP-SGD derives one per dataset from its rows); the model
+    card then states the guarantee the run actually has."""
 
-    mechanism: Literal["dp_fedavg"] = "dp_fedavg"
+    mechanism: Literal["dp_fedavg", "dp_sgd"] = Field(
+        default="dp_fedavg",
+        description="dp_fedavg: each node's whole update is clipped and noised (protects a dataset); dp_sgd: "
+        "each node trains with per-example clipping and noise (Opacus; protects each record)",
+    )
     noise: Literal["local", "central", "distributed"] = Field(
         default="central",
         description="local: each node noises its own update; central: the hub noises the sum; distributed: "
@@ -48,6 +54,28 @@ class PrivacySpec(_Wire):
     sampling: Literal["poisson", "fixed_size"] = "poisson"
     adaptive_clip: AdaptiveClipSpec | None = Field(default=None, exclude_if=lambda value: value is None)
 
+    @model_serializer(mode="wrap")
+    def _without_client_level_fields(self, handler: SerializerFunctionWrapHandler):
+        """Under DP-SGD, ``noise`` and ``sampling`` (client-level settings) are left out of the JSON. (No return
+        annotation: with one, pydantic would publish the serialised form as a bare object in the OpenAPI.)"""
+        data = handler(self)
+        if self.mechanism == "dp_sgd":
+            data.pop("noise", None)
+            data.pop("sampling", None)
+        return data
+
+    @model_validator(mode="after")
+    def _dp_sgd_fields(self) -> PrivacySpec:
+        if self.mechanism != "dp_sgd":
+            return self
+        for name, why in (("noise", "DP-SGD noises every step's gradients on the node"),
+                          ("sampling", "DP-SGD Poisson-samples each node's rows"),
+                          ("noise_multiplier", "DP-SGD derives one per dataset from its rows"),
+                          ("adaptive_clip", "DP-SGD clips each example at a fixed norm")):
+            if name in self.model_fields_set:
+                raise ValueError(f"{name} does not apply to mechanism 'dp_sgd' ({why}); leave it out")
+        return self
+
 
 class PrivacyBudgetSpec(_Wire):
     """A dataset owner's total (epsilon, delta) budget, over every DP run that will ever use the dataset; its
@@ -62,6 +90,8 @@ class PrivacyCharge(_Wire):
 
     noise_multiplier: float = Field(gt=0, le=1e6)
     sampling_rate: float = Field(gt=0, le=1)
+    steps: int = Field(default=1, ge=1, le=1_000_000, exclude_if=lambda value: value == 1,
+                       description="sampled Gaussian steps in the round (DP-SGD's local steps; 1 for DP-FedAvg)")
 
 
 class SecureAggregationSpec(_Wire):

@@ -19,6 +19,7 @@ from consortium.node.agent import NodeAgent
 from consortium.node.budget import BUDGET_FILE, BudgetLedger
 from consortium.node.policy import NodePolicy, VoteBook, VotedVersion, spec_hash
 from consortium.node.registry import LocalRegistry, build_card
+from consortium.plan import RunPlan
 from consortium.codec import encode_tensors
 from consortium.protocol import ProjectCreate, TaskKind, TaskOut
 from consortium.tables import load_table
@@ -39,7 +40,7 @@ class Hub:
         self.uploads: dict[int, bytes] = {}
         self.results: dict[int, object] = {}
         self.refusals: dict[int, str] = {}
-        self.charges: list[tuple[int, float, float, int, bool]] = []
+        self.charges: list[tuple[int, float, float, int, bool, int]] = []
         self.unreachable = False
 
     def next_task(self, wait: float, have: str | None = None):
@@ -57,11 +58,12 @@ class Hub:
     def post_refusal(self, task_id: int, reason: str) -> None:
         self.refusals[task_id] = reason
 
-    def post_privacy_charge(self, task_id: int, noise_multiplier: float, sampling_rate: float) -> dict:
+    def post_privacy_charge(self, task_id: int, noise_multiplier: float, sampling_rate: float,
+                            steps: int = 1) -> dict:
         if self.unreachable:
             raise ConnectionError("hub unreachable")
         on_disk = len(BudgetLedger(self.org_dir).records())
-        self.charges.append((task_id, noise_multiplier, sampling_rate, on_disk, task_id in self.uploads))
+        self.charges.append((task_id, noise_multiplier, sampling_rate, on_disk, task_id in self.uploads, steps))
         return {"task_id": task_id}
 
 
@@ -184,3 +186,24 @@ def test_a_torn_last_line_is_skipped_and_the_next_charge_starts_a_fresh_line(nod
     assert len(BudgetLedger(org_dir).records()) == 1
     deliver(agent, hub, spec, 2, 2)
     assert [r.round for r in BudgetLedger(org_dir).records()] == [1, 2]
+
+
+def test_a_dp_sgd_round_charges_its_local_steps_until_the_budget_would_pass(node) -> None:
+    agent, hub, org_dir = node
+    spec = spec_of("sgd", privacy={"mechanism": "dp_sgd", "clip": 1.0, "epsilon": 6.0, "delta": DELTA})
+    plan = RunPlan.of(spec).dp_sgd_plan_of_source(60)
+    assert plan.rows == 48 and plan.steps_per_round == 2 and plan.sampling_rate == 0.5  # 12 of 60 validate
+    for round_number in range(1, 11):
+        deliver(agent, hub, spec, round_number, round_number)
+        if hub.refusals:
+            break
+    records = BudgetLedger(org_dir).records()
+    assert records and all((r.noise_multiplier, r.sampling_rate, r.steps) == (plan.noise_multiplier, 0.5, 2)
+                           for r in records)
+    assert [c[5] for c in hub.charges] == [2] * len(records)
+    assert sorted(hub.uploads) == [r.task_id for r in records], "each charged round trained and uploaded"
+    refused = len(records) + 1
+    assert hub.refusals == {refused: round_refusal(f"{ORG}/digits", verdict(
+        Budget(BUDGET_EPSILON, DELTA), [plan.round_charge()] * len(records), [plan.round_charge()]))}
+    assert agent.budget.spent("digits") <= BUDGET_EPSILON < verdict(
+        Budget(BUDGET_EPSILON, DELTA), [plan.round_charge()] * refused, []).spent

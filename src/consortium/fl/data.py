@@ -73,9 +73,14 @@ def train_validation_split(n: int, fraction: float, seed: int) -> tuple[np.ndarr
         raise ValueError(f"n must be >= 0, got {n}")
     if not (math.isfinite(fraction) and 0.0 <= fraction < 1.0):
         raise ValueError(f"the validation fraction must be in [0, 1), got {fraction!r}")
-    num_val = min(round(n * fraction), max(n - 1, 0))
+    num_val = n - train_rows(n, fraction)
     order = np.random.default_rng(seed).permutation(n)
     return np.sort(order[num_val:]).astype(np.int64), np.sort(order[:num_val]).astype(np.int64)
+
+
+def train_rows(n: int, fraction: float) -> int:
+    """How many of ``n`` rows :func:`train_validation_split` keeps for training (whatever its seed)."""
+    return n - min(round(n * fraction), max(n - 1, 0))
 
 
 def shard_partition(labels: np.ndarray, num_clients: int, shards_per_client: int, seed: int) -> list[np.ndarray]:

@@ -61,7 +61,8 @@ class Transport(Protocol):
 
     def post_refusal(self, task_id: int, reason: str) -> None: ...
 
-    def post_privacy_charge(self, task_id: int, noise_multiplier: float, sampling_rate: float) -> dict: ...
+    def post_privacy_charge(self, task_id: int, noise_multiplier: float, sampling_rate: float,
+                            steps: int = 1) -> dict: ...
 
 
 @dataclass
@@ -177,7 +178,7 @@ class NodeAgent:
         if charge is None:
             return True
         return self._post_ignoring_gone(task, lambda: self.transport.post_privacy_charge(
-            task.id, charge.noise_multiplier, charge.sampling_rate))
+            task.id, charge.noise_multiplier, charge.sampling_rate, charge.steps))
 
     def _execute(self, task: TaskOut) -> None:
         plan = RunPlan.of(task.spec)
@@ -198,7 +199,7 @@ class NodeAgent:
                     task, algorithm, hp, params, server_control, split
                 )
             else:
-                update, keep_control = algorithm.local_update(hp, params, split.train, task.seed), None
+                update, keep_control = plan.local_update(params, split.train, task.seed), None
             update = self._privatised(plan, task, params, update)
             if plan.secure:
                 self._secure_upload(task, params, update, time.perf_counter() - started, evaluation)

@@ -2,7 +2,7 @@
 before every round, whatever the hub says.
 
 ``<org dir>/privacy-budget.jsonl`` holds one JSON line per charge (dataset, project, run, round, task id and
-seed, noise multiplier, sampling rate, the budget's delta), appended under a file lock and fsynced. Before a
+seed, noise multiplier, sampling rate, steps, the budget's delta), appended under a file lock and fsynced. Before a
 fit task of a DP project on a dataset with a budget (``privacy_budget`` on its card in the registry),
 :meth:`BudgetGuard.admit` composes the dataset's charges with this round's
 (:func:`consortium.fl.privacy.budget.verdict`) and refuses the task if the total would pass the budget; else
@@ -48,11 +48,13 @@ class ChargeRecord:
     sampling_rate: float
     delta: float
     at: str
+    steps: int = 1
+    """Sampled Gaussian steps in the round: DP-SGD's local steps (1 for DP-FedAvg, and in older lines)."""
 
     @property
     def charge(self) -> Charge:
         """The round as the accountant composes it."""
-        return Charge(self.noise_multiplier, self.sampling_rate)
+        return Charge(self.noise_multiplier, self.sampling_rate, self.steps)
 
     def same_release(self, task: TaskOut) -> bool:
         """True when ``task`` recomputes this charge's release (same dataset, run, round and seed)."""
@@ -132,20 +134,27 @@ class BudgetGuard:
         if budget is None:
             return Admission()
         ref = f"{self.org}/{task.dataset}"
-        if plan.privacy is None:
+        if not plan.private:
             return Admission(refusal=privacy_budget.no_dp_refusal(ref))
         if task.kind != TaskKind.fit:
             return Admission()
         with self.ledger.locked():
             return self._charge(task, plan, budget, ref)
 
-    def _charge(self, task: TaskOut, plan: RunPlan, budget: Budget, ref: str) -> Admission:
+    def round_charge(self, task: TaskOut, plan: RunPlan) -> Charge:
+        """What one round of ``plan`` spends on the task's dataset: DP-FedAvg's one sampled Gaussian release,
+        or DP-SGD's local steps on the rows the node trains on (from the card's row count)."""
+        if plan.sample_level:
+            return plan.dp_sgd_plan_of_source(self.registry.get(task.dataset).card.rows).round_charge()
         assert plan.privacy is not None
+        return Charge(plan.privacy.noise_multiplier, plan.privacy.sampling_rate)
+
+    def _charge(self, task: TaskOut, plan: RunPlan, budget: Budget, ref: str) -> Admission:
         spent = self.ledger.records(task.dataset)
         for record in spent:
             if record.same_release(task):
                 return Admission(charge=record)
-        charge = Charge(plan.privacy.noise_multiplier, plan.privacy.sampling_rate)
+        charge = self.round_charge(task, plan)
         refusal = privacy_budget.round_refusal(ref, privacy_budget.verdict(
             budget, [r.charge for r in spent], [charge]))
         if refusal is not None:
@@ -153,7 +162,8 @@ class BudgetGuard:
         record = ChargeRecord(
             dataset=task.dataset, project_id=task.project_id, run_id=task.run_id, round=task.round,
             task_id=task.id, seed=task.seed, noise_multiplier=charge.noise_multiplier,
-            sampling_rate=charge.sampling_rate, delta=budget.delta, at=datetime.now(UTC).isoformat())
+            sampling_rate=charge.sampling_rate, delta=budget.delta, at=datetime.now(UTC).isoformat(),
+            steps=charge.steps)
         self.ledger.append(record)
         return Admission(charge=record)
 

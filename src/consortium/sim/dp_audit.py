@@ -161,6 +161,9 @@ def run_dp_audit(spec_path: Path, canaries: int, guesses: int, *, clip: float | 
     project, settings = load_spec(spec_path, overrides)
     if project.strategy.name != "fedavg" or project.strategy.server_optimizer is not None:
         raise FLError("the DP audit runs DP-FedAvg: the spec's strategy must be fedavg without a server optimizer")
+    if project.privacy is not None and project.privacy.mechanism != "dp_fedavg":
+        raise FLError("the DP audit runs DP-FedAvg (one canary client per direction); a DP-SGD spec's "
+                      "per-record guarantee is not what it measures")
     rate = settings.cohort_size() / settings.clients
     privacy, clip, delta = audited_privacy(project.privacy, rounds or project.rounds, rate, settings.clients,
                                            clip, noise_multiplier, epsilon, delta)

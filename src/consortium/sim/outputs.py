@@ -14,7 +14,7 @@ from consortium.governance.licence_cards import card_terms, obligation_lines
 from consortium.plan import RunPlan
 from consortium.previews import PREVIEW_FILE, markdown_section, preview_png
 from consortium.codec import encode_tensors
-from consortium.sim.simulation import SimResult
+from consortium.sim.simulation import SimResult, client_parts
 from consortium.sim.environments import SimEnvironments
 from consortium.version import code_version
 
@@ -95,7 +95,7 @@ def model_card(result: SimResult, engine: str, weights_sha256: str) -> dict[str,
         "datasets": datasets,
         "license": licence,
         "obligations": obligations,
-        **privacy_card.card_section(_privacy(result), [d["ref"] for d in datasets]),
+        **_privacy_section(result, datasets[0]["ref"]),
         "metrics_per_round": [r.as_dict() for r in result.rounds],
         "final_metrics": {"test": result.final_metrics},
         "weights": {"format": "safetensors", "sha256": weights_sha256},
@@ -109,6 +109,19 @@ def _privacy(result: SimResult) -> DpPlan | None:
     if spec.privacy is None:
         return None
     return RunPlan.of(spec, sampling=settings.sampling()).privacy
+
+
+def _privacy_section(result: SimResult, ref: str) -> dict[str, Any]:
+    """The card's privacy section. Under DP-SGD every client is its own dataset with its own noise; the card
+    states the guarantee of the client whose epsilon is largest (all meet the spec's target)."""
+    plan = RunPlan.of(result.spec)
+    if not plan.sample_level:
+        return privacy_card.card_section(_privacy(result), [ref])
+    sizes = sorted({len(part) for part in client_parts(result.dataset, result.settings) if len(part)})
+    worst = max((plan.dp_sgd_plan(rows) for rows in sizes), key=lambda p: p.guarantee.epsilon)
+    return privacy_card.dp_sgd_section(
+        {ref: worst}, note=f"Each of the {result.settings.clients} simulated clients ran DP-SGD on its own rows "
+        f"with its own noise multiplier; the row states the client whose epsilon is largest.")
 
 
 def _card_environments(result: SimResult) -> dict[str, Any]:

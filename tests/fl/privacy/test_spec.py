@@ -23,7 +23,7 @@ def spec(**fields) -> PrivacySpec:
 
 @pytest.mark.parametrize(("field", "value"), [("epsilon", 0), ("epsilon", -1), ("delta", 1.0), ("delta", 0),
                                               ("clip", 0), ("noise_multiplier", 0), ("noise", "loud"),
-                                              ("sampling", "bernoulli"), ("mechanism", "dp_sgd")])
+                                              ("sampling", "bernoulli"), ("mechanism", "dp_adam")])
 def test_a_bad_field_is_refused_by_name(field: str, value) -> None:
     with pytest.raises(ValidationError) as info:
         spec(**{field: value})

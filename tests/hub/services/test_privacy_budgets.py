@@ -15,11 +15,13 @@ from consortium.crypto import generate_org_key
 from consortium.fl.privacy.budget import Budget, Charge, epsilon_of, plan_refusal, verdict
 from consortium.hub.db.models import LedgerEntry, Org, PrivacyCharge, Round, Run, Task
 from consortium.hub.services import datasets as dataset_service
+from consortium.hub.services import model_cards
 from consortium.hub.services import policy
 from consortium.hub.services import projects as project_service
 from consortium.hub.services.errors import BadRequest, NotFound
 from consortium.hub.services.identity import Principal
 from consortium.hub.services.privacy_charges import record_charge
+from consortium.plan import RunPlan
 from consortium.privacy_wire import PrivacyCharge as ChargeIn
 from consortium.protocol import DatasetCardIn, ProjectCreate, Role
 
@@ -185,3 +187,37 @@ def test_an_unbudgeted_or_non_dp_task_is_not_charged(session: Session, hub) -> N
     south_task = fit_task(session, plain_run, 1, hub["south"], "open")
     with pytest.raises(BadRequest, match="has no differential privacy to charge"):
         record_charge(session, hub["south"], south_task.id, ChargeIn(noise_multiplier=SIGMA, sampling_rate=1.0))
+
+
+def test_a_dp_sgd_project_is_planned_and_charged_per_record_with_its_local_steps(session: Session, hub) -> None:
+    north = hub["north"]
+    dp_sgd = {"mechanism": "dp_sgd", "clip": 1.0, "epsilon": 4.0, "delta": DELTA}
+    source_plan = RunPlan.of(spec("sgd", rounds=3, privacy=dp_sgd)).dp_sgd_plan_of_source(50)
+    charge = source_plan.round_charge()
+    assert (source_plan.rows, charge.steps, charge.sampling_rate) == (40, 2, 0.5)  # 10 of 50 rows validate
+    with pytest.raises(BadRequest) as too_much:
+        project_service.create(session, north, spec("sgd-big", rounds=3, privacy=dp_sgd))
+    expected = plan_refusal("north/budgeted", verdict(Budget(2.0, DELTA), [], [charge] * 3))
+    assert str(too_much.value) == f"datasets: {expected}"
+    small = dp_sgd | {"epsilon": 1.5}
+    project = project_service.create(session, north, spec("sgd", rounds=3, privacy=small))
+    run = Run(project_id=project.id)
+    session.add(run)
+    session.commit()
+    task = fit_task(session, run, 1, north, "budgeted")
+    own = RunPlan.of(spec("sgd", rounds=3, privacy=small)).dp_sgd_plan_of_source(50).round_charge()
+    with pytest.raises(BadRequest, match="steps: DP-SGD on budgeted takes 2 steps at rate 0.5 a round, the node "
+                                         "reported 1"):
+        record_charge(session, north, task.id, ChargeIn(noise_multiplier=own.noise_multiplier, sampling_rate=0.5))
+    record_charge(session, north, task.id, ChargeIn(noise_multiplier=own.noise_multiplier, sampling_rate=0.5,
+                                                    steps=2))
+    row = session.scalar(select(PrivacyCharge))
+    assert (row.steps, row.sampling_rate) == (2, 0.5)
+    (entry,) = session.scalars(select(LedgerEntry).where(LedgerEntry.event_type == "privacy.charged"))
+    assert entry.payload["steps"] == 2
+    assert entry.payload["spent_epsilon"] == pytest.approx(epsilon_of([own], DELTA))
+    card = model_cards._privacy_section(spec("sgd", rounds=3, privacy=small), [
+        {"ref": "north/budgeted", "rows": 50}, {"ref": "south/open", "rows": 50}])
+    assert card["privacy"]["mechanism"] == "dp_sgd"
+    guarantee = card["privacy"]["per_dataset"]["north/budgeted"]
+    assert guarantee["epsilon"] <= 1.5 and guarantee["rounds"] == 6 and guarantee["steps_per_round"] == 2

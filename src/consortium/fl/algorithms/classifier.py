@@ -21,6 +21,7 @@ from consortium.fl import networks, scaffold
 from consortium.fl.algorithms.classifier_optim import optimizer_buffers, optimizer_step
 from consortium.fl.algorithms.classifier_params import ClassifierHyperParams
 from consortium.fl.cohort import Cohort, GroupState, plan_local_steps, stack_params, train_cohort
+from consortium.fl.privacy import dp_sgd
 from consortium.fl.core import (
     Evaluation,
     FLError,
@@ -253,6 +254,27 @@ class Classifier(ServerInitialised):
         metrics = _train_metrics(last_epoch.unsqueeze(0), torch.tensor([float(n)], dtype=torch.float64))
         deltas = self._deltas(hp, params, trained, controls, torch.tensor([step_number], device=x.device))
         return Update(trained | deltas, n, {name: float(value[0]) for name, value in metrics.items()})
+
+    def local_update_dp_sgd(
+        self, hp: ClassifierHyperParams, params: Params, data: LocalData, seed: int, plan: dp_sgd.DpSgdPlan
+    ) -> Update:
+        """:meth:`local_update` as sample-level DP-SGD (:mod:`consortium.fl.privacy.dp_sgd`, Opacus): Poisson-
+        sampled batches, each example's gradient clipped to ``plan.clip``, Gaussian noise on their sum, then
+        ``torch.optim`` SGD or Adam (the same rules as :func:`optimizer_step`). ``train_loss`` and
+        ``train_accuracy`` are over the last epoch's sampled rows."""
+        _check_params(hp, params)
+        features = LocalData(_features(hp, data), _labels(hp, data))
+
+        def optimiser(tensors: list[nn.Parameter]) -> torch.optim.Optimizer:
+            if hp.optimizer == "adam":
+                return torch.optim.Adam(tensors, lr=hp.lr, weight_decay=hp.weight_decay)
+            return torch.optim.SGD(tensors, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+
+        trained = dp_sgd.train(params, lambda p, x: _forward(hp, p, x), features, optimiser, plan,
+                               hp.local_epochs, seed)
+        seen = max(1, trained.seen)
+        return Update(trained.params, len(data),
+                      {"train_loss": trained.loss_sum / seen, "train_accuracy": trained.correct / seen})
 
     @staticmethod
     def _deltas(

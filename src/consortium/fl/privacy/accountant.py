@@ -118,15 +118,19 @@ def _event_maker(
     return fixed
 
 
-def _accountant_maker(sampling: str) -> Callable[[], dp_accounting.PrivacyAccountant]:
+def _accountant_maker(sampling: str, rdp: bool = False) -> Callable[[], dp_accounting.PrivacyAccountant]:
+    if sampling == "poisson" and rdp:
+        return RdpAccountant
     if sampling == "poisson":
         return lambda: PLDAccountant(value_discretization_interval=PLD_DISCRETISATION)
     return lambda: RdpAccountant(neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_ONE)
 
 
-def accountant_name(sampling: str) -> str:
+def accountant_name(sampling: str, rdp: bool = False) -> str:
     """The accountant (and neighbouring relation) used for ``sampling``, as a card states it."""
     _check_sampling(sampling)
+    if sampling == "poisson" and rdp:
+        return "dp-accounting RDP (add-or-remove-one)"
     if sampling == "poisson":
         return f"dp-accounting PLD (add-or-remove-one, pessimistic, grid {PLD_DISCRETISATION:g})"
     return "dp-accounting RDP (replace-one)"
@@ -148,16 +152,18 @@ def epsilon_spent(
     delta: float,
     sampling: Sampling = "poisson",
     population: int | None = None,
+    rdp: bool = False,
 ) -> float:
     """Epsilon at ``delta`` after ``rounds`` rounds of the sampled Gaussian mechanism.
 
-    ``population`` (the number of clients sampled from) is needed for ``"fixed_size"`` sampling only.
+    ``population`` (the number of clients sampled from) is needed for ``"fixed_size"`` sampling only;
+    ``rdp`` asks the RDP accountant for Poisson sampling too (looser than PLD, and fast for many steps).
     ValueError naming the field for a bad argument.
     """
     _check_noise(noise_multiplier)
     _check_all(sampling_rate, rounds, delta, sampling, population)
     event = _event_maker(sampling_rate, rounds, sampling, population)(noise_multiplier)
-    return float(_accountant_maker(sampling)().compose(event).get_epsilon(delta))
+    return float(_accountant_maker(sampling, rdp)().compose(event).get_epsilon(delta))
 
 
 def noise_multiplier_for(
@@ -167,19 +173,21 @@ def noise_multiplier_for(
     rounds: int,
     sampling: Sampling = "poisson",
     population: int | None = None,
+    rdp: bool = False,
 ) -> float:
     """The smallest noise multiplier (within :data:`NOISE_TOLERANCE`) whose run spends at most
-    ``target_epsilon`` at ``delta``, found by ``dp_accounting.calibrate_dp_mechanism``."""
+    ``target_epsilon`` at ``delta``, found by ``dp_accounting.calibrate_dp_mechanism`` (``rdp``: by the RDP
+    accountant for Poisson sampling too)."""
     check_epsilon(target_epsilon, "target_epsilon")
     _check_all(sampling_rate, rounds, delta, sampling, population)
     make_event = _event_maker(sampling_rate, rounds, sampling, population)
-    make_accountant = _accountant_maker(sampling)
+    make_accountant = _accountant_maker(sampling, rdp)
 
     def gap(noise: float) -> float:
         return float(make_accountant().compose(make_event(noise)).get_epsilon(delta)) - target_epsilon
 
     guess = 1.0
-    if sampling == "poisson":  # the RDP answer is a cheap, close guess: PLD's loss is large at tiny sigma
+    if sampling == "poisson" and not rdp:  # RDP's answer is a cheap, close guess: PLD's loss is large at tiny sigma
         guess = dp_accounting.calibrate_dp_mechanism(
             RdpAccountant, make_event, target_epsilon, delta, tol=1e-2
         )
@@ -219,16 +227,17 @@ def guarantee(
     sampling: Sampling = "poisson",
     population: int | None = None,
     mechanism: str = "DP-FedAvg (client-level Gaussian)",
+    rdp: bool = False,
 ) -> PrivacyGuarantee:
     """The :class:`PrivacyGuarantee` of a run with these parameters (epsilon from :func:`epsilon_spent`)."""
     if not (math.isfinite(clip) and clip > 0):
         raise ValueError(f"clip must be a finite number > 0, got {clip}")
-    epsilon = epsilon_spent(noise_multiplier, sampling_rate, rounds, delta, sampling, population)
+    epsilon = epsilon_spent(noise_multiplier, sampling_rate, rounds, delta, sampling, population, rdp)
     return PrivacyGuarantee(
         epsilon=epsilon,
         delta=delta,
         mechanism=mechanism,
-        accountant=accountant_name(sampling),
+        accountant=accountant_name(sampling, rdp),
         rounds=rounds,
         sampling_rate=sampling_rate,
         sampling=sampling,

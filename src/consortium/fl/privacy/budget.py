@@ -41,30 +41,35 @@ class Budget:
 
 @dataclass(frozen=True)
 class Charge:
-    """One round's privacy cost on one dataset: a Gaussian mechanism of ``noise_multiplier`` on clients sampled
-    at ``sampling_rate``."""
+    """One round's privacy cost on one dataset: ``steps`` Gaussian mechanisms of ``noise_multiplier``, each on
+    a sample drawn at ``sampling_rate`` (DP-FedAvg: one step on clients; DP-SGD: its local steps on rows)."""
 
     noise_multiplier: float
     sampling_rate: float = 1.0
+    steps: int = 1
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.noise_multiplier) and self.noise_multiplier > 0):
             raise ValueError(f"noise_multiplier must be a finite number > 0, got {self.noise_multiplier}")
         if not (math.isfinite(self.sampling_rate) and 0 < self.sampling_rate <= 1):
             raise ValueError(f"sampling_rate must lie in (0, 1], got {self.sampling_rate}")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"steps must be an integer >= 1, got {self.steps!r}")
 
     def event(self) -> dp_accounting.DpEvent:
         """This round as a ``dp_accounting`` event."""
-        return dp_accounting.PoissonSampledDpEvent(self.sampling_rate,
+        step = dp_accounting.PoissonSampledDpEvent(self.sampling_rate,
                                                    dp_accounting.GaussianDpEvent(self.noise_multiplier))
+        return step if self.steps == 1 else dp_accounting.SelfComposedDpEvent(step, self.steps)
 
 
 def composed_event(charges: Iterable[Charge]) -> dp_accounting.DpEvent:
     """Every charge as one composed event (equal charges grouped, which changes nothing in the composition)."""
     counts = Counter(charges)
+    ordered = sorted(counts.items(), key=lambda item: (item[0].noise_multiplier, item[0].sampling_rate,
+                                                       item[0].steps))
     return dp_accounting.ComposedDpEvent(
-        [dp_accounting.SelfComposedDpEvent(charge.event(), count) for charge, count in sorted(
-            counts.items(), key=lambda item: (item[0].noise_multiplier, item[0].sampling_rate))])
+        [dp_accounting.SelfComposedDpEvent(charge.event(), count) for charge, count in ordered])
 
 
 def epsilon_of(charges: Iterable[Charge], delta: float) -> float:

@@ -9,6 +9,8 @@ from collections.abc import Iterable, Mapping
 from datetime import date
 from typing import Any
 
+from consortium.fl.privacy.dp_sgd import MECHANISM as DP_SGD
+from consortium.fl.privacy.dp_sgd import DpSgdPlan
 from consortium.fl.privacy.spec import DpPlan
 
 
@@ -31,6 +33,23 @@ def card_section(
             "learning_rate": plan.adaptive.learning_rate, "count_noise_std": plan.adaptive.count_noise_std,
             "update_noise_multiplier": plan.update_noise_multiplier}
     return {"privacy": section}
+
+
+def dp_sgd_section(
+    plans: Mapping[str, DpSgdPlan], budgets: Mapping[str, Mapping[str, Any]] | None = None,
+    note: str | None = None,
+) -> dict[str, Any]:
+    """``{"privacy": {...}}`` for a DP-SGD run: each source's per-record guarantee over the whole run (its
+    ``rounds`` are DP-SGD steps), its steps per round, rows and batch size, and its budget as in
+    :func:`card_section`; ``note`` says what the numbers stand for when a source is not one dataset."""
+    budgets = budgets or {}
+    per_dataset = {
+        ref: plan.guarantee.as_dict() | {"steps_per_round": plan.steps_per_round, "rows": plan.rows,
+                                         "batch_size": plan.batch_size}
+        | ({"budget": dict(budgets[ref])} if ref in budgets else {})
+        for ref, plan in plans.items()}
+    return {"privacy": {"mechanism": DP_SGD, "unit": "record", "per_dataset": per_dataset}
+            | ({"note": note} if note else {})}
 
 
 AUDIT_KINDS = ("dp", "mia")
@@ -92,6 +111,17 @@ def markdown_lines(card: dict[str, Any]) -> list[str]:
         return []
     if "per_dataset" not in privacy:
         return ["", "## Privacy", "", "The run had no differential privacy."] + audit_lines(privacy["audit"])
+    lines = _dp_sgd_lines(privacy) if privacy.get("mechanism") == DP_SGD else _dp_fedavg_lines(privacy)
+    budgets = {ref: g["budget"] for ref, g in privacy["per_dataset"].items() if "budget" in g}
+    if budgets:
+        lines += ["", "Owners' privacy budgets over every run, after this one (their nodes refuse rounds past them):",
+                  "", "| dataset | budget epsilon | delta | spent | left |", "|---|---|---|---|---|"]
+        lines += [f"| {ref} | {b['epsilon']:.4g} | {b['delta']:.3g} | {b['spent']:.4g} | {b['left']:.4g} |"
+                  for ref, b in budgets.items()]
+    return lines + audit_lines(privacy.get("audit", {}))
+
+
+def _dp_fedavg_lines(privacy: Mapping[str, Any]) -> list[str]:
     lines = ["", "## Privacy (client-level differential privacy)", "",
              f"Noise added {'by each node' if privacy['noise'] == 'local' else 'by the server'} "
              f"({privacy['noise']}); each data source's guarantee over the whole run:", "",
@@ -110,10 +140,18 @@ def markdown_lines(card: dict[str, Any]) -> list[str]:
                   f"{adaptive['learning_rate']:.3g}); the clipped count is released with noise std "
                   f"{adaptive['count_noise_std']:.4g} and the updates with noise multiplier "
                   f"{adaptive['update_noise_multiplier']:.4g}, together the noise multiplier accounted above."]
-    budgets = {ref: g["budget"] for ref, g in privacy["per_dataset"].items() if "budget" in g}
-    if budgets:
-        lines += ["", "Owners' privacy budgets over every run, after this one (their nodes refuse rounds past them):",
-                  "", "| dataset | budget epsilon | delta | spent | left |", "|---|---|---|---|---|"]
-        lines += [f"| {ref} | {b['epsilon']:.4g} | {b['delta']:.3g} | {b['spent']:.4g} | {b['left']:.4g} |"
-                  for ref, b in budgets.items()]
-    return lines + audit_lines(privacy.get("audit", {}))
+    return lines
+
+
+def _dp_sgd_lines(privacy: Mapping[str, Any]) -> list[str]:
+    lines = ["", "## Privacy (sample-level differential privacy, DP-SGD)", "",
+             "Each node trained with DP-SGD (Opacus: Poisson-sampled batches, every example's gradient clipped, "
+             "Gaussian noise on their sum); each record's guarantee in each data source over the whole run:", "",
+             "| dataset | epsilon | delta | accountant | steps (per round) | sampling rate | noise multiplier | clip |",
+             "|---|---|---|---|---|---|---|---|"]
+    for ref, g in privacy["per_dataset"].items():
+        lines.append(
+            f"| {ref} | {g['epsilon']:.4g} | {g['delta']:.3g} | {g['accountant']} | {g['rounds']} "
+            f"({g['steps_per_round']}) | {g['sampling_rate']:.4g} | {g['noise_multiplier']:.4g} | {g['clip']:.4g} |"
+        )
+    return lines + (["", privacy["note"]] if privacy.get("note") else [])

@@ -298,6 +298,8 @@ class PrivacyCharge(Base):
     noise_multiplier: Mapped[float] = mapped_column(Float)
     sampling_rate: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    steps: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    """Sampled Gaussian steps in the round (DP-SGD's local steps; 1 for DP-FedAvg)."""
 
 
 class Model(Base):

@@ -11,11 +11,13 @@ from sqlalchemy.orm import object_session
 from consortium import crypto
 from consortium.fl.core import Params
 from consortium.fl.privacy import card as privacy_card
+from consortium.fl.privacy import dp_sgd
 from consortium.fl.privacy import spec as privacy_spec
 from consortium.governance.licence_cards import card_terms, obligation_lines
 from consortium.hub.blobs import BlobStore
 from consortium.hub.db.models import Dataset
 from consortium.hub.services import privacy_budgets
+from consortium.plan import RunPlan
 from consortium.previews import PREVIEW_FILE, PREVIEW_MEDIA_TYPE, markdown_section, preview_png
 from consortium.protocol import ProjectCreate, RoundMetrics
 
@@ -89,10 +91,7 @@ def build_card(
         **({"environments": environments} if environments else {}),
         "license": licence,
         "obligations": obligations,
-        **privacy_card.card_section(
-            privacy_spec.every_round(spec.privacy, spec.rounds, len(datasets)) if spec.privacy else None,
-            [d["ref"] for d in datasets],
-            {d["ref"]: d["privacy_budget"] for d in datasets if "privacy_budget" in d}),
+        **_privacy_section(spec, datasets),
         "participating_orgs": participants,
         **({"contributions": contributions} if contributions is not None else {}),
         "metrics_per_round": [r.model_dump(mode="json") for r in rounds],
@@ -105,6 +104,20 @@ def build_card(
         "code_version": code_version,
         "created_at": created_at.isoformat(),
     }
+
+
+def _privacy_section(spec: ProjectCreate, datasets: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each source's guarantee: the run's client-level one, or under DP-SGD its own per-record one (from its
+    rows), with the owner's budget where it has one."""
+    budgets = {d["ref"]: d["privacy_budget"] for d in datasets if "privacy_budget" in d}
+    if spec.privacy is not None and spec.privacy.mechanism == dp_sgd.MECHANISM:
+        plan = RunPlan.of(spec)
+        return privacy_card.dp_sgd_section(
+            {d["ref"]: plan.dp_sgd_plan_of_source(d["rows"]) for d in datasets if d.get("kind") != "environment"},
+            budgets)
+    return privacy_card.card_section(
+        privacy_spec.every_round(spec.privacy, spec.rounds, len(datasets)) if spec.privacy else None,
+        [d["ref"] for d in datasets], budgets)
 
 
 def card_sha256(card: dict[str, Any]) -> str:

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from consortium.fl.privacy import budget as privacy_budget
+from consortium.fl.core import FLError
 from consortium.fl.privacy.budget import Budget, Charge
 from consortium.hub.db.models import Dataset, PrivacyCharge, Project, ProjectDataset, Run
 from consortium.hub.services.errors import BadRequest
@@ -37,9 +38,18 @@ def store_budget(dataset: Dataset, spec: PrivacyBudgetSpec | None) -> None:
 
 def charges(session: Session, dataset_id: int) -> list[Charge]:
     """Every charge reported for the dataset."""
-    rows = session.execute(select(PrivacyCharge.noise_multiplier, PrivacyCharge.sampling_rate)
+    rows = session.execute(select(PrivacyCharge.noise_multiplier, PrivacyCharge.sampling_rate, PrivacyCharge.steps)
                            .where(PrivacyCharge.dataset_id == dataset_id))
-    return [Charge(noise, rate) for noise, rate in rows]
+    return [Charge(noise, rate, steps) for noise, rate, steps in rows]
+
+
+def round_charge(plan: RunPlan, source: Dataset) -> Charge:
+    """What one round of ``plan`` spends on ``source``: DP-FedAvg's release at rate 1, or DP-SGD's local steps
+    on the rows its node trains on (from the card's row count)."""
+    if plan.sample_level:
+        return plan.dp_sgd_plan_of_source(source.rows).round_charge()
+    assert plan.privacy is not None
+    return Charge(plan.privacy.noise_multiplier, plan.privacy.sampling_rate)
 
 
 def spent_and_left(session: Session, dataset: Dataset) -> tuple[float | None, float | None]:
@@ -51,13 +61,13 @@ def spent_and_left(session: Session, dataset: Dataset) -> tuple[float | None, fl
     return check.spent, check.left
 
 
-def reserved(session: Session, dataset_id: int) -> tuple[list[Charge], list[str]]:
+def reserved(session: Session, dataset: Dataset) -> tuple[list[Charge], list[str]]:
     """The charges the approved DP projects on the dataset are still to make (see the module), and the names
     of the projects that reserve any."""
     found: list[Charge] = []
     holders = []
     approved = session.scalars(select(Project).join(ProjectDataset, ProjectDataset.project_id == Project.id)
-                               .where(ProjectDataset.dataset_id == dataset_id, Project.status == "approved")
+                               .where(ProjectDataset.dataset_id == dataset.id, Project.status == "approved")
                                .order_by(Project.id))
     for project in approved:
         spec = ProjectCreate.model_validate(project.spec)
@@ -69,11 +79,9 @@ def reserved(session: Session, dataset_id: int) -> tuple[list[Charge], list[str]
             to_come = 0
         elif latest is not None:
             to_come -= session.scalar(select(func.count(func.distinct(PrivacyCharge.round))).where(
-                PrivacyCharge.run_id == latest.id, PrivacyCharge.dataset_id == dataset_id)) or 0
+                PrivacyCharge.run_id == latest.id, PrivacyCharge.dataset_id == dataset.id)) or 0
         if to_come > 0:
-            plan = RunPlan.of(spec).privacy
-            assert plan is not None
-            found += [Charge(plan.noise_multiplier, plan.sampling_rate)] * to_come
+            found += [round_charge(RunPlan.of(spec), dataset)] * to_come
             holders.append(f"{project.name} ({to_come} rounds)")
     return found, holders
 
@@ -81,18 +89,26 @@ def reserved(session: Session, dataset_id: int) -> tuple[list[Charge], list[str]
 def check_proposal(session: Session, spec: ProjectCreate, plan: RunPlan, sources: list[Dataset]) -> None:
     """BadRequest (field ``datasets``) naming each budgeted source the project may not use: any, when the
     project has no DP; else one whose reported charges, the rounds reserved by approved projects and this
-    project's planned rounds (every source joins every round, rate 1) would pass its budget."""
+    project's planned rounds (every source joins every round, rate 1; under DP-SGD, its local steps) would
+    pass its budget. Under DP-SGD, first a BadRequest (``privacy:``) for a source whose rows admit no noise
+    multiplier for the target."""
+    if plan.sample_level:
+        for source in sources:  # each source's own noise multiplier, from its rows (cached for the run's card)
+            try:
+                plan.dp_sgd_plan_of_source(source.rows)
+            except FLError as exc:
+                raise BadRequest(f"{exc} ({source.org.name}/{source.name}, {source.rows} rows)") from exc
     problems = []
     for source in sources:
         budget = budget_of(source)
         if budget is None:
             continue
         ref = f"{source.org.name}/{source.name}"
-        if plan.privacy is None:
+        if not plan.private:
             problems.append(privacy_budget.no_dp_refusal(ref))
             continue
-        planned = [Charge(plan.privacy.noise_multiplier, plan.privacy.sampling_rate)] * spec.rounds
-        held, holders = reserved(session, source.id)
+        planned = [round_charge(plan, source)] * spec.rounds
+        held, holders = reserved(session, source)
         check = privacy_budget.verdict(budget, charges(session, source.id), planned, held)
         refusal = privacy_budget.plan_refusal(ref, check, holders)
         if refusal is not None:

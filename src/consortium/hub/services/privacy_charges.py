@@ -11,7 +11,7 @@ from consortium.hub.db.models import Dataset, PrivacyCharge, Project, Round, Run
 from consortium.hub.services import ledger
 from consortium.hub.services.errors import BadRequest
 from consortium.hub.services.identity import Principal, SignedCall
-from consortium.hub.services.privacy_budgets import spent_and_left
+from consortium.hub.services.privacy_budgets import round_charge, spent_and_left
 from consortium.hub.services.runs import own_task
 from consortium.plan import RunPlan
 from consortium.privacy_wire import PrivacyCharge as PrivacyChargeIn
@@ -41,15 +41,20 @@ def record_charge(
     project = session.scalar(select(Project).join(Run, Run.project_id == Project.id).where(Run.id == task.run_id))
     spec = ProjectCreate.model_validate(project.spec)
     plan = RunPlan.of(spec)
-    if plan.privacy is None:
+    if not plan.private:
         raise BadRequest(f"task {task.id}: project {project.name!r} has no differential privacy to charge")
-    expected = plan.privacy.noise_multiplier
-    if abs(body.noise_multiplier - expected) > NOISE_MATCH * expected:
-        raise BadRequest(f"noise_multiplier: {body.noise_multiplier} is not the run's {expected}")
+    expected = round_charge(plan, dataset)
+    if abs(body.noise_multiplier - expected.noise_multiplier) > NOISE_MATCH * expected.noise_multiplier:
+        raise BadRequest(f"noise_multiplier: {body.noise_multiplier} is not the run's {expected.noise_multiplier}")
+    if plan.sample_level and (body.steps, body.sampling_rate) != (expected.steps, expected.sampling_rate):
+        raise BadRequest(f"steps: DP-SGD on {dataset.name} takes {expected.steps} steps at rate "
+                         f"{expected.sampling_rate:.6g} a round, the node reported {body.steps} at "
+                         f"{body.sampling_rate:.6g}")
     if signed is not None:
         signed.record_nonce(session)
     charge = PrivacyCharge(task_id=task.id, dataset_id=dataset.id, run_id=task.run_id, round=round_number,
-                           noise_multiplier=body.noise_multiplier, sampling_rate=body.sampling_rate)
+                           noise_multiplier=body.noise_multiplier, sampling_rate=body.sampling_rate,
+                           steps=body.steps)
     session.add(charge)
     session.flush()
     spent, left = spent_and_left(session, dataset)
@@ -57,7 +62,7 @@ def record_charge(
         session, "privacy.charged", actor.label,
         {"dataset": f"{dataset.org.name}/{dataset.name}", "project_id": project.id, "run_id": task.run_id,
          "round": round_number, "task_id": task.id, "noise_multiplier": body.noise_multiplier,
-         "sampling_rate": body.sampling_rate, "budget_delta": dataset.privacy_delta,
+         "sampling_rate": body.sampling_rate, "steps": body.steps, "budget_delta": dataset.privacy_delta,
          "spent_epsilon": spent, "left_epsilon": left},
         scope=ledger.source_scope(dataset.id),
     )

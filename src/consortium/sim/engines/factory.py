@@ -17,8 +17,8 @@ def make_engine(
 ) -> Engine:
     """The engine called ``name`` (``vectorized``, ``loop`` or ``ray``).
 
-    An algorithm without a batched local update runs on the loop engine instead of ``vectorized``; ``notify``
-    (if given) is told so.
+    An algorithm without a batched local update, or a DP-SGD run, runs on the loop engine instead of
+    ``vectorized``; ``notify`` (if given) is told so.
     """
     if name == "loop":
         return LoopEngine(setup)
@@ -29,6 +29,10 @@ def make_engine(
                     f"the {setup.plan.algorithm.name!r} algorithm has no batched local update: "
                     "falling back to the loop engine (same results, one client at a time)"
                 )
+            return LoopEngine(setup)
+        if setup.plan.sample_level:
+            if notify is not None:
+                notify("DP-SGD trains each client with Opacus, one at a time: falling back to the loop engine")
             return LoopEngine(setup)
         return VectorizedEngine(setup, settings.chunk_clients)
     if name == "ray":

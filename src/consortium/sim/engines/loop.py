@@ -1,5 +1,6 @@
 """The reference engine: each client's own ``local_update`` in turn (privatised as its node would, with local
-DP noise), then the plan's ``aggregate`` (the hub's own reduction of a round's updates)."""
+DP noise, or trained with DP-SGD), then the plan's ``aggregate`` (the hub's own reduction of a round's
+updates)."""
 
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ class LoopEngine:
         setup, client_id = self.setup, cohort.client_ids[position]
         data, seed = client_data(setup.train, cohort, position), cohort.seeds[position]
         if control is None:
-            update = setup.plan.algorithm.local_update(setup.plan.hp, params, data, seed)
+            update = setup.plan.local_update(params, data, seed)
         else:
             own = self.client_controls.get(client_id)
             if own is None:

@@ -117,6 +117,8 @@ class RayEngine:
     def __init__(self, setup: Setup, settings: SimulationSettings) -> None:
         if setup.tamper is not None:
             raise FLError("the ray engine does not run attacks; use --engine vectorized or loop")
+        if setup.plan.sample_level:
+            raise FLError("the ray engine does not run DP-SGD; use --engine loop")
         ray = self._ray = _require_ray()
         self.setup = setup
         self.started_ray = not ray.is_initialized()

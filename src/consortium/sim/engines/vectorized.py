@@ -123,6 +123,9 @@ class VectorizedEngine:
                 f"the {setup.plan.algorithm.name!r} algorithm has no batched local update; "
                 "run it with --engine loop (or ray)"
             )
+        if setup.plan.sample_level:
+            raise FLError("privacy.mechanism: the vectorised engine does not run DP-SGD (Opacus trains one "
+                          "client at a time); use --engine loop")
         self.setup = setup
         self.chunk_clients = chunk_clients
         self.client_controls: ClientControls | None = None
