@@ -50,6 +50,9 @@ def scope(method: str, path: str) -> dict:
     ("GET", "/datasets/north/digits", "web"),
     ("GET", "/models/3/weights", "web"),
     ("GET", "/static/web.css", "public"),
+    ("GET", "/static/run.js", "public"),
+    ("GET", "/runs/3/events", "web"),
+    ("POST", "/projects/3/runs", "web"),
 ])
 def test_route_access(gate: Gate, method: str, path: str, access: str) -> None:
     assert gate.access(scope(method, path)) == access
@@ -61,7 +64,7 @@ def test_every_api_route_but_health_enrolment_and_public_reads_needs_credentials
                 for method in route.methods if gate.access(scope(method, route.path)) in kinds}
 
     assert marked("public", "enrolment") == {("GET", "/api/health"), ("POST", "/api/enrol"),
-                                             ("GET", "/static/web.css")}
+                                             ("GET", "/static/web.css"), ("GET", "/static/run.js")}
     assert marked("optional") == {
         ("GET", path) for path in (
             "/api/datasets", "/api/datasets/{org}/{name}", "/api/datasets/{org}/{name}/croissant",

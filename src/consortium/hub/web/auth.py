@@ -1,4 +1,4 @@
-"""Logging in with a user's API token and out again, and the pages' stylesheet.
+"""Logging in with a user's API token and out again, and the pages' stylesheet and script.
 
 The token is posted in a form (never in a URL), checked with :func:`identity.authenticate_token`, and only
 its hash is kept, in the hub's memory, under a new random session id; the browser holds that id in an
@@ -22,6 +22,7 @@ from consortium.hub.web.sessions import COOKIE, SESSION_SCOPE_KEY
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
 STYLESHEET = (HERE / "static" / "web.css").read_text()
+RUN_SCRIPT = (HERE / "static" / "run.js").read_text()
 TOKEN_MAX = 200
 
 
@@ -34,6 +35,14 @@ def _set_cookie(request: Request, response: Response, sid: str) -> None:
 @public
 def stylesheet() -> Response:
     return PlainTextResponse(STYLESHEET, media_type="text/css", headers={"Cache-Control": "max-age=3600"})
+
+
+@router.get("/static/run.js")
+@public
+def run_script() -> Response:
+    """The run page's live curves (the only script the pages' CSP lets run: ``script-src 'self'``)."""
+    return PlainTextResponse(RUN_SCRIPT, media_type="text/javascript",
+                             headers={"Cache-Control": "max-age=3600", "X-Content-Type-Options": "nosniff"})
 
 
 @router.get("/login")

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from consortium.hub.web import auth, catalogue, models, overview, projects
+from consortium.hub.web import auth, catalogue, models, overview, projects, runs
 
-ROUTERS = (auth.router, overview.router, catalogue.router, projects.router, models.router)
+ROUTERS = (auth.router, overview.router, catalogue.router, projects.router, runs.router, models.router)
