@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, object_session
+from sqlalchemy.orm import Session, joinedload, object_session
 
 from consortium.hub.db.models import Dataset, Org
 from consortium.hub.services import ledger, licensing, privacy_budgets
@@ -66,7 +66,8 @@ def source_by_ref(session: Session, actor: Principal | None, ref: str, kind: str
 def sources_listing(session: Session, actor: Principal | None, kind: str) -> list[Dataset]:
     """Every data source of ``kind`` the caller (None: anonymous) may see, oldest first."""
     who = reader(session, actor)
-    rows = session.scalars(select(Dataset).where(Dataset.kind == kind).order_by(Dataset.id))
+    rows = session.scalars(select(Dataset).where(Dataset.kind == kind).order_by(Dataset.id)
+                           .options(joinedload(Dataset.org)))
     return [d for d in rows if can_see_source(who, d)]
 
 

@@ -4,9 +4,10 @@ and ``GET /api/environments``: a card the caller may not see is a 404 page that 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy.orm import Session
 from starlette.responses import JSONResponse, Response
 
@@ -24,6 +25,8 @@ from consortium.hub.wire import Name
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
 KINDS = {"dataset": dataset_service.TABLE, "environment": environment_service.KIND}
 FILTER_CHARS = 200
+PAGE_SIZE = 100
+"""Cards per catalogue page (a big catalogue is read a page at a time)."""
 
 
 @dataclass(frozen=True)
@@ -63,14 +66,18 @@ def licence_obligations(licence: str) -> list[str]:
 @router.get("/catalogue")
 @web
 def catalogue(request: Request, text: str | None = None, licence: str | None = None, owner: str | None = None,
-              visibility: str | None = None, kind: str | None = None,
+              visibility: str | None = None, kind: str | None = None, start: int = Query(0, ge=0, le=2**31 - 1),
               session: Session = Depends(db)) -> Response:
     who = caller(request)
     everything = dataset_service.listing(session, who) + environment_service.listing(session, who)
     filters = Filters(_clip(text), _clip(licence), _clip(owner), _clip(visibility), _clip(kind))
     shown = [s for s in everything if filters.keeps(s)]
-    return page(request, "catalogue.html", title="Catalogue", filters=filters, sources=shown,
-                total=len(everything), owners=sorted({s.org.name for s in everything}),
+    query = urlencode({k: v for k, v in asdict(filters).items() if v})
+    more = {"previous": start - PAGE_SIZE if start > 0 else None,
+            "next": start + PAGE_SIZE if start + PAGE_SIZE < len(shown) else None}
+    return page(request, "catalogue.html", title="Catalogue", filters=filters,
+                sources=shown[start:start + PAGE_SIZE], matching=len(shown), start=start, more=more,
+                query=query, total=len(everything), owners=sorted({s.org.name for s in everything}),
                 visibilities=("public", "members", "private"), kinds=tuple(KINDS))
 
 
