@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload, object_session
 
 from consortium.hub.db.models import Dataset, Org
 from consortium.hub.services import ledger, licensing, privacy_budgets
-from consortium.hub.services.access import can_see_source, reader, source_rights
+from consortium.governance import permissions
+from consortium.governance.permissions import MEMBERS, NOBODY, Rights
+from consortium.hub.services.access import can_see_source, grant_of, reader, source_rights
 from consortium.hub.services.errors import Conflict, Forbidden, NotFound
 from consortium.hub.services.identity import Principal
 from consortium.protocol import DatasetCardIn, DatasetCardOut
@@ -69,6 +73,34 @@ def sources_listing(session: Session, actor: Principal | None, kind: str) -> lis
     rows = session.scalars(select(Dataset).where(Dataset.kind == kind).order_by(Dataset.id)
                            .options(joinedload(Dataset.org)))
     return [d for d in rows if can_see_source(who, d)]
+
+
+@dataclass(frozen=True)
+class SourceLine:
+    """A data source's line in a list (the catalogue's columns), read without building the ORM object."""
+
+    id: int
+    kind: str
+    org: str
+    name: str
+    description: str
+    license: str
+    visibility: str
+    rows: int
+
+
+def visible_lines(session: Session, actor: Principal | None, kinds: tuple[str, ...]) -> list[SourceLine]:
+    """:class:`SourceLine` of every data source of ``kinds`` the caller may see (the rule of
+    :func:`sources_listing`), by kind then oldest first, in one query of plain columns."""
+    who = reader(session, actor)
+    rows = session.execute(
+        select(Dataset.id, Dataset.kind, Org.name, Dataset.name, Dataset.description, Dataset.license,
+               Dataset.visibility, Dataset.rows, Dataset.process_grant, Dataset.download_grant)
+        .join(Org, Org.id == Dataset.org_id).where(Dataset.kind.in_(kinds)).order_by(Dataset.id)
+    )
+    found = [SourceLine(*row[:8]) for row in rows
+             if permissions.can_see(who, row[2], Rights(row[6], grant_of(row[8], MEMBERS), grant_of(row[9], NOBODY)))]
+    return sorted(found, key=lambda line: kinds.index(line.kind))
 
 
 def by_ref(session: Session, actor: Principal | None, ref: str) -> Dataset:

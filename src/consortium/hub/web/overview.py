@@ -111,8 +111,8 @@ def recent_events(session: Session, who: Principal, limit: int = RECENT_EVENTS) 
 def overview(request: Request, session: Session = Depends(db)) -> Response:
     who = caller(request)
     counts = {
-        "datasets": len(dataset_service.listing(session, who)),
-        "environments": len(environment_service.listing(session, who)),
+        "datasets": len(dataset_service.visible_lines(session, who, (dataset_service.TABLE,))),
+        "environments": len(dataset_service.visible_lines(session, who, (environment_service.KIND,))),
         "models": len(model_service.listing(session, who, limit=model_service.MAX_PAGE)),
     }
     if who is None:
