@@ -52,8 +52,9 @@ class Seeded:
 def _round(number: int) -> dict[str, Any]:
     return RoundMetrics(
         round=number, participants=["org00", "org01", "org02"], dropped=[], train={"train_loss": 1 / number},
-        federated_eval={"accuracy": 1 - 1 / (number + 1)}, test={"accuracy": 1 - 1 / (number + 2), "loss": 1 / number},
-        params_sha256="ab" * 32, opened_at=1.7e9 + number, wall_s=0.2, max_fit_compute_s=0.1, max_eval_compute_s=0.1,
+        federated_eval={"accuracy": 1 - 1 / (number + 1)},
+        test={"accuracy": 1 - 1 / (number + 2), "loss": 1 / number}, params_sha256="ab" * 32,
+        opened_at=1.7e9 + number, wall_s=0.2, max_fit_compute_s=0.1, max_eval_compute_s=0.1,
     ).model_dump(mode="json")
 
 
@@ -97,16 +98,17 @@ def seed(app: Any, sizes: Sizes, rng: random.Random) -> Seeded:
             projects.append((project, chosen))
         session.commit()
         project, chosen = projects[0]
-        run = Run(project_id=project.id, status="completed", current_round=RUN_ROUNDS, params_sha256="ef" * 32,
-                  finished_at=datetime.now(UTC))
+        run = Run(project_id=project.id, status="completed", current_round=RUN_ROUNDS,
+                  params_sha256="ef" * 32, finished_at=datetime.now(UTC))
         session.add(run)
         session.flush()
         for number in range(1, RUN_ROUNDS + 1):
             row = Round(run_id=run.id, number=number, status="closed", metrics=_round(number))
             session.add(row)
             session.flush()
-            session.add_all([Task(run_id=run.id, round_id=row.id, org_id=d.org_id, dataset_id=d.id, kind="fit",
-                                  status="done", seed=number, deadline=datetime.now(UTC)) for d in chosen])
+            session.add_all([Task(run_id=run.id, round_id=row.id, org_id=d.org_id, dataset_id=d.id,
+                                  kind="fit", status="done", seed=number, deadline=datetime.now(UTC))
+                             for d in chosen])
         weights = app.state.hub.blobs.put(b"weights")
         model = Model(run_id=run.id, project_id=project.id, params_sha256=weights, license="MIT", version=1,
                       card={"model": f"{project.name}/run-{run.id}", "license": "MIT"}, card_markdown="",
@@ -117,8 +119,8 @@ def seed(app: Any, sizes: Sizes, rng: random.Random) -> Seeded:
         while written < sizes.entries:
             count = min(LEDGER_BATCH, sizes.entries - written)
             target = projects[rng.randrange(len(projects))][0].id
-            events = [("round.completed", "hub", {"run_id": run.id, "round": written + k, "note": rng.random()})
-                      for k in range(count)]
+            events = [("round.completed", "hub",
+                       {"run_id": run.id, "round": written + k, "note": rng.random()}) for k in range(count)]
             ledger.record_many(session, events, scope=ledger.project_scope(target))
             session.commit()
             written += count
@@ -181,7 +183,8 @@ def run_web_bench(sizes: Sizes, requests: int = 50, repeats: int = 3, seed_value
     keys = ("p50_ms", "p95_ms", "cpu_p50_ms", "cpu_p95_ms")
     pages = {name: {key: statistics.median(run[name][key] for run in runs) for key in keys}
              for name in seeded.pages}
-    return {"sizes": asdict(sizes), "entries": seeded.entries, "load_average": os.getloadavg(), "requests": requests, "repeats": repeats,
+    return {"sizes": asdict(sizes), "entries": seeded.entries, "load_average": os.getloadavg(),
+            "requests": requests, "repeats": repeats,
             "seed_s": seed_s, "paths": seeded.pages, "pages": pages,
             "within_target": all(p["p95_ms"] <= TARGET_P95_MS for p in pages.values())}
 
@@ -189,11 +192,12 @@ def run_web_bench(sizes: Sizes, requests: int = 50, repeats: int = 3, seed_value
 def report_markdown(result: dict[str, Any], machine: dict[str, Any]) -> str:
     s, load = result["sizes"], result["load_average"]
     lines = [
-        f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['python']}, {machine['date']}; SQLite, "
-        "pages requested in-process (no network) by a logged-in steward whose org is in half the projects; "
-        f"load average at the end {load[0]:.1f} (other work on the machine stretches wall times, not CPU times).",
-        f"Database: {s['datasets']:,} datasets, {s['projects']:,} projects (one finished {RUN_ROUNDS}-round run "
-        f"with its model), {result['entries']:,} ledger entries (seeded in {result['seed_s']:.0f} s; the "
+        f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['python']}, {machine['date']}; "
+        "SQLite, pages requested in-process (no network) by a logged-in steward whose org is in half the "
+        f"projects; load average at the end {load[0]:.1f} (other work on the machine stretches wall times, "
+        "not CPU times).",
+        f"Database: {s['datasets']:,} datasets, {s['projects']:,} projects (one finished {RUN_ROUNDS}-round "
+        f"run with its model), {result['entries']:,} ledger entries (seeded in {result['seed_s']:.0f} s; the "
         "ledger verifies). Medians of "
         f"{result['repeats']} repetitions of {result['requests']} requests per page.",
         "",

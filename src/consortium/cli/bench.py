@@ -80,7 +80,7 @@ def bench_web(
     json_path: Annotated[Path | None, typer.Option("--json", help="write results as JSON")] = None,
     markdown: Annotated[Path | None, typer.Option("--markdown", help="update this BENCHMARKS.md")] = None,
 ) -> None:
-    """Server time (p50/p95) of each web page on a hub seeded with many datasets, projects and ledger entries."""
+    """Server time (p50/p95) of each web page on a hub with many datasets, projects and ledger entries."""
     from consortium.bench import web
     from consortium.bench.report import machine_info
 

@@ -297,7 +297,8 @@ def test_the_projects_list_says_what_the_api_says_of_owners_and_votes(site: Site
         who = identity.authenticate_token(session, site.tokens["alice"])
         found = visible_projects(session, who)
         full = [project_service.to_out(session, p) for p in found]
-        assert [(s.id, s.required_orgs, s.approved_orgs) for s in project_service.summaries(session, found)] == [
+        summaries = project_service.summaries(session, found)
+        assert [(s.id, s.required_orgs, s.approved_orgs) for s in summaries] == [
             (p.id, p.required_orgs, p.approved_orgs) for p in full]
 
 
@@ -310,3 +311,13 @@ def test_catalogue_lines_keep_exactly_the_cards_the_api_lists(site: Site, who: s
         lines = dataset_service.visible_lines(session, caller, (dataset_service.TABLE,))
         assert [(line.org, line.name) for line in lines] == [
             (d.org.name, d.name) for d in dataset_service.listing(session, caller)]
+
+
+@pytest.mark.parametrize("who", ["admin", "bob", None])
+def test_the_overview_counts_the_cards_the_api_lists(site: Site, who: str | None) -> None:
+    from consortium.hub.services import datasets as dataset_service
+
+    with site.app.state.hub.sessions() as session:
+        caller = identity.authenticate_token(session, site.tokens[who]) if who else None
+        assert dataset_service.visible_count(session, caller, dataset_service.TABLE) == len(
+            dataset_service.listing(session, caller))

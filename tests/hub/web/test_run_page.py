@@ -50,7 +50,8 @@ def csrf_of(html: str) -> str:
 def round_metrics(number: int) -> dict:
     return RoundMetrics(
         round=number, participants=["north", "south"], dropped=[], train={"train_loss": 1.0 / number},
-        federated_eval={"accuracy": 0.5 + number / 10}, test={"accuracy": 0.6 + number / 10, "loss": 2.0 / number},
+        federated_eval={"accuracy": 0.5 + number / 10},
+        test={"accuracy": 0.6 + number / 10, "loss": 2.0 / number},
         params_sha256="ab" * 32, opened_at=1.7e9 + number, wall_s=0.25 * number,
         federated_eval_pending=number == ROUNDS, max_fit_compute_s=0.1, max_eval_compute_s=0.1,
     ).model_dump(mode="json")
@@ -138,7 +139,8 @@ def test_the_page_links_the_run_from_its_project(world: World) -> None:
 def test_the_script_is_served_from_the_hub_without_a_session(world: World) -> None:
     response = TestClient(world.app).get("/static/run.js")
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/javascript")
-    assert "EventSource" in response.text and "eval(" not in response.text and "innerHTML" not in response.text
+    script = response.text
+    assert "EventSource" in script and "eval(" not in script and "innerHTML" not in script
 
 
 def test_the_event_stream_of_a_finished_run_sends_its_rounds_then_ends(world: World) -> None:

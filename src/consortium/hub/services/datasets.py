@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.orm import Session, joinedload, object_session
 
 from consortium.hub.db.models import Dataset, Org
@@ -89,17 +91,31 @@ class SourceLine:
     rows: int
 
 
-def visible_lines(session: Session, actor: Principal | None, kinds: tuple[str, ...]) -> list[SourceLine]:
-    """:class:`SourceLine` of every data source of ``kinds`` the caller may see (the rule of
-    :func:`sources_listing`), by kind then oldest first, in one query of plain columns."""
+def _visible_rows(session: Session, actor: Principal | None, kinds: tuple[str, ...],
+                  *columns: Any) -> Iterator[Row]:
+    """The ``columns`` of every data source of ``kinds`` the caller may see (the rule of
+    :func:`sources_listing`), oldest first, in one query of plain columns."""
     who = reader(session, actor)
     rows = session.execute(
-        select(Dataset.id, Dataset.kind, Org.name, Dataset.name, Dataset.description, Dataset.license,
-               Dataset.visibility, Dataset.rows, Dataset.process_grant, Dataset.download_grant)
+        select(Org.name, Dataset.visibility, Dataset.process_grant, Dataset.download_grant, *columns)
         .join(Org, Org.id == Dataset.org_id).where(Dataset.kind.in_(kinds)).order_by(Dataset.id)
     )
-    found = [SourceLine(*row[:8]) for row in rows
-             if permissions.can_see(who, row[2], Rights(row[6], grant_of(row[8], MEMBERS), grant_of(row[9], NOBODY)))]
+    for row in rows:
+        rights = Rights(row[1], grant_of(row[2], MEMBERS), grant_of(row[3], NOBODY))
+        if permissions.can_see(who, row[0], rights):
+            yield row
+
+
+def visible_count(session: Session, actor: Principal | None, kind: str) -> int:
+    """How many data sources of ``kind`` the caller may see (``len`` of :func:`listing`, without the rows)."""
+    return sum(1 for _ in _visible_rows(session, actor, (kind,)))
+
+
+def visible_lines(session: Session, actor: Principal | None, kinds: tuple[str, ...]) -> list[SourceLine]:
+    """:class:`SourceLine` of every data source of ``kinds`` the caller may see, by kind then oldest first."""
+    found = [SourceLine(row[4], row[5], row[0], row[6], row[7], row[8], row[1], row[9])
+             for row in _visible_rows(session, actor, kinds, Dataset.id, Dataset.kind, Dataset.name,
+                                      Dataset.description, Dataset.license, Dataset.rows)]
     return sorted(found, key=lambda line: kinds.index(line.kind))
 
 

@@ -67,10 +67,11 @@ def licence_obligations(licence: str) -> list[str]:
 @router.get("/catalogue")
 @web
 def catalogue(request: Request, text: str | None = None, licence: str | None = None, owner: str | None = None,
-              visibility: str | None = None, kind: str | None = None, start: int = Query(0, ge=0, le=2**31 - 1),
-              session: Session = Depends(db)) -> Response:
+              visibility: str | None = None, kind: str | None = None,
+              start: int = Query(0, ge=0, le=2**31 - 1), session: Session = Depends(db)) -> Response:
     who = caller(request)
-    everything = dataset_service.visible_lines(session, who, (dataset_service.TABLE, environment_service.KIND))
+    everything = dataset_service.visible_lines(session, who,
+                                               (dataset_service.TABLE, environment_service.KIND))
     filters = Filters(_clip(text), _clip(licence), _clip(owner), _clip(visibility), _clip(kind))
     shown = [s for s in everything if filters.keeps(s)]
     query = urlencode({k: v for k, v in asdict(filters).items() if v})

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from fastapi import APIRouter, Depends, Request
-from sqlalchemy import func, select
+from sqlalchemy import Row, func, select
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
@@ -78,15 +78,16 @@ def _stamp(when: datetime | str) -> str:
     return when.strftime("%Y-%m-%d %H:%M UTC")
 
 
-def waiting_for(session: Session, who: Principal) -> list[Proposal]:
+def waiting_for(session: Session, who: Principal) -> list[Row]:
     """The open proposals still missing a vote of the caller's org: those that need its approval and do not
     have its yes yet (the ``missing`` of their outcome; one query each for proposals and the org's votes)."""
     if who.org_name is None:
         return []
     approved = set(session.scalars(select(Vote.proposal_id).where(Vote.org_id == who.org_id,
                                                                   Vote.choice == VoteChoice.yes)))
-    rows = session.scalars(select(Proposal).where(Proposal.status == ProposalStatus.open.value)
-                           .order_by(Proposal.id))
+    rows = session.execute(select(Proposal.id, Proposal.kind, Proposal.proposer, Proposal.closes_at,
+                                  Proposal.must_approve)
+                           .where(Proposal.status == ProposalStatus.open.value).order_by(Proposal.id))
     return [row for row in rows if who.org_name in row.must_approve and row.id not in approved]
 
 
@@ -111,8 +112,8 @@ def recent_events(session: Session, who: Principal, limit: int = RECENT_EVENTS) 
 def overview(request: Request, session: Session = Depends(db)) -> Response:
     who = caller(request)
     counts = {
-        "datasets": len(dataset_service.visible_lines(session, who, (dataset_service.TABLE,))),
-        "environments": len(dataset_service.visible_lines(session, who, (environment_service.KIND,))),
+        "datasets": dataset_service.visible_count(session, who, dataset_service.TABLE),
+        "environments": dataset_service.visible_count(session, who, environment_service.KIND),
         "models": len(model_service.listing(session, who, limit=model_service.MAX_PAGE)),
     }
     if who is None:
