@@ -5,6 +5,8 @@ refusals (CSRF, not the proposer, not yet approved) shown as pages with the serv
 from __future__ import annotations
 
 import re
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,6 +20,7 @@ from consortium.hub.app import create_app
 from consortium.hub.db.models import Dataset, Org, Project, ProjectDataset, Round, Run, Task
 from consortium.hub.services import identity, proposals
 from consortium.hub.services.identity import Principal
+from consortium.hub.state import progress_key
 from consortium.hub.web import runs as run_pages
 from consortium.protocol import Role, RoundMetrics, UserCreate
 
@@ -190,7 +193,57 @@ def test_the_start_run_form_refuses_with_the_services_reason(world: World, who: 
     client = world.client(who)
     page = client.get(f"/projects/{world.project_id}").text
     data = {"csrf": csrf_of(page)} if with_csrf else {}
+    with world.app.state.hub.sessions() as session:
+        before = session.query(Run).count()
     response = client.post(f"/projects/{world.project_id}/runs", data=data)
     assert response.status_code == status and message in response.text, response.text[-800:]
     with world.app.state.hub.sessions() as session:
-        assert session.query(Run).count() == 1
+        assert session.query(Run).count() == before
+
+
+def test_no_template_carries_inline_script_or_event_handlers() -> None:
+    """``script-src 'self'`` would block them: every script is a file the hub serves."""
+    from consortium.hub.web.render import HERE
+
+    for template in (HERE / "templates").glob("*.html"):
+        text = template.read_text()
+        assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", text), template.name
+        assert not re.search(r"\son[a-z]+\s*=", text), template.name
+        assert "javascript:" not in text, template.name
+
+
+def test_the_stream_of_a_running_run_wakes_when_a_round_closes(world: World, monkeypatch) -> None:
+    """A round committed and announced on the progress key reaches the open stream, and the run's end ends
+    it, long before the stream's own time limit (the test's bound on a stream that never woke)."""
+    monkeypatch.setattr(run_pages, "MAX_STREAM_S", 20.0)
+    state = world.app.state.hub
+    with TestClient(world.app, follow_redirects=False) as client:
+        form = client.get("/login")
+        client.post("/login", data={"csrf": csrf_of(form.text), "token": world.tokens["bob"]})
+        with state.sessions() as session:
+            run = Run(project_id=world.project_id, status="running", current_round=0)
+            session.add(run)
+            session.commit()
+            run_id = run.id
+
+        def close_round_then_finish() -> None:
+            time.sleep(0.5)
+            with state.sessions() as session:
+                session.add(Round(run_id=run_id, number=1, status="closed", metrics=round_metrics(1)))
+                session.commit()
+            state.broker.notify(progress_key(run_id))
+            time.sleep(0.5)
+            with state.sessions() as session:
+                session.get(Run, run_id).status = "completed"
+                session.commit()
+            state.broker.notify(progress_key(run_id))
+
+        writer = threading.Thread(target=close_round_then_finish)
+        started = time.monotonic()
+        writer.start()
+        response = client.get(f"/runs/{run_id}/events")
+        writer.join()
+    assert time.monotonic() - started < 10
+    names = [name for name, _ in events(response.text)]
+    assert names[:2] == ["nodes", "run"] and names[-2:] == ["run", "end"], names
+    assert names.count("round") == 1, names  # sent after the first run event: the notify woke the stream
