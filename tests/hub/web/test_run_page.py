@@ -128,6 +128,8 @@ def test_the_run_page_draws_every_curve_and_lists_nodes_and_refusals(world: Worl
     for key in ("test.accuracy", "test.loss", "federated_eval.accuracy", "train.train_loss", "wall_s"):
         assert f'data-key="{key}"' in html
     assert html.count("<polyline") == 5 and html.count('<tr data-round="') == ROUNDS
+    federated = re.search(r'data-key="federated_eval.accuracy".*?points="([^"]+)"', html, re.DOTALL).group(1)
+    assert len(federated.split()) == ROUNDS - 1  # the last round's arrives with the final evaluation
     assert "south, round 2 (fit): refused: policy: no &lt;b&gt;nights&lt;/b&gt;" in html
     assert "north, round 3 (fit): rejected: update has NaN" in html
     assert '<script src="/static/run.js"></script>' in html and "<script>" not in html

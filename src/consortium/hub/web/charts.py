@@ -30,6 +30,8 @@ def series(rounds: list[dict[str, Any]]) -> dict[str, tuple[str, list[tuple[int,
     ordered = sorted(rounds, key=lambda r: r["round"])
     for group, word in GROUPS:
         for rnd in ordered:
+            if group == "federated_eval" and rnd.get("federated_eval_pending"):
+                continue  # arrives with the next round
             for name, value in sorted(rnd.get(group, {}).items()):
                 found.setdefault(f"{group}.{name}", (f"{word} {name}", []))[1].append((rnd["round"], value))
     for rnd in ordered:

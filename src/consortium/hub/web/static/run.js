@@ -24,6 +24,7 @@
     }
     GROUPS.forEach(function (g) {
       list.forEach(function (r) {
+        if (g[0] === "federated_eval" && r.federated_eval_pending) { return; }
         Object.keys(r[g[0]] || {}).sort().forEach(function (name) {
           add(g[0] + "." + name, g[1] + " " + name, r.round, r[g[0]][name]);
         });
