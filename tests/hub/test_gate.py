@@ -53,6 +53,9 @@ def scope(method: str, path: str) -> dict:
     ("GET", "/static/ledger.js", "public"),
     ("GET", "/ledger/feed.json", "web"),
     ("POST", "/proposals/3/vote", "web"),
+    ("GET", "/static/run.js", "public"),
+    ("GET", "/runs/3/events", "web"),
+    ("POST", "/projects/3/runs", "web"),
 ])
 def test_route_access(gate: Gate, method: str, path: str, access: str) -> None:
     assert gate.access(scope(method, path)) == access

@@ -70,6 +70,24 @@ def bench_ledger(
     _write_report(result, ledger.report_markdown(result, machine_info()), "ledger", json_path, markdown)
 
 
+@app.command("web")
+def bench_web(
+    datasets: Annotated[int, typer.Option(min=1, help="datasets in the seeded hub")] = 1000,
+    projects: Annotated[int, typer.Option(min=1, help="projects in the seeded hub")] = 200,
+    entries: Annotated[int, typer.Option(min=100, help="ledger entries in the seeded hub")] = 100_000,
+    requests: Annotated[int, typer.Option(min=1, help="timed requests per page")] = 50,
+    repeats: Annotated[int, typer.Option(min=1, help="repetitions (medians are reported)")] = 3,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write results as JSON")] = None,
+    markdown: Annotated[Path | None, typer.Option("--markdown", help="update this BENCHMARKS.md")] = None,
+) -> None:
+    """Server time (p50/p95) of each web page on a hub with many datasets, projects and ledger entries."""
+    from consortium.bench import web
+    from consortium.bench.report import machine_info
+
+    result = web.run_web_bench(web.Sizes(datasets, projects, entries), requests=requests, repeats=repeats)
+    _write_report(result, web.report_markdown(result, machine_info()), "web", json_path, markdown)
+
+
 @app.command("sim")
 def bench_sim(
     clients: Annotated[str, typer.Option(help="comma-separated N values")] = "10,100,1000",

@@ -274,3 +274,50 @@ def test_a_revoked_token_ends_its_sessions(site: Site) -> None:
         session.query(User).filter(User.name == "carol").one().active = False
         session.commit()
     assert client.get("/members").status_code == 303
+
+
+def test_the_catalogue_is_read_a_page_at_a_time_keeping_its_filters(site: Site, monkeypatch) -> None:
+    from consortium.hub.web import catalogue
+
+    monkeypatch.setattr(catalogue, "PAGE_SIZE", 2)
+    client = site.client("alice")
+    first = client.get("/catalogue?kind=dataset").text
+    assert first.count("<tr><td><a href=") == 2 and "4 of 4 cards, 1 to 2 shown" in first
+    assert 'href="/catalogue?kind=dataset&amp;start=2" rel="next"' in first and 'rel="prev"' not in first
+    second = client.get("/catalogue?kind=dataset&start=2").text
+    assert second.count("<tr><td><a href=") == 2 and 'rel="next"' not in second
+    assert 'href="/catalogue?kind=dataset&amp;start=0" rel="prev"' in second
+
+
+def test_the_projects_list_says_what_the_api_says_of_owners_and_votes(site: Site) -> None:
+    from consortium.hub.services import projects as project_service
+    from consortium.hub.services.access import visible_projects
+
+    with site.app.state.hub.sessions() as session:
+        who = identity.authenticate_token(session, site.tokens["alice"])
+        found = visible_projects(session, who)
+        full = [project_service.to_out(session, p) for p in found]
+        summaries = project_service.summaries(session, found)
+        assert [(s.id, s.required_orgs, s.approved_orgs) for s in summaries] == [
+            (p.id, p.required_orgs, p.approved_orgs) for p in full]
+
+
+@pytest.mark.parametrize("who", ["admin", "alice", "bob", None])
+def test_catalogue_lines_keep_exactly_the_cards_the_api_lists(site: Site, who: str | None) -> None:
+    from consortium.hub.services import datasets as dataset_service
+
+    with site.app.state.hub.sessions() as session:
+        caller = identity.authenticate_token(session, site.tokens[who]) if who else None
+        lines = dataset_service.visible_lines(session, caller, (dataset_service.TABLE,))
+        assert [(line.org, line.name) for line in lines] == [
+            (d.org.name, d.name) for d in dataset_service.listing(session, caller)]
+
+
+@pytest.mark.parametrize("who", ["admin", "bob", None])
+def test_the_overview_counts_the_cards_the_api_lists(site: Site, who: str | None) -> None:
+    from consortium.hub.services import datasets as dataset_service
+
+    with site.app.state.hub.sessions() as session:
+        caller = identity.authenticate_token(session, site.tokens[who]) if who else None
+        assert dataset_service.visible_count(session, caller, dataset_service.TABLE) == len(
+            dataset_service.listing(session, caller))

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session, object_session
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Row, select
+from sqlalchemy.orm import Session, joinedload, object_session
 
 from consortium.hub.db.models import Dataset, Org
 from consortium.hub.services import ledger, licensing, privacy_budgets
-from consortium.hub.services.access import can_see_source, reader, source_rights
+from consortium.governance import permissions
+from consortium.governance.permissions import MEMBERS, NOBODY, Rights
+from consortium.hub.services.access import can_see_source, grant_of, reader, source_rights
 from consortium.hub.services.errors import Conflict, Forbidden, NotFound
 from consortium.hub.services.identity import Principal
 from consortium.protocol import DatasetCardIn, DatasetCardOut
@@ -66,8 +72,51 @@ def source_by_ref(session: Session, actor: Principal | None, ref: str, kind: str
 def sources_listing(session: Session, actor: Principal | None, kind: str) -> list[Dataset]:
     """Every data source of ``kind`` the caller (None: anonymous) may see, oldest first."""
     who = reader(session, actor)
-    rows = session.scalars(select(Dataset).where(Dataset.kind == kind).order_by(Dataset.id))
+    rows = session.scalars(select(Dataset).where(Dataset.kind == kind).order_by(Dataset.id)
+                           .options(joinedload(Dataset.org)))
     return [d for d in rows if can_see_source(who, d)]
+
+
+@dataclass(frozen=True)
+class SourceLine:
+    """A data source's line in a list (the catalogue's columns), read without building the ORM object."""
+
+    id: int
+    kind: str
+    org: str
+    name: str
+    description: str
+    license: str
+    visibility: str
+    rows: int
+
+
+def _visible_rows(session: Session, actor: Principal | None, kinds: tuple[str, ...],
+                  *columns: Any) -> Iterator[Row]:
+    """The ``columns`` of every data source of ``kinds`` the caller may see (the rule of
+    :func:`sources_listing`), oldest first, in one query of plain columns."""
+    who = reader(session, actor)
+    rows = session.execute(
+        select(Org.name, Dataset.visibility, Dataset.process_grant, Dataset.download_grant, *columns)
+        .join(Org, Org.id == Dataset.org_id).where(Dataset.kind.in_(kinds)).order_by(Dataset.id)
+    )
+    for row in rows:
+        rights = Rights(row[1], grant_of(row[2], MEMBERS), grant_of(row[3], NOBODY))
+        if permissions.can_see(who, row[0], rights):
+            yield row
+
+
+def visible_count(session: Session, actor: Principal | None, kind: str) -> int:
+    """How many data sources of ``kind`` the caller may see (``len`` of :func:`listing`, without the rows)."""
+    return sum(1 for _ in _visible_rows(session, actor, (kind,)))
+
+
+def visible_lines(session: Session, actor: Principal | None, kinds: tuple[str, ...]) -> list[SourceLine]:
+    """:class:`SourceLine` of every data source of ``kinds`` the caller may see, by kind then oldest first."""
+    found = [SourceLine(row[4], row[5], row[0], row[6], row[7], row[8], row[1], row[9])
+             for row in _visible_rows(session, actor, kinds, Dataset.id, Dataset.kind, Dataset.name,
+                                      Dataset.description, Dataset.license, Dataset.rows)]
+    return sorted(found, key=lambda line: kinds.index(line.kind))
 
 
 def by_ref(session: Session, actor: Principal | None, ref: str) -> Dataset:

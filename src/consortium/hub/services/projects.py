@@ -6,16 +6,19 @@ from __future__ import annotations
 import math
 
 import torch
-from sqlalchemy import select
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from consortium import crypto
 from consortium.fl.core import FLError
-from consortium.governance.decisions import ProposalStatus
+from consortium.governance.decisions import ProposalStatus, VoteChoice
+from consortium.governance.policy import ProposalKind
 from consortium.hub.blobs import BlobStore
 from consortium.contributions import ValueMetric
 from consortium.fl.valuation import MAX_EXACT_PLAYERS
-from consortium.hub.db.models import Dataset, Org, Project, ProjectDataset, Proposal, Run
+from consortium.hub.db.models import Dataset, Org, Project, ProjectDataset, Proposal, Run, Vote
 from consortium.hub.services import datasets as dataset_service
 from consortium.hub.services import environments as environment_service
 from consortium.hub.services import credits, ledger, licensing, privacy_budgets, proposals
@@ -261,3 +264,39 @@ def to_out(session: Session, project: Project) -> ProjectOut:
         created_at=project.created_at,
         test_set_sha256=project.test_set_sha256,
     )
+
+
+@dataclass(frozen=True)
+class ProjectSummary:
+    """A project's line in a list: what :func:`to_out` says of its owners and votes, without the spec."""
+
+    id: int
+    name: str
+    status: str
+    proposer: str
+    required_orgs: list[str]
+    approved_orgs: list[str]
+
+
+def summaries(session: Session, projects: list[Project]) -> list[ProjectSummary]:
+    """:class:`ProjectSummary` of each project, in order, in three queries however many there are."""
+    ids = [p.id for p in projects]
+    owners: dict[int, set[str]] = {i: set() for i in ids}
+    for project_id, org in session.execute(
+        select(ProjectDataset.project_id, Org.name).join(Dataset, Dataset.id == ProjectDataset.dataset_id)
+        .join(Org, Org.id == Dataset.org_id).where(ProjectDataset.project_id.in_(ids))
+    ):
+        owners[project_id].add(org)
+    current = dict(session.execute(
+        select(Proposal.project_id, func.max(Proposal.id))
+        .where(Proposal.project_id.in_(ids), Proposal.kind == ProposalKind.run_project.value)
+        .group_by(Proposal.project_id)
+    ).all())
+    yes: dict[int, set[str]] = {}
+    for proposal_id, org in session.execute(
+        select(Vote.proposal_id, Org.name).join(Org, Org.id == Vote.org_id)
+        .where(Vote.proposal_id.in_(list(current.values())), Vote.choice == VoteChoice.yes)
+    ):
+        yes.setdefault(proposal_id, set()).add(org)
+    return [ProjectSummary(p.id, p.name, p.status, p.proposer, sorted(owners[p.id]),
+                           sorted(yes.get(current.get(p.id, -1), ()))) for p in projects]

@@ -4,9 +4,10 @@ and ``GET /api/environments``: a card the caller may not see is a 404 page that 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy.orm import Session
 from starlette.responses import JSONResponse, Response
 
@@ -16,6 +17,7 @@ from consortium.hub.db.models import Dataset
 from consortium.hub.deps import db
 from consortium.hub.gate import web
 from consortium.hub.services import datasets as dataset_service
+from consortium.hub.services.datasets import SourceLine
 from consortium.hub.services import environments as environment_service
 from consortium.hub.services.access import can_download_source, can_process_source, reader, source_rights
 from consortium.hub.web.render import WebRoute, caller, page
@@ -25,6 +27,8 @@ router = APIRouter(route_class=WebRoute, include_in_schema=False)
 KINDS = {"dataset": dataset_service.TABLE, "environment": environment_service.KIND}
 FILTER_CHARS = 200
 CHANGED = "The rights were changed (a source.rights_changed ledger entry records it)."
+PAGE_SIZE = 100
+"""Cards per catalogue page (a big catalogue is read a page at a time)."""
 
 
 @dataclass(frozen=True)
@@ -38,12 +42,12 @@ class Filters:
     visibility: str = ""
     kind: str = ""
 
-    def keeps(self, source: Dataset) -> bool:
+    def keeps(self, source: SourceLine) -> bool:
         kind = "environment" if source.kind == environment_service.KIND else "dataset"
         return (
             (not self.text or self.text.lower() in f"{source.name} {source.description}".lower())
             and (not self.licence or self.licence.lower() in source.license.lower())
-            and (not self.owner or self.owner == source.org.name)
+            and (not self.owner or self.owner == source.org)
             and (not self.visibility or self.visibility == source.visibility)
             and (not self.kind or self.kind == kind)
         )
@@ -70,13 +74,18 @@ def licence_obligations(licence: str) -> list[str]:
 @web
 def catalogue(request: Request, text: str | None = None, licence: str | None = None, owner: str | None = None,
               visibility: str | None = None, kind: str | None = None,
-              session: Session = Depends(db)) -> Response:
+              start: int = Query(0, ge=0, le=2**31 - 1), session: Session = Depends(db)) -> Response:
     who = caller(request)
-    everything = dataset_service.listing(session, who) + environment_service.listing(session, who)
+    everything = dataset_service.visible_lines(session, who,
+                                               (dataset_service.TABLE, environment_service.KIND))
     filters = Filters(_clip(text), _clip(licence), _clip(owner), _clip(visibility), _clip(kind))
     shown = [s for s in everything if filters.keeps(s)]
-    return page(request, "catalogue.html", title="Catalogue", filters=filters, sources=shown,
-                total=len(everything), owners=sorted({s.org.name for s in everything}),
+    query = urlencode({k: v for k, v in asdict(filters).items() if v})
+    more = {"previous": start - PAGE_SIZE if start > 0 else None,
+            "next": start + PAGE_SIZE if start + PAGE_SIZE < len(shown) else None}
+    return page(request, "catalogue.html", title="Catalogue", filters=filters,
+                sources=shown[start:start + PAGE_SIZE], matching=len(shown), start=start, more=more,
+                query=query, total=len(everything), owners=sorted({s.org for s in everything}),
                 visibilities=("public", "members", "private"), kinds=tuple(KINDS))
 
 

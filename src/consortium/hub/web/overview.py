@@ -9,18 +9,19 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from fastapi import APIRouter, Depends, Request
-from sqlalchemy import func, select
+from sqlalchemy import Row, func, select
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
-from consortium.hub.db.models import LedgerEntry, Node, Org, Run
+from consortium.governance.decisions import ProposalStatus, VoteChoice
+from consortium.hub.db.models import LedgerEntry, Node, Org, Proposal, Run, Vote
 from consortium.hub.deps import db
 from consortium.hub.gate import web
 from consortium.hub.services import datasets as dataset_service
 from consortium.hub.services import environments as environment_service
 from consortium.hub.services import models as model_service
-from consortium.hub.services import proposal_views, proposals
-from consortium.hub.services.access import ledger_reader, visible_projects
+from consortium.hub.services import proposals
+from consortium.hub.services.access import ledger_reader, parties, takes_part
 from consortium.hub.services.identity import Principal
 from consortium.hub.web.render import WebRoute, caller, login_redirect, page
 from consortium.statuses import RunStatus
@@ -77,22 +78,25 @@ def _stamp(when: datetime | str) -> str:
     return when.strftime("%Y-%m-%d %H:%M UTC")
 
 
-def waiting_for(session: Session, who: Principal) -> list:
-    """The open proposals still missing a vote of the caller's org."""
+def waiting_for(session: Session, who: Principal) -> list[Row]:
+    """The open proposals still missing a vote of the caller's org: those that need its approval and do not
+    have its yes yet (the ``missing`` of their outcome; one query each for proposals and the org's votes)."""
     if who.org_name is None:
         return []
-    rows = proposals.listed(session, who, status="open")
-    outs = [proposal_views.to_out(session, row) for row in rows]
-    return [out for out in outs if who.org_name in out.missing]
+    approved = set(session.scalars(select(Vote.proposal_id).where(Vote.org_id == who.org_id,
+                                                                  Vote.choice == VoteChoice.yes)))
+    rows = session.execute(select(Proposal.id, Proposal.kind, Proposal.proposer, Proposal.closes_at,
+                                  Proposal.must_approve)
+                           .where(Proposal.status == ProposalStatus.open.value).order_by(Proposal.id))
+    return [row for row in rows if who.org_name in row.must_approve and row.id not in approved]
 
 
 def active_runs(session: Session, who: Principal) -> list[tuple[Run, str]]:
-    projects = {p.id: p.name for p in visible_projects(session, who)}
-    if not projects:
-        return []
-    runs = session.scalars(select(Run).where(Run.status == RunStatus.running, Run.project_id.in_(projects))
-                           .order_by(Run.id))
-    return [(run, projects[run.project_id]) for run in runs]
+    """The running runs of projects the caller takes part in (the parties of those projects only)."""
+    runs = list(session.scalars(select(Run).where(Run.status == RunStatus.running).order_by(Run.id)))
+    found = parties(session, [run.project_id for run in runs])
+    return [(run, run.project.name) for run in runs
+            if run.project_id in found and takes_part(who, found[run.project_id])]
 
 
 def recent_events(session: Session, who: Principal, limit: int = RECENT_EVENTS) -> list[dict]:
@@ -108,8 +112,8 @@ def recent_events(session: Session, who: Principal, limit: int = RECENT_EVENTS) 
 def overview(request: Request, session: Session = Depends(db)) -> Response:
     who = caller(request)
     counts = {
-        "datasets": len(dataset_service.listing(session, who)),
-        "environments": len(environment_service.listing(session, who)),
+        "datasets": dataset_service.visible_count(session, who, dataset_service.TABLE),
+        "environments": dataset_service.visible_count(session, who, environment_service.KIND),
         "models": len(model_service.listing(session, who, limit=model_service.MAX_PAGE)),
     }
     if who is None:

@@ -30,7 +30,7 @@ def projects_page(request: Request, session: Session = Depends(db)) -> Response:
     who = caller(request)
     if who is None:
         return login_redirect(request)
-    rows = [project_service.to_out(session, p) for p in visible_projects(session, who)]
+    rows = project_service.summaries(session, visible_projects(session, who))
     return page(request, "projects.html", title="Projects", projects=rows)
 
 
