@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from consortium.preprocessing_wire import FittedPreprocessing, PreprocessingSpec
 from consortium.privacy_wire import PrivacyBudgetSpec, PrivacySpec, SecureAggregationSpec
 
 
@@ -248,6 +249,12 @@ class ProjectCreate(Wire):
         exclude_if=lambda value: value is None,
         description="client-level differential privacy; none means updates are not privatised",
     )
+    preprocessing: PreprocessingSpec | None = Field(
+        default=None,
+        # Left out of the JSON when unset: the hash of a spec without preprocessing is unchanged.
+        exclude_if=lambda value: value is None,
+        description="features scaled, one-hot encoded, imputed with statistics computed across the nodes",
+    )
 
     @field_validator("datasets", "environments")
     @classmethod
@@ -264,6 +271,11 @@ class ProjectCreate(Wire):
     def _sources(self) -> ProjectCreate:
         if not self.datasets and not self.environments:
             raise ValueError("a project names at least one dataset (or, for RL, one environment)")
+        if self.preprocessing is not None and self.environments:
+            raise ValueError("preprocessing applies to datasets, not to RL environments")
+        if self.preprocessing is not None and self.privacy is not None:
+            raise ValueError("preprocessing statistics are exact aggregates, not differentially private: a "
+                             "project with privacy cannot use preprocessing (scale the data on each node)")
         return self
 
 
@@ -357,6 +369,7 @@ class RunProgress(Wire):
 
 
 class TaskKind(StrEnum):
+    stats = "stats"
     init = "init"
     fit = "fit"
     evaluate = "evaluate"
@@ -390,6 +403,10 @@ class TaskOut(Wire):
         "proposal: the node checks it with the hub key it pinned before it touches data")
     outcome_signature: str | None = Field(default=None, max_length=200,
                                           description="the hub's signature over the outcome statement")
+    preprocessing: FittedPreprocessing | None = Field(
+        default=None, exclude_if=lambda value: value is None,
+        description="the run's fitted transform (spec.preprocessing): applied to the rows before init, fit "
+        "and evaluate tasks")
 
 
 class TaskResult(Wire):
