@@ -235,3 +235,18 @@ def feature_names_of(columns: Sequence[tuple[str, int]]) -> list[str]:
 def default_names(width: int) -> list[str]:
     """Names for features that have none (``x0``, ``x1``, ...)."""
     return [f"x{i}" for i in range(width)]
+
+
+def markdown_lines(card: dict) -> list[str]:
+    """The card's preprocessing as Markdown lines (none without it)."""
+    fitted = card.get("preprocessing")
+    if not fitted:
+        return []
+    spec = fitted["spec"]
+    parts = [f"scale `{spec['scale']}` ({len(fitted['numeric'])} numeric features)"]
+    if fitted["one_hot"]:
+        parts.append("one-hot " + ", ".join(f"`{c['name']}` ({len(c['categories'])})" for c in fitted["one_hot"]))
+    if spec["impute"]:
+        parts.append(f"missing values imputed (`{spec['impute']}`)")
+    return [f"- **Preprocessing** (statistics of {fitted['rows']} training rows across the nodes, applied at "
+            f"inference too): " + "; ".join(parts)]
