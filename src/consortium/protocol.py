@@ -249,12 +249,9 @@ class ProjectCreate(Wire):
         exclude_if=lambda value: value is None,
         description="client-level differential privacy; none means updates are not privatised",
     )
-    preprocessing: PreprocessingSpec | None = Field(
-        default=None,
-        # Left out of the JSON when unset: the hash of a spec without preprocessing is unchanged.
-        exclude_if=lambda value: value is None,
-        description="features scaled, one-hot encoded, imputed with statistics computed across the nodes",
-    )
+    preprocessing: PreprocessingSpec | None = Field(  # left out when unset: older specs hash the same
+        default=None, exclude_if=lambda value: value is None, description="features scaled, one-hot encoded, "
+        "imputed with statistics computed across the nodes before round 1")
 
     @field_validator("datasets", "environments")
     @classmethod
@@ -271,9 +268,9 @@ class ProjectCreate(Wire):
     def _sources(self) -> ProjectCreate:
         if not self.datasets and not self.environments:
             raise ValueError("a project names at least one dataset (or, for RL, one environment)")
-        if self.preprocessing is not None and self.environments:
-            raise ValueError("preprocessing applies to datasets, not to RL environments")
-        if self.preprocessing is not None and self.privacy is not None:
+        if self.preprocessing is not None and (self.environments or self.privacy is not None):
+            if self.environments:
+                raise ValueError("preprocessing applies to datasets, not to RL environments")
             raise ValueError("preprocessing statistics are exact aggregates, not differentially private: a "
                              "project with privacy cannot use preprocessing (scale the data on each node)")
         return self
@@ -361,11 +358,14 @@ class RoundMetrics(Wire):
     )
     secure_aggregation: dict[str, Any] | None = Field(default=None, exclude_if=lambda value: value is None,
                                                       description="SecAgg: threshold, survivors per stage")
+    baseline: dict[str, int | FiniteFloat] | None = Field(default=None, exclude_if=lambda value: value is None,
+                                                          description="test set's majority class, its accuracy")
 
 
 class RunProgress(Wire):
     run: RunOut
     rounds: list[RoundMetrics]
+    warnings: list[str] = Field(default_factory=list, exclude_if=lambda v: not v, description="e.g. no better than the majority class")
 
 
 class TaskKind(StrEnum):
@@ -403,10 +403,8 @@ class TaskOut(Wire):
         "proposal: the node checks it with the hub key it pinned before it touches data")
     outcome_signature: str | None = Field(default=None, max_length=200,
                                           description="the hub's signature over the outcome statement")
-    preprocessing: FittedPreprocessing | None = Field(
-        default=None, exclude_if=lambda value: value is None,
-        description="the run's fitted transform (spec.preprocessing): applied to the rows before init, fit "
-        "and evaluate tasks")
+    preprocessing: FittedPreprocessing | None = Field(default=None, exclude_if=lambda value: value is None,
+                                                      description="the run's fitted transform, for the rows")
 
 
 class TaskResult(Wire):

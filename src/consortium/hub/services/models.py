@@ -63,6 +63,7 @@ def record_run_model(
         code_version=code_version,
         created_at=now,
         files=store_files(blobs, algorithm, hp, cache.get(run.params_sha256), spec.seed),
+        fitted_preprocessing=run.preprocessing,
     )
     model = Model(
         run_id=run.id,

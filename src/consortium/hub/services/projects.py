@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from consortium import crypto
 from consortium.fl.core import FLError
+from consortium.fl.preprocessing import feature_names_of, layout
 from consortium.governance.decisions import ProposalStatus
 from consortium.hub.blobs import BlobStore
 from consortium.hub.db.models import Dataset, Project, ProjectDataset, Proposal, Run
@@ -33,6 +34,11 @@ def spec_hash(spec: ProjectCreate) -> str:
 def num_features(schema: dict) -> int:
     """Width of the flattened feature vector described by a dataset schema."""
     return sum(math.prod(col.get("shape") or [1]) for col in schema["features"])
+
+
+def feature_names(schema: dict) -> list[str]:
+    """Names of the training matrix's columns a dataset schema describes (``tables.feature_names``)."""
+    return feature_names_of([(c["name"], math.prod(c.get("shape") or [1])) for c in schema["features"]])
 
 
 def feature_signature(schema: dict) -> list[tuple[str, str, tuple[int, ...]]]:
@@ -87,7 +93,13 @@ def validate_spec(spec: ProjectCreate, plan: RunPlan, datasets: list[Dataset]) -
     if spec.min_nodes > len(datasets):
         what = "environments" if spec.environments else "datasets"
         raise BadRequest(f"min_nodes: {spec.min_nodes} exceeds the {len(datasets)} {what} in the project")
-    if not plan.algorithm.needs_client_init:
+    if spec.preprocessing is not None:
+        try:
+            layout(spec.preprocessing, feature_names(datasets[0].schema))
+        except FLError as exc:
+            raise BadRequest(str(exc)) from exc
+    # One-hot columns widen the features by their categories, known only once the nodes' statistics are in.
+    if not plan.algorithm.needs_client_init and not (spec.preprocessing and spec.preprocessing.categorical):
         try:
             plan.knowing(num_features(datasets[0].schema), len(datasets)).init_params()
         except FLError as exc:
