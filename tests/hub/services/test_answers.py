@@ -226,7 +226,7 @@ def test_the_drivers_rules_bound_an_environment_by_its_hyperparameters(world: Wo
 
 def test_an_update_for_an_evaluate_task_is_rejected(world: World) -> None:
     tasks = world.open("evaluate")
-    with pytest.raises(run_service.Rejected, match="is a evaluate task; this endpoint takes fit/init updates"):
+    with pytest.raises(run_service.Rejected, match="is a evaluate task; this endpoint takes fit/init/stats updates"):
         world.upload("north", tasks["north"], honest(world))
     assert world.status(tasks["north"])[0] == "rejected"
 
