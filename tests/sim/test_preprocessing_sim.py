@@ -55,3 +55,21 @@ def test_without_preprocessing_the_bundled_tables_stay_standardised():
     data = load_dataset("breast_cancer")
     assert abs(float(data.train.x.mean())) < 1e-3
     assert float(load_dataset("breast_cancer", raw=True).train.x.max()) > 1000
+
+
+def test_sim_run_prints_the_baseline_and_the_warning(tmp_path):
+    import io
+    import json
+
+    from rich.console import Console
+
+    from consortium.sim.runner import run_simulation
+
+    torch.set_num_threads(1)
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps({**SPEC, "rounds": 1, "preprocessing": {"impute": "mean"}}))
+    out = io.StringIO()
+    run_simulation(path, {}, console=Console(file=out, width=300))
+    text = out.getvalue()
+    assert "majority-class baseline: accuracy 0.6316" in text
+    assert "warning: test accuracy" in text
