@@ -97,7 +97,13 @@ def progress(session: Session, run: Run, after_round: int = 0) -> RunProgress:
         .order_by(Round.number)
     )
     rounds = [RoundMetrics.model_validate(r.metrics) for r in rows]
-    warning = baseline_warning(rounds[-1].baseline, rounds[-1].test) if rounds else None
+    last = rounds[-1] if rounds else None
+    if last is None and after_round > 0:  # the warning is about the newest round, even one seen before
+        newest = session.scalar(select(Round.metrics).where(
+            Round.run_id == run.id, Round.status == RoundStatus.closed, Round.number > 0
+        ).order_by(Round.number.desc()).limit(1))
+        last = RoundMetrics.model_validate(newest) if newest is not None else None
+    warning = baseline_warning(last.baseline, last.test) if last is not None else None
     return RunProgress(run=to_out(session, run), rounds=rounds, warnings=[warning] if warning else [])
 
 
