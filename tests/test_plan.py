@@ -13,7 +13,7 @@ import pytest
 import torch
 from sqlalchemy.orm import Session, sessionmaker
 
-from consortium.fl import scaffold
+from consortium.fl import preprocessing, scaffold
 from consortium.fl.core import FLError, LocalData, Params, derive_seed
 from consortium.fl.strategies import FedAvg
 from consortium.hub.blobs import BlobStore
@@ -139,6 +139,7 @@ SPECS = {
     "median+adam": {"strategy": {"name": "median",
                                  "server_optimizer": {"name": "adam", "options": {"lr": 0.05}}}},
     "scaffold": {"algorithm": SCAFFOLD},
+    "preprocessing": {"preprocessing": {"scale": "standardise"}},
 }
 
 
@@ -189,6 +190,11 @@ class Nodes:
 
     def answer(self, org: str, task: TaskOut) -> bytes:
         client_id, data = self.clients[org]
+        if task.kind == TaskKind.stats:
+            layout = preprocessing.layout(task.spec.preprocessing, preprocessing.feature_names_of([("pixels", 64)]))
+            stats = preprocessing.column_stats(data.x, layout, 64)
+            return encode_update(preprocessing.to_tensors(stats), UpdateMeta(num_examples=stats.rows, compute_s=0.0))
+        data = preprocessing.transform_data(task.preprocessing, data)
         if task.kind == TaskKind.evaluate:
             result = TaskResult(num_examples=ROWS, metrics={"loss": 1.0}, compute_s=0.0)
             return result.model_dump_json().encode()

@@ -29,3 +29,25 @@ def test_a_diverged_metric_is_named_in_the_progress_line() -> None:
     assert final["status"] == "completed"
     line = out.getvalue()
     assert "accuracy 0.5000  diverged: test.loss" in line and "nan" not in line.lower()
+
+
+class BelowBaseline:
+    """A hub whose run finished no better than always predicting the majority class."""
+
+    def progress(self, run_id: int, after_round: int = 0, wait: float = 0.0) -> RunProgress:
+        run = RunOut(id=run_id, project_id=1, status="completed", current_round=1, rounds=1, error=None,
+                     model_id=1, created_at=datetime.now(UTC), finished_at=None)
+        rnd = RoundMetrics(round=1, participants=["a/d"], dropped=[], train={}, federated_eval={},
+                           test={"accuracy": 0.63}, params_sha256="0" * 64, opened_at=0.0, wall_s=0.1,
+                           max_fit_compute_s=0.0, max_eval_compute_s=0.0,
+                           baseline={"label": 1, "accuracy": 0.63, "examples": 100})
+        return RunProgress(run=run, rounds=[rnd], warnings=["test accuracy 0.6300 does not beat the majority-class "
+                                                            "baseline 0.6300"])
+
+
+def test_the_baseline_is_shown_and_a_run_below_it_ends_with_a_warning() -> None:
+    out = io.StringIO()
+    final = follow_run(BelowBaseline(), 7, 1, Console(file=out, width=200))
+    assert "does not beat the majority-class baseline" in final["warnings"][0]
+    text = out.getvalue()
+    assert "(majority class 0.6300)" in text and "warning:" in text

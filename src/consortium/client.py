@@ -9,13 +9,13 @@ import httpx
 
 from consortium.crypto import OrgIdentity, OrgKeyFile, SignedAuth
 from consortium.codec import decode_tensors, safetensors_metadata
+from consortium.environments_wire import EnvironmentCardIn
 from consortium.governance.wire import ProposalCreate, VoteIn
 from consortium.privacy_wire import PrivacyCharge
 from consortium.protocol import (
     SAFETENSORS_MEDIA_TYPE,
     DatasetCardIn,
     EnrolRequest,
-    EnvironmentCardIn,
     ProjectCreate,
     RunProgress,
     TaskOut,

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from consortium.preprocessing_wire import FittedPreprocessing, PreprocessingSpec
 from consortium.privacy_wire import PrivacyBudgetSpec, PrivacySpec, SecureAggregationSpec
 from consortium.valuation_wire import ValuationSpec
 
@@ -160,46 +161,6 @@ class DatasetCardOut(DatasetCardIn):
     privacy_left: float | None = None
 
 
-# ---------------------------------------------------------------------------------------------- environments
-
-
-class EnvironmentCardIn(Wire):
-    """What a node tells the hub about a local RL environment: its gymnasium id and a commitment to its
-    physics. The physics (and the salt of the commitment) are published, or kept on the node when private."""
-
-    name: str = Field(pattern=NAME_PATTERN)
-    description: str = Field(default="", max_length=10_000)
-    env_id: str = Field(min_length=1, max_length=100, description="gymnasium id, e.g. CartPole-v1")
-    physics: dict[str, float] | None = Field(
-        default=None,
-        description="every physics value (defaults filled in); None when the org keeps them private",
-    )
-    physics_salt: str | None = Field(
-        default=None, pattern=r"^[0-9a-f]{32}$", description="published with the physics, withheld with them"
-    )
-    physics_sha256: str = Field(
-        pattern=r"^[0-9a-f]{64}$",
-        description="SHA-256 of canonical JSON {env_id, physics, salt} (fl.environments.physics_digest)",
-    )
-    license: str = Field(pattern=SPDX_PATTERN, max_length=200)
-    visibility: Visibility = Visibility.members
-
-    @model_validator(mode="after")
-    def _physics_and_salt_together(self) -> EnvironmentCardIn:
-        if (self.physics is None) != (self.physics_salt is None):
-            raise ValueError("physics and physics_salt are published together or not at all")
-        return self
-
-
-class EnvironmentCardOut(EnvironmentCardIn):
-    id: int
-    org: str
-    observation_size: int
-    created_at: datetime
-    process: GrantValue = "members"
-    download: GrantValue = "nobody"
-
-
 # ---------------------------------------------------------------------------------------------- projects
 
 
@@ -251,6 +212,9 @@ class ProjectCreate(Wire):
     )
     valuation: ValuationSpec | None = Field(default=None, exclude_if=lambda value: value is None,
                                             description="each org's measured contribution; none: not measured")
+    preprocessing: PreprocessingSpec | None = Field(  # left out when unset: older specs hash the same
+        default=None, exclude_if=lambda value: value is None, description="features scaled, one-hot encoded, "
+        "imputed with statistics computed across the nodes before round 1")
 
     @field_validator("datasets", "environments")
     @classmethod
@@ -267,6 +231,11 @@ class ProjectCreate(Wire):
     def _sources(self) -> ProjectCreate:
         if not self.datasets and not self.environments:
             raise ValueError("a project names at least one dataset (or, for RL, one environment)")
+        if self.preprocessing is not None and (self.environments or self.privacy is not None):
+            if self.environments:
+                raise ValueError("preprocessing applies to datasets, not to RL environments")
+            raise ValueError("preprocessing statistics are exact aggregates, not differentially private: a "
+                             "project with privacy cannot use preprocessing (scale the data on each node)")
         return self
 
 
@@ -352,14 +321,18 @@ class RoundMetrics(Wire):
     )
     secure_aggregation: dict[str, Any] | None = Field(default=None, exclude_if=lambda value: value is None,
                                                       description="SecAgg: threshold, survivors per stage")
+    baseline: dict[str, int | FiniteFloat] | None = Field(default=None, exclude_if=lambda value: value is None,
+                                                          description="test set's majority class, its accuracy")
 
 
 class RunProgress(Wire):
     run: RunOut
     rounds: list[RoundMetrics]
+    warnings: list[str] = Field(default_factory=list, exclude_if=lambda v: not v, description="e.g. no better than the majority class")
 
 
 class TaskKind(StrEnum):
+    stats = "stats"
     init = "init"
     fit = "fit"
     evaluate = "evaluate"
@@ -393,6 +366,8 @@ class TaskOut(Wire):
         "proposal: the node checks it with the hub key it pinned before it touches data")
     outcome_signature: str | None = Field(default=None, max_length=200,
                                           description="the hub's signature over the outcome statement")
+    preprocessing: FittedPreprocessing | None = Field(default=None, exclude_if=lambda value: value is None,
+                                                      description="the run's fitted transform, for the rows")
 
 
 class TaskResult(Wire):

@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 
 from consortium.fl.core import FLError, LocalData
+from consortium.fl.preprocessing import feature_names_of
 from consortium.protocol import ColumnSchema, DatasetSchema
 from consortium.table_hash import NUMPY_DTYPES, canonical_sha256, schema_columns
 
@@ -57,11 +58,12 @@ class LoadedDataset:
     path: Path
     columns: dict[str, np.ndarray] = field(repr=False)
 
-    def to_local_data(self) -> LocalData:
+    def to_local_data(self, allow_missing: bool = False) -> LocalData:
         """The rows as tensors for training.
 
         ``x`` is float32 ``[rows, n]``: the numeric feature columns in schema order, each flattened per
-        example (bools as 0/1). ``y`` is the target as int64 when its values are integers (integral floats
+        example (bools as 0/1); a missing feature value is an error unless ``allow_missing`` (then NaN, for
+        the spec's preprocessing to impute). ``y`` is the target as int64 when its values are integers (integral floats
         included), float32 otherwise, or None when the dataset has no target.
         """
         parts: list[np.ndarray] = []
@@ -72,7 +74,8 @@ class LoadedDataset:
                     f"{self.path.name}: feature column '{col.name}' is a string; encode it numerically"
                 )
             flat = values.reshape(self.rows, -1).astype(np.float32)
-            _reject_nan(flat, self.path, col.name, "feature")
+            if not allow_missing:
+                _reject_nan(flat, self.path, col.name, "feature")
             parts.append(flat)
         x = torch.from_numpy(np.ascontiguousarray(np.concatenate(parts, axis=1), dtype=np.float32))
         target = self.schema.target
@@ -93,6 +96,11 @@ class LoadedDataset:
             else:
                 y = torch.from_numpy(values.astype(np.float32))
         return LocalData(x=x, y=y)
+
+
+def feature_names(schema: DatasetSchema) -> list[str]:
+    """Names of the training matrix's columns (:func:`consortium.fl.preprocessing.feature_names_of`)."""
+    return feature_names_of([(c.name, math.prod(c.shape or [1])) for c in schema.features])
 
 
 def _reject_nan(values: np.ndarray, path: Path, name: str, role: str) -> None:

@@ -24,6 +24,11 @@ def follow_run(client: HubClient, run_id: int, rounds: int, console: Console, qu
                 metric = "  ".join(f"{k} {v:.4f}" for k, v in sorted(shown.items()))
                 if rnd.diverged:
                     metric += f"  diverged: {', '.join(rnd.diverged)}"
+                if rnd.baseline is not None:
+                    metric += f"  (majority class {rnd.baseline['accuracy']:.4f})"
                 bar.update(task, completed=seen, metric=metric)
             if progress.run.status != RunStatus.running:
-                return progress.run.model_dump(mode="json")
+                for warning in progress.warnings:
+                    console.print(f"[bold yellow]warning:[/] {warning}")
+                return progress.run.model_dump(mode="json") | (
+                    {"warnings": progress.warnings} if progress.warnings else {})

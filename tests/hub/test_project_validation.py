@@ -99,7 +99,7 @@ DP = {"noise": "central", "clip": 1.0, "epsilon": 4.0, "delta": 1e-5}
         (DP | {"clip": 0}, "privacy.clip"),
         (DP | {"noise": "shouted"}, "privacy.noise"),
         (DP | {"sampling": "bernoulli"}, "privacy.sampling"),
-        (DP | {"mechanism": "dp_sgd"}, "privacy.mechanism"),
+        (DP | {"mechanism": "pate"}, "privacy.mechanism"),
         (DP | {"extra": 1}, "privacy.extra"),
     ],
 )
@@ -137,3 +137,19 @@ def test_a_private_project_is_proposed_with_its_privacy_in_the_spec(env: DigitsC
         project = admin.create_project(spec)
     assert project["status"] == "proposed"
     assert project["spec"]["privacy"] == DP | {"mechanism": "dp_fedavg", "sampling": "poisson"}
+
+
+@pytest.mark.parametrize(
+    ("preprocessing", "reason"),
+    [
+        ({"scale": "standardise", "columns": ["p1", "height"]}, "preprocessing: unknown feature column(s) ['height']"),
+        ({"scale": "zscore"}, "preprocessing.scale: Input should be 'standardise', 'min-max' or 'none'"),
+        ({"scale": "standardise", "standardize": True}, "preprocessing.standardize: Extra inputs are not permitted"),
+    ],
+)
+def test_bad_preprocessing_is_refused_naming_the_field(
+    env: DigitsConsortium, preprocessing: dict, reason: str  # noqa: F811
+) -> None:
+    spec = digits_spec("bad-preprocessing", ORGS, rounds=2).model_dump(mode="json") | {"preprocessing": preprocessing}
+    with env.hub.client() as admin:
+        expect_error(422, reason, admin.post_json, "/api/projects", spec)

@@ -37,7 +37,7 @@ class Registry:
     def __init__(self, org_dir: Path) -> None:
         self.org_dir = org_dir
 
-    def load_local(self, name: str) -> LocalData:
+    def load_local(self, name: str, allow_missing: bool = False) -> LocalData:
         generator = torch.Generator().manual_seed(0)
         x = torch.rand(40, 64, generator=generator)
         return LocalData(x, torch.randint(0, 10, (40,), generator=generator))

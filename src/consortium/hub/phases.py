@@ -1,13 +1,24 @@
-"""The run driver's plain values: who takes part in a run, the phases it opens, and how a drive ends early."""
+"""The run driver's plain values: who takes part in a run, the phases it opens, how a drive ends early, and
+the answers of a phase as updates."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
+from consortium.codec import decode_update
 from consortium.fl.core import Evaluation, Update
 from consortium.hub.live import Answer, LivePhase
+from consortium.hub.services import run_store
 from consortium.protocol import TaskKind
+from consortium.statuses import TaskStatus
+
+if TYPE_CHECKING:
+    from consortium.hub.state import HubState
+
+log = logging.getLogger("consortium.scheduler")
 
 
 class StopRequested(Exception):
@@ -58,7 +69,26 @@ class OpenPhase:
 
 
 
-def answered_updates(done: list[tuple[Participant, Answer]]) -> tuple[list[Update], list[Evaluation]]:
+def answers_in_database(state: HubState, run_id: int, task_ids: set[int]) -> list[Answer]:
+    """Answers committed for ``task_ids`` (update tensors read back from the blob store)."""
+    if not task_ids:
+        return []
+    with state.sessions() as session:
+        rows = run_store.answered_tasks(session, task_ids)
+    answers = []
+    for row in rows:
+        tensors = None
+        if row.status == TaskStatus.done and row.update_sha256 is not None:
+            try:
+                tensors, _ = decode_update(state.blobs.get(row.update_sha256))
+            except KeyError:
+                log.warning("run %s: the update of task %s is not held by this hub; left out", run_id, row.id)
+                continue
+        answers.append(Answer(row.id, row.status, row.result, tensors, row.update_sha256))
+    return answers
+
+
+def updates_of(done: list[tuple[Participant, Answer]]) -> tuple[list[Update], list[Evaluation]]:
     """The updates of answered tasks, and the evaluations of the received params they carried."""
     updates, evaluations = [], []
     for participant, answer in done:

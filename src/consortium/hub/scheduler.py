@@ -10,9 +10,9 @@ and those metrics are stored on the previous round; only the last round's params
 After a crash the driver abandons the unfinished rounds and replays from the last checkpoint; node seeds
 depend only on the project seed, the round and the dataset, so the replay computes what the lost rounds would.
 
-Plain values live in :mod:`consortium.hub.phases`, what the driver shares with the HTTP layer in
-:mod:`consortium.hub.state`, its statements in :mod:`consortium.hub.services.run_store`, the model card in
-:mod:`consortium.hub.services.models`, the threads in :mod:`consortium.hub.drivers`.
+Plain values live in :mod:`consortium.hub.phases`, the HTTP layer's share in :mod:`consortium.hub.state`, the
+SQL in :mod:`consortium.hub.services.run_store`, the card in :mod:`consortium.hub.services.models`, the threads
+in :mod:`consortium.hub.drivers`, the statistics phase (spec preprocessing) in :mod:`consortium.hub.preprocess_driver`.
 """
 
 from __future__ import annotations
@@ -21,25 +21,32 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any, overload
+from typing import Any
 
 from sqlalchemy.orm import Session
 
-from consortium.fl.core import Evaluation, LocalData, Params, Update, derive_seed, weighted_metrics
+from consortium.fl.baseline import majority_baseline
+from consortium.fl.core import Evaluation, FLError, LocalData, Params, derive_seed, weighted_metrics
+from consortium.fl.preprocessing import transform_data
+from consortium.hub import preprocess_driver
 from consortium.hub.db.models import Run
 from consortium.hub.live import Answer, LivePhase
-from consortium.hub.phases import OpenPhase, Participant, PhasePlan, RunFailed, StopRequested, answered_updates
+from consortium.hub.phases import (
+    OpenPhase, Participant, PhasePlan, RunFailed, StopRequested, answers_in_database, updates_of,
+)
 from consortium.hub.secagg_driver import SecureRounds
 from consortium.hub.services import credits, ledger, run_store
+from consortium.hub.services.answer_rules import AnswerRules, stats_rules
+from consortium.hub.services.task_messages import ProjectMessages
 from consortium.hub.services import models as model_service
 from consortium.hub.services import projects as project_service
-from consortium.hub.services.runs import AnswerRules
-from consortium.hub.services.task_messages import ProjectMessages
 from consortium.hub.state import HubState, org_key, progress_key
 from consortium.hub.valuation import RoundJob, card_contributions, valued
 from consortium.plan import RunPlan
-from consortium.codec import decode_tensors, decode_update, encode_tensors
+from consortium.codec import decode_tensors, encode_tensors
+from consortium.preprocessing_wire import FittedPreprocessing
 from consortium.protocol import ProjectCreate, RoundMetrics, TaskKind
 from consortium.statuses import RunStatus, TaskStatus
 
@@ -95,26 +102,29 @@ class RunDriver:
                 for d in sources
             ]
             kinds = {d.id: d.kind for d in sources}
-            num_features = project_service.num_features(sources[0].schema)
+            schema = sources[0].schema
             test_sha = project.test_set_sha256
             current, params_sha = run.current_round, run.params_sha256
             self.server_state_sha = run.server_state_sha256
+            fitted = FittedPreprocessing.model_validate(run.preprocessing) if run.preprocessing else None
             run_store.abandon_open_rounds(session, self.run_id, ledger.project_scope(self.project_id))
             session.commit()
+        num_features = project_service.num_features(schema)
         self.plan = RunPlan.of(self.spec, num_features, len(self.participants))
         self.state.run_rules[self.run_id] = AnswerRules(
             self.plan.algorithm, self.plan.hp, num_features,
             {p.dataset_id: AnswerRules.source(p.ref, kinds[p.dataset_id], p.rows) for p in self.participants},
-            self.plan.secure)
+            self.plan.secure, *stats_rules(self.spec, schema))
         self.secure = (SecureRounds(self.state, self.stop, self.plan, self.run_id, self.project_id)
                        if self.plan.secure else None)
-        self.test_data = None
-        if test_sha is not None:
-            tensors = decode_tensors(self.state.blobs.get(test_sha))
-            self.test_data = LocalData(tensors["x"], tensors["y"])
-
+        tensors = decode_tensors(self.state.blobs.get(test_sha)) if test_sha is not None else None
+        self.test_data = LocalData(tensors["x"], tensors["y"]) if tensors is not None else None
+        self.baseline = majority_baseline(self.test_data.y) if self.test_data is not None else None
+        fitted, stats_round = self._preprocessing() if self.spec.preprocessing and not fitted else (fitted, None)
+        if fitted is not None:
+            self._prepared(fitted)
         if current < 0 or params_sha is None:
-            params, init_round_id = self._initial_params()
+            params, init_round_id = self._initial_params(stats_round)
             self.params_sha = self._store_params(params)
             if self.plan.stateful:
                 self.server_state_sha = self._store_params(self.plan.init_server_state(params))
@@ -134,13 +144,33 @@ class RunDriver:
         self._final_evaluation(phase)
         self._finish()
 
-    def _initial_params(self) -> tuple[Params, int | None]:
-        """The initial params, and the round 0 the nodes' init phase ran in (None without one)."""
-        if not self.plan.algorithm.needs_client_init:
-            return self.plan.init_params(), None
-        phase = self._open(PhasePlan(0, TaskKind.init, None, self.participants))
+    def _preprocessing(self) -> tuple[FittedPreprocessing, int]:
+        """The statistics phase (round 0): the transform fitted from the nodes' statistics, stored with the
+        run (:mod:`consortium.hub.preprocess_driver`), and the round it ran in."""
+        phase = self._open(PhasePlan(0, TaskKind.stats, None, self.participants))
         done, _ = self._collect(phase)
-        updates, _ = answered_updates(done)
+        fitted = preprocess_driver.fitted_from(self.spec, self.state.run_rules[self.run_id].stats_layout, done)
+        preprocess_driver.store(self.state.sessions, self.run_id, self.project_id, fitted, [p.ref for p, _ in done])
+        return fitted, phase.round_id
+
+    def _prepared(self, fitted: FittedPreprocessing) -> None:
+        """From now on: the transformed width, tasks carrying the transform, the test set transformed."""
+        self.plan = self.plan.knowing(fitted.output_features, len(self.participants))
+        rules = self.state.run_rules[self.run_id]
+        self.state.run_rules[self.run_id] = replace(rules, num_features=fitted.output_features)
+        self.messages = replace(self.messages, preprocessing=fitted)
+        self.test_data = transform_data(fitted, self.test_data) if self.test_data is not None else None
+
+    def _initial_params(self, round_id: int | None) -> tuple[Params, int | None]:
+        """The initial params, and the round 0 the statistics or the nodes' init phase ran in (None without)."""
+        if not self.plan.algorithm.needs_client_init:
+            try:
+                return self.plan.init_params(), round_id
+            except FLError as exc:
+                raise RunFailed(f"algorithm.hyperparameters: {exc}") from exc
+        phase = self._open(PhasePlan(0, TaskKind.init, None, self.participants, round_id))
+        done, _ = self._collect(phase)
+        updates, _ = updates_of(done)
         if len(updates) < self.spec.min_nodes:
             raise RunFailed(
                 f"initialisation: {len(updates)} of the required min_nodes={self.spec.min_nodes} nodes answered"
@@ -153,7 +183,7 @@ class RunDriver:
         """Collect and aggregate a round's fit phase; its checkpoint also opens the next phase."""
         number = phase.number
         done, dropped = self._collect(phase)
-        updates, previous_eval = answered_updates(done)
+        updates, previous_eval = updates_of(done)
         secured = self.secure.close(phase, done, params) if self.secure is not None else None
         if secured is not None:
             done, dropped = secured.done, dropped + secured.dropped
@@ -166,7 +196,9 @@ class RunDriver:
         plan = self.plan.for_round(server_state)  # with adaptive clipping: this round's clip norm
         aggregate = secured.aggregate if secured is not None else plan.noised(
             params, plan.aggregate(params, updates), len(updates), number)
-        self._value(number, plan, params, server_state, updates, [p.ref for p, _ in done])
+        if self.state.valuer is not None and valued(self.spec, self.secure is not None, self.test_data):
+            self.state.valuer.submit(RoundJob(self.run_id, self.project_id, number, plan, self.spec.valuation,
+                                              params, server_state, updates, [p.ref for p, _ in done], self.test_data))
         new_params, server_state = plan.close_round(params, aggregate, server_state)
         if self.plan.stateful:
             self.server_state_sha = self._store_params(server_state)
@@ -180,7 +212,7 @@ class RunDriver:
                 participants=sorted(p.ref for p, _ in done),
                 dropped=sorted({p.ref for p in dropped}),
                 train=scores.train, federated_eval={}, federated_eval_pending=True,
-                test=scores.test, diverged=scores.diverged,
+                test=scores.test, diverged=scores.diverged, baseline=self.baseline,
                 secure_aggregation=secured.summary if secured is not None else None,
                 params_sha256=new_sha,
                 opened_at=phase.opened_at,
@@ -192,14 +224,9 @@ class RunDriver:
         previous = weighted_metrics(previous_eval) if number > 1 else None
         then = (self._fit_plan(number + 1, new_params) if number < self.spec.rounds
                 else self._evaluate_plan(number, phase.round_id))
-        return new_params, self._checkpoint(number, phase.round_id, measure, previous, then=then)
-
-    def _value(self, number: int, plan: RunPlan, params: Params, state: Params, updates: list[Update],
-               sources: list[str]) -> None:
-        """Hand the round to the hub's valuer when the spec asks and the hub sees each update."""
-        if self.state.valuer is not None and valued(self.spec, self.secure is not None, self.test_data):
-            self.state.valuer.submit(RoundJob(self.run_id, self.project_id, number, plan, self.spec.valuation,
-                                              params, state, updates, sources, self.test_data))
+        next_phase = self._open_next(then)
+        self._checkpoint(number, phase.round_id, measure, previous)
+        return new_params, next_phase
 
     def _fit_plan(self, number: int, params: Params) -> PhasePlan:
         return PhasePlan(number, TaskKind.fit, self._fit_params_sha(params), self._active_participants())
@@ -292,7 +319,7 @@ class RunDriver:
                     break
                 if self.stop.is_set():
                     raise StopRequested
-                for answer in self._answers_in_database(phase.live.unanswered()):
+                for answer in answers_in_database(self.state, self.run_id, phase.live.unanswered()):
                     phase.live.answer(answer)
                 if self.state.clock() >= phase.deadline:
                     answers, late = phase.live.close()
@@ -323,62 +350,29 @@ class RunDriver:
             )
             session.commit()
         self._mark_dropped(phase.participants[task_id] for task_id in dropped)
-        return self._answers_in_database(task_ids - dropped)
+        return answers_in_database(self.state, self.run_id, task_ids - dropped)
 
     def _mark_dropped(self, participants: Iterable[Participant]) -> None:
         """Leave ``participants``' orgs out of the next phases until their node polls again (it may be dead)."""
         self.dropped_at.update(dict.fromkeys((p.org_id for p in participants), time.monotonic()))
 
-    def _answers_in_database(self, task_ids: set[int]) -> list[Answer]:
-        """Answers committed for ``task_ids`` (update tensors read back from the blob store)."""
-        if not task_ids:
-            return []
-        with self.state.sessions() as session:
-            rows = run_store.answered_tasks(session, task_ids)
-        answers = []
-        for row in rows:
-            tensors = None
-            if row.status == TaskStatus.done and row.update_sha256 is not None:
-                try:
-                    tensors, _ = decode_update(self.state.blobs.get(row.update_sha256))
-                except KeyError:
-                    log.warning("run %s: the update of task %s is not held by this hub; left out",
-                                self.run_id, row.id)
-                    continue
-            answers.append(Answer(row.id, row.status, row.result, tensors, row.update_sha256))
-        return answers
-
     # ------------------------------------------------------------------------------------------ persistence
 
-    @overload
-    def _checkpoint(self, number: int, round_id: int | None, measure: Callable[[], RoundMetrics] | None,
-                    previous_eval: Evaluation | None = None, then: None = None) -> None: ...
+    def _open_next(self, then: PhasePlan) -> OpenPhase:
+        """Open the next phase before the round's checkpoint, in its own short transaction: the nodes compute
+        while the params are persisted, the round is measured (the hub test set) and the checkpoint commits. A
+        hub that dies between the two transactions finds both rounds open and replays from the previous
+        checkpoint, as after any crash mid-round."""
+        phase = self._open(then)
+        # Let the event loop send the nodes their tasks before this thread's bookkeeping competes with it for
+        # the interpreter: the round's start is on the critical path, the bookkeeping is not.
+        self.state.board.wait_handed_out(phase.participants, HAND_OUT_GRACE_S)
+        return phase
 
-    @overload
     def _checkpoint(self, number: int, round_id: int | None, measure: Callable[[], RoundMetrics] | None,
-                    previous_eval: Evaluation | None, then: PhasePlan) -> OpenPhase: ...
-
-    def _checkpoint(
-        self,
-        number: int,
-        round_id: int | None,
-        measure: Callable[[], RoundMetrics] | None,
-        previous_eval: Evaluation | None = None,
-        then: PhasePlan | None = None,
-    ) -> OpenPhase | None:
+                    previous_eval: Evaluation | None = None) -> None:
         """Checkpoint round ``number``: round closed with its metrics, run advanced to the params staged under
-        ``self.params_sha`` (persisted first), ledger entry (+ the previous round's federated evaluation).
-
-        The next phase (``then``) is opened first, in its own short transaction, and returned live: the nodes
-        compute while the params are persisted, ``measure`` runs (the round's metrics: the hub test set) and
-        the checkpoint commits. A hub that dies between the two transactions finds both rounds open and
-        replays from the previous checkpoint, as after any crash mid-round.
-        """
-        phase = self._open(then) if then is not None else None
-        if phase is not None:
-            # Let the event loop send the nodes their tasks before this thread's bookkeeping competes with it
-            # for the interpreter: the round's start is on the critical path, the bookkeeping is not.
-            self.state.board.wait_handed_out(phase.participants, HAND_OUT_GRACE_S)
+        ``self.params_sha`` (persisted first), ledger entry (+ the previous round's federated evaluation)."""
         self._persist_staged()
         metrics = measure() if measure is not None else None
         with self.state.sessions() as session:
@@ -386,7 +380,6 @@ class RunDriver:
             session.commit()
         self.last_closed = closed
         self.state.broker.notify(progress_key(self.run_id))
-        return phase
 
     def _close(self, session: Session, number: int, round_id: int | None, metrics: RoundMetrics | None,
                previous_eval: Evaluation | None) -> tuple[int, run_store.ClosedRound]:
@@ -431,7 +424,7 @@ class RunDriver:
             ledger.record(
                 session, "run.completed", "hub",
                 {"run_id": self.run_id, "model_id": model.id, "params_sha256": run.params_sha256,
-                 "license": model.license},
+                 "license": model.license, **({"warnings": model.card["warnings"]} if model.card.get("warnings") else {})},
                 scope=ledger.project_scope(self.project_id),
             )
             credits.award_run(session, run)

@@ -14,7 +14,7 @@ from consortium.hub.events import Broker
 from consortium.hub.live import LivePhase, TaskBoard
 from consortium.hub.secagg import SecAggRound
 from consortium.hub.services.identity import KeyCache, TokenCache
-from consortium.hub.services.runs import AnswerRules
+from consortium.hub.services.answer_rules import AnswerRules
 from consortium.hub.tensor_cache import TensorCache
 from consortium.hub.valuation import Valuer
 from consortium.hub.web.sessions import WebSessions

@@ -13,7 +13,8 @@ from typing import Protocol
 
 from pydantic import ValidationError
 
-from consortium.fl import scaffold
+from consortium.fl import preprocessing, scaffold
+from consortium.fl.preprocessing import transform_data
 from consortium.fl.core import FLError, LocalData, Params, Update, derive_seed
 from consortium.fl.data import train_validation_split
 from consortium.fl.environments import LocalEnvironment
@@ -26,6 +27,7 @@ from consortium.node.registry import LocalRegistry
 from consortium.plan import RunPlan
 from consortium.codec import decode_tensors, encode_tensors, encode_update
 from consortium.protocol import TaskKind, TaskOut, TaskResult, UpdateMeta
+from consortium.tables import feature_names
 
 log = logging.getLogger("consortium.node")
 
@@ -105,7 +107,7 @@ class NodeAgent:
         self.on_task = on_task
         self.secagg_halt_before = secagg_halt_before
         self._params: tuple[str, Params] | None = None
-        self._splits: dict[tuple[str, int, float], Split] = {}
+        self._splits: dict[tuple[str, int, float, str], Split] = {}
         self.controls = ControlStore(registry.org_dir)
         self._next: tuple[TaskOut, Params | None] | None = None
         self._gone_tasks: dict[int, str] = {}
@@ -183,6 +185,9 @@ class NodeAgent:
     def _execute(self, task: TaskOut) -> None:
         plan = RunPlan.of(task.spec)
         algorithm, hp = plan.algorithm, plan.hp
+        if task.kind == TaskKind.stats:
+            self._send_stats(task)
+            return
         split = self._split(task)
         if task.kind == TaskKind.init:
             started = time.perf_counter()
@@ -285,15 +290,38 @@ class NodeAgent:
                               evaluation=evaluation)
         return encode_update(update.tensors, meta)
 
-    def _split(self, task: TaskOut) -> Split:
+    def _send_stats(self, task: TaskOut) -> None:
+        """The statistics of this node's training rows for the spec's preprocessing (counts, sums, sums of
+        squares, minima, maxima, category counts: docs/privacy.md), uploaded as float64 tensors."""
+        spec = task.spec.preprocessing
+        if spec is None:
+            raise FLError("a stats task for a project without preprocessing")
+        started = time.perf_counter()
+        train = self._split(task, raw=True).train
+        names = feature_names(self.registry.get(task.dataset).card.schema_)
+        stats = preprocessing.column_stats(train.x, preprocessing.layout(spec, names), spec.max_categories)
+        payload = self._encode(Update(preprocessing.to_tensors(stats), stats.rows), time.perf_counter() - started)
+        self._notify(task, "done")
+        self._upload(task, payload)
+
+    def _split(self, task: TaskOut, raw: bool = False) -> Split:
+        """The task's train and validation rows, transformed by the run's preprocessing unless ``raw``."""
         if f"{self.policy.org}/{task.dataset}" in task.spec.environments:
             environment = self.environments.load_local(task.dataset)
             return Split(environment, environment)
-        key = (task.dataset, task.spec.seed, task.spec.validation_fraction)
+        fitted = None if raw else task.preprocessing
+        if not raw and task.spec.preprocessing is not None and fitted is None:
+            raise FLError("the task carries no fitted preprocessing, which its spec asks for")
+        transform_key = fitted.model_dump_json() if fitted is not None else ""
+        key = (task.dataset, task.spec.seed, task.spec.validation_fraction, transform_key)
         if key not in self._splits:
-            data = self.registry.load_local(task.dataset)
+            imputes = task.spec.preprocessing is not None and task.spec.preprocessing.impute is not None
+            data = self.registry.load_local(task.dataset, allow_missing=imputes)
             seed = derive_seed(task.spec.seed, "split", f"{self.policy.org}/{task.dataset}")
-            self._splits[key] = split_local(data, task.spec.validation_fraction, seed)
+            split = split_local(data, task.spec.validation_fraction, seed)
+            if fitted is not None:
+                split = Split(transform_data(fitted, split.train), transform_data(fitted, split.validation))
+            self._splits[key] = split
         return self._splits[key]
 
     def _fetch_params(self, task: TaskOut) -> Params:

@@ -1,6 +1,6 @@
 """The node's local RL environments: a gymnasium id plus the org's own physics, registered like datasets.
 
-Rollouts never leave the node. What leaves is an :class:`~consortium.protocol.EnvironmentCardIn`: the
+Rollouts never leave the node. What leaves is an :class:`~consortium.environments_wire.EnvironmentCardIn`: the
 gymnasium id, the licence and a commitment to the physics, ``physics_digest(env_id, physics, salt)`` with a
 random salt. A public card also carries the physics and the salt, so anyone can check the commitment; a card
 with private physics carries neither, and the salted digest cannot be matched against guessed values, yet the
@@ -29,7 +29,8 @@ from consortium.fl.environments import (
     full_physics,
     physics_digest,
 )
-from consortium.protocol import EnvironmentCardIn, Visibility
+from consortium.environments_wire import EnvironmentCardIn
+from consortium.protocol import Visibility
 
 ENVIRONMENTS_FILE = "environments.json"
 

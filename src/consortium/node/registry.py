@@ -164,7 +164,7 @@ class LocalRegistry:
     def __init__(self, org_dir: str | os.PathLike[str]) -> None:
         self.org_dir = Path(org_dir)
         self.path = self.org_dir / REGISTRY_FILE
-        self._cache: dict[tuple[str, str], tuple[tuple[int, int, int], LocalData]] = {}
+        self._cache: dict[tuple[str, str, bool], tuple[tuple[int, int, int], LocalData]] = {}
         self._lock = threading.Lock()
 
     def add(
@@ -209,15 +209,16 @@ class LocalRegistry:
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name in self._read()["datasets"]
 
-    def load_local(self, name: str) -> LocalData:
-        """The tensors of a registered dataset, after checking that the file still has the card's SHA-256."""
+    def load_local(self, name: str, allow_missing: bool = False) -> LocalData:
+        """The tensors of a registered dataset, after checking that the file still has the card's SHA-256
+        (``allow_missing``: missing feature values as NaN, for a spec that imputes them)."""
         entry = self.get(name)
         try:
             stat = entry.path.stat()
         except FileNotFoundError as exc:
             raise DatasetError(f"dataset '{name}': its file {entry.path} no longer exists") from exc
         signature = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
-        key = (name, entry.card.sha256)
+        key = (name, entry.card.sha256, allow_missing)
         with self._lock:
             cached = self._cache.get(key)
         if cached is not None and cached[0] == signature:
@@ -229,7 +230,7 @@ class LocalRegistry:
                 f"(sha256 now {loaded.sha256[:12]}..., card says {entry.card.sha256[:12]}...); "
                 "register it again to publish a new card"
             )
-        local = loaded.to_local_data()
+        local = loaded.to_local_data(allow_missing=allow_missing)
         with self._lock:
             self._cache[key] = (signature, local)
         return local

@@ -22,6 +22,8 @@ class SimDataset:
     train: LocalData
     test: LocalData
     license: str
+    feature_names: tuple[str, ...] = ()
+    """Names of the feature matrix's columns (``x0``, ... when the source has none)."""
 
     @property
     def num_features(self) -> int:
@@ -29,6 +31,7 @@ class SimDataset:
 
 
 def _sklearn(name: str, scale: str, test_fraction: float, seed: int) -> tuple[np.ndarray, ...]:
+    """Seeded stratified split; ``scale`` 'raw' leaves the features as the source has them."""
     from sklearn import datasets
     from sklearn.model_selection import train_test_split
 
@@ -67,45 +70,59 @@ def builtin_names() -> list[str]:
     return sorted(_SKLEARN) + ["synthetic-images", "file:PATH"]
 
 
+def _sklearn_names(name: str) -> tuple[str, ...]:
+    from sklearn import datasets
+
+    names = getattr(datasets, f"load_{name}")().feature_names
+    return tuple(str(n) for n in names) if name != "digits" else tuple(f"x{i}" for i in range(len(names)))
+
+
 def load_dataset(
-    source: str, target: str | None = None, test_fraction: float = 0.2, seed: int = 0, samples: int = 50_000
+    source: str, target: str | None = None, test_fraction: float = 0.2, seed: int = 0, samples: int = 50_000,
+    raw: bool = False,
 ) -> SimDataset:
-    """The dataset named by ``source``: a bundled one, ``synthetic-images`` (3x32x32, 10 classes) or ``file:PATH``."""
+    """The dataset named by ``source``: a bundled one, ``synthetic-images`` (3x32x32, 10 classes) or ``file:PATH``.
+
+    ``raw``: features as the source has them (a spec with ``preprocessing`` prepares them itself, with the
+    federated statistics; otherwise the bundled tables come standardised, digits scaled to [0, 1]); a file's
+    missing values are kept as NaN for the spec's imputation."""
     if not 0.0 < test_fraction < 1.0:
         raise FLError(f"test_fraction must be in (0, 1), got {test_fraction}")
     if source in _SKLEARN:
         scale, license = _SKLEARN[source]
-        x_train, x_test, y_train, y_test = _sklearn(source, scale, test_fraction, seed)
+        x_train, x_test, y_train, y_test = _sklearn(source, "raw" if raw else scale, test_fraction, seed)
         return SimDataset(
             source,
             LocalData(torch.from_numpy(x_train), torch.from_numpy(y_train)),
             LocalData(torch.from_numpy(x_test), torch.from_numpy(y_test)),
             license,
+            _sklearn_names(source),
         )
     if source == "synthetic-images":
         data = synthetic_images(samples, (3, 32, 32), 10, seed)
         return _split(source, data, test_fraction, seed, "CC0-1.0")
     if source.startswith("file:"):
-        return _from_file(Path(source.removeprefix("file:")), target, test_fraction, seed)
+        return _from_file(Path(source.removeprefix("file:")), target, test_fraction, seed, raw)
     raise FLError(f"unknown dataset {source!r}; known: {', '.join(builtin_names())}")
 
 
-def _split(name: str, data: LocalData, test_fraction: float, seed: int, license: str) -> SimDataset:
+def _split(name: str, data: LocalData, test_fraction: float, seed: int, license: str,
+           names: tuple[str, ...] = ()) -> SimDataset:
     from consortium.fl.data import train_validation_split
 
     train_idx, test_idx = train_validation_split(len(data), test_fraction, seed)
     pick = lambda idx: LocalData(
         data.x[torch.from_numpy(idx)], None if data.y is None else data.y[torch.from_numpy(idx)]
     )
-    return SimDataset(name, pick(train_idx), pick(test_idx), license)
+    return SimDataset(name, pick(train_idx), pick(test_idx), license, names)
 
 
-def _from_file(path: Path, target: str | None, test_fraction: float, seed: int) -> SimDataset:
-    from consortium.tables import DatasetError, load_table
+def _from_file(path: Path, target: str | None, test_fraction: float, seed: int, raw: bool) -> SimDataset:
+    from consortium.tables import DatasetError, feature_names, load_table
 
     try:
         loaded = load_table(path, target)
-        data = loaded.to_local_data()
+        data = loaded.to_local_data(allow_missing=raw)
     except (DatasetError, OSError) as exc:
         raise FLError(f"dataset file:{path}: {exc}") from exc
-    return _split(path.name, data, test_fraction, seed, "NOASSERTION")
+    return _split(path.name, data, test_fraction, seed, "NOASSERTION", tuple(feature_names(loaded.schema)))

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from consortium.crypto import sha256_hex
+from consortium.fl import baseline, preprocessing
 from consortium.fl.privacy import card as privacy_card
 from consortium.fl.privacy.spec import DpPlan
 from consortium.governance.licence_cards import card_terms, obligation_lines
@@ -28,6 +29,7 @@ def summary(result: SimResult, engine: str) -> dict[str, Any]:
         "dataset": _describe_data(result),
         "rounds": [r.as_dict() for r in result.rounds],
         "final_metrics": result.final_metrics,
+        **baseline.card_section(result.baseline, result.final_metrics),
         "mean_round_s_after_first": sum(steady) / len(steady) if steady else None,
     }
 
@@ -98,6 +100,8 @@ def model_card(result: SimResult, engine: str, weights_sha256: str) -> dict[str,
         **_privacy_section(result, datasets[0]["ref"]),
         "metrics_per_round": [r.as_dict() for r in result.rounds],
         "final_metrics": {"test": result.final_metrics},
+        **baseline.card_section(result.baseline, result.final_metrics),
+        **({"preprocessing": result.preprocessing.model_dump(mode="json")} if result.preprocessing else {}),
         "weights": {"format": "safetensors", "sha256": weights_sha256},
         "code_version": code_version(),
     } | _card_environments(result)
@@ -172,6 +176,7 @@ def render_card(card: dict[str, Any]) -> str:
     ]
     lines += obligation_lines(card["obligations"])
     lines += privacy_card.markdown_lines(card)
+    lines += preprocessing.markdown_lines(card) + baseline.markdown_lines(card)
     if card.get("environments"):
         lines += _environment_lines(card["environments"])
     if card.get("samples_png"):

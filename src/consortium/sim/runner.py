@@ -75,6 +75,10 @@ def run_simulation(
         engine.close()
     console.print(f"final test metrics: {_headline(result.final_metrics)}")
     data = summary(result, engine.name)
+    if data.get("baseline"):
+        console.print(f"majority-class baseline: accuracy {data['baseline']['majority_class']['accuracy']:.4f}")
+    for warning in data.get("warnings", []):
+        console.print(f"[bold yellow]warning:[/] {warning}")
     if json_path is not None:
         write_json(json_path, data)
         console.print(f"metrics: {json_path}")

@@ -15,10 +15,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from consortium.fl import preprocessing
+from consortium.fl.baseline import majority_baseline
 from consortium.fl.cohort import Cohort, by_decreasing_size
 from consortium.fl.core import FLError, LocalData, Params, derive_seed
 from consortium.fl.environments import LocalEnvironment
 from consortium.plan import RunPlan
+from consortium.preprocessing_wire import FittedPreprocessing
 from consortium.protocol import ProjectCreate
 from consortium.sim.datasets import SimDataset, load_dataset
 from consortium.sim.engines.base import Engine, Setup, Tamper, client_data
@@ -64,6 +67,10 @@ class SimResult:
     rounds: list[RoundRecord] = field(default_factory=list)
     server_state: Params = field(default_factory=dict)
     """The server optimiser's state and SCAFFOLD's control variate after the last round."""
+    preprocessing: FittedPreprocessing | None = None
+    """The transform fitted from the clients' statistics (spec ``preprocessing``)."""
+    baseline: dict[str, Any] | None = None
+    """The test set's majority-class baseline (:func:`consortium.fl.baseline.majority_baseline`)."""
 
     @property
     def final_metrics(self) -> dict[str, float]:
@@ -88,8 +95,9 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def load_source(settings: SimulationSettings) -> SimDataset | SimEnvironments:
-    """The dataset the settings name, or one environment per client for an ``env:ID`` source."""
+def load_source(settings: SimulationSettings, raw: bool = False) -> SimDataset | SimEnvironments:
+    """The dataset the settings name (``raw``: features unscaled, for the spec's preprocessing), or one
+    environment per client for an ``env:ID`` source."""
     if is_environment_source(settings.dataset):
         return load_environments(
             settings.dataset, settings.clients, settings.physics_spread, settings.partition_seed
@@ -100,7 +108,27 @@ def load_source(settings: SimulationSettings) -> SimDataset | SimEnvironments:
         test_fraction=settings.test_fraction,
         seed=settings.split_seed,
         samples=settings.samples,
+        raw=raw,
     )
+
+
+def fit_preprocessing(spec: ProjectCreate, dataset: SimDataset, parts: list[np.ndarray]) -> FittedPreprocessing:
+    """The spec's transform fitted as a real run fits it: each client's statistics of its training rows,
+    combined (:mod:`consortium.fl.preprocessing`)."""
+    assert spec.preprocessing is not None
+    names = dataset.feature_names or preprocessing.default_names(dataset.num_features)
+    layout = preprocessing.layout(spec.preprocessing, names)
+    limit = spec.preprocessing.max_categories
+    x = dataset.train.x.reshape(len(dataset.train), -1)
+    stats = [preprocessing.column_stats(x[torch.from_numpy(part)], layout, limit) for part in parts]
+    return preprocessing.fit(spec.preprocessing, layout, preprocessing.combine(stats))
+
+
+def prepared(dataset: SimDataset, fitted: FittedPreprocessing) -> SimDataset:
+    """``dataset`` with the fitted transform applied to its training and test rows."""
+    flat = lambda d: LocalData(d.x.reshape(len(d), -1), d.y)
+    return replace(dataset, train=preprocessing.transform_data(fitted, flat(dataset.train)),
+                   test=preprocessing.transform_data(fitted, flat(dataset.test)))
 
 
 def client_parts(dataset: SimDataset | SimEnvironments, settings: SimulationSettings) -> list[np.ndarray]:
@@ -142,13 +170,17 @@ class Simulation:
         self.spec, self.settings = spec, settings
         self.device = resolve_device(settings.device)
         plan = RunPlan.of(spec, sampling=settings.sampling())
-        self.dataset = dataset or load_source(settings)
+        self.dataset = dataset or load_source(settings, raw=spec.preprocessing is not None)
         check_algorithm_fits(plan.algorithm, self.dataset)
-        self.plan = plan.knowing(self.dataset.num_features, settings.clients)
         if parts is None:
             parts = client_parts(self.dataset, settings)
         if len(parts) != settings.clients:
             raise FLError(f"the partition has {len(parts)} clients, the settings say {settings.clients}")
+        self.preprocessing = None
+        if spec.preprocessing is not None and isinstance(self.dataset, SimDataset):
+            self.preprocessing = fit_preprocessing(spec, self.dataset, parts)
+            self.dataset = prepared(self.dataset, self.preprocessing)
+        self.plan = plan.knowing(self.dataset.num_features, settings.clients)
         self.parts = parts
         self.ids = client_ids(settings.clients)
         self.cohort_size = settings.cohort_size()
@@ -192,7 +224,8 @@ class Simulation:
         params = self.init_params()
         plan.strategy.check_cohort(self.cohort_size)
         server_state = plan.init_server_state(params)
-        result = SimResult(self.spec, self.settings, self.dataset, params)
+        result = SimResult(self.spec, self.settings, self.dataset, params, preprocessing=self.preprocessing,
+                           baseline=majority_baseline(getattr(self.test, "y", None)))
         for number in range(1, self.spec.rounds + 1):
             started = time.perf_counter()
             cohort = self.cohort(number)

@@ -20,6 +20,7 @@ from consortium.hub.blobs import BlobStore
 from consortium.hub.db.models import Dataset, LedgerEntry, Org, Project, ProjectDataset, Run, Task
 from consortium.hub.live import TaskRow
 from consortium.hub.services import ledger, run_store
+from consortium.hub.services.answer_rules import Source
 from consortium.hub.services import runs as run_service
 from consortium.hub.services.errors import Conflict, Gone, NotFound
 from consortium.hub.services.identity import Principal
@@ -203,7 +204,7 @@ def test_an_honest_update_at_the_bounds_is_accepted_with_the_drivers_rules_too(w
     task, answer = world.upload("north", tasks["north"], at_bounds)
     assert answer.status == "done" and answer.result["num_examples"] == ROWS
     rules = run_service.answer_rules(world.session, world.run_id)
-    assert rules.sources[world.datasets["south"]] == run_service.Source("south/digits", ROWS)
+    assert rules.sources[world.datasets["south"]] == Source("south/digits", ROWS)
     _, answer = world.upload("south", tasks["south"], encode_update(world.params, meta(num_examples=1)),
                                 rules={world.run_id: rules}.get)
     assert answer.status == "done"
@@ -225,7 +226,7 @@ def test_the_drivers_rules_bound_an_environment_by_its_hyperparameters(world: Wo
 
 def test_an_update_for_an_evaluate_task_is_rejected(world: World) -> None:
     tasks = world.open("evaluate")
-    with pytest.raises(run_service.Rejected, match="is a evaluate task; this endpoint takes fit/init updates"):
+    with pytest.raises(run_service.Rejected, match="is a evaluate task; this endpoint takes fit/init/stats updates"):
         world.upload("north", tasks["north"], honest(world))
     assert world.status(tasks["north"])[0] == "rejected"
 

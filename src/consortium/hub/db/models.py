@@ -245,6 +245,8 @@ class Run(Base):
     params_sha256: Mapped[str | None] = mapped_column(String(64))
     server_state_sha256: Mapped[str | None] = mapped_column(String(64))
     """The server optimiser's state (momentum, moments) checkpointed with ``params_sha256``; None without one."""
+    preprocessing: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    """The transform fitted from the nodes' statistics (``FittedPreprocessing``); None without one."""
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]

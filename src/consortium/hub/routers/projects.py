@@ -15,12 +15,11 @@ from consortium.hub.services import projects as project_service
 from consortium.hub.services.source_rights import change_rights
 from consortium.hub.services.access import visible_projects
 from consortium.hub.services.identity import Principal
+from consortium.environments_wire import EnvironmentCardIn, EnvironmentCardOut
 from consortium.hub.wire import Id, Name, StrictJSONRoute
 from consortium.protocol import (
     DatasetCardIn,
     DatasetCardOut,
-    EnvironmentCardIn,
-    EnvironmentCardOut,
     ProjectCreate,
     ProjectOut,
     SourceRightsIn,

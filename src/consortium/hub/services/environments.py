@@ -25,7 +25,7 @@ from consortium.hub.services.access import source_rights
 from consortium.hub.services.datasets import source_by_ref, sources_listing
 from consortium.hub.services.errors import BadRequest, Conflict, Forbidden
 from consortium.hub.services.identity import Principal
-from consortium.protocol import EnvironmentCardIn, EnvironmentCardOut
+from consortium.environments_wire import EnvironmentCardIn, EnvironmentCardOut
 
 KIND = "environment"
 FILE_FORMAT = "gymnasium"

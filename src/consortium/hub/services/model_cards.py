@@ -10,6 +10,7 @@ from sqlalchemy.orm import object_session
 
 from consortium import crypto
 from consortium.fl.core import Params
+from consortium.fl import baseline, preprocessing
 from consortium.fl.privacy import card as privacy_card
 from consortium.fl.privacy import dp_sgd
 from consortium.fl.privacy import spec as privacy_spec
@@ -67,6 +68,7 @@ def build_card(
     created_at: datetime,
     files: list[dict[str, Any]] | None = None,
     contributions: dict[str, Any] | None = None,
+    fitted_preprocessing: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The model card: what was trained, on which data (or in which environments) under which licences, by
     whom, and how it went; ``datasets`` are :func:`source_entries`, ``files`` those of :func:`store_files`.
@@ -99,6 +101,8 @@ def build_card(
             "test": rounds[-1].test if rounds else {},
             "federated_eval": rounds[-1].federated_eval if rounds else {},
         },
+        **baseline.card_section(rounds[-1].baseline if rounds else None, rounds[-1].test if rounds else {}),
+        **({"preprocessing": fitted_preprocessing} if fitted_preprocessing else {}),
         "weights": {"format": "safetensors", "sha256": params_sha256},
         **({"files": files} if files else {}),
         "code_version": code_version,
@@ -207,6 +211,7 @@ def render_markdown(card: dict[str, Any]) -> str:
     lines += obligation_lines(card.get("obligations", {}))
     lines += privacy_card.markdown_lines(card)
     lines += _contribution_lines(card.get("contributions"))
+    lines += preprocessing.markdown_lines(card) + baseline.markdown_lines(card)
     lines += _environment_lines(card["environments"]) if card.get("environments") else _dataset_lines(card)
     for file in card.get("files", []):
         if file["media_type"] == PREVIEW_MEDIA_TYPE:

@@ -65,6 +65,7 @@ def record_run_model(
         created_at=now,
         files=store_files(blobs, algorithm, hp, cache.get(run.params_sha256), spec.seed),
         contributions=contributions,
+        fitted_preprocessing=run.preprocessing,
     )
     model = Model(
         run_id=run.id,

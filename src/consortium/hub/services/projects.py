@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from consortium import crypto
 from consortium.fl.core import FLError
+from consortium.fl.preprocessing import feature_names_of, layout
 from consortium.governance.decisions import ProposalStatus, VoteChoice
 from consortium.governance.policy import ProposalKind
 from consortium.hub.blobs import BlobStore
@@ -38,6 +39,11 @@ def spec_hash(spec: ProjectCreate) -> str:
 def num_features(schema: dict) -> int:
     """Width of the flattened feature vector described by a dataset schema."""
     return sum(math.prod(col.get("shape") or [1]) for col in schema["features"])
+
+
+def feature_names(schema: dict) -> list[str]:
+    """Names of the training matrix's columns a dataset schema describes (``tables.feature_names``)."""
+    return feature_names_of([(c["name"], math.prod(c.get("shape") or [1])) for c in schema["features"]])
 
 
 def feature_signature(schema: dict) -> list[tuple[str, str, tuple[int, ...]]]:
@@ -106,7 +112,13 @@ def validate_spec(spec: ProjectCreate, plan: RunPlan, datasets: list[Dataset]) -
         what = "environments" if spec.environments else "datasets"
         raise BadRequest(f"min_nodes: {spec.min_nodes} exceeds the {len(datasets)} {what} in the project")
     check_valuation(spec, plan, len(datasets))
-    if not plan.algorithm.needs_client_init:
+    if spec.preprocessing is not None:
+        try:
+            layout(spec.preprocessing, feature_names(datasets[0].schema))
+        except FLError as exc:
+            raise BadRequest(str(exc)) from exc
+    # One-hot columns widen the features by their categories, known only once the nodes' statistics are in.
+    if not plan.algorithm.needs_client_init and not (spec.preprocessing and spec.preprocessing.categorical):
         try:
             plan.knowing(num_features(datasets[0].schema), len(datasets)).init_params()
         except FLError as exc:

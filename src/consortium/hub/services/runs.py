@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, NoReturn
 
@@ -12,21 +11,19 @@ from pydantic import ValidationError
 from sqlalchemy import Update, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
-from consortium.fl.capabilities import UpdateValueChecker, example_limit
-from consortium.fl.core import FLError, check_num_examples, check_update
-from consortium.fl.core import Update as FLUpdate
+from consortium.fl.baseline import baseline_warning
+from consortium.fl.core import FLError
 from consortium.hub.blobs import BlobStore
-from consortium.hub.db.models import Project, Round, Run, Task
+from consortium.hub.db.models import Round, Run, Task
 from consortium.hub.live import Answer, TaskRow
 from consortium.hub.services import ledger
 from consortium.hub.services import projects as project_service
 from consortium.hub.services.access import can_see_project
-from consortium.hub.services.datasets import TABLE
+from consortium.hub.services.answer_rules import AnswerRules, answer_rules, check_answer_update
 from consortium.hub.services.errors import BadRequest, Conflict, Forbidden, Gone, NotFound
 from consortium.hub.services.identity import Principal, SignedCall, require_role
 from consortium.hub.services.task_messages import ProjectMessages
 from consortium.hub.tensor_cache import TensorCache
-from consortium.plan import RunPlan
 from consortium.codec import decode_update
 from consortium.protocol import (
     ProjectCreate,
@@ -99,9 +96,15 @@ def progress(session: Session, run: Run, after_round: int = 0) -> RunProgress:
                Round.number > 0)
         .order_by(Round.number)
     )
-    return RunProgress(
-        run=to_out(session, run), rounds=[RoundMetrics.model_validate(r.metrics) for r in rows]
-    )
+    rounds = [RoundMetrics.model_validate(r.metrics) for r in rows]
+    last = rounds[-1] if rounds else None
+    if last is None and after_round > 0:  # the warning is about the newest round, even one seen before
+        newest = session.scalar(select(Round.metrics).where(
+            Round.run_id == run.id, Round.status == RoundStatus.closed, Round.number > 0
+        ).order_by(Round.number.desc()).limit(1))
+        last = RoundMetrics.model_validate(newest) if newest is not None else None
+    warning = baseline_warning(last.baseline, last.test) if last is not None else None
+    return RunProgress(run=to_out(session, run), rounds=rounds, warnings=[warning] if warning else [])
 
 
 def claim_next(
@@ -134,7 +137,7 @@ def claim_next(
         return message
     task = session.get(Task, row.id)
     run = session.get(Run, task.run_id)
-    return ProjectMessages.of(session, run.project).task(
+    return ProjectMessages.of(session, run.project, preprocessing=run.preprocessing).task(
         task_id=task.id, kind=TaskKind(task.kind), run_id=task.run_id,
         round_number=session.get(Round, task.round_id).number, dataset=task.dataset.name,
         params_sha256=task.params_sha256, seed=task.seed)
@@ -234,72 +237,6 @@ def _reject(
     raise Rejected(f"{what} rejected: {reason}", task, Answer(task.id, TaskStatus.rejected))
 
 
-@dataclass(frozen=True)
-class Source:
-    """A run's data source as the answer checks see it: ``rows`` is None for an environment."""
-
-    ref: str
-    rows: int | None
-
-
-@dataclass(frozen=True)
-class AnswerRules:
-    """What the hub accepts from one run's nodes: the algorithm and hyper-parameters that updates are checked
-    against, the features of init updates, and each data source (by dataset id), which bounds the examples
-    an answer may count. The run driver keeps them in memory; :func:`answer_rules` reads them otherwise."""
-
-    algorithm: Any
-    hp: Any
-    num_features: int
-    sources: Mapping[int, Source]
-    secure: bool = False
-    """Secure aggregation: a fit update carries metrics only, its tensors go masked through the SecAgg stages."""
-
-    @staticmethod
-    def source(ref: str, kind: str, rows: int) -> Source:
-        return Source(ref, rows if kind == TABLE else None)
-
-    def check_examples(self, dataset_id: int, num_examples: int, evaluation: bool, what: str) -> None:
-        """FLError unless ``1 <= num_examples <=`` the dataset's rows (an environment: what one task can play)."""
-        source = self.sources[dataset_id]
-        limit = example_limit(self.algorithm, self.hp, source.rows, evaluation)
-        bound = (f"{source.ref} registered {limit} rows" if source.rows is not None
-                 else f"{self.algorithm.name} counts at most {limit} per task in {source.ref}")
-        check_num_examples(num_examples, limit, what, bound)
-
-
-def answer_rules(session: Session, run_id: int) -> AnswerRules:
-    """:class:`AnswerRules` of a run, from the database."""
-    project = session.get(Run, run_id).project
-    sources = project_service.project_datasets(session, project)
-    plan = RunPlan.of(ProjectCreate.model_validate(project.spec))
-    return AnswerRules(
-        plan.algorithm, plan.hp, project_service.num_features(sources[0].schema),
-        {d.id: AnswerRules.source(f"{d.org.name}/{d.name}", d.kind, d.rows) for d in sources},
-        plan.secure,
-    )
-
-
-def _check_update(rules: AnswerRules, task: TaskRow, tensors: dict, meta: UpdateMeta, params: Any) -> None:
-    """FLError unless an update fits the model (names, shapes, dtypes, finite values within the ceiling), the
-    algorithm's own value checks, and the examples it and its evaluation count fit the task's dataset."""
-    rules.check_examples(task.dataset_id, meta.num_examples, False, f"{task.kind} update")
-    if meta.evaluation is not None:
-        rules.check_examples(task.dataset_id, meta.evaluation.num_examples, True, "its evaluation")
-    if rules.secure and task.kind == TaskKind.fit.value:
-        if tensors:
-            raise FLError("under secure aggregation a fit update carries no tensors (the masked delta goes "
-                          "through /api/node/secagg); the hub refuses to see it in clear")
-        return
-    if task.kind == TaskKind.fit.value:
-        template = rules.algorithm.update_template(rules.hp, params())
-    else:
-        template = rules.algorithm.client_init_template(rules.hp, rules.num_features)
-    check_update(template, tensors)
-    if isinstance(rules.algorithm, UpdateValueChecker):
-        rules.algorithm.check_update_values(rules.hp, FLUpdate(tensors, meta.num_examples, meta.metrics))
-
-
 def _problems(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors())
 
@@ -347,7 +284,7 @@ def submit_update(
     handed_out_at: datetime | None = None,
     known: TaskRow | None = None,
 ) -> tuple[TaskRow, Answer]:
-    """Validate an uploaded update (see :func:`_check_update`) and store it; :class:`Rejected` otherwise.
+    """Validate an uploaded update (see :func:`~consortium.hub.services.answer_rules.check_answer_update`) and store it; :class:`Rejected` otherwise.
 
     ``rules`` may supply a run's :class:`AnswerRules` from memory. Returns the task and its committed answer,
     validated tensors included, for the run driver.
@@ -358,8 +295,8 @@ def submit_update(
     def reject(reason: str) -> NoReturn:
         _reject(session, actor, task, "update", reason, now, signed, handed_out_at)
 
-    if task.kind not in (TaskKind.fit.value, TaskKind.init.value):
-        reject(f"task {task.id} is a {task.kind} task; this endpoint takes fit/init updates")
+    if task.kind not in (TaskKind.fit.value, TaskKind.init.value, TaskKind.stats.value):
+        reject(f"task {task.id} is a {task.kind} task; this endpoint takes fit/init/stats updates")
     try:
         tensors, meta = decode_update(payload)
     except ValidationError as exc:
@@ -369,7 +306,7 @@ def submit_update(
     known_rules = rules(task.run_id) if rules is not None else None
     run_rules = known_rules if known_rules is not None else answer_rules(session, task.run_id)
     try:
-        _check_update(run_rules, task, tensors, meta, lambda: cache.get(task.params_sha256))
+        check_answer_update(run_rules, task, tensors, meta, lambda: cache.get(task.params_sha256))
     except FLError as exc:
         reject(str(exc))
     digest = blobs.stage(payload)

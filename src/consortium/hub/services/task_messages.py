@@ -18,6 +18,7 @@ from consortium.governance.decisions import ProposalStatus
 from consortium.hub.db.models import Project
 from consortium.hub.services.proposals import project_proposal
 from consortium.hub.live import TaskRow
+from consortium.preprocessing_wire import FittedPreprocessing
 from consortium.protocol import ProjectCreate, TaskKind, TaskOut
 from consortium.statuses import TaskStatus
 
@@ -40,16 +41,20 @@ class ProjectMessages:
     test_set_sha256: str | None
     outcome: dict[str, Any] | None = None
     outcome_signature: str | None = None
+    preprocessing: FittedPreprocessing | None = None
+    """The run's fitted transform, once its statistics phase is over (stats tasks go without it)."""
 
     @classmethod
-    def of(cls, session: Session, project: Project, spec: ProjectCreate | None = None) -> ProjectMessages:
+    def of(cls, session: Session, project: Project, spec: ProjectCreate | None = None,
+           preprocessing: dict[str, Any] | None = None) -> ProjectMessages:
         """The project's messages, with the signed outcome of its newest ``run_project`` proposal if that
-        passed (without one the node refuses the tasks)."""
+        passed (without one the node refuses the tasks), and the run's fitted ``preprocessing`` if any."""
         proposal = project_proposal(session, project)
         passed = proposal is not None and proposal.status == ProposalStatus.passed.value
         return cls(project.id, project.spec_hash, spec or ProjectCreate.model_validate(project.spec),
                    project.test_set_sha256, proposal.outcome if passed else None,
-                   proposal.outcome_signature if passed else None)
+                   proposal.outcome_signature if passed else None,
+                   FittedPreprocessing.model_validate(preprocessing) if preprocessing else None)
 
     def task(self, *, task_id: int, kind: TaskKind, run_id: int, round_number: int, dataset: str,
              params_sha256: str | None, seed: int) -> TaskOut:
@@ -59,6 +64,7 @@ class ProjectMessages:
             evaluate_first=evaluates_previous_round(kind.value, round_number),
             test_set_sha256=self.test_set_sha256, outcome=self.outcome,
             outcome_signature=self.outcome_signature,
+            preprocessing=self.preprocessing if kind != TaskKind.stats else None,
         )
 
     def phase(self, *, run_id: int, kind: TaskKind, round_number: int, params_sha256: str | None,

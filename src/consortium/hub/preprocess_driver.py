@@ -1,0 +1,51 @@
+"""The run driver's statistics phase (spec ``preprocessing``): before round 1 each node sends the
+statistics of its training rows (a ``stats`` task, checked on upload by
+:func:`consortium.hub.services.answer_rules.check_answer_update`); the hub combines them, fits the transform
+(:mod:`consortium.fl.preprocessing`, the simulator's functions), and stores it with the run, where a
+restarted driver, the task messages, the hub's test-set evaluation and the model card find it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from sqlalchemy.orm import Session
+
+from consortium import crypto
+from consortium.fl import preprocessing
+from consortium.fl.core import FLError
+from consortium.hub.db.models import Run
+from consortium.hub.live import Answer
+from consortium.hub.phases import Participant, RunFailed
+from consortium.hub.services import ledger
+from consortium.preprocessing_wire import FittedPreprocessing
+from consortium.protocol import ProjectCreate
+
+
+def fitted_from(spec: ProjectCreate, layout: preprocessing.Layout,
+                done: Sequence[tuple[Participant, Answer]]) -> FittedPreprocessing:
+    """The transform the answered stats tasks give (their tensors were checked when they were uploaded)."""
+    assert spec.preprocessing is not None
+    if len(done) < spec.min_nodes:
+        raise RunFailed(f"preprocessing statistics: {len(done)} of the required min_nodes={spec.min_nodes} "
+                        "nodes answered")
+    limit = spec.preprocessing.max_categories
+    parts = [preprocessing.from_tensors(answer.tensors or {}, layout, participant.rows, limit)
+             for participant, answer in done]
+    try:
+        return preprocessing.fit(spec.preprocessing, layout, preprocessing.combine(parts))
+    except FLError as exc:
+        raise RunFailed(str(exc)) from exc
+
+
+def store(sessions: Callable[[], Session], run_id: int, project_id: int, fitted: FittedPreprocessing,
+          sources: Sequence[str]) -> None:
+    """Keep the fitted transform with the run and say so in the ledger (one transaction)."""
+    dumped = fitted.model_dump(mode="json")
+    with sessions() as session:
+        session.get(Run, run_id).preprocessing = dumped
+        ledger.record(session, "run.preprocessing", "hub",
+                      {"run_id": run_id, "sources": sorted(sources), "rows": fitted.rows,
+                       "output_features": fitted.output_features,
+                       "transform_sha256": crypto.sha256_hex(crypto.canonical_json(dumped))},
+                      scope=ledger.project_scope(project_id))
+        session.commit()
