@@ -260,7 +260,7 @@ def post_score(session: Session, host: Principal, submission_id: int, body: Scor
 
 def scored(session: Session, challenge: Challenge) -> list[tuple[rules.Scored, ChallengeSubmission]]:
     rows = session.scalars(select(ChallengeSubmission).where(ChallengeSubmission.challenge_id == challenge.id))
-    names = dict(session.execute(select(Org.id, Org.name)).tuples())
+    names = {org_id: name for org_id, name in session.execute(select(Org.id, Org.name))}
     return [(rules.Scored(r.id, names[r.org_id], r.submitted_at, r.public_score, r.private_score), r) for r in rows]
 
 
@@ -325,4 +325,4 @@ def weights_of(session: Session, host: Principal, submission_id: int) -> str:
 
 
 def org_names(session: Session) -> dict[int, str]:
-    return dict(session.execute(select(Org.id, Org.name)).tuples())
+    return {org_id: name for org_id, name in session.execute(select(Org.id, Org.name))}
