@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import AwareDatetime, Field
 
 from consortium.governance.challenges import OPENED_TYPE
 from consortium.protocol import NAME_PATTERN, AlgorithmSpec, DatasetSchema, Wire
@@ -30,7 +30,7 @@ class ChallengeStatement(Wire):
     higher_is_better: bool = True
     schema_: DatasetSchema = Field(alias="schema", description="the test set's columns (no rows)")
     num_features: int = Field(ge=1, le=10**8)
-    deadline: datetime
+    deadline: AwareDatetime
     daily_limit: int = Field(ge=1, le=1000, description="submissions per org per UTC day")
     prize: int = Field(default=0, ge=0, le=10**12, description="credits, held from the host at opening")
     split_seed: int = Field(ge=0, le=2**63 - 1)
@@ -84,7 +84,8 @@ class SubmissionOut(Wire):
     algorithm: AlgorithmSpec
     submitted_at: datetime
     public: ScoreOut | None
-    private: ScoreOut | None = Field(default=None, description="hidden from all but the host until the deadline")
+    private: ScoreOut | None = Field(default=None,
+                                     description="hidden from all but the host until the deadline")
 
 
 class PendingEvaluation(Wire):

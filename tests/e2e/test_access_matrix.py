@@ -665,8 +665,8 @@ def ledger_truth(db_url: str) -> list[LedgerEntry]:
 
 
 MEMBER_EVENTS = {"hub.created", "hub.key", "org.key", "user.created", "org.proposed", "org.admitted",
-                 "org.enrolment_token_issued", "node.enrolled", "policy.adopted", "challenge.opened",
-                 "challenge.submitted"}
+                 "org.enrolment_token_issued", "node.enrolled", "policy.adopted", "credits.earned",
+                 "credits.spent", "challenge.opened", "challenge.submitted"}
 
 
 def audience(w: World, entry: LedgerEntry) -> Callable[[Caller], bool]:

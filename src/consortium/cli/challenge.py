@@ -34,15 +34,19 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 def create(
     name: Annotated[str, typer.Argument(help="the challenge's name")],
     hub: HubOpt, org_dir: OrgDirOpt,
-    file: Annotated[Path, typer.Option("--file", help="the hidden test set (CSV, Parquet, NPZ); it stays here")],
+    file: Annotated[Path, typer.Option(
+        "--file", help="the hidden test set (CSV, Parquet, NPZ); it stays here")],
     target: Annotated[str, typer.Option("--target", help="the label column")],
     task: Annotated[str, typer.Option("--task", help="what to predict, in words")],
-    metric: Annotated[str, typer.Option("--metric", help="a metric of the algorithm's evaluate")] = "accuracy",
+    metric: Annotated[str, typer.Option(
+        "--metric", help="a metric of the algorithm's evaluate")] = "accuracy",
     lower_is_better: Annotated[bool, typer.Option("--lower-is-better")] = False,
-    algorithm: Annotated[str, typer.Option("--algorithm", help="the algorithm submissions use")] = "classifier",
+    algorithm: Annotated[str, typer.Option(
+        "--algorithm", help="the algorithm submissions use")] = "classifier",
     days: Annotated[float, typer.Option("--days", min=0.0001, help="deadline, days from now")] = 14.0,
     daily_limit: Annotated[int, typer.Option("--daily-limit", min=1, max=1000)] = 5,
-    prize: Annotated[int, typer.Option("--prize", min=0, help="credits held from the host, paid to the winner")] = 0,
+    prize: Annotated[int, typer.Option(
+        "--prize", min=0, help="credits held from the host, paid to the winner")] = 0,
     public_fraction: Annotated[float, typer.Option("--public-fraction", min=0.01, max=0.99)] = 0.5,
     seed: Annotated[int | None, typer.Option("--seed", min=0, help="split seed (default: random)")] = None,
     as_json: JsonOpt = False,
@@ -55,7 +59,8 @@ def create(
     with org_client(hub, org_dir) as client:
         try:
             statement, test_set = prepare_statement(
-                hub_id=call(client.health)["hub_id"], host=client.identity.org, name=name, task=task, path=file,
+                hub_id=call(client.health)["hub_id"], host=client.identity.org, name=name, task=task,
+                path=file,
                 target=target, metric=metric, higher_is_better=not lower_is_better,
                 deadline=datetime.now(UTC) + timedelta(days=days), daily_limit=daily_limit, prize=prize,
                 split_seed=secrets.randbits(62) if seed is None else seed, public_fraction=public_fraction,
@@ -90,9 +95,12 @@ def list_challenges(hub: HubOpt, token: TokenOpt = None, org_dir: OptionalOrgDir
 @app.command("submit")
 def submit(
     challenge_id: Annotated[int, typer.Argument(min=1)], hub: HubOpt,
-    weights: Annotated[Path | None, typer.Option("--weights", help="the model's params (safetensors)")] = None,
-    spec: Annotated[Path | None, typer.Option("--spec", help="JSON: {name, hyperparameters} of the algorithm")] = None,
-    model: Annotated[int | None, typer.Option("--model", min=1, help="a released model, entered for its team")] = None,
+    weights: Annotated[Path | None, typer.Option(
+        "--weights", help="the model's params (safetensors)")] = None,
+    spec: Annotated[Path | None, typer.Option(
+        "--spec", help="JSON: {name, hyperparameters} of the algorithm")] = None,
+    model: Annotated[int | None, typer.Option(
+        "--model", min=1, help="a released model, entered for its team")] = None,
     token: TokenOpt = None, org_dir: OptionalOrgDirOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Submit weights plus their algorithm spec, or a released model your org helped train (a team entry)."""
@@ -119,7 +127,8 @@ def submit(
 @app.command("leaderboard")
 def leaderboard(
     challenge_id: Annotated[int, typer.Argument(min=1)], hub: HubOpt,
-    final: Annotated[bool, typer.Option("--final", help="the final board (private part, after the deadline)")] = False,
+    final: Annotated[bool, typer.Option(
+        "--final", help="the final board (private part, after the deadline)")] = False,
     token: TokenOpt = None, org_dir: OptionalOrgDirOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """The public board (live) or the final one; ties go to the earlier submission."""
@@ -130,8 +139,8 @@ def leaderboard(
         return
     table = Table("rank", "org", "team", "submission", data["metric"], "submitted")
     for p in data["placings"]:
-        table.add_row(str(p["rank"]), p["org"], ", ".join(p["team"]), str(p["submission_id"]), f"{p['score']:.6g}",
-                      p["submitted_at"][:19])
+        table.add_row(str(p["rank"]), p["org"], ", ".join(p["team"]), str(p["submission_id"]),
+                      f"{p['score']:.6g}", p["submitted_at"][:19])
     console.print(table)
 
 

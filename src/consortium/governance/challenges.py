@@ -43,7 +43,8 @@ def split_indices(rows: int, public_fraction: float, seed: int) -> tuple[np.ndar
 
 
 def opened_message(statement: Mapping[str, object]) -> bytes:
-    """The bytes the host's key signs to open a challenge (``statement``: the ``challenge.opened`` payload)."""
+    """The bytes the host's key signs to open a challenge (``statement``: the ``challenge.opened``
+    payload)."""
     if statement.get("type") != OPENED_TYPE:
         raise ValueError(f"a challenge statement has type {OPENED_TYPE!r}")
     return actor_message(OPENED_EVENT, dict(statement))
@@ -110,14 +111,16 @@ def _best_per_org(entries: Iterable[Scored], higher_is_better: bool) -> dict[str
         if entry.public is None:
             continue
         held = best.get(entry.org)
-        if held is None or _key(higher_is_better, entry.public, entry) < _key(higher_is_better, held.public, held):
+        if held is None or (_key(higher_is_better, entry.public, entry)
+                            < _key(higher_is_better, held.public, held)):
             best[entry.org] = entry
     return best
 
 
 def _ranked(pairs: Sequence[tuple[float, Scored]], higher_is_better: bool) -> list[Placing]:
     ordered = sorted(pairs, key=lambda p: _key(higher_is_better, p[0], p[1]))
-    return [Placing(i + 1, e.org, e.submission_id, score, e.submitted_at) for i, (score, e) in enumerate(ordered)]
+    return [Placing(i + 1, e.org, e.submission_id, score, e.submitted_at)
+            for i, (score, e) in enumerate(ordered)]
 
 
 def public_board(entries: Iterable[Scored], higher_is_better: bool) -> list[Placing]:

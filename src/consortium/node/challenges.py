@@ -60,7 +60,8 @@ class HiddenTestSet:
         data = loaded.to_local_data()
         public, private = rules.split_indices(len(data), self.public_fraction, self.split_seed)
         assert data.y is not None
-        return (LocalData(data.x[public], data.y[public]), LocalData(data.x[private], data.y[private]), loaded.schema)
+        return (LocalData(data.x[public], data.y[public]), LocalData(data.x[private], data.y[private]),
+                loaded.schema)
 
 
 class ChallengeBook:
@@ -86,7 +87,8 @@ class ChallengeBook:
         entry = self._read().get(name)
         if entry is None:
             raise FLError(f"no hidden test set for challenge {name!r} in {self.path}")
-        test_set = HiddenTestSet(Path(entry["path"]), entry["target"], entry["split_seed"], entry["public_fraction"])
+        test_set = HiddenTestSet(Path(entry["path"]), entry["target"], entry["split_seed"],
+                                 entry["public_fraction"])
         return test_set, {k: entry[k] for k in ("public_sha256", "private_sha256")}
 
     def checked_parts(self, name: str) -> dict[str, LocalData]:
@@ -100,9 +102,9 @@ class ChallengeBook:
         return {"public": public, "private": private}
 
 
-def prepare_statement(*, hub_id: str, host: str, name: str, task: str, path: Path, target: str, metric: str,
-                      higher_is_better: bool, deadline: datetime, daily_limit: int, prize: int, split_seed: int,
-                      public_fraction: float, algorithm_family: str = "classifier"
+def prepare_statement(*, hub_id: str, host: str, name: str, task: str, path: Path, target: str,
+                      metric: str, higher_is_better: bool, deadline: datetime, daily_limit: int, prize: int,
+                      split_seed: int, public_fraction: float, algorithm_family: str = "classifier"
                       ) -> tuple[ChallengeStatement, HiddenTestSet]:
     """The opening statement for a local test file (its schema and each part's hash; no rows)."""
     test_set = HiddenTestSet(Path(path), target, split_seed, public_fraction)
@@ -110,7 +112,8 @@ def prepare_statement(*, hub_id: str, host: str, name: str, task: str, path: Pat
     statement = ChallengeStatement.model_validate({
         "hub_id": hub_id, "host": host, "name": name, "task": task, "algorithm_family": algorithm_family,
         "metric": metric, "higher_is_better": higher_is_better, "schema": schema.model_dump(mode="json"),
-        "num_features": int(public.x.shape[1]), "deadline": deadline, "daily_limit": daily_limit, "prize": prize,
+        "num_features": int(public.x.shape[1]), "deadline": deadline, "daily_limit": daily_limit,
+        "prize": prize,
         "split_seed": split_seed, "public_fraction": public_fraction, "public_sha256": part_sha256(public),
         "private_sha256": part_sha256(private), "public_rows": len(public), "private_rows": len(private)})
     return statement, test_set
@@ -123,7 +126,8 @@ def open_challenge(client: HubClient, org_dir: Path, statement: ChallengeStateme
     if identity is None:
         raise ValueError("opening a challenge signs with the org key: use an org-signed client")
     payload = statement.model_dump(mode="json", by_alias=True)
-    opened = client.open_challenge({"statement": payload, "signature": identity.sign(rules.opened_message(payload))})
+    signature = identity.sign(rules.opened_message(payload))
+    opened = client.open_challenge({"statement": payload, "signature": signature})
     ChallengeBook(org_dir).add(statement.name, test_set, {"public_sha256": statement.public_sha256,
                                                           "private_sha256": statement.private_sha256})
     return opened
@@ -184,14 +188,15 @@ class ChallengeHost:
                 parts = self.book.checked_parts(statement.name)
                 weights = self._weights(item["submission_id"], item["weights_sha256"])
             except FLError as exc:
-                log.error("challenge %s: cannot score submission %s: %s", statement.name, item["submission_id"], exc)
+                log.error("challenge %s: cannot score submission %s: %s", statement.name,
+                          item["submission_id"], exc)
                 continue
             signed = score_statement(self._hub_id, statement, challenge["id"], item["submission_id"],
                                      item["weights_sha256"], item["part"], parts[item["part"]],
                                      AlgorithmSpec.model_validate(item["algorithm"]), weights)
             signature = self.client.identity.sign(rules.score_message(signed))
-            self.client.post_challenge_score(item["submission_id"],
-                                             ScoreIn(statement=signed, signature=signature).model_dump(mode="json"))
+            body = ScoreIn(statement=signed, signature=signature).model_dump(mode="json")
+            self.client.post_challenge_score(item["submission_id"], body)
             log.info("challenge %s: submission %s scored on the %s part: %s", statement.name,
                      item["submission_id"], item["part"], signed["score"] if signed["score"] is not None
                      else signed["error"])
@@ -240,8 +245,8 @@ def verify(client: HubClient, org_dir: Path, challenge_id: int) -> list[str]:
             posted = sub.get(part)
             if posted is None:
                 continue
-            expected = score_statement(hub_id, statement, challenge_id, sub["id"], sub["weights_sha256"], part,
-                                       parts[part], algorithm, weights)
+            expected = score_statement(hub_id, statement, challenge_id, sub["id"], sub["weights_sha256"],
+                                       part, parts[part], algorithm, weights)
             scores[part] = expected["score"]  # type: ignore[assignment]
             if posted["score"] != expected["score"]:
                 problems.append(f"submission {sub['id']}: {part} score {posted['score']} on the hub, "
@@ -250,8 +255,8 @@ def verify(client: HubClient, org_dir: Path, challenge_id: int) -> list[str]:
             if entry["payload"] != expected or not verify_signature(
                     identity.public_key_b64, rules.score_message(entry["payload"] or {}),
                     entry.get("actor_signature") or ""):
-                problems.append(f"submission {sub['id']}: the ledger entry {entry['seq']} of its {part} score "
-                                "is not this org's signed recomputed statement")
+                problems.append(f"submission {sub['id']}: the ledger entry {entry['seq']} of its {part} "
+                                "score is not this org's signed recomputed statement")
         entries.append(rules.Scored(sub["id"], sub["org"], datetime.fromisoformat(sub["submitted_at"]),
                                     scores["public"], scores["private"]))
     if challenge["status"] == "final":

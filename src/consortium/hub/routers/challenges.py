@@ -43,19 +43,21 @@ def _score(row: ChallengeSubmission, part: str) -> ScoreOut | None:
     seq = getattr(row, f"{part}_seq")
     if seq is None:
         return None
-    return ScoreOut(score=getattr(row, f"{part}_score"), error=getattr(row, f"{part}_error") or "", ledger_seq=seq)
+    return ScoreOut(score=getattr(row, f"{part}_score"), error=getattr(row, f"{part}_error") or "",
+                    ledger_seq=seq)
 
 
 def _submission(session: Session, row: ChallengeSubmission, show_private: bool) -> SubmissionOut:
     return SubmissionOut(id=row.id, challenge_id=row.challenge_id, org=service.org_names(session)[row.org_id],
                          team=list(row.team), model_id=row.model_id, weights_sha256=row.weights_sha256,
                          algorithm=AlgorithmSpec.model_validate(row.algorithm), submitted_at=row.submitted_at,
-                         public=_score(row, "public"), private=_score(row, "private") if show_private else None)
+                         public=_score(row, "public"),
+                         private=_score(row, "private") if show_private else None)
 
 
 @router.post("/challenges", response_model=ChallengeOut, status_code=201)
-def open_challenge(body: ChallengeCreate, session: Session = Depends(db), state: HubState = Depends(hub_state),
-                   caller: Principal = Depends(principal)):
+def open_challenge(body: ChallengeCreate, session: Session = Depends(db),
+                   state: HubState = Depends(hub_state), caller: Principal = Depends(principal)):
     return _out(session, state, service.open_challenge(session, caller, body, state.clock()))
 
 
@@ -80,7 +82,8 @@ async def submit_weights(challenge_id: Id, request: Request, state: HubState = D
 
     def store() -> SubmissionOut:
         with state.sessions() as session:
-            row = service.submit_weights(session, caller, challenge_id, payload, state.clock(), state.blobs.put)
+            row = service.submit_weights(session, caller, challenge_id, payload, state.clock(),
+                                         state.blobs.put)
             return _submission(session, row, True)
 
     return await run_in_threadpool(store)
@@ -124,13 +127,15 @@ def pending(session: Session = Depends(db), state: HubState = Depends(hub_state)
     found = service.pending(session, caller, state.clock())
     session.commit()
     return [PendingEvaluation(submission_id=row.id, challenge_id=c.id, challenge=c.name, part=part,
-                              weights_sha256=row.weights_sha256, algorithm=AlgorithmSpec.model_validate(row.algorithm))
+                              weights_sha256=row.weights_sha256,
+                              algorithm=AlgorithmSpec.model_validate(row.algorithm))
             for row, c, part in found]
 
 
 @router.get("/node/challenges/submissions/{submission_id}/weights", response_class=Response, responses={
     200: {"content": {SAFETENSORS_MEDIA_TYPE: {}}, "description": "the submitted weights"}})
-def submission_weights(submission_id: Id, session: Session = Depends(db), state: HubState = Depends(hub_state),
+def submission_weights(submission_id: Id, session: Session = Depends(db),
+                       state: HubState = Depends(hub_state),
                        caller: Principal = Depends(org_principal)) -> Response:
     return Response(state.blobs.get(service.weights_of(session, caller, submission_id)),
                     media_type=SAFETENSORS_MEDIA_TYPE)

@@ -19,7 +19,13 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from consortium.challenge_wire import ChallengeCreate, ChallengeStatement, ModelSubmission, ScoreIn, SubmissionMeta
+from consortium.challenge_wire import (
+    ChallengeCreate,
+    ChallengeStatement,
+    ModelSubmission,
+    ScoreIn,
+    SubmissionMeta,
+)
 from consortium.codec import decode_tensors, safetensors_metadata
 from consortium.fl.core import FLError, check_update, parse_hyperparams, spec_of
 from consortium.fl.registry import get_algorithm
@@ -96,7 +102,8 @@ def open_challenge(session: Session, caller: Principal, body: ChallengeCreate, n
         ledger.check_actor_signature(session, rules.OPENED_EVENT, payload, signature)
     except ValueError as exc:
         raise BadRequest(f"signature: {exc}") from exc
-    challenge = Challenge(host_org_id=org.id, name=statement.name, statement=payload, signature=body.signature,
+    challenge = Challenge(host_org_id=org.id, name=statement.name, statement=payload,
+                          signature=body.signature,
                           deadline=statement.deadline, opened_seq=0)
     session.add(challenge)
     session.flush()
@@ -112,7 +119,9 @@ def open_challenge(session: Session, caller: Principal, body: ChallengeCreate, n
 
 def _check_open(session: Session, challenge: Challenge, org: Org, now: datetime) -> None:
     if now >= challenge.deadline:
-        raise Gone(f"challenge {challenge.id} closed at {challenge.deadline.isoformat()}; no more submissions")
+        raise Gone(f"challenge {challenge.id} closed at {challenge.deadline.isoformat()}; "
+                   "no more submissions")
+    ledger.lock(session)  # concurrent submissions of one org count one after the other
     day = rules.utc_day(now)
     start = datetime.combine(day, time.min, tzinfo=UTC)
     today = session.scalar(select(func.count()).select_from(ChallengeSubmission).where(
@@ -120,7 +129,8 @@ def _check_open(session: Session, challenge: Challenge, org: Org, now: datetime)
         ChallengeSubmission.submitted_at >= start))
     limit = statement_of(challenge).daily_limit
     if today >= limit:
-        raise TooMany(f"{org.name} has made {today} submission(s) to challenge {challenge.id} on {day.isoformat()} "
+        raise TooMany(f"{org.name} has made {today} submission(s) to challenge {challenge.id} "
+                      f"on {day.isoformat()} "
                       f"(UTC), the daily limit is {limit}; it resets at 00:00 UTC")
 
 
@@ -175,8 +185,8 @@ def submit_weights(session: Session, caller: Principal, challenge_id: int, paylo
     except (ValueError, StrictJSONError, ValidationError) as exc:
         raise BadRequest(f"submission: {exc}"[:1000]) from exc
     check_fits(statement_of(challenge), meta.algorithm, tensors)
-    return _record_submission(session, challenge, org, caller, now, team=[org.name], weights_sha256=put_blob(payload),
-                              algorithm=meta.algorithm, model_id=None)
+    return _record_submission(session, challenge, org, caller, now, team=[org.name],
+                              weights_sha256=put_blob(payload), algorithm=meta.algorithm, model_id=None)
 
 
 def submit_model(session: Session, caller: Principal, challenge_id: int, body: ModelSubmission, now: datetime,
@@ -186,19 +196,21 @@ def submit_model(session: Session, caller: Principal, challenge_id: int, body: M
     org = _acting_org(session, caller, "submit to a challenge")
     _check_open(session, challenge, org, now)
     model: Model = model_service.downloadable(session, caller, body.model_id)
-    team = sorted(set(session.scalars(select(Org.name).join(Dataset, Dataset.org_id == Org.id).join(
-        ProjectDataset, ProjectDataset.dataset_id == Dataset.id).where(ProjectDataset.project_id == model.project_id))))
+    team = sorted(set(session.scalars(
+        select(Org.name).join(Dataset, Dataset.org_id == Org.id)
+        .join(ProjectDataset, ProjectDataset.dataset_id == Dataset.id)
+        .where(ProjectDataset.project_id == model.project_id))))
     if org.name not in team:
         raise Forbidden(f"model {model.id} was trained without {org.name}'s data: only its team "
                         f"({', '.join(team)}) may enter it")
     algorithm = AlgorithmSpec.model_validate(model.project.spec["algorithm"])
     check_fits(statement_of(challenge), algorithm, decode_tensors(get_blob(model.params_sha256)))
-    return _record_submission(session, challenge, org, caller, now, team=team, weights_sha256=model.params_sha256,
-                              algorithm=algorithm, model_id=model.id)
+    return _record_submission(session, challenge, org, caller, now, team=team,
+                              weights_sha256=model.params_sha256, algorithm=algorithm, model_id=model.id)
 
 
-def pending(session: Session, host: Principal, now: datetime, limit: int = 50) -> list[tuple[ChallengeSubmission,
-                                                                                            Challenge, str]]:
+def pending(session: Session, host: Principal, now: datetime,
+            limit: int = 50) -> list[tuple[ChallengeSubmission, Challenge, str]]:
     """What the host's node has to score: public parts at once, private parts once the deadline passed.
     A closed challenge with nothing left to score is finalised here."""
     found: list[tuple[ChallengeSubmission, Challenge, str]] = []
@@ -234,7 +246,8 @@ def post_score(session: Session, host: Principal, submission_id: int, body: Scor
                 "rows": statement.public_rows if part == "public" else statement.private_rows}
     wrong = sorted(k for k, v in expected.items() if got.get(k) != v)
     if part not in rules.PARTS or wrong or set(got) != set(expected) | {"part", "score", "error"}:
-        raise BadRequest(f"statement: fields that do not match the submission or the commitment: {wrong or 'part'}")
+        raise BadRequest("statement: fields that do not match the submission or the commitment: "
+                         f"{wrong or 'part'}")
     if part == "private" and now < challenge.deadline:
         raise Conflict("private scores are posted only after the deadline")
     if getattr(row, f"{part}_seq") is not None:
@@ -251,20 +264,24 @@ def post_score(session: Session, host: Principal, submission_id: int, body: Scor
     setattr(row, f"{part}_error", str(got.get("error") or "") or None)
     setattr(row, f"{part}_seq", entry.seq)
     session.flush()
-    if now >= challenge.deadline and not session.scalar(select(func.count()).select_from(ChallengeSubmission).where(
-            ChallengeSubmission.challenge_id == challenge.id, ChallengeSubmission.private_seq.is_(None))):
+    unscored = select(func.count()).select_from(ChallengeSubmission).where(
+        ChallengeSubmission.challenge_id == challenge.id, ChallengeSubmission.private_seq.is_(None))
+    if now >= challenge.deadline and not session.scalar(unscored):
         finalise(session, challenge, now)
     session.commit()
     return row
 
 
 def scored(session: Session, challenge: Challenge) -> list[tuple[rules.Scored, ChallengeSubmission]]:
-    rows = session.scalars(select(ChallengeSubmission).where(ChallengeSubmission.challenge_id == challenge.id))
+    rows = session.scalars(select(ChallengeSubmission)
+                           .where(ChallengeSubmission.challenge_id == challenge.id))
     names = {org_id: name for org_id, name in session.execute(select(Org.id, Org.name))}
-    return [(rules.Scored(r.id, names[r.org_id], r.submitted_at, r.public_score, r.private_score), r) for r in rows]
+    return [(rules.Scored(r.id, names[r.org_id], r.submitted_at, r.public_score, r.private_score), r)
+            for r in rows]
 
 
-def board(session: Session, challenge: Challenge, which: str, now: datetime) -> list[tuple[rules.Placing, list[str]]]:
+def board(session: Session, challenge: Challenge, which: str,
+          now: datetime) -> list[tuple[rules.Placing, list[str]]]:
     """The public board (live), or the final board (after the deadline; Conflict before)."""
     entries = scored(session, challenge)
     teams = {s.submission_id: row.team for s, row in entries}
@@ -291,15 +308,16 @@ def finalise(session: Session, challenge: Challenge, now: datetime) -> None:
     if statement.prize and placings:
         payouts = rules.prize_shares(statement.prize, placings[0][1])
         for name, amount in sorted(payouts.items()):
-            credits.earn(session, session.scalar(select(Org).where(Org.name == name)), amount, CreditReason.prize,
-                         reference, {"challenge_id": challenge.id})
+            winner = session.scalar(select(Org).where(Org.name == name))
+            credits.earn(session, winner, amount, CreditReason.prize, reference,
+                         {"challenge_id": challenge.id})
     elif statement.prize:
-        credits.earn(session, session.get(Org, challenge.host_org_id), statement.prize, CreditReason.prize_refund,
-                     reference, {"challenge_id": challenge.id})
+        credits.earn(session, session.get(Org, challenge.host_org_id), statement.prize,
+                     CreditReason.prize_refund, reference, {"challenge_id": challenge.id})
     ledger.record(session, "challenge.finalised", "hub", {
         "challenge_id": challenge.id, "payouts": payouts,
-        "board": [{"rank": p.rank, "org": p.org, "team": team, "submission_id": p.submission_id, "score": p.score}
-                  for p, team in placings]}, scope=ledger.MEMBERS)
+        "board": [{"rank": p.rank, "org": p.org, "team": team, "submission_id": p.submission_id,
+                   "score": p.score} for p, team in placings]}, scope=ledger.MEMBERS)
     challenge.finalised_at = now
     session.flush()
 
