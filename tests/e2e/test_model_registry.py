@@ -144,6 +144,11 @@ def enter_a_challenge_as_a_team(cluster, model_id: int) -> None:
         assert time.monotonic() < deadline, "north's node did not score the team's submission"
         time.sleep(0.5)
     assert [(p["org"], p["team"]) for p in placings] == [(SOUTH, [NORTH, SOUTH])] and placings[0]["score"] > 0.2
+    with hub.client() as admin:
+        [entry] = admin.model(model_id)["challenges"]
+        card = admin.model_card_markdown(model_id)
+    assert (entry["challenge"], entry["team"], entry["public_rank"]) == ("cup", [NORTH, SOUTH], 1)
+    assert f"| cup (#{challenge_id}) | {NORTH} | {NORTH}, {SOUTH} | accuracy |" in card
     listed = runner.invoke(app, ["challenge", "list", "--hub", hub.url, "--token", hub.admin_token],
                            env={"COLUMNS": "240"})
     assert listed.exit_code == 0 and "cup" in listed.output and "open" in listed.output, listed.output

@@ -344,3 +344,40 @@ def weights_of(session: Session, host: Principal, submission_id: int) -> str:
 
 def org_names(session: Session) -> dict[int, str]:
     return {org_id: name for org_id, name in session.execute(select(Org.id, Org.name))}
+
+
+def model_entries(session: Session, model_id: int, now: datetime) -> list[dict[str, Any]]:
+    """The challenges a model was entered in, for its card: the team, its public score and rank, and after
+    the deadline its final rank and private score (the card was frozen at release; these come live)."""
+    found = []
+    for row in session.scalars(select(ChallengeSubmission).where(ChallengeSubmission.model_id == model_id)
+                               .order_by(ChallengeSubmission.id)):
+        challenge = session.get(Challenge, row.challenge_id)
+        statement = statement_of(challenge)
+        entry: dict[str, Any] = {"challenge_id": challenge.id, "challenge": challenge.name,
+                                 "host": statement.host, "metric": statement.metric, "submission_id": row.id,
+                                 "team": list(row.team),
+                                 "public_score": row.public_score, "public_rank": None, "final_rank": None,
+                                 "private_score": None}
+        for which in ("public", "final") if now >= challenge.deadline else ("public",):
+            for placing, _ in board(session, challenge, which, now):
+                if placing.submission_id == row.id:
+                    entry[f"{which}_rank"] = placing.rank
+        if now >= challenge.deadline:
+            entry["private_score"] = row.private_score
+        found.append(entry)
+    return found
+
+
+def card_section(entries: list[dict[str, Any]]) -> str:
+    """The card's Markdown section of its challenge entries (empty without any)."""
+    if not entries:
+        return ""
+    lines = ["", "## Challenges (live, not part of the frozen card)", "",
+             "| challenge | host | team | metric | public | final |", "|---|---|---|---|---|---|"]
+    for e in entries:
+        public = "-" if e["public_score"] is None else f"{e['public_score']:.4g} (#{e['public_rank']})"
+        final = "-" if e["final_rank"] is None else f"{e['private_score']:.4g} (#{e['final_rank']})"
+        lines.append(f"| {e['challenge']} (#{e['challenge_id']}) | {e['host']} | {', '.join(e['team'])} | "
+                     f"{e['metric']} | {public} | {final} |")
+    return "\n".join(lines) + "\n"
