@@ -14,13 +14,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, select, update
 
 from consortium.client import HubClient, HubError
 from consortium.codec import encode_tensors
 from consortium.fl.core import parse_hyperparams
 from consortium.fl.registry import get_algorithm
 from consortium.governance.wire import ProposalCreate
+from consortium.hub.db.challenge_models import ChallengeSubmission
 from consortium.hub.db.models import Base
 from consortium.launch import start_hub, start_node
 from consortium.node.challenges import ChallengeBook, open_challenge, part_sha256, prepare_statement, verify
@@ -170,6 +171,18 @@ def test_a_challenge_end_to_end(db_url: str, tmp_path: Path) -> None:
         assert len(patterns) == 120 and b"hidden-test" not in dump
         assert all(p in test_file.read_bytes() for p in patterns[::3]), "the scan looks for what the file holds"
         assert [p for p in patterns if p in dump or any(p in f for f in files)] == []
+
+        # A score changed in the hub's database is caught by the host's re-verification.
+        winner = final[0]["submission_id"]
+        engine = create_engine(db_url)
+        with engine.begin() as conn:
+            conn.execute(update(ChallengeSubmission).where(ChallengeSubmission.id == winner)
+                         .values(private_score=0.0))
+        engine.dispose()
+        with consortium.org_client(HOST) as host:
+            problems = verify(host, dirs[HOST], cid)
+        assert any(f"submission {winner}: private score 0.0 on the hub" in p for p in problems), problems
+        assert "the hub's final board differs from the board recomputed from the local scores" in problems
     except BaseException:
         print(hub.log_tail(80))
         if node is not None:

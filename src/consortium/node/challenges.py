@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import threading
 from dataclasses import dataclass
 from datetime import datetime
@@ -221,6 +222,24 @@ def start_challenge_host(client: HubClient, org_dir: Path, stop: threading.Event
     return thread
 
 
+SCORE_TOLERANCE = 1e-9
+"""Relative difference allowed between a posted and a recomputed score: a loss summed by a different number of
+torch threads may differ in its last bits; an accuracy (a count over rows) never does."""
+
+
+def same_score(posted: float | None, recomputed: float | None) -> bool:
+    if posted is None or recomputed is None:
+        return posted is recomputed
+    return math.isclose(posted, recomputed, rel_tol=SCORE_TOLERANCE, abs_tol=SCORE_TOLERANCE)
+
+
+def same_statement(posted: dict[str, Any], recomputed: dict[str, object]) -> bool:
+    """Every field equal, the score within :data:`SCORE_TOLERANCE` (the error text too when unscored)."""
+    rest = {k: v for k, v in posted.items() if k != "score"}
+    return (rest == {k: v for k, v in recomputed.items() if k != "score"}
+            and same_score(posted.get("score"), recomputed["score"]))  # type: ignore[arg-type]
+
+
 def verify(client: HubClient, org_dir: Path, challenge_id: int) -> list[str]:
     """The host re-scores every submission of its challenge and checks the hub's record: the committed part
     hashes, each posted score against the recomputation, the ledger entry of each score (payload equal to
@@ -248,13 +267,13 @@ def verify(client: HubClient, org_dir: Path, challenge_id: int) -> list[str]:
             expected = score_statement(hub_id, statement, challenge_id, sub["id"], sub["weights_sha256"],
                                        part, parts[part], algorithm, weights)
             scores[part] = expected["score"]  # type: ignore[assignment]
-            if posted["score"] != expected["score"]:
+            if not same_score(posted["score"], expected["score"]):
                 problems.append(f"submission {sub['id']}: {part} score {posted['score']} on the hub, "
                                 f"{expected['score']} recomputed")
             entry = client.ledger(after=posted["ledger_seq"] - 1, limit=1)[0]
-            if entry["payload"] != expected or not verify_signature(
-                    identity.public_key_b64, rules.score_message(entry["payload"] or {}),
-                    entry.get("actor_signature") or ""):
+            payload = entry["payload"] or {}
+            if not (same_statement(payload, expected) and verify_signature(
+                    identity.public_key_b64, rules.score_message(payload), entry.get("actor_signature") or "")):
                 problems.append(f"submission {sub['id']}: the ledger entry {entry['seq']} of its {part} "
                                 "score is not this org's signed recomputed statement")
         entries.append(rules.Scored(sub["id"], sub["org"], datetime.fromisoformat(sub["submitted_at"]),
