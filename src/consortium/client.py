@@ -280,6 +280,39 @@ class HubClient:
         params = {"limit": limit} | ({"before": before} if before is not None else {})
         return self.get_json(f"/api/credits/{org}", params=params)
 
+    # ------------------------------------------------------------- challenges
+    def open_challenge(self, body: dict) -> dict:
+        return self.post_json("/api/challenges", body)
+
+    def challenges(self) -> list[dict]:
+        return self.get_json("/api/challenges")
+
+    def challenge(self, challenge_id: int) -> dict:
+        return self.get_json(f"/api/challenges/{challenge_id}")
+
+    def submit_challenge_weights(self, challenge_id: int, payload: bytes) -> dict:
+        """Weights (safetensors) carrying the algorithm spec under ``__metadata__['submission']``."""
+        return self.request("POST", f"/api/challenges/{challenge_id}/submissions", content=payload,
+                            headers={"Content-Type": SAFETENSORS_MEDIA_TYPE}).json()
+
+    def submit_challenge_model(self, challenge_id: int, model_id: int, note: str = "") -> dict:
+        return self.post_json(f"/api/challenges/{challenge_id}/submissions/model", {"model_id": model_id, "note": note})
+
+    def challenge_submissions(self, challenge_id: int) -> list[dict]:
+        return self.get_json(f"/api/challenges/{challenge_id}/submissions")
+
+    def challenge_leaderboard(self, challenge_id: int, board: str = "public") -> dict:
+        return self.get_json(f"/api/challenges/{challenge_id}/leaderboard", params={"board": board})
+
+    def challenge_pending(self) -> list[dict]:
+        return self.get_json("/api/node/challenges/pending")
+
+    def challenge_weights(self, submission_id: int) -> bytes:
+        return self.request("GET", f"/api/node/challenges/submissions/{submission_id}/weights").content
+
+    def post_challenge_score(self, submission_id: int, body: dict) -> dict:
+        return self.post_json(f"/api/node/challenges/submissions/{submission_id}/score", body)
+
     def ledger(self, after: int = 0, limit: int = 1000) -> list[dict]:
         return self.get_json("/api/ledger", params={"after": after, "limit": limit})
 

@@ -411,3 +411,4 @@ class ModelOut(Wire):
     visibility: Visibility | None = Field(default=None, description="set by the release")
     obligations: dict[str, Any] = Field(default_factory=dict,
                                         description="what the data's licences oblige the model to do")
+    challenges: list[dict[str, Any]] = Field(default_factory=list, description="challenges it was entered in")

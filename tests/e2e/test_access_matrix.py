@@ -16,6 +16,7 @@ import json
 import re
 import secrets
 import time
+from datetime import UTC, datetime, timedelta
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,14 +28,25 @@ from sqlalchemy import select
 
 from consortium import crypto
 from consortium.client import HubClient
+from consortium.codec import encode_tensors
+from consortium.fl.core import parse_hyperparams
+from consortium.fl.registry import get_algorithm
 from consortium.hub.db.models import LedgerEntry, Org, Run, Task
 from consortium.hub.db.session import make_engine, session_factory
 from consortium.launch import HubProcess, Process, provision_org, start_hub, start_node
 from consortium.ledger.chain import ChainedEntry, verify_chain
 from consortium.node import actions
+from consortium.node.challenges import open_challenge, prepare_statement
 from consortium.node.environments import prepare_environment
 from consortium.protocol import SAFETENSORS_MEDIA_TYPE, OrgOut
-from consortium.scenario import ORGS, DigitsConsortium, approve_as, digits_spec, provision_digits
+from consortium.scenario import (
+    DIGITS_HYPERPARAMETERS,
+    ORGS,
+    DigitsConsortium,
+    approve_as,
+    digits_spec,
+    provision_digits,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 NORTH, SOUTH, EAST = ORGS
@@ -133,6 +145,15 @@ class Ballot:
                    frozenset(row["advisory"]), row["status"])
 
 
+@dataclass(frozen=True)
+class Contest:
+    """North's challenge (its test set on north's disk) and south's one submission to it."""
+
+    id: int
+    submission_id: int
+    statement: dict
+
+
 @dataclass
 class World:
     hub: HubProcess
@@ -144,6 +165,7 @@ class World:
     arena: dict
     http: httpx.Client
     ballots: list[Ballot]
+    contest: Contest
 
     def send(self, caller: Caller, method: str, path: str, body: bytes = b"",
              content_type: str | None = None) -> httpx.Response:
@@ -255,6 +277,27 @@ def record_tasks(db_url: str, scenes: list[Scene]) -> None:
         engine.dispose()
 
 
+def open_contest(consortium: DigitsConsortium, workdir: Path) -> Contest:
+    """North opens a challenge on the digits test split (kept on its disk); south submits once."""
+    frame = pd.DataFrame(consortium.x_test.astype("float64"), columns=[f"p{i}" for i in range(64)])
+    frame["label"] = consortium.y_test
+    frame.to_csv(workdir / "contest.csv", index=False)
+    with consortium.org_client(NORTH) as north:
+        statement, test_set = prepare_statement(
+            hub_id=north.health()["hub_id"], host=NORTH, name="contest", task="classify digits",
+            path=workdir / "contest.csv", target="label", metric="accuracy", higher_is_better=True,
+            deadline=datetime.now(UTC) + timedelta(days=1), daily_limit=3, prize=0, split_seed=1,
+            public_fraction=0.5)
+        opened = open_challenge(north, consortium.org_dirs[NORTH], statement, test_set)
+    family = get_algorithm("classifier")
+    params = family.init(parse_hyperparams(family, DIGITS_HYPERPARAMETERS), 64, 0)
+    spec = {"name": "classifier", "hyperparameters": DIGITS_HYPERPARAMETERS}
+    with consortium.org_client(SOUTH) as south:
+        submitted = south.submit_challenge_weights(opened["id"], encode_tensors(
+            params, metadata={"submission": json.dumps({"algorithm": spec})}))
+    return Contest(opened["id"], submitted["id"], statement.model_dump(mode="json", by_alias=True))
+
+
 @pytest.fixture(scope="module")
 def world(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     workdir = tmp_path_factory.mktemp("access")
@@ -303,8 +346,10 @@ def world(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         callers += make_callers(hub, {WEST: west_dir}, outsiders=False)
         ballots = read_ballots(hub, scenes)
         arena_out = {"name": arena.card.name, "sha256": arena.card.physics_sha256}
+        contest = open_contest(consortium, workdir)
         with httpx.Client(base_url=hub.url, trust_env=False, timeout=30.0) as http:
-            yield World(hub, module_db_url, callers, scenes[0], scenes[1], vault, arena_out, http, ballots)
+            yield World(hub, module_db_url, callers, scenes[0], scenes[1], vault, arena_out, http, ballots,
+                        contest)
     finally:
         for node in nodes:
             node.stop()
@@ -438,6 +483,19 @@ def read_probes(w: World) -> list[Probe]:
         Probe("GET", "/api/node/tasks/next", lambda c: c.identity is not None, query="?wait=0",
               check=next_task),
     ]
+    contest = {"challenge_id": w.contest.id}
+    entrants = lambda c: {w.contest.submission_id} if c.admin or c.org in (NORTH, SOUTH) else set()  # noqa: E731
+    north_key = lambda c: c.identity is not None and c.org == NORTH  # noqa: E731
+    probes += [
+        Probe("GET", "/api/challenges", everyone, check=list_check(lambda c: {w.contest.id}, lambda x: x["id"])),
+        Probe("GET", "/api/challenges/{challenge_id}", everyone, contest),
+        Probe("GET", "/api/challenges/{challenge_id}/leaderboard", everyone, contest),
+        Probe("GET", "/api/challenges/{challenge_id}/submissions", everyone, contest,
+              check=list_check(entrants, lambda x: x["id"])),
+        Probe("GET", "/api/node/challenges/pending", lambda c: c.identity is not None),
+        Probe("GET", "/api/node/challenges/submissions/{submission_id}/weights", north_key,
+              {"submission_id": w.contest.submission_id}),
+    ]
     return probes
 
 
@@ -458,6 +516,19 @@ def write_probes(w: World) -> list[Probe]:
               content_type=JSON),
         Probe("POST", "/api/users", admin_only, body=b'{"name": "intruder", "role": "researcher"}',
               content_type=JSON),
+    ]
+    contest, in_org = {"challenge_id": w.contest.id}, lambda c: c.org is not None  # noqa: E731
+    probes += [
+        Probe("POST", "/api/challenges", lambda c: c.org == NORTH and c.acts_for_org, denied=forbidden,
+              body=json.dumps({"statement": w.contest.statement | {"name": "rival"},
+                               "signature": "A" * 86 + "=="}).encode(), content_type=JSON),
+        Probe("POST", "/api/challenges/{challenge_id}/submissions", in_org, contest, denied=forbidden,
+              body=b"not safetensors", content_type=SAFETENSORS_MEDIA_TYPE),
+        Probe("POST", "/api/challenges/{challenge_id}/submissions/model", in_org, contest, denied=forbidden,
+              body=json.dumps({"model_id": w.p1.model_id}).encode(), content_type=JSON),
+        Probe("POST", "/api/node/challenges/submissions/{submission_id}/score",
+              lambda c: c.identity is not None and c.org == NORTH, {"submission_id": w.contest.submission_id},
+              body=b'{"statement": {}, "signature": "x"}', content_type=JSON),
     ]
     for kind, owner, name in [("datasets", NORTH, w.vault["name"]), ("environments", EAST, w.arena["name"])]:
         owns = (lambda o: lambda c: c.org == o and c.acts_for_org)(owner)
@@ -594,7 +665,8 @@ def ledger_truth(db_url: str) -> list[LedgerEntry]:
 
 
 MEMBER_EVENTS = {"hub.created", "hub.key", "org.key", "user.created", "org.proposed", "org.admitted",
-                 "org.enrolment_token_issued", "node.enrolled", "policy.adopted"}
+                 "org.enrolment_token_issued", "node.enrolled", "policy.adopted", "credits.earned",
+                 "credits.spent", "challenge.opened", "challenge.submitted"}
 
 
 def audience(w: World, entry: LedgerEntry) -> Callable[[Caller], bool]:

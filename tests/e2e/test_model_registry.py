@@ -1,12 +1,15 @@
 """The model registry and releases end to end: a real hub, two real nodes, two runs of one project (versions
 1 and 2 of its model line), the registry's filters over HTTP and the CLI, a release proposed with the CLI
 and passed by the data owners' signed yes, after which the card, licence and rights are frozen; bad release
-proposals get a 4xx naming the field and change nothing; an org outside the project sees none of it."""
+proposals get a 4xx naming the field and change nothing; an org outside the project sees none of it. The
+released model then enters a challenge as its team's submission (the challenge CLI end to end)."""
 
 from __future__ import annotations
 
+import json
 import time
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -106,3 +109,46 @@ def test_versions_release_by_vote_and_registry_filters(cluster) -> None:
     rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in listed.output.splitlines()
             if line.startswith("│")]
     assert [row[:6] for row in rows] == [[str(second), "registry", "2", "released", "CC-BY-4.0", "attribution"]]
+
+    enter_a_challenge_as_a_team(cluster, second)
+
+
+def enter_a_challenge_as_a_team(cluster, model_id: int) -> None:
+    """North opens a challenge with the CLI on a local test file; south enters the released model for its
+    team (north and south), east (which may not download it) may not; north's node scores it on the public
+    part."""
+    consortium, hub = cluster.consortium, cluster.hub
+    frame = pd.DataFrame(consortium.x_test.astype("float64"), columns=[f"p{i}" for i in range(64)])
+    frame["label"] = consortium.y_test
+    frame.to_csv(cluster.workdir / "cup.csv", index=False)
+    dirs = {org: str(path) for org, path in consortium.org_dirs.items()}
+    opened = runner.invoke(app, ["challenge", "create", "cup", "--file", str(cluster.workdir / "cup.csv"),
+                                 "--target", "label", "--task", "classify digits", "--days", "1", "--json",
+                                 "--hub", hub.url, "--org-dir", dirs[NORTH]])
+    assert opened.exit_code == 0, opened.output
+    challenge_id = json.loads(opened.output)["id"]
+    entered = runner.invoke(app, ["challenge", "submit", str(challenge_id), "--model", str(model_id), "--json",
+                                  "--hub", hub.url, "--org-dir", dirs[SOUTH]])
+    assert entered.exit_code == 0, entered.output
+    assert json.loads(entered.output)["team"] == [NORTH, SOUTH]
+    refused = runner.invoke(app, ["challenge", "submit", str(challenge_id), "--model", str(model_id),
+                                  "--hub", hub.url, "--org-dir", dirs[EAST]])
+    assert refused.exit_code == 2 and f"no model {model_id}" in refused.output, refused.output
+    deadline = time.monotonic() + 60
+    while True:
+        board = runner.invoke(app, ["challenge", "leaderboard", str(challenge_id), "--json", "--hub", hub.url,
+                                    "--token", hub.admin_token])
+        placings = json.loads(board.output)["placings"]
+        if placings:
+            break
+        assert time.monotonic() < deadline, "north's node did not score the team's submission"
+        time.sleep(0.5)
+    assert [(p["org"], p["team"]) for p in placings] == [(SOUTH, [NORTH, SOUTH])] and placings[0]["score"] > 0.2
+    with hub.client() as admin:
+        [entry] = admin.model(model_id)["challenges"]
+        card = admin.model_card_markdown(model_id)
+    assert (entry["challenge"], entry["team"], entry["public_rank"]) == ("cup", [NORTH, SOUTH], 1)
+    assert f"| cup (#{challenge_id}) | {NORTH} | {NORTH}, {SOUTH} | accuracy |" in card
+    listed = runner.invoke(app, ["challenge", "list", "--hub", hub.url, "--token", hub.admin_token],
+                           env={"COLUMNS": "240"})
+    assert listed.exit_code == 0 and "cup" in listed.output and "open" in listed.output, listed.output

@@ -13,6 +13,7 @@ import typer
 from consortium.cli import (
     audit,
     bench,
+    challenge,
     credits,
     dataset,
     demo,
@@ -37,7 +38,7 @@ for group, name in [(org.app, "org"), (user.app, "user"), (dataset.app, "dataset
                     (environment.app, "environment"), (project.app, "project"), (proposal.app, "proposal"),
                     (run.app, "run"),
                     (model.app, "model"), (ledger.app, "ledger"), (bench.app, "bench"), (sim.app, "sim"),
-                    (audit.app, "audit")]:
+                    (audit.app, "audit"), (challenge.app, "challenge")]:
     app.add_typer(group, name=name)
 
 

@@ -36,6 +36,7 @@ def node(
     from consortium.node.hub_pin import PinnedHubKey
     from consortium.node.policy import NodePolicy, VoteBook
     from consortium.node.registry import LocalRegistry
+    from consortium.node.challenges import start_challenge_host
     from consortium.node.witness import start_witness
 
     try:
@@ -61,6 +62,7 @@ def node(
     logging.info("node of %s polling %s", client.identity.org, settings.hub_url)
     stop = threading.Event()
     start_witness(org_client(settings.hub_url, settings.org_dir), settings.org_dir, stop, settings.witness_every_s)
+    start_challenge_host(org_client(settings.hub_url, settings.org_dir), settings.org_dir, stop)
     try:
         agent.run_forever(stop)
     except KeyboardInterrupt:

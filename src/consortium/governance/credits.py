@@ -35,10 +35,17 @@ class CreditReason(StrEnum):
     """A project proposed beyond the free quota."""
     model_download = "model_download"
     """A released model downloaded by an org whose data did not train it."""
+    prize_escrow = "prize_escrow"
+    """A challenge's prize, held from its host when it opens."""
+    prize = "prize"
+    """A challenge prize won (the winner's team shares it)."""
+    prize_refund = "prize_refund"
+    """A challenge's held prize back to its host (nobody on the final board)."""
 
 
-EARN_REASONS = frozenset({CreditReason.contribution, CreditReason.compute, CreditReason.open_data})
-SPEND_REASONS = frozenset({CreditReason.project, CreditReason.model_download})
+EARN_REASONS = frozenset({CreditReason.contribution, CreditReason.compute, CreditReason.open_data,
+                          CreditReason.prize, CreditReason.prize_refund})
+SPEND_REASONS = frozenset({CreditReason.project, CreditReason.model_download, CreditReason.prize_escrow})
 
 
 class CreditRules(BaseModel):

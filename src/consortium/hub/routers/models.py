@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from consortium.hub.deps import db, hub_state, optional_principal, principal
 from consortium.hub.gate import optional
 from consortium.hub.state import HubState
-from consortium.hub.services import credits
+from consortium.hub.services import challenges, credits
 from consortium.hub.services import models as model_service
 from consortium.hub.services.access import visible_project
 from consortium.hub.services.identity import Principal
@@ -53,9 +53,12 @@ def list_project_models(project_id: Id, session: Session = Depends(db),
 @router.get("/models/{model_id}", response_model=ModelOut)
 @optional
 def get_model(
-    model_id: Id, session: Session = Depends(db), caller: Principal | None = Depends(optional_principal),
+    model_id: Id, session: Session = Depends(db), state: HubState = Depends(hub_state),
+    caller: Principal | None = Depends(optional_principal),
 ):
-    return model_service.to_out(model_service.get(session, caller, model_id))
+    model = model_service.get(session, caller, model_id)
+    entries = challenges.model_entries(session, model.id, state.clock())
+    return model_service.to_out(model).model_copy(update={"challenges": entries})
 
 
 @router.get("/models/{model_id}/weights", response_class=Response, responses={
@@ -93,6 +96,9 @@ def get_file(
     200: {"content": {"text/markdown": {}}, "description": "the model card in Markdown"}})
 @optional
 def get_card_markdown(
-    model_id: Id, session: Session = Depends(db), caller: Principal | None = Depends(optional_principal),
+    model_id: Id, session: Session = Depends(db), state: HubState = Depends(hub_state),
+    caller: Principal | None = Depends(optional_principal),
 ):
-    return Response(model_service.get(session, caller, model_id).card_markdown, media_type="text/markdown")
+    model = model_service.get(session, caller, model_id)
+    section = challenges.card_section(challenges.model_entries(session, model.id, state.clock()))
+    return Response(model.card_markdown + section, media_type="text/markdown")
