@@ -42,7 +42,7 @@ def round_overheads_ms(rounds: list[RoundMetrics]) -> list[float]:
     return overheads
 
 
-def _one_repetition(rounds: int, console: Console) -> dict[str, Any]:
+def _one_repetition(rounds: int, console: Console, valuation: bool = False) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="consortium-bench-"))
     processes: list[Process] = []
     try:
@@ -54,7 +54,8 @@ def _one_repetition(rounds: int, console: Console) -> dict[str, Any]:
             admin.wait_online(list(ORGS))
         spec = digits_spec("bench-deploy", ORGS, rounds, min_nodes=3,
                            algorithm={"name": "classifier", "hyperparameters": {
-                               "layers": [64, 128, 10], "lr": 0.05, "local_epochs": 1, "batch_size": 32}})
+                               "layers": [64, 128, 10], "lr": 0.05, "local_epochs": 1, "batch_size": 32}},
+                           **({"valuation": {"method": "gtg-shapley"}} if valuation else {}))
         project = propose_and_approve(consortium, spec)
         with hub.client() as admin:
             run = admin.start_run(project["id"])
@@ -90,13 +91,19 @@ def run_deploy_bench(
     json_path: Path | None = None,
     markdown_path: Path | None = None,
     console: Console | None = None,
+    valuation: bool = False,
 ) -> dict[str, Any]:
-    """Run the benchmark ``repeats`` times; report the median of the per-repetition medians."""
+    """Run the benchmark ``repeats`` times; report the median of the per-repetition medians. With
+    ``valuation``, each repetition is followed by one whose spec values every round (GTG-Shapley on the hub),
+    so the two are measured alternately in the same conditions."""
     console = console or Console()
-    reps = []
+    reps, valued = [], []
     for index in range(repeats):
         console.print(f"repetition {index + 1}/{repeats}: {rounds} rounds, 3 nodes on loopback")
         reps.append(_one_repetition(rounds, console))
+        if valuation:
+            console.print(f"repetition {index + 1}/{repeats} with valuation")
+            valued.append(_one_repetition(rounds, console, valuation=True))
     result = {
         "suite": "deploy",
         "nodes": len(ORGS),
@@ -111,6 +118,9 @@ def run_deploy_bench(
         "target_ms": 20.0,
         "machine": machine_info(),
     }
+    if valued:
+        result["valued_median_round_overhead_ms"] = statistics.median(r["median_round_overhead_ms"] for r in valued)
+        result["valued_per_repetition_overhead_ms"] = [r["median_round_overhead_ms"] for r in valued]
     table = Table("metric", "value")
     for key in ("median_round_overhead_ms", "median_cycle_ms", "median_fit_compute_ms", "median_eval_compute_ms"):
         table.add_row(key, f"{result[key]:.2f}")
@@ -126,7 +136,8 @@ def run_deploy_bench(
 def _markdown(result: dict[str, Any]) -> str:
     m = result["machine"]
     lines = [
-        f"Command: `consortium bench deploy --rounds {result['rounds']} --repeats {result['repeats']}`",
+        f"Command: `consortium bench deploy --rounds {result['rounds']} --repeats {result['repeats']}"
+        f"{' --valuation' if 'valued_median_round_overhead_ms' in result else ''}`",
         f"Machine: {m['cpu']} ({m['cores']} cores), {m['python']}, torch {m['torch']}, {platform.system()}; "
         f"measured {m['date']}.",
         "",
@@ -145,4 +156,9 @@ def _markdown(result: dict[str, Any]) -> str:
         f"{FLOWER_DEPLOY_OVERHEAD_S * 1000 / result['median_round_overhead_ms']:.0f}x less overhead per round "
         "than Flower's lower figure.",
     ]
+    if "valued_median_round_overhead_ms" in result:
+        valued = result["valued_median_round_overhead_ms"]
+        lines.insert(10, f"| round overhead with GTG-Shapley valuation of every round (alternate repetitions) | "
+                         f"**{valued:.2f} ms** ({valued / result['median_round_overhead_ms']:.2f}x the plain run's; per "
+                         f"repetition {', '.join(f'{v:.2f}' for v in result['valued_per_repetition_overhead_ms'])} ms) |")
     return "\n".join(lines)

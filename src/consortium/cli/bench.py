@@ -19,12 +19,13 @@ def bench_deploy(
     repeats: Annotated[int, typer.Option(help="repetitions (median of medians)")] = 3,
     json_path: Annotated[Path | None, typer.Option("--json", help="write results as JSON")] = None,
     markdown: Annotated[Path | None, typer.Option("--markdown", help="update this BENCHMARKS.md")] = None,
+    valuation: Annotated[bool, typer.Option("--valuation", help="also measure runs that value every round")] = False,
 ) -> None:
     """Round overhead of a real deployment: 3 node processes on loopback, digits MLP."""
     from consortium.bench.deploy import run_deploy_bench
 
     run_deploy_bench(rounds=rounds, repeats=repeats, json_path=json_path, markdown_path=markdown,
-                     console=console)
+                     console=console, valuation=valuation)
 
 
 @app.command("fuzz")
