@@ -130,6 +130,17 @@ class ColumnSchema(Wire):
 class DatasetSchema(Wire):
     features: list[ColumnSchema] = Field(min_length=1, max_length=100_000)
     target: ColumnSchema | None = None
+    categorical: list[str] | None = Field(
+        default=None, max_length=100_000,
+        description="feature columns declared categorical (strings allowed; preprocessing one-hot encodes them)")
+
+    @model_validator(mode="after")
+    def _categorical_are_features(self) -> DatasetSchema:
+        names = {c.name for c in self.features}
+        unknown = [name for name in self.categorical or () if name not in names]
+        if unknown:
+            raise ValueError(f"categorical column(s) {', '.join(unknown)} are not feature columns")
+        return self
 
 
 class DatasetCardIn(Wire):
@@ -354,6 +365,7 @@ class RoundMetrics(Wire):
 class RunProgress(Wire):
     run: RunOut
     rounds: list[RoundMetrics]
+    refusals: list[str] = Field(default_factory=list, description="'round N: org/dataset refused: why', per task")
 
 
 class TaskKind(StrEnum):

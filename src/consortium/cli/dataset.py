@@ -42,6 +42,8 @@ def dataset_add(
         "--budget-epsilon", help="total privacy budget epsilon for DP runs (this node refuses rounds past it)")] = None,
     budget_delta: Annotated[float | None, typer.Option(
         "--budget-delta", help="the delta of the privacy budget (with --budget-epsilon)")] = None,
+    categorical: Annotated[list[str] | None, typer.Option(
+        "--categorical", help="a feature column of categories (strings allowed; repeat for several)")] = None,
 ) -> None:
     """Register a local dataset: the hub receives its card (schema, rows, SHA-256, licence), never rows."""
     from pydantic import ValidationError
@@ -57,7 +59,7 @@ def dataset_add(
     try:
         declared = parse_schema_option(schema, target) if schema else None
         loaded, card = prepare_dataset(file, dataset_name, license, target, description, visibility, declared,
-                                       privacy_budget=budget)
+                                       privacy_budget=budget, categorical=categorical or None)
     except DatasetError as exc:
         fail(str(exc))
     except ValidationError as exc:

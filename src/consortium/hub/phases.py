@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from consortium.hub.live import LivePhase
+from consortium.fl.core import Evaluation, Update
+from consortium.hub.live import Answer, LivePhase
 from consortium.protocol import TaskKind
 
 
@@ -55,3 +56,25 @@ class OpenPhase:
     started: float
     """``time.perf_counter()`` at the same moment."""
 
+    def refusals(self, answers: dict[int, Answer]) -> dict[str, str]:
+        """Each participant whose task was refused or rejected, with the status and the reason."""
+        return {self.participants[i].ref: f"{a.status}: {a.reason or 'no reason given'}"
+                for i, a in sorted(answers.items()) if a.status != "done"}
+
+
+def refusals_note(refusals: dict[str, str]) -> str:
+    """Refusals and rejections as a tail for a run failure's reason ("" when none)."""
+    return "".join(f"; {ref} {why}" for ref, why in sorted(refusals.items()))
+
+
+def updates_of(done: list[tuple[Participant, Answer]]) -> tuple[list[Update], list[Evaluation]]:
+    """The updates of answered tasks, and the evaluations of the received params they carried."""
+    updates, evaluations = [], []
+    for participant, answer in done:
+        result = answer.result
+        updates.append(Update(tensors=answer.tensors, num_examples=result["num_examples"],
+                              metrics=result["metrics"], client_id=f"{participant.dataset_id:012d}"))
+        evaluation = result.get("evaluation")
+        if evaluation is not None:
+            evaluations.append(Evaluation(evaluation["num_examples"], evaluation["metrics"]))
+    return updates, evaluations

@@ -26,10 +26,10 @@ from typing import Any, overload
 
 from sqlalchemy.orm import Session
 
-from consortium.fl.core import Evaluation, LocalData, Params, Update, derive_seed, weighted_metrics
+from consortium.fl.core import Evaluation, LocalData, Params, derive_seed, weighted_metrics
 from consortium.hub.db.models import Run
 from consortium.hub.live import Answer, LivePhase
-from consortium.hub.phases import OpenPhase, Participant, PhasePlan, RunFailed, StopRequested
+from consortium.hub.phases import OpenPhase, Participant, PhasePlan, RunFailed, StopRequested, refusals_note, updates_of
 from consortium.hub.secagg_driver import SecureRounds
 from consortium.hub.services import ledger
 from consortium.hub.services.runs import AnswerRules
@@ -56,6 +56,8 @@ class RunDriver:
         self.state, self.run_id, self.stop = state, run_id, stop
         self.secure: SecureRounds | None = None
         self.dropped_at: dict[int, float] = {}
+        self.refusals: dict[str, str] = {}
+        """The refused and rejected tasks of the phase collected last, by participant."""
         self.staged: list[str] = []
         """Digests of params staged in the blob store and not yet persisted."""
         self.last_closed: tuple[int, run_store.ClosedRound] | None = None
@@ -140,10 +142,11 @@ class RunDriver:
             return self.plan.init_params(), None
         phase = self._open(PhasePlan(0, TaskKind.init, None, self.participants))
         done, _ = self._collect(phase)
-        updates, _ = self._updates(done)
+        updates, _ = updates_of(done)
         if len(updates) < self.spec.min_nodes:
             raise RunFailed(
                 f"initialisation: {len(updates)} of the required min_nodes={self.spec.min_nodes} nodes answered"
+                f"{refusals_note(self.refusals)}"
             )
         return self.plan.init_params(updates), phase.round_id
 
@@ -153,12 +156,13 @@ class RunDriver:
         """Collect and aggregate a round's fit phase; its checkpoint also opens the next phase."""
         number = phase.number
         done, dropped = self._collect(phase)
-        updates, previous_eval = self._updates(done)
+        updates, previous_eval = updates_of(done)
         secured = self.secure.close(phase, done, params) if self.secure is not None else None
         if secured is not None:
             done, dropped = secured.done, dropped + secured.dropped
         if len(done) < self.spec.min_nodes:
             why = f" ({secured.failure})" if secured is not None and secured.failure else ""
+            why += refusals_note(self.refusals)
             raise RunFailed(f"round {number}: {len(done)} of the required min_nodes={self.spec.min_nodes} nodes "
                             f"answered within round_timeout={self.spec.round_timeout}s{why}")
         aggregate = secured.aggregate if secured is not None else self.plan.noised(
@@ -257,7 +261,8 @@ class RunDriver:
                 deadline, round_id=plan.round_id,
             )
             session.commit()
-        phase = OpenPhase(plan.number, plan.kind, opened.round_id, deadline, LivePhase(opened.task_ids),
+        needed = self.spec.min_nodes if plan.kind != TaskKind.evaluate else 0
+        phase = OpenPhase(plan.number, plan.kind, opened.round_id, deadline, LivePhase(opened.task_ids, needed),
                           dict(zip(opened.task_ids, participants, strict=True)), opened_at, started)
         self.state.live[self.run_id] = phase.live
         if self.secure is not None:
@@ -297,6 +302,11 @@ class RunDriver:
                 del self.state.live[self.run_id]
             self.state.board.withdraw(phase.participants)
         self.state.blobs.discard(a.blob for a in answers.values() if a.blob is not None)
+        self.refusals = phase.refusals(answers)
+        if phase.live.hopeless():
+            raise RunFailed(f"round {phase.number}: min_nodes={self.spec.min_nodes} can no longer be met, "
+                            f"{len(self.refusals)} of {len(phase.participants)} nodes cannot take part"
+                            f"{refusals_note(self.refusals)}")
         done = [(phase.participants[i], a) for i, a in sorted(answers.items()) if a.status == TaskStatus.done]
         failed = [phase.participants[i] for i in sorted(phase.participants)
                   if i not in answers or answers[i].status != TaskStatus.done]
@@ -336,21 +346,8 @@ class RunDriver:
                     log.warning("run %s: the update of task %s is not held by this hub; left out",
                                 self.run_id, row.id)
                     continue
-            answers.append(Answer(row.id, row.status, row.result, tensors, row.update_sha256))
+            answers.append(Answer(row.id, row.status, row.result, tensors, row.update_sha256, row.error))
         return answers
-
-    @staticmethod
-    def _updates(done: list[tuple[Participant, Answer]]) -> tuple[list[Update], list[Evaluation]]:
-        """The updates of answered tasks, and the evaluations of the received params they carried."""
-        updates, evaluations = [], []
-        for participant, answer in done:
-            result = answer.result
-            updates.append(Update(tensors=answer.tensors, num_examples=result["num_examples"],
-                                  metrics=result["metrics"], client_id=f"{participant.dataset_id:012d}"))
-            evaluation = result.get("evaluation")
-            if evaluation is not None:
-                evaluations.append(Evaluation(evaluation["num_examples"], evaluation["metrics"]))
-        return updates, evaluations
 
     # ------------------------------------------------------------------------------------------ persistence
 

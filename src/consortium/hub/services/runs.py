@@ -16,7 +16,7 @@ from consortium.fl.capabilities import UpdateValueChecker, example_limit
 from consortium.fl.core import FLError, check_num_examples, check_update
 from consortium.fl.core import Update as FLUpdate
 from consortium.hub.blobs import BlobStore
-from consortium.hub.db.models import Project, Round, Run, Task
+from consortium.hub.db.models import Dataset, Org, Project, Round, Run, Task
 from consortium.hub.live import Answer, TaskRow
 from consortium.hub.services import ledger
 from consortium.hub.services import projects as project_service
@@ -100,8 +100,22 @@ def progress(session: Session, run: Run, after_round: int = 0) -> RunProgress:
         .order_by(Round.number)
     )
     return RunProgress(
-        run=to_out(session, run), rounds=[RoundMetrics.model_validate(r.metrics) for r in rows]
+        run=to_out(session, run), rounds=[RoundMetrics.model_validate(r.metrics) for r in rows],
+        refusals=refusals(session, run.id),
     )
+
+
+def refusals(session: Session, run_id: int) -> list[str]:
+    """Every refused or rejected task of the run, as 'round N: org/dataset refused: why', oldest first."""
+    rows = session.execute(
+        select(Round.number, Org.name, Dataset.name, Task.status, Task.error)
+        .join(Round, Round.id == Task.round_id).join(Dataset, Dataset.id == Task.dataset_id)
+        .join(Org, Org.id == Task.org_id)
+        .where(Task.run_id == run_id, Task.status.in_((TaskStatus.refused, TaskStatus.rejected)))
+        .order_by(Task.id)
+    )
+    return [f"round {number}: {org}/{name} {status}: {error or 'no reason given'}"
+            for number, org, name, status, error in rows]
 
 
 def claim_next(
@@ -231,7 +245,7 @@ def _reject(
         scope=ledger.project_scope(project_id),
     )
     session.commit()
-    raise Rejected(f"{what} rejected: {reason}", task, Answer(task.id, TaskStatus.rejected))
+    raise Rejected(f"{what} rejected: {reason}", task, Answer(task.id, TaskStatus.rejected, reason=reason))
 
 
 @dataclass(frozen=True)
@@ -430,4 +444,4 @@ def refuse(
         scope=ledger.project_scope(project_id),
     )
     session.commit()
-    return task, Answer(task.id, TaskStatus.refused)
+    return task, Answer(task.id, TaskStatus.refused, reason=body.reason)
