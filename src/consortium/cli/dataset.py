@@ -70,13 +70,22 @@ def dataset_add(
 
 
 @app.command("list")
-def dataset_list(hub: HubOpt, token: TokenOpt = None) -> None:
-    """List the dataset cards visible to you."""
+def dataset_list(hub: HubOpt, token: TokenOpt = None,
+                 as_json: Annotated[bool, typer.Option("--json", help="the cards as JSON")] = False) -> None:
+    """List the dataset cards visible to you (the id to use in a project is ``org/name``)."""
     with user_client(hub, token) as client:
         rows = call(client.datasets)
-    table = Table("dataset", "rows", "licence", "visibility", "sha256")
-    for d in rows:
-        table.add_row(f"{d['org']}/{d['name']}", str(d["rows"]), d["license"], d["visibility"], d["sha256"][:16])
+    if as_json:
+        print_json(rows)
+        return
+    refs = [f"{d['org']}/{d['name']}" for d in rows]
+    table = Table(expand=False)
+    table.add_column("dataset", no_wrap=True, min_width=max(map(len, refs), default=7))
+    for column in ("rows", "licence", "visibility"):
+        table.add_column(column)
+    table.add_column("sha256", overflow="ellipsis", no_wrap=True)
+    for ref, d in zip(refs, rows, strict=True):
+        table.add_row(ref, str(d["rows"]), d["license"], d["visibility"], d["sha256"][:16])
     console.print(table)
 
 
