@@ -130,9 +130,8 @@ class ColumnSchema(Wire):
 class DatasetSchema(Wire):
     features: list[ColumnSchema] = Field(min_length=1, max_length=100_000)
     target: ColumnSchema | None = None
-    categorical: list[str] | None = Field(
-        default=None, max_length=100_000,
-        description="feature columns declared categorical (strings allowed; preprocessing one-hot encodes them)")
+    categorical: list[str] | None = Field(default=None, max_length=100_000,
+                                         description="feature columns of categories (one-hot encoded later)")
 
     @model_validator(mode="after")
     def _categorical_are_features(self) -> DatasetSchema:
@@ -249,7 +248,8 @@ class ProjectCreate(Wire):
         description="RL environment references as 'org/name' (instead of datasets)",
     )
     rounds: int = Field(ge=1, le=100_000)
-    min_nodes: int = Field(default=1, ge=1, le=100_000)
+    min_nodes: int = Field(default=2, ge=1, le=100_000,
+                           description="fewest updates a round aggregates; default 2 (1 with one data source)")
     round_timeout: float = Field(default=300.0, gt=0, le=86_400)
     validation_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
     seed: int = Field(default=0, ge=0, lt=2**63)
@@ -273,8 +273,11 @@ class ProjectCreate(Wire):
 
     @model_validator(mode="after")
     def _sources(self) -> ProjectCreate:
-        if not self.datasets and not self.environments:
+        sources = len(self.datasets) + len(self.environments)
+        if not sources:
             raise ValueError("a project names at least one dataset (or, for RL, one environment)")
+        if "min_nodes" not in self.model_fields_set:
+            self.min_nodes = min(self.min_nodes, sources)
         return self
 
 
