@@ -40,6 +40,8 @@ def scope(method: str, path: str) -> dict:
     ("GET", "/api/node/secagg/3/keys", "authenticated"),
     ("PUT", "/api/projects/3/test-set", "upload"),
     ("POST", "/api/projects", "authenticated"),
+    ("POST", "/api/projects/with-test-set", "upload"),
+    ("POST", "/api/projects/3/withdraw", "authenticated"),
     ("GET", "/api/datasets/north/digits", "optional"),
     ("PATCH", "/api/datasets/north/digits", "authenticated"),
     ("GET", "/api/models/3/weights", "optional"),
