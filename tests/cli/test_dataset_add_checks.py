@@ -96,3 +96,7 @@ def test_dataset_list_prints_whole_names_and_json(hub) -> None:
     listed = runner.invoke(app, ["dataset", "list", "--hub", hub.url, "--token", token, "--json"])
     rows = json.loads(listed.output)
     assert {f"{r['org']}/{r['name']}" for r in rows} >= {"north-clinic/digits"}
+
+
+def test_the_hub_log_names_its_url(hub) -> None:
+    assert f"hub listening on {hub.url}" in hub.log_path.read_text(errors="replace")
