@@ -145,14 +145,12 @@ class NodeAgent:
             log.info("skipping task %s of run %s: %s", task.id, task.run_id, gone)
             self._notify(task, f"skipped: {gone}")
             return
-        reason = self.policy.refusal(task)
-        if reason is not None:
-            self._refuse(task, reason)
-            return
-        if not self._within_budget(task):
-            return
         try:
-            self._execute(task)
+            reason = self.policy.refusal(task)
+            if reason is not None:
+                self._refuse(task, reason)
+            elif self._within_budget(task):
+                self._execute(task)
         except FLError as exc:  # bad data or spec; results with no wire form come as FLError (_unsendable)
             self._refuse(task, f"local error: {exc}")
         except Exception as exc:  # a fault in training itself: the hub hears why now, not at the round's timeout
@@ -349,7 +347,7 @@ def _transport_error(exc: Exception) -> bool:
 
     from consortium.client import HubError
 
-    return isinstance(exc, (HubError, httpx.HTTPError))
+    return isinstance(exc, (HubError, httpx.HTTPError, ConnectionError, TimeoutError))
 
 
 def _remember(memory: dict[int, str], key: int, why: str) -> None:
