@@ -115,3 +115,10 @@ def test_the_registry_is_parsed_again_only_when_its_file_changes(tmp_path: Path)
     writer.add("other", tmp_path / "d.csv", "label",
                build_card(load_table(tmp_path / "d.csv", "label"), "other", "CC0-1.0"))
     assert [entry.name for entry in reader.all()] == [DATASET, "other"]
+
+
+def test_a_broken_registry_file_refuses_the_task_with_the_reason(setup) -> None:
+    agent, transport, registry, spec, org_dir = setup
+    (org_dir / "datasets.json").write_text("{not json")
+    deliver(agent, transport, spec, 1)
+    assert transport.refusals[1].startswith("local error: ") and "datasets.json: not valid JSON" in transport.refusals[1]
