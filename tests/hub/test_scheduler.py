@@ -336,7 +336,7 @@ def test_refusals_close_the_round_at_once_and_too_few_updates_fail_it(hub_for) -
     run = hub.wakeups.until(lambda: (r := hub.run()).status != "running" and r, "the end of the run")
     assert hub.clock.now == START
     assert (run.status, run.error) == (
-        "failed", "round 1: min_nodes=2 can no longer be met, 2 of 3 nodes cannot take part; "
+        "failed", "round 1: min_nodes=2 can no longer be met, 2 of the 3 nodes given a task cannot take part; "
                   "east/rows refused: no; south/rows refused: no")
 
 
@@ -422,7 +422,7 @@ def test_a_suspension_that_leaves_too_few_nodes_fails_the_round_at_once(hub_for)
     run = hub.wakeups.until(lambda: (r := hub.run()).status != "running" and r, "the end of the run")
     assert hub.clock.now == START
     assert (run.status, run.error) == (
-        "failed", "round 1: min_nodes=3 can no longer be met, 1 of 3 nodes cannot take part; "
+        "failed", "round 1: min_nodes=3 can no longer be met, 1 of the 3 nodes given a task cannot take part; "
                   "east/rows refused: east was suspended (proposal 77)")
 
 

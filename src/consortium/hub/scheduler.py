@@ -29,7 +29,9 @@ from sqlalchemy.orm import Session
 from consortium.fl.core import Evaluation, LocalData, Params, derive_seed, weighted_metrics
 from consortium.hub.db.models import Run
 from consortium.hub.live import Answer, LivePhase
-from consortium.hub.phases import OpenPhase, Participant, PhasePlan, RunFailed, StopRequested, refusals_note, updates_of
+from consortium.hub.phases import (
+    OpenPhase, Participant, PhasePlan, RunFailed, StopRequested, refusals_note, updates_of,
+)
 from consortium.hub.secagg_driver import SecureRounds
 from consortium.hub.services import ledger
 from consortium.hub.services.runs import AnswerRules
@@ -261,8 +263,8 @@ class RunDriver:
                 deadline, round_id=plan.round_id,
             )
             session.commit()
-        needed = self.spec.min_nodes if plan.kind != TaskKind.evaluate else 0
-        phase = OpenPhase(plan.number, plan.kind, opened.round_id, deadline, LivePhase(opened.task_ids, needed),
+        live = LivePhase(opened.task_ids, self.spec.min_nodes if plan.kind != TaskKind.evaluate else 0)
+        phase = OpenPhase(plan.number, plan.kind, opened.round_id, deadline, live,
                           dict(zip(opened.task_ids, participants, strict=True)), opened_at, started)
         self.state.live[self.run_id] = phase.live
         if self.secure is not None:
@@ -305,8 +307,8 @@ class RunDriver:
         self.refusals = phase.refusals(answers)
         if phase.live.hopeless():
             raise RunFailed(f"round {phase.number}: min_nodes={self.spec.min_nodes} can no longer be met, "
-                            f"{len(self.refusals)} of {len(phase.participants)} nodes cannot take part"
-                            f"{refusals_note(self.refusals)}")
+                            f"{len(self.refusals)} of the {len(phase.participants)} nodes given a task cannot "
+                            f"take part{refusals_note(self.refusals)}")
         done = [(phase.participants[i], a) for i, a in sorted(answers.items()) if a.status == TaskStatus.done]
         failed = [phase.participants[i] for i in sorted(phase.participants)
                   if i not in answers or answers[i].status != TaskStatus.done]
