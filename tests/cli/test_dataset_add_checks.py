@@ -100,3 +100,15 @@ def test_dataset_list_prints_whole_names_and_json(hub) -> None:
 
 def test_the_hub_log_names_its_url(hub) -> None:
     assert f"hub listening on {hub.url}" in hub.log_path.read_text(errors="replace")
+
+
+def test_a_long_dataset_name_is_listed_whole_at_80_columns(tmp_path: Path, hub) -> None:
+    name = "a-rather-long-dataset-name-from-the-cardiology-ward-2026"
+    data = tmp_path / "long.csv"
+    data.write_text("a,label\n1.0,0\n2.0,1\n")
+    added = runner.invoke(app, ["dataset", "add", str(data), "--name", name, "--license", "MIT", "--target",
+                                "label", "--hub", hub.url, "--org-dir", str(hub.org_dir)])
+    assert added.exit_code == 0, added.output
+    table = runner.invoke(app, ["dataset", "list", "--hub", hub.url, "--token", hub.admin_token],
+                          env={"COLUMNS": "80"})
+    assert f"{ORGS[0]}/{name}" in table.output, table.output
