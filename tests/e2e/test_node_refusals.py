@@ -45,6 +45,7 @@ def test_a_dataset_edited_after_registration_is_refused_and_fails_the_run_within
         progress, took = wait_ended(admin, run_id, timeout=60.0)
         entries = admin.ledger()
     assert progress.run.status == "failed", cluster.logs()
+    print(f"run failed {took:.2f}s after it started")
     assert took < 10.0, f"the run took {took:.1f}s to fail"
     assert "min_nodes=3 can no longer be met" in progress.run.error
     assert f"{edited}/digits refused: local error: dataset 'digits'" in progress.run.error
