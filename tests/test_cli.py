@@ -207,12 +207,12 @@ def test_audit_dp_reads_the_spec_and_lands_in_the_model_card(tmp_path: Path) -> 
     result = runner.invoke(app, ["audit", "dp", str(spec), "--canaries", "20", "--guesses", "5",
                                  "--model-card", str(out)])
     assert result.exit_code == 0, result.output
-    card = json.loads((out / "card.json").read_text())
+    card = json.loads((out / "model_card.json").read_text())
     audit = card["privacy"]["audit"]["dp"]
     assert audit["m"] == 20 and audit["k"] == 5 and audit["epsilon_claimed"] <= 4.0 * (1 + 1e-6)
     assert audit["epsilon_lower"] <= audit["epsilon_claimed"] and "date" in audit
     assert card["privacy"]["per_dataset"]  # the run's own guarantee stays
-    assert "One-run DP audit" in (out / "card.md").read_text()
+    assert "One-run DP audit" in (out / "MODEL_CARD.md").read_text()
 
 
 def test_audit_dp_without_privacy_in_the_spec_asks_for_a_flag(tmp_path: Path) -> None:
@@ -228,8 +228,8 @@ def test_audit_mia_lands_in_a_card_without_dp(tmp_path: Path) -> None:
     spec.write_text(json.dumps({k: v for k, v in AUDIT_SPEC.items() if k != "privacy"}))
     out = tmp_path / "out"
     assert runner.invoke(app, ["sim", "run", str(spec), "--out", str(out)]).exit_code == 0
-    result = runner.invoke(app, ["audit", "mia", str(spec), "--model-card", str(out / "card.json")])
+    result = runner.invoke(app, ["audit", "mia", str(spec), "--model-card", str(out / "model_card.json")])
     assert result.exit_code == 0, result.output
-    mia = json.loads((out / "card.json").read_text())["privacy"]["audit"]["mia"]
+    mia = json.loads((out / "model_card.json").read_text())["privacy"]["audit"]["mia"]
     assert 0 <= mia["loss_threshold"]["auc"] <= 1 and "date" in mia
-    assert "Membership inference" in (out / "card.md").read_text()
+    assert "Membership inference" in (out / "MODEL_CARD.md").read_text()

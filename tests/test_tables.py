@@ -241,3 +241,21 @@ def test_string_feature_must_be_encoded(tmp_path, table):
     table.to_csv(path, index=False)
     with pytest.raises(DatasetError, match="feature column 'ward' is a string; encode it numerically"):
         load_table(path, "label").to_local_data()
+
+
+def test_declared_categorical_columns_enter_the_schema_and_its_hash(tmp_path):
+    path = tmp_path / "w.csv"
+    pd.DataFrame({"ward": ["x", "y", "x"], "a": [1.0, 2.0, 3.0], "label": [0, 1, 0]}).to_csv(path, index=False)
+    with pytest.raises(DatasetError, match=r"feature column 'ward' is a string; .* \(--categorical ward\)"):
+        load_table(path, "label").check_trainable()
+    declared = load_table(path, "label", categorical=["ward"])
+    declared.check_trainable()
+    assert declared.schema.categorical == ["ward"]
+    assert declared.sha256 != load_table(path, "label").sha256
+    assert load_table(path, "label", declared=declared.schema).sha256 == declared.sha256, "read back as the node does"
+    with pytest.raises(DatasetError, match="categorical column 'ward' needs a one-hot encoding"):
+        declared.to_local_data()
+    numeric = tmp_path / "n.csv"
+    pd.DataFrame({"a": [1.0], "label": [0]}).to_csv(numeric, index=False)
+    plain = load_table(numeric, "label")
+    assert plain.schema.categorical is None and b"categorical" not in schema_header(plain.schema)

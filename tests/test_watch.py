@@ -51,3 +51,24 @@ def test_the_baseline_is_shown_and_a_run_below_it_ends_with_a_warning() -> None:
     assert "does not beat the majority-class baseline" in final["warnings"][0]
     text = out.getvalue()
     assert "(majority class 0.6300)" in text and "warning:" in text
+
+
+class RefusedThenFailed:
+    """A hub whose run is refused by one node in round 1 (still running), then fails."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def progress(self, run_id: int, after_round: int = 0, wait: float = 0.0) -> RunProgress:
+        self.calls += 1
+        status = "running" if self.calls == 1 else "failed"
+        run = RunOut(id=run_id, project_id=1, status=status, current_round=0, rounds=2, error=None,
+                     model_id=None, created_at=datetime.now(UTC), finished_at=None)
+        return RunProgress(run=run, rounds=[], refusals=["round 1: a/d refused: local error: file changed"])
+
+
+def test_each_refusal_is_printed_once() -> None:
+    out = io.StringIO()
+    final = follow_run(RefusedThenFailed(), 7, 2, Console(file=out, width=200))
+    assert final["status"] == "failed"
+    assert out.getvalue().count("round 1: a/d refused: local error: file changed") == 1

@@ -193,8 +193,22 @@ class HubClient:
     def croissant(self, ref: str) -> dict:
         return self.get_json(f"/api/datasets/{ref}/croissant")
 
-    def create_project(self, spec: ProjectCreate) -> dict:
-        return self.post_json("/api/projects", spec.model_dump(mode="json"))
+    def create_project(self, spec: ProjectCreate, test_set: bytes | None = None) -> dict:
+        """Propose a project; with ``test_set`` in the same request (refused together, or created together).
+        A ``test_set`` that is not safetensors raises ``TestSetError`` before anything is sent."""
+        if test_set is None:
+            return self.post_json("/api/projects", spec.model_dump(mode="json"))
+        from consortium.test_sets import bundle
+
+        body = bundle(spec.model_dump_json(), test_set)
+        return self.request("POST", "/api/projects/with-test-set", content=body,
+                            headers={"Content-Type": SAFETENSORS_MEDIA_TYPE}).json()
+
+    def projects(self) -> list[dict]:
+        return self.get_json("/api/projects")
+
+    def withdraw_project(self, project_id: int, reason: str = "") -> dict:
+        return self.post_json(f"/api/projects/{project_id}/withdraw", {"reason": reason})
 
     def project(self, project_id: int) -> dict:
         return self.get_json(f"/api/projects/{project_id}")

@@ -7,8 +7,15 @@ import hashlib
 import json
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from consortium.client import HubClient
+if TYPE_CHECKING:
+    from consortium.client import HubClient
+
+WEIGHTS_FILE = "model.safetensors"
+CARD_FILE = "model_card.json"
+CARD_MARKDOWN_FILE = "MODEL_CARD.md"
+"""The names of a model's files on disk, the same from ``model download`` and from the simulator."""
 
 SAFE_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
@@ -24,9 +31,9 @@ def download_model(client: HubClient, model_id: int, out_dir: Path) -> dict[str,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {
-        "weights": out_dir / "model.safetensors",
-        "card": out_dir / "model_card.json",
-        "card_markdown": out_dir / "MODEL_CARD.md",
+        "weights": out_dir / WEIGHTS_FILE,
+        "card": out_dir / CARD_FILE,
+        "card_markdown": out_dir / CARD_MARKDOWN_FILE,
     }
     paths["weights"].write_bytes(weights)
     paths["card"].write_text(json.dumps(model["card"], indent=2) + "\n")

@@ -132,6 +132,16 @@ class ColumnSchema(Wire):
 class DatasetSchema(Wire):
     features: list[ColumnSchema] = Field(min_length=1, max_length=100_000)
     target: ColumnSchema | None = None
+    categorical: list[str] | None = Field(default=None, max_length=100_000,
+                                         description="feature columns of categories (one-hot encoded later)")
+
+    @model_validator(mode="after")
+    def _categorical_are_features(self) -> DatasetSchema:
+        names = {c.name for c in self.features}
+        unknown = [name for name in self.categorical or () if name not in names]
+        if unknown:
+            raise ValueError(f"categorical column(s) {', '.join(unknown)} are not feature columns")
+        return self
 
 
 class DatasetCardIn(Wire):
@@ -200,7 +210,8 @@ class ProjectCreate(Wire):
         description="RL environment references as 'org/name' (instead of datasets)",
     )
     rounds: int = Field(ge=1, le=100_000)
-    min_nodes: int = Field(default=1, ge=1, le=100_000)
+    min_nodes: int = Field(default=2, ge=1, le=100_000,
+                           description="fewest updates a round aggregates; default 2 (1 with one data source)")
     round_timeout: float = Field(default=300.0, gt=0, le=86_400)
     validation_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
     seed: int = Field(default=0, ge=0, lt=2**63)
@@ -229,13 +240,16 @@ class ProjectCreate(Wire):
 
     @model_validator(mode="after")
     def _sources(self) -> ProjectCreate:
-        if not self.datasets and not self.environments:
+        sources = len(self.datasets) + len(self.environments)
+        if not sources:
             raise ValueError("a project names at least one dataset (or, for RL, one environment)")
         if self.preprocessing is not None and (self.environments or self.privacy is not None):
             if self.environments:
                 raise ValueError("preprocessing applies to datasets, not to RL environments")
             raise ValueError("preprocessing statistics are exact aggregates, not differentially private: a "
                              "project with privacy cannot use preprocessing (scale the data on each node)")
+        if "min_nodes" not in self.model_fields_set:
+            self.min_nodes = min(self.min_nodes, sources)
         return self
 
 
@@ -328,7 +342,9 @@ class RoundMetrics(Wire):
 class RunProgress(Wire):
     run: RunOut
     rounds: list[RoundMetrics]
-    warnings: list[str] = Field(default_factory=list, exclude_if=lambda v: not v, description="e.g. no better than the majority class")
+    warnings: list[str] = Field(default_factory=list, exclude_if=lambda v: not v,
+                               description="e.g. no better than the majority class")
+    refusals: list[str] = Field(default_factory=list, description="'round N: org/dataset refused: why', per task")
 
 
 class TaskKind(StrEnum):

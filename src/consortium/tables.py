@@ -58,38 +58,51 @@ class LoadedDataset:
     path: Path
     columns: dict[str, np.ndarray] = field(repr=False)
 
-    def to_local_data(self, allow_missing: bool = False) -> LocalData:
-        """The rows as tensors for training.
-
-        ``x`` is float32 ``[rows, n]``: the numeric feature columns in schema order, each flattened per
-        example (bools as 0/1); a missing feature value is an error unless ``allow_missing`` (then NaN, for
-        the spec's preprocessing to impute). ``y`` is the target as int64 when its values are integers (integral floats
-        included), float32 otherwise, or None when the dataset has no target.
-        """
-        parts: list[np.ndarray] = []
+    def check_trainable(self, allow_missing: bool = False) -> None:
+        """Refuse, naming the column and row, what training would refuse: a string feature not declared
+        categorical, a missing value (an empty cell) in any column (in a feature column only when not
+        ``allow_missing``: a spec that imputes fills them), a string target. ``dataset add`` runs it before
+        anything is registered; :meth:`to_local_data` runs the same checks."""
+        categorical = set(self.schema.categorical or ())
         for col in self.schema.features:
             values = self.columns[col.name]
+            if col.dtype == "string" and col.name not in categorical:
+                raise DatasetError(f"{self.path.name}: feature column '{col.name}' is a string; encode it "
+                                   f"numerically or declare it categorical (--categorical {col.name})")
+            if not allow_missing:
+                _reject_missing(values, self.path, col.name, "feature")
+        target = self.schema.target
+        if target is None:
+            return
+        if target.dtype == "string":
+            raise DatasetError(f"{self.path.name}: target column '{target.name}' is a string; encode it numerically")
+        _reject_missing(self.columns[target.name], self.path, target.name, "target")
+
+    def to_local_data(self, allow_missing: bool = False) -> LocalData:
+        """The rows as tensors for training, after :meth:`check_trainable`.
+
+        ``x`` is float32 ``[rows, n]``: the numeric feature columns in schema order, each flattened per
+        example (bools as 0/1); with ``allow_missing`` a missing feature value is NaN, for the spec's
+        preprocessing to impute. ``y`` is the target as int64 when its values are integers (integral floats
+        included), float32 otherwise, or None when the dataset has no target. A categorical string column
+        is refused here: it needs the project's preprocessing (one-hot) first.
+        """
+        self.check_trainable(allow_missing)
+        parts: list[np.ndarray] = []
+        for col in self.schema.features:
             if col.dtype == "string":
                 raise DatasetError(
-                    f"{self.path.name}: feature column '{col.name}' is a string; encode it numerically"
+                    f"{self.path.name}: categorical column '{col.name}' needs a one-hot encoding before training"
                 )
-            flat = values.reshape(self.rows, -1).astype(np.float32)
-            if not allow_missing:
-                _reject_nan(flat, self.path, col.name, "feature")
-            parts.append(flat)
+            parts.append(self.columns[col.name].reshape(self.rows, -1).astype(np.float32))
         x = torch.from_numpy(np.ascontiguousarray(np.concatenate(parts, axis=1), dtype=np.float32))
         target = self.schema.target
         if target is None:
             return LocalData(x=x, y=None)
         values = self.columns[target.name]
-        if target.dtype == "string":
-            raise DatasetError(
-                f"{self.path.name}: target column '{target.name}' is a string; encode it numerically"
-            )
         if target.dtype in ("int64", "bool"):
             y = torch.from_numpy(values.astype(np.int64))
         else:
-            _reject_nan(values, self.path, target.name, "target")
             integral = bool(np.all(np.isfinite(values)) and np.all(values == np.round(values)))
             if integral and np.all(np.abs(values) <= 2**53):
                 y = torch.from_numpy(values.astype(np.int64))
@@ -103,22 +116,29 @@ def feature_names(schema: DatasetSchema) -> list[str]:
     return feature_names_of([(c.name, math.prod(c.shape or [1])) for c in schema.features])
 
 
-def _reject_nan(values: np.ndarray, path: Path, name: str, role: str) -> None:
+def _reject_missing(values: np.ndarray, path: Path, name: str, role: str) -> None:
+    """A NaN in a number column or an empty string in a string column is a missing value (an empty cell)."""
     if values.dtype.kind == "f":
         missing = np.isnan(values.reshape(values.shape[0], -1)).any(axis=1)
-        if missing.any():
-            row = int(np.argmax(missing)) + 1
-            raise DatasetError(
-                f"{path.name}: {role} column '{name}' has {int(missing.sum())} missing (NaN) value(s), "
-                f"first in row {row}; fill or drop them before training"
-            )
+    elif values.dtype == np.dtype(object):
+        missing = np.array([v == "" for v in values.reshape(values.shape[0], -1)[:, 0]], dtype=bool)
+    else:
+        return
+    if missing.any():
+        row = int(np.argmax(missing)) + 1
+        raise DatasetError(
+            f"{path.name}: {role} column '{name}' has {int(missing.sum())} missing value(s) (empty cells or "
+            f"NaN), first in row {row}; fill or drop them, or (features) register with --allow-missing for a "
+            "project whose preprocessing imputes them"
+        )
 
 
 # ---------------------------------------------------------------------------------------------- reading files
 
 
 def load_table(
-    path: str | os.PathLike[str], target: str | None, declared: DatasetSchema | None = None
+    path: str | os.PathLike[str], target: str | None, declared: DatasetSchema | None = None,
+    categorical: Sequence[str] | None = None,
 ) -> LoadedDataset:
     """Read a ``.csv``, ``.parquet`` or ``.npz`` file into a :class:`LoadedDataset`.
 
@@ -128,7 +148,9 @@ def load_table(
     With ``declared``, the file must hold exactly the declared columns (any order) with compatible values
     (integers are accepted in float columns, nothing else is converted); the result uses the declared
     column order and dtypes. Without it the schema is inferred: int64, float64, bool or string (float32
-    arrays in ``.npz`` stay float32). Raises :class:`DatasetError` naming the file and column at fault.
+    arrays in ``.npz`` stay float32). ``categorical`` names the feature columns declared categorical (default:
+    the declared schema's); they go into the schema. Raises :class:`DatasetError` naming the file and column
+    at fault.
     """
     file = Path(path)
     fmt = FORMATS.get(file.suffix.lower())
@@ -164,7 +186,10 @@ def load_table(
     features = [specs[name] for name in order if name != target]
     if not features:
         raise DatasetError(f"{file.name}: no feature columns besides the target '{target}'")
-    schema = DatasetSchema(features=features, target=specs[target] if target is not None else None)
+    chosen = _categorical(file, categorical if categorical is not None else
+                          (declared.categorical if declared is not None else None), features)
+    schema = DatasetSchema(features=features, target=specs[target] if target is not None else None,
+                           categorical=chosen)
     return LoadedDataset(
         schema=schema,
         rows=int(rows),
@@ -173,6 +198,18 @@ def load_table(
         path=file.resolve(),
         columns=columns,
     )
+
+
+def _categorical(file: Path, names: Sequence[str] | None, features: list[ColumnSchema]) -> list[str] | None:
+    """The declared categorical columns, sorted; each must be a feature column."""
+    if not names:
+        return None
+    known = {c.name for c in features}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise DatasetError(f"{file.name}: categorical column(s) {_quoted(unknown)} are not feature columns "
+                           f"(features: {_listing(c.name for c in features)})")
+    return sorted(set(names))
 
 
 def _resolve_target(file: Path, target: str | None, declared: DatasetSchema | None) -> str | None:

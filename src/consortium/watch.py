@@ -15,9 +15,12 @@ def follow_run(client: HubClient, run_id: int, rounds: int, console: Console, qu
                TextColumn("{task.fields[metric]}"), TimeElapsedColumn())
     with Progress(*columns, console=console, disable=quiet) as bar:
         task = bar.add_task("rounds", total=rounds, run=run_id, metric="")
-        seen = 0
+        seen, told = 0, 0
         while True:
             progress = client.progress(run_id, after_round=seen, wait=30.0)
+            for refusal in progress.refusals[told:] if not quiet else ():
+                console.print(f"[yellow]{refusal}[/]")
+            told = max(told, len(progress.refusals))
             for rnd in progress.rounds:
                 seen = rnd.round
                 shown = rnd.test or rnd.federated_eval or rnd.train

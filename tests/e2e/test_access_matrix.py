@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
+import torch
 from sqlalchemy import select
 
 from consortium import crypto
@@ -47,6 +48,7 @@ from consortium.scenario import (
     digits_spec,
     provision_digits,
 )
+from consortium.test_sets import bundle
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 NORTH, SOUTH, EAST = ORGS
@@ -121,6 +123,7 @@ class Scene:
     id: int
     name: str
     orgs: set[str]
+    proposer: str = ""
     run_id: int = 0
     model_id: int = 0
     tasks: dict[str, int] = field(default_factory=dict)
@@ -325,7 +328,8 @@ def world(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         nodes = [start_node(hub.url, consortium.org_dirs[org], poll_wait=5.0) for org in ORGS]
         with hub.client() as admin:
             admin.wait_online(list(ORGS))
-        scenes = [Scene(p1["id"], p1["name"], {NORTH, SOUTH}), Scene(p2["id"], p2["name"], {EAST})]
+        scenes = [Scene(p1["id"], p1["name"], {NORTH, SOUTH}, p1["proposer"]),
+                  Scene(p2["id"], p2["name"], {EAST}, p2["proposer"])]
         for scene, starter in zip(scenes, [f"{NORTH}-researcher", f"{EAST}-steward"], strict=True):
             with HubClient(hub.url, token=token[starter]) as client:
                 scene.run_id = client.start_run(scene.id)["id"]
@@ -381,6 +385,7 @@ class Probe:
 
 
 JSON = "application/json"
+TEST_SET = encode_tensors({"x": torch.zeros(2, 64), "y": torch.zeros(2, dtype=torch.int64)})
 
 
 def expect_2xx(caller: Caller, response: httpx.Response) -> None:
@@ -509,6 +514,8 @@ def write_probes(w: World) -> list[Probe]:
     probes = [
         Probe("POST", "/api/projects", lambda c: c.org == NORTH,
               body=json.dumps(spec.model_dump(mode="json")).encode(), content_type=JSON),
+        Probe("POST", "/api/projects/with-test-set", lambda c: c.org == NORTH,
+              body=bundle(spec.model_dump_json(), TEST_SET), content_type=SAFETENSORS_MEDIA_TYPE),
         Probe("POST", "/api/orgs", may_propose, body=b'{"name": "intruder"}', content_type=JSON),
         Probe("POST", "/api/proposals", may_propose, denied=forbidden, content_type=JSON,
               body=json.dumps({"kind": "suspend_org", "org": EAST, "reason": "probe"}).encode()),
@@ -558,6 +565,9 @@ def write_probes(w: World) -> list[Probe]:
         probes += [
             Probe("PUT", "/api/projects/{project_id}/test-set", part, project, body=b"not safetensors",
                   content_type=SAFETENSORS_MEDIA_TYPE),
+            Probe("POST", "/api/projects/{project_id}/withdraw",
+                  (lambda scene: lambda c: c.label == scene.proposer)(s), project, body=b'{"reason": "probe"}',
+                  content_type=JSON, denied=(lambda scene: lambda c: {403} if takes_part(c, scene) else {404})(s)),
             Probe("POST", "/api/projects/{project_id}/runs", part, project, body=b"{}", content_type=JSON),
         ]
         for org, task_id in s.tasks.items():

@@ -43,6 +43,8 @@ def scope(method: str, path: str) -> dict:
     ("POST", "/api/challenges/3/submissions/model", "authenticated"),
     ("POST", "/api/node/challenges/submissions/3/score", "authenticated"),
     ("POST", "/api/projects", "authenticated"),
+    ("POST", "/api/projects/with-test-set", "upload"),
+    ("POST", "/api/projects/3/withdraw", "authenticated"),
     ("GET", "/api/datasets/north/digits", "optional"),
     ("PATCH", "/api/datasets/north/digits", "authenticated"),
     ("GET", "/api/models/3/weights", "optional"),

@@ -137,3 +137,14 @@ def test_an_ended_runs_tasks_leave_the_board_and_others_stay() -> None:
     assert board.take(2, now) is None
     assert board.row(1) is None and board.row(2) is None and board.row(3) == row(3, 1, run_id=8)
     assert board.wait_handed_out([1, 2, 3], timeout=0.0)
+
+
+def test_wait_returns_once_refusals_leave_fewer_than_needed_tasks() -> None:
+    phase = LivePhase([1, 2, 3], needed=2)
+    assert phase.answer(Answer(1, "refused", reason="no data"))
+    assert not phase.wait(0.01) and not phase.hopeless()
+    assert phase.answer(Answer(2, "rejected", reason="bad update"))
+    assert phase.wait(0.01) and phase.hopeless()
+    answers, late = phase.close()
+    assert late == {3} and answers[1].reason == "no data"
+    assert not LivePhase([1], needed=0).hopeless()

@@ -339,7 +339,23 @@ def test_refusals_close_the_round_at_once_and_too_few_updates_fail_it(hub_for) -
     run = hub.wakeups.until(lambda: (r := hub.run()).status != "running" and r, "the end of the run")
     assert hub.clock.now == START
     assert (run.status, run.error) == (
-        "failed", "round 1: 1 of the required min_nodes=2 nodes answered within round_timeout=30.0s")
+        "failed", "round 1: min_nodes=2 can no longer be met, 2 of the 3 nodes given a task cannot take part; "
+                  "east/rows refused: no; south/rows refused: no")
+
+
+def test_refusals_that_leave_too_few_nodes_fail_the_run_before_the_others_answer(hub_for) -> None:
+    """Two of three refuse with min_nodes=2: the run fails at once with their reasons, without waiting for
+    the third node or the round's deadline; the third's task is cancelled."""
+    hub = hub_for(spec(min_nodes=2)).start()
+    hub.task("north")
+    hub.refuse("south", hub.task("south"))
+    hub.refuse("east", hub.task("east"))
+    run = hub.wakeups.until(lambda: (r := hub.run()).status != "running" and r, "the end of the run")
+    assert hub.clock.now == START
+    assert run.status == "failed" and "east/rows refused: no; south/rows refused: no" in run.error
+    (opened,) = hub.rounds(1)
+    assert sorted(t.status for t in hub.tasks(opened.id).values()) == ["cancelled", "refused", "refused"]
+    assert len(hub.ledger("task.refused")) == 2
 
 
 def test_with_min_nodes_answers_the_round_still_waits_for_its_deadline(hub_for) -> None:
@@ -409,7 +425,8 @@ def test_a_suspension_that_leaves_too_few_nodes_fails_the_round_at_once(hub_for)
     run = hub.wakeups.until(lambda: (r := hub.run()).status != "running" and r, "the end of the run")
     assert hub.clock.now == START
     assert (run.status, run.error) == (
-        "failed", "round 1: 2 of the required min_nodes=3 nodes answered within round_timeout=30.0s")
+        "failed", "round 1: min_nodes=3 can no longer be met, 1 of the 3 nodes given a task cannot take part; "
+                  "east/rows refused: east was suspended (proposal 77)")
 
 
 def test_too_few_answers_by_the_deadline_fail_the_run_without_a_retry(hub_for) -> None:

@@ -117,12 +117,12 @@ def test_sim_run_writes_mean_return_and_a_card_with_the_physics(tmp_path: Path) 
     summary = json.loads(out_json.read_text())
     assert set(summary["final_metrics"]) == {"mean_return"}
     assert summary["dataset"]["evaluation"] == CARTPOLE_PHYSICS
-    card = json.loads((out_dir / "card.json").read_text())
+    card = json.loads((out_dir / "model_card.json").read_text())
     assert len(card["environments"]["clients"]) == 3
     assert card["environments"]["clients"][0] == CARTPOLE_PHYSICS | physics_variants(3, 0.3, seed=42)[0]
     assert card["license"] == "MIT"
     assert card["datasets"] == [{"ref": "sim/env:CartPole-v1", "environments": 3, "license": "MIT"}]
-    markdown = (out_dir / "card.md").read_text()
+    markdown = (out_dir / "MODEL_CARD.md").read_text()
     assert "3 clients, one physics variant each, cohort 1.0" in markdown
     assert "## Environments: `env:CartPole-v1`, physics within ±30%" in markdown
     assert "| environment | force_mag | gravity | length | masscart | masspole |" in markdown

@@ -27,6 +27,7 @@ from consortium.cli import (
     proposal,
     run,
     sim,
+    testset,
     user,
 )
 
@@ -38,7 +39,7 @@ for group, name in [(org.app, "org"), (user.app, "user"), (dataset.app, "dataset
                     (environment.app, "environment"), (project.app, "project"), (proposal.app, "proposal"),
                     (run.app, "run"),
                     (model.app, "model"), (ledger.app, "ledger"), (bench.app, "bench"), (sim.app, "sim"),
-                    (audit.app, "audit"), (challenge.app, "challenge")]:
+                    (audit.app, "audit"), (challenge.app, "challenge"), (testset.app, "testset")]:
     app.add_typer(group, name=name)
 
 

@@ -16,8 +16,8 @@ app = typer.Typer(no_args_is_help=True, help="Privacy audits of a project spec (
 SpecArgument = Annotated[Path, typer.Argument(metavar="SPEC", help="project spec JSON (see examples/)")]
 JsonOption = Annotated[Path | None, typer.Option("--json", help="write the results as JSON")]
 CardOption = Annotated[Path | None, typer.Option(
-    "--model-card", help="a model card JSON (or a simulator output directory holding card.json) to write the "
-                         "result into, as privacy.audit; its card.md is rendered again")]
+    "--model-card", help="a model card JSON (or a directory holding model_card.json) to write the result into, "
+                         "as privacy.audit; its MODEL_CARD.md is rendered again")]
 
 
 def _emit(data: dict, table: Table, json_path: Path | None) -> None:
@@ -28,10 +28,13 @@ def _emit(data: dict, table: Table, json_path: Path | None) -> None:
 
 
 def _card_paths(path: Path) -> tuple[Path, Path]:
-    json_path = path / "card.json" if path.is_dir() else path
+    from consortium.model_files import CARD_FILE, CARD_MARKDOWN_FILE
+
+    json_path = path / CARD_FILE if path.is_dir() else path
     if not json_path.is_file():
         fail(f"--model-card: no card JSON at {json_path}")
-    return json_path, json_path.with_suffix(".md")
+    markdown = CARD_MARKDOWN_FILE if json_path.name == CARD_FILE else json_path.with_suffix(".md").name
+    return json_path, json_path.parent / markdown
 
 
 def _write_to_card(path: Path, kind: str, entry: dict, md_path: Path | None = None) -> None:

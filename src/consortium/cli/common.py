@@ -55,6 +55,9 @@ def call(fn, *args: Any, **kwargs: Any) -> Any:
     try:
         return fn(*args, **kwargs)
     except HubError as exc:
+        if exc.status_code == 401 and "unknown or revoked key id" in str(exc.detail):
+            fail(f"{exc.detail} (HTTP 401): the hub does not know this org's key; enrol this org first "
+                 "(consortium org enrol --hub URL --org-dir DIR --enrol-token TOKEN), or its key was revoked")
         fail(f"{exc.detail} (HTTP {exc.status_code})")
     except httpx.HTTPError as exc:
         fail(f"cannot reach the hub: {exc}")

@@ -42,6 +42,10 @@ def dataset_add(
         "--budget-epsilon", help="total privacy budget epsilon for DP runs (this node refuses rounds past it)")] = None,
     budget_delta: Annotated[float | None, typer.Option(
         "--budget-delta", help="the delta of the privacy budget (with --budget-epsilon)")] = None,
+    categorical: Annotated[list[str] | None, typer.Option(
+        "--categorical", help="a feature column of categories (strings allowed; repeat for several)")] = None,
+    allow_missing: Annotated[bool, typer.Option(
+        "--allow-missing", help="accept empty feature cells (for projects whose preprocessing imputes them)")] = False,
 ) -> None:
     """Register a local dataset: the hub receives its card (schema, rows, SHA-256, licence), never rows."""
     from pydantic import ValidationError
@@ -57,7 +61,8 @@ def dataset_add(
     try:
         declared = parse_schema_option(schema, target) if schema else None
         loaded, card = prepare_dataset(file, dataset_name, license, target, description, visibility, declared,
-                                       privacy_budget=budget)
+                                       privacy_budget=budget, categorical=categorical or None,
+                                       allow_missing=allow_missing)
     except DatasetError as exc:
         fail(str(exc))
     except ValidationError as exc:
@@ -68,13 +73,22 @@ def dataset_add(
 
 
 @app.command("list")
-def dataset_list(hub: HubOpt, token: TokenOpt = None) -> None:
-    """List the dataset cards visible to you."""
+def dataset_list(hub: HubOpt, token: TokenOpt = None,
+                 as_json: Annotated[bool, typer.Option("--json", help="the cards as JSON")] = False) -> None:
+    """List the dataset cards visible to you (the id to use in a project is ``org/name``)."""
     with user_client(hub, token) as client:
         rows = call(client.datasets)
-    table = Table("dataset", "rows", "licence", "visibility", "sha256")
-    for d in rows:
-        table.add_row(f"{d['org']}/{d['name']}", str(d["rows"]), d["license"], d["visibility"], d["sha256"][:16])
+    if as_json:
+        print_json(rows)
+        return
+    refs = [f"{d['org']}/{d['name']}" for d in rows]
+    table = Table(expand=False)
+    table.add_column("dataset", no_wrap=True, min_width=max(map(len, refs), default=7))
+    for column in ("rows", "licence", "visibility"):
+        table.add_column(column)
+    table.add_column("sha256", overflow="ellipsis", no_wrap=True)
+    for ref, d in zip(refs, rows, strict=True):
+        table.add_row(ref, str(d["rows"]), d["license"], d["visibility"], d["sha256"][:16])
     console.print(table)
 
 

@@ -56,5 +56,7 @@ def hub(
     application = create_app(settings)
     if not settings.admin_token:
         err_console.print(f"admin token: {admin_token_path(settings)}")
+    scheme = "https" if ssl_certfile else "http"
+    err_console.print(f"hub listening on {scheme}://{host}:{port} (data in {data_dir})", soft_wrap=True)
     uvicorn.run(application, host=host, port=port, log_level="warning", ssl_certfile=ssl_certfile,
                 ssl_keyfile=ssl_keyfile, timeout_graceful_shutdown=3)

@@ -48,14 +48,13 @@ def node(
     if settings.enrol_token:
         enrol(settings.hub_url, settings.org_dir, settings.enrol_token, "node")
     client = org_client(settings.hub_url, settings.org_dir)
-    registry = LocalRegistry(settings.org_dir)
+    registry = LocalRegistry(settings.org_dir)  # read again whenever the file changes: no restart after an add
     environments = EnvironmentRegistry(settings.org_dir)
     policy = NodePolicy(org=client.identity.org, votes=VoteBook(settings.org_dir),
-                        local_datasets={entry.name for entry in registry.all()},
-                        local_environments={entry.name for entry in environments.all()},
+                        local_datasets=registry, local_environments=environments,
                         hub_key=PinnedHubKey(settings.org_dir, client.health).key)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    agent = NodeAgent(client, registry, policy, poll_wait=settings.poll_wait_s,
+    agent = NodeAgent(client, registry, policy, environments=environments, poll_wait=settings.poll_wait_s,
                       secagg_halt_before=settings.secagg_halt_before,
                       on_task=lambda t, outcome: logging.info("task %s (%s, run %s, round %s): %s",
                                                               t.id, t.kind.value, t.run_id, t.round, outcome))

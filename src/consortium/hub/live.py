@@ -31,6 +31,8 @@ class Answer:
     tensors: Params | None = None
     blob: str | None = None
     """Digest of the staged update upload these tensors came from (discarded once the round has them)."""
+    reason: str | None = None
+    """Why the node refused the task, or why the hub rejected its answer."""
 
     def __post_init__(self) -> None:
         if self.status not in ANSWERED_TASK_STATES:
@@ -38,11 +40,15 @@ class Answer:
 
 
 class LivePhase:
-    """The tasks of one run's open phase; :meth:`wait` returns once every one of them has an answer."""
+    """The tasks of one run's open phase; :meth:`wait` returns once every one of them has an answer, or once
+    so many were refused or rejected that fewer than ``needed`` can still be done (:meth:`hopeless`)."""
 
-    def __init__(self, task_ids: Iterable[int]) -> None:
+    def __init__(self, task_ids: Iterable[int], needed: int = 0) -> None:
         self._changed = threading.Condition()
         self._waiting = set(task_ids)
+        self._total = len(self._waiting)
+        self._needed = needed
+        self._failed = 0
         self._answers: dict[int, Answer] = {}
         self._closed = False
 
@@ -53,13 +59,23 @@ class LivePhase:
                 return False
             self._waiting.discard(answer.task_id)
             self._answers[answer.task_id] = answer
+            self._failed += answer.status != "done"
             self._changed.notify_all()
             return True
 
     def wait(self, timeout: float) -> bool:
-        """Block until every task is answered (True) or ``timeout`` seconds pass (False)."""
+        """Block until every task is answered or the phase is :meth:`hopeless` (True), or ``timeout`` seconds
+        pass (False)."""
         with self._changed:
-            return self._changed.wait_for(lambda: not self._waiting, max(0.0, timeout))
+            return self._changed.wait_for(lambda: not self._waiting or self._hopeless(), max(0.0, timeout))
+
+    def hopeless(self) -> bool:
+        """Whether the refused and rejected answers leave fewer than ``needed`` tasks that can be done."""
+        with self._changed:
+            return self._hopeless()
+
+    def _hopeless(self) -> bool:
+        return self._total - self._failed < self._needed
 
     def unanswered(self) -> set[int]:
         with self._changed:

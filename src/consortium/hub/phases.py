@@ -67,6 +67,21 @@ class OpenPhase:
     started: float
     """``time.perf_counter()`` at the same moment."""
 
+    def refusals(self, answers: dict[int, Answer]) -> dict[str, str]:
+        """Each participant whose task was refused or rejected, with the status and the reason."""
+        return {self.participants[i].ref: f"{a.status}: {a.reason or 'no reason given'}"
+                for i, a in sorted(answers.items()) if a.status != "done"}
+
+    def hopeless_reason(self, min_nodes: int, refusals: dict[str, str]) -> str:
+        """Why the run fails when refusals leave fewer than ``min_nodes`` participants able to answer."""
+        return (f"round {self.number}: min_nodes={min_nodes} can no longer be met, {len(refusals)} of the "
+                f"{len(self.participants)} nodes given a task cannot take part{refusals_note(refusals)}")
+
+
+def refusals_note(refusals: dict[str, str]) -> str:
+    """Refusals and rejections as a tail for a run failure's reason ("" when none)."""
+    return "".join(f"; {ref} {why}" for ref, why in sorted(refusals.items()))
+
 
 
 def answers_in_database(state: HubState, run_id: int, task_ids: set[int]) -> list[Answer]:
@@ -84,7 +99,7 @@ def answers_in_database(state: HubState, run_id: int, task_ids: set[int]) -> lis
             except KeyError:
                 log.warning("run %s: the update of task %s is not held by this hub; left out", run_id, row.id)
                 continue
-        answers.append(Answer(row.id, row.status, row.result, tensors, row.update_sha256))
+        answers.append(Answer(row.id, row.status, row.result, tensors, row.update_sha256, row.error))
     return answers
 
 

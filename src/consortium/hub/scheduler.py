@@ -34,7 +34,7 @@ from consortium.hub import preprocess_driver
 from consortium.hub.db.models import Run
 from consortium.hub.live import Answer, LivePhase
 from consortium.hub.phases import (
-    OpenPhase, Participant, PhasePlan, RunFailed, StopRequested, answers_in_database, updates_of,
+    OpenPhase, Participant, PhasePlan, RunFailed, StopRequested, answers_in_database, refusals_note, updates_of,
 )
 from consortium.hub.secagg_driver import SecureRounds
 from consortium.hub.services import credits, ledger, run_store
@@ -63,6 +63,8 @@ class RunDriver:
         self.state, self.run_id, self.stop = state, run_id, stop
         self.secure: SecureRounds | None = None
         self.dropped_at: dict[int, float] = {}
+        self.refusals: dict[str, str] = {}
+        """The refused and rejected tasks of the phase collected last, by participant."""
         self.staged: list[str] = []
         """Digests of params staged in the blob store and not yet persisted."""
         self.last_closed: tuple[int, run_store.ClosedRound] | None = None
@@ -174,6 +176,7 @@ class RunDriver:
         if len(updates) < self.spec.min_nodes:
             raise RunFailed(
                 f"initialisation: {len(updates)} of the required min_nodes={self.spec.min_nodes} nodes answered"
+                f"{refusals_note(self.refusals)}"
             )
         return self.plan.init_params(updates), phase.round_id
 
@@ -190,6 +193,7 @@ class RunDriver:
             self._mark_dropped(secured.missed)
         if len(done) < self.spec.min_nodes:
             why = f" ({secured.failure})" if secured is not None and secured.failure else ""
+            why += refusals_note(self.refusals)
             raise RunFailed(f"round {number}: {len(done)} of the required min_nodes={self.spec.min_nodes} nodes "
                             f"answered within round_timeout={self.spec.round_timeout}s{why}")
         server_state = self.state.cache.get(self.server_state_sha) if self.plan.stateful else {}
@@ -291,7 +295,8 @@ class RunDriver:
                 deadline, round_id=plan.round_id,
             )
             session.commit()
-        phase = OpenPhase(plan.number, plan.kind, opened.round_id, deadline, LivePhase(opened.task_ids),
+        live = LivePhase(opened.task_ids, self.spec.min_nodes if plan.kind != TaskKind.evaluate else 0)
+        phase = OpenPhase(plan.number, plan.kind, opened.round_id, deadline, live,
                           dict(zip(opened.task_ids, participants, strict=True)), opened_at, started)
         self.state.live[self.run_id] = phase.live
         if self.secure is not None:
@@ -331,6 +336,9 @@ class RunDriver:
                 del self.state.live[self.run_id]
             self.state.board.withdraw(phase.participants)
         self.state.blobs.discard(a.blob for a in answers.values() if a.blob is not None)
+        self.refusals = phase.refusals(answers)
+        if phase.live.hopeless():
+            raise RunFailed(phase.hopeless_reason(self.spec.min_nodes, self.refusals))
         done = [(phase.participants[i], a) for i, a in sorted(answers.items()) if a.status == TaskStatus.done]
         failed = [phase.participants[i] for i in sorted(phase.participants)
                   if i not in answers or answers[i].status != TaskStatus.done]

@@ -167,12 +167,16 @@ def rotate_org_key(client: HubClient, org_dir: Path) -> crypto.OrgIdentity:
 def prepare_dataset(
     file: str | os.PathLike[str], name: str, license: str, target: str | None = None, description: str = "",
     visibility: Visibility | str = "members", declared: DatasetSchema | None = None,
-    privacy_budget: tuple[float, float] | None = None,
+    privacy_budget: tuple[float, float] | None = None, categorical: list[str] | None = None,
+    allow_missing: bool = False,
 ) -> tuple[LoadedDataset, DatasetCardIn]:
-    """Read and hash a data file (checked against ``declared`` if given) and build its card (with the owner's
-    ``(epsilon, delta)`` privacy budget, if given): every check that needs no hub, so a bad file or field fails
-    before anything is sent. Raises ``DatasetError``."""
-    loaded = load_table(file, target, declared)
+    """Read and hash a data file (checked against ``declared`` if given, ``categorical`` feature columns
+    declared) and build its card (with the owner's ``(epsilon, delta)`` privacy budget, if given): every check
+    that needs no hub, training's own data checks included, so a bad file or field fails before anything is
+    sent (``allow_missing``: empty feature cells accepted, for projects that impute them). Raises
+    ``DatasetError``."""
+    loaded = load_table(file, target, declared, categorical)
+    loaded.check_trainable(allow_missing)
     card = build_card(loaded, name=name, license=license, description=description, visibility=visibility,
                       privacy_budget=privacy_budget)
     return loaded, card

@@ -33,6 +33,8 @@ log = logging.getLogger("consortium.node")
 
 FORGET_AFTER = 1024
 """How many gone tasks and ended runs the agent remembers (oldest forgotten first)."""
+MAX_REASON = 2000
+"""The longest refusal reason the wire takes (``TaskRefusal.reason``); a longer one is cut."""
 
 
 @contextlib.contextmanager
@@ -146,22 +148,24 @@ class NodeAgent:
             log.info("skipping task %s of run %s: %s", task.id, task.run_id, gone)
             self._notify(task, f"skipped: {gone}")
             return
-        reason = self.policy.refusal(task)
-        if reason is not None:
-            self._refuse(task, reason)
-            return
-        if not self._within_budget(task):
-            return
         try:
-            self._execute(task)
+            reason = self.policy.refusal(task)
+            if reason is not None:
+                self._refuse(task, reason)
+            elif self._within_budget(task):
+                self._execute(task)
         except FLError as exc:  # bad data or spec; results with no wire form come as FLError (_unsendable)
-            log.warning("task %s failed on local data: %s", task.id, exc)
-            reason = f"local error: {exc}"
-            self._post_ignoring_gone(task, lambda: self.transport.post_refusal(task.id, reason))
+            self._refuse(task, f"local error: {exc}")
+        except Exception as exc:  # a fault in training itself: the hub hears why now, not at the round's timeout
+            if _transport_error(exc):
+                raise
+            log.exception("task %s failed", task.id)
+            self._refuse(task, f"local error: {type(exc).__name__}: {exc}")
 
     def _refuse(self, task: TaskOut, reason: str) -> None:
         log.warning("refusing task %s: %s", task.id, reason)
         self._notify(task, f"refused: {reason}")
+        reason = reason if len(reason) <= MAX_REASON else reason[:MAX_REASON - 1] + "…"
         self._post_ignoring_gone(task, lambda: self.transport.post_refusal(task.id, reason))
 
     def _within_budget(self, task: TaskOut) -> bool:
@@ -364,6 +368,15 @@ class NodeAgent:
                 return exc.status_code == 409
             raise
         return True
+
+
+def _transport_error(exc: Exception) -> bool:
+    """Whether ``exc`` is about talking to the hub (the retry loop's business), not about the task."""
+    import httpx
+
+    from consortium.client import HubError
+
+    return isinstance(exc, (HubError, httpx.HTTPError, ConnectionError, TimeoutError))
 
 
 def _remember(memory: dict[int, str], key: int, why: str) -> None:

@@ -5,7 +5,7 @@ registered."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -101,15 +101,17 @@ class NodePolicy:
 
     ``hub_key`` gives the hub key the org pinned (:class:`consortium.node.hub_pin.PinnedHubKey`); with it
     every task must carry the hub's signed outcome that its project version passed (the node process always
-    gives it; without it only the org's own vote book is checked).
+    gives it; without it only the org's own vote book is checked). ``local_datasets`` and
+    ``local_environments`` may be the org's registries themselves: the node process passes them, so a dataset
+    the org registers while the node runs is known at its next task.
     """
 
     org: str
     votes: VoteBook
-    local_datasets: set[str]
+    local_datasets: Container[str]
     allowed_algorithms: set[str] | None = None
     notes: list[str] = field(default_factory=list)
-    local_environments: set[str] = field(default_factory=set)
+    local_environments: Container[str] = field(default_factory=set)
     hub_key: Callable[[], str] | None = None
 
     def refusal(self, task: TaskOut) -> str | None:

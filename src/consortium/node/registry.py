@@ -7,6 +7,7 @@ stands for, so the agent can train on the file and check it still hashes to the 
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -166,6 +167,7 @@ class LocalRegistry:
         self.path = self.org_dir / REGISTRY_FILE
         self._cache: dict[tuple[str, str, bool], tuple[tuple[int, int, int], LocalData]] = {}
         self._lock = threading.Lock()
+        self._read_cache: tuple[tuple[int, int, int], dict[str, Any]] | None = None
 
     def add(
         self, name: str, path: str | os.PathLike[str], target: str | None, card: DatasetCardIn
@@ -181,7 +183,7 @@ class LocalRegistry:
             raise DatasetError(f"target {target!r} does not match the card's target column {card_target!r}")
         entry = RegisteredDataset(name=name, path=file, target=target, card=card)
         with exclusive_lock(self.path):
-            data = self._read()
+            data = copy.deepcopy(self._read())
             data["datasets"][name] = {
                 "path": str(file),
                 "target": target,
@@ -243,6 +245,18 @@ class LocalRegistry:
             raise DatasetError(f"{self.path}: entry '{name}' is malformed: {exc}") from exc
 
     def _read(self) -> dict[str, Any]:
+        """The registry file's content, parsed again only when its size, mtime or inode changed (a write by
+        ``dataset add`` in another process replaces the file, so the running node sees it at once). Callers
+        must not change it (:meth:`add` works on a copy)."""
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return {"version": 1, "datasets": {}}
+        signature = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
+        with self._lock:
+            cached = self._read_cache
+        if cached is not None and cached[0] == signature:
+            return cached[1]
         try:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -253,4 +267,6 @@ class LocalRegistry:
             raise DatasetError(f"{self.path}: not valid JSON: {exc}") from exc
         if not isinstance(data, dict) or not isinstance(data.get("datasets"), dict):
             raise DatasetError(f"{self.path}: expected an object with a 'datasets' object")
+        with self._lock:
+            self._read_cache = (signature, data)
         return data

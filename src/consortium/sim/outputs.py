@@ -12,6 +12,7 @@ from consortium.fl import baseline, preprocessing
 from consortium.fl.privacy import card as privacy_card
 from consortium.fl.privacy.spec import DpPlan
 from consortium.governance.licence_cards import card_terms, obligation_lines
+from consortium.model_files import CARD_FILE, CARD_MARKDOWN_FILE, WEIGHTS_FILE
 from consortium.plan import RunPlan
 from consortium.previews import PREVIEW_FILE, markdown_section, preview_png
 from consortium.codec import encode_tensors
@@ -205,13 +206,14 @@ def preview(result: SimResult) -> bytes | None:
 
 
 def write_model(out_dir: Path, result: SimResult, engine: str) -> dict[str, Path]:
-    """``weights.safetensors``, ``card.json`` and ``card.md`` in ``out_dir`` (plus ``samples.png`` for a GAN)."""
+    """``model.safetensors``, ``model_card.json`` and ``MODEL_CARD.md`` in ``out_dir`` (plus ``samples.png`` for
+    a GAN): the names ``consortium model download`` writes."""
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = encode_tensors(result.params)
     paths = {
-        "weights": out_dir / "weights.safetensors",
-        "card": out_dir / "card.json",
-        "card_md": out_dir / "card.md",
+        "weights": out_dir / WEIGHTS_FILE,
+        "card": out_dir / CARD_FILE,
+        "card_markdown": out_dir / CARD_MARKDOWN_FILE,
     }
     paths["weights"].write_bytes(weights)
     card = model_card(result, engine, sha256_hex(weights))
@@ -221,5 +223,5 @@ def write_model(out_dir: Path, result: SimResult, engine: str) -> dict[str, Path
         paths["samples"].write_bytes(png)
         card["samples_png"] = PREVIEW_FILE
     write_json(paths["card"], card)
-    paths["card_md"].write_text(render_card(card))
+    paths["card_markdown"].write_text(render_card(card))
     return paths

@@ -87,5 +87,5 @@ def run_simulation(
         console.print(f"per-round CSV: {csv_path}")
     if out_dir is not None:
         paths = write_model(out_dir, result, engine.name)
-        console.print(f"model: {paths['weights']}  card: {paths['card_md']}")
+        console.print(f"model: {paths['weights']}  card: {paths['card_markdown']}")
     return result

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends, Request
 from sqlalchemy.orm import Session
 
 from consortium.croissant import card_to_croissant
+from consortium.governance.wire import WithdrawIn
 from consortium.hub.deps import db, hub_state, optional_principal, principal
 from consortium.hub.gate import optional, upload
 from consortium.hub.state import HubState
@@ -109,6 +110,33 @@ def create_project(
     spec: ProjectCreate, session: Session = Depends(db), caller: Principal = Depends(principal),
 ):
     return project_service.to_out(session, project_service.create(session, caller, spec))
+
+
+@router.post("/projects/with-test-set", response_model=ProjectOut, status_code=201)
+@upload
+async def create_project_with_test_set(
+    request: Request, state: HubState = Depends(hub_state), caller: Principal = Depends(principal),
+):
+    """Propose a project with its hub test set in one request (a :func:`consortium.test_sets.bundle`): a
+    refused test set leaves no project behind."""
+    from starlette.concurrency import run_in_threadpool
+
+    payload = await request.body()
+
+    def store() -> ProjectOut:
+        spec, test_set = project_service.unbundled(payload)
+        with state.sessions() as session:
+            return project_service.to_out(
+                session, project_service.create(session, caller, spec, test_set, state.blobs))
+
+    return await run_in_threadpool(store)
+
+
+@router.post("/projects/{project_id}/withdraw", response_model=ProjectOut)
+def withdraw_project(project_id: Id, body: WithdrawIn, session: Session = Depends(db),
+                     caller: Principal = Depends(principal)):
+    """The proposer withdraws a project that has not run (its open proposal with it)."""
+    return project_service.to_out(session, project_service.withdraw(session, caller, project_id, body.reason))
 
 
 @router.get("/projects", response_model=list[ProjectOut])

@@ -8,10 +8,11 @@ import math
 import torch
 from dataclasses import dataclass
 
+from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from consortium import crypto
+from consortium import crypto, strict_json
 from consortium.fl.core import FLError
 from consortium.fl.preprocessing import feature_names_of, layout
 from consortium.governance.decisions import ProposalStatus, VoteChoice
@@ -26,10 +27,11 @@ from consortium.hub.services import credits, ledger, licensing, privacy_budgets,
 from consortium.hub.services.access import can_process_source, reader, visible_project
 from consortium.hub.services.errors import BadRequest, Conflict, Forbidden
 from consortium.hub.services.identity import Principal, require_role
+from consortium.hub.services.proposal_records import close_as_withdrawn
 from consortium.plan import RunPlan
-from consortium.codec import decode_tensors
 from consortium.protocol import ProjectCreate, ProjectOut, Role
 from consortium.statuses import RunStatus
+from consortium.test_sets import TestSet, TestSetError, check_test_set, unbundle
 
 def spec_hash(spec: ProjectCreate) -> str:
     """SHA-256 of the canonical JSON of a project spec: what an org approves when it signs."""
@@ -137,10 +139,15 @@ def check_may_process(session: Session, actor: Principal, sources: list[Dataset]
                             "owner has not granted the 'process' right)")
 
 
-def create(session: Session, actor: Principal, spec: ProjectCreate) -> Project:
+def create(session: Session, actor: Principal, spec: ProjectCreate, test_set: bytes | None = None,
+           blobs: BlobStore | None = None) -> Project:
+    """Propose a project (with its hub test set, when given): every check, the test set's included, comes
+    before anything is written, so a refused proposal leaves nothing behind."""
     require_role(actor, Role.researcher, Role.steward, Role.admin)
-    if session.scalar(select(Project).where(Project.name == spec.name)) is not None:
-        raise Conflict(f"project {spec.name!r} already exists")
+    taken = session.scalar(select(Project).where(Project.name == spec.name))
+    if taken is not None:
+        raise Conflict(f"project {spec.name!r} already exists (project {taken.id}, {taken.status}, "
+                       f"proposed by {taken.proposer}); choose another name", project_id=taken.id)
     plan = plan_of(spec)
     check_sources_fit(spec, plan)
     datasets = [dataset_service.by_ref(session, actor, ref) for ref in spec.datasets]
@@ -149,10 +156,14 @@ def create(session: Session, actor: Principal, spec: ProjectCreate) -> Project:
     validate_spec(spec, plan, datasets)
     privacy_budgets.check_proposal(session, spec, plan, datasets)
     licensing.check_sources_mix("environments" if spec.environments else "datasets", datasets)
+    checked = None if test_set is None else checked_test_set(spec, datasets, test_set)
     digest = spec_hash(spec)
     project = Project(
-        name=spec.name, spec=spec.model_dump(mode="json"), spec_hash=digest, proposer=actor.label
+        name=spec.name, spec=spec.model_dump(mode="json"), spec_hash=digest, proposer=actor.label,
+        test_set_sha256=None if checked is None else crypto.sha256_hex(checked.payload),
     )
+    if checked is not None and blobs is not None:
+        blobs.put(checked.payload)
     session.add(project)
     session.flush()
     for dataset in datasets:
@@ -162,12 +173,39 @@ def create(session: Session, actor: Principal, spec: ProjectCreate) -> Project:
     ledger.record(
         session, "project.proposed", actor.label,
         {"project": spec.name, "project_id": project.id, "spec_hash": digest, "datasets": spec.datasets}
-        | ({"environments": spec.environments} if spec.environments else {}),
+        | ({"environments": spec.environments} if spec.environments else {})
+        | ({"test_set_sha256": project.test_set_sha256} if project.test_set_sha256 else {}),
         scope=ledger.project_scope(project.id),
     )
     proposals.propose_run(session, project, actor.label)
     session.commit()
     return project
+
+
+def checked_test_set(spec: ProjectCreate, sources: list[Dataset], payload: bytes) -> TestSet:
+    """The test set in ``payload`` checked against the project's data (BadRequest saying what is wrong)."""
+    if spec.environments:
+        raise BadRequest(
+            "a project trained in environments has no test set: the nodes evaluate it in their environments"
+        )
+    try:
+        return check_test_set(payload, num_features(sources[0].schema))
+    except TestSetError as exc:
+        raise BadRequest(str(exc)) from exc
+
+
+def unbundled(payload: bytes) -> tuple[ProjectCreate, bytes]:
+    """The spec and test set of a proposal uploaded with its test set; BadRequest naming what is wrong."""
+    try:
+        spec_json, test_set = unbundle(payload)
+        return ProjectCreate.model_validate(strict_json.loads(spec_json)), test_set
+    except TestSetError as exc:
+        raise BadRequest(str(exc)) from exc
+    except strict_json.StrictJSONError as exc:
+        raise BadRequest(f"spec: not strict JSON: {exc.msg}{exc.where()}") from exc
+    except ValidationError as exc:
+        raise BadRequest("; ".join(f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                                   for e in exc.errors(include_url=False))) from exc
 
 
 def get(session: Session, actor: Principal, project_id: int) -> Project:
@@ -215,7 +253,8 @@ def check_may_run(session: Session, project: Project) -> None:
 def set_test_set(
     session: Session, blobs: BlobStore, actor: Principal, project_id: int, payload: bytes
 ) -> str:
-    """Attach a held-out test set (safetensors with ``x`` float32 [n, features] and ``y`` int64 [n]).
+    """Attach a held-out test set (safetensors with ``x`` float32 [n, features] and ``y`` [n]), stored in its
+    canonical form (:func:`consortium.test_sets.check_test_set`: the same tensors hash the same).
 
     The test set is part of what the members vote on: a new one makes a new version of the project, back to
     ``proposed`` with a new ``run_project`` proposal (the open one of the previous version is withdrawn, and
@@ -224,24 +263,10 @@ def set_test_set(
     project = get(session, actor, project_id)
     if actor.label != project.proposer and actor.role != Role.admin:
         raise Forbidden("only the project's proposer can attach its test set")
-    if ProjectCreate.model_validate(project.spec).environments:
-        raise BadRequest(
-            "a project trained in environments has no test set: the nodes evaluate it in their environments"
-        )
-    try:
-        tensors = decode_tensors(payload)
-    except ValueError as exc:
-        raise BadRequest(str(exc)) from exc
-    if set(tensors) != {"x", "y"}:
-        raise BadRequest(f"test set must hold exactly tensors 'x' and 'y', got {sorted(tensors)}")
-    x, y = tensors["x"], tensors["y"]
-    width = num_features(project_datasets(session, project)[0].schema)
-    if x.dtype != torch.float32 or x.ndim != 2 or x.shape[1] != width:
-        raise BadRequest(f"test set x must be float32 [n, {width}], got {x.dtype} {list(x.shape)}")
-    if y.ndim != 1 or y.shape[0] != x.shape[0]:
-        raise BadRequest(f"test set y must be [n] with n = {x.shape[0]}, got {list(y.shape)}")
-    if not bool(torch.isfinite(x).all()):
-        raise BadRequest("test set x contains non-finite values")
+    if project.status == "withdrawn":
+        raise Conflict(f"project {project.name!r} was withdrawn; propose a new project instead")
+    payload = checked_test_set(ProjectCreate.model_validate(project.spec), project_datasets(session, project),
+                               payload).payload
     ledger.lock(session)  # a run that starts meanwhile is seen, and sees the new version
     session.refresh(project)
     running = session.scalar(select(Run.id).where(Run.project_id == project.id, Run.status == RunStatus.running))
@@ -312,3 +337,28 @@ def summaries(session: Session, projects: list[Project]) -> list[ProjectSummary]
         yes.setdefault(proposal_id, set()).add(org)
     return [ProjectSummary(p.id, p.name, p.status, p.proposer, sorted(owners[p.id]),
                            sorted(yes.get(current.get(p.id, -1), ()))) for p in projects]
+
+
+def withdraw(session: Session, actor: Principal, project_id: int, reason: str = "") -> Project:
+    """The proposer withdraws a project that never ran: status ``withdrawn``, its open ``run_project``
+    proposal withdrawn, a ``project.withdrawn`` ledger entry. Its name stays taken (the ledger names it)."""
+    ledger.lock(session)
+    project = get(session, actor, project_id)
+    if actor.label != project.proposer:
+        raise Forbidden(f"only the proposer ({project.proposer}) can withdraw project {project.id}")
+    if project.status == "withdrawn":
+        raise Conflict(f"project {project.name!r} is already withdrawn", status=project.status)
+    ran = session.scalar(select(Run.id).where(Run.project_id == project.id).limit(1))
+    if ran is not None:
+        raise Conflict(f"project {project.name!r} has run {ran}: a project that ran stays on record",
+                       status=project.status)
+    row = current_proposal(session, project)
+    proposals.settle(session, row)
+    if row.status == ProposalStatus.open.value:
+        close_as_withdrawn(session, row, actor.label, reason or "the project was withdrawn by its proposer")
+    project.status = "withdrawn"
+    ledger.record(session, "project.withdrawn", actor.label,
+                  {"project_id": project.id, "project": project.name, "reason": reason},
+                  scope=ledger.project_scope(project.id))
+    session.commit()
+    return project

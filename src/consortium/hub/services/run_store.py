@@ -222,9 +222,9 @@ def closed_round_id(session: Session, run_id: int, number: int) -> int:
 
 
 def answered_tasks(session: Session, task_ids: set[int]) -> list[Any]:
-    """Id, status, result and update digest of those of ``task_ids`` that were answered."""
+    """Id, status, result, update digest and error of those of ``task_ids`` that were answered."""
     return session.execute(
-        select(Task.id, Task.status, Task.result, Task.update_sha256)
+        select(Task.id, Task.status, Task.result, Task.update_sha256, Task.error)
         .where(Task.id.in_(task_ids), Task.status.in_(ANSWERED_TASK_STATES))
     ).all()
 

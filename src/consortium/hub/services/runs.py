@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from consortium.fl.baseline import baseline_warning
 from consortium.fl.core import FLError
 from consortium.hub.blobs import BlobStore
-from consortium.hub.db.models import Round, Run, Task
+from consortium.hub.db.models import Dataset, Org, Project, Round, Run, Task
 from consortium.hub.live import Answer, TaskRow
 from consortium.hub.services import ledger
 from consortium.hub.services import projects as project_service
@@ -104,7 +104,21 @@ def progress(session: Session, run: Run, after_round: int = 0) -> RunProgress:
         ).order_by(Round.number.desc()).limit(1))
         last = RoundMetrics.model_validate(newest) if newest is not None else None
     warning = baseline_warning(last.baseline, last.test) if last is not None else None
-    return RunProgress(run=to_out(session, run), rounds=rounds, warnings=[warning] if warning else [])
+    return RunProgress(run=to_out(session, run), rounds=rounds, warnings=[warning] if warning else [],
+                       refusals=refusals(session, run.id))
+
+
+def refusals(session: Session, run_id: int) -> list[str]:
+    """Every refused or rejected task of the run, as 'round N: org/dataset refused: why', oldest first."""
+    rows = session.execute(
+        select(Round.number, Org.name, Dataset.name, Task.status, Task.error)
+        .join(Round, Round.id == Task.round_id).join(Dataset, Dataset.id == Task.dataset_id)
+        .join(Org, Org.id == Task.org_id)
+        .where(Task.run_id == run_id, Task.status.in_((TaskStatus.refused, TaskStatus.rejected)))
+        .order_by(Task.id)
+    )
+    return [f"round {number}: {org}/{name} {status}: {error or 'no reason given'}"
+            for number, org, name, status, error in rows]
 
 
 def claim_next(
@@ -234,7 +248,7 @@ def _reject(
         scope=ledger.project_scope(project_id),
     )
     session.commit()
-    raise Rejected(f"{what} rejected: {reason}", task, Answer(task.id, TaskStatus.rejected))
+    raise Rejected(f"{what} rejected: {reason}", task, Answer(task.id, TaskStatus.rejected, reason=reason))
 
 
 def _problems(exc: ValidationError) -> str:
@@ -367,4 +381,4 @@ def refuse(
         scope=ledger.project_scope(project_id),
     )
     session.commit()
-    return task, Answer(task.id, TaskStatus.refused)
+    return task, Answer(task.id, TaskStatus.refused, reason=body.reason)
