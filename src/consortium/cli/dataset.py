@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from consortium.cli.common import (
+    CaFileOpt,
     HubOpt,
     OptionalOrgDirOpt,
     OrgDirOpt,
@@ -42,6 +43,7 @@ def dataset_add(
         "--budget-epsilon", help="total privacy budget epsilon for DP runs (this node refuses rounds past it)")] = None,
     budget_delta: Annotated[float | None, typer.Option(
         "--budget-delta", help="the delta of the privacy budget (with --budget-epsilon)")] = None,
+        ca_file: CaFileOpt = None,
 ) -> None:
     """Register a local dataset: the hub receives its card (schema, rows, SHA-256, licence), never rows."""
     from pydantic import ValidationError
@@ -62,15 +64,15 @@ def dataset_add(
         fail(str(exc))
     except ValidationError as exc:
         fail("; ".join(f"--{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()))
-    with org_client(hub, org_dir) as client:
+    with org_client(hub, org_dir, ca_file) as client:
         out = call(register_dataset, client, org_dir, loaded, card)
     console.print(f"registered [bold]{out['org']}/{out['name']}[/]: {out['rows']} rows, sha256 {out['sha256'][:16]}…")
 
 
 @app.command("list")
-def dataset_list(hub: HubOpt, token: TokenOpt = None) -> None:
+def dataset_list(hub: HubOpt, token: TokenOpt = None, ca_file: CaFileOpt = None) -> None:
     """List the dataset cards visible to you."""
-    with user_client(hub, token) as client:
+    with user_client(hub, token, ca_file) as client:
         rows = call(client.datasets)
     table = Table("dataset", "rows", "licence", "visibility", "sha256")
     for d in rows:
@@ -80,9 +82,9 @@ def dataset_list(hub: HubOpt, token: TokenOpt = None) -> None:
 
 @app.command("croissant")
 def dataset_croissant(ref: Annotated[str, typer.Argument(help="org/name")], hub: HubOpt,
-                      token: TokenOpt = None) -> None:
+                      token: TokenOpt = None, ca_file: CaFileOpt = None) -> None:
     """Print a dataset card as Croissant JSON-LD."""
-    with user_client(hub, token) as client:
+    with user_client(hub, token, ca_file) as client:
         print_json(call(client.croissant, ref))
 
 
@@ -97,10 +99,11 @@ DownloadOpt = Annotated[str | None, typer.Option(
 @app.command("rights")
 def dataset_rights(ref: Annotated[str, typer.Argument(help="org/name, a dataset of your org")], hub: HubOpt,
                    visibility: VisibilityOpt = None, process: ProcessOpt = None, download: DownloadOpt = None,
-                   token: TokenOpt = None, org_dir: OptionalOrgDirOpt = None) -> None:
+                   token: TokenOpt = None, org_dir: OptionalOrgDirOpt = None,
+                   ca_file: CaFileOpt = None) -> None:
     """Change who may see, process and download your org's dataset (as its key or a steward); projects
     proposed before keep the rights they were proposed under."""
-    with member_client(hub, token, org_dir) as client:
+    with member_client(hub, token, org_dir, ca_file) as client:
         card = call(client.set_source_rights, ref, visibility=visibility, process=grant_option(process),
                     download=grant_option(download))
     console.print(f"[bold]{card['org']}/{card['name']}[/]: visibility {card['visibility']}, process "

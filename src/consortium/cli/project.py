@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from consortium.cli.common import HubOpt, TokenOpt, call, console, fail, print_json, user_client
+from consortium.cli.common import CaFileOpt, HubOpt, TokenOpt, call, console, fail, print_json, user_client
 
 app = typer.Typer(no_args_is_help=True, help="Propose and inspect projects (vote to run one with `consortium vote`).")
 
@@ -18,6 +18,7 @@ def project_create(
     hub: HubOpt,
     token: TokenOpt = None,
     test_set: Annotated[Path | None, typer.Option("--test-set", help="held-out safetensors (x, y) for the hub")] = None,
+    ca_file: CaFileOpt = None,
 ) -> None:
     """Propose a project from a JSON spec (algorithm, hyper-parameters, datasets, rounds, min_nodes...)."""
     import json
@@ -32,7 +33,7 @@ def project_create(
         fail(f"{spec_file}: not valid JSON: {exc}")
     except ValidationError as exc:
         fail("; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()))
-    with user_client(hub, token) as client:
+    with user_client(hub, token, ca_file) as client:
         project = call(client.create_project, spec)
         if test_set is not None:
             call(client.put_test_set, project["id"], test_set.read_bytes())
@@ -43,7 +44,7 @@ def project_create(
 
 
 @app.command("show")
-def project_show(project_id: int, hub: HubOpt, token: TokenOpt = None) -> None:
+def project_show(project_id: int, hub: HubOpt, token: TokenOpt = None, ca_file: CaFileOpt = None) -> None:
     """Show a project, its spec hash, its proposal and who voted yes."""
-    with user_client(hub, token) as client:
+    with user_client(hub, token, ca_file) as client:
         print_json(call(client.project, project_id))
