@@ -9,6 +9,9 @@ from pathlib import Path
 import httpx
 
 CA_HINT = "give the CA that signed it with --ca-file (or CONSORTIUM_CA_FILE)"
+HOST_HINT = "use a hub URL whose host name or address the certificate names"
+_NAME_MISMATCH = {62, 64}
+"""OpenSSL's verify codes of a certificate for another host name or IP address."""
 
 
 class HubTLSError(httpx.ConnectError):
@@ -44,8 +47,10 @@ def tls_refusal(base_url: str, exc: httpx.ConnectError) -> HubTLSError | None:
     if cause is None:
         return None
     if isinstance(cause, ssl.SSLCertVerificationError):
+        hint = HOST_HINT if cause.verify_code in _NAME_MISMATCH else CA_HINT
         message = (f"the hub at {base_url} presented a TLS certificate that failed verification "
-                   f"({cause.verify_message}); {CA_HINT}")
+                   f"({str(cause.verify_message).rstrip('.')}); {hint}")
     else:
-        message = f"the TLS handshake with the hub at {base_url} failed ({cause.reason or cause}): is it serving HTTPS?"
+        message = (f"the TLS handshake with the hub at {base_url} failed ({cause.reason or cause}): is it serving "
+                   "HTTPS?")
     return HubTLSError(message, request=exc.request)
