@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from consortium.cli.common import err_console, fail
+
+if TYPE_CHECKING:
+    from consortium.config import HubSettings
 
 
 def hub(
@@ -69,7 +72,7 @@ def hub(
     uvicorn.run(application, host=host, port=port, log_level="warning", timeout_graceful_shutdown=3, **tls)
 
 
-def _tls_files(settings) -> dict[str, str]:
+def _tls_files(settings: HubSettings) -> dict[str, str]:
     """uvicorn's TLS arguments, after checking that the certificate and key load and match (ValueError
     otherwise, before the hub starts)."""
     import ssl
