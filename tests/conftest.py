@@ -1,16 +1,24 @@
 """Shared fixtures: one torch thread, the two database backends every hub test runs on, and a small mixed-type
-table for the data-file tests."""
+table for the data-file tests, a private CA with its certificates for the TLS tests."""
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 torch.set_num_threads(1)
 os.environ.setdefault("CONSORTIUM_TORCH_THREADS", "1")
@@ -168,3 +176,68 @@ def _seed_run(sessions, project, orgs: tuple[str, ...], dataset: str, schema: di
 def seed_run():
     """:func:`_seed_run`: orgs with a dataset each, an approved project and a run, for driver tests."""
     return _seed_run
+
+
+@dataclass(frozen=True)
+class PrivatePKI:
+    """PEM files of a private CA, a server certificate it signed for 127.0.0.1 and localhost (with its key),
+    one it signed for another host name only, and an unrelated CA."""
+
+    ca: Path
+    cert: Path
+    key: Path
+    other_host_cert: Path
+    other_host_key: Path
+    other_ca: Path
+
+
+@pytest.fixture(scope="session")
+def private_pki(tmp_path_factory: pytest.TempPathFactory) -> PrivatePKI:
+    """A private CA and its certificates, made with ``cryptography`` (for the TLS tests)."""
+    folder = tmp_path_factory.mktemp("pki")
+    ca_key, ca_cert = _make_ca("consortium test CA")
+    _, other_ca_cert = _make_ca("unrelated CA")
+    paths = {"ca": _write_pem(folder / "ca.pem", ca_cert),
+             "other_ca": _write_pem(folder / "other-ca.pem", other_ca_cert)}
+    for stem, names in (("hub", [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                        ("elsewhere", [x509.DNSName("hub.elsewhere.example")])):
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = _sign(x509.CertificateBuilder().subject_name(_name(stem)).public_key(key.public_key())
+                     .add_extension(x509.SubjectAlternativeName(names), critical=False)
+                     .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                     .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False),
+                     ca_cert.subject, ca_key)
+        paths["cert" if stem == "hub" else "other_host_cert"] = _write_pem(folder / f"{stem}.pem", cert)
+        key_path = folder / f"{stem}-key.pem"
+        key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+        paths["key" if stem == "hub" else "other_host_key"] = key_path
+    return PrivatePKI(**paths)
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _make_ca(common_name: str):
+    key = ec.generate_private_key(ec.SECP256R1())
+    builder = (x509.CertificateBuilder().subject_name(_name(common_name)).public_key(key.public_key())
+               .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+               .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                            content_commitment=False, key_encipherment=False,
+                                            data_encipherment=False, key_agreement=False, encipher_only=False,
+                                            decipher_only=False), critical=True)
+               .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False))
+    return key, _sign(builder, _name(common_name), key)
+
+
+def _sign(builder: x509.CertificateBuilder, issuer: x509.Name, issuer_key) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return (builder.issuer_name(issuer).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=2))
+            .sign(issuer_key, hashes.SHA256()))
+
+
+def _write_pem(path: Path, cert: x509.Certificate) -> Path:
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return path

@@ -9,10 +9,10 @@ import pytest
 from typer.testing import CliRunner
 
 from consortium.cli import app
-from consortium.config import NodeSettings
+from consortium.config import HubSettings, NodeSettings
 
 NODE_VARIABLES = ("CONSORTIUM_HUB", "CONSORTIUM_ORG_DIR", "CONSORTIUM_POLL_WAIT", "CONSORTIUM_ENROL_TOKEN",
-                  "CONSORTIUM_TORCH_THREADS")
+                  "CONSORTIUM_TORCH_THREADS", "CONSORTIUM_CA_FILE", "CONSORTIUM_TLS_CERT", "CONSORTIUM_TLS_KEY")
 HUB, ORG = "http://hub:1", Path("org")
 
 
@@ -64,3 +64,56 @@ def test_the_node_command_reports_a_bad_setting_without_a_traceback(environ, tmp
     result = CliRunner().invoke(app, ["node", "--org-dir", str(tmp_path)])
     assert result.exit_code == 2
     assert "CONSORTIUM_HUB" in result.output and "Traceback" not in result.output
+
+
+def test_the_node_ca_file_comes_from_the_flag_then_the_environment(environ, private_pki, tmp_path: Path) -> None:
+    assert NodeSettings.from_args(HUB, tmp_path).ca_file is None
+    environ.setenv("CONSORTIUM_CA_FILE", str(private_pki.other_ca))
+    assert NodeSettings.from_args(HUB, tmp_path).ca_file == private_pki.other_ca.resolve()
+    assert NodeSettings.from_args(HUB, tmp_path, ca_file=private_pki.ca).ca_file == private_pki.ca.resolve()
+    environ.setenv("CONSORTIUM_CA_FILE", str(tmp_path / "gone.pem"))
+    with pytest.raises(ValueError, match=r"--ca-file \(or CONSORTIUM_CA_FILE\): no such file .*gone.pem"):
+        NodeSettings.from_args(HUB, tmp_path)
+
+
+def test_the_hub_serves_https_only_with_both_certificate_and_key(environ, private_pki, tmp_path: Path) -> None:
+    plain = HubSettings.from_args(None, tmp_path)
+    assert (plain.tls_cert, plain.tls_key) == (None, None)
+    both = HubSettings.from_args(None, tmp_path, tls_cert=private_pki.cert, tls_key=private_pki.key)
+    assert (both.tls_cert, both.tls_key) == (private_pki.cert.resolve(), private_pki.key.resolve())
+    environ.setenv("CONSORTIUM_TLS_CERT", str(private_pki.cert))
+    environ.setenv("CONSORTIUM_TLS_KEY", str(private_pki.key))
+    assert HubSettings.from_args(None, tmp_path) == both
+    environ.delenv("CONSORTIUM_TLS_KEY")
+    with pytest.raises(ValueError, match=r"--tls-cert needs --tls-key \(or CONSORTIUM_TLS_KEY\)"):
+        HubSettings.from_args(None, tmp_path)
+    environ.delenv("CONSORTIUM_TLS_CERT")
+    with pytest.raises(ValueError, match=r"--tls-key needs --tls-cert \(or CONSORTIUM_TLS_CERT\)"):
+        HubSettings.from_args(None, tmp_path, tls_key=private_pki.key)
+    with pytest.raises(ValueError, match=r"--tls-cert \(or CONSORTIUM_TLS_CERT\): no such file"):
+        HubSettings.from_args(None, tmp_path, tls_cert=tmp_path / "none.pem", tls_key=private_pki.key)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--tls-cert", "{cert}"], "--tls-cert needs --tls-key"),
+        (["--tls-key", "{key}"], "--tls-key needs --tls-cert"),
+        (["--tls-cert", "{cert}", "--tls-key", "{other_key}"], "do not load as a PEM certificate chain and its"),
+    ],
+)
+def test_the_hub_command_refuses_a_bad_tls_pair_before_starting(environ, private_pki, tmp_path: Path,
+                                                                 flags: list[str], message: str) -> None:
+    files = {"cert": private_pki.cert, "key": private_pki.key, "other_key": private_pki.other_host_key}
+    args = ["hub", "--data-dir", str(tmp_path), *(flag.format(**files) for flag in flags)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split()) and "Traceback" not in result.output
+    assert not (tmp_path / "hub.db").exists()
+
+
+def test_a_command_with_a_ca_file_that_is_no_ca_names_the_option(environ, private_pki) -> None:
+    result = CliRunner().invoke(app, ["user", "list", "--hub", "https://127.0.0.1:9", "--token", "csm_x",
+                                      "--ca-file", str(private_pki.key)])
+    assert result.exit_code == 2
+    assert "--ca-file (or CONSORTIUM_CA_FILE): CA file" in " ".join(result.output.split())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,6 +23,7 @@ from consortium.protocol import (
     TaskRefusal,
     TaskResult,
 )
+from consortium.tls import tls_context, tls_refusal
 
 
 class HubError(RuntimeError):
@@ -58,7 +60,8 @@ def _detail(response: httpx.Response) -> str:
 
 
 class HubClient:
-    """Thin typed wrapper over the hub's REST API (keep-alive connection, clear errors)."""
+    """Thin typed wrapper over the hub's REST API (keep-alive connection, clear errors). ``ca_file``: the CA
+    bundle an ``https://`` hub's certificate must chain to (None: the system's trust store)."""
 
     def __init__(
         self,
@@ -67,13 +70,15 @@ class HubClient:
         token: str | None = None,
         identity: OrgIdentity | OrgKeyFile | None = None,
         timeout: float = 30.0,
+        ca_file: str | Path | None = None,
     ) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._identity = identity
         auth = SignedAuth(lambda: self.identity) if identity is not None else None
         # TCP_NODELAY: headers and body go out as separate small writes; with Nagle's algorithm the body would
         # wait for the server's delayed ACK (40 ms on Linux) on every upload.
-        transport = httpx.HTTPTransport(socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+        transport = httpx.HTTPTransport(verify=tls_context(ca_file),
+                                        socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
         self.http = httpx.Client(
             base_url=base_url.rstrip("/"), headers=headers, auth=auth, timeout=timeout, trust_env=False,
             transport=transport,
@@ -98,7 +103,10 @@ class HubClient:
 
     def request(self, method: str, path: str, *, timeout: float | None = None, **kwargs: Any) -> httpx.Response:
         extra = {"timeout": timeout} if timeout is not None else {}
-        response = self.http.request(method, path, **kwargs, **extra)
+        try:
+            response = self.http.request(method, path, **kwargs, **extra)
+        except httpx.ConnectError as exc:
+            raise tls_refusal(str(self.http.base_url).rstrip("/"), exc) or exc
         if response.status_code >= 400:
             raise HubError(response.status_code, _detail(response), method, path, _fields(response))
         return response

@@ -41,6 +41,9 @@ class HubSettings:
     """A signed ledger checkpoint at least every this many new entries..."""
     checkpoint_interval_s: float = DEFAULT_CHECKPOINT_INTERVAL_S
     """...or this many seconds after the last one, when the ledger grew."""
+    tls_cert: Path | None = None
+    """The hub's TLS certificate chain (PEM): with ``tls_key``, the hub serves HTTPS only."""
+    tls_key: Path | None = None
 
     @property
     def key_file(self) -> Path:
@@ -60,7 +63,11 @@ class HubSettings:
         hub_key_file: Path | None = None,
         checkpoint_every: int | None = None,
         checkpoint_interval_s: float | None = None,
+        tls_cert: Path | None = None,
+        tls_key: Path | None = None,
     ) -> HubSettings:
+        """The settings from CLI values (None: not given), the environment and the defaults; ValueError naming
+        the flag and its variable for a TLS certificate without its key (or the reverse) or a missing file."""
         data_dir = Path(data_dir).resolve()
         url = db_url or os.environ.get("CONSORTIUM_DB") or f"sqlite:///{data_dir / 'hub.db'}"
         token = admin_token or os.environ.get("CONSORTIUM_ADMIN_TOKEN")
@@ -75,7 +82,29 @@ class HubSettings:
             hub_key_file=Path(key_file).resolve() if key_file else None,
             checkpoint_every=checkpoint_every or DEFAULT_CHECKPOINT_EVERY,
             checkpoint_interval_s=checkpoint_interval_s or DEFAULT_CHECKPOINT_INTERVAL_S,
+            **_tls_pair(tls_cert, tls_key),
         )
+
+
+def _tls_pair(cert: Path | None, key: Path | None) -> dict[str, Path | None]:
+    cert_file = _existing_file(cert, "--tls-cert", "CONSORTIUM_TLS_CERT")
+    key_file = _existing_file(key, "--tls-key", "CONSORTIUM_TLS_KEY")
+    if (cert_file is None) != (key_file is None):
+        given, missing = ("--tls-cert", "--tls-key") if key_file is None else ("--tls-key", "--tls-cert")
+        raise ValueError(f"{given} needs {missing} (or CONSORTIUM_{missing[2:].upper().replace('-', '_')}): "
+                         "HTTPS takes the certificate and its private key")
+    return {"tls_cert": cert_file, "tls_key": key_file}
+
+
+def _existing_file(value: Path | str | None, flag: str, variable: str) -> Path | None:
+    """``value``, else the environment variable, as an absolute path; ValueError when no such file exists."""
+    raw = value or os.environ.get(variable) or None
+    if raw is None:
+        return None
+    path = Path(raw).resolve()
+    if not path.is_file():
+        raise ValueError(f"{flag} (or {variable}): no such file {path}")
+    return path
 
 
 @dataclass(frozen=True)
@@ -89,11 +118,11 @@ class NodeSettings:
     - ``enrol_token``: ``--enrol-token``, else ``CONSORTIUM_ENROL_TOKEN`` (one-time; enrol before polling);
     - ``witness_every_s``: ``--witness-every``, else ``CONSORTIUM_WITNESS_EVERY`` (seconds between checks and
       cosignatures of the hub's ledger checkpoint, at least 0.05, default 10);
+    - ``ca_file``: ``--ca-file``, else ``CONSORTIUM_CA_FILE`` (the PEM bundle of CAs an ``https://`` hub's
+      certificate must chain to; default the system's trust store);
     - ``torch_threads``: ``CONSORTIUM_TORCH_THREADS`` (default 1);
     - ``secagg_halt_before``: ``CONSORTIUM_SECAGG_HALT_BEFORE`` (fault injection for tests: a SecAgg stage;
       the node halts just before sending that stage's message, as a node that crashed there would).
-
-    The node's HTTP client verifies TLS against httpx's default CA bundle (there is no CA-file setting yet).
     """
 
     hub_url: str
@@ -105,6 +134,7 @@ class NodeSettings:
     """How often the node's ledger witness checks and cosigns the hub's newest checkpoint."""
     torch_threads: int = 1
     secagg_halt_before: str | None = None
+    ca_file: Path | None = None
 
     @classmethod
     def from_args(
@@ -114,6 +144,7 @@ class NodeSettings:
         poll_wait_s: float | None = None,
         enrol_token: str | None = None,
         witness_every_s: float | None = None,
+        ca_file: Path | None = None,
     ) -> NodeSettings:
         """The settings from CLI values (None: not given), the environment and the defaults; ValueError
         naming the flag and its variable when a value is missing or out of range."""
@@ -138,7 +169,8 @@ class NodeSettings:
         return cls(hub_url=hub, org_dir=Path(directory).resolve(), poll_wait_s=wait,
                    enrol_token=enrol_token or os.environ.get("CONSORTIUM_ENROL_TOKEN") or None,
                    witness_every_s=witness, torch_threads=torch_threads(),
-                   secagg_halt_before=os.environ.get("CONSORTIUM_SECAGG_HALT_BEFORE") or None)
+                   secagg_halt_before=os.environ.get("CONSORTIUM_SECAGG_HALT_BEFORE") or None,
+                   ca_file=_existing_file(ca_file, "--ca-file", "CONSORTIUM_CA_FILE"))
 
 
 def _number(variable: str, default: float) -> float:

@@ -19,6 +19,7 @@ import httpx
 from consortium.client import HubClient
 from consortium.crypto import OrgIdentity, generate_org_key, load_org_identity
 from consortium.protocol import EnrolRequest
+from consortium.tls import tls_context
 
 
 def free_port() -> int:
@@ -86,6 +87,15 @@ def _spawn(name: str, args: list[str], log_path: Path) -> Process:
     return Process(name, popen, log_path, log)
 
 
+@dataclass(frozen=True)
+class HubTLS:
+    """What an HTTPS hub serves (its certificate chain and key, PEM) and the CA bundle its clients trust."""
+
+    cert: Path
+    key: Path
+    ca_file: Path
+
+
 @dataclass
 class HubProcess(Process):
     url: str = ""
@@ -93,9 +103,15 @@ class HubProcess(Process):
     data_dir: Path = Path()
     db_url: str | None = None
     port: int = 0
+    tls: HubTLS | None = None
+
+    @property
+    def ca_file(self) -> Path | None:
+        """The CA bundle a client of this hub trusts (None: plain HTTP)."""
+        return self.tls.ca_file if self.tls else None
 
     def client(self) -> HubClient:
-        return HubClient(self.url, token=self.admin_token)
+        return HubClient(self.url, token=self.admin_token, ca_file=self.ca_file)
 
 
 def start_hub(
@@ -109,9 +125,10 @@ def start_hub(
     auth_failure_limit: int | None = None,
     auth_failure_window_s: float | None = None,
     extra_args: tuple[str, ...] = (),
+    tls: HubTLS | None = None,
 ) -> HubProcess:
     """Start ``consortium hub`` as a child process and wait until it answers /api/health (``extra_args``: more
-    ``consortium hub`` options, e.g. ``("--checkpoint-interval", "0.5")``)."""
+    ``consortium hub`` options, e.g. ``("--checkpoint-interval", "0.5")``; ``tls``: serve HTTPS)."""
     port = port or free_port()
     admin_token = admin_token or "csm_" + secrets.token_urlsafe(32)
     data_dir = Path(data_dir)
@@ -125,21 +142,25 @@ def start_hub(
         args += ["--auth-failure-limit", str(auth_failure_limit)]
     if auth_failure_window_s:
         args += ["--auth-failure-window", str(auth_failure_window_s)]
+    if tls:
+        args += ["--tls-cert", str(tls.cert), "--tls-key", str(tls.key)]
     args += list(extra_args)
     proc = _spawn("hub", args, data_dir / "hub.log")
-    hub = HubProcess(proc.name, proc.popen, proc.log_path, proc._log, url=f"http://127.0.0.1:{port}",
-                     admin_token=admin_token, data_dir=data_dir, db_url=db_url, port=port)
+    scheme = "https" if tls else "http"
+    hub = HubProcess(proc.name, proc.popen, proc.log_path, proc._log, url=f"{scheme}://127.0.0.1:{port}",
+                     admin_token=admin_token, data_dir=data_dir, db_url=db_url, port=port, tls=tls)
     wait_healthy(hub, startup_timeout)
     return hub
 
 
 def wait_healthy(hub: HubProcess, timeout: float) -> None:
     deadline = time.monotonic() + timeout
+    verify = tls_context(hub.ca_file)
     while time.monotonic() < deadline:
         if not hub.alive():
             raise RuntimeError(f"hub exited during start-up:\n{hub.log_tail()}")
         try:
-            if httpx.get(f"{hub.url}/api/health", timeout=2.0, trust_env=False).status_code == 200:
+            if httpx.get(f"{hub.url}/api/health", timeout=2.0, trust_env=False, verify=verify).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -151,21 +172,23 @@ def wait_healthy(hub: HubProcess, timeout: float) -> None:
 def restart_hub(hub: HubProcess, startup_timeout: float = 60.0) -> HubProcess:
     """Start a hub again on the same port, database and data directory."""
     return start_hub(hub.data_dir, db_url=hub.db_url, port=hub.port, admin_token=hub.admin_token,
-                     startup_timeout=startup_timeout)
+                     startup_timeout=startup_timeout, tls=hub.tls)
 
 
-def start_node(hub_url: str, org_dir: Path, *, poll_wait: float = 25.0, log_path: Path | None = None) -> Process:
-    """Start ``consortium node`` for an enrolled org directory."""
+def start_node(hub_url: str, org_dir: Path, *, poll_wait: float = 25.0, log_path: Path | None = None,
+               ca_file: Path | None = None) -> Process:
+    """Start ``consortium node`` for an enrolled org directory (``ca_file``: the CA an https hub's certificate
+    must chain to)."""
     org_dir = Path(org_dir)
-    return _spawn(
-        f"node-{org_dir.name}",
-        ["node", "--hub", hub_url, "--org-dir", str(org_dir), "--poll-wait", str(poll_wait)],
-        log_path or org_dir / "node.log",
-    )
+    args = ["node", "--hub", hub_url, "--org-dir", str(org_dir), "--poll-wait", str(poll_wait)]
+    if ca_file:
+        args += ["--ca-file", str(ca_file)]
+    return _spawn(f"node-{org_dir.name}", args, log_path or org_dir / "node.log")
 
 
 def provision_org(
-    admin: HubClient, hub_url: str, org_dir: Path, name: str, voters: Mapping[str, Path] | None = None
+    admin: HubClient, hub_url: str, org_dir: Path, name: str, voters: Mapping[str, Path] | None = None,
+    ca_file: Path | None = None,
 ) -> OrgIdentity:
     """Make an org key, propose the org on the hub, enrol its node with a one-time token, and have each of
     ``voters`` (admitted members: org name -> org directory) vote yes to admit it. The consortium's first
@@ -175,12 +198,12 @@ def provision_org(
     identity = generate_org_key(Path(org_dir), name)
     admin.create_org(name)
     token = admin.enrolment_token(name)
-    with HubClient(hub_url) as anonymous:
+    with HubClient(hub_url, ca_file=ca_file) as anonymous:
         anonymous.enrol(EnrolRequest(org=name, token=token, public_key=identity.public_key_b64))
     pending = [p for p in admin.proposals(status="open", kind="admit_org") if p["subject"]["org"] == name]
     for proposal in pending:
         for voter, voter_dir in (voters or {}).items():
-            with HubClient(hub_url, identity=load_org_identity(voter_dir)) as client:
+            with HubClient(hub_url, identity=load_org_identity(voter_dir), ca_file=ca_file) as client:
                 if client.proposal(proposal["id"])["status"] != "open":
                     break  # decided: the votes cast so far were enough
                 cast_vote(client, voter_dir, proposal["id"], "yes", f"{voter} admits {name}")

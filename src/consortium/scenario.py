@@ -72,7 +72,7 @@ class DigitsConsortium:
         return [f"{org}/{dataset}" for org in self.org_dirs]
 
     def org_client(self, org: str) -> HubClient:
-        return HubClient(self.hub.url, identity=load_org_identity(self.org_dirs[org]))
+        return HubClient(self.hub.url, identity=load_org_identity(self.org_dirs[org]), ca_file=self.hub.ca_file)
 
     def test_set_bytes(self) -> bytes:
         return encode_tensors({"x": torch.from_numpy(self.x_test), "y": torch.from_numpy(self.y_test)})
@@ -93,11 +93,11 @@ def provision_digits(
     with hub.client() as admin:
         for i, org in enumerate(orgs):
             identity = provision_org(admin, hub.url, org_dirs[org], org,
-                                     voters={member: org_dirs[member] for member in orgs[:i]})
+                                     voters={member: org_dirs[member] for member in orgs[:i]}, ca_file=hub.ca_file)
             loaded, card = actions.prepare_dataset(
                 csvs[org], "digits", "CC-BY-4.0", target="label",
                 description=f"{org}'s share of the handwritten digits (8x8, scaled to [0,1])")
-            with HubClient(hub.url, identity=identity) as client:
+            with HubClient(hub.url, identity=identity, ca_file=hub.ca_file) as client:
                 actions.register_dataset(client, org_dirs[org], loaded, card)
             if report is not None:
                 counts = np.bincount(loaded.to_local_data().y.numpy(), minlength=10)
@@ -121,16 +121,16 @@ def register_environment(
 
 
 def vote_as(org_dir: Path, hub_url: str, proposal_id: int, choice: str = "yes",
-            reason: str = "") -> actions.VoteSubject | None:
+            reason: str = "", ca_file: Path | None = None) -> actions.VoteSubject | None:
     """What `consortium vote ID CHOICE --yes` does (the same function): read and check the proposal (for a
     project, its spec hash and test set), sign, send, record for the node."""
-    with HubClient(hub_url, identity=load_org_identity(org_dir)) as client:
+    with HubClient(hub_url, identity=load_org_identity(org_dir), ca_file=ca_file) as client:
         return actions.cast_vote(client, org_dir, proposal_id, choice, reason)
 
 
-def approve_as(org_dir: Path, hub_url: str, project: dict) -> actions.VoteSubject | None:
+def approve_as(org_dir: Path, hub_url: str, project: dict, ca_file: Path | None = None) -> actions.VoteSubject | None:
     """Vote yes to run the project's current version (its ``run_project`` proposal, read afresh)."""
-    with HubClient(hub_url, identity=load_org_identity(org_dir)) as client:
+    with HubClient(hub_url, identity=load_org_identity(org_dir), ca_file=ca_file) as client:
         proposal_id = client.project(project["id"])["proposal_id"]
         return actions.cast_vote(client, org_dir, proposal_id, "yes")
 
@@ -143,7 +143,7 @@ def propose_and_approve(consortium: DigitsConsortium, spec: ProjectCreate, with_
         if with_test_set:
             admin.put_test_set(project["id"], consortium.test_set_bytes())
     for org in project["required_orgs"]:
-        approve_as(consortium.org_dirs[org], consortium.hub.url, project)
+        approve_as(consortium.org_dirs[org], consortium.hub.url, project, consortium.hub.ca_file)
     with consortium.hub.client() as admin:
         return admin.project(project["id"])
 
@@ -156,7 +156,8 @@ def release_by_vote(consortium: DigitsConsortium, model_id: int, licence: str, v
         proposal = admin.propose_release(model_id, licence, visibility=visibility, download=download,
                                          commercial=commercial, reason="share the model with the members")
     for org in voters:
-        vote_as(consortium.org_dirs[org], consortium.hub.url, proposal["id"], "yes", f"{org} agrees")
+        vote_as(consortium.org_dirs[org], consortium.hub.url, proposal["id"], "yes", f"{org} agrees",
+                consortium.hub.ca_file)
     with consortium.hub.client() as admin:
         return admin.proposal(proposal["id"])
 

@@ -99,7 +99,7 @@ def test_dataset_list_prints_whole_names_and_json(hub) -> None:
 
 
 def test_the_hub_log_names_its_url(hub) -> None:
-    assert f"hub listening on {hub.url}" in hub.log_path.read_text(errors="replace")
+    assert f"hub serving {hub.url}" in hub.log_path.read_text(errors="replace")
 
 
 def test_a_long_dataset_name_is_listed_whole_at_80_columns(tmp_path: Path, hub) -> None:

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from consortium.cli.common import OptionalOrgDirOpt, TokenOpt, call, console, fail, member_client
+from consortium.cli.common import CaFileOpt, OptionalOrgDirOpt, TokenOpt, call, console, fail, member_client
 
 app = typer.Typer(no_args_is_help=True, help="Privacy audits of a project spec (in simulation) or of a hub model.")
 
@@ -129,6 +129,7 @@ def audit_mia(
     hub: Annotated[str | None, typer.Option("--hub", envvar="CONSORTIUM_HUB", help="hub base URL")] = None,
     token: TokenOpt = None,
     org_dir: OptionalOrgDirOpt = None,
+    ca_file: CaFileOpt = None,
 ) -> None:
     """Loss-threshold and shadow-model membership inference against a classifier: the spec's, trained in
     simulation, or (--model) one trained on the hub, downloaded with your credentials and attacked with your
@@ -149,7 +150,7 @@ def audit_mia(
         if hub is None:
             fail("--model needs --hub (or CONSORTIUM_HUB)")
         report, model_card, card_md, name, extra = _attack_hub_model(
-            hub, token, org_dir, model, members, non_members, target, out, seed)
+            hub, token, org_dir, model, members, non_members, target, out, seed, ca_file)
     else:
         assert spec_path is not None
         name, extra = spec_path.name, {}
@@ -172,7 +173,8 @@ def audit_mia(
 
 
 def _attack_hub_model(hub: str, token: str | None, org_dir: Path | None, model: str, members: Path | None,
-                      non_members: Path | None, target: str | None, out: Path | None, seed: int):
+                      non_members: Path | None, target: str | None, out: Path | None, seed: int,
+                      ca_file: Path | None = None):
     """Download ``model`` (hash-checked) and attack it with the caller's rows: (report, card JSON path, card
     Markdown path, title, what the card's entry adds: the model and the members' dataset)."""
     from consortium.codec import decode_tensors
@@ -187,7 +189,7 @@ def _attack_hub_model(hub: str, token: str | None, org_dir: Path | None, model: 
         member_rows, held_out = load_table(members, target), load_table(non_members, target)
     except FLError as exc:
         fail(str(exc))
-    with member_client(hub, token, org_dir) as client:
+    with member_client(hub, token, org_dir, ca_file) as client:
         model_id = _model_id(client, model)
         paths = call(download_model, client, model_id, out or Path(f"model-{model_id}"))
     card = json.loads(paths["card"].read_text())

@@ -13,6 +13,7 @@ import typer
 from rich.table import Table
 
 from consortium.cli.common import (
+    CaFileOpt,
     HubOpt,
     OptionalOrgDirOpt,
     OrgDirOpt,
@@ -50,13 +51,14 @@ def create(
     public_fraction: Annotated[float, typer.Option("--public-fraction", min=0.01, max=0.99)] = 0.5,
     seed: Annotated[int | None, typer.Option("--seed", min=0, help="split seed (default: random)")] = None,
     as_json: JsonOpt = False,
+    ca_file: CaFileOpt = None,
 ) -> None:
     """Open a challenge: split the local test set, commit both parts' hashes in a statement signed by the
     org key. No row leaves this machine."""
     from consortium.fl.core import FLError
     from consortium.node.challenges import open_challenge, prepare_statement
 
-    with org_client(hub, org_dir) as client:
+    with org_client(hub, org_dir, ca_file) as client:
         try:
             statement, test_set = prepare_statement(
                 hub_id=call(client.health)["hub_id"], host=client.identity.org, name=name, task=task,
@@ -77,9 +79,9 @@ def create(
 
 @app.command("list")
 def list_challenges(hub: HubOpt, token: TokenOpt = None, org_dir: OptionalOrgDirOpt = None,
-                    as_json: JsonOpt = False) -> None:
+                    as_json: JsonOpt = False, ca_file: CaFileOpt = None) -> None:
     """Every challenge with its host, metric, deadline and status."""
-    with member_client(hub, token, org_dir) as client:
+    with member_client(hub, token, org_dir, ca_file) as client:
         rows = call(client.challenges)
     if as_json:
         print_json(rows)
@@ -102,13 +104,14 @@ def submit(
     model: Annotated[int | None, typer.Option(
         "--model", min=1, help="a released model, entered for its team")] = None,
     token: TokenOpt = None, org_dir: OptionalOrgDirOpt = None, as_json: JsonOpt = False,
+    ca_file: CaFileOpt = None,
 ) -> None:
     """Submit weights plus their algorithm spec, or a released model your org helped train (a team entry)."""
     from consortium.codec import decode_tensors, encode_tensors
 
     if (model is None) == (weights is None):
         fail("give either --weights with --spec, or --model")
-    with member_client(hub, token, org_dir) as client:
+    with member_client(hub, token, org_dir, ca_file) as client:
         if model is not None:
             row = call(client.submit_challenge_model, challenge_id, model)
         else:
@@ -130,9 +133,10 @@ def leaderboard(
     final: Annotated[bool, typer.Option(
         "--final", help="the final board (private part, after the deadline)")] = False,
     token: TokenOpt = None, org_dir: OptionalOrgDirOpt = None, as_json: JsonOpt = False,
+    ca_file: CaFileOpt = None,
 ) -> None:
     """The public board (live) or the final one; ties go to the earlier submission."""
-    with member_client(hub, token, org_dir) as client:
+    with member_client(hub, token, org_dir, ca_file) as client:
         data = call(client.challenge_leaderboard, challenge_id, "final" if final else "public")
     if as_json:
         print_json(data)
@@ -145,13 +149,14 @@ def leaderboard(
 
 
 @app.command("verify")
-def verify(challenge_id: Annotated[int, typer.Argument(min=1)], hub: HubOpt, org_dir: OrgDirOpt) -> None:
+def verify(challenge_id: Annotated[int, typer.Argument(min=1)], hub: HubOpt, org_dir: OrgDirOpt,
+           ca_file: CaFileOpt = None) -> None:
     """As the host: re-score every submission on the local test set and check the hub's scores, the signed
     ledger entries and the final board."""
     from consortium.fl.core import FLError
     from consortium.node.challenges import verify as verify_challenge
 
-    with org_client(hub, org_dir) as client:
+    with org_client(hub, org_dir, ca_file) as client:
         try:
             problems = call(verify_challenge, client, org_dir, challenge_id)
         except FLError as exc:

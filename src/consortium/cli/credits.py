@@ -7,7 +7,16 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from consortium.cli.common import HubOpt, OptionalOrgDirOpt, TokenOpt, call, console, member_client, print_json
+from consortium.cli.common import (
+    CaFileOpt,
+    HubOpt,
+    OptionalOrgDirOpt,
+    TokenOpt,
+    call,
+    console,
+    member_client,
+    print_json,
+)
 
 
 def credits(
@@ -17,9 +26,10 @@ def credits(
     limit: Annotated[int, typer.Option("--limit", min=1, max=1000, help="movements shown")] = 20,
     before: Annotated[int | None, typer.Option("--before", min=1, help="page back from this ledger seq")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    ca_file: CaFileOpt = None,
 ) -> None:
     """Credit balances, or one org's balance with its newest movements."""
-    with member_client(hub, token, org_dir) as client:
+    with member_client(hub, token, org_dir, ca_file) as client:
         data = call(client.credit_balances) if org is None else call(client.credit_account, org, limit, before)
     if as_json:
         print_json(data)

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from consortium.cli.common import (
+    CaFileOpt,
     HubOpt,
     OptionalOrgDirOpt,
     OrgDirOpt,
@@ -46,6 +47,7 @@ def dataset_add(
         "--categorical", help="a feature column of categories (strings allowed; repeat for several)")] = None,
     allow_missing: Annotated[bool, typer.Option(
         "--allow-missing", help="accept empty feature cells (for projects whose preprocessing imputes them)")] = False,
+        ca_file: CaFileOpt = None,
 ) -> None:
     """Register a local dataset: the hub receives its card (schema, rows, SHA-256, licence), never rows."""
     from pydantic import ValidationError
@@ -67,16 +69,17 @@ def dataset_add(
         fail(str(exc))
     except ValidationError as exc:
         fail("; ".join(f"--{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()))
-    with org_client(hub, org_dir) as client:
+    with org_client(hub, org_dir, ca_file) as client:
         out = call(register_dataset, client, org_dir, loaded, card)
     console.print(f"registered [bold]{out['org']}/{out['name']}[/]: {out['rows']} rows, sha256 {out['sha256'][:16]}…")
 
 
 @app.command("list")
 def dataset_list(hub: HubOpt, token: TokenOpt = None,
-                 as_json: Annotated[bool, typer.Option("--json", help="the cards as JSON")] = False) -> None:
+                 as_json: Annotated[bool, typer.Option("--json", help="the cards as JSON")] = False,
+                 ca_file: CaFileOpt = None) -> None:
     """List the dataset cards visible to you (the id to use in a project is ``org/name``)."""
-    with user_client(hub, token) as client:
+    with user_client(hub, token, ca_file) as client:
         rows = call(client.datasets)
     if as_json:
         print_json(rows)
@@ -94,9 +97,9 @@ def dataset_list(hub: HubOpt, token: TokenOpt = None,
 
 @app.command("croissant")
 def dataset_croissant(ref: Annotated[str, typer.Argument(help="org/name")], hub: HubOpt,
-                      token: TokenOpt = None) -> None:
+                      token: TokenOpt = None, ca_file: CaFileOpt = None) -> None:
     """Print a dataset card as Croissant JSON-LD."""
-    with user_client(hub, token) as client:
+    with user_client(hub, token, ca_file) as client:
         print_json(call(client.croissant, ref))
 
 
@@ -111,10 +114,11 @@ DownloadOpt = Annotated[str | None, typer.Option(
 @app.command("rights")
 def dataset_rights(ref: Annotated[str, typer.Argument(help="org/name, a dataset of your org")], hub: HubOpt,
                    visibility: VisibilityOpt = None, process: ProcessOpt = None, download: DownloadOpt = None,
-                   token: TokenOpt = None, org_dir: OptionalOrgDirOpt = None) -> None:
+                   token: TokenOpt = None, org_dir: OptionalOrgDirOpt = None,
+                   ca_file: CaFileOpt = None) -> None:
     """Change who may see, process and download your org's dataset (as its key or a steward); projects
     proposed before keep the rights they were proposed under."""
-    with member_client(hub, token, org_dir) as client:
+    with member_client(hub, token, org_dir, ca_file) as client:
         card = call(client.set_source_rights, ref, visibility=visibility, process=grant_option(process),
                     download=grant_option(download))
     console.print(f"[bold]{card['org']}/{card['name']}[/]: visibility {card['visibility']}, process "

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from consortium.cli.common import HubOpt, OrgDirOpt, TokenOpt, call, console, fail, org_client, user_client
+from consortium.cli.common import CaFileOpt, HubOpt, OrgDirOpt, TokenOpt, call, console, fail, org_client, user_client
 
 app = typer.Typer(no_args_is_help=True,
                               help="Register local RL environments (only their cards reach the hub).")
@@ -28,6 +28,7 @@ def environment_add(
     )] = False,
     description: Annotated[str, typer.Option("--description")] = "",
     visibility: Annotated[str, typer.Option("--visibility", help="private, members or public")] = "members",
+    ca_file: CaFileOpt = None,
 ) -> None:
     """Register a local RL environment: the hub receives its card (gym id, physics or their commitment,
     licence); rollouts stay on the node."""
@@ -39,7 +40,7 @@ def environment_add(
                                     visibility, private_physics)
     except EnvironmentSetupError as exc:
         fail(str(exc))
-    with org_client(hub, org_dir) as client:
+    with org_client(hub, org_dir, ca_file) as client:
         out = call(register_environment, client, org_dir, entry)
     values = ", ".join(f"{k}={v:.4g}" for k, v in sorted(entry.environment.physics.items()))
     shown = "private" if private_physics else values
@@ -48,13 +49,13 @@ def environment_add(
 
 
 @app.command("list")
-def environment_list(hub: HubOpt, token: TokenOpt = None) -> None:
+def environment_list(hub: HubOpt, token: TokenOpt = None, ca_file: CaFileOpt = None) -> None:
     """List the environment cards visible to you (physics: the values that differ from gymnasium's)."""
     from rich.table import Column
 
     from consortium.fl.environments import default_physics
 
-    with user_client(hub, token) as client:
+    with user_client(hub, token, ca_file) as client:
         rows = call(client.environments)
     table = Table(Column("environment", overflow="fold"), "gymnasium id", "licence", "visibility", "physics")
     for e in rows:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from consortium.cli.common import err_console
+from consortium.cli.common import err_console, fail
+
+if TYPE_CHECKING:
+    from consortium.config import HubSettings
 
 
 def hub(
@@ -37,10 +40,13 @@ def hub(
     checkpoint_interval: Annotated[float | None, typer.Option(
         "--checkpoint-interval", min=0.01,
         help="... or this many seconds after the last one when the ledger grew (default 10)")] = None,
-    ssl_certfile: Annotated[str | None, typer.Option(help="TLS certificate (deployment)")] = None,
-    ssl_keyfile: Annotated[str | None, typer.Option(help="TLS key (deployment)")] = None,
+    tls_cert: Annotated[Path | None, typer.Option(
+        "--tls-cert", envvar="CONSORTIUM_TLS_CERT",
+        help="serve HTTPS with this PEM certificate chain (needs --tls-key); see docs/deploy.md")] = None,
+    tls_key: Annotated[Path | None, typer.Option(
+        "--tls-key", envvar="CONSORTIUM_TLS_KEY", help="the PEM private key of --tls-cert")] = None,
 ) -> None:
-    """Run the hub service (migrations are applied on start)."""
+    """Run the hub service (migrations are applied on start); HTTPS with --tls-cert and --tls-key."""
     import torch
     import uvicorn
 
@@ -48,15 +54,35 @@ def hub(
     from consortium.hub.app import admin_token_path, create_app
 
     torch.set_num_threads(torch_threads())
-    settings = HubSettings.from_args(db, data_dir, admin_token, max_upload_mb, max_json_kb=max_json_kb,
-                                     auth_failure_limit=auth_failure_limit,
-                                     auth_failure_window_s=auth_failure_window, hub_key_file=hub_key_file,
-                                     checkpoint_every=checkpoint_every,
-                                     checkpoint_interval_s=checkpoint_interval)
+    try:
+        settings = HubSettings.from_args(db, data_dir, admin_token, max_upload_mb, max_json_kb=max_json_kb,
+                                         auth_failure_limit=auth_failure_limit,
+                                         auth_failure_window_s=auth_failure_window, hub_key_file=hub_key_file,
+                                         checkpoint_every=checkpoint_every,
+                                         checkpoint_interval_s=checkpoint_interval,
+                                         tls_cert=tls_cert, tls_key=tls_key)
+        tls = _tls_files(settings)
+    except ValueError as exc:
+        fail(str(exc))
     application = create_app(settings)
     if not settings.admin_token:
         err_console.print(f"admin token: {admin_token_path(settings)}")
-    scheme = "https" if ssl_certfile else "http"
-    err_console.print(f"hub listening on {scheme}://{host}:{port} (data in {data_dir})", soft_wrap=True)
-    uvicorn.run(application, host=host, port=port, log_level="warning", ssl_certfile=ssl_certfile,
-                ssl_keyfile=ssl_keyfile, timeout_graceful_shutdown=3)
+    scheme = "https" if settings.tls_cert else "http"
+    err_console.print(f"hub serving {scheme}://{host}:{port} (data in {data_dir})", soft_wrap=True)
+    uvicorn.run(application, host=host, port=port, log_level="warning", timeout_graceful_shutdown=3, **tls)
+
+
+def _tls_files(settings: HubSettings) -> dict[str, str]:
+    """uvicorn's TLS arguments, after checking that the certificate and key load and match (ValueError
+    otherwise, before the hub starts)."""
+    import ssl
+
+    if settings.tls_cert is None:
+        return {}
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+            settings.tls_cert, settings.tls_key, password=lambda: "")  # an encrypted key fails, no prompt
+    except ssl.SSLError as exc:
+        raise ValueError(f"--tls-cert {settings.tls_cert} and --tls-key {settings.tls_key} do not load as a "
+                         f"PEM certificate chain and its private key ({exc.reason or exc})") from None
+    return {"ssl_certfile": str(settings.tls_cert), "ssl_keyfile": str(settings.tls_key)}

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from consortium.cli.common import TokenOpt, call, console, err_console, fail, user_client
+from consortium.cli.common import CaFileOpt, TokenOpt, call, console, err_console, fail, user_client
 
 app = typer.Typer(no_args_is_help=True, help="Audit the tamper-evident ledger.")
 
@@ -20,6 +20,7 @@ def ledger_verify(
     against: Annotated[Path | None, typer.Option(
         "--against", exists=True, dir_okay=False,
         help="also check these checkpoints: a node's checkpoints.jsonl or one checkpoint's JSON")] = None,
+        ca_file: CaFileOpt = None,
 ) -> None:
     """Check the hash chain up to the hub's head, every hub and actor signature, and the Merkle root against
     every checkpoint the hub serves (and --against); names the first bad entry or checkpoint."""
@@ -32,7 +33,7 @@ def ledger_verify(
     if db:
         report = verify_from_db(db, claims)
     elif hub:
-        with user_client(hub, token) as client:
+        with user_client(hub, token, ca_file) as client:
             report = call(verify_from_hub, client, claims)
     else:
         fail("give --hub (and --token) or --db")

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from consortium.cli.common import HubOpt, OptionalOrgDirOpt, TokenOpt, call, console, member_client, user_client
+from consortium.cli.common import CaFileOpt, HubOpt, OptionalOrgDirOpt, TokenOpt, call, console, member_client, user_client
 
 app = typer.Typer(no_args_is_help=True, help="List models (versions, releases, licences) and download them.")
 
@@ -23,9 +23,10 @@ def model_list(
     org: Annotated[str | None, typer.Option("--org", help="a participating organisation")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=500)] = 100,
     offset: Annotated[int, typer.Option("--offset", min=0)] = 0,
+    ca_file: CaFileOpt = None,
 ) -> None:
     """The models you may see: each project's versions, their status, licence and obligations."""
-    with member_client(hub, token, org_dir) as client:
+    with member_client(hub, token, org_dir, ca_file) as client:
         rows = call(client.list_models, project=project, status=status, licence=licence, org=org, limit=limit,
                     offset=offset)
     table = Table("id", "project", "version", "status", "licence", "obligations", "participants", "created",
@@ -40,11 +41,12 @@ def model_list(
 
 @app.command("download")
 def model_download(model_id: int, hub: HubOpt, token: TokenOpt = None,
-                   out: Annotated[Path, typer.Option("--out", help="directory")] = Path("model")) -> None:
+                   out: Annotated[Path, typer.Option("--out", help="directory")] = Path("model"),
+                   ca_file: CaFileOpt = None) -> None:
     """Download a model's weights (safetensors), card (JSON + Markdown) and files (e.g. samples.png)."""
     from consortium.model_files import download_model
 
-    with user_client(hub, token) as client:
+    with user_client(hub, token, ca_file) as client:
         paths = call(download_model, client, model_id, out)
     for kind, path in paths.items():
         console.print(f"{kind}: {path}")

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from consortium.cli.common import HubOpt, TokenOpt, call, console, fail, print_json, user_client
+from consortium.cli.common import CaFileOpt, HubOpt, TokenOpt, call, console, fail, print_json, user_client
 
 app = typer.Typer(no_args_is_help=True, help="Propose and inspect projects (vote to run one with `consortium vote`).")
 
@@ -38,12 +38,13 @@ def project_create(
         "--test-set", exists=True, dir_okay=False,
         help="held-out test set for the hub (`consortium testset make`); proposed with the project in one "
              "request: if it is refused, no project is created")] = None,
+    ca_file: CaFileOpt = None,
 ) -> None:
     """Propose a project from a JSON spec (algorithm, hyper-parameters, datasets, rounds, min_nodes...)."""
     from consortium.test_sets import TestSetError
 
     spec = read_spec(spec_file)
-    with user_client(hub, token) as client:
+    with user_client(hub, token, ca_file) as client:
         try:
             project = call(client.create_project, spec, test_set.read_bytes() if test_set is not None else None)
         except TestSetError as exc:
@@ -55,9 +56,10 @@ def project_create(
 
 @app.command("list")
 def project_list(hub: HubOpt, token: TokenOpt = None,
-                 as_json: Annotated[bool, typer.Option("--json", help="the projects as JSON")] = False) -> None:
+                 as_json: Annotated[bool, typer.Option("--json", help="the projects as JSON")] = False,
+                 ca_file: CaFileOpt = None) -> None:
     """List the projects you take part in, with their status and who still has to vote."""
-    with user_client(hub, token) as client:
+    with user_client(hub, token, ca_file) as client:
         rows = call(client.projects)
     if as_json:
         print_json(rows)
@@ -70,16 +72,16 @@ def project_list(hub: HubOpt, token: TokenOpt = None,
 
 
 @app.command("show")
-def project_show(project_id: int, hub: HubOpt, token: TokenOpt = None) -> None:
+def project_show(project_id: int, hub: HubOpt, token: TokenOpt = None, ca_file: CaFileOpt = None) -> None:
     """Show a project, its spec hash, its proposal and who voted yes."""
-    with user_client(hub, token) as client:
+    with user_client(hub, token, ca_file) as client:
         print_json(call(client.project, project_id))
 
 
 @app.command("withdraw")
 def project_withdraw(project_id: int, hub: HubOpt, token: TokenOpt = None,
-                     reason: Annotated[str, typer.Option("--reason")] = "") -> None:
+                     reason: Annotated[str, typer.Option("--reason")] = "", ca_file: CaFileOpt = None) -> None:
     """Withdraw a project you proposed that has not run (its open proposal is withdrawn with it)."""
-    with user_client(hub, token) as client:
+    with user_client(hub, token, ca_file) as client:
         project = call(client.withdraw_project, project_id, reason)
     console.print(f"project {project['id']} [bold]{project['name']}[/] withdrawn")

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from consortium.cli.common import (
+    CaFileOpt,
     HubOpt,
     OptionalOrgDirOpt,
     OrgDirOpt,
@@ -32,9 +33,10 @@ def proposal_list(
     hub: HubOpt, token: TokenOpt = None, org_dir: OptionalOrgDirOpt = None,
     status: Annotated[str | None, typer.Option("--status", help="open, passed, rejected, expired, withdrawn")] = None,
     kind: Annotated[str | None, typer.Option("--kind", help="admit_org, run_project, ...")] = None,
+    ca_file: CaFileOpt = None,
 ) -> None:
     """The proposals you may see, with their status and the votes still missing."""
-    with member_client(hub, token, org_dir) as client:
+    with member_client(hub, token, org_dir, ca_file) as client:
         rows = call(client.proposals, status=status, kind=kind)
     table = Table("id", "kind", "about", "status", "votes", "missing", "closes")
     for p in rows:
@@ -46,9 +48,10 @@ def proposal_list(
 
 
 @app.command("show")
-def proposal_show(proposal_id: int, hub: HubOpt, token: TokenOpt = None, org_dir: OptionalOrgDirOpt = None) -> None:
+def proposal_show(proposal_id: int, hub: HubOpt, token: TokenOpt = None, org_dir: OptionalOrgDirOpt = None,
+                  ca_file: CaFileOpt = None) -> None:
     """A proposal in full: its content and hash, electorate, veto holders, votes and outcome."""
-    with member_client(hub, token, org_dir) as client:
+    with member_client(hub, token, org_dir, ca_file) as client:
         print_json(call(client.proposal, proposal_id))
 
 
@@ -70,6 +73,7 @@ def proposal_create(
     commercial: Annotated[bool, typer.Option("--commercial/--no-commercial",
                                              help="release_model: for commercial use")] = False,
     reason: Annotated[str, typer.Option("--reason", help="why (shown to the voters)")] = "",
+    ca_file: CaFileOpt = None,
 ) -> None:
     """Open a proposal (projects open theirs with `project create`, orgs with `org create`)."""
     import json
@@ -89,7 +93,7 @@ def proposal_create(
         fail(f"--policy: {policy_file} is not valid JSON: {exc}")
     except ValidationError as exc:
         fail("; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()))
-    with member_client(hub, token, org_dir) as client:
+    with member_client(hub, token, org_dir, ca_file) as client:
         row = call(client.create_proposal, body)
     console.print(f"proposal {row['id']} ({row['kind']}) is {row['status']}; closes {row['closes_at'][:19]}")
 
@@ -100,6 +104,7 @@ def vote(
     hub: HubOpt, org_dir: OrgDirOpt,
     reason: Annotated[str, typer.Option("--reason", help="why (recorded with the vote)")] = "",
     yes: Annotated[bool, typer.Option("--yes", "-y", help="sign without asking")] = False,
+    ca_file: CaFileOpt = None,
 ) -> None:
     """Vote for your org: shows what the proposal is about (for a project: the spec hash, checked here, and
     the test set), asks, signs the vote with the org's key and records a yes to run a project for your node."""
@@ -114,7 +119,7 @@ def vote(
                       f"  subject          {subject.subject}", soft_wrap=True, markup=False)
         return yes or typer.confirm(f"Sign a {choice!r} vote for {client.identity.org}?", default=False)
 
-    with org_client(hub, org_dir) as client:
+    with org_client(hub, org_dir, ca_file) as client:
         try:
             subject = call(cast_vote, client, org_dir, proposal_id, choice, reason, confirm)
         except VoteError as exc:
