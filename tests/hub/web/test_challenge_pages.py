@@ -40,15 +40,18 @@ def hub(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         orgs = {n: Org(name=n, display_name=n.title(), status="admitted") for n in ("north", "south", "east")}
         session.add_all(orgs.values())
         session.commit()
-        token = identity.create_user(session, admin, UserCreate(name="sam", role=Role.steward, org="south"))[1]
+        sam = UserCreate(name="sam", role=Role.steward, org="south")
+        token = identity.create_user(session, admin, sam)[1]
         challenge = Challenge(host_org_id=orgs["north"].id, name="iris-like", statement=STATEMENT,
                               signature="s" * 88, deadline=DEADLINE, opened_seq=1)
         session.add(challenge)
         session.flush()
-        for org, team, public, private in (("south", ["south", "east"], 0.91, 0.5), ("east", ["east"], 0.8, 0.7)):
+        entries = (("south", ["south", "east"], 0.91, 0.5), ("east", ["east"], 0.8, 0.7))
+        for org, team, public, private in entries:
             session.add(ChallengeSubmission(
                 challenge_id=challenge.id, org_id=orgs[org].id, team=team, weights_sha256="c" * 64,
-                algorithm={"name": "classifier", "hyperparameters": {}}, submitted_at=DEADLINE - timedelta(days=1),
+                algorithm={"name": "classifier", "hyperparameters": {}},
+                submitted_at=DEADLINE - timedelta(days=1),
                 public_score=public, public_seq=2, private_score=private, private_seq=3))
         session.commit()
         yield app, token, challenge.id

@@ -96,8 +96,8 @@ def seed(app) -> tuple[dict[str, str], int, int, int]:
             card = {"model": f"pilot/run-{run.id}", "task": spec["task"], "algorithm": {"name": "classifier"},
                     "datasets": [{"ref": "north/digits", "license": "CC-BY-4.0"},
                                  {"ref": "north/secret", "license": "MIT"}], "license": "CC-BY-4.0",
-                    "contributions": {"method": "leave_one_out", "metric": "accuracy", "rounds_valued": [1, 2],
-                                      "values": {"north": 0.125, "south": -0.03}},
+                    "contributions": {"method": "leave_one_out", "metric": "accuracy",
+                                      "rounds_valued": [1, 2], "values": {"north": 0.125, "south": -0.03}},
                     "obligations": {"attribution": ["north/digits"]},
                     "participating_orgs": ["north", "south"]}
             model = Model(run_id=run.id, project_id=project.id, params_sha256=weights, license="CC-BY-4.0",
@@ -128,7 +128,7 @@ def pages(site: Site) -> dict[str, dict[str | None, int]]:
     return {
         "/": everyone, "/login": everyone, "/catalogue": everyone, "/models": everyone,
         "/catalogue?kind=dataset&licence=cc&text=digits": everyone,
-        "/members": logged_in, "/projects": logged_in,
+        "/members": logged_in, "/projects": logged_in, "/challenges": logged_in,
         "/datasets/north/digits": everyone,
         "/datasets/north/digits/croissant.json": everyone,
         "/datasets/north/secret": {"admin": 404, "alice": 200, "bob": 404, None: 404},  # private: its owner
@@ -341,12 +341,14 @@ def lineage_links(html: str) -> set[str]:
     ("alice", {"/datasets/north/digits", "/datasets/north/secret", "/projects/{project}", "/runs/{run1}",
                "/runs/{run2}", "/models/{released}", "/models/{trained}"}),
 ])
-def test_the_lineage_links_only_the_pages_the_viewer_may_open(site: Site, who: str | None, links: set) -> None:
+def test_the_lineage_links_only_the_pages_the_viewer_may_open(site: Site, who: str | None,
+                                                             links: set) -> None:
     with site.app.state.hub.sessions() as session:
-        runs = {f"run{i}": session.get(Model, m).run_id for i, m in ((1, site.released_id), (2, site.trained_id))}
+        runs = {f"run{i}": session.get(Model, m).run_id
+                for i, m in ((1, site.released_id), (2, site.trained_id))}
     html = site.client(who).get(f"/models/{site.released_id}").text
-    expected = {link.format(released=site.released_id, trained=site.trained_id, project=site.project_id, **runs)
-                for link in links}
+    ids = {"released": site.released_id, "trained": site.trained_id, "project": site.project_id, **runs}
+    expected = {link.format(**ids) for link in links}
     assert lineage_links(html) == expected
     for path in expected:
         assert site.client(who).get(path).status_code == 200, path
