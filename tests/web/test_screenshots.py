@@ -31,6 +31,7 @@ class Trained:
     project_id: int
     run_id: int
     model_id: int
+    release_id: int
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +54,8 @@ def trained(browser, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Train
             assert progress.run.status == "completed", progress.run
             model_id = admin.progress(run_id).run.model_id
             licence = admin.model(model_id)["license"]
-        release_by_vote(consortium, model_id, licence, OWNERS)
-        yield Trained(hub, project["id"], run_id, model_id)
+        release = release_by_vote(consortium, model_id, licence, OWNERS)
+        yield Trained(hub, project["id"], run_id, model_id, release["id"])
     finally:
         for node in nodes:
             node.stop()
@@ -83,6 +84,7 @@ def test_the_readme_screenshots_of_the_run_and_model_pages(browser, trained: Tra
     finally:
         context.close()
     assert 'aria-labelledby="lineage"' in model_html and "Release of v1" in model_html
+    assert f'<a href="/proposals/{trained.release_id}">' in model_html
     assert "Contributions" in model_html
     for name in shots:
         data = (tmp_path / name).read_bytes()

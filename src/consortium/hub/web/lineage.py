@@ -121,7 +121,7 @@ def _release_node(session: Session, who: Principal | None, version: Model) -> No
     row = session.get(Proposal, version.release_proposal_id) if version.release_proposal_id else None
     if row is not None and who is not None and proposals.can_see(session, who, row):
         href = f"/proposals/{row.id}"
-    label = f"Release of v{version.version}"
+    label = f"Release of v{version.version}" if version.version is not None else f"Release of model {version.id}"
     return Node(f"release:{version.id}", label, f"{version.visibility or ''} {when}".strip(), href, 4)
 
 
@@ -138,7 +138,8 @@ def model_lineage(session: Session, who: Principal | None, model: Model, version
         run_key, model_key = f"run:{version.run_id}", f"model:{version.id}"
         nodes.append(Node(run_key, f"Run {version.run_id}", run.status if run else "",
                           f"/runs/{version.run_id}" if sees_project else None, 2))
-        nodes.append(Node(model_key, f"Version {version.version}", f"model {version.id}, {version.status}",
+        number = version.version if version.version is not None else "?"
+        nodes.append(Node(model_key, f"Version {number}", f"model {version.id}, {version.status}",
                           f"/models/{version.id}", 3, current=version.id == model.id))
         links += [(project_key, run_key), (run_key, model_key)]
         release = _release_node(session, who, version)
