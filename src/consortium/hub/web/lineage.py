@@ -121,7 +121,8 @@ def _release_node(session: Session, who: Principal | None, version: Model) -> No
     row = session.get(Proposal, version.release_proposal_id) if version.release_proposal_id else None
     if row is not None and who is not None and proposals.can_see(session, who, row):
         href = f"/proposals/{row.id}"
-    label = f"Release of v{version.version}" if version.version is not None else f"Release of model {version.id}"
+    label = (f"Release of v{version.version}" if version.version is not None
+             else f"Release of model {version.id}")
     return Node(f"release:{version.id}", label, f"{version.visibility or ''} {when}".strip(), href, 4)
 
 
