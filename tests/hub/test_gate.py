@@ -61,6 +61,7 @@ def scope(method: str, path: str) -> dict:
     ("GET", "/static/run.js", "public"),
     ("GET", "/runs/3/events", "web"),
     ("POST", "/projects/3/runs", "web"),
+    ("GET", "/challenges/3", "web"),
 ])
 def test_route_access(gate: Gate, method: str, path: str, access: str) -> None:
     assert gate.access(scope(method, path)) == access

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from consortium.hub.web.lineage import layout
 from consortium.hub.web.render import NAV, templates
 
 GUARANTEE = {"epsilon": 1.5, "delta": 1e-5, "mechanism": "DP-SGD (sample-level)", "accountant": "dp-accounting RDP"}
@@ -18,7 +19,7 @@ def render(privacy: dict) -> str:
     return templates.get_template("model.html").render(
         who=None, nav=NAV, path="/models/3", csrf="", title="Model 3", model=model, card={"privacy": privacy},
         versions=[], obligations={}, privacy=privacy, may_download=False, images=[], files=[], sees_project=False,
-        plain=str)
+        plain=str, lineage=layout([], []), box_width=0, box_height=0, contributions=None)
 
 
 @pytest.mark.parametrize(("privacy", "says"), [

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,7 @@ def seed(app) -> tuple[dict[str, str], int, int, int]:
                 ("south/inner", "members only", "MIT", "members"),
             )
         }
+        sources["north/digits"].privacy_epsilon, sources["north/digits"].privacy_delta = 3.0, 1e-5
         session.add_all(sources.values())
         spec = {"name": "pilot", "task": f"classify {SCRIPT}", "algorithm": {"name": "classifier"},
                 "datasets": ["north/digits", "south/data"], "rounds": 2}
@@ -92,12 +94,16 @@ def seed(app) -> tuple[dict[str, str], int, int, int]:
             session.add(run)
             session.flush()
             card = {"model": f"pilot/run-{run.id}", "task": spec["task"], "algorithm": {"name": "classifier"},
-                    "datasets": [{"ref": "north/digits", "license": "CC-BY-4.0"}], "license": "CC-BY-4.0",
+                    "datasets": [{"ref": "north/digits", "license": "CC-BY-4.0"},
+                                 {"ref": "north/secret", "license": "MIT"}], "license": "CC-BY-4.0",
+                    "contributions": {"method": "leave_one_out", "metric": "accuracy",
+                                      "rounds_valued": [1, 2], "values": {"north": 0.125, "south": -0.03}},
                     "obligations": {"attribution": ["north/digits"]},
                     "participating_orgs": ["north", "south"]}
             model = Model(run_id=run.id, project_id=project.id, params_sha256=weights, license="CC-BY-4.0",
                           card=card, card_markdown="", version=version, status=status,
                           visibility="public" if status == "released" else None,
+                          released_at=datetime(2026, 5, 1, tzinfo=UTC) if status == "released" else None,
                           download_grant="everyone" if status == "released" else None)
             session.add(model)
             session.flush()
@@ -122,7 +128,7 @@ def pages(site: Site) -> dict[str, dict[str | None, int]]:
     return {
         "/": everyone, "/login": everyone, "/catalogue": everyone, "/models": everyone,
         "/catalogue?kind=dataset&licence=cc&text=digits": everyone,
-        "/members": logged_in, "/projects": logged_in,
+        "/members": logged_in, "/projects": logged_in, "/challenges": logged_in,
         "/datasets/north/digits": everyone,
         "/datasets/north/digits/croissant.json": everyone,
         "/datasets/north/secret": {"admin": 404, "alice": 200, "bob": 404, None: 404},  # private: its owner
@@ -321,3 +327,42 @@ def test_the_overview_counts_the_cards_the_api_lists(site: Site, who: str | None
         caller = identity.authenticate_token(session, site.tokens[who]) if who else None
         assert dataset_service.visible_count(session, caller, dataset_service.TABLE) == len(
             dataset_service.listing(session, caller))
+
+
+def lineage_links(html: str) -> set[str]:
+    svg = html[html.index('<svg role="img" aria-labelledby="lineage"'):]
+    return set(re.findall(r'<a href="([^"]+)">', svg[:svg.index("</svg>")]))
+
+
+@pytest.mark.parametrize(("who", "links"), [
+    (None, {"/datasets/north/digits", "/models/{released}"}),
+    ("bob", {"/datasets/north/digits", "/projects/{project}", "/runs/{run1}", "/runs/{run2}",
+             "/models/{released}", "/models/{trained}"}),
+    ("alice", {"/datasets/north/digits", "/datasets/north/secret", "/projects/{project}", "/runs/{run1}",
+               "/runs/{run2}", "/models/{released}", "/models/{trained}"}),
+])
+def test_the_lineage_links_only_the_pages_the_viewer_may_open(site: Site, who: str | None,
+                                                             links: set) -> None:
+    with site.app.state.hub.sessions() as session:
+        runs = {f"run{i}": session.get(Model, m).run_id
+                for i, m in ((1, site.released_id), (2, site.trained_id))}
+    html = site.client(who).get(f"/models/{site.released_id}").text
+    ids = {"released": site.released_id, "trained": site.trained_id, "project": site.project_id, **runs}
+    expected = {link.format(**ids) for link in links}
+    assert lineage_links(html) == expected
+    for path in expected:
+        assert site.client(who).get(path).status_code == 200, path
+    assert "north/secret" in html and "Release of v1" in html and "public 2026-05-01" in html
+
+
+def test_the_model_page_shows_each_org_contribution(site: Site) -> None:
+    html = site.client(None).get(f"/models/{site.released_id}").text
+    assert "Measured by leave_one_out on the test accuracy, summed over rounds 1, 2." in html
+    assert "<tr><td>north</td><td>0.125</td></tr>" in html and "<tr><td>south</td><td>-0.03</td></tr>" in html
+
+
+def test_a_dataset_card_shows_its_privacy_budget_spent_and_left(site: Site) -> None:
+    html = site.client(None).get("/datasets/north/digits").text
+    assert "Privacy budget" in html and "ε = 3 at δ = 1e-05" in html
+    assert "<dt>Spent</dt><dd>ε = 0</dd>" in html and "<dt>Left</dt><dd>ε = 3</dd>" in html
+    assert "Privacy budget" not in site.client(None).get("/datasets/south/data").text

@@ -19,6 +19,7 @@ from consortium.hub.gate import web
 from consortium.hub.services import datasets as dataset_service
 from consortium.hub.services.datasets import SourceLine
 from consortium.hub.services import environments as environment_service
+from consortium.hub.services import privacy_budgets
 from consortium.hub.services.access import can_download_source, can_process_source, reader, source_rights
 from consortium.hub.web.render import WebRoute, caller, page
 from consortium.hub.wire import Name
@@ -110,7 +111,18 @@ def card_page(request: Request, session: Session, source: Dataset, noun: str, st
         may_process=can_process_source(who, source), may_download=can_download_source(who, source),
         obligations=licence_obligations(source.license),
         croissant=f"/datasets/{source.org.name}/{source.name}/croissant.json" if noun == "dataset" else None,
+        budget=privacy_budget(session, source),
     )
+
+
+def privacy_budget(session: Session, source: Dataset) -> dict[str, float] | None:
+    """The dataset's privacy budget with the epsilon spent and left (what its API card gives); None without
+    one."""
+    budget = privacy_budgets.budget_of(source)
+    if budget is None:
+        return None
+    spent, left = privacy_budgets.spent_and_left(session, source)
+    return {"epsilon": budget.epsilon, "delta": budget.delta, "spent": spent, "left": left}
 
 
 @router.get("/datasets/{org}/{name}")

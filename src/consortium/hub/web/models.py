@@ -15,6 +15,7 @@ from consortium.hub.gate import web
 from consortium.hub.services import models as model_service
 from consortium.hub.services.access import can_see_project
 from consortium.hub.services.model_access import can_download_model
+from consortium.hub.web.lineage import BOX_HEIGHT, BOX_WIDTH, model_lineage
 from consortium.hub.web.render import WebRoute, caller, page
 from consortium.hub.wire import Id
 from consortium.protocol import SAFETENSORS_MEDIA_TYPE
@@ -82,6 +83,8 @@ def model_page(request: Request, model_id: Id, session: Session = Depends(db)) -
         privacy=card.get("privacy"), may_download=can_download_model(session, who, model),
         images=[f for f in files if str(f.get("media_type", "")).startswith("image/")], files=files,
         sees_project=who is not None and can_see_project(session, who, model.project), plain=plain,
+        lineage=model_lineage(session, who, model, line), box_width=BOX_WIDTH, box_height=BOX_HEIGHT,
+        contributions=card.get("contributions"),
     )
 
 

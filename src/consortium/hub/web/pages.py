@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from consortium.hub.web import auth, catalogue, forms, ledger, models, overview, projects, runs, votes
+from consortium.hub.web import (
+    auth,
+    catalogue,
+    challenges,
+    forms,
+    ledger,
+    models,
+    overview,
+    projects,
+    runs,
+    votes,
+)
 
-ROUTERS = (auth.router, overview.router, catalogue.router, forms.router, projects.router, runs.router, models.router,
-           ledger.router, votes.router)
+ROUTERS = (auth.router, overview.router, catalogue.router, forms.router, projects.router, runs.router,
+           models.router, ledger.router, votes.router, challenges.router)

@@ -33,7 +33,7 @@ templates = Environment(
     lstrip_blocks=True,
 )
 NAV = (("/", "Overview"), ("/members", "Members"), ("/catalogue", "Catalogue"), ("/projects", "Projects"),
-       ("/models", "Models"), ("/ledger", "Ledger"))
+       ("/models", "Models"), ("/challenges", "Challenges"), ("/ledger", "Ledger"))
 
 
 def caller(request: Request) -> Principal | None:
