@@ -345,6 +345,8 @@ class RunProgress(Wire):
     warnings: list[str] = Field(default_factory=list, exclude_if=lambda v: not v,
                                description="e.g. no better than the majority class")
     refusals: list[str] = Field(default_factory=list, description="'round N: org/dataset refused: why', per task")
+    contributions: dict[str, float] = Field(default_factory=dict, exclude_if=lambda v: not v,
+                                            description="each org's measured contribution over the rounds valued")
 
 
 class TaskKind(StrEnum):

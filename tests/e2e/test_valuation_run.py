@@ -36,6 +36,7 @@ def test_a_valued_run_puts_contributions_on_the_card_the_ledger_and_the_release_
         card = admin.model(model_id)["card"]
         entries = [e for e in admin.ledger(limit=10_000) if e["event_type"] == "round.valued"]
         balances_before = {row["org"]: row["balance"] for row in admin.credit_balances()}
+        progress = admin.progress(card["run_id"])
 
     contributions = card["contributions"]
     assert contributions["method"] == "gtg-shapley" and contributions["metric"] == "loss"
@@ -44,6 +45,7 @@ def test_a_valued_run_puts_contributions_on_the_card_the_ledger_and_the_release_
     for org in ORGS:
         from_ledger = sum(v for e in entries for ref, v in e["payload"]["values"].items() if ref.startswith(f"{org}/"))
         assert math.isclose(contributions["values"][org], from_ledger, rel_tol=1e-12, abs_tol=1e-12)
+    assert progress.contributions == contributions["values"]
     total_gain = sum(contributions["values"].values())
     assert total_gain > 0, contributions  # the rounds lowered the test loss
     assert "## Contributions" in card_markdown(hub, model_id)

@@ -9,7 +9,8 @@ from consortium.fl.core import LocalData
 from consortium.hub.db.session import make_engine, migrate, session_factory
 from consortium.hub.services import hub_identity
 from consortium.hub.services.hub_key import HubKey
-from consortium.hub.valuation import RoundJob, Valuer, run_contributions
+from consortium.hub.services.contributions import run_contributions
+from consortium.hub.valuation import RoundJob, Valuer
 from consortium.ledger_audit import verify_from_db
 from consortium.plan import RunPlan
 from consortium.protocol import ProjectCreate

@@ -15,6 +15,7 @@ secure aggregation hides each update from the hub: its card values each org by t
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -23,21 +24,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from consortium.contributions import ValueMetric, round_game, value_round
 from consortium.fl.core import FLError, LocalData, Params, Update, derive_seed
 from consortium.fl.valuation import GtgOptions
-from consortium.hub.db.models import LedgerEntry
 from consortium.hub.services import ledger, run_store
+from consortium.hub.services.contributions import NOT_VALUED, VALUED, run_contributions
 from consortium.plan import RunPlan
 from consortium.protocol import ProjectCreate
 from consortium.valuation_wire import ValuationSpec
 
 log = logging.getLogger(__name__)
 
-VALUED, NOT_VALUED = "round.valued", "round.not_valued"
 
 
 @dataclass(frozen=True)
@@ -61,7 +60,12 @@ def value_job(job: RoundJob) -> dict[str, Any]:
     """The ledger payload of a valued round (pure but for the time it reports)."""
     started = time.perf_counter()
     metric = ValueMetric.of(job.plan.algorithm.name, job.spec.metric, job.spec.higher_is_better)
-    game = round_game(job.plan, job.params, job.server_state, job.updates, job.test_data, metric)
+    scored = round_game(job.plan, job.params, job.server_state, job.updates, job.test_data, metric)
+
+    def game(coalition: frozenset[int]) -> float:
+        time.sleep(0)  # hand the interpreter to a driver between coalitions: its round is on the critical path
+        return scored(coalition)
+
     rng = np.random.default_rng(derive_seed(job.plan.spec.seed, "valuation", job.round_number))
     result = value_round(game, len(job.updates), job.spec.method, rng,
                          GtgOptions(max_permutations=job.spec.max_permutations))
@@ -104,6 +108,7 @@ class Valuer:
         self.thread.join(timeout=10)
 
     def _work(self) -> None:
+        _lower_priority()
         while (job := self.jobs.get()) is not None:
             try:
                 self._value(job)
@@ -126,37 +131,13 @@ class Valuer:
             session.commit()
 
 
-def _org_of(source: str) -> str:
-    return source.split("/", 1)[0]
-
-
-def run_contributions(session: Session, project_id: int, run_id: int, participation: dict[str, int] | None = None,
-                      ) -> dict[str, Any]:
-    """The card's ``contributions``: each org's values summed over the run's valued rounds, with the rounds
-    that could not be valued and why. ``participation`` (org -> rounds trained) values a run whose updates the
-    hub could not see (secure aggregation)."""
-    if participation is not None:
-        return {"method": "participation", "values": {org: float(n) for org, n in sorted(participation.items())},
-                "note": "secure aggregation hid each org's update from the hub: orgs are valued by the rounds "
-                        "they trained, not by what their updates did"}
-    entries = session.scalars(select(LedgerEntry).where(
-        LedgerEntry.project_id == project_id, LedgerEntry.event_type.in_([VALUED, NOT_VALUED]))
-        .order_by(LedgerEntry.seq))
-    totals: dict[str, float] = {}
-    valued, not_valued, method, metric = [], [], None, None
-    for entry in entries:
-        payload = entry.payload
-        if payload.get("run_id") != run_id:
-            continue
-        if entry.event_type == NOT_VALUED:
-            not_valued.append({"round": payload["round"], "reason": payload["reason"]})
-            continue
-        valued.append(payload["round"])
-        method, metric = payload["method"], payload["metric"]
-        for source, value in payload["values"].items():
-            totals[_org_of(source)] = totals.get(_org_of(source), 0.0) + value
-    return {"method": method, "metric": metric, "values": dict(sorted(totals.items())),
-            "rounds_valued": valued, "rounds_not_valued": not_valued}
+def _lower_priority() -> None:
+    """Nice the calling thread (Linux schedules threads as tasks), so valuation takes the CPU the drivers and
+    the request handlers leave; elsewhere it runs at the process's priority."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):
+        log.debug("valuer: thread priority left as it is")
 
 
 def valued(spec: ProjectCreate, secure: bool, test_data: object) -> bool:

@@ -17,6 +17,7 @@ from consortium.hub.blobs import BlobStore
 from consortium.hub.db.models import Dataset, Org, Project, Round, Run, Task
 from consortium.hub.live import Answer, TaskRow
 from consortium.hub.services import ledger
+from consortium.hub.services.contributions import run_contributions
 from consortium.hub.services import projects as project_service
 from consortium.hub.services.access import can_see_project
 from consortium.hub.services.answer_rules import AnswerRules, answer_rules, check_answer_update
@@ -105,7 +106,15 @@ def progress(session: Session, run: Run, after_round: int = 0) -> RunProgress:
         last = RoundMetrics.model_validate(newest) if newest is not None else None
     warning = baseline_warning(last.baseline, last.test) if last is not None else None
     return RunProgress(run=to_out(session, run), rounds=rounds, warnings=[warning] if warning else [],
-                       refusals=refusals(session, run.id))
+                       refusals=refusals(session, run.id),
+                       contributions=contributions_so_far(session, run))
+
+
+def contributions_so_far(session: Session, run: Run) -> dict[str, float]:
+    """Each org's contribution over the run's rounds valued so far (none when the spec asks for no valuation)."""
+    if run.project.spec.get("valuation") is None:
+        return {}
+    return run_contributions(session, run.project_id, run.id)["values"]
 
 
 def refusals(session: Session, run_id: int) -> list[str]:

@@ -50,7 +50,7 @@ def snapshot(session: Session, who: Principal, run_id: int, after_round: int) ->
     progress = run_service.progress(session, run, after_round)
     return {"run": progress.run.model_dump(mode="json"),
             "rounds": [r.model_dump(mode="json") for r in progress.rounds],
-            "nodes": run_views.nodes_json(session, run)}
+            "nodes": run_views.nodes_json(session, run), "contributions": progress.contributions}
 
 
 def resume_point(rounds: list[dict[str, Any]]) -> int:
@@ -81,7 +81,7 @@ def run_page(request: Request, run_id: Id, session: Session = Depends(db)) -> Re
         request, "run.html", title=f"Run {run.id} of {project.name}", run=run, project_id=project.id,
         charts=charts(rounds, run.rounds), width=WIDTH, height=HEIGHT, rounds=rounds,
         rounds_json=json.dumps(rounds, separators=(",", ":")), after=resume_point(rounds),
-        nodes=found["nodes"], live=run.status == RunStatus.running,
+        nodes=found["nodes"], live=run.status == RunStatus.running, contributions=found["contributions"],
     )
 
 
