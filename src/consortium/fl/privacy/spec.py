@@ -158,7 +158,6 @@ def round_noise_seed(run_seed: int, round_number: int, purpose: str = "dp-centra
 @lru_cache(maxsize=256)
 def _resolve(spec_json: str, rounds: int, sampling_rate: float, population: int) -> DpPlan:
     privacy = PrivacySpec.model_validate_json(spec_json)
-    sampling = privacy.sampling
     options = privacy.adaptive_clip
     adaptive = None if options is None else adaptive_clip.AdaptiveClipping(
         privacy.clip, options.target_quantile, options.learning_rate, options.count_noise_std)

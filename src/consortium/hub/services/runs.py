@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from consortium.fl.baseline import baseline_warning
 from consortium.fl.core import FLError
 from consortium.hub.blobs import BlobStore
-from consortium.hub.db.models import Dataset, Org, Project, Round, Run, Task
+from consortium.hub.db.models import Dataset, Org, Round, Run, Task
 from consortium.hub.live import Answer, TaskRow
 from consortium.hub.services import ledger
 from consortium.hub.services.contributions import run_contributions
@@ -36,7 +36,6 @@ from consortium.protocol import (
     TaskOut,
     TaskRefusal,
     TaskResult,
-    UpdateMeta,
 )
 from consortium.statuses import OPEN_TASK_STATES, RoundStatus, RunStatus, TaskStatus
 

@@ -23,8 +23,7 @@ from consortium.hub.services import projects as project_service
 from consortium.hub.services.errors import ServiceError
 from consortium.hub.services.source_rights import change_rights
 from consortium.hub.web.catalogue import card_page
-from consortium.hub.web.render import MAX_FIELD_CHARS, WebRoute, caller, csrf_refused, form, login_redirect
-from consortium.hub.web.render import page
+from consortium.hub.web.render import MAX_FIELD_CHARS, WebRoute, caller, login_redirect, page, posted
 from consortium.hub.wire import Name
 from consortium.protocol import ProjectCreate, SourceRightsIn
 
@@ -115,13 +114,10 @@ def propose_form(request: Request, session: Session = Depends(db)) -> Response:
 @router.post("/projects/new")
 @web
 async def propose(request: Request, session: Session = Depends(db)) -> Response:
-    fields = await form(request)
-    refused = csrf_refused(request, fields)
-    if refused is not None:
-        return refused
-    who = caller(request)
-    if who is None:
-        return login_redirect(request)
+    answer = await posted(request)
+    if isinstance(answer, Response):
+        return answer
+    fields, who = answer
     values = {name: fields.get(name, "") for name in PROJECT_FIELDS}
     problems = _too_long(values, PROJECT_FIELDS)
     if not problems:
@@ -152,13 +148,10 @@ def _grant(value: str) -> str | list[str] | None:
 
 
 async def _change_rights(request: Request, session: Session, kind: str, org: str, name: str) -> Response:
-    fields = await form(request)
-    refused = csrf_refused(request, fields)
-    if refused is not None:
-        return refused
-    who = caller(request)
-    if who is None:
-        return login_redirect(request)
+    answer = await posted(request)
+    if isinstance(answer, Response):
+        return answer
+    fields, who = answer
     service = dataset_service if kind == "dataset" else environment_service
     table = dataset_service.TABLE if kind == "dataset" else environment_service.KIND
     values = {field: fields.get(field, "") for field in RIGHTS_FIELDS}

@@ -113,6 +113,19 @@ def csrf_refused(request: Request, fields: dict[str, str]) -> HTMLResponse | Non
     return None
 
 
+async def posted(request: Request) -> tuple[dict[str, str], Principal] | Response:
+    """The posted form and the logged-in caller when its CSRF token is good; else the page that refuses it
+    (403 for the token, the login page for no session)."""
+    fields = await form(request)
+    refused = csrf_refused(request, fields)
+    if refused is not None:
+        return refused
+    who = caller(request)
+    if who is None:
+        return login_redirect(request)
+    return fields, who
+
+
 class WebRoute(APIRoute):
     """A page route: a :class:`ServiceError` becomes an HTML page with its status and message, and an
     address whose id or name is malformed a 404 page."""

@@ -30,7 +30,7 @@ from consortium.hub.services.errors import ServiceError
 from consortium.hub.services.identity import Principal
 from consortium.hub.state import progress_key
 from consortium.hub.web.charts import HEIGHT, WIDTH, charts
-from consortium.hub.web.render import WebRoute, caller, csrf_refused, error_page, form, login_redirect, page
+from consortium.hub.web.render import WebRoute, caller, error_page, login_redirect, page, posted
 from consortium.hub.web.render import secure_headers
 from consortium.hub.wire import Id
 from consortium.protocol import RunOut
@@ -150,13 +150,10 @@ async def run_events(request: Request, run_id: Id, after: int = 0) -> Response:
 @web
 async def start_run(request: Request, project_id: Id) -> Response:
     """Start a run of the project (the API's and the CLI's service call), then show its page."""
-    fields = await form(request)
-    refused = csrf_refused(request, fields)
-    if refused is not None:
-        return refused
-    who = caller(request)
-    if who is None:
-        return login_redirect(request)
+    answer = await posted(request)
+    if isinstance(answer, Response):
+        return answer
+    fields, who = answer
     state = request.app.state.hub
 
     def start() -> int:

@@ -25,7 +25,7 @@ from consortium.hub.gate import web
 from consortium.hub.services import hub_identity, proposal_views, proposals
 from consortium.hub.services.errors import ServiceError
 from consortium.hub.services.identity import Principal
-from consortium.hub.web.render import WebRoute, caller, csrf_refused, form, login_redirect, page
+from consortium.hub.web.render import WebRoute, caller, page, posted
 from consortium.hub.wire import Id
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
@@ -87,13 +87,10 @@ def proposal_view(request: Request, session: Session, row: Proposal, status_code
 @router.post("/proposals/{proposal_id}/vote")
 @web
 async def cast(request: Request, proposal_id: Id, session: Session = Depends(db)) -> Response:
-    fields = await form(request)
-    refused = csrf_refused(request, fields)
-    if refused is not None:
-        return refused
-    who = caller(request)
-    if who is None:
-        return login_redirect(request)
+    answer = await posted(request)
+    if isinstance(answer, Response):
+        return answer
+    fields, who = answer
     proposals.visible(session, who, proposal_id)  # a proposal the caller may not see: 404, as missing
     values = {name: fields.get(name, "") for name in FIELDS}
     try:
