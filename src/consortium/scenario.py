@@ -6,6 +6,7 @@ keeps the held-out test split on the hub.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,6 +147,20 @@ def propose_and_approve(consortium: DigitsConsortium, spec: ProjectCreate, with_
         approve_as(consortium.org_dirs[org], consortium.hub.url, project, consortium.hub.ca_file)
     with consortium.hub.client() as admin:
         return admin.project(project["id"])
+
+
+def trained_model(admin: HubClient, project_id: int, timeout: float = 240.0) -> int:
+    """Start a run of the project, wait for it to complete (AssertionError when it fails or takes longer than
+    ``timeout`` seconds), and return its model's id."""
+    run = admin.start_run(project_id)
+    deadline = time.monotonic() + timeout
+    while admin.progress(run["id"], wait=5.0).run.status == "running":
+        if time.monotonic() > deadline:
+            raise AssertionError(f"run {run['id']} did not finish within {timeout} s")
+    finished = admin.run(run["id"])
+    if finished["status"] != "completed":
+        raise AssertionError(f"run {run['id']} ended {finished['status']}: {finished['error']}")
+    return finished["model_id"]
 
 
 def release_by_vote(consortium: DigitsConsortium, model_id: int, licence: str, voters: Sequence[str],

@@ -14,22 +14,12 @@ import pytest
 from typer.testing import CliRunner
 
 from consortium.cli import app
-from consortium.client import HubClient, HubError
-from consortium.scenario import ORGS, digits_spec, propose_and_approve, vote_as
+from consortium.client import HubError
+from consortium.scenario import ORGS, digits_spec, propose_and_approve, trained_model, vote_as
 
 pytestmark = pytest.mark.e2e
 NORTH, SOUTH, EAST = ORGS
 runner = CliRunner()
-
-
-def finished_model(admin: HubClient, project_id: int, timeout: float = 240.0) -> int:
-    run = admin.start_run(project_id)
-    deadline = time.monotonic() + timeout
-    while admin.progress(run["id"], wait=5.0).run.status == "running":
-        assert time.monotonic() < deadline, f"run {run['id']} did not finish"
-    finished = admin.run(run["id"])
-    assert finished["status"] == "completed", finished
-    return finished["model_id"]
 
 
 def expect(status: int, fragment: str, fn, *args, **kwargs) -> None:
@@ -44,7 +34,7 @@ def test_versions_release_by_vote_and_registry_filters(cluster) -> None:
     cluster.start_nodes((NORTH, SOUTH))
     project = propose_and_approve(consortium, digits_spec("registry", [NORTH, SOUTH], rounds=1))
     with hub.client() as admin:
-        first, second = (finished_model(admin, project["id"]) for _ in range(2))
+        first, second = (trained_model(admin, project["id"]) for _ in range(2))
         balances = {row["org"]: row["balance"] for row in admin.credit_balances()}
         assert balances[NORTH] == balances[SOUTH] == 2 and balances[EAST] == 0, balances
         history = admin.credit_account(NORTH)["history"]

@@ -5,25 +5,13 @@ release pays the policy's pool to the contributors by those values, as credits i
 from __future__ import annotations
 
 import math
-import time
 
 import pytest
 
-from consortium.client import HubClient
-from consortium.scenario import ORGS, digits_spec, propose_and_approve, vote_as
+from consortium.scenario import ORGS, digits_spec, propose_and_approve, release_by_vote, trained_model
 
 pytestmark = pytest.mark.e2e
 ROUNDS = 3
-
-
-def finished_model(admin: HubClient, project_id: int, timeout: float = 240.0) -> int:
-    run = admin.start_run(project_id)
-    deadline = time.monotonic() + timeout
-    while admin.progress(run["id"], wait=5.0).run.status == "running":
-        assert time.monotonic() < deadline, f"run {run['id']} did not finish"
-    finished = admin.run(run["id"])
-    assert finished["status"] == "completed", finished
-    return finished["model_id"]
 
 
 def test_a_valued_run_puts_contributions_on_the_card_the_ledger_and_the_release_credits(cluster) -> None:
@@ -32,7 +20,7 @@ def test_a_valued_run_puts_contributions_on_the_card_the_ledger_and_the_release_
     spec = digits_spec("valued", list(ORGS), rounds=ROUNDS, valuation={"method": "gtg-shapley"})
     project = propose_and_approve(consortium, spec)
     with hub.client() as admin:
-        model_id = finished_model(admin, project["id"])
+        model_id = trained_model(admin, project["id"])
         card = admin.model(model_id)["card"]
         entries = [e for e in admin.ledger(limit=10_000) if e["event_type"] == "round.valued"]
         balances_before = {row["org"]: row["balance"] for row in admin.credit_balances()}
@@ -50,10 +38,7 @@ def test_a_valued_run_puts_contributions_on_the_card_the_ledger_and_the_release_
     assert total_gain > 0, contributions  # the rounds lowered the test loss
     assert "## Contributions" in card_markdown(hub, model_id)
 
-    with hub.client() as admin:
-        release = admin.propose_release(model_id, "CC-BY-4.0")
-    for org in ORGS:
-        vote_as(consortium.org_dirs[org], hub.url, release["id"], "yes")
+    assert release_by_vote(consortium, model_id, "CC-BY-4.0", ORGS)["status"] == "passed"
     with hub.client() as admin:
         assert admin.model(model_id)["status"] == "released"
         paid = {row["org"]: row["balance"] - balances_before[row["org"]] for row in admin.credit_balances()}
