@@ -24,7 +24,9 @@ from consortium.hub.db.session import make_engine, migrate, session_factory
 from consortium.hub.events import Broker
 from consortium.hub.gate import AuthFailures, Gate, public
 from consortium.hub.limits import BodySizeLimit
-from consortium.hub.routers import admin, challenges, credits, governance, ledger, models, projects, runs, secagg, users
+from consortium.hub.routers import (
+    admin, challenges, credits, governance, ledger, models, open_data, projects, runs, secagg, users,
+)
 from consortium.hub.drivers import Scheduler
 from consortium.hub.state import HubState
 from consortium.hub.valuation import Valuer
@@ -118,7 +120,7 @@ def create_app(settings: HubSettings) -> FastAPI:
                 "hub_key": key.public_key_b64, "hub_key_id": key.key_id}
 
     routers = (admin.router, projects.router, runs.router, models.router, ledger.router, governance.router,
-               users.router, secagg.router, credits.router, challenges.router)
+               users.router, secagg.router, credits.router, challenges.router, open_data.router)
     for router in routers:
         app.include_router(router, responses=ERROR_RESPONSES)
     for router in WEB_ROUTERS:
