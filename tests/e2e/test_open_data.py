@@ -149,4 +149,7 @@ def test_public_open_data_downloads_without_login(cluster, tmp_path: Path) -> No
     assert sha256(tmp_path / "a.csv") == record["sha256"]
     listed = cli("dataset", "versions", f"{EAST}/digits", "--hub", url)
     assert listed.returncode == 0 and "2026.12" in listed.stdout
+    croissant = httpx.get(url + f"/api/datasets/{EAST}/digits/croissant").json()
+    assert croissant["version"] == "2026.12" and croissant["distribution"][0]["sha256"] == record["sha256"]
+    assert croissant["distribution"][0]["contentUrl"] == record["download_url"]
     assert httpx.get(url + f"/api/datasets/{EAST}/digits/versions/latest").json()["downloads"] == 1

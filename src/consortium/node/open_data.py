@@ -62,10 +62,14 @@ def canonical_csv_rows(loaded: LoadedDataset) -> Iterator[list[str]]:
 def write_canonical_csv(loaded: LoadedDataset, out: Path) -> str:
     """Write the canonical CSV to ``out`` (atomically); its SHA-256."""
     partial = out.with_name(out.name + ".tmp")
-    with partial.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        for row in canonical_csv_rows(loaded):
-            writer.writerow(row)
+    try:
+        with partial.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f, lineterminator="\n")
+            for row in canonical_csv_rows(loaded):
+                writer.writerow(row)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     os.replace(partial, out)
     return file_sha256(out)
 

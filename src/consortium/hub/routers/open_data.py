@@ -114,7 +114,7 @@ def accept_licence(body: LicenceAcceptIn, session: Session = Depends(db), caller
     """The caller's org accepts a licence's obligations, once (a ``licence.accepted`` ledger entry)."""
     row = downloads.accept_licence(session, caller, body.license)
     return LicenceAcceptOut(org=caller.org_name or "", license=row.license,
-                            obligations=downloads.obligations(row.license).describe(), ledger_seq=row.ledger_seq)
+                            obligations=downloads.obligations(row.license, "the licensed data").describe(), ledger_seq=row.ledger_seq)
 
 
 def _span(header: str | None, size: int) -> tuple[int, int] | None:

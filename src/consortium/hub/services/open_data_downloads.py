@@ -68,7 +68,7 @@ def accept_licence(session: Session, actor: Principal, licence: str) -> LicenceA
                                                            LicenceAcceptance.license == canonical))
     if found is not None:
         return found
-    terms = obligations(canonical).describe()
+    terms = obligations(canonical, "the licensed data").describe()
     entry = ledger.record(session, "licence.accepted", actor.label,
                           {"org": actor.org_name, "license": canonical, "obligations": terms}, scope=ledger.MEMBERS)
     row = LicenceAcceptance(org_id=actor.org_id, license=canonical, ledger_seq=entry.seq)
@@ -77,8 +77,9 @@ def accept_licence(session: Session, actor: Principal, licence: str) -> LicenceA
     return row
 
 
-def _check_licence(session: Session, actor: Principal | None, row: OpenDataVersion, accepted: str | None) -> None:
-    terms = obligations(row.license)
+def _check_licence(session: Session, actor: Principal | None, ref: str, row: OpenDataVersion,
+                   accepted: str | None) -> None:
+    terms = obligations(row.license, ref)
     if terms.is_empty():
         return
     if actor is None or actor.org_id is None:
@@ -102,7 +103,7 @@ def authorise(session: Session, actor: Principal | None, ref: str, version: str 
         raise NotFound(f"no published version {version or '(any)'} of {ref}")
     if row.withdrawn_at is not None:
         raise Gone(f"{ref}@{row.version} was withdrawn: {row.withdrawn_reason}", reason=row.withdrawn_reason)
-    _check_licence(session, actor, row, accepted)
+    _check_licence(session, actor, ref, row, accepted)
     return row
 
 
