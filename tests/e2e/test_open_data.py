@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 
 import httpx
+import numpy as np
+import pandas as pd
 import pytest
 
 from consortium.client import HubClient
@@ -153,3 +155,40 @@ def test_public_open_data_downloads_without_login(cluster, tmp_path: Path) -> No
     assert croissant["version"] == "2026.12" and croissant["distribution"][0]["sha256"] == record["sha256"]
     assert croissant["distribution"][0]["contentUrl"] == record["download_url"]
     assert httpx.get(url + f"/api/datasets/{EAST}/digits/versions/latest").json()["downloads"] == 1
+
+
+def test_a_table_on_people_is_published_only_once_anonymised(cluster, tmp_path: Path) -> None:
+    url, north_dir = cluster.hub.url, str(cluster.consortium.org_dirs[NORTH])
+    rng = np.random.default_rng(7)
+    n = 300
+    raw = tmp_path / "patients.csv"
+    pd.DataFrame({"name": [f"patient {i}" for i in range(n)], "age": rng.integers(18, 90, n),
+                  "postcode": rng.choice([f"AB{i}" for i in range(1, 9)], n), "sex": rng.choice(["F", "M"], n),
+                  "diagnosis": rng.choice(["flu", "asthma", "none", "migraine"], n)}).to_csv(raw, index=False)
+    sheet = tmp_path / "datasheet.json"
+    sheet.write_text(json.dumps(SHEET))
+    gate = ("--quasi", "age,postcode,sex", "--sensitive", "diagnosis", "--identifiers", "name", "--k", "5")
+    added = cli("dataset", "add", str(raw), "--hub", url, "--org-dir", north_dir, "--license", "CC0-1.0",
+                "--target", "diagnosis")
+    assert added.returncode == 0, added.stderr + added.stdout
+    refused = cli("dataset", "publish", f"{NORTH}/patients", "--hub", url, "--org-dir", north_dir,
+                  "--datasheet", str(sheet), *gate)
+    assert refused.returncode != 0 and "direct identifiers ['name']" in refused.stderr
+    below_k = cli("dataset", "publish", f"{NORTH}/patients", "--hub", url, "--org-dir", north_dir,
+                  "--datasheet", str(sheet), *gate[:4], "--k", "5")
+    assert below_k.returncode != 0 and "-anonymous" in below_k.stderr and "k >= 5" in below_k.stderr
+    with cluster.consortium.org_client(NORTH) as north:
+        assert north.get_json(f"/api/datasets/{NORTH}/patients/versions") == []
+    anon = tmp_path / "patients-anon.csv"
+    made = cli("dataset", "anonymise", str(raw), "--out", str(anon), *gate)
+    assert made.returncode == 0, made.stderr + made.stdout
+    report = json.loads(made.stdout)
+    assert report["k"] >= 5 and report["l_diversity"] >= 2 and set(report["ncp"]) == {"age", "postcode", "sex"}
+    classes = pd.read_csv(anon, dtype=str).groupby(["age", "postcode", "sex"])
+    assert classes.size().min() >= 5 and classes["diagnosis"].nunique().min() >= 2
+    added = cli("dataset", "add", str(anon), "--hub", url, "--org-dir", north_dir, "--license", "CC0-1.0",
+                "--target", "diagnosis", "--name", "patients-anon")
+    assert added.returncode == 0, added.stderr + added.stdout
+    published = cli("dataset", "publish", f"{NORTH}/patients-anon", "--hub", url, "--org-dir", north_dir,
+                    "--datasheet", str(sheet), *gate)
+    assert published.returncode == 0, published.stderr + published.stdout

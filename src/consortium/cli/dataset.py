@@ -116,6 +116,43 @@ def _anonymous_or_member(hub: str, token: str | None, org_dir: Path | None):
     return member_client(hub, token, org_dir)
 
 
+QuasiOpt = Annotated[str | None, typer.Option("--quasi", help="quasi-identifier columns, comma separated")]
+SensitiveOpt = Annotated[str | None, typer.Option("--sensitive", help="sensitive columns, comma separated")]
+IdentifiersOpt = Annotated[str | None, typer.Option(
+    "--identifiers", help="direct identifier columns (dropped by anonymise; refused by publish), comma separated")]
+KOpt = Annotated[int, typer.Option("--k", min=1, help="every equivalence class holds at least k rows")]
+LOpt = Annotated[int, typer.Option("--l", min=1, help="and at least l distinct values of each sensitive column")]
+
+
+def _names(value: str | None) -> list[str]:
+    return [name.strip() for name in (value or "").split(",") if name.strip()]
+
+
+@app.command("anonymise")
+def dataset_anonymise(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV or Parquet file")],
+    out: Annotated[Path, typer.Option("--out", dir_okay=False, help="the anonymised CSV")],
+    quasi: Annotated[str, typer.Option("--quasi", help="quasi-identifier columns, comma separated")],
+    sensitive: SensitiveOpt = None, identifiers: IdentifiersOpt = None, k: KOpt = 5, l_required: LOpt = 2,
+) -> None:
+    """Drop direct identifiers and generalise the quasi-identifiers (Mondrian) until every equivalence class
+    has k rows and l distinct sensitive values; prints the measured k and l and the information loss. Register
+    the output with 'dataset add' and publish that."""
+    from dataclasses import asdict
+
+    import pandas as pd
+
+    from consortium.node.anonymise import AnonymityError, anonymise
+
+    frame = pd.read_parquet(file) if file.suffix == ".parquet" else pd.read_csv(file)
+    try:
+        result, report = anonymise(frame, _names(identifiers), _names(quasi), _names(sensitive), k, l_required)
+    except AnonymityError as exc:
+        fail(str(exc))
+    result.to_csv(out, index=False)
+    print_json(asdict(report))
+
+
 @app.command("publish")
 def dataset_publish(
     ref: Annotated[str, typer.Argument(help="org/name, a registered dataset of your org")], hub: HubOpt,
@@ -124,12 +161,16 @@ def dataset_publish(
         "JSON with motivation, composition, collection, preprocessing, uses, distribution, maintenance"))],
     version: Annotated[str, typer.Option("--version", help="version name, e.g. 1.0")] = "1",
     license: Annotated[str | None, typer.Option("--license", help="SPDX licence; default: the card's")] = None,
+    quasi: QuasiOpt = None, sensitive: SensitiveOpt = None, identifiers: IdentifiersOpt = None,
+    k: KOpt = 5, l_required: LOpt = 2,
 ) -> None:
     """Publish a registered dataset as an open, immutable version: the node writes its canonical CSV, uploads
-    it in chunks (resuming a broken upload) and the hub checks its SHA-256 before the version appears."""
+    it in chunks (resuming a broken upload) and the hub checks its SHA-256 before the version appears. With
+    --quasi, a table below k-anonymity / l-diversity (or holding a direct identifier) is refused first."""
     from pydantic import ValidationError
 
-    from consortium.node.open_data import publish
+    from consortium.node.anonymise import AnonymityError
+    from consortium.node.open_data import AnonymityGate, publish
     from consortium.node.registry import LocalRegistry
     from consortium.open_data_wire import Datasheet
     from consortium.tables import DatasetError
@@ -141,10 +182,13 @@ def dataset_publish(
         fail("--datasheet: " + "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()))
     except DatasetError as exc:
         fail(str(exc))
+    gate = None if not quasi else AnonymityGate(_names(quasi), _names(sensitive), _names(identifiers), k,
+                                                l_required)
     with org_client(hub, org_dir) as client:
         try:
-            out = call(publish, client, org_dir, ref, version, license or card.license, sheet, org_dir / "open-data")
-        except DatasetError as exc:
+            out = call(publish, client, org_dir, ref, version, license or card.license, sheet, org_dir / "open-data",
+                       gate)
+        except (DatasetError, AnonymityError) as exc:
             fail(str(exc))
     console.print(f"published [bold]{out['dataset']}@{out['version']}[/]: {out['size']} bytes, sha256 "
                   f"{out['sha256'][:16]}…, {out['license']}; {out['download_url']}")

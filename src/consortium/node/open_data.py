@@ -15,12 +15,15 @@ import hashlib
 import math
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from consortium.client import HubClient, HubError
+from consortium.node.anonymise import DEFAULT_K, DEFAULT_L, require
 from consortium.node.registry import LocalRegistry
 from consortium.open_data_wire import Datasheet, OpenVersionIn
 from consortium.table_hash import schema_columns
@@ -112,13 +115,28 @@ def upload_file(client: HubClient, ref: str, path: Path, sha256: str, chunk_size
     return held
 
 
+@dataclass(frozen=True)
+class AnonymityGate:
+    """What the owner declared about a table on people, and the k and l it must meet before it leaves."""
+
+    quasi: list[str]
+    sensitive: list[str]
+    identifiers: list[str]
+    k: int = DEFAULT_K
+    l_required: int = DEFAULT_L
+
+
 def publish(client: HubClient, org_dir: Path, ref: str, version: str, licence: str, datasheet: Datasheet,
-            work_dir: Path) -> dict:
+            work_dir: Path, gate: AnonymityGate | None = None) -> dict:
     """Export, upload and publish the org's registered dataset ``ref`` (``org/name``) as ``version``; the
-    hub's version record."""
+    hub's version record. With ``gate``, a table below its k or l (or holding a direct identifier) is
+    refused (AnonymityError) before a byte is sent."""
     name = ref.partition("/")[2]
     loaded, path, sha256 = export_registered(org_dir, name, work_dir)
     try:
+        if gate is not None:
+            frame = pd.DataFrame({c: list(v) for c, v in loaded.columns.items()})
+            require(frame, gate.quasi, gate.sensitive, gate.k, gate.l_required, gate.identifiers)
         upload_file(client, ref, path, sha256)
         body = OpenVersionIn(version=version, sha256=sha256, table_sha256=loaded.sha256, rows=loaded.rows,
                              license=licence, datasheet=datasheet)
