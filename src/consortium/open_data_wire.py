@@ -21,7 +21,7 @@ class Datasheet(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     motivation: Answer = Field(description="why the dataset was created, by whom, funded by whom")
-    composition: Answer = Field(description="what the rows are, how many, what is missing, anything sensitive")
+    composition: Answer = Field(description="what the rows are, how many, what is missing; sensitive parts")
     collection: Answer = Field(description="how, when and from whom the data was collected; consent")
     preprocessing: Answer = Field(description="cleaning, labelling and anonymisation applied")
     uses: Answer = Field(description="what it has been and should (not) be used for")
@@ -35,7 +35,7 @@ class OpenVersionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     version: Version
     sha256: Sha256 = Field(description="SHA-256 of the file's bytes (canonical CSV), as uploaded")
-    table_sha256: Sha256 = Field(description="the canonical row hash of the table the file holds (the card's)")
+    table_sha256: Sha256 = Field(description="the canonical row hash of the file's table (the card's)")
     rows: int = Field(ge=0, le=2**62)
     license: str = Field(min_length=1, max_length=1000, description="SPDX licence expression")
     datasheet: Datasheet

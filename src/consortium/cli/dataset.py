@@ -119,9 +119,9 @@ def _anonymous_or_member(hub: str, token: str | None, org_dir: Path | None):
 QuasiOpt = Annotated[str | None, typer.Option("--quasi", help="quasi-identifier columns, comma separated")]
 SensitiveOpt = Annotated[str | None, typer.Option("--sensitive", help="sensitive columns, comma separated")]
 IdentifiersOpt = Annotated[str | None, typer.Option(
-    "--identifiers", help="direct identifier columns (dropped by anonymise; refused by publish), comma separated")]
+    "--identifiers", help="direct identifier columns (anonymise drops, publish refuses them)")]
 KOpt = Annotated[int, typer.Option("--k", min=1, help="every equivalence class holds at least k rows")]
-LOpt = Annotated[int, typer.Option("--l", min=1, help="and at least l distinct values of each sensitive column")]
+LOpt = Annotated[int, typer.Option("--l", min=1, help="l distinct sensitive values per class")]
 
 
 def _names(value: str | None) -> list[str]:
@@ -146,7 +146,8 @@ def dataset_anonymise(
 
     frame = pd.read_parquet(file) if file.suffix == ".parquet" else pd.read_csv(file)
     try:
-        result, report = anonymise(frame, _names(identifiers), _names(quasi), _names(sensitive), k, l_required)
+        result, report = anonymise(frame, _names(identifiers), _names(quasi), _names(sensitive), k,
+                                   l_required)
     except AnonymityError as exc:
         fail(str(exc))
     result.to_csv(out, index=False)
@@ -160,7 +161,7 @@ def dataset_publish(
     datasheet: Annotated[Path, typer.Option("--datasheet", exists=True, dir_okay=False, help=(
         "JSON with motivation, composition, collection, preprocessing, uses, distribution, maintenance"))],
     version: Annotated[str, typer.Option("--version", help="version name, e.g. 1.0")] = "1",
-    license: Annotated[str | None, typer.Option("--license", help="SPDX licence; default: the card's")] = None,
+    license: Annotated[str | None, typer.Option("--license", help="SPDX; default: the card's")] = None,
     quasi: QuasiOpt = None, sensitive: SensitiveOpt = None, identifiers: IdentifiersOpt = None,
     k: KOpt = 5, l_required: LOpt = 2,
 ) -> None:
@@ -179,15 +180,16 @@ def dataset_publish(
         sheet = Datasheet.model_validate_json(datasheet.read_bytes())
         card = LocalRegistry(org_dir).get(ref.partition("/")[2]).card
     except ValidationError as exc:
-        fail("--datasheet: " + "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()))
+        fail("--datasheet: " + "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                                         for e in exc.errors()))
     except DatasetError as exc:
         fail(str(exc))
     gate = None if not quasi else AnonymityGate(_names(quasi), _names(sensitive), _names(identifiers), k,
                                                 l_required)
     with org_client(hub, org_dir) as client:
         try:
-            out = call(publish, client, org_dir, ref, version, license or card.license, sheet, org_dir / "open-data",
-                       gate)
+            out = call(publish, client, org_dir, ref, version, license or card.license, sheet,
+                       org_dir / "open-data", gate)
         except (DatasetError, AnonymityError) as exc:
             fail(str(exc))
     console.print(f"published [bold]{out['dataset']}@{out['version']}[/]: {out['size']} bytes, sha256 "
@@ -198,7 +200,8 @@ def dataset_publish(
 def dataset_withdraw(ref: Annotated[str, typer.Argument(help="org/name@version")], hub: HubOpt,
                      reason: Annotated[str, typer.Option("--reason", help="shown to everyone who asks")],
                      token: TokenOpt = None, org_dir: OptionalOrgDirOpt = None) -> None:
-    """Withdraw a published version: downloads stop, the version and the reason stay listed and in the ledger."""
+    """Withdraw a published version: downloads stop; the version and the reason stay listed and in the
+    ledger."""
     dataset, _, version = ref.partition("@")
     if not version:
         fail("name the version: org/name@version")
@@ -208,15 +211,16 @@ def dataset_withdraw(ref: Annotated[str, typer.Argument(help="org/name@version")
 
 
 @app.command("versions")
-def dataset_versions(ref: Annotated[str, typer.Argument(help="org/name")], hub: HubOpt, token: TokenOpt = None,
-                     org_dir: OptionalOrgDirOpt = None) -> None:
+def dataset_versions(ref: Annotated[str, typer.Argument(help="org/name")], hub: HubOpt,
+                     token: TokenOpt = None, org_dir: OptionalOrgDirOpt = None) -> None:
     """List a dataset's published versions (withdrawn ones with their reason)."""
     with _anonymous_or_member(hub, token, org_dir) as client:
         rows = call(client.get_json, f"/api/datasets/{ref}/versions")
     table = Table("version", "licence", "size", "downloads", "sha256", "status")
     for v in rows:
         status = f"withdrawn: {v['withdrawn_reason']}" if v["withdrawn_at"] else "open"
-        table.add_row(v["version"], v["license"], str(v["size"]), str(v["downloads"]), v["sha256"][:16], status)
+        table.add_row(v["version"], v["license"], str(v["size"]), str(v["downloads"]), v["sha256"][:16],
+                      status)
     console.print(table)
 
 
@@ -246,4 +250,5 @@ def dataset_download(
                        record["license"] if anonymous and accept_licence else None)
         except DownloadError as exc:
             fail(str(exc))
-    console.print(f"downloaded {got['dataset']}@{got['version']} to {out} ({got['size']} bytes, sha256 verified)")
+    console.print(f"downloaded {got['dataset']}@{got['version']} to {out} ({got['size']} bytes, sha256 "
+                  "verified)")

@@ -1,5 +1,5 @@
 """The anonymisation gate on the owner's node: measure k-anonymity and l-diversity of a table over its
-declared quasi-identifiers and sensitive columns, and generalise it with Mondrian partitioning until both hold.
+declared quasi-identifiers and sensitive columns, and generalise it (Mondrian partitioning) until both hold.
 
 - *k-anonymity*: every combination of quasi-identifier values (an equivalence class) is shared by at least k
   rows; *l-diversity* (distinct): every class holds at least l distinct values of each sensitive column.
@@ -57,7 +57,8 @@ def _check_columns(frame: pd.DataFrame, names: Sequence[str], role: str) -> None
         raise AnonymityError(f"{role} {missing} not in the table (its columns: {list(frame.columns)})")
 
 
-def measure(frame: pd.DataFrame, quasi: Sequence[str], sensitive: Sequence[str], k_required: int = 1) -> Measure:
+def measure(frame: pd.DataFrame, quasi: Sequence[str], sensitive: Sequence[str],
+            k_required: int = 1) -> Measure:
     """k, distinct l and the number of classes of ``frame`` over ``quasi`` (an empty table: k = l = 0)."""
     _check_columns(frame, quasi, "quasi-identifiers")
     _check_columns(frame, sensitive, "sensitive columns")

@@ -161,7 +161,8 @@ def download(client: HubClient, ref: str, version: str, out: Path, accept_licenc
         with client.http.stream("GET", path, params=params, headers=headers, timeout=300.0) as response:
             if response.status_code >= 400:
                 response.read()
-                raise HubError(response.status_code, response.json().get("detail", response.text), "GET", path)
+                detail = response.json().get("detail", response.text)
+                raise HubError(response.status_code, detail, "GET", path)
             mode = "ab" if response.status_code == 206 else "wb"
             with partial.open(mode) as f:
                 for chunk in response.iter_bytes(READ_CHUNK):

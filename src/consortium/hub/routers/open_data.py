@@ -58,8 +58,8 @@ def _out(session: Session, request: Request, row: OpenDataVersion) -> OpenVersio
 def upload_status(org: Name, name: Name, sha256: Sha256Path, session: Session = Depends(db),
                   state: HubState = Depends(hub_state), caller: Principal = Depends(principal)):
     """How many bytes of the file the hub holds (a resumed upload goes on from there)."""
-    return UploadStatus(sha256=sha256, received=service.received(session, caller, state.blobs, f"{org}/{name}",
-                                                                 sha256))
+    held = service.received(session, caller, state.blobs, f"{org}/{name}", sha256)
+    return UploadStatus(sha256=sha256, received=held)
 
 
 @router.put("/datasets/{org}/{name}/uploads/{sha256}", response_model=UploadStatus)
@@ -78,8 +78,9 @@ async def upload_chunk(org: Name, name: Name, sha256: Sha256Path, request: Reque
 
 
 @router.post("/datasets/{org}/{name}/versions", response_model=OpenVersionOut, status_code=201)
-def publish_version(org: Name, name: Name, body: OpenVersionIn, request: Request, session: Session = Depends(db),
-                    state: HubState = Depends(hub_state), caller: Principal = Depends(principal)):
+def publish_version(org: Name, name: Name, body: OpenVersionIn, request: Request,
+                    session: Session = Depends(db), state: HubState = Depends(hub_state),
+                    caller: Principal = Depends(principal)):
     """Publish the uploaded file as an immutable version (hash-checked; refusals delete the upload)."""
     return _out(session, request, service.publish(session, caller, state.blobs, f"{org}/{name}", body))
 
@@ -110,11 +111,13 @@ def withdraw_version(org: Name, name: Name, version: VersionPath, body: Withdraw
 
 
 @router.post("/licences/accept", response_model=LicenceAcceptOut)
-def accept_licence(body: LicenceAcceptIn, session: Session = Depends(db), caller: Principal = Depends(principal)):
+def accept_licence(body: LicenceAcceptIn, session: Session = Depends(db),
+                   caller: Principal = Depends(principal)):
     """The caller's org accepts a licence's obligations, once (a ``licence.accepted`` ledger entry)."""
     row = downloads.accept_licence(session, caller, body.license)
-    return LicenceAcceptOut(org=caller.org_name or "", license=row.license,
-                            obligations=downloads.obligations(row.license, "the licensed data").describe(), ledger_seq=row.ledger_seq)
+    terms = downloads.obligations(row.license, "the licensed data").describe()
+    return LicenceAcceptOut(org=caller.org_name or "", license=row.license, obligations=terms,
+                            ledger_seq=row.ledger_seq)
 
 
 def _span(header: str | None, size: int) -> tuple[int, int] | None:

@@ -78,7 +78,8 @@ def get_dataset_croissant(
         latest = open_data.version_of(session, caller, ref, None)
     except NotFound:
         return card_to_croissant(card, org=org, url=page)
-    return card_to_croissant(card, org=org, url=page, version=latest.version, date_published=latest.published_at,
+    return card_to_croissant(card, org=org, url=page, version=latest.version,
+                             date_published=latest.published_at,
                              published_file=(f"{page}/versions/{latest.version}/file", latest.sha256))
 
 

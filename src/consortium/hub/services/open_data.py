@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import threading
 from datetime import datetime
 from pathlib import Path
 
@@ -30,10 +31,13 @@ HASH_CHUNK = 1 << 20
 MAX_STAGED_BYTES = 1 << 40
 """The most bytes one staged upload may grow to (1 TiB)."""
 LATEST = "latest"
+_APPENDS = threading.Lock()
+"""Serialises check-and-append of staged uploads (one hub process), so two racing chunks cannot both land."""
 
 
 def _owned(session: Session, actor: Principal, ref: str) -> Dataset:
-    """The dataset ``ref`` when the caller acts for its org (its key or a steward); 404 if it cannot see it."""
+    """The dataset ``ref`` when the caller acts for its org (its key or a steward); 404 if it cannot see
+    it."""
     dataset = datasets.by_ref(session, actor, ref)
     if not actor.acts_for(dataset.org_id):
         raise Forbidden(f"only {dataset.org.name}'s node or stewards publish its datasets")
@@ -58,15 +62,16 @@ def append_chunk(session: Session, actor: Principal, blobs: BlobStore, ref: str,
     size."""
     path = staged_path(blobs, _owned(session, actor, ref).id, sha256)
     path.parent.mkdir(parents=True, exist_ok=True)
-    held = path.stat().st_size if path.exists() else 0
-    if offset != held:
-        raise Conflict(f"the hub holds {held} bytes of this upload; send from offset {held}", received=held)
-    if held + len(chunk) > MAX_STAGED_BYTES:
-        raise BadRequest(f"an upload may not exceed {MAX_STAGED_BYTES} bytes")
-    with path.open("ab") as out:
-        out.write(chunk)
-        out.flush()
-        os.fsync(out.fileno())
+    with _APPENDS:
+        held = path.stat().st_size if path.exists() else 0
+        if offset != held:
+            raise Conflict(f"the hub holds {held} bytes of this upload; send from offset {held}", received=held)
+        if held + len(chunk) > MAX_STAGED_BYTES:
+            raise BadRequest(f"an upload may not exceed {MAX_STAGED_BYTES} bytes")
+        with path.open("ab") as out:
+            out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
     return held + len(chunk)
 
 
@@ -84,13 +89,14 @@ def _check_publishable(session: Session, dataset: Dataset, body: OpenVersionIn, 
     not the card's, or a staged file that is missing or fails its hash."""
     if session.scalar(select(OpenDataVersion.id).where(OpenDataVersion.dataset_id == dataset.id,
                                                        OpenDataVersion.version == body.version)):
-        raise Conflict(f"{dataset.org.name}/{dataset.name}@{body.version} already exists; versions are immutable")
+        raise Conflict(f"{dataset.org.name}/{dataset.name}@{body.version} already exists; versions are "
+                       "immutable")
     if body.version == LATEST:
         raise BadRequest(f"version: {LATEST!r} names the newest version in URLs; pick another name")
     licence = licensing.normalised("license", body.license)
     if body.table_sha256 != dataset.sha256:
-        raise BadRequest(f"table_sha256 {body.table_sha256[:12]}... is not the card's {dataset.sha256[:12]}...; "
-                         "register the changed file as a new card first")
+        raise BadRequest(f"table_sha256 {body.table_sha256[:12]}... is not the card's "
+                         f"{dataset.sha256[:12]}...; register the changed file as a new card first")
     if body.rows != dataset.rows:
         raise BadRequest(f"rows: {body.rows}, the card says {dataset.rows}")
     if not staged.exists():
@@ -102,7 +108,8 @@ def _check_publishable(session: Session, dataset: Dataset, body: OpenVersionIn, 
     return licence
 
 
-def publish(session: Session, actor: Principal, blobs: BlobStore, ref: str, body: OpenVersionIn) -> OpenDataVersion:
+def publish(session: Session, actor: Principal, blobs: BlobStore, ref: str,
+            body: OpenVersionIn) -> OpenDataVersion:
     """Publish the staged upload as an immutable version linked to the dataset's latest one; any refusal
     deletes the staged file (nothing half-published)."""
     dataset = _owned(session, actor, ref)
@@ -121,8 +128,8 @@ def publish(session: Session, actor: Principal, blobs: BlobStore, ref: str, body
         "predecessor": predecessor.version if predecessor else None}, scope=ledger.source_scope(dataset.id))
     row = OpenDataVersion(dataset_id=dataset.id, version=body.version, sha256=body.sha256,
                           table_sha256=body.table_sha256, size=size, rows=body.rows, license=licence,
-                          datasheet=body.datasheet.model_dump(), predecessor_id=predecessor.id if predecessor else None,
-                          published_seq=entry.seq)
+                          datasheet=body.datasheet.model_dump(),
+                          predecessor_id=predecessor.id if predecessor else None, published_seq=entry.seq)
     session.add(row)
     session.flush()
     target = blobs.path(body.sha256)
@@ -142,12 +149,13 @@ def publish(session: Session, actor: Principal, blobs: BlobStore, ref: str, body
 
 
 def version_of(session: Session, actor: Principal | None, ref: str, version: str | None) -> OpenDataVersion:
-    """The version ``version`` of dataset ``ref`` (None: the latest not withdrawn); 404 when the caller may not
-    see the dataset or there is no such version."""
+    """The version ``version`` of dataset ``ref`` (None: the latest not withdrawn); 404 when the caller may
+    not see the dataset or there is no such version."""
     dataset = datasets.by_ref(session, actor, ref)
     query = select(OpenDataVersion).where(OpenDataVersion.dataset_id == dataset.id)
     if version is None:
-        query = query.where(OpenDataVersion.withdrawn_at.is_(None)).order_by(OpenDataVersion.id.desc()).limit(1)
+        query = (query.where(OpenDataVersion.withdrawn_at.is_(None))
+                 .order_by(OpenDataVersion.id.desc()).limit(1))
     else:
         query = query.where(OpenDataVersion.version == version)
     row = session.scalar(query)
@@ -188,6 +196,7 @@ def to_out(session: Session, row: OpenDataVersion, download_url: str) -> OpenVer
         id=row.id, dataset=f"{dataset.org.name}/{dataset.name}", version=row.version, sha256=row.sha256,
         table_sha256=row.table_sha256, size=row.size, rows=row.rows, license=row.license,
         obligations=obligations(row.license, f"{dataset.org.name}/{dataset.name}").describe(),
-        datasheet=Datasheet.model_validate(row.datasheet), predecessor=predecessor.version if predecessor else None,
+        datasheet=Datasheet.model_validate(row.datasheet),
+        predecessor=predecessor.version if predecessor else None,
         published_at=row.published_at, published_seq=row.published_seq, withdrawn_reason=row.withdrawn_reason,
         withdrawn_at=row.withdrawn_at, downloads=int(count or 0), download_url=download_url)

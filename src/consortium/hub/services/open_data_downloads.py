@@ -70,7 +70,8 @@ def accept_licence(session: Session, actor: Principal, licence: str) -> LicenceA
         return found
     terms = obligations(canonical, "the licensed data").describe()
     entry = ledger.record(session, "licence.accepted", actor.label,
-                          {"org": actor.org_name, "license": canonical, "obligations": terms}, scope=ledger.MEMBERS)
+                          {"org": actor.org_name, "license": canonical, "obligations": terms},
+                          scope=ledger.MEMBERS)
     row = LicenceAcceptance(org_id=actor.org_id, license=canonical, ledger_seq=entry.seq)
     session.add(row)
     session.commit()
@@ -84,13 +85,14 @@ def _check_licence(session: Session, actor: Principal | None, ref: str, row: Ope
         return
     if actor is None or actor.org_id is None:
         if accepted != row.license:
-            raise Forbidden(f"{row.license} carries obligations ({'; '.join(terms.describe())}); accept them by "
-                            f"sending accept_license={row.license}", license=row.license)
+            raise Forbidden(f"{row.license} carries obligations ({'; '.join(terms.describe())}); accept them "
+                            f"by sending accept_license={row.license}", license=row.license)
         return
     if session.scalar(select(LicenceAcceptance.id).where(LicenceAcceptance.org_id == actor.org_id,
                                                          LicenceAcceptance.license == row.license)) is None:
         raise Forbidden(f"{actor.org_name} has not accepted the obligations of {row.license} "
-                        f"({'; '.join(terms.describe())}); POST /api/licences/accept first", license=row.license)
+                        f"({'; '.join(terms.describe())}); POST /api/licences/accept first",
+                        license=row.license)
 
 
 def authorise(session: Session, actor: Principal | None, ref: str, version: str | None,
