@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +32,7 @@ from consortium.hub.drivers import Scheduler
 from consortium.hub.state import HubState
 from consortium.hub.valuation import Valuer
 from consortium.hub.services import checkpoints, hub_identity, hub_key, identity, policy, proposals
+from consortium.hub.services import open_data as open_data_service
 from consortium.hub.services.errors import ServiceError
 from consortium.hub.tensor_cache import TensorCache
 from consortium.hub.web.pages import ROUTERS as WEB_ROUTERS
@@ -143,13 +145,14 @@ async def _housekeeping(state: HubState, every_s: float = 60.0) -> None:
         with state.sessions() as session:
             proposals.settle_due(session)
             session.commit()
+        open_data_service.expire_uploads(state.blobs, time.time())
 
     while True:
         await asyncio.sleep(every_s)
         try:
             await run_in_threadpool(prune)
         except Exception:  # housekeeping must never take the hub down
-            log.exception("housekeeping (nonce pruning, settling closed proposals) failed")
+            log.exception("housekeeping (nonce pruning, settling closed proposals, stale uploads) failed")
 
 
 async def _checkpointer(state: HubState, settings: HubSettings) -> None:

@@ -144,3 +144,13 @@ def test_a_changed_blob_is_never_served(session: Session, orgs, blobs: BlobStore
     blobs.path(DIGEST).write_bytes(b"x\n9.0\n2.0\n")
     with pytest.raises(downloads.CorruptFile):
         downloads.blob_file(blobs, row)
+
+
+def test_abandoned_uploads_expire(session: Session, orgs, blobs: BlobStore) -> None:
+    north = key(orgs["north"])
+    open_data.append_chunk(session, north, blobs, "north/people", DIGEST, 0, FILE[:3])
+    staged = open_data.staged_path(blobs, orgs["north"].id, DIGEST)
+    modified = staged.stat().st_mtime
+    assert open_data.expire_uploads(blobs, modified + 60) == []
+    assert open_data.expire_uploads(blobs, modified + open_data.STALE_UPLOAD_S + 1) == [staged]
+    assert stored_files(blobs) == []

@@ -75,6 +75,22 @@ def append_chunk(session: Session, actor: Principal, blobs: BlobStore, ref: str,
     return held + len(chunk)
 
 
+STALE_UPLOAD_S = 24 * 3600.0
+"""A staged upload untouched this long is abandoned: the hub's housekeeping deletes it."""
+
+
+def expire_uploads(blobs: BlobStore, now: float, max_age_s: float = STALE_UPLOAD_S) -> list[Path]:
+    """Delete staged uploads not appended to for ``max_age_s`` (a publisher that never came back); the paths
+    deleted."""
+    gone = []
+    with _APPENDS:
+        for path in (blobs.root / "uploads").glob("*.part"):
+            if now - path.stat().st_mtime > max_age_s:
+                path.unlink(missing_ok=True)
+                gone.append(path)
+    return gone
+
+
 def file_sha256(path: Path) -> str:
     """SHA-256 of a file, read in chunks (constant memory)."""
     digest = hashlib.sha256()
