@@ -23,7 +23,7 @@ from consortium.hub.blobs import BlobStore
 from consortium.hub.db.models import Dataset
 from consortium.hub.db.open_data_models import OpenDataDownload, OpenDataVersion
 from consortium.hub.services import datasets, ledger, licensing
-from consortium.hub.services.errors import BadRequest, Conflict, Forbidden, NotFound
+from consortium.hub.services.errors import BadRequest, Conflict, Forbidden, NotFound, ServiceError
 from consortium.hub.services.identity import Principal
 from consortium.open_data_wire import SHA256_PATTERN, Datasheet, OpenVersionIn, OpenVersionOut
 
@@ -100,6 +100,47 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+class CorruptFile(ServiceError):
+    """A stored file no longer has the SHA-256 it was published with: never served."""
+
+    status_code = 500
+
+
+class VerifiedBlobs:
+    """Remembers which blob files hashed right, by (size, mtime, inode): a file changed since is hashed
+    again before it is served."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[int, int, int]] = {}
+        self._lock = threading.Lock()
+
+    def check(self, path: Path, sha256: str) -> None:
+        try:
+            stat = path.stat()
+        except FileNotFoundError as exc:
+            raise CorruptFile(f"the file of {sha256[:12]}... is missing from the hub's store") from exc
+        signature = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
+        with self._lock:
+            if self._seen.get(sha256) == signature:
+                return
+        if file_sha256(path) != sha256:
+            with self._lock:
+                self._seen.pop(sha256, None)
+            raise CorruptFile(f"the hub's copy of {sha256[:12]}... fails its SHA-256 check; it is not served "
+                              "(the operator restores it from a backup or the owner publishes again)")
+        with self._lock:
+            self._seen[sha256] = signature
+
+    def remember(self, path: Path, sha256: str) -> None:
+        """``path`` was just hashed to ``sha256`` (a publish): serve it without hashing it again."""
+        stat = path.stat()
+        with self._lock:
+            self._seen[sha256] = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
+
+
+VERIFIED = VerifiedBlobs()
+
+
 def _check_publishable(session: Session, dataset: Dataset, body: OpenVersionIn, staged: Path) -> str:
     """The canonical licence; Conflict / BadRequest for a known version, an unknown licence, a table that is
     not the card's, or a staged file that is missing or fails its hash."""
@@ -155,6 +196,7 @@ def publish(session: Session, actor: Principal, blobs: BlobStore, ref: str,
         staged.unlink()
     else:
         os.replace(staged, target)
+        VERIFIED.remember(target, body.sha256)
     try:
         session.commit()
     except BaseException:

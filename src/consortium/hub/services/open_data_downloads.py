@@ -3,7 +3,6 @@ and the check that a stored file still has its hash before a byte of it is serve
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 from sqlalchemy import select
@@ -16,47 +15,14 @@ from consortium.hub.db.models import Dataset, Org
 from consortium.hub.db.open_data_models import LicenceAcceptance, OpenDataDownload, OpenDataVersion
 from consortium.hub.services import credits, ledger, licensing
 from consortium.hub.services.access import can_download_source, reader
-from consortium.hub.services.errors import Forbidden, Gone, NotFound, ServiceError
+from consortium.hub.services.errors import Forbidden, Gone, NotFound
 from consortium.hub.services.identity import Principal
-from consortium.hub.services.open_data import file_sha256, version_of
+from consortium.hub.services.open_data import VERIFIED, CorruptFile, version_of
 
 ANONYMOUS = 0
 """The ``org_id`` under which downloads without credentials are counted."""
 
 
-class CorruptFile(ServiceError):
-    """A stored file no longer has the SHA-256 it was published with: never served."""
-
-    status_code = 500
-
-
-class VerifiedBlobs:
-    """Remembers which blob files hashed right, by (size, mtime, inode): a file changed since is hashed
-    again before it is served."""
-
-    def __init__(self) -> None:
-        self._seen: dict[str, tuple[int, int, int]] = {}
-        self._lock = threading.Lock()
-
-    def check(self, path: Path, sha256: str) -> None:
-        try:
-            stat = path.stat()
-        except FileNotFoundError as exc:
-            raise CorruptFile(f"the file of {sha256[:12]}... is missing from the hub's store") from exc
-        signature = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
-        with self._lock:
-            if self._seen.get(sha256) == signature:
-                return
-        if file_sha256(path) != sha256:
-            with self._lock:
-                self._seen.pop(sha256, None)
-            raise CorruptFile(f"the hub's copy of {sha256[:12]}... fails its SHA-256 check; it is not served "
-                              "(the operator restores it from a backup or the owner publishes again)")
-        with self._lock:
-            self._seen[sha256] = signature
-
-
-VERIFIED = VerifiedBlobs()
 
 
 def accept_licence(session: Session, actor: Principal, licence: str) -> LicenceAcceptance:
