@@ -91,19 +91,22 @@ def card_to_croissant(
     *,
     version: str | None = None,
     date_published: datetime | None = None,
+    published_file: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
     """A Croissant 1.0 JSON-LD description of a dataset card held by ``org``.
 
     ``card`` may be a card model or its JSON form (an ``In`` card, or an ``Out`` card from the hub, whose
     ``created_at`` is the default ``datePublished``). ``url`` is the dataset's page, when there is one;
     ``version`` (e.g. "1.0.0") is recommended by Croissant but cards have none, so it is only set when given.
-    Each column becomes a ``cr:Field`` of one record set, extracted by name from the local file.
+    Each column becomes a ``cr:Field`` of one record set, extracted by name from the local file, or, with
+    ``published_file`` (the hub's download URL of a published open data version and the SHA-256 of its
+    bytes), from that canonical CSV file.
     """
     if isinstance(card, dict):
         model = DatasetCardOut if "created_at" in card else DatasetCardIn
         card = model.model_validate(card)
     published = date_published or getattr(card, "created_at", None)
-    file_id = f"{card.name}.{card.file_format}"
+    file_id = f"{card.name}-{version}.csv" if published_file else f"{card.name}.{card.file_format}"
     record_set_id = card.name
     schema = card.schema_
     licences = spdx_urls(card.license)
@@ -144,6 +147,11 @@ def card_to_croissant(
             }
         ],
     }
+    if published_file is not None:
+        doc["distribution"] = [{
+            "@type": "cr:FileObject", "@id": file_id, "name": file_id,
+            "description": f"The canonical CSV of version {version}, published as open data on the hub.",
+            "contentUrl": published_file[0], "encodingFormat": "text/csv", "sha256": published_file[1]}]
     if url is not None:
         doc["url"] = url
     if version is not None:

@@ -68,6 +68,22 @@ NOT_OBJECT_SCOPED = {
                                    "members-scope ledger entry); tests/hub/services/test_credit_accounts.py",
     ("POST", "/api/enrol"): "anonymous by design; a node proves itself with a one-time enrolment token",
     ("POST", "/api/datasets"): "registers a card of the caller's own org; names no other object",
+    ("GET", "/api/datasets/{org}/{name}/uploads/{sha256}"): "the owner's staged upload (others: 403/404 as for the "
+                                                            "card); tests/e2e/test_open_data.py",
+    ("PUT", "/api/datasets/{org}/{name}/uploads/{sha256}"): "the owner's staged upload (others: 403/404 as for the "
+                                                            "card); tests/e2e/test_open_data.py",
+    ("GET", "/api/datasets/{org}/{name}/versions"): "the card's rule (404 where the card is); "
+                                                    "tests/e2e/test_open_data.py",
+    ("POST", "/api/datasets/{org}/{name}/versions"): "publish: the owner's key or steward only; "
+                                                     "tests/e2e/test_open_data.py",
+    ("GET", "/api/datasets/{org}/{name}/versions/{version}"): "the card's rule (404 where the card is); "
+                                                              "tests/e2e/test_open_data.py",
+    ("POST", "/api/datasets/{org}/{name}/versions/{version}/withdraw"): "the owner's key or steward only; "
+                                                                        "tests/e2e/test_open_data.py",
+    ("GET", "/api/datasets/{org}/{name}/versions/{version}/file"): "the card's download grant (404 without it, as "
+                                                                   "for a missing version); tests/e2e/"
+                                                                   "test_open_data.py",
+    ("POST", "/api/licences/accept"): "the caller's own org accepts a licence; names no other object",
     ("POST", "/api/environments"): "registers a card of the caller's own org; names no other object",
     ("GET", "/api/ledger/checkpoint"): "signed Merkle roots and org cosignatures: every member's to audit",
     ("GET", "/api/ledger/checkpoints"): "signed Merkle roots and org cosignatures: every member's to audit",

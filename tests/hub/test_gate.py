@@ -47,6 +47,14 @@ def scope(method: str, path: str) -> dict:
     ("POST", "/api/projects/3/withdraw", "authenticated"),
     ("GET", "/api/datasets/north/digits", "optional"),
     ("PATCH", "/api/datasets/north/digits", "authenticated"),
+    ("PUT", "/api/datasets/north/digits/uploads/" + "a" * 64, "upload"),
+    ("GET", "/api/datasets/north/digits/uploads/" + "a" * 64, "authenticated"),
+    ("POST", "/api/datasets/north/digits/versions", "authenticated"),
+    ("GET", "/api/datasets/north/digits/versions", "optional"),
+    ("GET", "/api/datasets/north/digits/versions/1.0", "optional"),
+    ("GET", "/api/datasets/north/digits/versions/1.0/file", "optional"),
+    ("POST", "/api/datasets/north/digits/versions/1.0/withdraw", "authenticated"),
+    ("POST", "/api/licences/accept", "authenticated"),
     ("GET", "/api/models/3/weights", "optional"),
     ("GET", "/api/node/tasks/next", "authenticated"),
     ("GET", "/nowhere", "authenticated"),
@@ -79,7 +87,8 @@ def test_every_api_route_but_health_enrolment_and_public_reads_needs_credentials
             "/api/datasets", "/api/datasets/{org}/{name}", "/api/datasets/{org}/{name}/croissant",
             "/api/environments", "/api/environments/{org}/{name}", "/api/models", "/api/models/{model_id}",
             "/api/models/{model_id}/weights", "/api/models/{model_id}/files/{name}",
-            "/api/models/{model_id}/card.md")
+            "/api/models/{model_id}/card.md", "/api/datasets/{org}/{name}/versions",
+            "/api/datasets/{org}/{name}/versions/{version}", "/api/datasets/{org}/{name}/versions/{version}/file")
     }
 
 

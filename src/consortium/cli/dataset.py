@@ -123,3 +123,150 @@ def dataset_rights(ref: Annotated[str, typer.Argument(help="org/name, a dataset 
                     download=grant_option(download))
     console.print(f"[bold]{card['org']}/{card['name']}[/]: visibility {card['visibility']}, process "
                   f"{card['process']}, download {card['download']}")
+
+
+def _anonymous_or_member(hub: str, token: str | None, org_dir: Path | None):
+    """A client for a read that public data allows without login: a member's when credentials are given."""
+    from consortium.client import HubClient
+
+    if token is None and org_dir is None:
+        return HubClient(hub)
+    return member_client(hub, token, org_dir)
+
+
+QuasiOpt = Annotated[str | None, typer.Option("--quasi", help="quasi-identifier columns, comma separated")]
+SensitiveOpt = Annotated[str | None, typer.Option("--sensitive", help="sensitive columns, comma separated")]
+IdentifiersOpt = Annotated[str | None, typer.Option(
+    "--identifiers", help="direct identifier columns (anonymise drops, publish refuses them)")]
+KOpt = Annotated[int, typer.Option("--k", min=1, help="every equivalence class holds at least k rows")]
+LOpt = Annotated[int, typer.Option("--l", min=1, help="l distinct sensitive values per class")]
+
+
+def _names(value: str | None) -> list[str]:
+    return [name.strip() for name in (value or "").split(",") if name.strip()]
+
+
+@app.command("anonymise")
+def dataset_anonymise(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV or Parquet file")],
+    out: Annotated[Path, typer.Option("--out", dir_okay=False, help="the anonymised CSV")],
+    quasi: Annotated[str, typer.Option("--quasi", help="quasi-identifier columns, comma separated")],
+    sensitive: SensitiveOpt = None, identifiers: IdentifiersOpt = None, k: KOpt = 5, l_required: LOpt = 2,
+) -> None:
+    """Drop direct identifiers and generalise the quasi-identifiers (Mondrian) until every equivalence class
+    has k rows and l distinct sensitive values; prints the measured k and l and the information loss. Register
+    the output with 'dataset add' and publish that."""
+    from dataclasses import asdict
+
+    import pandas as pd
+
+    from consortium.node.anonymise import AnonymityError, anonymise
+
+    frame = pd.read_parquet(file) if file.suffix == ".parquet" else pd.read_csv(file)
+    try:
+        result, report = anonymise(frame, _names(identifiers), _names(quasi), _names(sensitive), k,
+                                   l_required)
+    except AnonymityError as exc:
+        fail(str(exc))
+    result.to_csv(out, index=False)
+    print_json(asdict(report))
+
+
+@app.command("publish")
+def dataset_publish(
+    ref: Annotated[str, typer.Argument(help="org/name, a registered dataset of your org")], hub: HubOpt,
+    org_dir: OrgDirOpt,
+    datasheet: Annotated[Path, typer.Option("--datasheet", exists=True, dir_okay=False, help=(
+        "JSON with motivation, composition, collection, preprocessing, uses, distribution, maintenance"))],
+    version: Annotated[str, typer.Option("--version", help="version name, e.g. 1.0")] = "1",
+    license: Annotated[str | None, typer.Option("--license", help="SPDX; default: the card's")] = None,
+    quasi: QuasiOpt = None, sensitive: SensitiveOpt = None, identifiers: IdentifiersOpt = None,
+    k: KOpt = 5, l_required: LOpt = 2,
+) -> None:
+    """Publish a registered dataset as an open, immutable version: the node writes its canonical CSV, uploads
+    it in chunks (resuming a broken upload) and the hub checks its SHA-256 before the version appears. With
+    --quasi, a table below k-anonymity / l-diversity (or holding a direct identifier) is refused first."""
+    from pydantic import ValidationError
+
+    from consortium.node.anonymise import AnonymityError
+    from consortium.node.open_data import AnonymityGate, publish
+    from consortium.node.registry import LocalRegistry
+    from consortium.open_data_wire import Datasheet
+    from consortium.tables import DatasetError
+
+    try:
+        sheet = Datasheet.model_validate_json(datasheet.read_bytes())
+        card = LocalRegistry(org_dir).get(ref.partition("/")[2]).card
+    except ValidationError as exc:
+        fail("--datasheet: " + "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                                         for e in exc.errors()))
+    except DatasetError as exc:
+        fail(str(exc))
+    gate = None if not quasi else AnonymityGate(_names(quasi), _names(sensitive), _names(identifiers), k,
+                                                l_required)
+    with org_client(hub, org_dir) as client:
+        try:
+            out = call(publish, client, org_dir, ref, version, license or card.license, sheet,
+                       org_dir / "open-data", gate)
+        except (DatasetError, AnonymityError) as exc:
+            fail(str(exc))
+    console.print(f"published [bold]{out['dataset']}@{out['version']}[/]: {out['size']} bytes, sha256 "
+                  f"{out['sha256'][:16]}…, {out['license']}; {out['download_url']}")
+
+
+@app.command("withdraw")
+def dataset_withdraw(ref: Annotated[str, typer.Argument(help="org/name@version")], hub: HubOpt,
+                     reason: Annotated[str, typer.Option("--reason", help="shown to everyone who asks")],
+                     token: TokenOpt = None, org_dir: OptionalOrgDirOpt = None) -> None:
+    """Withdraw a published version: downloads stop; the version and the reason stay listed and in the
+    ledger."""
+    dataset, _, version = ref.partition("@")
+    if not version:
+        fail("name the version: org/name@version")
+    with member_client(hub, token, org_dir) as client:
+        call(client.post_json, f"/api/datasets/{dataset}/versions/{version}/withdraw", {"reason": reason})
+    console.print(f"withdrew {ref}: {reason}")
+
+
+@app.command("versions")
+def dataset_versions(ref: Annotated[str, typer.Argument(help="org/name")], hub: HubOpt,
+                     token: TokenOpt = None, org_dir: OptionalOrgDirOpt = None) -> None:
+    """List a dataset's published versions (withdrawn ones with their reason)."""
+    with _anonymous_or_member(hub, token, org_dir) as client:
+        rows = call(client.get_json, f"/api/datasets/{ref}/versions")
+    table = Table("version", "licence", "size", "downloads", "sha256", "status")
+    for v in rows:
+        status = f"withdrawn: {v['withdrawn_reason']}" if v["withdrawn_at"] else "open"
+        table.add_row(v["version"], v["license"], str(v["size"]), str(v["downloads"]), v["sha256"][:16],
+                      status)
+    console.print(table)
+
+
+@app.command("download")
+def dataset_download(
+    ref: Annotated[str, typer.Argument(help="org/name[@version]; default: the latest version")], hub: HubOpt,
+    out: Annotated[Path, typer.Option("--out", dir_okay=False, help="where to write the CSV")],
+    accept_licence: Annotated[bool, typer.Option(
+        "--accept-licence", help="accept the licence's obligations (once per org; a ledger entry)")] = False,
+    token: TokenOpt = None, org_dir: OptionalOrgDirOpt = None,
+) -> None:
+    """Download a published version (without credentials: public open data only), resuming a partial download
+    and checking its SHA-256 on arrival."""
+    from consortium.node.open_data import DownloadError, download
+
+    dataset, _, version = ref.partition("@")
+    with _anonymous_or_member(hub, token, org_dir) as client:
+        record = call(client.get_json, f"/api/datasets/{dataset}/versions/{version or 'latest'}")
+        anonymous = token is None and org_dir is None
+        if record["obligations"] and not accept_licence:
+            fail(f"{record['license']} carries obligations: {'; '.join(record['obligations'])}. "
+                 "Pass --accept-licence to accept them")
+        if record["obligations"] and not anonymous:
+            call(client.post_json, "/api/licences/accept", {"license": record["license"]})
+        try:
+            got = call(download, client, dataset, record["version"], out,
+                       record["license"] if anonymous and accept_licence else None)
+        except DownloadError as exc:
+            fail(str(exc))
+    console.print(f"downloaded {got['dataset']}@{got['version']} to {out} ({got['size']} bytes, sha256 "
+                  "verified)")

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,11 +25,14 @@ from consortium.hub.db.session import make_engine, migrate, session_factory
 from consortium.hub.events import Broker
 from consortium.hub.gate import AuthFailures, Gate, public
 from consortium.hub.limits import BodySizeLimit
-from consortium.hub.routers import admin, challenges, credits, governance, ledger, models, projects, runs, secagg, users
+from consortium.hub.routers import (
+    admin, challenges, credits, governance, ledger, models, open_data, projects, runs, secagg, users,
+)
 from consortium.hub.drivers import Scheduler
 from consortium.hub.state import HubState
 from consortium.hub.valuation import Valuer
 from consortium.hub.services import checkpoints, hub_identity, hub_key, identity, policy, proposals
+from consortium.hub.services import open_data as open_data_service
 from consortium.hub.services.errors import ServiceError
 from consortium.hub.tensor_cache import TensorCache
 from consortium.hub.web.pages import ROUTERS as WEB_ROUTERS
@@ -118,7 +122,7 @@ def create_app(settings: HubSettings) -> FastAPI:
                 "hub_key": key.public_key_b64, "hub_key_id": key.key_id}
 
     routers = (admin.router, projects.router, runs.router, models.router, ledger.router, governance.router,
-               users.router, secagg.router, credits.router, challenges.router)
+               users.router, secagg.router, credits.router, challenges.router, open_data.router)
     for router in routers:
         app.include_router(router, responses=ERROR_RESPONSES)
     for router in WEB_ROUTERS:
@@ -141,13 +145,14 @@ async def _housekeeping(state: HubState, every_s: float = 60.0) -> None:
         with state.sessions() as session:
             proposals.settle_due(session)
             session.commit()
+        open_data_service.expire_uploads(state.blobs, time.time())
 
     while True:
         await asyncio.sleep(every_s)
         try:
             await run_in_threadpool(prune)
         except Exception:  # housekeeping must never take the hub down
-            log.exception("housekeeping (nonce pruning, settling closed proposals) failed")
+            log.exception("housekeeping (nonce pruning, settling closed proposals, stale uploads) failed")
 
 
 async def _checkpointer(state: HubState, settings: HubSettings) -> None:

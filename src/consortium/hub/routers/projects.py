@@ -12,7 +12,9 @@ from consortium.hub.gate import optional, upload
 from consortium.hub.state import HubState
 from consortium.hub.services import datasets as dataset_service
 from consortium.hub.services import environments as environment_service
+from consortium.hub.services import open_data
 from consortium.hub.services import projects as project_service
+from consortium.hub.services.errors import NotFound
 from consortium.hub.services.source_rights import change_rights
 from consortium.hub.services.access import visible_projects
 from consortium.hub.services.identity import Principal
@@ -68,8 +70,18 @@ def get_dataset_croissant(
     org: Name, name: Name, request: Request, session: Session = Depends(db),
     caller: Principal | None = Depends(optional_principal),
 ) -> dict:
-    card = dataset_service.to_out(dataset_service.by_ref(session, caller, f"{org}/{name}"))
-    return card_to_croissant(card, org=org, url=str(request.url).removesuffix("/croissant"))
+    """The card as Croissant JSON-LD; once a version is published as open data, its distribution is the
+    latest version's file on the hub (download URL and the SHA-256 of its bytes)."""
+    ref = f"{org}/{name}"
+    card = dataset_service.to_out(dataset_service.by_ref(session, caller, ref))
+    page = str(request.url).removesuffix("/croissant")
+    try:
+        latest = open_data.version_of(session, caller, ref, None)
+    except NotFound:
+        return card_to_croissant(card, org=org, url=page)
+    return card_to_croissant(card, org=org, url=page, version=latest.version,
+                             date_published=latest.published_at,
+                             published_file=(f"{page}/versions/{latest.version}/file", latest.sha256))
 
 
 @router.post("/environments", response_model=EnvironmentCardOut, status_code=201)

@@ -1,0 +1,260 @@
+"""Open data: an owner stages a dataset file in chunks, then publishes it as an immutable version (the file a
+content-addressed blob checked against its declared SHA-256), or withdraws a version with a reason.
+
+A staged upload is a file beside the blob store (``uploads/<dataset id>-<sha256>.part``), appended to only at
+its current end (a resumed upload asks :func:`received` where to go on). Publishing hashes it in chunks: a
+mismatch, a known version or an unknown licence deletes it, so a failed publish leaves no blob and no row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import threading
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from consortium.governance.licences import obligations
+from consortium.hub.blobs import BlobStore
+from consortium.hub.db.models import Dataset
+from consortium.hub.db.open_data_models import OpenDataDownload, OpenDataVersion
+from consortium.hub.services import datasets, ledger, licensing
+from consortium.hub.services.errors import BadRequest, Conflict, Forbidden, NotFound, ServiceError
+from consortium.hub.services.identity import Principal
+from consortium.open_data_wire import SHA256_PATTERN, Datasheet, OpenVersionIn, OpenVersionOut
+
+HASH_CHUNK = 1 << 20
+MAX_STAGED_BYTES = 1 << 40
+"""The most bytes one staged upload may grow to (1 TiB)."""
+LATEST = "latest"
+_APPENDS = threading.Lock()
+"""Serialises check-and-append of staged uploads (one hub process), so two racing chunks cannot both land."""
+
+
+def _owned(session: Session, actor: Principal, ref: str) -> Dataset:
+    """The dataset ``ref`` when the caller acts for its org (its key or a steward); 404 if it cannot see
+    it."""
+    dataset = datasets.by_ref(session, actor, ref)
+    if not actor.acts_for(dataset.org_id):
+        raise Forbidden(f"only {dataset.org.name}'s node or stewards publish its datasets")
+    return dataset
+
+
+def staged_path(blobs: BlobStore, dataset_id: int, sha256: str) -> Path:
+    if not re.fullmatch(SHA256_PATTERN, sha256):
+        raise BadRequest("sha256: 64 lowercase hex digits expected")
+    return blobs.root / "uploads" / f"{dataset_id}-{sha256}.part"
+
+
+def received(session: Session, actor: Principal, blobs: BlobStore, ref: str, sha256: str) -> int:
+    """How many bytes of the upload ``sha256`` the hub holds for the caller's dataset ``ref``."""
+    path = staged_path(blobs, _owned(session, actor, ref).id, sha256)
+    return path.stat().st_size if path.exists() else 0
+
+
+def append_chunk(session: Session, actor: Principal, blobs: BlobStore, ref: str, sha256: str, offset: int,
+                 chunk: bytes) -> int:
+    """Append ``chunk`` at ``offset`` (which must be the staged size: 409 names the size otherwise); the new
+    size."""
+    path = staged_path(blobs, _owned(session, actor, ref).id, sha256)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _APPENDS:
+        held = path.stat().st_size if path.exists() else 0
+        if offset != held:
+            raise Conflict(f"the hub holds {held} bytes of this upload; send from offset {held}", received=held)
+        if held + len(chunk) > MAX_STAGED_BYTES:
+            raise BadRequest(f"an upload may not exceed {MAX_STAGED_BYTES} bytes")
+        with path.open("ab") as out:
+            out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+    return held + len(chunk)
+
+
+STALE_UPLOAD_S = 24 * 3600.0
+"""A staged upload untouched this long is abandoned: the hub's housekeeping deletes it."""
+
+
+def expire_uploads(blobs: BlobStore, now: float, max_age_s: float = STALE_UPLOAD_S) -> list[Path]:
+    """Delete staged uploads not appended to for ``max_age_s`` (a publisher that never came back); the paths
+    deleted."""
+    gone = []
+    with _APPENDS:
+        for path in (blobs.root / "uploads").glob("*.part"):
+            if now - path.stat().st_mtime > max_age_s:
+                path.unlink(missing_ok=True)
+                gone.append(path)
+    return gone
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, read in chunks (constant memory)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class CorruptFile(ServiceError):
+    """A stored file no longer has the SHA-256 it was published with: never served."""
+
+    status_code = 500
+
+
+class VerifiedBlobs:
+    """Remembers which blob files hashed right, by (size, mtime, inode): a file changed since is hashed
+    again before it is served."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[int, int, int]] = {}
+        self._lock = threading.Lock()
+
+    def check(self, path: Path, sha256: str) -> None:
+        try:
+            stat = path.stat()
+        except FileNotFoundError as exc:
+            raise CorruptFile(f"the file of {sha256[:12]}... is missing from the hub's store") from exc
+        signature = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
+        with self._lock:
+            if self._seen.get(sha256) == signature:
+                return
+        if file_sha256(path) != sha256:
+            with self._lock:
+                self._seen.pop(sha256, None)
+            raise CorruptFile(f"the hub's copy of {sha256[:12]}... fails its SHA-256 check; it is not served "
+                              "(the operator restores it from a backup or the owner publishes again)")
+        with self._lock:
+            self._seen[sha256] = signature
+
+    def remember(self, path: Path, sha256: str) -> None:
+        """``path`` was just hashed to ``sha256`` (a publish): serve it without hashing it again."""
+        stat = path.stat()
+        with self._lock:
+            self._seen[sha256] = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
+
+
+VERIFIED = VerifiedBlobs()
+
+
+def _check_publishable(session: Session, dataset: Dataset, body: OpenVersionIn, staged: Path) -> str:
+    """The canonical licence; Conflict / BadRequest for a known version, an unknown licence, a table that is
+    not the card's, or a staged file that is missing or fails its hash."""
+    if session.scalar(select(OpenDataVersion.id).where(OpenDataVersion.dataset_id == dataset.id,
+                                                       OpenDataVersion.version == body.version)):
+        raise Conflict(f"{dataset.org.name}/{dataset.name}@{body.version} already exists; versions are "
+                       "immutable")
+    if body.version == LATEST:
+        raise BadRequest(f"version: {LATEST!r} names the newest version in URLs; pick another name")
+    licence = licensing.normalised("license", body.license)
+    if body.table_sha256 != dataset.sha256:
+        raise BadRequest(f"table_sha256 {body.table_sha256[:12]}... is not the card's "
+                         f"{dataset.sha256[:12]}...; register the changed file as a new card first")
+    if body.rows != dataset.rows:
+        raise BadRequest(f"rows: {body.rows}, the card says {dataset.rows}")
+    if not staged.exists():
+        raise BadRequest(f"nothing uploaded for sha256 {body.sha256}; upload the file first")
+    found = file_sha256(staged)
+    if found != body.sha256:
+        raise BadRequest(f"the uploaded file hashes to {found}, not the declared {body.sha256} (truncated or "
+                         "corrupted upload); nothing was published")
+    return licence
+
+
+def publish(session: Session, actor: Principal, blobs: BlobStore, ref: str,
+            body: OpenVersionIn) -> OpenDataVersion:
+    """Publish the staged upload as an immutable version linked to the dataset's latest one; any refusal
+    deletes the staged file (nothing half-published)."""
+    dataset = _owned(session, actor, ref)
+    staged = staged_path(blobs, dataset.id, body.sha256)
+    try:
+        licence = _check_publishable(session, dataset, body, staged)
+    except (BadRequest, Conflict):
+        staged.unlink(missing_ok=True)
+        raise
+    predecessor = session.scalar(select(OpenDataVersion).where(OpenDataVersion.dataset_id == dataset.id)
+                                 .order_by(OpenDataVersion.id.desc()).limit(1))
+    size = staged.stat().st_size
+    entry = ledger.record(session, "dataset.published", actor.label, {
+        "dataset": ref, "version": body.version, "sha256": body.sha256, "table_sha256": body.table_sha256,
+        "size": size, "rows": body.rows, "license": licence,
+        "predecessor": predecessor.version if predecessor else None}, scope=ledger.source_scope(dataset.id))
+    row = OpenDataVersion(dataset_id=dataset.id, version=body.version, sha256=body.sha256,
+                          table_sha256=body.table_sha256, size=size, rows=body.rows, license=licence,
+                          datasheet=body.datasheet.model_dump(),
+                          predecessor_id=predecessor.id if predecessor else None, published_seq=entry.seq)
+    session.add(row)
+    session.flush()
+    target = blobs.path(body.sha256)
+    existed = target.exists()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if existed:
+        staged.unlink()
+    else:
+        os.replace(staged, target)
+        VERIFIED.remember(target, body.sha256)
+    try:
+        session.commit()
+    except BaseException:
+        if not existed:
+            target.unlink(missing_ok=True)
+        raise
+    return row
+
+
+def version_of(session: Session, actor: Principal | None, ref: str, version: str | None) -> OpenDataVersion:
+    """The version ``version`` of dataset ``ref`` (None: the latest not withdrawn); 404 when the caller may
+    not see the dataset or there is no such version."""
+    dataset = datasets.by_ref(session, actor, ref)
+    query = select(OpenDataVersion).where(OpenDataVersion.dataset_id == dataset.id)
+    if version is None:
+        query = (query.where(OpenDataVersion.withdrawn_at.is_(None))
+                 .order_by(OpenDataVersion.id.desc()).limit(1))
+    else:
+        query = query.where(OpenDataVersion.version == version)
+    row = session.scalar(query)
+    if row is None:
+        raise NotFound(f"no published version {version or '(any)'} of {ref}")
+    return row
+
+
+def versions(session: Session, actor: Principal | None, ref: str) -> list[OpenDataVersion]:
+    """Every published version of ``ref`` (withdrawn ones too, with their reason), oldest first."""
+    dataset = datasets.by_ref(session, actor, ref)
+    return list(session.scalars(select(OpenDataVersion).where(OpenDataVersion.dataset_id == dataset.id)
+                                .order_by(OpenDataVersion.id)))
+
+
+def withdraw(session: Session, actor: Principal, ref: str, version: str, reason: str,
+             now: datetime) -> OpenDataVersion:
+    """Stop downloads of a version; it stays listed (and in the ledger) with the reason."""
+    dataset = _owned(session, actor, ref)
+    row = version_of(session, actor, ref, version)
+    if row.withdrawn_at is not None:
+        raise Conflict(f"{ref}@{version} was withdrawn already: {row.withdrawn_reason}")
+    row.withdrawn_at = now
+    row.withdrawn_reason = reason
+    ledger.record(session, "dataset.withdrawn", actor.label, {"dataset": ref, "version": version,
+                                                               "reason": reason},
+                  scope=ledger.source_scope(dataset.id))
+    session.commit()
+    return row
+
+
+def to_out(session: Session, row: OpenDataVersion, download_url: str) -> OpenVersionOut:
+    dataset = session.get(Dataset, row.dataset_id)
+    predecessor = session.get(OpenDataVersion, row.predecessor_id) if row.predecessor_id else None
+    count = session.scalar(select(func.coalesce(func.sum(OpenDataDownload.count), 0))
+                           .where(OpenDataDownload.version_id == row.id))
+    return OpenVersionOut(
+        id=row.id, dataset=f"{dataset.org.name}/{dataset.name}", version=row.version, sha256=row.sha256,
+        table_sha256=row.table_sha256, size=row.size, rows=row.rows, license=row.license,
+        obligations=obligations(row.license, f"{dataset.org.name}/{dataset.name}").describe(),
+        datasheet=Datasheet.model_validate(row.datasheet),
+        predecessor=predecessor.version if predecessor else None,
+        published_at=row.published_at, published_seq=row.published_seq, withdrawn_reason=row.withdrawn_reason,
+        withdrawn_at=row.withdrawn_at, downloads=int(count or 0), download_url=download_url)
