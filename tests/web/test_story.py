@@ -2,7 +2,8 @@
 browses the catalogue, opens a dataset card and proposes a project; each owner's steward votes in the page,
 signing with the org's key file; the researcher starts the run, watches its curve grow live to the last
 round, opens the model, checks its lineage and licence, downloads the weights (their SHA-256 is the one the
-page shows) and verifies the ledger in the page. Then a steward of an org outside the project sees neither
+page shows) and verifies the ledger in the page. (Each owner's operator tells its node of the page's vote with
+``consortium proposal adopt-vote``.) Then a steward of an org outside the project sees neither
 the owner's private dataset nor the unreleased model, and their URLs answer 404."""
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +20,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from consortium.launch import HubProcess, start_hub, start_node
+from consortium.launch import HubProcess, child_env, start_hub, start_node
 from consortium.node import actions
-from consortium.node.policy import VoteBook, VotedVersion
 from consortium.scenario import DIGITS_HYPERPARAMETERS, ORGS, DigitsConsortium, digits_split, provision_digits
 
 pytestmark = pytest.mark.e2e
@@ -115,16 +117,14 @@ def browse_and_propose(page, story: Story) -> int:
 
 
 def tell_the_node(story: Story, org: str, proposal_id: int) -> None:
-    """Records ``org``'s browser-cast yes in its node's ``votes.json``, after the same checks ``consortium
-    vote`` makes. A stand-in: a node does not learn of a vote cast in the page by itself yet (it trains only
-    for what its own ``votes.json`` holds, which only ``consortium vote`` writes)."""
-    with story.consortium.org_client(org) as client:
-        subject = actions.vote_subject(client, proposal_id)
-        proposal = client.proposal(proposal_id)
-    assert [(v["org"], v["choice"]) for v in proposal["votes"] if v["org"] == org] == [(org, "yes")]
-    VoteBook(story.consortium.org_dirs[org]).record(subject.subject["project_id"], VotedVersion(
-        spec_hash=subject.subject["spec_hash"], test_set_sha256=subject.subject["test_set_sha256"],
-        hub_id=subject.hub_id, proposal_id=proposal_id, content_hash=subject.content_hash))
+    """The org's operator runs ``consortium proposal adopt-vote``: the node trains only for what its own
+    ``votes.json`` holds, and a vote cast in the page reaches it this way (checked with the org's key)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "consortium", "proposal", "adopt-vote", str(proposal_id), "--hub", story.hub.url,
+         "--org-dir", str(story.consortium.org_dirs[org])],
+        env=child_env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert f"{org}'s vote on proposal {proposal_id}" in done.stdout, done.stdout
 
 
 def vote_in_page(browser, story: Story, org: str, project_id: int) -> int:
