@@ -128,3 +128,21 @@ def vote(
         err_console.print("no vote: nothing was signed")
         raise typer.Exit(1)
     console.print(f"{client.identity.org} voted {choice} on proposal {proposal_id}")
+
+
+@app.command("adopt-vote")
+def proposal_adopt_vote(
+    proposal_id: Annotated[int, typer.Argument(help="the run_project proposal voted on in the web page")],
+    hub: HubOpt, org_dir: OrgDirOpt, ca_file: CaFileOpt = None,
+) -> None:
+    """Tell your node of a vote a steward cast in the web page: checks the proposal as `consortium vote`
+    does and the vote's signature with the org's key, then records a yes to run the project for the node."""
+    from consortium.node.actions import VoteError, adopt_vote
+
+    with org_client(hub, org_dir, ca_file) as client:
+        try:
+            subject = call(adopt_vote, client, org_dir, proposal_id)
+        except VoteError as exc:
+            fail(str(exc))
+    console.print(f"{client.identity.org}'s vote on proposal {proposal_id} (project "
+                  f"{subject.subject['project_id']}) is recorded for its node")

@@ -127,14 +127,48 @@ def cast_vote(
     client.vote(proposal_id, VoteIn(choice=choice, reason=reason, content_hash=subject.content_hash,
                                     signature=client.identity.sign(statements.vote_message(statement))))
     if subject.kind == "run_project":
-        book = VoteBook(org_dir)
-        project_id = subject.subject["project_id"]
-        if choice == "yes":
-            book.record(project_id, VotedVersion(
-                spec_hash=subject.subject["spec_hash"], test_set_sha256=subject.subject["test_set_sha256"],
-                hub_id=subject.hub_id, proposal_id=proposal_id, content_hash=subject.content_hash))
-        else:
-            book.forget(project_id)
+        _book_run_vote(org_dir, subject, choice)
+    return subject
+
+
+def _book_run_vote(org_dir: Path, subject: VoteSubject, choice: str) -> None:
+    book = VoteBook(org_dir)
+    project_id = subject.subject["project_id"]
+    if choice == "yes":
+        book.record(project_id, VotedVersion(
+            spec_hash=subject.subject["spec_hash"], test_set_sha256=subject.subject["test_set_sha256"],
+            hub_id=subject.hub_id, proposal_id=subject.proposal_id, content_hash=subject.content_hash))
+    else:
+        book.forget(project_id)
+
+
+def adopt_vote(client: HubClient, org_dir: Path, proposal_id: int) -> VoteSubject:
+    """Record for the node a vote to run a project that a steward cast in the web page: the proposal is
+    checked as :func:`cast_vote` checks it, and the org's vote the hub recorded must carry the org's own
+    signature (checked here with the org's key) over the statement for that proposal as it stands, so the
+    hub cannot make the node train by claiming a vote. Raises :class:`VoteError` otherwise."""
+    if client.identity is None:
+        raise VoteError("adopting a vote needs the organisation's key")
+    subject = vote_subject(client, proposal_id)
+    if subject.kind != "run_project":
+        raise VoteError(f"proposal {proposal_id} is a {subject.kind} proposal; only a vote to run a project "
+                        "is recorded for the node")
+    org = client.identity.org
+    cast = [v for v in client.proposal(proposal_id)["votes"] if v["org"] == org]
+    if not cast:
+        raise VoteError(f"organisation {org} has not voted on proposal {proposal_id}")
+    vote = cast[-1]
+    try:
+        statement = statements.vote_statement(
+            hub_id=subject.hub_id, proposal_id=proposal_id, content_hash=subject.content_hash, org=org,
+            choice=vote["choice"], reason=vote["reason"])
+    except ValueError as exc:
+        raise VoteError(f"the hub sent a malformed vote: {exc}") from None
+    if not crypto.verify_signature(client.identity.public_key_b64, statements.vote_message(statement),
+                                   vote["signature"]):
+        raise VoteError(f"the vote the hub shows for {org} on proposal {proposal_id} is not signed by the "
+                        "organisation's current key; not recording it")
+    _book_run_vote(org_dir, subject, vote["choice"])
     return subject
 
 
