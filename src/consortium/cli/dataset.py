@@ -18,6 +18,7 @@ from consortium.cli.common import (
     console,
     fail,
     grant_option,
+    hub_client,
     member_client,
     org_client,
     print_json,
@@ -125,13 +126,11 @@ def dataset_rights(ref: Annotated[str, typer.Argument(help="org/name, a dataset 
                   f"{card['process']}, download {card['download']}")
 
 
-def _anonymous_or_member(hub: str, token: str | None, org_dir: Path | None):
+def _anonymous_or_member(hub: str, token: str | None, org_dir: Path | None, ca_file: Path | None):
     """A client for a read that public data allows without login: a member's when credentials are given."""
-    from consortium.client import HubClient
-
     if token is None and org_dir is None:
-        return HubClient(hub)
-    return member_client(hub, token, org_dir)
+        return hub_client(hub, ca_file)
+    return member_client(hub, token, org_dir, ca_file)
 
 
 QuasiOpt = Annotated[str | None, typer.Option("--quasi", help="quasi-identifier columns, comma separated")]
@@ -181,7 +180,7 @@ def dataset_publish(
     version: Annotated[str, typer.Option("--version", help="version name, e.g. 1.0")] = "1",
     license: Annotated[str | None, typer.Option("--license", help="SPDX; default: the card's")] = None,
     quasi: QuasiOpt = None, sensitive: SensitiveOpt = None, identifiers: IdentifiersOpt = None,
-    k: KOpt = 5, l_required: LOpt = 2,
+    k: KOpt = 5, l_required: LOpt = 2, ca_file: CaFileOpt = None,
 ) -> None:
     """Publish a registered dataset as an open, immutable version: the node writes its canonical CSV, uploads
     it in chunks (resuming a broken upload) and the hub checks its SHA-256 before the version appears. With
@@ -204,7 +203,7 @@ def dataset_publish(
         fail(str(exc))
     gate = None if not quasi else AnonymityGate(_names(quasi), _names(sensitive), _names(identifiers), k,
                                                 l_required)
-    with org_client(hub, org_dir) as client:
+    with org_client(hub, org_dir, ca_file) as client:
         try:
             out = call(publish, client, org_dir, ref, version, license or card.license, sheet,
                        org_dir / "open-data", gate)
@@ -217,22 +216,22 @@ def dataset_publish(
 @app.command("withdraw")
 def dataset_withdraw(ref: Annotated[str, typer.Argument(help="org/name@version")], hub: HubOpt,
                      reason: Annotated[str, typer.Option("--reason", help="shown to everyone who asks")],
-                     token: TokenOpt = None, org_dir: OptionalOrgDirOpt = None) -> None:
+                     token: TokenOpt = None, org_dir: OptionalOrgDirOpt = None, ca_file: CaFileOpt = None) -> None:
     """Withdraw a published version: downloads stop; the version and the reason stay listed and in the
     ledger."""
     dataset, _, version = ref.partition("@")
     if not version:
         fail("name the version: org/name@version")
-    with member_client(hub, token, org_dir) as client:
+    with member_client(hub, token, org_dir, ca_file) as client:
         call(client.post_json, f"/api/datasets/{dataset}/versions/{version}/withdraw", {"reason": reason})
     console.print(f"withdrew {ref}: {reason}")
 
 
 @app.command("versions")
 def dataset_versions(ref: Annotated[str, typer.Argument(help="org/name")], hub: HubOpt,
-                     token: TokenOpt = None, org_dir: OptionalOrgDirOpt = None) -> None:
+                     token: TokenOpt = None, org_dir: OptionalOrgDirOpt = None, ca_file: CaFileOpt = None) -> None:
     """List a dataset's published versions (withdrawn ones with their reason)."""
-    with _anonymous_or_member(hub, token, org_dir) as client:
+    with _anonymous_or_member(hub, token, org_dir, ca_file) as client:
         rows = call(client.get_json, f"/api/datasets/{ref}/versions")
     table = Table("version", "licence", "size", "downloads", "sha256", "status")
     for v in rows:
@@ -248,14 +247,14 @@ def dataset_download(
     out: Annotated[Path, typer.Option("--out", dir_okay=False, help="where to write the CSV")],
     accept_licence: Annotated[bool, typer.Option(
         "--accept-licence", help="accept the licence's obligations (once per org; a ledger entry)")] = False,
-    token: TokenOpt = None, org_dir: OptionalOrgDirOpt = None,
+    token: TokenOpt = None, org_dir: OptionalOrgDirOpt = None, ca_file: CaFileOpt = None,
 ) -> None:
     """Download a published version (without credentials: public open data only), resuming a partial download
     and checking its SHA-256 on arrival."""
     from consortium.node.open_data import DownloadError, download
 
     dataset, _, version = ref.partition("@")
-    with _anonymous_or_member(hub, token, org_dir) as client:
+    with _anonymous_or_member(hub, token, org_dir, ca_file) as client:
         record = call(client.get_json, f"/api/datasets/{dataset}/versions/{version or 'latest'}")
         anonymous = token is None and org_dir is None
         if record["obligations"] and not accept_licence:
