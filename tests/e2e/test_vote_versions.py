@@ -129,19 +129,18 @@ def test_a_new_test_set_needs_new_votes_and_the_node_holds_to_what_its_org_voted
         expect(409, "cannot run yet", admin.start_run, pid)
     for org in ORGS:
         approve_as(consortium.org_dirs[org], cluster.hub.url, project)
-    # north's node still holds its vote for the first test set: the hub counts the new signed vote, the node
-    # goes by what its own book says its org voted for.
+    # north's node still holds its vote for the first test set (its book missed the new vote, as after a vote
+    # cast in the web page): at its first task it adopts the vote the hub recorded, since the org's key signed
+    # it, and trains; its book then holds the new test set.
     (consortium.org_dirs[north] / "votes.json").write_text(north_voted_first)
 
     with cluster.hub.client() as admin:
         run = admin.start_run(pid)
         progress = wait_ended(admin, run["id"])
-        refusals = [e["payload"] for e in admin.ledger(limit=10_000)
-                    if e["event_type"] == "task.refused" and e["payload"]["run_id"] == run["id"]]
     assert progress.run.status == "completed", cluster.logs()
-    assert all(f"{north}/digits" not in r.participants and len(r.participants) == 2 for r in progress.rounds)
-    assert refusals and all(r["reason"] == f"organisation {north} voted for project {pid} with test set "
-                                           f"{first_sha[:16]}…, not {second_sha[:16]}…" for r in refusals)
+    assert all(len(r.participants) == 3 for r in progress.rounds)
+    assert json.loads((consortium.org_dirs[north] / "votes.json").read_text())[str(pid)]["test_set_sha256"] \
+        == second_sha
 
 
 def test_a_vote_signed_for_another_hub_is_refused(cluster) -> None:

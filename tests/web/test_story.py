@@ -2,8 +2,8 @@
 browses the catalogue, opens a dataset card and proposes a project; each owner's steward votes in the page,
 signing with the org's key file; the researcher starts the run, watches its curve grow live to the last
 round, opens the model, checks its lineage and licence, downloads the weights (their SHA-256 is the one the
-page shows) and verifies the ledger in the page. (Each owner's operator tells its node of the page's vote with
-``consortium proposal adopt-vote``.) Then a steward of an org outside the project sees neither
+page shows) and verifies the ledger in the page. (Each owner's node adopts the vote signed in the page at
+its first task, checking the org's signature.) Then a steward of an org outside the project sees neither
 the owner's private dataset nor the unreleased model, and their URLs answer 404."""
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from consortium.launch import HubProcess, child_env, start_hub, start_node
+from consortium.launch import HubProcess, start_hub, start_node
 from consortium.node import actions
 from consortium.scenario import DIGITS_HYPERPARAMETERS, ORGS, DigitsConsortium, digits_split, provision_digits
 
@@ -114,17 +112,6 @@ def browse_and_propose(page, story: Story) -> int:
     main = page.locator("main").inner_text()
     assert "Classify handwritten digits across two organisations" in main and RESEARCHER in main
     return project_id
-
-
-def tell_the_node(story: Story, org: str, proposal_id: int) -> None:
-    """The org's operator runs ``consortium proposal adopt-vote``: the node trains only for what its own
-    ``votes.json`` holds, and a vote cast in the page reaches it this way (checked with the org's key)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "consortium", "proposal", "adopt-vote", str(proposal_id), "--hub", story.hub.url,
-         "--org-dir", str(story.consortium.org_dirs[org])],
-        env=child_env(), capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert f"{org}'s vote on proposal {proposal_id}" in done.stdout, done.stdout
 
 
 def vote_in_page(browser, story: Story, org: str, project_id: int) -> int:
@@ -233,7 +220,7 @@ def test_the_whole_story_in_the_browser(browser, story: Story, tmp_path: Path) -
         with story.hub.client() as admin:  # as the propose page says: the test set goes by the API
             admin.put_test_set(project_id, story.consortium.test_set_bytes())
         for org in OWNERS:
-            tell_the_node(story, org, vote_in_page(browser, story, org, project_id))
+            vote_in_page(browser, story, org, project_id)
         model_id = run_and_watch(page, story, project_id)
         check_model_and_download(page, tmp_path, project_id)
         verify_ledger_in_page(page, story)

@@ -18,11 +18,13 @@ from consortium.fl.preprocessing import transform_data
 from consortium.fl.core import FLError, LocalData, Params, Update, derive_seed
 from consortium.fl.data import train_validation_split
 from consortium.fl.environments import LocalEnvironment
+from consortium.client import HubClient, HubError
+from consortium.node import actions
 from consortium.node.budget import BudgetGuard
 from consortium.node.controls import ControlKey, ControlStore
 from consortium.node.environments import EnvironmentRegistry
 from consortium.node import secagg
-from consortium.node.policy import NodePolicy
+from consortium.node.policy import NodePolicy, spec_hash
 from consortium.node.registry import LocalRegistry
 from consortium.plan import RunPlan
 from consortium.codec import decode_tensors, encode_tensors, encode_update
@@ -150,6 +152,8 @@ class NodeAgent:
             return
         try:
             reason = self.policy.refusal(task)
+            if reason is not None and self._adopted_page_vote(task):
+                reason = self.policy.refusal(task)
             if reason is not None:
                 self._refuse(task, reason)
             elif self._within_budget(task):
@@ -161,6 +165,23 @@ class NodeAgent:
                 raise
             log.exception("task %s failed", task.id)
             self._refuse(task, f"local error: {type(exc).__name__}: {exc}")
+
+    def _adopted_page_vote(self, task: TaskOut) -> bool:
+        """For a project version with no vote of this org on record here: record the vote a steward cast in the
+        web page, which the org's key signed there (:func:`actions.adopt_vote` checks that signature, so the
+        hub cannot make the node train by claiming a vote). False when there is none to adopt."""
+        proposal_id = (task.outcome or {}).get("proposal_id")
+        voted = self.policy.votes.voted(task.project_id)
+        if not isinstance(self.transport, HubClient) or not isinstance(proposal_id, int) or (
+                voted is not None and voted.spec_hash == spec_hash(task.spec)
+                and voted.test_set_sha256 == task.test_set_sha256):
+            return False
+        try:
+            actions.adopt_vote(self.transport, self.registry.org_dir, proposal_id)
+        except (actions.VoteError, HubError) as exc:
+            log.info("task %s: no vote cast in the web page to adopt: %s", task.id, exc)
+            return False
+        return True
 
     def _refuse(self, task: TaskOut, reason: str) -> None:
         log.warning("refusing task %s: %s", task.id, reason)
