@@ -10,9 +10,13 @@ import numpy as np
 import pytest
 import torch
 
+from sqlalchemy import select, update
+
 from consortium.client import HubClient
 from consortium.crypto import verify_signature
 from consortium.governance.statements import outcome_message, vote_message
+from consortium.hub.db.models import Org, Vote
+from consortium.hub.db.session import make_engine
 from consortium.ledger_audit import verify_from_db, verify_from_hub
 from consortium.launch import restart_hub
 from consortium.model_files import download_model
@@ -147,7 +151,8 @@ def test_hub_sigkilled_mid_run_resumes_to_the_same_params(cluster, scaffold: boo
 
 
 def test_node_refuses_a_project_its_org_did_not_vote_for_itself(cluster) -> None:
-    """The hub has a yes signed with south-lab's key, but south-lab's node has no record of it."""
+    """south-lab's node has no record of a vote, and the yes the hub shows for south-lab no longer verifies
+    with south-lab's key (its reason was changed in the hub's database): the node does not adopt it."""
     cluster.start_nodes(poll_wait=5.0)
     spec = digits_spec("e2e-refused", ORGS, rounds=2, min_nodes=2, round_timeout=30.0)
     with cluster.hub.client() as admin:
@@ -155,6 +160,12 @@ def test_node_refuses_a_project_its_org_did_not_vote_for_itself(cluster) -> None
     for org in ORGS:
         approve_as(cluster.consortium.org_dirs[org], cluster.hub.url, project)
     (cluster.consortium.org_dirs["south-lab"] / "votes.json").unlink()
+    hub = cluster.hub
+    engine = make_engine(hub.db_url or f"sqlite:///{hub.data_dir / 'hub.db'}")
+    with engine.begin() as conn:
+        south = conn.scalar(select(Org.id).where(Org.name == "south-lab"))
+        conn.execute(update(Vote).where(Vote.org_id == south).values(reason="changed by the hub"))
+    engine.dispose()
     with cluster.hub.client() as admin:
         run = admin.start_run(project["id"])
         progress = wait_run(admin, run["id"])
