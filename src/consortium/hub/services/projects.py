@@ -346,11 +346,11 @@ def withdraw(session: Session, actor: Principal, project_id: int, reason: str = 
     if actor.label != project.proposer:
         raise Forbidden(f"only the proposer ({project.proposer}) can withdraw project {project.id}")
     if project.status == "withdrawn":
-        raise Conflict(f"project {project.name!r} is already withdrawn", status=project.status)
+        raise Conflict(f"project {project.name!r} is already withdrawn")
     ran = session.scalar(select(Run.id).where(Run.project_id == project.id).limit(1))
     if ran is not None:
-        raise Conflict(f"project {project.name!r} has run {ran}: a project that ran stays on record",
-                       status=project.status)
+        raise Conflict(f"project {project.name!r} ({project.status}) has run {ran}: a project that ran stays on "
+                       "record")
     row = current_proposal(session, project)
     proposals.settle(session, row)
     if row.status == ProposalStatus.open.value:
