@@ -94,7 +94,7 @@ def test_the_card_states_adaptive_clipping(tmp_path) -> None:
     assert card["adaptive_clip"]["initial_clip"] == 0.5 and card["adaptive_clip"]["count_noise_std"] == 2.0
     assert card["adaptive_clip"]["update_noise_multiplier"] == pytest.approx((1.5 ** -2 - 4.0 ** -2) ** -0.5)
     assert card["per_dataset"] and all(g["noise_multiplier"] == 1.5 for g in card["per_dataset"].values())
-    assert "Adaptive clipping (Andrew et al. 2021): the clip starts at 0.5" in paths["card_md"].read_text()
+    assert "Adaptive clipping (Andrew et al. 2021): the clip starts at 0.5" in paths["card_markdown"].read_text()
 
 
 @pytest.mark.parametrize(("noise", "extra"), [

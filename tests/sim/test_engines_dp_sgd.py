@@ -44,7 +44,7 @@ def test_dp_sgd_trains_digits_above_chance_and_the_card_states_the_guarantee(tmp
     assert guarantee["rounds"] == 6 * guarantee["steps_per_round"]
     assert guarantee["sampling_rate"] == pytest.approx(1 / guarantee["steps_per_round"])
     assert guarantee["noise_multiplier"] > 0 and "RDP" in guarantee["accountant"]
-    markdown = paths["card_md"].read_text()
+    markdown = paths["card_markdown"].read_text()
     assert "## Privacy (sample-level differential privacy, DP-SGD)" in markdown
 
 
