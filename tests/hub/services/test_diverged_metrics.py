@@ -9,26 +9,18 @@ from pathlib import Path
 import pytest
 import torch
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
 
 from consortium.crypto import canonical_json
 from consortium.fl.core import MAX_ABS_VALUE, parse_hyperparams
 from consortium.fl.registry import get_algorithm
-from consortium.hub.blobs import BlobStore
-from consortium.hub.db.models import Dataset, LedgerEntry, Model, Org, Project, ProjectDataset, Run
-from consortium.hub.db.session import make_engine, migrate, session_factory
-from consortium.hub.services import hub_identity
-from consortium.hub.services.hub_key import HubKey
-from consortium.hub.events import Broker
+from consortium.hub.db.models import LedgerEntry, Model, Run
 from consortium.hub.state import HubState
 from consortium.hub.services import ledger
 from consortium.hub.services import runs as run_service
 from consortium.hub.services.identity import Principal
-from consortium.hub.tensor_cache import TensorCache
 from consortium.ledger.chain import verify_chain
-from consortium.codec import encode_tensors, encode_update
-from consortium.protocol import Role, RunProgress, TaskKind, TaskOut, TaskResult, UpdateMeta
-from consortium.scenario import digits_spec
+from consortium.codec import encode_update
+from consortium.protocol import RunProgress, TaskKind, TaskOut, TaskResult, UpdateMeta
 
 HYPERPARAMETERS = {"layers": [4, 8, 8, 8, 3], "lr": 0.1}
 HUGE = 1e308
@@ -36,43 +28,9 @@ HUGE = 1e308
 
 
 @pytest.fixture
-def hub(db_url: str, tmp_path: Path) -> Iterator[tuple[HubState, int, dict[str, Principal]]]:
+def hub(db_url: str, tmp_path: Path, make_two_org_run) -> Iterator[tuple[HubState, int, dict[str, Principal]]]:
     """A hub state with a two-org run of a 4-layer classifier, and the run's id and org principals."""
-    engine = make_engine(db_url)
-    migrate(engine)
-    hub_identity.start(engine, HubKey.generate())
-    sessions: sessionmaker[Session] = session_factory(engine)
-    blobs = BlobStore(tmp_path / "blobs")
-    test_set = blobs.put(encode_tensors({"x": torch.rand(30, 4), "y": torch.randint(0, 3, (30,))}))
-    schema = {"features": [{"name": f"f{i}", "dtype": "float64"} for i in range(4)],
-              "target": {"name": "label", "dtype": "int64"}}
-    orgs = {}
-    with sessions() as session:
-        datasets = []
-        for name in ("north", "south"):
-            org = Org(name=name)
-            session.add(org)
-            session.flush()
-            data = Dataset(org_id=org.id, name="digits", schema=schema, rows=100, sha256="0" * 64,
-                           license="CC0-1.0", visibility="members", file_format="csv")
-            session.add(data)
-            session.flush()
-            datasets.append(data.id)
-            orgs[name] = Principal(kind="org", name=name, role=Role.steward, org_id=org.id, org_name=name)
-        spec = digits_spec("diverging", list(orgs), rounds=2, min_nodes=2, round_timeout=60,
-                           algorithm={"name": "classifier", "hyperparameters": HYPERPARAMETERS})
-        project = Project(name="diverging", spec=spec.model_dump(mode="json"), spec_hash="1" * 64,
-                          proposer="admin", status="approved", test_set_sha256=test_set)
-        session.add(project)
-        session.flush()
-        session.add_all([ProjectDataset(project_id=project.id, dataset_id=d) for d in datasets])
-        run = Run(project_id=project.id)
-        session.add(run)
-        session.commit()
-        run_id = run.id
-    state = HubState(sessions=sessions, blobs=blobs, cache=TensorCache(blobs), broker=Broker(), code_version="t")
-    yield state, run_id, orgs
-    engine.dispose()
+    yield from make_two_org_run(db_url, tmp_path / "blobs", "diverging", HYPERPARAMETERS, torch.randint(0, 3, (30,)))
 
 
 def diverging_answer(task: TaskOut) -> bytes:

@@ -9,64 +9,22 @@ from pathlib import Path
 import pytest
 import torch
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
 
-from consortium.codec import encode_tensors, encode_update
-from consortium.hub.blobs import BlobStore
-from consortium.hub.db.models import Dataset, LedgerEntry, Model, Org, Project, ProjectDataset, Run
-from consortium.hub.db.session import make_engine, migrate, session_factory
-from consortium.hub.events import Broker
-from consortium.hub.services import hub_identity
+from consortium.codec import encode_update
+from consortium.hub.db.models import LedgerEntry, Model, Run
 from consortium.hub.services import runs as run_service
-from consortium.hub.services.hub_key import HubKey
 from consortium.hub.services.identity import Principal
 from consortium.hub.state import HubState
-from consortium.hub.tensor_cache import TensorCache
-from consortium.protocol import Role, TaskKind, TaskOut, TaskResult, UpdateMeta
-from consortium.scenario import digits_spec
+from consortium.protocol import TaskKind, TaskOut, TaskResult, UpdateMeta
 
 HYPERPARAMETERS = {"layers": [4, 3], "lr": 0.1}
 
 
 @pytest.fixture
-def hub(db_url: str, tmp_path: Path) -> Iterator[tuple[HubState, int, dict[str, Principal]]]:
+def hub(db_url: str, tmp_path: Path, make_two_org_run) -> Iterator[tuple[HubState, int, dict[str, Principal]]]:
     """A two-org run whose test set is 90% label 0."""
-    engine = make_engine(db_url)
-    migrate(engine)
-    hub_identity.start(engine, HubKey.generate())
-    sessions: sessionmaker[Session] = session_factory(engine)
-    blobs = BlobStore(tmp_path / "blobs")
-    labels = torch.tensor([0] * 27 + [1, 2, 2])
-    test_set = blobs.put(encode_tensors({"x": torch.rand(30, 4), "y": labels}))
-    schema = {"features": [{"name": f"f{i}", "dtype": "float64"} for i in range(4)],
-              "target": {"name": "label", "dtype": "int64"}}
-    orgs = {}
-    with sessions() as session:
-        datasets = []
-        for name in ("north", "south"):
-            org = Org(name=name)
-            session.add(org)
-            session.flush()
-            data = Dataset(org_id=org.id, name="digits", schema=schema, rows=100, sha256="0" * 64,
-                           license="CC0-1.0", visibility="members", file_format="csv")
-            session.add(data)
-            session.flush()
-            datasets.append(data.id)
-            orgs[name] = Principal(kind="org", name=name, role=Role.steward, org_id=org.id, org_name=name)
-        spec = digits_spec("stuck", list(orgs), rounds=2, min_nodes=2, round_timeout=60,
-                           algorithm={"name": "classifier", "hyperparameters": HYPERPARAMETERS})
-        project = Project(name="stuck", spec=spec.model_dump(mode="json"), spec_hash="1" * 64,
-                          proposer="admin", status="approved", test_set_sha256=test_set)
-        session.add(project)
-        session.flush()
-        session.add_all([ProjectDataset(project_id=project.id, dataset_id=d) for d in datasets])
-        run = Run(project_id=project.id)
-        session.add(run)
-        session.commit()
-        run_id = run.id
-    yield HubState(sessions=sessions, blobs=blobs, cache=TensorCache(blobs), broker=Broker(), code_version="t"), \
-        run_id, orgs
-    engine.dispose()
+    yield from make_two_org_run(db_url, tmp_path / "blobs", "stuck", HYPERPARAMETERS,
+                                torch.tensor([0] * 27 + [1, 2, 2]))
 
 
 def always_label_two(task: TaskOut) -> bytes:
