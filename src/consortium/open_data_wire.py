@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$"
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
@@ -29,6 +29,44 @@ class Datasheet(BaseModel):
     maintenance: Answer = Field(description="who maintains it, how errors are reported, how versions follow")
 
 
+Column = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+Columns = Annotated[list[Column], Field(default_factory=list, max_length=10_000)]
+
+
+class AnonymityReport(BaseModel):
+    """What the owner's node declared about the table and measured on it before publishing (the hub refuses
+    a report below the consortium policy's open data rules, and records it in the ledger)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    about_people: bool = Field(description="the rows describe people (false: the owner says they do not)")
+    identifiers: Columns = Field(description="direct identifiers, dropped before publishing")
+    quasi: Columns = Field(description="quasi-identifiers the classes are formed over")
+    sensitive: Columns = Field(description="sensitive columns l and t are measured on")
+    k: int | None = Field(default=None, ge=0, le=2**62, description="smallest equivalence class")
+    l_diversity: int | None = Field(default=None, ge=0, le=2**62, description="fewest distinct sensitive values")
+    t_closeness: float | None = Field(default=None, ge=0.0, le=1.0, description="largest EMD to the table's")
+    at_fault: Columns = Field(description="columns the node found at fault")
+
+    @model_validator(mode="after")
+    def _measured(self) -> AnonymityReport:
+        if self.quasi and (self.k is None or self.l_diversity is None):
+            raise ValueError("a report with quasi-identifiers carries the measured k and l_diversity")
+        return self
+
+
+class SyntheticRelease(BaseModel):
+    """Differentially private synthetic data: the Gaussian measurements its generator took of the real table
+    (each of L2 sensitivity 1 under adding or removing a row), charged to the dataset's privacy budget."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    epsilon: float = Field(gt=0.0, le=100.0, description="the owner's epsilon at delta")
+    delta: float = Field(gt=0.0, lt=1.0)
+    noise_multiplier: float = Field(gt=0.0, le=1e6, description="noise standard deviation per unit sensitivity")
+    measurements: int = Field(ge=1, le=100_000, description="Gaussian measurements (noisy marginals)")
+    generator: str = Field(min_length=1, max_length=200)
+    marginals: list[list[Column]] = Field(default_factory=list, max_length=100_000)
+
+
 class OpenVersionIn(BaseModel):
     """Publish the staged upload ``sha256`` as ``version`` of a dataset (its owner's key or steward)."""
 
@@ -39,6 +77,10 @@ class OpenVersionIn(BaseModel):
     rows: int = Field(ge=0, le=2**62)
     license: str = Field(min_length=1, max_length=1000, description="SPDX licence expression")
     datasheet: Datasheet
+    anonymity: AnonymityReport | None = Field(default=None, description=(
+        "the node's anonymisation report; required when the policy makes tables about people declare theirs"))
+    synthetic: SyntheticRelease | None = Field(default=None, description=(
+        "DP synthetic data generated from the dataset (its table hash and rows are the synthetic table's)"))
 
 
 class OpenVersionOut(BaseModel):
@@ -59,6 +101,8 @@ class OpenVersionOut(BaseModel):
     withdrawn_at: datetime | None
     downloads: int
     download_url: str
+    anonymity: AnonymityReport | None = None
+    synthetic: SyntheticRelease | None = Field(default=None, description="set when the rows are DP synthetic")
 
 
 class WithdrawIn(BaseModel):

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from consortium.crypto import canonical_json, sha256_hex
 from consortium.governance.credits import CreditRules
+from consortium.governance.open_data_rules import OpenDataRules
 
 MAX_WINDOW_S = 365 * 24 * 3600
 """The longest voting window a rule may set: one year."""
@@ -127,6 +128,8 @@ class ConsortiumPolicy(BaseModel):
     change_policy: KindRule
     credits: CreditRules | None = None
     """What earns and costs credits; None (a policy adopted before credits existed) moves no credits."""
+    open_data: OpenDataRules | None = None
+    """What a table published as open data must show; None: :class:`OpenDataRules`' defaults (k 5, l 2)."""
 
     @model_validator(mode="after")
     def _rules_fit_their_kinds(self) -> ConsortiumPolicy:
@@ -145,11 +148,16 @@ class ConsortiumPolicy(BaseModel):
         rule: KindRule = getattr(self, ProposalKind(kind).value)
         return rule
 
+    def open_data_rules(self) -> OpenDataRules:
+        """The open data rules in force (the defaults when the policy sets none)."""
+        return self.open_data or OpenDataRules()
+
     def canonical(self) -> bytes:
         """The policy as canonical JSON (sorted keys, no whitespace): what :meth:`content_hash` hashes."""
         body = self.model_dump(mode="json")
-        if body["credits"] is None:
-            del body["credits"]
+        for optional in ("credits", "open_data"):  # absent when unset: older policies keep their hash
+            if body[optional] is None:
+                del body[optional]
         return canonical_json(body)
 
     def content_hash(self) -> str:

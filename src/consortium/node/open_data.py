@@ -23,9 +23,10 @@ import numpy as np
 import pandas as pd
 
 from consortium.client import HubClient, HubError
-from consortium.node.anonymise import DEFAULT_K, DEFAULT_L, require
+from consortium.governance.open_data_rules import OpenDataRules
+from consortium.node.anonymise import AnonymityError, require
 from consortium.node.registry import LocalRegistry
-from consortium.open_data_wire import Datasheet, OpenVersionIn
+from consortium.open_data_wire import AnonymityReport, Datasheet, OpenVersionIn, SyntheticRelease
 from consortium.table_hash import schema_columns
 from consortium.tables import DatasetError, LoadedDataset, load_table
 
@@ -117,32 +118,78 @@ def upload_file(client: HubClient, ref: str, path: Path, sha256: str, chunk_size
 
 @dataclass(frozen=True)
 class AnonymityGate:
-    """What the owner declared about a table on people, and the k and l it must meet before it leaves."""
+    """What the owner declared about a table on people, and the k, l and t it asks for itself (None: the
+    consortium policy's; a looser value than the policy's is ignored)."""
 
     quasi: list[str]
     sensitive: list[str]
     identifiers: list[str]
-    k: int = DEFAULT_K
-    l_required: int = DEFAULT_L
+    k: int | None = None
+    l_required: int | None = None
+    t_allowed: float | None = None
+    about_people: bool = True
+
+
+def policy_rules(client: HubClient) -> OpenDataRules:
+    """The open data rules of the consortium policy in force, read from the hub."""
+    policy = client.get_json("/api/policy")["policy"]
+    return OpenDataRules.model_validate(policy.get("open_data") or {})
+
+
+def check_gate(frame: pd.DataFrame, gate: AnonymityGate | None, rules: OpenDataRules) -> AnonymityReport:
+    """The anonymisation report of ``frame`` under the policy's ``rules`` tightened by the owner's ``gate``;
+    AnonymityError (measured k, l, t and the columns at fault) for a table that falls short, still holds a
+    declared identifier, or is about people without declared quasi-identifiers."""
+    if gate is None or not gate.about_people:
+        return AnonymityReport(about_people=False)
+    if not gate.quasi:
+        if rules.people_need_quasi:
+            raise AnonymityError("the table is about people: declare its quasi-identifiers (--quasi); the "
+                                 "consortium policy requires them")
+        return AnonymityReport(about_people=True, identifiers=gate.identifiers)
+    need = rules.tightened(gate.k, gate.l_required, gate.t_allowed)
+    found = require(frame, gate.quasi, gate.sensitive, need.min_k, need.min_l, gate.identifiers, need.max_t)
+    return AnonymityReport(about_people=True, identifiers=gate.identifiers, quasi=gate.quasi,
+                           sensitive=gate.sensitive, k=found.k, l_diversity=found.l_diversity,
+                           t_closeness=found.t_closeness, at_fault=found.at_fault)
+
+
+def send_version(client: HubClient, ref: str, path: Path, body: OpenVersionIn) -> dict:
+    """Upload ``path`` (resuming) and publish it as ``body`` describes; the hub's version record."""
+    upload_file(client, ref, path, body.sha256)
+    return client.post_json(f"/api/datasets/{ref}/versions", body.model_dump(mode="json", exclude_none=True))
+
+
+def frame_of(loaded: LoadedDataset) -> pd.DataFrame:
+    """A loaded table as a data frame (its columns in schema order)."""
+    return pd.DataFrame({c.name: list(loaded.columns[c.name]) for c in schema_columns(loaded.schema)})
 
 
 def publish(client: HubClient, org_dir: Path, ref: str, version: str, licence: str, datasheet: Datasheet,
             work_dir: Path, gate: AnonymityGate | None = None) -> dict:
     """Export, upload and publish the org's registered dataset ``ref`` (``org/name``) as ``version``; the
-    hub's version record. With ``gate``, a table below its k or l (or holding a direct identifier) is
-    refused (AnonymityError) before a byte is sent."""
+    hub's version record. The consortium policy's open data rules (read from the hub, tightened by
+    ``gate``) are checked first: a table below them (or holding a direct identifier) is refused
+    (AnonymityError) before a byte is sent, and the measured report travels with the publish. Without
+    ``gate`` the owner declares the table is not about people."""
     name = ref.partition("/")[2]
     loaded, path, sha256 = export_registered(org_dir, name, work_dir)
     try:
-        if gate is not None:
-            frame = pd.DataFrame({c: list(v) for c, v in loaded.columns.items()})
-            require(frame, gate.quasi, gate.sensitive, gate.k, gate.l_required, gate.identifiers)
-        upload_file(client, ref, path, sha256)
+        report = check_gate(frame_of(loaded), gate, policy_rules(client))
         body = OpenVersionIn(version=version, sha256=sha256, table_sha256=loaded.sha256, rows=loaded.rows,
-                             license=licence, datasheet=datasheet)
-        return client.post_json(f"/api/datasets/{ref}/versions", body.model_dump(mode="json"))
+                             license=licence, datasheet=datasheet, anonymity=report)
+        return send_version(client, ref, path, body)
     finally:
         path.unlink(missing_ok=True)
+
+
+def publish_file(client: HubClient, ref: str, path: Path, loaded: LoadedDataset, version: str, licence: str,
+                 datasheet: Datasheet, synthetic: SyntheticRelease) -> dict:
+    """Publish a table made from dataset ``ref`` (DP synthetic data) as ``version``."""
+    sha256 = write_canonical_csv(loaded, path)
+    body = OpenVersionIn(version=version, sha256=sha256, table_sha256=loaded.sha256, rows=loaded.rows,
+                         license=licence, datasheet=datasheet, synthetic=synthetic)
+    return send_version(client, ref, path, body)
 
 
 def download(client: HubClient, ref: str, version: str, out: Path, accept_licence: str | None = None) -> dict:

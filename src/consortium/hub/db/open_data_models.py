@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from consortium.hub.db.models import Base, utcnow
@@ -29,6 +29,10 @@ class OpenDataVersion(Base):
     published_at: Mapped[datetime] = mapped_column(default=utcnow)
     withdrawn_reason: Mapped[str | None] = mapped_column(String(1000))
     withdrawn_at: Mapped[datetime | None]
+    anonymity: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """The node's anonymisation report (declared columns, measured k, l, t); None: none was sent."""
+    synthetic: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """DP synthetic data: its release (epsilon, delta, noise multiplier, measurements); None: real rows."""
     __table_args__ = (UniqueConstraint("dataset_id", "version"),)
 
 

@@ -22,7 +22,7 @@ from consortium.governance.licences import obligations
 from consortium.hub.blobs import BlobStore
 from consortium.hub.db.models import Dataset
 from consortium.hub.db.open_data_models import OpenDataDownload, OpenDataVersion
-from consortium.hub.services import datasets, ledger, licensing
+from consortium.hub.services import datasets, ledger, licensing, open_data_gate
 from consortium.hub.services.errors import BadRequest, Conflict, Forbidden, NotFound, ServiceError
 from consortium.hub.services.identity import Principal
 from consortium.open_data_wire import SHA256_PATTERN, Datasheet, OpenVersionIn, OpenVersionOut
@@ -151,10 +151,11 @@ def _check_publishable(session: Session, dataset: Dataset, body: OpenVersionIn, 
     if body.version == LATEST:
         raise BadRequest(f"version: {LATEST!r} names the newest version in URLs; pick another name")
     licence = licensing.normalised("license", body.license)
-    if body.table_sha256 != dataset.sha256:
+    real = body.synthetic is None  # DP synthetic rows have their own table hash and count, not the card's
+    if real and body.table_sha256 != dataset.sha256:
         raise BadRequest(f"table_sha256 {body.table_sha256[:12]}... is not the card's "
                          f"{dataset.sha256[:12]}...; register the changed file as a new card first")
-    if body.rows != dataset.rows:
+    if real and body.rows != dataset.rows:
         raise BadRequest(f"rows: {body.rows}, the card says {dataset.rows}")
     if not staged.exists():
         raise BadRequest(f"nothing uploaded for sha256 {body.sha256}; upload the file first")
@@ -173,6 +174,7 @@ def publish(session: Session, actor: Principal, blobs: BlobStore, ref: str,
     staged = staged_path(blobs, dataset.id, body.sha256)
     try:
         licence = _check_publishable(session, dataset, body, staged)
+        synthetic = open_data_gate.check(session, dataset, body)
     except (BadRequest, Conflict):
         staged.unlink(missing_ok=True)
         raise
@@ -182,11 +184,15 @@ def publish(session: Session, actor: Principal, blobs: BlobStore, ref: str,
     entry = ledger.record(session, "dataset.published", actor.label, {
         "dataset": ref, "version": body.version, "sha256": body.sha256, "table_sha256": body.table_sha256,
         "size": size, "rows": body.rows, "license": licence,
-        "predecessor": predecessor.version if predecessor else None}, scope=ledger.source_scope(dataset.id))
+        "predecessor": predecessor.version if predecessor else None,
+        "anonymity": body.anonymity.model_dump(mode="json") if body.anonymity else None,
+        "synthetic": synthetic}, scope=ledger.source_scope(dataset.id))
     row = OpenDataVersion(dataset_id=dataset.id, version=body.version, sha256=body.sha256,
                           table_sha256=body.table_sha256, size=size, rows=body.rows, license=licence,
                           datasheet=body.datasheet.model_dump(),
-                          predecessor_id=predecessor.id if predecessor else None, published_seq=entry.seq)
+                          predecessor_id=predecessor.id if predecessor else None, published_seq=entry.seq,
+                          anonymity=body.anonymity.model_dump(mode="json") if body.anonymity else None,
+                          synthetic=body.synthetic.model_dump(mode="json") if body.synthetic else None)
     session.add(row)
     session.flush()
     target = blobs.path(body.sha256)
@@ -257,4 +263,5 @@ def to_out(session: Session, row: OpenDataVersion, download_url: str) -> OpenVer
         datasheet=Datasheet.model_validate(row.datasheet),
         predecessor=predecessor.version if predecessor else None,
         published_at=row.published_at, published_seq=row.published_seq, withdrawn_reason=row.withdrawn_reason,
-        withdrawn_at=row.withdrawn_at, downloads=int(count or 0), download_url=download_url)
+        withdrawn_at=row.withdrawn_at, downloads=int(count or 0), download_url=download_url,
+        anonymity=row.anonymity, synthetic=row.synthetic)

@@ -17,6 +17,7 @@ from consortium.fl.privacy import budget as privacy_budget
 from consortium.fl.core import FLError
 from consortium.fl.privacy.budget import Budget, Charge
 from consortium.hub.db.models import Dataset, PrivacyCharge, Project, ProjectDataset, Run
+from consortium.hub.db.open_data_models import OpenDataVersion
 from consortium.hub.services.errors import BadRequest
 from consortium.plan import RunPlan
 from consortium.privacy_wire import PrivacyBudgetSpec
@@ -37,10 +38,14 @@ def store_budget(dataset: Dataset, spec: PrivacyBudgetSpec | None) -> None:
 
 
 def charges(session: Session, dataset_id: int) -> list[Charge]:
-    """Every charge reported for the dataset."""
+    """Every charge reported for the dataset: its nodes' training rounds, and its DP synthetic data releases
+    (each the Gaussian measurements of its generator, withdrawn ones too: what was released stays spent)."""
     rows = session.execute(select(PrivacyCharge.noise_multiplier, PrivacyCharge.sampling_rate, PrivacyCharge.steps)
                            .where(PrivacyCharge.dataset_id == dataset_id))
-    return [Charge(noise, rate, steps) for noise, rate, steps in rows]
+    found = [Charge(noise, rate, steps) for noise, rate, steps in rows]
+    releases = session.scalars(select(OpenDataVersion.synthetic).where(OpenDataVersion.dataset_id == dataset_id,
+                                                                        OpenDataVersion.synthetic.is_not(None)))
+    return found + [Charge(float(r["noise_multiplier"]), 1.0, int(r["measurements"])) for r in releases if r]
 
 
 def round_charge(plan: RunPlan, source: Dataset) -> Charge:
