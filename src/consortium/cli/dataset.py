@@ -137,12 +137,30 @@ QuasiOpt = Annotated[str | None, typer.Option("--quasi", help="quasi-identifier 
 SensitiveOpt = Annotated[str | None, typer.Option("--sensitive", help="sensitive columns, comma separated")]
 IdentifiersOpt = Annotated[str | None, typer.Option(
     "--identifiers", help="direct identifier columns (anonymise drops, publish refuses them)")]
-KOpt = Annotated[int, typer.Option("--k", min=1, help="every equivalence class holds at least k rows")]
-LOpt = Annotated[int, typer.Option("--l", min=1, help="l distinct sensitive values per class")]
+KOpt = Annotated[int | None, typer.Option(
+    "--k", min=1, help="every equivalence class holds at least k rows (publish: only tightens the policy's)")]
+LOpt = Annotated[int | None, typer.Option(
+    "--l", min=1, help="l distinct sensitive values per class (publish: only tightens the policy's)")]
+TOpt = Annotated[float | None, typer.Option(
+    "--t", min=0.0, max=1.0, help="t-closeness: each class's sensitive distribution within EMD t of the table's")]
+DomainOpt = Annotated[Path | None, typer.Option(
+    "--domain", exists=True, dir_okay=False, help="JSON: each column's public domain (docs/open-data.md)")]
 
 
 def _names(value: str | None) -> list[str]:
     return [name.strip() for name in (value or "").split(",") if name.strip()]
+
+
+def _synthetic_option(value: str) -> tuple[float, float]:
+    """``epsilon=E[,delta=D]`` (delta default 1e-6)."""
+    try:
+        pairs = dict(part.split("=", 1) for part in value.split(",") if part.strip())
+        unknown = set(pairs) - {"epsilon", "delta"}
+        if unknown or "epsilon" not in pairs:
+            raise ValueError(f"unknown {sorted(unknown)}" if unknown else "epsilon is required")
+        return float(pairs["epsilon"]), float(pairs.get("delta", 1e-6))
+    except ValueError as exc:
+        fail(f"--synthetic {value!r}: write epsilon=E[,delta=D] ({exc})")
 
 
 @app.command("anonymise")
@@ -151,24 +169,60 @@ def dataset_anonymise(
     out: Annotated[Path, typer.Option("--out", dir_okay=False, help="the anonymised CSV")],
     quasi: Annotated[str, typer.Option("--quasi", help="quasi-identifier columns, comma separated")],
     sensitive: SensitiveOpt = None, identifiers: IdentifiersOpt = None, k: KOpt = 5, l_required: LOpt = 2,
+    t_allowed: TOpt = None,
+    hierarchies: Annotated[Path | None, typer.Option(
+        "--hierarchies", exists=True, dir_okay=False, help="JSON generalisation hierarchies (docs/open-data.md)")] = None,
+    target: Annotated[str | None, typer.Option(
+        "--target", help="train a reference model on this column, on the original and the result")] = None,
 ) -> None:
-    """Drop direct identifiers and generalise the quasi-identifiers (Mondrian) until every equivalence class
-    has k rows and l distinct sensitive values; prints the measured k and l and the information loss. Register
-    the output with 'dataset add' and publish that."""
-    from dataclasses import asdict
+    """Drop direct identifiers and generalise the quasi-identifiers (Mondrian, or declared hierarchies) until
+    every equivalence class has k rows, l distinct sensitive values and (with --t) t-closeness; prints the
+    measured k, l, t and the information loss. Register the output with 'dataset add' and publish that."""
+    from dataclasses import asdict, replace
 
     import pandas as pd
 
+    from consortium.node import hierarchies as declared
     from consortium.node.anonymise import AnonymityError, anonymise
+    from consortium.node.info_loss import reference_accuracy
 
     frame = pd.read_parquet(file) if file.suffix == ".parquet" else pd.read_csv(file)
     try:
-        result, report = anonymise(frame, _names(identifiers), _names(quasi), _names(sensitive), k,
-                                   l_required)
+        levels = declared.load(hierarchies) if hierarchies else None
+        result, report = anonymise(frame, _names(identifiers), _names(quasi), _names(sensitive), k or 5,
+                                   l_required or 2, t_allowed, levels)
+        if target:
+            report = replace(report, reference=reference_accuracy(frame, result, target, _names(identifiers)))
     except AnonymityError as exc:
         fail(str(exc))
     result.to_csv(out, index=False)
     print_json(asdict(report))
+
+
+@app.command("synthesise")
+def dataset_synthesise(
+    ref: Annotated[str, typer.Argument(help="org/name, a registered dataset of your org")], org_dir: OrgDirOpt,
+    out: Annotated[Path, typer.Option("--out", dir_okay=False, help="the synthetic CSV")],
+    domain: Annotated[Path, typer.Option("--domain", exists=True, dir_okay=False, help=(
+        "JSON: each column's public domain (docs/open-data.md)"))],
+    epsilon: Annotated[float, typer.Option("--epsilon", min=0.0, help="epsilon at delta")] = 1.0,
+    delta: Annotated[float, typer.Option("--delta", min=0.0, max=1.0)] = 1e-6,
+    identifiers: IdentifiersOpt = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="noise seed (a preview only)")] = None,
+) -> None:
+    """Preview DP synthetic data of a registered dataset on this node (nothing leaves it, nothing is
+    charged); 'dataset publish --synthetic' generates afresh, charges the budget and publishes."""
+    from consortium.node.synthetic import SynthesisError, load_domains
+    from consortium.node.synthetic_publish import synthetic_of
+    from consortium.tables import DatasetError
+
+    try:
+        rows, release, _, _ = synthetic_of(org_dir, ref.partition("/")[2], load_domains(domain), epsilon, delta,
+                                           _names(identifiers), seed)
+    except (SynthesisError, DatasetError) as exc:
+        fail(str(exc))
+    rows.to_csv(out, index=False)
+    print_json(release.model_dump(mode="json") | {"rows": len(rows)})
 
 
 @app.command("publish")
@@ -180,16 +234,25 @@ def dataset_publish(
     version: Annotated[str, typer.Option("--version", help="version name, e.g. 1.0")] = "1",
     license: Annotated[str | None, typer.Option("--license", help="SPDX; default: the card's")] = None,
     quasi: QuasiOpt = None, sensitive: SensitiveOpt = None, identifiers: IdentifiersOpt = None,
-    k: KOpt = 5, l_required: LOpt = 2, ca_file: CaFileOpt = None,
+    k: KOpt = None, l_required: LOpt = None, t_allowed: TOpt = None,
+    about_people: Annotated[bool, typer.Option(
+        "--about-people/--not-about-people", help="the rows describe people (implied by --quasi)")] = False,
+    synthetic: Annotated[str | None, typer.Option("--synthetic", help=(
+        "publish DP synthetic data instead: epsilon=E[,delta=D], charged to the dataset's privacy budget"))] = None,
+    domain: DomainOpt = None, ca_file: CaFileOpt = None,
 ) -> None:
     """Publish a registered dataset as an open, immutable version: the node writes its canonical CSV, uploads
-    it in chunks (resuming a broken upload) and the hub checks its SHA-256 before the version appears. With
-    --quasi, a table below k-anonymity / l-diversity (or holding a direct identifier) is refused first."""
+    it in chunks (resuming a broken upload) and the hub checks its SHA-256 before the version appears. The
+    consortium policy's k, l and t (read from the hub; --k, --l, --t may only tighten them) are checked
+    first for a table about people (--quasi): a table below them (or holding a direct identifier) is refused.
+    With --synthetic, DP synthetic data of the table is published instead (--domain declares the columns)."""
     from pydantic import ValidationError
 
     from consortium.node.anonymise import AnonymityError
     from consortium.node.open_data import AnonymityGate, publish
     from consortium.node.registry import LocalRegistry
+    from consortium.node.synthetic import SynthesisError, load_domains
+    from consortium.node.synthetic_publish import publish_synthetic
     from consortium.open_data_wire import Datasheet
     from consortium.tables import DatasetError
 
@@ -201,15 +264,24 @@ def dataset_publish(
                                          for e in exc.errors()))
     except DatasetError as exc:
         fail(str(exc))
-    gate = None if not quasi else AnonymityGate(_names(quasi), _names(sensitive), _names(identifiers), k,
-                                                l_required)
+    if synthetic is not None and domain is None:
+        fail("--synthetic needs --domain: each column's public domain")
+    gate = None
+    if quasi or about_people:
+        gate = AnonymityGate(_names(quasi), _names(sensitive), _names(identifiers), k, l_required, t_allowed)
     with org_client(hub, org_dir, ca_file) as client:
         try:
-            out = call(publish, client, org_dir, ref, version, license or card.license, sheet,
-                       org_dir / "open-data", gate)
-        except (DatasetError, AnonymityError) as exc:
+            if synthetic is not None:
+                epsilon, delta = _synthetic_option(synthetic)
+                out = call(publish_synthetic, client, org_dir, ref, version, license or card.license, sheet,
+                           org_dir / "open-data", load_domains(domain), epsilon, delta, _names(identifiers))
+            else:
+                out = call(publish, client, org_dir, ref, version, license or card.license, sheet,
+                           org_dir / "open-data", gate)
+        except (DatasetError, AnonymityError, SynthesisError) as exc:
             fail(str(exc))
-    console.print(f"published [bold]{out['dataset']}@{out['version']}[/]: {out['size']} bytes, sha256 "
+    kind = f" (DP synthetic, ε = {out['synthetic']['epsilon']:g})" if out.get("synthetic") else ""
+    console.print(f"published [bold]{out['dataset']}@{out['version']}[/]{kind}: {out['size']} bytes, sha256 "
                   f"{out['sha256'][:16]}…, {out['license']}; {out['download_url']}")
 
 
