@@ -34,10 +34,7 @@ def rules(session: Session) -> OpenDataRules:
 def anonymity_refusal(report: AnonymityReport | None, need: OpenDataRules) -> str | None:
     """Why a publish of real rows falls short of the rules (None when it meets them), naming the measured
     k, l and t and the columns at fault."""
-    if report is None:
-        if need.people_need_quasi:
-            return ("anonymity: declare whether the table is about people (the policy makes tables about people "
-                    "declare their quasi-identifiers); 'dataset publish --quasi ...' or '--not-about-people'")
+    if report is None:  # nothing declared: recorded as such in the ledger
         return None
     if not report.quasi:
         if report.about_people and need.people_need_quasi:
