@@ -1,6 +1,6 @@
 """The anonymisation gate and DP synthetic data end to end: a real hub, north's key and the ``consortium
-dataset`` CLI. The node reads k and l from the consortium policy (a looser --k does not loosen it) and
-refuses a table below them; the hub refuses a publish whose report is below the policy's k (422 naming the
+dataset`` CLI. The node reads k and l from the consortium policy (a looser --k does not loosen it, a voted
+change raises it) and refuses a table below them; the hub refuses a publish whose report is below the policy's k (422 naming the
 measured k and the columns at fault; nothing published, no staged file left) and records an accepted report
 in the ledger. DP synthetic data is charged to the dataset's privacy budget (on the node and the hub),
 marked synthetic with its epsilon in the version and the datasheet, and refused when it would overspend."""
@@ -97,6 +97,23 @@ def test_a_publish_below_the_policys_k_is_refused(cluster, tmp_path: Path) -> No
         entries = north.get_json("/api/ledger", params={"limit": 5000})
         published_entry = [e for e in entries if e["event_type"] == "dataset.published"][-1]
         assert published_entry["payload"]["anonymity"]["k"] == record["anonymity"]["k"]
+        policy = north.get_json("/api/policy")["policy"]
+
+    # the members vote k = 100 into the policy: the node applies it at the next publish
+    changed = tmp_path / "policy.json"
+    changed.write_text(json.dumps(policy | {"version": policy["version"] + 1, "open_data": {"min_k": 100}}))
+    opened = cli("proposal", "create", "change_policy", "--policy", str(changed), "--hub", url, "--org-dir",
+                 str(north_dir))
+    assert opened.returncode == 0, opened.stderr + opened.stdout
+    proposal = opened.stdout.split()[1]
+    for org in ORGS[:2]:
+        voted = cli("vote", proposal, "yes", "-y", "--hub", url, "--org-dir", str(cluster.consortium.org_dirs[org]))
+        assert voted.returncode == 0, voted.stderr + voted.stdout
+    with cluster.consortium.org_client(NORTH) as north:
+        assert north.get_json("/api/policy")["policy"]["open_data"]["min_k"] == 100
+    again = cli("dataset", "publish", f"{NORTH}/patients-k5", "--hub", url, "--org-dir", str(north_dir),
+                "--datasheet", str(sheet), "--version", "2", "--quasi", QUASI, "--sensitive", "diagnosis")
+    assert again.returncode != 0 and "k >= 100" in again.stderr, again.stderr + again.stdout
 
 
 def test_dp_synthetic_data_is_charged_to_the_budget(cluster, tmp_path: Path) -> None:
