@@ -148,7 +148,10 @@ def anonymise(frame: pd.DataFrame, identifiers: Sequence[str], quasi: Sequence[s
         raise AnonymityError("t lies in [0, 1]")
     hierarchies = dict(hierarchies or {})
     check_columns(frame, identifiers, "direct identifiers")
-    measure(frame, quasi, sensitive)
+    check_columns(frame, quasi, "quasi-identifiers")
+    check_columns(frame, sensitive, "sensitive columns")
+    if not quasi:
+        raise AnonymityError("declare at least one quasi-identifier")
     stray = [c for c in hierarchies if c not in quasi]
     if stray:
         raise AnonymityError(f"hierarchies for {stray}, which are not declared quasi-identifiers {list(quasi)}")
