@@ -73,7 +73,10 @@ def check(data: bytes) -> None:
 
 
 def _signed(method: str, path: str, body: bytes, **overrides: str) -> bytes:
-    headers = crypto.sign_request(IDENTITY, method, path, body, NOW) | overrides
+    nonce = crypto.sha256_hex(f"{method} {path}".encode())[:32]
+    signature = IDENTITY.sign(crypto.canonical_request(method, path, body, int(NOW), nonce))
+    headers = {crypto.HEADER_KEY: IDENTITY.key_id, crypto.HEADER_TIMESTAMP: str(int(NOW)),
+               crypto.HEADER_NONCE: nonce, crypto.HEADER_SIGNATURE: signature} | overrides
     head = "\r\n".join([f"{method} {path}", *(f"{name}: {value}" for name, value in headers.items())])
     return head.encode("latin-1") + b"\r\n\r\n" + body
 
