@@ -39,9 +39,11 @@ def test_parse_log_reads_libfuzzer_figures() -> None:
     atheris_bench.parse_log(
         "#2\tINITED cov: 10 ft: 12 corp: 3/40b exec/s: 0 rss: 300Mb\n"
         "#900\tDONE   cov: 37 ft: 68 corp: 14/84b lim: 4096 exec/s: 62352 rss: 375Mb\n"
-        "Test unit written to /tmp/w/crash-abc\nstat::number_of_executed_units: 997640\n"
+        "Test unit written to /tmp/w/crash-abc\nDone 997640 runs in 16 second(s)\n"
+        "stat::number_of_executed_units: 997640\n"
         "stat::peak_rss_mb:              375\n", run)
     assert (run.execs, run.edges, run.features, run.corpus, run.peak_rss_mb) == (997640, 37, 68, 14, 375)
+    assert run.fuzz_seconds == 16
     assert run.findings == ["/tmp/w/crash-abc"] and run.status == "crash"
 
 
