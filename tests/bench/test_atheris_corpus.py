@@ -54,3 +54,17 @@ def test_a_short_fuzzing_run_finds_nothing(tmp_path: Path) -> None:
     run = atheris_bench.run_target("strict_json", 3, corpus, tmp_path / "work", keep_findings=False)
     assert run.status == "no finding", (tmp_path / "work" / "strict_json" / "libfuzzer.log").read_text()[-3000:]
     assert run.execs > 100 and run.edges > 10
+
+
+def test_the_cli_writes_the_seeds_and_refuses_an_unknown_target(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from consortium.cli import app
+
+    written = CliRunner().invoke(app, ["bench", "atheris", "--write-seeds", "--target", "signature",
+                                       "--corpus", str(tmp_path)])
+    assert written.exit_code == 0, written.output
+    assert sorted(p.name for p in (tmp_path / "signature").iterdir()) == sorted(
+        p.name for p in (CORPUS / "signature").iterdir() if p.name.startswith("seed-"))
+    refused = CliRunner().invoke(app, ["bench", "atheris", "--target", "nope", "--corpus", str(tmp_path)])
+    assert refused.exit_code == 2 and "unknown target(s) nope" in " ".join(refused.output.split())

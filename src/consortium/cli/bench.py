@@ -67,6 +67,7 @@ def bench_atheris(
     markdown: Annotated[Path | None, typer.Option("--markdown", help="update this BENCHMARKS.md")] = None,
 ) -> None:
     """Coverage-guided fuzzing (atheris) of each parser of network bytes; crashes, hangs, OOMs are findings."""
+    import importlib.util
     import tempfile
 
     from consortium.bench import atheris_bench
@@ -80,9 +81,7 @@ def bench_atheris(
     if write_seeds:
         console.print(f"{atheris_bench.write_seeds(corpus, chosen)} seed files written under {corpus}")
         return
-    try:
-        import atheris  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("atheris") is None:
         fail("atheris is not installed: pip install 'consortium[dev]' (or pip install atheris)")
     with tempfile.TemporaryDirectory(prefix="consortium-atheris-") as scratch:
         runs = atheris_bench.run_atheris_bench(

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 
 import torch
-from pydantic import ValidationError
 
 from consortium import strict_json
 from consortium.bench.fuzz_targets import Target
