@@ -135,6 +135,21 @@ def run_atheris_bench(minutes: float, targets: Iterable[str], corpus_root: Path,
     return runs
 
 
+def merge_corpus(name: str, corpus_root: Path, found: Iterable[Path], work: Path) -> int:
+    """Add to ``corpus_root/<name>/`` the inputs of the ``found`` directories that reach coverage it does not
+    (libFuzzer's ``-merge=1``); how many files were added."""
+    seeds = corpus_root / name
+    before = sum(1 for _ in seeds.iterdir())
+    work.mkdir(parents=True, exist_ok=True)
+    wrapper = work / f"fuzz-{name}"
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m consortium.bench.fuzz_targets {name} "$@"\n')
+    wrapper.chmod(0o755)
+    env = os.environ | {"OMP_NUM_THREADS": "1", "CONSORTIUM_FUZZ_SELF": str(wrapper)}
+    subprocess.run([str(wrapper), "-merge=1", str(seeds), *(str(d) for d in found if d.is_dir())],
+                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, timeout=900)
+    return sum(1 for _ in seeds.iterdir()) - before
+
+
 def report_dict(runs: list[TargetRun]) -> dict[str, Any]:
     return {"targets": [asdict(r) | {"status": r.status} for r in runs],
             "findings": sum(len(r.findings) for r in runs)}

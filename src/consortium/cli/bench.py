@@ -63,6 +63,8 @@ def bench_atheris(
     rss_limit_mb: Annotated[int, typer.Option(min=256, help="a target process over this is a finding")] = 2048,
     input_timeout: Annotated[int, typer.Option(min=1, help="seconds one input may take (else a hang)")] = 10,
     write_seeds: Annotated[bool, typer.Option("--write-seeds", help="only (re)write the seed files")] = False,
+    merge_from: Annotated[Path | None, typer.Option(
+        help="only add to the corpus the new-coverage inputs a run kept under this --workdir")] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="write results as JSON")] = None,
     markdown: Annotated[Path | None, typer.Option("--markdown", help="update this BENCHMARKS.md")] = None,
 ) -> None:
@@ -83,6 +85,11 @@ def bench_atheris(
         return
     if importlib.util.find_spec("atheris") is None:
         fail("atheris is not installed: pip install 'consortium[dev]' (or pip install atheris)")
+    if merge_from is not None:
+        for name in chosen:
+            added = atheris_bench.merge_corpus(name, corpus, [merge_from / name / "corpus"], merge_from / "merge")
+            console.print(f"{name}: {added} inputs added to {corpus / name}")
+        return
     with tempfile.TemporaryDirectory(prefix="consortium-atheris-") as scratch:
         runs = atheris_bench.run_atheris_bench(
             minutes, chosen, corpus, workdir or Path(scratch), rss_limit_mb, input_timeout,

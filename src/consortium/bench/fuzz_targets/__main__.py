@@ -7,7 +7,10 @@ arguments after the target's name go to libFuzzer (corpus directories, ``-max_to
 
 from __future__ import annotations
 
+import os
 import sys
+
+SELF_ENV = "CONSORTIUM_FUZZ_SELF"
 
 
 def main() -> None:
@@ -20,7 +23,8 @@ def main() -> None:
         from consortium.bench.fuzz_targets import load
 
         target = load(name)
-    atheris.Setup([sys.argv[0], *sys.argv[2:]], target.check)
+    # libFuzzer's -merge=1 runs argv[0] again: the runner names an executable wrapper of this command.
+    atheris.Setup([os.environ.get(SELF_ENV, sys.argv[0]), *sys.argv[2:]], target.check)
     atheris.Fuzz()
 
 
