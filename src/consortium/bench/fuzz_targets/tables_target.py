@@ -9,8 +9,10 @@ The bytes are written to a file whose suffix follows their magic number: ``PK`` 
 
 from __future__ import annotations
 
+import atexit
 import io
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from consortium.tables import DatasetError, load_table
 from consortium.test_sets import TestSetError, from_table
 
 _DIR = Path(tempfile.mkdtemp(prefix="consortium-fuzz-table-"))
+atexit.register(shutil.rmtree, _DIR, ignore_errors=True)
 
 
 def suffix(data: bytes) -> str:
