@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -259,3 +260,16 @@ def test_declared_categorical_columns_enter_the_schema_and_its_hash(tmp_path):
     pd.DataFrame({"a": [1.0], "label": [0]}).to_csv(numeric, index=False)
     plain = load_table(numeric, "label")
     assert plain.schema.categorical is None and b"categorical" not in schema_header(plain.schema)
+
+
+def test_a_column_no_dataset_schema_allows_is_a_dataset_error_naming_it(tmp_path: Path) -> None:
+    """Found by atheris (tests/fuzz_corpus/table): a 300-character column name, or an npz array with an empty
+    per-example shape, made load_table raise pydantic's ValidationError instead of DatasetError."""
+    long = tmp_path / "long.csv"
+    long.write_text("a," + "b" * 300 + "\n1,2\n")
+    with pytest.raises(DatasetError, match=r"long.csv: ColumnSchema.name: String should have at most 200"):
+        load_table(long, None)
+    empty = tmp_path / "empty.npz"
+    np.savez(empty, x=np.zeros((3, 0), dtype=np.float32), y=np.arange(3))
+    with pytest.raises(DatasetError, match=r"empty.npz: ColumnSchema.shape.0"):
+        load_table(empty, "y")

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import ValidationError
 
 from consortium.fl.core import FLError, LocalData
 from consortium.fl.preprocessing import feature_names_of
@@ -178,18 +179,22 @@ def load_table(
         wanted = dict.fromkeys(order)
     columns: dict[str, np.ndarray] = {}
     specs: dict[str, ColumnSchema] = {}
-    for name in order:
-        dtype, values = _canonical_column(file, fmt, name, raw[name], wanted[name])
-        shape = list(values.shape[1:]) or None
-        columns[name] = values
-        specs[name] = ColumnSchema(name=name, dtype=dtype, shape=shape)
-    features = [specs[name] for name in order if name != target]
-    if not features:
-        raise DatasetError(f"{file.name}: no feature columns besides the target '{target}'")
-    chosen = _categorical(file, categorical if categorical is not None else
-                          (declared.categorical if declared is not None else None), features)
-    schema = DatasetSchema(features=features, target=specs[target] if target is not None else None,
-                           categorical=chosen)
+    try:
+        for name in order:
+            dtype, values = _canonical_column(file, fmt, name, raw[name], wanted[name])
+            columns[name] = values
+            specs[name] = ColumnSchema(name=name, dtype=dtype, shape=list(values.shape[1:]) or None)
+        features = [specs[name] for name in order if name != target]
+        if not features:
+            raise DatasetError(f"{file.name}: no feature columns besides the target '{target}'")
+        chosen = _categorical(file, categorical if categorical is not None else
+                              (declared.categorical if declared is not None else None), features)
+        schema = DatasetSchema(features=features, target=specs[target] if target is not None else None,
+                               categorical=chosen)
+    except ValidationError as exc:  # a column name, shape or count that no dataset schema allows
+        error = exc.errors(include_url=False)[0]
+        raise DatasetError(f"{file.name}: {exc.title}.{'.'.join(map(str, error['loc']))}: {error['msg']} "
+                           f"(found {str(error.get('input'))[:60]!r})") from None
     return LoadedDataset(
         schema=schema,
         rows=int(rows),
@@ -219,14 +224,10 @@ def _resolve_target(file: Path, target: str | None, declared: DatasetSchema | No
     if target is None:
         return declared_target
     if declared_target is None:
-        raise DatasetError(
-            f"{file.name}: target column '{target}' given but the declared schema has no target"
-        )
+        raise DatasetError(f"{file.name}: target column '{target}' given but the declared schema has no target")
     if declared_target != target:
-        raise DatasetError(
-            f"{file.name}: target column '{target}' given but the declared schema's target "
-            f"is '{declared_target}'"
-        )
+        raise DatasetError(f"{file.name}: target column '{target}' given but the declared schema's target is "
+                           f"'{declared_target}'")
     return target
 
 

@@ -98,3 +98,14 @@ def test_plain_http_to_the_https_port_fails_cleanly(https_consortium) -> None:
     assert code == 2 and f"cannot reach the hub at {plain}" in output and "Traceback" not in output
     with hub.client() as admin:
         assert admin.health()["status"] == "ok"
+
+
+def test_answers_over_https_carry_hsts_and_the_security_headers(https_consortium) -> None:
+    from consortium.tls import tls_context
+
+    hub = https_consortium.hub
+    for path in ("/api/health", "/api/runs", "/login", "/static/web.css", "/nowhere"):
+        response = httpx.get(f"{hub.url}{path}", verify=tls_context(hub.ca_file), trust_env=False, timeout=10.0)
+        assert response.headers["strict-transport-security"] == "max-age=31536000", path
+        assert response.headers["x-content-type-options"] == "nosniff", path
+        assert "frame-ancestors 'none'" in response.headers["content-security-policy"], path

@@ -149,3 +149,21 @@ def test_pages_fit_a_phone_screen(browser, world: World) -> None:
             assert page.evaluate("document.documentElement.scrollWidth") <= 390, path
     finally:
         context.close()
+
+
+def test_no_page_breaks_its_content_security_policy(page, world: World) -> None:
+    """Every page, its scripts and their fetches run under the hub's security headers: no CSP violation, no
+    script error in the console."""
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(f"{m.text} at {m.location.get('url')}") if m.type == "error"
+            and not m.location.get("url", "").endswith("/favicon.ico") else None)
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    log_in(page, world, OWNERS[0])
+    paths = ["/", "/members", "/catalogue", "/projects", "/models", "/challenges", "/ledger", "/ledger/1",
+             "/ledger/checkpoints", f"/models/{world.model_id}", f"/datasets/{OWNERS[0]}/ward-notes"]
+    for path in paths:
+        response = page.goto(world.hub.url + path)
+        assert response is not None and response.status == 200, path
+        assert response.headers["x-frame-options"] == "DENY", path
+        page.wait_for_load_state("networkidle")
+    assert problems == []

@@ -54,6 +54,53 @@ def bench_fuzz(
         raise typer.Exit(1)
 
 
+@app.command("atheris")
+def bench_atheris(
+    minutes: Annotated[float, typer.Option(min=0.02, help="fuzzing time per target")] = 10.0,
+    target: Annotated[list[str] | None, typer.Option(help="a target (repeatable); default: every target")] = None,
+    corpus: Annotated[Path, typer.Option(help="the corpus kept in the repo")] = Path("tests/fuzz_corpus"),
+    workdir: Annotated[Path | None, typer.Option(help="keep found inputs and logs here")] = None,
+    rss_limit_mb: Annotated[int, typer.Option(min=256, help="a target process over this is a finding")] = 2048,
+    input_timeout: Annotated[int, typer.Option(min=1, help="seconds one input may take (else a hang)")] = 10,
+    write_seeds: Annotated[bool, typer.Option("--write-seeds", help="only (re)write the seed files")] = False,
+    merge_from: Annotated[Path | None, typer.Option(
+        help="only add to the corpus the new-coverage inputs a run kept under this --workdir")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write results as JSON")] = None,
+    markdown: Annotated[Path | None, typer.Option("--markdown", help="update this BENCHMARKS.md")] = None,
+) -> None:
+    """Coverage-guided fuzzing (atheris) of each parser of network bytes; crashes, hangs, OOMs are findings."""
+    import importlib.util
+    import tempfile
+
+    from consortium.bench import atheris_bench
+    from consortium.bench.fuzz_targets import TARGET_NAMES
+    from consortium.bench.report import machine_info
+
+    chosen = target or list(TARGET_NAMES)
+    unknown = sorted(set(chosen) - set(TARGET_NAMES))
+    if unknown:
+        fail(f"--target: unknown target(s) {', '.join(unknown)}; use {', '.join(TARGET_NAMES)}")
+    if write_seeds:
+        console.print(f"{atheris_bench.write_seeds(corpus, chosen)} seed files written under {corpus}")
+        return
+    if importlib.util.find_spec("atheris") is None:
+        fail("atheris is not installed: pip install 'consortium[dev]' (or pip install atheris)")
+    if merge_from is not None:
+        for name in chosen:
+            added = atheris_bench.merge_corpus(name, corpus, [merge_from / name / "corpus"], merge_from / "merge")
+            console.print(f"{name}: {added} inputs added to {corpus / name}")
+        return
+    with tempfile.TemporaryDirectory(prefix="consortium-atheris-") as scratch:
+        runs = atheris_bench.run_atheris_bench(
+            minutes, chosen, corpus, workdir or Path(scratch), rss_limit_mb, input_timeout,
+            on_done=lambda r: err_console.print(f"{r.target}: {r.execs} executions, cov {r.edges}, {r.status}"))
+    command = f"consortium bench atheris --minutes {minutes:g}" + "".join(f" --target {t}" for t in target or ())
+    _write_report(atheris_bench.report_dict(runs), atheris_bench.report_markdown(runs, command, machine_info()),
+                  "atheris", json_path, markdown)
+    if any(r.findings or r.error for r in runs):
+        raise typer.Exit(1)
+
+
 @app.command("ledger")
 def bench_ledger(
     rate: Annotated[float, typer.Option(min=1, help="paced appends per second")] = 100.0,

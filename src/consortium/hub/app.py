@@ -25,6 +25,7 @@ from consortium.hub.db.session import make_engine, migrate, session_factory
 from consortium.hub.events import Broker
 from consortium.hub.gate import AuthFailures, Gate, public
 from consortium.hub.limits import BodySizeLimit
+from consortium.hub.security_headers import HubApp
 from consortium.hub.routers import (
     admin, challenges, credits, governance, ledger, models, open_data, projects, runs, secagg, users,
 )
@@ -95,7 +96,7 @@ def create_app(settings: HubSettings) -> FastAPI:
             state.valuer.close()
             engine.dispose()
 
-    app = FastAPI(
+    app = HubApp(
         title="consortium hub",
         version=__version__,
         description="Registry, governance and federated-run coordination for a consortium of organisations.",

@@ -17,6 +17,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from consortium.hub.security_headers import WEB_POLICY
 from consortium.hub.services.errors import ServiceError
 from consortium.hub.services.identity import Principal
 from consortium.hub.web.sessions import SESSION_SCOPE_KEY, WEB_PRINCIPAL_SCOPE_KEY, WebSession
@@ -59,10 +60,7 @@ def page(request: Request, template: str, status_code: int = 200, **context: Any
 
 def secure_headers(response: Response) -> None:
     """No script or style from anywhere but the hub, no framing, no sniffing, no referrer leaving the hub."""
-    response.headers["Content-Security-Policy"] = (
-        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
-    )
+    response.headers["Content-Security-Policy"] = WEB_POLICY
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "same-origin"
     response.headers["Cache-Control"] = "no-store"
