@@ -91,6 +91,12 @@ def database(kind: str, workdir: Path) -> Iterator[str | None]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mb(pid: int) -> float:
     """A process's peak resident set size (``VmHWM``) in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -171,9 +177,12 @@ def measure_size(nodes: int, db_kind: str, cfg: ScaleConfig, report: Callable[[s
             with hub.client() as admin:
                 admin.wait_online(org_names(nodes), timeout=120.0)
             runs = []
+            pids = {"hub": [hub.popen.pid], "workers": [p.pid for p in workers.procs]}
             for index in range(cfg.repeats):
+                before = {k: sum(map(cpu_seconds, v)) for k, v in pids.items()}
                 run_id, rows, status = _run_once(hub, consortium.project_id, 60.0 + cfg.rounds * cfg.round_timeout)
-                runs.append({"run": run_id, "rows": rows, "status": status})
+                cpu = {k: sum(map(cpu_seconds, v)) - before[k] for k, v in pids.items()}
+                runs.append({"run": run_id, "rows": rows, "status": status, "cpu_s": cpu})
                 report(f"{db_kind}, {nodes} nodes: run {index + 1}/{cfg.repeats} {status}")
             rss = peak_rss_mb(hub.popen.pid)
             logs = workers.stop()
@@ -204,6 +213,8 @@ def summarise(nodes: int, db_kind: str, cfg: ScaleConfig, runs: list[dict[str, A
             "delivery_p50_ms": percentile(latencies, 0.5), "delivery_p99_ms": percentile(latencies, 0.99),
             "delivery_max_ms": max(latencies, default=float("nan")),
             "overhead_ms": statistics.median(overheads) if overheads else float("nan"),
+            "hub_cpu_ms_per_round": 1000 * run["cpu_s"]["hub"] / max(1, len(run["rows"])),
+            "workers_cpu_ms_per_round": 1000 * run["cpu_s"]["workers"] / max(1, len(run["rows"])),
             "overhead_max_ms": max(overheads, default=float("nan")),
             "cycle_ms": statistics.median(1000 * (b.opened_at - a.opened_at)
                                           for a, b in zip(run["rows"], run["rows"][1:])) if len(run["rows"]) > 1
@@ -217,6 +228,7 @@ def summarise(nodes: int, db_kind: str, cfg: ScaleConfig, runs: list[dict[str, A
         "nodes": nodes, "db": db_kind, "rounds": cfg.rounds, "repeats": len(reps), "setup_s": setup_s,
         "delivery_p50_ms": med("delivery_p50_ms"), "delivery_p99_ms": med("delivery_p99_ms"),
         "overhead_ms": med("overhead_ms"), "cycle_ms": med("cycle_ms"),
+        "hub_cpu_ms_per_round": med("hub_cpu_ms_per_round"), "workers_cpu_ms_per_round": med("workers_cpu_ms_per_round"),
         "hub_peak_rss_mb": rss_mb, "failed_requests": len(failures), "failures": failures[:20],
         "requests": sum(log["requests"] for log in logs),
         "rounds_completed": sum(r["rounds_completed"] for r in reps if r["status"] == "completed"),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib.util
 import json
 import signal
 import socket
@@ -149,28 +150,41 @@ async def node_loop(client: httpx.AsyncClient, node: _Node, log: WorkerLog, cfg:
             await asyncio.sleep(0.5)
 
 
-async def run_workers(cfg: dict[str, Any], log: WorkerLog) -> None:
-    """Every org's node loop on one keep-alive connection pool, until SIGTERM."""
-    torch.set_num_threads(1)
-    nodes = [_Node(identity, SignedAuth(identity)) for identity in map(load_org_identity, map(Path, cfg["org_dirs"]))]
-    limits = httpx.Limits(max_connections=len(nodes) * 2 + 8, max_keepalive_connections=len(nodes) * 2 + 8)
+def _client(cfg: dict[str, Any]) -> httpx.AsyncClient:
+    """A node's own keep-alive client, as each real node has (one shared pool of N connections would cost
+    httpcore a scan of all of them per request)."""
+    limits = httpx.Limits(max_connections=2, max_keepalive_connections=2)
     transport = httpx.AsyncHTTPTransport(verify=tls_context(cfg.get("ca_file")), limits=limits,
                                          socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+    return httpx.AsyncClient(base_url=cfg["hub"], transport=transport, trust_env=False, timeout=60.0)
+
+
+async def run_workers(cfg: dict[str, Any], log: WorkerLog) -> None:
+    """Every org's node loop, each on its own client, until SIGTERM."""
+    torch.set_num_threads(1)
+    nodes = [_Node(identity, SignedAuth(identity)) for identity in map(load_org_identity, map(Path, cfg["org_dirs"]))]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    async with httpx.AsyncClient(base_url=cfg["hub"], transport=transport, trust_env=False, timeout=60.0) as client:
-        tasks = [asyncio.create_task(node_loop(client, node, log, cfg)) for node in nodes]
+    clients = [_client(cfg) for _ in nodes]
+    try:
+        tasks = [asyncio.create_task(node_loop(client, node, log, cfg)) for client, node in zip(clients, nodes)]
         print(f"ready {len(nodes)}", flush=True)
         await stop.wait()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        await asyncio.gather(*(client.aclose() for client in clients), return_exceptions=True)
 
 
 def main(argv: list[str]) -> int:
     config_path, out_path = map(Path, argv)
+    # httpcore tries ``import sniffio`` on every request; where sniffio is not installed that is a failed
+    # import (a search of sys.path) each time. None in sys.modules makes it fail at once (asyncio is used).
+    if importlib.util.find_spec("sniffio") is None:
+        sys.modules["sniffio"] = None  # type: ignore[assignment]
     cfg = json.loads(config_path.read_text())
     log = WorkerLog()
     asyncio.run(run_workers(cfg, log))
