@@ -28,6 +28,40 @@ def bench_deploy(
                      console=console, valuation=valuation)
 
 
+@app.command("scale")
+def bench_scale(
+    nodes: Annotated[str, typer.Option(help="comma-separated node counts")] = "100,1000",
+    db: Annotated[str, typer.Option("--db", help="comma-separated databases: sqlite, postgres")] = "sqlite,postgres",
+    rounds: Annotated[int, typer.Option(min=2, help="rounds per run")] = 5,
+    repeats: Annotated[int, typer.Option(min=1, help="runs per size (medians reported)")] = 3,
+    baseline: Annotated[int, typer.Option(min=0, help="node count measured first for the ratios (0: none)")] = 10,
+    processes: Annotated[int, typer.Option(min=1, help="worker processes the nodes are spread over")] = 4,
+    compute_ms: Annotated[float, typer.Option(min=0, help="simulated compute per task (ms)")] = 0.0,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write results as JSON")] = None,
+    markdown: Annotated[Path | None, typer.Option("--markdown", help="update this BENCHMARKS.md")] = None,
+) -> None:
+    """A real hub against N lightweight node workers (signed HTTP, safetensors updates) on SQLite and PostgreSQL."""
+    from consortium.bench.report import machine_info
+    from consortium.bench.scale import ScaleConfig, run_scale_bench
+    from consortium.bench.scale_report import report_markdown
+
+    try:
+        sizes = [int(n) for n in nodes.split(",") if n.strip()]
+    except ValueError:
+        fail(f"--nodes: {nodes!r} is not a comma-separated list of node counts")
+    dbs = [d.strip() for d in db.split(",") if d.strip()]
+    if not sizes or min(sizes) < 1:
+        fail("--nodes: give at least one node count, each >= 1")
+    if not dbs or set(dbs) - {"sqlite", "postgres"}:
+        fail(f"--db: {db!r}: use sqlite, postgres or both")
+    cfg = ScaleConfig(rounds=rounds, repeats=repeats, processes=processes, compute_ms=compute_ms)
+    result = run_scale_bench(sizes, dbs, cfg, baseline or None, report=err_console.print)
+    command = (f"consortium bench scale --nodes {nodes} --db {db} --rounds {rounds} --repeats {repeats}"
+               f" --baseline {baseline}")
+    _write_report(result | {"machine": machine_info()}, report_markdown(result, machine_info(), command), "scale",
+                  json_path, markdown)
+
+
 @app.command("fuzz")
 def bench_fuzz(
     calls: Annotated[int, typer.Option(min=1, help="generated requests in all")] = 10_000,

@@ -207,22 +207,53 @@ class Outcome:
 
 @dataclass
 class _Tally:
-    """The latest vote of each voter so far, and what follows from it."""
+    """The latest vote of each voter so far, and what follows from it. The counts the replay asks after every
+    vote are kept up to date as votes are recorded, so a replay is linear in the votes, not in votes times
+    voters (a project of a thousand data owners took seconds per decision)."""
 
     proposal: Proposal
     latest: dict[str, VoteChoice] = field(default_factory=dict)
+    _electorate: dict[VoteChoice, int] = field(default_factory=lambda: dict.fromkeys(VoteChoice, 0))
+    _veto: dict[VoteChoice, int] = field(default_factory=lambda: dict.fromkeys(VoteChoice, 0))
+    _approved: int = 0
+
+    def record(self, org: str, choice: VoteChoice) -> None:
+        """``org``'s latest vote is now ``choice``."""
+        old = self.latest.get(org)
+        self.latest[org] = choice
+        proposal = self.proposal
+        for counts, among in ((self._electorate, proposal.electorate), (self._veto, proposal.veto_holders)):
+            if org in among:
+                if old is not None:
+                    counts[old] -= 1
+                counts[choice] += 1
+        if org in proposal.must_approve:
+            self._approved += (choice == VoteChoice.yes) - (old == VoteChoice.yes)
 
     def counts(self) -> tuple[int, int, int, int]:
         """yes, no, abstain among the electorate, and electorate members who have not voted."""
-        found = [self.latest.get(org) for org in self.proposal.electorate]
-        yes, no, abstain = (found.count(c) for c in (VoteChoice.yes, VoteChoice.no, VoteChoice.abstain))
-        return yes, no, abstain, found.count(None)
+        yes, no, abstain = (self._electorate[c] for c in (VoteChoice.yes, VoteChoice.no, VoteChoice.abstain))
+        return yes, no, abstain, len(self.proposal.electorate) - yes - no - abstain
 
     def orgs(self, among: Iterable[str], choice: VoteChoice | None) -> tuple[str, ...]:
         return tuple(sorted(org for org in among if self.latest.get(org) == choice))
 
     def missing(self) -> tuple[str, ...]:
+        if not self.any_missing():
+            return ()
         return tuple(sorted(o for o in self.proposal.must_approve if self.latest.get(o) != VoteChoice.yes))
+
+    def any_missing(self) -> bool:
+        """Whether a required approver's yes is not in (what :meth:`missing` lists)."""
+        return self._approved < len(self.proposal.must_approve)
+
+    def any_veto(self) -> bool:
+        """Whether a veto holder said no."""
+        return self._veto[VoteChoice.no] > 0
+
+    def veto_pending(self) -> bool:
+        """Whether a veto holder has not voted."""
+        return sum(self._veto.values()) < len(self.proposal.veto_holders)
 
     def quorum_met(self) -> bool:
         yes, no, abstain, _ = self.counts()
@@ -260,9 +291,9 @@ def _tallied(tally: _Tally) -> str:
 
 
 def _vetoed(tally: _Tally, at: datetime) -> Outcome | None:
-    vetoes = tally.orgs(tally.proposal.veto_holders, VoteChoice.no)
-    if not vetoes:
+    if not tally.any_veto():
         return None
+    vetoes = tally.orgs(tally.proposal.veto_holders, VoteChoice.no)
     return _outcome(tally, ProposalStatus.rejected, Basis.veto, f"rejected: vetoed by {_names(vetoes)}", at)
 
 
@@ -272,7 +303,7 @@ def _early(tally: _Tally, at: datetime) -> Outcome | None:
     if vetoed is not None:
         return vetoed
     yes, no, _, remaining = tally.counts()
-    if tally.missing() or tally.orgs(tally.proposal.veto_holders, None) or not tally.quorum_met():
+    if tally.any_missing() or tally.veto_pending() or not tally.quorum_met():
         return None
     if not tally.threshold_met(yes, no + remaining):
         return None
@@ -336,7 +367,7 @@ def decide(proposal: Proposal, votes: Iterable[Vote], now: datetime) -> Outcome:
         if withdrawn is not None and withdrawn <= instant:
             break
         for vote in batch:
-            tally.latest[vote.org] = vote.choice
+            tally.record(vote.org, vote.choice)
         decided = _early(tally, instant)
         if decided is not None:
             return decided

@@ -10,16 +10,27 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from consortium.hub.db.sqlite_writes import gate_writes, gated_factory
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
+POOL = {"pool_size": 20, "max_overflow": 40}
+"""Connections kept open: the HTTP worker threads (anyio's 40) and the drivers each hold one while they work;
+with SQLAlchemy's default of 5 the pool opened and closed connections on every burst of node uploads."""
+
+
 def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets WAL, a busy timeout and foreign keys."""
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    """An engine for ``url``; SQLite gets WAL, a busy timeout, foreign keys and one writer at a time
+    (:mod:`consortium.hub.db.sqlite_writes`)."""
+    kwargs: dict[str, Any] = {"pool_pre_ping": True, **POOL}
     if url.startswith("sqlite"):
-        kwargs = {"connect_args": {"check_same_thread": False, "timeout": 30}}
+        kwargs = {"connect_args": {"check_same_thread": False, "timeout": 30, "factory": gated_factory()}}
+        if ":memory:" not in url and url.rstrip("/") != "sqlite:":
+            kwargs.update(POOL)
     engine = create_engine(url, **kwargs)
     if url.startswith("sqlite"):
+        gate_writes(engine)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from consortium import crypto, strict_json
 from consortium.fl.core import FLError
@@ -213,8 +213,11 @@ def get(session: Session, actor: Principal, project_id: int) -> Project:
 
 
 def project_datasets(session: Session, project: Project) -> list[Dataset]:
+    """The project's data sources with their orgs, in one query (a vote or a run on a thousand sources read
+    each source's org apart before)."""
     rows = session.scalars(
         select(ProjectDataset).where(ProjectDataset.project_id == project.id).order_by(ProjectDataset.dataset_id)
+        .options(joinedload(ProjectDataset.dataset).joinedload(Dataset.org))
     )
     return [row.dataset for row in rows]
 

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from consortium import crypto
 from consortium.governance import statements
@@ -87,7 +87,9 @@ def cast_votes(session: Session, row: Proposal) -> list[CastVote]:
 
 
 def votes_of(session: Session, row: Proposal) -> list[Vote]:
-    return list(session.scalars(select(Vote).where(Vote.proposal_id == row.id).order_by(Vote.org_id)))
+    """The proposal's votes with their orgs (one query)."""
+    return list(session.scalars(select(Vote).where(Vote.proposal_id == row.id).order_by(Vote.org_id)
+                                .options(joinedload(Vote.org))))
 
 
 def outcome(session: Session, row: Proposal, now: datetime | None = None) -> Outcome:

@@ -1,0 +1,256 @@
+"""`consortium bench scale`: one real hub process against N lightweight node workers (N = 100, 1,000).
+
+Per database (SQLite file, PostgreSQL) and per N, a hub process (uvicorn) is started, N orgs are enrolled,
+admitted and register a dataset, all of them approve one project (:mod:`consortium.bench.scale_setup`), and
+N node workers in a few processes (:mod:`consortium.bench.scale_worker`: real HTTP, real Ed25519 request
+signatures, real safetensors updates; only the training is a seeded stand-in) answer its runs. Each
+repetition is one run of the project on the same hub. Measured:
+
+- **task delivery latency**: from a fit phase's opening (``RoundMetrics.opened_at``, before its tasks are
+  inserted) to each worker holding its task (the long poll's or the previous upload's answer parsed);
+- **round overhead**: the cycle from one round's opening to the next one's minus the slowest node's compute,
+  as in `bench deploy`;
+- the hub's **peak resident memory** (``VmHWM``, set-up included), **failed requests** (any answer other than
+  200/202/204, or a transport error) and the **rounds completed**.
+
+A small N (``baseline``, default 10) runs first on each database: the figures of the larger N are also
+given as ratios to it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from consortium.bench.deploy import round_overheads_ms
+from consortium.bench.scale_setup import org_names, provision
+from consortium.launch import HubProcess, child_env, start_hub
+
+PG_ADMIN_URL = os.environ.get("CONSORTIUM_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
+TARGETS = {"p99_ms": 100.0, "rss_mb": 1024.0}
+
+
+def overhead_target_ms(nodes: int) -> float:
+    """The issue's round-overhead target: 100 ms up to 100 nodes, 1 s at 1,000."""
+    return 100.0 if nodes <= 100 else 1000.0
+
+
+@dataclass(frozen=True)
+class ScaleConfig:
+    rounds: int = 5
+    repeats: int = 3
+    processes: int = 4
+    """Worker processes the N node workers are spread over."""
+    poll_wait: float = 25.0
+    compute_ms: float = 0.0
+    """Simulated local compute per task (an asyncio sleep: it takes no CPU)."""
+    hidden: int = 32
+    round_timeout: float = 120.0
+    seed_threads: int = 8
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile (0..1) by linear interpolation between closest ranks."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    pos = (len(ordered) - 1) * q
+    low = int(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+@contextmanager
+def database(kind: str, workdir: Path) -> Iterator[str | None]:
+    """None (the hub's default SQLite file) or the URL of a fresh PostgreSQL database, dropped afterwards."""
+    if kind == "sqlite":
+        yield None
+        return
+    import psycopg
+
+    name = f"consortium_scale_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mb(pid: int) -> float:
+    """A process's peak resident set size (``VmHWM``) in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+@dataclass
+class _Workers:
+    procs: list[subprocess.Popen]
+    outputs: list[Path]
+
+    def stop(self) -> list[dict[str, Any]]:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        return [json.loads(p.read_text()) if p.exists() else {"deliveries": [], "requests": 0,
+                                                               "failures": [f"worker wrote no {p.name}"]}
+                for p in self.outputs]
+
+
+def start_workers(hub: HubProcess, org_dirs: list[Path], workdir: Path, cfg: ScaleConfig) -> _Workers:
+    """Spread the orgs over ``cfg.processes`` worker processes and wait until each runs its node loops."""
+    count = max(1, min(cfg.processes, len(org_dirs)))
+    procs, outputs = [], []
+    for index in range(count):
+        chunk = org_dirs[index::count]
+        config = workdir / f"worker-{index}.json"
+        config.write_text(json.dumps({"hub": hub.url, "org_dirs": [str(d) for d in chunk],
+                                      "poll_wait": cfg.poll_wait, "compute_ms": cfg.compute_ms,
+                                      "ca_file": str(hub.ca_file) if hub.ca_file else None}))
+        outputs.append(workdir / f"worker-{index}.out.json")
+        log = open(workdir / f"worker-{index}.log", "wb")
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "consortium.bench.scale_worker", str(config), str(outputs[-1])],
+            stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, env=child_env(), start_new_session=True))
+    workers = _Workers(procs, outputs)
+    for proc in procs:
+        line = proc.stdout.readline() if proc.stdout else b""
+        if not line.startswith(b"ready"):
+            workers.stop()
+            raise RuntimeError(f"a scale worker did not start: {(workdir / 'worker-0.log').read_text()[-2000:]}")
+    return workers
+
+
+def _run_once(hub: HubProcess, project_id: int, timeout: float) -> tuple[int, list[Any], str]:
+    with hub.client() as admin:
+        run = admin.start_run(project_id)
+        deadline = time.monotonic() + timeout
+        while (status := admin.run(run["id"]))["status"] == "running":
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"scale run {run['id']} did not finish within {timeout:.0f} s")
+            time.sleep(0.5)
+        return run["id"], admin.progress(run["id"]).rounds, status["status"] + (
+            f": {status['error']}" if status["error"] else "")
+
+
+def measure_size(nodes: int, db_kind: str, cfg: ScaleConfig, report: Callable[[str], None] = print) -> dict[str, Any]:
+    """Set up a hub with ``nodes`` orgs on ``db_kind``, run the project ``cfg.repeats`` times, measure."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"consortium-scale-{nodes}-"))
+    hub: HubProcess | None = None
+    workers: _Workers | None = None
+    try:
+        with database(db_kind, workdir) as db_url:
+            hub = start_hub(workdir / "hub", db_url=db_url)
+            started = time.perf_counter()
+            consortium = provision(hub, workdir, nodes, cfg.rounds, cfg.hidden, cfg.round_timeout, cfg.seed_threads)
+            setup_s = time.perf_counter() - started
+            report(f"{db_kind}, {nodes} nodes: set up in {setup_s:.1f} s")
+            workers = start_workers(hub, list(consortium.org_dirs.values()), workdir, cfg)
+            with hub.client() as admin:
+                admin.wait_online(org_names(nodes), timeout=120.0)
+            runs = []
+            pids = {"hub": [hub.popen.pid], "workers": [p.pid for p in workers.procs]}
+            for index in range(cfg.repeats):
+                before = {k: sum(map(cpu_seconds, v)) for k, v in pids.items()}
+                run_id, rows, status = _run_once(hub, consortium.project_id, 60.0 + cfg.rounds * cfg.round_timeout)
+                cpu = {k: sum(map(cpu_seconds, v)) - before[k] for k, v in pids.items()}
+                runs.append({"run": run_id, "rows": rows, "status": status, "cpu_s": cpu})
+                report(f"{db_kind}, {nodes} nodes: run {index + 1}/{cfg.repeats} {status}")
+            rss = peak_rss_mb(hub.popen.pid)
+            logs = workers.stop()
+            workers = None
+            return summarise(nodes, db_kind, cfg, runs, logs, rss, setup_s)
+    finally:
+        if workers is not None:
+            workers.stop()
+        if hub is not None:
+            hub.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def summarise(nodes: int, db_kind: str, cfg: ScaleConfig, runs: list[dict[str, Any]], logs: list[dict[str, Any]],
+              rss_mb: float, setup_s: float) -> dict[str, Any]:
+    """Per repetition: delivery latency p50/p99 and median round overhead; then their medians over repetitions."""
+    deliveries = [d for log in logs for d in log["deliveries"]]
+    failures = [f for log in logs for f in log["failures"]]
+    reps = []
+    for run in runs:
+        opened = {row.round: row.opened_at for row in run["rows"]}
+        latencies = [1000.0 * (d["received"] - opened[d["round"]]) for d in deliveries
+                     if d["run"] == run["run"] and d["kind"] == "fit" and d["round"] in opened]
+        overheads = round_overheads_ms(run["rows"])
+        reps.append({
+            "run": run["run"], "status": run["status"], "rounds_completed": len(run["rows"]),
+            "deliveries": len(latencies),
+            "delivery_p50_ms": percentile(latencies, 0.5), "delivery_p99_ms": percentile(latencies, 0.99),
+            "delivery_max_ms": max(latencies, default=float("nan")),
+            "overhead_ms": statistics.median(overheads) if overheads else float("nan"),
+            "hub_cpu_ms_per_round": 1000 * run["cpu_s"]["hub"] / max(1, len(run["rows"])),
+            "workers_cpu_ms_per_round": 1000 * run["cpu_s"]["workers"] / max(1, len(run["rows"])),
+            "overhead_max_ms": max(overheads, default=float("nan")),
+            "cycle_ms": statistics.median(1000 * (b.opened_at - a.opened_at)
+                                          for a, b in zip(run["rows"], run["rows"][1:])) if len(run["rows"]) > 1
+            else float("nan"),
+        })
+
+    def med(key: str) -> float:
+        return statistics.median(r[key] for r in reps)
+
+    return {
+        "nodes": nodes, "db": db_kind, "rounds": cfg.rounds, "repeats": len(reps), "setup_s": setup_s,
+        "delivery_p50_ms": med("delivery_p50_ms"), "delivery_p99_ms": med("delivery_p99_ms"),
+        "overhead_ms": med("overhead_ms"), "cycle_ms": med("cycle_ms"),
+        "hub_cpu_ms_per_round": med("hub_cpu_ms_per_round"), "workers_cpu_ms_per_round": med("workers_cpu_ms_per_round"),
+        "hub_peak_rss_mb": rss_mb, "failed_requests": len(failures), "failures": failures[:20],
+        "requests": sum(log["requests"] for log in logs),
+        "rounds_completed": sum(r["rounds_completed"] for r in reps if r["status"] == "completed"),
+        "rounds_planned": cfg.rounds * len(reps),
+        "per_repetition": reps,
+    }
+
+
+def run_scale_bench(nodes: list[int], dbs: list[str], cfg: ScaleConfig, baseline: int | None = 10,
+                    report: Callable[[str], None] = print) -> dict[str, Any]:
+    """Every size on every database (the ``baseline`` size first on each), results with ratios to it."""
+    results = []
+    for db_kind in dbs:
+        sizes = ([baseline] if baseline and baseline not in nodes else []) + list(nodes)
+        base = None
+        for size in sizes:
+            result = measure_size(size, db_kind, cfg, report)
+            if size == baseline:
+                base = result
+            elif base is not None:
+                result["ratios"] = {key: result[key] / base[key] if base[key] else float("nan")
+                                    for key in ("delivery_p50_ms", "delivery_p99_ms", "overhead_ms",
+                                                "hub_peak_rss_mb")}
+            results.append(result)
+    return {"suite": "scale", "baseline": baseline, "config": cfg.__dict__, "results": results}

@@ -1,0 +1,40 @@
+"""`consortium bench scale` on a small seeded sample: a real hub, 20 signed node workers in 2 processes, 2 rounds;
+every round completes, no request fails, every worker gets every fit task, and the report has its row."""
+
+from __future__ import annotations
+
+from consortium.bench import scale
+from consortium.bench.report import machine_info
+from consortium.bench.scale_report import report_markdown
+
+
+def test_twenty_workers_finish_two_rounds_without_a_failed_request() -> None:
+    cfg = scale.ScaleConfig(rounds=2, repeats=1, processes=2)
+    result = scale.measure_size(20, "sqlite", cfg, report=lambda _line: None)
+    assert result["failed_requests"] == 0, result["failures"]
+    assert result["rounds_completed"] == result["rounds_planned"] == 2
+    (rep,) = result["per_repetition"]
+    assert rep["status"] == "completed" and rep["deliveries"] == 20 * 2
+    assert 0 < result["delivery_p50_ms"] <= result["delivery_p99_ms"]
+    assert result["hub_peak_rss_mb"] > 0 and result["hub_cpu_ms_per_round"] > 0
+    body = report_markdown({"suite": "scale", "baseline": None, "config": cfg.__dict__, "results": [result]},
+                           machine_info(), "consortium bench scale --nodes 20")
+    assert "| sqlite | 20 | 1 |" in body and "2 of 2" in body
+
+
+def test_percentiles_interpolate_between_ranks() -> None:
+    assert scale.percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.5
+    assert scale.percentile([5.0], 0.99) == 5.0
+    assert scale.overhead_target_ms(100) == 100.0 and scale.overhead_target_ms(1000) == 1000.0
+
+
+def test_a_worker_update_is_the_params_moved_by_a_seeded_step() -> None:
+    import torch
+
+    from consortium.bench.scale_worker import perturbed
+
+    params = {"w": torch.zeros(3, 2), "b": torch.ones(2)}
+    one, again, other = perturbed(params, 7), perturbed(params, 7), perturbed(params, 8)
+    assert all(torch.equal(one[k], again[k]) for k in params)
+    assert not torch.equal(one["w"], other["w"])
+    assert float((one["w"] - params["w"]).abs().max()) < 0.01
