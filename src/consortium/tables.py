@@ -107,7 +107,6 @@ class LoadedDataset:
                 y = torch.from_numpy(values.astype(np.float32))
         return LocalData(x=x, y=y)
 
-
     def category_labels(self) -> dict[str, dict[float, str]]:
         """Each string feature column's category codes and their text."""
         return {c.name: codes(self.columns[c.name], self.path, c.name)[1]

@@ -241,13 +241,16 @@ class LocalRegistry:
             self._cache[key] = (signature, local, loaded.category_labels())
         return local
 
-    def category_labels(self, name: str) -> dict[str, dict[float, str]]:
+    def category_labels(self, name: str) -> CategoryLabels:
         """Each string feature column's category codes and their text (read with the rows: see
         :meth:`load_local`)."""
         self.load_local(name, allow_missing=True)
         entry = self.get(name)
         with self._lock:
-            return self._cache[(name, entry.card.sha256, True)][2]
+            cached = self._cache.get((name, entry.card.sha256, True))
+        if cached is not None:
+            return cached[2]
+        return load_table(entry.path, entry.target, declared=entry.card.schema_).category_labels()
 
     def _entry(self, name: str, raw: dict[str, Any]) -> RegisteredDataset:
         try:
