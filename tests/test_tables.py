@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
+from consortium.fl.categories import code_of
 from consortium.node.registry import parse_schema_option
 from consortium.protocol import ColumnSchema, DatasetSchema
 from consortium.table_hash import canonical_sha256, schema_header
@@ -254,8 +255,10 @@ def test_declared_categorical_columns_enter_the_schema_and_its_hash(tmp_path):
     assert declared.schema.categorical == ["ward"]
     assert declared.sha256 != load_table(path, "label").sha256
     assert load_table(path, "label", declared=declared.schema).sha256 == declared.sha256, "read back as the node does"
-    with pytest.raises(DatasetError, match="categorical column 'ward' needs a one-hot encoding"):
-        declared.to_local_data()
+    data = declared.to_local_data()
+    x, y = code_of("x"), code_of("y")
+    assert data.x[:, 0].tolist() == [x, y, x], "each category's stable code, for the one-hot encoding"
+    assert declared.category_labels() == {"ward": {x: "x", y: "y"}}
     numeric = tmp_path / "n.csv"
     pd.DataFrame({"a": [1.0], "label": [0]}).to_csv(numeric, index=False)
     plain = load_table(numeric, "label")

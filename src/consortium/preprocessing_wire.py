@@ -32,8 +32,8 @@ class PreprocessingSpec(_Wire):
         default=None, max_length=100_000, description="numeric features to scale (default: every one)")
     categorical: list[ColumnName] = Field(
         default_factory=list, max_length=1000,
-        description="feature columns of numeric category codes, one-hot encoded (a value unseen in training "
-        "gives all zeros)")
+        description="feature columns of categories (numeric codes or strings), one-hot encoded (a value unseen "
+        "in training gives all zeros; `model predict` refuses it unless told to allow it)")
     max_categories: int = Field(default=64, ge=2, le=MAX_CATEGORIES,
                                 description="a categorical column with more distinct values is refused")
     impute: Literal["mean", "most_frequent"] | None = Field(
@@ -64,6 +64,15 @@ class OneHotColumn(_Wire):
     column: int = Field(ge=0, description="input feature index")
     name: str
     categories: list[float] = Field(min_length=1, max_length=MAX_CATEGORIES)
+    labels: list[str] | None = Field(
+        default=None, description="a column of strings: each category's text, in the order of ``categories`` "
+        "(which hold their codes, consortium.fl.categories)")
+
+    @model_validator(mode="after")
+    def _labelled(self) -> OneHotColumn:
+        if self.labels is not None and len(self.labels) != len(self.categories):
+            raise ValueError("labels must name every category")
+        return self
 
 
 class FittedPreprocessing(_Wire):

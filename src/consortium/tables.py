@@ -19,9 +19,10 @@ import pandas as pd
 import torch
 from pydantic import ValidationError
 
-from consortium.fl.core import FLError, LocalData
+from consortium.fl.core import LocalData
 from consortium.fl.preprocessing import feature_names_of
 from consortium.protocol import ColumnSchema, DatasetSchema
+from consortium.table_checks import DatasetError, codes, reject_missing
 from consortium.table_hash import NUMPY_DTYPES, canonical_sha256, schema_columns
 
 FileFormat = Literal["csv", "parquet", "npz"]
@@ -35,10 +36,6 @@ _INT64_MAX = np.iinfo(np.int64).max
 _CSV_FLOAT_OPTIONS: dict[str, Any] = (
     {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}
 )
-
-
-class DatasetError(FLError):
-    """A data file, schema or registration problem; the message names the file, column or field at fault."""
 
 
 # ---------------------------------------------------------------------------------------------- loaded data
@@ -70,14 +67,16 @@ class LoadedDataset:
             if col.dtype == "string" and col.name not in categorical:
                 raise DatasetError(f"{self.path.name}: feature column '{col.name}' is a string; encode it "
                                    f"numerically or declare it categorical (--categorical {col.name})")
+            if col.dtype == "string":
+                codes(values, self.path, col.name)
             if not allow_missing:
-                _reject_missing(values, self.path, col.name, "feature")
+                reject_missing(values, self.path, col.name, "feature")
         target = self.schema.target
         if target is None:
             return
         if target.dtype == "string":
             raise DatasetError(f"{self.path.name}: target column '{target.name}' is a string; encode it numerically")
-        _reject_missing(self.columns[target.name], self.path, target.name, "target")
+        reject_missing(self.columns[target.name], self.path, target.name, "target")
 
     def to_local_data(self, allow_missing: bool = False) -> LocalData:
         """The rows as tensors for training, after :meth:`check_trainable`.
@@ -86,16 +85,14 @@ class LoadedDataset:
         example (bools as 0/1); with ``allow_missing`` a missing feature value is NaN, for the spec's
         preprocessing to impute. ``y`` is the target as int64 when its values are integers (integral floats
         included), float32 otherwise, or None when the dataset has no target. A categorical string column
-        is refused here: it needs the project's preprocessing (one-hot) first.
+        holds each category's code (:mod:`consortium.fl.categories`; missing: NaN), for the one-hot encoding.
         """
         self.check_trainable(allow_missing)
         parts: list[np.ndarray] = []
         for col in self.schema.features:
-            if col.dtype == "string":
-                raise DatasetError(
-                    f"{self.path.name}: categorical column '{col.name}' needs a one-hot encoding before training"
-                )
-            parts.append(self.columns[col.name].reshape(self.rows, -1).astype(np.float32))
+            values = self.columns[col.name]
+            values = codes(values, self.path, col.name)[0] if col.dtype == "string" else values
+            parts.append(values.reshape(self.rows, -1).astype(np.float32))
         x = torch.from_numpy(np.ascontiguousarray(np.concatenate(parts, axis=1), dtype=np.float32))
         target = self.schema.target
         if target is None:
@@ -111,27 +108,15 @@ class LoadedDataset:
                 y = torch.from_numpy(values.astype(np.float32))
         return LocalData(x=x, y=y)
 
+    def category_labels(self) -> dict[str, dict[float, str]]:
+        """Each string feature column's category codes and their text."""
+        return {c.name: codes(self.columns[c.name], self.path, c.name)[1]
+                for c in self.schema.features if c.dtype == "string"}
+
 
 def feature_names(schema: DatasetSchema) -> list[str]:
     """Names of the training matrix's columns (:func:`consortium.fl.preprocessing.feature_names_of`)."""
     return feature_names_of([(c.name, math.prod(c.shape or [1])) for c in schema.features])
-
-
-def _reject_missing(values: np.ndarray, path: Path, name: str, role: str) -> None:
-    """A NaN in a number column or an empty string in a string column is a missing value (an empty cell)."""
-    if values.dtype.kind == "f":
-        missing = np.isnan(values.reshape(values.shape[0], -1)).any(axis=1)
-    elif values.dtype == np.dtype(object):
-        missing = np.array([v == "" for v in values.reshape(values.shape[0], -1)[:, 0]], dtype=bool)
-    else:
-        return
-    if missing.any():
-        row = int(np.argmax(missing)) + 1
-        raise DatasetError(
-            f"{path.name}: {role} column '{name}' has {int(missing.sum())} missing value(s) (empty cells or "
-            f"NaN), first in row {row}; fill or drop them, or (features) register with --allow-missing for a "
-            "project whose preprocessing imputes them"
-        )
 
 
 # ---------------------------------------------------------------------------------------------- reading files

@@ -9,9 +9,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from consortium.fl.categories import code_of
 from consortium.fl.core import FLError
 from consortium.fl.preprocessing import (
-    column_stats, combine, fit, from_tensors, layout, to_tensors, transform,
+    ColumnStats, column_stats, combine, fit, from_tensors, layout, to_tensors, transform,
 )
 from consortium.preprocessing_wire import PreprocessingSpec
 
@@ -113,5 +114,43 @@ def test_uploaded_stats_round_trip_and_lies_are_refused():
         from_tensors(bad, plan, 2, 64)
     bad = to_tensors(stats)
     del bad["high"]
-    with pytest.raises(FLError, match="must hold exactly"):
+    with pytest.raises(FLError, match="do not match the project's columns: missing high"):
         from_tensors(bad, plan, 2, 64)
+    bad = to_tensors(stats)
+    del bad["values.2"]
+    with pytest.raises(FLError, match=r"missing values.2 \(feature 'colour'\)"):
+        from_tensors(bad, plan, 2, 64)
+
+
+def test_string_categories_travel_with_their_texts_and_the_fit_keeps_them():
+    spec = PreprocessingSpec(scale="standardise", categorical=["colour"])
+    plan = layout(spec, NAMES)
+    red, blue, green = (code_of(t) for t in ("red", "blue", "green"))
+    one = column_stats(np.array([[1.0, 2.0, red], [3.0, 4.0, blue]]), plan, 64, {2: {red: "red", blue: "blue"}})
+    two = column_stats(np.array([[5.0, 6.0, green]]), plan, 64, {2: {green: "green"}})
+    parts = [from_tensors(to_tensors(s), plan, 2, 64) for s in (one, two)]
+    assert parts[0].labels == {2: {red: "red", blue: "blue"}}
+    fitted = fit(spec, plan, combine(parts))
+    (column,) = fitted.one_hot
+    assert column.name == "colour" and column.categories == sorted([red, blue, green])
+    assert dict(zip(column.categories, column.labels)) == {red: "red", blue: "blue", green: "green"}
+    out = transform(fitted, torch.tensor([[1.0, 2.0, green]], dtype=torch.float64))
+    assert out[0, 2 + column.categories.index(green)] == 1.0 and float(out[0, 2:].sum()) == 1.0
+
+
+def test_lying_or_conflicting_category_texts_are_refused():
+    spec = PreprocessingSpec(categorical=["colour"])
+    plan = layout(spec, NAMES)
+    red = code_of("red")
+    stats = column_stats(np.array([[1.0, 2.0, red]]), plan, 64, {2: {red: "red"}})
+    bad = to_tensors(stats)
+    bad["labels.2"] = torch.tensor(list(b'["blue"]'), dtype=torch.uint8)
+    with pytest.raises(FLError, match=r"labels.2 \(feature 'colour'\) must name each counted value"):
+        from_tensors(bad, plan, 1, 64)
+    bad["labels.2"] = torch.tensor(list(b"not json"), dtype=torch.uint8)
+    with pytest.raises(FLError, match="not a JSON list"):
+        from_tensors(bad, plan, 1, 64)
+    other = ColumnStats(1, stats.count, stats.total, stats.squares, stats.low, stats.high, stats.values,
+                        {2: {red: "crimson"}})
+    with pytest.raises(FLError, match="'red' and 'crimson' have the same code"):
+        combine([stats, other])

@@ -92,3 +92,30 @@ def test_a_fit_task_without_the_fitted_transform_its_spec_asks_for_is_refused(no
     transport.queue.append((_task(spec, 3, TaskKind.fit, params_sha256=digest), params))
     assert agent.step()
     assert "carries no fitted preprocessing" in transport.refusals[3]
+
+
+def test_a_string_category_column_is_sent_as_codes_with_their_texts(tmp_path: Path) -> None:
+    from consortium.fl.categories import code_of
+
+    frame = pd.DataFrame({"age": [50.0, 61.0, 70.0, 45.0], "ward": ["north", "south", "north", "east"],
+                          "label": [0, 1, 1, 0]})
+    frame.to_csv(tmp_path / "vitals.csv", index=False)
+    registry = LocalRegistry(tmp_path)
+    loaded = load_table(tmp_path / "vitals.csv", "label", categorical=["ward"])
+    registry.add(DATASET, tmp_path / "vitals.csv", "label", build_card(loaded, DATASET, "CC0-1.0"))
+    spec = ProjectCreate.model_validate({
+        "name": "vitals", "rounds": 1, "validation_fraction": 0.0, "datasets": [f"{ORG}/{DATASET}"],
+        "algorithm": {"name": "classifier", "hyperparameters": {"layers": [4, 2], "lr": 0.1}},
+        "preprocessing": {"scale": "standardise", "categorical": ["ward"]}})
+    VoteBook(tmp_path).record(PROJECT_ID, VotedVersion(spec_hash(spec), None, "0" * 32, 1, "0" * 64))
+    transport = Transport()
+    agent = NodeAgent(transport, registry, NodePolicy(ORG, VoteBook(tmp_path), {DATASET}))
+    transport.queue.append((_task(spec, 1, TaskKind.stats, params_sha256=None), None))
+    assert agent.step() and not transport.refusals
+    tensors, _ = decode_update(transport.uploads[1])
+    layout = preprocessing.layout(spec.preprocessing, ["age", "ward"])
+    stats = preprocessing.from_tensors(tensors, layout, 4, 64)
+    assert stats.values[1] == {code_of("north"): 2, code_of("south"): 1, code_of("east"): 1}
+    assert stats.labels[1] == {code_of(t): t for t in ("north", "south", "east")}
+    (ward,) = preprocessing.fit(spec.preprocessing, layout, stats).one_hot
+    assert sorted(ward.labels) == ["east", "north", "south"]

@@ -18,6 +18,7 @@ from consortium.cli import (
     dataset,
     demo,
     environment,
+    example,
     hub,
     ledger,
     model,
@@ -36,7 +37,7 @@ app = typer.Typer(no_args_is_help=True, help="consortium: federated learning acr
 for command in (hub.hub, node.node, demo.demo, proposal.vote, credits.credits):
     app.command()(command)
 for group, name in [(org.app, "org"), (user.app, "user"), (dataset.app, "dataset"),
-                    (environment.app, "environment"), (project.app, "project"), (proposal.app, "proposal"),
+                    (environment.app, "environment"), (example.app, "example"), (project.app, "project"), (proposal.app, "proposal"),
                     (run.app, "run"),
                     (model.app, "model"), (ledger.app, "ledger"), (bench.app, "bench"), (sim.app, "sim"),
                     (audit.app, "audit"), (challenge.app, "challenge"), (testset.app, "testset")]:

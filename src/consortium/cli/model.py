@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from consortium.cli.common import CaFileOpt, HubOpt, OptionalOrgDirOpt, TokenOpt, call, console, member_client, user_client
+from consortium.cli.common import (
+    CaFileOpt,
+    HubOpt,
+    OptionalOrgDirOpt,
+    TokenOpt,
+    call,
+    console,
+    fail,
+    member_client,
+    user_client,
+)
 
 app = typer.Typer(no_args_is_help=True, help="List models (versions, releases, licences) and download them.")
 
@@ -50,3 +61,55 @@ def model_download(model_id: int, hub: HubOpt, token: TokenOpt = None,
         paths = call(download_model, client, model_id, out)
     for kind, path in paths.items():
         console.print(f"{kind}: {path}")
+
+
+@app.command("predict")
+def model_predict(
+    model: Annotated[str, typer.Argument(help="a directory `model download` (or `sim run --out`) wrote, or a "
+                                              "model on the hub: its id or PROJECT[@VERSION]")],
+    rows: Annotated[Path, typer.Option("--rows", exists=True, dir_okay=False, help="CSV or Parquet of new rows")],
+    out: Annotated[Path | None, typer.Option("--out", dir_okay=False, help="predictions as .csv or .json "
+                                                                          "(default: CSV on stdout)")] = None,
+    ignore: Annotated[list[str] | None, typer.Option("--ignore", help="a column of the rows that is no feature "
+                                                                      "(an id, the label); repeat for several")]
+    = None,
+    allow_unseen: Annotated[bool, typer.Option("--allow-unseen", help="encode a category never seen in training "
+                                                                      "as all zeros instead of refusing")] = False,
+    hub: Annotated[str | None, typer.Option("--hub", envvar="CONSORTIUM_HUB", help="hub base URL")] = None,
+    token: TokenOpt = None, org_dir: OptionalOrgDirOpt = None, ca_file: CaFileOpt = None,
+) -> None:
+    """Predict the class of new raw rows: the card's preprocessing (statistics fitted from the nodes' training
+    rows) is applied to them first, as in training."""
+    import pandas as pd
+
+    from consortium.cli.audit import _model_id
+    from consortium.model_files import download_model
+    from consortium.predict import Model, PredictError, predict
+
+    try:
+        frame = pd.read_parquet(rows) if rows.suffix in (".parquet", ".pq") else pd.read_csv(rows)
+    except Exception as exc:  # pandas raises many parser-specific types
+        fail(f"--rows: cannot read {rows.name}: {exc}")
+    if Path(model).is_dir():
+        directory = Path(model)
+    else:
+        if hub is None:
+            fail(f"MODEL: {model!r} is no directory; to fetch it from the hub give --hub (or CONSORTIUM_HUB)")
+        with member_client(hub, token, org_dir, ca_file) as client:
+            model_id = _model_id(client, model)
+            directory = Path(f"model-{model_id}")
+            call(download_model, client, model_id, directory)
+    try:
+        result = predict(Model.load(directory), frame, ignore or (), allow_unseen)
+    except PredictError as exc:
+        fail(str(exc))
+    if out is None:
+        print(result.to_csv(index=False), end="")
+    elif out.suffix == ".json":
+        out.write_text(json.dumps(result.to_dict(orient="records"), indent=1) + "\n")
+    else:
+        result.to_csv(out, index=False)
+    if out is not None:
+        counts = result["prediction"].value_counts().sort_index()
+        console.print(f"wrote {len(result)} predictions to {out} ("
+                      + ", ".join(f"class {k}: {n}" for k, n in counts.items()) + ")")

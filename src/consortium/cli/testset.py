@@ -28,23 +28,31 @@ def testset_make(
     and column order as a node's data; with --spec, the project's model is run on it once to prove they fit."""
     from consortium.cli.project import read_spec
     from consortium.fl.core import FLError
+    from consortium.fl.preprocessing import layout
     from consortium.plan import RunPlan
-    from consortium.tables import load_table
+    from consortium.tables import feature_names, load_table
     from consortium.test_sets import TestSetError, from_table
 
     try:
-        made = from_table(load_table(file, target, categorical=categorical or None))
+        loaded = load_table(file, target, categorical=categorical or None)
+        made = from_table(loaded)
     except (FLError, TestSetError) as exc:
         fail(str(exc))
     rows, width = made.data.x.shape
+    note = ""
     if spec_file is not None:
         spec = read_spec(spec_file)
         try:
-            plan = RunPlan.of(spec).knowing(width, max(1, len(spec.datasets)))
-            plan.scores(plan.init_params(), {}, made.data)
+            if spec.preprocessing is not None:
+                layout(spec.preprocessing, feature_names(loaded.schema))
+            if spec.preprocessing is not None and spec.preprocessing.categorical:
+                note = " (one-hot widths are known once the nodes' categories are counted: not checked here)"
+            else:
+                plan = RunPlan.of(spec).knowing(width, max(1, len(spec.datasets)))
+                plan.scores(plan.init_params(), {}, made.data)
         except FLError as exc:
             fail(f"{file.name} does not fit the project in {spec_file.name}: {exc}")
     target_file = out or file.with_suffix(".testset.safetensors")
     target_file.write_bytes(made.payload)
     console.print(f"wrote {target_file}: {rows} rows, {width} features"
-                  + (f", checked against {spec_file.name}" if spec_file is not None else ""))
+                  + (f", checked against {spec_file.name}{note}" if spec_file is not None else ""))

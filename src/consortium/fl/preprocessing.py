@@ -8,12 +8,14 @@ statistics of any split of the rows equal the statistics of all of them (up to f
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from consortium.fl import categories as string_categories
 from consortium.fl.core import FLError, LocalData
 from consortium.preprocessing_wire import FittedPreprocessing, OneHotColumn, PreprocessingSpec
 
@@ -52,7 +54,8 @@ def layout(spec: PreprocessingSpec, feature_names: Sequence[str]) -> Layout:
 @dataclass(frozen=True)
 class ColumnStats:
     """Statistics of some rows: per feature the non-missing count, sum, sum of squares, minimum and maximum
-    (0 where a feature has no value), and for counted features how often each value occurs."""
+    (0 where a feature has no value), and for counted features how often each value occurs (and, for a column
+    of strings, each code's text: ``labels``)."""
 
     rows: int
     count: np.ndarray
@@ -61,11 +64,18 @@ class ColumnStats:
     low: np.ndarray
     high: np.ndarray
     values: dict[int, dict[float, int]]
+    labels: dict[int, dict[float, str]] = field(default_factory=dict)
 
 
-def column_stats(x: torch.Tensor | np.ndarray, plan: Layout, max_categories: int) -> ColumnStats:
-    """The statistics of the rows ``x`` ([rows, features], NaN = missing). FLError when a counted feature has
-    more than ``max_categories`` distinct values."""
+Labels = Mapping[int, Mapping[float, str]]
+"""Per feature index of a column of strings: each category code's text (:mod:`consortium.fl.categories`)."""
+
+
+def column_stats(x: torch.Tensor | np.ndarray, plan: Layout, max_categories: int, labels: Labels | None = None
+                 ) -> ColumnStats:
+    """The statistics of the rows ``x`` ([rows, features], NaN = missing; a column of strings holds codes
+    whose text ``labels`` gives). FLError when a counted feature has more than ``max_categories`` distinct
+    values."""
     data = np.asarray(x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x, dtype=np.float64)
     if data.ndim != 2 or data.shape[1] != len(plan.feature_names):
         raise FLError(f"preprocessing: rows have shape {tuple(data.shape)}, expected [rows, "
@@ -82,8 +92,9 @@ def column_stats(x: torch.Tensor | np.ndarray, plan: Layout, max_categories: int
             raise FLError(f"preprocessing: feature '{plan.feature_names[column]}' has {len(seen)} distinct "
                           f"values here, more than max_categories={max_categories}")
         values[column] = {float(v): int(c) for v, c in zip(seen, counts, strict=True)}
+    texts = {c: {v: labels[c][v] for v in values[c]} for c in plan.counted if labels and c in labels}
     return ColumnStats(int(data.shape[0]), count, filled.sum(axis=0), (filled * filled).sum(axis=0), low, high,
-                       values)
+                       values, texts)
 
 
 def combine(parts: Sequence[ColumnStats]) -> ColumnStats:
@@ -99,11 +110,14 @@ def combine(parts: Sequence[ColumnStats]) -> ColumnStats:
             merged = values.setdefault(column, {})
             for value, n in counts.items():
                 merged[value] = merged.get(value, 0) + n
+    labels = {column: string_categories.merge_labels([p.labels[column] for p in parts if column in p.labels],
+                                                     f"preprocessing: feature column {column}")
+              for column in sorted({c for p in parts for c in p.labels})}
     return ColumnStats(
         sum(p.rows for p in parts), count, np.sum([p.total for p in parts], axis=0),
         np.sum([p.squares for p in parts], axis=0),
         np.where(count > 0, lows.min(axis=0), 0.0), np.where(count > 0, highs.max(axis=0), 0.0),
-        {c: dict(sorted(v.items())) for c, v in sorted(values.items())})
+        {c: dict(sorted(v.items())) for c, v in sorted(values.items())}, labels)
 
 
 def fit(spec: PreprocessingSpec, plan: Layout, stats: ColumnStats) -> FittedPreprocessing:
@@ -139,7 +153,11 @@ def fit(spec: PreprocessingSpec, plan: Layout, stats: ColumnStats) -> FittedPrep
         if len(categories) > spec.max_categories:
             raise FLError(f"preprocessing: feature '{names[column]}' has {len(categories)} categories across the "
                           f"nodes, more than max_categories={spec.max_categories}")
-        one_hot.append(OneHotColumn(column=column, name=names[column], categories=categories))
+        texts = stats.labels.get(column)
+        if texts is not None and any(c not in texts for c in categories):
+            raise FLError(f"preprocessing: feature '{names[column]}' mixes strings and numbers across the nodes")
+        one_hot.append(OneHotColumn(column=column, name=names[column], categories=categories,
+                                    labels=None if texts is None else [texts[c] for c in categories]))
     numeric = list(plan.numeric)
     return FittedPreprocessing(
         input_features=len(names), feature_names=list(names), fill=fill, numeric=numeric,
@@ -185,18 +203,27 @@ def to_tensors(stats: ColumnStats) -> dict[str, torch.Tensor]:
         tensors[f"values.{column}"] = torch.tensor([list(counts), list(counts.values())], dtype=torch.float64)
         if not counts:
             tensors[f"values.{column}"] = torch.zeros((2, 0), dtype=torch.float64)
+    for column, texts in stats.labels.items():
+        encoded = json.dumps([texts[v] for v in stats.values[column]]).encode("utf-8")
+        tensors[f"labels.{column}"] = torch.tensor(list(encoded), dtype=torch.uint8)
     return tensors
 
 
 def from_tensors(tensors: dict[str, torch.Tensor], plan: Layout, rows_limit: int, max_categories: int
                  ) -> ColumnStats:
     """Uploaded statistics checked against the layout and the source's registered rows; FLError naming
-    what is wrong (a node's answer is untrusted)."""
+    what is wrong, with the feature it is about (a node's answer is untrusted)."""
     width = len(plan.feature_names)
+    named = lambda key: key if "." not in key else f"{key} (feature '{_feature(plan, key)}')"
     expected = {*STAT_KEYS, *(f"values.{c}" for c in plan.counted)}
-    if set(tensors) != expected:
-        raise FLError(f"statistics must hold exactly {sorted(expected)}, got {sorted(tensors)}")
-    arrays = {k: tensors[k].detach().to(torch.float64).numpy() for k in tensors}
+    texts = {k: tensors[k] for k in tensors if k.startswith("labels.")}
+    missing, extra = sorted(expected - set(tensors)), sorted(set(tensors) - expected - set(texts))
+    if missing or extra:
+        raise FLError("statistics do not match the project's columns: "
+                      + "; ".join(([f"missing {', '.join(map(named, missing))}"] if missing else [])
+                                  + ([f"unexpected {', '.join(extra[:10])}"] if extra else []))
+                      + f" (features: {', '.join(plan.feature_names[:20])})")
+    arrays = {k: tensors[k].detach().to(torch.float64).numpy() for k in tensors if k not in texts}
     if any(not np.all(np.isfinite(a)) for a in arrays.values()):
         raise FLError("statistics must be finite")
     if arrays["rows"].shape != (1,):
@@ -206,21 +233,47 @@ def from_tensors(tensors: dict[str, torch.Tensor], plan: Layout, rows_limit: int
         raise FLError(f"statistics: rows must be a whole number in [1, {rows_limit}], got {rows}")
     for key in STAT_KEYS[1:]:
         if arrays[key].shape != (width,):
-            raise FLError(f"statistics: {key} must have shape [{width}], got {list(arrays[key].shape)}")
+            raise FLError(f"statistics: {key} must have one value per feature ({width}: "
+                          f"{', '.join(plan.feature_names[:5])}...), got shape {list(arrays[key].shape)}")
     count = arrays["count"]
     if np.any(count < 0) or np.any(count > rows) or np.any(count != np.round(count)):
         raise FLError("statistics: counts must be whole numbers between 0 and rows")
     values = {}
     for column in plan.counted:
-        table = arrays[f"values.{column}"]
+        key = f"values.{column}"
+        table = arrays[key]
         if table.ndim != 2 or table.shape[0] != 2 or table.shape[1] > max_categories:
-            raise FLError(f"statistics: values.{column} must be [2, k] with k <= {max_categories}")
+            raise FLError(f"statistics: {named(key)} must be [2, k] with k <= {max_categories}")
         seen, counts = table
         if (len(set(seen.tolist())) != len(seen) or np.any(counts < 1) or np.any(counts != np.round(counts))
                 or counts.sum() != count[column]):
-            raise FLError(f"statistics: values.{column} must list distinct values with counts summing to count")
+            raise FLError(f"statistics: {named(key)} must list distinct values with counts summing to count")
         values[column] = {float(v): int(n) for v, n in zip(seen, counts, strict=True)}
-    return ColumnStats(int(rows), count, arrays["total"], arrays["squares"], arrays["low"], arrays["high"], values)
+    labels = {int(k.split(".")[1]): _labels(named(k), t, list(values[int(k.split(".")[1])]))
+              for k, t in texts.items() if k.split(".")[1].isdigit() and int(k.split(".")[1]) in values}
+    if len(labels) != len(texts):
+        raise FLError(f"statistics: {', '.join(sorted(texts))} must name counted feature columns")
+    return ColumnStats(int(rows), count, arrays["total"], arrays["squares"], arrays["low"], arrays["high"], values,
+                       labels)
+
+
+def _feature(plan: Layout, key: str) -> str:
+    index = key.split(".", 1)[1]
+    return plan.feature_names[int(index)] if index.isdigit() and int(index) < len(plan.feature_names) else "?"
+
+
+def _labels(key: str, tensor: torch.Tensor, codes: list[float]) -> dict[float, str]:
+    """A column's category texts (UTF-8 JSON list in a uint8 tensor), each checked against its code."""
+    if tensor.dtype != torch.uint8 or tensor.ndim != 1 or tensor.numel() > 2 + 1024 * max(1, len(codes)):
+        raise FLError(f"statistics: {key} must be the UTF-8 bytes of a JSON list of category names")
+    try:
+        texts = json.loads(bytes(tensor.tolist()).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise FLError(f"statistics: {key} is not a JSON list of category names: {exc}") from exc
+    if (not isinstance(texts, list) or len(texts) != len(codes) or not all(isinstance(t, str) for t in texts)
+            or any(string_categories.code_of(t) != c for t, c in zip(texts, codes, strict=True))):
+        raise FLError(f"statistics: {key} must name each counted value, in order, by the text it is the code of")
+    return dict(zip(codes, texts, strict=True))
 
 
 def feature_names_of(columns: Sequence[tuple[str, int]]) -> list[str]:

@@ -17,20 +17,39 @@ from consortium.hub.db.models import Run
 from consortium.hub.live import Answer
 from consortium.hub.phases import Participant, RunFailed
 from consortium.hub.services import ledger
+from consortium.hub.services.answer_rules import stats_rules as answer_stats_rules
 from consortium.preprocessing_wire import FittedPreprocessing
 from consortium.protocol import ProjectCreate
 
 
-def fitted_from(spec: ProjectCreate, layout: preprocessing.Layout,
+def stats_rules(spec: ProjectCreate, schema: dict) -> tuple[preprocessing.Layout | None, int]:
+    """The layout the run reads the nodes' statistics with (:func:`~consortium.hub.services.answer_rules.
+    stats_rules`); RunFailed naming the column when the datasets' columns do not fit the spec."""
+    try:
+        return answer_stats_rules(spec, schema)
+    except FLError as exc:
+        raise RunFailed(f"preprocessing: the datasets' columns do not fit the spec: {exc}") from exc
+
+
+def fitted_from(spec: ProjectCreate, layout: preprocessing.Layout | None,
                 done: Sequence[tuple[Participant, Answer]]) -> FittedPreprocessing:
-    """The transform the answered stats tasks give (their tensors were checked when they were uploaded)."""
+    """The transform the answered stats tasks give (their tensors were checked when they were uploaded, against
+    the same layout); RunFailed naming the node and the feature when they do not fit it after all, or when the
+    combined statistics cannot be fitted."""
     assert spec.preprocessing is not None
+    if layout is None:
+        raise RunFailed("preprocessing statistics: the run has no column layout to read them with")
     if len(done) < spec.min_nodes:
         raise RunFailed(f"preprocessing statistics: {len(done)} of the required min_nodes={spec.min_nodes} "
                         "nodes answered")
     limit = spec.preprocessing.max_categories
-    parts = [preprocessing.from_tensors(answer.tensors or {}, layout, participant.rows, limit)
-             for participant, answer in done]
+    parts = []
+    for participant, answer in done:
+        try:
+            parts.append(preprocessing.from_tensors(answer.tensors or {}, layout, participant.rows, limit))
+        except FLError as exc:
+            raise RunFailed(f"preprocessing statistics from {participant.ref} ({participant.org}'s node): "
+                            f"{exc}") from exc
     try:
         return preprocessing.fit(spec.preprocessing, layout, preprocessing.combine(parts))
     except FLError as exc:

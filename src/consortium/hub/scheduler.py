@@ -38,7 +38,7 @@ from consortium.hub.phases import (
 )
 from consortium.hub.secagg_driver import SecureRounds
 from consortium.hub.services import credits, ledger, run_store
-from consortium.hub.services.answer_rules import AnswerRules, stats_rules
+from consortium.hub.services.answer_rules import AnswerRules
 from consortium.hub.services.task_messages import ProjectMessages
 from consortium.hub.services import models as model_service
 from consortium.hub.services import projects as project_service
@@ -116,7 +116,7 @@ class RunDriver:
         self.state.run_rules[self.run_id] = AnswerRules(
             self.plan.algorithm, self.plan.hp, num_features,
             {p.dataset_id: AnswerRules.source(p.ref, kinds[p.dataset_id], p.rows) for p in self.participants},
-            self.plan.secure, *stats_rules(self.spec, schema))
+            self.plan.secure, *preprocess_driver.stats_rules(self.spec, schema))
         self.secure = (SecureRounds(self.state, self.stop, self.plan, self.run_id, self.project_id)
                        if self.plan.secure else None)
         tensors = decode_tensors(self.state.blobs.get(test_sha)) if test_sha is not None else None

@@ -324,7 +324,9 @@ class NodeAgent:
         started = time.perf_counter()
         train = self._split(task, raw=True).train
         names = feature_names(self.registry.get(task.dataset).card.schema_)
-        stats = preprocessing.column_stats(train.x, preprocessing.layout(spec, names), spec.max_categories)
+        labels = {names.index(n): texts for n, texts in self.registry.category_labels(task.dataset).items()}
+        layout = preprocessing.layout(spec, names)
+        stats = preprocessing.column_stats(train.x, layout, spec.max_categories, labels)
         payload = self._encode(Update(preprocessing.to_tensors(stats), stats.rows), time.perf_counter() - started)
         self._notify(task, "done")
         self._upload(task, payload)

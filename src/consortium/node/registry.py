@@ -153,6 +153,10 @@ class RegisteredDataset:
     card: DatasetCardIn
 
 
+CategoryLabels = dict[str, dict[float, str]]
+"""Per string feature column: each category code's text."""
+
+
 class LocalRegistry:
     """The node's record of its registered datasets, kept in ``<org_dir>/datasets.json``.
 
@@ -165,7 +169,7 @@ class LocalRegistry:
     def __init__(self, org_dir: str | os.PathLike[str]) -> None:
         self.org_dir = Path(org_dir)
         self.path = self.org_dir / REGISTRY_FILE
-        self._cache: dict[tuple[str, str, bool], tuple[tuple[int, int, int], LocalData]] = {}
+        self._cache: dict[tuple[str, str, bool], tuple[tuple[int, int, int], LocalData, CategoryLabels]] = {}
         self._lock = threading.Lock()
         self._read_cache: tuple[tuple[int, int, int], dict[str, Any]] | None = None
 
@@ -234,8 +238,19 @@ class LocalRegistry:
             )
         local = loaded.to_local_data(allow_missing=allow_missing)
         with self._lock:
-            self._cache[key] = (signature, local)
+            self._cache[key] = (signature, local, loaded.category_labels())
         return local
+
+    def category_labels(self, name: str) -> CategoryLabels:
+        """Each string feature column's category codes and their text (read with the rows: see
+        :meth:`load_local`)."""
+        self.load_local(name, allow_missing=True)
+        entry = self.get(name)
+        with self._lock:
+            cached = self._cache.get((name, entry.card.sha256, True))
+        if cached is not None:
+            return cached[2]
+        return load_table(entry.path, entry.target, declared=entry.card.schema_).category_labels()
 
     def _entry(self, name: str, raw: dict[str, Any]) -> RegisteredDataset:
         try:

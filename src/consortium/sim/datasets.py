@@ -5,7 +5,8 @@ Every source gives a seeded train/test split as tensors. Nothing is downloaded.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,8 @@ class SimDataset:
     license: str
     feature_names: tuple[str, ...] = ()
     """Names of the feature matrix's columns (``x0``, ... when the source has none)."""
+    labels: dict[int, dict[float, str]] = field(default_factory=dict)
+    """Per feature column of strings (a file's categories): each code's text (:mod:`consortium.fl.categories`)."""
 
     @property
     def num_features(self) -> int:
@@ -79,7 +82,7 @@ def _sklearn_names(name: str) -> tuple[str, ...]:
 
 def load_dataset(
     source: str, target: str | None = None, test_fraction: float = 0.2, seed: int = 0, samples: int = 50_000,
-    raw: bool = False,
+    raw: bool = False, categorical: Sequence[str] = (),
 ) -> SimDataset:
     """The dataset named by ``source``: a bundled one, ``synthetic-images`` (3x32x32, 10 classes) or ``file:PATH``.
 
@@ -102,27 +105,30 @@ def load_dataset(
         data = synthetic_images(samples, (3, 32, 32), 10, seed)
         return _split(source, data, test_fraction, seed, "CC0-1.0")
     if source.startswith("file:"):
-        return _from_file(Path(source.removeprefix("file:")), target, test_fraction, seed, raw)
+        return _from_file(Path(source.removeprefix("file:")), target, test_fraction, seed, raw, categorical)
     raise FLError(f"unknown dataset {source!r}; known: {', '.join(builtin_names())}")
 
 
 def _split(name: str, data: LocalData, test_fraction: float, seed: int, license: str,
-           names: tuple[str, ...] = ()) -> SimDataset:
+           names: tuple[str, ...] = (), labels: dict[int, dict[float, str]] | None = None) -> SimDataset:
     from consortium.fl.data import train_validation_split
 
     train_idx, test_idx = train_validation_split(len(data), test_fraction, seed)
     pick = lambda idx: LocalData(
         data.x[torch.from_numpy(idx)], None if data.y is None else data.y[torch.from_numpy(idx)]
     )
-    return SimDataset(name, pick(train_idx), pick(test_idx), license, names)
+    return SimDataset(name, pick(train_idx), pick(test_idx), license, names, labels or {})
 
 
-def _from_file(path: Path, target: str | None, test_fraction: float, seed: int, raw: bool) -> SimDataset:
+def _from_file(path: Path, target: str | None, test_fraction: float, seed: int, raw: bool,
+               categorical: Sequence[str] = ()) -> SimDataset:
     from consortium.tables import DatasetError, feature_names, load_table
 
     try:
-        loaded = load_table(path, target)
+        loaded = load_table(path, target, categorical=list(categorical) or None)
         data = loaded.to_local_data(allow_missing=raw)
     except (DatasetError, OSError) as exc:
         raise FLError(f"dataset file:{path}: {exc}") from exc
-    return _split(path.name, data, test_fraction, seed, "NOASSERTION", tuple(feature_names(loaded.schema)))
+    names = tuple(feature_names(loaded.schema))
+    labels = {names.index(column): texts for column, texts in loaded.category_labels().items()}
+    return _split(path.name, data, test_fraction, seed, "NOASSERTION", names, labels)

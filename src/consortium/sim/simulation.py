@@ -8,7 +8,7 @@ and reduced. This module knows the engine contract alone, never a particular eng
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -95,9 +95,10 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def load_source(settings: SimulationSettings, raw: bool = False) -> SimDataset | SimEnvironments:
-    """The dataset the settings name (``raw``: features unscaled, for the spec's preprocessing), or one
-    environment per client for an ``env:ID`` source."""
+def load_source(settings: SimulationSettings, raw: bool = False, categorical: Sequence[str] = ()
+                ) -> SimDataset | SimEnvironments:
+    """The dataset the settings name (``raw``: features unscaled, for the spec's preprocessing; a file's
+    ``categorical`` columns may hold strings), or one environment per client for an ``env:ID`` source."""
     if is_environment_source(settings.dataset):
         return load_environments(
             settings.dataset, settings.clients, settings.physics_spread, settings.partition_seed
@@ -109,6 +110,7 @@ def load_source(settings: SimulationSettings, raw: bool = False) -> SimDataset |
         seed=settings.split_seed,
         samples=settings.samples,
         raw=raw,
+        categorical=categorical,
     )
 
 
@@ -120,7 +122,7 @@ def fit_preprocessing(spec: ProjectCreate, dataset: SimDataset, parts: list[np.n
     layout = preprocessing.layout(spec.preprocessing, names)
     limit = spec.preprocessing.max_categories
     x = dataset.train.x.reshape(len(dataset.train), -1)
-    stats = [preprocessing.column_stats(x[torch.from_numpy(part)], layout, limit) for part in parts]
+    stats = [preprocessing.column_stats(x[torch.from_numpy(part)], layout, limit, dataset.labels) for part in parts]
     return preprocessing.fit(spec.preprocessing, layout, preprocessing.combine(stats))
 
 
@@ -170,7 +172,8 @@ class Simulation:
         self.spec, self.settings = spec, settings
         self.device = resolve_device(settings.device)
         plan = RunPlan.of(spec, sampling=settings.sampling())
-        self.dataset = dataset or load_source(settings, raw=spec.preprocessing is not None)
+        self.dataset = dataset or load_source(settings, raw=spec.preprocessing is not None,
+                                              categorical=spec.preprocessing.categorical if spec.preprocessing else ())
         check_algorithm_fits(plan.algorithm, self.dataset)
         if parts is None:
             parts = client_parts(self.dataset, settings)

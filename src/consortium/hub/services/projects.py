@@ -113,6 +113,12 @@ def validate_spec(spec: ProjectCreate, plan: RunPlan, datasets: list[Dataset]) -
         what = "environments" if spec.environments else "datasets"
         raise BadRequest(f"min_nodes: {spec.min_nodes} exceeds the {len(datasets)} {what} in the project")
     check_valuation(spec, plan, len(datasets))
+    strings = [c["name"] for c in (datasets[0].schema or {}).get("features", []) if c.get("dtype") == "string"]
+    unencoded = [name for name in strings if name not in (spec.preprocessing.categorical if spec.preprocessing
+                                                          else ())]
+    if unencoded:
+        raise BadRequest(f"preprocessing.categorical: the datasets' column(s) {', '.join(unencoded)} hold strings "
+                         "(categories); list them there to one-hot encode them")
     if spec.preprocessing is not None:
         try:
             layout(spec.preprocessing, feature_names(datasets[0].schema))
