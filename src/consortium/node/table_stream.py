@@ -24,7 +24,7 @@ from consortium.protocol import DatasetSchema
 from consortium.table_hash import StreamingTableHash, schema_columns
 from consortium.tables import _CSV_FLOAT_OPTIONS, FORMATS, DatasetError, _canonical_column, load_table
 
-BATCH_BYTES = 8 << 20
+BATCH_BYTES = 4 << 20
 """About how many bytes of the file one batch covers (the node's memory per batch is a small multiple)."""
 _PANDAS_INDEX = re.compile(r"__index_level_\d+__")
 
@@ -39,7 +39,7 @@ class Export:
     path: Path
     sha256: str
     size: int
-    kept: dict[str, list]
+    kept: dict[str, np.ndarray]
 
 
 def _rows_per_batch(path: Path, rows: int) -> int:
@@ -107,7 +107,7 @@ def export_csv(path: Path, schema: DatasetSchema, rows: int, out: Path,
     partial = out.with_name(out.name + ".tmp")
     table = StreamingTableHash(schema, out.parent)
     digest = hashlib.sha256()
-    kept: dict[str, list] = {name: [] for name in keep}
+    kept: dict[str, list[np.ndarray]] = {name: [] for name in keep}
     try:
         with partial.open("wb") as f:
             head = header_line(columns)
@@ -115,8 +115,8 @@ def export_csv(path: Path, schema: DatasetSchema, rows: int, out: Path,
             digest.update(head)
             for batch in read_batches(path, schema, rows):
                 table.update(batch)
-                for name, values in kept.items():
-                    values.extend(batch[name].tolist())
+                for name, parts in kept.items():
+                    parts.append(batch[name])
                 data = format_rows(columns, batch)
                 f.write(data)
                 digest.update(data)
@@ -128,4 +128,4 @@ def export_csv(path: Path, schema: DatasetSchema, rows: int, out: Path,
         raise
     os.replace(partial, out)
     return Export(rows=table.rows, table_sha256=table_sha256, path=out, sha256=digest.hexdigest(), size=size,
-                  kept=kept)
+                  kept={name: np.concatenate(parts) for name, parts in kept.items()})
