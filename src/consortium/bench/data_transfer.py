@@ -21,6 +21,7 @@ once its imports are done. MB = 10^6 bytes; medians of the repetitions.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shutil
 import statistics
@@ -141,6 +142,7 @@ def _register(hub_url: str, admin: HubClient, workdir: Path, size_bytes: int, se
 
 def _repetition(index: int, hub: Any, org_dir: Path, workdir: Path, peer_url: str) -> dict[str, Any]:
     ref, version, source = f"{ORG}/{NAME}", f"r{index}", workdir / "data" / f"{NAME}.csv"
+    load = os.getloadavg()[0]
     with watched(hub.popen.pid) as hub_publish:
         published = _worker("publish", "--hub", hub.url, "--org-dir", str(org_dir), "--ref", ref, "--version",
                             version, "--work", str(workdir / "export"))
@@ -165,6 +167,7 @@ def _repetition(index: int, hub: Any, org_dir: Path, workdir: Path, peer_url: st
         "node_growth_mb": published["growth_mb"] * (1 << 20) / MB,
         "client_growth_mb": downloaded["growth_mb"] * (1 << 20) / MB,
         "peak_exact": hub_publish.exact and published["peak_exact"],
+        "load_average": (load + os.getloadavg()[0]) / 2,
         "bytes": size,
     }
 
@@ -222,7 +225,7 @@ def run_data_bench(size_mb: float, repeats: int = 3, seed: int = 0, db: str | No
                 proc.terminate()
                 proc.wait(10)
         shutil.rmtree(workdir, ignore_errors=True)
-    medians = {key: statistics.median(r[key] for r in reps) for key in reps[0] if key not in ("peak_exact",)}
+    medians = {key: statistics.median(r[key] for r in reps) for key in reps[0] if key != "peak_exact"}
     return {"suite": "data", "size_mb": reps[0]["bytes"] / MB, "rows": rows, "repeats": repeats,
             "db": "PostgreSQL" if db else "SQLite", "medians": medians, "repetitions": reps,
             "peak_exact": all(r["peak_exact"] for r in reps), "machine": machine_info()}
@@ -231,6 +234,7 @@ def run_data_bench(size_mb: float, repeats: int = 3, seed: int = 0, db: str | No
 def report_markdown(result: dict[str, Any], command: str) -> str:
     """The BENCHMARKS.md section: medians against the targets, with the peer's figures of the same run."""
     m, med = result["machine"], result["medians"]
+    loads = ", ".join(f"{r['load_average']:.1f}" for r in result["repetitions"])
 
     def speed(key: str, target: bool = True) -> str:
         runs = ", ".join(f"{r[key]:.0f}" for r in result["repetitions"])
@@ -246,7 +250,9 @@ def report_markdown(result: dict[str, Any], command: str) -> str:
         f"Machine: {m['cpu']} ({m['cores']} cores, shared with other jobs), {m['python']}, {platform.system()}; "
         f"hub on {result['db']}, loopback; measured {m['date']}.",
         f"Table: {result['size_mb']:.0f} MB of canonical CSV, {result['rows']:,} rows of 6 float64 and 3 int64 random "
-        f"columns; medians of {result['repeats']} repetitions (MB = 10^6 bytes).",
+        f"columns; medians of {result['repeats']} repetitions (MB = 10^6 bytes). Load average (1 min) during the "
+        f"repetitions: {loads} on "
+        f"{m['cores']} cores.",
         "",
         "| measure | median |",
         "|---|---|",
