@@ -1,6 +1,6 @@
 """The canonical CSV of a batch of rows, column at a time (no Python loop over numbers): the same bytes as
-``csv.writer`` writing :func:`consortium.node.open_data.canonical_csv_rows` (tested against it), about ten
-times faster.
+``csv.writer`` writing each cell as the canonical form defines it (``tests/node/test_canonical_csv.py``
+checks it against that), an order of magnitude faster than one ``repr`` per cell.
 
 Numbers are formatted by ``orjson`` (shortest round-trip digits, as ``repr``): integers in decimal, floats
 in ``repr``'s positional form for 1e-4 <= |x| < 1e16 and zero; the rest (NaN: empty, infinities, tiny and
