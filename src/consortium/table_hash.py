@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 
@@ -38,6 +40,7 @@ NUMPY_DTYPES: dict[str, np.dtype] = {
     "bool": np.dtype(np.bool_),
 }
 """The little-endian numpy dtype of each numeric column dtype, as the canonical bytes write it."""
+SPILL_READ = 4 << 20
 
 
 def schema_header(schema: DatasetSchema) -> bytes:
@@ -55,16 +58,20 @@ def canonical_chunks(schema: DatasetSchema, columns: dict[str, np.ndarray]) -> I
     """The canonical byte form of a dataset (see the module docstring), as a sequence of chunks."""
     yield schema_header(schema)
     for col in schema_columns(schema):
-        values = columns[col.name]
-        if col.dtype == "string":
-            yield b"".join(s.encode("utf-8") + b"\x00" for s in values.ravel())
-        elif col.dtype == "bool":
-            yield np.ascontiguousarray(values, dtype=np.uint8).tobytes()
-        else:
-            arr = np.array(values, dtype=NUMPY_DTYPES[col.dtype], order="C", copy=True)
-            if arr.dtype.kind == "f":
-                arr[np.isnan(arr)] = np.nan
-            yield arr.tobytes()
+        yield column_bytes(col, columns[col.name])
+
+
+def column_bytes(col: ColumnSchema, values: np.ndarray) -> bytes:
+    """The canonical bytes of ``values`` (some or all rows of column ``col``): a table read in batches hashes
+    the same as one read whole when each column's batches are hashed in order."""
+    if col.dtype == "string":
+        return b"".join(s.encode("utf-8") + b"\x00" for s in values.ravel())
+    if col.dtype == "bool":
+        return np.ascontiguousarray(values, dtype=np.uint8).tobytes()
+    arr = np.array(values, dtype=NUMPY_DTYPES[col.dtype], order="C", copy=True)
+    if arr.dtype.kind == "f":
+        arr[np.isnan(arr)] = np.nan
+    return arr.tobytes()
 
 
 def canonical_sha256(schema: DatasetSchema, columns: dict[str, np.ndarray]) -> str:
@@ -73,3 +80,38 @@ def canonical_sha256(schema: DatasetSchema, columns: dict[str, np.ndarray]) -> s
     for chunk in canonical_chunks(schema, columns):
         digest.update(chunk)
     return digest.hexdigest()
+
+
+class StreamingTableHash:
+    """The canonical SHA-256 of a table fed in batches of rows, in constant memory: the canonical form is
+    column after column, so the first column goes straight into the digest and the others are spilled to
+    files in ``spill_dir`` (deleted by :meth:`hexdigest` or :meth:`close`) and appended in order at the end."""
+
+    def __init__(self, schema: DatasetSchema, spill_dir: Path) -> None:
+        self.columns = schema_columns(schema)
+        self.rows = 0
+        self._digest = hashlib.sha256(schema_header(schema))
+        spill_dir.mkdir(parents=True, exist_ok=True)
+        self._spills = [tempfile.TemporaryFile(dir=spill_dir) for _ in self.columns[1:]]
+
+    def update(self, batch: dict[str, np.ndarray]) -> None:
+        """Add the next rows (each column's values for the same rows, in the column's canonical dtype)."""
+        first, *others = self.columns
+        self._digest.update(column_bytes(first, batch[first.name]))
+        for col, spill in zip(others, self._spills, strict=True):
+            spill.write(column_bytes(col, batch[col.name]))
+        self.rows += len(batch[first.name])
+
+    def hexdigest(self) -> str:
+        """The table's canonical SHA-256 (the spill files are read back once and deleted)."""
+        for spill in self._spills:
+            spill.seek(0)
+            while chunk := spill.read(SPILL_READ):
+                self._digest.update(chunk)
+        self.close()
+        return self._digest.hexdigest()
+
+    def close(self) -> None:
+        for spill in self._spills:
+            spill.close()
+        self._spills = []

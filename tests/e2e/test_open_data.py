@@ -197,3 +197,49 @@ def test_a_table_on_people_is_published_only_once_anonymised(cluster, tmp_path: 
     published = cli("dataset", "publish", f"{NORTH}/patients-anon", "--hub", url, "--org-dir", north_dir,
                     "--datasheet", str(sheet), *gate)
     assert published.returncode == 0, published.stderr + published.stdout
+
+
+def test_a_new_file_is_checked_registered_and_published_in_one_go(cluster, tmp_path: Path) -> None:
+    url, north_dir = cluster.hub.url, cluster.consortium.org_dirs[NORTH]
+    sheet = tmp_path / "datasheet.json"
+    sheet.write_text(json.dumps(SHEET))
+    rng = np.random.default_rng(11)
+    table = tmp_path / "readings.csv"
+    pd.DataFrame({"site": rng.choice(["a", "b"], 50), "value": rng.normal(size=50),
+                  "label": rng.integers(0, 2, 50)}).to_csv(table, index=False)
+    common = ("--hub", url, "--org-dir", str(north_dir), "--datasheet", str(sheet), "--file", str(table),
+              "--license", "CC0-1.0", "--target", "label")
+
+    def nothing_left(name: str) -> None:
+        with cluster.consortium.org_client(NORTH) as north:
+            assert name not in {d["name"] for d in north.datasets()}
+        assert name not in {e.name for e in LocalRegistry(north_dir).all()}
+        assert not list((north_dir / "open-data").glob(f"{name}*"))
+
+    # refused before anything is sent: a check of 'dataset add' (a string feature not declared categorical),
+    # a bad version name, the anonymity gate
+    refused = cli("dataset", "publish", f"{NORTH}/readings", *common)
+    assert refused.returncode != 0 and "--categorical site" in refused.stderr
+    nothing_left("readings")
+    bad_version = cli("dataset", "publish", f"{NORTH}/readings", *common, "--categorical", "site",
+                      "--version", "no spaces")
+    assert bad_version.returncode != 0 and "--version" in bad_version.stderr
+    gated = cli("dataset", "publish", f"{NORTH}/readings", *common, "--categorical", "site", "--quasi", "site",
+                "--sensitive", "label", "--k", "40")
+    assert gated.returncode != 0 and "k >= 40" in " ".join(gated.stderr.split())
+    nothing_left("readings")
+
+    published = cli("dataset", "publish", f"{NORTH}/readings", *common, "--categorical", "site",
+                    "--version", "2026.1", "--visibility", "public")
+    assert published.returncode == 0, published.stderr + published.stdout
+    card = LocalRegistry(north_dir).get("readings").card
+    with cluster.consortium.org_client(NORTH) as north:
+        north.set_source_rights(f"{NORTH}/readings", download="everyone")
+        record = north.get_json(f"/api/datasets/{NORTH}/readings/versions/2026.1")
+    assert record["table_sha256"] == card.sha256 and record["license"] == "CC0-1.0"
+    out = tmp_path / "readings-copy.csv"
+    got = cli("dataset", "download", f"{NORTH}/readings", "--hub", url, "--out", str(out))
+    assert got.returncode == 0, got.stderr + got.stdout
+    assert load_table(out, "label", declared=card.schema_).sha256 == card.sha256
+    again = cli("dataset", "publish", f"{NORTH}/readings", *common, "--categorical", "site", "--version", "2")
+    assert again.returncode != 0 and "registered already" in again.stderr

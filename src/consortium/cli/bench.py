@@ -61,6 +61,24 @@ def bench_scale(
     _write_report(result | {"machine": machine_info()}, report_markdown(result, machine_info(), command), "scale",
                   json_path, markdown)
 
+@app.command("data")
+def bench_data(
+    size_gb: Annotated[float, typer.Option("--size-gb", min=0.000001, help="size of the generated table (GB)")] = 1.0,
+    repeats: Annotated[int, typer.Option(min=1, help="repetitions (medians are reported)")] = 3,
+    seed: Annotated[int, typer.Option(help="seed of the generated table")] = 0,
+    db: Annotated[str | None, typer.Option("--db", help="a PostgreSQL URL whose server gets a fresh database "
+                                                        "(default: SQLite)")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write results as JSON")] = None,
+    markdown: Annotated[Path | None, typer.Option("--markdown", help="update this BENCHMARKS.md")] = None,
+) -> None:
+    """Open data over loopback: publish and download a generated table through a real hub (MB/s, the hub's
+    and node's memory growth), against a raw httpx copy to a static server."""
+    from consortium.bench import data_transfer
+
+    result = data_transfer.run_data_bench(size_gb * 1000, repeats, seed, db, say=err_console.print)
+    command = f"consortium bench data --size-gb {size_gb:g} --repeats {repeats}" + (" --db postgresql" if db else "")
+    _write_report(result, data_transfer.report_markdown(result, command), "data", json_path, markdown)
+
 
 @app.command("fuzz")
 def bench_fuzz(

@@ -227,12 +227,21 @@ def dataset_synthesise(
 
 @app.command("publish")
 def dataset_publish(
-    ref: Annotated[str, typer.Argument(help="org/name, a registered dataset of your org")], hub: HubOpt,
-    org_dir: OrgDirOpt,
+    ref: Annotated[str, typer.Argument(help="org/name: a registered dataset of your org, or with --file a new one")],
+    hub: HubOpt, org_dir: OrgDirOpt,
     datasheet: Annotated[Path, typer.Option("--datasheet", exists=True, dir_okay=False, help=(
         "JSON with motivation, composition, collection, preprocessing, uses, distribution, maintenance"))],
     version: Annotated[str, typer.Option("--version", help="version name, e.g. 1.0")] = "1",
     license: Annotated[str | None, typer.Option("--license", help="SPDX; default: the card's")] = None,
+    file: Annotated[Path | None, typer.Option("--file", exists=True, dir_okay=False, help=(
+        "a CSV, Parquet or .npz file not registered yet: checked as 'dataset add' checks it, registered and "
+        "published in one go (--license required)"))] = None,
+    target: Annotated[str | None, typer.Option("--target", help="with --file: the label column")] = None,
+    description: Annotated[str, typer.Option("--description", help="with --file: the card's description")] = "",
+    visibility: Annotated[str, typer.Option("--visibility", help="with --file: private, members or public")] = "members",
+    categorical: Annotated[list[str] | None, typer.Option(
+        "--categorical", help="with --file: a feature column of categories (repeat for several)")] = None,
+    allow_missing: Annotated[bool, typer.Option("--allow-missing", help="with --file: accept empty feature cells")] = False,
     quasi: QuasiOpt = None, sensitive: SensitiveOpt = None, identifiers: IdentifiersOpt = None,
     k: KOpt = None, l_required: LOpt = None, t_allowed: TOpt = None,
     about_people: Annotated[bool, typer.Option(
@@ -241,29 +250,38 @@ def dataset_publish(
         "publish DP synthetic data instead: epsilon=E[,delta=D], charged to the dataset's privacy budget"))] = None,
     domain: DomainOpt = None, ca_file: CaFileOpt = None,
 ) -> None:
-    """Publish a registered dataset as an open, immutable version: the node writes its canonical CSV, uploads
-    it in chunks (resuming a broken upload) and the hub checks its SHA-256 before the version appears. The
-    consortium policy's k, l and t (read from the hub; --k, --l, --t may only tighten them) are checked
+    """Publish a dataset as an open, immutable version: the node writes its canonical CSV, uploads it in
+    chunks (resuming a broken upload) and the hub checks its SHA-256 before the version appears. With --file,
+    a new file is checked, registered and published in one go (refused with nothing sent when a check fails).
+    The consortium policy's k, l and t (read from the hub; --k, --l, --t may only tighten them) are checked
     first for a table about people (--quasi): a table below them (or holding a direct identifier) is refused.
     With --synthetic, DP synthetic data of the table is published instead (--domain declares the columns)."""
-    from pydantic import ValidationError
+    from pydantic import TypeAdapter, ValidationError
 
     from consortium.node.anonymise import AnonymityError
-    from consortium.node.open_data import AnonymityGate, publish
+    from consortium.node.open_data import AnonymityGate, publish, publish_file
     from consortium.node.registry import LocalRegistry
     from consortium.node.synthetic import SynthesisError, load_domains
     from consortium.node.synthetic_publish import publish_synthetic
-    from consortium.open_data_wire import Datasheet
+    from consortium.open_data_wire import Datasheet, Version
     from consortium.tables import DatasetError
 
     try:
+        TypeAdapter(Version).validate_python(version)
+    except ValidationError:
+        fail(f"--version {version!r}: 1-32 letters, digits, '.', '_' or '-', starting with a letter or digit")
+    if file is not None and license is None:
+        fail("--license: a new file (--file) needs its SPDX licence, e.g. CC-BY-4.0")
+    try:
         sheet = Datasheet.model_validate_json(datasheet.read_bytes())
-        card = LocalRegistry(org_dir).get(ref.partition("/")[2]).card
+        card = None if file is not None else LocalRegistry(org_dir).get(ref.partition("/")[2]).card
     except ValidationError as exc:
         fail("--datasheet: " + "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
                                          for e in exc.errors()))
     except DatasetError as exc:
         fail(str(exc))
+    if synthetic is not None and file is not None:
+        fail("--synthetic: publish a registered dataset's synthetic data (register the file first, without --file)")
     if synthetic is not None and domain is None:
         fail("--synthetic needs --domain: each column's public domain")
     gate = None
@@ -275,6 +293,10 @@ def dataset_publish(
                 epsilon, delta = _synthetic_option(synthetic)
                 out = call(publish_synthetic, client, org_dir, ref, version, license or card.license, sheet,
                            org_dir / "open-data", load_domains(domain), epsilon, delta, _names(identifiers))
+            elif file is not None:
+                out = call(publish_file, client, org_dir, ref, file, version, license, sheet, org_dir / "open-data",
+                           gate, target=target, description=description, visibility=visibility,
+                           categorical=categorical or None, allow_missing=allow_missing)
             else:
                 out = call(publish, client, org_dir, ref, version, license or card.license, sheet,
                            org_dir / "open-data", gate)

@@ -14,7 +14,7 @@ from consortium.client import HubClient
 from consortium.fl.privacy import budget as privacy_budget
 from consortium.fl.privacy.budget import Charge
 from consortium.node.budget import BudgetGuard, ChargeRecord
-from consortium.node.open_data import frame_of, publish_file
+from consortium.node.open_data import frame_of, publish_made_table
 from consortium.node.registry import LocalRegistry
 from consortium.node.synthetic import Domain, SynthesisError, synthesise
 from consortium.open_data_wire import Datasheet, SyntheticRelease
@@ -69,7 +69,7 @@ def publish_synthetic(client: HubClient, org_dir: Path, ref: str, version: str, 
     try:
         rows.to_csv(raw, index=False)
         loaded = load_table(raw, target, categorical=categorical)
-        return publish_file(client, ref, canonical, loaded, version, licence, sheet, release)
+        return publish_made_table(client, ref, canonical, loaded, version, licence, sheet, release)
     finally:
         raw.unlink(missing_ok=True)
         canonical.unlink(missing_ok=True)

@@ -5,6 +5,7 @@ downloads need the grant and the accepted licence, count per org and credit the 
 from __future__ import annotations
 
 import hashlib
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -154,3 +155,22 @@ def test_abandoned_uploads_expire(session: Session, orgs, blobs: BlobStore) -> N
     assert open_data.expire_uploads(blobs, modified + 60) == []
     assert open_data.expire_uploads(blobs, modified + open_data.STALE_UPLOAD_S + 1) == [staged]
     assert stored_files(blobs) == []
+
+
+def test_the_running_hash_survives_a_restart_and_notices_a_changed_file(session: Session, orgs, blobs: BlobStore,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    north = key(orgs["north"])
+    open_data.append_chunk(session, north, blobs, "north/people", DIGEST, 0, FILE[:4])
+    monkeypatch.setattr(open_data, "RUNNING", open_data.RunningHashes())  # a restarted hub: no running hash
+    open_data.append_chunk(session, north, blobs, "north/people", DIGEST, 4, FILE[4:])
+    open_data.publish(session, north, blobs, "north/people", body("1"))
+    assert blobs.get(DIGEST) == FILE
+    # a staged file changed behind the hub's back (same size): hashed whole again, refused, deleted
+    stage(session, north, blobs)
+    staged = open_data.staged_path(blobs, orgs["north"].id, DIGEST)
+    appended = staged.stat().st_mtime_ns
+    staged.write_bytes(FILE.replace(b"1.0", b"7.0"))
+    os.utime(staged, ns=(appended, appended + 10_000_000))  # written later (coarse clocks may not show it)
+    with pytest.raises(BadRequest, match="truncated or corrupted"):
+        open_data.publish(session, north, blobs, "north/people", body("2"))
+    assert not staged.exists() and stored_files(blobs) == [blobs.path(DIGEST)]

@@ -2,8 +2,12 @@
 content-addressed blob checked against its declared SHA-256), or withdraws a version with a reason.
 
 A staged upload is a file beside the blob store (``uploads/<dataset id>-<sha256>.part``), appended to only at
-its current end (a resumed upload asks :func:`received` where to go on). Publishing hashes it in chunks: a
-mismatch, a known version or an unknown licence deletes it, so a failed publish leaves no blob and no row.
+its current end (a resumed upload asks :func:`received` where to go on). The hub hashes each chunk as it
+appends it (:class:`RunningHashes`), so publishing need not read the file again; after a restart, or when the
+file changed behind its back, it hashes the file whole. A mismatch, a known version or an unknown licence
+deletes it, so a failed publish leaves no blob and no row. Chunks are not fsynced one by one: an upload cut
+by a crash resumes from what the file holds (and a damaged tail fails the hash at publish); the file is
+fsynced once, before it becomes a blob.
 """
 
 from __future__ import annotations
@@ -56,6 +60,49 @@ def received(session: Session, actor: Principal, blobs: BlobStore, ref: str, sha
     return path.stat().st_size if path.exists() else 0
 
 
+def _signature(path: Path) -> tuple[int, int, int]:
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns, stat.st_ino
+
+
+class RunningHashes:
+    """The SHA-256 of each staged upload so far, updated as chunks are appended, with the file's (size,
+    mtime, inode) after the last append: a file that does not match (a hub restart, a change behind the
+    hub's back) is hashed whole instead. Callers hold ``_APPENDS``."""
+
+    def __init__(self) -> None:
+        self._running: dict[Path, tuple[tuple[int, int, int], hashlib._Hash]] = {}
+
+    def _current(self, path: Path) -> hashlib._Hash:
+        state = self._running.get(path)
+        if state is not None and path.exists() and state[0] == _signature(path):
+            return state[1]
+        digest = hashlib.sha256()
+        if path.exists():
+            with path.open("rb") as f:
+                while chunk := f.read(HASH_CHUNK):
+                    digest.update(chunk)
+        return digest
+
+    def append(self, path: Path, chunk: bytes) -> None:
+        """Append ``chunk`` to ``path`` and to its running hash."""
+        digest = self._current(path)
+        with path.open("ab") as out:
+            out.write(chunk)
+        digest.update(chunk)
+        self._running[path] = (_signature(path), digest)
+
+    def hexdigest(self, path: Path) -> str:
+        """The SHA-256 of the staged file as it is now."""
+        return self._current(path).copy().hexdigest()
+
+    def forget(self, path: Path) -> None:
+        self._running.pop(path, None)
+
+
+RUNNING = RunningHashes()
+
+
 def append_chunk(session: Session, actor: Principal, blobs: BlobStore, ref: str, sha256: str, offset: int,
                  chunk: bytes) -> int:
     """Append ``chunk`` at ``offset`` (which must be the staged size: 409 names the size otherwise); the new
@@ -68,11 +115,14 @@ def append_chunk(session: Session, actor: Principal, blobs: BlobStore, ref: str,
             raise Conflict(f"the hub holds {held} bytes of this upload; send from offset {held}", received=held)
         if held + len(chunk) > MAX_STAGED_BYTES:
             raise BadRequest(f"an upload may not exceed {MAX_STAGED_BYTES} bytes")
-        with path.open("ab") as out:
-            out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
+        RUNNING.append(path, chunk)
     return held + len(chunk)
+
+
+def _discard(staged: Path) -> None:
+    with _APPENDS:
+        staged.unlink(missing_ok=True)
+        RUNNING.forget(staged)
 
 
 STALE_UPLOAD_S = 24 * 3600.0
@@ -87,6 +137,7 @@ def expire_uploads(blobs: BlobStore, now: float, max_age_s: float = STALE_UPLOAD
         for path in (blobs.root / "uploads").glob("*.part"):
             if now - path.stat().st_mtime > max_age_s:
                 path.unlink(missing_ok=True)
+                RUNNING.forget(path)
                 gone.append(path)
     return gone
 
@@ -141,8 +192,9 @@ class VerifiedBlobs:
 VERIFIED = VerifiedBlobs()
 
 
-def _check_publishable(session: Session, dataset: Dataset, body: OpenVersionIn, staged: Path) -> str:
-    """The canonical licence; Conflict / BadRequest for a known version, an unknown licence, a table that is
+def _check_publishable(session: Session, dataset: Dataset, body: OpenVersionIn,
+                       staged: Path) -> tuple[str, tuple[int, int, int]]:
+    """The canonical licence and the staged file's signature when it hashed right; Conflict / BadRequest for a known version, an unknown licence, a table that is
     not the card's, or a staged file that is missing or fails its hash."""
     if session.scalar(select(OpenDataVersion.id).where(OpenDataVersion.dataset_id == dataset.id,
                                                        OpenDataVersion.version == body.version)):
@@ -159,11 +211,18 @@ def _check_publishable(session: Session, dataset: Dataset, body: OpenVersionIn, 
         raise BadRequest(f"rows: {body.rows}, the card says {dataset.rows}")
     if not staged.exists():
         raise BadRequest(f"nothing uploaded for sha256 {body.sha256}; upload the file first")
-    found = file_sha256(staged)
+    with _APPENDS:
+        found, signature = RUNNING.hexdigest(staged), _signature(staged)
     if found != body.sha256:
         raise BadRequest(f"the uploaded file hashes to {found}, not the declared {body.sha256} (truncated or "
                          "corrupted upload); nothing was published")
-    return licence
+    return licence, signature
+
+
+def _durable(staged: Path) -> None:
+    """fsync the staged file once (its chunks were not), before it is renamed into the blob store."""
+    with staged.open("rb") as f:
+        os.fsync(f.fileno())
 
 
 def publish(session: Session, actor: Principal, blobs: BlobStore, ref: str,
@@ -173,10 +232,10 @@ def publish(session: Session, actor: Principal, blobs: BlobStore, ref: str,
     dataset = _owned(session, actor, ref)
     staged = staged_path(blobs, dataset.id, body.sha256)
     try:
-        licence = _check_publishable(session, dataset, body, staged)
+        licence, signature = _check_publishable(session, dataset, body, staged)
         synthetic = open_data_gate.check(session, dataset, body)
     except (BadRequest, Conflict):
-        staged.unlink(missing_ok=True)
+        _discard(staged)
         raise
     predecessor = session.scalar(select(OpenDataVersion).where(OpenDataVersion.dataset_id == dataset.id)
                                  .order_by(OpenDataVersion.id.desc()).limit(1))
@@ -198,11 +257,16 @@ def publish(session: Session, actor: Principal, blobs: BlobStore, ref: str,
     target = blobs.path(body.sha256)
     existed = target.exists()
     target.parent.mkdir(parents=True, exist_ok=True)
-    if existed:
-        staged.unlink()
-    else:
-        os.replace(staged, target)
-        VERIFIED.remember(target, body.sha256)
+    with _APPENDS:
+        if _signature(staged) != signature:
+            raise Conflict("the upload changed while it was being published; publish again")
+        if existed:
+            staged.unlink()
+        else:
+            _durable(staged)
+            os.replace(staged, target)
+            VERIFIED.remember(target, body.sha256)
+        RUNNING.forget(staged)
     try:
         session.commit()
     except BaseException:
