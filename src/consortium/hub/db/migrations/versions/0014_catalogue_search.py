@@ -1,0 +1,55 @@
+"""catalogue search: an index row per dataset and an inverted index of its words and licence ids
+
+Revision ID: 0014
+Revises: 0013
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0014"
+down_revision = "0013"
+branch_labels = None
+depends_on = None
+
+INDEXED = ("org_id", "name", "visibility", "task", "rows", "open", "bytes", "published_at")
+
+
+def upgrade() -> None:
+    op.create_table(
+        "catalogue_entries",
+        sa.Column("dataset_id", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("org_id", sa.Integer(), nullable=False),
+        sa.Column("name", sa.String(length=63), nullable=False),
+        sa.Column("visibility", sa.String(length=20), nullable=False),
+        sa.Column("task", sa.String(length=20), nullable=False),
+        sa.Column("rows", sa.BigInteger(), nullable=False),
+        sa.Column("license", sa.String(length=1000), nullable=False),
+        sa.Column("open", sa.Boolean(), nullable=False),
+        sa.Column("latest_version", sa.String(length=32), nullable=True),
+        sa.Column("bytes", sa.BigInteger(), nullable=True),
+        sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(["dataset_id"], ["datasets.id"]),
+        sa.PrimaryKeyConstraint("dataset_id"),
+    )
+    for column in INDEXED:
+        op.create_index(f"ix_catalogue_entries_{column}", "catalogue_entries", [column])
+    op.create_table(
+        "catalogue_terms",
+        sa.Column("term", sa.String(length=64), nullable=False),
+        sa.Column("dataset_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["dataset_id"], ["datasets.id"]),
+        sa.PrimaryKeyConstraint("term", "dataset_id"),
+    )
+    op.create_index("ix_catalogue_terms_dataset_id", "catalogue_terms", ["dataset_id"])
+    from consortium.hub.db.catalogue_models import refresh_all
+
+    refresh_all(op.get_bind())
+
+
+def downgrade() -> None:
+    op.drop_index("ix_catalogue_terms_dataset_id", table_name="catalogue_terms")
+    op.drop_table("catalogue_terms")
+    for column in INDEXED:
+        op.drop_index(f"ix_catalogue_entries_{column}", table_name="catalogue_entries")
+    op.drop_table("catalogue_entries")
