@@ -162,7 +162,10 @@ def dataset_search(
     if as_json:
         print_json(page)
         return
-    table = Table("dataset", "task", "rows", "licence", "open", "bytes", "visibility")
+    table = Table(expand=False)
+    table.add_column("dataset", no_wrap=True, min_width=max((len(d["dataset"]) for d in page["items"]), default=7))
+    for column in ("task", "rows", "licence", "open", "bytes", "visibility"):
+        table.add_column(column)
     for d in page["items"]:
         table.add_row(d["dataset"], d["task"], str(d["rows"]), d["license"],
                       d["latest_version"] or "federated", "" if d["bytes"] is None else str(d["bytes"]),
@@ -283,16 +286,19 @@ def dataset_versions(ref: Annotated[str, typer.Argument(help="org/name")], hub: 
 @app.command("download")
 def dataset_download(
     ref: Annotated[str, typer.Argument(help="org/name[@version]; default: the latest version")], hub: HubOpt,
-    out: Annotated[Path, typer.Option("--out", dir_okay=False, help="where to write the CSV")],
+    out: Annotated[Path, typer.Option("--out", dir_okay=False, help="where to write the file")],
     accept_licence: Annotated[bool, typer.Option(
         "--accept-licence", help="accept the licence's obligations (once per org; a ledger entry)")] = False,
+    file_format: Annotated[str, typer.Option("--format", help="csv (the published file) or parquet")] = "csv",
     token: TokenOpt = None, org_dir: OptionalOrgDirOpt = None, ca_file: CaFileOpt = None,
 ) -> None:
-    """Download a published version (without credentials: public open data only), resuming a partial download
-    and checking its SHA-256 on arrival."""
+    """Download a published version (without credentials: public open data only), as CSV or Parquet, resuming
+    a partial download and checking its SHA-256 on arrival."""
     from consortium.node.open_data import DownloadError, download
 
     dataset, _, version = ref.partition("@")
+    if file_format not in ("csv", "parquet"):
+        fail(f"--format: csv or parquet, not {file_format!r}")
     with _anonymous_or_member(hub, token, org_dir, ca_file) as client:
         record = call(client.get_json, f"/api/datasets/{dataset}/versions/{version or 'latest'}")
         anonymous = token is None and org_dir is None
@@ -303,7 +309,7 @@ def dataset_download(
             call(client.post_json, "/api/licences/accept", {"license": record["license"]})
         try:
             got = call(download, client, dataset, record["version"], out,
-                       record["license"] if anonymous and accept_licence else None)
+                       record["license"] if anonymous and accept_licence else None, file_format)
         except DownloadError as exc:
             fail(str(exc))
     console.print(f"downloaded {got['dataset']}@{got['version']} to {out} ({got['size']} bytes, sha256 "

@@ -29,6 +29,9 @@ class OpenDataVersion(Base):
     published_at: Mapped[datetime] = mapped_column(default=utcnow)
     withdrawn_reason: Mapped[str | None] = mapped_column(String(1000))
     withdrawn_at: Mapped[datetime | None]
+    parquet_sha256: Mapped[str | None] = mapped_column(String(64))
+    """The Parquet rendering's blob (made from the CSV on its first request); None until then."""
+    parquet_size: Mapped[int | None] = mapped_column(BigInteger)
     __table_args__ = (UniqueConstraint("dataset_id", "version"),)
 
 

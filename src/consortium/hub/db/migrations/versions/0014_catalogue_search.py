@@ -1,4 +1,5 @@
-"""catalogue search: an index row per dataset and an inverted index of its words and licence ids
+"""catalogue search: an index row per dataset and an inverted index of its words and licence ids; the
+Parquet rendering of an open data version
 
 Revision ID: 0014
 Revises: 0013
@@ -16,6 +17,8 @@ INDEXED = ("org_id", "name", "visibility", "task", "rows", "open", "bytes", "pub
 
 
 def upgrade() -> None:
+    op.add_column("open_data_versions", sa.Column("parquet_sha256", sa.String(length=64), nullable=True))
+    op.add_column("open_data_versions", sa.Column("parquet_size", sa.BigInteger(), nullable=True))
     op.create_table(
         "catalogue_entries",
         sa.Column("dataset_id", sa.Integer(), autoincrement=False, nullable=False),
@@ -53,3 +56,6 @@ def downgrade() -> None:
     for column in INDEXED:
         op.drop_index(f"ix_catalogue_entries_{column}", table_name="catalogue_entries")
     op.drop_table("catalogue_entries")
+    with op.batch_alter_table("open_data_versions") as batch:
+        batch.drop_column("parquet_size")
+        batch.drop_column("parquet_sha256")
