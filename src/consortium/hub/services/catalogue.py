@@ -75,8 +75,11 @@ def _ordered(statement: Select, sort: str) -> Select:
         return statement.order_by(E.name, E.dataset_id)
     if sort == "newest":
         return statement.order_by(E.dataset_id.desc())
-    column = {"rows": E.rows, "bytes": E.bytes, "published": E.published_at}[sort]
-    return statement.order_by(column.desc().nulls_last(), E.dataset_id.desc())
+    if sort == "rows":
+        return statement.order_by(E.rows.desc(), E.dataset_id.desc())
+    column = {"bytes": E.bytes, "published": E.published_at}[sort]
+    # open ones first: NULL bytes / publication times are exactly the federated-only rows, after them
+    return statement.order_by(E.open.desc(), column.desc(), E.dataset_id.desc())
 
 
 def search(session: Session, actor: Principal | None, query: CatalogueQuery) -> CataloguePage:

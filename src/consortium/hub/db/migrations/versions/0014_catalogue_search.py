@@ -13,7 +13,9 @@ down_revision = "0013"
 branch_labels = None
 depends_on = None
 
-INDEXED = ("org_id", "name", "visibility", "task", "rows", "open", "bytes", "published_at")
+INDEXES = {"org_id": ["org_id"], "visibility": ["visibility"], "task": ["task"], "name": ["name", "dataset_id"],
+           "rows": ["rows", "dataset_id"], "open_published": ["open", "published_at", "dataset_id"],
+           "open_bytes": ["open", "bytes", "dataset_id"]}
 
 
 def upgrade() -> None:
@@ -35,8 +37,8 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["dataset_id"], ["datasets.id"]),
         sa.PrimaryKeyConstraint("dataset_id"),
     )
-    for column in INDEXED:
-        op.create_index(f"ix_catalogue_entries_{column}", "catalogue_entries", [column])
+    for name, columns in INDEXES.items():
+        op.create_index(f"ix_catalogue_entries_{name}", "catalogue_entries", columns)
     op.create_table(
         "catalogue_terms",
         sa.Column("term", sa.String(length=64), nullable=False),
@@ -44,17 +46,17 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["dataset_id"], ["datasets.id"]),
         sa.PrimaryKeyConstraint("term", "dataset_id"),
     )
-    op.create_index("ix_catalogue_terms_dataset_id", "catalogue_terms", ["dataset_id"])
+    op.create_index("ix_catalogue_terms_dataset_term", "catalogue_terms", ["dataset_id", "term"])
     from consortium.hub.db.catalogue_models import refresh_all
 
     refresh_all(op.get_bind())
 
 
 def downgrade() -> None:
-    op.drop_index("ix_catalogue_terms_dataset_id", table_name="catalogue_terms")
+    op.drop_index("ix_catalogue_terms_dataset_term", table_name="catalogue_terms")
     op.drop_table("catalogue_terms")
-    for column in INDEXED:
-        op.drop_index(f"ix_catalogue_entries_{column}", table_name="catalogue_entries")
+    for name in INDEXES:
+        op.drop_index(f"ix_catalogue_entries_{name}", table_name="catalogue_entries")
     op.drop_table("catalogue_entries")
     with op.batch_alter_table("open_data_versions") as batch:
         batch.drop_column("parquet_size")
