@@ -487,8 +487,13 @@ def read_probes(w: World) -> list[Probe]:
     def ref(card: dict) -> str:
         return f"{card['org']}/{card['name']}"
 
+    def catalogue(caller: Caller, response: httpx.Response) -> None:
+        assert response.status_code == 200, (caller.name, response.text[:300])
+        assert {item["dataset"] for item in response.json()["items"]} == datasets(caller), caller.name
+
     anybody = lambda c: True  # noqa: E731
     probes += [
+        Probe("GET", "/api/catalogue", anybody, query="?limit=200", check=catalogue),
         Probe("GET", "/api/projects", everyone, check=list_check(projects, lambda p: p["name"])),
         Probe("GET", "/api/datasets", anybody, check=list_check(datasets, ref)),
         Probe("GET", "/api/environments", anybody, check=list_check(environments, ref)),
@@ -602,7 +607,7 @@ def write_probes(w: World) -> list[Probe]:
     return probes
 
 
-OPEN_TO_ANONYMOUS = ("/api/datasets", "/api/environments", "/api/models/")
+OPEN_TO_ANONYMOUS = ("/api/datasets", "/api/environments", "/api/models/", "/api/catalogue")
 """Routes an anonymous caller reaches (public cards and released models; tests/e2e/test_rights_matrix.py)."""
 
 

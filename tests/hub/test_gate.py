@@ -55,6 +55,7 @@ def scope(method: str, path: str) -> dict:
     ("GET", "/api/datasets/north/digits/versions/1.0/file", "optional"),
     ("POST", "/api/datasets/north/digits/versions/1.0/withdraw", "authenticated"),
     ("POST", "/api/licences/accept", "authenticated"),
+    ("GET", "/api/catalogue", "optional"),
     ("GET", "/api/models/3/weights", "optional"),
     ("GET", "/api/node/tasks/next", "authenticated"),
     ("GET", "/nowhere", "authenticated"),
@@ -88,7 +89,8 @@ def test_every_api_route_but_health_enrolment_and_public_reads_needs_credentials
             "/api/environments", "/api/environments/{org}/{name}", "/api/models", "/api/models/{model_id}",
             "/api/models/{model_id}/weights", "/api/models/{model_id}/files/{name}",
             "/api/models/{model_id}/card.md", "/api/datasets/{org}/{name}/versions",
-            "/api/datasets/{org}/{name}/versions/{version}", "/api/datasets/{org}/{name}/versions/{version}/file")
+            "/api/datasets/{org}/{name}/versions/{version}", "/api/datasets/{org}/{name}/versions/{version}/file",
+            "/api/catalogue")
     }
 
 

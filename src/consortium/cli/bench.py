@@ -188,6 +188,26 @@ def bench_web(
     _write_report(result, web.report_markdown(result, machine_info()), "web", json_path, markdown)
 
 
+@app.command("catalogue")
+def bench_catalogue(
+    versions: Annotated[int, typer.Option(min=10, help="open data versions in the seeded hub")] = 100_000,
+    requests: Annotated[int, typer.Option(min=10, help="timed searches per repetition")] = 300,
+    repeats: Annotated[int, typer.Option(min=1, help="repetitions (medians are reported)")] = 3,
+    seed: Annotated[int, typer.Option(help="seed of the data and the searches")] = 0,
+    pg: Annotated[str | None, typer.Option("--pg", help=(
+        "an empty PostgreSQL database URL to measure too (postgresql+psycopg://...)"))] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write results as JSON")] = None,
+    markdown: Annotated[Path | None, typer.Option("--markdown", help="update this BENCHMARKS.md")] = None,
+) -> None:
+    """Catalogue search latency (p50/p95/p99 over HTTP to a hub process) over many dataset versions."""
+    from consortium.bench import catalogue_search
+    from consortium.bench.report import machine_info
+
+    result = catalogue_search.run_catalogue_bench(versions, requests, repeats, seed, pg)
+    body = catalogue_search.report_markdown(result, machine_info(), catalogue_search.software(pg))
+    _write_report(result, body, "catalogue", json_path, markdown)
+
+
 @app.command("sim")
 def bench_sim(
     clients: Annotated[str, typer.Option(help="comma-separated N values")] = "10,100,1000",

@@ -133,6 +133,48 @@ def _anonymous_or_member(hub: str, token: str | None, org_dir: Path | None, ca_f
     return member_client(hub, token, org_dir, ca_file)
 
 
+@app.command("search")
+def dataset_search(
+    hub: HubOpt,
+    words: Annotated[str, typer.Argument(help="words of the name, columns, description or datasheet")] = "",
+    license: Annotated[str | None, typer.Option("--license", help="SPDX id (expressions naming it match) or "
+                                                                  "an exact expression")] = None,
+    task: Annotated[str | None, typer.Option("--task", help="classification, regression or unsupervised")] = None,
+    owner: Annotated[str | None, typer.Option("--owner", help="the owning org")] = None,
+    is_open: Annotated[bool | None, typer.Option("--open/--federated", help=(
+        "only open datasets (a version to download) / only federated-only ones"), show_default=False)] = None,
+    min_rows: Annotated[int | None, typer.Option("--min-rows", min=0)] = None,
+    max_rows: Annotated[int | None, typer.Option("--max-rows", min=0)] = None,
+    min_bytes: Annotated[int | None, typer.Option("--min-bytes", min=0, help="open file size")] = None,
+    max_bytes: Annotated[int | None, typer.Option("--max-bytes", min=0)] = None,
+    sort: Annotated[str, typer.Option("--sort", help="newest, name, rows, bytes or published")] = "newest",
+    limit: Annotated[int, typer.Option("--limit", min=1, max=200)] = 50,
+    offset: Annotated[int, typer.Option("--offset", min=0, max=10_000)] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="the page as JSON")] = False,
+    token: TokenOpt = None, org_dir: OptionalOrgDirOpt = None, ca_file: CaFileOpt = None,
+) -> None:
+    """Search the catalogue: open and federated-only datasets you may see (without credentials: public
+    ones), by words, licence, task, owner, open or not, and size."""
+    with _anonymous_or_member(hub, token, org_dir, ca_file) as client:
+        page = call(client.search_catalogue, words, license=license, task=task, owner=owner, open=is_open,
+                    min_rows=min_rows, max_rows=max_rows, min_bytes=min_bytes, max_bytes=max_bytes, sort=sort,
+                    limit=limit, offset=offset)
+    if as_json:
+        print_json(page)
+        return
+    table = Table(expand=False)
+    table.add_column("dataset", no_wrap=True, min_width=max((len(d["dataset"]) for d in page["items"]), default=7))
+    for column in ("task", "rows", "licence", "open", "bytes", "visibility"):
+        table.add_column(column)
+    for d in page["items"]:
+        table.add_row(d["dataset"], d["task"], str(d["rows"]), d["license"],
+                      d["latest_version"] or "federated", "" if d["bytes"] is None else str(d["bytes"]),
+                      d["visibility"])
+    console.print(table)
+    if page["next_offset"] is not None:
+        console.print(f"more: --offset {page['next_offset']}")
+
+
 QuasiOpt = Annotated[str | None, typer.Option("--quasi", help="quasi-identifier columns, comma separated")]
 SensitiveOpt = Annotated[str | None, typer.Option("--sensitive", help="sensitive columns, comma separated")]
 IdentifiersOpt = Annotated[str | None, typer.Option(
@@ -338,16 +380,19 @@ def dataset_versions(ref: Annotated[str, typer.Argument(help="org/name")], hub: 
 @app.command("download")
 def dataset_download(
     ref: Annotated[str, typer.Argument(help="org/name[@version]; default: the latest version")], hub: HubOpt,
-    out: Annotated[Path, typer.Option("--out", dir_okay=False, help="where to write the CSV")],
+    out: Annotated[Path, typer.Option("--out", dir_okay=False, help="where to write the file")],
     accept_licence: Annotated[bool, typer.Option(
         "--accept-licence", help="accept the licence's obligations (once per org; a ledger entry)")] = False,
+    file_format: Annotated[str, typer.Option("--format", help="csv (the published file) or parquet")] = "csv",
     token: TokenOpt = None, org_dir: OptionalOrgDirOpt = None, ca_file: CaFileOpt = None,
 ) -> None:
-    """Download a published version (without credentials: public open data only), resuming a partial download
-    and checking its SHA-256 on arrival."""
+    """Download a published version (without credentials: public open data only), as CSV or Parquet, resuming
+    a partial download and checking its SHA-256 on arrival."""
     from consortium.node.open_data import DownloadError, download
 
     dataset, _, version = ref.partition("@")
+    if file_format not in ("csv", "parquet"):
+        fail(f"--format: csv or parquet, not {file_format!r}")
     with _anonymous_or_member(hub, token, org_dir, ca_file) as client:
         record = call(client.get_json, f"/api/datasets/{dataset}/versions/{version or 'latest'}")
         anonymous = token is None and org_dir is None
@@ -358,7 +403,7 @@ def dataset_download(
             call(client.post_json, "/api/licences/accept", {"license": record["license"]})
         try:
             got = call(download, client, dataset, record["version"], out,
-                       record["license"] if anonymous and accept_licence else None)
+                       record["license"] if anonymous and accept_licence else None, file_format)
         except DownloadError as exc:
             fail(str(exc))
     console.print(f"downloaded {got['dataset']}@{got['version']} to {out} ({got['size']} bytes, sha256 "

@@ -27,7 +27,8 @@ from consortium.hub.gate import AuthFailures, Gate, public
 from consortium.hub.limits import BodySizeLimit
 from consortium.hub.security_headers import HubApp
 from consortium.hub.routers import (
-    admin, challenges, credits, governance, ledger, models, open_data, projects, runs, secagg, users,
+    admin, catalogue, challenges, credits, governance, ledger, models, open_data, projects, runs, secagg,
+    users,
 )
 from consortium.hub.drivers import Scheduler
 from consortium.hub.state import HubState
@@ -123,7 +124,8 @@ def create_app(settings: HubSettings) -> FastAPI:
                 "hub_key": key.public_key_b64, "hub_key_id": key.key_id}
 
     routers = (admin.router, projects.router, runs.router, models.router, ledger.router, governance.router,
-               users.router, secagg.router, credits.router, challenges.router, open_data.router)
+               users.router, secagg.router, credits.router, challenges.router, open_data.router,
+               catalogue.router)
     for router in routers:
         app.include_router(router, responses=ERROR_RESPONSES)
     for router in WEB_ROUTERS:

@@ -224,38 +224,58 @@ def publish_made_table(client: HubClient, ref: str, path: Path, loaded: LoadedDa
     return send_version(client, ref, path, body)
 
 
-def download(client: HubClient, ref: str, version: str, out: Path, accept_licence: str | None = None) -> dict:
-    """Download ``ref@version`` to ``out``, resuming a partial ``out.part`` with a range request; the file
-    is kept only when its SHA-256 is the version's (DownloadError otherwise, the partial file removed)."""
+def _fetch(client: HubClient, path: str, params: dict, partial: Path, held: int,
+           digest: hashlib._Hash) -> str:
+    """Stream ``path`` into ``partial`` from byte ``held`` (a range request; from 0 when the hub finds the
+    range past the end), hashing the whole file into ``digest`` as the bytes arrive (a resumed part is hashed
+    first); the SHA-256 the hub names for the whole file."""
+    headers = {"Range": f"bytes={held}-"} if held else {}
+    with client.http.stream("GET", path, params=params, headers=headers, timeout=300.0) as response:
+        if response.status_code == 416 and held:
+            response.read()
+            partial.unlink()
+            return _fetch(client, path, params, partial, 0, digest)
+        if response.status_code >= 400:
+            response.read()
+            detail = response.json().get("detail", response.text)
+            raise HubError(response.status_code, detail, "GET", path)
+        resumed = response.status_code == 206
+        if resumed:
+            _hash_into(digest, partial)
+        with partial.open("ab" if resumed else "wb") as f:
+            for chunk in response.iter_bytes(READ_CHUNK):
+                f.write(chunk)
+                digest.update(chunk)
+        return response.headers["x-content-sha256"]
+
+
+def download(client: HubClient, ref: str, version: str, out: Path, accept_licence: str | None = None,
+             file_format: str = "csv") -> dict:
+    """Download ``ref@version`` to ``out`` as ``file_format`` (csv, or parquet made by the hub from the
+    CSV), resuming a partial ``out.part`` with a range request; the file is kept only when its SHA-256 is
+    the version's (the record's for CSV, the hub's ``X-Content-SHA256`` for Parquet); DownloadError
+    otherwise, the partial file removed. The version record, with the file's ``sha256`` and ``size``."""
     record = client.get_json(f"/api/datasets/{ref}/versions/{version}")
     partial = out.with_name(out.name + ".part")
     held = partial.stat().st_size if partial.exists() else 0
-    if held > record["size"]:
-        partial.unlink()
-        held = 0
     params = {"accept_license": accept_licence} if accept_licence else {}
-    headers = {"Range": f"bytes={held}-"} if 0 < held < record["size"] else {}
+    path = f"/api/datasets/{ref}/versions/{record['version']}/file"
     digest = hashlib.sha256()
-    if held < record["size"]:
-        path = f"/api/datasets/{ref}/versions/{record['version']}/file"
-        with client.http.stream("GET", path, params=params, headers=headers, timeout=300.0) as response:
-            if response.status_code >= 400:
-                response.read()
-                detail = response.json().get("detail", response.text)
-                raise HubError(response.status_code, detail, "GET", path)
-            resumed = response.status_code == 206
-            if resumed:
-                _hash_into(digest, partial)
-            with partial.open("ab" if resumed else "wb") as f:
-                for chunk in response.iter_bytes():
-                    f.write(chunk)
-                    digest.update(chunk)
+    if file_format == "csv":
+        if held > record["size"]:
+            partial.unlink()
+            held = 0
+        if held < record["size"]:
+            _fetch(client, path, params, partial, held, digest)
+        else:
+            _hash_into(digest, partial)
+        expected = record["sha256"]
     else:
-        _hash_into(digest, partial)
+        expected = _fetch(client, path, params | {"format": file_format}, partial, held, digest)
     found = digest.hexdigest()
-    if found != record["sha256"]:
+    if found != expected:
         partial.unlink()
         raise DownloadError(f"{ref}@{record['version']}: the file arrived with sha256 {found}, not the "
-                            f"published {record['sha256']}; it was not kept")
+                            f"published {expected}; it was not kept")
     os.replace(partial, out)
-    return record
+    return record | {"sha256": expected, "size": out.stat().st_size, "format": file_format}

@@ -33,6 +33,10 @@ class OpenDataVersion(Base):
     """The node's anonymisation report (declared columns, measured k, l, t); None: none was sent."""
     synthetic: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     """DP synthetic data: its release (epsilon, delta, noise multiplier, measurements); None: real rows."""
+
+    parquet_sha256: Mapped[str | None] = mapped_column(String(64))
+    """The Parquet rendering's blob (made from the CSV on its first request); None until then."""
+    parquet_size: Mapped[int | None] = mapped_column(BigInteger)
     __table_args__ = (UniqueConstraint("dataset_id", "version"),)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
@@ -18,6 +18,7 @@ from consortium.hub.deps import db, hub_state, optional_principal, principal
 from consortium.hub.gate import optional, upload
 from consortium.hub.services import open_data as service
 from consortium.hub.services import open_data_downloads as downloads
+from consortium.hub.services.open_data_parquet import PARQUET_MEDIA_TYPE, parquet_blob
 from consortium.hub.services.errors import ServiceError
 from consortium.hub.services.identity import Principal
 from consortium.hub.state import HubState
@@ -146,28 +147,37 @@ def _stream(path: Path, first: int, last: int) -> Iterator[bytes]:
             yield chunk
 
 
+FILE_CONTENT = {CSV_MEDIA_TYPE: {}, PARQUET_MEDIA_TYPE: {}}
+
+
 @router.get("/datasets/{org}/{name}/versions/{version}/file", response_class=StreamingResponse, responses={
-    200: {"content": {CSV_MEDIA_TYPE: {}}, "description": "the file"},
-    206: {"content": {CSV_MEDIA_TYPE: {}}, "description": "the requested byte range"}})
+    200: {"content": FILE_CONTENT, "description": "the file"},
+    206: {"content": FILE_CONTENT, "description": "the requested byte range"}})
 @optional
 def download_file(org: Name, name: Name, version: VersionPath, request: Request,
                   accept_license: Annotated[str | None, Query(max_length=1000)] = None,
+                  format: Literal["csv", "parquet"] = "csv",
                   session: Session = Depends(db), state: HubState = Depends(hub_state),
                   caller: Principal | None = Depends(optional_principal)):
     """The version's file (its SHA-256 in ``X-Content-SHA256`` and the ETag); ``Range`` for a part. A file
-    whose stored bytes fail their hash is never served. A download starting at byte 0 is counted."""
+    whose stored bytes fail their hash is never served. A download starting at byte 0 is counted.
+    ``format=parquet``: the same rows as Parquet (made from the CSV on the first request, then kept; its own
+    SHA-256)."""
     ref = f"{org}/{name}"
     row = downloads.authorise(session, caller, ref, None if version == "latest" else version, accept_license)
-    path = downloads.blob_file(state.blobs, row)
+    if format == "parquet":
+        path, digest, media = parquet_blob(session, state.blobs, row), row.parquet_sha256, PARQUET_MEDIA_TYPE
+    else:
+        path, digest, media = downloads.blob_file(state.blobs, row), row.sha256, CSV_MEDIA_TYPE
     size = path.stat().st_size
     span = _span(request.headers.get("range"), size)
     first, last = span if span is not None else (0, size - 1)
     if first == 0:
         downloads.count_download(session, caller, row)
-    headers = {"X-Content-SHA256": row.sha256, "ETag": f'"{row.sha256}"', "Accept-Ranges": "bytes",
+    headers = {"X-Content-SHA256": digest, "ETag": f'"{digest}"', "Accept-Ranges": "bytes",
                "Content-Length": str(last - first + 1),
-               "Content-Disposition": f'attachment; filename="{name}-{row.version}.csv"'}
+               "Content-Disposition": f'attachment; filename="{name}-{row.version}.{format}"'}
     if span is not None:
         headers["Content-Range"] = f"bytes {first}-{last}/{size}"
     return StreamingResponse(_stream(path, first, last), status_code=206 if span is not None else 200,
-                             media_type=CSV_MEDIA_TYPE, headers=headers)
+                             media_type=media, headers=headers)
