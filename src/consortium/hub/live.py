@@ -87,6 +87,11 @@ class LivePhase:
     def _hopeless(self) -> bool:
         return self._total - self._failed < self._needed
 
+    def expects(self, task_id: int) -> bool:
+        """Whether the phase still takes an answer to ``task_id``."""
+        with self._changed:
+            return not self._closed and task_id in self._waiting
+
     def unanswered(self) -> set[int]:
         with self._changed:
             return set(self._waiting)

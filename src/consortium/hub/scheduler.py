@@ -38,7 +38,7 @@ from consortium.hub.phases import (
     OpenPhase, Participant, PhasePlan, RunFailed, StopRequested, refusals_note, updates_of,
 )
 from consortium.hub.secagg_driver import SecureRounds
-from consortium.hub.services import credits, ledger, run_store
+from consortium.hub.services import credits, leases, ledger, run_store
 from consortium.hub.services.answer_rules import AnswerRules, stats_rules
 from consortium.hub.services.task_messages import ProjectMessages
 from consortium.hub.services import models as model_service
@@ -60,8 +60,8 @@ HAND_OUT_GRACE_S = 0.05
 class RunDriver:
     """Drives one run to completion (or failure) from whatever its last checkpoint is."""
 
-    def __init__(self, state: HubState, run_id: int, stop: threading.Event) -> None:
-        self.state, self.run_id, self.stop = state, run_id, stop
+    def __init__(self, state: HubState, run_id: int, stop: threading.Event, lease: leases.Lease | None = None) -> None:
+        self.state, self.run_id, self.stop, self.lease = state, run_id, stop, lease
         self.secure: SecureRounds | None = None
         self.staged: list[str] = []
         """Digests of params staged in the blob store and not yet persisted."""
@@ -71,7 +71,7 @@ class RunDriver:
     def __call__(self) -> None:
         try:
             self.drive()
-        except StopRequested:
+        except (StopRequested, leases.LeaseLost):
             return
         except RunFailed as exc:
             self._fail(str(exc))
@@ -85,6 +85,12 @@ class RunDriver:
             if self.secure is not None:
                 self.secure.forget()
             self._persist_staged()
+
+    def fence(self, session: Session) -> None:
+        """First statement of each of the driver's write transactions: with replicas, the run's lease still
+        this driver's (renewed), else :class:`leases.LeaseLost` and nothing of the transaction is kept."""
+        if self.lease is not None:
+            leases.fence(session, self.lease, time.time())
 
     # ------------------------------------------------------------------------------------------ setup
 
@@ -107,16 +113,19 @@ class RunDriver:
             current, params_sha = run.current_round, run.params_sha256
             self.server_state_sha = run.server_state_sha256
             fitted = FittedPreprocessing.model_validate(run.preprocessing) if run.preprocessing else None
+            if run.status != RunStatus.running:
+                return  # another replica ended it just before this one took the lease
+            self.fence(session)
             run_store.abandon_open_rounds(session, self.run_id, ledger.project_scope(self.project_id))
             session.commit()
-        self.phases = PhaseCollector(self.state, self.run_id, self.project_id, self.stop)
+        self.phases = PhaseCollector(self.state, self.run_id, self.project_id, self.stop, self.fence)
         num_features = project_service.num_features(schema)
         self.plan = RunPlan.of(self.spec, num_features, len(self.participants))
         self.state.run_rules[self.run_id] = AnswerRules(
             self.plan.algorithm, self.plan.hp, num_features,
             {p.dataset_id: AnswerRules.source(p.ref, kinds[p.dataset_id], p.rows) for p in self.participants},
             self.plan.secure, *stats_rules(self.spec, schema))
-        self.secure = (SecureRounds(self.state, self.stop, self.plan, self.run_id, self.project_id)
+        self.secure = (SecureRounds(self.state, self.stop, self.plan, self.run_id, self.project_id, self.fence)
                        if self.plan.secure else None)
         tensors = decode_tensors(self.state.blobs.get(test_sha)) if test_sha is not None else None
         self.test_data = LocalData(tensors["x"], tensors["y"]) if tensors is not None else None
@@ -151,7 +160,8 @@ class RunDriver:
         phase = self._open(PhasePlan(0, TaskKind.stats, None, self.participants))
         done, _ = self.phases.collect(phase, self.spec.min_nodes)
         fitted = preprocess_driver.fitted_from(self.spec, self.state.run_rules[self.run_id].stats_layout, done)
-        preprocess_driver.store(self.state.sessions, self.run_id, self.project_id, fitted, [p.ref for p, _ in done])
+        preprocess_driver.store(self.state.sessions, self.run_id, self.project_id, fitted, [p.ref for p, _ in done],
+                                self.fence)
         return fitted, phase.round_id
 
     def _prepared(self, fitted: FittedPreprocessing) -> None:
@@ -229,6 +239,8 @@ class RunDriver:
                 else self._evaluate_plan(number, phase.round_id))
         next_phase = self._open_next(then)
         self._checkpoint(number, phase.round_id, measure, previous)
+        if self.state.replication is not None:  # the uploads other replicas wrote for this round
+            self.state.blobs.remove(a.blob for _, a in done if a.blob is not None)
         return new_params, next_phase
 
     def _fit_plan(self, number: int, params: Params) -> PhasePlan:
@@ -246,6 +258,7 @@ class RunDriver:
         )
         compute = max((a.result["compute_s"] for _, a in done), default=0.0)
         with self.state.sessions() as session:
+            self.fence(session)
             event = run_store.federated_eval_event(
                 session, self.run_id, phase.number, evaluation.metrics, evaluation.num_examples, compute
             )
@@ -275,11 +288,14 @@ class RunDriver:
     def _open(self, plan: PhasePlan) -> OpenPhase:
         """One transaction: the round (unless the plan names an existing one) and its tasks; then the phase
         goes live and the nodes hear of it (before any of them can answer, so no answer misses it)."""
+        if self.state.replication is not None:  # another replica may hand the task out with its params
+            self._persist_staged()
         opened_at, started = time.time(), time.perf_counter()
         deadline = self.state.clock() + timedelta(seconds=self.spec.round_timeout)
         participants = plan.participants
         seeds = [derive_seed(self.spec.seed, plan.kind.value, plan.number, p.ref) for p in participants]
         with self.state.sessions() as session:
+            self.fence(session)
             opened = run_store.open_phase(
                 session, self.run_id, plan.number, plan.kind.value, plan.params_sha,
                 [run_store.NewTask(p.org_id, p.dataset_id, s) for p, s in zip(participants, seeds, strict=True)],
@@ -320,6 +336,7 @@ class RunDriver:
         self._persist_staged()
         metrics = measure() if measure is not None else None
         with self.state.sessions() as session:
+            self.fence(session)
             closed = self._close(session, number, round_id, metrics, previous_eval)
             session.commit()
         self.last_closed = closed
@@ -356,6 +373,7 @@ class RunDriver:
 
     def _finish(self) -> None:
         with self.state.sessions() as session:
+            self.fence(session)
             run = session.get(Run, self.run_id)
             contributions = card_contributions(self.state.valuer, session, self.spec, self.project_id, self.run_id,
                                                secure=self.secure is not None, has_test_set=self.test_data is not None)
@@ -379,7 +397,11 @@ class RunDriver:
         """Fail the run and cancel its open tasks. They leave the board first: a node that took one just
         before gets a 410 naming the failure, and none can take it again."""
         self.state.board.withdraw_run(self.run_id)
-        with self.state.sessions() as session:
-            run_store.fail_run(session, self.run_id, reason, self.state.clock())
-            session.commit()
+        try:
+            with self.state.sessions() as session:
+                self.fence(session)
+                run_store.fail_run(session, self.run_id, reason, self.state.clock())
+                session.commit()
+        except leases.LeaseLost:
+            return  # the replica that took the run over decides its fate
         self.state.broker.notify(progress_key(self.run_id))
