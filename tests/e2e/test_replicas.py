@@ -1,7 +1,8 @@
 """Two hub replicas on one PostgreSQL database and one blob store, behind a real HAProxy (round-robin), with
 three real node processes talking to the proxy only. The replica that holds the run's lease is SIGKILLed
 mid-run: the other takes the lease over once it expires, replays from the last checkpoint, and the run ends
-with the params of an uninterrupted run of the same seed; the ledger verifies and no round is left open."""
+with the params of an uninterrupted run of the same seed; the ledger verifies, no round is left open and no
+upload is left in the blob store."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 from sqlalchemy import select
 
 from consortium.client import HubClient
-from consortium.hub.db.models import Round
+from consortium.hub.db.models import Round, Task
 from consortium.hub.db.session import make_engine, session_factory
 from consortium.hub.services import leases
 from consortium.launch import HubProcess, Process, start_haproxy, start_hub, start_node
@@ -74,6 +75,12 @@ class Replicas:
         with self.sessions() as session:
             rows = session.execute(select(Round.run_id, Round.number, Round.attempt).where(Round.status == "open"))
             return [tuple(row) for row in rows]
+
+    def update_blobs_left(self) -> list[str]:
+        """Uploads of any task still in the shared blob store (replicas delete those they used)."""
+        with self.sessions() as session:
+            digests = set(session.scalars(select(Task.update_sha256).where(Task.update_sha256.is_not(None))))
+        return sorted(d for d in digests if (self.workdir / "shared" / "blobs" / d[:2] / d).exists())
 
     def logs(self) -> str:
         parts = [f"--- replica {h.port} ---\n{h.log_tail(40)}" for h in self.hubs]
@@ -156,6 +163,7 @@ def test_killing_the_replica_that_drives_a_run_costs_its_lease_not_the_run(repli
     abandoned = [e for e in events if e["event_type"] == "round.abandoned" and e["payload"]["run_id"] == run_id]
     assert 1 <= len(abandoned) <= 2 and len({e["payload"]["round"] for e in abandoned}) == len(abandoned)
     assert replicas.open_rounds() == []
+    assert replicas.update_blobs_left() == []
     walls = [r.wall_s for r in ref_progress.rounds]
     print(f"nodes up at {killed_at - started:.1f}s; reference run {ref_s:.1f}s; "
           f"takeover {took_over_s:.2f}s after the kill, run done {finished_s:.2f}s after it; "

@@ -33,7 +33,7 @@ from consortium.fl.preprocessing import transform_data
 from consortium.hub import preprocess_driver
 from consortium.hub.collect import PhaseCollector
 from consortium.hub.db.models import Run
-from consortium.hub.live import LivePhase
+from consortium.hub.live import Answer, LivePhase
 from consortium.hub.phases import (
     OpenPhase, Participant, PhasePlan, RunFailed, StopRequested, refusals_note, updates_of,
 )
@@ -162,6 +162,7 @@ class RunDriver:
         fitted = preprocess_driver.fitted_from(self.spec, self.state.run_rules[self.run_id].stats_layout, done)
         preprocess_driver.store(self.state.sessions, self.run_id, self.project_id, fitted, [p.ref for p, _ in done],
                                 self.fence)
+        self._used(done)
         return fitted, phase.round_id
 
     def _prepared(self, fitted: FittedPreprocessing) -> None:
@@ -187,7 +188,9 @@ class RunDriver:
                 f"initialisation: {len(updates)} of the required min_nodes={self.spec.min_nodes} nodes answered"
                 f"{refusals_note(self.phases.refusals)}"
             )
-        return self.plan.init_params(updates), phase.round_id
+        params = self.plan.init_params(updates)
+        self._used(done)
+        return params, phase.round_id
 
     # ------------------------------------------------------------------------------------------ rounds
 
@@ -239,9 +242,14 @@ class RunDriver:
                 else self._evaluate_plan(number, phase.round_id))
         next_phase = self._open_next(then)
         self._checkpoint(number, phase.round_id, measure, previous)
-        if self.state.replication is not None:  # the uploads other replicas wrote for this round
-            self.state.blobs.remove(a.blob for _, a in done if a.blob is not None)
+        self._used(done)
         return new_params, next_phase
+
+    def _used(self, done: list[tuple[Participant, Answer]]) -> None:
+        """With replicas: delete the uploads other replicas wrote to the blob store for answers now used (a
+        single hub only ever held them in memory)."""
+        if self.state.replication is not None:
+            self.state.blobs.remove(a.blob for _, a in done if a.blob is not None)
 
     def _fit_plan(self, number: int, params: Params) -> PhasePlan:
         return PhasePlan(number, TaskKind.fit, self._fit_params_sha(params), self.phases.active(self.participants))
