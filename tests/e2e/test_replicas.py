@@ -157,7 +157,9 @@ def test_killing_the_replica_that_drives_a_run_costs_its_lease_not_the_run(repli
         assert verify_from_hub(admin).ok
         events = admin.ledger(limit=10_000)
     finished_s = time.monotonic() - killed_at
-    assert taken is survivor and took_over_s <= LEASE_S + 2, (took_over_s, replicas.logs())
+    assert taken is survivor, replicas.logs()
+    # the lease's length, then at most a keeper tick (a third of it), with room for a loaded machine
+    assert took_over_s <= LEASE_S * 4 / 3 + 3, took_over_s
     assert [r.round for r in progress.rounds] == list(range(1, 11))
     assert [r.params_sha256 for r in progress.rounds] == [r.params_sha256 for r in ref_progress.rounds]
     abandoned = [e for e in events if e["event_type"] == "round.abandoned" and e["payload"]["run_id"] == run_id]
@@ -165,6 +167,6 @@ def test_killing_the_replica_that_drives_a_run_costs_its_lease_not_the_run(repli
     assert replicas.open_rounds() == []
     assert replicas.update_blobs_left() == []
     walls = [r.wall_s for r in ref_progress.rounds]
-    print(f"nodes up at {killed_at - started:.1f}s; reference run {ref_s:.1f}s; "
+    print(f"kill at {killed_at - started:.1f}s into the test; reference run {ref_s:.1f}s; "
           f"takeover {took_over_s:.2f}s after the kill, run done {finished_s:.2f}s after it; "
           f"reference rounds wall median {statistics.median(walls):.3f}s max {max(walls):.3f}s")

@@ -341,8 +341,10 @@ def submit_update(
         _answer(session, task, signed, handed_out_at, update_sha256=digest, result=result, status=TaskStatus.done,
                 done_at=now)
         session.commit()
-    except BaseException:
-        if not stored:  # a stored blob may be another attempt's identical upload: left for the driver
+    except BaseException:  # not answered (the task closed meanwhile): nobody will read the upload
+        if stored:
+            blobs.remove([digest])
+        else:
             blobs.discard([digest])
         raise
     return task, Answer(task.id, TaskStatus.done, result, tensors, digest)
