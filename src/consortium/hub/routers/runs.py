@@ -34,9 +34,8 @@ def hand_to_driver(state: HubState, run_id: int, answer: Answer) -> None:
     this process (else the driver finds it in the database; with replicas it is told to look at once)."""
     state.board.withdraw([answer.task_id])
     phase = state.live.get(run_id)
-    if phase is not None:
-        phase.answer(answer)
-    elif state.replication is not None:
+    taken = phase is not None and phase.answer(answer)
+    if not taken and state.replication is not None:
         state.broker.notify(answer_key(run_id))
 
 
