@@ -12,7 +12,8 @@ from consortium.cli import app
 from consortium.config import HubSettings, NodeSettings
 
 NODE_VARIABLES = ("CONSORTIUM_HUB", "CONSORTIUM_ORG_DIR", "CONSORTIUM_POLL_WAIT", "CONSORTIUM_ENROL_TOKEN",
-                  "CONSORTIUM_TORCH_THREADS", "CONSORTIUM_CA_FILE", "CONSORTIUM_TLS_CERT", "CONSORTIUM_TLS_KEY")
+                  "CONSORTIUM_TORCH_THREADS", "CONSORTIUM_CA_FILE", "CONSORTIUM_TLS_CERT", "CONSORTIUM_TLS_KEY",
+                  "CONSORTIUM_DB", "CONSORTIUM_REPLICAS", "CONSORTIUM_LEASE_S", "CONSORTIUM_BLOB_DIR")
 HUB, ORG = "http://hub:1", Path("org")
 
 
@@ -117,3 +118,23 @@ def test_a_command_with_a_ca_file_that_is_no_ca_names_the_option(environ, privat
                                       "--ca-file", str(private_pki.key)])
     assert result.exit_code == 2
     assert "--ca-file (or CONSORTIUM_CA_FILE): CA file" in " ".join(result.output.split())
+
+
+def test_replica_settings_come_from_flags_then_environment(environ, tmp_path: Path) -> None:
+    pg = "postgresql+psycopg://u@db/consortium"
+    single = HubSettings.from_args(pg, tmp_path)
+    assert (single.replica, single.lease_s, single.blobs) == (False, 10.0, tmp_path.resolve() / "blobs")
+    flagged = HubSettings.from_args(pg, tmp_path, replica=True, lease_s=3.0, blob_dir=tmp_path / "shared")
+    assert (flagged.replica, flagged.lease_s, flagged.blobs) == (True, 3.0, (tmp_path / "shared").resolve())
+    environ.setenv("CONSORTIUM_REPLICAS", "1")
+    environ.setenv("CONSORTIUM_LEASE_S", "4.5")
+    environ.setenv("CONSORTIUM_BLOB_DIR", str(tmp_path / "nfs"))
+    from_env = HubSettings.from_args(pg, tmp_path)
+    assert (from_env.replica, from_env.lease_s, from_env.blobs) == (True, 4.5, (tmp_path / "nfs").resolve())
+
+
+def test_the_hub_command_refuses_replicas_on_sqlite(environ, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["hub", "--data-dir", str(tmp_path), "--replica"])
+    assert result.exit_code == 2, result.output
+    assert "--replica (or CONSORTIUM_REPLICAS=1) needs a PostgreSQL --db" in " ".join(result.output.split())
+    assert not (tmp_path / "hub.db").exists()

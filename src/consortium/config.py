@@ -17,6 +17,7 @@ MAX_POLL_WAIT_S = 60.0
 DEFAULT_CHECKPOINT_EVERY = 64
 DEFAULT_CHECKPOINT_INTERVAL_S = 10.0
 DEFAULT_WITNESS_EVERY_S = 10.0
+DEFAULT_LEASE_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -44,10 +45,21 @@ class HubSettings:
     tls_cert: Path | None = None
     """The hub's TLS certificate chain (PEM): with ``tls_key``, the hub serves HTTPS only."""
     tls_key: Path | None = None
+    replica: bool = False
+    """One of several hub processes on this PostgreSQL database and blob store: run leases decide which one
+    drives each run, uploads for another replica's runs are stored at once, LISTEN/NOTIFY wakes long polls."""
+    lease_s: float = DEFAULT_LEASE_S
+    """With ``replica``: how long a run's lease lasts unless its driver renews it (what a killed replica costs)."""
+    blob_dir: Path | None = None
+    """The blob store's directory; None: ``data_dir/blobs``. Replicas share one (e.g. a network file system)."""
 
     @property
     def key_file(self) -> Path:
         return self.hub_key_file or self.data_dir / "hub-key.pem"
+
+    @property
+    def blobs(self) -> Path:
+        return self.blob_dir or self.data_dir / "blobs"
 
     @classmethod
     def from_args(
@@ -65,6 +77,9 @@ class HubSettings:
         checkpoint_interval_s: float | None = None,
         tls_cert: Path | None = None,
         tls_key: Path | None = None,
+        replica: bool = False,
+        lease_s: float | None = None,
+        blob_dir: Path | None = None,
     ) -> HubSettings:
         """The settings from CLI values (None: not given), the environment and the defaults; ValueError naming
         the flag and its variable for a TLS certificate without its key (or the reverse) or a missing file."""
@@ -74,6 +89,14 @@ class HubSettings:
         limit = int(max_upload_mb * 1024 * 1024) if max_upload_mb else DEFAULT_MAX_UPLOAD_BYTES
         json_limit = int(max_json_kb * 1024) if max_json_kb else DEFAULT_MAX_JSON_BYTES
         key_file = hub_key_file or os.environ.get("CONSORTIUM_HUB_KEY_FILE")
+        replica = replica or os.environ.get("CONSORTIUM_REPLICAS", "") not in ("", "0")
+        if replica and not url.startswith("postgresql"):
+            raise ValueError("--replica (or CONSORTIUM_REPLICAS=1) needs a PostgreSQL --db (or CONSORTIUM_DB): "
+                             "replicas share its run leases and wake each other with LISTEN/NOTIFY")
+        lease = lease_s or float(os.environ.get("CONSORTIUM_LEASE_S") or DEFAULT_LEASE_S)
+        if not lease > 0:
+            raise ValueError(f"--lease-s (or CONSORTIUM_LEASE_S) must be positive, got {lease}")
+        blobs = blob_dir or os.environ.get("CONSORTIUM_BLOB_DIR")
         return cls(
             db_url=url, data_dir=data_dir, admin_token=token, max_upload_bytes=limit,
             max_json_bytes=json_limit,
@@ -83,6 +106,7 @@ class HubSettings:
             checkpoint_every=checkpoint_every or DEFAULT_CHECKPOINT_EVERY,
             checkpoint_interval_s=checkpoint_interval_s or DEFAULT_CHECKPOINT_INTERVAL_S,
             **_tls_pair(tls_cert, tls_key),
+            replica=replica, lease_s=lease, blob_dir=Path(blobs).resolve() if blobs else None,
         )
 
 

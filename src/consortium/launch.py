@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -173,6 +174,65 @@ def restart_hub(hub: HubProcess, startup_timeout: float = 60.0) -> HubProcess:
     """Start a hub again on the same port, database and data directory."""
     return start_hub(hub.data_dir, db_url=hub.db_url, port=hub.port, admin_token=hub.admin_token,
                      startup_timeout=startup_timeout, tls=hub.tls)
+
+
+def haproxy_config(port: int, backends: Sequence[int], host: str = "127.0.0.1") -> str:
+    """An HAProxy configuration spreading requests round-robin over hub replicas listening on ``host`` at
+    ``backends``, answering on ``port``: health checks on ``/api/health`` every 500 ms (a dead replica is out
+    after two misses), a request that could not reach a replica sent to another, and timeouts above the long
+    poll's 60 s (docs/deploy.md shows it with TLS)."""
+    servers = "\n".join(f"    server replica{i} {host}:{p} check inter 500 fall 2 rise 1"
+                         for i, p in enumerate(backends, 1))
+    return f"""global
+    maxconn 4096
+
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 90s
+    timeout server 90s
+    retries 3
+    option redispatch
+    retry-on conn-failure
+
+frontend hub
+    bind {host}:{port}
+    default_backend replicas
+
+backend replicas
+    balance roundrobin
+    option httpchk GET /api/health
+    http-check expect status 200
+{servers}
+"""
+
+
+def start_haproxy(workdir: Path, backends: Sequence[int], port: int | None = None,
+                  startup_timeout: float = 20.0) -> tuple[Process, str]:
+    """Start Debian's ``haproxy`` in the foreground over hub replicas (:func:`haproxy_config`); the process
+    and the URL it answers on, once a health check through it passed."""
+    binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    port = port or free_port()
+    config = Path(workdir) / "haproxy.cfg"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(haproxy_config(port, backends))
+    log_path = config.with_name("haproxy.log")
+    log = open(log_path, "ab")
+    popen = subprocess.Popen([binary, "-db", "-f", str(config)], stdout=log, stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL, start_new_session=True)
+    proxy, url = Process("haproxy", popen, log_path, log), f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + startup_timeout
+    while time.monotonic() < deadline:
+        if not proxy.alive():
+            raise RuntimeError(f"haproxy exited during start-up:\n{proxy.log_tail()}")
+        try:
+            if httpx.get(f"{url}/api/health", timeout=2.0, trust_env=False).status_code == 200:
+                return proxy, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    proxy.kill()
+    raise RuntimeError(f"haproxy did not pass a health check within {startup_timeout}s:\n{proxy.log_tail()}")
 
 
 def start_node(hub_url: str, org_dir: Path, *, poll_wait: float = 25.0, log_path: Path | None = None,

@@ -45,6 +45,15 @@ def hub(
         help="serve HTTPS with this PEM certificate chain (needs --tls-key); see docs/deploy.md")] = None,
     tls_key: Annotated[Path | None, typer.Option(
         "--tls-key", envvar="CONSORTIUM_TLS_KEY", help="the PEM private key of --tls-cert")] = None,
+    replica: Annotated[bool, typer.Option(
+        "--replica", help="one of several hubs on this PostgreSQL --db and --blob-dir, behind a proxy "
+                          "(env CONSORTIUM_REPLICAS=1); see docs/deploy.md")] = False,
+    lease_s: Annotated[float | None, typer.Option(
+        "--lease-s", min=0.1, help="with --replica: seconds a run's lease lasts unless renewed, i.e. what a "
+                                   "killed replica costs its runs at most (env CONSORTIUM_LEASE_S; default 10)")] = None,
+    blob_dir: Annotated[Path | None, typer.Option(
+        "--blob-dir", envvar="CONSORTIUM_BLOB_DIR",
+        help="the blob store (params, uploads, test sets); replicas share one; default data-dir/blobs")] = None,
 ) -> None:
     """Run the hub service (migrations are applied on start); HTTPS with --tls-cert and --tls-key."""
     import torch
@@ -60,7 +69,8 @@ def hub(
                                          auth_failure_window_s=auth_failure_window, hub_key_file=hub_key_file,
                                          checkpoint_every=checkpoint_every,
                                          checkpoint_interval_s=checkpoint_interval,
-                                         tls_cert=tls_cert, tls_key=tls_key)
+                                         tls_cert=tls_cert, tls_key=tls_key, replica=replica, lease_s=lease_s,
+                                         blob_dir=blob_dir)
         tls = _tls_files(settings)
     except ValueError as exc:
         fail(str(exc))

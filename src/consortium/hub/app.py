@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
+import socket
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -31,7 +33,8 @@ from consortium.hub.routers import (
     users,
 )
 from consortium.hub.drivers import Scheduler
-from consortium.hub.state import HubState
+from consortium.hub.replicas import ReplicaBroker
+from consortium.hub.state import HubState, Replication
 from consortium.hub.valuation import Valuer
 from consortium.hub.services import checkpoints, hub_identity, hub_key, identity, policy, proposals
 from consortium.hub.services import open_data as open_data_service
@@ -44,6 +47,18 @@ from consortium.version import code_version
 
 log = logging.getLogger("consortium.hub")
 
+
+
+def replica_id() -> str:
+    """This process's name in the run leases: host, process id and a random part (unique per start)."""
+    return f"{socket.gethostname()[:40]}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def _nudge(state: HubState, run_id: int) -> None:
+    """Another replica committed an answer to a task of ``run_id``: its driver here (if any) reads it now."""
+    live = state.live.get(run_id)
+    if live is not None:
+        live.nudge()
 
 
 def admin_token_path(settings: HubSettings) -> Path:
@@ -75,16 +90,21 @@ def create_app(settings: HubSettings) -> FastAPI:
         policy.ensure(session)
         proposals.ensure_project_proposals(session)
         session.commit()
-    blobs = BlobStore(settings.data_dir / "blobs")
+    blobs = BlobStore(settings.blobs)
+    replication = Replication(replica_id(), settings.lease_s) if settings.replica else None
+    broker = (ReplicaBroker(settings.db_url, replication.replica_id, lambda run_id: _nudge(state, run_id))
+              if replication is not None else Broker())
     state = HubState(
-        sessions=sessions, blobs=blobs, cache=TensorCache(blobs), broker=Broker(), code_version=code_version(),
-        valuer=Valuer(sessions),
+        sessions=sessions, blobs=blobs, cache=TensorCache(blobs), broker=broker, code_version=code_version(),
+        valuer=Valuer(sessions), replication=replication,
     )
     sched = Scheduler(state)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.broker.bind(asyncio.get_running_loop())
+        if isinstance(broker, ReplicaBroker):
+            broker.start()
         sched.resume_all()
         housekeeping = asyncio.create_task(_housekeeping(state))
         checkpointer = asyncio.create_task(_checkpointer(state, settings))
@@ -94,6 +114,8 @@ def create_app(settings: HubSettings) -> FastAPI:
             housekeeping.cancel()
             checkpointer.cancel()
             sched.stop()
+            if isinstance(broker, ReplicaBroker):
+                broker.close()
             state.valuer.close()
             engine.dispose()
 

@@ -58,6 +58,12 @@ class BlobStore:
             for digest in digests:
                 self._staged.pop(digest, None)
 
+    def remove(self, digests: Iterable[str]) -> None:
+        """Delete stored blobs that nothing needs any more (replicas' durable update uploads, once aggregated
+        and checkpointed); missing ones are skipped."""
+        for digest in digests:
+            self.path(digest).unlink(missing_ok=True)
+
     def _write(self, digest: str, data: bytes) -> None:
         target = self.path(digest)
         if target.exists():

@@ -51,6 +51,7 @@ class LivePhase:
         self._failed = 0
         self._answers: dict[int, Answer] = {}
         self._closed = False
+        self._nudged = False
 
     def answer(self, answer: Answer) -> bool:
         """Record an answer; False when the task is not one this phase still waits for."""
@@ -65,9 +66,18 @@ class LivePhase:
 
     def wait(self, timeout: float) -> bool:
         """Block until every task is answered or the phase is :meth:`hopeless` (True), or ``timeout`` seconds
-        pass (False)."""
+        pass or :meth:`nudge` is called (False)."""
         with self._changed:
-            return self._changed.wait_for(lambda: not self._waiting or self._hopeless(), max(0.0, timeout))
+            self._changed.wait_for(lambda: not self._waiting or self._hopeless() or self._nudged, max(0.0, timeout))
+            self._nudged = False
+            return not self._waiting or self._hopeless()
+
+    def nudge(self) -> None:
+        """Wake :meth:`wait` early: another hub replica committed an answer, which the driver then reads from
+        the database."""
+        with self._changed:
+            self._nudged = True
+            self._changed.notify_all()
 
     def hopeless(self) -> bool:
         """Whether the refused and rejected answers leave fewer than ``needed`` tasks that can be done."""
@@ -76,6 +86,11 @@ class LivePhase:
 
     def _hopeless(self) -> bool:
         return self._total - self._failed < self._needed
+
+    def expects(self, task_id: int) -> bool:
+        """Whether the phase still takes an answer to ``task_id``."""
+        with self._changed:
+            return not self._closed and task_id in self._waiting
 
     def unanswered(self) -> set[int]:
         with self._changed:

@@ -57,10 +57,11 @@ def fitted_from(spec: ProjectCreate, layout: preprocessing.Layout | None,
 
 
 def store(sessions: Callable[[], Session], run_id: int, project_id: int, fitted: FittedPreprocessing,
-          sources: Sequence[str]) -> None:
-    """Keep the fitted transform with the run and say so in the ledger (one transaction)."""
+          sources: Sequence[str], fence: Callable[[Session], None] = lambda _session: None) -> None:
+    """Keep the fitted transform with the run and say so in the ledger (one transaction, ``fence`` first)."""
     dumped = fitted.model_dump(mode="json")
     with sessions() as session:
+        fence(session)
         session.get(Run, run_id).preprocessing = dumped
         ledger.record(session, "run.preprocessing", "hub",
                       {"run_id": run_id, "sources": sorted(sources), "rows": fitted.rows,

@@ -12,7 +12,7 @@ depend only on the project seed, the round and the dataset, so the replay comput
 
 Plain values live in :mod:`consortium.hub.phases`, the HTTP layer's share in :mod:`consortium.hub.state`, the
 SQL in :mod:`consortium.hub.services.run_store`, the card in :mod:`consortium.hub.services.models`, the threads
-in :mod:`consortium.hub.drivers`, the statistics phase (spec preprocessing) in :mod:`consortium.hub.preprocess_driver`.
+in :mod:`consortium.hub.drivers`, waiting for a phase's answers in :mod:`consortium.hub.collect`, the statistics phase (spec preprocessing) in :mod:`consortium.hub.preprocess_driver`.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -31,13 +31,14 @@ from consortium.fl.baseline import majority_baseline
 from consortium.fl.core import Evaluation, FLError, LocalData, Params, derive_seed, weighted_metrics
 from consortium.fl.preprocessing import transform_data
 from consortium.hub import preprocess_driver
+from consortium.hub.collect import PhaseCollector
 from consortium.hub.db.models import Run
 from consortium.hub.live import Answer, LivePhase
 from consortium.hub.phases import (
-    OpenPhase, Participant, PhasePlan, RunFailed, StopRequested, answers_in_database, refusals_note, updates_of,
+    OpenPhase, Participant, PhasePlan, RunFailed, StopRequested, refusals_note, updates_of,
 )
 from consortium.hub.secagg_driver import SecureRounds
-from consortium.hub.services import credits, ledger, run_store
+from consortium.hub.services import credits, leases, ledger, run_store
 from consortium.hub.services.answer_rules import AnswerRules
 from consortium.hub.services.task_messages import ProjectMessages
 from consortium.hub.services import models as model_service
@@ -48,7 +49,7 @@ from consortium.plan import RunPlan
 from consortium.codec import decode_tensors, encode_tensors
 from consortium.preprocessing_wire import FittedPreprocessing
 from consortium.protocol import ProjectCreate, RoundMetrics, TaskKind
-from consortium.statuses import RunStatus, TaskStatus
+from consortium.statuses import RunStatus
 
 log = logging.getLogger("consortium.scheduler")
 
@@ -59,12 +60,9 @@ HAND_OUT_GRACE_S = 0.05
 class RunDriver:
     """Drives one run to completion (or failure) from whatever its last checkpoint is."""
 
-    def __init__(self, state: HubState, run_id: int, stop: threading.Event) -> None:
-        self.state, self.run_id, self.stop = state, run_id, stop
+    def __init__(self, state: HubState, run_id: int, stop: threading.Event, lease: leases.Lease | None = None) -> None:
+        self.state, self.run_id, self.stop, self.lease = state, run_id, stop, lease
         self.secure: SecureRounds | None = None
-        self.dropped_at: dict[int, float] = {}
-        self.refusals: dict[str, str] = {}
-        """The refused and rejected tasks of the phase collected last, by participant."""
         self.staged: list[str] = []
         """Digests of params staged in the blob store and not yet persisted."""
         self.last_closed: tuple[int, run_store.ClosedRound] | None = None
@@ -73,7 +71,7 @@ class RunDriver:
     def __call__(self) -> None:
         try:
             self.drive()
-        except StopRequested:
+        except (StopRequested, leases.LeaseLost):
             return
         except RunFailed as exc:
             self._fail(str(exc))
@@ -87,6 +85,12 @@ class RunDriver:
             if self.secure is not None:
                 self.secure.forget()
             self._persist_staged()
+
+    def fence(self, session: Session) -> None:
+        """First statement of each of the driver's write transactions: with replicas, the run's lease still
+        this driver's (renewed), else :class:`leases.LeaseLost` and nothing of the transaction is kept."""
+        if self.lease is not None:
+            leases.fence(session, self.lease, time.time())
 
     # ------------------------------------------------------------------------------------------ setup
 
@@ -109,15 +113,21 @@ class RunDriver:
             current, params_sha = run.current_round, run.params_sha256
             self.server_state_sha = run.server_state_sha256
             fitted = FittedPreprocessing.model_validate(run.preprocessing) if run.preprocessing else None
-            run_store.abandon_open_rounds(session, self.run_id, ledger.project_scope(self.project_id))
+            if run.status != RunStatus.running:
+                return  # another replica ended it just before this one took the lease
+            self.fence(session)
+            lost = run_store.abandon_open_rounds(session, self.run_id, ledger.project_scope(self.project_id))
             session.commit()
+        if self.state.replication is not None:  # uploads other replicas stored for the abandoned rounds
+            self.state.blobs.remove(lost)
+        self.phases = PhaseCollector(self.state, self.run_id, self.project_id, self.stop, self.fence)
         num_features = project_service.num_features(schema)
         self.plan = RunPlan.of(self.spec, num_features, len(self.participants))
         self.state.run_rules[self.run_id] = AnswerRules(
             self.plan.algorithm, self.plan.hp, num_features,
             {p.dataset_id: AnswerRules.source(p.ref, kinds[p.dataset_id], p.rows) for p in self.participants},
             self.plan.secure, *preprocess_driver.stats_rules(self.spec, schema))
-        self.secure = (SecureRounds(self.state, self.stop, self.plan, self.run_id, self.project_id)
+        self.secure = (SecureRounds(self.state, self.stop, self.plan, self.run_id, self.project_id, self.fence)
                        if self.plan.secure else None)
         tensors = decode_tensors(self.state.blobs.get(test_sha)) if test_sha is not None else None
         self.test_data = LocalData(tensors["x"], tensors["y"]) if tensors is not None else None
@@ -150,9 +160,11 @@ class RunDriver:
         """The statistics phase (round 0): the transform fitted from the nodes' statistics, stored with the
         run (:mod:`consortium.hub.preprocess_driver`), and the round it ran in."""
         phase = self._open(PhasePlan(0, TaskKind.stats, None, self.participants))
-        done, _ = self._collect(phase)
+        done, _ = self.phases.collect(phase, self.spec.min_nodes)
         fitted = preprocess_driver.fitted_from(self.spec, self.state.run_rules[self.run_id].stats_layout, done)
-        preprocess_driver.store(self.state.sessions, self.run_id, self.project_id, fitted, [p.ref for p, _ in done])
+        preprocess_driver.store(self.state.sessions, self.run_id, self.project_id, fitted, [p.ref for p, _ in done],
+                                self.fence)
+        self._used(done)
         return fitted, phase.round_id
 
     def _prepared(self, fitted: FittedPreprocessing) -> None:
@@ -171,29 +183,31 @@ class RunDriver:
             except FLError as exc:
                 raise RunFailed(f"algorithm.hyperparameters: {exc}") from exc
         phase = self._open(PhasePlan(0, TaskKind.init, None, self.participants, round_id))
-        done, _ = self._collect(phase)
+        done, _ = self.phases.collect(phase, self.spec.min_nodes)
         updates, _ = updates_of(done)
         if len(updates) < self.spec.min_nodes:
             raise RunFailed(
                 f"initialisation: {len(updates)} of the required min_nodes={self.spec.min_nodes} nodes answered"
-                f"{refusals_note(self.refusals)}"
+                f"{refusals_note(self.phases.refusals)}"
             )
-        return self.plan.init_params(updates), phase.round_id
+        params = self.plan.init_params(updates)
+        self._used(done)
+        return params, phase.round_id
 
     # ------------------------------------------------------------------------------------------ rounds
 
     def _round(self, phase: OpenPhase, params: Params) -> tuple[Params, OpenPhase]:
         """Collect and aggregate a round's fit phase; its checkpoint also opens the next phase."""
         number = phase.number
-        done, dropped = self._collect(phase)
+        done, dropped = self.phases.collect(phase, self.spec.min_nodes)
         updates, previous_eval = updates_of(done)
         secured = self.secure.close(phase, done, params) if self.secure is not None else None
         if secured is not None:
             done, dropped = secured.done, dropped + secured.dropped
-            self._mark_dropped(secured.missed)
+            self.phases.mark_dropped(secured.missed)
         if len(done) < self.spec.min_nodes:
             why = f" ({secured.failure})" if secured is not None and secured.failure else ""
-            why += refusals_note(self.refusals)
+            why += refusals_note(self.phases.refusals)
             raise RunFailed(f"round {number}: {len(done)} of the required min_nodes={self.spec.min_nodes} nodes "
                             f"answered within round_timeout={self.spec.round_timeout}s{why}")
         server_state = self.state.cache.get(self.server_state_sha) if self.plan.stateful else {}
@@ -230,23 +244,31 @@ class RunDriver:
                 else self._evaluate_plan(number, phase.round_id))
         next_phase = self._open_next(then)
         self._checkpoint(number, phase.round_id, measure, previous)
+        self._used(done)
         return new_params, next_phase
 
+    def _used(self, done: list[tuple[Participant, Answer]]) -> None:
+        """With replicas: delete the uploads other replicas wrote to the blob store for answers now used (a
+        single hub only ever held them in memory)."""
+        if self.state.replication is not None:
+            self.state.blobs.remove(a.blob for _, a in done if a.blob is not None)
+
     def _fit_plan(self, number: int, params: Params) -> PhasePlan:
-        return PhasePlan(number, TaskKind.fit, self._fit_params_sha(params), self._active_participants())
+        return PhasePlan(number, TaskKind.fit, self._fit_params_sha(params), self.phases.active(self.participants))
 
     def _evaluate_plan(self, number: int, round_id: int) -> PhasePlan:
         """The final federated evaluation: evaluate tasks of the last round's params, added to that round."""
-        return PhasePlan(number, TaskKind.evaluate, self.params_sha, self._active_participants(), round_id)
+        return PhasePlan(number, TaskKind.evaluate, self.params_sha, self.phases.active(self.participants), round_id)
 
     def _final_evaluation(self, phase: OpenPhase) -> None:
         """Federated evaluation of the last round's params: the one evaluate-only phase of a run."""
-        done, _ = self._collect(phase)
+        done, _ = self.phases.collect(phase, self.spec.min_nodes)
         evaluation = weighted_metrics(
             [Evaluation(a.result["num_examples"], a.result["metrics"]) for _, a in done]
         )
         compute = max((a.result["compute_s"] for _, a in done), default=0.0)
         with self.state.sessions() as session:
+            self.fence(session)
             event = run_store.federated_eval_event(
                 session, self.run_id, phase.number, evaluation.metrics, evaluation.num_examples, compute
             )
@@ -254,14 +276,6 @@ class RunDriver:
                                scope=ledger.project_scope(self.project_id))
             session.commit()
         self.state.broker.notify(progress_key(self.run_id))
-
-    def _active_participants(self) -> list[Participant]:
-        """Datasets of admitted orgs whose node has not been dropped, or has polled again since it was."""
-        with self.state.sessions() as session:
-            admitted = run_store.admitted(session, {p.org_id for p in self.participants})
-        return [p for p in self.participants if p.org_id in admitted and (
-            self.dropped_at.get(p.org_id) is None
-            or self.state.presence.get(p.org_id, 0.0) > self.dropped_at[p.org_id])]
 
     def _fit_params_sha(self, params: Params) -> str:
         """What the round's fit tasks carry: the global params, plus the server's control variate with
@@ -284,11 +298,14 @@ class RunDriver:
     def _open(self, plan: PhasePlan) -> OpenPhase:
         """One transaction: the round (unless the plan names an existing one) and its tasks; then the phase
         goes live and the nodes hear of it (before any of them can answer, so no answer misses it)."""
+        if self.state.replication is not None:  # another replica may hand the task out with its params
+            self._persist_staged()
         opened_at, started = time.time(), time.perf_counter()
         deadline = self.state.clock() + timedelta(seconds=self.spec.round_timeout)
         participants = plan.participants
         seeds = [derive_seed(self.spec.seed, plan.kind.value, plan.number, p.ref) for p in participants]
         with self.state.sessions() as session:
+            self.fence(session)
             opened = run_store.open_phase(
                 session, self.run_id, plan.number, plan.kind.value, plan.params_sha,
                 [run_store.NewTask(p.org_id, p.dataset_id, s) for p, s in zip(participants, seeds, strict=True)],
@@ -308,61 +325,6 @@ class RunDriver:
         for org_id in {p.org_id for p in participants}:
             self.state.broker.notify(org_key(org_id))
         return phase
-
-    def _collect(self, phase: OpenPhase) -> tuple[list[tuple[Participant, Answer]], list[Participant]]:
-        """Wait until every task of the phase is answered or its deadline passes (late tasks are dropped).
-
-        Returns the done tasks' participants with their answers (in task order) and the participants whose
-        task was dropped, refused or rejected. Answers normally arrive in memory; every ``state.recheck_s``
-        and at the deadline (``state.clock``) the database is asked for those the live phase did not see.
-        """
-        try:
-            while True:
-                remaining = (phase.deadline - self.state.clock()).total_seconds()
-                if phase.live.wait(min(remaining, self.state.recheck_s)):
-                    answers, late = phase.live.close()
-                    break
-                if self.stop.is_set():
-                    raise StopRequested
-                for answer in answers_in_database(self.state, self.run_id, phase.live.unanswered()):
-                    phase.live.answer(answer)
-                if self.state.clock() >= phase.deadline:
-                    answers, late = phase.live.close()
-                    handed_out = self.state.board.withdraw(late)
-                    answers.update((a.task_id, a) for a in self._drop(phase, late, handed_out))
-                    break
-        finally:
-            if self.state.live.get(self.run_id) is phase.live:
-                del self.state.live[self.run_id]
-            self.state.board.withdraw(phase.participants)
-        self.state.blobs.discard(a.blob for a in answers.values() if a.blob is not None)
-        self.refusals = phase.refusals(answers)
-        if phase.live.hopeless():
-            raise RunFailed(phase.hopeless_reason(self.spec.min_nodes, self.refusals))
-        done = [(phase.participants[i], a) for i, a in sorted(answers.items()) if a.status == TaskStatus.done]
-        failed = [phase.participants[i] for i in sorted(phase.participants)
-                  if i not in answers or answers[i].status != TaskStatus.done]
-        return done, failed
-
-    def _drop(
-        self, phase: OpenPhase, task_ids: set[int], handed_out: dict[int, datetime]
-    ) -> list[Answer]:
-        """Mark the still open ``task_ids`` dropped (with when they were ``handed_out``, and ledger entries,
-        in one transaction); the answers of those that were answered after all, just before the deadline."""
-        if not task_ids:
-            return []
-        with self.state.sessions() as session:
-            dropped = run_store.drop_tasks(
-                session, self.run_id, {t: phase.participants[t].org for t in task_ids}, handed_out,
-                ledger.project_scope(self.project_id),
-            )
-            session.commit()
-        self._mark_dropped(phase.participants[task_id] for task_id in dropped)
-        return answers_in_database(self.state, self.run_id, task_ids - dropped)
-
-    def _mark_dropped(self, participants: Iterable[Participant]) -> None:
-        """Leave ``participants``' orgs out of the next phases until their node polls again (it may be dead)."""
-        self.dropped_at.update(dict.fromkeys((p.org_id for p in participants), time.monotonic()))
 
     # ------------------------------------------------------------------------------------------ persistence
 
@@ -384,6 +346,7 @@ class RunDriver:
         self._persist_staged()
         metrics = measure() if measure is not None else None
         with self.state.sessions() as session:
+            self.fence(session)
             closed = self._close(session, number, round_id, metrics, previous_eval)
             session.commit()
         self.last_closed = closed
@@ -420,6 +383,7 @@ class RunDriver:
 
     def _finish(self) -> None:
         with self.state.sessions() as session:
+            self.fence(session)
             run = session.get(Run, self.run_id)
             contributions = card_contributions(self.state.valuer, session, self.spec, self.project_id, self.run_id,
                                                secure=self.secure is not None, has_test_set=self.test_data is not None)
@@ -443,7 +407,11 @@ class RunDriver:
         """Fail the run and cancel its open tasks. They leave the board first: a node that took one just
         before gets a 410 naming the failure, and none can take it again."""
         self.state.board.withdraw_run(self.run_id)
-        with self.state.sessions() as session:
-            run_store.fail_run(session, self.run_id, reason, self.state.clock())
-            session.commit()
+        try:
+            with self.state.sessions() as session:
+                self.fence(session)
+                run_store.fail_run(session, self.run_id, reason, self.state.clock())
+                session.commit()
+        except leases.LeaseLost:
+            return  # the replica that took the run over decides its fate
         self.state.broker.notify(progress_key(self.run_id))

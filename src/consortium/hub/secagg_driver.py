@@ -11,11 +11,13 @@ the round as one without updates (its min_nodes policy then fails the run, as fo
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
+from sqlalchemy.orm import Session
 
 from consortium.fl.core import Evaluation, Params, weighted_metrics
 from consortium.fl.privacy.secagg.errors import SecAggAborted
@@ -47,11 +49,12 @@ class Secured:
 class SecureRounds:
     """The secure aggregation of one run's fit rounds (see the module)."""
 
-    def __init__(self, state: HubState, stop: threading.Event, plan: RunPlan, run_id: int, project_id: int) -> None:
+    def __init__(self, state: HubState, stop: threading.Event, plan: RunPlan, run_id: int, project_id: int,
+                 fence: Callable[[Session], None] = lambda _session: None) -> None:
         spec = plan.spec.strategy.secure_aggregation
         assert spec is not None
         self.state, self.stop, self.plan, self.spec = state, stop, plan, spec
-        self.run_id, self.project_id = run_id, project_id
+        self.run_id, self.project_id, self.fence = run_id, project_id, fence
         self.open: dict[int, SecAggRound] = {}
         """The registered rounds not closed yet, by round id."""
 
@@ -151,6 +154,7 @@ class SecureRounds:
                  secagg_round: SecAggRound, why: str) -> Secured:
         summary.update(aborted=why, refused=secagg_round.refused, refusals=secagg_round.refusals)
         with self.state.sessions() as session:
+            self.fence(session)
             ledger.record(session, "round.secagg_aborted", "hub",
                           {"run_id": self.run_id, "round": phase.number, "secure_aggregation": summary},
                           scope=ledger.project_scope(self.project_id))

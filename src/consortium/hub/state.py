@@ -30,6 +30,22 @@ def org_key(org_id: int) -> str:
     return f"org:{org_id}"
 
 
+def answer_key(run_id: int) -> str:
+    """Broker key a replica notifies after committing an answer to a task of a run it does not drive (the
+    driving replica then reads it from the database, see :mod:`consortium.hub.replicas`)."""
+    return f"answer:{run_id}"
+
+
+@dataclass(frozen=True)
+class Replication:
+    """This hub is one of several replicas on one PostgreSQL database and one blob store (docs/deploy.md)."""
+
+    replica_id: str
+    """Unique per process: the holder named in the run leases it takes."""
+    lease_s: float = 10.0
+    """How long a run's lease lasts unless renewed: what a killed replica costs its runs at most."""
+
+
 @dataclass
 class HubState:
     """What the scheduler shares with the HTTP layer inside one hub process."""
@@ -59,7 +75,18 @@ class HubState:
     """Hub time: round deadlines are set and checked on it (drivers, and the board handing tasks out)."""
     recheck_s: float = 1.0
     """How often a driver waiting for a phase's answers looks at the clock and the database."""
+    replication: Replication | None = None
+    """None: this process drives every running run (one hub). Else run leases decide (``hub/drivers.py``)."""
 
     def seen(self, org_id: int) -> None:
         self.presence[org_id] = time.monotonic()
+
+    def durable_upload(self, run_id: int, task_id: int) -> bool:
+        """Whether an update upload for task ``task_id`` of ``run_id`` must be written to the blob store at
+        once, because no live phase of this process waits for it: another replica drives the run (a single
+        hub, or the driving replica, keeps it in memory until it is aggregated)."""
+        if self.replication is None:
+            return False
+        live = self.live.get(run_id)
+        return live is None or not live.expects(task_id)
 

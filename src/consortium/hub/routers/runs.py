@@ -14,7 +14,7 @@ from consortium.hub.events import wait_for
 from consortium.hub.gate import upload
 from consortium.hub.live import Answer, TaskRow
 from consortium.hub.drivers import Scheduler
-from consortium.hub.state import HubState, org_key, progress_key
+from consortium.hub.state import HubState, answer_key, org_key, progress_key
 from consortium.hub.services import privacy_charges
 from consortium.hub.services import runs as run_service
 from consortium.hub.services.identity import Principal, SignedCall, in_signed_transaction
@@ -31,11 +31,12 @@ MAX_WAIT_S = 60.0
 
 def hand_to_driver(state: HubState, run_id: int, answer: Answer) -> None:
     """Take the answered task off the board and give its committed answer to the run's driver if it runs in
-    this process (else the driver finds it in the database)."""
+    this process (else the driver finds it in the database; with replicas it is told to look at once)."""
     state.board.withdraw([answer.task_id])
     phase = state.live.get(run_id)
-    if phase is not None:
-        phase.answer(answer)
+    taken = phase is not None and phase.answer(answer)
+    if not taken and state.replication is not None:
+        state.broker.notify(answer_key(run_id))
 
 
 @router.post("/projects/{project_id}/runs", response_model=RunOut, status_code=201)
@@ -189,12 +190,15 @@ async def post_update(
                     session, state.blobs, state.cache, call.principal, task_id, payload, state.clock(),
                     rules=state.run_rules.get, signed=call,
                     handed_out_at=state.board.handed_out_at(task_id), known=state.board.row(task_id),
+                    durable=state.durable_upload,
                 )))
         hand_to_driver(state, task.run_id, answer)
 
     await run_in_threadpool(accept)
     if wait > 0:
-        delivery = await deliver_next_task(state, call.principal, wait, have, query_each_time=False)
+        # One hub knows its next task from its board; a replica may hear of it only through the database.
+        delivery = await deliver_next_task(state, call.principal, wait, have,
+                                           query_each_time=state.replication is not None)
         if delivery is not None:
             return delivery
     return {"status": "accepted"}

@@ -158,12 +158,14 @@ def close_round(
     return round_id
 
 
-def abandon_open_rounds(session: Session, run_id: int, scope: ledger.Scope) -> None:
+def abandon_open_rounds(session: Session, run_id: int, scope: ledger.Scope) -> list[str]:
     """Cancel the run's open tasks and abandon its open rounds (a restarted hub replays them), with ledger
-    entries."""
+    entries; the digests of the updates answered in those rounds (nothing will read them now)."""
     open_rounds = list(
         session.scalars(select(Round).where(Round.run_id == run_id, Round.status == RoundStatus.open))
     )
+    uploads = list(session.scalars(select(Task.update_sha256).where(
+        Task.round_id.in_([r.id for r in open_rounds]), Task.update_sha256.is_not(None)))) if open_rounds else []
     for task in session.scalars(select(Task).where(Task.run_id == run_id, Task.status.in_(OPEN_TASK_STATES))):
         task.status = TaskStatus.cancelled
     for rnd in open_rounds:
@@ -174,6 +176,7 @@ def abandon_open_rounds(session: Session, run_id: int, scope: ledger.Scope) -> N
              "reason": "hub restarted; the round is replayed from the last checkpoint"},
             scope=scope,
         )
+    return uploads
 
 
 def drop_tasks(

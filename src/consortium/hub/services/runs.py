@@ -305,10 +305,13 @@ def submit_update(
     signed: SignedCall | None = None,
     handed_out_at: datetime | None = None,
     known: TaskRow | None = None,
+    durable: Callable[[int, int], bool] | None = None,
 ) -> tuple[TaskRow, Answer]:
     """Validate an uploaded update (see :func:`~consortium.hub.services.answer_rules.check_answer_update`) and store it; :class:`Rejected` otherwise.
 
-    ``rules`` may supply a run's :class:`AnswerRules` from memory. Returns the task and its committed answer,
+    ``rules`` may supply a run's :class:`AnswerRules` from memory. ``durable(run_id, task_id)``: write the upload to the
+    blob store before the answer commits (another hub replica drives the run and reads it from there);
+    otherwise it is staged in memory for this process's driver. Returns the task and its committed answer,
     validated tensors included, for the run driver.
     """
     task = own_task(session, actor, task_id, known, answer="update")
@@ -331,14 +334,18 @@ def submit_update(
         check_answer_update(run_rules, task, tensors, meta, lambda: cache.get(task.params_sha256))
     except FLError as exc:
         reject(str(exc))
-    digest = blobs.stage(payload)
+    stored = durable is not None and durable(task.run_id, task.id)
+    digest = blobs.put(payload) if stored else blobs.stage(payload)
     result = meta.model_dump()
     try:
         _answer(session, task, signed, handed_out_at, update_sha256=digest, result=result, status=TaskStatus.done,
                 done_at=now)
         session.commit()
-    except BaseException:
-        blobs.discard([digest])
+    except BaseException:  # not answered (the task closed meanwhile): nobody will read the upload
+        if stored:
+            blobs.remove([digest])
+        else:
+            blobs.discard([digest])
         raise
     return task, Answer(task.id, TaskStatus.done, result, tensors, digest)
 
