@@ -7,6 +7,7 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
+from consortium import faults
 from consortium.atomic import write_bytes_atomic
 
 
@@ -48,6 +49,7 @@ class BlobStore:
                 data = self._staged.get(digest)
             if data is None:
                 continue
+            faults.point("blob.persist")
             self._write(digest, data)
             with self._lock:
                 self._staged.pop(digest, None)

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
+from consortium import faults
 from consortium.fl.core import finite_metrics
 from consortium.hub.db.models import Org, Round, Run, Task
 from consortium.hub.services import ledger
@@ -86,6 +87,7 @@ def open_phase(
         ))
     if events:
         ledger.record_many(session, events, scope=scope)
+    faults.point("phase.open")
     return OpenedPhase(round_id, task_ids)
 
 
@@ -155,6 +157,7 @@ def close_round(
         .values(current_round=number, params_sha256=params_sha256, server_state_sha256=server_state_sha256)
     )
     ledger.record_many(session, events, scope=scope)
+    faults.point("round.close")
     return round_id
 
 

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from sqlalchemy import Update, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
+from consortium import faults
 from consortium.fl.baseline import baseline_warning
 from consortium.fl.core import FLError
 from consortium.hub.blobs import BlobStore
@@ -332,6 +333,7 @@ def submit_update(
     except FLError as exc:
         reject(str(exc))
     digest = blobs.stage(payload)
+    faults.point("upload.staged")
     result = meta.model_dump()
     try:
         _answer(session, task, signed, handed_out_at, update_sha256=digest, result=result, status=TaskStatus.done,
@@ -340,6 +342,7 @@ def submit_update(
     except BaseException:
         blobs.discard([digest])
         raise
+    faults.point("upload.committed")
     return task, Answer(task.id, TaskStatus.done, result, tensors, digest)
 
 
