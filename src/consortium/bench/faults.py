@@ -154,3 +154,40 @@ def run_hub_kills(lab: Lab, kills: int, seed: int, rounds: int, console: Console
         "by_point": {k: dict(v) for k, v in sorted(by_point.items())},
         "trials": [asdict(t) for t in trials],
     }
+
+
+def kills_markdown(result: dict[str, Any], machine: dict[str, Any], command: str) -> str:
+    """The hub-kill section of BENCHMARKS.md."""
+    m = machine
+    db = result.get("database", "SQLite")
+    lines = [
+        f"Command: `{command}`",
+        f"Machine: {m['cpu']} ({m['cores']} cores, shared with other engineers' test runs while measured), "
+        f"{m['python']}, torch {m['torch']}; {db}; measured {m['date']}.",
+        "",
+        f"A hub and 3 node processes on loopback, digits MLP, {result['rounds']} rounds per run, min_nodes 3; one "
+        "SIGKILL of the hub per run, at a kill point drawn from a seeded generator (seed "
+        f"{result['seed']}) or from outside after a random delay, then the hub restarted on the same database "
+        "and blob store. Each run is checked against an uninterrupted run of the same seed (every round's "
+        "params digest), the ledger is verified from the database, the blob store has no orphan, corrupt or "
+        "half-written file, and the run has no open round or task.",
+        "",
+        "| figure | value |",
+        "|---|---|",
+        f"| hub kills (runs interrupted) | **{result['kills']}** ({result['missed']} drawn faults missed their run "
+        "and were drawn again) |",
+        f"| runs completed | **{result['completed']}/{result['kills']}** |",
+        f"| same params as the uninterrupted run, every round | **{result['same_params']}/{result['kills']}** |",
+        f"| every check held (ledger, blobs, rounds) | **{result['all_checks']}/{result['kills']}** |",
+        f"| rounds abandoned per kill (count of runs) | "
+        f"{', '.join(f'{k}: {v}' for k, v in sorted(result['abandoned_rounds'].items()))} |",
+        f"| median time from the kill to the run completed (hub restart included) | "
+        f"{result['median_recovery_s']:.1f} s |",
+        f"| uninterrupted run | {result['reference_run_s']:.2f} s |",
+        f"| whole bench | {result['seconds'] / 60:.1f} min |",
+        "",
+        "| kill point | kills | all checks held |",
+        "|---|---|---|",
+    ]
+    lines += [f"| `{point}` | {v.get('kills', 0)} | {v.get('ok', 0)} |" for point, v in result["by_point"].items()]
+    return "\n".join(lines)
