@@ -100,6 +100,19 @@ def check_run_rows(url: str, run_id: int, findings: Findings) -> dict[str, int]:
     return counts
 
 
+def project_runs(url: str, project_id: int) -> list[int]:
+    """The ids of the project's runs, oldest first."""
+    engine = make_engine(url)
+    try:
+        meta = MetaData()
+        meta.reflect(engine, only=["runs"])
+        runs = meta.tables["runs"]
+        with engine.connect() as conn:
+            return list(conn.scalars(select(runs.c.id).where(runs.c.project_id == project_id).order_by(runs.c.id)))
+    finally:
+        engine.dispose()
+
+
 def check_ledger(url: str, findings: Findings) -> None:
     report = verify_from_db(url)
     if not report.ok:

@@ -54,12 +54,21 @@ class Lab:
 
     def start_nodes(self, orgs: Sequence[str] = ORGS, url: str | None = None, poll_wait: float = 5.0,
                     env: Mapping[str, Mapping[str, str]] | None = None) -> None:
-        """Start the nodes of ``orgs`` (``env``: extra environment per org) and wait until they polled."""
+        """Start the nodes of ``orgs`` (``env``: extra environment per org) and wait until each new process
+        called the hub."""
+        started = time.monotonic()
         for org in orgs:
             self.nodes[org] = start_node(url or self.hub.url, self.consortium.org_dirs[org], poll_wait=poll_wait,
                                          env=(env or {}).get(org))
+        deadline = started + 120
         with self.hub.client() as admin:
-            admin.wait_online(list(orgs))
+            while time.monotonic() < deadline:
+                seen = {o["name"]: o.get("last_seen_s_ago") for o in admin.orgs()}
+                since = time.monotonic() - started
+                if all(seen.get(org) is not None and seen[org] < since for org in orgs):
+                    return
+                time.sleep(0.2)
+        raise TimeoutError(f"nodes {list(orgs)} did not call the hub within 120 s\n{self.logs()}")
 
     def restart_node(self, org: str, url: str | None = None, poll_wait: float = 5.0) -> None:
         self.nodes[org].kill()

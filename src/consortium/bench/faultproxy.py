@@ -1,8 +1,9 @@
 """A small fault-injecting TCP proxy (asyncio, in a thread of its own) for the fault harness.
 
 Nodes talk to the hub through it; each new connection, drawn from a seeded generator, is passed as is, cut
-after a random number of bytes from either side (the peer sees a reset or a short read mid-request or
-mid-answer), or passed with a delay added to each chunk it forwards.
+after a random number of bytes (up to ``max_cut_bytes``, counted over both directions and every request the
+kept-alive connection carries: the peer sees the connection end mid-request or mid-answer), or passed with
+a delay added to each chunk it forwards.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class FaultProxy:
     cut: float = 0.2
     delay: float = 0.3
     max_delay_s: float = 0.2
+    max_cut_bytes: int = 65536
     seed: int = 0
     port: int = 0
     stats: ProxyStats = field(default_factory=ProxyStats)
@@ -57,9 +59,18 @@ class FaultProxy:
 
     def stop(self) -> None:
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop)
         if self._thread is not None:
             self._thread.join(5)
+
+    async def _shutdown(self) -> None:
+        """Close the listener and every connection, then stop the loop."""
+        self._server.close()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        asyncio.get_running_loop().stop()
 
     def _run(self, sock: socket.socket) -> None:
         self._loop = loop = asyncio.new_event_loop()
@@ -68,13 +79,12 @@ class FaultProxy:
         try:
             loop.run_forever()
         finally:
-            self._server.close()
             loop.close()
 
     async def _handle(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         self.stats.connections += 1
         draw = self._rng.random()
-        cut_after = self._rng.randint(1, 4096) if draw < self.cut else None
+        cut_after = self._rng.randint(1, self.max_cut_bytes) if draw < self.cut else None
         delay = self._rng.uniform(0, self.max_delay_s) if self.cut <= draw < self.cut + self.delay else 0.0
         self.stats.cut += cut_after is not None
         self.stats.delayed += delay > 0
