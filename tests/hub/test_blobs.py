@@ -37,3 +37,23 @@ def test_put_writes_atomically_under_the_digest_and_leaves_no_temporary_file(tmp
     assert store.put(b"checkpoint") == digest
     assert store.get(digest) == b"checkpoint"
     assert [p.name for p in store.path(digest).parent.iterdir()] == [digest]
+
+
+def test_a_write_that_fails_names_the_store_and_leaves_no_file(tmp_path, monkeypatch) -> None:
+    """A full disk (ENOSPC while the temporary file is written): the error says which store and blob, the
+    blob stays staged and readable, and neither the blob nor a temporary file is left on disk."""
+    import errno
+    import os
+
+    store = BlobStore(tmp_path)
+    digest = store.stage(b"params")
+
+    def full(_fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError, match=f"blob store {tmp_path} could not write blob {digest[:16]}.*No space left") as info:
+        store.persist([digest])
+    assert info.value.errno == errno.ENOSPC
+    assert store.get(digest) == b"params"
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []

@@ -20,7 +20,7 @@ PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 def run_faults_bench(workdir: Path, *, kills: int, seed: int, rounds: int, scenarios: bool,
                      db_url: str | None = None, pg_admin_url: str | None = None,
-                     console: Console | None = None) -> dict[str, Any]:
+                     console: Console | None = None, budget_s: float | None = None) -> dict[str, Any]:
     """The whole fault bench under ``workdir``; the report (``hub_kills``, ``scenarios``, ``machine``)."""
     console = console or Console()
     report: dict[str, Any] = {"machine": machine_info(), "scenarios": []}
@@ -28,7 +28,7 @@ def run_faults_bench(workdir: Path, *, kills: int, seed: int, rounds: int, scena
     try:
         lab.start_nodes()
         if kills:
-            report["hub_kills"] = run_hub_kills(lab, kills, seed, rounds, console)
+            report["hub_kills"] = run_hub_kills(lab, kills, seed, rounds, console, budget_s)
             report["hub_kills"]["database"] = "PostgreSQL" if db_url else "SQLite"
         if scenarios:
             reference = reference_run(lab, rounds)[0]

@@ -321,6 +321,8 @@ def bench_faults(
         help="PostgreSQL admin URL for the restart scenario (a database is made in it; the cluster is restarted)")]
         = None,
     workdir: Annotated[Path | None, typer.Option(help="where hub and orgs go (default: a temp dir)")] = None,
+    max_minutes: Annotated[float | None, typer.Option(
+        min=1, help="start no new hub kill after this long (the report says how many ran)")] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="write results as JSON")] = None,
     markdown: Annotated[Path | None, typer.Option("--markdown", help="update this BENCHMARKS.md")] = None,
 ) -> None:
@@ -332,9 +334,11 @@ def bench_faults(
 
     with tempfile.TemporaryDirectory(prefix="consortium-faults-") as scratch:
         report = fault_report.run_faults_bench(Path(workdir or scratch), kills=kills, seed=seed, rounds=rounds,
-                                               scenarios=scenarios, db_url=db, pg_admin_url=pg, console=console)
+                                               scenarios=scenarios, db_url=db, pg_admin_url=pg, console=console,
+                                               budget_s=max_minutes * 60 if max_minutes else None)
     command = (f"consortium bench faults --kills {kills} --seed {seed} --rounds {rounds}"
-               + ("" if scenarios else " --no-scenarios") + (" --db postgresql" if db else ""))
+               + ("" if scenarios else " --no-scenarios") + (" --db postgresql" if db else "")
+               + (f" --max-minutes {max_minutes:g}" if max_minutes else ""))
     for suite, body in fault_report.sections(report, command):
         _write_report(report, body, suite, json_path, markdown)
     if not fault_report.all_ok(report):

@@ -64,8 +64,12 @@ class BlobStore:
         target = self.path(digest)
         if target.exists():
             return
-        target.parent.mkdir(parents=True, exist_ok=True)
-        write_bytes_atomic(target, data)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_bytes_atomic(target, data)
+        except OSError as exc:  # e.g. the disk is full: say which store, what failed (nothing is left half-written)
+            raise OSError(exc.errno, f"blob store {self.root} could not write blob {digest[:16]}...: "
+                                     f"{exc.strerror or exc}") from exc
 
     def get(self, sha256: str) -> bytes:
         with self._lock:

@@ -34,7 +34,8 @@ from consortium.hub import preprocess_driver
 from consortium.hub.db.models import Run
 from consortium.hub.live import Answer, LivePhase
 from consortium.hub.phases import (
-    OpenPhase, Participant, PhasePlan, RunFailed, StopRequested, answers_in_database, refusals_note, updates_of,
+    LEAVE_RUN, OpenPhase, Participant, PhasePlan, RunFailed, StopRequested, answers_in_database, refusals_note,
+    updates_of,
 )
 from consortium.hub.secagg_driver import SecureRounds
 from consortium.hub.services import credits, ledger, run_store
@@ -73,7 +74,7 @@ class RunDriver:
     def __call__(self) -> None:
         try:
             self.drive()
-        except StopRequested:
+        except LEAVE_RUN:
             return
         except RunFailed as exc:
             self._fail(str(exc))

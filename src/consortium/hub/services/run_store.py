@@ -205,9 +205,14 @@ def drop_tasks(
 
 
 def fail_run(session: Session, run_id: int, reason: str, now: datetime) -> None:
-    """The run failed for ``reason``, its open tasks cancelled, a ledger entry."""
+    """The run failed for ``reason``, its open tasks cancelled, its open rounds abandoned (a failure between
+    a round's two transactions leaves two open: nothing will close them now), a ledger entry."""
     run = session.get(Run, run_id)
     run.status, run.error, run.finished_at = RunStatus.failed, reason, now
+    session.execute(
+        update(ROUNDS).where(ROUNDS.c.run_id == run_id, ROUNDS.c.status == RoundStatus.open)
+        .values(status=RoundStatus.abandoned)
+    )
     # Guarded by status in the statement itself: an answer committed a moment ago is kept.
     session.execute(
         update(Task).where(Task.run_id == run_id, Task.status.in_(OPEN_TASK_STATES))
