@@ -167,9 +167,9 @@ def _back_at_round(lab: Lab, org: str, run_id: int, since: float) -> int | None:
 # ------------------------------------------------------------------------------------------ proxy
 
 
-def proxy_run(lab: Lab, rounds: int, reference: list[str], seed: int = 0) -> dict[str, Any]:
-    """The nodes talk to the hub through a proxy that cuts half its connections (after up to 64 KiB) and
-    delays 30 %: the run
+def proxy_run(lab: Lab, rounds: int, reference: list[str], seed: int = 0, spec_seed: int = 11) -> dict[str, Any]:
+    """The nodes talk to the hub through a proxy (drawing from ``seed``) that cuts half its connections
+    (after up to 64 KiB) and delays 30 %: the run of spec seed ``spec_seed``
     completes with the params of the uninterrupted run (nodes retry)."""
     result: dict[str, Any] = {"scenario": "connections cut and delayed by a proxy", "problems": []}
     proxy = FaultProxy(lab.hub.port, cut=0.5, delay=0.3, max_delay_s=0.3, seed=seed).start()
@@ -177,7 +177,7 @@ def proxy_run(lab: Lab, rounds: int, reference: list[str], seed: int = 0) -> dic
         for org in ORGS:
             lab.nodes[org].kill()
         lab.start_nodes(url=proxy.url)
-        project = lab.project(lab.spec("faults-proxy", rounds))
+        project = lab.project(lab.spec(f"faults-proxy-{seed}", rounds, seed=spec_seed))
         with lab.admin() as admin:
             run_id = admin.start_run(project["id"])["id"]
         progress = wait_ended(lab, run_id)
