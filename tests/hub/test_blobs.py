@@ -57,3 +57,33 @@ def test_a_write_that_fails_names_the_store_and_leaves_no_file(tmp_path, monkeyp
     assert info.value.errno == errno.ENOSPC
     assert store.get(digest) == b"params"
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def test_a_dead_writers_temporary_file_is_swept_when_the_store_opens(tmp_path) -> None:
+    """A hub killed between writing a blob's temporary file and renaming it leaves the file behind; the next
+    store on that directory removes it, but not a live writer's (this process's) nor a fresh one it cannot
+    place."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from consortium.atomic import temporary_prefix
+
+    store = BlobStore(tmp_path)
+    target = tmp_path / "ab" / ("ab" + "0" * 62)
+    target.parent.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    host = socket.gethostname()
+    left = target.parent / f".{target.stem}-{host}-{dead_pid}-abc123.tmp"
+    live = target.parent / f"{temporary_prefix(target)}def456.tmp"
+    other_host = target.parent / f".{target.stem}-elsewhere-{os.getpid()}-ghi789.tmp"
+    for path in (left, live, other_host):
+        path.write_bytes(b"half")
+    assert store.sweep() == [left] and not left.exists()
+    assert live.exists() and other_host.exists()
+    old = 1_000_000_000
+    os.utime(other_host, (old, old))
+    BlobStore(tmp_path)  # a hub starting on the store sweeps it
+    assert not other_host.exists() and live.exists()

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from consortium import faults
-from consortium.atomic import write_bytes_atomic
+from consortium.atomic import stale_temporary, write_bytes_atomic
 
 
 class BlobStore:
@@ -25,6 +25,17 @@ class BlobStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self._staged: dict[str, bytes] = {}
         self._lock = threading.Lock()
+        self.sweep()
+
+    def sweep(self) -> list[Path]:
+        """Remove the temporary files that writers killed mid-write left (:func:`consortium.atomic.stale_temporary`:
+        a dead process of this host, or untouched for an hour); the paths removed."""
+        removed = []
+        for path in self.root.glob("*/.*.tmp"):
+            if stale_temporary(path):
+                path.unlink(missing_ok=True)
+                removed.append(path)
+        return removed
 
     def path(self, sha256: str) -> Path:
         return self.root / sha256[:2] / sha256
