@@ -113,6 +113,7 @@ def node_kill(lab: Lab, phase: str, rounds: int = 60, round_timeout: float = 4.0
     victim = ORGS[list(NODE_PHASES).index(phase)]
     result: dict[str, Any] = {"scenario": f"node killed in the {phase} phase", "victim": victim, "problems": []}
     problems = result["problems"]
+    lab.wait_ready()
     extra = {"preprocessing": {"scale": "standardise"}} if phase == "stats" else {}
     algorithm = {"name": "classifier", "hyperparameters": NODE_KILL_HYPERPARAMETERS}
     project = lab.project(lab.spec(f"faults-node-{phase}", rounds, min_nodes=2, round_timeout=round_timeout,
@@ -128,7 +129,7 @@ def node_kill(lab: Lab, phase: str, rounds: int = 60, round_timeout: float = 4.0
         problems.append(f"{victim} never reached its {phase} task")
     died = time.monotonic()
     lab.restart_node(victim)
-    back_at = _back_at_round(lab, victim, run_id, died)
+    back_at = _back_at_round(lab, victim, run_id)
     result["node_back_after_s"] = round(time.monotonic() - died, 1)
     result["node_back_at_round"] = back_at
     progress = wait_ended(lab, run_id)
@@ -150,14 +151,12 @@ def node_kill(lab: Lab, phase: str, rounds: int = 60, round_timeout: float = 4.0
     return _finish(result, lab, run_id, progress, None)
 
 
-def _back_at_round(lab: Lab, org: str, run_id: int, since: float) -> int | None:
-    """The run's current round when ``org``'s node called the hub again after ``since`` (monotonic); None if
-    the run ended first."""
+def _back_at_round(lab: Lab, org: str, run_id: int) -> int | None:
+    """The run's current round when ``org``'s restarted node started polling; None if the run ended first."""
     with lab.admin() as admin:
         while True:
             run = admin.run(run_id)
-            seen = {o["name"]: o.get("last_seen_s_ago") for o in admin.orgs()}.get(org)
-            if seen is not None and seen < time.monotonic() - since:
+            if lab.node_polling(org):
                 return run["current_round"]
             if run["status"] != "running":
                 return None

@@ -33,6 +33,8 @@ class Lab:
     consortium: DigitsConsortium
     db_url: str | None = None
     nodes: dict[str, Process] = field(default_factory=dict)
+    log_offsets: dict[str, int] = field(default_factory=dict)
+    """Where each node process's own lines start in its org's log (the log is appended to across restarts)."""
 
     @classmethod
     def open(cls, workdir: Path, db_url: str | None = None) -> Lab:
@@ -56,23 +58,37 @@ class Lab:
                     env: Mapping[str, Mapping[str, str]] | None = None) -> None:
         """Start the nodes of ``orgs`` (``env``: extra environment per org) and wait until each new process
         called the hub."""
-        started = time.monotonic()
         for org in orgs:
-            self.nodes[org] = start_node(url or self.hub.url, self.consortium.org_dirs[org], poll_wait=poll_wait,
-                                         env=(env or {}).get(org))
-        deadline = started + 120
-        with self.hub.client() as admin:
-            while time.monotonic() < deadline:
-                seen = {o["name"]: o.get("last_seen_s_ago") for o in admin.orgs()}
-                since = time.monotonic() - started
-                if all(seen.get(org) is not None and seen[org] < since for org in orgs):
-                    return
-                time.sleep(0.2)
-        raise TimeoutError(f"nodes {list(orgs)} did not call the hub within 120 s\n{self.logs()}")
+            self._spawn_node(org, url, poll_wait, (env or {}).get(org))
+        self.wait_ready(orgs)
 
     def restart_node(self, org: str, url: str | None = None, poll_wait: float = 5.0) -> None:
+        """SIGKILL the org's node and start a new one (without waiting for it)."""
         self.nodes[org].kill()
-        self.nodes[org] = start_node(url or self.hub.url, self.consortium.org_dirs[org], poll_wait=poll_wait)
+        self._spawn_node(org, url, poll_wait, None)
+
+    def _spawn_node(self, org: str, url: str | None, poll_wait: float, env: Mapping[str, str] | None) -> None:
+        log = self.consortium.org_dirs[org] / "node.log"
+        self.log_offsets[org] = log.stat().st_size if log.exists() else 0
+        self.nodes[org] = start_node(url or self.hub.url, self.consortium.org_dirs[org], poll_wait=poll_wait,
+                                     env=env)
+
+    def node_polling(self, org: str) -> bool:
+        """Whether the org's current node process started polling (its own log line says so). The hub's
+        last-seen time cannot tell: a killed node's long poll still pending on the hub refreshes it."""
+        log = self.consortium.org_dirs[org] / "node.log"
+        with open(log, "rb") as handle:
+            handle.seek(self.log_offsets.get(org, 0))
+            return b" polling " in handle.read()
+
+    def wait_ready(self, orgs: Sequence[str] = ORGS, timeout: float = 180.0) -> None:
+        """Wait until each org's current node process polls the hub (``TimeoutError`` after ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while not all(self.node_polling(org) for org in orgs):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nodes {list(orgs)} did not start polling within {timeout:.0f} s\n{self.logs()}")
+            time.sleep(0.1)
+        time.sleep(0.5)  # the first long poll reaches the hub
 
     def restart_hub(self) -> None:
         """SIGKILL the hub if it still runs, disarm its kill points and start it again on the same database,
