@@ -77,12 +77,12 @@ class Process:
             return ""
 
 
-def _spawn(name: str, args: list[str], log_path: Path) -> Process:
+def _spawn(name: str, args: list[str], log_path: Path, env: Mapping[str, str] | None = None) -> Process:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "ab")
     popen = subprocess.Popen(
         [sys.executable, "-m", "consortium", *args],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=child_env(),
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env={**child_env(), **(env or {})},
         start_new_session=True,
     )
     return Process(name, popen, log_path, log)
@@ -105,6 +105,7 @@ class HubProcess(Process):
     db_url: str | None = None
     port: int = 0
     tls: HubTLS | None = None
+    extra_args: tuple[str, ...] = ()
 
     @property
     def ca_file(self) -> Path | None:
@@ -127,9 +128,11 @@ def start_hub(
     auth_failure_window_s: float | None = None,
     extra_args: tuple[str, ...] = (),
     tls: HubTLS | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> HubProcess:
     """Start ``consortium hub`` as a child process and wait until it answers /api/health (``extra_args``: more
-    ``consortium hub`` options, e.g. ``("--checkpoint-interval", "0.5")``; ``tls``: serve HTTPS)."""
+    ``consortium hub`` options, e.g. ``("--checkpoint-interval", "0.5")``; ``tls``: serve HTTPS; ``env``: more
+    environment variables, e.g. a kill point of :mod:`consortium.faults`)."""
     port = port or free_port()
     admin_token = admin_token or "csm_" + secrets.token_urlsafe(32)
     data_dir = Path(data_dir)
@@ -146,10 +149,11 @@ def start_hub(
     if tls:
         args += ["--tls-cert", str(tls.cert), "--tls-key", str(tls.key)]
     args += list(extra_args)
-    proc = _spawn("hub", args, data_dir / "hub.log")
+    proc = _spawn("hub", args, data_dir / "hub.log", env)
     scheme = "https" if tls else "http"
     hub = HubProcess(proc.name, proc.popen, proc.log_path, proc._log, url=f"{scheme}://127.0.0.1:{port}",
-                     admin_token=admin_token, data_dir=data_dir, db_url=db_url, port=port, tls=tls)
+                     admin_token=admin_token, data_dir=data_dir, db_url=db_url, port=port, tls=tls,
+                     extra_args=tuple(extra_args))
     wait_healthy(hub, startup_timeout)
     return hub
 
@@ -170,10 +174,11 @@ def wait_healthy(hub: HubProcess, timeout: float) -> None:
     raise RuntimeError(f"hub did not become healthy within {timeout}s:\n{hub.log_tail()}")
 
 
-def restart_hub(hub: HubProcess, startup_timeout: float = 60.0) -> HubProcess:
-    """Start a hub again on the same port, database and data directory."""
+def restart_hub(hub: HubProcess, startup_timeout: float = 60.0, env: Mapping[str, str] | None = None) -> HubProcess:
+    """Start a hub again on the same port, database, data directory and options (``env``: as for
+    :func:`start_hub`)."""
     return start_hub(hub.data_dir, db_url=hub.db_url, port=hub.port, admin_token=hub.admin_token,
-                     startup_timeout=startup_timeout, tls=hub.tls)
+                     startup_timeout=startup_timeout, tls=hub.tls, extra_args=hub.extra_args, env=env)
 
 
 def haproxy_config(port: int, backends: Sequence[int], host: str = "127.0.0.1") -> str:
@@ -236,14 +241,14 @@ def start_haproxy(workdir: Path, backends: Sequence[int], port: int | None = Non
 
 
 def start_node(hub_url: str, org_dir: Path, *, poll_wait: float = 25.0, log_path: Path | None = None,
-               ca_file: Path | None = None) -> Process:
+               ca_file: Path | None = None, env: Mapping[str, str] | None = None) -> Process:
     """Start ``consortium node`` for an enrolled org directory (``ca_file``: the CA an https hub's certificate
-    must chain to)."""
+    must chain to; ``env``: more environment variables)."""
     org_dir = Path(org_dir)
     args = ["node", "--hub", hub_url, "--org-dir", str(org_dir), "--poll-wait", str(poll_wait)]
     if ca_file:
         args += ["--ca-file", str(ca_file)]
-    return _spawn(f"node-{org_dir.name}", args, log_path or org_dir / "node.log")
+    return _spawn(f"node-{org_dir.name}", args, log_path or org_dir / "node.log", env)
 
 
 def provision_org(

@@ -426,3 +426,39 @@ def bench_valuation(
     result = run_valuation_bench(config, lambda m: err_console.print(m))
     command = f"consortium bench valuation --orgs {orgs} --rounds {rounds} --seeds {seeds} --cost-orgs {cost_orgs}"
     _write_report(result, report_markdown(result, machine_info(), command), "valuation", json_path, markdown)
+
+
+@app.command("faults")
+def bench_faults(
+    kills: Annotated[int, typer.Option(min=0, help="hub SIGKILLs, one per run")] = 50,
+    seed: Annotated[int, typer.Option(help="seed of the drawn kill moments")] = 0,
+    rounds: Annotated[int, typer.Option(min=2, help="rounds per run")] = 5,
+    scenarios: Annotated[bool, typer.Option(
+        help="also PostgreSQL restarted mid-run, nodes killed in each phase, a cutting proxy, a full disk")] = True,
+    db: Annotated[str | None, typer.Option("--db", help="hub database URL for the hub kills (default: SQLite)")] = None,
+    pg: Annotated[str | None, typer.Option(
+        help="PostgreSQL admin URL for the restart scenario (a database is made in it; the cluster is restarted)")]
+        = None,
+    workdir: Annotated[Path | None, typer.Option(help="where hub and orgs go (default: a temp dir)")] = None,
+    max_minutes: Annotated[float | None, typer.Option(
+        min=1, help="start no new hub kill after this long (the report says how many ran)")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write results as JSON")] = None,
+    markdown: Annotated[Path | None, typer.Option("--markdown", help="update this BENCHMARKS.md")] = None,
+) -> None:
+    """Fault harness: hub SIGKILLs mid-run (same final params, ledger, blobs, rounds checked), and the other
+    faults; exits 1 when any run or check failed."""
+    import tempfile
+
+    from consortium.bench import fault_report
+
+    with tempfile.TemporaryDirectory(prefix="consortium-faults-") as scratch:
+        report = fault_report.run_faults_bench(Path(workdir or scratch), kills=kills, seed=seed, rounds=rounds,
+                                               scenarios=scenarios, db_url=db, pg_admin_url=pg, console=console,
+                                               budget_s=max_minutes * 60 if max_minutes else None)
+    command = (f"consortium bench faults --kills {kills} --seed {seed} --rounds {rounds}"
+               + ("" if scenarios else " --no-scenarios") + (" --db postgresql" if db else "")
+               + (f" --max-minutes {max_minutes:g}" if max_minutes else ""))
+    for suite, body in fault_report.sections(report, command):
+        _write_report(report, body, suite, json_path, markdown)
+    if not fault_report.all_ok(report):
+        raise typer.Exit(1)

@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
-from consortium import __version__
+from consortium import __version__, faults
 from consortium.config import HubSettings
 from consortium.hub.blobs import BlobStore
 from consortium.hub.db.session import make_engine, migrate, session_factory
@@ -80,6 +80,7 @@ def _admin_token(settings: HubSettings) -> str:
 
 def create_app(settings: HubSettings) -> FastAPI:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    faults.watch_commits()
     engine = make_engine(settings.db_url)
     migrate(engine)
     sessions = session_factory(engine)

@@ -7,7 +7,8 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-from consortium.atomic import write_bytes_atomic
+from consortium import faults
+from consortium.atomic import stale_temporary, write_bytes_atomic
 
 
 class BlobStore:
@@ -24,6 +25,17 @@ class BlobStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self._staged: dict[str, bytes] = {}
         self._lock = threading.Lock()
+        self.sweep()
+
+    def sweep(self) -> list[Path]:
+        """Remove the temporary files that writers killed mid-write left (:func:`consortium.atomic.stale_temporary`:
+        a dead process of this host, or untouched for an hour); the paths removed."""
+        removed = []
+        for path in self.root.glob("*/.*.tmp"):
+            if stale_temporary(path):
+                path.unlink(missing_ok=True)
+                removed.append(path)
+        return removed
 
     def path(self, sha256: str) -> Path:
         return self.root / sha256[:2] / sha256
@@ -48,6 +60,7 @@ class BlobStore:
                 data = self._staged.get(digest)
             if data is None:
                 continue
+            faults.point("blob.persist")
             self._write(digest, data)
             with self._lock:
                 self._staged.pop(digest, None)
@@ -68,8 +81,12 @@ class BlobStore:
         target = self.path(digest)
         if target.exists():
             return
-        target.parent.mkdir(parents=True, exist_ok=True)
-        write_bytes_atomic(target, data)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_bytes_atomic(target, data)
+        except OSError as exc:  # e.g. the disk is full: say which store, what failed (nothing is left half-written)
+            raise OSError(exc.errno, f"blob store {self.root} could not write blob {digest[:16]}...: "
+                                     f"{exc.strerror or exc}") from exc
 
     def get(self, sha256: str) -> bytes:
         with self._lock:

@@ -6,6 +6,11 @@ drive only the runs whose lease they hold (:mod:`consortium.hub.services.leases`
 every third of the lease's length (a driver whose lease was taken is stopped), and takes over the free and
 expired ones, so a killed replica's runs are replayed from their last checkpoint by another replica after at
 most the lease's length.
+
+A driver that lost its database (PostgreSQL restarted, the connection cut: :data:`consortium.hub.phases.LEAVE_RUN`)
+leaves its run as it is. One hub waits until the database answers again and drives the run anew from its last
+checkpoint, as a restarted hub would (the rounds in flight are abandoned and replayed); a replica lets its
+lease go, and the keeper (of this replica or another) takes the run over as it does a dead replica's.
 """
 
 from __future__ import annotations
@@ -16,14 +21,19 @@ import time
 from dataclasses import dataclass
 
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from consortium.hub.db.models import Run
 from consortium.hub.scheduler import RunDriver
-from consortium.hub.services import leases
-from consortium.hub.state import HubState
+from consortium.hub.services import leases, run_store
+from consortium.hub.state import HubState, progress_key
 from consortium.statuses import RunStatus
 
 log = logging.getLogger("consortium.scheduler")
+
+
+MAX_REDRIVES = 20
+"""Consecutive drives that lose the database before the run is failed (a fault that is not an outage)."""
 
 
 @dataclass
@@ -73,8 +83,8 @@ class Scheduler:
                     return False
                 log.info("run %s: driven by replica %s (lease epoch %s)", run_id, lease.holder, lease.epoch)
             stop = threading.Event()
-            driver = RunDriver(self.state, run_id, stop, lease)
-            thread = threading.Thread(target=self._drive, args=(driver, lease), name=f"run-{run_id}", daemon=True)
+            thread = threading.Thread(target=self._drive, args=(run_id, stop, lease), name=f"run-{run_id}",
+                                      daemon=True)
             self._driving[run_id] = _Driving(thread, stop, lease)
             thread.start()
             return True
@@ -84,9 +94,25 @@ class Scheduler:
         with self._lock:
             return sorted(i for i, d in self._driving.items() if d.thread.is_alive())
 
-    def _drive(self, driver: RunDriver, lease: leases.Lease | None) -> None:
+    def _drive(self, run_id: int, stop: threading.Event, lease: leases.Lease | None) -> None:
+        """Drive the run. One hub drives it again from its last checkpoint whenever a drive ended with the run
+        still running (the database went away) and the database answers again; a replica releases its lease
+        instead (if it can), and a keeper takes the run over."""
         try:
-            driver()
+            if lease is not None:
+                RunDriver(self.state, run_id, stop, lease)()
+                return
+            for attempt in range(MAX_REDRIVES + 1):
+                RunDriver(self.state, run_id, stop, None)()
+                if self._status_when_back(run_id) != RunStatus.running or stop.is_set():
+                    return
+                if attempt < MAX_REDRIVES:
+                    log.warning("run %s lost its database; driving it again from its last checkpoint", run_id)
+            with self.state.sessions() as session:
+                run_store.fail_run(session, run_id, f"the database went away {MAX_REDRIVES + 1} times in a row",
+                                   self.state.clock())
+                session.commit()
+            self.state.broker.notify(progress_key(run_id))
         finally:
             if lease is not None:
                 try:
@@ -121,6 +147,18 @@ class Scheduler:
             if not kept:
                 log.warning("run %s: another replica took its lease; this replica stops driving it", run_id)
                 driving.stop.set()
+
+    def _status_when_back(self, run_id: int) -> str | None:
+        """The run's status once the database answers (None when the hub is stopping)."""
+        wait = 0.1
+        while not self._stop.is_set():
+            try:
+                with self.state.sessions() as session:
+                    return session.scalar(select(Run.status).where(Run.id == run_id))
+            except OperationalError:
+                self._stop.wait(wait)
+                wait = min(2 * wait, 2.0)
+        return None
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from sqlalchemy.exc import OperationalError
+
 from consortium.codec import decode_update
 from consortium.fl.core import Evaluation, Update
 from consortium.hub.live import Answer, LivePhase
@@ -27,6 +29,12 @@ class StopRequested(Exception):
 
 class RunFailed(Exception):
     """The run cannot go on; the message says why."""
+
+
+LEAVE_RUN = (StopRequested, OperationalError)
+"""What a driver stops on leaving its run as it is, not failed: the hub shutting down (resumed at its next
+start), or the database gone (e.g. PostgreSQL restarted; :class:`consortium.hub.drivers.Scheduler` drives the
+run again from its last checkpoint once the database answers)."""
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from consortium.hub.collect import PhaseCollector
 from consortium.hub.db.models import Run
 from consortium.hub.live import Answer, LivePhase
 from consortium.hub.phases import (
-    OpenPhase, Participant, PhasePlan, RunFailed, StopRequested, refusals_note, updates_of,
+    LEAVE_RUN, OpenPhase, Participant, PhasePlan, RunFailed, refusals_note, updates_of,
 )
 from consortium.hub.secagg_driver import SecureRounds
 from consortium.hub.services import credits, leases, ledger, run_store
@@ -71,7 +71,7 @@ class RunDriver:
     def __call__(self) -> None:
         try:
             self.drive()
-        except (StopRequested, leases.LeaseLost):
+        except (*LEAVE_RUN, leases.LeaseLost):
             return
         except RunFailed as exc:
             self._fail(str(exc))

@@ -13,6 +13,7 @@ from typing import Protocol
 
 from pydantic import ValidationError
 
+from consortium import faults
 from consortium.fl import preprocessing, scaffold
 from consortium.fl.preprocessing import transform_data
 from consortium.fl.core import FLError, LocalData, Params, Update, derive_seed
@@ -208,6 +209,7 @@ class NodeAgent:
             task.id, charge.noise_multiplier, charge.sampling_rate, charge.steps))
 
     def _execute(self, task: TaskOut) -> None:
+        faults.point(f"node.{task.kind.value}")
         plan = RunPlan.of(task.spec)
         algorithm, hp = plan.algorithm, plan.hp
         if task.kind == TaskKind.stats:

@@ -175,3 +175,16 @@ def test_the_federated_evaluation_of_a_round_the_caller_closed_needs_no_read_bac
     assert run_store.federated_eval_event(
         session, run_id, 0, {"accuracy": 0.1}, 1, 0.0, run_store.ClosedRound(opened.round_id, None)
     ) is None
+
+
+def test_a_failed_run_leaves_no_round_open(session, run_with_orgs) -> None:
+    """A run that fails between a round's two transactions has two open rounds: both are abandoned."""
+    run_id, participants = run_with_orgs
+    tasks = [run_store.NewTask(o, d, seed=o) for o, d in participants]
+    for number in (1, 2):
+        run_store.open_phase(session, run_id, number, "fit", "a" * 64, tasks, NOW + timedelta(seconds=30))
+    session.commit()
+    run_store.fail_run(session, run_id, "blob store full", NOW)
+    session.commit()
+    assert sorted(session.scalars(select(Round.status).where(Round.run_id == run_id))) == ["abandoned", "abandoned"]
+    assert set(session.scalars(select(Task.status).where(Task.run_id == run_id))) == {"cancelled"}

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
-from consortium import crypto
+from consortium import crypto, faults
 from consortium.hub.db.models import LedgerEntry, LedgerHead, Org
 from consortium.hub.services import hub_key
 from consortium.ledger.chain import (
@@ -128,6 +128,7 @@ def record_many(
     session.execute(insert(ENTRIES), [
         {column: getattr(entry, column) for column in ENTRIES.c.keys()} for entry in entries
     ])
+    faults.point("ledger.record")
     return entries
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
+from consortium import faults
 from consortium.fl.core import finite_metrics
 from consortium.hub.db.models import Org, Round, Run, Task
 from consortium.hub.services import ledger
@@ -86,6 +87,7 @@ def open_phase(
         ))
     if events:
         ledger.record_many(session, events, scope=scope)
+    faults.point("phase.open")
     return OpenedPhase(round_id, task_ids)
 
 
@@ -155,6 +157,7 @@ def close_round(
         .values(current_round=number, params_sha256=params_sha256, server_state_sha256=server_state_sha256)
     )
     ledger.record_many(session, events, scope=scope)
+    faults.point("round.close")
     return round_id
 
 
@@ -205,9 +208,14 @@ def drop_tasks(
 
 
 def fail_run(session: Session, run_id: int, reason: str, now: datetime) -> None:
-    """The run failed for ``reason``, its open tasks cancelled, a ledger entry."""
+    """The run failed for ``reason``, its open tasks cancelled, its open rounds abandoned (a failure between
+    a round's two transactions leaves two open: nothing will close them now), a ledger entry."""
     run = session.get(Run, run_id)
     run.status, run.error, run.finished_at = RunStatus.failed, reason, now
+    session.execute(
+        update(ROUNDS).where(ROUNDS.c.run_id == run_id, ROUNDS.c.status == RoundStatus.open)
+        .values(status=RoundStatus.abandoned)
+    )
     # Guarded by status in the statement itself: an answer committed a moment ago is kept.
     session.execute(
         update(Task).where(Task.run_id == run_id, Task.status.in_(OPEN_TASK_STATES))

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from sqlalchemy import Update, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
+from consortium import faults
 from consortium.fl.baseline import baseline_warning
 from consortium.fl.core import FLError
 from consortium.hub.blobs import BlobStore
@@ -336,6 +337,7 @@ def submit_update(
         reject(str(exc))
     stored = durable is not None and durable(task.run_id, task.id)
     digest = blobs.put(payload) if stored else blobs.stage(payload)
+    faults.point("upload.staged")
     result = meta.model_dump()
     try:
         _answer(session, task, signed, handed_out_at, update_sha256=digest, result=result, status=TaskStatus.done,
@@ -347,6 +349,7 @@ def submit_update(
         else:
             blobs.discard([digest])
         raise
+    faults.point("upload.committed")
     return task, Answer(task.id, TaskStatus.done, result, tensors, digest)
 
 
