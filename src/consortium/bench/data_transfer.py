@@ -30,7 +30,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from consortium.client import HubClient
 from consortium.launch import child_env, free_port, provision_org, start_hub
 from consortium.node.canonical_csv import format_rows, header_line
 from consortium.node.registry import LocalRegistry
+from consortium.bench.pg_scratch import scratch_database
 from consortium.protocol import ColumnSchema, DatasetCardIn, DatasetSchema
 from consortium.table_hash import StreamingTableHash, schema_columns
 
@@ -178,17 +178,8 @@ def _database(db: str | None) -> Iterator[str | None]:
     if db is None:
         yield None
         return
-    import psycopg
-
-    name = f"bench_data_{uuid.uuid4().hex[:10]}"
-    admin_url = db.replace("postgresql+psycopg://", "postgresql://", 1)
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{admin_url.rsplit('/', 1)[0].replace('postgresql://', 'postgresql+psycopg://', 1)}/{name}"
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database(db, "bench_data") as url:
+        yield url
 
 
 def run_data_bench(size_mb: float, repeats: int = 3, seed: int = 0, db: str | None = None,

@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 
 from consortium.bench.faultlab import Lab, params_trail, run_events, wait_ended
 from consortium.bench.faultproxy import FaultProxy
+from consortium.bench.pg_scratch import scratch_database
 from consortium.faults import ENV
 from consortium.scenario import ORGS
 
@@ -43,22 +43,8 @@ def _finish(result: dict[str, Any], lab: Lab, run_id: int, progress, reference: 
 @contextmanager
 def pg_database(admin_url: str) -> Iterator[str]:
     """A fresh database in the cluster of ``admin_url`` (dropped afterwards); its SQLAlchemy URL."""
-    import psycopg
-
-    name = f"consortium_faults_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
-    try:
-        yield f"{base}/{name}"
-    finally:
-        for _ in range(20):
-            try:
-                with psycopg.connect(admin_url, autocommit=True) as conn:
-                    conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-                break
-            except psycopg.Error:
-                time.sleep(0.5)
+    with scratch_database(admin_url, "consortium_faults") as url:
+        yield url
 
 
 def pg_restart(workdir: Path, admin_url: str, rounds: int = 8) -> dict[str, Any]:

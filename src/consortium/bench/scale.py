@@ -27,7 +27,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from consortium.bench.deploy import round_overheads_ms
+from consortium.bench.pg_scratch import scratch_database
 from consortium.bench.scale_setup import org_names, provision
 from consortium.launch import HubProcess, child_env, start_hub
 
@@ -78,17 +78,8 @@ def database(kind: str, workdir: Path) -> Iterator[str | None]:
     if kind == "sqlite":
         yield None
         return
-    import psycopg
-
-    name = f"consortium_scale_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database(PG_ADMIN_URL, "consortium_scale") as url:
+        yield url
 
 
 def cpu_seconds(pid: int) -> float:
