@@ -23,8 +23,9 @@ from consortium.hub.db.session import make_engine, session_factory
 from consortium.hub.services import leases
 from consortium.launch import HubProcess, Process, start_haproxy, start_hub, start_node
 from consortium.ledger_audit import verify_from_hub
-from consortium.protocol import RunProgress
 from consortium.scenario import ORGS, DigitsConsortium, digits_spec, propose_and_approve, provision_digits
+
+from test_federated_run import wait_round, wait_run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -106,25 +107,6 @@ def replicas(db_url: str, tmp_path: Path) -> Iterator[Replicas]:
         yield cluster
     finally:
         cluster.stop()
-
-
-def wait_run(client: HubClient, run_id: int, timeout: float = 120.0) -> RunProgress:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if client.progress(run_id, wait=2.0).run.status != "running":
-            return client.progress(run_id)
-    raise AssertionError(f"run {run_id} did not finish within {timeout}s")
-
-
-def wait_round(client: HubClient, run_id: int, number: int, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run = client.run(run_id)
-        assert run["status"] == "running", run
-        if run["current_round"] >= number:
-            return
-        client.progress(run_id, after_round=number - 1, wait=2.0)
-    raise AssertionError(f"run {run_id} did not reach round {number}")
 
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
