@@ -67,9 +67,9 @@ def test_a_publish_below_the_policys_k_is_refused(cluster, tmp_path: Path) -> No
 
     # the hub refuses a report below the policy's k, whatever the node did
     with cluster.consortium.org_client(NORTH) as north:
-        loaded, path, sha256 = open_data.export_registered(north_dir, "patients-k2", tmp_path / "work")
-        open_data.upload_file(north, f"{NORTH}/patients-k2", path, sha256)
-        body = {"version": "1", "sha256": sha256, "table_sha256": loaded.sha256, "rows": loaded.rows,
+        done = open_data.export_registered(north_dir, "patients-k2", tmp_path / "work")
+        open_data.upload_file(north, f"{NORTH}/patients-k2", done.path, done.sha256)
+        body = {"version": "1", "sha256": done.sha256, "table_sha256": done.table_sha256, "rows": done.rows,
                 "license": "CC0-1.0", "datasheet": SHEET,
                 "anonymity": {"about_people": True, "identifiers": ["name"], "quasi": QUASI.split(","),
                               "sensitive": ["diagnosis"], "k": report["k"], "l_diversity": report["l_diversity"]}}

@@ -85,7 +85,7 @@ def _timed(args: argparse.Namespace) -> dict:
             done = open_data.export_registered(args.org_dir, args.ref.partition("/")[2], args.work)
             exported = time.perf_counter()
             try:
-                open_data.send(client, args.ref, done.path, done.sha256, OpenVersionIn(
+                open_data.send_version(client, args.ref, done.path, OpenVersionIn(
                     version=args.version, sha256=done.sha256, table_sha256=done.table_sha256, rows=done.rows,
                     license="CC0-1.0", datasheet=sheet))
             finally:
