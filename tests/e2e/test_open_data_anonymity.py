@@ -78,7 +78,7 @@ def test_a_publish_below_the_policys_k_is_refused(cluster, tmp_path: Path) -> No
         detail = refused.json()["detail"]
         assert f"{report['k']}-anonymous" in detail and "k >= 5" in detail and "['age', 'postcode', 'sex']" in detail
         assert north.get_json(f"/api/datasets/{NORTH}/patients-k2/versions") == []
-        assert north.get_json(f"/api/datasets/{NORTH}/patients-k2/uploads/{sha256}")["received"] == 0
+        assert north.get_json(f"/api/datasets/{NORTH}/patients-k2/uploads/{done.sha256}")["received"] == 0
 
     # anonymised to the policy, it is published and its report is in the ledger
     good = tmp_path / "patients-k5.csv"
