@@ -114,6 +114,7 @@ def node_kill(lab: Lab, phase: str, rounds: int = 60, round_timeout: float = 4.0
     if lab.nodes[victim].alive():
         problems.append(f"{victim} never reached its {phase} task")
     died = time.monotonic()
+    time.sleep(round_timeout + 1.0)  # back only after its phase timed out, so the drop is what is checked
     lab.restart_node(victim)
     back_at = _back_at_round(lab, victim, run_id)
     result["node_back_after_s"] = round(time.monotonic() - died, 1)
