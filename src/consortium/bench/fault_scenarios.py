@@ -92,10 +92,13 @@ NODE_KILL_HYPERPARAMETERS = {"layers": [64, 256, 10], "lr": 0.05, "momentum": 0.
 must find the run still going)."""
 
 
-def node_kill(lab: Lab, phase: str, rounds: int = 60, round_timeout: float = 4.0) -> dict[str, Any]:
+def node_kill(lab: Lab, phase: str, rounds: int | None = None, round_timeout: float = 4.0) -> dict[str, Any]:
     """A node killed as it starts its task of ``phase``: the phase closes at its timeout with min_nodes=2,
-    the drop is in the ledger, the node (restarted at once) rejoins a later round (but after the last
-    phase, evaluate)."""
+    the drop is in the ledger, the node (restarted as soon as the hub recorded the drop) rejoins a later
+    round (but after the last phase, evaluate). ``rounds`` keeps the run going while the new process
+    imports its libraries (seconds; rounds of the two others take ~0.1 s); evaluate, after the last round,
+    needs few."""
+    rounds = rounds or (20 if phase == "evaluate" else 200)
     victim = ORGS[list(NODE_PHASES).index(phase)]
     result: dict[str, Any] = {"scenario": f"node killed in the {phase} phase", "victim": victim, "problems": []}
     problems = result["problems"]
@@ -114,7 +117,8 @@ def node_kill(lab: Lab, phase: str, rounds: int = 60, round_timeout: float = 4.0
     if lab.nodes[victim].alive():
         problems.append(f"{victim} never reached its {phase} task")
     died = time.monotonic()
-    time.sleep(round_timeout + 1.0)  # back only after its phase timed out, so the drop is what is checked
+    if not _wait_dropped(lab, victim, run_id, timeout=round_timeout + 60):
+        problems.append(f"the hub recorded no drop of {victim} within {round_timeout + 60:.0f} s")
     lab.restart_node(victim)
     back_at = _back_at_round(lab, victim, run_id)
     result["node_back_after_s"] = round(time.monotonic() - died, 1)
@@ -136,6 +140,17 @@ def node_kill(lab: Lab, phase: str, rounds: int = 60, round_timeout: float = 4.0
             problems.append(f"{victim}'s restarted process was not back before the run's last round")
     result["round_timeout_s"] = round_timeout
     return _finish(result, lab, run_id, progress, None)
+
+
+def _wait_dropped(lab: Lab, org: str, run_id: int, timeout: float) -> bool:
+    """Wait until the ledger holds ``org``'s task.dropped entry of the run (back only after its phase
+    closed, so the drop is what is checked): whether it came in time."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(e["payload"]["org"] == org for e in run_events(lab.ledger(), run_id, "task.dropped")):
+            return True
+        time.sleep(0.5)
+    return False
 
 
 def _back_at_round(lab: Lab, org: str, run_id: int) -> int | None:
