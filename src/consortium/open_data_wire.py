@@ -78,7 +78,8 @@ class OpenVersionIn(BaseModel):
     license: str = Field(min_length=1, max_length=1000, description="SPDX licence expression")
     datasheet: Datasheet
     anonymity: AnonymityReport | None = Field(default=None, description=(
-        "the node's anonymisation report; required when the policy makes tables about people declare theirs"))
+        "the node's anonymisation report (about_people false for a table that is not about people); "
+        "required for real rows, a publish without it is refused"))
     synthetic: SyntheticRelease | None = Field(default=None, description=(
         "DP synthetic data generated from the dataset (its table hash and rows are the synthetic table's)"))
 

@@ -96,7 +96,8 @@ def test_publish_download_resume_and_refusals(cluster, tmp_path: Path) -> None:
     # refusals: a known version, an unknown licence, a truncated upload; nothing is published or left behind
     before = blob_files(cluster.hub.data_dir)
     body = {"version": "1.0", "sha256": record["sha256"], "table_sha256": card.sha256, "rows": card.rows,
-            "license": "CC-BY-4.0", "datasheet": SHEET}
+            "license": "CC-BY-4.0", "datasheet": SHEET,
+            "anonymity": {"about_people": False}}
     assert north.http.post(f"/api/datasets/{NORTH}/digits/versions", json=body).status_code == 409
     unknown = north.http.post(f"/api/datasets/{NORTH}/digits/versions",
                               json=body | {"version": "2.0", "license": "No-Such-Licence"})

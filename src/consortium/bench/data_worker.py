@@ -73,7 +73,7 @@ def _timed(args: argparse.Namespace) -> dict:
     from consortium.client import HubClient
     from consortium.crypto import load_org_identity
     from consortium.node import open_data
-    from consortium.open_data_wire import Datasheet, OpenVersionIn
+    from consortium.open_data_wire import AnonymityReport, Datasheet, OpenVersionIn
 
     base = memory_kb()["VmRSS"]
     exact = reset_peak()
@@ -87,7 +87,7 @@ def _timed(args: argparse.Namespace) -> dict:
             try:
                 open_data.send_version(client, args.ref, done.path, OpenVersionIn(
                     version=args.version, sha256=done.sha256, table_sha256=done.table_sha256, rows=done.rows,
-                    license="CC0-1.0", datasheet=sheet))
+                    license="CC0-1.0", datasheet=sheet, anonymity=AnonymityReport(about_people=False)))
             finally:
                 done.path.unlink(missing_ok=True)
         result = {"export_s": exported - started, "send_s": time.perf_counter() - exported, "bytes": done.size}

@@ -146,7 +146,9 @@ def create_app(settings: HubSettings) -> FastAPI:
         return {"status": "ok", "version": state.code_version, "hub_id": hub_id,
                 "hub_key": key.public_key_b64, "hub_key_id": key.key_id}
 
-    routers = (admin.router, projects.router, runs.router, models.router, ledger.router, governance.router,
+    # The nodes' routes (runs: the long poll and the uploads, most of all requests) come first: both the gate
+    # and FastAPI match a request against the routes in this order.
+    routers = (runs.router, admin.router, projects.router, models.router, ledger.router, governance.router,
                users.router, secagg.router, credits.router, challenges.router, open_data.router,
                catalogue.router)
     for router in routers:

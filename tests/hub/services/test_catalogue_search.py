@@ -20,7 +20,7 @@ from consortium.hub.services import policy as policies
 from consortium.hub.services.access import can_see_source, reader
 from consortium.hub.services.errors import BadRequest
 from consortium.hub.services.identity import Principal
-from consortium.open_data_wire import Datasheet, OpenVersionIn
+from consortium.open_data_wire import AnonymityReport, Datasheet, OpenVersionIn
 from consortium.protocol import Role
 
 SHEET = Datasheet.model_validate({key: f"{key} answer about hospital admissions" for key in
@@ -74,7 +74,8 @@ def publish(session: Session, org: Org, blobs: BlobStore, ref: str, rows: int, v
     session.commit()
     open_data.append_chunk(session, key(org), blobs, ref, DIGEST, 0, FILE)
     open_data.publish(session, key(org), blobs, ref, OpenVersionIn(
-        version=version, sha256=DIGEST, table_sha256="2" * 64, rows=rows, license=licence, datasheet=SHEET))
+        version=version, sha256=DIGEST, table_sha256="2" * 64, rows=rows, license=licence, datasheet=SHEET,
+        anonymity=AnonymityReport(about_people=False)))
 
 
 def test_visibility_matches_can_see_source(session: Session, world) -> None:

@@ -78,6 +78,9 @@ def test_a_publish_below_the_policys_k_is_refused_naming_k_and_the_columns(sessi
     with pytest.raises(BadRequest, match="declares no quasi-identifiers"):
         publish(session, north, blobs, "1", anonymity=people)
     assert nothing_left(session, blobs)
+    with pytest.raises(BadRequest, match="carries no anonymisation report"):
+        publish(session, north, blobs, "1")
+    assert nothing_left(session, blobs)
     row = publish(session, north, blobs, "1", anonymity=report(5))
     assert row.anonymity is not None and row.anonymity["k"] == 5
     entry = session.scalars(select(LedgerEntry).where(LedgerEntry.event_type == "dataset.published")).one()

@@ -21,7 +21,7 @@ from consortium.hub.services import open_data_downloads as downloads
 from consortium.hub.services import policy as policies
 from consortium.hub.services.errors import BadRequest, Conflict, Forbidden, Gone, NotFound
 from consortium.hub.services.identity import Principal
-from consortium.open_data_wire import Datasheet, OpenVersionIn
+from consortium.open_data_wire import AnonymityReport, Datasheet, OpenVersionIn
 from consortium.protocol import Role
 
 SCHEMA = {"features": [{"name": "x", "dtype": "float32"}], "target": None}
@@ -54,7 +54,7 @@ def blobs(tmp_path: Path) -> BlobStore:
 
 def body(version: str = "1", sha256: str = DIGEST, license: str = "CC0-1.0") -> OpenVersionIn:
     return OpenVersionIn(version=version, sha256=sha256, table_sha256=TABLE, rows=2, license=license,
-                         datasheet=SHEET)
+                         datasheet=SHEET, anonymity=AnonymityReport(about_people=False))
 
 
 def stage(session: Session, actor: Principal, blobs: BlobStore, data: bytes = FILE, digest: str = DIGEST) -> None:

@@ -34,8 +34,10 @@ def rules(session: Session) -> OpenDataRules:
 def anonymity_refusal(report: AnonymityReport | None, need: OpenDataRules) -> str | None:
     """Why a publish of real rows falls short of the rules (None when it meets them), naming the measured
     k, l and t and the columns at fault."""
-    if report is None:  # nothing declared: recorded as such in the ledger
-        return None
+    if report is None:
+        return ("anonymity: the publish carries no anonymisation report; the node makes one for every publish "
+                "(`consortium dataset publish`, with --quasi for a table about people or --not-about-people), "
+                "and the hub publishes real rows only with it")
     if not report.quasi:
         if report.about_people and need.people_need_quasi:
             return ("anonymity: the table is about people and declares no quasi-identifiers; the policy needs "
