@@ -1,9 +1,18 @@
 """`consortium bench scale` on a small seeded sample: a real hub, 20 signed node workers in 2 processes, 2 rounds;
-every round completes, no request fails, every worker gets every fit task, and the report has its row."""
+every round completes, no request fails, every worker gets every fit task, and the report has its row. The same
+with 2 hub replicas on PostgreSQL behind HAProxy, and the CLI refusing replicas on SQLite."""
 
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
 from consortium.bench import scale
+from consortium.cli import app
 from consortium.bench.report import machine_info
 from consortium.bench.scale_report import report_markdown
 
@@ -19,7 +28,50 @@ def test_twenty_workers_finish_two_rounds_without_a_failed_request() -> None:
     assert result["hub_peak_rss_mb"] > 0 and result["hub_cpu_ms_per_round"] > 0
     body = report_markdown({"suite": "scale", "baseline": None, "config": cfg.__dict__, "results": [result]},
                            machine_info(), "consortium bench scale --nodes 20")
-    assert "| sqlite | 20 | 1 |" in body and "2 of 2" in body
+    assert "| sqlite | 1 | 20 | 1 |" in body and "2 of 2" in body
+
+
+def _needs_haproxy_and_postgres() -> None:
+    import psycopg
+
+    missing = []
+    if shutil.which("haproxy") is None and not Path("/usr/sbin/haproxy").exists():
+        missing.append("haproxy is not installed (apt-get install haproxy)")
+    try:
+        psycopg.connect(scale.PG_ADMIN_URL, connect_timeout=3).close()
+    except psycopg.Error as exc:
+        missing.append(f"PostgreSQL not reachable: {exc}")
+    if missing and os.environ.get("CI"):
+        pytest.fail("; ".join(missing) + " (CI needs both: .ci/run provides them)")
+    if missing:
+        pytest.skip("; ".join(missing))
+
+
+@pytest.mark.e2e
+@pytest.mark.postgres
+def test_two_replicas_behind_the_proxy_serve_four_workers_without_a_failed_request() -> None:
+    _needs_haproxy_and_postgres()
+    cfg = scale.ScaleConfig(rounds=2, repeats=1, processes=2, replicas=2, lease_s=5.0)
+    result = scale.measure_size(4, "postgres", cfg, report=lambda _line: None)
+    assert result["replicas"] == 2 and len(result["hub_peak_rss_mb_each"]) == 2
+    assert result["failed_requests"] == 0, result["failures"]
+    assert result["rounds_completed"] == result["rounds_planned"] == 2
+    (rep,) = result["per_repetition"]
+    assert rep["status"] == "completed" and rep["deliveries"] == 4 * 2
+    assert result["hub_peak_rss_mb"] == max(result["hub_peak_rss_mb_each"]) > 0
+    assert result["hub_cpu_ms_per_round"] > 0
+    body = report_markdown({"suite": "scale", "baseline": None, "config": cfg.__dict__, "results": [result]},
+                           machine_info(), "consortium bench scale --nodes 4 --db postgres --replicas 2")
+    assert "| postgres | 2 | 4 | 1 |" in body and "2 hub replicas" in body
+
+
+def test_the_cli_refuses_replicas_on_sqlite() -> None:
+    refused = CliRunner().invoke(app, ["bench", "scale", "--nodes", "4", "--db", "sqlite", "--replicas", "2"])
+    assert refused.exit_code == 2
+    assert "--replicas 2: hub replicas need PostgreSQL" in " ".join(refused.output.split())
+    with pytest.raises(ValueError, match="need PostgreSQL"):
+        with scale.hubs("sqlite", Path("unused"), scale.ScaleConfig(replicas=2)):
+            pass
 
 
 def test_percentiles_interpolate_between_ranks() -> None:

@@ -15,12 +15,18 @@ repetition is one run of the project on the same hub. Measured:
 
 A small N (``baseline``, default 10) runs first on each database: the figures of the larger N are also
 given as ratios to it.
+
+With ``replicas`` > 1 (PostgreSQL only) the hub is that many ``consortium hub --replica`` processes on one
+database and blob store behind HAProxy (``launch.start_haproxy``); set-up and workers go through the proxy,
+the hub CPU is the sum over the replicas and the peak RSS the largest replica's.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import secrets
 import shutil
 import statistics
 import subprocess
@@ -36,7 +42,7 @@ from typing import Any
 from consortium.bench.deploy import round_overheads_ms
 from consortium.bench.pg_scratch import scratch_database
 from consortium.bench.scale_setup import org_names, provision
-from consortium.launch import HubProcess, child_env, start_hub
+from consortium.launch import HubProcess, Process, child_env, start_haproxy, start_hub
 
 PG_ADMIN_URL = os.environ.get("CONSORTIUM_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
 TARGETS = {"p99_ms": 100.0, "rss_mb": 1024.0}
@@ -59,6 +65,9 @@ class ScaleConfig:
     hidden: int = 32
     round_timeout: float = 120.0
     seed_threads: int = 8
+    replicas: int = 1
+    """Hub replicas (``consortium hub --replica``, PostgreSQL only) behind HAProxy; 1: one plain hub."""
+    lease_s: float = 10.0
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -140,6 +149,26 @@ def start_workers(hub: HubProcess, org_dirs: list[Path], workdir: Path, cfg: Sca
     return workers
 
 
+def wait_online(processes: list[HubProcess], orgs: list[str], timeout: float, within_s: float = 60.0
+                ) -> None:
+    """Until each org's node has called one of the hub processes in the last ``within_s`` seconds: each
+    replica knows only the nodes its own requests came from (docs/deploy.md, "Not yet")."""
+    deadline = time.monotonic() + timeout
+    while True:
+        seen: dict[str, float] = {}
+        for process in processes:
+            with process.client() as admin:
+                for org in admin.orgs():
+                    if org["last_seen_s_ago"] is not None:
+                        seen[org["name"]] = min(seen.get(org["name"], within_s + 1), org["last_seen_s_ago"])
+        offline = [o for o in orgs if seen.get(o, within_s + 1) > within_s]
+        if not offline:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"nodes not online after {timeout}s: {', '.join(offline)}")
+        time.sleep(0.2)
+
+
 def _run_once(hub: HubProcess, project_id: int, timeout: float) -> tuple[int, list[Any], str]:
     with hub.client() as admin:
         run = admin.start_run(project_id)
@@ -152,44 +181,77 @@ def _run_once(hub: HubProcess, project_id: int, timeout: float) -> tuple[int, li
             f": {status['error']}" if status["error"] else "")
 
 
+@contextmanager
+def hubs(db_kind: str, workdir: Path, cfg: ScaleConfig) -> Iterator[tuple[HubProcess, list[HubProcess]]]:
+    """The hub the bench talks to and its processes: one hub (both), or ``cfg.replicas`` replicas on one fresh
+    PostgreSQL database behind HAProxy (the front is the first replica with the proxy's URL). Everything is
+    stopped, and the database dropped, on exit."""
+    if cfg.replicas > 1 and db_kind != "postgres":
+        raise ValueError(f"{cfg.replicas} hub replicas need PostgreSQL, not {db_kind}")
+    started: list[Process] = []
+    with database(db_kind, workdir) as db_url:
+        try:
+            if cfg.replicas == 1:
+                started.append(hub := start_hub(workdir / "hub", db_url=db_url))
+                yield hub, [hub]
+                return
+            shared, token = workdir / "shared", "csm_" + secrets.token_urlsafe(32)
+            args = ("--replica", "--lease-s", str(cfg.lease_s), "--blob-dir", str(shared / "blobs"),
+                    "--hub-key-file", str(shared / "hub-key.pem"))
+            replicas: list[HubProcess] = []
+            for i in range(1, cfg.replicas + 1):  # in turn: the first migrates and writes the hub key
+                replicas.append(start_hub(workdir / f"replica-{i}", db_url=db_url, admin_token=token,
+                                          extra_args=args))
+                started.append(replicas[-1])
+            proxy, url = start_haproxy(workdir / "proxy", [h.port for h in replicas])
+            started.append(proxy)
+            yield dataclasses.replace(replicas[0], url=url), replicas
+        finally:
+            for proc in reversed(started):
+                proc.stop()
+
+
+def _repeat_runs(hub: HubProcess, project_id: int, pids: dict[str, list[int]], db_kind: str, nodes: int,
+                 cfg: ScaleConfig, report: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Run the project ``cfg.repeats`` times; per run its rows, status and CPU seconds of each pid group."""
+    runs = []
+    for index in range(cfg.repeats):
+        before = {k: sum(map(cpu_seconds, v)) for k, v in pids.items()}
+        run_id, rows, status = _run_once(hub, project_id, 60.0 + cfg.rounds * cfg.round_timeout)
+        cpu = {k: sum(map(cpu_seconds, v)) - before[k] for k, v in pids.items()}
+        runs.append({"run": run_id, "rows": rows, "status": status, "cpu_s": cpu})
+        report(f"{db_kind}, {nodes} nodes: run {index + 1}/{cfg.repeats} {status}")
+    return runs
+
+
 def measure_size(nodes: int, db_kind: str, cfg: ScaleConfig, report: Callable[[str], None] = print) -> dict[str, Any]:
-    """Set up a hub with ``nodes`` orgs on ``db_kind``, run the project ``cfg.repeats`` times, measure."""
+    """Set up a hub (or replicas) with ``nodes`` orgs on ``db_kind``, run the project ``cfg.repeats`` times,
+    measure."""
     workdir = Path(tempfile.mkdtemp(prefix=f"consortium-scale-{nodes}-"))
-    hub: HubProcess | None = None
-    workers: _Workers | None = None
     try:
-        with database(db_kind, workdir) as db_url:
-            hub = start_hub(workdir / "hub", db_url=db_url)
+        with hubs(db_kind, workdir, cfg) as (hub, hub_procs):
+            hub_pids = [p.popen.pid for p in hub_procs]
             started = time.perf_counter()
             consortium = provision(hub, workdir, nodes, cfg.rounds, cfg.hidden, cfg.round_timeout, cfg.seed_threads)
             setup_s = time.perf_counter() - started
-            report(f"{db_kind}, {nodes} nodes: set up in {setup_s:.1f} s")
+            report(f"{db_kind}, {nodes} nodes, {cfg.replicas} hub process(es): set up in {setup_s:.1f} s")
             workers = start_workers(hub, list(consortium.org_dirs.values()), workdir, cfg)
-            with hub.client() as admin:
-                admin.wait_online(org_names(nodes), timeout=120.0)
-            runs = []
-            pids = {"hub": [hub.popen.pid], "workers": [p.pid for p in workers.procs]}
-            for index in range(cfg.repeats):
-                before = {k: sum(map(cpu_seconds, v)) for k, v in pids.items()}
-                run_id, rows, status = _run_once(hub, consortium.project_id, 60.0 + cfg.rounds * cfg.round_timeout)
-                cpu = {k: sum(map(cpu_seconds, v)) - before[k] for k, v in pids.items()}
-                runs.append({"run": run_id, "rows": rows, "status": status, "cpu_s": cpu})
-                report(f"{db_kind}, {nodes} nodes: run {index + 1}/{cfg.repeats} {status}")
-            rss = peak_rss_mb(hub.popen.pid)
-            logs = workers.stop()
-            workers = None
+            try:
+                wait_online(hub_procs, org_names(nodes), timeout=120.0)
+                pids = {"hub": hub_pids, "workers": [p.pid for p in workers.procs]}
+                runs = _repeat_runs(hub, consortium.project_id, pids, db_kind, nodes, cfg, report)
+                rss = [peak_rss_mb(pid) for pid in hub_pids]
+            finally:
+                logs = workers.stop()
             return summarise(nodes, db_kind, cfg, runs, logs, rss, setup_s)
     finally:
-        if workers is not None:
-            workers.stop()
-        if hub is not None:
-            hub.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
 def summarise(nodes: int, db_kind: str, cfg: ScaleConfig, runs: list[dict[str, Any]], logs: list[dict[str, Any]],
-              rss_mb: float, setup_s: float) -> dict[str, Any]:
-    """Per repetition: delivery latency p50/p99 and median round overhead; then their medians over repetitions."""
+              rss_mb: list[float], setup_s: float) -> dict[str, Any]:
+    """Per repetition: delivery latency p50/p99 and median round overhead; then their medians over repetitions
+    (``rss_mb``: each hub process's peak; the result's ``hub_peak_rss_mb`` is their max)."""
     deliveries = [d for log in logs for d in log["deliveries"]]
     failures = [f for log in logs for f in log["failures"]]
     reps = []
@@ -216,11 +278,13 @@ def summarise(nodes: int, db_kind: str, cfg: ScaleConfig, runs: list[dict[str, A
         return statistics.median(r[key] for r in reps)
 
     return {
-        "nodes": nodes, "db": db_kind, "rounds": cfg.rounds, "repeats": len(reps), "setup_s": setup_s,
+        "nodes": nodes, "db": db_kind, "replicas": cfg.replicas, "rounds": cfg.rounds, "repeats": len(reps),
+        "setup_s": setup_s,
         "delivery_p50_ms": med("delivery_p50_ms"), "delivery_p99_ms": med("delivery_p99_ms"),
         "overhead_ms": med("overhead_ms"), "cycle_ms": med("cycle_ms"),
         "hub_cpu_ms_per_round": med("hub_cpu_ms_per_round"), "workers_cpu_ms_per_round": med("workers_cpu_ms_per_round"),
-        "hub_peak_rss_mb": rss_mb, "failed_requests": len(failures), "failures": failures[:20],
+        "hub_peak_rss_mb": max(rss_mb), "hub_peak_rss_mb_each": rss_mb,
+        "failed_requests": len(failures), "failures": failures[:20],
         "requests": sum(log["requests"] for log in logs),
         "rounds_completed": sum(r["rounds_completed"] for r in reps if r["status"] == "completed"),
         "rounds_planned": cfg.rounds * len(reps),

@@ -1,4 +1,5 @@
-"""`consortium bench scale`'s BENCHMARKS.md section: one row per database and node count, targets and ratios."""
+"""`consortium bench scale`'s BENCHMARKS.md section: one row per database, hub replicas and node count,
+targets and ratios."""
 
 from __future__ import annotations
 
@@ -20,6 +21,13 @@ def _ok(met: bool) -> str:
     return "yes" if met else "**no**"
 
 
+def _hubs(replicas: int) -> str:
+    if replicas == 1:
+        return "One hub process (uvicorn)"
+    return (f"{replicas} hub replicas (`consortium hub --replica`, one PostgreSQL database and blob store) "
+            "behind HAProxy, round-robin (hub CPU: the sum over the replicas; hub peak RSS: the largest replica's),")
+
+
 def report_markdown(result: dict[str, Any], machine: dict[str, Any], command: str) -> str:
     """The section: what ran, a table of the measures with the issue's targets, ratios to the baseline size."""
     cfg = result["config"]
@@ -30,22 +38,24 @@ def report_markdown(result: dict[str, Any], machine: dict[str, Any], command: st
         f"{_load()} at the end of the run, on {machine['cores']} cores): wall-clock figures are upper bounds, "
         "the hub's CPU per round is the steadier measure.",
         "",
-        f"One hub process (uvicorn) and N lightweight node workers in {cfg['processes']} processes on the same "
-        "machine: real HTTP, real Ed25519 request signatures, real safetensors updates of a classifier "
+        f"{_hubs(cfg.get('replicas', 1))} and N lightweight node workers in {cfg['processes']} processes on "
+        "the same machine: real HTTP, real Ed25519 request signatures, real safetensors updates of a classifier "
         f"(64 -> {cfg['hidden']} -> 10), FedAvg, {cfg['rounds']} rounds per run; local training is a seeded "
         f"perturbation of the received params ({cfg['compute_ms']:.0f} ms simulated compute). Each repetition "
         "is one run on the same hub; figures are medians over repetitions (the repetitions column says how "
         "many). Delivery latency: from a phase's opening (before its task rows are written) to each worker "
         "holding its task. Round overhead: cycle (opening to next opening) minus the slowest node's compute.",
         "",
-        "| db | N | reps | delivery p50 | delivery p99 (< 100 ms) | round overhead (target) | hub CPU / round "
-        "| workers CPU / round | hub peak RSS (≤ 1 GB) | failed requests | rounds completed | set-up |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| db | replicas | N | reps | delivery p50 | delivery p99 (< 100 ms) | round overhead (target) "
+        "| hub CPU / round | workers CPU / round | hub peak RSS (≤ 1 GB) | failed requests | rounds completed "
+        "| set-up |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["results"]:
         target = overhead_target_ms(r["nodes"])
         lines.append(
-            f"| {r['db']} | {r['nodes']} | {r['repeats']} | {r['delivery_p50_ms']:.0f} ms "
+            f"| {r['db']} | {r.get('replicas', 1)} | {r['nodes']} | {r['repeats']} "
+            f"| {r['delivery_p50_ms']:.0f} ms "
             f"| {r['delivery_p99_ms']:.0f} ms ({_ok(r['delivery_p99_ms'] < TARGETS['p99_ms'])}) "
             f"| {r['overhead_ms']:.0f} ms (≤ {target:.0f} ms: {_ok(r['overhead_ms'] <= target)}) "
             f"| {r['hub_cpu_ms_per_round']:.0f} ms | {r['workers_cpu_ms_per_round']:.0f} ms "

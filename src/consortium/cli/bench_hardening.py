@@ -10,6 +10,8 @@ import typer
 
 from consortium.cli.common import console, err_console, fail
 
+DEFAULT_SCALE_DBS = "sqlite,postgres"
+
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the bench app."""
@@ -34,12 +36,15 @@ def write_report(report: dict, body: str, suite: str, json_path: Path | None, ma
 
 def bench_scale(
     nodes: Annotated[str, typer.Option(help="comma-separated node counts")] = "100,1000",
-    db: Annotated[str, typer.Option("--db", help="comma-separated databases: sqlite, postgres")] = "sqlite,postgres",
+    db: Annotated[str, typer.Option(
+        "--db", help="comma-separated databases: sqlite, postgres")] = DEFAULT_SCALE_DBS,
     rounds: Annotated[int, typer.Option(min=2, help="rounds per run")] = 5,
     repeats: Annotated[int, typer.Option(min=1, help="runs per size (medians reported)")] = 3,
     baseline: Annotated[int, typer.Option(min=0, help="node count measured first for the ratios (0: none)")] = 10,
     processes: Annotated[int, typer.Option(min=1, help="worker processes the nodes are spread over")] = 4,
     compute_ms: Annotated[float, typer.Option(min=0, help="simulated compute per task (ms)")] = 0.0,
+    replicas: Annotated[int, typer.Option(
+        min=1, help="hub replicas behind HAProxy (more than 1: PostgreSQL only)")] = 1,
     json_path: Annotated[Path | None, typer.Option("--json", help="write results as JSON")] = None,
     markdown: Annotated[Path | None, typer.Option("--markdown", help="update this BENCHMARKS.md")] = None,
 ) -> None:
@@ -57,10 +62,16 @@ def bench_scale(
         fail("--nodes: give at least one node count, each >= 1")
     if not dbs or set(dbs) - {"sqlite", "postgres"}:
         fail(f"--db: {db!r}: use sqlite, postgres or both")
-    cfg = ScaleConfig(rounds=rounds, repeats=repeats, processes=processes, compute_ms=compute_ms)
+    if replicas > 1 and "sqlite" in dbs:
+        if db != DEFAULT_SCALE_DBS:
+            fail(f"--replicas {replicas}: hub replicas need PostgreSQL; use --db postgres")
+        dbs = ["postgres"]
+        err_console.print(f"--replicas {replicas}: measuring PostgreSQL only (replicas need it)")
+    cfg = ScaleConfig(rounds=rounds, repeats=repeats, processes=processes, compute_ms=compute_ms,
+                      replicas=replicas)
     result = run_scale_bench(sizes, dbs, cfg, baseline or None, report=err_console.print)
     command = (f"consortium bench scale --nodes {nodes} --db {db} --rounds {rounds} --repeats {repeats}"
-               f" --baseline {baseline}")
+               f" --baseline {baseline}" + (f" --replicas {replicas}" if replicas > 1 else ""))
     write_report(result | {"machine": machine_info()}, report_markdown(result, machine_info(), command), "scale",
                   json_path, markdown)
 

@@ -94,7 +94,8 @@ async def deliver_next_task(
     """The caller's next task as soon as one exists, with its params unless the node ``have``s them; None
     after ``wait`` seconds without one.
 
-    Tasks come off the board of this process's drivers; the database (tasks the board does not know) is
+    Tasks come off the board of this process's drivers (with replicas, checked against the database: a node
+    may have answered one through another replica); the database (tasks the board does not know) is
     asked on every wake-up, or with ``query_each_time=False`` only once ``wait`` is up, which keeps the
     query off the moments right after an upload, when the driver is busy aggregating.
     """
@@ -104,11 +105,18 @@ async def deliver_next_task(
     while True:
         event = state.broker.async_event(org_key(caller.org_id))
 
+        def still_open(task_id: int) -> bool:
+            with state.sessions() as session:
+                return run_service.still_open(session, task_id)
+
         def claim() -> TaskOut | None:
             with state.sessions() as session:
                 return run_service.claim_next(session, caller, state.clock(), state.board.message)
 
         task = state.board.take(caller.org_id, state.clock())
+        if task is not None and state.replication is not None and not await run_in_threadpool(still_open, task.id):
+            state.board.withdraw([task.id])  # answered through another replica before this driver heard of it
+            continue
         if task is None and query:
             task = await run_in_threadpool(claim)
         if task is not None:

@@ -130,6 +130,11 @@ def refusals(session: Session, run_id: int) -> list[str]:
             for number, org, name, status, error in rows]
 
 
+def still_open(session: Session, task_id: int) -> bool:
+    """Whether the task still waits for its answer (a replica's board may hold one answered on another)."""
+    return session.scalar(select(Task.status).where(Task.id == task_id)) in OPEN_TASK_STATES
+
+
 def claim_next(
     session: Session, actor: Principal, now: datetime,
     prebuilt: Callable[[int], TaskOut | None] | None = None,
