@@ -21,7 +21,7 @@ def test_kill_moments_are_seeded_and_within_the_run() -> None:
     rng = random.Random(0)
     for _ in range(200):
         after_round, delay = draw_kill(rng, 5, 0.2)
-        assert 1 <= after_round <= 4 and 0.0 <= delay <= 0.2
+        assert 1 <= after_round <= 3 and 0.0 <= delay <= 0.2
 
 
 @pytest.mark.e2e

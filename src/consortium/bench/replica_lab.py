@@ -102,10 +102,14 @@ class Replicas:
             return [tuple(row) for row in rows]
 
     def update_blobs_left(self) -> list[str]:
-        """Uploads of any task still in the shared blob store (replicas delete those they used)."""
+        """Uploads of any task still in the shared blob store (replicas delete those they used), each as
+        ``run R round N (STATUS) task T: DIGEST``."""
         with self.sessions() as session:
-            digests = set(session.scalars(select(Task.update_sha256).where(Task.update_sha256.is_not(None))))
-        return sorted(d for d in digests if (self.blob_dir / d[:2] / d).exists())
+            rows = session.execute(select(Task.run_id, Round.number, Round.status, Task.id, Task.update_sha256)
+                                   .join(Round, Task.round_id == Round.id).where(Task.update_sha256.is_not(None)))
+            return sorted(f"run {run} round {number} ({status}) task {task}: {digest}"
+                          for run, number, status, task, digest in rows
+                          if (self.blob_dir / digest[:2] / digest).exists())
 
     def logs(self) -> str:
         parts = [f"--- replica {h.port} ---\n{h.log_tail(40)}" for h in self.hubs]
