@@ -52,15 +52,37 @@ def module_db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
     yield from _fresh_database(request.param, tmp_path_factory)
 
 
-def _fresh_database(kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if kind == "sqlite":
-        yield f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'hub.db'}"
-        return
+def _require_pg() -> None:
     problem = _pg_available()
     if problem is not None:
         if os.environ.get("CI"):
             pytest.fail(f"PostgreSQL is required in CI but unreachable: {problem}")
         pytest.skip(f"PostgreSQL not reachable: {problem}")
+
+
+@pytest.fixture
+def pg_admin_url() -> str:
+    """The PostgreSQL admin URL (the test is skipped when the server is unreachable, failed in CI)."""
+    _require_pg()
+    return PG_ADMIN_URL
+
+
+@pytest.fixture
+def haproxy() -> None:
+    """Skip the test when haproxy is not installed (fail it in CI, which installs it)."""
+    from consortium.bench.replica_lab import haproxy_missing
+
+    if haproxy_missing():
+        if os.environ.get("CI"):
+            pytest.fail("haproxy is required in CI (.ci/run installs it)")
+        pytest.skip("haproxy is not installed (apt-get install haproxy)")
+
+
+def _fresh_database(kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'hub.db'}"
+        return
+    _require_pg()
     with scratch_database(PG_ADMIN_URL, "consortium") as url:
         yield url
 

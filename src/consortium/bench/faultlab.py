@@ -8,7 +8,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from consortium.bench import faultcheck
 from consortium.atomic import write_bytes_atomic
@@ -97,7 +97,9 @@ class Lab:
         self.arm("")
         self.hub = restart_hub(self.hub, env=self.hub_env(self.workdir))
 
-    def spec(self, name: str, rounds: int, **overrides: Any) -> ProjectCreate:
+    @staticmethod
+    def spec(name: str, rounds: int, **overrides: Any) -> ProjectCreate:
+        """The digits spec of the fault runs: all three orgs, the small MLP, seed 11 unless overridden."""
         fields: dict[str, Any] = {"min_nodes": 3, "round_timeout": 60.0, "seed": 11,
                                   "algorithm": {"name": "classifier", "hyperparameters": HYPERPARAMETERS}}
         fields.update(overrides)
@@ -131,9 +133,18 @@ class Lab:
         self.hub.stop()
 
 
-def wait_ended(lab: Lab, run_id: int, timeout: float = 240.0) -> RunProgress:
+class Cluster(Protocol):
+    """What :func:`wait_ended` needs of a lab: an admin client and the processes' logs."""
+
+    def admin(self) -> HubClient: ...
+
+    def logs(self) -> str: ...
+
+
+def wait_ended(lab: Cluster, run_id: int, timeout: float = 240.0) -> RunProgress:
     """The run's progress once it is no longer running (``TimeoutError`` after ``timeout`` seconds); the hub
-    may be down meanwhile (the caller restarts it)."""
+    may be down meanwhile (the caller restarts it). ``lab``: a :class:`Lab` or
+    :class:`consortium.bench.replica_lab.Replicas`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:

@@ -123,13 +123,16 @@ def bench_atheris(
 
 def bench_faults(
     kills: Annotated[int, typer.Option(min=0, help="hub SIGKILLs, one per run")] = 50,
+    replica_kills: Annotated[int, typer.Option(
+        min=0, help="SIGKILLs of the driving one of 2 hub replicas behind HAProxy (PostgreSQL, see --pg)")] = 0,
     seed: Annotated[int, typer.Option(help="seed of the drawn kill moments")] = 0,
     rounds: Annotated[int, typer.Option(min=2, help="rounds per run")] = 5,
     scenarios: Annotated[bool, typer.Option(
         help="also PostgreSQL restarted mid-run, nodes killed in each phase, a cutting proxy, a full disk")] = True,
     db: Annotated[str | None, typer.Option("--db", help="hub database URL for the hub kills (default: SQLite)")] = None,
     pg: Annotated[str | None, typer.Option(
-        help="PostgreSQL admin URL for the restart scenario (a database is made in it; the cluster is restarted)")]
+        help="PostgreSQL admin URL for the replica kills and the restart scenario (a scratch database is made in "
+             "it; the restart scenario restarts the cluster); default: $CONSORTIUM_TEST_PG or the local test one")]
         = None,
     workdir: Annotated[Path | None, typer.Option(help="where hub and orgs go (default: a temp dir)")] = None,
     max_minutes: Annotated[float | None, typer.Option(
@@ -137,17 +140,23 @@ def bench_faults(
     json_path: Annotated[Path | None, typer.Option("--json", help="write results as JSON")] = None,
     markdown: Annotated[Path | None, typer.Option("--markdown", help="update this BENCHMARKS.md")] = None,
 ) -> None:
-    """Fault harness: hub SIGKILLs mid-run (same final params, ledger, blobs, rounds checked), and the other
-    faults; exits 1 when any run or check failed."""
+    """Fault harness: hub SIGKILLs mid-run (same final params, ledger, blobs, rounds checked), kills of the
+    driving replica, and the other faults; exits 1 when any run or check failed."""
     import tempfile
 
     from consortium.bench import fault_report
+    from consortium.bench.replica_lab import haproxy_missing
+
+    if replica_kills and haproxy_missing():
+        fail("--replica-kills needs haproxy (apt-get install haproxy)")
 
     with tempfile.TemporaryDirectory(prefix="consortium-faults-") as scratch:
         report = fault_report.run_faults_bench(Path(workdir or scratch), kills=kills, seed=seed, rounds=rounds,
                                                scenarios=scenarios, db_url=db, pg_admin_url=pg, console=console,
-                                               budget_s=max_minutes * 60 if max_minutes else None)
+                                               budget_s=max_minutes * 60 if max_minutes else None,
+                                               replica_kills=replica_kills)
     command = (f"consortium bench faults --kills {kills} --seed {seed} --rounds {rounds}"
+               + (f" --replica-kills {replica_kills}" if replica_kills else "")
                + ("" if scenarios else " --no-scenarios") + (" --db postgresql" if db else "")
                + (f" --max-minutes {max_minutes:g}" if max_minutes else ""))
     for suite, body in fault_report.sections(report, command):

@@ -116,10 +116,12 @@ class RunDriver:
             if run.status != RunStatus.running:
                 return  # another replica ended it just before this one took the lease
             self.fence(session)
-            lost = run_store.abandon_open_rounds(session, self.run_id, ledger.project_scope(self.project_id))
+            run_store.abandon_open_rounds(session, self.run_id, ledger.project_scope(self.project_id))
             session.commit()
-        if self.state.replication is not None:  # uploads other replicas stored for the abandoned rounds
-            self.state.blobs.remove(lost)
+            # uploads other replicas stored for the abandoned rounds, or for a round checkpointed just before
+            # its driver died
+            lost = run_store.spent_uploads(session, self.run_id) if self.state.replication is not None else []
+        self.state.blobs.remove(lost)
         self.phases = PhaseCollector(self.state, self.run_id, self.project_id, self.stop, self.fence)
         num_features = project_service.num_features(schema)
         self.plan = RunPlan.of(self.spec, num_features, len(self.participants))

@@ -188,3 +188,26 @@ def test_a_failed_run_leaves_no_round_open(session, run_with_orgs) -> None:
     session.commit()
     assert sorted(session.scalars(select(Round.status).where(Round.run_id == run_id))) == ["abandoned", "abandoned"]
     assert set(session.scalars(select(Task.status).where(Task.run_id == run_id))) == {"cancelled"}
+
+
+def test_a_new_driver_spends_the_uploads_of_closed_and_abandoned_rounds_not_of_open_ones(
+        session, run_with_orgs) -> None:
+    """A driver killed between a round's checkpoint and deleting its uploads leaves them for the next one;
+    an upload another run's open round answered with too (same digest) is kept."""
+    run_id, participants = run_with_orgs
+    other = Run(project_id=session.get(Run, run_id).project_id)
+    session.add(other)
+    session.flush()
+    tasks = [run_store.NewTask(o, d, seed=o) for o, d in participants]
+    closed = run_store.open_phase(session, run_id, 1, "fit", "a" * 64, tasks, NOW)
+    run_store.close_round(session, run_id, 1, closed.round_id, metrics={"round": 1}, params_sha256="c" * 64,
+                          server_state_sha256=None, now=NOW, events=[], scope=SCOPE)
+    open_ = run_store.open_phase(session, run_id, 2, "fit", "c" * 64, tasks, NOW)
+    elsewhere = run_store.open_phase(session, other.id, 1, "fit", "a" * 64, tasks[:1], NOW)
+    digests = dict(zip(closed.task_ids + open_.task_ids, "123456", strict=True))
+    for task_id, digit in digests.items():
+        session.get(Task, task_id).update_sha256 = digit * 64
+    session.get(Task, elsewhere.task_ids[0]).update_sha256 = "1" * 64
+    run_store.abandon_open_rounds(session, run_id, SCOPE)
+    session.commit()
+    assert sorted(run_store.spent_uploads(session, run_id)) == [d * 64 for d in "23456"]

@@ -182,6 +182,16 @@ def abandon_open_rounds(session: Session, run_id: int, scope: ledger.Scope) -> l
     return uploads
 
 
+def spent_uploads(session: Session, run_id: int) -> list[str]:
+    """The updates answered for the run's tasks, once none of its rounds is open: each was aggregated into a
+    checkpoint or belongs to an abandoned round (a driver killed between a round's checkpoint and deleting its
+    uploads leaves them), less any another run's open round was answered with too (same content, same blob)."""
+    in_open_rounds = (select(Task.update_sha256).join(Round, Task.round_id == Round.id)
+                      .where(Round.status == RoundStatus.open, Task.update_sha256.is_not(None)))
+    return list(session.scalars(select(Task.update_sha256).distinct().where(
+        Task.run_id == run_id, Task.update_sha256.is_not(None), Task.update_sha256.not_in(in_open_rounds))))
+
+
 def drop_tasks(
     session: Session, run_id: int, orgs: dict[int, str], handed_out: dict[int, datetime], scope: ledger.Scope
 ) -> set[int]:
