@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Task = Literal["classification", "regression", "unsupervised"]
 Sort = Literal["newest", "name", "rows", "bytes", "published"]
+Visibility = Literal["public", "members", "private"]
 MAX_LIMIT = 200
 MAX_OFFSET = 10_000
 MAX_WORDS = 8
@@ -27,6 +28,8 @@ class CatalogueQuery(BaseModel):
     owner: str | None = Field(default=None, max_length=63, description="the owning org's name")
     open: bool | None = Field(default=None, description="true: a published version is not withdrawn; "
                                                         "false: federated only")
+    visibility: Visibility | None = Field(default=None, description="the card's visibility (of those the "
+                                                                    "caller may see)")
     min_rows: int | None = Field(default=None, ge=0, le=BIG)
     max_rows: int | None = Field(default=None, ge=0, le=BIG)
     min_bytes: int | None = Field(default=None, ge=0, le=BIG, description="open file size (open ones only)")

@@ -184,8 +184,9 @@ class HubClient:
 
     def search_catalogue(self, q: str = "", **filters: Any) -> dict:
         """One page of the catalogue (``GET /api/catalogue``): datasets the caller may see matching ``q`` and
-        the filters (``license``, ``task``, ``owner``, ``open``, ``min_rows``, ``max_rows``, ``min_bytes``,
-        ``max_bytes``, ``sort``, ``limit``, ``offset``; None leaves one out): ``{"items", "next_offset"}``."""
+        the filters (``license``, ``task``, ``owner``, ``open``, ``visibility``, ``min_rows``, ``max_rows``,
+        ``min_bytes``, ``max_bytes``, ``sort``, ``limit``, ``offset``; None leaves one out):
+        ``{"items", "next_offset"}``."""
         params = {name: value for name, value in {"q": q, **filters}.items() if value not in (None, "")}
         return self.get_json("/api/catalogue", params=params)
 

@@ -143,6 +143,7 @@ def dataset_search(
     owner: Annotated[str | None, typer.Option("--owner", help="the owning org")] = None,
     is_open: Annotated[bool | None, typer.Option("--open/--federated", help=(
         "only open datasets (a version to download) / only federated-only ones"), show_default=False)] = None,
+    visibility: Annotated[str | None, typer.Option("--visibility", help="public, members or private")] = None,
     min_rows: Annotated[int | None, typer.Option("--min-rows", min=0)] = None,
     max_rows: Annotated[int | None, typer.Option("--max-rows", min=0)] = None,
     min_bytes: Annotated[int | None, typer.Option("--min-bytes", min=0, help="open file size")] = None,
@@ -154,11 +155,11 @@ def dataset_search(
     token: TokenOpt = None, org_dir: OptionalOrgDirOpt = None, ca_file: CaFileOpt = None,
 ) -> None:
     """Search the catalogue: open and federated-only datasets you may see (without credentials: public
-    ones), by words, licence, task, owner, open or not, and size."""
+    ones), by words, licence, task, owner, open or not, visibility and size."""
     with _anonymous_or_member(hub, token, org_dir, ca_file) as client:
         page = call(client.search_catalogue, words, license=license, task=task, owner=owner, open=is_open,
-                    min_rows=min_rows, max_rows=max_rows, min_bytes=min_bytes, max_bytes=max_bytes, sort=sort,
-                    limit=limit, offset=offset)
+                    visibility=visibility, min_rows=min_rows, max_rows=max_rows, min_bytes=min_bytes,
+                    max_bytes=max_bytes, sort=sort, limit=limit, offset=offset)
     if as_json:
         print_json(page)
         return

@@ -155,3 +155,14 @@ def test_task_and_licence_ids() -> None:
     assert task_of(schema("float32")) == "regression" and task_of(schema("string")) == "classification"
     assert licence_ids("(MIT OR Apache-2.0) AND GPL-2.0-only WITH Classpath-exception-2.0") == {
         "mit", "apache-2.0", "gpl-2.0-only", "classpath-exception-2.0"}
+
+
+def test_the_visibility_filter_keeps_only_cards_the_caller_may_see(session: Session, world) -> None:
+    north, south = key(world["north"]), key(world["south"])
+    assert find(session, north, visibility="members") == ["south/diabetic-retina", "north/house-prices"]
+    assert find(session, north, visibility="public") == ["east/weather", "north/diabetes-2020"]
+    assert find(session, north, visibility="private") == []
+    assert find(session, south, visibility="private") == ["south/clinic-notes"]
+    assert find(session, None, visibility="members") == []
+    with pytest.raises(ValueError, match="visibility"):
+        CatalogueQuery(visibility="secret")

@@ -54,7 +54,8 @@ def log_in(client: TestClient, token: str, next_page: str = "/") -> object:
 
 def seed(app) -> tuple[dict[str, str], int, int, int]:
     """Orgs north and south; stewards alice (north) and bob (south); north's public digits (a script in
-    its description) and private secret, south's public data and members-only inner; a project of alice
+    its description), private secret and public cartpole environment, south's public data and members-only
+    inner; a project of alice
     over digits and data (a script in its task) with a released public model and a trained one."""
     admin = Principal("user", "admin", Role.admin, None, None)
     with app.state.hub.sessions() as session:
@@ -77,6 +78,11 @@ def seed(app) -> tuple[dict[str, str], int, int, int]:
                 ("south/inner", "members only", "MIT", "members"),
             )
         }
+        sources["north/cartpole"] = Dataset(
+            org_id=orgs["north"].id, name="cartpole", kind="environment", description="balance a pole",
+            schema={"features": [{"name": "observation", "dtype": "float32", "shape": [4]}], "target": None},
+            rows=0, sha256="cd" * 32, license="MIT", visibility="public", file_format="gymnasium",
+            environment={"env_id": "CartPole-v1", "physics": None, "physics_salt": None})
         sources["north/digits"].privacy_epsilon, sources["north/digits"].privacy_delta = 3.0, 1e-5
         session.add_all(sources.values())
         spec = {"name": "pilot", "task": f"classify {SCRIPT}", "algorithm": {"name": "classifier"},
@@ -127,7 +133,8 @@ def pages(site: Site) -> dict[str, dict[str | None, int]]:
     participants = {"admin": 200, "alice": 200, "bob": 200, None: 404}
     return {
         "/": everyone, "/login": everyone, "/catalogue": everyone, "/models": everyone,
-        "/catalogue?kind=dataset&licence=cc&text=digits": everyone,
+        "/catalogue?kind=dataset&licence=CC-BY-4.0&text=digi": everyone,
+        "/catalogue?licence=No-Such-Licence&task=regression&open=open&sort=rows&start=10001": everyone,
         "/members": logged_in, "/projects": logged_in, "/challenges": logged_in,
         "/datasets/north/digits": everyone,
         "/datasets/north/digits/croissant.json": everyone,
@@ -287,12 +294,78 @@ def test_the_catalogue_is_read_a_page_at_a_time_keeping_its_filters(site: Site, 
 
     monkeypatch.setattr(catalogue, "PAGE_SIZE", 2)
     client = site.client("alice")
-    first = client.get("/catalogue?kind=dataset").text
-    assert first.count("<tr><td><a href=") == 2 and "4 of 4 cards, 1 to 2 shown" in first
-    assert 'href="/catalogue?kind=dataset&amp;start=2" rel="next"' in first and 'rel="prev"' not in first
-    second = client.get("/catalogue?kind=dataset&start=2").text
-    assert second.count("<tr><td><a href=") == 2 and 'rel="next"' not in second
-    assert 'href="/catalogue?kind=dataset&amp;start=0" rel="prev"' in second
+    first = client.get("/catalogue?kind=dataset&sort=name").text
+    assert dataset_links(first) == ["/datasets/south/data", "/datasets/north/digits"]
+    assert "Datasets 1 to 2; more on the next page." in first and "Environments" not in first
+    assert 'href="/catalogue?kind=dataset&amp;sort=name&amp;start=2" rel="next"' in first
+    assert 'rel="prev"' not in first
+    second = client.get("/catalogue?kind=dataset&sort=name&start=2").text
+    assert dataset_links(second) == ["/datasets/south/inner", "/datasets/north/secret"]
+    assert "Datasets 3 to 4." in second and 'rel="next"' not in second
+    assert 'href="/catalogue?kind=dataset&amp;sort=name&amp;start=0" rel="prev"' in second
+
+
+def dataset_links(html: str) -> list[str]:
+    return re.findall(r'<tr><td><a href="(/datasets/[^"]+)"', html)
+
+
+@pytest.mark.parametrize(("query", "who", "shown"), [
+    ("text=HAND+dig", "alice", ["/datasets/north/digits"]),
+    ("text=igits", "alice", []),  # a word's beginning, not its inside
+    ("licence=MIT", "alice", ["/datasets/south/inner", "/datasets/south/data", "/datasets/north/secret"]),
+    ("licence=cc-by-4.0", None, ["/datasets/north/digits"]),
+    ("owner=south", "alice", ["/datasets/south/inner", "/datasets/south/data"]),
+    ("owner=south", None, ["/datasets/south/data"]),
+    ("task=classification&visibility=members", "bob", ["/datasets/south/inner"]),
+    ("task=regression", "admin", []),
+    ("visibility=private", "alice", ["/datasets/north/secret"]),
+    ("visibility=private", "bob", []),
+    ("visibility=members", None, []),
+    ("open=open", "alice", []),
+    ("open=federated&owner=north", "alice", ["/datasets/north/secret", "/datasets/north/digits"]),
+])
+def test_the_catalogue_filters_datasets_as_the_api_search_does(site: Site, query: str, who: str | None,
+                                                                shown: list[str]) -> None:
+    html = site.client(who).get(f"/catalogue?kind=dataset&{query}").text
+    assert dataset_links(html) == shown, html
+    api = TestClient(site.app, headers={"Authorization": f"Bearer {site.tokens[who]}"} if who else {})
+    params = dict(p.split("=") for p in query.split("&"))
+    params = {{"text": "q", "licence": "license"}.get(k, k): v.replace("+", " ") for k, v in params.items()}
+    params["open"] = {"open": "true", "federated": "false"}.get(params.get("open"))
+    items = api.get("/api/catalogue", params={k: v for k, v in params.items() if v}).json()["items"]
+    assert [f"/datasets/{i['dataset']}" for i in items] == shown
+
+
+def test_the_catalogue_shows_the_open_data_columns_and_says_why_a_search_is_refused(site: Site) -> None:
+    client = site.client("alice")
+    html = client.get("/catalogue?text=digits").text
+    assert "<th scope=\"col\">Latest version</th>" in html and "federated only" in html
+    assert "word prefixes" in html or "beginning of a word" in html
+    refused = client.get("/catalogue?licence=No-Such-Licence")
+    assert refused.status_code == 200 and 'role="alert"' in refused.text and "No-Such-Licence" in refused.text
+    assert dataset_links(refused.text) == [] and 'aria-invalid="true"' in refused.text
+    for query, said in (("task=poetry", "task"), ("open=maybe", "open"), ("visibility=secret", "visibility"),
+                        ("sort=size", "sort"), ("kind=model", "kind"), ("start=10001", "offset")):
+        answer = client.get(f"/catalogue?{query}")
+        assert answer.status_code == 200 and re.search(rf'role="alert">{said}\b', answer.text), query
+
+
+def test_environments_are_listed_beside_the_datasets_with_the_same_filters(site: Site) -> None:
+    client = site.client(None)
+    links = lambda query: re.findall(r'href="(/environments/[^"]+)"', client.get(f"/catalogue?{query}").text)  # noqa: E731
+    assert links("") == links("kind=environment") == links("text=POLE&licence=MIT&owner=north") == [
+        "/environments/north/cartpole"]
+    assert links("kind=dataset") == links("text=ole") == links("task=regression") == links("open=open") == []
+    assert links("visibility=members") == links("licence=Apache-2.0") == links("start=100") == []
+    html = client.get("/catalogue?kind=environment").text
+    assert dataset_links(html) == [] and "Datasets" not in html
+
+
+def test_the_owner_choices_are_the_orgs_with_cards_the_caller_may_see(site: Site) -> None:
+    options = lambda who: re.findall(r"<option(?: selected)?>(\w+)</option>",  # noqa: E731
+                                     site.client(who).get("/catalogue").text.split('id="f-owner"')[1]
+                                     .split("</select>")[0])
+    assert options(None) == options("alice") == ["north", "south"]
 
 
 def test_the_projects_list_says_what_the_api_says_of_owners_and_votes(site: Site) -> None:

@@ -8,7 +8,9 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from consortium.catalogue_wire import MAX_LIMIT, MAX_OFFSET, CataloguePage, CatalogueQuery, Sort, Task
+from consortium.catalogue_wire import (
+    MAX_LIMIT, MAX_OFFSET, CataloguePage, CatalogueQuery, Sort, Task, Visibility,
+)
 from consortium.hub.deps import db, optional_principal
 from consortium.hub.gate import optional
 from consortium.hub.services import catalogue as service
@@ -28,6 +30,7 @@ def search_catalogue(
     task: Task | None = None,
     owner: Annotated[str | None, Query(max_length=63)] = None,
     open: bool | None = None,
+    visibility: Visibility | None = None,
     min_rows: Annotated[int | None, Query(ge=0, le=BIG)] = None,
     max_rows: Annotated[int | None, Query(ge=0, le=BIG)] = None,
     min_bytes: Annotated[int | None, Query(ge=0, le=BIG)] = None,
@@ -39,11 +42,12 @@ def search_catalogue(
 ):
     """Datasets the caller may see (anonymous callers: public ones) matching every filter given: words of
     the name, columns, description or datasheet (word prefixes), an SPDX licence id or expression, the task
-    the card implies, the owner, open or federated only, rows and (open) file size; one page at a time."""
+    the card implies, the owner, open or federated only, the visibility, rows and (open) file size; one
+    page at a time."""
     try:
-        query = CatalogueQuery(q=q, license=license, task=task, owner=owner, open=open, min_rows=min_rows,
-                               max_rows=max_rows, min_bytes=min_bytes, max_bytes=max_bytes, sort=sort,
-                               limit=limit, offset=offset)
+        query = CatalogueQuery(q=q, license=license, task=task, owner=owner, open=open, visibility=visibility,
+                               min_rows=min_rows, max_rows=max_rows, min_bytes=min_bytes, max_bytes=max_bytes,
+                               sort=sort, limit=limit, offset=offset)
     except ValidationError as exc:
         raise BadRequest("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from None
     return service.search(session, caller, query)

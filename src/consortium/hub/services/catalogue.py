@@ -42,13 +42,31 @@ def _prefix(term: str) -> ColumnElement[bool]:
     return _has_term(CatalogueTerm.term >= term, CatalogueTerm.term < term[:-1] + chr(ord(term[-1]) + 1))
 
 
+def _licence_id(canonical: str) -> str | None:
+    """The one SPDX id a (canonical) licence filter is, whose datasets are those naming it; None for an
+    expression, which matches that exact licence."""
+    ids = licence_ids(canonical)
+    return next(iter(ids)) if len(ids) == 1 and " " not in canonical.strip("() ") else None
+
+
 def _licence(expr: str) -> ColumnElement[bool]:
     canonical = licensing.normalised("license", expr)
-    ids = licence_ids(canonical)
-    if len(ids) == 1 and " " not in canonical.strip("() "):
-        (spdx,) = ids
-        return _has_term(CatalogueTerm.term == LICENCE + spdx)
-    return E.license == canonical
+    spdx = _licence_id(canonical)
+    return E.license == canonical if spdx is None else _has_term(CatalogueTerm.term == LICENCE + spdx)
+
+
+def licence_keeps(expr: str, licence: str) -> bool:
+    """Whether the licence filter ``expr`` keeps a card under ``licence``, as the search does (BadRequest: an
+    unknown id or bad syntax): for a card outside the index (an environment)."""
+    canonical = licensing.normalised("license", expr)
+    spdx = _licence_id(canonical)
+    return licence == canonical if spdx is None else spdx in licence_ids(licence)
+
+
+def words_keep(q: str, *texts: str) -> bool:
+    """Whether every word of ``q`` begins a word of ``texts``, as the search matches its words."""
+    found = words(texts)
+    return all(any(w.startswith(word) for w in found) for word in words([q]))
 
 
 def _filters(session: Session, actor: Principal | None, query: CatalogueQuery) -> list[ColumnElement[bool]]:
@@ -58,7 +76,7 @@ def _filters(session: Session, actor: Principal | None, query: CatalogueQuery) -
         where.append(_licence(query.license))
     if query.owner:
         where.append(E.org_id == select(Org.id).where(Org.name == query.owner).scalar_subquery())
-    for column, value in ((E.task, query.task), (E.open, query.open)):
+    for column, value in ((E.task, query.task), (E.open, query.open), (E.visibility, query.visibility)):
         if value is not None:
             where.append(column == value)
     for column, low, high in ((E.rows, query.min_rows, query.max_rows),
@@ -80,6 +98,12 @@ def _ordered(statement: Select, sort: str) -> Select:
     column = {"bytes": E.bytes, "published": E.published_at}[sort]
     # open ones first: NULL bytes / publication times are exactly the federated-only rows, after them
     return statement.order_by(E.open.desc(), column.desc(), E.dataset_id.desc())
+
+
+def owners(session: Session, actor: Principal | None) -> list[str]:
+    """The names of the orgs owning a dataset the caller may see, by name (one query; no card is read)."""
+    shown = select(E.dataset_id).where(E.org_id == Org.id, visible(session, actor)).exists()
+    return list(session.scalars(select(Org.name).where(shown).order_by(Org.name)))
 
 
 def search(session: Session, actor: Principal | None, query: CatalogueQuery) -> CataloguePage:
