@@ -44,9 +44,10 @@ def draw_fault(rng: random.Random, rounds: int, run_s: float) -> str:
 
 
 @dataclass
-class KillTrial:
-    index: int
-    fault: str
+class TrialOutcome:
+    """What one interrupted run showed: the kill fired, the run completed with the uninterrupted run's params,
+    the rounds it abandoned, the time to recover and any problem the checks found."""
+
     fired: bool = False
     completed: bool = False
     same_params: bool = False
@@ -57,6 +58,12 @@ class KillTrial:
     @property
     def ok(self) -> bool:
         return self.fired and self.completed and self.same_params and not self.problems
+
+
+@dataclass(kw_only=True)
+class KillTrial(TrialOutcome):
+    index: int
+    fault: str
 
 
 def reference_run(lab: Lab, rounds: int, seed: int = 11, name: str = "faults-reference") -> tuple[list[str], float]:
@@ -98,7 +105,7 @@ def hub_kill_trial(lab: Lab, index: int, fault: str, rounds: int) -> KillTrial:
     """One run of ``rounds`` rounds (spec seed ``index``) with the hub killed at ``fault``, the hub restarted,
     the run finished and checked, then compared with an uninterrupted run of the same seed made after it (so
     that the interrupted run is the one that writes its params blobs first)."""
-    trial = KillTrial(index, fault)
+    trial = KillTrial(index=index, fault=fault)
     project = lab.project(lab.spec(f"faults-{index}", rounds, seed=index))
     if not fault.startswith("timed:"):
         lab.arm(fault)

@@ -11,7 +11,7 @@ import random
 import statistics
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from rich.console import Console
 
 from consortium.bench import faultcheck
 from consortium.bench.faultlab import Lab, params_trail, wait_ended
+from consortium.bench.faults import TrialOutcome
 from consortium.bench.pg_scratch import scratch_database
 from consortium.bench.replica_lab import LEASE_S, Replicas
 from consortium.client import HubClient
@@ -32,22 +33,12 @@ def draw_kill(rng: random.Random, rounds: int, round_s: float) -> tuple[int, flo
     return rng.randint(1, max(1, rounds - 2)), round(rng.uniform(0.0, round_s), 3)
 
 
-@dataclass
-class ReplicaKill:
+@dataclass(kw_only=True)
+class ReplicaKill(TrialOutcome):
     index: int
     after_round: int
     delay_s: float
-    fired: bool = False
-    completed: bool = False
-    same_params: bool = False
-    abandoned_rounds: int = 0
     takeover_s: float | None = None
-    recovery_s: float = 0.0
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.fired and self.completed and self.same_params and not self.problems
 
 
 def _reach(admin: HubClient, run_id: int, round_number: int, timeout: float = 120.0) -> bool:
@@ -67,7 +58,7 @@ def replica_kill_trial(cluster: Replicas, index: int, project_id: int, after_rou
                        reference: list[str]) -> ReplicaKill:
     """One run of the project with its driving replica SIGKILLed ``delay_s`` after round ``after_round``, the
     takeover timed, the killed replica restarted, the run finished and checked."""
-    trial = ReplicaKill(index, after_round, delay_s)
+    trial = ReplicaKill(index=index, after_round=after_round, delay_s=delay_s)
     with cluster.admin() as admin:
         run_id = admin.start_run(project_id)["id"]
         reached = _reach(admin, run_id, after_round)
