@@ -87,3 +87,13 @@ def test_guarantee_states_everything_a_card_needs() -> None:
 def test_bad_input_names_the_field(call, field: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError, match=rf"^{field}\b"):
         call()
+
+
+def test_a_large_epsilon_is_calibrated_on_a_coarser_grid_and_still_meets_its_target() -> None:
+    """``bench atheris`` found a spec with epsilon 524 that held a proposal request for 10 s of the hub's CPU
+    (a tiny noise multiplier on the fine PLD grid); the grid now grows with epsilon above 10, and the noise
+    found still meets the target when the run accounts it on the fine grid."""
+    assert accountant.calibration_grid(0.5) == accountant.calibration_grid(10.0) == accountant.PLD_DISCRETISATION
+    assert accountant.calibration_grid(524.0) > 50 * accountant.PLD_DISCRETISATION
+    noise = accountant.noise_multiplier_for(524.0, 1e-5, 1.0, 4)
+    assert accountant.epsilon_spent(noise, 1.0, 4, 1e-5) <= 524.0
