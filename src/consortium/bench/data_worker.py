@@ -82,14 +82,15 @@ def _timed(args: argparse.Namespace) -> dict:
     if args.mode == "publish":
         sheet = Datasheet.model_validate({key: f"{key}: a generated benchmark table" for key in Datasheet.model_fields})
         with HubClient(args.hub, identity=load_org_identity(args.org_dir)) as client:
-            done = open_data.export_registered(args.org_dir, args.ref.partition("/")[2], args.work)
+            done = open_data.export_registered(args.org_dir, args.ref.partition("/")[2], args.work,
+                                               reencode=args.reencode)
             exported = time.perf_counter()
             try:
                 open_data.send_version(client, args.ref, done.path, OpenVersionIn(
                     version=args.version, sha256=done.sha256, table_sha256=done.table_sha256, rows=done.rows,
                     license="CC0-1.0", datasheet=sheet, anonymity=AnonymityReport(about_people=False)))
             finally:
-                done.path.unlink(missing_ok=True)
+                done.discard()
         result = {"export_s": exported - started, "send_s": time.perf_counter() - exported, "bytes": done.size}
     elif args.mode == "download":
         with HubClient(args.hub) as client:
@@ -124,6 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--url")
     parser.add_argument("--file", type=Path)
     parser.add_argument("--root", type=Path)
+    parser.add_argument("--reencode", action="store_true", help="publish: export even a canonical file")
     parser.add_argument("--port", type=int)
     args = parser.parse_args(argv)
     if args.mode == "serve":

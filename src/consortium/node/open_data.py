@@ -72,11 +72,17 @@ def _hash_into(digest: hashlib._Hash, path: Path) -> None:
             digest.update(chunk)
 
 
-def export_registered(org_dir: Path, name: str, out_dir: Path, keep: Sequence[str] = ()) -> Export:
+def export_registered(org_dir: Path, name: str, out_dir: Path, keep: Sequence[str] = (),
+                      reencode: bool = False) -> Export:
     """Read the registered dataset ``name`` in batches, writing its canonical CSV under ``out_dir`` and
     checking in the same pass that the file still has its card's hash (DatasetError otherwise, the CSV
-    removed); ``keep``: columns to return whole (the anonymity gate's)."""
+    removed); ``keep``: columns to return whole (the anonymity gate's). A registered file found canonical
+    at registration and unchanged since is not read: it is the export (the hub checks its SHA-256), unless
+    ``reencode``."""
     entry = LocalRegistry(org_dir).get(name)
+    if entry.canonical is not None and not keep and not reencode and entry.canonical.unchanged(entry.path):
+        return Export(rows=entry.card.rows, table_sha256=entry.card.sha256, path=entry.path,
+                      sha256=entry.canonical.sha256, size=entry.canonical.size, kept={}, written=False)
     out_dir.mkdir(parents=True, exist_ok=True)
     done = export_csv(entry.path, entry.card.schema_, entry.card.rows, out_dir / f"{name}.csv", keep)
     if done.table_sha256 != entry.card.sha256 or done.rows != entry.card.rows:
@@ -174,7 +180,7 @@ def publish(client: HubClient, org_dir: Path, ref: str, version: str, licence: s
             version=version, sha256=done.sha256, table_sha256=done.table_sha256, rows=done.rows,
             license=licence, datasheet=datasheet, anonymity=report))
     finally:
-        done.path.unlink(missing_ok=True)
+        done.discard()
 
 
 def publish_file(client: HubClient, org_dir: Path, ref: str, file: Path, version: str, licence: str,

@@ -8,6 +8,7 @@ stands for, so the agent can train on the file and check it still hashes to the 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import re
@@ -20,6 +21,7 @@ from pydantic import ValidationError
 
 from consortium.atomic import exclusive_lock, write_json_atomic
 from consortium.fl.core import LocalData
+from consortium.node.canonical_source import CanonicalSource, canonical_source
 from consortium.protocol import ColumnSchema, DatasetCardIn, DatasetSchema, Visibility
 from consortium.tables import DTYPES, DatasetError, LoadedDataset, load_table
 
@@ -151,6 +153,8 @@ class RegisteredDataset:
     path: Path
     target: str | None
     card: DatasetCardIn
+    canonical: CanonicalSource | None = None
+    """Set when the file is its table's canonical CSV byte for byte: a publish sends it as it is."""
 
 
 CategoryLabels = dict[str, dict[float, str]]
@@ -176,7 +180,9 @@ class LocalRegistry:
     def add(
         self, name: str, path: str | os.PathLike[str], target: str | None, card: DatasetCardIn
     ) -> RegisteredDataset:
-        """Register (or re-register) a dataset file under ``name``; the path is stored absolute."""
+        """Register (or re-register) a dataset file under ``name``; the path is stored absolute. A CSV file that
+        already is its table's canonical CSV is recorded as such (one pass over it; see
+        :mod:`consortium.node.canonical_source`)."""
         if card.name != name:
             raise DatasetError(f"card name '{card.name}' does not match the registered name '{name}'")
         file = Path(path).expanduser().resolve()
@@ -185,13 +191,15 @@ class LocalRegistry:
         card_target = card.schema_.target.name if card.schema_.target is not None else None
         if target != card_target:
             raise DatasetError(f"target {target!r} does not match the card's target column {card_target!r}")
-        entry = RegisteredDataset(name=name, path=file, target=target, card=card)
+        canonical = canonical_source(file, card.schema_, card.rows, card.sha256)
+        entry = RegisteredDataset(name=name, path=file, target=target, card=card, canonical=canonical)
         with exclusive_lock(self.path):
             data = copy.deepcopy(self._read())
             data["datasets"][name] = {
                 "path": str(file),
                 "target": target,
                 "card": card.model_dump(mode="json", by_alias=True),
+                "canonical": dataclasses.asdict(canonical) if canonical else None,
             }
             write_json_atomic(self.path, data)
         with self._lock:
@@ -255,7 +263,9 @@ class LocalRegistry:
     def _entry(self, name: str, raw: dict[str, Any]) -> RegisteredDataset:
         try:
             card = DatasetCardIn.model_validate(raw["card"])
-            return RegisteredDataset(name=name, path=Path(raw["path"]), target=raw.get("target"), card=card)
+            canonical = CanonicalSource(**raw["canonical"]) if raw.get("canonical") else None
+            return RegisteredDataset(name=name, path=Path(raw["path"]), target=raw.get("target"), card=card,
+                                     canonical=canonical)
         except (KeyError, TypeError, ValidationError) as exc:
             raise DatasetError(f"{self.path}: entry '{name}' is malformed: {exc}") from exc
 

@@ -32,7 +32,8 @@ _PANDAS_INDEX = re.compile(r"__index_level_\d+__")
 @dataclass(frozen=True)
 class Export:
     """A table written as canonical CSV: its rows, the table's canonical hash, the file and its SHA-256 and
-    size, and the columns kept whole (``keep``: e.g. for the anonymity gate)."""
+    size, and the columns kept whole (``keep``: e.g. for the anonymity gate). ``written``: the file was
+    written for this export (False: it is the registered file itself, already canonical)."""
 
     rows: int
     table_sha256: str
@@ -40,6 +41,12 @@ class Export:
     sha256: str
     size: int
     kept: dict[str, np.ndarray]
+    written: bool = True
+
+    def discard(self) -> None:
+        """Remove the file if this export wrote it (a registered file is never removed)."""
+        if self.written:
+            self.path.unlink(missing_ok=True)
 
 
 def _rows_per_batch(path: Path, rows: int) -> int:
