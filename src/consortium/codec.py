@@ -6,6 +6,9 @@ An update upload is tensors plus its :class:`~consortium.protocol.UpdateMeta` as
 
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
 import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
@@ -19,6 +22,24 @@ def encode_tensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | 
     """Serialise named tensors as safetensors bytes (contiguous CPU copies)."""
     flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     return st_save(flat, metadata=metadata)
+
+
+def tensor_block(payload: bytes) -> tuple[dict[str, Any], memoryview]:
+    """The tensor entries of a well-formed safetensors ``payload``'s header (its ``__metadata__`` left out)
+    and its data block, for :func:`with_metadata`."""
+    header_len = int.from_bytes(payload[:8], "little")
+    header = orjson.loads(payload[8:8 + header_len])
+    header.pop("__metadata__", None)
+    return header, memoryview(payload)[8 + header_len:]
+
+
+def with_metadata(tensors: dict[str, Any], data: memoryview, metadata: dict[str, str]) -> bytes:
+    """The safetensors payload of :func:`tensor_block`'s ``tensors`` and ``data`` with ``metadata`` as its
+    ``__metadata__``: the header is written anew (padded to 8 bytes, as the library does), the data block
+    copied as it is, no tensor decoded or serialised again."""
+    header = orjson.dumps({"__metadata__": metadata, **tensors})
+    header += b" " * (-len(header) % 8)
+    return b"".join((len(header).to_bytes(8, "little"), header, data))
 
 
 def decode_tensors(data: bytes) -> dict[str, torch.Tensor]:

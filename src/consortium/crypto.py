@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import json
@@ -84,8 +85,10 @@ def _raw_public_key(public_key: Ed25519PublicKey) -> bytes:
     return public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
+@functools.lru_cache(maxsize=4096)
 def public_key_from_b64(s: str) -> Ed25519PublicKey:
-    """Parse a base64 raw 32-byte Ed25519 public key; ``ValueError`` on bad base64 or the wrong length."""
+    """Parse a base64 raw 32-byte Ed25519 public key; ``ValueError`` on bad base64 or the wrong length. The
+    hub checks each request against its org's key: parsed keys (immutable) are kept, most recent 4,096."""
     raw = _b64decode_strict(s, "public key")
     if len(raw) != _PUBLIC_KEY_BYTES:
         raise ValueError(f"public key must be {_PUBLIC_KEY_BYTES} raw bytes, got {len(raw)}")
@@ -295,20 +298,26 @@ def sign_request(
     }
 
 
+def _signature_header_values(headers: Mapping[str, str]) -> dict[str, str]:
+    """The four signature headers' values, names matched case-insensitively; :class:`SignatureError` naming
+    those missing or empty. Looked up by name first (a server's header mapping is case-insensitive already,
+    and reading every header of every request costs the hub more than the signature check), the whole
+    mapping lowered only when that misses."""
+    values = {name: headers.get(name) or headers.get(name.lower()) for name in SIGNATURE_HEADERS}
+    if all(values.values()):
+        return values  # type: ignore[return-value]
+    lowered = {str(name).lower(): value for name, value in headers.items()}
+    values = {name: lowered.get(name.lower()) for name in SIGNATURE_HEADERS}
+    missing = [name for name, value in values.items() if not value]
+    if missing:
+        raise SignatureError(f"missing signature header(s): {', '.join(missing)}")
+    return values  # type: ignore[return-value]
+
+
 def _checked_headers(headers: Mapping[str, str], now: float, max_skew: float) -> tuple[str, int, str, str]:
     """Key id, timestamp, nonce and signature of well-formed signature headers whose timestamp is within
     ``max_skew`` seconds of ``now``; :class:`SignatureError` otherwise."""
-    lowered = {str(name).lower(): value for name, value in headers.items()}
-    values: dict[str, str] = {}
-    missing = []
-    for name in SIGNATURE_HEADERS:
-        value = lowered.get(name.lower())
-        if value is None or value == "":
-            missing.append(name)
-        else:
-            values[name] = value
-    if missing:
-        raise SignatureError(f"missing signature header(s): {', '.join(missing)}")
+    values = _signature_header_values(headers)
 
     kid, raw_timestamp = values[HEADER_KEY], values[HEADER_TIMESTAMP]
     nonce, signature = values[HEADER_NONCE], values[HEADER_SIGNATURE]

@@ -103,7 +103,7 @@ async def org_call(request: Request) -> identity.SignedCall:
     changes nothing, however often it is sent.
     """
     state: HubState = request.app.state.hub
-    if not any(name.startswith("x-consortium-") for name in request.headers):
+    if not any(name.startswith(b"x-consortium-") for name, _ in request.scope["headers"]):  # raw: no decoding
         raise Unauthorized("node endpoints need a request signed with the organisation key")
     body = await request.body()
     path = signed_path(request)

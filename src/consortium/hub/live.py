@@ -9,6 +9,7 @@ found in the database.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -134,32 +135,48 @@ class TaskBoard:
         self._lock = threading.Lock()
         self._handed_out = threading.Condition(self._lock)
         self._tasks: dict[int, _Posted] = {}
+        self._by_org: dict[int, set[int]] = {}
+        self._waiting: dict[int, set[int]] = {}
+        """Per :meth:`wait_handed_out` call: its tasks not handed out (nor withdrawn) yet."""
+        self._waits = itertools.count()
 
     def post(self, row: TaskRow, message: TaskOut, deadline: datetime) -> None:
         with self._lock:
             self._tasks[message.id] = _Posted(row, message, deadline)
+            self._by_org.setdefault(row.org_id, set()).add(message.id)
 
     def take(self, org_id: int, now: datetime) -> TaskOut | None:
         """The org's oldest task still before its deadline (the same one again until it is answered)."""
         with self._lock:
-            open_ids = [i for i, p in self._tasks.items() if p.row.org_id == org_id and p.deadline > now]
+            open_ids = [i for i in self._by_org.get(org_id, ()) if self._tasks[i].deadline > now]
             if not open_ids:
                 return None
             posted = self._tasks[min(open_ids)]
             if posted.handed_out_at is None:
                 posted.handed_out_at = now
-                self._handed_out.notify_all()
+                self._out(posted.message.id)
             return posted.message
+
+    def _out(self, task_id: int) -> None:
+        """``task_id`` was handed out or left the board: wake the waits it was the last one of (lock held)."""
+        done = False
+        for remaining in self._waiting.values():
+            if task_id in remaining:
+                remaining.discard(task_id)
+                done = done or not remaining
+        if done:
+            self._handed_out.notify_all()
 
     def wait_handed_out(self, task_ids: Iterable[int], timeout: float) -> bool:
         """Block until each of ``task_ids`` was handed out or left the board (True), or ``timeout`` passed."""
-        ids = list(task_ids)
-
-        def all_out() -> bool:
-            return all(self._tasks.get(i) is None or self._tasks[i].handed_out_at is not None for i in ids)
-
         with self._handed_out:
-            return self._handed_out.wait_for(all_out, timeout)
+            remaining = {i for i in task_ids if i in self._tasks and self._tasks[i].handed_out_at is None}
+            key = next(self._waits)
+            self._waiting[key] = remaining
+            try:
+                return self._handed_out.wait_for(lambda: not remaining, timeout)
+            finally:
+                del self._waiting[key]
 
     def message(self, task_id: int) -> TaskOut | None:
         with self._lock:
@@ -181,7 +198,7 @@ class TaskBoard:
         """Take every task of ``run_id`` off the board: its run ended, so no node may take one again."""
         with self._lock:
             for task_id in [i for i, p in self._tasks.items() if p.row.run_id == run_id]:
-                del self._tasks[task_id]
+                self._remove(task_id)
             self._handed_out.notify_all()
 
     def withdraw(self, task_ids: Iterable[int]) -> dict[int, datetime]:
@@ -189,8 +206,18 @@ class TaskBoard:
         handed_out = {}
         with self._lock:
             for task_id in task_ids:
-                posted = self._tasks.pop(task_id, None)
+                posted = self._remove(task_id)
                 if posted is not None and posted.handed_out_at is not None:
                     handed_out[task_id] = posted.handed_out_at
-            self._handed_out.notify_all()
         return handed_out
+
+    def _remove(self, task_id: int) -> _Posted | None:
+        """Take one task off the board and its org's index (lock held)."""
+        posted = self._tasks.pop(task_id, None)
+        if posted is not None:
+            ids = self._by_org[posted.row.org_id]
+            ids.discard(task_id)
+            if not ids:
+                del self._by_org[posted.row.org_id]
+            self._out(task_id)
+        return posted

@@ -19,7 +19,6 @@ from consortium.hub.services import privacy_charges
 from consortium.hub.services import runs as run_service
 from consortium.hub.services.identity import Principal, SignedCall, in_signed_transaction
 from consortium.hub.wire import AfterRound, Id, StrictJSONRoute
-from consortium.codec import encode_tensors
 from consortium.privacy_wire import PrivacyCharge
 from consortium.protocol import SAFETENSORS_MEDIA_TYPE, RunOut, RunProgress, TaskOut, TaskRefusal, TaskResult
 from consortium.statuses import RunStatus, TaskStatus
@@ -122,8 +121,7 @@ async def deliver_next_task(
         if task is not None:
             if task.params_sha256 is None or task.params_sha256 == have:
                 return Response(task.model_dump_json(), media_type="application/json")
-            params = state.cache.get(task.params_sha256)
-            return Response(encode_tensors(params, {"task": task.model_dump_json()}),
+            return Response(state.cache.delivery(task.params_sha256, {"task": task.model_dump_json()}),
                             media_type=SAFETENSORS_MEDIA_TYPE)
         remaining = deadline - loop.time()
         if remaining <= 0:
