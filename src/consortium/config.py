@@ -52,6 +52,10 @@ class HubSettings:
     """With ``replica``: how long a run's lease lasts unless its driver renews it (what a killed replica costs)."""
     blob_dir: Path | None = None
     """The blob store's directory; None: ``data_dir/blobs``. Replicas share one (e.g. a network file system)."""
+    telemetry: bool = False
+    """FastAPI's OpenTelemetry spans, metrics and logs (``CONSORTIUM_HUB_TELEMETRY=1``), for a deployment with
+    a configured OpenTelemetry provider. Off by default: switched on, FastAPI looks for a provider on every
+    request (an environment lookup among others), a cost the node endpoints pay thousands of times a round."""
 
     @property
     def key_file(self) -> Path:
@@ -107,6 +111,7 @@ class HubSettings:
             checkpoint_interval_s=checkpoint_interval_s or DEFAULT_CHECKPOINT_INTERVAL_S,
             **_tls_pair(tls_cert, tls_key),
             replica=replica, lease_s=lease, blob_dir=Path(blobs).resolve() if blobs else None,
+            telemetry=os.environ.get("CONSORTIUM_HUB_TELEMETRY", "") not in ("", "0"),
         )
 
 

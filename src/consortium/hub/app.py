@@ -78,6 +78,10 @@ def _admin_token(settings: HubSettings) -> str:
     return token
 
 
+NO_TELEMETRY = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
+"""FastAPI's own OpenTelemetry instrumentation, all off (``HubSettings.telemetry``)."""
+
+
 def create_app(settings: HubSettings) -> FastAPI:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     faults.watch_commits()
@@ -125,6 +129,7 @@ def create_app(settings: HubSettings) -> FastAPI:
         version=__version__,
         description="Registry, governance and federated-run coordination for a consortium of organisations.",
         lifespan=lifespan,
+        telemetry=None if settings.telemetry else NO_TELEMETRY,
     )
     app.state.hub = state
     app.state.scheduler = sched

@@ -14,7 +14,7 @@ from consortium.hub.events import Broker
 from consortium.hub.live import LivePhase, TaskBoard
 from consortium.hub.secagg import SecAggRound
 from consortium.hub.services.identity import KeyCache, TokenCache
-from consortium.hub.services.answer_rules import AnswerRules
+from consortium.hub.services.answer_rules import AnswerRules, RulesCache
 from consortium.hub.tensor_cache import TensorCache
 from consortium.hub.valuation import Valuer
 from consortium.hub.web.sessions import WebSessions
@@ -62,6 +62,8 @@ class HubState:
     board: TaskBoard = field(default_factory=TaskBoard)
     """Task messages composed by the drivers when they open a phase; the long poll hands them out."""
     run_rules: dict[int, AnswerRules] = field(default_factory=dict)
+    foreign_rules: RulesCache = field(default_factory=RulesCache)
+    """With replicas: the answer rules of runs another replica drives."""
     """What the upload handlers check answers against, for each run a driver of this process is driving."""
     live: dict[int, LivePhase] = field(default_factory=dict)
     """The open phase of each run a driver of this process is driving; handlers hand it their answers."""
@@ -90,3 +92,7 @@ class HubState:
         live = self.live.get(run_id)
         return live is None or not live.expects(task_id)
 
+    def answer_rules(self, session: Session, run_id: int) -> AnswerRules:
+        """A run's answer rules: its driver's in this process, else read once from the database."""
+        driven = self.run_rules.get(run_id)
+        return driven if driven is not None else self.foreign_rules.get(session, run_id)

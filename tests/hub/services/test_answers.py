@@ -20,7 +20,8 @@ from consortium.hub.blobs import BlobStore
 from consortium.hub.db.models import Dataset, LedgerEntry, Org, Project, ProjectDataset, Run, Task
 from consortium.hub.live import TaskRow
 from consortium.hub.services import ledger, run_store
-from consortium.hub.services.answer_rules import Source
+from consortium.hub.services import answer_rules as answer_rules_module
+from consortium.hub.services.answer_rules import RulesCache, Source
 from consortium.hub.services import runs as run_service
 from consortium.hub.services.errors import Conflict, Gone, NotFound
 from consortium.hub.services.identity import Principal
@@ -296,3 +297,18 @@ def test_a_bad_answer_to_a_closed_task_is_not_rejected_again(world: World) -> No
         world.upload("north", tasks["north"], b"junk", known=stale)
     assert world.status(tasks["north"])[0] == "done"
     assert world.entries("task.rejected") == []
+
+
+def test_another_replicas_run_has_its_rules_read_once_per_preprocessing_state(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = RulesCache(capacity=2)
+    first = cache.get(world.session, world.run_id)
+    assert first.num_features == run_service.answer_rules(world.session, world.run_id).num_features
+    reads = []
+    monkeypatch.setattr(answer_rules_module, "answer_rules", lambda session, run_id: reads.append(run_id) or object())
+    assert cache.get(world.session, world.run_id) is first and reads == []
+    run = world.session.get(Run, world.run_id)
+    run.preprocessing = {"fitted": "stand-in"}  # a fitted run is another state: read again
+    fitted = cache.get(world.session, world.run_id)
+    assert fitted is not first and reads == [world.run_id]
+    assert cache.get(world.session, world.run_id) is fitted and reads == [world.run_id]

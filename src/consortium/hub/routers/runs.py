@@ -194,7 +194,7 @@ async def post_update(
             task, answer = answered(state, lambda: in_signed_transaction(
                 session, call, lambda: run_service.submit_update(
                     session, state.blobs, state.cache, call.principal, task_id, payload, state.clock(),
-                    rules=state.run_rules.get, signed=call,
+                    rules=lambda run_id: state.answer_rules(session, run_id), signed=call,
                     handed_out_at=state.board.handed_out_at(task_id), known=state.board.row(task_id),
                     durable=state.durable_upload,
                 )))
@@ -239,8 +239,9 @@ async def post_result(
         with state.sessions() as session:
             task, answer = answered(state, lambda: in_signed_transaction(
                 session, call, lambda: run_service.submit_result(
-                    session, call.principal, task_id, payload, state.clock(), rules=state.run_rules.get,
-                    signed=call, handed_out_at=state.board.handed_out_at(task_id),
+                    session, call.principal, task_id, payload, state.clock(),
+                    rules=lambda run_id: state.answer_rules(session, run_id), signed=call,
+                    handed_out_at=state.board.handed_out_at(task_id),
                     known=state.board.row(task_id),
                 )))
         hand_to_driver(state, task.run_id, answer)

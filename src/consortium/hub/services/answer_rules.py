@@ -3,6 +3,8 @@ against them: fit and init updates against the model, statistics against the pre
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -76,6 +78,32 @@ def answer_rules(session: Session, run_id: int) -> AnswerRules:
         {d.id: AnswerRules.source(f"{d.org.name}/{d.name}", d.kind, d.rows) for d in sources},
         plan.secure, *stats_rules(spec, schema),
     )
+
+
+class RulesCache:
+    """The :class:`AnswerRules` of runs another replica drives, read from the database once per run and
+    preprocessing state (the driver keeps its own in memory; a run's rules change only when its
+    preprocessing is fitted). Bounded: the ``capacity`` most recently used."""
+
+    def __init__(self, capacity: int = 256) -> None:
+        self._capacity = capacity
+        self._items: OrderedDict[tuple[int, bool], AnswerRules] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, session: Session, run_id: int) -> AnswerRules:
+        run = session.get(Run, run_id)
+        key = (run_id, run is not None and run.preprocessing is not None)
+        with self._lock:
+            rules = self._items.get(key)
+            if rules is not None:
+                self._items.move_to_end(key)
+                return rules
+        rules = answer_rules(session, run_id)
+        with self._lock:
+            self._items[key] = rules
+            while len(self._items) > self._capacity:
+                self._items.popitem(last=False)
+        return rules
 
 
 def stats_rules(spec: ProjectCreate, schema: dict) -> tuple[preprocessing.Layout | None, int]:
