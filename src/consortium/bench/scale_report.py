@@ -34,9 +34,9 @@ def report_markdown(result: dict[str, Any], machine: dict[str, Any], command: st
     lines = [
         f"Command: `{command}`",
         f"Machine: {machine['cpu']} ({machine['cores']} cores), {machine['python']}, torch {machine['torch']}; "
-        f"measured {machine['date']}. The machine is shared with other engineers' work (load average "
-        f"{_load()} at the end of the run, on {machine['cores']} cores): wall-clock figures are upper bounds, "
-        "the hub's CPU per round is the steadier measure.",
+        f"measured {machine['date']}. Load average {_load()} at the end of the run, on {machine['cores']} "
+        "cores (the hub, the workers and the database share them): wall-clock figures are upper bounds, the "
+        "hub's CPU per round is the steadier measure.",
         "",
         f"{_hubs(cfg.get('replicas', 1))} and N lightweight node workers in {cfg['processes']} processes on "
         "the same machine: real HTTP, real Ed25519 request signatures, real safetensors updates of a classifier "

@@ -55,10 +55,10 @@ def canonical_source(path: Path, schema: DatasetSchema, rows: int, table_sha256:
     try:
         with path.open("rb") as raw:
 
-            def matches(expected: bytes) -> bool:
+            def matches(expected: bytes | memoryview) -> bool:
                 found = raw.read(len(expected))
                 digest.update(found)
-                return found == expected
+                return found == bytes(expected)  # bytes to bytes is a memcmp; a memoryview compares item by item
 
             if not matches(header_line(columns)):
                 return None
