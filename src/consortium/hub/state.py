@@ -62,9 +62,9 @@ class HubState:
     board: TaskBoard = field(default_factory=TaskBoard)
     """Task messages composed by the drivers when they open a phase; the long poll hands them out."""
     run_rules: dict[int, AnswerRules] = field(default_factory=dict)
+    """What the upload handlers check answers against, for each run a driver of this process is driving."""
     foreign_rules: RulesCache = field(default_factory=RulesCache)
     """With replicas: the answer rules of runs another replica drives."""
-    """What the upload handlers check answers against, for each run a driver of this process is driving."""
     live: dict[int, LivePhase] = field(default_factory=dict)
     """The open phase of each run a driver of this process is driving; handlers hand it their answers."""
     web: WebSessions = field(default_factory=WebSessions)

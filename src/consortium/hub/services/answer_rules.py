@@ -3,8 +3,6 @@ against them: fit and init updates against the model, statistics against the pre
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +17,7 @@ from consortium.hub.db.models import Run
 from consortium.hub.live import TaskRow
 from consortium.hub.services import projects as project_service
 from consortium.hub.services.datasets import TABLE
+from consortium.lru import LRU
 from consortium.plan import RunPlan
 from consortium.preprocessing_wire import FittedPreprocessing
 from consortium.protocol import ProjectCreate, TaskKind, UpdateMeta
@@ -86,23 +85,15 @@ class RulesCache:
     preprocessing is fitted). Bounded: the ``capacity`` most recently used."""
 
     def __init__(self, capacity: int = 256) -> None:
-        self._capacity = capacity
-        self._items: OrderedDict[tuple[int, bool], AnswerRules] = OrderedDict()
-        self._lock = threading.Lock()
+        self._items: LRU[tuple[int, bool], AnswerRules] = LRU(capacity)
 
     def get(self, session: Session, run_id: int) -> AnswerRules:
         run = session.get(Run, run_id)
         key = (run_id, run is not None and run.preprocessing is not None)
-        with self._lock:
-            rules = self._items.get(key)
-            if rules is not None:
-                self._items.move_to_end(key)
-                return rules
-        rules = answer_rules(session, run_id)
-        with self._lock:
-            self._items[key] = rules
-            while len(self._items) > self._capacity:
-                self._items.popitem(last=False)
+        rules = self._items.get(key)
+        if rules is None:
+            rules = answer_rules(session, run_id)
+            self._items.put(key, rules)
         return rules
 
 
