@@ -18,7 +18,7 @@ from consortium.bench.scale_report import report_markdown
 
 
 def test_twenty_workers_finish_two_rounds_without_a_failed_request() -> None:
-    cfg = scale.ScaleConfig(rounds=2, repeats=1, processes=2)
+    cfg = scale.ScaleConfig(rounds=2, repeats=1, processes=2, compute_spread_ms=100.0)
     result = scale.measure_size(20, "sqlite", cfg, report=lambda _line: None)
     assert result["failed_requests"] == 0, result["failures"]
     assert result["rounds_completed"] == result["rounds_planned"] == 2
@@ -26,9 +26,11 @@ def test_twenty_workers_finish_two_rounds_without_a_failed_request() -> None:
     assert rep["status"] == "completed" and rep["deliveries"] == 20 * 2
     assert 0 < result["delivery_p50_ms"] <= result["delivery_p99_ms"]
     assert result["hub_peak_rss_mb"] > 0 and result["hub_cpu_ms_per_round"] > 0
+    # The slowest of 20 seeded draws in [0, 100) ms is the part of the cycle that is not overhead.
+    assert rep["cycle_ms"] - rep["overhead_ms"] > 50
     body = report_markdown({"suite": "scale", "baseline": None, "config": cfg.__dict__, "results": [result]},
                            machine_info(), "consortium bench scale --nodes 20")
-    assert "| sqlite | 1 | 20 | 1 |" in body and "2 of 2" in body
+    assert "| sqlite | 1 | 20 | 1 |" in body and "2 of 2" in body and "one after another" in body
 
 
 def _needs_haproxy_and_postgres() -> None:
@@ -90,3 +92,22 @@ def test_a_worker_update_is_the_params_moved_by_a_seeded_step() -> None:
     assert all(torch.equal(one[k], again[k]) for k in params)
     assert not torch.equal(one["w"], other["w"])
     assert float((one["w"] - params["w"]).abs().max()) < 0.01
+
+
+def test_simulated_compute_is_a_seeded_draw_per_org_and_task() -> None:
+    from consortium.bench.scale_worker import simulated_compute_ms
+
+    flat = {"compute_ms": 20.0}
+    assert simulated_compute_ms(flat, "org-1", 5) == 20.0
+    spread = {"compute_ms": 20.0, "compute_spread_ms": 100.0}
+    draws = [simulated_compute_ms(spread, f"org-{i}", 5) for i in range(200)]
+    assert draws == [simulated_compute_ms(spread, f"org-{i}", 5) for i in range(200)]
+    assert all(20.0 <= d < 120.0 for d in draws) and len(set(draws)) == 200
+    assert max(draws) - min(draws) > 80
+
+
+def test_each_kind_of_scale_run_writes_its_own_section() -> None:
+    assert scale.ScaleConfig().suite == "scale"
+    assert scale.ScaleConfig(replicas=2).suite == "scale-replicas"
+    assert scale.ScaleConfig(compute_spread_ms=500.0).suite == "scale-spread"
+    assert scale.ScaleConfig(replicas=2, compute_spread_ms=500.0).suite == "scale-replicas-spread"

@@ -62,12 +62,21 @@ class ScaleConfig:
     poll_wait: float = 25.0
     compute_ms: float = 0.0
     """Simulated local compute per task (an asyncio sleep: it takes no CPU)."""
+    compute_spread_ms: float = 0.0
+    """Plus a seeded uniform draw in [0, this) per task: nodes then finish one after another, as real ones do,
+    instead of all at once (0: every node's update arrives in the same instant, the hub's worst case)."""
     hidden: int = 32
     round_timeout: float = 120.0
     seed_threads: int = 8
     replicas: int = 1
     """Hub replicas (``consortium hub --replica``, PostgreSQL only) behind HAProxy; 1: one plain hub."""
     lease_s: float = 10.0
+
+    @property
+    def suite(self) -> str:
+        """The BENCHMARKS.md section this configuration writes: one per kind of hub and of node timing, so
+        that the figures of each stay side by side."""
+        return "scale" + ("-replicas" if self.replicas > 1 else "") + ("-spread" if self.compute_spread_ms else "")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -134,6 +143,7 @@ def start_workers(hub: HubProcess, org_dirs: list[Path], workdir: Path, cfg: Sca
         config = workdir / f"worker-{index}.json"
         config.write_text(json.dumps({"hub": hub.url, "org_dirs": [str(d) for d in chunk],
                                       "poll_wait": cfg.poll_wait, "compute_ms": cfg.compute_ms,
+                                      "compute_spread_ms": cfg.compute_spread_ms,
                                       "ca_file": str(hub.ca_file) if hub.ca_file else None}))
         outputs.append(workdir / f"worker-{index}.out.json")
         log = open(workdir / f"worker-{index}.log", "wb")

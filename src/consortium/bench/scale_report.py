@@ -28,6 +28,14 @@ def _hubs(replicas: int) -> str:
             "behind HAProxy, round-robin (hub CPU: the sum over the replicas; hub peak RSS: the largest replica's),")
 
 
+def _compute(cfg: dict[str, Any]) -> str:
+    spread = cfg.get("compute_spread_ms", 0.0)
+    if not spread:
+        return f"{cfg['compute_ms']:.0f} ms simulated compute: every update arrives at once, the hub's worst case"
+    return (f"{cfg['compute_ms']:.0f} ms simulated compute plus a seeded uniform draw in [0, {spread:.0f}) ms "
+            "per task: nodes finish one after another, as real ones do")
+
+
 def report_markdown(result: dict[str, Any], machine: dict[str, Any], command: str) -> str:
     """The section: what ran, a table of the measures with the issue's targets, ratios to the baseline size."""
     cfg = result["config"]
@@ -41,7 +49,7 @@ def report_markdown(result: dict[str, Any], machine: dict[str, Any], command: st
         f"{_hubs(cfg.get('replicas', 1))} and N lightweight node workers in {cfg['processes']} processes on "
         "the same machine: real HTTP, real Ed25519 request signatures, real safetensors updates of a classifier "
         f"(64 -> {cfg['hidden']} -> 10), FedAvg, {cfg['rounds']} rounds per run; local training is a seeded "
-        f"perturbation of the received params ({cfg['compute_ms']:.0f} ms simulated compute). Each repetition "
+        f"perturbation of the received params ({_compute(cfg)}). Each repetition "
         "is one run on the same hub; figures are medians over repetitions (the repetitions column says how "
         "many). Delivery latency: from a phase's opening (before its task rows are written) to each worker "
         "holding its task. Round overhead: cycle (opening to next opening) minus the slowest node's compute.",

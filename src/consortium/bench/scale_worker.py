@@ -5,8 +5,9 @@ Each worker speaks the node protocol for real (``node/agent.py`` over ``client.H
 with ``GET /api/node/tasks/{id}/params`` when it was sent the task alone, uploads a safetensors update with an
 ``UpdateMeta`` header and ``wait``/``have`` so the answer brings its next task, posts evaluate results as JSON;
 every request is signed with the org's Ed25519 key (``crypto.SignedAuth``). Only the local training is cheap:
-the update is the received params plus a small perturbation seeded by the task's seed (``compute_ms`` of
-simulated work may be added), so a thousand nodes fit on a small machine.
+the update is the received params plus a small perturbation seeded by the task's seed (simulated work may be
+added: ``compute_ms`` for every task plus up to ``compute_spread_ms`` drawn per task, seeded, so that nodes
+finish one after another as real ones do), so a thousand nodes fit on a small machine.
 
 Run as ``python -m consortium.bench.scale_worker CONFIG.json OUT.json``; SIGTERM ends it and writes what it
 saw (every delivery with its wall-clock time, every failed request) to ``OUT.json``.
@@ -15,9 +16,11 @@ saw (every delivery with its wall-clock time, every failed request) to ``OUT.jso
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import importlib.util
 import json
+import random
 import signal
 import socket
 import sys
@@ -82,6 +85,14 @@ def _have(node: _Node) -> dict[str, str]:
     return {"have": node.params[0]} if node.params else {}
 
 
+def simulated_compute_ms(cfg: dict[str, Any], org: str, seed: int) -> float:
+    """The simulated local compute of one task: ``compute_ms`` plus a uniform draw in
+    [0, ``compute_spread_ms``) seeded by the org and the task's seed (the same in every repetition)."""
+    spread = cfg.get("compute_spread_ms", 0.0)
+    draw = random.Random(f"{org}:{seed}").random() if spread else 0.0
+    return cfg["compute_ms"] + spread * draw
+
+
 def perturbed(params: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
     """The stand-in for local training: every tensor moved by a small step seeded by the task's seed."""
     generator = torch.Generator().manual_seed(seed % (2**63))
@@ -107,8 +118,9 @@ async def _work(client: httpx.AsyncClient, node: _Node, log: WorkerLog, task: Ta
     """Answer one task; the response of an update upload that waited for the next task (None otherwise)."""
     params = await _params(client, node, log, task, delivered)
     started = time.perf_counter()
-    if cfg["compute_ms"]:
-        await asyncio.sleep(cfg["compute_ms"] / 1000.0)
+    compute_ms = simulated_compute_ms(cfg, node.identity.org, task.seed)
+    if compute_ms:
+        await asyncio.sleep(compute_ms / 1000.0)
     evaluation = TaskResult(num_examples=1, metrics={"accuracy": 0.5, "loss": 1.0}, compute_s=0.0)
     if task.kind == "evaluate":
         evaluation = evaluation.model_copy(update={"compute_s": time.perf_counter() - started})
@@ -187,6 +199,10 @@ def main(argv: list[str]) -> int:
         sys.modules["sniffio"] = None  # type: ignore[assignment]
     cfg = json.loads(config_path.read_text())
     log = WorkerLog()
+    # Start-up's objects (torch, httpx, the identities) out of the cyclic collector's sight: a full collection
+    # over them is a pause every node of this process waits out.
+    gc.collect()
+    gc.freeze()
     asyncio.run(run_workers(cfg, log))
     out_path.write_text(json.dumps({"deliveries": log.deliveries, "failures": log.failures,
                                     "requests": log.requests}))

@@ -43,6 +43,9 @@ def bench_scale(
     baseline: Annotated[int, typer.Option(min=0, help="node count measured first for the ratios (0: none)")] = 10,
     processes: Annotated[int, typer.Option(min=1, help="worker processes the nodes are spread over")] = 4,
     compute_ms: Annotated[float, typer.Option(min=0, help="simulated compute per task (ms)")] = 0.0,
+    compute_spread_ms: Annotated[float, typer.Option(
+        min=0, help="plus a seeded uniform draw in [0, this) ms per task, so that nodes finish one after another "
+                    "(0: all at once, the hub's worst case)")] = 0.0,
     replicas: Annotated[int, typer.Option(
         min=1, help="hub replicas behind HAProxy (more than 1: PostgreSQL only)")] = 1,
     json_path: Annotated[Path | None, typer.Option("--json", help="write results as JSON")] = None,
@@ -68,12 +71,15 @@ def bench_scale(
         dbs = ["postgres"]
         err_console.print(f"--replicas {replicas}: measuring PostgreSQL only (replicas need it)")
     cfg = ScaleConfig(rounds=rounds, repeats=repeats, processes=processes, compute_ms=compute_ms,
-                      replicas=replicas)
+                      compute_spread_ms=compute_spread_ms, replicas=replicas)
     result = run_scale_bench(sizes, dbs, cfg, baseline or None, report=err_console.print)
+    options = {"--processes": (processes, 4), "--compute-ms": (compute_ms, 0.0),
+               "--compute-spread-ms": (compute_spread_ms, 0.0), "--replicas": (replicas, 1)}
     command = (f"consortium bench scale --nodes {nodes} --db {db} --rounds {rounds} --repeats {repeats}"
-               f" --baseline {baseline}" + (f" --replicas {replicas}" if replicas > 1 else ""))
-    write_report(result | {"machine": machine_info()}, report_markdown(result, machine_info(), command), "scale",
-                  json_path, markdown)
+               f" --baseline {baseline}" + "".join(f" {flag} {value:g}" for flag, (value, default) in options.items()
+                                                   if value != default))
+    write_report(result | {"machine": machine_info()}, report_markdown(result, machine_info(), command),
+                 cfg.suite, json_path, markdown)
 
 def bench_atheris(
     minutes: Annotated[float, typer.Option(min=0.02, help="fuzzing time per target")] = 10.0,
