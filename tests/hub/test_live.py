@@ -30,6 +30,31 @@ def test_wait_returns_once_every_task_is_answered() -> None:
     assert late == set() and sorted(answers) == [1, 2, 3] and answers[2].status == "refused"
 
 
+class _CountingCondition(threading.Condition):
+    def __init__(self) -> None:
+        super().__init__()
+        self.wakes = 0
+
+    def notify_all(self) -> None:
+        self.wakes += 1
+        super().notify_all()
+
+
+def test_the_waiting_driver_is_woken_once_the_phase_can_end_not_once_per_answer() -> None:
+    phase = LivePhase(range(100), needed=50)
+    phase._changed = condition = _CountingCondition()
+    for task_id in range(99):
+        phase.answer(Answer(task_id, "done", {"num_examples": 1}))
+    assert condition.wakes == 0
+    phase.answer(Answer(99, "done", {"num_examples": 1}))
+    assert condition.wakes == 1 and phase.wait(0.0)
+    hopeless = LivePhase(range(10), needed=8)
+    hopeless._changed = condition = _CountingCondition()
+    for task_id in range(3):
+        hopeless.answer(Answer(task_id, "refused"))
+    assert condition.wakes == 1 and hopeless.wait(0.0)  # the third refusal leaves 7 < 8 that can be done
+
+
 def test_answers_for_other_tasks_twice_or_after_close_are_refused() -> None:
     phase = LivePhase([7, 8])
     tensors = {"w": torch.ones(2)}

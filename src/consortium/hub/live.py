@@ -62,7 +62,8 @@ class LivePhase:
             self._waiting.discard(answer.task_id)
             self._answers[answer.task_id] = answer
             self._failed += answer.status != "done"
-            self._changed.notify_all()
+            if not self._waiting or self._hopeless():  # the driver wakes once, not once per answer
+                self._changed.notify_all()
             return True
 
     def wait(self, timeout: float) -> bool:

@@ -14,7 +14,9 @@ from consortium.hub.events import Broker
 from consortium.hub.live import LivePhase, TaskBoard
 from consortium.hub.secagg import SecAggRound
 from consortium.hub.services.identity import KeyCache, TokenCache
-from consortium.hub.services.answer_rules import AnswerRules, RulesCache
+from consortium.hub.services.answer_rules import AnswerRules, answer_rules
+from consortium.hub.services.run_state_cache import RunStateCache
+from consortium.hub.services.task_messages import ProjectMessages
 from consortium.hub.tensor_cache import TensorCache
 from consortium.hub.valuation import Valuer
 from consortium.hub.web.sessions import WebSessions
@@ -63,8 +65,13 @@ class HubState:
     """Task messages composed by the drivers when they open a phase; the long poll hands them out."""
     run_rules: dict[int, AnswerRules] = field(default_factory=dict)
     """What the upload handlers check answers against, for each run a driver of this process is driving."""
-    foreign_rules: RulesCache = field(default_factory=RulesCache)
+    foreign_rules: RunStateCache[AnswerRules] = field(
+        default_factory=lambda: RunStateCache(lambda session, run: answer_rules(session, run.id)))
     """With replicas: the answer rules of runs another replica drives."""
+    foreign_messages: RunStateCache[ProjectMessages] = field(
+        default_factory=lambda: RunStateCache(lambda session, run: ProjectMessages.of(
+            session, run.project, preprocessing=run.preprocessing)))
+    """With replicas: what the task messages of runs another replica drives carry (their board has them)."""
     live: dict[int, LivePhase] = field(default_factory=dict)
     """The open phase of each run a driver of this process is driving; handlers hand it their answers."""
     web: WebSessions = field(default_factory=WebSessions)

@@ -21,7 +21,8 @@ from consortium.hub.db.models import Dataset, LedgerEntry, Org, Project, Project
 from consortium.hub.live import TaskRow
 from consortium.hub.services import ledger, run_store
 from consortium.hub.services import answer_rules as answer_rules_module
-from consortium.hub.services.answer_rules import RulesCache, Source
+from consortium.hub.services.answer_rules import Source, answer_rules
+from consortium.hub.services.run_state_cache import RunStateCache
 from consortium.hub.services import runs as run_service
 from consortium.hub.services.errors import Conflict, Gone, NotFound
 from consortium.hub.services.identity import Principal
@@ -301,14 +302,17 @@ def test_a_bad_answer_to_a_closed_task_is_not_rejected_again(world: World) -> No
 
 def test_another_replicas_run_has_its_rules_read_once_per_preprocessing_state(
         world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    cache = RulesCache(capacity=2)
+    reads = []
+    cache = RunStateCache(lambda session, run: reads.append(run.id) or answer_rules(session, run.id), capacity=2)
     first = cache.get(world.session, world.run_id)
     assert first.num_features == run_service.answer_rules(world.session, world.run_id).num_features
-    reads = []
-    monkeypatch.setattr(answer_rules_module, "answer_rules", lambda session, run_id: reads.append(run_id) or object())
-    assert cache.get(world.session, world.run_id) is first and reads == []
+    assert cache.get(world.session, world.run_id) is first and reads == [world.run_id]
     run = world.session.get(Run, world.run_id)
     run.preprocessing = {"fitted": "stand-in"}  # a fitted run is another state: read again
+    monkeypatch.setattr(answer_rules_module.FittedPreprocessing, "model_validate",
+                        lambda _value: type("Fitted", (), {"output_features": 7})())
     fitted = cache.get(world.session, world.run_id)
-    assert fitted is not first and reads == [world.run_id]
-    assert cache.get(world.session, world.run_id) is fitted and reads == [world.run_id]
+    assert fitted is not first and fitted.num_features == 7 and reads == [world.run_id] * 2
+    assert cache.get(world.session, world.run_id) is fitted and reads == [world.run_id] * 2
+    with pytest.raises(LookupError, match="run 999999 does not exist"):
+        cache.get(world.session, 999999)

@@ -15,6 +15,8 @@ from consortium.hub.services import runs as run_service
 from consortium.hub.services.errors import Gone
 from consortium.hub.services.identity import Principal
 from consortium.hub.services.projects import spec_hash
+from consortium.hub.services.run_state_cache import RunStateCache
+from consortium.hub.services.task_messages import ProjectMessages
 from consortium.protocol import Role, TaskResult
 from consortium.scenario import digits_spec
 
@@ -51,6 +53,20 @@ def test_an_open_task_of_a_running_run_is_claimed_with_its_test_set(session, ope
     assert task is not None and (task.id, task.run_id) == (task_id, run_id)
     assert task.test_set_sha256 == TEST_SET
     assert session.get(Task, task_id).status == "claimed"
+
+
+def test_a_replica_composes_a_claimed_task_from_its_runs_kept_messages(session, open_task) -> None:
+    """Another replica's task (no board message here) reads as the same message whether the run's messages
+    are read afresh or kept per run; kept, they are read once for all the run's tasks."""
+    caller, run_id, task_id = open_task
+    fresh = run_service.claim_next(session, caller, NOW)
+    reads: list[int] = []
+    kept = RunStateCache(lambda s, run: reads.append(run.id) or ProjectMessages.of(s, run.project))
+    for _ in range(3):
+        again = run_service.claim_next(session, caller, NOW, messages=kept.get)
+        assert again == fresh
+    assert reads == [run_id]
+    assert fresh.round == 1 and fresh.id == task_id and fresh.kind == "evaluate" and fresh.seed == 3
 
 
 @pytest.mark.parametrize("status", ["failed", "completed"])

@@ -110,7 +110,8 @@ async def deliver_next_task(
 
         def claim() -> TaskOut | None:
             with state.sessions() as session:
-                return run_service.claim_next(session, caller, state.clock(), state.board.message)
+                return run_service.claim_next(session, caller, state.clock(), state.board.message,
+                                              state.foreign_messages.get)
 
         task = state.board.take(caller.org_id, state.clock())
         if task is not None and state.replication is not None and not await run_in_threadpool(still_open, task.id):

@@ -17,7 +17,6 @@ from consortium.hub.db.models import Run
 from consortium.hub.live import TaskRow
 from consortium.hub.services import projects as project_service
 from consortium.hub.services.datasets import TABLE
-from consortium.lru import LRU
 from consortium.plan import RunPlan
 from consortium.preprocessing_wire import FittedPreprocessing
 from consortium.protocol import ProjectCreate, TaskKind, UpdateMeta
@@ -77,24 +76,6 @@ def answer_rules(session: Session, run_id: int) -> AnswerRules:
         {d.id: AnswerRules.source(f"{d.org.name}/{d.name}", d.kind, d.rows) for d in sources},
         plan.secure, *stats_rules(spec, schema),
     )
-
-
-class RulesCache:
-    """The :class:`AnswerRules` of runs another replica drives, read from the database once per run and
-    preprocessing state (the driver keeps its own in memory; a run's rules change only when its
-    preprocessing is fitted). Bounded: the ``capacity`` most recently used."""
-
-    def __init__(self, capacity: int = 256) -> None:
-        self._items: LRU[tuple[int, bool], AnswerRules] = LRU(capacity)
-
-    def get(self, session: Session, run_id: int) -> AnswerRules:
-        run = session.get(Run, run_id)
-        key = (run_id, run is not None and run.preprocessing is not None)
-        rules = self._items.get(key)
-        if rules is None:
-            rules = answer_rules(session, run_id)
-            self._items.put(key, rules)
-        return rules
 
 
 def stats_rules(spec: ProjectCreate, schema: dict) -> tuple[preprocessing.Layout | None, int]:

@@ -138,12 +138,14 @@ def still_open(session: Session, task_id: int) -> bool:
 def claim_next(
     session: Session, actor: Principal, now: datetime,
     prebuilt: Callable[[int], TaskOut | None] | None = None,
+    messages: Callable[[Session, int], ProjectMessages] | None = None,
 ) -> TaskOut | None:
     """The org's oldest open task of a running run, marked claimed (a restarted node gets its claimed task
     again).
 
     ``prebuilt`` gives the task messages the run driver composed when it opened the round; a task it does
-    not know is composed from the database.
+    not know is composed from the database, with ``messages(session, run_id)`` (what every task of the run
+    carries: a replica keeps them per run) or, without it, read afresh.
     """
     row = session.execute(
         select(Task.id, Task.status)
@@ -163,12 +165,18 @@ def claim_next(
     message = prebuilt(row.id) if prebuilt is not None else None
     if message is not None:
         return message
-    task = session.get(Task, row.id)
-    run = session.get(Run, task.run_id)
-    return ProjectMessages.of(session, run.project, preprocessing=run.preprocessing).task(
-        task_id=task.id, kind=TaskKind(task.kind), run_id=task.run_id,
-        round_number=session.get(Round, task.round_id).number, dataset=task.dataset.name,
-        params_sha256=task.params_sha256, seed=task.seed)
+    task = session.execute(
+        select(Task.id, Task.kind, Task.run_id, Task.params_sha256, Task.seed, Round.number, Dataset.name)
+        .join(Round, Round.id == Task.round_id).join(Dataset, Dataset.id == Task.dataset_id)
+        .where(Task.id == row.id)
+    ).one()
+    if messages is not None:
+        common = messages(session, task.run_id)
+    else:
+        run = session.get(Run, task.run_id)
+        common = ProjectMessages.of(session, run.project, preprocessing=run.preprocessing)
+    return common.task(task_id=task.id, kind=TaskKind(task.kind), run_id=task.run_id, round_number=task.number,
+                       dataset=task.name, params_sha256=task.params_sha256, seed=task.seed)
 
 
 TASKS = Task.__table__
