@@ -250,7 +250,7 @@ def versions() -> dict[str, str]:
 
 
 def report_markdown(report: FuzzReport, command: str, machine: dict[str, Any], db: str) -> str:
-    """The BENCHMARKS.md section of a fuzz run."""
+    """The BENCHMARKS.md section of a fuzz run (``db``: what the hub ran on, as the reader should see it)."""
     v = versions()
     lines = [
         f"Command: `{command}`",
@@ -291,17 +291,29 @@ def report_dict(report: FuzzReport) -> dict[str, Any]:
     }
 
 
-def run_fuzz_bench(calls: int, seed: int, db_url: str | None, workdir: Path, console: Any) -> FuzzReport:
-    """Start a hub in ``workdir``, give it a consortium and fuzz it with ``calls`` requests."""
+def run_fuzz_bench(calls: int, seed: int, db_url: str | None, workdir: Path, console: Any,
+                   replicas: int = 1) -> FuzzReport:
+    """Start a hub in ``workdir`` (or ``replicas`` > 1 hub replicas on PostgreSQL ``db_url`` behind HAProxy,
+    fuzzed through the proxy), give it a consortium and fuzz it with ``calls`` requests."""
     from rich.progress import Progress
 
-    from consortium.launch import start_hub
+    from consortium.bench.replica_lab import start_replicas
+    from consortium.launch import Process, start_hub
 
-    hub = start_hub(workdir / "hub", db_url=db_url)
+    if replicas > 1 and not (db_url or "").startswith("postgresql"):
+        raise ValueError(f"{replicas} hub replicas need a PostgreSQL database, not {db_url or 'SQLite'}")
+    processes: list[Process]
+    if replicas > 1:
+        hubs, proxy, hub = start_replicas(db_url, workdir, replicas)
+        processes = [proxy, *hubs]
+    else:
+        hub = start_hub(workdir / "hub", db_url=db_url)
+        processes = [hub]
     try:
         callers = prepare_callers(hub, workdir)
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task("fuzzing the hub's API", total=calls)
             return fuzz(hub.url, callers, calls, seed=seed, progress=lambda n: bar.update(task, completed=n))
     finally:
-        hub.stop()
+        for process in processes:
+            process.stop()

@@ -28,6 +28,29 @@ def haproxy_missing() -> bool:
     return shutil.which("haproxy") is None and not Path("/usr/sbin/haproxy").exists()
 
 
+def start_replicas(db_url: str, workdir: Path, count: int, lease_s: float = LEASE_S, token: str | None = None,
+                   ) -> tuple[list[HubProcess], Process, HubProcess]:
+    """``count`` hub replicas on ``db_url`` with one blob store and hub key under ``workdir/shared``, started
+    one after the other (the first applies the migrations and writes the hub key the others load), and HAProxy
+    in front of them: (the replicas, the proxy, the front: the first replica with the proxy's URL). What was
+    started is stopped again if a later start fails."""
+    shared = Path(workdir) / "shared"
+    token = token or "csm_" + secrets.token_urlsafe(32)
+    args = ("--replica", "--lease-s", str(lease_s), "--blob-dir", str(shared / "blobs"),
+            "--hub-key-file", str(shared / "hub-key.pem"))
+    hubs: list[HubProcess] = []
+    try:
+        for i in range(1, count + 1):
+            hubs.append(start_hub(Path(workdir) / f"replica-{i}", db_url=db_url, admin_token=token,
+                                  extra_args=args))
+        proxy, url = start_haproxy(Path(workdir) / "proxy", [h.port for h in hubs])
+    except BaseException:
+        for hub in hubs:
+            hub.stop()
+        raise
+    return hubs, proxy, dataclasses.replace(hubs[0], url=url)
+
+
 class Replicas:
     """Two replicas, the proxy in front of them, the digits consortium provisioned through the proxy."""
 
@@ -48,13 +71,8 @@ class Replicas:
     def start(self) -> None:
         """Start the replicas one after the other (the first applies the migrations and makes the hub key the
         second then loads), the proxy, and provision the consortium through it."""
-        args = ("--replica", "--lease-s", str(self.lease_s), "--blob-dir", str(self.blob_dir),
-                "--hub-key-file", str(self.workdir / "shared" / "hub-key.pem"))
-        for i in (1, 2):
-            self.hubs.append(start_hub(self.workdir / f"replica-{i}", db_url=self.db_url, admin_token=self.token,
-                                       extra_args=args))
-        self.proxy, self.url = start_haproxy(self.workdir / "proxy", [h.port for h in self.hubs])
-        self.front = dataclasses.replace(self.hubs[0], url=self.url)
+        self.hubs, self.proxy, self.front = start_replicas(self.db_url, self.workdir, 2, self.lease_s, self.token)
+        self.url = self.front.url
         self.consortium: DigitsConsortium = provision_digits(self.front, self.workdir, ORGS)
 
     def admin(self) -> HubClient:

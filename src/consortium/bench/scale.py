@@ -23,10 +23,8 @@ the hub CPU is the sum over the replicas and the peak RSS the largest replica's.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
-import secrets
 import shutil
 import statistics
 import subprocess
@@ -42,7 +40,8 @@ from typing import Any
 from consortium.bench.deploy import round_overheads_ms
 from consortium.bench.pg_scratch import scratch_database
 from consortium.bench.scale_setup import org_names, provision
-from consortium.launch import HubProcess, Process, child_env, start_haproxy, start_hub
+from consortium.bench.replica_lab import start_replicas
+from consortium.launch import HubProcess, Process, child_env, start_hub
 
 PG_ADMIN_URL = os.environ.get("CONSORTIUM_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
 TARGETS = {"p99_ms": 100.0, "rss_mb": 1024.0}
@@ -205,17 +204,9 @@ def hubs(db_kind: str, workdir: Path, cfg: ScaleConfig) -> Iterator[tuple[HubPro
                 started.append(hub := start_hub(workdir / "hub", db_url=db_url))
                 yield hub, [hub]
                 return
-            shared, token = workdir / "shared", "csm_" + secrets.token_urlsafe(32)
-            args = ("--replica", "--lease-s", str(cfg.lease_s), "--blob-dir", str(shared / "blobs"),
-                    "--hub-key-file", str(shared / "hub-key.pem"))
-            replicas: list[HubProcess] = []
-            for i in range(1, cfg.replicas + 1):  # in turn: the first migrates and writes the hub key
-                replicas.append(start_hub(workdir / f"replica-{i}", db_url=db_url, admin_token=token,
-                                          extra_args=args))
-                started.append(replicas[-1])
-            proxy, url = start_haproxy(workdir / "proxy", [h.port for h in replicas])
-            started.append(proxy)
-            yield dataclasses.replace(replicas[0], url=url), replicas
+            replicas, proxy, front = start_replicas(db_url, workdir, cfg.replicas, cfg.lease_s)
+            started += [*replicas, proxy]
+            yield front, replicas
         finally:
             for proc in reversed(started):
                 proc.stop()

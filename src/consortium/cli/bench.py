@@ -54,21 +54,35 @@ def bench_fuzz(
     calls: Annotated[int, typer.Option(min=1, help="generated requests in all")] = 10_000,
     seed: Annotated[int, typer.Option(help="seed of the generated requests")] = 0,
     db: Annotated[str | None, typer.Option("--db", help="hub database URL (default: SQLite)")] = None,
+    replicas: Annotated[int, typer.Option(
+        min=1, help="hub replicas behind HAProxy, fuzzed through the proxy (more than 1: PostgreSQL, a scratch "
+                    "database unless --db names one)")] = 1,
     workdir: Annotated[Path | None, typer.Option(help="where hub and orgs go (default: a temp dir)")] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="write the counts and failures")] = None,
     markdown: Annotated[Path | None, typer.Option("--markdown", help="update this BENCHMARKS.md")] = None,
 ) -> None:
     """Schemathesis over a real hub's whole API as each kind of caller: counts 5xx and schema violations."""
+    import contextlib
     import tempfile
 
     from consortium.bench import fuzz
+    from consortium.bench.pg_scratch import scratch_database
     from consortium.bench.report import machine_info
+    from consortium.bench.scale import PG_ADMIN_URL
 
-    with tempfile.TemporaryDirectory(prefix="consortium-fuzz-") as scratch:
-        report = fuzz.run_fuzz_bench(calls, seed, db, workdir or Path(scratch), err_console)
-    command = f"consortium bench fuzz --calls {calls} --seed {seed}" + (" --db postgresql" if db else "")
-    body = fuzz.report_markdown(report, command, machine_info(), "PostgreSQL" if db else "SQLite")
-    _write_report(fuzz.report_dict(report), body, "fuzz", json_path, markdown)
+    if replicas > 1 and db is not None and not db.startswith("postgresql"):
+        fail(f"--replicas {replicas}: hub replicas need PostgreSQL; --db {db!r} is not a postgresql URL")
+    with contextlib.ExitStack() as stack:
+        scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="consortium-fuzz-"))
+        if replicas > 1 and db is None:
+            db = stack.enter_context(scratch_database(PG_ADMIN_URL, "consortium_fuzz"))
+        report = fuzz.run_fuzz_bench(calls, seed, db, workdir or Path(scratch), err_console, replicas)
+    command = (f"consortium bench fuzz --calls {calls} --seed {seed}" + (" --db postgresql" if db else "")
+               + (f" --replicas {replicas}" if replicas > 1 else ""))
+    where = ("PostgreSQL" if db else "SQLite") + (f", {replicas} replicas behind HAProxy" if replicas > 1 else "")
+    body = fuzz.report_markdown(report, command, machine_info(), where)
+    _write_report(fuzz.report_dict(report), body, "fuzz" + ("-replicas" if replicas > 1 else ""), json_path,
+                  markdown)
     for failure in report.failures:
         err_console.print(failure, markup=False)
     if report.server_errors or report.violations:
