@@ -99,7 +99,7 @@ def test_owners_vote_yes_and_the_project_may_run(session: Session, project) -> N
     row, orgs = project
     vote(session, row, *orgs["north"])
     vote(session, row, *orgs["west"], choice="no")
-    assert project_service.yes_voters(session, row) == ["north"] and row.status == "proposed"
+    assert project_service.to_out(session, row).approved_orgs == ["north"] and row.status == "proposed"
     with pytest.raises(Conflict, match="cannot run yet"):
         run_service.start(session, ADMIN, row.id)
     vote(session, row, *orgs["south"])
@@ -201,7 +201,7 @@ def test_a_new_test_set_is_a_new_version_to_vote_on(session: Session, project, t
     second = project_service.current_proposal(session, row)
     assert row.test_set_sha256 == digest and row.status == "proposed" and second.id != first.id
     assert second.subject["test_set_sha256"] == digest and second.content_hash != first.content_hash
-    assert project_service.yes_voters(session, row) == []
+    assert project_service.to_out(session, row).approved_orgs == []
     with pytest.raises(Conflict, match="cannot run yet"):
         run_service.start(session, ADMIN, row.id)
     with pytest.raises(BadRequest, match="signature"):

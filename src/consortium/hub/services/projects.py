@@ -228,22 +228,12 @@ def project_datasets(session: Session, project: Project) -> list[Dataset]:
     return [row.dataset for row in rows]
 
 
-def required_orgs(session: Session, project: Project) -> list[str]:
-    return sorted({d.org.name for d in project_datasets(session, project)})
-
-
 def current_proposal(session: Session, project: Project) -> Proposal:
     """The ``run_project`` proposal of the project's current version."""
     row = proposals.project_proposal(session, project)
     if row is None:
         raise RuntimeError(f"project {project.id} has no run_project proposal")
     return row
-
-
-def yes_voters(session: Session, project: Project) -> list[str]:
-    """The orgs that voted yes on the current version's proposal."""
-    row = current_proposal(session, project)
-    return sorted(v.org.name for v in proposals.votes_of(session, row) if v.choice == "yes")
 
 
 def check_may_run(session: Session, project: Project) -> None:
@@ -295,6 +285,9 @@ def set_test_set(
 
 
 def to_out(session: Session, project: Project) -> ProjectOut:
+    """The project as the API shows it; its owners and yes votes read as names only (a project of a thousand
+    sources is read without loading its sources)."""
+    (summary,) = summaries(session, [project])
     return ProjectOut(
         id=project.id,
         name=project.name,
@@ -302,8 +295,8 @@ def to_out(session: Session, project: Project) -> ProjectOut:
         spec_hash=project.spec_hash,
         status=project.status,
         proposer=project.proposer,
-        required_orgs=required_orgs(session, project),
-        approved_orgs=yes_voters(session, project),
+        required_orgs=summary.required_orgs,
+        approved_orgs=summary.approved_orgs,
         proposal_id=current_proposal(session, project).id,
         has_test_set=project.test_set_sha256 is not None,
         created_at=project.created_at,
