@@ -23,7 +23,23 @@ AfterRound = Annotated[int, Query(ge=0, le=INT32_MAX, description="only rounds a
 
 
 class ErrorOut(Wire):
+    """An error: ``detail`` says why. Some errors add a machine-readable field beside it, for clients to act on
+    (each one named here; the hub sends only those that apply)."""
+
     detail: str
+    status: str | None = Field(None, description="409 on a proposal: its status (it takes no more votes, or "
+                                                  "can no longer be withdrawn)")
+    run_id: int | None = Field(None, description="410 on a task: the run that ended")
+    run_status: str | None = Field(None, description="410 on a task: how that run ended")
+    received: int | None = Field(None, description="409 on an open-data upload: the bytes the hub holds; "
+                                                   "send from that offset")
+    reason: str | None = Field(None, description="410 on a withdrawn dataset version: why it was withdrawn")
+    proposal_id: int | None = Field(None, description="409: the proposal that stands in the way (not passed "
+                                                      "yet, already open, or decided)")
+    project_id: int | None = Field(None, description="409 on a new project: the project that has its name")
+    license: str | None = Field(None, description="403 on a download: the licence whose obligations to accept")
+    cost: int | None = Field(None, description="402: what the action costs in credits")
+    balance: int | None = Field(None, description="402: the org's credits")
 
 
 class FieldError(Wire):
