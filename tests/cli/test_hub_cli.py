@@ -15,3 +15,4 @@ def test_the_startup_heap_leaves_the_cyclic_collectors_sight() -> None:
     finally:
         gc.unfreeze()
     assert gc.get_freeze_count() == 0
+
