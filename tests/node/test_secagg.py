@@ -3,7 +3,6 @@ then sends its privatised delta only masked; it leaves a round the hub ended wit
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from pathlib import Path
 
@@ -123,7 +122,9 @@ def test_the_agent_sends_metrics_in_clear_and_its_delta_only_masked(node) -> Non
     expected = hub.setup.quantiser().quantise(flatten(delta_of(params, privatised.tensors)))
     assert np.array_equal(hub.total - hub.peer_vector, expected)
     masked = next(m for m in hub.server.transcript if m.stage == "masked_input" and m.sender == str(TASK_ID))
-    assert expected.astype("<u4").tobytes() not in base64.b64decode(masked.data)
+    # The masked vector travels as raw little-endian words (base64 only in its JSON form): the delta itself
+    # must not appear in it.
+    assert len(masked.data) == 4 * expected.size and expected.astype("<u4").tobytes() not in masked.data
     assert plan.privacy is not None and plan.privacy.client_std() == pytest.approx(
         plan.privacy.noise_multiplier * 0.5 / 2 ** 0.5)
 
