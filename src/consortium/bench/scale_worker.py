@@ -16,7 +16,6 @@ saw (every delivery with its wall-clock time, every failed request) to ``OUT.jso
 from __future__ import annotations
 
 import asyncio
-import gc
 import hashlib
 import importlib.util
 import json
@@ -32,6 +31,7 @@ from typing import Any
 import httpx
 import torch
 
+from consortium.config import freeze_startup_heap
 from consortium.codec import decode_tensors, encode_update, safetensors_metadata
 from consortium.crypto import OrgIdentity, SignedAuth, load_org_identity
 from consortium.protocol import SAFETENSORS_MEDIA_TYPE, TaskOut, TaskResult, UpdateMeta
@@ -199,10 +199,7 @@ def main(argv: list[str]) -> int:
         sys.modules["sniffio"] = None  # type: ignore[assignment]
     cfg = json.loads(config_path.read_text())
     log = WorkerLog()
-    # Start-up's objects (torch, httpx, the identities) out of the cyclic collector's sight: a full collection
-    # over them is a pause every node of this process waits out.
-    gc.collect()
-    gc.freeze()
+    freeze_startup_heap()
     asyncio.run(run_workers(cfg, log))
     out_path.write_text(json.dumps({"deliveries": log.deliveries, "failures": log.failures,
                                     "requests": log.requests}))

@@ -59,7 +59,7 @@ def hub(
     import torch
     import uvicorn
 
-    from consortium.config import HubSettings, torch_threads
+    from consortium.config import HubSettings, freeze_startup_heap, torch_threads
     from consortium.hub.app import admin_token_path, create_app
 
     torch.set_num_threads(torch_threads())
@@ -87,19 +87,7 @@ def hub(
 KEEP_ALIVE_S = 75
 """How long an idle keep-alive connection stays open. A node's connection idles while it trains; with uvicorn's
 default of 5 s the hub closed it mid-round, and an upload sent just as it closed failed (`bench scale` at
-N = 1,000 with 0-10 s of compute: one upload in 5,000)."""
-
-
-def freeze_startup_heap() -> None:
-    """Move every object alive once the app is built (modules, torch, SQLAlchemy's mappers, the app: ~400,000)
-    out of the cyclic garbage collector's sight, for the life of this process. Without it each full collection
-    walks them all: one took 164 ms in a 100-node round, a pause every request in flight waits out (measured
-    in `bench scale`). Done here, not in ``create_app``: a process that builds many apps (the tests) would
-    keep each one's cyclic garbage forever."""
-    import gc
-
-    gc.collect()
-    gc.freeze()
+N = 1,000 with 0-10 s of compute: 3 uploads in 22,006 requests)."""
 
 
 def _tls_files(settings: HubSettings) -> dict[str, str]:
