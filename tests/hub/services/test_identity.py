@@ -130,3 +130,32 @@ def test_verifying_with_a_cached_key_needs_no_database_and_checks_the_same(sessi
     with pytest.raises(Unauthorized, match="timestamp"):
         identity.verify_signature_cached(headers, "POST", path, b"{}", NOW.replace(year=NOW.year + 1), keys)
     assert nonces(session) == 0
+
+
+def test_one_lookup_reconfirms_every_stale_key_and_drops_a_suspended_one(session) -> None:
+    keys = identity.KeyCache(ttl_s=5.0)
+    orgs = {}
+    for name in ("east", "west", "south"):
+        key = crypto.OrgIdentity.from_private_key(name, Ed25519PrivateKey.generate())
+        orgs[name] = Org(name=name, public_key=key.public_key_b64, key_id=key.key_id)
+        session.add(orgs[name])
+    session.commit()
+    for org in orgs.values():
+        assert keys.get(session, org.key_id, 100.0).org_name == org.name
+    orgs["south"].status = "suspended"
+    session.commit()
+    queries: list[str] = []
+
+    def count(conn, cursor, statement, *args) -> None:
+        queries.append(statement)
+
+    event.listen(session.get_bind(), "before_cursor_execute", count)
+    try:
+        assert keys.get(session, orgs["east"].key_id, 106.0).org_name == "east"
+        assert keys.cached(orgs["west"].key_id, 106.0).org_name == "west"
+        assert keys.cached(orgs["south"].key_id, 106.0) is None
+        assert keys.get(session, orgs["south"].key_id, 106.0) is None
+    finally:
+        event.remove(session.get_bind(), "before_cursor_execute", count)
+    assert len(queries) == 2  # the first lookup confirmed west as well; south was looked up again
+    assert keys.cached(orgs["east"].key_id, 110.9) is not None and keys.cached(orgs["east"].key_id, 111.0) is None
