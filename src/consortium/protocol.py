@@ -197,6 +197,11 @@ class StrategySpec(Wire):
                                                              description="SecAgg+; none: updates go in clear")
 
 
+_SOURCE_REF = re.compile(r"[a-z0-9][a-z0-9._-]*/[a-z0-9][a-z0-9._-]*")
+"""A dataset or environment reference, ``org/name``: compiled once (a 1,000-source spec checks 1,000 of them
+every time a node parses a task)."""
+
+
 class ProjectCreate(Wire):
     name: str = Field(pattern=NAME_PATTERN)
     task: str = Field(default="", max_length=2000, description="what the collaboration is for, in words")
@@ -232,7 +237,7 @@ class ProjectCreate(Wire):
     def _refs(cls, refs: list[str], info: ValidationInfo) -> list[str]:
         what = "dataset" if info.field_name == "datasets" else "environment"
         for ref in refs:
-            if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*/[a-z0-9][a-z0-9._-]*", ref):
+            if not _SOURCE_REF.fullmatch(ref):
                 raise ValueError(f"{what} reference {ref!r} must look like 'org/{what}'")
         if len(set(refs)) != len(refs):
             raise ValueError(f"a {what} is listed twice")
