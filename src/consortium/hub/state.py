@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from consortium.hub.blobs import BlobStore
+from consortium.hub.coalesce import Coalescer
 from consortium.hub.events import Broker
 from consortium.hub.live import LivePhase, TaskBoard
 from consortium.hub.secagg import SecAggRound
 from consortium.hub.services.identity import KeyCache, TokenCache
 from consortium.hub.services.answer_rules import AnswerRules, answer_rules
+from consortium.hub.services import task_claims
 from consortium.hub.services.run_state_cache import RunStateCache
 from consortium.hub.services.task_messages import ProjectMessages
 from consortium.hub.tensor_cache import TensorCache
 from consortium.hub.valuation import Valuer
 from consortium.hub.web.sessions import WebSessions
+from consortium.protocol import TaskOut
 
 
 def progress_key(run_id: int) -> str:
@@ -86,6 +89,25 @@ class HubState:
     """How often a driver waiting for a phase's answers looks at the clock and the database."""
     replication: Replication | None = None
     """None: this process drives every running run (one hub). Else run leases decide (``hub/drivers.py``)."""
+
+    claims: Coalescer[int, TaskOut | None] = field(init=False)
+    """Org id -> its next task from the database, for long polls the board has nothing for: the polls woken
+    together (a phase opened by another replica) are claimed in one batch."""
+    open_tasks: Coalescer[int, bool] = field(init=False)
+    """Task id -> whether it still waits for its answer (with replicas, before the board hands one out)."""
+
+    def __post_init__(self) -> None:
+        self.claims = Coalescer(self._claim_many, None)
+        self.open_tasks = Coalescer(self._still_open, False)
+
+    def _claim_many(self, org_ids: Collection[int]) -> dict[int, TaskOut]:
+        with self.sessions() as session:
+            return task_claims.claim_many(session, org_ids, self.clock(), self.board.message,
+                                          self.foreign_messages.get)
+
+    def _still_open(self, task_ids: Collection[int]) -> dict[int, bool]:
+        with self.sessions() as session:
+            return dict.fromkeys(task_claims.still_open(session, task_ids), True)
 
     def seen(self, org_id: int) -> None:
         self.presence[org_id] = time.monotonic()

@@ -6,12 +6,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from consortium.hub.db.models import Dataset, Org, Project, Run, Task
 from consortium.hub.services import run_store
 from consortium.hub.services import runs as run_service
+from consortium.hub.services import task_claims
 from consortium.hub.services.errors import Gone
 from consortium.hub.services.identity import Principal
 from consortium.hub.services.projects import spec_hash
@@ -49,7 +50,7 @@ def open_task(session: Session) -> tuple[Principal, int, int]:
 
 def test_an_open_task_of_a_running_run_is_claimed_with_its_test_set(session, open_task) -> None:
     caller, run_id, task_id = open_task
-    task = run_service.claim_next(session, caller, NOW)
+    task = task_claims.claim_next(session, caller, NOW)
     assert task is not None and (task.id, task.run_id) == (task_id, run_id)
     assert task.test_set_sha256 == TEST_SET
     assert session.get(Task, task_id).status == "claimed"
@@ -59,11 +60,11 @@ def test_a_replica_composes_a_claimed_task_from_its_runs_kept_messages(session, 
     """Another replica's task (no board message here) reads as the same message whether the run's messages
     are read afresh or kept per run; kept, they are read once for all the run's tasks."""
     caller, run_id, task_id = open_task
-    fresh = run_service.claim_next(session, caller, NOW)
+    fresh = task_claims.claim_next(session, caller, NOW)
     reads: list[int] = []
     kept = RunStateCache(lambda s, run: reads.append(run.id) or ProjectMessages.of(s, run.project))
     for _ in range(3):
-        again = run_service.claim_next(session, caller, NOW, messages=kept.get)
+        again = task_claims.claim_next(session, caller, NOW, messages=kept.get)
         assert again == fresh
     assert reads == [run_id]
     assert fresh.round == 1 and fresh.id == task_id and fresh.kind == "evaluate" and fresh.seed == 3
@@ -75,7 +76,7 @@ def test_no_task_of_an_ended_run_is_claimed(session, open_task, status: str) -> 
     caller, run_id, task_id = open_task
     session.execute(update(Run).where(Run.id == run_id).values(status=status))
     session.commit()
-    assert run_service.claim_next(session, caller, NOW) is None
+    assert task_claims.claim_next(session, caller, NOW) is None
     assert session.get(Task, task_id).status == "pending"
 
 
@@ -105,4 +106,27 @@ def test_a_task_dropped_from_a_running_run_is_gone_without_ending_the_run(sessio
         answer(session, caller, task_id)
     assert info.value.message == f"task {task_id} was dropped; its round has moved on"
     assert info.value.fields == {}
-    assert run_service.claim_next(session, caller, NOW) is None
+    assert task_claims.claim_next(session, caller, NOW) is None
+
+
+def test_one_batch_claims_each_orgs_oldest_task_and_leaves_out_orgs_without_one(session, open_task) -> None:
+    caller, run_id, first = open_task
+    orgs = [Org(name=name) for name in ("east", "west", "idle")]
+    session.add_all(orgs)
+    session.flush()
+    datasets = [Dataset(org_id=org.id, name="digits", schema={}, rows=10, sha256="0" * 64, license="CC0-1.0",
+                        visibility="private", file_format="csv") for org in orgs]
+    session.add_all(datasets)
+    session.flush()
+    later = run_store.open_phase(session, run_id, 2, "evaluate", None,
+                                 [run_store.NewTask(caller.org_id, datasets[0].id, 4),
+                                  run_store.NewTask(orgs[0].id, datasets[0].id, 5),
+                                  run_store.NewTask(orgs[1].id, datasets[1].id, 6)], NOW + timedelta(seconds=30))
+    session.commit()
+    claimed = task_claims.claim_many(session, [caller.org_id, orgs[0].id, orgs[1].id, orgs[2].id], NOW)
+    assert {org: task.id for org, task in claimed.items()} == {
+        caller.org_id: first, orgs[0].id: later.task_ids[1], orgs[1].id: later.task_ids[2]}
+    assert claimed[orgs[1].id].round == 2 and claimed[orgs[1].id].seed == 6
+    assert {task.id for task in session.scalars(select(Task).where(Task.status == "claimed"))} == {
+        first, later.task_ids[1], later.task_ids[2]}
+    assert task_claims.still_open(session, [first, later.task_ids[0], 10**6]) == {first, later.task_ids[0]}

@@ -95,7 +95,7 @@ async def deliver_next_task(
 
     Tasks come off the board of this process's drivers (with replicas, checked against the database: a node
     may have answered one through another replica); the database (tasks the board does not know) is
-    asked on every wake-up, or with ``query_each_time=False`` only once ``wait`` is up, which keeps the
+    asked on every wake-up (the polls woken together are claimed in one batch: ``state.claims``), or with ``query_each_time=False`` only once ``wait`` is up, which keeps the
     query off the moments right after an upload, when the driver is busy aggregating.
     """
     loop = asyncio.get_running_loop()
@@ -103,22 +103,12 @@ async def deliver_next_task(
     query = query_each_time
     while True:
         event = state.broker.async_event(org_key(caller.org_id))
-
-        def still_open(task_id: int) -> bool:
-            with state.sessions() as session:
-                return run_service.still_open(session, task_id)
-
-        def claim() -> TaskOut | None:
-            with state.sessions() as session:
-                return run_service.claim_next(session, caller, state.clock(), state.board.message,
-                                              state.foreign_messages.get)
-
         task = state.board.take(caller.org_id, state.clock())
-        if task is not None and state.replication is not None and not await run_in_threadpool(still_open, task.id):
+        if task is not None and state.replication is not None and not await state.open_tasks.get(task.id):
             state.board.withdraw([task.id])  # answered through another replica before this driver heard of it
             continue
         if task is None and query:
-            task = await run_in_threadpool(claim)
+            task = await state.claims.get(caller.org_id)
         if task is not None:
             if task.params_sha256 is None or task.params_sha256 == have:
                 return Response(task.model_dump_json(), media_type="application/json")

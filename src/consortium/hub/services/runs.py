@@ -24,7 +24,6 @@ from consortium.hub.services.access import can_see_project
 from consortium.hub.services.answer_rules import AnswerRules, answer_rules, check_answer_update
 from consortium.hub.services.errors import BadRequest, Conflict, Forbidden, Gone, NotFound
 from consortium.hub.services.identity import Principal, SignedCall, require_role
-from consortium.hub.services.task_messages import ProjectMessages
 from consortium.hub.tensor_cache import TensorCache
 from consortium.codec import decode_update
 from consortium.protocol import (
@@ -34,7 +33,6 @@ from consortium.protocol import (
     RunOut,
     RunProgress,
     TaskKind,
-    TaskOut,
     TaskRefusal,
     TaskResult,
 )
@@ -128,55 +126,6 @@ def refusals(session: Session, run_id: int) -> list[str]:
     )
     return [f"round {number}: {org}/{name} {status}: {error or 'no reason given'}"
             for number, org, name, status, error in rows]
-
-
-def still_open(session: Session, task_id: int) -> bool:
-    """Whether the task still waits for its answer (a replica's board may hold one answered on another)."""
-    return session.scalar(select(Task.status).where(Task.id == task_id)) in OPEN_TASK_STATES
-
-
-def claim_next(
-    session: Session, actor: Principal, now: datetime,
-    prebuilt: Callable[[int], TaskOut | None] | None = None,
-    messages: Callable[[Session, int], ProjectMessages] | None = None,
-) -> TaskOut | None:
-    """The org's oldest open task of a running run, marked claimed (a restarted node gets its claimed task
-    again).
-
-    ``prebuilt`` gives the task messages the run driver composed when it opened the round; a task it does
-    not know is composed from the database, with ``messages(session, run_id)`` (what every task of the run
-    carries: a replica keeps them per run) or, without it, read afresh.
-    """
-    row = session.execute(
-        select(Task.id, Task.status)
-        .join(Run, Run.id == Task.run_id)
-        .where(Task.org_id == actor.org_id, Task.status.in_(OPEN_TASK_STATES), Task.deadline > now,
-               Run.status == RunStatus.running)
-        .order_by(Task.id)
-        .limit(1)
-    ).first()
-    if row is None:
-        return None
-    if row.status == TaskStatus.pending:
-        session.execute(
-            update(Task).where(Task.id == row.id, Task.status == TaskStatus.pending).values(status=TaskStatus.claimed, claimed_at=now)
-        )
-        session.commit()
-    message = prebuilt(row.id) if prebuilt is not None else None
-    if message is not None:
-        return message
-    task = session.execute(
-        select(Task.id, Task.kind, Task.run_id, Task.params_sha256, Task.seed, Round.number, Dataset.name)
-        .join(Round, Round.id == Task.round_id).join(Dataset, Dataset.id == Task.dataset_id)
-        .where(Task.id == row.id)
-    ).one()
-    if messages is not None:
-        common = messages(session, task.run_id)
-    else:
-        run = session.get(Run, task.run_id)
-        common = ProjectMessages.of(session, run.project, preprocessing=run.preprocessing)
-    return common.task(task_id=task.id, kind=TaskKind(task.kind), run_id=task.run_id, round_number=task.number,
-                       dataset=task.name, params_sha256=task.params_sha256, seed=task.seed)
 
 
 TASKS = Task.__table__

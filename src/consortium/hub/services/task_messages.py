@@ -1,6 +1,6 @@
 """The task messages nodes receive (:class:`consortium.protocol.TaskOut`): composed once per project version
 by the run driver when it opens a phase (the long poll's fast path), or from the database for a task the
-driver's board does not hold (:func:`consortium.hub.services.runs.claim_next`).
+driver's board does not hold (:func:`consortium.hub.services.task_claims.claim_many`).
 
 Each carries the hub's signed outcome of the project's passed ``run_project`` proposal, read once per run (per
 :class:`ProjectMessages`), so that the node can check the decision itself before it touches data.
