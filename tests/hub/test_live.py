@@ -55,6 +55,27 @@ def test_the_waiting_driver_is_woken_once_the_phase_can_end_not_once_per_answer(
     assert condition.wakes == 1 and hopeless.wait(0.0)  # the third refusal leaves 7 < 8 that can be done
 
 
+def test_another_replicas_answers_wake_the_driver_once_every_waited_task_is_announced() -> None:
+    """The driver reads another replica's answers from the database in one query when the phase can end,
+    not one query per answer; a failed answer (which may leave the phase hopeless) wakes it at once."""
+    phase = LivePhase(range(6), needed=2)
+    phase._changed = condition = _CountingCondition()
+    phase.answer(Answer(0, "done", {"num_examples": 1}))
+    phase.nudge(0)  # answered here already: ignored
+    for task_id in (1, 2, 3, 4):
+        phase.nudge(task_id)
+    phase.nudge(99)  # not this phase's
+    assert condition.wakes == 0
+    phase.answer(Answer(2, "done", {"num_examples": 1}))  # read from the database at a recheck
+    phase.nudge(5)
+    assert condition.wakes == 1 and not phase.wait(0.0)  # woken to read 1, 3, 4 and 5
+    assert not phase.wait(0.0)  # the wake is used up
+    phase.nudge(1, failed=True)
+    assert condition.wakes == 2
+    phase.nudge()
+    assert condition.wakes == 3
+
+
 def test_answers_for_other_tasks_twice_or_after_close_are_refused() -> None:
     phase = LivePhase([7, 8])
     tensors = {"w": torch.ones(2)}

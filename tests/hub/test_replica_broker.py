@@ -11,6 +11,7 @@ import pytest
 
 from consortium.hub.events import wait_for
 from consortium.hub.replicas import ReplicaBroker, libpq_url
+from consortium.hub.state import answer_key, parse_answer_key
 
 pytestmark = pytest.mark.postgres
 
@@ -21,8 +22,8 @@ def test_libpq_url_drops_the_sqlalchemy_driver() -> None:
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_a_notification_wakes_the_other_replica(db_url: str) -> None:
-    nudged_a: list[int] = []
-    nudged_b: list[int] = []
+    nudged_a: list[str] = []
+    nudged_b: list[str] = []
     a = ReplicaBroker(db_url, "a", nudged_a.append)
     b = ReplicaBroker(db_url, "b", nudged_b.append)
     a.start()
@@ -38,12 +39,13 @@ def test_a_notification_wakes_the_other_replica(db_url: str) -> None:
             a.notify("org:5")
             assert await wait_for(on_b, 10), "replica b never heard of org 5's task"
             assert on_a.is_set(), "the publishing replica's own waiters wake at once"
-            b.notify("answer:7")
+            b.notify(answer_key(7, 70, failed=False))
             deadline = time.monotonic() + 10
             while not nudged_a and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)
             await asyncio.sleep(0.2)  # b's own echo, had it not been ignored, would be in by now
-            assert (nudged_a, nudged_b) == ([7], [])
+            assert (nudged_a, nudged_b) == (["answer:7:70:done"], [])
+            assert parse_answer_key(nudged_a[0]) == (7, 70, False)
 
         asyncio.run(main())
     finally:

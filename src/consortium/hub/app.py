@@ -34,7 +34,7 @@ from consortium.hub.routers import (
 )
 from consortium.hub.drivers import Scheduler
 from consortium.hub.replicas import ReplicaBroker
-from consortium.hub.state import HubState, Replication
+from consortium.hub.state import HubState, Replication, parse_answer_key
 from consortium.hub.valuation import Valuer
 from consortium.hub.services import checkpoints, hub_identity, hub_key, identity, policy, proposals
 from consortium.hub.services import open_data as open_data_service
@@ -54,11 +54,16 @@ def replica_id() -> str:
     return f"{socket.gethostname()[:40]}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
-def _nudge(state: HubState, run_id: int) -> None:
-    """Another replica committed an answer to a task of ``run_id``: its driver here (if any) reads it now."""
+def _nudge(state: HubState, key: str) -> None:
+    """Another replica committed an answer (``key``: :func:`answer_key`) to a task of a run whose driver may
+    be here: tell its live phase."""
+    parsed = parse_answer_key(key)
+    if parsed is None:
+        return
+    run_id, task_id, failed = parsed
     live = state.live.get(run_id)
     if live is not None:
-        live.nudge()
+        live.nudge(task_id, failed)
 
 
 def admin_token_path(settings: HubSettings) -> Path:
@@ -97,7 +102,7 @@ def create_app(settings: HubSettings) -> FastAPI:
         session.commit()
     blobs = BlobStore(settings.blobs)
     replication = Replication(replica_id(), settings.lease_s) if settings.replica else None
-    broker = (ReplicaBroker(settings.db_url, replication.replica_id, lambda run_id: _nudge(state, run_id))
+    broker = (ReplicaBroker(settings.db_url, replication.replica_id, lambda key: _nudge(state, key))
               if replication is not None else Broker())
     state = HubState(
         sessions=sessions, blobs=blobs, cache=TensorCache(blobs), broker=broker, code_version=code_version(),

@@ -53,6 +53,8 @@ class LivePhase:
         self._answers: dict[int, Answer] = {}
         self._closed = False
         self._nudged = False
+        self._announced: set[int] = set()
+        """Waited-for tasks another replica said it committed an answer to (the driver has yet to read them)."""
 
     def answer(self, answer: Answer) -> bool:
         """Record an answer; False when the task is not one this phase still waits for."""
@@ -60,6 +62,7 @@ class LivePhase:
             if self._closed or answer.task_id not in self._waiting:
                 return False
             self._waiting.discard(answer.task_id)
+            self._announced.discard(answer.task_id)
             self._answers[answer.task_id] = answer
             self._failed += answer.status != "done"
             if not self._waiting or self._hopeless():  # the driver wakes once, not once per answer
@@ -74,10 +77,18 @@ class LivePhase:
             self._nudged = False
             return not self._waiting or self._hopeless()
 
-    def nudge(self) -> None:
-        """Wake :meth:`wait` early: another hub replica committed an answer, which the driver then reads from
-        the database."""
+    def nudge(self, task_id: int | None = None, failed: bool = False) -> None:
+        """Another hub replica committed an answer to ``task_id`` (``failed``: a refusal or a rejection).
+        :meth:`wait` returns early (the driver then reads the answers from the database, all in one query)
+        once every task it still waits for has been announced so, or at once for a failed answer, which may
+        leave the phase hopeless; ``task_id`` None wakes it now."""
         with self._changed:
+            if task_id is not None:
+                if task_id not in self._waiting:
+                    return
+                self._announced.add(task_id)
+                if not failed and len(self._announced) < len(self._waiting):
+                    return
             self._nudged = True
             self._changed.notify_all()
 

@@ -4,9 +4,9 @@
 ``notify(key)`` on the channel ``consortium`` (a sender thread with its own connection, so no caller waits for
 the database) and forwards what the other replicas publish to its own waiters: a node long-polling replica B
 wakes when the driver on replica A opens its task (``org:<id>``), a watcher on B when A checkpoints a round
-(``progress:<id>``), and the driver on A as soon as B committed an answer to one of its tasks
-(``answer:<run id>``, :meth:`LivePhase.nudge`). A lost notification costs latency only: drivers still ask the
-database every ``recheck_s`` and long polls end at their ``wait``.
+(``progress:<id>``), and the driver on A when B committed an answer to one of its tasks
+(``answer:<run id>:<task id>:<done|failed>``, :meth:`LivePhase.nudge`). A lost notification costs latency
+only: drivers still ask the database every ``recheck_s`` and long polls end at their ``wait``.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def libpq_url(sqlalchemy_url: str) -> str:
 class ReplicaBroker(Broker):
     """A broker whose notifications reach every replica (see the module)."""
 
-    def __init__(self, db_url: str, replica_id: str, on_answer: Callable[[int], None] = lambda _run_id: None) -> None:
+    def __init__(self, db_url: str, replica_id: str, on_answer: Callable[[str], None] = lambda _key: None) -> None:
         super().__init__()
         self._url, self._replica_id, self._on_answer = libpq_url(db_url), replica_id, on_answer
         self._outbox: queue.Queue[str | None] = queue.Queue()
@@ -66,7 +66,7 @@ class ReplicaBroker(Broker):
             return
         super().notify(key)
         if key.startswith("answer:"):
-            self._on_answer(int(key.removeprefix("answer:")))
+            self._on_answer(key)
 
     def _send(self) -> None:
         conn: psycopg.Connection | None = None

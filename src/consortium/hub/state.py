@@ -35,10 +35,18 @@ def org_key(org_id: int) -> str:
     return f"org:{org_id}"
 
 
-def answer_key(run_id: int) -> str:
+def answer_key(run_id: int, task_id: int, failed: bool) -> str:
     """Broker key a replica notifies after committing an answer to a task of a run it does not drive (the
     driving replica then reads it from the database, see :mod:`consortium.hub.replicas`)."""
-    return f"answer:{run_id}"
+    return f"answer:{run_id}:{task_id}:{'failed' if failed else 'done'}"
+
+
+def parse_answer_key(key: str) -> tuple[int, int, bool] | None:
+    """(run id, task id, failed) of an :func:`answer_key`; None for any other key."""
+    parts = key.split(":")
+    if len(parts) != 4 or parts[0] != "answer" or not parts[1].isdigit() or not parts[2].isdigit():
+        return None
+    return int(parts[1]), int(parts[2]), parts[3] == "failed"
 
 
 @dataclass(frozen=True)

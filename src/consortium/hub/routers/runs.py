@@ -35,7 +35,7 @@ def hand_to_driver(state: HubState, run_id: int, answer: Answer) -> None:
     phase = state.live.get(run_id)
     taken = phase is not None and phase.answer(answer)
     if not taken and state.replication is not None:
-        state.broker.notify(answer_key(run_id))
+        state.broker.notify(answer_key(run_id, answer.task_id, answer.status != TaskStatus.done))
 
 
 @router.post("/projects/{project_id}/runs", response_model=RunOut, status_code=201)

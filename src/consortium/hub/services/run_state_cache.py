@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from consortium.hub.db.models import Run
@@ -29,12 +30,12 @@ class RunStateCache(Generic[T]):
         self._items: LRU[tuple[int, bool], T] = LRU(capacity)
 
     def get(self, session: Session, run_id: int) -> T:
-        run = session.get(Run, run_id)
-        if run is None:
+        row = session.execute(select(Run.preprocessing).where(Run.id == run_id)).first()
+        if row is None:
             raise LookupError(f"run {run_id} does not exist")
-        key = (run_id, run.preprocessing is not None)
+        key = (run_id, row.preprocessing is not None)
         value = self._items.get(key)
         if value is None:
-            value = self._build(session, run)
+            value = self._build(session, session.get(Run, run_id))
             self._items.put(key, value)
         return value
