@@ -11,6 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from consortium.hub import live
 from consortium.hub.live import Answer, LivePhase, TaskBoard, TaskRow
 from consortium.protocol import TaskKind, TaskOut
 from consortium.scenario import digits_spec
@@ -74,6 +75,26 @@ def test_another_replicas_answers_wake_the_driver_once_every_waited_task_is_anno
     assert condition.wakes == 2
     phase.nudge()
     assert condition.wakes == 3
+    last = LivePhase(range(2))
+    last._changed = condition = _CountingCondition()
+    last.nudge(0)
+    assert condition.wakes == 0
+    last.answer(Answer(1, "done", {"num_examples": 1}))  # in memory: now only the announced one is left
+    assert condition.wakes == 1 and not last.wait(0.0)
+
+
+def test_announced_answers_also_wake_the_driver_every_read_interval(monkeypatch) -> None:
+    """So that the read at the end of a phase is small: a round's answers are read as they come, in a few
+    queries."""
+    monkeypatch.setattr(live, "READ_EVERY_S", 0.05)
+    phase = LivePhase(range(10))
+    phase._changed = condition = _CountingCondition()
+    phase.nudge(1)
+    assert condition.wakes == 0
+    time.sleep(0.06)
+    phase.nudge(2)
+    phase.nudge(3)
+    assert condition.wakes == 1
 
 
 def test_answers_for_other_tasks_twice_or_after_close_are_refused() -> None:

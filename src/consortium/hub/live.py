@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,6 +41,10 @@ class Answer:
             raise ValueError(f"status: {self.status!r} is not one of {', '.join(ANSWERED_TASK_STATES)}")
 
 
+READ_EVERY_S = 0.1
+"""How often another replica's answers wake a driver to read them before its phase can end."""
+
+
 class LivePhase:
     """The tasks of one run's open phase; :meth:`wait` returns once every one of them has an answer, or once
     so many were refused or rejected that fewer than ``needed`` can still be done (:meth:`hopeless`)."""
@@ -54,6 +59,7 @@ class LivePhase:
         self._closed = False
         self._nudged = False
         self._announced: set[int] = set()
+        self._woken_at = time.monotonic()
         """Waited-for tasks another replica said it committed an answer to (the driver has yet to read them)."""
 
     def answer(self, answer: Answer) -> bool:
@@ -67,6 +73,9 @@ class LivePhase:
             self._failed += answer.status != "done"
             if not self._waiting or self._hopeless():  # the driver wakes once, not once per answer
                 self._changed.notify_all()
+            elif len(self._announced) == len(self._waiting):  # the rest were answered through other replicas
+                self._nudged = True
+                self._changed.notify_all()
             return True
 
     def wait(self, timeout: float) -> bool:
@@ -79,16 +88,20 @@ class LivePhase:
 
     def nudge(self, task_id: int | None = None, failed: bool = False) -> None:
         """Another hub replica committed an answer to ``task_id`` (``failed``: a refusal or a rejection).
-        :meth:`wait` returns early (the driver then reads the answers from the database, all in one query)
-        once every task it still waits for has been announced so, or at once for a failed answer, which may
-        leave the phase hopeless; ``task_id`` None wakes it now."""
+        :meth:`wait` returns early, for the driver to read the announced answers from the database in one
+        query: at once when every task it still waits for has been announced or the answer failed (the
+        phase may be hopeless), else at most every ``READ_EVERY_S`` (so that the last read of a round is
+        small, and a round's reads few); ``task_id`` None wakes it now."""
         with self._changed:
+            now = time.monotonic()
             if task_id is not None:
                 if task_id not in self._waiting:
                     return
                 self._announced.add(task_id)
-                if not failed and len(self._announced) < len(self._waiting):
+                can_end = failed or len(self._announced) == len(self._waiting)
+                if not can_end and now - self._woken_at < READ_EVERY_S:
                     return
+            self._woken_at = now
             self._nudged = True
             self._changed.notify_all()
 
