@@ -3,6 +3,7 @@ late answer to one hears that its run ended (so the node forgets the run instead
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,8 +18,8 @@ from consortium.hub.services.errors import Gone
 from consortium.hub.services.identity import Principal
 from consortium.hub.services.projects import spec_hash
 from consortium.hub.services.run_state_cache import RunStateCache
-from consortium.hub.services.task_messages import ProjectMessages
-from consortium.protocol import Role, TaskResult
+from consortium.hub.services.task_messages import ProjectMessages, task_json
+from consortium.protocol import Role, TaskOut, TaskResult
 from consortium.scenario import digits_spec
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -130,3 +131,13 @@ def test_one_batch_claims_each_orgs_oldest_task_and_leaves_out_orgs_without_one(
     assert {task.id for task in session.scalars(select(Task).where(Task.status == "claimed"))} == {
         first, later.task_ids[1], later.task_ids[2]}
     assert task_claims.still_open(session, [first, later.task_ids[0], 10**6]) == {first, later.task_ids[0]}
+
+
+def test_a_composed_task_renders_the_same_json_as_pydantic(session, open_task) -> None:
+    """The shared part is rendered once per project version; the message parses back to the same task."""
+    caller, _, _ = open_task
+    task = task_claims.claim_next(session, caller, NOW)
+    rendered = task_json(task)
+    assert json.loads(rendered) == json.loads(task.model_dump_json())
+    assert TaskOut.model_validate_json(rendered).model_dump() == task.model_dump()
+    assert task_json(TaskOut.model_validate_json(rendered)) == TaskOut.model_validate_json(rendered).model_dump_json()

@@ -18,6 +18,7 @@ from consortium.hub.state import HubState, answer_key, org_key, progress_key
 from consortium.hub.services import privacy_charges
 from consortium.hub.services import runs as run_service
 from consortium.hub.services.identity import Principal, SignedCall, in_signed_transaction
+from consortium.hub.services.task_messages import task_json
 from consortium.hub.wire import AfterRound, Id, StrictJSONRoute
 from consortium.privacy_wire import PrivacyCharge
 from consortium.protocol import SAFETENSORS_MEDIA_TYPE, RunOut, RunProgress, TaskOut, TaskRefusal, TaskResult
@@ -111,8 +112,8 @@ async def deliver_next_task(
             task = await state.claims.get(caller.org_id)
         if task is not None:
             if task.params_sha256 is None or task.params_sha256 == have:
-                return Response(task.model_dump_json(), media_type="application/json")
-            return Response(state.cache.delivery(task.params_sha256, {"task": task.model_dump_json()}),
+                return Response(task_json(task), media_type="application/json")
+            return Response(state.cache.delivery(task.params_sha256, {"task": task_json(task)}),
                             media_type=SAFETENSORS_MEDIA_TYPE)
         remaining = deadline - loop.time()
         if remaining <= 0:

@@ -9,9 +9,10 @@ Each carries the hub's signed outcome of the project's passed ``run_project`` pr
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pydantic import PrivateAttr
 from sqlalchemy.orm import Session
 
 from consortium.governance.decisions import ProposalStatus
@@ -31,6 +32,29 @@ def evaluates_previous_round(kind: str, round_number: int) -> bool:
     return kind == TaskKind.fit.value and round_number > 1
 
 
+SHARED_FIELDS = frozenset({"project_id", "spec_hash", "spec", "test_set_sha256", "outcome", "outcome_signature",
+                           "preprocessing"})
+"""The fields of a task message that every task of a project version (and run state) has alike."""
+OWN_FIELDS = frozenset(TaskOut.model_fields) - SHARED_FIELDS
+
+
+class ComposedTask(TaskOut):
+    """A task message whose shared fields' JSON (the spec and the signed outcome: tens of kilobytes in a
+    consortium of a thousand) was rendered once for all the tasks of its project version; :func:`task_json`
+    adds only the task's own fields. A delivery at that size went from a full rendering per node to a copy."""
+
+    _shared_json: str = PrivateAttr(default="")
+
+
+def task_json(task: TaskOut) -> str:
+    """The task message's JSON, as :meth:`TaskOut.model_dump_json` would render it (keys in another order)."""
+    shared = task._shared_json if isinstance(task, ComposedTask) else ""
+    if not shared:
+        return task.model_dump_json()
+    own = task.model_dump_json(include=OWN_FIELDS)
+    return f"{own[:-1]},{shared[1:]}"
+
+
 @dataclass(frozen=True)
 class ProjectMessages:
     """What every task message of one project version carries; :meth:`task` adds one task's own fields."""
@@ -43,6 +67,8 @@ class ProjectMessages:
     outcome_signature: str | None = None
     preprocessing: FittedPreprocessing | None = None
     """The run's fitted transform, once its statistics phase is over (stats tasks go without it)."""
+    _shared: dict[bool, str] = field(default_factory=dict, compare=False, repr=False)
+    """The shared fields' JSON, with and without the fitted transform, rendered at first use."""
 
     @classmethod
     def of(cls, session: Session, project: Project, spec: ProjectCreate | None = None,
@@ -58,7 +84,7 @@ class ProjectMessages:
 
     def task(self, *, task_id: int, kind: TaskKind, run_id: int, round_number: int, dataset: str,
              params_sha256: str | None, seed: int) -> TaskOut:
-        return TaskOut(
+        message = ComposedTask(
             id=task_id, kind=kind, run_id=run_id, round=round_number, project_id=self.project_id,
             spec_hash=self.spec_hash, spec=self.spec, dataset=dataset, params_sha256=params_sha256, seed=seed,
             evaluate_first=evaluates_previous_round(kind.value, round_number),
@@ -66,6 +92,12 @@ class ProjectMessages:
             outcome_signature=self.outcome_signature,
             preprocessing=self.preprocessing if kind != TaskKind.stats else None,
         )
+        with_transform = message.preprocessing is not None
+        shared = self._shared.get(with_transform)
+        if shared is None:
+            shared = self._shared[with_transform] = message.model_dump_json(include=SHARED_FIELDS)
+        message._shared_json = shared
+        return message
 
     def phase(self, *, run_id: int, kind: TaskKind, round_number: int, params_sha256: str | None,
               task_ids: Sequence[int], participants: Sequence[Participant],
