@@ -42,19 +42,14 @@ class Coalescer(Generic[K, V]):
         while self._waiting:
             batch, self._waiting = self._waiting, {}
             try:
-                found = await run_in_threadpool(self._fetch, list(batch))
+                found, error = await run_in_threadpool(self._fetch, list(batch)), None
             except Exception as exc:  # noqa: BLE001 - handed to every caller of the batch
-                _settle(batch, lambda key: None, exc)
-            else:
-                _settle(batch, lambda key: found.get(key, self._missing), None)
-
-
-def _settle(batch: dict[K, list[asyncio.Future[V]]], result: Callable[[K], V], error: Exception | None) -> None:
-    for key, futures in batch.items():
-        for future in futures:
-            if future.done():  # its caller was cancelled (the client went away)
-                continue
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(result(key))
+                found, error = {}, exc
+            for key, futures in batch.items():
+                for future in futures:
+                    if future.done():  # its caller was cancelled (the client went away)
+                        continue
+                    if error is not None:
+                        future.set_exception(error)
+                    else:
+                        future.set_result(found.get(key, self._missing))

@@ -59,8 +59,8 @@ class LivePhase:
         self._closed = False
         self._nudged = False
         self._announced: set[int] = set()
-        self._woken_at = time.monotonic()
         """Waited-for tasks another replica said it committed an answer to (the driver has yet to read them)."""
+        self._woken_at = time.monotonic()
 
     def answer(self, answer: Answer) -> bool:
         """Record an answer; False when the task is not one this phase still waits for."""

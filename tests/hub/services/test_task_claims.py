@@ -26,6 +26,11 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 TEST_SET = "ab" * 32
 
 
+def claim(session: Session, caller: Principal, **kwargs):
+    """The caller's claim alone (a batch of one)."""
+    return task_claims.claim_many(session, [caller.org_id], NOW, **kwargs).get(caller.org_id)
+
+
 @pytest.fixture
 def open_task(session: Session) -> tuple[Principal, int, int]:
     """An org's pending evaluate task in a running run: (the org as caller, run id, task id)."""
@@ -51,7 +56,7 @@ def open_task(session: Session) -> tuple[Principal, int, int]:
 
 def test_an_open_task_of_a_running_run_is_claimed_with_its_test_set(session, open_task) -> None:
     caller, run_id, task_id = open_task
-    task = task_claims.claim_next(session, caller, NOW)
+    task = claim(session, caller)
     assert task is not None and (task.id, task.run_id) == (task_id, run_id)
     assert task.test_set_sha256 == TEST_SET
     assert session.get(Task, task_id).status == "claimed"
@@ -61,11 +66,11 @@ def test_a_replica_composes_a_claimed_task_from_its_runs_kept_messages(session, 
     """Another replica's task (no board message here) reads as the same message whether the run's messages
     are read afresh or kept per run; kept, they are read once for all the run's tasks."""
     caller, run_id, task_id = open_task
-    fresh = task_claims.claim_next(session, caller, NOW)
+    fresh = claim(session, caller)
     reads: list[int] = []
     kept = RunStateCache(lambda s, run: reads.append(run.id) or ProjectMessages.of(s, run.project))
     for _ in range(3):
-        again = task_claims.claim_next(session, caller, NOW, messages=kept.get)
+        again = claim(session, caller, messages=kept.get)
         assert again == fresh
     assert reads == [run_id]
     assert fresh.round == 1 and fresh.id == task_id and fresh.kind == "evaluate" and fresh.seed == 3
@@ -77,7 +82,7 @@ def test_no_task_of_an_ended_run_is_claimed(session, open_task, status: str) -> 
     caller, run_id, task_id = open_task
     session.execute(update(Run).where(Run.id == run_id).values(status=status))
     session.commit()
-    assert task_claims.claim_next(session, caller, NOW) is None
+    assert claim(session, caller) is None
     assert session.get(Task, task_id).status == "pending"
 
 
@@ -107,7 +112,7 @@ def test_a_task_dropped_from_a_running_run_is_gone_without_ending_the_run(sessio
         answer(session, caller, task_id)
     assert info.value.message == f"task {task_id} was dropped; its round has moved on"
     assert info.value.fields == {}
-    assert task_claims.claim_next(session, caller, NOW) is None
+    assert claim(session, caller) is None
 
 
 def test_one_batch_claims_each_orgs_oldest_task_and_leaves_out_orgs_without_one(session, open_task) -> None:
@@ -136,7 +141,7 @@ def test_one_batch_claims_each_orgs_oldest_task_and_leaves_out_orgs_without_one(
 def test_a_composed_task_renders_the_same_json_as_pydantic(session, open_task) -> None:
     """The shared part is rendered once per project version; the message parses back to the same task."""
     caller, _, _ = open_task
-    task = task_claims.claim_next(session, caller, NOW)
+    task = claim(session, caller)
     rendered = task_json(task)
     assert json.loads(rendered) == json.loads(task.model_dump_json())
     assert TaskOut.model_validate_json(rendered).model_dump() == task.model_dump()

@@ -96,8 +96,9 @@ async def deliver_next_task(
 
     Tasks come off the board of this process's drivers (with replicas, checked against the database: a node
     may have answered one through another replica); the database (tasks the board does not know) is
-    asked on every wake-up (the polls woken together are claimed in one batch: ``state.claims``), or with ``query_each_time=False`` only once ``wait`` is up, which keeps the
-    query off the moments right after an upload, when the driver is busy aggregating.
+    asked on every wake-up (the polls woken together are claimed in one batch: ``state.claims``), or with
+    ``query_each_time=False`` only once ``wait`` is up, which keeps the query off the moments right after an
+    upload, when the driver is busy aggregating.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait

@@ -14,7 +14,6 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from consortium.hub.db.models import Dataset, Round, Run, Task
-from consortium.hub.services.identity import Principal
 from consortium.hub.services.task_messages import ProjectMessages
 from consortium.protocol import TaskKind, TaskOut
 from consortium.statuses import OPEN_TASK_STATES, RunStatus, TaskStatus
@@ -84,14 +83,6 @@ def _composed(session: Session, org_of: dict[int, int], messages: Messages | Non
     return {org_of[row.id]: of_run(row.run_id).task(
         task_id=row.id, kind=TaskKind(row.kind), run_id=row.run_id, round_number=row.number, dataset=row.name,
         params_sha256=row.params_sha256, seed=row.seed) for row in rows}
-
-
-def claim_next(
-    session: Session, actor: Principal, now: datetime,
-    prebuilt: Prebuilt | None = None, messages: Messages | None = None,
-) -> TaskOut | None:
-    """The caller's org's oldest open task of a running run, marked claimed (:func:`claim_many` for one)."""
-    return claim_many(session, [actor.org_id], now, prebuilt, messages).get(actor.org_id)
 
 
 def still_open(session: Session, task_ids: Collection[int]) -> set[int]:
