@@ -9,7 +9,6 @@ from typing import Any
 import httpx
 
 from consortium.crypto import OrgIdentity, OrgKeyFile, SignedAuth
-from consortium.codec import decode_tensors, safetensors_metadata
 from consortium.environments_wire import EnvironmentCardIn
 from consortium.governance.wire import ProposalCreate, VoteIn
 from consortium.privacy_wire import PrivacyCharge
@@ -23,6 +22,7 @@ from consortium.protocol import (
     TaskRefusal,
     TaskResult,
 )
+from consortium.task_terms import TermsCache, decode_delivery
 from consortium.tls import tls_context, tls_refusal
 
 
@@ -74,6 +74,7 @@ class HubClient:
     ) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._identity = identity
+        self._terms = TermsCache()
         auth = SignedAuth(lambda: self.identity) if identity is not None else None
         # TCP_NODELAY: headers and body go out as separate small writes; with Nagle's algorithm the body would
         # wait for the server's delayed ACK (40 ms on Linux) on every upload.
@@ -370,8 +371,11 @@ class HubClient:
 
     # ---------------------------------------------------------------- node side
     def next_task(self, wait: float, have: str | None = None) -> tuple[TaskOut, dict | None] | None:
-        """Long-poll for a task: (task, its params when the hub sent them along) or None after ``wait``."""
-        query: dict[str, Any] = {"wait": wait}
+        """Long-poll for a task: (task, its params when the hub sent them along) or None after ``wait``.
+
+        The task's terms come once per run: later tasks with the same terms come brief and are completed
+        from this client's copy (:mod:`consortium.task_terms`)."""
+        query: dict[str, Any] = {"wait": wait, **self._terms.query()}
         if have:
             query["have"] = have
         response = self.request("GET", "/api/node/tasks/next", params=query, timeout=wait + 30.0)
@@ -379,14 +383,8 @@ class HubClient:
             return None
         return self._task_delivery(response)
 
-    @staticmethod
-    def _task_delivery(response: httpx.Response) -> tuple[TaskOut, dict | None]:
-        if response.headers.get("content-type", "").startswith(SAFETENSORS_MEDIA_TYPE):
-            task_json = safetensors_metadata(response.content).get("task")
-            if task_json is None:
-                raise ValueError("hub sent params without a task in their metadata")
-            return TaskOut.model_validate_json(task_json), decode_tensors(response.content)
-        return TaskOut.model_validate_json(response.content), None
+    def _task_delivery(self, response: httpx.Response) -> tuple[TaskOut, dict | None]:
+        return decode_delivery(response.headers.get("content-type", ""), response.content, self._terms)
 
     def task_params(self, task_id: int) -> bytes:
         return self.request("GET", f"/api/node/tasks/{task_id}/params").content
@@ -398,7 +396,7 @@ class HubClient:
         would) when one comes within ``wait`` seconds. None when none did, or the hub does not offer that."""
         query: dict[str, Any] = {}
         if wait > 0:
-            query["wait"] = wait
+            query.update(wait=wait, **self._terms.query())
             if have:
                 query["have"] = have
         response = self.request(

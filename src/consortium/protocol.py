@@ -361,16 +361,13 @@ class TaskKind(StrEnum):
     evaluate = "evaluate"
 
 
-class TaskOut(Wire):
-    """A unit of work for one node, delivered by the long poll."""
+class TaskFields(Wire):
+    """A task's own fields; the tasks of one project version share the rest, their terms (:class:`TaskOut`)."""
 
     id: int
     kind: TaskKind
     run_id: int
     round: int
-    project_id: int
-    spec_hash: str
-    spec: ProjectCreate
     dataset: str
     params_sha256: str | None
     seed: int
@@ -379,6 +376,15 @@ class TaskOut(Wire):
         description="fit tasks: first evaluate the received params on the validation split and send the "
         "result with the update (federated evaluation of the previous round without an extra phase)",
     )
+
+
+class TaskOut(TaskFields):
+    """A unit of work for one node, delivered by the long poll, with its terms: the project version it runs
+    (spec, test set), the hub's signed approval of it and the run's fitted transform."""
+
+    project_id: int
+    spec_hash: str
+    spec: ProjectCreate
     test_set_sha256: str | None = Field(
         default=None,
         description="SHA-256 of the project's hub-side test set (None: it has none); the node runs only the "
@@ -391,6 +397,12 @@ class TaskOut(Wire):
                                           description="the hub's signature over the outcome statement")
     preprocessing: FittedPreprocessing | None = Field(default=None, exclude_if=lambda value: value is None,
                                                       description="the run's fitted transform, for the rows")
+
+
+class TaskBrief(TaskFields):
+    """A task sent without its terms to a node that holds them (it named them in the poll's ``terms``)."""
+
+    terms_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the terms' JSON")
 
 
 class TaskResult(Wire):

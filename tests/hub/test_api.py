@@ -26,6 +26,7 @@ from consortium.ledger_audit import verify_from_hub
 from consortium.node import actions
 from consortium.codec import encode_tensors, encode_update
 from consortium.protocol import TaskResult, UpdateMeta
+from consortium.task_terms import terms_json, terms_sha256
 from consortium.scenario import ORGS, DigitsConsortium, approve_as, digits_spec, provision_digits, vote_as
 
 pytestmark = pytest.mark.e2e
@@ -267,6 +268,25 @@ def test_long_poll_leaves_out_params_the_node_already_has(env: DigitsConsortium,
     assert delivery is not None
     task, params = delivery
     assert task.id == open_task["task"].id and params is None
+
+
+def test_a_node_that_holds_a_tasks_terms_is_sent_the_task_brief(env: DigitsConsortium, open_task: dict) -> None:
+    """The spec and signed approval travel once per run: named by their SHA-256 in ``terms``, they stay out of
+    the next delivery, and the client completes the brief message to the task it was sent the first time."""
+    task = open_task["task"]
+    held = {"wait": 0, "have": task.params_sha256}
+    with env.org_client(open_task["org"]) as node:
+        full = node.request("GET", "/api/node/tasks/next", params=held).json()
+        brief = node.request("GET", "/api/node/tasks/next",
+                             params=held | {"terms": f"{'0' * 64},{terms_sha256(terms_json(task))}"}).json()
+        assert "spec" in full and "terms_sha256" not in full
+        assert brief == {**{k: full[k] for k in brief if k != "terms_sha256"},
+                         "terms_sha256": terms_sha256(terms_json(task))} and "spec" not in brief
+        first, _ = node.next_task(wait=0, have=task.params_sha256)
+        again, _ = node.next_task(wait=0, have=task.params_sha256)
+        expect_error(422, "terms", node.request, "GET", "/api/node/tasks/next",
+                     params={"wait": 0, "terms": "f" * 400})
+    assert first.model_dump() == again.model_dump() == task.model_dump()
 
 
 def test_update_with_wrong_tensor_names_is_rejected(env: DigitsConsortium, fresh_task: dict) -> None:

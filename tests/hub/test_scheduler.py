@@ -32,7 +32,7 @@ from consortium.hub.services import hub_identity, proposal_effects
 from consortium.hub.services.hub_key import HubKey
 from consortium.hub.events import Broker
 from consortium.hub.live import Answer
-from consortium.hub.routers.runs import deliver_next_task, hand_to_driver
+from consortium.hub.routers.runs import Held, deliver_next_task, hand_to_driver
 from consortium.hub.scheduler import RunDriver
 from consortium.hub.services import runs as run_service
 from consortium.hub.services.errors import Conflict, Gone
@@ -534,7 +534,7 @@ def test_the_long_poll_hands_out_no_task_past_its_deadline_on_the_hub_clock(hub_
     north = hub.orgs["north"]
 
     def poll():
-        return asyncio.run(deliver_next_task(hub.state, north, 0.0, task.params_sha256))
+        return asyncio.run(deliver_next_task(hub.state, north, 0.0, Held(task.params_sha256)))
 
     hub.clock.advance(TIMEOUT - 1)
     delivered = poll()

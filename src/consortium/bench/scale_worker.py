@@ -1,9 +1,10 @@
 """Lightweight node workers for `consortium bench scale`: many orgs' nodes in one asyncio process.
 
 Each worker speaks the node protocol for real (``node/agent.py`` over ``client.HubClient``): long polls
-``GET /api/node/tasks/next`` with ``have``, takes params delivered as safetensors with the task, fetches them
-with ``GET /api/node/tasks/{id}/params`` when it was sent the task alone, uploads a safetensors update with an
-``UpdateMeta`` header and ``wait``/``have`` so the answer brings its next task, posts evaluate results as JSON;
+``GET /api/node/tasks/next`` with ``have`` and ``terms`` (a task's terms come once per run), takes params
+delivered as safetensors with the task, fetches them with ``GET /api/node/tasks/{id}/params`` when it was
+sent the task alone, uploads a safetensors update with an ``UpdateMeta`` header and ``wait``/``have``/``terms``
+so the answer brings its next task, posts evaluate results as JSON;
 every request is signed with the org's Ed25519 key (``crypto.SignedAuth``). Only the local training is cheap:
 the update is the received params plus a small perturbation seeded by the task's seed (simulated work may be
 added: ``compute_ms`` for every task plus up to ``compute_spread_ms`` drawn per task, seeded, so that nodes
@@ -32,9 +33,10 @@ import httpx
 import torch
 
 from consortium.config import freeze_startup_heap
-from consortium.codec import decode_tensors, encode_update, safetensors_metadata
+from consortium.codec import decode_tensors, encode_update
 from consortium.crypto import OrgIdentity, SignedAuth, load_org_identity
 from consortium.protocol import SAFETENSORS_MEDIA_TYPE, TaskOut, TaskResult, UpdateMeta
+from consortium.task_terms import TermsCache, decode_delivery
 from consortium.tls import tls_context
 
 OK_STATUSES = frozenset({200, 202, 204})
@@ -54,6 +56,7 @@ class _Node:
     identity: OrgIdentity
     auth: SignedAuth
     params: tuple[str, dict[str, torch.Tensor]] | None = None
+    terms: TermsCache = field(default_factory=TermsCache)
 
 
 class _Failed(Exception):
@@ -74,15 +77,9 @@ async def _call(client: httpx.AsyncClient, node: _Node, log: WorkerLog, method: 
     return response
 
 
-def _delivery(response: httpx.Response) -> tuple[TaskOut, dict[str, torch.Tensor] | None]:
-    if response.headers.get("content-type", "").startswith(SAFETENSORS_MEDIA_TYPE):
-        task = TaskOut.model_validate_json(safetensors_metadata(response.content)["task"])
-        return task, decode_tensors(response.content)
-    return TaskOut.model_validate_json(response.content), None
-
-
-def _have(node: _Node) -> dict[str, str]:
-    return {"have": node.params[0]} if node.params else {}
+def _holds(node: _Node) -> dict[str, str]:
+    """The query naming the params and task terms the node holds (the hub sends neither again)."""
+    return ({"have": node.params[0]} if node.params else {}) | node.terms.query()
 
 
 def simulated_compute_ms(cfg: dict[str, Any], org: str, seed: int) -> float:
@@ -129,7 +126,7 @@ async def _work(client: httpx.AsyncClient, node: _Node, log: WorkerLog, task: Ta
     tensors = perturbed(params, task.seed)
     meta = UpdateMeta(num_examples=1, metrics={"loss": 1.0}, compute_s=time.perf_counter() - started,
                       evaluation=evaluation if task.evaluate_first else None)
-    query = {"wait": cfg["poll_wait"], **_have(node)}
+    query = {"wait": cfg["poll_wait"], **_holds(node)}
     return await _call(client, node, log, "POST", f"/api/node/tasks/{task.id}/update",
                        content=encode_update(tensors, meta), params=query,
                        headers={"Content-Type": SAFETENSORS_MEDIA_TYPE}, timeout=cfg["poll_wait"] + 60.0)
@@ -143,7 +140,7 @@ async def node_loop(client: httpx.AsyncClient, node: _Node, log: WorkerLog, cfg:
             if pending is None or pending.status_code != 200:
                 sent = time.perf_counter()
                 pending = await _call(client, node, log, "GET", "/api/node/tasks/next",
-                                      params={"wait": cfg["poll_wait"], **_have(node)},
+                                      params={"wait": cfg["poll_wait"], **_holds(node)},
                                       timeout=cfg["poll_wait"] + 60.0)
                 via = "poll"
             else:
@@ -151,7 +148,8 @@ async def node_loop(client: httpx.AsyncClient, node: _Node, log: WorkerLog, cfg:
             if pending.status_code != 200:
                 continue
             received = time.time()
-            task, delivered = _delivery(pending)
+            task, delivered = decode_delivery(pending.headers.get("content-type", ""), pending.content,
+                                              node.terms)
             log.deliveries.append({
                 "org": node.identity.org, "task": task.id, "run": task.run_id, "round": task.round,
                 "kind": str(task.kind), "received": received, "via": via, "with_params": delivered is not None,

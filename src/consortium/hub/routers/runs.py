@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy.orm import Session
@@ -21,8 +22,11 @@ from consortium.hub.services.identity import Principal, SignedCall, in_signed_tr
 from consortium.hub.services.task_messages import task_json
 from consortium.hub.wire import AfterRound, Id, StrictJSONRoute
 from consortium.privacy_wire import PrivacyCharge
-from consortium.protocol import SAFETENSORS_MEDIA_TYPE, RunOut, RunProgress, TaskOut, TaskRefusal, TaskResult
+from consortium.protocol import (
+    SAFETENSORS_MEDIA_TYPE, RunOut, RunProgress, TaskBrief, TaskOut, TaskRefusal, TaskResult,
+)
 from consortium.statuses import RunStatus, TaskStatus
+from consortium.task_terms import KNOWN_TERMS_MAX_LENGTH, known_terms
 
 router = APIRouter(prefix="/api", tags=["runs"], route_class=StrictJSONRoute)
 
@@ -82,17 +86,34 @@ async def run_progress(
 
 TASK_DELIVERY = {
     "content": {SAFETENSORS_MEDIA_TYPE: {}},
-    "description": "the task as JSON, or, when the node lacks the task's params, the params as safetensors "
-                   "with the task JSON under __metadata__['task']",
+    "description": "the task as JSON (a TaskOut, or a TaskBrief when the node holds its terms), or, when the "
+                   "node lacks the task's params, the params as safetensors with the task JSON under "
+                   "__metadata__['task']",
 }
-HAVE_PARAMS = Query(None, description="SHA-256 of the params the node already holds")
+
+
+@dataclass(frozen=True)
+class Held:
+    """What a polling node already holds and need not be sent again: params and task terms, by SHA-256."""
+
+    params: str | None = None
+    terms: frozenset[str] = frozenset()
+
+
+def held(
+    have: str | None = Query(None, description="SHA-256 of the params the node already holds"),
+    terms: str | None = Query(None, max_length=KNOWN_TERMS_MAX_LENGTH,
+                              description="SHA-256s (comma-separated) of the task terms the node holds: a task "
+                                          "with those terms comes as a TaskBrief, without them"),
+) -> Held:
+    return Held(have, known_terms(terms))
 
 
 async def deliver_next_task(
-    state: HubState, caller: Principal, wait: float, have: str | None, query_each_time: bool = True
+    state: HubState, caller: Principal, wait: float, holds: Held, query_each_time: bool = True
 ) -> Response | None:
-    """The caller's next task as soon as one exists, with its params unless the node ``have``s them; None
-    after ``wait`` seconds without one.
+    """The caller's next task as soon as one exists, with its params and terms unless the node ``holds``
+    them; None after ``wait`` seconds without one.
 
     Tasks come off the board of this process's drivers (with replicas, checked against the database: a node
     may have answered one through another replica); the database (tasks the board does not know) is
@@ -112,9 +133,10 @@ async def deliver_next_task(
         if task is None and query:
             task = await state.claims.get(caller.org_id)
         if task is not None:
-            if task.params_sha256 is None or task.params_sha256 == have:
-                return Response(task_json(task), media_type="application/json")
-            return Response(state.cache.delivery(task.params_sha256, {"task": task_json(task)}),
+            message = task_json(task, holds.terms)
+            if task.params_sha256 is None or task.params_sha256 == holds.params:
+                return Response(message, media_type="application/json")
+            return Response(state.cache.delivery(task.params_sha256, {"task": message}),
                             media_type=SAFETENSORS_MEDIA_TYPE)
         remaining = deadline - loop.time()
         if remaining <= 0:
@@ -129,20 +151,21 @@ async def deliver_next_task(
 
 @router.get(
     "/node/tasks/next",
-    response_model=TaskOut,
+    response_model=TaskOut | TaskBrief,
     responses={204: {"description": "no work yet"}, 200: TASK_DELIVERY},
 )
 async def next_task(
     wait: float = Query(25.0, ge=0.0, le=MAX_WAIT_S),
-    have: str | None = HAVE_PARAMS,
+    holds: Held = Depends(held),
     state: HubState = Depends(hub_state),
     caller: Principal = Depends(org_principal),
 ):
     """Long poll: answers with a task as soon as one exists for the caller's org, or 204 after ``wait``.
 
-    The task's params come in the same answer unless the node says it already has them (``have``).
+    The task's params and terms come in the same answer unless the node says it already has them (``have``,
+    ``terms``).
     """
-    delivery = await deliver_next_task(state, caller, wait, have)
+    delivery = await deliver_next_task(state, caller, wait, holds)
     return delivery if delivery is not None else Response(status_code=204)
 
 
@@ -174,7 +197,7 @@ async def post_update(
     task_id: Id,
     request: Request,
     wait: float = Query(0.0, ge=0.0, le=MAX_WAIT_S, description="then long-poll this long for the next task"),
-    have: str | None = HAVE_PARAMS,
+    holds: Held = Depends(held),
     state: HubState = Depends(hub_state),
     call: SignedCall = Depends(org_call),
 ):
@@ -196,7 +219,7 @@ async def post_update(
     await run_in_threadpool(accept)
     if wait > 0:
         # One hub knows its next task from its board; a replica may hear of it only through the database.
-        delivery = await deliver_next_task(state, call.principal, wait, have,
+        delivery = await deliver_next_task(state, call.principal, wait, holds,
                                            query_each_time=state.replication is not None)
         if delivery is not None:
             return delivery

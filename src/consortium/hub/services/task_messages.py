@@ -22,6 +22,7 @@ from consortium.hub.live import TaskRow
 from consortium.preprocessing_wire import FittedPreprocessing
 from consortium.protocol import ProjectCreate, TaskKind, TaskOut
 from consortium.statuses import TaskStatus
+from consortium.task_terms import OWN_FIELDS, terms_json, terms_sha256
 
 if TYPE_CHECKING:
     from consortium.hub.phases import Participant
@@ -32,27 +33,26 @@ def evaluates_previous_round(kind: str, round_number: int) -> bool:
     return kind == TaskKind.fit.value and round_number > 1
 
 
-SHARED_FIELDS = frozenset({"project_id", "spec_hash", "spec", "test_set_sha256", "outcome", "outcome_signature",
-                           "preprocessing"})
-"""The fields of a task message that every task of a project version (and run state) has alike."""
-OWN_FIELDS = frozenset(TaskOut.model_fields) - SHARED_FIELDS
-
-
 class ComposedTask(TaskOut):
-    """A task message whose shared fields' JSON (the spec and the signed outcome: tens of kilobytes in a
-    consortium of a thousand) was rendered once for all the tasks of its project version; :func:`task_json`
-    adds only the task's own fields. A delivery at that size went from a full rendering per node to a copy."""
+    """A task message whose terms' JSON (the spec and the signed outcome: tens of kilobytes in a consortium
+    of a thousand) was rendered and hashed once for all the tasks of its project version; :func:`task_json`
+    adds only the task's own fields. A delivery at that size went from a full rendering per node to a copy,
+    and to a brief message for a node that holds the terms (:mod:`consortium.task_terms`)."""
 
-    _shared_json: str = PrivateAttr(default="")
+    _terms_json: str = PrivateAttr(default="")
+    _terms_sha256: str = PrivateAttr(default="")
 
 
-def task_json(task: TaskOut) -> str:
-    """The task message's JSON, as :meth:`TaskOut.model_dump_json` would render it (keys in another order)."""
-    shared = task._shared_json if isinstance(task, ComposedTask) else ""
-    if not shared:
+def task_json(task: TaskOut, known_terms: frozenset[str] = frozenset()) -> str:
+    """The task message's JSON, as :meth:`TaskOut.model_dump_json` would render it, or the JSON of its
+    :class:`~consortium.protocol.TaskBrief` when its terms are among the ``known_terms`` (SHA-256s)."""
+    terms = task._terms_json if isinstance(task, ComposedTask) else ""
+    if not terms:
         return task.model_dump_json()
     own = task.model_dump_json(include=OWN_FIELDS)
-    return f"{own[:-1]},{shared[1:]}"
+    if task._terms_sha256 in known_terms:
+        return f'{own[:-1]},"terms_sha256":"{task._terms_sha256}"}}'
+    return f"{own[:-1]},{terms[1:]}"
 
 
 @dataclass(frozen=True)
@@ -67,8 +67,8 @@ class ProjectMessages:
     outcome_signature: str | None = None
     preprocessing: FittedPreprocessing | None = None
     """The run's fitted transform, once its statistics phase is over (stats tasks go without it)."""
-    _shared: dict[bool, str] = field(default_factory=dict, compare=False, repr=False)
-    """The shared fields' JSON, with and without the fitted transform, rendered at first use."""
+    _terms: dict[bool, tuple[str, str]] = field(default_factory=dict, compare=False, repr=False)
+    """The terms' JSON and SHA-256, with and without the fitted transform, rendered at first use."""
 
     @classmethod
     def of(cls, session: Session, project: Project, spec: ProjectCreate | None = None,
@@ -93,10 +93,11 @@ class ProjectMessages:
             preprocessing=self.preprocessing if kind != TaskKind.stats else None,
         )
         with_transform = message.preprocessing is not None
-        shared = self._shared.get(with_transform)
-        if shared is None:
-            shared = self._shared[with_transform] = message.model_dump_json(include=SHARED_FIELDS)
-        message._shared_json = shared
+        terms = self._terms.get(with_transform)
+        if terms is None:
+            rendered = terms_json(message)
+            terms = self._terms[with_transform] = (rendered, terms_sha256(rendered))
+        message._terms_json, message._terms_sha256 = terms
         return message
 
     def phase(self, *, run_id: int, kind: TaskKind, round_number: int, params_sha256: str | None,
