@@ -266,6 +266,10 @@ def summarise(nodes: int, db_kind: str, cfg: ScaleConfig, runs: list[dict[str, A
             "deliveries": len(latencies),
             "delivery_p50_ms": percentile(latencies, 0.5), "delivery_p99_ms": percentile(latencies, 0.99),
             "delivery_max_ms": max(latencies, default=float("nan")),
+            "delivery_p99_ms_by_round": {number: percentile([1000.0 * (d["received"] - at) for d in deliveries
+                                                             if d["run"] == run["run"] and d["kind"] == "fit"
+                                                             and d["round"] == number], 0.99)
+                                         for number, at in opened.items()},
             "overhead_ms": statistics.median(overheads) if overheads else float("nan"),
             "hub_cpu_ms_per_round": 1000 * run["cpu_s"]["hub"] / max(1, len(run["rows"])),
             "workers_cpu_ms_per_round": 1000 * run["cpu_s"]["workers"] / max(1, len(run["rows"])),
