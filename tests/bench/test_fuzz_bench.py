@@ -28,6 +28,8 @@ def test_two_replicas_behind_the_proxy_answer_generated_requests_without_a_5xx(
     assert report["kinds"]["org"]["statuses"].get("200", 0) > 0  # the signed caller got through the proxy
     section = markdown.read_text()
     assert "<!-- bench:fuzz-replicas:begin -->" in section and "2 replicas behind HAProxy" in section
+    # The command as it runs again: the scratch database was the command's own, not an option given to it.
+    assert f"`consortium bench fuzz --calls {CALLS} --seed 0 --replicas 2`" in section
 
 
 def test_replicas_on_sqlite_are_refused() -> None:
@@ -35,3 +37,11 @@ def test_replicas_on_sqlite_are_refused() -> None:
                                        "--db", "sqlite:///x.db"])
     assert refused.exit_code == 2
     assert "--replicas 2: hub replicas need PostgreSQL" in " ".join(refused.output.split())
+
+
+def test_a_given_database_url_is_reported_without_its_password() -> None:
+    from consortium.cli.bench import _shown_url
+
+    assert _shown_url("postgresql+psycopg://fuzz:secret@127.0.0.1:5432/test") == (
+        "postgresql+psycopg://fuzz:***@127.0.0.1:5432/test")
+    assert _shown_url("postgresql://127.0.0.1:5432/test") == "postgresql://127.0.0.1:5432/test"

@@ -15,6 +15,7 @@ from consortium.bench import scale
 from consortium.cli import app
 from consortium.bench.report import machine_info
 from consortium.bench.scale_report import report_markdown
+from consortium.bench.scale_setup import org_names, scale_spec
 
 
 def test_twenty_workers_finish_two_rounds_without_a_failed_request() -> None:
@@ -24,6 +25,11 @@ def test_twenty_workers_finish_two_rounds_without_a_failed_request() -> None:
     assert result["rounds_completed"] == result["rounds_planned"] == 2
     (rep,) = result["per_repetition"]
     assert rep["status"] == "completed" and rep["deliveries"] == 20 * 2
+    assert set(rep["delivery_p99_ms_by_round"]) == {1, 2}
+    # A round's task comes with new params; its terms (spec, signed approval) only in round 1.
+    first, second = rep["delivery_bytes_by_round"][1], rep["delivery_bytes_by_round"][2]
+    spec = scale_spec(org_names(20), cfg.rounds, cfg.hidden, cfg.round_timeout)
+    assert first - second > len(spec.model_dump_json())
     assert 0 < result["delivery_p50_ms"] <= result["delivery_p99_ms"]
     assert result["hub_peak_rss_mb"] > 0 and result["hub_cpu_ms_per_round"] > 0
     # The slowest of 20 seeded draws in [0, 100) ms is the part of the cycle that is not overhead.
@@ -31,6 +37,7 @@ def test_twenty_workers_finish_two_rounds_without_a_failed_request() -> None:
     body = report_markdown({"suite": "scale", "baseline": None, "config": cfg.__dict__, "results": [result]},
                            machine_info(), "consortium bench scale --nodes 20")
     assert "| sqlite | 1 | 20 | 1 |" in body and "2 of 2" in body and "one after another" in body
+    assert "- sqlite, N = 20: 1: " in body and ", 2: " in body
 
 
 def _needs_haproxy_and_postgres() -> None:

@@ -4,6 +4,7 @@ targets and ratios."""
 from __future__ import annotations
 
 import os
+import statistics
 from typing import Any
 
 from consortium.bench.scale import TARGETS, overhead_target_ms
@@ -19,6 +20,22 @@ def _load() -> str:
 
 def _ok(met: bool) -> str:
     return "yes" if met else "**no**"
+
+
+def _p99_by_round(results: list[dict[str, Any]]) -> list[str]:
+    """Each size's delivery p99 per round (median over repetitions): the first round's tasks carry their
+    terms (spec, signed approval) to every node, later rounds' tasks come brief."""
+    lines = ["", "Delivery p99 by round (median over repetitions):", ""]
+    for r in results:
+        by_round: dict[str, list[float]] = {}
+        for rep in r["per_repetition"]:
+            for number, p99 in rep.get("delivery_p99_ms_by_round", {}).items():
+                by_round.setdefault(str(number), []).append(p99)
+        if by_round:
+            rounds = ", ".join(f"{number}: {statistics.median(values):.0f} ms"
+                               for number, values in sorted(by_round.items(), key=lambda item: int(item[0])))
+            lines.append(f"- {r['db']}, N = {r['nodes']}: {rounds}")
+    return lines if len(lines) > 3 else []
 
 
 def _hubs(replicas: int) -> str:
@@ -70,6 +87,7 @@ def report_markdown(result: dict[str, Any], machine: dict[str, Any], command: st
             f"| {r['hub_peak_rss_mb']:.0f} MiB ({_ok(r['hub_peak_rss_mb'] <= TARGETS['rss_mb'])}) "
             f"| {r['failed_requests']} ({_ok(r['failed_requests'] == 0)}) "
             f"| {r['rounds_completed']} of {r['rounds_planned']} | {r['setup_s']:.0f} s |")
+    lines += _p99_by_round(result["results"])
     ratios = [r for r in result["results"] if "ratios" in r]
     if ratios:
         lines += ["", f"Ratios to N = {result['baseline']} on the same database in the same run "

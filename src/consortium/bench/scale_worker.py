@@ -153,6 +153,7 @@ async def node_loop(client: httpx.AsyncClient, node: _Node, log: WorkerLog, cfg:
             log.deliveries.append({
                 "org": node.identity.org, "task": task.id, "run": task.run_id, "round": task.round,
                 "kind": str(task.kind), "received": received, "via": via, "with_params": delivered is not None,
+                "bytes": len(pending.content),
                 "request_s": time.perf_counter() - sent if sent is not None else None})
             pending = await _work(client, node, log, task, delivered, cfg)
         except _Failed:

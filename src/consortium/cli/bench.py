@@ -49,6 +49,13 @@ def bench_data(
     _write_report(result, data_transfer.report_markdown(result, command), "data", json_path, markdown)
 
 
+def _shown_url(url: str) -> str:
+    """A database URL as a report may print it: its password, if any, masked."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
 @app.command("fuzz")
 def bench_fuzz(
     calls: Annotated[int, typer.Option(min=1, help="generated requests in all")] = 10_000,
@@ -72,12 +79,14 @@ def bench_fuzz(
 
     if replicas > 1 and db is not None and not db.startswith("postgresql"):
         fail(f"--replicas {replicas}: hub replicas need PostgreSQL; --db {db!r} is not a postgresql URL")
+    given_db = db
     with contextlib.ExitStack() as stack:
         scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="consortium-fuzz-"))
         if replicas > 1 and db is None:
             db = stack.enter_context(scratch_database(PG_ADMIN_URL, "consortium_fuzz"))
         report = fuzz.run_fuzz_bench(calls, seed, db, workdir or Path(scratch), err_console, replicas)
-    command = (f"consortium bench fuzz --calls {calls} --seed {seed}" + (" --db postgresql" if db else "")
+    command = (f"consortium bench fuzz --calls {calls} --seed {seed}"
+               + (f" --db {_shown_url(given_db)}" if given_db else "")
                + (f" --replicas {replicas}" if replicas > 1 else ""))
     where = ("PostgreSQL" if db else "SQLite") + (f", {replicas} replicas behind HAProxy" if replicas > 1 else "")
     body = fuzz.report_markdown(report, command, machine_info(), where)
