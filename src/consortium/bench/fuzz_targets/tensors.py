@@ -1,8 +1,9 @@
 """The safetensors target: every reader of tensor uploads and downloads on the same bytes.
 
 The header parser (:func:`consortium.tensor_header.parse_header`), an update upload
-(:func:`consortium.codec.decode_update`, header then tensors), a task download as the node reads it (its
-``__metadata__['task']`` as a :class:`~consortium.protocol.TaskOut`), a test set
+(:func:`consortium.codec.decode_update`, header then tensors), a task download as the node reads it
+(:func:`consortium.task_terms.decode_delivery`: its ``__metadata__['task']`` as a
+:class:`~consortium.protocol.TaskOut` or a brief task completed from terms the node holds), a test set
 (:func:`consortium.test_sets.check_test_set`) and a proposal bundled with its test set
 (:func:`consortium.test_sets.unbundle`). Documented refusals: ``ValueError`` from the codec (pydantic's
 ``ValidationError`` is one), :class:`~consortium.test_sets.TestSetError`.
@@ -16,8 +17,9 @@ import torch
 
 from consortium import strict_json
 from consortium.bench.fuzz_targets import Target
-from consortium.codec import decode_tensors, decode_update, encode_tensors, encode_update
-from consortium.protocol import TaskOut, UpdateMeta
+from consortium.codec import decode_update, encode_tensors, encode_update
+from consortium.protocol import SAFETENSORS_MEDIA_TYPE, TaskOut, UpdateMeta
+from consortium.task_terms import TermsCache, decode_delivery
 from consortium.tensor_header import parse_header
 from consortium.test_sets import TestSetError, bundle, check_test_set, unbundle
 
@@ -40,10 +42,11 @@ def check(data: bytes) -> None:
         assert isinstance(meta, UpdateMeta)
     if header is not None and "task" in header.metadata:
         try:
-            TaskOut.model_validate_json(header.metadata["task"])
-            decode_tensors(data)
+            task, tensors = decode_delivery(SAFETENSORS_MEDIA_TYPE, data, TermsCache())
         except ValueError:
             pass
+        else:
+            assert isinstance(task, TaskOut) and set(tensors) == set(header.tensors)
     try:
         checked = check_test_set(data, WIDTH)
     except TestSetError:
@@ -74,6 +77,9 @@ def seeds() -> dict[str, bytes]:
         "test-set-nan": encode_tensors({"x": torch.full((1, WIDTH), float("nan")), "y": torch.tensor([1])}),
         "bundle": bundle(json.dumps({"name": "p", "datasets": ["north/digits"]}), test_set),
         "task": encode_tensors(params, {"task": json.dumps(task)}),
+        "task-brief": encode_tensors(params, {"task": json.dumps({
+            "id": 2, "kind": "fit", "run_id": 1, "round": 2, "dataset": "digits", "params_sha256": None, "seed": 3,
+            "terms_sha256": "0" * 64})}),
         "header-only": b"\x02\x00\x00\x00\x00\x00\x00\x00{}",
         "metadata-object": encode_tensors({}, {"update": "{\"num_examples\": 1, \"compute_s\": 0}"}),
         "short": b"\x00\x01",
