@@ -259,18 +259,22 @@ def summarise(nodes: int, db_kind: str, cfg: ScaleConfig, runs: list[dict[str, A
     for run in runs:
         opened = {row.round: row.opened_at for row in run["rows"]}
         fits = [d for d in deliveries if d["run"] == run["run"] and d["kind"] == "fit" and d["round"] in opened]
-        latencies = [1000.0 * (d["received"] - opened[d["round"]]) for d in fits]
+        by_round = {number: [d for d in fits if d["round"] == number] for number in opened}
+
+        def latency_ms(delivery: dict[str, Any]) -> float:
+            return 1000.0 * (delivery["received"] - opened[delivery["round"]])
+
+        latencies = [latency_ms(d) for d in fits]
         overheads = round_overheads_ms(run["rows"])
         reps.append({
             "run": run["run"], "status": run["status"], "rounds_completed": len(run["rows"]),
             "deliveries": len(latencies),
             "delivery_p50_ms": percentile(latencies, 0.5), "delivery_p99_ms": percentile(latencies, 0.99),
             "delivery_max_ms": max(latencies, default=float("nan")),
-            "delivery_p99_ms_by_round": {number: percentile([1000.0 * (d["received"] - at) for d in fits
-                                                             if d["round"] == number], 0.99)
-                                         for number, at in opened.items()},
-            "delivery_bytes_by_round": {number: statistics.median([d["bytes"] for d in fits if d["round"] == number]
-                                                                  or [0]) for number in opened},
+            "delivery_p99_ms_by_round": {number: percentile([latency_ms(d) for d in round_fits], 0.99)
+                                         for number, round_fits in by_round.items()},
+            "delivery_bytes_by_round": {number: statistics.median([d["bytes"] for d in round_fits] or [0])
+                                        for number, round_fits in by_round.items()},
             "overhead_ms": statistics.median(overheads) if overheads else float("nan"),
             "hub_cpu_ms_per_round": 1000 * run["cpu_s"]["hub"] / max(1, len(run["rows"])),
             "workers_cpu_ms_per_round": 1000 * run["cpu_s"]["workers"] / max(1, len(run["rows"])),
