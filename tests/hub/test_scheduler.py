@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -121,8 +121,8 @@ class Wakeups(Broker):
         self._changed = threading.Condition()
         self._count = 0
 
-    def notify(self, key: str) -> None:
-        super().notify(key)
+    def notify_many(self, keys: Iterable[str]) -> None:
+        super().notify_many(keys)
         with self._changed:
             self._count += 1
             self._changed.notify_all()

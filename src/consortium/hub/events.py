@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 
 
 class Broker:
@@ -27,14 +28,19 @@ class Broker:
         return event
 
     def notify(self, key: str) -> None:
+        self.notify_many((key,))
+
+    def notify_many(self, keys: Iterable[str]) -> None:
+        """``notify`` each of ``keys`` with one wake-up of the event loop (a phase's orgs, say)."""
         loop = self._loop
         if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._fire, key)
+            loop.call_soon_threadsafe(self._fire, tuple(keys))
 
-    def _fire(self, key: str) -> None:
-        event = self._async_events.pop(key, None)
-        if event is not None:
-            event.set()
+    def _fire(self, keys: tuple[str, ...]) -> None:
+        for key in keys:
+            event = self._async_events.pop(key, None)
+            if event is not None:
+                event.set()
 
 
 async def wait_for(event: asyncio.Event, timeout: float) -> bool:

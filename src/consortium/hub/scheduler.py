@@ -324,8 +324,7 @@ class RunDriver:
                 run_id=self.run_id, kind=plan.kind, round_number=plan.number, params_sha256=plan.params_sha,
                 task_ids=opened.task_ids, participants=participants, seeds=seeds):
             self.state.board.post(row, message, deadline)
-        for org_id in {p.org_id for p in participants}:
-            self.state.broker.notify(org_key(org_id))
+        self.state.broker.notify_many(org_key(org_id) for org_id in {p.org_id for p in participants})
         return phase
 
     # ------------------------------------------------------------------------------------------ persistence

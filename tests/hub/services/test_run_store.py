@@ -66,6 +66,28 @@ def test_a_round_opens_with_its_tasks_and_ledger_entries(session, run_with_orgs)
     assert [e.event_type for e in made(session)] == ["round.opened"]
 
 
+def test_task_ids_follow_the_given_order_with_every_column_written(session, run_with_orgs) -> None:
+    """Whatever order the participants come in (PostgreSQL inserts them through ``unnest``), each id is its
+    own task's, with every column written as the generic insert writes it; a repeated dataset (never the
+    case in one phase, but not assumed) takes the generic path."""
+    run_id, participants = run_with_orgs
+    largest_seed = 2**63 - 1
+    given = [run_store.NewTask(o, d, seed=largest_seed - o) for o, d in reversed(participants)]
+    deadline = NOW + timedelta(seconds=30)
+    opened = run_store.open_phase(session, run_id, 1, "fit", "c" * 64, given, deadline)
+    repeated = run_store.open_phase(session, run_id, 2, "evaluate", None, [given[0], given[0]], deadline)
+    session.commit()
+    rows = {t.id: t for t in session.scalars(select(Task))}
+    assert [(rows[i].org_id, rows[i].dataset_id, rows[i].seed) for i in opened.task_ids] == [
+        (t.org_id, t.dataset_id, t.seed) for t in given]
+    assert [(rows[i].org_id, rows[i].dataset_id) for i in repeated.task_ids] == [(given[0].org_id, given[0].dataset_id)] * 2
+    for task_id in opened.task_ids + repeated.task_ids:
+        task = rows[task_id]
+        assert (task.run_id, task.status, task.claimed_at, task.done_at) == (run_id, "pending", None, None)
+        assert task.created_at is not None and task.deadline.replace(tzinfo=UTC) == deadline
+    assert {rows[i].params_sha256 for i in opened.task_ids} == {"c" * 64}
+
+
 def test_reopening_a_round_number_makes_a_new_attempt(session, run_with_orgs) -> None:
     run_id, participants = run_with_orgs
     tasks = [run_store.NewTask(o, d, seed=0) for o, d in participants]

