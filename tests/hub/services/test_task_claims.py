@@ -7,7 +7,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session
 
 from consortium.hub.db.models import Dataset, Org, Project, Run, Task
@@ -136,6 +136,39 @@ def test_one_batch_claims_each_orgs_oldest_task_and_leaves_out_orgs_without_one(
     assert {task.id for task in session.scalars(select(Task).where(Task.status == "claimed"))} == {
         first, later.task_ids[1], later.task_ids[2]}
     assert task_claims.still_open(session, [first, later.task_ids[0], 10**6]) == {first, later.task_ids[0]}
+
+
+def test_a_batch_takes_two_statements_whatever_its_size_once_the_runs_messages_are_kept(session, open_task) -> None:
+    """A replica woken by a phase of N orgs: the tasks (with what their messages need) and their claim, not
+    a query per node, nor one for the run's preprocessing state."""
+    caller, run_id, _ = open_task
+    orgs = [Org(name=f"org-{n}") for n in range(8)]
+    session.add_all(orgs)
+    session.flush()
+    datasets = [Dataset(org_id=org.id, name="digits", schema={}, rows=10, sha256="0" * 64, license="CC0-1.0",
+                        visibility="private", file_format="csv") for org in orgs]
+    session.add_all(datasets)
+    session.flush()
+    run_store.open_phase(session, run_id, 2, "evaluate", None,
+                         [run_store.NewTask(d.org_id, d.id, n) for n, d in enumerate(datasets)],
+                         NOW + timedelta(seconds=30))
+    session.commit()
+    kept = RunStateCache(lambda s, run: ProjectMessages.of(s, run.project))
+    claim(session, caller, messages=kept.get)  # the run's messages are read once, here
+    statements: list[str] = []
+    listen = (session.get_bind(), "before_cursor_execute")
+
+    def count(_conn, _cursor, statement, *_args) -> None:
+        statements.append(statement.split()[0].upper())
+
+    event.listen(*listen, count)
+    try:
+        claimed = task_claims.claim_many(session, [o.id for o in orgs], NOW, messages=kept.get)
+    finally:
+        event.remove(*listen, count)
+    assert sorted(claimed) == sorted(o.id for o in orgs)
+    assert [task.seed for _, task in sorted(claimed.items())] == list(range(len(orgs)))
+    assert statements == ["SELECT", "UPDATE"]
 
 
 def test_a_composed_task_renders_the_same_json_as_pydantic(session, open_task) -> None:

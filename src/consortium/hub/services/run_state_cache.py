@@ -29,11 +29,15 @@ class RunStateCache(Generic[T]):
         self._build = build
         self._items: LRU[tuple[int, bool], T] = LRU(capacity)
 
-    def get(self, session: Session, run_id: int) -> T:
-        row = session.execute(select(Run.preprocessing).where(Run.id == run_id)).first()
-        if row is None:
-            raise LookupError(f"run {run_id} does not exist")
-        key = (run_id, row.preprocessing is not None)
+    def get(self, session: Session, run_id: int, fitted: bool | None = None) -> T:
+        """The run's value; ``fitted`` (whether its preprocessing is), when the caller read it already, saves
+        the query for it."""
+        if fitted is None:
+            row = session.execute(select(Run.preprocessing).where(Run.id == run_id)).first()
+            if row is None:
+                raise LookupError(f"run {run_id} does not exist")
+            fitted = row.preprocessing is not None
+        key = (run_id, fitted)
         value = self._items.get(key)
         if value is None:
             value = self._build(session, session.get(Run, run_id))
