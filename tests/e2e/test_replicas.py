@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from consortium.bench.replica_lab import LEASE_S, Replicas
+from consortium.launch import start_node
 from consortium.ledger_audit import verify_from_hub
 from consortium.scenario import ORGS, digits_spec, propose_and_approve
 
@@ -73,3 +74,22 @@ def test_killing_the_replica_that_drives_a_run_costs_its_lease_not_the_run(repli
     print(f"kill at {killed_at - started:.1f}s into the test; reference run {ref_s:.1f}s; "
           f"takeover {took_over_s:.2f}s after the kill, run done {finished_s:.2f}s after it; "
           f"reference rounds wall median {statistics.median(walls):.3f}s max {max(walls):.3f}s")
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_an_upload_answer_brings_another_runs_task_opened_while_the_node_trained(replicas: Replicas) -> None:
+    """Two runs of the same orgs at once: a node's upload answer must bring the other run's task opened
+    while it trained, although no notification is left to announce it (a replica that only waited for the
+    org's next notification would hold the answer for the nodes' whole 30 s wait, and the round with it)."""
+    for org in ORGS:
+        replicas.nodes[org] = start_node(replicas.url, replicas.consortium.org_dirs[org], poll_wait=30.0)
+    base = dict(rounds=3, min_nodes=3, round_timeout=120.0, seed=5)
+    projects = [propose_and_approve(replicas.consortium, digits_spec(f"concurrent-{n}", ORGS, **base))
+                for n in (1, 2)]
+    with replicas.admin() as admin:
+        admin.wait_online(list(ORGS))
+        run_ids = [admin.start_run(project["id"])["id"] for project in projects]
+        done = [wait_run(admin, run_id) for run_id in run_ids]
+    assert [p.run.status for p in done] == ["completed", "completed"], replicas.logs()
+    walls = [r.wall_s for progress in done for r in progress.rounds]
+    assert max(walls) < 20.0, (walls, replicas.logs())

@@ -179,3 +179,13 @@ def test_a_composed_task_renders_the_same_json_as_pydantic(session, open_task) -
     assert rendered == task.model_dump_json()
     assert TaskOut.model_validate_json(rendered).model_dump() == task.model_dump()
     assert task_json(TaskOut.model_validate_json(rendered)) == TaskOut.model_validate_json(rendered).model_dump_json()
+
+
+def test_has_open_task_sees_what_a_claim_would_hand_out(session, open_task) -> None:
+    caller, run_id, task_id = open_task
+    assert task_claims.has_open_task(session, caller.org_id, NOW)
+    assert not task_claims.has_open_task(session, caller.org_id, NOW + timedelta(days=365))  # past its deadline
+    assert session.get(Task, task_id).status == "pending", "looking claims nothing"
+    session.execute(update(Run).where(Run.id == run_id).values(status="failed"))
+    session.commit()
+    assert not task_claims.has_open_task(session, caller.org_id, NOW)

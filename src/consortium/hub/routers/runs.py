@@ -16,7 +16,7 @@ from consortium.hub.gate import upload
 from consortium.hub.live import Answer, TaskRow
 from consortium.hub.drivers import Scheduler
 from consortium.hub.state import HubState, answer_key, org_key, progress_key
-from consortium.hub.services import privacy_charges
+from consortium.hub.services import privacy_charges, task_claims
 from consortium.hub.services import runs as run_service
 from consortium.hub.services.identity import Principal, SignedCall, in_signed_transaction
 from consortium.hub.services.task_messages import task_json
@@ -110,7 +110,8 @@ def held(
 
 
 async def deliver_next_task(
-    state: HubState, caller: Principal, wait: float, holds: Held, query_each_time: bool = True
+    state: HubState, caller: Principal, wait: float, holds: Held, query_each_time: bool = True,
+    since: asyncio.Event | None = None, query_first: bool | None = None,
 ) -> Response | None:
     """The caller's next task as soon as one exists, with its params and terms unless the node ``holds``
     them; None after ``wait`` seconds without one.
@@ -119,13 +120,16 @@ async def deliver_next_task(
     may have answered one through another replica); the database (tasks the board does not know) is
     asked on every wake-up (the polls woken together are claimed in one batch: ``state.claims``), or with
     ``query_each_time=False`` only once ``wait`` is up, which keeps the query off the moments right after an
-    upload, when the driver is busy aggregating.
+    upload, when the driver is busy aggregating. ``since``: the org's event, taken before the caller's last
+    write (an upload), so that a task opened after that write wakes this poll; ``query_first``: whether the
+    database is asked before the first wait (default: ``query_each_time``).
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
-    query = query_each_time
+    query = query_each_time if query_first is None else query_first
+    event = since
     while True:
-        event = state.broker.async_event(org_key(caller.org_id))
+        event = event or state.broker.async_event(org_key(caller.org_id))
         task = state.board.take(caller.org_id, state.clock())
         if task is not None and state.replication is not None and not await state.open_tasks.get(task.id):
             state.board.withdraw([task.id])  # answered through another replica before this driver heard of it
@@ -145,6 +149,7 @@ async def deliver_next_task(
                 continue
             return None
         await wait_for(event, remaining)
+        event = None
         state.seen(caller.org_id)
         query = query_each_time
 
@@ -204,8 +209,14 @@ async def post_update(
     """Accept a fit/init update. With ``wait`` the answer also carries the node's next task, like the long
     poll, so that a node needs one request per round."""
     payload = await request.body()
+    org_id = call.principal.org_id
+    # Taken before the upload's write: a task opened from then on wakes the wait below, so the database need
+    # only be asked for tasks opened before it (another run's, opened while the node trained).
+    since = state.broker.async_event(org_key(org_id)) if wait > 0 else None
+    replicated = state.replication is not None
 
-    def accept() -> None:
+    def accept() -> bool:
+        """Accept the update; with replicas, whether the org has another open task in the database."""
         with state.sessions() as session:
             task, answer = answered(state, lambda: in_signed_transaction(
                 session, call, lambda: run_service.submit_update(
@@ -214,13 +225,16 @@ async def post_update(
                     handed_out_at=state.board.handed_out_at(task_id), known=state.board.row(task_id),
                     durable=state.durable_upload,
                 )))
-        hand_to_driver(state, task.run_id, answer)
+            hand_to_driver(state, task.run_id, answer)
+            return replicated and since is not None and task_claims.has_open_task(session, org_id, state.clock())
 
-    await run_in_threadpool(accept)
+    more = await run_in_threadpool(accept)
     if wait > 0:
-        # One hub knows its next task from its board; a replica may hear of it only through the database.
-        delivery = await deliver_next_task(state, call.principal, wait, holds,
-                                           query_each_time=state.replication is not None)
+        # One hub knows its next task from its board; a replica may hear of it only through the database,
+        # which it asks at once only when the org has another open task there (usually it has none: the node
+        # just answered its only one, and the next is announced through the org's event).
+        delivery = await deliver_next_task(state, call.principal, wait, holds, query_each_time=replicated,
+                                           since=since, query_first=more)
         if delivery is not None:
             return delivery
     return {"status": "accepted"}

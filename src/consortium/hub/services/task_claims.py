@@ -75,6 +75,17 @@ def claim_many(
     return claimed
 
 
+def has_open_task(session: Session, org_id: int, now: datetime) -> bool:
+    """Whether the org has a task of a running run still waiting for its answer (what :func:`claim_many`
+    would hand it), without claiming it."""
+    return session.execute(
+        select(Task.id).join(Run, Run.id == Task.run_id)
+        .where(Task.org_id == org_id, Task.status.in_(OPEN_TASK_STATES), Task.deadline > now,
+               Run.status == RunStatus.running)
+        .limit(1)
+    ).first() is not None
+
+
 def still_open(session: Session, task_ids: Collection[int]) -> set[int]:
     """Which of the tasks still wait for their answer (a replica's board may hold one answered on another)."""
     if not task_ids:
