@@ -138,9 +138,9 @@ def test_one_batch_claims_each_orgs_oldest_task_and_leaves_out_orgs_without_one(
     assert task_claims.still_open(session, [first, later.task_ids[0], 10**6]) == {first, later.task_ids[0]}
 
 
-def test_a_batch_takes_two_statements_whatever_its_size_once_the_runs_messages_are_kept(session, open_task) -> None:
-    """A replica woken by a phase of N orgs: the tasks (with what their messages need) and their claim, not
-    a query per node, nor one for the run's preprocessing state."""
+def test_a_batch_takes_two_statements_whatever_its_size(session, open_task) -> None:
+    """Once the run's messages are kept, a replica woken by a phase of N orgs reads the tasks (with what their
+    messages need) and claims them: not a query per node, nor one for the run's preprocessing state."""
     caller, run_id, _ = open_task
     orgs = [Org(name=f"org-{n}") for n in range(8)]
     session.add_all(orgs)
@@ -184,7 +184,8 @@ def test_a_composed_task_renders_the_same_json_as_pydantic(session, open_task) -
 def test_has_open_task_sees_what_a_claim_would_hand_out(session, open_task) -> None:
     caller, run_id, task_id = open_task
     assert task_claims.has_open_task(session, caller.org_id, NOW)
-    assert not task_claims.has_open_task(session, caller.org_id, NOW + timedelta(days=365))  # past its deadline
+    past_its_deadline = NOW + timedelta(days=365)
+    assert not task_claims.has_open_task(session, caller.org_id, past_its_deadline)
     assert session.get(Task, task_id).status == "pending", "looking claims nothing"
     session.execute(update(Run).where(Run.id == run_id).values(status="failed"))
     session.commit()

@@ -226,7 +226,8 @@ async def post_update(
                     durable=state.durable_upload,
                 )))
             hand_to_driver(state, task.run_id, answer)
-            return replicated and since is not None and task_claims.has_open_task(session, org_id, state.clock())
+            return replicated and since is not None and task_claims.has_open_task(
+                session, org_id, state.clock())
 
     more = await run_in_threadpool(accept)
     if wait > 0:

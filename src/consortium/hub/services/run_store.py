@@ -3,7 +3,8 @@
 Opening a phase writes the round row (unless the phase joins an existing round, as the final evaluation
 does), all its task rows and any ledger entries; closing a round writes its metrics, the previous round's
 federated evaluation, the run's checkpoint (params and server-state digests) and the ledger entries. The run
-driver commits a round's close together with the next phase's opening: one transaction per round.
+driver opens the next phase in its own short transaction, then commits the round's close
+(``scheduler.RunDriver._open_next``).
 
 The statements are Core statements on the tables, not ORM units of work: they run once per round on the hub's
 critical path, and the ORM's bookkeeping cost several times the SQL itself.
