@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from hypothesis import given
@@ -16,6 +18,25 @@ from consortium.hub.replicas import MAX_PAYLOAD_BYTES, ReplicaBroker, libpq_url,
 from consortium.hub.state import answer_key, parse_answer_key
 
 pytestmark = pytest.mark.postgres
+
+
+@contextmanager
+def listening(*brokers: ReplicaBroker) -> Iterator[tuple[ReplicaBroker, ...]]:
+    """The brokers started, once each one's LISTEN is in place; closed on exit."""
+    try:
+        for broker in brokers:
+            broker.start()
+        assert all(broker.listening.wait(10) for broker in brokers)
+        yield brokers
+    finally:
+        for broker in brokers:
+            broker.close()
+
+
+def bind(*brokers: ReplicaBroker) -> None:
+    """Bind the brokers to the running event loop (one loop plays every replica)."""
+    for broker in brokers:
+        broker.bind(asyncio.get_running_loop())
 
 
 def test_notify_many_wakes_each_keys_waiters_once() -> None:
@@ -40,17 +61,11 @@ def test_libpq_url_drops_the_sqlalchemy_driver() -> None:
 def test_a_notification_wakes_the_other_replica(db_url: str) -> None:
     nudged_a: list[str] = []
     nudged_b: list[str] = []
-    a = ReplicaBroker(db_url, "a", nudged_a.append)
-    b = ReplicaBroker(db_url, "b", nudged_b.append)
-    a.start()
-    b.start()
-    try:
-        assert a.listening.wait(10) and b.listening.wait(10)
+    brokers = ReplicaBroker(db_url, "a", nudged_a.append), ReplicaBroker(db_url, "b", nudged_b.append)
+    with listening(*brokers) as (a, b):
 
         async def main() -> None:
-            loop = asyncio.get_running_loop()
-            a.bind(loop)
-            b.bind(loop)
+            bind(a, b)
             on_a, on_b = a.async_event("org:5"), b.async_event("org:5")
             a.notify("org:5")
             assert await wait_for(on_b, 10), "replica b never heard of org 5's task"
@@ -64,9 +79,6 @@ def test_a_notification_wakes_the_other_replica(db_url: str) -> None:
             assert parse_answer_key(nudged_a[0]) == (7, 70, False)
 
         asyncio.run(main())
-    finally:
-        a.close()
-        b.close()
 
 
 KEY_TEXT = st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\x00")
@@ -89,25 +101,15 @@ def test_a_key_with_a_line_break_is_refused() -> None:
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_a_burst_of_keys_wakes_every_waiter_on_the_other_replica(db_url: str) -> None:
     """A phase of 1,500 orgs: more keys than one notification holds, all of them heard, in one call."""
-    a = ReplicaBroker(db_url, "a")
-    b = ReplicaBroker(db_url, "b")
-    a.start()
-    b.start()
     keys = [f"org:{n}" for n in range(1500)]
     assert sum(1 for _ in payloads("a", keys)) > 1
-    try:
-        assert a.listening.wait(10) and b.listening.wait(10)
+    with listening(ReplicaBroker(db_url, "a"), ReplicaBroker(db_url, "b")) as (a, b):
 
         async def main() -> None:
-            loop = asyncio.get_running_loop()
-            a.bind(loop)
-            b.bind(loop)
+            bind(a, b)
             events = [b.async_event(key) for key in keys]
             a.notify_many(keys)
             woken = await asyncio.gather(*(wait_for(event, 10) for event in events))
             assert all(woken), f"{woken.count(False)} of {len(keys)} waiters on b never woke"
 
         asyncio.run(main())
-    finally:
-        a.close()
-        b.close()

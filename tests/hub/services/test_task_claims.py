@@ -3,7 +3,6 @@ late answer to one hears that its run ended (so the node forgets the run instead
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -115,15 +114,21 @@ def test_a_task_dropped_from_a_running_run_is_gone_without_ending_the_run(sessio
     assert claim(session, caller) is None
 
 
-def test_one_batch_claims_each_orgs_oldest_task_and_leaves_out_orgs_without_one(session, open_task) -> None:
-    caller, run_id, first = open_task
-    orgs = [Org(name=name) for name in ("east", "west", "idle")]
+def orgs_with_datasets(session: Session, names: list[str]) -> tuple[list[Org], list[Dataset]]:
+    """Orgs of these names, each with one dataset (flushed, not committed)."""
+    orgs = [Org(name=name) for name in names]
     session.add_all(orgs)
     session.flush()
     datasets = [Dataset(org_id=org.id, name="digits", schema={}, rows=10, sha256="0" * 64, license="CC0-1.0",
                         visibility="private", file_format="csv") for org in orgs]
     session.add_all(datasets)
     session.flush()
+    return orgs, datasets
+
+
+def test_one_batch_claims_each_orgs_oldest_task_and_leaves_out_orgs_without_one(session, open_task) -> None:
+    caller, run_id, first = open_task
+    orgs, datasets = orgs_with_datasets(session, ["east", "west", "idle"])
     later = run_store.open_phase(session, run_id, 2, "evaluate", None,
                                  [run_store.NewTask(caller.org_id, datasets[0].id, 4),
                                   run_store.NewTask(orgs[0].id, datasets[0].id, 5),
@@ -142,13 +147,7 @@ def test_a_batch_takes_two_statements_whatever_its_size(session, open_task) -> N
     """Once the run's messages are kept, a replica woken by a phase of N orgs reads the tasks (with what their
     messages need) and claims them: not a query per node, nor one for the run's preprocessing state."""
     caller, run_id, _ = open_task
-    orgs = [Org(name=f"org-{n}") for n in range(8)]
-    session.add_all(orgs)
-    session.flush()
-    datasets = [Dataset(org_id=org.id, name="digits", schema={}, rows=10, sha256="0" * 64, license="CC0-1.0",
-                        visibility="private", file_format="csv") for org in orgs]
-    session.add_all(datasets)
-    session.flush()
+    orgs, datasets = orgs_with_datasets(session, [f"org-{n}" for n in range(8)])
     run_store.open_phase(session, run_id, 2, "evaluate", None,
                          [run_store.NewTask(d.org_id, d.id, n) for n, d in enumerate(datasets)],
                          NOW + timedelta(seconds=30))
