@@ -12,7 +12,7 @@ from collections.abc import Callable, Collection
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, select, update
+from sqlalchemy import ColumnElement, Row, select, update
 from sqlalchemy.orm import Session
 
 from consortium.hub.db.models import Dataset, Round, Run, Task
@@ -23,6 +23,11 @@ from consortium.statuses import OPEN_TASK_STATES, RunStatus, TaskStatus
 Prebuilt = Callable[[int], TaskOut | None]
 Messages = Callable[[Session, int, bool], ProjectMessages]
 """``messages(session, run_id, fitted)``: a run's shared task terms (``fitted``: its preprocessing is)."""
+
+
+def _claimable(now: datetime) -> tuple[ColumnElement[bool], ...]:
+    """What makes a task claimable (with ``Run`` joined): open, before its deadline, of a running run."""
+    return Task.status.in_(OPEN_TASK_STATES), Task.deadline > now, Run.status == RunStatus.running
 
 
 def claim_many(
@@ -45,8 +50,7 @@ def claim_many(
                Round.number, Dataset.name.label("dataset"), Run.preprocessing.is_not(None).label("fitted"))
         .join(Run, Run.id == Task.run_id).join(Round, Round.id == Task.round_id)
         .join(Dataset, Dataset.id == Task.dataset_id)
-        .where(Task.org_id.in_(org_ids), Task.status.in_(OPEN_TASK_STATES), Task.deadline > now,
-               Run.status == RunStatus.running)
+        .where(Task.org_id.in_(org_ids), *_claimable(now))
         .order_by(Task.id)
     ):
         oldest.setdefault(row.org_id, row)
@@ -79,10 +83,7 @@ def has_open_task(session: Session, org_id: int, now: datetime) -> bool:
     """Whether the org has a task of a running run still waiting for its answer (what :func:`claim_many`
     would hand it), without claiming it."""
     return session.execute(
-        select(Task.id).join(Run, Run.id == Task.run_id)
-        .where(Task.org_id == org_id, Task.status.in_(OPEN_TASK_STATES), Task.deadline > now,
-               Run.status == RunStatus.running)
-        .limit(1)
+        select(Task.id).join(Run, Run.id == Task.run_id).where(Task.org_id == org_id, *_claimable(now)).limit(1)
     ).first() is not None
 
 
