@@ -5,12 +5,15 @@ a replica's keeper leaves a held lease alone and takes an expired one."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
 from test_scheduler import HANG_GUARD_S, Hub, assert_same, hub_for, spec, uninterrupted  # noqa: F401  (fixtures)
 
 from consortium.hub.drivers import Scheduler
+from consortium.hub.routers.runs import Held, deliver_next_task
+from consortium.hub.services import runs as run_service
 from consortium.hub.scheduler import RunDriver
 from consortium.hub.services import leases
 from consortium.hub.state import Replication
@@ -82,3 +85,28 @@ def test_a_replica_takes_over_an_expired_lease_and_releases_it_when_it_stops(hub
     with hub.state.sessions() as session:
         assert leases.holder(session, hub.run_id) == ("b", 2, 0.0), "released: any replica may take it at once"
     assert hub.run().status == "running"
+
+
+def test_the_driving_replica_asks_the_database_about_a_board_task_only_for_polls_newer_than_it(hub_for) -> None:
+    """A node answered its task through the other replica, which this driver has not heard of yet. A poll
+    that began before the task was posted cannot be that node's (it waits for one answer at a time): it
+    gets the task without a query. A later poll asks the database and the answered task leaves the board."""
+    hub = hub_for(spec())
+    leased(hub, "a")
+    north = hub.orgs["north"]
+    before_the_task = hub.state.board.mark()
+    hub.start()
+    task = hub.task("north")
+    with hub.state.sessions() as session:  # replica b's upload handler: durable, the driver not told
+        run_service.submit_update(session, hub.state.blobs, hub.state.cache, north, task.id,
+                                  hub.honest("north", task), hub.clock.now, durable=lambda *_: True)
+    asked: list[int] = []
+    still_open = hub.state.open_tasks._fetch
+    hub.state.open_tasks._fetch = lambda ids: asked.extend(ids) or still_open(ids)
+
+    def poll(began: int | None):
+        return asyncio.run(deliver_next_task(hub.state, north, 0.0, Held(task.params_sha256), began=began))
+
+    assert poll(before_the_task) is not None and asked == []
+    assert poll(None) is None and asked == [task.id]
+    assert hub.state.board.message(task.id) is None, "withdrawn: answered elsewhere"
