@@ -75,25 +75,3 @@ def test_a_new_event_loop_starts_afresh() -> None:
     coalescer: Coalescer[int, int] = Coalescer(lambda keys: dict.fromkeys(keys, 1), 0)
     assert asyncio.run(coalescer.get(5)) == 1
     assert asyncio.run(coalescer.get(6)) == 1
-
-
-def test_then_runs_after_the_callers_have_their_values_and_its_error_is_only_logged(caplog) -> None:
-    order: list[str] = []
-
-    def then(found):
-        order.append(f"then {sorted(found.items())}")
-        raise RuntimeError("record failed")
-
-    async def scenario() -> None:
-        coalescer: Coalescer[int, int | None] = Coalescer(lambda keys: {k: k for k in keys if k != 2}, None, then)
-
-        async def ask(key: int) -> None:
-            order.append(f"got {key}: {await coalescer.get(key)}")
-
-        await asyncio.gather(ask(1), ask(2))
-        await asyncio.sleep(0.05)  # the batch's record runs after its callers resumed
-        assert await coalescer.get(3) == 3, "the next batch goes on"
-
-    asyncio.run(scenario())
-    assert order[:3] == ["got 1: 1", "got 2: None", "then [(1, 1)]"]
-    assert "record failed" in caplog.text

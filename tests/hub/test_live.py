@@ -168,20 +168,6 @@ def test_the_board_hands_out_an_orgs_oldest_open_task_until_it_is_withdrawn() ->
     assert board.take(1, now) is None and board.message(13).id == 13 and board.row(11) is None
 
 
-def test_the_board_tells_which_tasks_came_after_a_mark() -> None:
-    """What lets a replica skip asking the database: a task posted after a poll began is one the polling
-    node cannot have had through another request."""
-    board = TaskBoard()
-    now = datetime(2026, 1, 1, tzinfo=UTC)
-    board.post(row(1, 1), message(1), now + timedelta(seconds=30))
-    mark = board.mark()
-    board.post(row(2, 2), message(2), now + timedelta(seconds=30))
-    assert not board.posted_since(1, mark) and board.posted_since(2, mark)
-    assert board.mark() == mark + 1 and not board.posted_since(2, board.mark())
-    board.withdraw([2])
-    assert not board.posted_since(2, mark), "a task off the board is not vouched for"
-
-
 def test_the_board_does_not_hand_out_a_task_past_its_deadline() -> None:
     board = TaskBoard()
     now = datetime(2026, 1, 1, tzinfo=UTC)

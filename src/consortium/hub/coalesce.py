@@ -9,7 +9,6 @@ join the next one.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable, Collection
 from typing import Generic, TypeVar
 
@@ -18,22 +17,14 @@ from starlette.concurrency import run_in_threadpool
 K = TypeVar("K")
 V = TypeVar("V")
 
-log = logging.getLogger(__name__)
-
 
 class Coalescer(Generic[K, V]):
     """``await get(key)``: ``fetch(keys)`` (run in the thread pool) for every key waiting at that moment; a
-    key it leaves out gets ``missing``. An exception of ``fetch`` reaches every caller of its batch.
+    key it leaves out gets ``missing``. An exception of ``fetch`` reaches every caller of its batch."""
 
-    ``then(found)``, when given, runs in the thread pool once the batch's callers have their values, before
-    the next batch: work they need not wait for (a record of what they were given). Its exception is logged.
-    """
-
-    def __init__(self, fetch: Callable[[Collection[K]], dict[K, V]], missing: V,
-                 then: Callable[[dict[K, V]], None] | None = None) -> None:
+    def __init__(self, fetch: Callable[[Collection[K]], dict[K, V]], missing: V) -> None:
         self._fetch = fetch
         self._missing = missing
-        self._then = then
         self._waiting: dict[K, list[asyncio.Future[V]]] = {}
         self._drainer: asyncio.Task[None] | None = None
 
@@ -62,9 +53,3 @@ class Coalescer(Generic[K, V]):
                         future.set_exception(error)
                     else:
                         future.set_result(found.get(key, self._missing))
-            if self._then is not None and found:
-                await asyncio.sleep(0)  # the callers resume first
-                try:
-                    await run_in_threadpool(self._then, found)
-                except Exception:  # noqa: BLE001 - the callers have their values; the next batch goes on
-                    log.exception("after a batch of %d keys", len(found))

@@ -146,8 +146,6 @@ class _Posted:
     row: TaskRow
     message: TaskOut
     deadline: datetime
-    sequence: int
-    """Its place among the board's posts (see :meth:`TaskBoard.mark`)."""
     handed_out_at: datetime | None = None
 
 
@@ -166,24 +164,11 @@ class TaskBoard:
         self._waiting: dict[int, set[int]] = {}
         """Per :meth:`wait_handed_out` call: its tasks not handed out (nor withdrawn) yet."""
         self._waits = itertools.count()
-        self._posts = 0
 
     def post(self, row: TaskRow, message: TaskOut, deadline: datetime) -> None:
         with self._lock:
-            self._posts += 1
-            self._tasks[message.id] = _Posted(row, message, deadline, self._posts)
+            self._tasks[message.id] = _Posted(row, message, deadline)
             self._by_org.setdefault(row.org_id, set()).add(message.id)
-
-    def mark(self) -> int:
-        """The board's count of posts so far: :meth:`posted_since` tells whether a task came after it."""
-        with self._lock:
-            return self._posts
-
-    def posted_since(self, task_id: int, mark: int) -> bool:
-        """Whether ``task_id`` was posted after :meth:`mark` returned ``mark`` (False once it left the board)."""
-        with self._lock:
-            posted = self._tasks.get(task_id)
-            return posted is not None and posted.sequence > mark
 
     def take(self, org_id: int, now: datetime) -> TaskOut | None:
         """The org's oldest task still before its deadline (the same one again until it is answered)."""

@@ -105,18 +105,13 @@ class HubState:
     """Task id -> whether it still waits for its answer (with replicas, before the board hands one out)."""
 
     def __post_init__(self) -> None:
-        self.claims = Coalescer(self._claim_many, None, then=self._record_claims)
+        self.claims = Coalescer(self._claim_many, None)
         self.open_tasks = Coalescer(self._still_open, False)
 
     def _claim_many(self, org_ids: Collection[int]) -> dict[int, TaskOut]:
         with self.sessions() as session:
             return task_claims.claim_many(session, org_ids, self.clock(), self.board.message,
                                           self.foreign_messages.get)
-
-    def _record_claims(self, handed_out: dict[int, TaskOut | None]) -> None:
-        with self.sessions() as session:
-            task_claims.record_claims(session, [task.id for task in handed_out.values() if task is not None],
-                                      self.clock())
 
     def _still_open(self, task_ids: Collection[int]) -> dict[int, bool]:
         with self.sessions() as session:

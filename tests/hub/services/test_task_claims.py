@@ -58,23 +58,7 @@ def test_an_open_task_of_a_running_run_is_claimed_with_its_test_set(session, ope
     task = claim(session, caller)
     assert task is not None and (task.id, task.run_id) == (task_id, run_id)
     assert task.test_set_sha256 == TEST_SET
-    assert session.get(Task, task_id).status == "pending", "handing out writes nothing"
-    task_claims.record_claims(session, [task_id], NOW + timedelta(seconds=1))
-    session.expire_all()
-    recorded = session.get(Task, task_id)
-    assert (recorded.status, recorded.claimed_at.replace(tzinfo=UTC)) == ("claimed", NOW + timedelta(seconds=1))
-    assert claim(session, caller) == task, "a claimed task is handed out again (a restarted node)"
-
-
-def test_a_claim_recorded_after_the_answer_leaves_the_answer(session, open_task) -> None:
-    """The record comes after the delivery: a node may have answered in between."""
-    caller, _, task_id = open_task
-    claim(session, caller)
-    session.execute(update(Task).where(Task.id == task_id).values(status="done"))
-    session.commit()
-    task_claims.record_claims(session, [task_id], NOW)
-    session.expire_all()
-    assert session.get(Task, task_id).status == "done"
+    assert session.get(Task, task_id).status == "claimed"
 
 
 def test_a_replica_composes_a_claimed_task_from_its_runs_kept_messages(session, open_task) -> None:
@@ -154,16 +138,14 @@ def test_one_batch_claims_each_orgs_oldest_task_and_leaves_out_orgs_without_one(
     assert {org: task.id for org, task in claimed.items()} == {
         caller.org_id: first, orgs[0].id: later.task_ids[1], orgs[1].id: later.task_ids[2]}
     assert claimed[orgs[1].id].round == 2 and claimed[orgs[1].id].seed == 6
-    task_claims.record_claims(session, [task.id for task in claimed.values()], NOW)
     assert {task.id for task in session.scalars(select(Task).where(Task.status == "claimed"))} == {
         first, later.task_ids[1], later.task_ids[2]}
     assert task_claims.still_open(session, [first, later.task_ids[0], 10**6]) == {first, later.task_ids[0]}
 
 
-def test_a_batch_takes_one_statement_whatever_its_size(session, open_task) -> None:
-    """Once the run's messages are kept, a replica woken by a phase of N orgs reads the tasks with what their
-    messages need: not a query per node, nor one for the run's preprocessing state; the claims' record is
-    one more statement, after the deliveries."""
+def test_a_batch_takes_two_statements_whatever_its_size(session, open_task) -> None:
+    """Once the run's messages are kept, a replica woken by a phase of N orgs reads the tasks (with what their
+    messages need) and claims them: not a query per node, nor one for the run's preprocessing state."""
     caller, run_id, _ = open_task
     orgs, datasets = orgs_with_datasets(session, [f"org-{n}" for n in range(8)])
     run_store.open_phase(session, run_id, 2, "evaluate", None,
@@ -185,12 +167,6 @@ def test_a_batch_takes_one_statement_whatever_its_size(session, open_task) -> No
         event.remove(*listen, count)
     assert sorted(claimed) == sorted(o.id for o in orgs)
     assert [task.seed for _, task in sorted(claimed.items())] == list(range(len(orgs)))
-    assert statements == ["SELECT"]
-    event.listen(*listen, count)
-    try:
-        task_claims.record_claims(session, [task.id for task in claimed.values()], NOW)
-    finally:
-        event.remove(*listen, count)
     assert statements == ["SELECT", "UPDATE"]
 
 

@@ -111,15 +111,13 @@ def held(
 
 async def deliver_next_task(
     state: HubState, caller: Principal, wait: float, holds: Held, query_each_time: bool = True,
-    since: asyncio.Event | None = None, query_first: bool | None = None, began: int | None = None,
+    since: asyncio.Event | None = None, query_first: bool | None = None,
 ) -> Response | None:
     """The caller's next task as soon as one exists, with its params and terms unless the node ``holds``
     them; None after ``wait`` seconds without one.
 
-    Tasks come off the board of this process's drivers (with replicas, a task posted before the caller's
-    request ``began``, a :meth:`TaskBoard.mark`, is checked against the database: the node may have had it
-    and answered it through another replica; one posted later it cannot have had, as a node waits for one
-    answer at a time); the database (tasks the board does not know) is
+    Tasks come off the board of this process's drivers (with replicas, checked against the database: a node
+    may have answered one through another replica); the database (tasks the board does not know) is
     asked on every wake-up (the polls woken together are claimed in one batch: ``state.claims``), or with
     ``query_each_time=False`` only once ``wait`` is up, which keeps the query off the moments right after an
     upload, when the driver is busy aggregating. ``since``: the org's event, taken before the caller's last
@@ -129,13 +127,11 @@ async def deliver_next_task(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     query = query_each_time if query_first is None else query_first
-    began = state.board.mark() if began is None else began
     event = since
     while True:
         event = event or state.broker.async_event(org_key(caller.org_id))
         task = state.board.take(caller.org_id, state.clock())
-        if (task is not None and state.replication is not None and not state.board.posted_since(task.id, began)
-                and not await state.open_tasks.get(task.id)):
+        if task is not None and state.replication is not None and not await state.open_tasks.get(task.id):
             state.board.withdraw([task.id])  # answered through another replica before this driver heard of it
             continue
         if task is None and query:
@@ -217,7 +213,6 @@ async def post_update(
     # Taken before the upload's write: a task opened from then on wakes the wait below, so the database need
     # only be asked for tasks opened before it (another run's, opened while the node trained).
     since = state.broker.async_event(org_key(org_id)) if wait > 0 else None
-    began = state.board.mark()
     replicated = state.replication is not None
 
     def accept() -> bool:
@@ -240,7 +235,7 @@ async def post_update(
         # which it asks at once only when the org has another open task there (usually it has none: the node
         # just answered its only one, and the next is announced through the org's event).
         delivery = await deliver_next_task(state, call.principal, wait, holds, query_each_time=replicated,
-                                           since=since, query_first=more, began=began)
+                                           since=since, query_first=more)
         if delivery is not None:
             return delivery
     return {"status": "accepted"}

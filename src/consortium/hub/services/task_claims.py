@@ -2,8 +2,8 @@
 the run, or this process restarted), claimed for many long polls in one statement.
 
 With replicas, the long polls a replica holds for runs that another replica drives are woken together when
-a phase opens; :func:`claim_many` serves all of them with one statement (the tasks with what their messages
-need) instead of four per node, and :func:`record_claims` writes down afterwards that they were handed out.
+a phase opens; :func:`claim_many` serves all of them with two statements (the tasks with what their messages
+need, and their claim) instead of four per node.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ def claim_many(
     session: Session, org_ids: Collection[int], now: datetime,
     prebuilt: Prebuilt | None = None, messages: Messages | None = None,
 ) -> dict[int, TaskOut]:
-    """Each org's oldest open task of a running run (orgs without one are left out); a claimed task is handed
-    out again (a restarted node gets it again), so :func:`record_claims` may follow once they are delivered.
+    """Each org's oldest open task of a running run (orgs without one are left out), marked claimed: a
+    restarted node gets its claimed task again.
 
     ``prebuilt`` gives the task messages the run driver composed when it opened the round; a task it does
     not know is composed from its row, read in the same query, with ``messages(session, run_id, fitted)``
@@ -46,7 +46,7 @@ def claim_many(
         return {}
     oldest: dict[int, Row[Any]] = {}
     for row in session.execute(
-        select(Task.id, Task.org_id, Task.kind, Task.run_id, Task.params_sha256, Task.seed,
+        select(Task.id, Task.org_id, Task.status, Task.kind, Task.run_id, Task.params_sha256, Task.seed,
                Round.number, Dataset.name.label("dataset"), Run.preprocessing.is_not(None).label("fitted"))
         .join(Run, Run.id == Task.run_id).join(Round, Round.id == Task.round_id)
         .join(Dataset, Dataset.id == Task.dataset_id)
@@ -54,6 +54,11 @@ def claim_many(
         .order_by(Task.id)
     ):
         oldest.setdefault(row.org_id, row)
+    pending = [row.id for row in oldest.values() if row.status == TaskStatus.pending]
+    if pending:
+        session.execute(update(Task).where(Task.id.in_(pending), Task.status == TaskStatus.pending)
+                        .values(status=TaskStatus.claimed, claimed_at=now))
+        session.commit()
     common: dict[int, ProjectMessages] = {}
 
     def of_run(row: Row[Any]) -> ProjectMessages:
@@ -72,15 +77,6 @@ def claim_many(
             task_id=row.id, kind=TaskKind(row.kind), run_id=row.run_id, round_number=row.number,
             dataset=row.dataset, params_sha256=row.params_sha256, seed=row.seed)
     return claimed
-
-
-def record_claims(session: Session, task_ids: Collection[int], now: datetime) -> None:
-    """Mark the pending ones of these handed-out tasks claimed at ``now``: a record, not a lock (an answer
-    committed first leaves nothing to mark)."""
-    if task_ids:
-        session.execute(update(Task).where(Task.id.in_(task_ids), Task.status == TaskStatus.pending)
-                        .values(status=TaskStatus.claimed, claimed_at=now))
-        session.commit()
 
 
 def has_open_task(session: Session, org_id: int, now: datetime) -> bool:
