@@ -83,6 +83,24 @@ def test_the_cli_refuses_replicas_on_sqlite() -> None:
             pass
 
 
+def test_the_hub_and_the_workers_run_on_the_cpus_they_are_given(tmp_path: Path) -> None:
+    first = min(os.sched_getaffinity(0))
+    cfg = scale.ScaleConfig(processes=1, hub_cpus=(first,), worker_cpus=(first,))
+    with scale.hubs("sqlite", tmp_path, cfg) as (hub, processes):
+        assert os.sched_getaffinity(processes[0].popen.pid) == {first}
+        workers = scale.start_workers(hub, [], tmp_path, cfg)
+        try:
+            assert [os.sched_getaffinity(p.pid) for p in workers.procs] == [{first}]
+        finally:
+            workers.stop()
+
+
+def test_the_cli_refuses_a_bad_cpu_list_naming_its_option() -> None:
+    refused = CliRunner().invoke(app, ["bench", "scale", "--nodes", "4", "--db", "sqlite", "--worker-cpus", "3-1"])
+    assert refused.exit_code == 2
+    assert "--worker-cpus: '3-1': the range '3-1' runs backwards" in " ".join(refused.output.split())
+
+
 def test_percentiles_interpolate_between_ranks() -> None:
     assert scale.percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.5
     assert scale.percentile([5.0], 0.99) == 5.0

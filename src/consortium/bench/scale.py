@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from consortium.bench.affinity import pin
 from consortium.bench.deploy import round_overheads_ms
 from consortium.bench.pg_scratch import scratch_database
 from consortium.bench.scale_setup import org_names, provision
@@ -70,6 +71,10 @@ class ScaleConfig:
     replicas: int = 1
     """Hub replicas (``consortium hub --replica``, PostgreSQL only) behind HAProxy; 1: one plain hub."""
     lease_s: float = 10.0
+    hub_cpus: tuple[int, ...] | None = None
+    """The CPUs the hub processes (and HAProxy) may run on (:mod:`consortium.bench.affinity`); None: any."""
+    worker_cpus: tuple[int, ...] | None = None
+    """The CPUs the node workers may run on; None: any."""
 
     @property
     def suite(self) -> str:
@@ -150,6 +155,9 @@ def start_workers(hub: HubProcess, org_dirs: list[Path], workdir: Path, cfg: Sca
             [sys.executable, "-m", "consortium.bench.scale_worker", str(config), str(outputs[-1])],
             stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, env=child_env(), start_new_session=True))
     workers = _Workers(procs, outputs)
+    if cfg.worker_cpus:
+        for proc in procs:
+            pin(proc.pid, frozenset(cfg.worker_cpus))
     for proc in procs:
         line = proc.stdout.readline() if proc.stdout else b""
         if not line.startswith(b"ready"):
@@ -201,12 +209,14 @@ def hubs(db_kind: str, workdir: Path, cfg: ScaleConfig) -> Iterator[tuple[HubPro
     with database(db_kind, workdir) as db_url:
         try:
             if cfg.replicas == 1:
-                started.append(hub := start_hub(workdir / "hub", db_url=db_url))
-                yield hub, [hub]
-                return
-            replicas, proxy, front = start_replicas(db_url, workdir, cfg.replicas, cfg.lease_s)
-            started += [*replicas, proxy]
-            yield front, replicas
+                started.append(front := start_hub(workdir / "hub", db_url=db_url))
+                processes = [front]
+            else:
+                processes, proxy, front = start_replicas(db_url, workdir, cfg.replicas, cfg.lease_s)
+                started += [*processes, proxy]
+            for proc in started if cfg.hub_cpus else ():
+                pin(proc.popen.pid, frozenset(cfg.hub_cpus))
+            yield front, processes
         finally:
             for proc in reversed(started):
                 proc.stop()

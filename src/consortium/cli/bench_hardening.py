@@ -48,10 +48,15 @@ def bench_scale(
                     "(0: all at once, the hub's worst case)")] = 0.0,
     replicas: Annotated[int, typer.Option(
         min=1, help="hub replicas behind HAProxy (more than 1: PostgreSQL only)")] = 1,
+    hub_cpus: Annotated[str | None, typer.Option(
+        help="CPUs the hub processes and the proxy may use, e.g. 0-3 (taskset -c syntax; default: any)")] = None,
+    worker_cpus: Annotated[str | None, typer.Option(
+        help="CPUs the node workers may use, e.g. 4-15 (default: any)")] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="write results as JSON")] = None,
     markdown: Annotated[Path | None, typer.Option("--markdown", help="update this BENCHMARKS.md")] = None,
 ) -> None:
     """A real hub against N lightweight node workers (signed HTTP, safetensors updates) on SQLite and PostgreSQL."""
+    from consortium.bench.affinity import cpu_list
     from consortium.bench.report import machine_info
     from consortium.bench.scale import ScaleConfig, run_scale_bench
     from consortium.bench.scale_report import report_markdown
@@ -70,14 +75,23 @@ def bench_scale(
             fail(f"--replicas {replicas}: hub replicas need PostgreSQL; use --db postgres")
         dbs = ["postgres"]
         err_console.print(f"--replicas {replicas}: measuring PostgreSQL only (replicas need it)")
+    cpus: dict[str, tuple[int, ...] | None] = {}
+    for flag, text in (("--hub-cpus", hub_cpus), ("--worker-cpus", worker_cpus)):
+        try:
+            cpus[flag] = tuple(sorted(cpu_list(text))) if text is not None else None
+        except ValueError as exc:
+            fail(f"{flag}: {exc}")
     cfg = ScaleConfig(rounds=rounds, repeats=repeats, processes=processes, compute_ms=compute_ms,
-                      compute_spread_ms=compute_spread_ms, replicas=replicas)
+                      compute_spread_ms=compute_spread_ms, replicas=replicas,
+                      hub_cpus=cpus["--hub-cpus"], worker_cpus=cpus["--worker-cpus"])
     result = run_scale_bench(sizes, dbs, cfg, baseline or None, report=err_console.print)
     options = {"--processes": (processes, 4), "--compute-ms": (compute_ms, 0.0),
                "--compute-spread-ms": (compute_spread_ms, 0.0), "--replicas": (replicas, 1)}
     command = (f"consortium bench scale --nodes {nodes} --db {db} --rounds {rounds} --repeats {repeats}"
                f" --baseline {baseline}" + "".join(f" {flag} {value:g}" for flag, (value, default) in options.items()
-                                                   if value != default))
+                                                   if value != default)
+               + "".join(f" {flag} {text}" for flag, text in (("--hub-cpus", hub_cpus), ("--worker-cpus", worker_cpus))
+                         if text is not None))
     write_report(result | {"machine": machine_info()}, report_markdown(result, machine_info(), command),
                  cfg.suite, json_path, markdown)
 
