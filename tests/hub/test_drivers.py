@@ -13,9 +13,9 @@ from test_scheduler import HANG_GUARD_S, Hub, assert_same, hub_for, spec, uninte
 
 from consortium.hub.drivers import Scheduler
 from consortium.hub.routers.runs import Held, deliver_next_task
-from consortium.hub.services import runs as run_service
 from consortium.hub.scheduler import RunDriver
 from consortium.hub.services import leases
+from consortium.hub.services import runs as run_service
 from consortium.hub.state import Replication
 
 LEASE_S = 30.0

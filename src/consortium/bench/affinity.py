@@ -32,8 +32,9 @@ def cpu_list(text: str, available: Iterable[int] | None = None) -> frozenset[int
     return frozenset(cpus)
 
 
-def pin(pid: int, cpus: frozenset[int]) -> None:
+def pin(pid: int, cpus: Iterable[int]) -> None:
     """Restrict every thread the process ``pid`` has now to ``cpus``; threads it starts later inherit it."""
+    cpus = frozenset(cpus)
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             os.sched_setaffinity(int(task.name), cpus)

@@ -157,7 +157,7 @@ def start_workers(hub: HubProcess, org_dirs: list[Path], workdir: Path, cfg: Sca
     workers = _Workers(procs, outputs)
     if cfg.worker_cpus:
         for proc in procs:
-            pin(proc.pid, frozenset(cfg.worker_cpus))
+            pin(proc.pid, cfg.worker_cpus)
     for proc in procs:
         line = proc.stdout.readline() if proc.stdout else b""
         if not line.startswith(b"ready"):
@@ -214,8 +214,9 @@ def hubs(db_kind: str, workdir: Path, cfg: ScaleConfig) -> Iterator[tuple[HubPro
             else:
                 processes, proxy, front = start_replicas(db_url, workdir, cfg.replicas, cfg.lease_s)
                 started += [*processes, proxy]
-            for proc in started if cfg.hub_cpus else ():
-                pin(proc.popen.pid, frozenset(cfg.hub_cpus))
+            if cfg.hub_cpus:
+                for proc in started:
+                    pin(proc.popen.pid, cfg.hub_cpus)
             yield front, processes
         finally:
             for proc in reversed(started):

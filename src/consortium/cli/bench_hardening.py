@@ -75,23 +75,24 @@ def bench_scale(
             fail(f"--replicas {replicas}: hub replicas need PostgreSQL; use --db postgres")
         dbs = ["postgres"]
         err_console.print(f"--replicas {replicas}: measuring PostgreSQL only (replicas need it)")
-    cpus: dict[str, tuple[int, ...] | None] = {}
-    for flag, text in (("--hub-cpus", hub_cpus), ("--worker-cpus", worker_cpus)):
+    cpu_options = {"--hub-cpus": hub_cpus, "--worker-cpus": worker_cpus}
+
+    def cpus(flag: str) -> tuple[int, ...] | None:
         try:
-            cpus[flag] = tuple(sorted(cpu_list(text))) if text is not None else None
+            return tuple(sorted(cpu_list(cpu_options[flag]))) if cpu_options[flag] is not None else None
         except ValueError as exc:
             fail(f"{flag}: {exc}")
+
     cfg = ScaleConfig(rounds=rounds, repeats=repeats, processes=processes, compute_ms=compute_ms,
                       compute_spread_ms=compute_spread_ms, replicas=replicas,
-                      hub_cpus=cpus["--hub-cpus"], worker_cpus=cpus["--worker-cpus"])
+                      hub_cpus=cpus("--hub-cpus"), worker_cpus=cpus("--worker-cpus"))
     result = run_scale_bench(sizes, dbs, cfg, baseline or None, report=err_console.print)
     options = {"--processes": (processes, 4), "--compute-ms": (compute_ms, 0.0),
                "--compute-spread-ms": (compute_spread_ms, 0.0), "--replicas": (replicas, 1)}
-    command = (f"consortium bench scale --nodes {nodes} --db {db} --rounds {rounds} --repeats {repeats}"
-               f" --baseline {baseline}" + "".join(f" {flag} {value:g}" for flag, (value, default) in options.items()
-                                                   if value != default)
-               + "".join(f" {flag} {text}" for flag, text in (("--hub-cpus", hub_cpus), ("--worker-cpus", worker_cpus))
-                         if text is not None))
+    shown = [f"{flag} {value:g}" for flag, (value, default) in options.items() if value != default]
+    shown += [f"{flag} {text}" for flag, text in cpu_options.items() if text is not None]
+    command = " ".join([f"consortium bench scale --nodes {nodes} --db {db} --rounds {rounds} --repeats {repeats}"
+                        f" --baseline {baseline}", *shown])
     write_report(result | {"machine": machine_info()}, report_markdown(result, machine_info(), command),
                  cfg.suite, json_path, markdown)
 
